@@ -1,0 +1,1 @@
+"""gateway: the HTTP API. It never holds backend credentials; workers do the provisioning."""

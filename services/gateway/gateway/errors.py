@@ -1,0 +1,93 @@
+"""The only error code -> HTTP status table, and the one function mapping exceptions to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+
+from gateway.middleware import request_id_of
+from gateway.schemas import ErrorBody
+from shared.contracts.errors import ErrorCode, SpinupError
+
+log = structlog.get_logger("gateway.errors")
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.INVALID_IDEMPOTENCY_KEY: 400,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.RESOURCE_GONE: 410,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
+    ErrorCode.WORKER_UNAVAILABLE: 503,
+    ErrorCode.WORKER_TIMEOUT: 503,
+    ErrorCode.COMMAND_IN_PROGRESS: 503,
+    ErrorCode.DEADLINE_EXCEEDED: 503,
+    ErrorCode.BACKEND_UNAVAILABLE: 503,
+    ErrorCode.BACKEND_ERROR: 503,
+    ErrorCode.PLATFORM_UNAVAILABLE: 503,
+    ErrorCode.INVALID_COMMAND: 500,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+RETRY_AFTER_S = "1"
+
+
+def _validation_message(exc: ValidationException) -> tuple[ErrorCode, str]:
+    details: list[str] = []
+    extra: Any = exc.extra
+    if isinstance(extra, list):
+        details.extend(str(item.get("message", "")) for item in extra if isinstance(item, dict))
+    text = "; ".join(d for d in details if d) or str(exc.detail)
+    if "JSON is malformed" in text or "malformed" in text.lower() or "decode" in text.lower():
+        return ErrorCode.INVALID_JSON, f"The request body is not valid JSON: {text}"
+    return ErrorCode.INVALID_REQUEST, f"The request body does not match the schema: {text}"
+
+
+_FRAMEWORK_ERRORS: tuple[tuple[type[Exception], ErrorCode, str], ...] = (
+    (NotFoundException, ErrorCode.NOT_FOUND, "No such route. See /schema for the API."),
+    (
+        MethodNotAllowedException,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        "This route does not accept that method. See /schema for the API.",
+    ),
+)
+
+
+def to_error(exc: Exception) -> SpinupError:
+    """Map any exception to a client-safe error."""
+    if isinstance(exc, SpinupError):
+        return exc
+    if isinstance(exc, ValidationException):
+        code, message = _validation_message(exc)
+        return SpinupError(code, message)
+    for exc_type, code, message in _FRAMEWORK_ERRORS:
+        if isinstance(exc, exc_type):
+            return SpinupError(code, message)
+    if isinstance(exc, HTTPException) and exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
+        return SpinupError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
+    if isinstance(exc, HTTPException) and exc.status_code < 500:  # noqa: PLR2004
+        return SpinupError(ErrorCode.INVALID_REQUEST, str(exc.detail))
+    return SpinupError(ErrorCode.INTERNAL_ERROR, "Unexpected error; it has been logged.")
+
+
+def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    """The app's only exception handler: JSON body, stable code, never a traceback."""
+    error = to_error(exc)
+    status = HTTP_STATUS[error.code]
+    if status >= 500 and not isinstance(exc, SpinupError):  # noqa: PLR2004
+        log.error("gateway.request.crashed", path=request.url.path, exc_info=exc)
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else {}  # noqa: PLR2004
+    body = ErrorBody(
+        error=error.code.value, message=error.message, request_id=request_id_of(request.scope)
+    )
+    return Response(body, status_code=status, headers=headers)

@@ -1,0 +1,103 @@
+"""Composition root of the gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from importlib.metadata import version
+
+import asyncpg
+import structlog
+import uvicorn
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from redis.asyncio import Redis
+
+from gateway.context import GatewayContext
+from gateway.errors import error_response
+from gateway.middleware import request_id_middleware
+from gateway.routes import ROUTES, dependencies
+from gateway.settings import Settings
+from shared.bus import Bus
+from shared.crypto.sealing import Keyring
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.relay import Relay
+from shared.eventlog.schema import migrate
+from shared.eventlog.store import EventStore
+from shared.logging import configure_logging
+from shared.plans import load_plans
+from shared.runtime import connect_with_retry
+
+SERVICE = "gateway"
+log = structlog.get_logger("gateway")
+
+
+def create_app(settings: Settings) -> Litestar:
+    """Build the app; connections open in the lifespan, not here."""
+    plans = load_plans(settings.plans_file)
+    keyring = Keyring.from_setting(settings.seal_keys)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await connect_with_retry(
+            "platform postgres",
+            lambda: asyncpg.create_pool(settings.platform_dsn, min_size=2, max_size=10),
+        )
+        await migrate(pool)
+        bus = await connect_with_retry(
+            "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
+        )
+        redis = Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        store = EventStore(pool, keyring, [ResourceProjection()])
+        relay_task = asyncio.create_task(
+            Relay(settings.platform_dsn, bus.nc.jetstream(), store).run()
+        )
+        app.state.context = GatewayContext(
+            settings=settings,
+            plans=plans,
+            keyring=keyring,
+            bus=bus,
+            pool=pool,
+            resources=ResourceReadModel(pool),
+            redis=redis,
+        )
+        log.info("gateway.started", url=settings.public_url)
+        try:
+            yield
+        finally:
+            relay_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay_task
+            await bus.close()
+            await redis.aclose()
+            await pool.close()
+            log.info("gateway.stopped")
+
+    return Litestar(
+        route_handlers=ROUTES,
+        dependencies=dependencies,
+        lifespan=[lifespan],
+        middleware=[request_id_middleware],
+        exception_handlers={Exception: error_response},
+        openapi_config=OpenAPIConfig(title="Spinup", version=version("spinup"), path="/schema"),
+        request_max_body_size=settings.max_body_bytes,
+    )
+
+
+def main() -> int:
+    """Entry point: settings first, so a missing variable stops start-up with its name."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+    return 0

@@ -1,0 +1,50 @@
+"""Gateway settings, read from the environment in ``main``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import Env
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway needs; required values have no default."""
+
+    http_host: str
+    http_port: int
+    public_url: str
+    nats_url: str
+    platform_dsn: str
+    redis_url: str
+    seal_keys: str
+    token_key: bytes
+    plans_file: Path
+    max_body_bytes: int
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and check every setting.
+
+        Raises:
+            SettingsError: naming the missing or malformed variable.
+        """
+        env = Env(environ)
+        return cls(
+            http_host=env.string("SPINUP_HTTP_HOST", "127.0.0.1"),
+            http_port=env.integer("SPINUP_HTTP_PORT", 8080),
+            public_url=env.string("SPINUP_PUBLIC_URL").rstrip("/"),
+            nats_url=env.string("SPINUP_NATS_URL"),
+            platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
+            redis_url=env.string("SPINUP_REDIS_URL"),
+            seal_keys=env.string("SPINUP_SEAL_KEYS"),
+            token_key=env.key("SPINUP_TOKEN_KEY"),
+            plans_file=env.path("SPINUP_PLANS_FILE", Path("plans.yaml")),
+            max_body_bytes=env.integer("SPINUP_MAX_BODY_BYTES", 16 * 1024),
+            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
+            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
+        )

@@ -1,0 +1,1 @@
+"""pg-provisioner: tenant roles and databases on the customer Postgres."""

@@ -1,0 +1,175 @@
+"""Tenant role + database on the customer Postgres.
+
+Why care: this module drops databases. Every name comes from ``shared.naming.tenant_name`` and
+passes ``guard_tenant_name`` before any DROP. Statements run one by one outside transactions
+(CREATE/DROP DATABASE cannot run inside one). Passwords reach Postgres only as SCRAM verifiers
+computed here, so the plaintext never appears in the server's logs or catalogs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import asyncpg
+import structlog
+
+from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
+from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
+from shared.naming import guard_tenant_name, tenant_name
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+log = structlog.get_logger("pg_provisioner.driver")
+
+SCRAM_ITERATIONS = 4096
+_CONNECTION_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
+    """The verifier Postgres stores for ``password`` (RFC 7677 / ``pg_authid`` format)."""
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, SCRAM_ITERATIONS)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _ident(name: str) -> str:
+    # Names are tenant names (checked by regex) or fixed words; quote anyway.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class PostgresDriver:
+    """Creates and drops tenant databases through an admin connection pool."""
+
+    kind = ResourceKind.POSTGRES
+
+    def __init__(
+        self, pool: asyncpg.Pool, *, admin_dsn: str, public_host: str, public_port: int
+    ) -> None:
+        self._pool = pool
+        self._admin_dsn = admin_dsn
+        self._public_host = public_host
+        self._public_port = public_port
+
+    @classmethod
+    async def connect(
+        cls, admin_dsn: str, *, public_host: str, public_port: int, pool_size: int
+    ) -> PostgresDriver:
+        """Open the admin pool."""
+        pool = await asyncpg.create_pool(admin_dsn, min_size=1, max_size=pool_size)
+        return cls(pool, admin_dsn=admin_dsn, public_host=public_host, public_port=public_port)
+
+    async def close(self) -> None:
+        """Close the admin pool."""
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _backend_errors(self, action: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except _CONNECTION_LOST as exc:
+            msg = f"The Postgres server for tenant databases is unreachable; nothing was {action}."
+            raise BackendUnavailableError(msg) from exc
+        except asyncpg.PostgresError as exc:
+            log.warning("pg_provisioner.backend.refused", sqlstate=exc.sqlstate, action=action)
+            msg = f"Postgres refused the operation (SQLSTATE {exc.sqlstate}); nothing was {action}."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
+
+    async def harden(self) -> None:
+        """One-time cluster hardening (idempotent).
+
+        Tenants cannot enter the maintenance databases, and databases cloned from template1
+        hide the list of other databases.
+        """
+        async with self._backend_errors("changed"):
+            await self._pool.execute(
+                "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;"
+                " REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC"
+            )
+            # ACLs on shared catalogs are per database: revoke inside template1 so every new
+            # database inherits it (research/backends.md, "Hide pg_database").
+            conn = await asyncpg.connect(self._admin_dsn, database="template1")
+            try:
+                await conn.execute("REVOKE SELECT ON pg_catalog.pg_database FROM PUBLIC")
+            finally:
+                await conn.close()
+
+    async def create(self, resource_id: UUID, limits: PostgresLimits) -> PostgresCredentials:
+        """Create (or reset) the tenant role and database; return fresh credentials."""
+        name = tenant_name(resource_id)
+        password = secrets.token_urlsafe(24)
+        verifier = await asyncio.to_thread(scram_sha256_verifier, password)
+        role, pw = _ident(name), _literal(verifier)
+        async with self._backend_errors("created"), self._pool.acquire() as conn:
+            if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
+                await conn.execute(
+                    f"ALTER ROLE {role} LOGIN PASSWORD {pw} CONNECTION LIMIT {limits.connections}"
+                )
+            else:
+                await conn.execute(
+                    f"CREATE ROLE {role} LOGIN PASSWORD {pw} CONNECTION LIMIT {limits.connections}"
+                    " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+                )
+            await conn.execute(
+                f"ALTER ROLE {role} SET statement_timeout = {limits.statement_timeout_ms};"
+                f" ALTER ROLE {role} SET temp_file_limit = '{limits.temp_file_limit_mb}MB'"
+            )
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(
+                    f"CREATE DATABASE {role} OWNER {role} STRATEGY wal_log"
+                    f" CONNECTION LIMIT {limits.connections}"
+                )
+            await conn.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
+        url = f"postgresql://{name}:{password}@{self._public_host}:{self._public_port}/{name}"
+        return PostgresCredentials(
+            connection_url=url,
+            host=self._public_host,
+            port=self._public_port,
+            database=name,
+            username=name,
+            password=password,
+        )
+
+    async def delete(self, resource_id: UUID) -> None:
+        """Drop the database (terminating its sessions) and the role; missing ones are fine."""
+        name = guard_tenant_name(tenant_name(resource_id))
+        async with self._backend_errors("deleted"), self._pool.acquire() as conn:
+            await conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
+            await conn.execute(f"DROP ROLE IF EXISTS {_ident(name)}")
+
+    async def exists(self, resource_id: UUID) -> bool:
+        """Whether the role or the database of this resource exists (for sweeps and tests)."""
+        name = tenant_name(resource_id)
+        async with self._backend_errors("checked"):
+            found = await self._pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
+                " OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                name,
+            )
+        return bool(found)

@@ -1,0 +1,5 @@
+"""``python -m reaper``."""
+
+from reaper.main import main
+
+raise SystemExit(main())

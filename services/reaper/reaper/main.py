@@ -1,0 +1,70 @@
+"""Composition root of the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from datetime import timedelta
+from typing import Any
+
+import msgspec
+import structlog
+import uvloop
+
+from reaper.handlers import ResourceIndex
+from reaper.settings import Settings
+from reaper.sweep import Sweeper
+from shared.bus import Bus
+from shared.contracts.events import RecordedEvent
+from shared.contracts.subjects import RESOURCE_EVENTS_FILTER
+from shared.eventlog.stream import ensure_events_stream
+from shared.logging import configure_logging
+from shared.runtime import connect_with_retry, wait_for_shutdown
+
+SERVICE = "reaper"
+log = structlog.get_logger("reaper")
+_decoder = msgspec.json.Decoder(RecordedEvent)
+
+
+async def run(settings: Settings) -> None:
+    """Follow the event stream from its start and sweep on an interval until signalled."""
+    bus = await connect_with_retry(
+        "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
+    )
+    js = bus.nc.jetstream()
+    await connect_with_retry("events stream", lambda: ensure_events_stream(js))
+    index = ResourceIndex()
+
+    async def on_event(message: Any) -> None:  # noqa: ANN401  (nats.aio.msg.Msg)
+        try:
+            index.apply(_decoder.decode(message.data))
+        except msgspec.MsgspecError:
+            log.warning("reaper.event.undecodable", subject=message.subject)
+
+    subscription = await js.subscribe(RESOURCE_EVENTS_FILTER, cb=on_event, ordered_consumer=True)
+    sweeper = Sweeper(
+        bus,
+        index,
+        grace=timedelta(seconds=settings.orphan_grace_s),
+        concurrency=settings.concurrency,
+    )
+    sweeping = asyncio.create_task(sweeper.run(settings.interval_s))
+    log.info("reaper.started", interval_s=settings.interval_s)
+    try:
+        await wait_for_shutdown()
+    finally:
+        sweeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeping
+        await subscription.unsubscribe()
+        await bus.close()
+        log.info("reaper.stopped")
+
+
+def main() -> int:
+    """Entry point: settings first, so a missing variable stops start-up with its name."""
+    settings = Settings.from_env(os.environ)
+    configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
+    uvloop.run(run(settings))
+    return 0

@@ -1,0 +1,37 @@
+"""Reaper settings, read from the environment in ``main``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shared.config import Env
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the reaper needs."""
+
+    nats_url: str
+    interval_s: float
+    orphan_grace_s: float
+    concurrency: int
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and check every setting.
+
+        Raises:
+            SettingsError: naming the missing or malformed variable.
+        """
+        env = Env(environ)
+        return cls(
+            nats_url=env.string("SPINUP_NATS_URL"),
+            interval_s=env.number("SPINUP_REAPER_INTERVAL_S", 10.0),
+            orphan_grace_s=env.number("SPINUP_REAPER_ORPHAN_GRACE_S", 60.0),
+            concurrency=env.integer("SPINUP_REAPER_CONCURRENCY", 4),
+            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
+            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
+        )

@@ -1,0 +1,99 @@
+"""Periodic sweep: send a deprovision command for every due resource, skipping failures.
+
+Command ids are derived from (resource, reason), so when several reaper replicas send the same
+command the worker's event stream lets exactly one of them delete anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import structlog
+
+from shared.contracts.commands import DeprovisionResource
+from shared.contracts.errors import SpinupError
+from shared.contracts.subjects import DEPROVISION_ENDPOINTS
+
+if TYPE_CHECKING:
+    from reaper.handlers import ResourceIndex
+    from shared.bus import Bus
+    from shared.contracts.kinds import DeprovisionReason
+    from shared.resources import ResourceState
+
+log = structlog.get_logger("reaper.sweep")
+REAP_NAMESPACE = uuid.UUID("5f0c2a57-8f43-4c1e-b6c1-7b2f0a9f6e11")
+
+
+class Sweeper:
+    """Finds due resources in the index and deprovisions them at bounded concurrency."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        index: ResourceIndex,
+        *,
+        grace: timedelta,
+        concurrency: int,
+        retry_after_s: float = 30.0,
+    ) -> None:
+        self._bus = bus
+        self._index = index
+        self._grace = grace
+        self._slots = asyncio.Semaphore(concurrency)
+        self._retry_after_s = retry_after_s
+        self._not_before: dict[uuid.UUID, float] = {}
+
+    async def run(self, interval_s: float) -> None:
+        """Sweep every ``interval_s`` until cancelled."""
+        while True:
+            await self.sweep_once()
+            await asyncio.sleep(interval_s)
+
+    async def sweep_once(self) -> int:
+        """One pass; returns how many resources were deprovisioned."""
+        clock = time.monotonic()
+        due = [
+            (state, reason)
+            for state, reason in self._index.due(datetime.now(UTC), self._grace)
+            if self._not_before.get(state.resource_id, 0.0) <= clock
+        ]
+        for state, _ in due:
+            # Until the Deprovisioned event comes back through the stream, don't send again.
+            self._not_before[state.resource_id] = clock + self._retry_after_s
+        results = await asyncio.gather(*(self._reap(state, reason) for state, reason in due))
+        self._not_before = {k: v for k, v in self._not_before.items() if v > clock}
+        return sum(results)
+
+    async def _reap(self, state: ResourceState, reason: DeprovisionReason) -> bool:
+        if state.kind is None:
+            return False
+        endpoint = DEPROVISION_ENDPOINTS[state.kind]
+        command = DeprovisionResource(
+            command_id=uuid.uuid5(REAP_NAMESPACE, f"{reason.value}|{state.resource_id}"),
+            correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
+            deadline=time.time() + endpoint.timeout,
+            resource_id=state.resource_id,
+            reason=reason,
+        )
+        async with self._slots:
+            try:
+                reply = await self._bus.request(endpoint, command)
+            except SpinupError as exc:
+                log.warning(
+                    "reaper.resource.skipped",
+                    resource_id=str(state.resource_id),
+                    reason=reason.value,
+                    error=exc.code.value,
+                )
+                return False
+        log.info(
+            "reaper.resource.reaped",
+            resource_id=str(state.resource_id),
+            reason=reason.value,
+            already=reply.already,
+        )
+        return True

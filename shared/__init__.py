@@ -1,0 +1,1 @@
+"""What every Spinup service shares: contracts, the bus, the event log, plans, settings, crypto."""

@@ -1,0 +1,1 @@
+"""Everything that crosses a process boundary: commands, replies, events, error codes, endpoints."""

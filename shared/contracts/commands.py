@@ -1,0 +1,43 @@
+"""Commands: imperative requests sent to one worker over NATS request-reply.
+
+Every command carries its ``deadline`` (Unix seconds): a worker that finishes after it undoes
+its work, so a client that already got a 503 never ends up owning an invisible resource.
+Internal messages tolerate unknown fields, so workers and gateway can roll out separately.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Fields every command carries."""
+
+    command_id: UUID
+    correlation_id: str
+    deadline: float
+
+
+class ProvisionResource(Command, frozen=True, kw_only=True):
+    """Create one resource of ``kind`` with ``limits``; the gateway has minted its token."""
+
+    resource_id: UUID
+    kind: ResourceKind
+    tier: str
+    limits: Limits
+    token_hash: str
+    fingerprint: str
+    name: str | None = None
+    expires_at: datetime | None = None
+
+
+class DeprovisionResource(Command, frozen=True, kw_only=True):
+    """Remove one resource; removing one that is already gone succeeds."""
+
+    resource_id: UUID
+    reason: DeprovisionReason

@@ -1,0 +1,68 @@
+"""The one list of error codes and the one exception hierarchy.
+
+Codes are stable strings: clients and agents match on them. The gateway holds the only
+code -> HTTP status table (``gateway.errors``); a test checks every code has a status.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable, documented error codes."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    RESOURCE_GONE = "resource_gone"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    WORKER_UNAVAILABLE = "worker_unavailable"
+    WORKER_TIMEOUT = "worker_timeout"
+    COMMAND_IN_PROGRESS = "command_in_progress"
+    DEADLINE_EXCEEDED = "deadline_exceeded"
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    BACKEND_ERROR = "backend_error"
+    PLATFORM_UNAVAILABLE = "platform_unavailable"
+    INVALID_COMMAND = "invalid_command"
+    INTERNAL_ERROR = "internal_error"
+
+
+class SpinupError(Exception):
+    """An error with a stable code, safe to show to a client.
+
+    ``message`` must never contain secrets or a library's ``repr``: it is what the user reads.
+    """
+
+    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code.value!r}, {self.message!r})"
+
+
+class BackendUnavailableError(SpinupError):
+    """A customer backend (the tenant's server) cannot be reached."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.BACKEND_UNAVAILABLE, message, retryable=True)
+
+
+class PlatformUnavailableError(SpinupError):
+    """The platform's own Postgres or NATS cannot be reached."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.PLATFORM_UNAVAILABLE, message, retryable=True)
+
+
+class DropRefusedError(Exception):
+    """A driver was asked to drop something whose name lacks the tenant prefix.
+
+    Deliberately not a ``SpinupError``: it is a bug, never a client's mistake.
+    """

@@ -1,0 +1,55 @@
+"""Replies: the facts a worker answers a command with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from shared.contracts.kinds import (
+    Credentials,
+    DeprovisionReason,
+    Limits,
+    ResourceKind,
+)
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every reply."""
+
+
+class ResourceProvisioned(Reply, frozen=True, kw_only=True):
+    """The resource exists and these credentials work.
+
+    ``replayed`` is true when this is the stored answer to a command seen before.
+    """
+
+    resource_id: UUID
+    kind: ResourceKind
+    tier: str
+    limits: Limits
+    credentials: Credentials
+    created_at: datetime
+    expires_at: datetime | None
+    replayed: bool = False
+
+
+class ResourceDeprovisioned(Reply, frozen=True, kw_only=True):
+    """The resource no longer exists in its backend."""
+
+    resource_id: UUID
+    reason: DeprovisionReason
+    already: bool = False
+
+
+class CommandFailed(Reply, frozen=True, kw_only=True):
+    """The command did not succeed.
+
+    ``code`` is an ``ErrorCode`` value, kept a plain string on the wire so an older gateway can
+    still read a newer worker's code.
+    """
+
+    code: str
+    message: str
+    retryable: bool

@@ -1,0 +1,1 @@
+"""Sealing secrets at rest and minting and hashing resource tokens."""

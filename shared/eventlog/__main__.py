@@ -1,0 +1,38 @@
+"""Event log administration: ``python -m shared.eventlog migrate|rebuild``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import asyncpg
+
+from shared.config import Env
+from shared.eventlog.projections import rebuild_resources
+from shared.eventlog.schema import migrate
+
+
+async def _main(action: str) -> int:
+    dsn = Env(os.environ).string("SPINUP_PLATFORM_DSN")
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await migrate(pool)
+        if action == "rebuild":
+            written = await rebuild_resources(pool)
+            sys.stdout.write(f"rebuilt resources projection: {written} rows\n")
+    finally:
+        await pool.close()
+    return 0
+
+
+def main() -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="python -m shared.eventlog")
+    parser.add_argument("action", choices=["migrate", "rebuild"])
+    return asyncio.run(_main(parser.parse_args().action))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

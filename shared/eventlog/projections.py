@@ -1,0 +1,170 @@
+"""The ``resources`` read model: one row per resource, the fold of its stream.
+
+Rows are written from ``ResourceState`` (the same fold the workers decide with) and only from
+event data, never from the clock, so a rebuild from the log gives the same table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import msgspec
+
+from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
+from shared.eventlog.codec import decode_event
+from shared.eventlog.errors import platform_errors
+from shared.eventlog.schema import APPEND_LOCK
+from shared.resources import ResourceState
+
+_STREAM_PREFIX = "resource-"
+_limits_decoder: msgspec.json.Decoder[Limits] = msgspec.json.Decoder(Limits)
+_encoder = msgspec.json.Encoder()
+
+_COLUMNS = (
+    "id, version, status, kind, tier, limits, token_hash, fingerprint, name, created_at,"
+    " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
+    " needs_cleanup, deprovision_reason"
+)
+_UPSERT = f"""
+INSERT INTO resources ({_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+ON CONFLICT (id) DO UPDATE SET
+""" + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
+
+
+def _row_values(state: ResourceState) -> tuple[Any, ...]:
+    return (
+        state.resource_id,
+        state.version,
+        state.status.value,
+        state.kind.value if state.kind else None,
+        state.tier,
+        _encoder.encode(state.limits).decode() if state.limits else None,
+        state.token_hash,
+        state.fingerprint,
+        state.name,
+        state.created_at,
+        state.expires_at,
+        state.deadline,
+        state.updated_at,
+        state.provision_command_id,
+        state.credentials_sealed,
+        state.failure_code,
+        state.needs_cleanup,
+        state.deprovision_reason.value if state.deprovision_reason else None,
+    )
+
+
+def _state_from_row(row: asyncpg.Record) -> ResourceState:
+    return ResourceState(
+        resource_id=row["id"],
+        version=row["version"],
+        status=ResourceStatus(row["status"]),
+        kind=ResourceKind(row["kind"]) if row["kind"] else None,
+        tier=row["tier"],
+        limits=_limits_decoder.decode(row["limits"]) if row["limits"] else None,
+        token_hash=row["token_hash"],
+        fingerprint=row["fingerprint"],
+        name=row["name"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        deadline=row["deadline"],
+        updated_at=row["updated_at"],
+        provision_command_id=row["provision_command_id"],
+        credentials_sealed=row["credentials_sealed"],
+        failure_code=row["failure_code"],
+        needs_cleanup=row["needs_cleanup"],
+        deprovision_reason=(
+            DeprovisionReason(row["deprovision_reason"]) if row["deprovision_reason"] else None
+        ),
+    )
+
+
+def _resource_id(stream_id: str) -> UUID:
+    return UUID(stream_id.removeprefix(_STREAM_PREFIX))
+
+
+class ResourceProjection:
+    """Keeps ``resources`` equal to the fold of every ``resource-*`` stream."""
+
+    def handles(self, stream_id: str) -> bool:
+        """Resource streams only."""
+        return stream_id.startswith(_STREAM_PREFIX)
+
+    async def project(self, conn: Any, stream_id: str) -> None:  # noqa: ANN401
+        """Re-fold the stream (a handful of events) and upsert its row."""
+        rows = await conn.fetch(
+            "SELECT event_type, data, command_id, recorded_at FROM events"
+            " WHERE stream_id = $1 ORDER BY version",
+            stream_id,
+        )
+        state = ResourceState.fold(
+            _resource_id(stream_id),
+            (
+                (decode_event(r["event_type"], r["data"]), r["command_id"], r["recorded_at"])
+                for r in rows
+            ),
+        )
+        await conn.execute(_UPSERT, *_row_values(state))
+
+
+async def rebuild_resources(pool: asyncpg.Pool) -> int:
+    """Recompute ``resources`` from the log alone; returns the number of rows written.
+
+    Holds the append lock, so nothing is appended while it runs.
+    """
+    written = 0
+    async with platform_errors(), pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+        await conn.execute("TRUNCATE resources")
+        current: ResourceState | None = None
+        async for r in conn.cursor(
+            "SELECT stream_id, event_type, data, command_id, recorded_at FROM events"
+            " WHERE stream_id LIKE 'resource-%' ORDER BY stream_id, version"
+        ):
+            resource_id = _resource_id(r["stream_id"])
+            if current is None or current.resource_id != resource_id:
+                if current is not None:
+                    await conn.execute(_UPSERT, *_row_values(current))
+                    written += 1
+                current = ResourceState(resource_id=resource_id)
+            current = current.apply(
+                decode_event(r["event_type"], r["data"]),
+                command_id=r["command_id"],
+                recorded_at=r["recorded_at"],
+            )
+        if current is not None:
+            await conn.execute(_UPSERT, *_row_values(current))
+            written += 1
+    return written
+
+
+class ResourceReadModel:
+    """Queries the gateway makes against ``resources``."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def by_token_hash(self, token_hash: str) -> ResourceState | None:
+        """The resource a token belongs to."""
+        async with platform_errors():
+            row = await self._pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM resources WHERE token_hash = $1", token_hash
+            )
+        return _state_from_row(row) if row else None
+
+    async def by_id(self, resource_id: UUID) -> ResourceState | None:
+        """One resource by id."""
+        async with platform_errors():
+            row = await self._pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM resources WHERE id = $1", resource_id
+            )
+        return _state_from_row(row) if row else None
+
+    async def all_rows(self) -> list[ResourceState]:
+        """Every row, ordered by id (for rebuild comparisons and admin tools)."""
+        async with platform_errors():
+            rows = await self._pool.fetch(f"SELECT {_COLUMNS} FROM resources ORDER BY id")
+        return [_state_from_row(row) for row in rows]

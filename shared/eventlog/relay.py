@@ -1,0 +1,115 @@
+"""Relay committed events from the platform Postgres to JetStream, in log order.
+
+One relay is active per platform database (a session advisory lock); others stand by. It wakes
+on NOTIFY from each append (with a poll as a safety net), publishes a batch with
+``Nats-Msg-Id`` = event id so the server drops re-publishes, then records how far it got. After
+a restart it resumes from that position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import msgspec
+import structlog
+from nats.errors import Error as NatsError
+
+from shared.contracts.subjects import event_subject
+from shared.eventlog.schema import NOTIFY_CHANNEL, RELAY_LOCK
+from shared.eventlog.store import EventStore
+from shared.eventlog.stream import ensure_events_stream
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
+log = structlog.get_logger("shared.eventlog.relay")
+_encoder = msgspec.json.Encoder()
+
+
+class Relay:
+    """Publishes every committed event exactly once (deduplicated) to the events stream."""
+
+    def __init__(
+        self,
+        dsn: str,
+        js: JetStreamContext,
+        store: EventStore,
+        *,
+        name: str = "jetstream",
+        batch_size: int = 256,
+        poll_interval: float = 1.0,
+    ) -> None:
+        self._dsn = dsn
+        self._js = js
+        self._store = store
+        self._name = name
+        self._batch_size = batch_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Relay until cancelled, surviving database and NATS outages."""
+        while True:
+            try:
+                await self._run_while_leader()
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                NatsError,
+                TimeoutError,
+            ) as exc:
+                log.warning("eventlog.relay.interrupted", error=type(exc).__name__)
+            await asyncio.sleep(self._poll_interval)
+
+    async def _run_while_leader(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
+                return  # another relay is active; retry after the poll interval
+            log.info("eventlog.relay.started", relay=self._name)
+            await ensure_events_stream(self._js)
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            while True:
+                self._wake.clear()
+                relayed = await self.relay_once(conn)
+                if relayed < self._batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    def _on_notify(self, *_args: Any) -> None:  # noqa: ANN401
+        self._wake.set()
+
+    async def relay_once(self, conn: Any) -> int:  # noqa: ANN401  (asyncpg connection)
+        """Publish the next batch after the recorded position; return how many were relayed."""
+        position = await conn.fetchval(
+            "SELECT position FROM relay_positions WHERE relay = $1", self._name
+        )
+        events = await self._store.read_after(conn, position or 0, self._batch_size)
+        if not events:
+            return 0
+        # Publishes are written to the socket in order, so the stream keeps log order.
+        await asyncio.gather(
+            *(
+                self._js.publish(
+                    event_subject(recorded.event),
+                    _encoder.encode(recorded),
+                    headers={"Nats-Msg-Id": str(recorded.event_id)},
+                )
+                for recorded in events
+            )
+        )
+        await conn.execute(
+            "INSERT INTO relay_positions (relay, position) VALUES ($1, $2)"
+            " ON CONFLICT (relay) DO UPDATE SET position = EXCLUDED.position",
+            self._name,
+            events[-1].position,
+        )
+        log.debug("eventlog.relay.published", count=len(events), position=events[-1].position)
+        return len(events)

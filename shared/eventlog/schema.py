@@ -1,0 +1,72 @@
+"""Tables of the platform database, created idempotently at service start."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncpg
+
+# Every append takes this transaction-level lock, so global positions are assigned in commit
+# order and the relay can never skip an event committed "behind" one it already relayed.
+# docs/adr/0002-event-log.md explains the trade-off.
+APPEND_LOCK = 0x5350_4E55_0001
+RELAY_LOCK = 0x5350_4E55_0002
+MIGRATE_LOCK = 0x5350_4E55_0003
+NOTIFY_CHANNEL = "spinup_events"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    position        bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+    stream_id       text        NOT NULL,
+    version         integer     NOT NULL CHECK (version > 0),
+    event_id        uuid        NOT NULL UNIQUE,
+    event_type      text        NOT NULL,
+    data            jsonb       NOT NULL,
+    command_id      uuid        NOT NULL,
+    correlation_id  text        NOT NULL,
+    recorded_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (stream_id, version)
+);
+
+CREATE TABLE IF NOT EXISTS command_replies (
+    command_id  uuid PRIMARY KEY,
+    reply       text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS relay_positions (
+    relay    text PRIMARY KEY,
+    position bigint NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS resources (
+    id                   uuid PRIMARY KEY,
+    version              integer     NOT NULL,
+    status               text        NOT NULL,
+    kind                 text,
+    tier                 text,
+    limits               jsonb,
+    token_hash           text UNIQUE,
+    fingerprint          text,
+    name                 text,
+    created_at           timestamptz,
+    expires_at           timestamptz,
+    deadline             timestamptz,
+    updated_at           timestamptz,
+    provision_command_id uuid,
+    credentials_sealed   text,
+    failure_code         text,
+    needs_cleanup        boolean     NOT NULL,
+    deprovision_reason   text
+);
+CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
+CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);
+"""
+
+
+async def migrate(pool: asyncpg.Pool) -> None:
+    """Create missing tables; safe when several services start at once."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+        await conn.execute(SCHEMA)

@@ -1,0 +1,308 @@
+"""The provision / deprovision algorithm every worker runs, whatever its backend.
+
+Rules it keeps (DESIGN.md): intent is appended before the backend is touched and the outcome
+after; no database transaction spans a backend call; a command that finishes past its deadline
+undoes its work and records that; a duplicate command (same id, any replica, even concurrently)
+gets the stored reply instead of a second resource; a failed create removes what it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+import structlog
+
+from shared.contracts.errors import ErrorCode, PlatformUnavailableError, SpinupError
+from shared.contracts.events import (
+    ResourceDeprovisioned as DeprovisionedEvent,
+)
+from shared.contracts.events import (
+    ResourceDeprovisionRequested,
+    ResourceProvisionFailed,
+    ResourceProvisionRequested,
+)
+from shared.contracts.events import (
+    ResourceProvisioned as ProvisionedEvent,
+)
+from shared.contracts.kinds import Credentials, Limits, ResourceKind, ResourceStatus
+from shared.contracts.replies import ResourceDeprovisioned, ResourceProvisioned
+from shared.eventlog.errors import ConcurrencyConflictError
+from shared.naming import resource_stream
+from shared.resources import ResourceState
+
+if TYPE_CHECKING:
+    from uuid import UUID
+
+    from shared.contracts.commands import DeprovisionResource, ProvisionResource
+    from shared.crypto.sealing import Keyring
+    from shared.eventlog.store import EventStore
+
+log = structlog.get_logger("shared.lifecycle")
+_encoder = msgspec.json.Encoder()
+
+
+class ResourceDriver(Protocol):
+    """One backend.
+
+    Both operations are idempotent: create twice gives the same resource (with the new
+    credentials), delete of a missing one succeeds.
+    """
+
+    kind: ResourceKind
+
+    async def create(self, resource_id: UUID, limits: Limits) -> Credentials:
+        """Make the resource (or bring an existing one to these limits) and fresh credentials."""
+        ...
+
+    async def delete(self, resource_id: UUID) -> None:
+        """Remove the resource and cut its open connections."""
+        ...
+
+
+class ResourceLifecycle:
+    """Runs commands for one driver against the event log."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        keyring: Keyring,
+        driver: ResourceDriver,
+        *,
+        create_concurrency: int,
+        delete_concurrency: int,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._driver = driver
+        self._create_slots = asyncio.Semaphore(create_concurrency)
+        self._delete_slots = asyncio.Semaphore(delete_concurrency)
+        self._poll_interval = poll_interval
+
+    async def _state(self, resource_id: UUID) -> ResourceState:
+        events = await self._store.load(resource_stream(resource_id))
+        return ResourceState.fold(
+            resource_id, ((e.event, e.command_id, e.recorded_at) for e in events)
+        )
+
+    # -- provision ---------------------------------------------------------------------------
+
+    async def provision(self, command: ProvisionResource) -> ResourceProvisioned:
+        """Create the resource named by the command, or return what an earlier try created."""
+        state = await self._state(command.resource_id)
+        if state.status is ResourceStatus.ACTIVE:
+            return await self._replay(state)
+        if state.is_gone or state.status is ResourceStatus.DELETING:
+            raise _reused_error()
+        if state.status is ResourceStatus.PROVISIONING:
+            return await self._await_outcome(command)
+        if time.time() >= command.deadline:
+            msg = "The request waited too long to be picked up; nothing was created. Try again."
+            raise SpinupError(ErrorCode.DEADLINE_EXCEEDED, msg, retryable=True)
+
+        stream = resource_stream(command.resource_id)
+        requested = ResourceProvisionRequested(
+            resource_id=command.resource_id,
+            kind=command.kind,
+            tier=command.tier,
+            limits=command.limits,
+            token_hash=command.token_hash,
+            fingerprint=command.fingerprint,
+            name=command.name,
+            expires_at=command.expires_at,
+            deadline=datetime.fromtimestamp(command.deadline, UTC),
+        )
+        try:
+            recorded = await self._store.append(
+                stream,
+                state.version,
+                [requested],
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+            )
+        except ConcurrencyConflictError:
+            return await self._await_outcome(command)
+        version = state.version + 1
+        created_at = state.created_at or recorded[0].recorded_at
+
+        credentials = await self._create(command, version)
+        reply = ResourceProvisioned(
+            resource_id=command.resource_id,
+            kind=command.kind,
+            tier=command.tier,
+            limits=command.limits,
+            credentials=credentials,
+            created_at=created_at,
+            expires_at=command.expires_at,
+        )
+        sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
+        try:
+            await self._store.append(
+                stream,
+                version,
+                [ProvisionedEvent(resource_id=command.resource_id, credentials_sealed=sealed)],
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+                reply=reply,
+            )
+        except (ConcurrencyConflictError, PlatformUnavailableError) as exc:
+            # Deprovisioning began meanwhile, or the outcome cannot be recorded: never hand out
+            # credentials the log does not vouch for. The reaper finishes any cleanup.
+            await self._cleanup(command.resource_id)
+            msg = "The resource could not be recorded; nothing was kept. Try again."
+            raise SpinupError(ErrorCode.PLATFORM_UNAVAILABLE, msg, retryable=True) from exc
+        return reply
+
+    async def _create(self, command: ProvisionResource, version: int) -> Credentials:
+        """Call the driver within the deadline; on any failure record it and remove leftovers."""
+        try:
+            async with self._create_slots:
+                credentials = await self._driver.create(command.resource_id, command.limits)
+        except SpinupError as exc:
+            await self._record_failure(command, version, exc)
+            raise
+        except Exception as exc:
+            log.exception("lifecycle.create.crashed", resource_id=str(command.resource_id))
+            error = SpinupError(
+                ErrorCode.BACKEND_ERROR, "The backend failed unexpectedly; nothing was kept."
+            )
+            await self._record_failure(command, version, error)
+            raise error from exc
+        if time.time() > command.deadline:
+            error = SpinupError(
+                ErrorCode.DEADLINE_EXCEEDED,
+                "The backend was too slow to answer in time; what was made has been removed.",
+                retryable=True,
+            )
+            await self._record_failure(command, version, error)
+            raise error
+        return credentials
+
+    async def _replay(self, state: ResourceState) -> ResourceProvisioned:
+        if state.provision_command_id is None:
+            msg = "active resource without a provisioning command"
+            raise SpinupError(ErrorCode.INTERNAL_ERROR, msg)
+        stored = await self._store.stored_reply(state.provision_command_id, ResourceProvisioned)
+        if stored is None:
+            msg = "active resource without a stored reply"
+            raise SpinupError(ErrorCode.INTERNAL_ERROR, msg)
+        return msgspec.structs.replace(stored, replayed=True)
+
+    async def _await_outcome(self, command: ProvisionResource) -> ResourceProvisioned:
+        """Another handler owns this command: wait for its outcome until the deadline."""
+        while time.time() < command.deadline:
+            await asyncio.sleep(self._poll_interval)
+            state = await self._state(command.resource_id)
+            if state.status is ResourceStatus.ACTIVE:
+                return await self._replay(state)
+            if state.status is ResourceStatus.FAILED:
+                msg = "An identical request failed just now; try again."
+                raise SpinupError(ErrorCode.BACKEND_UNAVAILABLE, msg, retryable=True)
+            if state.is_gone or state.status is ResourceStatus.DELETING:
+                raise _reused_error()
+        msg = "An identical request is still being processed; retry with the same Idempotency-Key."
+        raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+
+    async def _cleanup(self, resource_id: UUID) -> bool:
+        try:
+            async with self._delete_slots:
+                await self._driver.delete(resource_id)
+        except Exception:  # noqa: BLE001  (reported through the failure event; the reaper retries)
+            log.warning("lifecycle.cleanup.failed", resource_id=str(resource_id))
+            return False
+        return True
+
+    async def _record_failure(
+        self, command: ProvisionResource, version: int, error: SpinupError
+    ) -> None:
+        cleaned_up = await self._cleanup(command.resource_id)
+        failed = ResourceProvisionFailed(
+            resource_id=command.resource_id,
+            code=error.code.value,
+            message=error.message,
+            cleaned_up=cleaned_up,
+        )
+        try:
+            await self._store.append(
+                resource_stream(command.resource_id),
+                version,
+                [failed],
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+            )
+        except (ConcurrencyConflictError, PlatformUnavailableError):
+            # The Requested event stays without an outcome; the reaper's orphan sweep finds it.
+            log.warning("lifecycle.failure.unrecorded", resource_id=str(command.resource_id))
+
+    # -- deprovision -------------------------------------------------------------------------
+
+    async def deprovision(self, command: DeprovisionResource) -> ResourceDeprovisioned:
+        """Remove the resource; a second request for the same resource succeeds with ``already``."""
+        state = await self._state(command.resource_id)
+        if state.status is ResourceStatus.NONE:
+            msg = "No such resource."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        if state.is_gone:
+            return ResourceDeprovisioned(
+                resource_id=command.resource_id,
+                reason=state.deprovision_reason or command.reason,
+                already=True,
+            )
+        stream = resource_stream(command.resource_id)
+        version = state.version
+        reason = command.reason
+        if state.status is ResourceStatus.DELETING and state.deprovision_reason is not None:
+            reason = state.deprovision_reason
+        else:
+            try:
+                await self._store.append(
+                    stream,
+                    version,
+                    [ResourceDeprovisionRequested(resource_id=command.resource_id, reason=reason)],
+                    command_id=command.command_id,
+                    correlation_id=command.correlation_id,
+                )
+            except ConcurrencyConflictError:
+                return await self._await_gone(command)
+            version += 1
+
+        async with self._delete_slots:
+            await self._driver.delete(command.resource_id)
+
+        reply = ResourceDeprovisioned(resource_id=command.resource_id, reason=reason)
+        try:
+            await self._store.append(
+                stream,
+                version,
+                [DeprovisionedEvent(resource_id=command.resource_id, reason=reason)],
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+            )
+        except ConcurrencyConflictError:
+            return msgspec.structs.replace(reply, already=True)
+        return reply
+
+    async def _await_gone(self, command: DeprovisionResource) -> ResourceDeprovisioned:
+        while time.time() < command.deadline:
+            state = await self._state(command.resource_id)
+            if state.is_gone:
+                return ResourceDeprovisioned(
+                    resource_id=command.resource_id,
+                    reason=state.deprovision_reason or command.reason,
+                    already=True,
+                )
+            await asyncio.sleep(self._poll_interval)
+        msg = "The resource is still being removed; try again shortly."
+        raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+
+
+def _reused_error() -> SpinupError:
+    msg = (
+        "The resource this request created has since been deleted or has expired."
+        " Send a new Idempotency-Key to create another."
+    )
+    return SpinupError(ErrorCode.IDEMPOTENCY_KEY_REUSED, msg)

@@ -1,0 +1,114 @@
+"""The life of one resource, folded from its events.
+
+The same fold drives the workers' decisions, the reaper's index and the ``resources`` projection,
+so the three can never disagree about what state a resource is in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from uuid import UUID
+
+from shared.contracts.events import (
+    Event,
+    ResourceDeprovisioned,
+    ResourceDeprovisionRequested,
+    ResourceProvisioned,
+    ResourceProvisionFailed,
+    ResourceProvisionRequested,
+)
+from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceState:
+    """Everything known about a resource after its last event."""
+
+    resource_id: UUID
+    version: int = 0
+    status: ResourceStatus = ResourceStatus.NONE
+    kind: ResourceKind | None = None
+    tier: str | None = None
+    limits: Limits | None = None
+    token_hash: str | None = None
+    fingerprint: str | None = None
+    name: str | None = None
+    created_at: datetime | None = None
+    expires_at: datetime | None = None
+    deadline: datetime | None = None
+    updated_at: datetime | None = None
+    provision_command_id: UUID | None = None
+    credentials_sealed: str | None = None
+    failure_code: str | None = None
+    needs_cleanup: bool = False
+    deprovision_reason: DeprovisionReason | None = None
+
+    def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:
+        """The state after ``event``."""
+        state = replace(self, version=self.version + 1, updated_at=recorded_at)
+        match event:
+            case ResourceProvisionRequested():
+                return replace(
+                    state,
+                    status=ResourceStatus.PROVISIONING,
+                    kind=event.kind,
+                    tier=event.tier,
+                    limits=event.limits,
+                    token_hash=event.token_hash,
+                    fingerprint=event.fingerprint,
+                    name=event.name,
+                    created_at=self.created_at or recorded_at,
+                    expires_at=event.expires_at,
+                    deadline=event.deadline,
+                    provision_command_id=command_id,
+                    failure_code=None,
+                    needs_cleanup=False,
+                )
+            case ResourceProvisioned():
+                return replace(
+                    state,
+                    status=ResourceStatus.ACTIVE,
+                    credentials_sealed=event.credentials_sealed,
+                )
+            case ResourceProvisionFailed():
+                return replace(
+                    state,
+                    status=ResourceStatus.FAILED,
+                    failure_code=event.code,
+                    needs_cleanup=not event.cleaned_up,
+                )
+            case ResourceDeprovisionRequested():
+                return replace(
+                    state, status=ResourceStatus.DELETING, deprovision_reason=event.reason
+                )
+            case ResourceDeprovisioned():
+                gone = (
+                    ResourceStatus.EXPIRED
+                    if event.reason is DeprovisionReason.EXPIRED
+                    else ResourceStatus.DELETED
+                )
+                return replace(
+                    state,
+                    status=gone,
+                    credentials_sealed=None,
+                    needs_cleanup=False,
+                    deprovision_reason=event.reason,
+                )
+        return state
+
+    @classmethod
+    def fold(
+        cls, resource_id: UUID, events: Iterable[tuple[Event, UUID, datetime]]
+    ) -> ResourceState:
+        """Replay ``(event, command_id, recorded_at)`` triples from the first version on."""
+        state = cls(resource_id=resource_id)
+        for event, command_id, recorded_at in events:
+            state = state.apply(event, command_id=command_id, recorded_at=recorded_at)
+        return state
+
+    @property
+    def is_gone(self) -> bool:
+        """Deleted or expired: nothing remains in the backend."""
+        return self.status in {ResourceStatus.DELETED, ResourceStatus.EXPIRED}

@@ -1,0 +1,39 @@
+"""What every service's ``main`` does the same way: connect with patience, stop on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+T = TypeVar("T")
+log = structlog.get_logger("shared.runtime")
+
+
+async def connect_with_retry(
+    what: str, connect: Callable[[], Awaitable[T]], *, attempts: int = 60, delay: float = 0.5
+) -> T:
+    """Call ``connect`` until it succeeds; services may start before their servers are ready."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await connect()
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.info(
+                "runtime.connect.retrying", target=what, attempt=attempt, error=type(exc).__name__
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError  # unreachable: the loop returns or raises
+
+
+async def wait_for_shutdown() -> None:
+    """Return when SIGINT or SIGTERM arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
