@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import asyncpg
-    from redis.asyncio import Redis
+import asyncpg
+from redis.asyncio import Redis
 
-    from gateway.settings import Settings
-    from shared.bus import Bus
-    from shared.crypto.sealing import Keyring
-    from shared.eventlog.projections import ResourceReadModel
-    from shared.plans import Plans
+from gateway.settings import Settings
+from shared.bus import Bus
+from shared.crypto.sealing import Keyring
+from shared.eventlog.projections import ResourceReadModel
+from shared.plans import Plans
 
 
 @dataclass(frozen=True, slots=True)

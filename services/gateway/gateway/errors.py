@@ -42,15 +42,20 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 RETRY_AFTER_S = "1"
 
 
-def _validation_message(exc: ValidationException) -> tuple[ErrorCode, str]:
+def _client_error(exc: HTTPException) -> SpinupError:
+    """A 4xx from the framework's body parsing, with its details kept (they name the field)."""
     details: list[str] = []
     extra: Any = exc.extra
     if isinstance(extra, list):
         details.extend(str(item.get("message", "")) for item in extra if isinstance(item, dict))
     text = "; ".join(d for d in details if d) or str(exc.detail)
-    if "JSON is malformed" in text or "malformed" in text.lower() or "decode" in text.lower():
-        return ErrorCode.INVALID_JSON, f"The request body is not valid JSON: {text}"
-    return ErrorCode.INVALID_REQUEST, f"The request body does not match the schema: {text}"
+    if "JSON is malformed" in text:
+        return SpinupError(ErrorCode.INVALID_JSON, f"The request body is not valid JSON: {text}")
+    if isinstance(exc, ValidationException):
+        return SpinupError(
+            ErrorCode.INVALID_REQUEST, f"The request body does not match the schema: {text}"
+        )
+    return SpinupError(ErrorCode.INVALID_REQUEST, text)
 
 
 _FRAMEWORK_ERRORS: tuple[tuple[type[Exception], ErrorCode, str], ...] = (
@@ -67,16 +72,13 @@ def to_error(exc: Exception) -> SpinupError:
     """Map any exception to a client-safe error."""
     if isinstance(exc, SpinupError):
         return exc
-    if isinstance(exc, ValidationException):
-        code, message = _validation_message(exc)
-        return SpinupError(code, message)
     for exc_type, code, message in _FRAMEWORK_ERRORS:
         if isinstance(exc, exc_type):
             return SpinupError(code, message)
     if isinstance(exc, HTTPException) and exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         return SpinupError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
     if isinstance(exc, HTTPException) and exc.status_code < 500:  # noqa: PLR2004
-        return SpinupError(ErrorCode.INVALID_REQUEST, str(exc.detail))
+        return _client_error(exc)
     return SpinupError(ErrorCode.INTERNAL_ERROR, "Unexpected error; it has been logged.")
 
 

@@ -35,7 +35,7 @@ log = structlog.get_logger("gateway")
 
 
 def create_app(settings: Settings) -> Litestar:
-    """Build the app; connections open in the lifespan, not here."""
+    """Build the Litestar app; connections open in its lifespan, not here."""
     plans = load_plans(settings.plans_file)
     keyring = Keyring.from_setting(settings.seal_keys)
 
@@ -79,7 +79,6 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=ROUTES,
         dependencies=dependencies,
         lifespan=[lifespan],
-        middleware=[request_id_middleware],
         exception_handlers={Exception: error_response},
         openapi_config=OpenAPIConfig(title="Spinup", version=version("spinup"), path="/schema"),
         request_max_body_size=settings.max_body_bytes,
@@ -90,8 +89,9 @@ def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
     settings = Settings.from_env(os.environ)
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
+    # The request-id wrapper sits outside Litestar so even routing errors (404/405) carry an id.
     uvicorn.run(
-        create_app(settings),
+        request_id_middleware(create_app(settings)),
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",

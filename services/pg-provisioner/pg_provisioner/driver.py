@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -27,6 +27,8 @@ from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
     from uuid import UUID
+
+    from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger("pg_provisioner.driver")
 
@@ -89,6 +91,25 @@ class PostgresDriver:
         """Close the admin pool."""
         await self._pool.close()
 
+    async def _run(
+        self,
+        action: str,
+        operation: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[None]],
+    ) -> None:
+        """Run ``operation`` on an admin connection, once more if the connection was stale.
+
+        A restarted server leaves dead connections in the pool; every operation here is
+        idempotent, so one retry on a fresh connection is safe.
+        """
+        async with self._backend_errors(action):
+            try:
+                async with self._pool.acquire() as conn:
+                    await operation(conn)
+            except _CONNECTION_LOST:
+                log.info("pg_provisioner.connection.retried", action=action)
+                async with self._pool.acquire() as conn:
+                    await operation(conn)
+
     @contextlib.asynccontextmanager
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
         try:
@@ -126,7 +147,8 @@ class PostgresDriver:
         password = secrets.token_urlsafe(24)
         verifier = await asyncio.to_thread(scram_sha256_verifier, password)
         role, pw = _ident(name), _literal(verifier)
-        async with self._backend_errors("created"), self._pool.acquire() as conn:
+
+        async def make(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
                 await conn.execute(
                     f"ALTER ROLE {role} LOGIN PASSWORD {pw} CONNECTION LIMIT {limits.connections}"
@@ -146,6 +168,8 @@ class PostgresDriver:
                     f" CONNECTION LIMIT {limits.connections}"
                 )
             await conn.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
+
+        await self._run("created", make)
         url = f"postgresql://{name}:{password}@{self._public_host}:{self._public_port}/{name}"
         return PostgresCredentials(
             connection_url=url,
@@ -158,10 +182,13 @@ class PostgresDriver:
 
     async def delete(self, resource_id: UUID) -> None:
         """Drop the database (terminating its sessions) and the role; missing ones are fine."""
-        name = guard_tenant_name(tenant_name(resource_id))
-        async with self._backend_errors("deleted"), self._pool.acquire() as conn:
-            await conn.execute(f"DROP DATABASE IF EXISTS {_ident(name)} WITH (FORCE)")
-            await conn.execute(f"DROP ROLE IF EXISTS {_ident(name)}")
+        name = _ident(guard_tenant_name(tenant_name(resource_id)))
+
+        async def drop(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            await conn.execute(f"DROP ROLE IF EXISTS {name}")
+
+        await self._run("deleted", drop)
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the role or the database of this resource exists (for sweeps and tests)."""

@@ -1,0 +1,58 @@
+"""Session fixtures: one real stack (Postgres x2, Redis, NATS, every service) for the whole run.
+
+The stack is started by the project's own ``devstack`` from a fresh ``.spinup/test``; if any
+server cannot start, every test that needs it fails (never skips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from devstack.stack import Stack
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with Stack.for_tests(REPO_ROOT) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def env(stack: Stack) -> dict[str, str]:
+    return stack.env()
+
+
+@pytest.fixture(scope="session")
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+async def platform_db(env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def customer_admin(env: dict[str, str]) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(env["SPINUP_CUSTOMER_PG_ADMIN_DSN"])
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def nc(env: dict[str, str]) -> AsyncIterator[NatsClient]:
+    client = await nats.connect(env["SPINUP_NATS_URL"])
+    yield client
+    await client.close()

@@ -1,0 +1,205 @@
+"""Failure modes: honest 503s, nothing half-made, expiry, and the relay and projections."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from devstack.procs import free_ports
+from devstack.stack import Stack
+from shared.contracts.events import RecordedEvent
+from shared.contracts.subjects import EVENTS_STREAM
+from shared.eventlog.projections import ResourceReadModel
+
+pytestmark = pytest.mark.e2e
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+async def eventually(check: Any, *, within: float = 20.0, interval: float = 0.2) -> Any:
+    """Poll an async ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(interval)
+
+
+async def resource_id_of_request(platform_db: asyncpg.Pool, request_id: str) -> uuid.UUID:
+    stream = await platform_db.fetchval(
+        "SELECT stream_id FROM events WHERE correlation_id = $1 LIMIT 1", request_id
+    )
+    assert stream, f"no event recorded for request {request_id}"
+    return uuid.UUID(stream.removeprefix("resource-"))
+
+
+async def tenant_exists(admin: asyncpg.Connection, resource_id: uuid.UUID) -> bool:
+    name = "t_" + resource_id.hex
+    return bool(
+        await admin.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
+            " OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+            name,
+        )
+    )
+
+
+async def test_worker_down_gives_503_quickly_and_recovery_after(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    stack.stop_service("pg-provisioner")
+    try:
+        started = time.monotonic()
+        response = await http.post("/db/new")
+        assert response.status_code == 503
+        assert response.json()["error"] == "worker_unavailable"
+        assert response.headers["retry-after"]
+        assert time.monotonic() - started < 5
+    finally:
+        stack.start_service("pg-provisioner")
+    assert (await http.post("/db/new")).status_code == 201
+
+
+async def test_customer_postgres_down_gives_503_and_leaves_nothing_behind(
+    stack: Stack, http: httpx.AsyncClient, platform_db: asyncpg.Pool, env: dict[str, str]
+) -> None:
+    stack.stop_server("customer-pg")
+    try:
+        response = await http.post("/db/new")
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "backend_unavailable"
+    finally:
+        stack.start_server("customer-pg")
+    resource_id = await resource_id_of_request(platform_db, response.headers["x-request-id"])
+    read_model = ResourceReadModel(platform_db)
+
+    async def settled() -> bool:
+        state = await read_model.by_id(resource_id)
+        return (
+            state is not None
+            and not state.needs_cleanup
+            and state.status.value in {"failed", "deleted"}
+        )
+
+    assert await eventually(settled), "the failed provision was never cleaned up"
+    admin = await asyncpg.connect(env["SPINUP_CUSTOMER_PG_ADMIN_DSN"])
+    try:
+        assert not await tenant_exists(admin, resource_id)
+    finally:
+        await admin.close()
+    assert (await http.post("/db/new")).status_code == 201
+
+
+async def test_expired_database_is_reaped_and_then_gone(
+    stack: Stack, http: httpx.AsyncClient, tmp_path: Path, customer_admin: asyncpg.Connection
+) -> None:
+    plans = (
+        (REPO_ROOT / "plans.yaml").read_text().replace("ttl_seconds: 86400", "ttl_seconds: 2", 1)
+    )
+    short_plans = tmp_path / "plans.yaml"
+    short_plans.write_text(plans)
+    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_PLANS_FILE": str(short_plans)})
+    try:
+        async with httpx.AsyncClient(base_url=str(gateway.url), timeout=30) as short:
+            db = (await short.post("/db/new")).json()
+        assert db["limits"]["expires_in"] <= 2
+        conn = await asyncpg.connect(db["connection_url"])
+        await conn.close()
+
+        async def gone() -> bool:
+            return (await http.get(f"/resources/{db['token']}")).status_code == 410
+
+        assert await eventually(gone), "the reaper did not expire the database"
+        body = (await http.get(f"/resources/{db['token']}")).json()
+        assert body["error"] == "resource_gone"
+        assert not await tenant_exists(customer_admin, uuid.UUID(db["id"]))
+        with pytest.raises(
+            (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+        ):
+            await asyncpg.connect(db["connection_url"])
+        assert (await http.delete(f"/resources/{db['token']}")).status_code == 410
+    finally:
+        gateway.stop()
+
+
+async def relayed_events(nc: NatsClient) -> list[RecordedEvent]:
+    js = nc.jetstream()
+    info = await js.stream_info(EVENTS_STREAM)
+    decoder = msgspec.json.Decoder(RecordedEvent)
+    return [
+        decoder.decode((await js.get_msg(EVENTS_STREAM, seq)).data)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1)
+    ]
+
+
+async def all_relayed(nc: NatsClient, platform_db: asyncpg.Pool) -> list[RecordedEvent]:
+    async def caught_up() -> list[RecordedEvent] | None:
+        total = await platform_db.fetchval("SELECT count(*) FROM events")
+        relayed = await relayed_events(nc)
+        return relayed if len(relayed) >= total else None
+
+    relayed = await eventually(caught_up)
+    assert relayed, "the relay did not catch up"
+    return relayed
+
+
+async def test_relay_delivers_every_event_once_in_log_order(
+    http: httpx.AsyncClient, nc: NatsClient, platform_db: asyncpg.Pool
+) -> None:
+    for _ in range(3):
+        db = (await http.post("/db/new")).json()
+        await http.delete(f"/resources/{db['token']}")
+    relayed = await all_relayed(nc, platform_db)
+    stored = await platform_db.fetch("SELECT event_id, position FROM events ORDER BY position")
+    assert [r.event_id for r in relayed] == [row["event_id"] for row in stored]
+    assert [r.position for r in relayed] == [row["position"] for row in stored]
+
+
+async def test_relay_resumes_on_another_gateway_when_the_first_dies(
+    stack: Stack, nc: NatsClient, platform_db: asyncpg.Pool
+) -> None:
+    stack.kill_service("gateway")
+    standby = stack.start_extra_gateway(free_ports(1)[0])
+    try:
+        async with httpx.AsyncClient(base_url=str(standby.url), timeout=30) as client:
+            for _ in range(2):
+                assert (await client.post("/db/new")).status_code == 201
+        relayed = await all_relayed(nc, platform_db)
+        ids = [r.event_id for r in relayed]
+        assert len(ids) == len(set(ids))
+        assert len(ids) == await platform_db.fetchval("SELECT count(*) FROM events")
+    finally:
+        standby.stop()
+        stack.start_service("gateway")
+
+
+async def test_rebuilt_projection_equals_the_live_one(
+    env: dict[str, str], platform_db: asyncpg.Pool
+) -> None:
+    read_model = ResourceReadModel(platform_db)
+    before = await read_model.all_rows()
+    assert before
+    rebuild = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "shared.eventlog",
+        "rebuild",
+        env={**os.environ, **env},
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await rebuild.communicate()
+    assert rebuild.returncode == 0
+    assert f"{len(before)} rows" in stdout.decode()
+    assert await read_model.all_rows() == before

@@ -1,0 +1,137 @@
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+import pytest
+
+from shared.contracts.events import ResourceProvisioned, ResourceProvisionRequested
+from shared.contracts.kinds import (
+    PostgresCredentials,
+    PostgresLimits,
+    ResourceKind,
+    ResourceStatus,
+)
+from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
+from shared.crypto.sealing import Keyring
+from shared.eventlog.errors import ConcurrencyConflictError
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.store import EventStore
+from shared.naming import resource_stream
+
+pytestmark = pytest.mark.integration
+LIMITS = PostgresLimits(storage_mb=1, connections=1, statement_timeout_ms=1, temp_file_limit_mb=1)
+
+
+@pytest.fixture
+def store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
+    return EventStore(
+        platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
+    )
+
+
+def requested(resource_id: uuid.UUID) -> ResourceProvisionRequested:
+    return ResourceProvisionRequested(
+        resource_id=resource_id,
+        kind=ResourceKind.POSTGRES,
+        tier="anonymous",
+        limits=LIMITS,
+        token_hash=uuid.uuid4().hex,
+        fingerprint="f",
+        name="n",
+        expires_at=None,
+        deadline=datetime.now(UTC),
+    )
+
+
+async def test_append_assigns_versions_positions_and_updates_the_projection(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    rid = uuid.uuid4()
+    stream = resource_stream(rid)
+    first = await store.append(
+        stream, 0, [requested(rid)], command_id=uuid.uuid4(), correlation_id="c1"
+    )
+    second = await store.append(
+        stream,
+        1,
+        [ResourceProvisioned(resource_id=rid, credentials_sealed="sealed")],
+        command_id=uuid.uuid4(),
+        correlation_id="c2",
+    )
+    assert [e.version for e in await store.load(stream)] == [1, 2]
+    assert second[0].position > first[0].position
+    row = await ResourceReadModel(platform_db).by_id(rid)
+    assert row is not None
+    assert row.status is ResourceStatus.ACTIVE
+    assert row.version == 2
+
+
+async def test_concurrent_appends_at_the_same_version_let_exactly_one_win(
+    store: EventStore,
+) -> None:
+    rid = uuid.uuid4()
+    stream = resource_stream(rid)
+    results = await asyncio.gather(
+        *(
+            store.append(stream, 0, [requested(rid)], command_id=uuid.uuid4(), correlation_id="c")
+            for _ in range(5)
+        ),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(
+        isinstance(r, ConcurrencyConflictError) for r in results if isinstance(r, BaseException)
+    )
+    assert len(await store.load(stream)) == 1
+
+
+async def test_stored_reply_is_sealed_at_rest_and_returned_intact(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    rid, command_id = uuid.uuid4(), uuid.uuid4()
+    reply = ProvisionedReply(
+        resource_id=rid,
+        kind=ResourceKind.POSTGRES,
+        tier="anonymous",
+        limits=LIMITS,
+        credentials=PostgresCredentials(
+            connection_url="postgresql://u:pw-xyz@h:1/d",
+            host="h",
+            port=1,
+            database="d",
+            username="u",
+            password="pw-xyz",
+        ),
+        created_at=datetime.now(UTC),
+        expires_at=None,
+    )
+    await store.append(
+        resource_stream(rid),
+        0,
+        [requested(rid)],
+        command_id=command_id,
+        correlation_id="c",
+        reply=reply,
+    )
+    raw = await platform_db.fetchval(
+        "SELECT reply FROM command_replies WHERE command_id = $1", command_id
+    )
+    assert "pw-xyz" not in raw
+    assert await store.stored_reply(command_id, ProvisionedReply) == reply
+    assert await store.stored_reply(uuid.uuid4(), ProvisionedReply) is None
+
+
+async def test_events_are_stored_as_inspectable_json_with_their_type(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    rid = uuid.uuid4()
+    await store.append(
+        resource_stream(rid), 0, [requested(rid)], command_id=uuid.uuid4(), correlation_id="c"
+    )
+    row = await platform_db.fetchrow(
+        "SELECT event_type, data FROM events WHERE stream_id = $1", resource_stream(rid)
+    )
+    assert row["event_type"] == "ResourceProvisionRequested"
+    assert msgspec.json.decode(row["data"])["type"] == "ResourceProvisionRequested"

@@ -1,0 +1,135 @@
+"""The provisioning algorithm against the real event log, the real customer Postgres and the
+real worker: duplicates, deadlines, cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from pg_provisioner.driver import PostgresDriver
+
+from shared.bus import Bus
+from shared.contracts.commands import ProvisionResource
+from shared.contracts.errors import ErrorCode, SpinupError
+from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
+from shared.contracts.subjects import PROVISION_POSTGRES
+from shared.crypto.sealing import Keyring
+from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.store import EventStore
+from shared.lifecycle import ResourceLifecycle
+from shared.naming import resource_stream
+
+pytestmark = pytest.mark.integration
+LIMITS = PostgresLimits(
+    storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
+)
+
+
+def command(*, deadline_in: float = 15.0) -> ProvisionResource:
+    return ProvisionResource(
+        command_id=uuid.uuid4(),
+        correlation_id=f"test-{uuid.uuid4().hex[:8]}",
+        deadline=time.time() + deadline_in,
+        resource_id=uuid.uuid4(),
+        kind=ResourceKind.POSTGRES,
+        tier="anonymous",
+        limits=LIMITS,
+        token_hash=uuid.uuid4().hex,
+        fingerprint="f",
+    )
+
+
+@pytest.fixture
+async def bus(env: dict[str, str]) -> AsyncIterator[Bus]:
+    connected = await Bus.connect(env["SPINUP_NATS_URL"], name="test")
+    yield connected
+    await connected.close()
+
+
+@pytest.fixture
+async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
+    connected = await PostgresDriver.connect(
+        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
+        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
+        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
+        pool_size=2,
+    )
+    yield connected
+    await connected.close()
+
+
+async def test_same_command_delivered_concurrently_makes_exactly_one_resource(
+    bus: Bus, platform_db: asyncpg.Pool, driver: PostgresDriver
+) -> None:
+    once = command()
+    replies = await asyncio.gather(*(bus.request(PROVISION_POSTGRES, once) for _ in range(4)))
+    assert len({r.credentials.connection_url for r in replies}) == 1
+    assert sum(not r.replayed for r in replies) == 1
+    assert (
+        await platform_db.fetchval(
+            "SELECT count(*) FROM events"
+            " WHERE stream_id = $1 AND event_type = 'ResourceProvisionRequested'",
+            resource_stream(once.resource_id),
+        )
+        == 1
+    )
+    conn = await asyncpg.connect(replies[0].credentials.connection_url)
+    await conn.close()
+    await driver.delete(once.resource_id)
+
+
+async def test_command_already_past_its_deadline_creates_nothing(
+    bus: Bus, platform_db: asyncpg.Pool, driver: PostgresDriver
+) -> None:
+    late = command(deadline_in=-1)
+    with pytest.raises(SpinupError) as caught:
+        await bus.request(PROVISION_POSTGRES, late)
+    assert caught.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert not await driver.exists(late.resource_id)
+    assert not await platform_db.fetchval(
+        "SELECT count(*) FROM events WHERE stream_id = $1", resource_stream(late.resource_id)
+    )
+
+
+class SlowDriver:
+    """The real driver, answering after the deadline, as an overloaded server would."""
+
+    kind = ResourceKind.POSTGRES
+
+    def __init__(self, inner: PostgresDriver, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+
+    async def create(self, resource_id: uuid.UUID, limits: PostgresLimits) -> PostgresCredentials:
+        credentials = await self.inner.create(resource_id, limits)
+        await asyncio.sleep(self.delay)
+        return credentials
+
+    async def delete(self, resource_id: uuid.UUID) -> None:
+        await self.inner.delete(resource_id)
+
+
+async def test_worker_finishing_past_the_deadline_undoes_its_work_and_records_it(
+    platform_db: asyncpg.Pool, driver: PostgresDriver, env: dict[str, str]
+) -> None:
+    keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
+    store = EventStore(platform_db, keyring, [ResourceProjection()])
+    lifecycle = ResourceLifecycle(
+        store, keyring, SlowDriver(driver, delay=1.0), create_concurrency=1, delete_concurrency=1
+    )
+    slow = command(deadline_in=0.5)
+    with pytest.raises(SpinupError) as caught:
+        await lifecycle.provision(slow)
+    assert caught.value.code is ErrorCode.DEADLINE_EXCEEDED
+    assert not await driver.exists(slow.resource_id)
+    events = [e.event for e in await store.load(resource_stream(slow.resource_id))]
+    assert [type(e).__name__ for e in events] == [
+        "ResourceProvisionRequested",
+        "ResourceProvisionFailed",
+    ]
+    assert events[-1].cleaned_up is True  # type: ignore[union-attr]
+    assert events[-1].code == "deadline_exceeded"  # type: ignore[union-attr]

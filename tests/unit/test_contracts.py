@@ -1,0 +1,66 @@
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+from gateway.errors import HTTP_STATUS
+
+from shared.contracts import events
+from shared.contracts.commands import ProvisionResource
+from shared.contracts.errors import ErrorCode
+from shared.contracts.kinds import PostgresLimits, ResourceKind
+from shared.contracts.subjects import (
+    DEPROVISION_ENDPOINTS,
+    EVENT_SUBJECTS,
+    PROVISION_ENDPOINTS,
+)
+
+# Stored event tags are forever: renaming one orphans every stored event of that type.
+STORED_EVENT_TAGS = {
+    "ResourceProvisionRequested",
+    "ResourceProvisioned",
+    "ResourceProvisionFailed",
+    "ResourceDeprovisionRequested",
+    "ResourceDeprovisioned",
+}
+
+
+def test_stored_event_tags_are_pinned() -> None:
+    tags = {cls.__struct_config__.tag for cls in events.ResourceEvent.__args__}
+    assert tags == STORED_EVENT_TAGS
+
+
+def test_every_event_has_one_subject_in_the_events_namespace() -> None:
+    assert set(EVENT_SUBJECTS) == set(events.ResourceEvent.__args__)
+    assert len(set(EVENT_SUBJECTS.values())) == len(EVENT_SUBJECTS)
+    assert all(s.startswith("evt.v1.") for s in EVENT_SUBJECTS.values())
+
+
+def test_every_error_code_has_an_http_status() -> None:
+    assert set(HTTP_STATUS) == set(ErrorCode)
+
+
+def test_every_kind_has_provision_and_deprovision_endpoints_with_own_subjects() -> None:
+    assert set(PROVISION_ENDPOINTS) == set(ResourceKind) == set(DEPROVISION_ENDPOINTS)
+    endpoints = [*PROVISION_ENDPOINTS.values(), *DEPROVISION_ENDPOINTS.values()]
+    assert len({e.subject for e in endpoints}) == len(endpoints)
+    assert all(e.subject.startswith("prov.v1.") and e.timeout > 0 for e in endpoints)
+
+
+def test_internal_messages_tolerate_unknown_fields_from_newer_senders() -> None:
+    command = ProvisionResource(
+        command_id=uuid.uuid4(),
+        correlation_id="c",
+        deadline=1.0,
+        resource_id=uuid.uuid4(),
+        kind=ResourceKind.POSTGRES,
+        tier="t",
+        limits=PostgresLimits(
+            storage_mb=1, connections=1, statement_timeout_ms=1, temp_file_limit_mb=1
+        ),
+        token_hash="h",
+        fingerprint="f",
+        expires_at=datetime.now(UTC),
+    )
+    raw = msgspec.json.decode(msgspec.json.encode(command))
+    raw["added_in_a_later_version"] = 1
+    assert msgspec.json.decode(msgspec.json.encode(raw), type=ProvisionResource) == command

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from shared.plans import PlanError, load_plans, parse_plans
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+VALID = """
+anonymous_tier: anon
+tiers:
+  anon:
+    ttl_seconds: 60
+    postgres: {storage_mb: 1, connections: 1, statement_timeout_ms: 1, temp_file_limit_mb: 1}
+  paid:
+    ttl_seconds: null
+    postgres: {storage_mb: 2, connections: 2, statement_timeout_ms: 2, temp_file_limit_mb: 2}
+"""
+
+
+def test_the_shipped_plans_file_is_valid() -> None:
+    plans = load_plans(REPO_ROOT / "plans.yaml")
+    assert plans.anonymous.ttl_seconds is not None
+
+
+def test_limits_come_from_the_file() -> None:
+    plans = parse_plans(VALID)
+    assert plans.anonymous_tier == "anon"
+    assert plans.tiers["paid"].postgres.limits().connections == 2
+    assert plans.tiers["paid"].ttl_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("change", "complaint"),
+    [
+        (("anonymous_tier: anon", "anonymous_tier: nobody"), "nobody"),
+        (("ttl_seconds: 60", "ttl_seconds: null"), "must have a ttl_seconds"),
+        (("connections: 2", "connections: 0"), "tiers.paid.postgres.connections"),
+        (("storage_mb: 1,", "storage_mb: 1, disk_mb: 3,"), "disk_mb"),
+        (("ttl_seconds: 60", "ttl_seconds: soon"), "ttl_seconds"),
+    ],
+)
+def test_invalid_plans_are_refused_with_the_path_named(
+    change: tuple[str, str], complaint: str
+) -> None:
+    with pytest.raises(PlanError, match=complaint):
+        parse_plans(VALID.replace(*change, 1))
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PlanError, match="cannot read plans file"):
+        load_plans(tmp_path / "absent.yaml")
