@@ -81,7 +81,7 @@ def _note(tier: str, expires_at: datetime | None) -> str:
     if expires_at is None:
         return f"Permanent database on the {tier} plan. {keep}"
     when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"Temporary database: it is deleted at {when} unless claimed into an account. {keep}"
+    return f"Temporary database: it is deleted at {when}. {keep}"
 
 
 @post(
