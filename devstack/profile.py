@@ -1,0 +1,163 @@
+"""Where a stack keeps its data, which ports it uses, and its generated secrets."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from devstack.procs import free_ports
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from pathlib import Path
+
+#: The directory (under the repo root) that holds every profile.
+SPINUP_DIR = ".spinup"
+
+#: Service settings the test profile adds, so expiry and orphan sweeps happen within a test.
+TEST_OVERRIDES: dict[str, str] = {
+    "SPINUP_REAPER_INTERVAL_S": "0.5",
+    "SPINUP_REAPER_ORPHAN_GRACE_S": "2",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ports:
+    """The TCP ports of one stack, all on 127.0.0.1."""
+
+    gateway: int
+    platform_pg: int
+    customer_pg: int
+    redis: int
+    nats: int
+    nats_monitor: int
+
+    @classmethod
+    def dev(cls) -> Ports:
+        """Return the fixed ports of ``make run``."""
+        return cls(
+            gateway=8080,
+            platform_pg=55432,
+            customer_pg=55433,
+            redis=56379,
+            nats=54222,
+            nats_monitor=58222,
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Return ports that are free right now (for tests)."""
+        names = [item.name for item in dataclasses.fields(cls)]
+        return cls(**dict(zip(names, free_ports(len(names)), strict=True)))
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the ports by name."""
+        return dataclasses.asdict(self)
+
+
+def _password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def _key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Secrets:
+    """Passwords and keys generated once per profile and kept in ``secrets.json`` (0600)."""
+
+    platform_pg_superuser: str = field(default_factory=_password)
+    platform_pg_spinup: str = field(default_factory=_password)
+    customer_pg_superuser: str = field(default_factory=_password)
+    redis: str = field(default_factory=_password)
+    nats: str = field(default_factory=_password)
+    seal_keys: str = field(default_factory=lambda: f"k1:{_key()}")
+    token_key: str = field(default_factory=_key)
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Secrets:
+        """Read ``path``, generating whatever is missing (and writing the file back if so)."""
+        stored: dict[str, str] = {}
+        if path.exists():
+            loaded = json.loads(path.read_text())
+            known = {item.name for item in dataclasses.fields(cls)}
+            stored = {key: str(value) for key, value in loaded.items() if key in known}
+        result = cls(**stored)
+        if stored != dataclasses.asdict(result):
+            result.save(path)
+        return result
+
+    def save(self, path: Path) -> None:
+        """Write the secrets to ``path`` as JSON, readable only by the owner (0600)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            json.dump(dataclasses.asdict(self), handle, indent=2)
+            handle.write("\n")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """One stack's directory, ports and service settings.
+
+    Attributes:
+        name: ``dev`` or ``test``; also the directory name under ``.spinup/``.
+        root: the repository root (services run there; ``plans.yaml`` lives there).
+        ports: the TCP ports.
+        overrides: extra service environment (wins over the computed one).
+        wipe: delete the profile directory before starting (a fresh stack every time).
+        durable: keep Postgres' fsync on; off trades crash safety for speed in throwaway stacks.
+    """
+
+    name: str
+    root: Path
+    ports: Ports
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    wipe: bool = False
+    durable: bool = True
+
+    @property
+    def directory(self) -> Path:
+        """``<root>/.spinup/<name>``: data, logs, run files and secrets of this profile."""
+        return self.root / SPINUP_DIR / self.name
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where every server and service writes its log."""
+        return self.directory / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, generated configs, Postgres sockets."""
+        return self.directory / "run"
+
+    @property
+    def data_dir(self) -> Path:
+        """The servers' data directories."""
+        return self.directory / "data"
+
+    @classmethod
+    def dev(cls, root: Path) -> Profile:
+        """Return the ``make run`` profile: fixed ports, data kept between runs."""
+        return cls(name="dev", root=root, ports=Ports.dev())
+
+    @classmethod
+    def test(
+        cls, root: Path, overrides: Mapping[str, str] | None = None, name: str = "test"
+    ) -> Profile:
+        """Return a test profile: free ports, wiped at start, fast reaper, no fsync."""
+        return cls(
+            name=name,
+            root=root,
+            ports=Ports.free(),
+            overrides={**TEST_OVERRIDES, **(overrides or {})},
+            wipe=True,
+            durable=False,
+        )

@@ -1,0 +1,462 @@
+"""The whole local stack: four real servers and the Spinup services, started and stopped in order.
+
+    with Stack.for_tests(root) as stack:        # fresh data, free ports
+        httpx.post(f"{stack.gateway_url}/db/new")
+
+Start order: platform Postgres, customer Postgres, Redis, NATS, then pg-provisioner, reaper,
+gateway; each must pass its readiness check before the next starts. Stop is the reverse order,
+and a stop always ends every process group it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Self
+
+from devstack.procs import DevstackError, ManagedProcess, pidfile_alive, port_open
+from devstack.profile import SPINUP_DIR, Profile, Secrets
+from devstack.servers import (
+    AppDatabase,
+    NatsServer,
+    PostgresCluster,
+    RedisServer,
+    Server,
+)
+from devstack.services import SERVICES, ServiceProcess, ServiceSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
+    from types import TracebackType
+
+_log = logging.getLogger("devstack")
+
+#: The repository this package lives in.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+_NATS_USER = "spinup"
+_PLATFORM_ROLE = "spinup"
+_PLATFORM_DB = "spinup"
+
+
+class Progress:
+    """Receives start/stop steps. This default logs each finished step; the CLI prints them."""
+
+    _action = ""
+
+    def begin(self, action: str) -> None:
+        """Note that a step starts, e.g. ``starting platform postgres``."""
+        self._action = action
+
+    def end(self, outcome: str) -> None:
+        """Report how the step ended, e.g. ``ok (0.9 s)`` or ``failed``."""
+        _log.info("%s… %s", self._action, outcome)
+
+
+class Stack:
+    """Servers and services of one profile (``dev`` for ``make run``, ``test`` for pytest).
+
+    Attributes:
+        profile: directory, ports and settings of this stack.
+        secrets: generated passwords and keys (``<profile>/secrets.json``).
+        servers: ``platform-pg``, ``customer-pg``, ``redis``, ``nats`` in start order.
+        services: ``pg-provisioner``, ``reaper``, ``gateway`` in start order.
+        service_env_overrides: added to every service environment from the next service start.
+        extra_gateways: gateways started by ``start_extra_gateway``, by name.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        progress: Progress | None = None,
+        python: str | None = None,
+    ) -> None:
+        """Describe the stack; nothing starts until ``start`` (or ``with``).
+
+        ``python`` runs the services (default: the interpreter running this code).
+        """
+        self.profile = profile
+        self.progress = progress or Progress()
+        self.python = python or sys.executable
+        secrets_path = profile.directory / "secrets.json"
+        self.secrets = Secrets() if profile.wipe else Secrets.load_or_create(secrets_path)
+        self.service_env_overrides: dict[str, str] = dict(profile.overrides)
+        self.extra_gateways: dict[str, ServiceProcess] = {}
+        self._lock: IO[str] | None = None
+        self._wiped = False
+        self.servers: dict[str, Server] = self._make_servers()
+        self.services: dict[str, ServiceProcess] = {
+            name: self._make_service(
+                name, spec, http_port=profile.ports.gateway if name == "gateway" else None
+            )
+            for name, spec in SERVICES.items()
+        }
+
+    # --- construction ------------------------------------------------------------------------
+
+    @classmethod
+    def for_dev(cls, root: Path | None = None, *, progress: Progress | None = None) -> Stack:
+        """Return the ``make run`` stack: ``.spinup/dev``, fixed ports, data kept between runs."""
+        return cls(Profile.dev(root or REPO_ROOT), progress=progress)
+
+    @classmethod
+    def for_tests(
+        cls,
+        root: Path | None = None,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        progress: Progress | None = None,
+        name: str = "test",
+    ) -> Stack:
+        """Return a throwaway stack: ``.spinup/<name>`` wiped at start, free ports, fast reaper.
+
+        Give concurrent sessions (two checkouts' worth of pytest, xdist workers) distinct names.
+        """
+        return cls(Profile.test(root or REPO_ROOT, overrides, name), progress=progress)
+
+    def _make_servers(self) -> dict[str, Server]:
+        profile, ports, secrets = self.profile, self.profile.ports, self.secrets
+        logs, run, data = profile.logs_dir, profile.run_dir, profile.data_dir
+        speed = {} if profile.durable else {"fsync": "off", "full_page_writes": "off"}
+        platform = PostgresCluster(
+            "platform-pg",
+            label="platform postgres",
+            data_dir=data / "platform-pg",
+            run_dir=run,
+            log_path=logs / "platform-pg.log",
+            port=ports.platform_pg,
+            superuser_password=secrets.platform_pg_superuser,
+            hba=[
+                "local all postgres peer",
+                "host all all 127.0.0.1/32 scram-sha-256",
+            ],
+            settings=speed,
+            durable=profile.durable,
+            app=AppDatabase(
+                role=_PLATFORM_ROLE,
+                password=secrets.platform_pg_spinup,
+                database=_PLATFORM_DB,
+            ),
+        )
+        customer = PostgresCluster(
+            "customer-pg",
+            label="customer postgres",
+            data_dir=data / "customer-pg",
+            run_dir=run,
+            log_path=logs / "customer-pg.log",
+            port=ports.customer_pg,
+            superuser_password=secrets.customer_pg_superuser,
+            # A tenant role t_x may log into database t_x only; the admin is postgres over TCP.
+            hba=[
+                "local all all peer",
+                "host all postgres 127.0.0.1/32 scram-sha-256",
+                "host sameuser all 127.0.0.1/32 scram-sha-256",
+            ],
+            settings={"max_connections": "300", **speed},
+            durable=profile.durable,
+        )
+        redis = RedisServer(
+            "redis",
+            data_dir=data / "redis",
+            run_dir=run,
+            log_path=logs / "redis.log",
+            port=ports.redis,
+            password=secrets.redis,
+        )
+        nats = NatsServer(
+            "nats",
+            data_dir=data / "nats",
+            run_dir=run,
+            log_path=logs / "nats.log",
+            port=ports.nats,
+            monitor_port=ports.nats_monitor,
+            user=_NATS_USER,
+            password=secrets.nats,
+        )
+        return {server.name: server for server in (platform, customer, redis, nats)}
+
+    def _make_service(
+        self, name: str, spec: ServiceSpec, *, http_port: int | None
+    ) -> ServiceProcess:
+        return ServiceProcess(
+            name,
+            spec=spec,
+            python=self.python,
+            root=self.profile.root,
+            log_path=self.profile.logs_dir / f"{name}.log",
+            pid_path=self.profile.run_dir / f"{name}.pid",
+            nats_monitor_url=f"http://127.0.0.1:{self.profile.ports.nats_monitor}",
+            http_url=f"http://127.0.0.1:{http_port}" if http_port is not None else None,
+        )
+
+    # --- read-only facts ---------------------------------------------------------------------
+
+    @property
+    def ports(self) -> dict[str, int]:
+        """The stack's ports by name (gateway, platform_pg, customer_pg, redis, nats, ...)."""
+        return self.profile.ports.as_dict()
+
+    @property
+    def gateway_url(self) -> str:
+        """Base URL of the gateway, e.g. ``http://127.0.0.1:8080``."""
+        return f"http://127.0.0.1:{self.profile.ports.gateway}"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where every server and service writes its log (``<name>.log``)."""
+        return self.profile.logs_dir
+
+    def env(self) -> dict[str, str]:
+        """Return the service environment (the contract with the services), overrides included."""
+        ports, secrets = self.profile.ports, self.secrets
+        return {
+            "SPINUP_NATS_URL": f"nats://{_NATS_USER}:{secrets.nats}@127.0.0.1:{ports.nats}",
+            "SPINUP_PLATFORM_DSN": (
+                f"postgresql://{_PLATFORM_ROLE}:{secrets.platform_pg_spinup}"
+                f"@127.0.0.1:{ports.platform_pg}/{_PLATFORM_DB}"
+            ),
+            "SPINUP_REDIS_URL": f"redis://:{secrets.redis}@127.0.0.1:{ports.redis}/0",
+            "SPINUP_SEAL_KEYS": secrets.seal_keys,
+            "SPINUP_TOKEN_KEY": secrets.token_key,
+            "SPINUP_HTTP_HOST": "127.0.0.1",
+            "SPINUP_HTTP_PORT": str(ports.gateway),
+            "SPINUP_PUBLIC_URL": self.gateway_url,
+            "SPINUP_PLANS_FILE": str(self.profile.root / "plans.yaml"),
+            "SPINUP_CUSTOMER_PG_ADMIN_DSN": (
+                f"postgresql://postgres:{secrets.customer_pg_superuser}"
+                f"@127.0.0.1:{ports.customer_pg}/postgres"
+            ),
+            "SPINUP_CUSTOMER_PG_HOST": "127.0.0.1",
+            "SPINUP_CUSTOMER_PG_PORT": str(ports.customer_pg),
+            "SPINUP_LOG_FORMAT": "json",
+            **self.service_env_overrides,
+        }
+
+    def _process_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Return a service's process environment: ours without stray SPINUP_*, plus ``env()``."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SPINUP_")}
+        return {**inherited, "PYTHONUNBUFFERED": "1", **self.env(), **(extra or {})}
+
+    # --- steps -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _step(self, action: str) -> Iterator[None]:
+        """Report ``action``, then ``ok (<seconds>)`` or ``failed``."""
+        self.progress.begin(action)
+        began = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self.progress.end("failed")
+            raise
+        self.progress.end(f"ok ({time.monotonic() - began:.1f} s)")
+
+    def _acquire(self) -> None:
+        """Take the profile's lock (one supervisor per profile) and clear a crashed run's leftovers.
+
+        Raises:
+            DevstackError: another process runs this profile.
+        """
+        if self._lock is not None:
+            return
+        lock_path = self.profile.root / SPINUP_DIR / f"{self.profile.name}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            msg = f"the {self.profile.name} stack is already running (supervisor pid {holder})"
+            raise DevstackError(msg) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+        for process in self._all_processes():
+            process.reap_stale()
+        if self.profile.wipe and not self._wiped:
+            if self.profile.directory.exists():
+                shutil.rmtree(self.profile.directory)
+            self._wiped = True
+        for path in (
+            self.profile.logs_dir,
+            self.profile.run_dir,
+            self.profile.data_dir,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+        for path in (
+            self.profile.directory,
+            self.profile.data_dir,
+            self.profile.run_dir,
+        ):
+            path.chmod(0o755)  # Postgres runs as its own user and must traverse these.
+        self.secrets.save(self.profile.directory / "secrets.json")
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _all_processes(self) -> list[ManagedProcess]:
+        return [
+            *self.servers.values(),
+            *self.services.values(),
+            *self.extra_gateways.values(),
+        ]
+
+    # --- start and stop ----------------------------------------------------------------------
+
+    def start(self, *, services: bool = True) -> None:
+        """Start every server, then (unless ``services=False``) every service; all or nothing.
+
+        Raises:
+            DevstackError: something did not become ready; everything started is stopped again.
+        """
+        try:
+            self.start_servers()
+            if services:
+                self.start_services()
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_servers(self) -> None:
+        """Initialise (first run only) and start the servers in order, each checked ready."""
+        self._acquire()
+        fresh = [server for server in self.servers.values() if server.needs_init()]
+        if fresh:
+            # initdb is the slow part of a first start (about 1.5 s per cluster): run them together.
+            labels = ", ".join(server.label for server in fresh)
+            with self._step(f"creating data for {labels}"), ThreadPoolExecutor(len(fresh)) as pool:
+                for future in [pool.submit(server.init) for server in fresh]:
+                    future.result()
+        for name in self.servers:
+            if not self.servers[name].is_running():
+                self.start_server(name)
+
+    def start_services(self) -> None:
+        """Start the services in order, each checked ready (the servers must be running)."""
+        for name in self.services:
+            if not self.services[name].is_running():
+                self.start_service(name)
+
+    def stop(self) -> None:
+        """Stop gateways and workers, then servers, in reverse start order. Safe to repeat."""
+        for name in reversed(self.extra_gateways):
+            self._stop(self.extra_gateways[name], name)
+        for name in reversed(self.services):
+            self._stop(self.services[name], name)
+        for name in reversed(self.servers):
+            self._stop(self.servers[name], self.servers[name].label)
+        self._release()
+
+    def _stop(self, process: ManagedProcess, label: str) -> None:
+        if process.is_running():
+            with self._step(f"stopping {label}"):
+                process.stop()
+        else:
+            process.stop()  # reap an exited child and its group, remove the pid file
+
+    def __enter__(self) -> Self:
+        """Start everything (``with Stack.for_tests(root) as stack``)."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop everything."""
+        self.stop()
+
+    # --- one server or service at a time (fault injection) -----------------------------------
+
+    def start_server(self, name: str, timeout: float = 60.0) -> None:
+        """Start one server (``platform-pg``, ``customer-pg``, ``redis``, ``nats``) and wait.
+
+        Raises:
+            DevstackError: its port is taken or it did not become ready.
+        """
+        self._acquire()
+        server = self.servers[name]
+        with self._step(f"starting {server.label}"):
+            if port_open(server.port):
+                msg = f"{server.label}: port {server.port} is already in use"
+                raise DevstackError(msg)
+            server.init()
+            server.start()
+            server.wait_ready(timeout)
+            server.after_ready()
+
+    def stop_server(self, name: str) -> None:
+        """Stop one server cleanly (its data stays)."""
+        server = self.servers[name]
+        self._stop(server, server.label)
+
+    def start_service(self, name: str, timeout: float = 30.0) -> None:
+        """Start one service (``gateway``, ``pg-provisioner``, ``reaper``) with ``env()``."""
+        service = self.services[name]
+        with self._step(f"starting {name}"):
+            service.start(self._process_env())
+            service.wait_ready(timeout)
+
+    def stop_service(self, name: str) -> None:
+        """Stop one service: SIGTERM, then SIGKILL of its group after a timeout."""
+        self._stop(self.services[name], name)
+
+    def kill_service(self, name: str) -> None:
+        """SIGKILL one service's whole process group, as a crash would."""
+        self.services[name].kill()
+
+    def start_extra_gateway(
+        self,
+        port: int,
+        extra_env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> ServiceProcess:
+        """Start another gateway on ``port`` (e.g. with another ``SPINUP_PLANS_FILE``).
+
+        The handle has ``url``, ``stop()``, ``kill()`` and ``is_running()``; ``stop`` of the
+        stack stops it too.
+        """
+        name = f"gateway-{port}"
+        gateway = self._make_service(name, SERVICES["gateway"], http_port=port)
+        self.extra_gateways[name] = gateway
+        env = {
+            "SPINUP_HTTP_PORT": str(port),
+            "SPINUP_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            **(extra_env or {}),
+        }
+        with self._step(f"starting {name}"):
+            gateway.start(self._process_env(env))
+            gateway.wait_ready(timeout)
+        return gateway
+
+
+def running_processes(root: Path | None = None) -> list[str]:
+    """Describe every supervisor or server/service of any profile under ``.spinup`` still alive."""
+    base = (root or REPO_ROOT) / SPINUP_DIR
+    found: list[str] = []
+    for lock_path in sorted(base.glob("*.lock")):
+        with lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                found.append(f"{lock_path.stem} stack supervisor")
+    for pid_path in sorted(base.glob("*/run/*.pid")):
+        pid = pidfile_alive(pid_path)
+        if pid is not None:
+            found.append(f"{pid_path.parent.parent.name}/{pid_path.stem} (pid {pid})")
+    return found

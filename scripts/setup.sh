@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs what the local stack needs, and nothing that is already there:
+#   - Debian packages: postgresql (the server binaries) and redis-server;
+#   - .venv with every pinned dependency (requirements.lock) and this repo installed editable.
+# Idempotent and fast on a second run: no apt, no pip when nothing changed.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+APT_PACKAGES=(postgresql redis-server)
+VENV=.venv
+STAMP="$VENV/.spinup-stamp"
+
+log() { printf 'setup: %s\n' "$*"; }
+
+# --- system packages --------------------------------------------------------------------------
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
+    if [[ "$status" != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+# Debian's own python3 makes virtualenvs only with python3-venv installed.
+if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+
+if ((${#missing[@]})); then
+    if [[ "$(id -u)" -eq 0 ]]; then
+        SUDO=()
+    elif command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        log "missing system packages and not root (no sudo found). Install them with:"
+        printf '    apt-get update && apt-get install -y --no-install-recommends %s\n' "${missing[*]}"
+        exit 1
+    fi
+    log "installing ${missing[*]} (apt)"
+    # Debian's maintainer scripts would start a default server on the standard port; the stack
+    # runs its own servers, so forbid service starts for the duration of the install.
+    policy=/usr/sbin/policy-rc.d
+    wrote_policy=0
+    if [[ ! -e "$policy" ]]; then
+        wrote_policy=1
+        trap '"${SUDO[@]}" rm -f "$policy"' EXIT
+        printf '#!/bin/sh\n# written by spinup scripts/setup.sh for the duration of apt-get install\nexit 101\n' \
+            | "${SUDO[@]}" tee "$policy" >/dev/null
+        "${SUDO[@]}" chmod 0755 "$policy"
+    fi
+    "${SUDO[@]}" apt-get update -qq
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if ((wrote_policy)); then
+        "${SUDO[@]}" rm -f "$policy"
+        trap - EXIT
+    fi
+fi
+
+# --- Python environment -----------------------------------------------------------------------
+if [[ ! -x "$VENV/bin/python" ]]; then
+    log "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+
+want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
+have="$(cat "$STAMP" 2>/dev/null || true)"
+if [[ "$want" != "$have" ]]; then
+    log "installing Python dependencies (requirements.lock)"
+    # -qq: errors only (this machine's pip config names local indexes that warn once per package).
+    pip=("$VENV/bin/python" -m pip --disable-pip-version-check -qq)
+    "${pip[@]}" install -r requirements.lock
+    "${pip[@]}" install --no-deps -e .
+    printf '%s\n' "$want" >"$STAMP"
+fi
