@@ -105,7 +105,7 @@ async def test_expired_database_is_reaped_and_then_gone(
     stack: Stack, http: httpx.AsyncClient, tmp_path: Path, customer_admin: asyncpg.Connection
 ) -> None:
     plans = (
-        (REPO_ROOT / "plans.yaml").read_text().replace("ttl_seconds: 86400", "ttl_seconds: 2", 1)
+        (REPO_ROOT / "plans.yaml").read_text().replace("ttl_seconds: 86400", "ttl_seconds: 3", 1)
     )
     short_plans = tmp_path / "plans.yaml"
     short_plans.write_text(plans)
@@ -113,7 +113,7 @@ async def test_expired_database_is_reaped_and_then_gone(
     try:
         async with httpx.AsyncClient(base_url=str(gateway.url), timeout=30) as short:
             db = (await short.post("/db/new")).json()
-        assert db["limits"]["expires_in"] <= 2
+        assert db["limits"]["expires_in"] <= 3
         conn = await asyncpg.connect(db["connection_url"])
         await conn.close()
 

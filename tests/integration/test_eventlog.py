@@ -14,21 +14,13 @@ from shared.contracts.kinds import (
     ResourceStatus,
 )
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
-from shared.crypto.sealing import Keyring
 from shared.eventlog.errors import ConcurrencyConflictError
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 
 pytestmark = pytest.mark.integration
 LIMITS = PostgresLimits(storage_mb=1, connections=1, statement_timeout_ms=1, temp_file_limit_mb=1)
-
-
-@pytest.fixture
-def store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
-    return EventStore(
-        platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
-    )
 
 
 def requested(resource_id: uuid.UUID) -> ResourceProvisionRequested:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from pg_provisioner.driver import PostgresDriver
 
+from pg_provisioner.driver import PostgresDriver
 from shared.bus import Bus
 from shared.contracts.commands import ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
@@ -41,25 +40,6 @@ def command(*, deadline_in: float = 15.0) -> ProvisionResource:
         token_hash=uuid.uuid4().hex,
         fingerprint="f",
     )
-
-
-@pytest.fixture
-async def bus(env: dict[str, str]) -> AsyncIterator[Bus]:
-    connected = await Bus.connect(env["SPINUP_NATS_URL"], name="test")
-    yield connected
-    await connected.close()
-
-
-@pytest.fixture
-async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
-    connected = await PostgresDriver.connect(
-        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
-        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
-        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
-        pool_size=2,
-    )
-    yield connected
-    await connected.close()
 
 
 async def test_same_command_delivered_concurrently_makes_exactly_one_resource(

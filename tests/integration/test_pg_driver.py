@@ -2,8 +2,8 @@ import uuid
 
 import asyncpg
 import pytest
-from pg_provisioner.driver import PostgresDriver
 
+from pg_provisioner.driver import PostgresDriver
 from shared.contracts.kinds import PostgresLimits
 from shared.naming import tenant_name
 
@@ -11,18 +11,6 @@ pytestmark = pytest.mark.integration
 LIMITS = PostgresLimits(
     storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
 )
-
-
-@pytest.fixture
-async def driver(env: dict[str, str]) -> PostgresDriver:
-    driver = await PostgresDriver.connect(
-        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
-        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
-        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
-        pool_size=2,
-    )
-    yield driver
-    await driver.close()
 
 
 async def test_create_twice_gives_one_database_and_only_the_newest_password_works(

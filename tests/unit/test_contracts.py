@@ -2,8 +2,8 @@ import uuid
 from datetime import UTC, datetime
 
 import msgspec
-from gateway.errors import HTTP_STATUS
 
+from gateway.errors import HTTP_STATUS
 from shared.contracts import events
 from shared.contracts.commands import ProvisionResource
 from shared.contracts.errors import ErrorCode

@@ -2,7 +2,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from reaper.handlers import ResourceIndex
-
 from shared.contracts.events import (
     RecordedEvent,
     ResourceDeprovisioned,

@@ -1,0 +1,112 @@
+"""The reaper against the running system: orphans of dead workers, and replicas racing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from pg_provisioner.driver import PostgresDriver
+from reaper.handlers import ResourceIndex
+from reaper.sweep import Sweeper
+from shared.bus import Bus
+from shared.contracts.commands import ProvisionResource
+from shared.contracts.events import ResourceProvisionRequested
+from shared.contracts.kinds import PostgresLimits, ResourceKind, ResourceStatus
+from shared.contracts.subjects import PROVISION_POSTGRES
+from shared.eventlog.projections import ResourceReadModel
+from shared.eventlog.store import EventStore
+from shared.naming import resource_stream
+
+pytestmark = pytest.mark.integration
+LIMITS = PostgresLimits(
+    storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
+)
+
+
+async def wait_for_status(
+    platform_db: asyncpg.Pool, resource_id: uuid.UUID, status: ResourceStatus, within: float = 20.0
+) -> None:
+    read_model = ResourceReadModel(platform_db)
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        state = await read_model.by_id(resource_id)
+        if state is not None and state.status is status:
+            return
+        await asyncio.sleep(0.2)
+    state = await read_model.by_id(resource_id)
+    pytest.fail(f"{resource_id} stayed {state.status if state else None}, expected {status}")
+
+
+async def test_a_worker_that_died_mid_provision_is_cleaned_up_by_the_reaper(
+    store: EventStore, driver: PostgresDriver, platform_db: asyncpg.Pool
+) -> None:
+    # What a worker killed between its backend call and its outcome leaves behind: the intent
+    # in the log, the database in Postgres, and no outcome.
+    resource_id = uuid.uuid4()
+    await store.append(
+        resource_stream(resource_id),
+        0,
+        [
+            ResourceProvisionRequested(
+                resource_id=resource_id,
+                kind=ResourceKind.POSTGRES,
+                tier="anonymous",
+                limits=LIMITS,
+                token_hash=uuid.uuid4().hex,
+                fingerprint="f",
+                name=None,
+                expires_at=None,
+                deadline=datetime.now(UTC) - timedelta(seconds=1),
+            )
+        ],
+        command_id=uuid.uuid4(),
+        correlation_id="killed-worker",
+    )
+    await driver.create(resource_id, LIMITS)
+
+    await wait_for_status(platform_db, resource_id, ResourceStatus.DELETED)
+    assert not await driver.exists(resource_id)
+    reason = await platform_db.fetchval(
+        "SELECT deprovision_reason FROM resources WHERE id = $1", resource_id
+    )
+    assert reason == "orphaned"
+
+
+async def test_reaper_replicas_racing_on_one_expired_resource_delete_it_once(
+    bus: Bus, store: EventStore, driver: PostgresDriver, platform_db: asyncpg.Pool
+) -> None:
+    resource_id = uuid.uuid4()
+    await bus.request(
+        PROVISION_POSTGRES,
+        ProvisionResource(
+            command_id=uuid.uuid4(),
+            correlation_id="replicas",
+            deadline=time.time() + PROVISION_POSTGRES.timeout,
+            resource_id=resource_id,
+            kind=ResourceKind.POSTGRES,
+            tier="anonymous",
+            limits=LIMITS,
+            token_hash=uuid.uuid4().hex,
+            fingerprint="f",
+            expires_at=datetime.now(UTC) - timedelta(seconds=1),
+        ),
+    )
+    replicas = []
+    for _ in range(3):
+        index = ResourceIndex()
+        for recorded in await store.load(resource_stream(resource_id)):
+            index.apply(recorded)
+        replicas.append(Sweeper(bus, index, grace=timedelta(seconds=60), concurrency=2))
+
+    await asyncio.gather(*(replica.sweep_once() for replica in replicas))
+
+    types = [type(e.event).__name__ for e in await store.load(resource_stream(resource_id))]
+    assert types.count("ResourceDeprovisionRequested") == 1
+    assert types.count("ResourceDeprovisioned") == 1
+    assert not await driver.exists(resource_id)
+    await wait_for_status(platform_db, resource_id, ResourceStatus.EXPIRED)
