@@ -6,10 +6,9 @@ import asyncpg
 import msgspec
 import pytest
 
-from shared.contracts.events import ResourceProvisioned, ResourceProvisionRequested
+from shared.contracts.events import ResourceProvisioned
 from shared.contracts.kinds import (
     PostgresCredentials,
-    PostgresLimits,
     ResourceKind,
     ResourceStatus,
 )
@@ -18,23 +17,9 @@ from shared.eventlog.errors import ConcurrencyConflictError
 from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
+from shared.testing.factories import LIMITS, provision_requested
 
 pytestmark = pytest.mark.integration
-LIMITS = PostgresLimits(storage_mb=1, connections=1, statement_timeout_ms=1, temp_file_limit_mb=1)
-
-
-def requested(resource_id: uuid.UUID) -> ResourceProvisionRequested:
-    return ResourceProvisionRequested(
-        resource_id=resource_id,
-        kind=ResourceKind.POSTGRES,
-        tier="anonymous",
-        limits=LIMITS,
-        token_hash=uuid.uuid4().hex,
-        fingerprint="f",
-        name="n",
-        expires_at=None,
-        deadline=datetime.now(UTC),
-    )
 
 
 async def test_append_assigns_versions_positions_and_updates_the_projection(
@@ -43,7 +28,7 @@ async def test_append_assigns_versions_positions_and_updates_the_projection(
     rid = uuid.uuid4()
     stream = resource_stream(rid)
     first = await store.append(
-        stream, 0, [requested(rid)], command_id=uuid.uuid4(), correlation_id="c1"
+        stream, 0, [provision_requested(rid)], command_id=uuid.uuid4(), correlation_id="c1"
     )
     second = await store.append(
         stream,
@@ -67,7 +52,9 @@ async def test_concurrent_appends_at_the_same_version_let_exactly_one_win(
     stream = resource_stream(rid)
     results = await asyncio.gather(
         *(
-            store.append(stream, 0, [requested(rid)], command_id=uuid.uuid4(), correlation_id="c")
+            store.append(
+                stream, 0, [provision_requested(rid)], command_id=uuid.uuid4(), correlation_id="c"
+            )
             for _ in range(5)
         ),
         return_exceptions=True,
@@ -102,7 +89,7 @@ async def test_stored_reply_is_sealed_at_rest_and_returned_intact(
     await store.append(
         resource_stream(rid),
         0,
-        [requested(rid)],
+        [provision_requested(rid)],
         command_id=command_id,
         correlation_id="c",
         reply=reply,
@@ -120,7 +107,11 @@ async def test_events_are_stored_as_inspectable_json_with_their_type(
 ) -> None:
     rid = uuid.uuid4()
     await store.append(
-        resource_stream(rid), 0, [requested(rid)], command_id=uuid.uuid4(), correlation_id="c"
+        resource_stream(rid),
+        0,
+        [provision_requested(rid)],
+        command_id=uuid.uuid4(),
+        correlation_id="c",
     )
     row = await platform_db.fetchrow(
         "SELECT event_type, data FROM events WHERE stream_id = $1", resource_stream(rid)

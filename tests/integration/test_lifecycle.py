@@ -4,7 +4,6 @@ real worker: duplicates, deadlines, cleanup."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import asyncpg
@@ -12,7 +11,6 @@ import pytest
 
 from pg_provisioner.driver import PostgresDriver
 from shared.bus import Bus
-from shared.contracts.commands import ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
 from shared.contracts.subjects import PROVISION_POSTGRES
@@ -21,31 +19,15 @@ from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
+from shared.testing.factories import provision_command
 
 pytestmark = pytest.mark.integration
-LIMITS = PostgresLimits(
-    storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
-)
-
-
-def command(*, deadline_in: float = 15.0) -> ProvisionResource:
-    return ProvisionResource(
-        command_id=uuid.uuid4(),
-        correlation_id=f"test-{uuid.uuid4().hex[:8]}",
-        deadline=time.time() + deadline_in,
-        resource_id=uuid.uuid4(),
-        kind=ResourceKind.POSTGRES,
-        tier="anonymous",
-        limits=LIMITS,
-        token_hash=uuid.uuid4().hex,
-        fingerprint="f",
-    )
 
 
 async def test_same_command_delivered_concurrently_makes_exactly_one_resource(
     bus: Bus, platform_db: asyncpg.Pool, driver: PostgresDriver
 ) -> None:
-    once = command()
+    once = provision_command()
     replies = await asyncio.gather(*(bus.request(PROVISION_POSTGRES, once) for _ in range(4)))
     assert len({r.credentials.connection_url for r in replies}) == 1
     assert sum(not r.replayed for r in replies) == 1
@@ -65,7 +47,7 @@ async def test_same_command_delivered_concurrently_makes_exactly_one_resource(
 async def test_command_already_past_its_deadline_creates_nothing(
     bus: Bus, platform_db: asyncpg.Pool, driver: PostgresDriver
 ) -> None:
-    late = command(deadline_in=-1)
+    late = provision_command(deadline_in=-1)
     with pytest.raises(SpinupError) as caught:
         await bus.request(PROVISION_POSTGRES, late)
     assert caught.value.code is ErrorCode.DEADLINE_EXCEEDED
@@ -101,7 +83,7 @@ async def test_worker_finishing_past_the_deadline_undoes_its_work_and_records_it
     lifecycle = ResourceLifecycle(
         store, keyring, SlowDriver(driver, delay=1.0), create_concurrency=1, delete_concurrency=1
     )
-    slow = command(deadline_in=0.5)
+    slow = provision_command(deadline_in=0.5)
     with pytest.raises(SpinupError) as caught:
         await lifecycle.provision(slow)
     assert caught.value.code is ErrorCode.DEADLINE_EXCEEDED

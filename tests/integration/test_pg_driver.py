@@ -4,13 +4,10 @@ import asyncpg
 import pytest
 
 from pg_provisioner.driver import PostgresDriver
-from shared.contracts.kinds import PostgresLimits
 from shared.naming import tenant_name
+from shared.testing.factories import LIMITS
 
 pytestmark = pytest.mark.integration
-LIMITS = PostgresLimits(
-    storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
-)
 
 
 async def test_create_twice_gives_one_database_and_only_the_newest_password_works(

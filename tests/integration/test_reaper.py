@@ -14,18 +14,14 @@ from pg_provisioner.driver import PostgresDriver
 from reaper.handlers import ResourceIndex
 from reaper.sweep import Sweeper
 from shared.bus import Bus
-from shared.contracts.commands import ProvisionResource
-from shared.contracts.events import ResourceProvisionRequested
-from shared.contracts.kinds import PostgresLimits, ResourceKind, ResourceStatus
+from shared.contracts.kinds import ResourceStatus
 from shared.contracts.subjects import PROVISION_POSTGRES
 from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
+from shared.testing.factories import LIMITS, provision_command, provision_requested
 
 pytestmark = pytest.mark.integration
-LIMITS = PostgresLimits(
-    storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
-)
 
 
 async def wait_for_status(
@@ -51,19 +47,7 @@ async def test_a_worker_that_died_mid_provision_is_cleaned_up_by_the_reaper(
     await store.append(
         resource_stream(resource_id),
         0,
-        [
-            ResourceProvisionRequested(
-                resource_id=resource_id,
-                kind=ResourceKind.POSTGRES,
-                tier="anonymous",
-                limits=LIMITS,
-                token_hash=uuid.uuid4().hex,
-                fingerprint="f",
-                name=None,
-                expires_at=None,
-                deadline=datetime.now(UTC) - timedelta(seconds=1),
-            )
-        ],
+        [provision_requested(resource_id, deadline=datetime.now(UTC) - timedelta(seconds=1))],
         command_id=uuid.uuid4(),
         correlation_id="killed-worker",
     )
@@ -83,17 +67,8 @@ async def test_reaper_replicas_racing_on_one_expired_resource_delete_it_once(
     resource_id = uuid.uuid4()
     await bus.request(
         PROVISION_POSTGRES,
-        ProvisionResource(
-            command_id=uuid.uuid4(),
-            correlation_id="replicas",
-            deadline=time.time() + PROVISION_POSTGRES.timeout,
-            resource_id=resource_id,
-            kind=ResourceKind.POSTGRES,
-            tier="anonymous",
-            limits=LIMITS,
-            token_hash=uuid.uuid4().hex,
-            fingerprint="f",
-            expires_at=datetime.now(UTC) - timedelta(seconds=1),
+        provision_command(
+            resource_id=resource_id, expires_at=datetime.now(UTC) - timedelta(seconds=1)
         ),
     )
     replicas = []

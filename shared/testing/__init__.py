@@ -1,0 +1,1 @@
+"""Helpers for the test suites: factories of contract objects with sensible defaults."""

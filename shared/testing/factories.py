@@ -1,0 +1,50 @@
+"""Contract objects for tests, with every field defaulted and any field overridable."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from shared.contracts.commands import ProvisionResource
+from shared.contracts.events import ResourceProvisionRequested
+from shared.contracts.kinds import PostgresLimits, ResourceKind
+
+LIMITS = PostgresLimits(
+    storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
+)
+
+
+def provision_requested(resource_id: uuid.UUID, **overrides: Any) -> ResourceProvisionRequested:  # noqa: ANN401
+    """A ``ResourceProvisionRequested`` event for a Postgres database."""
+    event = ResourceProvisionRequested(
+        resource_id=resource_id,
+        kind=ResourceKind.POSTGRES,
+        tier="anonymous",
+        limits=LIMITS,
+        token_hash=uuid.uuid4().hex,
+        fingerprint="test",
+        name=None,
+        expires_at=None,
+        deadline=datetime.now(UTC) + timedelta(seconds=15),
+    )
+    return msgspec.structs.replace(event, **overrides)
+
+
+def provision_command(*, deadline_in: float = 15.0, **overrides: Any) -> ProvisionResource:  # noqa: ANN401
+    """A ``ProvisionResource`` command for a new Postgres database."""
+    command = ProvisionResource(
+        command_id=uuid.uuid4(),
+        correlation_id=f"test-{uuid.uuid4().hex[:8]}",
+        deadline=time.time() + deadline_in,
+        resource_id=uuid.uuid4(),
+        kind=ResourceKind.POSTGRES,
+        tier="anonymous",
+        limits=LIMITS,
+        token_hash=uuid.uuid4().hex,
+        fingerprint="test",
+    )
+    return msgspec.structs.replace(command, **overrides)
