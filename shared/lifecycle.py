@@ -100,9 +100,7 @@ class ResourceLifecycle:
             raise _reused_error()
         if state.status is ResourceStatus.PROVISIONING:
             return await self._await_outcome(command)
-        if time.time() >= command.deadline:
-            msg = "The request waited too long to be picked up; nothing was created. Try again."
-            raise SpinupError(ErrorCode.DEADLINE_EXCEEDED, msg, retryable=True)
+        _ensure_before_deadline(command, "The request waited too long to be picked up")
 
         stream = resource_stream(command.resource_id)
         requested = ResourceProvisionRequested(
@@ -161,6 +159,10 @@ class ResourceLifecycle:
         """Call the driver within the deadline; on any failure record it and remove leftovers."""
         try:
             async with self._create_slots:
+                # Waiting for a slot may use up the budget: then don't create just to drop it.
+                _ensure_before_deadline(
+                    command, "The backend is busy and the request ran out of time"
+                )
                 credentials = await self._driver.create(command.resource_id, command.limits)
         except SpinupError as exc:
             await self._record_failure(command, version, exc)
@@ -298,6 +300,12 @@ class ResourceLifecycle:
             await asyncio.sleep(self._poll_interval)
         msg = "The resource is still being removed; try again shortly."
         raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+
+
+def _ensure_before_deadline(command: ProvisionResource, why: str) -> None:
+    if time.time() >= command.deadline:
+        msg = f"{why}; nothing was created. Try again."
+        raise SpinupError(ErrorCode.DEADLINE_EXCEEDED, msg, retryable=True)
 
 
 def _reused_error() -> SpinupError:

@@ -1,7 +1,7 @@
 """Relay committed events from the platform Postgres to JetStream, in log order.
 
-One relay is active per platform database (a session advisory lock); others stand by. It wakes
-on NOTIFY from each append (with a poll as a safety net), publishes a batch with
+One relay is active per platform database (a session advisory lock); the others wait on the
+lock. It wakes on NOTIFY from each append (with a poll as a safety net), publishes a batch with
 ``Nats-Msg-Id`` = event id so the server drops re-publishes, then records how far it got. After
 a restart it resumes from that position.
 """
@@ -68,8 +68,9 @@ class Relay:
     async def _run_while_leader(self) -> None:
         conn = await asyncpg.connect(self._dsn)
         try:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
-                return  # another relay is active; retry after the poll interval
+            # Blocks while another relay is active; Postgres hands over the lock when that
+            # relay's session ends, however it ends.
+            await conn.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)
             log.info("eventlog.relay.started", relay=self._name)
             await ensure_events_stream(self._js)
             await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
