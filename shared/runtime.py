@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import structlog
+
+from shared.config import SettingsError
 
 T = TypeVar("T")
 log = structlog.get_logger("shared.runtime")
@@ -37,3 +40,12 @@ async def wait_for_shutdown() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def settings_or_exit(service: str, read: Callable[[], T]) -> T:
+    """Read settings; on a missing or malformed one, say which and exit with status 2."""
+    try:
+        return read()
+    except SettingsError as exc:
+        sys.stderr.write(f"{service}: {exc}\n")
+        raise SystemExit(2) from None

@@ -28,7 +28,7 @@ from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.logging import configure_logging
 from shared.plans import load_plans
-from shared.runtime import connect_with_retry
+from shared.runtime import connect_with_retry, settings_or_exit
 
 SERVICE = "gateway"
 log = structlog.get_logger("gateway")
@@ -87,7 +87,7 @@ def create_app(settings: Settings) -> Litestar:
 
 def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
-    settings = Settings.from_env(os.environ)
+    settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
     # The request-id wrapper sits outside Litestar so even routing errors (404/405) carry an id.
     uvicorn.run(

@@ -18,7 +18,7 @@ from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
-from shared.runtime import connect_with_retry, wait_for_shutdown
+from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
 
 SERVICE = "pg-provisioner"
 log = structlog.get_logger("pg_provisioner")
@@ -65,7 +65,7 @@ async def run(settings: Settings) -> None:
 
 def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
-    settings = Settings.from_env(os.environ)
+    settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
     uvloop.run(run(settings))
     return 0

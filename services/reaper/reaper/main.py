@@ -20,7 +20,7 @@ from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import RESOURCE_EVENTS_FILTER
 from shared.eventlog.stream import ensure_events_stream
 from shared.logging import configure_logging
-from shared.runtime import connect_with_retry, wait_for_shutdown
+from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
 
 SERVICE = "reaper"
 log = structlog.get_logger("reaper")
@@ -64,7 +64,7 @@ async def run(settings: Settings) -> None:
 
 def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
-    settings = Settings.from_env(os.environ)
+    settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
     uvloop.run(run(settings))
     return 0

@@ -1,0 +1,28 @@
+"""A service started without its settings stops at once and names what is missing."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize(
+    ("module", "first_missing"),
+    [
+        ("gateway", "SPINUP_PUBLIC_URL"),
+        ("pg_provisioner", "SPINUP_NATS_URL"),
+        ("reaper", "SPINUP_NATS_URL"),
+    ],
+)
+def test_missing_setting_stops_start_up_with_its_name(module: str, first_missing: str) -> None:
+    result = subprocess.run(  # noqa: S603  (our own interpreter and module names)
+        [sys.executable, "-m", module],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert first_missing in result.stderr
+    assert "Traceback" not in result.stderr
