@@ -19,14 +19,21 @@ from nats.errors import Error as NatsError
 
 from shared.contracts.subjects import event_subject
 from shared.eventlog.schema import NOTIFY_CHANNEL, RELAY_LOCK
-from shared.eventlog.store import EventStore
+from shared.eventlog.store import read_events_after
 from shared.eventlog.stream import ensure_events_stream
+from shared.pgerrors import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
 
 log = structlog.get_logger("shared.eventlog.relay")
 _encoder = msgspec.json.Encoder()
+# Outages of either side pause the relay; it reconnects and resumes from its recorded position.
+_INTERRUPTIONS: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.PostgresError,
+    NatsError,
+)
 
 
 class Relay:
@@ -36,7 +43,6 @@ class Relay:
         self,
         dsn: str,
         js: JetStreamContext,
-        store: EventStore,
         *,
         name: str = "jetstream",
         batch_size: int = 256,
@@ -44,7 +50,6 @@ class Relay:
     ) -> None:
         self._dsn = dsn
         self._js = js
-        self._store = store
         self._name = name
         self._batch_size = batch_size
         self._poll_interval = poll_interval
@@ -55,13 +60,7 @@ class Relay:
         while True:
             try:
                 await self._run_while_leader()
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                NatsError,
-                TimeoutError,
-            ) as exc:
+            except _INTERRUPTIONS as exc:
                 log.warning("eventlog.relay.interrupted", error=type(exc).__name__)
             await asyncio.sleep(self._poll_interval)
 
@@ -92,7 +91,7 @@ class Relay:
         position = await conn.fetchval(
             "SELECT position FROM relay_positions WHERE relay = $1", self._name
         )
-        events = await self._store.read_after(conn, position or 0, self._batch_size)
+        events = await read_events_after(conn, position or 0, self._batch_size)
         if not events:
             return 0
         # Publishes are written to the socket in order, so the stream keeps log order.

@@ -47,6 +47,14 @@ def row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
+async def read_events_after(conn: Any, position: int, limit: int) -> list[RecordedEvent]:  # noqa: ANN401  (asyncpg connection)
+    """Events after ``position`` in log order (for the relay and replays)."""
+    rows = await conn.fetch(
+        f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2", position, limit
+    )
+    return [row_to_recorded(row) for row in rows]
+
+
 class Projection(Protocol):
     """A read model kept in step with the log inside the appending transaction."""
 
@@ -146,10 +154,3 @@ class EventStore:
         return msgspec.json.decode(
             self._keyring.open(sealed, aad=command_id.bytes), type=reply_type
         )
-
-    async def read_after(self, conn: Any, position: int, limit: int) -> list[RecordedEvent]:  # noqa: ANN401
-        """Events after ``position`` in log order (for the relay and replays)."""
-        rows = await conn.fetch(
-            f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2", position, limit
-        )
-        return [row_to_recorded(row) for row in rows]

@@ -22,10 +22,9 @@ from gateway.routes import ROUTES, dependencies
 from gateway.settings import Settings
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import migrate
-from shared.eventlog.store import EventStore
 from shared.logging import configure_logging
 from shared.plans import load_plans
 from shared.runtime import connect_with_retry, settings_or_exit
@@ -50,10 +49,7 @@ def create_app(settings: Settings) -> Litestar:
             "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
         )
         redis = Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        store = EventStore(pool, keyring, [ResourceProjection()])
-        relay_task = asyncio.create_task(
-            Relay(settings.platform_dsn, bus.nc.jetstream(), store).run()
-        )
+        relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc.jetstream()).run())
         app.state.context = GatewayContext(
             settings=settings,
             plans=plans,

@@ -100,8 +100,7 @@ async def create_database(
 ) -> Response[DatabaseCreated]:
     """``POST /db/new``."""
     command_id, resource_id = _command_ids(request, "POST /db/new")
-    tier_name = ctx.plans.anonymous_tier
-    tier = ctx.plans.tiers[tier_name]
+    tier_name, tier = ctx.plans.anonymous_tier, ctx.plans.anonymous
     token = mint_token(ctx.settings.token_key, command_id)
     now = datetime.now(UTC)
     command = ProvisionResource(

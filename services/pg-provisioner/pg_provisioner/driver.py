@@ -24,6 +24,7 @@ import structlog
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
 from shared.naming import guard_tenant_name, tenant_name
+from shared.pgerrors import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pg_provisioner.driver")
 
 SCRAM_ITERATIONS = 4096
-_CONNECTION_LOST = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-)
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
@@ -105,7 +98,7 @@ class PostgresDriver:
             try:
                 async with self._pool.acquire() as conn:
                     await operation(conn)
-            except _CONNECTION_LOST:
+            except CONNECTION_ERRORS:
                 log.info("pg_provisioner.connection.retried", action=action)
                 async with self._pool.acquire() as conn:
                     await operation(conn)
@@ -114,7 +107,7 @@ class PostgresDriver:
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
         try:
             yield
-        except _CONNECTION_LOST as exc:
+        except CONNECTION_ERRORS as exc:
             msg = f"The Postgres server for tenant databases is unreachable; nothing was {action}."
             raise BackendUnavailableError(msg) from exc
         except asyncpg.PostgresError as exc:

@@ -1,0 +1,19 @@
+"""The asyncpg exceptions that mean "the server cannot be reached now", for every Postgres we use.
+
+The platform's event log and the tenant drivers both translate these into their own
+unavailable-errors (503) and may retry once on a fresh connection.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
