@@ -35,6 +35,7 @@ from shared.naming import resource_stream
 from shared.resources import ResourceState
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
     from uuid import UUID
 
     from shared.contracts.commands import DeprovisionResource, ProvisionResource
@@ -196,18 +197,24 @@ class ResourceLifecycle:
 
     async def _await_outcome(self, command: ProvisionResource) -> ResourceProvisioned:
         """Another handler owns this command: wait for its outcome until the deadline."""
-        while time.time() < command.deadline:
-            await asyncio.sleep(self._poll_interval)
-            state = await self._state(command.resource_id)
+        async for state in self._states_until(command.resource_id, command.deadline):
             if state.status is ResourceStatus.ACTIVE:
                 return await self._replay(state)
             if state.status is ResourceStatus.FAILED:
                 msg = "An identical request failed just now; try again."
-                raise SpinupError(ErrorCode.BACKEND_UNAVAILABLE, msg, retryable=True)
+                raise SpinupError(_recorded_code(state), msg, retryable=True)
             if state.is_gone or state.status is ResourceStatus.DELETING:
                 raise _reused_error()
         msg = "An identical request is still being processed; retry with the same Idempotency-Key."
         raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+
+    async def _states_until(
+        self, resource_id: UUID, deadline: float
+    ) -> AsyncIterator[ResourceState]:
+        """The resource's state, re-read every poll interval until ``deadline``."""
+        while time.time() < deadline:
+            await asyncio.sleep(self._poll_interval)
+            yield await self._state(resource_id)
 
     async def _cleanup(self, resource_id: UUID) -> bool:
         try:
@@ -249,11 +256,7 @@ class ResourceLifecycle:
             msg = "No such resource."
             raise SpinupError(ErrorCode.NOT_FOUND, msg)
         if state.is_gone:
-            return ResourceDeprovisioned(
-                resource_id=command.resource_id,
-                reason=state.deprovision_reason or command.reason,
-                already=True,
-            )
+            return _already_gone(state, command)
         stream = resource_stream(command.resource_id)
         version = state.version
         reason = command.reason
@@ -289,17 +292,27 @@ class ResourceLifecycle:
         return reply
 
     async def _await_gone(self, command: DeprovisionResource) -> ResourceDeprovisioned:
-        while time.time() < command.deadline:
-            state = await self._state(command.resource_id)
+        async for state in self._states_until(command.resource_id, command.deadline):
             if state.is_gone:
-                return ResourceDeprovisioned(
-                    resource_id=command.resource_id,
-                    reason=state.deprovision_reason or command.reason,
-                    already=True,
-                )
-            await asyncio.sleep(self._poll_interval)
+                return _already_gone(state, command)
         msg = "The resource is still being removed; try again shortly."
         raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+
+
+def _already_gone(state: ResourceState, command: DeprovisionResource) -> ResourceDeprovisioned:
+    return ResourceDeprovisioned(
+        resource_id=command.resource_id,
+        reason=state.deprovision_reason or command.reason,
+        already=True,
+    )
+
+
+def _recorded_code(state: ResourceState) -> ErrorCode:
+    """The error code the failed attempt recorded, or a generic one from an unknown version."""
+    try:
+        return ErrorCode(state.failure_code or "")
+    except ValueError:
+        return ErrorCode.BACKEND_UNAVAILABLE
 
 
 def _ensure_before_deadline(command: ProvisionResource, why: str) -> None:
