@@ -16,6 +16,7 @@ import pytest
 from nats.aio.client import Client as NatsClient
 
 from devstack.stack import Stack
+from pg_provisioner.driver import PostgresDriver
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,3 +57,15 @@ async def nc(env: dict[str, str]) -> AsyncIterator[NatsClient]:
     client = await nats.connect(env["SPINUP_NATS_URL"])
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
+    connected = await PostgresDriver.connect(
+        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
+        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
+        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
+        pool_size=2,
+    )
+    yield connected
+    await connected.close()

@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -18,22 +17,14 @@ from nats.aio.client import Client as NatsClient
 
 from devstack.procs import free_ports
 from devstack.stack import Stack
+from pg_provisioner.driver import PostgresDriver
 from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import EVENTS_STREAM
 from shared.eventlog.projections import ResourceReadModel
+from shared.testing.polling import eventually
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-async def eventually(check: Any, *, within: float = 20.0, interval: float = 0.2) -> Any:
-    """Poll an async ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(interval)
 
 
 async def resource_id_of_request(platform_db: asyncpg.Pool, request_id: str) -> uuid.UUID:
@@ -42,17 +33,6 @@ async def resource_id_of_request(platform_db: asyncpg.Pool, request_id: str) -> 
     )
     assert stream, f"no event recorded for request {request_id}"
     return uuid.UUID(stream.removeprefix("resource-"))
-
-
-async def tenant_exists(admin: asyncpg.Connection, resource_id: uuid.UUID) -> bool:
-    name = "t_" + resource_id.hex
-    return bool(
-        await admin.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
-            " OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-            name,
-        )
-    )
 
 
 async def test_worker_down_gives_503_quickly_and_recovery_after(
@@ -72,7 +52,7 @@ async def test_worker_down_gives_503_quickly_and_recovery_after(
 
 
 async def test_customer_postgres_down_gives_503_and_leaves_nothing_behind(
-    stack: Stack, http: httpx.AsyncClient, platform_db: asyncpg.Pool, env: dict[str, str]
+    stack: Stack, http: httpx.AsyncClient, platform_db: asyncpg.Pool, driver: PostgresDriver
 ) -> None:
     stack.stop_server("customer-pg")
     try:
@@ -93,16 +73,12 @@ async def test_customer_postgres_down_gives_503_and_leaves_nothing_behind(
         )
 
     assert await eventually(settled), "the failed provision was never cleaned up"
-    admin = await asyncpg.connect(env["SPINUP_CUSTOMER_PG_ADMIN_DSN"])
-    try:
-        assert not await tenant_exists(admin, resource_id)
-    finally:
-        await admin.close()
+    assert not await driver.exists(resource_id)
     assert (await http.post("/db/new")).status_code == 201
 
 
 async def test_expired_database_is_reaped_and_then_gone(
-    stack: Stack, http: httpx.AsyncClient, tmp_path: Path, customer_admin: asyncpg.Connection
+    stack: Stack, http: httpx.AsyncClient, tmp_path: Path, driver: PostgresDriver
 ) -> None:
     plans = (
         (REPO_ROOT / "plans.yaml").read_text().replace("ttl_seconds: 86400", "ttl_seconds: 3", 1)
@@ -123,7 +99,7 @@ async def test_expired_database_is_reaped_and_then_gone(
         assert await eventually(gone), "the reaper did not expire the database"
         body = (await http.get(f"/resources/{db['token']}")).json()
         assert body["error"] == "resource_gone"
-        assert not await tenant_exists(customer_admin, uuid.UUID(db["id"]))
+        assert not await driver.exists(uuid.UUID(db["id"]))
         with pytest.raises(
             (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
         ):

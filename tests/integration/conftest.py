@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from pg_provisioner.driver import PostgresDriver
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
@@ -17,18 +16,6 @@ from shared.eventlog.store import EventStore
 @pytest.fixture
 async def bus(env: dict[str, str]) -> AsyncIterator[Bus]:
     connected = await Bus.connect(env["SPINUP_NATS_URL"], name="test")
-    yield connected
-    await connected.close()
-
-
-@pytest.fixture
-async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
-    connected = await PostgresDriver.connect(
-        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
-        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
-        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
-        pool_size=2,
-    )
     yield connected
     await connected.close()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -20,22 +19,24 @@ from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 from shared.testing.factories import LIMITS, provision_command, provision_requested
+from shared.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
 
 
 async def wait_for_status(
-    platform_db: asyncpg.Pool, resource_id: uuid.UUID, status: ResourceStatus, within: float = 20.0
+    platform_db: asyncpg.Pool, resource_id: uuid.UUID, status: ResourceStatus
 ) -> None:
     read_model = ResourceReadModel(platform_db)
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
+
+    async def current() -> ResourceStatus | None:
         state = await read_model.by_id(resource_id)
-        if state is not None and state.status is status:
-            return
-        await asyncio.sleep(0.2)
-    state = await read_model.by_id(resource_id)
-    pytest.fail(f"{resource_id} stayed {state.status if state else None}, expected {status}")
+        return state.status if state else None
+
+    async def reached() -> bool:
+        return await current() is status
+
+    assert await eventually(reached), f"{resource_id} is {await current()}, expected {status}"
 
 
 async def test_a_worker_that_died_mid_provision_is_cleaned_up_by_the_reaper(

@@ -16,7 +16,7 @@ import hmac
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 import structlog
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger("pg_provisioner.driver")
+T = TypeVar("T")
 
 SCRAM_ITERATIONS = 4096
 
@@ -87,8 +88,8 @@ class PostgresDriver:
     async def _run(
         self,
         action: str,
-        operation: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[None]],
-    ) -> None:
+        operation: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[T]],
+    ) -> T:
         """Run ``operation`` on an admin connection, once more if the connection was stale.
 
         A restarted server leaves dead connections in the pool; every operation here is
@@ -97,11 +98,11 @@ class PostgresDriver:
         async with self._backend_errors(action):
             try:
                 async with self._pool.acquire() as conn:
-                    await operation(conn)
+                    return await operation(conn)
             except CONNECTION_ERRORS:
                 log.info("pg_provisioner.connection.retried", action=action)
                 async with self._pool.acquire() as conn:
-                    await operation(conn)
+                    return await operation(conn)
 
     @contextlib.asynccontextmanager
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
@@ -186,10 +187,14 @@ class PostgresDriver:
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the role or the database of this resource exists (for sweeps and tests)."""
         name = tenant_name(resource_id)
-        async with self._backend_errors("checked"):
-            found = await self._pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
-                " OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
-                name,
+
+        async def look(conn: PoolConnectionProxy[asyncpg.Record]) -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
+                    " OR EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                    name,
+                )
             )
-        return bool(found)
+
+        return await self._run("checked", look)
