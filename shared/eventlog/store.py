@@ -33,7 +33,7 @@ _SELECT = (
 )
 
 
-def row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
+def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
     """A stored row as a ``RecordedEvent``."""
     return RecordedEvent(
         position=row["position"],
@@ -52,7 +52,7 @@ async def read_events_after(conn: Any, position: int, limit: int) -> list[Record
     rows = await conn.fetch(
         f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2", position, limit
     )
-    return [row_to_recorded(row) for row in rows]
+    return [_row_to_recorded(row) for row in rows]
 
 
 class Projection(Protocol):
@@ -83,7 +83,7 @@ class EventStore:
             rows = await self._pool.fetch(
                 f"{_SELECT} WHERE stream_id = $1 ORDER BY version", stream_id
             )
-        return [row_to_recorded(row) for row in rows]
+        return [_row_to_recorded(row) for row in rows]
 
     async def append(
         self,
@@ -126,7 +126,7 @@ class EventStore:
                         if row is None:  # pragma: no cover  (INSERT ... RETURNING always returns)
                             msg = "INSERT returned no row"
                             raise AssertionError(msg)
-                        recorded.append(row_to_recorded(row))
+                        recorded.append(_row_to_recorded(row))
                     for projection in self._projections:
                         if projection.handles(stream_id):
                             await projection.project(conn, stream_id)
