@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 import structlog
@@ -28,7 +28,13 @@ from shared.contracts.events import (
 from shared.contracts.events import (
     ResourceProvisioned as ProvisionedEvent,
 )
-from shared.contracts.kinds import Credentials, Limits, ResourceKind, ResourceStatus
+from shared.contracts.kinds import (
+    LIMITS_BY_KIND,
+    Credentials,
+    Limits,
+    ResourceKind,
+    ResourceStatus,
+)
 from shared.contracts.replies import ResourceDeprovisioned, ResourceProvisioned
 from shared.eventlog.errors import ConcurrencyConflictError
 from shared.naming import resource_stream
@@ -46,16 +52,22 @@ log = structlog.get_logger("shared.lifecycle")
 _encoder = msgspec.json.Encoder()
 
 
-class ResourceDriver(Protocol):
-    """One backend.
+L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
+
+
+class ResourceDriver(Protocol[L_contra]):
+    """One backend, taking the limits of its own kind.
 
     Both operations are idempotent: create twice gives the same resource (with the new
     credentials), delete of a missing one succeeds.
     """
 
-    kind: ResourceKind
+    @property
+    def kind(self) -> ResourceKind:
+        """The kind this driver makes; commands of any other kind are refused."""
+        ...
 
-    async def create(self, resource_id: UUID, limits: Limits) -> Credentials:
+    async def create(self, resource_id: UUID, limits: L_contra) -> Credentials:
         """Make the resource (or bring an existing one to these limits) and fresh credentials."""
         ...
 
@@ -71,7 +83,7 @@ class ResourceLifecycle:
         self,
         store: EventStore,
         keyring: Keyring,
-        driver: ResourceDriver,
+        driver: ResourceDriver[Any],
         *,
         create_concurrency: int,
         delete_concurrency: int,
@@ -94,6 +106,10 @@ class ResourceLifecycle:
 
     async def provision(self, command: ProvisionResource) -> ResourceProvisioned:
         """Create the resource named by the command, or return what an earlier try created."""
+        expected = LIMITS_BY_KIND[self._driver.kind]
+        if command.kind is not self._driver.kind or not isinstance(command.limits, expected):
+            msg = f"this worker makes {self._driver.kind.value} resources, not {command.kind.value}"
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
         state = await self._state(command.resource_id)
         if state.status is ResourceStatus.ACTIVE:
             return await self._replay(state)

@@ -3,40 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from shared.contracts.kinds import PostgresLimits
+from shared.contracts.kinds import (
+    LIMITS_BY_KIND,
+    Limits,
+    MongoLimits,
+    NatsLimits,
+    PostgresLimits,
+    RedisLimits,
+    ResourceKind,
+    S3Limits,
+    WebhookLimits,
+)
 
 
 class PlanError(Exception):
     """``plans.yaml`` is missing, malformed or inconsistent; the message says where."""
 
 
-class PostgresPlan(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Postgres limits of one tier, as written in the file."""
-
-    storage_mb: int
-    connections: int
-    statement_timeout_ms: int
-    temp_file_limit_mb: int
-
-    def limits(self) -> PostgresLimits:
-        """The limits that travel in commands and events."""
-        return PostgresLimits(
-            storage_mb=self.storage_mb,
-            connections=self.connections,
-            statement_timeout_ms=self.statement_timeout_ms,
-            temp_file_limit_mb=self.temp_file_limit_mb,
-        )
-
-
-class Tier(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One tier. ``ttl_seconds`` null means resources are permanent."""
+class Tier(msgspec.Struct, frozen=True, kw_only=True):
+    """One tier: a TTL (null: permanent) and the limits of every kind, keyed by kind name."""
 
     ttl_seconds: int | None
-    postgres: PostgresPlan
+    postgres: PostgresLimits
+    redis: RedisLimits
+    mongo: MongoLimits
+    nats: NatsLimits
+    s3: S3Limits
+    webhook: WebhookLimits
     description: str = ""
+
+    def limits(self, kind: ResourceKind) -> Limits:
+        """The limits this tier gives a resource of ``kind``."""
+        limits: Limits = getattr(self, kind.value)
+        return limits
 
 
 class Plans(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -49,6 +52,30 @@ class Plans(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def anonymous(self) -> Tier:
         """The tier every request without an account gets."""
         return self.tiers[self.anonymous_tier]
+
+
+_TIER_KEYS = {"ttl_seconds", "description", *(kind.value for kind in ResourceKind)}
+
+
+def _check_known_keys(raw: Any) -> None:  # noqa: ANN401  (raw YAML before typing)
+    """Refuse a key the structs would silently ignore (a typo must not become a default)."""
+    tiers = raw.get("tiers") if isinstance(raw, dict) else None
+    for name, tier in (tiers or {}).items():
+        if not isinstance(tier, dict):
+            continue
+        for key in tier.keys() - _TIER_KEYS:
+            msg = f"tiers.{name}.{key} is not a tier setting (expected one of {sorted(_TIER_KEYS)})"
+            raise PlanError(msg)
+        for kind, limits_type in LIMITS_BY_KIND.items():
+            section = tier.get(kind.value)
+            if not isinstance(section, dict):
+                continue
+            known = {field.name for field in msgspec.structs.fields(limits_type)}
+            for key in section.keys() - known:
+                msg = (
+                    f"tiers.{name}.{kind.value}.{key} is not a {kind.value} limit ({sorted(known)})"
+                )
+                raise PlanError(msg)
 
 
 def _validate(plans: Plans) -> None:
@@ -64,11 +91,13 @@ def _validate(plans: Plans) -> None:
         if tier.ttl_seconds is not None and tier.ttl_seconds <= 0:
             msg = f"tiers.{name}.ttl_seconds must be positive or null"
             raise PlanError(msg)
-        for field in msgspec.structs.fields(tier.postgres):
-            value = getattr(tier.postgres, field.name)
-            if value <= 0:
-                msg = f"tiers.{name}.postgres.{field.name} must be positive, got {value}"
-                raise PlanError(msg)
+        for kind in ResourceKind:
+            limits = tier.limits(kind)
+            for field in msgspec.structs.fields(limits):
+                value = getattr(limits, field.name)
+                if value <= 0:
+                    msg = f"tiers.{name}.{kind.value}.{field.name} must be positive, got {value}"
+                    raise PlanError(msg)
 
 
 def parse_plans(text: str | bytes, *, source: str = "plans.yaml") -> Plans:
@@ -78,13 +107,10 @@ def parse_plans(text: str | bytes, *, source: str = "plans.yaml") -> Plans:
         PlanError: with the offending path in the message.
     """
     try:
+        _check_known_keys(msgspec.yaml.decode(text))
         plans = msgspec.yaml.decode(text, type=Plans)
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        msg = f"{source}: {exc}"
-        raise PlanError(msg) from exc
-    try:
         _validate(plans)
-    except PlanError as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, PlanError) as exc:
         msg = f"{source}: {exc}"
         raise PlanError(msg) from exc
     return plans

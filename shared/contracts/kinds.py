@@ -1,4 +1,8 @@
-"""Resource kinds, their lifecycle states, and the limits each kind takes from ``plans.yaml``."""
+"""Resource kinds, their states, their limits from ``plans.yaml`` and their credentials.
+
+Limits and credentials are tagged unions (``"type"`` names the kind), so a command, event or
+reply carries exactly one kind's shape and an older reader can tell which one it got.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,11 @@ class ResourceKind(StrEnum):
     """What a resource is; each kind has one provisioner."""
 
     POSTGRES = "postgres"
+    REDIS = "redis"
+    MONGO = "mongo"
+    NATS = "nats"
+    S3 = "s3"
+    WEBHOOK = "webhook"
 
 
 class ResourceStatus(StrEnum):
@@ -33,6 +42,9 @@ class DeprovisionReason(StrEnum):
     ORPHANED = "orphaned"
 
 
+# -- limits: one struct per kind, field names exactly as written in plans.yaml -----------------
+
+
 class PostgresLimits(msgspec.Struct, frozen=True, kw_only=True, tag="postgres"):
     """Per-database limits, enforced in Postgres itself where it can."""
 
@@ -42,11 +54,59 @@ class PostgresLimits(msgspec.Struct, frozen=True, kw_only=True, tag="postgres"):
     temp_file_limit_mb: int
 
 
-Limits = PostgresLimits
+class RedisLimits(msgspec.Struct, frozen=True, kw_only=True, tag="redis"):
+    """Per-prefix limits on the shared Redis; memory is measured by the usage sweep."""
+
+    memory_mb: int
+
+
+class MongoLimits(msgspec.Struct, frozen=True, kw_only=True, tag="mongo"):
+    """Per-database limits; storage is measured with ``dbStats`` by the usage sweep."""
+
+    storage_mb: int
+
+
+class NatsLimits(msgspec.Struct, frozen=True, kw_only=True, tag="nats"):
+    """Per-account limits, enforced by the NATS server from the account JWT."""
+
+    connections: int
+    streams: int
+    consumers: int
+    memory_storage_mb: int
+    disk_storage_mb: int
+    max_payload_kb: int
+
+
+class S3Limits(msgspec.Struct, frozen=True, kw_only=True, tag="s3"):
+    """Per-bucket limits; ``storage_mb`` becomes the bucket quota."""
+
+    storage_mb: int
+
+
+class WebhookLimits(msgspec.Struct, frozen=True, kw_only=True, tag="webhook"):
+    """Per-receiver limits: how many requests are kept (newest first) and how big one may be."""
+
+    requests_kept: int
+    max_body_kb: int
+
+
+Limits = PostgresLimits | RedisLimits | MongoLimits | NatsLimits | S3Limits | WebhookLimits
+
+LIMITS_BY_KIND: dict[ResourceKind, type[Limits]] = {
+    ResourceKind.POSTGRES: PostgresLimits,
+    ResourceKind.REDIS: RedisLimits,
+    ResourceKind.MONGO: MongoLimits,
+    ResourceKind.NATS: NatsLimits,
+    ResourceKind.S3: S3Limits,
+    ResourceKind.WEBHOOK: WebhookLimits,
+}
+
+
+# -- credentials: what a tenant needs to reach its resource -------------------------------------
 
 
 class PostgresCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="postgres"):
-    """What a tenant needs to reach its database."""
+    """A login role that owns one database."""
 
     connection_url: str
     host: str
@@ -56,4 +116,66 @@ class PostgresCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="postgr
     password: str
 
 
-Credentials = PostgresCredentials
+class RedisCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="redis"):
+    """An ACL user that may touch only keys and channels starting with ``key_prefix``."""
+
+    connection_url: str
+    host: str
+    port: int
+    username: str
+    password: str
+    key_prefix: str
+
+
+class MongoCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="mongo"):
+    """A user with ``readWrite`` on one database (its ``authSource``)."""
+
+    connection_url: str
+    host: str
+    port: int
+    database: str
+    username: str
+    password: str
+
+
+class NatsCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="nats"):
+    """A user of the tenant's own NATS account; ``creds`` is the standard ``.creds`` file text."""
+
+    connection_url: str
+    account: str
+    user_jwt: str
+    user_seed: str
+    creds: str
+
+
+class S3Credentials(msgspec.Struct, frozen=True, kw_only=True, tag="s3"):
+    """An access key whose policy names only ``bucket``."""
+
+    endpoint: str
+    region: str
+    bucket: str
+    access_key: str
+    secret_key: str
+    s3_url: str
+
+
+class WebhookCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="webhook"):
+    """Where to send requests; ``receive_url`` holds a capture-only secret, not the token."""
+
+    receive_url: str
+
+
+Credentials = (
+    PostgresCredentials
+    | RedisCredentials
+    | MongoCredentials
+    | NatsCredentials
+    | S3Credentials
+    | WebhookCredentials
+)
+
+
+def connection_url_of(credentials: Credentials) -> str | None:
+    """The one URL a client library takes, for the kinds that have one."""
+    url = getattr(credentials, "connection_url", None)
+    return url if isinstance(url, str) else None

@@ -59,12 +59,95 @@ DEPROVISION_POSTGRES = Endpoint(
     # DROP DATABASE forces a checkpoint; the first one after a burst of creates took seconds.
     timeout=30.0,
 )
+PROVISION_REDIS = Endpoint(
+    subject="prov.v1.redis.provision",
+    command=ProvisionResource,
+    reply=ProvisionedReply,
+    queue="redis-provisioner",
+    timeout=10.0,
+)
+DEPROVISION_REDIS = Endpoint(
+    subject="prov.v1.redis.deprovision",
+    command=DeprovisionResource,
+    reply=DeprovisionedReply,
+    queue="redis-provisioner",
+    # Deleting a tenant's keys is a SCAN over the prefix: proportional to what it stored.
+    timeout=30.0,
+)
+PROVISION_MONGO = Endpoint(
+    subject="prov.v1.mongo.provision",
+    command=ProvisionResource,
+    reply=ProvisionedReply,
+    queue="mongo-provisioner",
+    timeout=15.0,
+)
+DEPROVISION_MONGO = Endpoint(
+    subject="prov.v1.mongo.deprovision",
+    command=DeprovisionResource,
+    reply=DeprovisionedReply,
+    queue="mongo-provisioner",
+    timeout=30.0,
+)
+PROVISION_NATS = Endpoint(
+    subject="prov.v1.nats.provision",
+    command=ProvisionResource,
+    reply=ProvisionedReply,
+    queue="queue-provisioner",
+    timeout=10.0,
+)
+DEPROVISION_NATS = Endpoint(
+    subject="prov.v1.nats.deprovision",
+    command=DeprovisionResource,
+    reply=DeprovisionedReply,
+    queue="queue-provisioner",
+    timeout=15.0,
+)
+PROVISION_S3 = Endpoint(
+    subject="prov.v1.s3.provision",
+    command=ProvisionResource,
+    reply=ProvisionedReply,
+    queue="storage-provisioner",
+    timeout=15.0,
+)
+DEPROVISION_S3 = Endpoint(
+    subject="prov.v1.s3.deprovision",
+    command=DeprovisionResource,
+    reply=DeprovisionedReply,
+    queue="storage-provisioner",
+    # Emptying a bucket deletes its objects one page at a time.
+    timeout=60.0,
+)
+# Webhook receivers live in the platform Redis; the gateway itself serves these commands.
+PROVISION_WEBHOOK = Endpoint(
+    subject="prov.v1.webhook.provision",
+    command=ProvisionResource,
+    reply=ProvisionedReply,
+    queue="gateway-webhooks",
+    timeout=5.0,
+)
+DEPROVISION_WEBHOOK = Endpoint(
+    subject="prov.v1.webhook.deprovision",
+    command=DeprovisionResource,
+    reply=DeprovisionedReply,
+    queue="gateway-webhooks",
+    timeout=10.0,
+)
 
 PROVISION_ENDPOINTS: dict[ResourceKind, Endpoint[ProvisionResource, ProvisionedReply]] = {
     ResourceKind.POSTGRES: PROVISION_POSTGRES,
+    ResourceKind.REDIS: PROVISION_REDIS,
+    ResourceKind.MONGO: PROVISION_MONGO,
+    ResourceKind.NATS: PROVISION_NATS,
+    ResourceKind.S3: PROVISION_S3,
+    ResourceKind.WEBHOOK: PROVISION_WEBHOOK,
 }
 DEPROVISION_ENDPOINTS: dict[ResourceKind, Endpoint[DeprovisionResource, DeprovisionedReply]] = {
     ResourceKind.POSTGRES: DEPROVISION_POSTGRES,
+    ResourceKind.REDIS: DEPROVISION_REDIS,
+    ResourceKind.MONGO: DEPROVISION_MONGO,
+    ResourceKind.NATS: DEPROVISION_NATS,
+    ResourceKind.S3: DEPROVISION_S3,
+    ResourceKind.WEBHOOK: DEPROVISION_WEBHOOK,
 }
 
 EVENTS_STREAM = "PLATFORM_EVENTS"

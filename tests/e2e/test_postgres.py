@@ -27,7 +27,16 @@ async def test_new_database_answers_with_everything_a_user_needs(http: httpx.Asy
     assert body["ok"] is True
     assert body["token"].startswith("spn_")
     assert body["tier"] == "anonymous"
-    assert set(body["limits"]) == {"storage_mb", "connections", "expires_in"}
+    assert body["kind"] == "postgres"
+    assert set(body["limits"]) == {
+        "storage_mb",
+        "connections",
+        "statement_timeout_ms",
+        "temp_file_limit_mb",
+        "expires_in",
+    }
+    assert body["credentials"]["type"] == "postgres"
+    assert body["credentials"]["connection_url"] == body["connection_url"]
     assert 0 < body["limits"]["expires_in"] <= 86400
     assert body["expires_at"]
     assert "claim_url" in body

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.contracts.kinds import ResourceKind
 from shared.plans import PlanError, load_plans, parse_plans
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -12,9 +13,21 @@ tiers:
   anon:
     ttl_seconds: 60
     postgres: {storage_mb: 1, connections: 1, statement_timeout_ms: 1, temp_file_limit_mb: 1}
+    redis: {memory_mb: 1}
+    mongo: {storage_mb: 1}
+    nats: {connections: 1, streams: 1, consumers: 1, memory_storage_mb: 1, disk_storage_mb: 1,
+           max_payload_kb: 1}
+    s3: {storage_mb: 1}
+    webhook: {requests_kept: 1, max_body_kb: 1}
   paid:
     ttl_seconds: null
     postgres: {storage_mb: 2, connections: 2, statement_timeout_ms: 2, temp_file_limit_mb: 2}
+    redis: {memory_mb: 1}
+    mongo: {storage_mb: 1}
+    nats: {connections: 1, streams: 1, consumers: 1, memory_storage_mb: 1, disk_storage_mb: 1,
+           max_payload_kb: 1}
+    s3: {storage_mb: 1}
+    webhook: {requests_kept: 1, max_body_kb: 1}
 """
 
 
@@ -26,7 +39,8 @@ def test_the_shipped_plans_file_is_valid() -> None:
 def test_limits_come_from_the_file() -> None:
     plans = parse_plans(VALID)
     assert plans.anonymous_tier == "anon"
-    assert plans.tiers["paid"].postgres.limits().connections == 2
+    assert plans.tiers["paid"].postgres.connections == 2
+    assert plans.tiers["paid"].limits(ResourceKind.NATS) == plans.tiers["paid"].nats
     assert plans.tiers["paid"].ttl_seconds is None
 
 
@@ -38,6 +52,8 @@ def test_limits_come_from_the_file() -> None:
         (("connections: 2", "connections: 0"), "tiers.paid.postgres.connections"),
         (("storage_mb: 1,", "storage_mb: 1, disk_mb: 3,"), "disk_mb"),
         (("ttl_seconds: 60", "ttl_seconds: soon"), "ttl_seconds"),
+        (("    s3: {storage_mb: 1}\n", ""), "s3"),
+        (("    redis: {", "    rdis: {"), "tiers.anon.rdis"),
     ],
 )
 def test_invalid_plans_are_refused_with_the_path_named(

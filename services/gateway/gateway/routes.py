@@ -6,6 +6,7 @@ import asyncio
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,22 +14,29 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
 from gateway.context import GatewayContext
 from gateway.middleware import request_id_of
 from gateway.schemas import (
-    DatabaseCreated,
     Health,
-    Limits,
-    NewDatabase,
+    NewResource,
+    ResourceCreated,
     ResourceDeleted,
     ResourceInfo,
 )
 from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
-from shared.contracts.kinds import Credentials, DeprovisionReason, ResourceKind, ResourceStatus
-from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_POSTGRES
+from shared.contracts.kinds import (
+    Credentials,
+    DeprovisionReason,
+    Limits,
+    ResourceKind,
+    ResourceStatus,
+    connection_url_of,
+)
+from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_ENDPOINTS
 from shared.crypto.tokens import fingerprint, hash_token, looks_like_token, mint_token
 from shared.resources import ResourceState
 
@@ -76,63 +84,141 @@ def _seconds_left(expires_at: datetime | None) -> int | None:
     return max(0, int((expires_at - datetime.now(UTC)).total_seconds()))
 
 
-def _note(tier: str, expires_at: datetime | None) -> str:
-    keep = "Keep the token: GET or DELETE /resources/{token} manages this database."
-    if expires_at is None:
-        return f"Permanent database on the {tier} plan. {keep}"
-    when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"Temporary database: it is deleted at {when}. {keep}"
+def _limits_view(limits: Limits | None, expires_at: datetime | None) -> dict[str, int | None]:
+    """The kind's limits as plain fields, plus ``expires_in`` (seconds left; null: permanent)."""
+    fields: dict[str, int | None] = {}
+    if limits is not None:
+        fields.update(
+            {field.name: getattr(limits, field.name) for field in msgspec.structs.fields(limits)}
+        )
+    fields["expires_in"] = _seconds_left(expires_at)
+    return fields
 
 
-@post(
-    "/db/new",
-    status_code=201,
-    summary="Create a Postgres database",
-    description=(
-        "Creates a real, isolated Postgres database and returns its connection URL. Without an"
-        " account it lives for the anonymous tier's TTL. Send an Idempotency-Key header to make"
-        " retries safe: the same key returns the same database."
-    ),
-    tags=["provisioning"],
-)
-async def create_database(
-    request: Request[Any, Any, Any], ctx: GatewayContext, data: NewDatabase | None = None
-) -> Response[DatabaseCreated]:
-    """``POST /db/new``."""
-    command_id, resource_id = _command_ids(request, "POST /db/new")
-    tier_name, tier = ctx.plans.anonymous_tier, ctx.plans.anonymous
-    token = mint_token(ctx.settings.token_key, command_id)
-    now = datetime.now(UTC)
-    command = ProvisionResource(
-        command_id=command_id,
-        correlation_id=request_id_of(request.scope),
-        deadline=time.time() + PROVISION_POSTGRES.timeout,
-        resource_id=resource_id,
+@dataclass(frozen=True, slots=True)
+class KindRoute:
+    """How one kind is offered over HTTP: ``POST /<path>/new`` and the words used about it."""
+
+    kind: ResourceKind
+    path: str
+    noun: str
+    summary: str
+    description: str
+
+
+KIND_ROUTES = [
+    KindRoute(
         kind=ResourceKind.POSTGRES,
-        tier=tier_name,
-        limits=tier.postgres.limits(),
-        token_hash=hash_token(token),
-        fingerprint=fingerprint(ctx.settings.token_key, _client_ip(request)),
-        name=data.name if data else None,
-        expires_at=now + timedelta(seconds=tier.ttl_seconds) if tier.ttl_seconds else None,
-    )
-    reply = await ctx.bus.request(PROVISION_POSTGRES, command)
-    body = DatabaseCreated(
-        id=reply.resource_id,
-        token=token,
-        connection_url=reply.credentials.connection_url,
-        tier=reply.tier,
-        limits=Limits(
-            storage_mb=reply.limits.storage_mb,
-            connections=reply.limits.connections,
-            expires_in=_seconds_left(reply.expires_at),
+        path="db",
+        noun="database",
+        summary="Create a Postgres database",
+        description="A real Postgres database and role of its own; `connection_url` is a"
+        " postgresql:// URL for any driver.",
+    ),
+    KindRoute(
+        kind=ResourceKind.REDIS,
+        path="cache",
+        noun="cache",
+        summary="Create a Redis cache",
+        description="An ACL user on a shared Redis that may use only keys and channels starting"
+        " with `credentials.key_prefix`; `connection_url` is a redis:// URL.",
+    ),
+    KindRoute(
+        kind=ResourceKind.MONGO,
+        path="nosql",
+        noun="MongoDB database",
+        summary="Create a MongoDB database",
+        description="A MongoDB database and a user with readWrite on it only; `connection_url`"
+        " is a mongodb:// URL.",
+    ),
+    KindRoute(
+        kind=ResourceKind.NATS,
+        path="queue",
+        noun="NATS account",
+        summary="Create a NATS JetStream account",
+        description="A NATS account of its own with JetStream limits from the plan;"
+        " `credentials.creds` is the text of a standard .creds file.",
+    ),
+    KindRoute(
+        kind=ResourceKind.S3,
+        path="storage",
+        noun="bucket",
+        summary="Create an S3 bucket",
+        description="An S3 bucket and an access key whose policy names only that bucket, with"
+        " a quota from the plan.",
+    ),
+    KindRoute(
+        kind=ResourceKind.WEBHOOK,
+        path="webhook",
+        noun="webhook receiver",
+        summary="Create a webhook receiver",
+        description="A URL that captures any request sent to it; read them back with"
+        " GET /webhook/{token}/requests or follow them live with GET /webhook/{token}/stream.",
+    ),
+]
+
+
+def _note(noun: str, tier: str, expires_at: datetime | None) -> str:
+    keep = f"Keep the token: GET or DELETE /resources/{{token}} manages this {noun}."
+    if expires_at is None:
+        return f"Permanent {noun} on the {tier} plan. {keep}"
+    when = expires_at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"Temporary {noun}: it is deleted at {when}. {keep}"
+
+
+def _create_handler(route: KindRoute) -> HTTPRouteHandler:
+    endpoint = PROVISION_ENDPOINTS[route.kind]
+    route_key = f"POST /{route.path}/new"
+
+    async def create_resource(
+        request: Request[Any, Any, Any], ctx: GatewayContext, data: NewResource | None = None
+    ) -> Response[ResourceCreated]:
+        command_id, resource_id = _command_ids(request, route_key)
+        tier_name, tier = ctx.plans.anonymous_tier, ctx.plans.anonymous
+        token = mint_token(ctx.settings.token_key, command_id)
+        now = datetime.now(UTC)
+        command = ProvisionResource(
+            command_id=command_id,
+            correlation_id=request_id_of(request.scope),
+            deadline=time.time() + endpoint.timeout,
+            resource_id=resource_id,
+            kind=route.kind,
+            tier=tier_name,
+            limits=tier.limits(route.kind),
+            token_hash=hash_token(token),
+            fingerprint=fingerprint(ctx.settings.token_key, _client_ip(request)),
+            name=data.name if data else None,
+            expires_at=now + timedelta(seconds=tier.ttl_seconds) if tier.ttl_seconds else None,
+        )
+        reply = await ctx.bus.request(endpoint, command)
+        body = ResourceCreated(
+            id=reply.resource_id,
+            kind=reply.kind.value,
+            token=token,
+            connection_url=connection_url_of(reply.credentials),
+            credentials=reply.credentials,
+            tier=reply.tier,
+            limits=_limits_view(reply.limits, reply.expires_at),
+            expires_at=reply.expires_at,
+            claim_url=None,
+            note=_note(route.noun, reply.tier, reply.expires_at),
+        )
+        headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
+        return Response(body, status_code=201, headers=headers)
+
+    create_resource.__name__ = f"create_{route.kind.value}"
+    return post(
+        f"/{route.path}/new",
+        status_code=201,
+        summary=route.summary,
+        description=(
+            f"{route.description} Without an account it lives for the anonymous tier's TTL."
+            " Send an Idempotency-Key header to make retries safe: the same key returns the"
+            f" same {route.noun}."
         ),
-        expires_at=reply.expires_at,
-        claim_url=None,
-        note=_note(reply.tier, reply.expires_at),
-    )
-    headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
-    return Response(body, status_code=201, headers=headers)
+        tags=["provisioning"],
+        operation_id=f"create_{route.kind.value}",
+    )(create_resource)
 
 
 async def _resource_for(ctx: GatewayContext, token: str) -> ResourceState:
@@ -157,25 +243,21 @@ TokenParam = Parameter(description="The token returned when the resource was cre
 async def show_resource(ctx: GatewayContext, token: str = TokenParam) -> ResourceInfo:
     """``GET /resources/{token}``."""
     state = await _resource_for(ctx, token)
-    connection_url = None
-    if state.credentials_sealed is not None:
+    credentials = None
+    if state.credentials_sealed is not None and state.status is ResourceStatus.ACTIVE:
         raw = ctx.keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
-        connection_url = _credentials_decoder.decode(raw).connection_url
-    limits = state.limits
+        credentials = _credentials_decoder.decode(raw)
     return ResourceInfo(
         id=state.resource_id,
         kind=state.kind.value if state.kind else "unknown",
         status=state.status.value,
         tier=state.tier or "",
         name=state.name,
-        limits=Limits(
-            storage_mb=limits.storage_mb if limits else 0,
-            connections=limits.connections if limits else 0,
-            expires_in=_seconds_left(state.expires_at),
-        ),
+        limits=_limits_view(state.limits, state.expires_at),
         created_at=state.created_at,
         expires_at=state.expires_at,
-        connection_url=connection_url,
+        connection_url=connection_url_of(credentials) if credentials else None,
+        credentials=credentials,
     )
 
 
@@ -227,4 +309,10 @@ async def readyz(ctx: GatewayContext) -> Response[Health]:
     return Response(Health(ok=ready, checks=checks), status_code=200 if ready else 503)
 
 
-ROUTES = [create_database, show_resource, delete_resource, healthz, readyz]
+ROUTES = [
+    *(_create_handler(route) for route in KIND_ROUTES),
+    show_resource,
+    delete_resource,
+    healthz,
+    readyz,
+]

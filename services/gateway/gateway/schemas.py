@@ -8,39 +8,40 @@ from uuid import UUID
 
 import msgspec
 
+from shared.contracts.kinds import Credentials
 
-class NewDatabase(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Optional body of ``POST /db/new``."""
+
+class NewResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Optional body of every ``POST /<kind>/new``."""
 
     name: (
         Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w .:/@-]+$")] | None
     ) = None
 
 
-class Limits(msgspec.Struct, frozen=True, kw_only=True):
-    """The limits a resource has; ``expires_in`` is seconds left (null: permanent)."""
+class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """A new resource. Keep ``token``: it is the only way to manage the resource.
 
-    storage_mb: int
-    connections: int
-    expires_in: int | None
-
-
-class DatabaseCreated(msgspec.Struct, frozen=True, kw_only=True):
-    """A new database. Keep ``token``: it is the only way to manage the resource."""
+    ``credentials`` has the kind's fields (``type`` names the kind); ``connection_url`` repeats
+    the one URL a client library takes, for the kinds that have one. ``limits`` are the plan's
+    limits for this kind plus ``expires_in`` (seconds left; null: permanent).
+    """
 
     ok: bool = True
     id: UUID
+    kind: str
     token: str
-    connection_url: str
+    connection_url: str | None
+    credentials: Credentials
     tier: str
-    limits: Limits
+    limits: dict[str, int | None]
     expires_at: datetime | None
     claim_url: str | None
     note: str
 
 
 class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``GET /resources/{token}`` shows."""
+    """What ``GET /resources/{token}`` shows; credentials only while the resource is active."""
 
     ok: bool = True
     id: UUID
@@ -48,10 +49,11 @@ class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     tier: str
     name: str | None
-    limits: Limits
+    limits: dict[str, int | None]
     created_at: datetime | None
     expires_at: datetime | None
     connection_url: str | None
+    credentials: Credentials | None
 
 
 class ResourceDeleted(msgspec.Struct, frozen=True, kw_only=True):
