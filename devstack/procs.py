@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -92,6 +93,33 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_pairs(count: int, *, offset: int = 10000, below: int = 55536) -> list[int]:
+    """Return ``count`` ports ``p`` under ``below`` with both ``p`` and ``p + offset`` free.
+
+    For servers that open a second listener at a fixed offset (SeaweedFS: gRPC at port + 10000).
+    """
+    chosen: list[int] = []
+    candidate = random.randrange(20000, below - offset - 1000)  # noqa: S311 (not security)
+    while len(chosen) < count:
+        candidate += 1
+        if candidate >= below - offset:
+            candidate = 20000
+        if candidate in chosen or candidate + offset in chosen:
+            continue
+        if _bindable(candidate) and _bindable(candidate + offset):
+            chosen.append(candidate)
+    return chosen
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

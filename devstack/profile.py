@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from devstack.procs import free_ports
+from devstack.procs import free_port_pairs, free_ports
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,6 +36,15 @@ class Ports:
     redis: int
     nats: int
     nats_monitor: int
+    customer_redis: int
+    customer_nats: int
+    customer_nats_monitor: int
+    mongo: int
+    s3: int
+    # SeaweedFS also listens on each of these plus 10000 (gRPC), so they stay below 55536.
+    seaweed_master: int
+    seaweed_volume: int
+    seaweed_filer: int
 
     @classmethod
     def dev(cls) -> Ports:
@@ -47,13 +56,25 @@ class Ports:
             redis=56379,
             nats=54222,
             nats_monitor=58222,
+            customer_redis=56380,
+            customer_nats=54223,
+            customer_nats_monitor=58223,
+            mongo=57017,
+            s3=38333,
+            seaweed_master=39333,
+            seaweed_volume=38080,
+            seaweed_filer=38888,
         )
 
     @classmethod
     def free(cls) -> Ports:
         """Return ports that are free right now (for tests)."""
         names = [item.name for item in dataclasses.fields(cls)]
-        return cls(**dict(zip(names, free_ports(len(names)), strict=True)))
+        grpc_paired = [name for name in names if name.startswith("seaweed_")]
+        plain = [name for name in names if name not in grpc_paired]
+        chosen = dict(zip(plain, free_ports(len(plain)), strict=True))
+        chosen.update(zip(grpc_paired, free_port_pairs(len(grpc_paired)), strict=True))
+        return cls(**chosen)
 
     def as_dict(self) -> dict[str, int]:
         """Return the ports by name."""
@@ -77,6 +98,10 @@ class Secrets:
     customer_pg_superuser: str = field(default_factory=_password)
     redis: str = field(default_factory=_password)
     nats: str = field(default_factory=_password)
+    customer_redis: str = field(default_factory=_password)
+    mongo_root: str = field(default_factory=_password)
+    s3_admin_access_key: str = field(default_factory=lambda: secrets.token_hex(10).upper())
+    s3_admin_secret_key: str = field(default_factory=_password)
     seal_keys: str = field(default_factory=lambda: f"k1:{_key()}")
     token_key: str = field(default_factory=_key)
 

@@ -44,9 +44,9 @@ class ServiceSpec:
     readiness: Readiness
 
 
-#: Service name (kebab-case: logs, NATS client name, queue group) -> spec, in start order.
+#: The platform's own services (the backends' workers start before these), in start order.
+#: Name (kebab-case): log file, NATS client name, queue group.
 SERVICES: dict[str, ServiceSpec] = {
-    "pg-provisioner": ServiceSpec(module="pg_provisioner", readiness=Readiness.QUEUE),
     "reaper": ServiceSpec(module="reaper", readiness=Readiness.NATS),
     "gateway": ServiceSpec(module="gateway", readiness=Readiness.HTTP),
 }

@@ -1,11 +1,11 @@
-"""The whole local stack: four real servers and the Spinup services, started and stopped in order.
+"""The whole local stack: the real servers and the Spinup services, started and stopped in order.
 
     with Stack.for_tests(root) as stack:        # fresh data, free ports
         httpx.post(f"{stack.gateway_url}/db/new")
 
-Start order: platform Postgres, customer Postgres, Redis, NATS, then pg-provisioner, reaper,
-gateway; each must pass its readiness check before the next starts. Stop is the reverse order,
-and a stop always ends every process group it started.
+Start order: platform Postgres, Redis, NATS, then each backend's server (``devstack.backends``),
+then each backend's worker, the reaper and the gateway; each must pass its readiness check before
+the next starts. Stop is the reverse order, and a stop always ends every process group it started.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Self
 
+from devstack.backends import BACKENDS
 from devstack.procs import DevstackError, ManagedProcess, pidfile_alive, port_open
 from devstack.profile import SPINUP_DIR, Profile, Secrets
 from devstack.servers import (
@@ -66,8 +67,8 @@ class Stack:
     Attributes:
         profile: directory, ports and settings of this stack.
         secrets: generated passwords and keys (``<profile>/secrets.json``).
-        servers: ``platform-pg``, ``customer-pg``, ``redis``, ``nats`` in start order.
-        services: ``pg-provisioner``, ``reaper``, ``gateway`` in start order.
+        servers: ``platform-pg``, ``redis``, ``nats``, then the backends' servers, in start order.
+        services: the backends' workers, then ``reaper`` and ``gateway``, in start order.
         service_env_overrides: added to every service environment from the next service start.
         extra_gateways: gateways started by ``start_extra_gateway``, by name.
     """
@@ -93,11 +94,12 @@ class Stack:
         self._lock: IO[str] | None = None
         self._wiped = False
         self.servers: dict[str, Server] = self._make_servers()
+        specs = {backend.worker: backend.worker_spec for backend in BACKENDS} | SERVICES
         self.services: dict[str, ServiceProcess] = {
             name: self._make_service(
                 name, spec, http_port=profile.ports.gateway if name == "gateway" else None
             )
-            for name, spec in SERVICES.items()
+            for name, spec in specs.items()
         }
 
     # --- construction ------------------------------------------------------------------------
@@ -146,23 +148,6 @@ class Stack:
                 database=_PLATFORM_DB,
             ),
         )
-        customer = PostgresCluster(
-            "customer-pg",
-            label="customer postgres",
-            data_dir=data / "customer-pg",
-            run_dir=run,
-            log_path=logs / "customer-pg.log",
-            port=ports.customer_pg,
-            superuser_password=secrets.customer_pg_superuser,
-            # A tenant role t_x may log into database t_x only; the admin is postgres over TCP.
-            hba=[
-                "local all all peer",
-                "host all postgres 127.0.0.1/32 scram-sha-256",
-                "host sameuser all 127.0.0.1/32 scram-sha-256",
-            ],
-            settings={"max_connections": "300", **speed},
-            durable=profile.durable,
-        )
         redis = RedisServer(
             "redis",
             data_dir=data / "redis",
@@ -181,7 +166,9 @@ class Stack:
             user=_NATS_USER,
             password=secrets.nats,
         )
-        return {server.name: server for server in (platform, customer, redis, nats)}
+        servers: list[Server] = [platform, redis, nats]
+        servers += [backend.make_server(profile, secrets) for backend in BACKENDS]
+        return {server.name: server for server in servers}
 
     def _make_service(
         self, name: str, spec: ServiceSpec, *, http_port: int | None
@@ -230,20 +217,35 @@ class Stack:
             "SPINUP_HTTP_PORT": str(ports.gateway),
             "SPINUP_PUBLIC_URL": self.gateway_url,
             "SPINUP_PLANS_FILE": str(self.profile.root / "plans.yaml"),
-            "SPINUP_CUSTOMER_PG_ADMIN_DSN": (
-                f"postgresql://postgres:{secrets.customer_pg_superuser}"
-                f"@127.0.0.1:{ports.customer_pg}/postgres"
-            ),
-            "SPINUP_CUSTOMER_PG_HOST": "127.0.0.1",
-            "SPINUP_CUSTOMER_PG_PORT": str(ports.customer_pg),
             "SPINUP_LOG_FORMAT": "json",
+            **self._workers_env(),
             **self.service_env_overrides,
         }
 
-    def _process_env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Return a service's process environment: ours without stray SPINUP_*, plus ``env()``."""
+    def _workers_env(self, only: str | None = None) -> dict[str, str]:
+        """Every backend worker's private settings, or only those of the worker ``only``."""
+        env: dict[str, str] = {}
+        for backend in BACKENDS:
+            if only is None or backend.worker == only:
+                env.update(backend.worker_env(self.profile, self.secrets))
+        return env
+
+    def _process_env(self, service: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Return a service's environment: the common settings plus its own backend's only.
+
+        Admin credentials of one backend never reach another worker or the gateway; stray
+        SPINUP_* variables of the caller are dropped.
+        """
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("SPINUP_")}
-        return {**inherited, "PYTHONUNBUFFERED": "1", **self.env(), **(extra or {})}
+        private = set(self._workers_env()) - set(self.service_env_overrides)
+        common = {k: v for k, v in self.env().items() if k not in private}
+        return {
+            **inherited,
+            "PYTHONUNBUFFERED": "1",
+            **common,
+            **self._workers_env(only=service),
+            **(extra or {}),
+        }
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -384,7 +386,7 @@ class Stack:
     # --- one server or service at a time (fault injection) -----------------------------------
 
     def start_server(self, name: str, timeout: float = 60.0) -> None:
-        """Start one server (``platform-pg``, ``customer-pg``, ``redis``, ``nats``) and wait.
+        """Start one server (``platform-pg``, ``customer-pg``, ``redis``, ``nats``...) and wait.
 
         Raises:
             DevstackError: its port is taken or it did not become ready.
@@ -409,7 +411,7 @@ class Stack:
         """Start one service (``gateway``, ``pg-provisioner``, ``reaper``) with ``env()``."""
         service = self.services[name]
         with self._step(f"starting {name}"):
-            service.start(self._process_env())
+            service.start(self._process_env(name))
             service.wait_ready(timeout)
 
     def stop_service(self, name: str) -> None:
@@ -440,7 +442,7 @@ class Stack:
             **(extra_env or {}),
         }
         with self._step(f"starting {name}"):
-            gateway.start(self._process_env(env))
+            gateway.start(self._process_env("gateway", env))
             gateway.wait_ready(timeout)
         return gateway
 

@@ -6,6 +6,7 @@ server cannot start, every test that needs it fails (never skips).
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    with Stack.for_tests(REPO_ROOT) as running:
+    # Two pytest runs in one checkout need distinct stacks: SPINUP_TEST_STACK=<name> picks one.
+    with Stack.for_tests(REPO_ROOT, name=os.environ.get("SPINUP_TEST_STACK", "test")) as running:
         yield running
 
 

@@ -1,0 +1,46 @@
+"""The customer Postgres cluster, where pg-provisioner makes one role and database per tenant."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from devstack.servers import PostgresCluster
+
+if TYPE_CHECKING:
+    from devstack.profile import Profile, Secrets
+
+NAME = "customer-pg"
+
+
+def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
+    """The cluster: ``sameuser`` in pg_hba, so a tenant role reaches only its own database."""
+    speed = {} if profile.durable else {"fsync": "off", "full_page_writes": "off"}
+    return PostgresCluster(
+        NAME,
+        label="customer postgres",
+        data_dir=profile.data_dir / NAME,
+        run_dir=profile.run_dir,
+        log_path=profile.logs_dir / f"{NAME}.log",
+        port=profile.ports.customer_pg,
+        superuser_password=secrets.customer_pg_superuser,
+        # A tenant role t_x may log into database t_x only; the admin is postgres over TCP.
+        hba=[
+            "local all all peer",
+            "host all postgres 127.0.0.1/32 scram-sha-256",
+            "host sameuser all 127.0.0.1/32 scram-sha-256",
+        ],
+        settings={"max_connections": "300", **speed},
+        durable=profile.durable,
+    )
+
+
+def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
+    """pg-provisioner's admin DSN and the address tenants are given."""
+    port = profile.ports.customer_pg
+    return {
+        "SPINUP_CUSTOMER_PG_ADMIN_DSN": (
+            f"postgresql://postgres:{secrets.customer_pg_superuser}@127.0.0.1:{port}/postgres"
+        ),
+        "SPINUP_CUSTOMER_PG_HOST": "127.0.0.1",
+        "SPINUP_CUSTOMER_PG_PORT": str(port),
+    }
