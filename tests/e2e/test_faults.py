@@ -22,6 +22,7 @@ from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import EVENTS_STREAM
 from shared.eventlog.projections import ResourceReadModel
 from shared.testing.polling import eventually
+from tests.e2e.conftest import SHORT_TTL_S
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,35 +79,25 @@ async def test_customer_postgres_down_gives_503_and_leaves_nothing_behind(
 
 
 async def test_expired_database_is_reaped_and_then_gone(
-    stack: Stack, http: httpx.AsyncClient, tmp_path: Path, driver: PostgresDriver
+    http: httpx.AsyncClient, short_ttl_http: httpx.AsyncClient, driver: PostgresDriver
 ) -> None:
-    plans = (
-        (REPO_ROOT / "plans.yaml").read_text().replace("ttl_seconds: 86400", "ttl_seconds: 3", 1)
-    )
-    short_plans = tmp_path / "plans.yaml"
-    short_plans.write_text(plans)
-    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_PLANS_FILE": str(short_plans)})
-    try:
-        async with httpx.AsyncClient(base_url=str(gateway.url), timeout=30) as short:
-            db = (await short.post("/db/new")).json()
-        assert db["limits"]["expires_in"] <= 3
-        conn = await asyncpg.connect(db["connection_url"])
-        await conn.close()
+    db = (await short_ttl_http.post("/db/new")).json()
+    assert db["limits"]["expires_in"] <= SHORT_TTL_S
+    conn = await asyncpg.connect(db["connection_url"])
+    await conn.close()
 
-        async def gone() -> bool:
-            return (await http.get(f"/resources/{db['token']}")).status_code == 410
+    async def gone() -> bool:
+        return (await http.get(f"/resources/{db['token']}")).status_code == 410
 
-        assert await eventually(gone), "the reaper did not expire the database"
-        body = (await http.get(f"/resources/{db['token']}")).json()
-        assert body["error"] == "resource_gone"
-        assert not await driver.exists(uuid.UUID(db["id"]))
-        with pytest.raises(
-            (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
-        ):
-            await asyncpg.connect(db["connection_url"])
-        assert (await http.delete(f"/resources/{db['token']}")).status_code == 410
-    finally:
-        gateway.stop()
+    assert await eventually(gone), "the reaper did not expire the database"
+    body = (await http.get(f"/resources/{db['token']}")).json()
+    assert body["error"] == "resource_gone"
+    assert not await driver.exists(uuid.UUID(db["id"]))
+    with pytest.raises(
+        (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)
+    ):
+        await asyncpg.connect(db["connection_url"])
+    assert (await http.delete(f"/resources/{db['token']}")).status_code == 410
 
 
 async def relayed_events(nc: NatsClient) -> list[RecordedEvent]:
