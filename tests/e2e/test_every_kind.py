@@ -1,0 +1,142 @@
+"""What every kind promises alike: the response shape, show, delete, idempotency, honest 503s
+for one kind only, and no secret in the logs or the event log.
+
+The kind-specific tests (test_cache.py, test_queue.py...) prove the credentials work and that
+tenants cannot reach each other; this module proves the common contract once for all of them.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from devstack.backends import BACKENDS
+from devstack.stack import Stack
+from shared.contracts.kinds import LIMITS_BY_KIND, ResourceKind
+from shared.contracts.subjects import PROVISION_ENDPOINTS
+
+pytestmark = pytest.mark.e2e
+
+PATHS = {
+    ResourceKind.POSTGRES: "/db/new",
+    ResourceKind.REDIS: "/cache/new",
+    ResourceKind.MONGO: "/nosql/new",
+    ResourceKind.NATS: "/queue/new",
+    ResourceKind.S3: "/storage/new",
+    ResourceKind.WEBHOOK: "/webhook/new",
+}
+KINDS_WITH_A_CONNECTION_URL = {
+    ResourceKind.POSTGRES,
+    ResourceKind.REDIS,
+    ResourceKind.MONGO,
+    ResourceKind.NATS,
+}
+# Every secret a kind hands out, by credentials field: none may appear in a log or an event.
+SECRET_FIELDS = {"password", "secret_key", "user_seed", "connection_url", "creds", "receive_url"}
+
+
+def test_every_kind_has_a_route() -> None:
+    assert set(PATHS) == set(ResourceKind)
+
+
+async def create(http: httpx.AsyncClient, kind: ResourceKind, **kwargs: Any) -> dict[str, Any]:
+    response = await http.post(PATHS[kind], **kwargs)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@pytest.mark.parametrize("kind", list(ResourceKind))
+async def test_create_show_delete(http: httpx.AsyncClient, kind: ResourceKind) -> None:
+    body = await create(http, kind)
+    assert body["ok"] is True
+    assert body["kind"] == kind.value
+    assert body["token"].startswith("spn_")
+    assert body["tier"] == "anonymous"
+    assert body["credentials"]["type"] == kind.value
+    if kind in KINDS_WITH_A_CONNECTION_URL:
+        assert body["connection_url"] == body["credentials"]["connection_url"]
+    else:
+        assert body["connection_url"] is None
+    limit_names = {field.name for field in msgspec.structs.fields(LIMITS_BY_KIND[kind])}
+    assert set(body["limits"]) == limit_names | {"expires_in"}
+    assert 0 < body["limits"]["expires_in"] <= 86400
+    assert body["expires_at"]
+    assert "claim_url" in body
+    assert body["note"]
+
+    shown = await http.get(f"/resources/{body['token']}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["status"] == "active"
+    assert shown.json()["kind"] == kind.value
+    assert shown.json()["credentials"] == body["credentials"]
+
+    deleted = await http.delete(f"/resources/{body['token']}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {"ok": True, "id": body["id"], "status": "deleted"}
+    assert (await http.get(f"/resources/{body['token']}")).status_code == 404
+    assert (await http.delete(f"/resources/{body['token']}")).status_code == 404
+
+
+@pytest.mark.parametrize("kind", list(ResourceKind))
+async def test_an_idempotency_key_gives_one_resource(
+    http: httpx.AsyncClient, kind: ResourceKind
+) -> None:
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await create(http, kind, headers=headers)
+    again = await http.post(PATHS[kind], headers=headers)
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first["id"]
+    assert again.json()["credentials"] == first["credentials"]
+    await http.delete(f"/resources/{first['token']}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.worker)
+async def test_a_worker_down_fails_its_kind_only(
+    stack: Stack, http: httpx.AsyncClient, backend: Any
+) -> None:
+    kind = next(k for k, e in PROVISION_ENDPOINTS.items() if e.queue == backend.worker)
+    other = ResourceKind.WEBHOOK
+    stack.stop_service(backend.worker)
+    try:
+        response = await http.post(PATHS[kind])
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "worker_unavailable"
+        assert response.headers["retry-after"]
+        still = await create(http, other)
+    finally:
+        stack.start_service(backend.worker)
+    await http.delete(f"/resources/{still['token']}")
+    assert (await http.post(PATHS[kind])).status_code == 201
+
+
+def secrets_in(credentials: dict[str, Any]) -> list[str]:
+    found = [str(credentials[name]) for name in SECRET_FIELDS if credentials.get(name)]
+    # The secret part of a URL too, in case a log line prints a URL without its scheme.
+    for url in list(found):
+        found += re.findall(r"://[^:/@]+:([^@]+)@", url)
+    return found
+
+
+async def test_no_secret_reaches_the_logs_or_the_event_log(
+    stack: Stack, http: httpx.AsyncClient, platform_db: asyncpg.Pool
+) -> None:
+    issued: list[str] = []
+    for kind in ResourceKind:
+        body = await create(http, kind)
+        issued += [body["token"], *secrets_in(body["credentials"])]
+    events = await platform_db.fetch("SELECT data::text AS data FROM events")
+    replies = await platform_db.fetch("SELECT reply::text AS reply FROM command_replies")
+    stored = "\n".join([*(row["data"] for row in events), *(row["reply"] for row in replies)])
+    logs = {path.name: path.read_text(errors="replace") for path in stack.logs_dir.glob("*.log")}
+    for secret in issued:
+        assert secret not in stored, "a secret was stored unsealed in the platform database"
+        for name, text in logs.items():
+            assert secret not in text, f"a secret appeared in {name}"
