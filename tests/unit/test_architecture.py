@@ -23,7 +23,15 @@ def imported_top_levels(package_dir: Path) -> set[str]:
 
 
 def test_every_service_package_was_found() -> None:
-    assert {"gateway", "pg_provisioner", "reaper"} <= set(SERVICES)
+    assert {
+        "gateway",
+        "pg_provisioner",
+        "redis_provisioner",
+        "mongo_provisioner",
+        "queue_provisioner",
+        "storage_provisioner",
+        "reaper",
+    } <= set(SERVICES)
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
@@ -37,6 +45,6 @@ def test_shared_imports_no_service() -> None:
 
 
 def test_every_worker_has_the_same_five_files() -> None:
-    for name in ("pg_provisioner",):
+    for name in (n for n in SERVICES if n.endswith("_provisioner")):
         files = {p.name for p in SERVICES[name].glob("*.py")}
         assert {"__main__.py", "main.py", "settings.py", "handlers.py", "driver.py"} <= files
