@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from devstack import customer_pg
+from devstack import customer_nats, customer_pg
 from devstack.services import Readiness, ServiceSpec
 
 if TYPE_CHECKING:
@@ -44,5 +44,12 @@ BACKENDS: list[Backend] = [
         worker="pg-provisioner",
         worker_spec=_worker("pg_provisioner"),
         worker_env=customer_pg.worker_env,
+    ),
+    Backend(
+        server=customer_nats.NAME,
+        make_server=customer_nats.make_server,
+        worker="queue-provisioner",
+        worker_spec=_worker("queue_provisioner"),
+        worker_env=customer_nats.worker_env,
     ),
 ]
