@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from devstack import customer_nats, customer_pg
+from devstack import customer_nats, customer_pg, customer_redis
 from devstack.services import Readiness, ServiceSpec
 
 if TYPE_CHECKING:
@@ -51,5 +51,12 @@ BACKENDS: list[Backend] = [
         worker="queue-provisioner",
         worker_spec=_worker("queue_provisioner"),
         worker_env=customer_nats.worker_env,
+    ),
+    Backend(
+        server=customer_redis.NAME,
+        make_server=customer_redis.make_server,
+        worker="redis-provisioner",
+        worker_spec=_worker("redis_provisioner"),
+        worker_env=customer_redis.worker_env,
     ),
 ]

@@ -1,1 +1,1 @@
-"""redis-provisioner."""
+"""redis-provisioner: tenant ACL users and key prefixes on the customer Redis."""

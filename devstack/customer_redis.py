@@ -1,0 +1,186 @@
+"""The customer Redis, where redis-provisioner makes one ACL user and key prefix per tenant.
+
+A separate ``redis-server`` from the platform one (rate limits, counters): a tenant can never
+reach platform keys, and a wrong URL fails loudly. Users live in an ``aclfile`` in the data
+directory (Redis refuses ``user`` lines in the config once an aclfile is set), so tenants
+survive a restart; the provisioner writes it with ``ACL SAVE``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from devstack.procs import DevstackError
+from devstack.servers import RedisServer
+
+if TYPE_CHECKING:
+    from devstack.profile import Profile, Secrets
+
+NAME = "customer-redis"
+ADMIN_USER = "spinup-admin"
+ACL_FILE = "users.acl"
+
+
+def _resp(*words: str) -> bytes:
+    """One command in the Redis protocol (RESP2 array of bulk strings)."""
+    bulk = "".join(f"${len(word.encode())}\r\n{word}\r\n" for word in words)
+    return f"*{len(words)}\r\n{bulk}".encode()
+
+
+def _acl_user(line: str) -> str:
+    """The user an aclfile line defines (``user <name> <rules>...``), or ``""``."""
+    words = line.split()
+    return words[1] if len(words) > 1 and words[0] == "user" else ""
+
+
+class CustomerRedisServer(RedisServer):
+    """``redis-server`` with ACL users only: ``default`` is off, the admin is a named user.
+
+    ``durable`` keeps tenants' data across restarts (append-only file); throwaway test stacks
+    run without persistence of keys (users still persist through the aclfile).
+    """
+
+    label = "customer redis"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        data_dir: Path,
+        run_dir: Path,
+        log_path: Path,
+        port: int,
+        password: str,
+        durable: bool,
+    ) -> None:
+        """Describe the server; ``init`` and ``start`` create and run it."""
+        super().__init__(
+            name,
+            data_dir=data_dir,
+            run_dir=run_dir,
+            log_path=log_path,
+            port=port,
+            password=password,
+        )
+        self.durable = durable
+        self.acl_path = data_dir / ACL_FILE
+
+    def needs_init(self) -> bool:
+        """Return whether the data directory or its aclfile is missing."""
+        return not self.acl_path.exists()
+
+    def init(self) -> bool:
+        """Create the data directory and an aclfile holding only the admin; True if created."""
+        if self.acl_path.exists():
+            return False
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._write_acl_file([])
+        return True
+
+    def _fixed_users(self) -> list[str]:
+        # The admin's password is stored as its SHA-256 (Redis' "#<hex>" form), never in clear.
+        digest = hashlib.sha256(self.password.encode()).hexdigest()
+        return [
+            "user default off resetkeys resetchannels -@all",
+            f"user {ADMIN_USER} on #{digest} ~* &* +@all",
+        ]
+
+    def _write_acl_file(self, tenant_lines: list[str]) -> None:
+        """Write the aclfile atomically (0600): fixed users first, then the tenants' lines."""
+        text = "".join(f"{line}\n" for line in [*self._fixed_users(), *tenant_lines])
+        partial = self.acl_path.with_name(f".{ACL_FILE}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        partial.replace(self.acl_path)
+
+    def _refresh_fixed_users(self) -> None:
+        """Re-state ``default`` and the admin (the secret may be new); keep every tenant line."""
+        fixed = {"default", ADMIN_USER}
+        existing = self.acl_path.read_text().splitlines() if self.acl_path.exists() else []
+        self._write_acl_file([line for line in existing if _acl_user(line) not in fixed | {""}])
+
+    def start(self) -> None:
+        """Write the config and the fixed users, then start the server in the foreground.
+
+        Raises:
+            DevstackError: redis-server is not installed.
+        """
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            msg = "redis-server not found; run scripts/setup.sh (apt package redis-server)"
+            raise DevstackError(msg)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._refresh_fixed_users()
+        persistence = (
+            # Customer data: an fsync a second bounds a crash's loss to about one second.
+            "appendonly yes\nappendfsync everysec\nsave 3600 1 300 100 60 10000\n"
+            if self.durable
+            else 'appendonly no\nsave ""\n'
+        )
+        conf = (
+            "bind 127.0.0.1\n"
+            f"port {self.port}\n"
+            "protected-mode yes\n"
+            f'aclfile "{self.acl_path}"\n'
+            # Channels are opt-in per user (the 7.x default, stated so an upgrade cannot flip it).
+            "acl-pubsub-default resetchannels\n"
+            "enable-debug-command no\n"
+            "enable-module-command no\n"
+            "enable-protected-configs no\n"
+            f"{persistence}"
+            f'dir "{self.data_dir}"\n'
+            "daemonize no\n"
+            'logfile ""\n'
+        )
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(conf)
+        self.spawn([binary, str(self.conf_path)], cwd=self.data_dir)
+
+    def ready(self) -> bool:
+        """Return whether AUTH as the admin + PING answers ``+OK`` ``+PONG``."""
+        command = _resp("AUTH", ADMIN_USER, self.password) + _resp("PING")
+        expected = b"+OK\r\n+PONG\r\n"
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
+                sock.sendall(command)
+                reply = b""
+                while len(reply) < len(expected):
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+        except OSError:
+            return False
+        return reply == expected
+
+
+def make_server(profile: Profile, secrets: Secrets) -> CustomerRedisServer:
+    """The customer Redis: ACL users only, key persistence when the profile is durable."""
+    return CustomerRedisServer(
+        NAME,
+        data_dir=profile.data_dir / NAME,
+        run_dir=profile.run_dir,
+        log_path=profile.logs_dir / f"{NAME}.log",
+        port=profile.ports.customer_redis,
+        password=secrets.customer_redis,
+        durable=profile.durable,
+    )
+
+
+def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
+    """redis-provisioner's admin URL and the address tenants are given."""
+    port = profile.ports.customer_redis
+    return {
+        "SPINUP_CUSTOMER_REDIS_URL": (
+            f"redis://{ADMIN_USER}:{secrets.customer_redis}@127.0.0.1:{port}/0"
+        ),
+        "SPINUP_CUSTOMER_REDIS_HOST": "127.0.0.1",
+        "SPINUP_CUSTOMER_REDIS_PORT": str(port),
+    }
