@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from devstack import customer_nats, customer_pg, customer_redis
+from devstack import customer_nats, customer_pg, customer_redis, mongo
 from devstack.services import Readiness, ServiceSpec
 
 if TYPE_CHECKING:
@@ -58,5 +58,12 @@ BACKENDS: list[Backend] = [
         worker="redis-provisioner",
         worker_spec=_worker("redis_provisioner"),
         worker_env=customer_redis.worker_env,
+    ),
+    Backend(
+        server=mongo.NAME,
+        make_server=mongo.make_server,
+        worker="mongo-provisioner",
+        worker_spec=_worker("mongo_provisioner"),
+        worker_env=mongo.worker_env,
     ),
 ]

@@ -1,0 +1,5 @@
+"""``python -m mongo_provisioner``."""
+
+from mongo_provisioner.main import main
+
+raise SystemExit(main())
