@@ -8,6 +8,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
+from gateway.webhook_driver import WebhookDriver
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceReadModel
@@ -25,3 +26,4 @@ class GatewayContext:
     pool: asyncpg.Pool
     resources: ResourceReadModel
     redis: Redis
+    webhooks: WebhookDriver

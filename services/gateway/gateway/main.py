@@ -14,17 +14,24 @@ import uvicorn
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.context import GatewayContext
 from gateway.errors import error_response
 from gateway.middleware import request_id_middleware
 from gateway.routes import ROUTES, dependencies
 from gateway.settings import Settings
+from gateway.webhook_driver import WebhookDriver
+from gateway.webhooks import serve_webhook_commands, webhook_routes
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceReadModel
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import migrate
+from shared.eventlog.store import EventStore
+from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
 from shared.plans import load_plans
 from shared.runtime import connect_with_retry, settings_or_exit
@@ -48,7 +55,30 @@ def create_app(settings: Settings) -> Litestar:
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
         )
-        redis = Redis.from_url(settings.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        # One immediate retry on a fresh connection: after a Redis restart every pooled
+        # connection is dead, and without it each one fails a request before it is replaced.
+        redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=0.5,
+            socket_connect_timeout=0.5,
+            retry=Retry(NoBackoff(), 1),
+            retry_on_error=[RedisConnectionError],
+        )
+        webhooks = WebhookDriver(
+            redis, public_url=settings.public_url, token_key=settings.token_key
+        )
+        # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
+        # passing /readyz means this replica answers webhook commands too.
+        await serve_webhook_commands(
+            bus,
+            ResourceLifecycle(
+                EventStore(pool, keyring, [ResourceProjection()]),
+                keyring,
+                webhooks,
+                create_concurrency=settings.webhook_create_concurrency,
+                delete_concurrency=settings.webhook_delete_concurrency,
+            ),
+        )
         relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc.jetstream()).run())
         app.state.context = GatewayContext(
             settings=settings,
@@ -58,6 +88,7 @@ def create_app(settings: Settings) -> Litestar:
             pool=pool,
             resources=ResourceReadModel(pool),
             redis=redis,
+            webhooks=webhooks,
         )
         log.info("gateway.started", url=settings.public_url)
         try:
@@ -72,7 +103,7 @@ def create_app(settings: Settings) -> Litestar:
             log.info("gateway.stopped")
 
     return Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *webhook_routes(plans)],
         dependencies=dependencies,
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},

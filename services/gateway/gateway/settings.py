@@ -23,6 +23,8 @@ class Settings:
     token_key: bytes
     plans_file: Path
     max_body_bytes: int
+    webhook_create_concurrency: int
+    webhook_delete_concurrency: int
     log_format: str
     log_level: str
 
@@ -45,6 +47,9 @@ class Settings:
             token_key=env.key("SPINUP_TOKEN_KEY"),
             plans_file=env.path("SPINUP_PLANS_FILE", Path("plans.yaml")),
             max_body_bytes=env.integer("SPINUP_MAX_BODY_BYTES", 16 * 1024),
+            # A webhook create or delete is one or two Redis round trips: many may run at once.
+            webhook_create_concurrency=env.integer("SPINUP_WEBHOOK_CREATE_CONCURRENCY", 64),
+            webhook_delete_concurrency=env.integer("SPINUP_WEBHOOK_DELETE_CONCURRENCY", 64),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -1,0 +1,287 @@
+"""Webhook receivers in the platform Redis: the driver, the receive keys and the stored requests.
+
+Why this module is careful: ``delete`` removes a tenant's captured requests, so every Redis key
+it touches is built from ``tenant_name`` and passes ``guard_tenant_name`` first.
+
+One receiver is three Redis names, all derived from the resource id:
+
+- ``webhook:<tenant>:limits``: a hash with the receiver's ``requests_kept`` and ``max_body_kb``.
+  It exists exactly while the receiver can take requests, so receiving needs no lookup in the
+  platform Postgres;
+- ``webhook:<tenant>:requests``: a list of stored requests (JSON), newest first, trimmed to
+  ``requests_kept`` by every push;
+- ``webhook:<tenant>:live``: the pub/sub channel that streams each new request, and a final
+  ``closed`` message when the receiver is deleted.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import enum
+import hashlib
+import hmac
+import re
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from uuid import UUID
+
+import msgspec
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
+from shared.contracts.kinds import ResourceKind, WebhookCredentials, WebhookLimits
+from shared.naming import guard_tenant_name, tenant_name
+
+log = structlog.get_logger("gateway.webhooks")
+
+RECEIVE_KEY_PREFIX = "whk_"
+# 128 bits of MAC: a forged key needs 2**128 guesses; hex keeps the URL plain and case-proof.
+_MAC_BYTES = 16
+_RECEIVE_KEY_RE = re.compile(r"^whk_(?P<id>[0-9a-f]{32})(?P<mac>[0-9a-f]{32})$")
+_CLOSED = b"closed"
+
+# Atomic, so a request racing a delete either lands before it (and is deleted with the list) or
+# finds no limits hash and is refused: a delete never leaves a list behind.
+# KEYS: limits hash, requests list. ARGV: stored request, body size in bytes, live channel.
+_RECORD_SCRIPT = """
+local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb')
+if not limits[1] or not limits[2] then return 0 end
+if tonumber(ARGV[2]) > tonumber(limits[2]) * 1024 then return -1 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('LTRIM', KEYS[2], 0, tonumber(limits[1]) - 1)
+redis.call('PUBLISH', ARGV[3], ARGV[1])
+return 1
+"""
+
+
+def _mac(token_key: bytes, resource_id: UUID) -> str:
+    digest = hmac.new(token_key, b"webhook-receive:" + resource_id.bytes, hashlib.sha256).digest()
+    return digest[:_MAC_BYTES].hex()
+
+
+def receive_key(token_key: bytes, resource_id: UUID) -> str:
+    """The capture-only secret in a receiver's URL: it names the receiver and proves it.
+
+    It is not the management token: whoever is given the URL can send requests, nothing else.
+    """
+    return f"{RECEIVE_KEY_PREFIX}{resource_id.hex}{_mac(token_key, resource_id)}"
+
+
+def resource_id_of_receive_key(token_key: bytes, key: str) -> UUID | None:
+    """The receiver a key names, or None when the key is malformed or its MAC is wrong."""
+    match = _RECEIVE_KEY_RE.fullmatch(key)
+    if match is None:
+        return None
+    resource_id = UUID(hex=match["id"])
+    if not hmac.compare_digest(match["mac"], _mac(token_key, resource_id)):
+        return None
+    return resource_id
+
+
+class StoredRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One request a receiver captured, as it is stored and shown.
+
+    ``path`` is what followed the receive URL ("/" for the URL itself); ``query`` is the raw
+    query string and ``query_params`` the same parsed, every value of a repeated name kept.
+    ``body`` is the body as text when it is UTF-8, else base64 (``body_encoding`` says which);
+    ``size`` is its length in bytes.
+    """
+
+    id: str
+    method: str
+    path: str
+    query: str
+    query_params: dict[str, list[str]]
+    headers: list[tuple[str, str]]
+    body: str
+    body_encoding: Literal["utf-8", "base64"]
+    size: int
+    received_at: datetime
+    client_ip: str
+
+
+def encode_body(body: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
+    """The body as text when it decodes as UTF-8, else as base64."""
+    try:
+        return body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), "base64"
+
+
+class RecordOutcome(enum.Enum):
+    """What happened to a received request."""
+
+    STORED = 1
+    NO_RECEIVER = 0
+    TOO_LARGE = -1
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    limits: str
+    requests: str
+    live: str
+
+    @classmethod
+    def of(cls, resource_id: UUID) -> _Names:
+        base = f"webhook:{tenant_name(resource_id)}"
+        return cls(limits=f"{base}:limits", requests=f"{base}:requests", live=f"{base}:live")
+
+
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    """Translate redis-py errors at the boundary: unreachable is 503, anything else too."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        msg = "The webhook store is unreachable; try again shortly."
+        raise BackendUnavailableError(msg) from exc
+    except RedisError as exc:
+        log.warning("webhooks.redis.failed", error=type(exc).__name__)
+        raise SpinupError(ErrorCode.BACKEND_ERROR, "The webhook store failed.") from exc
+
+
+_request_decoder = msgspec.json.Decoder(StoredRequest)
+_encoder = msgspec.json.Encoder()
+
+
+class LiveRequests:
+    """A subscription to one receiver's new requests; ``events`` reads it until it closes."""
+
+    def __init__(self, pubsub: PubSub, *, open_now: bool) -> None:
+        self._pubsub = pubsub
+        self._open = open_now
+        #: True once the feed ended because the receiver was deleted (not a lost connection).
+        self.receiver_gone = not open_now
+
+    async def events(self, keepalive_s: float) -> AsyncIterator[StoredRequest | None]:
+        """Each new request, None after ``keepalive_s`` of quiet; ends when the receiver goes.
+
+        It also ends if the platform Redis goes away: a stream cannot turn into an error page
+        once it has started, and a client reconnects.
+        """
+        try:
+            while self._open:
+                try:
+                    # Subscribe confirmations are read here too, so None means only "quiet".
+                    message = await self._pubsub.get_message(timeout=keepalive_s)
+                except (RedisError, OSError) as exc:
+                    log.warning("webhooks.stream.interrupted", error=type(exc).__name__)
+                    return
+                if message is None:
+                    yield None
+                    continue
+                if message["type"] != "message":
+                    continue
+                data = message["data"]
+                if data == _CLOSED:
+                    self.receiver_gone = True
+                    return
+                yield _request_decoder.decode(data)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        """Unsubscribe and give the connection back."""
+        self._open = False
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class WebhookDriver:
+    """Creates and deletes receivers, stores what they receive, and streams it."""
+
+    def __init__(self, redis: Redis, *, public_url: str, token_key: bytes) -> None:
+        self._redis = redis
+        self._public_url = public_url.rstrip("/")
+        self._token_key = token_key
+        self._record = redis.register_script(_RECORD_SCRIPT)
+
+    @property
+    def kind(self) -> ResourceKind:
+        """Webhook receivers only."""
+        return ResourceKind.WEBHOOK
+
+    def receive_url(self, resource_id: UUID) -> str:
+        """Where senders post to this receiver."""
+        return f"{self._public_url}/webhook/receive/{receive_key(self._token_key, resource_id)}"
+
+    async def create(self, resource_id: UUID, limits: WebhookLimits) -> WebhookCredentials:
+        """Open the receiver with these limits (again: same URL, the new limits)."""
+        await self.open(resource_id, limits)
+        return WebhookCredentials(receive_url=self.receive_url(resource_id))
+
+    async def open(self, resource_id: UUID, limits: WebhookLimits) -> None:
+        """Write the limits hash that lets requests in; also restores one Redis lost."""
+        names = _Names.of(resource_id)
+        fields: list[str | int] = [
+            "requests_kept",
+            limits.requests_kept,
+            "max_body_kb",
+            limits.max_body_kb,
+        ]
+        with _redis_errors():
+            await self._redis.hset(names.limits, items=fields)
+
+    async def delete(self, resource_id: UUID) -> None:
+        """Remove the receiver and what it stored; open streams get ``closed`` and end."""
+        guard_tenant_name(tenant_name(resource_id))
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(names.limits, names.requests)
+                pipe.publish(names.live, _CLOSED)
+                await pipe.execute()
+
+    async def exists(self, resource_id: UUID) -> bool:
+        """Whether the receiver takes requests (its limits hash is there)."""
+        with _redis_errors():
+            return bool(await self._redis.exists(_Names.of(resource_id).limits))
+
+    async def stored_keys(self, resource_id: UUID) -> int:
+        """How many of the receiver's Redis keys exist (0 once it is deleted)."""
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            return int(await self._redis.exists(names.limits, names.requests))
+
+    async def record(self, resource_id: UUID, request: StoredRequest) -> RecordOutcome:
+        """Store a request (newest first, trimmed to the cap) and publish it to live streams."""
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            outcome = await self._record(
+                keys=[names.limits, names.requests],
+                args=[_encoder.encode(request), request.size, names.live],
+            )
+        return RecordOutcome(int(outcome))
+
+    async def recent(self, resource_id: UUID, limit: int) -> list[StoredRequest]:
+        """The newest ``limit`` stored requests, newest first."""
+        with _redis_errors():
+            raw = await self._redis.lrange(_Names.of(resource_id).requests, 0, limit - 1)
+        return [_request_decoder.decode(item) for item in raw]
+
+    async def subscribe(self, resource_id: UUID) -> LiveRequests:
+        """Subscribe to new requests; a receiver deleted meanwhile gives an already-ended feed.
+
+        Subscribing before checking the limits hash closes the gap: a delete either happened
+        before the check (seen) or publishes ``closed`` after the subscription (received).
+        """
+        names = _Names.of(resource_id)
+        pubsub = self._redis.pubsub()
+        try:
+            with _redis_errors():
+                await pubsub.subscribe(names.live)
+                open_now = bool(await self._redis.exists(names.limits))
+        except BaseException:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            raise
+        return LiveRequests(pubsub, open_now=open_now)
