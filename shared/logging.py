@@ -19,14 +19,17 @@ _SECRET_KEY_RE = re.compile(
 )
 _URL_PASSWORD_RE = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]+@", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"spn_[A-Za-z0-9_-]{16,}")
+# A webhook receive key: the resource id stays readable, its MAC (the capture secret) does not.
+_RECEIVE_KEY_RE = re.compile(r"(?P<id>whk_[0-9a-f]{32})[0-9a-f]{32}")
 _SCRAM_RE = re.compile(r"SCRAM-SHA-256\$[^\s']+")
 REDACTED = "[redacted]"
 
 
 def redact_text(text: str) -> str:
-    """Remove passwords in URLs, Spinup tokens and SCRAM verifiers from free text."""
+    """Remove passwords in URLs, Spinup tokens, webhook keys and SCRAM verifiers from text."""
     text = _URL_PASSWORD_RE.sub(rf"\g<head>{REDACTED}@", text)
     text = _TOKEN_RE.sub(f"spn_{REDACTED}", text)
+    text = _RECEIVE_KEY_RE.sub(rf"\g<id>{REDACTED}", text)
     return _SCRAM_RE.sub(REDACTED, text)
 
 

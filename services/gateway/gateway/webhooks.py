@@ -187,7 +187,7 @@ async def list_requests(
     ctx: GatewayContext,
     token: str = TokenParam,
     limit: int | None = Parameter(
-        query="limit", ge=1, required=False, description="At most this many (newest first)."
+        ge=1, required=False, description="At most this many (newest first)."
     ),
 ) -> ReceivedRequests:
     """``GET /webhook/{token}/requests``: newest first, at most the plan's ``requests_kept``."""
