@@ -1,0 +1,100 @@
+"""Latency of MongoDriver create/delete against a throwaway SecantusDB.
+
+    .venv/bin/python bench/mongo_driver.py [--rounds 30]
+
+Starts its own ``mongo`` server (devstack config, free port, ``.spinup/mongo-bench``), measures
+sequential creates, deletes of empty tenants, and deletes of tenants that wrote a document and
+hold an open connection (so ``dropDatabase`` has files to remove and ``killOp`` has work), then
+stops the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from devstack import mongo
+from devstack.profile import Profile, Secrets
+from mongo_provisioner.driver import MongoDriver
+from shared.contracts.kinds import MongoLimits
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LIMITS = MongoLimits(storage_mb=10)
+
+
+def summary(label: str, samples_s: list[float]) -> str:
+    """One line: how many samples, their median and p99 in milliseconds."""
+    ms = sorted(sample * 1000 for sample in samples_s)
+    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+    return f"{label:<34} n={len(ms):<5} median {statistics.median(ms):7.2f} ms  p99 {p99:7.2f} ms"
+
+
+async def timed(samples: list[float], operation: Any) -> Any:  # noqa: ANN401 (any awaitable)
+    """Await ``operation`` and append how long it took to ``samples``."""
+    began = time.perf_counter()
+    result = await operation
+    samples.append(time.perf_counter() - began)
+    return result
+
+
+async def measure(url: str, port: int, rounds: int) -> None:
+    """Run every measurement against the server at ``url`` and print the results."""
+    driver = MongoDriver.connect(url, public_host="127.0.0.1", public_port=port)
+    try:
+        await driver.ping()
+        creates: list[float] = []
+        deletes: list[float] = []
+        ids = [uuid.uuid4() for _ in range(rounds)]
+        for rid in ids:
+            await timed(creates, driver.create(rid, LIMITS))
+        for rid in ids:
+            await timed(deletes, driver.delete(rid))
+        print(summary("create", creates))  # noqa: T201
+        print(summary("delete (never used)", deletes))  # noqa: T201
+
+        used: list[float] = []
+        for _ in range(rounds):
+            rid = uuid.uuid4()
+            credentials = await driver.create(rid, LIMITS)
+            tenant: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
+                credentials.connection_url
+            )
+            await tenant[credentials.database].notes.insert_one({"body": "x"})
+            await timed(used, driver.delete(rid))
+            tenant.close()
+        print(summary("delete (data + open connection)", used))  # noqa: T201
+    finally:
+        driver.close()
+
+
+def main() -> None:
+    """Start a throwaway SecantusDB, measure, stop it."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    profile = Profile.test(REPO_ROOT, name="mongo-bench")
+    shutil.rmtree(profile.directory, ignore_errors=True)
+    for path in (profile.logs_dir, profile.run_dir, profile.data_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    secrets = Secrets()
+    server = mongo.make_server(profile, secrets)
+    server.init()
+    server.start()
+    try:
+        server.wait_ready()
+        env = mongo.worker_env(profile, secrets)
+        asyncio.run(measure(env["SPINUP_MONGO_ADMIN_URL"], profile.ports.mongo, args.rounds))
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
