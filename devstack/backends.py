@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from devstack import customer_nats, customer_pg, customer_redis, mongo
+from devstack import customer_nats, customer_pg, customer_redis, mongo, seaweed
 from devstack.services import Readiness, ServiceSpec
 
 if TYPE_CHECKING:
@@ -65,5 +65,12 @@ BACKENDS: list[Backend] = [
         worker="mongo-provisioner",
         worker_spec=_worker("mongo_provisioner"),
         worker_env=mongo.worker_env,
+    ),
+    Backend(
+        server=seaweed.NAME,
+        make_server=seaweed.make_server,
+        worker="storage-provisioner",
+        worker_spec=_worker("storage_provisioner"),
+        worker_env=seaweed.worker_env,
     ),
 ]

@@ -1,0 +1,5 @@
+"""``python -m storage_provisioner``."""
+
+from storage_provisioner.main import main
+
+raise SystemExit(main())

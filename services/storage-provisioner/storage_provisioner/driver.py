@@ -1,0 +1,452 @@
+"""Tenant bucket + IAM user + access key on the S3 server (SeaweedFS), with a bucket quota.
+
+Why care: this module deletes buckets with everything in them and deletes IAM users. Every name
+comes from ``bucket_name`` / ``tenant_name`` and passes ``guard_bucket_name`` /
+``guard_tenant_name`` before anything is removed.
+
+Isolation rests on the user's inline policy: every object action on its own bucket's objects,
+and only list/read on the bucket itself. Not ``s3:*`` on the bucket: with it a tenant may delete
+its own bucket and create it again, and the new bucket has no quota. SeaweedFS's IAM accepts only
+``Allow`` statements and a few action words (``*``, ``Get*``, ``Put*``, ``List*``, ``Tagging*``,
+``DeleteBucket*``...), so the policy is written in those words.
+
+The quota is SeaweedFS's own: ``s3.bucket.quota`` records it on the bucket, and
+``s3.bucket.quota.enforce -apply`` (run by the worker every few seconds, ``enforce_quotas``)
+makes a bucket over its quota read-only. Both go through ``weed shell``, the server's admin tool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import aiohttp
+import botocore.exceptions
+import structlog
+from aiobotocore.session import get_session
+from botocore.config import Config
+from miniopy_async.api import Minio
+from miniopy_async.deleteobjects import DeleteObject
+from miniopy_async.error import MinioException, S3Error
+
+from shared.contracts.errors import (
+    BackendUnavailableError,
+    DropRefusedError,
+    ErrorCode,
+    SpinupError,
+)
+from shared.contracts.kinds import ResourceKind, S3Credentials, S3Limits
+from shared.naming import guard_tenant_name, tenant_name
+
+if TYPE_CHECKING:
+    from pathlib import Path
+    from uuid import UUID
+
+log = structlog.get_logger("storage_provisioner.driver")
+T = TypeVar("T")
+
+BUCKET_PREFIX = "t-"
+_BUCKET_NAME_RE = re.compile(r"^t-[0-9a-f]{32}$")
+POLICY_NAME = "tenant-bucket"
+# Objects removed per DeleteObjects request (the S3 maximum).
+DELETE_BATCH = 1000
+# Short, so a server that does not answer becomes a 503 well within the endpoint's timeout.
+CONNECT_TIMEOUT_S = 2.0
+REQUEST_TIMEOUT_S = 10.0
+SHELL_TIMEOUT_S = 15.0
+
+# What "the S3 server cannot be reached" looks like from each client library.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    TimeoutError,
+    botocore.exceptions.EndpointConnectionError,
+    botocore.exceptions.ConnectionClosedError,
+    botocore.exceptions.ConnectTimeoutError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.HTTPClientError,
+)
+
+
+def bucket_name(resource_id: UUID) -> str:
+    """``t-<32 hex>``: bucket names may not contain ``_``, so not ``tenant_name``."""
+    return f"{BUCKET_PREFIX}{resource_id.hex}"
+
+
+def guard_bucket_name(name: str) -> str:
+    """Return ``name`` if it is a tenant bucket name; refuse anything else.
+
+    Raises:
+        DropRefusedError: ``name`` was not made by ``bucket_name``.
+    """
+    if not _BUCKET_NAME_RE.fullmatch(name):
+        msg = f"refusing to delete bucket {name!r}: not a tenant bucket"
+        raise DropRefusedError(msg)
+    return name
+
+
+def bucket_policy(bucket: str) -> str:
+    """The tenant's inline policy: its bucket's objects, and listing/reading the bucket."""
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["s3:*"], "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:List*", "s3:Get*"],
+                    "Resource": [f"arn:aws:s3:::{bucket}"],
+                },
+            ],
+        }
+    )
+
+
+class IamAdmin(Protocol):
+    """Users, inline policies and access keys. The AWS IAM API here; MinIO's admin API differs."""
+
+    async def ensure_user(self, user: str, *, policy: str) -> None:
+        """Create the user if missing and (re)attach its one inline policy."""
+        ...
+
+    async def replace_access_key(self, user: str) -> tuple[str, str]:
+        """Make a new access key, delete every older one; return (access key, secret)."""
+        ...
+
+    async def remove_user(self, user: str) -> None:
+        """Delete the user's keys, its policy and the user; a missing user is fine."""
+        ...
+
+    async def user_exists(self, user: str) -> bool:
+        """Whether the user exists."""
+        ...
+
+
+class AwsIamAdmin:
+    """``IamAdmin`` over the AWS IAM query API (SeaweedFS serves it on the S3 port)."""
+
+    def __init__(self, client: Any) -> None:  # noqa: ANN401 (aiobotocore clients are untyped)
+        self._iam = client
+
+    @staticmethod
+    def _no_such_entity(exc: botocore.exceptions.ClientError) -> bool:
+        return bool(exc.response.get("Error", {}).get("Code") == "NoSuchEntity")
+
+    async def ensure_user(self, user: str, *, policy: str) -> None:
+        """Create the user if missing and (re)attach its one inline policy."""
+        try:
+            await self._iam.create_user(UserName=user)
+        except botocore.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "EntityAlreadyExists":
+                raise
+        await self._iam.put_user_policy(
+            UserName=user, PolicyName=POLICY_NAME, PolicyDocument=policy
+        )
+
+    async def _key_ids(self, user: str) -> list[str]:
+        listed = await self._iam.list_access_keys(UserName=user)
+        return [str(key["AccessKeyId"]) for key in listed.get("AccessKeyMetadata", [])]
+
+    async def replace_access_key(self, user: str) -> tuple[str, str]:
+        """Make a new access key, delete every older one; return (access key, secret)."""
+        created = (await self._iam.create_access_key(UserName=user))["AccessKey"]
+        access_key, secret = str(created["AccessKeyId"]), str(created["SecretAccessKey"])
+        # Older keys include any the tenant made for itself (IAM lets a user do that).
+        for key_id in await self._key_ids(user):
+            if key_id != access_key:
+                await self._iam.delete_access_key(UserName=user, AccessKeyId=key_id)
+        return access_key, secret
+
+    async def remove_user(self, user: str) -> None:
+        """Delete the user's keys, its policy and the user; a missing user is fine."""
+        try:
+            for key_id in await self._key_ids(user):
+                await self._iam.delete_access_key(UserName=user, AccessKeyId=key_id)
+            with contextlib.suppress(botocore.exceptions.ClientError):
+                # SeaweedFS answers an unknown policy name with a generic error: nothing to do.
+                await self._iam.delete_user_policy(UserName=user, PolicyName=POLICY_NAME)
+            await self._iam.delete_user(UserName=user)
+        except botocore.exceptions.ClientError as exc:
+            if not self._no_such_entity(exc):
+                raise
+
+    async def user_exists(self, user: str) -> bool:
+        """Whether the user exists."""
+        try:
+            await self._iam.get_user(UserName=user)
+        except botocore.exceptions.ClientError as exc:
+            if self._no_such_entity(exc):
+                return False
+            raise
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class WeedShell:
+    """``weed shell`` against one master and filer: SeaweedFS's admin commands (quotas)."""
+
+    weed: Path
+    master: str
+    filer: str
+    timeout: float = SHELL_TIMEOUT_S
+
+    async def run(self, script: str) -> str:
+        """Run ``script`` (one command per line) and return what it printed.
+
+        Raises:
+            BackendUnavailableError: it did not finish in time (the master or filer is down).
+            SpinupError: it failed.
+        """
+        process = await asyncio.create_subprocess_exec(
+            str(self.weed),
+            "shell",
+            f"-master={self.master}",
+            f"-filer={self.filer}",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output, _ = await asyncio.wait_for(process.communicate(script.encode()), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            msg = "The S3 server's master or filer did not answer; nothing was changed."
+            raise BackendUnavailableError(msg) from None
+        text = output.decode(errors="replace")
+        if process.returncode != 0:
+            log.warning("storage_provisioner.shell.failed", returncode=process.returncode)
+            msg = "The S3 server's admin shell failed."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+        return text
+
+    async def set_quota(self, bucket: str, size_mb: int) -> None:
+        """Record ``size_mb`` as the bucket's quota.
+
+        Raises:
+            SpinupError: the shell did not confirm it.
+        """
+        out = await self.run(f"s3.bucket.quota -name={bucket} -op=set -sizeMB={size_mb}\n")
+        if f"updated quota for bucket {bucket}" not in out:
+            log.warning("storage_provisioner.quota.unconfirmed", bucket=bucket)
+            msg = "The S3 server did not confirm the bucket quota."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+
+    async def quota_bytes(self, bucket: str) -> int | None:
+        """The quota recorded on ``bucket`` in bytes (None: no quota or no such bucket)."""
+        out = await self.run("s3.bucket.list\n")
+        for line in out.splitlines():
+            fields = line.split()
+            if fields and fields[0] == bucket:
+                quotas = [f.removeprefix("quota:") for f in fields if f.startswith("quota:")]
+                return int(quotas[0]) if quotas else None
+        return None
+
+    async def enforce_quotas(self) -> list[str]:
+        """Flip buckets over (or back under) their quota to read-only (or writable).
+
+        Returns the buckets that changed. The lock keeps two workers from writing the filer
+        configuration at once.
+        """
+        out = await self.run("lock\ns3.bucket.quota.enforce -apply\nunlock\n")
+        return re.findall(r"changing bucket (\S+) to", out)
+
+
+class S3Driver:
+    """Creates and deletes tenant buckets, users and keys with the S3 admin key."""
+
+    kind = ResourceKind.S3
+
+    def __init__(
+        self,
+        *,
+        admin: Minio,
+        iam: IamAdmin,
+        shell: WeedShell,
+        public_endpoint: str,
+        region: str,
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._admin = admin
+        self._iam = iam
+        self._shell = shell
+        self._public_endpoint = public_endpoint
+        self._region = region
+        self._close = close
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        endpoint: str,
+        public_endpoint: str,
+        region: str,
+        access_key: str,
+        secret_key: str,
+        shell: WeedShell,
+    ) -> S3Driver:
+        """Open the admin clients (S3 data plane, IAM) against ``endpoint`` (``http://host:port``)."""
+        stack = contextlib.AsyncExitStack()
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
+        )
+        stack.push_async_callback(session.close)
+        secure = endpoint.startswith("https://")
+        admin = Minio(
+            endpoint.split("://", 1)[1],
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=secure,
+            region=region,
+            session=session,
+        )
+        iam_client = await stack.enter_async_context(
+            get_session().create_client(
+                "iam",
+                endpoint_url=endpoint,
+                region_name=region,
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                config=Config(
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    read_timeout=REQUEST_TIMEOUT_S,
+                    retries={"max_attempts": 1},
+                ),
+            )
+        )
+        return cls(
+            admin=admin,
+            iam=AwsIamAdmin(iam_client),
+            shell=shell,
+            public_endpoint=public_endpoint,
+            region=region,
+            close=stack.aclose,
+        )
+
+    async def close(self) -> None:
+        """Close the admin clients."""
+        await self._close()
+
+    @contextlib.asynccontextmanager
+    async def _backend_errors(self, action: str) -> AsyncIterator[None]:
+        try:
+            yield
+        except CONNECTION_ERRORS as exc:
+            msg = f"The S3 server is unreachable; nothing was {action}."
+            raise BackendUnavailableError(msg) from exc
+        except S3Error as exc:
+            log.warning("storage_provisioner.backend.refused", code=exc.code, action=action)
+            msg = f"The S3 server refused the operation ({exc.code}); nothing was {action}."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
+        except botocore.exceptions.ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", "unknown"))
+            log.warning("storage_provisioner.backend.refused", code=code, action=action)
+            msg = f"The S3 server's IAM refused the operation ({code}); nothing was {action}."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
+        except MinioException as exc:
+            log.warning("storage_provisioner.backend.failed", error=type(exc).__name__)
+            msg = f"The S3 server answered unexpectedly; nothing was {action}."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
+
+    async def _run(self, action: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation``, once more if a connection failed.
+
+        A restarted server leaves dead keep-alive connections in the pools; every operation
+        here is idempotent, so one retry on fresh connections is safe.
+        """
+        async with self._backend_errors(action):
+            try:
+                return await operation()
+            except CONNECTION_ERRORS:
+                log.info("storage_provisioner.connection.retried", action=action)
+                return await operation()
+
+    async def create(self, resource_id: UUID, limits: S3Limits) -> S3Credentials:
+        """Create (or bring up to date) the bucket, its quota and the user; return a fresh key."""
+        bucket, user = bucket_name(resource_id), tenant_name(resource_id)
+
+        async def make() -> tuple[str, str]:
+            try:
+                await self._admin.make_bucket(bucket)
+            except S3Error as exc:
+                if exc.code != "BucketAlreadyOwnedByYou":
+                    raise
+            # The quota is in place before the tenant holds a key that can write.
+            await self._shell.set_quota(bucket, limits.storage_mb)
+            await self._iam.ensure_user(user, policy=bucket_policy(bucket))
+            return await self._iam.replace_access_key(user)
+
+        access_key, secret_key = await self._run("created", make)
+        return S3Credentials(
+            endpoint=self._public_endpoint,
+            region=self._region,
+            bucket=bucket,
+            access_key=access_key,
+            secret_key=secret_key,
+            s3_url=f"s3://{bucket}",
+        )
+
+    async def delete(self, resource_id: UUID) -> None:
+        """Delete the user and its keys (dead at once), then empty and drop the bucket."""
+        bucket = guard_bucket_name(bucket_name(resource_id))
+        user = guard_tenant_name(tenant_name(resource_id))
+
+        async def drop() -> None:
+            await self._iam.remove_user(user)
+            await self._empty_and_remove(bucket)
+
+        await self._run("deleted", drop)
+
+    async def _next_batch(self, bucket: str) -> list[DeleteObject] | None:
+        """Up to ``DELETE_BATCH`` object names of ``bucket`` (None: there is no such bucket)."""
+        batch: list[DeleteObject] = []
+        listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
+        try:
+            async with contextlib.aclosing(listing) as objects:
+                async for obj in objects:
+                    if obj.object_name is not None:
+                        batch.append(DeleteObject(obj.object_name))
+                    if len(batch) >= DELETE_BATCH:
+                        break
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return None
+            raise
+        return batch
+
+    async def _empty_and_remove(self, bucket: str) -> None:
+        while batch := await self._next_batch(bucket):
+            errors = [error async for error in self._admin.remove_objects(bucket, batch)]
+            if errors:
+                log.warning("storage_provisioner.objects.not_deleted", count=len(errors))
+                msg = "The S3 server kept some objects; the bucket was not deleted."
+                raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+        try:
+            await self._admin.remove_bucket(bucket)
+        except S3Error as exc:
+            if exc.code != "NoSuchBucket":
+                raise
+
+    async def exists(self, resource_id: UUID) -> bool:
+        """Whether the bucket or the user of this resource exists (for sweeps and tests)."""
+
+        async def look() -> bool:
+            return bool(
+                await self._admin.bucket_exists(bucket_name(resource_id))
+                or await self._iam.user_exists(tenant_name(resource_id))
+            )
+
+        return await self._run("checked", look)
+
+    async def quota_bytes(self, resource_id: UUID) -> int | None:
+        """The quota SeaweedFS records on this resource's bucket, in bytes."""
+        return await self._shell.quota_bytes(bucket_name(resource_id))
+
+    async def enforce_quotas(self) -> list[str]:
+        """Make buckets over their quota read-only (and back); return the buckets that changed."""
+        return await self._shell.enforce_quotas()

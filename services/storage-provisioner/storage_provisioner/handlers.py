@@ -1,0 +1,20 @@
+"""The commands storage-provisioner answers, each bound to its endpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.contracts.subjects import DEPROVISION_S3, PROVISION_S3
+
+if TYPE_CHECKING:
+    from shared.bus import Bus
+    from shared.lifecycle import ResourceLifecycle
+
+# Handlers waiting for a create slot or a reply; beyond this, messages wait in NATS.
+MAX_IN_FLIGHT = 256
+
+
+async def register(bus: Bus, lifecycle: ResourceLifecycle) -> None:
+    """Subscribe every handler in the ``storage-provisioner`` queue group."""
+    await bus.serve(PROVISION_S3, lifecycle.provision, max_in_flight=MAX_IN_FLIGHT)
+    await bus.serve(DEPROVISION_S3, lifecycle.deprovision, max_in_flight=MAX_IN_FLIGHT)
