@@ -122,11 +122,13 @@ class NatsAccountDriver:
             log.info("queue_provisioner.customer_nats.error", error=type(exc).__name__)
 
         async def disconnected() -> None:
-            log.warning("queue_provisioner.customer_nats.disconnected")
+            log.info("queue_provisioner.customer_nats.disconnected")
 
         async def reconnected() -> None:
             log.info("queue_provisioner.customer_nats.reconnected")
 
+        # With unlimited reconnects nats-py also retries the first connect forever: bound it, so
+        # start-up (connect_with_retry) sees a failure and says what it waits for.
         try:
             client: NatsClient = await asyncio.wait_for(
                 nats.connect(
