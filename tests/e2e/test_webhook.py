@@ -15,6 +15,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from devstack.procs import free_ports
 from devstack.stack import Stack
 from gateway.webhook_driver import WebhookDriver
 from shared.testing.polling import eventually
@@ -119,6 +120,16 @@ async def test_every_method_and_body_is_stored_intact_newest_first(
         assert datetime.fromisoformat(request["received_at"]).utcoffset() is not None
     assert [r["id"] for r in await requests_of(http, a["token"], limit=2)] == ids[:1:-1]
     assert await requests_of(http, b["token"]) == []
+
+
+async def test_every_method_is_captured(http: httpx.AsyncClient) -> None:
+    receiver = await new_receiver(http)
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    for method in methods:
+        response = await http.request(method, receive_url(receiver), content=b"")
+        assert response.status_code == 200, (method, response.text)
+    stored = await requests_of(http, receiver["token"])
+    assert [r["method"] for r in stored] == methods[::-1]
 
 
 async def test_receivers_are_isolated_and_keys_cannot_be_forged(http: httpx.AsyncClient) -> None:
@@ -233,6 +244,45 @@ async def test_stream_shows_new_requests_and_delete_ends_it_and_removes_everythi
     assert await webhooks.stored_keys(rid) == 0
     assert (await http.get(f"/webhook/{receiver['token']}/requests")).status_code == 404
     assert (await http.get(f"/webhook/{receiver['token']}/stream")).status_code == 404
+
+
+async def test_a_client_leaving_the_stream_unsubscribes_it(
+    http: httpx.AsyncClient, env: dict[str, str]
+) -> None:
+    receiver = await new_receiver(http)
+    channel = f"webhook:t_{uuid.UUID(receiver['id']).hex}:live"
+    redis = Redis.from_url(env["SPINUP_REDIS_URL"])
+    try:
+
+        async def subscribers() -> int:
+            counts = dict(await redis.pubsub_numsub(channel))
+            return int(counts[channel.encode()])
+
+        async with http.stream("GET", f"/webhook/{receiver['token']}/stream") as response:
+            assert response.status_code == 200
+            assert await subscribers() == 1
+
+        async def unsubscribed() -> bool:
+            return await subscribers() == 0
+
+        assert await eventually(unsubscribed), "the stream's subscription outlived its client"
+    finally:
+        await redis.aclose()
+
+
+async def test_a_gateway_with_open_streams_still_stops_gracefully(stack: Stack) -> None:
+    gateway = stack.start_extra_gateway(free_ports(1)[0])
+    try:
+        async with httpx.AsyncClient(base_url=str(gateway.url), timeout=30) as client:
+            receiver = await new_receiver(client)
+            async with client.stream("GET", f"/webhook/{receiver['token']}/stream") as response:
+                assert response.status_code == 200
+                await asyncio.to_thread(gateway.stop)
+                assert [line async for line in response.aiter_lines() if line] == []
+    finally:
+        gateway.stop()
+    # Stopped by its SIGTERM, not killed: the lifespan's shutdown ran to the end.
+    assert '"gateway.stopped"' in gateway.log_path.read_text()
 
 
 async def test_expired_receiver_answers_410_and_its_requests_are_gone(

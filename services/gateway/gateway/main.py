@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 from importlib.metadata import version
+from types import FrameType
 
 import asyncpg
 import structlog
@@ -112,13 +113,34 @@ def create_app(settings: Settings) -> Litestar:
     )
 
 
+class _GatewayServer(uvicorn.Server):
+    """Uvicorn, ending webhook event streams as soon as a stop is asked for.
+
+    Uvicorn waits for open responses before the lifespan's shutdown runs, and an event stream
+    never ends by itself: without this, one open stream turns every stop into a SIGKILL.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Litestar) -> None:
+        super().__init__(config)
+        self._app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        context: GatewayContext | None = getattr(self._app.state, "context", None)
+        if context is not None:
+            # A signal handler: hand the work to the loop rather than touch it from here.
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon_threadsafe(context.webhooks.end_streams)
+        super().handle_exit(sig, frame)
+
+
 def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
     settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
+    app = create_app(settings)
     # The request-id wrapper sits outside Litestar so even routing errors (404/405) carry an id.
-    uvicorn.run(
-        request_id_middleware(create_app(settings)),
+    config = uvicorn.Config(
+        request_id_middleware(app),
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",
@@ -127,4 +149,5 @@ def main() -> int:
         access_log=False,
         server_header=False,
     )
+    _GatewayServer(config, app).run()
     return 0

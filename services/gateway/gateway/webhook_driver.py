@@ -16,6 +16,7 @@ One receiver is three Redis names, all derived from the resource id:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import enum
@@ -156,23 +157,31 @@ _encoder = msgspec.json.Encoder()
 class LiveRequests:
     """A subscription to one receiver's new requests; ``events`` reads it until it closes."""
 
-    def __init__(self, pubsub: PubSub, *, open_now: bool) -> None:
+    def __init__(self, pubsub: PubSub, *, open_now: bool, stopping: asyncio.Event) -> None:
         self._pubsub = pubsub
         self._open = open_now
+        self._stopping = stopping
         #: True once the feed ended because the receiver was deleted (not a lost connection).
         self.receiver_gone = not open_now
 
     async def events(self, keepalive_s: float) -> AsyncIterator[StoredRequest | None]:
         """Each new request, None after ``keepalive_s`` of quiet; ends when the receiver goes.
 
-        It also ends if the platform Redis goes away: a stream cannot turn into an error page
-        once it has started, and a client reconnects.
+        It also ends when the gateway begins to stop (a server waits for open responses, and a
+        stream never finishes by itself) or the platform Redis goes away: a stream cannot turn
+        into an error page once it has started, and a client reconnects.
         """
+        stop = asyncio.ensure_future(self._stopping.wait())
         try:
             while self._open:
+                # Subscribe confirmations are read here too, so None means only "quiet".
+                read = asyncio.ensure_future(self._pubsub.get_message(timeout=keepalive_s))
+                await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    return
                 try:
-                    # Subscribe confirmations are read here too, so None means only "quiet".
-                    message = await self._pubsub.get_message(timeout=keepalive_s)
+                    message = read.result()
                 except (RedisError, OSError) as exc:
                     log.warning("webhooks.stream.interrupted", error=type(exc).__name__)
                     return
@@ -187,6 +196,7 @@ class LiveRequests:
                     return
                 yield _request_decoder.decode(data)
         finally:
+            stop.cancel()
             await self.close()
 
     async def close(self) -> None:
@@ -204,6 +214,7 @@ class WebhookDriver:
         self._public_url = public_url.rstrip("/")
         self._token_key = token_key
         self._record = redis.register_script(_RECORD_SCRIPT)
+        self._stopping = asyncio.Event()
 
     @property
     def kind(self) -> ResourceKind:
@@ -284,4 +295,8 @@ class WebhookDriver:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
-        return LiveRequests(pubsub, open_now=open_now)
+        return LiveRequests(pubsub, open_now=open_now, stopping=self._stopping)
+
+    def end_streams(self) -> None:
+        """End every live feed now and any opened later: the gateway is stopping."""
+        self._stopping.set()
