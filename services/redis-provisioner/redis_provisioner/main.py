@@ -40,7 +40,7 @@ async def run(settings: Settings) -> None:
             public_port=settings.public_port,
             pool_size=settings.create_concurrency + settings.delete_concurrency + 2,
             save_delay=settings.acl_save_delay_s,
-            save_min_interval=settings.acl_save_min_interval_s,
+            save_max_duty=settings.acl_save_max_duty,
         ),
     )
     lifecycle = ResourceLifecycle(

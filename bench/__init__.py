@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure latency against real servers (never asserted in tests)."""
