@@ -69,6 +69,12 @@ async def test_new_receiver_has_a_receive_url_without_the_token(
     assert shown["kind"] == "webhook"
     assert shown["credentials"]["receive_url"] == url
     assert (await http.get(f"/webhook/{receiver['token']}/requests")).json()["requests"] == []
+    paths = (await http.get("/schema/openapi.json")).json()["paths"]
+    assert {
+        "/webhook/receive/{key}",
+        "/webhook/{token}/requests",
+        "/webhook/{token}/stream",
+    } <= set(paths)
 
 
 async def test_every_method_and_body_is_stored_intact_newest_first(

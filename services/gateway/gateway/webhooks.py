@@ -170,7 +170,6 @@ def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
         " `max_body_kb`. The request is stored (the oldest beyond `requests_kept` are dropped)"
         " and streamed to open `GET /webhook/{token}/stream` connections.",
         tags=["webhooks"],
-        operation_id="receive_webhook",
     )(receive_webhook)
 
 
