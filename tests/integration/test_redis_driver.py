@@ -171,3 +171,12 @@ async def test_users_survive_a_restart_and_a_down_server_is_a_503_class_error(
     await survivor.delete(rid)
     await survivor.close()
     assert credentials.username not in acl_file_users(stack)
+
+
+async def test_the_default_user_is_off(env: dict[str, str]) -> None:
+    anonymous = aioredis.Redis(
+        host=env["SPINUP_CUSTOMER_REDIS_HOST"], port=int(env["SPINUP_CUSTOMER_REDIS_PORT"])
+    )
+    with pytest.raises(AuthenticationError):
+        await anonymous.ping()
+    await anonymous.aclose()
