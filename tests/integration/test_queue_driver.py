@@ -4,13 +4,14 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 
 from devstack.stack import Stack
 from queue_provisioner.driver import MIB, NatsAccountDriver
 from shared import natsjwt
 from shared.contracts.errors import BackendUnavailableError, DropRefusedError
-from shared.contracts.kinds import NatsLimits
+from shared.contracts.kinds import NatsCredentials, NatsLimits
 from shared.naming import tenant_name
 
 pytestmark = pytest.mark.integration
@@ -41,6 +42,21 @@ async def connect_driver(env: dict[str, str], url: str | None = None) -> NatsAcc
     )
 
 
+async def connect_tenant(credentials: NatsCredentials) -> NatsClient:
+    client = NatsClient()
+    try:
+        await client.connect(
+            credentials.connection_url,
+            user_credentials=RawCredentials(credentials.creds),
+            allow_reconnect=False,
+        )
+    except BaseException:
+        # nats-py leaves the socket of a refused first connect open.
+        await client.close()
+        raise
+    return client
+
+
 @pytest.fixture
 async def queue_driver(env: dict[str, str]) -> AsyncIterator[NatsAccountDriver]:
     driver = await connect_driver(env)
@@ -58,9 +74,7 @@ async def test_create_twice_gives_one_account_with_the_plan_limits_in_the_server
     assert first.user_seed != second.user_seed
     claims = natsjwt.decode_jwt(second.user_jwt, issuer=second.account)
     assert claims["name"] == tenant_name(rid)
-    client = await nats.connect(
-        second.connection_url, user_credentials=RawCredentials(second.creds), allow_reconnect=False
-    )
+    client = await connect_tenant(second)
     try:
         info = await client.jetstream().account_info()
         assert info.limits.max_streams == LIMITS.streams
@@ -87,11 +101,7 @@ async def test_create_again_with_new_limits_updates_the_account(
         max_payload_kb=16,
     )
     credentials = await queue_driver.create(rid, bigger)
-    client = await nats.connect(
-        credentials.connection_url,
-        user_credentials=RawCredentials(credentials.creds),
-        allow_reconnect=False,
-    )
+    client = await connect_tenant(credentials)
     try:
         info = await client.jetstream().account_info()
         assert (info.limits.max_streams, info.limits.max_consumers) == (7, 9)
@@ -110,11 +120,7 @@ async def test_delete_is_idempotent_and_removes_the_account_from_the_resolver(
     await queue_driver.delete(rid)
     assert not await queue_driver.exists(rid)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats.connect(
-            credentials.connection_url,
-            user_credentials=RawCredentials(credentials.creds),
-            allow_reconnect=False,
-        )
+        await connect_tenant(credentials)
 
 
 async def test_delete_of_a_never_created_account_succeeds(

@@ -46,6 +46,7 @@ log = structlog.get_logger("queue_provisioner.driver")
 MIB = 1024 * 1024
 KIB = 1024
 _OK = 200
+_RECONNECT_POLL_S = 0.05
 _UPDATE_SUBJECT = "$SYS.REQ.CLAIMS.UPDATE"
 _DELETE_SUBJECT = "$SYS.REQ.CLAIMS.DELETE"
 _LOOKUP_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"
@@ -168,9 +169,22 @@ class NatsAccountDriver:
             natsjwt.KeyKind.ACCOUNT,
         )
 
+    async def _connected(self) -> bool:
+        """Whether the system connection is up, waiting up to one request timeout for it.
+
+        Right after a server restart the client is still in its reconnect back-off: a short
+        wait turns that blip into a success instead of a 503.
+        """
+        deadline = asyncio.get_running_loop().time() + self._timeout
+        while not self._system.is_connected:
+            if self._system.is_closed or asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(_RECONNECT_POLL_S)
+        return True
+
     @contextlib.asynccontextmanager
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
-        if not self._system.is_connected:
+        if not await self._connected():
             msg = f"The NATS server for tenant accounts is unreachable; nothing was {action}."
             raise BackendUnavailableError(msg)
         try:
