@@ -22,6 +22,7 @@ from miniopy_async.api import Minio
 from miniopy_async.commonconfig import CopySource
 from miniopy_async.error import S3Error
 
+from devstack.stack import Stack
 from shared.testing.polling import eventually
 from storage_provisioner.driver import S3Driver, WeedShell
 from tests.e2e.conftest import SHORT_TTL_S
@@ -316,3 +317,24 @@ async def test_expired_bucket_is_reaped_with_its_user(
     assert await eventually(gone), "the reaper did not expire the bucket"
     assert not await s3_driver.exists(uuid.UUID(body["id"]))
     assert await s3_error_code(names(tenant, bucket)) == "InvalidAccessKeyId"
+
+
+async def test_s3_server_down_gives_503_and_recovery_after(
+    stack: Stack, http: httpx.AsyncClient, session: aiohttp.ClientSession
+) -> None:
+    before = await new_bucket(http)
+    await put(client_of(before, session), before["credentials"]["bucket"], "kept", b"before")
+    stack.stop_server("seaweed")
+    try:
+        response = await http.post("/storage/new")
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "backend_unavailable"
+    finally:
+        stack.start_server("seaweed")
+    # The worker's pooled connections died with the server; it reconnects on its own.
+    after = await new_bucket(http)
+    await put(client_of(after, session), after["credentials"]["bucket"], "ok", b"1")
+    # The object and the key made before the outage survived the kill.
+    assert await read(client_of(before, session), before["credentials"]["bucket"], "kept") == (
+        b"before"
+    )
