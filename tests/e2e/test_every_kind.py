@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,8 +21,10 @@ from devstack.backends import BACKENDS
 from devstack.stack import Stack
 from shared.contracts.kinds import LIMITS_BY_KIND, ResourceKind
 from shared.contracts.subjects import PROVISION_ENDPOINTS
+from shared.plans import load_plans
 
 pytestmark = pytest.mark.e2e
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 PATHS = {
     ResourceKind.POSTGRES: "/db/new",
@@ -140,3 +143,17 @@ async def test_no_secret_reaches_the_logs_or_the_event_log(
         assert secret not in stored, "a secret was stored unsealed in the platform database"
         for name, text in logs.items():
             assert secret not in text, f"a secret appeared in {name}"
+
+
+async def test_plans_are_published_as_loaded(http: httpx.AsyncClient) -> None:
+    response = await http.get("/plans")
+    assert response.status_code == 200
+    body = response.json()
+    shipped = load_plans(REPO_ROOT / "plans.yaml")
+    assert body["anonymous_tier"] == shipped.anonymous_tier
+    assert set(body["tiers"]) == set(shipped.tiers)
+    for name, tier in shipped.tiers.items():
+        assert body["tiers"][name]["ttl_seconds"] == tier.ttl_seconds
+        for kind in ResourceKind:
+            published = body["tiers"][name][kind.value]
+            assert published == {"type": kind.value, **msgspec.to_builtins(tier.limits(kind))}

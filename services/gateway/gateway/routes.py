@@ -22,6 +22,7 @@ from gateway.middleware import request_id_of
 from gateway.schemas import (
     Health,
     NewResource,
+    PlansInfo,
     ResourceCreated,
     ResourceDeleted,
     ResourceInfo,
@@ -282,6 +283,17 @@ async def delete_resource(
     return ResourceDeleted(id=reply.resource_id, status=ResourceStatus.DELETED.value)
 
 
+@get(
+    "/plans",
+    summary="Tiers and their limits",
+    description="Every tier of plans.yaml: its TTL (null: permanent) and each kind's limits.",
+    tags=["plans"],
+)
+async def show_plans(ctx: GatewayContext) -> PlansInfo:
+    """``GET /plans``: the single source of truth, as loaded at start."""
+    return PlansInfo(anonymous_tier=ctx.plans.anonymous_tier, tiers=ctx.plans.tiers)
+
+
 @get("/healthz", summary="Liveness", tags=["health"])
 async def healthz() -> Health:
     """The process is up and serving."""
@@ -313,6 +325,7 @@ ROUTES = [
     *(_create_handler(route) for route in KIND_ROUTES),
     show_resource,
     delete_resource,
+    show_plans,
     healthz,
     readyz,
 ]

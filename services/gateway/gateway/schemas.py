@@ -9,6 +9,7 @@ from uuid import UUID
 import msgspec
 
 from shared.contracts.kinds import Credentials
+from shared.plans import Tier
 
 
 class NewResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -78,3 +79,11 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     error: str
     message: str
     request_id: str
+
+
+class PlansInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """Every tier with its TTL (null: permanent) and the limits of each kind, from plans.yaml."""
+
+    ok: bool = True
+    anonymous_tier: str
+    tiers: dict[str, Tier]
