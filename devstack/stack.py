@@ -436,11 +436,9 @@ class Stack:
         name = f"gateway-{port}"
         gateway = self._make_service(name, SERVICES["gateway"], http_port=port)
         self.extra_gateways[name] = gateway
-        env = {
-            "SPINUP_HTTP_PORT": str(port),
-            "SPINUP_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            **(extra_env or {}),
-        }
+        # Same SPINUP_PUBLIC_URL as the stack's gateway: replicas sit behind one public address,
+        # and any replica may answer a webhook command for a request another one received.
+        env = {"SPINUP_HTTP_PORT": str(port), **(extra_env or {})}
         with self._step(f"starting {name}"):
             gateway.start(self._process_env("gateway", env))
             gateway.wait_ready(timeout)
