@@ -47,9 +47,8 @@ async def timed(samples: list[float], operation: Any) -> Any:  # noqa: ANN401 (a
 
 async def measure(url: str, port: int, rounds: int) -> None:
     """Run every measurement against the server at ``url`` and print the results."""
-    driver = MongoDriver.connect(url, public_host="127.0.0.1", public_port=port)
+    driver = await MongoDriver.connect(url, public_host="127.0.0.1", public_port=port)
     try:
-        await driver.ping()
         creates: list[float] = []
         deletes: list[float] = []
         ids = [uuid.uuid4() for _ in range(rounds)]
@@ -72,7 +71,7 @@ async def measure(url: str, port: int, rounds: int) -> None:
             tenant.close()
         print(summary("delete (data + open connection)", used))  # noqa: T201
     finally:
-        driver.close()
+        await driver.close()
 
 
 def main() -> None:

@@ -23,13 +23,13 @@ Client = AsyncIOMotorClient[dict[str, Any]]
 
 @pytest.fixture
 async def mongo_driver(env: dict[str, str]) -> AsyncIterator[MongoDriver]:
-    connected = MongoDriver.connect(
+    connected = await MongoDriver.connect(
         env["SPINUP_MONGO_ADMIN_URL"],
         public_host=env["SPINUP_MONGO_HOST"],
         public_port=int(env["SPINUP_MONGO_PORT"]),
     )
     yield connected
-    connected.close()
+    await connected.close()
 
 
 @pytest.fixture

@@ -11,6 +11,10 @@ import pytest
     [
         ("gateway", "SPINUP_PUBLIC_URL"),
         ("pg_provisioner", "SPINUP_NATS_URL"),
+        ("redis_provisioner", "SPINUP_NATS_URL"),
+        ("mongo_provisioner", "SPINUP_NATS_URL"),
+        ("queue_provisioner", "SPINUP_NATS_URL"),
+        ("storage_provisioner", "SPINUP_S3_ENDPOINT"),
         ("reaper", "SPINUP_NATS_URL"),
     ],
 )

@@ -71,8 +71,12 @@ class MongoDriver:
         self._public_port = public_port
 
     @classmethod
-    def connect(cls, admin_url: str, *, public_host: str, public_port: int) -> MongoDriver:
-        """Build the root client (it connects lazily, on the first command)."""
+    async def connect(cls, admin_url: str, *, public_host: str, public_port: int) -> MongoDriver:
+        """Build the root client and check the server answers.
+
+        Raises:
+            BackendUnavailableError: the server did not answer in time.
+        """
         client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
             admin_url,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
@@ -80,9 +84,15 @@ class MongoDriver:
             socketTimeoutMS=SOCKET_TIMEOUT_MS,
             appname="mongo-provisioner",
         )
-        return cls(client, public_host=public_host, public_port=public_port)
+        driver = cls(client, public_host=public_host, public_port=public_port)
+        try:
+            await driver.ping()
+        except BaseException:
+            client.close()
+            raise
+        return driver
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Close the root client."""
         self._client.close()
 

@@ -6,22 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import Env
+from shared.worker import WorkerSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the worker needs; required values have no default."""
 
-    nats_url: str
-    platform_dsn: str
-    seal_keys: str
+    worker: WorkerSettings
     admin_url: str
     public_host: str
     public_port: int
-    create_concurrency: int
-    delete_concurrency: int
-    log_format: str
-    log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -32,16 +27,15 @@ class Settings:
         """
         env = Env(environ)
         return cls(
-            nats_url=env.string("SPINUP_NATS_URL"),
-            platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
-            seal_keys=env.string("SPINUP_SEAL_KEYS"),
+            worker=WorkerSettings.from_env(
+                env,
+                prefix="MONGO",
+                # createUser is a few ms; the cap only keeps a burst from queueing on the server.
+                create_concurrency=8,
+                # dropDatabase removes files: proportional to what the tenant stored.
+                delete_concurrency=4,
+            ),
             admin_url=env.string("SPINUP_MONGO_ADMIN_URL"),
             public_host=env.string("SPINUP_MONGO_HOST"),
             public_port=env.integer("SPINUP_MONGO_PORT", 27017),
-            # createUser is a few ms; the cap only keeps a burst from queueing on the server.
-            create_concurrency=env.integer("SPINUP_MONGO_CREATE_CONCURRENCY", 8),
-            # dropDatabase removes files: proportional to what the tenant stored.
-            delete_concurrency=env.integer("SPINUP_MONGO_DELETE_CONCURRENCY", 4),
-            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
-            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -2,70 +2,34 @@
 
 from __future__ import annotations
 
-import os
-
-import asyncpg
-import structlog
-import uvloop
-
 from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
-from shared.bus import Bus
-from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection
-from shared.eventlog.schema import migrate
-from shared.eventlog.store import EventStore
-from shared.lifecycle import ResourceLifecycle
-from shared.logging import configure_logging
-from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
+from shared.runtime import connect_with_retry
+from shared.worker import serve_kind, worker_main
 
 SERVICE = "pg-provisioner"
-log = structlog.get_logger("pg_provisioner")
 
 
 async def run(settings: Settings) -> None:
-    """Connect, harden the customer cluster, serve commands until signalled."""
-    keyring = Keyring.from_setting(settings.seal_keys)
-    platform = await connect_with_retry(
-        "platform postgres",
-        lambda: asyncpg.create_pool(settings.platform_dsn, min_size=1, max_size=8),
-    )
-    await migrate(platform)
+    """Connect and harden the customer cluster, then serve commands until signalled."""
+    concurrency = settings.worker.create_concurrency + settings.worker.delete_concurrency
     driver = await connect_with_retry(
         "customer postgres",
         lambda: PostgresDriver.connect(
             settings.admin_dsn,
             public_host=settings.public_host,
             public_port=settings.public_port,
-            pool_size=settings.create_concurrency + settings.delete_concurrency + 1,
+            pool_size=concurrency + 1,
         ),
     )
-    await driver.harden()
-    lifecycle = ResourceLifecycle(
-        EventStore(platform, keyring, [ResourceProjection()]),
-        keyring,
-        driver,
-        create_concurrency=settings.create_concurrency,
-        delete_concurrency=settings.delete_concurrency,
-    )
-    bus = await connect_with_retry(
-        "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
-    )
-    await register(bus, lifecycle)
-    log.info("pg_provisioner.started", create_concurrency=settings.create_concurrency)
     try:
-        await wait_for_shutdown()
+        await driver.harden()
+        await serve_kind(SERVICE, settings.worker, driver, register)
     finally:
-        await bus.close()
         await driver.close()
-        await platform.close()
-        log.info("pg_provisioner.stopped")
 
 
 def main() -> int:
-    """Entry point: settings first, so a missing variable stops start-up with its name."""
-    settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
-    configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
-    uvloop.run(run(settings))
-    return 0
+    """Entry point."""
+    return worker_main(SERVICE, Settings.from_env, run)

@@ -6,22 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import Env
+from shared.worker import WorkerSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the worker needs; required values have no default."""
 
-    nats_url: str
-    platform_dsn: str
-    seal_keys: str
+    worker: WorkerSettings
     admin_dsn: str
     public_host: str
     public_port: int
-    create_concurrency: int
-    delete_concurrency: int
-    log_format: str
-    log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -32,16 +27,15 @@ class Settings:
         """
         env = Env(environ)
         return cls(
-            nats_url=env.string("SPINUP_NATS_URL"),
-            platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
-            seal_keys=env.string("SPINUP_SEAL_KEYS"),
+            worker=WorkerSettings.from_env(
+                env,
+                prefix="PG",
+                # wal_log creates stop gaining throughput beyond a few at once (research/perf.md).
+                create_concurrency=4,
+                # DROP DATABASE forces a checkpoint every tenant feels: keep drops few at a time.
+                delete_concurrency=2,
+            ),
             admin_dsn=env.string("SPINUP_CUSTOMER_PG_ADMIN_DSN"),
             public_host=env.string("SPINUP_CUSTOMER_PG_HOST"),
             public_port=env.integer("SPINUP_CUSTOMER_PG_PORT", 5432),
-            # wal_log creates stop gaining throughput beyond a few at once (research/perf.md).
-            create_concurrency=env.integer("SPINUP_PG_CREATE_CONCURRENCY", 4),
-            # DROP DATABASE forces a checkpoint every tenant feels: keep drops few at a time.
-            delete_concurrency=env.integer("SPINUP_PG_DELETE_CONCURRENCY", 2),
-            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
-            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -7,24 +7,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Env
+from shared.worker import WorkerSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the worker needs; required values have no default."""
 
-    nats_url: str
-    platform_dsn: str
-    seal_keys: str
+    worker: WorkerSettings
     customer_nats_url: str
     system_creds: Path
     operator_seed_file: Path
     public_url: str
     request_timeout_s: float
-    create_concurrency: int
-    delete_concurrency: int
-    log_format: str
-    log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -35,9 +30,13 @@ class Settings:
         """
         env = Env(environ)
         return cls(
-            nats_url=env.string("SPINUP_NATS_URL"),
-            platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
-            seal_keys=env.string("SPINUP_SEAL_KEYS"),
+            worker=WorkerSettings.from_env(
+                env,
+                prefix="NATS",
+                # Each create or delete is one JWT signature and one round trip: many at once.
+                create_concurrency=16,
+                delete_concurrency=16,
+            ),
             customer_nats_url=env.string("SPINUP_CUSTOMER_NATS_URL"),
             system_creds=env.path("SPINUP_CUSTOMER_NATS_SYSTEM_CREDS"),
             operator_seed_file=env.path("SPINUP_CUSTOMER_NATS_OPERATOR_SEED_FILE"),
@@ -45,9 +44,4 @@ class Settings:
             # A claims update takes about a millisecond; seconds without an answer mean the
             # server is down or stuck, and the endpoint's own timeout (10 s) must not pass first.
             request_timeout_s=env.number("SPINUP_CUSTOMER_NATS_REQUEST_TIMEOUT_S", 2.0),
-            # Each create or delete is one JWT signature and one round trip: cheap, so many at once.
-            create_concurrency=env.integer("SPINUP_NATS_CREATE_CONCURRENCY", 16),
-            delete_concurrency=env.integer("SPINUP_NATS_DELETE_CONCURRENCY", 16),
-            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
-            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -8,15 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Env
+from shared.worker import WorkerSettings
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the worker needs; required values have no default."""
 
-    nats_url: str
-    platform_dsn: str
-    seal_keys: str
+    worker: WorkerSettings
     endpoint: str
     public_endpoint: str
     region: str
@@ -26,10 +25,6 @@ class Settings:
     filer: str
     weed: Path
     quota_enforce_interval_s: float
-    create_concurrency: int
-    delete_concurrency: int
-    log_format: str
-    log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -41,9 +36,13 @@ class Settings:
         env = Env(environ)
         endpoint = env.string("SPINUP_S3_ENDPOINT")
         return cls(
-            nats_url=env.string("SPINUP_NATS_URL"),
-            platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
-            seal_keys=env.string("SPINUP_SEAL_KEYS"),
+            worker=WorkerSettings.from_env(
+                env,
+                prefix="S3",
+                # Each create runs weed shell (a 0.3 s CPU burst): a few at a time.
+                create_concurrency=4,
+                delete_concurrency=4,
+            ),
             endpoint=endpoint,
             public_endpoint=env.string("SPINUP_S3_PUBLIC_ENDPOINT", endpoint),
             region=env.string("SPINUP_S3_REGION", "us-east-1"),
@@ -56,9 +55,4 @@ class Settings:
             weed=env.path("SPINUP_S3_WEED", Path(sys.executable).parent / "weed"),
             # Quotas are enforced by a sweep: the overshoot is what can be written in between.
             quota_enforce_interval_s=env.number("SPINUP_S3_QUOTA_ENFORCE_INTERVAL_S", 10.0),
-            # Each create runs weed shell (a 0.3 s CPU burst): a few at a time.
-            create_concurrency=env.integer("SPINUP_S3_CREATE_CONCURRENCY", 4),
-            delete_concurrency=env.integer("SPINUP_S3_DELETE_CONCURRENCY", 4),
-            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
-            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -1,0 +1,135 @@
+"""What every provisioner does the same way, so its ``main`` only connects its own backend.
+
+A worker is a driver and its handlers plus this: settings common to every worker, the platform
+Postgres (event log, migrated at start), the lifecycle around the driver, and the handlers served
+in the worker's queue group until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import asyncpg
+import structlog
+import uvloop
+
+from shared.bus import Bus
+from shared.config import Env
+from shared.crypto.sealing import Keyring
+from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.schema import migrate
+from shared.eventlog.store import EventStore
+from shared.lifecycle import ResourceDriver, ResourceLifecycle
+from shared.logging import configure_logging
+from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
+
+log = structlog.get_logger("shared.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """The settings every provisioner reads; its own ``Settings`` holds these as ``worker``."""
+
+    nats_url: str
+    platform_dsn: str
+    seal_keys: str
+    create_concurrency: int
+    delete_concurrency: int
+    log_format: str
+    log_level: str
+
+    @classmethod
+    def from_env(
+        cls, env: Env, *, prefix: str, create_concurrency: int, delete_concurrency: int
+    ) -> WorkerSettings:
+        """Read them; the backend chooses its concurrency defaults.
+
+        ``SPINUP_<prefix>_CREATE_CONCURRENCY`` and ``SPINUP_<prefix>_DELETE_CONCURRENCY``
+        override them.
+
+        Raises:
+            SettingsError: naming the missing or malformed variable.
+        """
+        return cls(
+            nats_url=env.string("SPINUP_NATS_URL"),
+            platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
+            seal_keys=env.string("SPINUP_SEAL_KEYS"),
+            create_concurrency=env.integer(
+                f"SPINUP_{prefix}_CREATE_CONCURRENCY", create_concurrency
+            ),
+            delete_concurrency=env.integer(
+                f"SPINUP_{prefix}_DELETE_CONCURRENCY", delete_concurrency
+            ),
+            log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
+            log_level=env.string("SPINUP_LOG_LEVEL", "info"),
+        )
+
+
+class HasWorkerSettings(Protocol):
+    """A worker's own settings, which include the common ones."""
+
+    @property
+    def worker(self) -> WorkerSettings:
+        """The settings every worker reads."""
+        ...
+
+
+S = TypeVar("S", bound=HasWorkerSettings)
+
+
+Register = Callable[[Bus, ResourceLifecycle], Awaitable[None]]
+
+
+async def serve_kind(
+    service: str, settings: WorkerSettings, driver: ResourceDriver[Any], register: Register
+) -> None:
+    """Run the lifecycle around ``driver``, subscribe the worker's handlers, serve until signalled.
+
+    The caller connected the driver and closes it; this owns the platform connections.
+    """
+    keyring = Keyring.from_setting(settings.seal_keys)
+    platform = await connect_with_retry(
+        "platform postgres",
+        lambda: asyncpg.create_pool(settings.platform_dsn, min_size=1, max_size=8),
+    )
+    try:
+        await migrate(platform)
+        lifecycle = ResourceLifecycle(
+            EventStore(platform, keyring, [ResourceProjection()]),
+            keyring,
+            driver,
+            create_concurrency=settings.create_concurrency,
+            delete_concurrency=settings.delete_concurrency,
+        )
+        bus = await connect_with_retry(
+            "platform nats", lambda: Bus.connect(settings.nats_url, name=service)
+        )
+        try:
+            await register(bus, lifecycle)
+            log.info(
+                "worker.started",
+                service=service,
+                kind=driver.kind.value,
+                create_concurrency=settings.create_concurrency,
+            )
+            await wait_for_shutdown()
+        finally:
+            await bus.close()
+    finally:
+        await platform.close()
+        log.info("worker.stopped", service=service)
+
+
+def worker_main(
+    service: str,
+    read_settings: Callable[[Mapping[str, str]], S],
+    run: Callable[[S], Coroutine[Any, Any, None]],
+) -> int:
+    """Entry point: settings first, so a missing variable stops start-up with its name."""
+    settings = settings_or_exit(service, lambda: read_settings(os.environ))
+    configure_logging(service, fmt=settings.worker.log_format, level=settings.worker.log_level)
+    uvloop.run(run(settings))
+    return 0
