@@ -13,11 +13,10 @@ devstack stays stdlib-only at import time.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from devstack.procs import http_ok
-from devstack.servers import Server, nats_server_binary
+from devstack.servers import Server, nats_server_binary, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -31,14 +30,6 @@ _OPERATOR_JWT = "operator.jwt"
 _SYSTEM_ACCOUNT = "system_account.pub"
 _SYSTEM_ACCOUNT_JWT = "system_account.jwt"
 _SYSTEM_USER_CREDS = "system_user.creds"
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path``, readable by its owner only (0600)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text)
 
 
 class CustomerNatsServer(Server):
@@ -106,7 +97,7 @@ class CustomerNatsServer(Server):
             ),
         }
         for filename, text in files.items():
-            _write_private(self.keys_dir / filename, text)
+            write_private(self.keys_dir / filename, text)
         return True
 
     def start(self) -> None:
@@ -138,7 +129,7 @@ class CustomerNatsServer(Server):
             f"  {system}: {read[_SYSTEM_ACCOUNT_JWT]}\n"
             "}\n"
         )
-        _write_private(self.conf_path, conf)
+        write_private(self.conf_path, conf)
         self.spawn([str(nats_server_binary()), "-c", str(self.conf_path)], cwd=self.data_dir)
 
     def ready(self) -> bool:

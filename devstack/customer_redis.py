@@ -9,14 +9,10 @@ survive a restart; the provisioner writes it with ``ACL SAVE``.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devstack.procs import DevstackError
-from devstack.servers import RedisServer
+from devstack.servers import RedisServer, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -24,12 +20,6 @@ if TYPE_CHECKING:
 NAME = "customer-redis"
 ADMIN_USER = "spinup-admin"
 ACL_FILE = "users.acl"
-
-
-def _resp(*words: str) -> bytes:
-    """One command in the Redis protocol (RESP2 array of bulk strings)."""
-    bulk = "".join(f"${len(word.encode())}\r\n{word}\r\n" for word in words)
-    return f"*{len(words)}\r\n{bulk}".encode()
 
 
 def _acl_user(line: str) -> str:
@@ -94,9 +84,7 @@ class CustomerRedisServer(RedisServer):
         """Write the aclfile atomically (0600): fixed users first, then the tenants' lines."""
         text = "".join(f"{line}\n" for line in [*self._fixed_users(), *tenant_lines])
         partial = self.acl_path.with_name(f".{ACL_FILE}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        write_private(partial, text)
         partial.replace(self.acl_path)
 
     def _refresh_fixed_users(self) -> None:
@@ -105,25 +93,15 @@ class CustomerRedisServer(RedisServer):
         existing = self.acl_path.read_text().splitlines() if self.acl_path.exists() else []
         self._write_acl_file([line for line in existing if _acl_user(line) not in fixed | {""}])
 
-    def start(self) -> None:
-        """Write the config and the fixed users, then start the server in the foreground.
-
-        Raises:
-            DevstackError: redis-server is not installed.
-        """
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(binary).exists():
-            msg = "redis-server not found; run scripts/setup.sh (apt package redis-server)"
-            raise DevstackError(msg)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._refresh_fixed_users()
+    def config(self) -> str:
+        """ACL users only (from the aclfile), no DEBUG or modules, persistence when durable."""
         persistence = (
             # Customer data: an fsync a second bounds a crash's loss to about one second.
             "appendonly yes\nappendfsync everysec\nsave 3600 1 300 100 60 10000\n"
             if self.durable
             else 'appendonly no\nsave ""\n'
         )
-        conf = (
+        return (
             "bind 127.0.0.1\n"
             f"port {self.port}\n"
             "protected-mode yes\n"
@@ -138,27 +116,16 @@ class CustomerRedisServer(RedisServer):
             "daemonize no\n"
             'logfile ""\n'
         )
-        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(conf)
-        self.spawn([binary, str(self.conf_path)], cwd=self.data_dir)
 
-    def ready(self) -> bool:
-        """Return whether AUTH as the admin + PING answers ``+OK`` ``+PONG``."""
-        command = _resp("AUTH", ADMIN_USER, self.password) + _resp("PING")
-        expected = b"+OK\r\n+PONG\r\n"
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
-                sock.sendall(command)
-                reply = b""
-                while len(reply) < len(expected):
-                    chunk = sock.recv(64)
-                    if not chunk:
-                        break
-                    reply += chunk
-        except OSError:
-            return False
-        return reply == expected
+    def auth(self) -> list[str]:
+        """Readiness logs in as the admin user (``default`` is off)."""
+        return [ADMIN_USER, self.password]
+
+    def start(self) -> None:
+        """Re-state the fixed users in the aclfile, then start as the platform Redis does."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._refresh_fixed_users()
+        super().start()
 
 
 def make_server(profile: Profile, secrets: Secrets) -> CustomerRedisServer:

