@@ -16,8 +16,10 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from pg_provisioner.driver import PostgresDriver
+from storage_provisioner.driver import S3Driver, WeedShell
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,6 +70,22 @@ async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
         public_host=env["SPINUP_CUSTOMER_PG_HOST"],
         public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
         pool_size=2,
+    )
+    yield connected
+    await connected.close()
+
+
+@pytest.fixture
+async def s3_driver(env: dict[str, str]) -> AsyncIterator[S3Driver]:
+    connected = await S3Driver.connect(
+        endpoint=env["SPINUP_S3_ENDPOINT"],
+        public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
+        region=env["SPINUP_S3_REGION"],
+        access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
+        secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
+        shell=WeedShell(
+            weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
+        ),
     )
     yield connected
     await connected.close()

@@ -6,11 +6,9 @@ import asyncio
 import io
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,31 +22,13 @@ from miniopy_async.error import S3Error
 
 from devstack.stack import Stack
 from shared.testing.polling import eventually
-from storage_provisioner.driver import S3Driver, WeedShell
+from storage_provisioner.driver import S3Driver
 from tests.e2e.conftest import SHORT_TTL_S
 
 pytestmark = pytest.mark.e2e
 
 MIB = 1024 * 1024
 DENIED = {"AccessDenied"}
-
-
-@pytest.fixture
-async def s3_driver(env: dict[str, str]) -> AsyncIterator[S3Driver]:
-    connected = await S3Driver.connect(
-        endpoint=env["SPINUP_S3_ENDPOINT"],
-        public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
-        region=env["SPINUP_S3_REGION"],
-        access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
-        secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
-        shell=WeedShell(
-            weed=Path(sys.executable).parent / "weed",
-            master=env["SPINUP_S3_MASTER"],
-            filer=env["SPINUP_S3_FILER"],
-        ),
-    )
-    yield connected
-    await connected.close()
 
 
 @pytest.fixture

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,29 +16,11 @@ from miniopy_async.error import S3Error
 
 from shared.contracts.errors import DropRefusedError
 from shared.contracts.kinds import S3Credentials, S3Limits
-from storage_provisioner.driver import S3Driver, WeedShell, bucket_name, guard_bucket_name
+from storage_provisioner.driver import S3Driver, bucket_name, guard_bucket_name
 
 pytestmark = pytest.mark.integration
 
 LIMITS = S3Limits(storage_mb=3)
-
-
-@pytest.fixture
-async def s3_driver(env: dict[str, str]) -> AsyncIterator[S3Driver]:
-    connected = await S3Driver.connect(
-        endpoint=env["SPINUP_S3_ENDPOINT"],
-        public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
-        region=env["SPINUP_S3_REGION"],
-        access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
-        secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
-        shell=WeedShell(
-            weed=Path(sys.executable).parent / "weed",
-            master=env["SPINUP_S3_MASTER"],
-            filer=env["SPINUP_S3_FILER"],
-        ),
-    )
-    yield connected
-    await connected.close()
 
 
 @pytest.fixture
