@@ -84,7 +84,9 @@ async def test_delete_is_idempotent_and_removes_user_and_database(
 
 
 async def test_delete_of_a_resource_never_created_succeeds(mongo_driver: MongoDriver) -> None:
-    await mongo_driver.delete(uuid.uuid4())
+    never_created = uuid.uuid4()
+    await mongo_driver.delete(never_created)
+    assert not await mongo_driver.exists(never_created)
 
 
 async def test_delete_cuts_open_connections_so_they_cannot_recreate_the_database(

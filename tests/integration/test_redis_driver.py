@@ -90,7 +90,9 @@ async def test_delete_is_idempotent_and_removes_the_user_and_every_prefixed_key(
 
 
 async def test_delete_of_a_resource_never_created_succeeds(redis_driver: RedisDriver) -> None:
-    await redis_driver.delete(uuid.uuid4())
+    never_created = uuid.uuid4()
+    await redis_driver.delete(never_created)
+    assert not await redis_driver.exists(never_created)
 
 
 async def test_guard_refuses_to_delete_a_name_without_the_tenant_prefix(
