@@ -1,3 +1,4 @@
+import asyncio
 import base64
 import uuid
 from collections.abc import AsyncIterator
@@ -125,6 +126,26 @@ async def test_live_feed_gets_new_requests_and_ends_when_the_receiver_is_deleted
     await webhooks.delete(rid)
     assert [event async for event in events] == []
     assert live.receiver_gone
+
+
+async def test_a_feed_closed_while_waiting_leaves_no_reader_on_a_pooled_connection(
+    webhooks: WebhookDriver,
+) -> None:
+    # A client leaving a stream cancels the feed mid-read. A read left running would go on
+    # reading from the connection the pool hands to the next command and steal its reply.
+    rid = uuid.uuid4()
+    await webhooks.create(rid, LIMITS)
+    live = await webhooks.subscribe(rid)
+    waiting = asyncio.ensure_future(anext(live.events(keepalive_s=30)))
+    await asyncio.sleep(0.1)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    readers = [t for t in asyncio.all_tasks() if "get_message" in repr(t.get_coro())]
+    assert [t for t in readers if not t.done()] == []
+    for _ in range(20):
+        assert await webhooks.exists(rid)
+        assert await webhooks.stored_keys(rid) == 1
 
 
 async def test_feed_of_a_deleted_receiver_ends_at_once(webhooks: WebhookDriver) -> None:

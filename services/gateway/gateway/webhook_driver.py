@@ -26,7 +26,7 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -172,13 +172,13 @@ class LiveRequests:
         into an error page once it has started, and a client reconnects.
         """
         stop = asyncio.ensure_future(self._stopping.wait())
+        read: asyncio.Future[Any] | None = None
         try:
             while self._open:
                 # Subscribe confirmations are read here too, so None means only "quiet".
                 read = asyncio.ensure_future(self._pubsub.get_message(timeout=keepalive_s))
                 await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not read.done():
-                    read.cancel()
                     return
                 try:
                     message = read.result()
@@ -197,6 +197,12 @@ class LiveRequests:
                 yield _request_decoder.decode(data)
         finally:
             stop.cancel()
+            # The read must be over before the connection goes back to the pool: left running,
+            # it would read the replies of whichever command gets that connection next.
+            if read is not None and not read.done():
+                read.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                    await read
             await self.close()
 
     async def close(self) -> None:
