@@ -23,6 +23,7 @@ SPINUP_DIR = ".spinup"
 TEST_OVERRIDES: dict[str, str] = {
     "SPINUP_REAPER_INTERVAL_S": "0.5",
     "SPINUP_REAPER_ORPHAN_GRACE_S": "2",
+    "SPINUP_REAPER_USAGE_INTERVAL_S": "5",
 }
 
 

@@ -17,13 +17,17 @@ import msgspec
 import structlog
 
 from shared.contracts.errors import ErrorCode, PlatformUnavailableError, SpinupError
+from shared.contracts.events import CredentialsRotated as CredentialsRotatedEvent
 from shared.contracts.events import (
-    ResourceDeprovisioned as DeprovisionedEvent,
-)
-from shared.contracts.events import (
+    QuotaExceeded,
+    QuotaRestored,
     ResourceDeprovisionRequested,
     ResourceProvisionFailed,
     ResourceProvisionRequested,
+)
+from shared.contracts.events import ResourceClaimed as ResourceClaimedEvent
+from shared.contracts.events import (
+    ResourceDeprovisioned as DeprovisionedEvent,
 )
 from shared.contracts.events import (
     ResourceProvisioned as ProvisionedEvent,
@@ -34,22 +38,41 @@ from shared.contracts.kinds import (
     Limits,
     ResourceKind,
     ResourceStatus,
+    quota_bytes,
 )
-from shared.contracts.replies import ResourceDeprovisioned, ResourceProvisioned
+from shared.contracts.replies import (
+    CredentialsRotated,
+    ResourceClaimed,
+    ResourceDeprovisioned,
+    ResourceProvisioned,
+    UsageSwept,
+)
 from shared.eventlog.errors import ConcurrencyConflictError
 from shared.naming import resource_stream
 from shared.resources import ResourceState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Sequence
     from uuid import UUID
 
-    from shared.contracts.commands import DeprovisionResource, ProvisionResource
+    from shared.contracts.commands import (
+        ClaimResource,
+        DeprovisionResource,
+        ProvisionResource,
+        RotateCredentials,
+        SweepUsage,
+    )
     from shared.crypto.sealing import Keyring
+    from shared.eventlog.projections import ResourceReadModel
     from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("shared.lifecycle")
 _encoder = msgspec.json.Encoder()
+# A claim or rotation that loses a race with another event re-reads and tries again this often.
+_APPEND_ATTEMPTS = 5
+# Resources measured per driver call, and quota changes applied at once, in a usage sweep.
+_USAGE_BATCH = 500
+_SWEEP_CONCURRENCY = 8
 
 
 L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
@@ -75,6 +98,26 @@ class ResourceDriver(Protocol[L_contra]):
         """Remove the resource and cut its open connections."""
         ...
 
+    async def set_limits(self, resource_id: UUID, limits: L_contra) -> None:
+        """Bring the existing resource to ``limits`` (a claim); credentials stay as they are."""
+        ...
+
+    async def rotate(self, resource_id: UUID, limits: L_contra) -> Credentials:
+        """New credentials for the existing resource; the old ones stop working at once."""
+        ...
+
+    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Bytes used by each of these resources that exists in the backend."""
+        ...
+
+    async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
+        """Over quota: the backend refuses writes that add data. Called on every pass while over."""
+        ...
+
+    async def allow_writes(self, resource_id: UUID) -> None:
+        """Back under quota: undo ``block_writes`` (harmless when not blocked)."""
+        ...
+
 
 class ResourceLifecycle:
     """Runs commands for one driver against the event log."""
@@ -85,11 +128,13 @@ class ResourceLifecycle:
         keyring: Keyring,
         driver: ResourceDriver[Any],
         *,
+        resources: ResourceReadModel,
         create_concurrency: int,
         delete_concurrency: int,
         poll_interval: float = 0.05,
     ) -> None:
         self._store = store
+        self._resources = resources
         self._keyring = keyring
         self._driver = driver
         self._create_slots = asyncio.Semaphore(create_concurrency)
@@ -104,12 +149,16 @@ class ResourceLifecycle:
 
     # -- provision ---------------------------------------------------------------------------
 
+    def _ensure_own_kind(self, kind: ResourceKind | None, limits: Limits | None) -> None:
+        expected = LIMITS_BY_KIND[self._driver.kind]
+        if kind is not self._driver.kind or not isinstance(limits, expected):
+            named = kind.value if kind else "unknown"
+            msg = f"this worker makes {self._driver.kind.value} resources, not {named}"
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+
     async def provision(self, command: ProvisionResource) -> ResourceProvisioned:
         """Create the resource named by the command, or return what an earlier try created."""
-        expected = LIMITS_BY_KIND[self._driver.kind]
-        if command.kind is not self._driver.kind or not isinstance(command.limits, expected):
-            msg = f"this worker makes {self._driver.kind.value} resources, not {command.kind.value}"
-            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+        self._ensure_own_kind(command.kind, command.limits)
         state = await self._state(command.resource_id)
         if state.status is ResourceStatus.ACTIVE:
             return await self._replay(state)
@@ -130,6 +179,7 @@ class ResourceLifecycle:
             name=command.name,
             expires_at=command.expires_at,
             deadline=datetime.fromtimestamp(command.deadline, UTC),
+            account_id=command.account_id,
         )
         try:
             recorded = await self._store.append(
@@ -314,6 +364,157 @@ class ResourceLifecycle:
         msg = "The resource is still being removed; try again shortly."
         raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
 
+    # -- claim, rotate -------------------------------------------------------------------------
+
+    async def claim(self, command: ClaimResource) -> ResourceClaimed:
+        """Give the resource to the account: the backend gets the new limits, the TTL goes.
+
+        Claiming again for the same account answers ``already``; another account is refused.
+        """
+        for _ in range(_APPEND_ATTEMPTS):
+            state = await self._live_state(command.resource_id)
+            self._ensure_own_kind(state.kind, command.limits)
+            if state.account_id == command.account_id and state.claimed_at is not None:
+                return _claimed(state, command, already=True)
+            if state.account_id is not None:
+                msg = "This resource already belongs to another account."
+                raise SpinupError(ErrorCode.FORBIDDEN, msg)
+            async with self._create_slots:
+                await self._driver.set_limits(command.resource_id, command.limits)
+            claimed = ResourceClaimedEvent(
+                resource_id=command.resource_id,
+                account_id=command.account_id,
+                claim_id=command.claim_id,
+                tier=command.tier,
+                limits=command.limits,
+            )
+            try:
+                await self._store.append(
+                    resource_stream(command.resource_id),
+                    state.version,
+                    [claimed],
+                    command_id=command.command_id,
+                    correlation_id=command.correlation_id,
+                )
+            except ConcurrencyConflictError:
+                continue  # a sweep or a rotation got in first: decide again on the new state
+            return _claimed(state, command, already=False)
+        raise _busy_error()
+
+    async def rotate(self, command: RotateCredentials) -> CredentialsRotated:
+        """New credentials; the old ones stop working before this answers."""
+        state = await self._live_state(command.resource_id)
+        self._ensure_own_kind(state.kind, state.limits)
+        async with self._create_slots:
+            credentials = await self._driver.rotate(command.resource_id, state.limits)
+        sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
+        event = CredentialsRotatedEvent(resource_id=command.resource_id, credentials_sealed=sealed)
+        # The backend already changed: record it even if other events landed meanwhile.
+        for _ in range(_APPEND_ATTEMPTS):
+            try:
+                await self._store.append(
+                    resource_stream(command.resource_id),
+                    state.version,
+                    [event],
+                    command_id=command.command_id,
+                    correlation_id=command.correlation_id,
+                )
+            except ConcurrencyConflictError:
+                state = await self._state(command.resource_id)
+                if state.is_gone or state.status is ResourceStatus.DELETING:
+                    raise _gone_error(state) from None
+                continue
+            return CredentialsRotated(resource_id=command.resource_id, credentials=credentials)
+        raise _busy_error()
+
+    async def _live_state(self, resource_id: UUID) -> ResourceState:
+        state = await self._state(resource_id)
+        if state.status is ResourceStatus.ACTIVE:
+            return state
+        if state.status is ResourceStatus.PROVISIONING:
+            msg = "The resource is still being created; try again in a moment."
+            raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+        raise _gone_error(state)
+
+    # -- usage sweep -------------------------------------------------------------------------
+
+    async def sweep_usage(self, command: SweepUsage) -> UsageSwept:
+        """Measure every live resource of this kind; block writes at quota, lift them under.
+
+        The fact goes into the log before a block (a failed block is retried next pass, as the
+        block is re-applied on every pass while over) and after a lift (a failed lift leaves the
+        log saying "exceeded", so the next pass lifts again): the backend is never left blocked
+        with the log saying otherwise.
+        """
+        if command.kind is not self._driver.kind:
+            msg = (
+                f"this worker sweeps {self._driver.kind.value} resources, not {command.kind.value}"
+            )
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+        quotas = {
+            state.resource_id: (state, quota)
+            for state in await self._resources.live_of_kind(self._driver.kind)
+            if state.limits is not None and (quota := quota_bytes(state.limits)) is not None
+        }
+        measured: dict[UUID, int] = {}
+        ids = list(quotas)
+        for start in range(0, len(ids), _USAGE_BATCH):
+            measured.update(await self._driver.usage(ids[start : start + _USAGE_BATCH]))
+        if measured:
+            await self._resources.record_usage(measured)
+        slots = asyncio.Semaphore(_SWEEP_CONCURRENCY)
+
+        async def enforce(resource_id: UUID, usage: int) -> str | None:
+            state, quota = quotas[resource_id]
+            async with slots:
+                try:
+                    return await self._enforce(state, usage, quota, command)
+                except (SpinupError, ConcurrencyConflictError) as exc:
+                    log.warning(
+                        "lifecycle.quota.skipped", resource_id=str(resource_id), error=repr(exc)
+                    )
+                    return None
+
+        outcomes = await asyncio.gather(*(enforce(rid, used) for rid, used in measured.items()))
+        return UsageSwept(
+            kind=self._driver.kind,
+            measured=len(measured),
+            over_quota=sum(1 for rid, used in measured.items() if used >= quotas[rid][1]),
+            blocked=outcomes.count("blocked"),
+            unblocked=outcomes.count("unblocked"),
+        )
+
+    async def _enforce(
+        self, state: ResourceState, usage: int, quota: int, command: SweepUsage
+    ) -> str | None:
+        if usage >= quota:
+            if not state.quota_exceeded:
+                exceeded = QuotaExceeded(
+                    resource_id=state.resource_id, usage_bytes=usage, quota_bytes=quota
+                )
+                await self._append_fact(state, exceeded, command)
+            await self._driver.block_writes(state.resource_id, usage=usage, quota=quota)
+            return None if state.quota_exceeded else "blocked"
+        if state.quota_exceeded:
+            await self._driver.allow_writes(state.resource_id)
+            restored = QuotaRestored(
+                resource_id=state.resource_id, usage_bytes=usage, quota_bytes=quota
+            )
+            await self._append_fact(state, restored, command)
+            return "unblocked"
+        return None
+
+    async def _append_fact(
+        self, state: ResourceState, event: QuotaExceeded | QuotaRestored, command: SweepUsage
+    ) -> None:
+        await self._store.append(
+            resource_stream(state.resource_id),
+            state.version,
+            [event],
+            command_id=command.command_id,
+            correlation_id=command.correlation_id,
+        )
+
 
 def _already_gone(state: ResourceState, command: DeprovisionResource) -> ResourceDeprovisioned:
     return ResourceDeprovisioned(
@@ -343,3 +544,24 @@ def _reused_error() -> SpinupError:
         " Send a new Idempotency-Key to create another."
     )
     return SpinupError(ErrorCode.IDEMPOTENCY_KEY_REUSED, msg)
+
+
+def _gone_error(state: ResourceState) -> SpinupError:
+    if state.status is ResourceStatus.EXPIRED:
+        return SpinupError(ErrorCode.RESOURCE_GONE, "This resource expired and was deleted.")
+    return SpinupError(ErrorCode.NOT_FOUND, "No such resource (or it was deleted).")
+
+
+def _busy_error() -> SpinupError:
+    msg = "The resource is changing right now; try again in a moment."
+    return SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+
+
+def _claimed(state: ResourceState, command: ClaimResource, *, already: bool) -> ResourceClaimed:
+    return ResourceClaimed(
+        resource_id=state.resource_id,
+        account_id=command.account_id,
+        tier=state.tier if already and state.tier else command.tier,
+        limits=state.limits if already and state.limits else command.limits,
+        already=already,
+    )

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,8 @@ JWT_HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 JWT_VERSION = 2
 #: No limit, as nats-io/jwt spells it.
 NO_LIMIT = -1
+#: The ``revocations`` key that stands for every user of the account (nats-io/jwt ``All``).
+ALL_USERS = "*"
 _SEED_BYTES = 32
 _PUBLIC_KEY_BYTES = 35  # prefix byte + 32 key bytes + 2 CRC bytes
 
@@ -210,13 +213,20 @@ def _json(value: object) -> bytes:
 
 
 def encode_claims(
-    subject: str, nats: dict[str, Any], issuer: NKey, *, name: str | None = None
+    subject: str,
+    nats: dict[str, Any],
+    issuer: NKey,
+    *,
+    name: str | None = None,
+    issued_at: int | None = None,
 ) -> str:
     """Sign a JWT about ``subject`` whose ``nats`` section is ``nats``, issued by ``issuer``.
 
-    ``version`` is set to 2; ``jti``, ``iat`` and ``iss`` are filled in here.
+    ``version`` is set to 2; ``jti`` and ``iss`` are filled in here, ``iat`` too (now, in
+    seconds) unless ``issued_at`` is given.
     """
-    claims: dict[str, Any] = {"iat": int(time.time()), "iss": issuer.public_key}
+    iat = int(time.time()) if issued_at is None else issued_at
+    claims: dict[str, Any] = {"iat": iat, "iss": issuer.public_key}
     if name:
         claims["name"] = name
     claims["sub"] = subject
@@ -236,14 +246,53 @@ def operator_jwt(operator: NKey, *, name: str, system_account: str | None = None
     return encode_claims(operator.public_key, nats, operator, name=name)
 
 
-def account_jwt(account: str, operator: NKey, *, name: str, limits: AccountLimits) -> str:
-    """An account JWT for the public key ``account``, signed by the operator."""
-    nats = {"limits": limits.as_claim(), "default_permissions": {"pub": {}, "sub": {}}}
+def account_jwt(
+    account: str,
+    operator: NKey,
+    *,
+    name: str,
+    limits: AccountLimits,
+    revocations: Mapping[str, int] | None = None,
+) -> str:
+    """An account JWT for the public key ``account``, signed by the operator.
+
+    ``revocations`` maps a user public key, or ``ALL_USERS``, to a time in Unix seconds: the
+    server refuses (and disconnects) every user JWT of that key whose ``iat`` is at or before
+    it (nats-io/jwt ``RevocationList.IsRevoked``: revoked when ``ts >= iat``).
+    """
+    nats: dict[str, Any] = {
+        "limits": limits.as_claim(),
+        "default_permissions": {"pub": {}, "sub": {}},
+    }
+    if revocations:
+        nats["revocations"] = dict(revocations)
     return encode_claims(account, {**nats, "type": "account"}, operator, name=name)
 
 
-def user_jwt(user: str, account: NKey, *, name: str) -> str:
-    """A user JWT for the public key ``user``, signed by its account (no extra limits)."""
+def revocations_of(account_claims: Mapping[str, Any]) -> dict[str, int]:
+    """The ``revocations`` of decoded account claims (empty when there are none).
+
+    Raises:
+        NatsJwtError: the section is not a map of public keys to whole seconds.
+    """
+    nats = account_claims.get("nats")
+    revocations = nats.get("revocations") if isinstance(nats, dict) else None
+    if revocations is None:
+        return {}
+    if not isinstance(revocations, dict) or not all(
+        isinstance(key, str) and type(when) is int for key, when in revocations.items()
+    ):
+        msg = "account revocations are not a map of keys to seconds"
+        raise NatsJwtError(msg)
+    return dict(revocations)
+
+
+def user_jwt(user: str, account: NKey, *, name: str, issued_at: int | None = None) -> str:
+    """A user JWT for the public key ``user``, signed by its account (no extra limits).
+
+    ``issued_at`` (default now) is what the account's revocations are compared with: a user
+    issued after a revocation must carry a later ``iat`` than the revocation's time.
+    """
     nats = {
         "pub": {},
         "sub": {},
@@ -252,7 +301,7 @@ def user_jwt(user: str, account: NKey, *, name: str) -> str:
         "payload": NO_LIMIT,
         "type": "user",
     }
-    return encode_claims(user, nats, account, name=name)
+    return encode_claims(user, nats, account, name=name, issued_at=issued_at)
 
 
 def delete_accounts_claim(operator: NKey, accounts: list[str]) -> str:

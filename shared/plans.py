@@ -24,10 +24,25 @@ class PlanError(Exception):
     """``plans.yaml`` is missing, malformed or inconsistent; the message says where."""
 
 
+class Caps(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How many resources one client (anonymous) or one account may hold and make."""
+
+    active_per_kind: int
+    provisions_per_day: int
+
+
+class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How fast one client (anonymous) or one account may provision."""
+
+    provisions_per_minute: int
+
+
 class Tier(msgspec.Struct, frozen=True, kw_only=True):
-    """One tier: a TTL (null: permanent) and the limits of every kind, keyed by kind name."""
+    """One tier: a TTL (null: permanent), caps, a rate limit and the limits of every kind."""
 
     ttl_seconds: int | None
+    caps: Caps
+    rate_limit: RateLimit
     postgres: PostgresLimits
     redis: RedisLimits
     mongo: MongoLimits
@@ -46,6 +61,7 @@ class Plans(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """The whole file."""
 
     anonymous_tier: str
+    account_tier: str
     tiers: dict[str, Tier]
 
     @property
@@ -53,8 +69,19 @@ class Plans(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         """The tier every request without an account gets."""
         return self.tiers[self.anonymous_tier]
 
+    @property
+    def account(self) -> Tier:
+        """The tier a newly registered account starts on."""
+        return self.tiers[self.account_tier]
 
-_TIER_KEYS = {"ttl_seconds", "description", *(kind.value for kind in ResourceKind)}
+
+_TIER_KEYS = {
+    "ttl_seconds",
+    "description",
+    "caps",
+    "rate_limit",
+    *(kind.value for kind in ResourceKind),
+}
 
 
 def _check_known_keys(raw: Any) -> None:  # noqa: ANN401  (raw YAML before typing)
@@ -78,12 +105,20 @@ def _check_known_keys(raw: Any) -> None:  # noqa: ANN401  (raw YAML before typin
                 raise PlanError(msg)
 
 
+def _positive(path: str, section: msgspec.Struct) -> None:
+    for field in msgspec.structs.fields(section):
+        value = getattr(section, field.name)
+        if value <= 0:
+            msg = f"{path}.{field.name} must be positive, got {value}"
+            raise PlanError(msg)
+
+
 def _validate(plans: Plans) -> None:
-    if plans.anonymous_tier not in plans.tiers:
-        msg = (
-            f"anonymous_tier {plans.anonymous_tier!r} is not one of the tiers {sorted(plans.tiers)}"
-        )
-        raise PlanError(msg)
+    for setting in ("anonymous_tier", "account_tier"):
+        name = getattr(plans, setting)
+        if name not in plans.tiers:
+            msg = f"{setting} {name!r} is not one of the tiers {sorted(plans.tiers)}"
+            raise PlanError(msg)
     if plans.anonymous.ttl_seconds is None:
         msg = f"tier {plans.anonymous_tier!r} serves anonymous users and must have a ttl_seconds"
         raise PlanError(msg)
@@ -91,13 +126,10 @@ def _validate(plans: Plans) -> None:
         if tier.ttl_seconds is not None and tier.ttl_seconds <= 0:
             msg = f"tiers.{name}.ttl_seconds must be positive or null"
             raise PlanError(msg)
+        _positive(f"tiers.{name}.caps", tier.caps)
+        _positive(f"tiers.{name}.rate_limit", tier.rate_limit)
         for kind in ResourceKind:
-            limits = tier.limits(kind)
-            for field in msgspec.structs.fields(limits):
-                value = getattr(limits, field.name)
-                if value <= 0:
-                    msg = f"tiers.{name}.{kind.value}.{field.name} must be positive, got {value}"
-                    raise PlanError(msg)
+            _positive(f"tiers.{name}.{kind.value}", tier.limits(kind))
 
 
 def parse_plans(text: str | bytes, *, source: str = "plans.yaml") -> Plans:

@@ -12,7 +12,11 @@ from datetime import datetime
 from uuid import UUID
 
 from shared.contracts.events import (
+    CredentialsRotated,
     Event,
+    QuotaExceeded,
+    QuotaRestored,
+    ResourceClaimed,
     ResourceDeprovisioned,
     ResourceDeprovisionRequested,
     ResourceProvisioned,
@@ -44,8 +48,11 @@ class ResourceState:
     failure_code: str | None = None
     needs_cleanup: bool = False
     deprovision_reason: DeprovisionReason | None = None
+    account_id: UUID | None = None
+    claimed_at: datetime | None = None
+    quota_exceeded: bool = False
 
-    def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:
+    def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:  # noqa: PLR0911  (one return per event type)
         """The state after ``event``."""
         state = replace(self, version=self.version + 1, updated_at=recorded_at)
         match event:
@@ -65,6 +72,7 @@ class ResourceState:
                     provision_command_id=command_id,
                     failure_code=None,
                     needs_cleanup=False,
+                    account_id=event.account_id,
                 )
             case ResourceProvisioned():
                 return replace(
@@ -96,6 +104,21 @@ class ResourceState:
                     needs_cleanup=False,
                     deprovision_reason=event.reason,
                 )
+            case ResourceClaimed():
+                return replace(
+                    state,
+                    account_id=event.account_id,
+                    tier=event.tier,
+                    limits=event.limits,
+                    expires_at=None,
+                    claimed_at=recorded_at,
+                )
+            case CredentialsRotated():
+                return replace(state, credentials_sealed=event.credentials_sealed)
+            case QuotaExceeded():
+                return replace(state, quota_exceeded=True)
+            case QuotaRestored():
+                return replace(state, quota_exceeded=False)
         return state
 
     @classmethod

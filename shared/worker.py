@@ -18,8 +18,10 @@ import uvloop
 
 from shared.bus import Bus
 from shared.config import Env
+from shared.contracts.kinds import ResourceKind
+from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
@@ -83,6 +85,24 @@ S = TypeVar("S", bound=HasWorkerSettings)
 Register = Callable[[Bus, ResourceLifecycle], Awaitable[None]]
 
 
+async def serve_lifecycle(
+    bus: Bus, lifecycle: ResourceLifecycle, kind: ResourceKind, *, max_in_flight: int
+) -> None:
+    """Subscribe every command of ``kind`` in its worker's queue group.
+
+    ``max_in_flight`` bounds the handlers waiting for a slot or a reply; beyond it, messages
+    wait in NATS. One usage sweep at a time per replica: a sweep already covers every resource.
+    """
+    endpoints = ENDPOINTS[kind]
+    await bus.serve(endpoints.provision, lifecycle.provision, max_in_flight=max_in_flight)
+    await bus.serve(endpoints.deprovision, lifecycle.deprovision, max_in_flight=max_in_flight)
+    await bus.serve(endpoints.claim, lifecycle.claim, max_in_flight=max_in_flight)
+    await bus.serve(endpoints.rotate, lifecycle.rotate, max_in_flight=max_in_flight)
+    await bus.serve(endpoints.sweep_usage, lifecycle.sweep_usage, max_in_flight=1)
+    # The server has the subscriptions once this returns: a worker reported ready answers.
+    await bus.nc.flush()
+
+
 async def serve_kind(
     service: str, settings: WorkerSettings, driver: ResourceDriver[Any], register: Register
 ) -> None:
@@ -101,6 +121,7 @@ async def serve_kind(
             EventStore(platform, keyring, [ResourceProjection()]),
             keyring,
             driver,
+            resources=ResourceReadModel(platform),
             create_concurrency=settings.create_concurrency,
             delete_concurrency=settings.delete_concurrency,
         )

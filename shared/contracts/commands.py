@@ -24,7 +24,10 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 
 
 class ProvisionResource(Command, frozen=True, kw_only=True):
-    """Create one resource of ``kind`` with ``limits``; the gateway has minted its token."""
+    """Create one resource of ``kind`` with ``limits``; the gateway has minted its token.
+
+    ``account_id`` is the owner when the caller authenticated; null for anonymous resources.
+    """
 
     resource_id: UUID
     kind: ResourceKind
@@ -34,6 +37,7 @@ class ProvisionResource(Command, frozen=True, kw_only=True):
     fingerprint: str
     name: str | None = None
     expires_at: datetime | None = None
+    account_id: UUID | None = None
 
 
 class DeprovisionResource(Command, frozen=True, kw_only=True):
@@ -41,3 +45,28 @@ class DeprovisionResource(Command, frozen=True, kw_only=True):
 
     resource_id: UUID
     reason: DeprovisionReason
+
+
+class ClaimResource(Command, frozen=True, kw_only=True):
+    """Move an anonymous resource into ``account_id``: backend limits raised, TTL dropped.
+
+    Credentials and connection URL do not change.
+    """
+
+    resource_id: UUID
+    account_id: UUID
+    claim_id: UUID
+    tier: str
+    limits: Limits
+
+
+class RotateCredentials(Command, frozen=True, kw_only=True):
+    """Issue new credentials for a live resource; the previous ones stop working at once."""
+
+    resource_id: UUID
+
+
+class SweepUsage(Command, frozen=True, kw_only=True):
+    """Measure every live resource of the worker's kind; block writes over quota, lift under."""
+
+    kind: ResourceKind

@@ -29,6 +29,20 @@ class ErrorCode(StrEnum):
     PLATFORM_UNAVAILABLE = "platform_unavailable"
     INVALID_COMMAND = "invalid_command"
     INTERNAL_ERROR = "internal_error"
+    # accounts and auth
+    UNAUTHORIZED = "unauthorized"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    INSUFFICIENT_SCOPE = "insufficient_scope"
+    FORBIDDEN = "forbidden"
+    EMAIL_TAKEN = "email_taken"
+    # plans, quotas and abuse controls
+    RATE_LIMITED = "rate_limited"
+    PLAN_LIMIT_REACHED = "plan_limit_reached"
+    # claim
+    INVALID_CLAIM_TOKEN = "invalid_claim_token"  # noqa: S105  (an error code)
+    CLAIM_TOKEN_EXPIRED = "claim_token_expired"  # noqa: S105
+    CLAIM_ALREADY_USED = "claim_already_used"
+    NOTHING_TO_CLAIM = "nothing_to_claim"
 
 
 class SpinupError(Exception):
@@ -37,11 +51,23 @@ class SpinupError(Exception):
     ``message`` must never contain secrets or a library's ``repr``: it is what the user reads.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        retryable: bool = False,
+        agent_action: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.retryable = retryable
+        #: One sentence telling a coding agent what to do next (claim, upgrade, delete…).
+        self.agent_action = agent_action
+        #: Seconds a client should wait before trying again (HTTP ``Retry-After``).
+        self.retry_after_s = retry_after_s
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.code.value!r}, {self.message!r})"

@@ -15,13 +15,20 @@ from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
-    """Base of every event."""
+    """Base of every event; the class name is the stored tag."""
+
+
+# -- resources: stream ``resource-<id>`` ---------------------------------------------------------
+
+
+class ResourceEventBase(Event, frozen=True, kw_only=True):
+    """Fields of every event in a resource's stream."""
 
     resource_id: UUID
 
 
-class ResourceProvisionRequested(Event, frozen=True, kw_only=True):
-    """Intent, recorded before any backend is touched."""
+class ResourceProvisionRequested(ResourceEventBase, frozen=True, kw_only=True):
+    """Intent, recorded before any backend is touched. ``account_id`` null: anonymous."""
 
     kind: ResourceKind
     tier: str
@@ -31,15 +38,16 @@ class ResourceProvisionRequested(Event, frozen=True, kw_only=True):
     name: str | None
     expires_at: datetime | None
     deadline: datetime
+    account_id: UUID | None = None
 
 
-class ResourceProvisioned(Event, frozen=True, kw_only=True):
+class ResourceProvisioned(ResourceEventBase, frozen=True, kw_only=True):
     """The backend object exists; ``credentials_sealed`` is AES-256-GCM sealed credentials."""
 
     credentials_sealed: str
 
 
-class ResourceProvisionFailed(Event, frozen=True, kw_only=True):
+class ResourceProvisionFailed(ResourceEventBase, frozen=True, kw_only=True):
     """Provisioning failed. ``cleaned_up`` false means something may be left in the backend."""
 
     code: str
@@ -47,16 +55,45 @@ class ResourceProvisionFailed(Event, frozen=True, kw_only=True):
     cleaned_up: bool
 
 
-class ResourceDeprovisionRequested(Event, frozen=True, kw_only=True):
+class ResourceDeprovisionRequested(ResourceEventBase, frozen=True, kw_only=True):
     """Intent to remove, recorded before the backend is touched."""
 
     reason: DeprovisionReason
 
 
-class ResourceDeprovisioned(Event, frozen=True, kw_only=True):
+class ResourceDeprovisioned(ResourceEventBase, frozen=True, kw_only=True):
     """Nothing of the resource remains in its backend."""
 
     reason: DeprovisionReason
+
+
+class ResourceClaimed(ResourceEventBase, frozen=True, kw_only=True):
+    """An account took the resource over: its TTL is gone and the backend has these limits."""
+
+    account_id: UUID
+    claim_id: UUID
+    tier: str
+    limits: Limits
+
+
+class CredentialsRotated(ResourceEventBase, frozen=True, kw_only=True):
+    """New credentials work and the previous ones no longer do (sealed like at provisioning)."""
+
+    credentials_sealed: str
+
+
+class QuotaExceeded(ResourceEventBase, frozen=True, kw_only=True):
+    """A usage sweep found the resource at or over its quota; the backend now refuses writes."""
+
+    usage_bytes: int
+    quota_bytes: int
+
+
+class QuotaRestored(ResourceEventBase, frozen=True, kw_only=True):
+    """Back under quota; the backend accepts writes again."""
+
+    usage_bytes: int
+    quota_bytes: int
 
 
 ResourceEvent = (
@@ -65,7 +102,82 @@ ResourceEvent = (
     | ResourceProvisionFailed
     | ResourceDeprovisionRequested
     | ResourceDeprovisioned
+    | ResourceClaimed
+    | CredentialsRotated
+    | QuotaExceeded
+    | QuotaRestored
 )
+
+
+# -- accounts: stream ``account-<id>`` ----------------------------------------------------------
+
+
+class AccountEventBase(Event, frozen=True, kw_only=True):
+    """Fields of every event in an account's stream."""
+
+    account_id: UUID
+
+
+class AccountRegistered(AccountEventBase, frozen=True, kw_only=True):
+    """A new account; ``password_hash`` is a memory-hard KDF hash (never the password)."""
+
+    email: str
+    password_hash: str
+    tier: str
+
+
+class AccessTokenCreated(AccountEventBase, frozen=True, kw_only=True):
+    """A personal access token; only its SHA-256 ``token_hash`` is kept."""
+
+    token_id: UUID
+    name: str
+    scopes: list[str]
+    token_hash: str
+    expires_at: datetime | None = None
+
+
+class AccessTokenRevoked(AccountEventBase, frozen=True, kw_only=True):
+    """The token no longer authenticates."""
+
+    token_id: UUID
+
+
+class SessionRevoked(AccountEventBase, frozen=True, kw_only=True):
+    """A session JWT (by ``jti``) no longer authenticates, though unexpired (a logout)."""
+
+    jti: str
+    expires_at: datetime
+
+
+AccountEvent = AccountRegistered | AccessTokenCreated | AccessTokenRevoked | SessionRevoked
+
+
+# -- claims: stream ``claim-<claim id>`` (the claim token's id) --------------------------------
+
+
+class ClaimEventBase(Event, frozen=True, kw_only=True):
+    """Fields of every event in a claim's stream."""
+
+    claim_id: UUID
+    account_id: UUID
+
+
+class ClaimStarted(ClaimEventBase, frozen=True, kw_only=True):
+    """An account began moving these anonymous resources into itself; the token is now used."""
+
+    fingerprint: str
+    resource_ids: list[UUID]
+
+
+class ClaimCompleted(ClaimEventBase, frozen=True, kw_only=True):
+    """Every resource of the claim is the account's, with its limits raised in the backend."""
+
+    resource_ids: list[UUID]
+
+
+ClaimEvent = ClaimStarted | ClaimCompleted
+
+StoredEvent = ResourceEvent | AccountEvent | ClaimEvent
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -78,4 +190,4 @@ class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):
     command_id: UUID
     correlation_id: str
     recorded_at: datetime
-    event: ResourceEvent
+    event: StoredEvent

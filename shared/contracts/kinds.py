@@ -92,6 +92,25 @@ class WebhookLimits(msgspec.Struct, frozen=True, kw_only=True, tag="webhook"):
 
 Limits = PostgresLimits | RedisLimits | MongoLimits | NatsLimits | S3Limits | WebhookLimits
 
+MB = 1024 * 1024
+
+
+def quota_bytes(limits: Limits) -> int | None:
+    """The size a usage sweep holds the resource to, or None for kinds without one.
+
+    NATS is held to its JetStream file storage, which the server also enforces by itself.
+    """
+    match limits:
+        case PostgresLimits() | MongoLimits() | S3Limits():
+            return limits.storage_mb * MB
+        case RedisLimits():
+            return limits.memory_mb * MB
+        case NatsLimits():
+            return limits.disk_storage_mb * MB
+        case WebhookLimits():
+            return None
+
+
 LIMITS_BY_KIND: dict[ResourceKind, type[Limits]] = {
     ResourceKind.POSTGRES: PostgresLimits,
     ResourceKind.REDIS: RedisLimits,

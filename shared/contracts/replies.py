@@ -53,3 +53,30 @@ class CommandFailed(Reply, frozen=True, kw_only=True):
     code: str
     message: str
     retryable: bool
+
+
+class ResourceClaimed(Reply, frozen=True, kw_only=True):
+    """The resource belongs to the account, with these limits in force and no expiry."""
+
+    resource_id: UUID
+    account_id: UUID
+    tier: str
+    limits: Limits
+    already: bool = False
+
+
+class CredentialsRotated(Reply, frozen=True, kw_only=True):
+    """The new credentials; the old ones no longer work."""
+
+    resource_id: UUID
+    credentials: Credentials
+
+
+class UsageSwept(Reply, frozen=True, kw_only=True):
+    """What one usage sweep of a kind measured and changed."""
+
+    kind: ResourceKind
+    measured: int
+    over_quota: int
+    blocked: int
+    unblocked: int

@@ -9,17 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared.contracts.commands import Command, DeprovisionResource, ProvisionResource
-from shared.contracts.events import (
-    Event,
-    ResourceDeprovisioned,
-    ResourceDeprovisionRequested,
-    ResourceProvisioned,
-    ResourceProvisionFailed,
-    ResourceProvisionRequested,
+from shared.contracts import events
+from shared.contracts.commands import (
+    ClaimResource,
+    Command,
+    DeprovisionResource,
+    ProvisionResource,
+    RotateCredentials,
+    SweepUsage,
 )
 from shared.contracts.kinds import ResourceKind
-from shared.contracts.replies import Reply
+from shared.contracts.replies import CredentialsRotated as RotatedReply
+from shared.contracts.replies import Reply, UsageSwept
+from shared.contracts.replies import ResourceClaimed as ClaimedReply
 from shared.contracts.replies import ResourceDeprovisioned as DeprovisionedReply
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
 
@@ -44,125 +46,108 @@ class Endpoint(Generic[C, R]):
 
 REPLY_GRACE_S = 1.0
 
-PROVISION_POSTGRES = Endpoint(
-    subject="prov.v1.postgres.provision",
-    command=ProvisionResource,
-    reply=ProvisionedReply,
-    queue="pg-provisioner",
-    timeout=15.0,
-)
-DEPROVISION_POSTGRES = Endpoint(
-    subject="prov.v1.postgres.deprovision",
-    command=DeprovisionResource,
-    reply=DeprovisionedReply,
-    queue="pg-provisioner",
-    # DROP DATABASE forces a checkpoint; the first one after a burst of creates took seconds.
-    timeout=30.0,
-)
-PROVISION_REDIS = Endpoint(
-    subject="prov.v1.redis.provision",
-    command=ProvisionResource,
-    reply=ProvisionedReply,
-    queue="redis-provisioner",
-    timeout=10.0,
-)
-DEPROVISION_REDIS = Endpoint(
-    subject="prov.v1.redis.deprovision",
-    command=DeprovisionResource,
-    reply=DeprovisionedReply,
-    queue="redis-provisioner",
-    # Deleting a tenant's keys is a SCAN over the prefix: proportional to what it stored.
-    timeout=30.0,
-)
-PROVISION_MONGO = Endpoint(
-    subject="prov.v1.mongo.provision",
-    command=ProvisionResource,
-    reply=ProvisionedReply,
-    queue="mongo-provisioner",
-    timeout=15.0,
-)
-DEPROVISION_MONGO = Endpoint(
-    subject="prov.v1.mongo.deprovision",
-    command=DeprovisionResource,
-    reply=DeprovisionedReply,
-    queue="mongo-provisioner",
-    timeout=30.0,
-)
-PROVISION_NATS = Endpoint(
-    subject="prov.v1.nats.provision",
-    command=ProvisionResource,
-    reply=ProvisionedReply,
-    queue="queue-provisioner",
-    timeout=10.0,
-)
-DEPROVISION_NATS = Endpoint(
-    subject="prov.v1.nats.deprovision",
-    command=DeprovisionResource,
-    reply=DeprovisionedReply,
-    queue="queue-provisioner",
-    timeout=15.0,
-)
-PROVISION_S3 = Endpoint(
-    subject="prov.v1.s3.provision",
-    command=ProvisionResource,
-    reply=ProvisionedReply,
-    queue="storage-provisioner",
-    timeout=15.0,
-)
-DEPROVISION_S3 = Endpoint(
-    subject="prov.v1.s3.deprovision",
-    command=DeprovisionResource,
-    reply=DeprovisionedReply,
-    queue="storage-provisioner",
-    # Emptying a bucket deletes its objects one page at a time.
-    timeout=60.0,
-)
-# Webhook receivers live in the platform Redis; the gateway itself serves these commands.
-PROVISION_WEBHOOK = Endpoint(
-    subject="prov.v1.webhook.provision",
-    command=ProvisionResource,
-    reply=ProvisionedReply,
-    queue="gateway-webhooks",
-    timeout=5.0,
-)
-DEPROVISION_WEBHOOK = Endpoint(
-    subject="prov.v1.webhook.deprovision",
-    command=DeprovisionResource,
-    reply=DeprovisionedReply,
-    queue="gateway-webhooks",
-    timeout=10.0,
-)
 
-PROVISION_ENDPOINTS: dict[ResourceKind, Endpoint[ProvisionResource, ProvisionedReply]] = {
-    ResourceKind.POSTGRES: PROVISION_POSTGRES,
-    ResourceKind.REDIS: PROVISION_REDIS,
-    ResourceKind.MONGO: PROVISION_MONGO,
-    ResourceKind.NATS: PROVISION_NATS,
-    ResourceKind.S3: PROVISION_S3,
-    ResourceKind.WEBHOOK: PROVISION_WEBHOOK,
+@dataclass(frozen=True, slots=True)
+class KindEndpoints:
+    """Every command one kind's worker answers, all in that worker's queue group."""
+
+    provision: Endpoint[ProvisionResource, ProvisionedReply]
+    deprovision: Endpoint[DeprovisionResource, DeprovisionedReply]
+    claim: Endpoint[ClaimResource, ClaimedReply]
+    rotate: Endpoint[RotateCredentials, RotatedReply]
+    sweep_usage: Endpoint[SweepUsage, UsageSwept]
+
+
+def _kind_endpoints(
+    kind: ResourceKind,
+    queue: str,
+    *,
+    provision_timeout: float,
+    deprovision_timeout: float,
+    sweep_timeout: float = 60.0,
+) -> KindEndpoints:
+    base = f"prov.v1.{kind.value}"
+    return KindEndpoints(
+        provision=Endpoint(
+            f"{base}.provision", ProvisionResource, ProvisionedReply, queue, provision_timeout
+        ),
+        deprovision=Endpoint(
+            f"{base}.deprovision",
+            DeprovisionResource,
+            DeprovisionedReply,
+            queue,
+            deprovision_timeout,
+        ),
+        # A claim or a rotation changes an existing object: no heavier than a create.
+        claim=Endpoint(f"{base}.claim", ClaimResource, ClaimedReply, queue, provision_timeout),
+        rotate=Endpoint(
+            f"{base}.rotate", RotateCredentials, RotatedReply, queue, provision_timeout
+        ),
+        sweep_usage=Endpoint(f"{base}.sweep_usage", SweepUsage, UsageSwept, queue, sweep_timeout),
+    )
+
+
+ENDPOINTS: dict[ResourceKind, KindEndpoints] = {
+    ResourceKind.POSTGRES: _kind_endpoints(
+        ResourceKind.POSTGRES,
+        "pg-provisioner",
+        provision_timeout=15.0,
+        # DROP DATABASE forces a checkpoint; the first one after a burst of creates took seconds.
+        deprovision_timeout=30.0,
+    ),
+    ResourceKind.REDIS: _kind_endpoints(
+        ResourceKind.REDIS,
+        "redis-provisioner",
+        provision_timeout=10.0,
+        # Deleting a tenant's keys is a SCAN over the prefix: proportional to what it stored.
+        deprovision_timeout=30.0,
+    ),
+    ResourceKind.MONGO: _kind_endpoints(
+        ResourceKind.MONGO, "mongo-provisioner", provision_timeout=15.0, deprovision_timeout=30.0
+    ),
+    ResourceKind.NATS: _kind_endpoints(
+        ResourceKind.NATS, "queue-provisioner", provision_timeout=10.0, deprovision_timeout=15.0
+    ),
+    ResourceKind.S3: _kind_endpoints(
+        ResourceKind.S3,
+        "storage-provisioner",
+        provision_timeout=15.0,
+        # Emptying a bucket deletes its objects one page at a time.
+        deprovision_timeout=60.0,
+    ),
+    # Webhook receivers live in the platform Redis; the gateway itself serves these commands.
+    ResourceKind.WEBHOOK: _kind_endpoints(
+        ResourceKind.WEBHOOK, "gateway-webhooks", provision_timeout=5.0, deprovision_timeout=10.0
+    ),
 }
-DEPROVISION_ENDPOINTS: dict[ResourceKind, Endpoint[DeprovisionResource, DeprovisionedReply]] = {
-    ResourceKind.POSTGRES: DEPROVISION_POSTGRES,
-    ResourceKind.REDIS: DEPROVISION_REDIS,
-    ResourceKind.MONGO: DEPROVISION_MONGO,
-    ResourceKind.NATS: DEPROVISION_NATS,
-    ResourceKind.S3: DEPROVISION_S3,
-    ResourceKind.WEBHOOK: DEPROVISION_WEBHOOK,
-}
+
+PROVISION_ENDPOINTS = {kind: endpoints.provision for kind, endpoints in ENDPOINTS.items()}
+DEPROVISION_ENDPOINTS = {kind: endpoints.deprovision for kind, endpoints in ENDPOINTS.items()}
+PROVISION_POSTGRES = PROVISION_ENDPOINTS[ResourceKind.POSTGRES]
 
 EVENTS_STREAM = "PLATFORM_EVENTS"
 EVENTS_SUBJECT_FILTER = "evt.v1.>"
 RESOURCE_EVENTS_FILTER = "evt.v1.resource.>"
 
-EVENT_SUBJECTS: dict[type[Event], str] = {
-    ResourceProvisionRequested: "evt.v1.resource.provision_requested",
-    ResourceProvisioned: "evt.v1.resource.provisioned",
-    ResourceProvisionFailed: "evt.v1.resource.provision_failed",
-    ResourceDeprovisionRequested: "evt.v1.resource.deprovision_requested",
-    ResourceDeprovisioned: "evt.v1.resource.deprovisioned",
+EVENT_SUBJECTS: dict[type[events.Event], str] = {
+    events.ResourceProvisionRequested: "evt.v1.resource.provision_requested",
+    events.ResourceProvisioned: "evt.v1.resource.provisioned",
+    events.ResourceProvisionFailed: "evt.v1.resource.provision_failed",
+    events.ResourceDeprovisionRequested: "evt.v1.resource.deprovision_requested",
+    events.ResourceDeprovisioned: "evt.v1.resource.deprovisioned",
+    events.ResourceClaimed: "evt.v1.resource.claimed",
+    events.CredentialsRotated: "evt.v1.resource.credentials_rotated",
+    events.QuotaExceeded: "evt.v1.resource.quota_exceeded",
+    events.QuotaRestored: "evt.v1.resource.quota_restored",
+    events.AccountRegistered: "evt.v1.account.registered",
+    events.AccessTokenCreated: "evt.v1.account.access_token_created",
+    events.AccessTokenRevoked: "evt.v1.account.access_token_revoked",
+    events.SessionRevoked: "evt.v1.account.session_revoked",
+    events.ClaimStarted: "evt.v1.claim.started",
+    events.ClaimCompleted: "evt.v1.claim.completed",
 }
 
 
-def event_subject(event: Event) -> str:
+def event_subject(event: events.Event) -> str:
     """The JetStream subject an event is relayed on."""
     return EVENT_SUBJECTS[type(event)]

@@ -7,10 +7,10 @@ from typing import Any
 
 import msgspec
 
-from shared.contracts.events import Event, ResourceEvent
+from shared.contracts.events import Event, StoredEvent
 
 _encoder = msgspec.json.Encoder()
-_decoder: msgspec.json.Decoder[ResourceEvent] = msgspec.json.Decoder(ResourceEvent)
+_decoder: msgspec.json.Decoder[StoredEvent] = msgspec.json.Decoder(StoredEvent)
 
 # tag -> function from the stored dict to today's dict. Empty until an event changes shape.
 UPCASTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -26,10 +26,10 @@ def encode_event(event: Event) -> str:
     return _encoder.encode(event).decode()
 
 
-def decode_event(event_type_tag: str, data: str | bytes) -> ResourceEvent:
+def decode_event(event_type_tag: str, data: str | bytes) -> StoredEvent:
     """Today's event object from a stored row, upcasting older shapes."""
     upcast = UPCASTERS.get(event_type_tag)
     if upcast is None:
         return _decoder.decode(data)
-    upcasted: ResourceEvent = msgspec.convert(upcast(msgspec.json.decode(data)), ResourceEvent)
+    upcasted: StoredEvent = msgspec.convert(upcast(msgspec.json.decode(data)), StoredEvent)
     return upcasted

@@ -6,6 +6,7 @@ event data, never from the clock, so a rebuild from the log gives the same table
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -19,17 +20,19 @@ from shared.eventlog.schema import APPEND_LOCK
 from shared.resources import ResourceState
 
 _STREAM_PREFIX = "resource-"
+_GONE = (ResourceStatus.DELETED, ResourceStatus.EXPIRED, ResourceStatus.NONE)
 _limits_decoder: msgspec.json.Decoder[Limits] = msgspec.json.Decoder(Limits)
 _encoder = msgspec.json.Encoder()
 
 _COLUMNS = (
     "id, version, status, kind, tier, limits, token_hash, fingerprint, name, created_at,"
     " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
-    " needs_cleanup, deprovision_reason"
+    " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded"
 )
 _UPSERT = f"""
 INSERT INTO resources ({_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+        $19, $20, $21)
 ON CONFLICT (id) DO UPDATE SET
 """ + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
 
@@ -54,6 +57,9 @@ def _row_values(state: ResourceState) -> tuple[Any, ...]:
         state.failure_code,
         state.needs_cleanup,
         state.deprovision_reason.value if state.deprovision_reason else None,
+        state.account_id,
+        state.claimed_at,
+        state.quota_exceeded,
     )
 
 
@@ -79,6 +85,9 @@ def _state_from_row(row: asyncpg.Record) -> ResourceState:
         deprovision_reason=(
             DeprovisionReason(row["deprovision_reason"]) if row["deprovision_reason"] else None
         ),
+        account_id=row["account_id"],
+        claimed_at=row["claimed_at"],
+        quota_exceeded=row["quota_exceeded"],
     )
 
 
@@ -162,6 +171,87 @@ class ResourceReadModel:
                 f"SELECT {_COLUMNS} FROM resources WHERE id = $1", resource_id
             )
         return _state_from_row(row) if row else None
+
+    async def live_of_kind(self, kind: ResourceKind) -> list[ResourceState]:
+        """Every active resource of ``kind`` (what a usage sweep measures)."""
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = $2 ORDER BY id",
+                kind.value,
+                ResourceStatus.ACTIVE.value,
+            )
+        return [_state_from_row(row) for row in rows]
+
+    async def of_account(
+        self, account_id: UUID, kind: ResourceKind | None = None
+    ) -> list[ResourceState]:
+        """The account's resources that are not gone, oldest first, optionally of one kind."""
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM resources WHERE account_id = $1"
+                " AND ($2::text IS NULL OR kind = $2) AND status <> ALL($3::text[])"
+                " ORDER BY created_at, id",
+                account_id,
+                kind.value if kind else None,
+                [s.value for s in _GONE],
+            )
+        return [_state_from_row(row) for row in rows]
+
+    async def unclaimed_of_fingerprint(self, fingerprint: str) -> list[ResourceState]:
+        """Anonymous, live resources made from one client network, oldest first."""
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM resources WHERE fingerprint = $1 AND account_id IS NULL"
+                " AND status = $2 ORDER BY created_at, id",
+                fingerprint,
+                ResourceStatus.ACTIVE.value,
+            )
+        return [_state_from_row(row) for row in rows]
+
+    async def count_held(
+        self, kind: ResourceKind, *, account_id: UUID | None, fingerprint: str
+    ) -> tuple[int, int]:
+        """(live resources of ``kind``, resources made in the last 24 h) of one holder.
+
+        The holder is the account when ``account_id`` is given, else the anonymous resources of
+        the client network ``fingerprint``.
+        """
+        async with platform_errors():
+            row = await self._pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE kind = $1 AND status = ANY($4::text[])) AS live,"
+                " count(*) FILTER (WHERE created_at > now() - interval '1 day') AS today"
+                " FROM resources WHERE CASE WHEN $2::uuid IS NULL"
+                " THEN account_id IS NULL AND fingerprint = $3 ELSE account_id = $2 END",
+                kind.value,
+                account_id,
+                fingerprint,
+                [ResourceStatus.PROVISIONING.value, ResourceStatus.ACTIVE.value],
+            )
+        if row is None:  # pragma: no cover  (an aggregate always returns a row)
+            return 0, 0
+        return int(row["live"]), int(row["today"])
+
+    async def usage_of(self, resource_ids: list[UUID]) -> dict[UUID, tuple[int, datetime]]:
+        """The last measured usage (bytes, when) of each of these resources that has one."""
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                "SELECT resource_id, usage_bytes, measured_at FROM resource_usage"
+                " WHERE resource_id = ANY($1::uuid[])",
+                resource_ids,
+            )
+        return {row["resource_id"]: (row["usage_bytes"], row["measured_at"]) for row in rows}
+
+    async def record_usage(self, measured: dict[UUID, int]) -> None:
+        """Overwrite the last measured usage of these resources."""
+        async with platform_errors():
+            await self._pool.execute(
+                "INSERT INTO resource_usage (resource_id, usage_bytes, measured_at)"
+                " SELECT id, bytes, now() FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes)"
+                " ON CONFLICT (resource_id) DO UPDATE"
+                " SET usage_bytes = EXCLUDED.usage_bytes, measured_at = EXCLUDED.measured_at",
+                list(measured),
+                list(measured.values()),
+            )
 
     async def all_rows(self) -> list[ResourceState]:
         """Every row, ordered by id (for rebuild comparisons and admin tools)."""

@@ -60,8 +60,21 @@ CREATE TABLE IF NOT EXISTS resources (
     needs_cleanup        boolean     NOT NULL,
     deprovision_reason   text
 );
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS account_id uuid;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS quota_exceeded boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
 CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);
+CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);
+CREATE INDEX IF NOT EXISTS resources_kind_status ON resources (kind, status);
+
+-- What the last usage sweep measured: an observation, not a fact of the log, so it is a plain
+-- table overwritten by each sweep (a measurement every minute would swamp the log).
+CREATE TABLE IF NOT EXISTS resource_usage (
+    resource_id  uuid PRIMARY KEY,
+    usage_bytes  bigint      NOT NULL,
+    measured_at  timestamptz NOT NULL
+);
 """
 
 

@@ -11,14 +11,15 @@ import pytest
 from devstack.procs import free_ports
 from devstack.stack import Stack
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SHORT_TTL_S = 3
 
 
 @pytest.fixture(scope="session")
-def short_ttl_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def short_ttl_gateway_url(
+    stack: Stack, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     """A second gateway whose anonymous tier lives ``SHORT_TTL_S`` seconds, for expiry tests."""
-    plans = (REPO_ROOT / "plans.yaml").read_text()
+    plans = Path(env["SPINUP_PLANS_FILE"]).read_text()
     short_plans = tmp_path_factory.mktemp("short-ttl") / "plans.yaml"
     short_plans.write_text(plans.replace("ttl_seconds: 86400", f"ttl_seconds: {SHORT_TTL_S}", 1))
     gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_PLANS_FILE": str(short_plans)})

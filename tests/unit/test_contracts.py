@@ -21,16 +21,26 @@ STORED_EVENT_TAGS = {
     "ResourceProvisionFailed",
     "ResourceDeprovisionRequested",
     "ResourceDeprovisioned",
+    "ResourceClaimed",
+    "CredentialsRotated",
+    "QuotaExceeded",
+    "QuotaRestored",
+    "AccountRegistered",
+    "AccessTokenCreated",
+    "AccessTokenRevoked",
+    "SessionRevoked",
+    "ClaimStarted",
+    "ClaimCompleted",
 }
 
 
 def test_stored_event_tags_are_pinned() -> None:
-    tags = {cls.__struct_config__.tag for cls in events.ResourceEvent.__args__}
+    tags = {cls.__struct_config__.tag for cls in events.StoredEvent.__args__}
     assert tags == STORED_EVENT_TAGS
 
 
 def test_every_event_has_one_subject_in_the_events_namespace() -> None:
-    assert set(EVENT_SUBJECTS) == set(events.ResourceEvent.__args__)
+    assert set(EVENT_SUBJECTS) == set(events.StoredEvent.__args__)
     assert len(set(EVENT_SUBJECTS.values())) == len(EVENT_SUBJECTS)
     assert all(s.startswith("evt.v1.") for s in EVENT_SUBJECTS.values())
 

@@ -9,9 +9,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 VALID = """
 anonymous_tier: anon
+account_tier: paid
 tiers:
   anon:
     ttl_seconds: 60
+    caps: {active_per_kind: 2, provisions_per_day: 10}
+    rate_limit: {provisions_per_minute: 5}
     postgres: {storage_mb: 1, connections: 1, statement_timeout_ms: 1, temp_file_limit_mb: 1}
     redis: {memory_mb: 1}
     mongo: {storage_mb: 1}
@@ -21,6 +24,8 @@ tiers:
     webhook: {requests_kept: 1, max_body_kb: 1}
   paid:
     ttl_seconds: null
+    caps: {active_per_kind: 20, provisions_per_day: 100}
+    rate_limit: {provisions_per_minute: 50}
     postgres: {storage_mb: 2, connections: 2, statement_timeout_ms: 2, temp_file_limit_mb: 2}
     redis: {memory_mb: 1}
     mongo: {storage_mb: 1}
@@ -42,6 +47,9 @@ def test_limits_come_from_the_file() -> None:
     assert plans.tiers["paid"].postgres.connections == 2
     assert plans.tiers["paid"].limits(ResourceKind.NATS) == plans.tiers["paid"].nats
     assert plans.tiers["paid"].ttl_seconds is None
+    assert plans.account is plans.tiers["paid"]
+    assert plans.anonymous.caps.active_per_kind == 2
+    assert plans.anonymous.rate_limit.provisions_per_minute == 5
 
 
 @pytest.mark.parametrize(
@@ -54,6 +62,10 @@ def test_limits_come_from_the_file() -> None:
         (("ttl_seconds: 60", "ttl_seconds: soon"), "ttl_seconds"),
         (("    s3: {storage_mb: 1}\n", ""), "s3"),
         (("    redis: {", "    rdis: {"), "tiers.anon.rdis"),
+        (("account_tier: paid", "account_tier: gold"), "account_tier 'gold'"),
+        (("active_per_kind: 2", "active_per_kind: 0"), "tiers.anon.caps.active_per_kind"),
+        (("provisions_per_minute: 5", "per_minute: 5"), "per_minute"),
+        (("    rate_limit: {provisions_per_minute: 50}\n", ""), "rate_limit"),
     ],
 )
 def test_invalid_plans_are_refused_with_the_path_named(

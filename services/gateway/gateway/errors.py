@@ -38,6 +38,17 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PLATFORM_UNAVAILABLE: 503,
     ErrorCode.INVALID_COMMAND: 500,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.INSUFFICIENT_SCOPE: 403,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.EMAIL_TAKEN: 409,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.PLAN_LIMIT_REACHED: 402,
+    ErrorCode.INVALID_CLAIM_TOKEN: 400,
+    ErrorCode.CLAIM_TOKEN_EXPIRED: 410,
+    ErrorCode.CLAIM_ALREADY_USED: 409,
+    ErrorCode.NOTHING_TO_CLAIM: 409,
 }
 RETRY_AFTER_S = "1"
 
@@ -88,8 +99,18 @@ def error_response(request: Request[Any, Any, Any], exc: Exception) -> Response[
     status = HTTP_STATUS[error.code]
     if status >= 500 and not isinstance(exc, SpinupError):  # noqa: PLR2004
         log.error("gateway.request.crashed", path=request.url.path, exc_info=exc)
-    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else {}  # noqa: PLR2004
+    headers: dict[str, str] = {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    elif status == 503:  # noqa: PLR2004
+        headers["Retry-After"] = RETRY_AFTER_S
+    if status == 401:  # noqa: PLR2004
+        headers["WWW-Authenticate"] = 'Bearer realm="spinup"'
     body = ErrorBody(
-        error=error.code.value, message=error.message, request_id=request_id_of(request.scope)
+        ok=False,
+        error=error.code.value,
+        message=error.message,
+        request_id=request_id_of(request.scope),
+        agent_action=error.agent_action,
     )
     return Response(body, status_code=status, headers=headers)

@@ -76,6 +76,7 @@ def create_app(settings: Settings) -> Litestar:
                 EventStore(pool, keyring, [ResourceProjection()]),
                 keyring,
                 webhooks,
+                resources=ResourceReadModel(pool),
                 create_concurrency=settings.webhook_create_concurrency,
                 delete_concurrency=settings.webhook_delete_concurrency,
             ),

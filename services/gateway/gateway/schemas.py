@@ -72,13 +72,14 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     checks: dict[str, str]
 
 
-class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
-    """Every 4xx and 5xx body."""
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Every 4xx and 5xx body; ``agent_action`` (when present) says what an agent should do."""
 
-    ok: bool = False
+    ok: bool  # always false; no default, so omit_defaults keeps it in the body
     error: str
     message: str
     request_id: str
+    agent_action: str | None = None
 
 
 class PlansInfo(msgspec.Struct, frozen=True, kw_only=True):

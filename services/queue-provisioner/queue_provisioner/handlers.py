@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.contracts.subjects import DEPROVISION_NATS, PROVISION_NATS
+from shared.contracts.kinds import ResourceKind
+from shared.worker import serve_lifecycle
 
 if TYPE_CHECKING:
     from shared.bus import Bus
@@ -16,5 +17,4 @@ MAX_IN_FLIGHT = 256
 
 async def register(bus: Bus, lifecycle: ResourceLifecycle) -> None:
     """Subscribe every handler in the ``queue-provisioner`` queue group."""
-    await bus.serve(PROVISION_NATS, lifecycle.provision, max_in_flight=MAX_IN_FLIGHT)
-    await bus.serve(DEPROVISION_NATS, lifecycle.deprovision, max_in_flight=MAX_IN_FLIGHT)
+    await serve_lifecycle(bus, lifecycle, ResourceKind.NATS, max_in_flight=MAX_IN_FLIGHT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from shared.contracts.events import ResourceEventBase
 from shared.contracts.kinds import DeprovisionReason, ResourceStatus
 from shared.resources import ResourceState
 
@@ -24,14 +25,15 @@ class ResourceIndex:
         return len(self._states)
 
     def apply(self, recorded: RecordedEvent) -> None:
-        """Fold one relayed event in; repeats and stale versions are ignored."""
-        resource_id = recorded.event.resource_id
+        """Fold one relayed resource event in; repeats, stale versions and others are ignored."""
+        event = recorded.event
+        if not isinstance(event, ResourceEventBase):
+            return
+        resource_id = event.resource_id
         state = self._states.get(resource_id, ResourceState(resource_id=resource_id))
         if recorded.version != state.version + 1:
             return
-        state = state.apply(
-            recorded.event, command_id=recorded.command_id, recorded_at=recorded.recorded_at
-        )
+        state = state.apply(event, command_id=recorded.command_id, recorded_at=recorded.recorded_at)
         if state.is_gone:
             self._states.pop(resource_id, None)
         else:

@@ -14,7 +14,7 @@ import uvloop
 
 from reaper.handlers import ResourceIndex
 from reaper.settings import Settings
-from reaper.sweep import Sweeper
+from reaper.sweep import Sweeper, run_usage_sweeps
 from shared.bus import Bus
 from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import RESOURCE_EVENTS_FILTER
@@ -49,14 +49,21 @@ async def run(settings: Settings) -> None:
         grace=timedelta(seconds=settings.orphan_grace_s),
         concurrency=settings.concurrency,
     )
-    sweeping = asyncio.create_task(sweeper.run(settings.interval_s))
-    log.info("reaper.started", interval_s=settings.interval_s)
+    tasks = [
+        asyncio.create_task(sweeper.run(settings.interval_s)),
+        asyncio.create_task(run_usage_sweeps(bus, settings.usage_interval_s)),
+    ]
+    log.info(
+        "reaper.started", interval_s=settings.interval_s, usage_interval_s=settings.usage_interval_s
+    )
     try:
         await wait_for_shutdown()
     finally:
-        sweeping.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeping
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await subscription.unsubscribe()
         await bus.close()
         log.info("reaper.stopped")

@@ -16,6 +16,7 @@ class Settings:
     interval_s: float
     orphan_grace_s: float
     concurrency: int
+    usage_interval_s: float
     log_format: str
     log_level: str
 
@@ -32,6 +33,8 @@ class Settings:
             interval_s=env.number("SPINUP_REAPER_INTERVAL_S", 10.0),
             orphan_grace_s=env.number("SPINUP_REAPER_ORPHAN_GRACE_S", 60.0),
             concurrency=env.integer("SPINUP_REAPER_CONCURRENCY", 4),
+            # Quotas are enforced after the fact: this is how far a tenant can overshoot in time.
+            usage_interval_s=env.number("SPINUP_REAPER_USAGE_INTERVAL_S", 60.0),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared.contracts.commands import DeprovisionResource
+from shared.contracts.commands import DeprovisionResource, SweepUsage
 from shared.contracts.errors import SpinupError
-from shared.contracts.subjects import DEPROVISION_ENDPOINTS
+from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS
 
 if TYPE_CHECKING:
     from reaper.handlers import ResourceIndex
     from shared.bus import Bus
-    from shared.contracts.kinds import DeprovisionReason
+    from shared.contracts.kinds import DeprovisionReason, ResourceKind
+    from shared.contracts.subjects import KindEndpoints
     from shared.resources import ResourceState
 
 log = structlog.get_logger("reaper.sweep")
@@ -97,3 +98,43 @@ class Sweeper:
             already=reply.already,
         )
         return True
+
+
+async def sweep_usage_once(bus: Bus) -> int:
+    """Ask each kind's worker (one replica, through its queue group) to run its usage sweep.
+
+    Returns how many kinds answered. A kind whose worker is down is skipped until next time.
+    """
+
+    async def sweep(kind: ResourceKind, endpoints: KindEndpoints) -> bool:
+        endpoint = endpoints.sweep_usage
+        command = SweepUsage(
+            command_id=uuid.uuid4(),
+            correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
+            deadline=time.time() + endpoint.timeout,
+            kind=kind,
+        )
+        try:
+            reply = await bus.request(endpoint, command)
+        except SpinupError as exc:
+            log.warning("reaper.usage.skipped", kind=command.kind.value, error=exc.code.value)
+            return False
+        log.info(
+            "reaper.usage.swept",
+            kind=reply.kind.value,
+            measured=reply.measured,
+            over_quota=reply.over_quota,
+            blocked=reply.blocked,
+            unblocked=reply.unblocked,
+        )
+        return True
+
+    results = await asyncio.gather(*(sweep(kind, ends) for kind, ends in ENDPOINTS.items()))
+    return sum(results)
+
+
+async def run_usage_sweeps(bus: Bus, interval_s: float) -> None:
+    """Sweep usage every ``interval_s`` until cancelled."""
+    while True:
+        await asyncio.sleep(interval_s)
+        await sweep_usage_once(bus)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.contracts.subjects import DEPROVISION_REDIS, PROVISION_REDIS
+from shared.contracts.kinds import ResourceKind
+from shared.worker import serve_lifecycle
 
 if TYPE_CHECKING:
     from shared.bus import Bus
@@ -16,5 +17,4 @@ MAX_IN_FLIGHT = 256
 
 async def register(bus: Bus, lifecycle: ResourceLifecycle) -> None:
     """Subscribe every handler in the ``redis-provisioner`` queue group."""
-    await bus.serve(PROVISION_REDIS, lifecycle.provision, max_in_flight=MAX_IN_FLIGHT)
-    await bus.serve(DEPROVISION_REDIS, lifecycle.deprovision, max_in_flight=MAX_IN_FLIGHT)
+    await serve_lifecycle(bus, lifecycle, ResourceKind.REDIS, max_in_flight=MAX_IN_FLIGHT)
