@@ -105,6 +105,7 @@ class Secrets:
     s3_admin_secret_key: str = field(default_factory=_password)
     seal_keys: str = field(default_factory=lambda: f"k1:{_key()}")
     token_key: str = field(default_factory=_key)
+    jwt_key: str = field(default_factory=_key)
 
     @classmethod
     def load_or_create(cls, path: Path) -> Secrets:

@@ -213,6 +213,7 @@ class Stack:
             "SPINUP_REDIS_URL": f"redis://:{secrets.redis}@127.0.0.1:{ports.redis}/0",
             "SPINUP_SEAL_KEYS": secrets.seal_keys,
             "SPINUP_TOKEN_KEY": secrets.token_key,
+            "SPINUP_JWT_KEY": secrets.jwt_key,
             "SPINUP_HTTP_HOST": "127.0.0.1",
             "SPINUP_HTTP_PORT": str(ports.gateway),
             "SPINUP_PUBLIC_URL": self.gateway_url,

@@ -19,9 +19,12 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from gateway.auth import AUTH_ROUTES
+from gateway.claims import CLAIM_ROUTES
 from gateway.context import GatewayContext
 from gateway.errors import error_response
 from gateway.middleware import request_id_middleware
+from gateway.neon import NEON_ROUTES
 from gateway.routes import ROUTES, dependencies
 from gateway.settings import Settings
 from gateway.webhook_driver import WebhookDriver
@@ -105,7 +108,7 @@ def create_app(settings: Settings) -> Litestar:
             log.info("gateway.stopped")
 
     return Litestar(
-        route_handlers=[*ROUTES, *webhook_routes(plans)],
+        route_handlers=[*ROUTES, *webhook_routes(plans), *AUTH_ROUTES, *CLAIM_ROUTES, *NEON_ROUTES],
         dependencies=dependencies,
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},

@@ -17,6 +17,10 @@ from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
+from gateway.admission import admit
+from gateway.auth import Scope, authenticate
+from gateway.claims import claim_url
+from gateway.clients import client_ip
 from gateway.context import GatewayContext
 from gateway.middleware import request_id_of
 from gateway.schemas import (
@@ -26,6 +30,7 @@ from gateway.schemas import (
     ResourceCreated,
     ResourceDeleted,
     ResourceInfo,
+    Usage,
 )
 from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
@@ -36,6 +41,7 @@ from shared.contracts.kinds import (
     ResourceKind,
     ResourceStatus,
     connection_url_of,
+    quota_bytes,
 )
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_ENDPOINTS
 from shared.crypto.tokens import fingerprint, hash_token, looks_like_token, mint_token
@@ -56,15 +62,13 @@ def provide_context(state: State) -> GatewayContext:
 dependencies = {"ctx": Provide(provide_context, sync_to_thread=False)}
 
 
-def _client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _command_ids(request: Request[Any, Any, Any], route: str) -> tuple[uuid.UUID, uuid.UUID]:
+def _command_ids(
+    request: Request[Any, Any, Any], route: str, holder: str
+) -> tuple[uuid.UUID, uuid.UUID]:
     """(command id, resource id): derived from the Idempotency-Key when one is given.
 
-    The key is scoped to the client address and the route, so two clients who pick the same key
-    never share a resource.
+    The key is scoped to the holder (the account, or the client address) and the route, so two
+    clients who pick the same key never share a resource.
     """
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -72,7 +76,7 @@ def _command_ids(request: Request[Any, Any, Any], route: str) -> tuple[uuid.UUID
     if not _IDEMPOTENCY_KEY_RE.match(key):
         msg = "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is ideal)."
         raise SpinupError(ErrorCode.INVALID_IDEMPOTENCY_KEY, msg)
-    scope = f"{_client_ip(request)}|{route}|{key}"
+    scope = f"{holder}|{route}|{key}"
     return (
         uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"command|{scope}"),
         uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"resource|{scope}"),
@@ -174,8 +178,17 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
     async def create_resource(
         request: Request[Any, Any, Any], ctx: GatewayContext, data: NewResource | None = None
     ) -> Response[ResourceCreated]:
-        command_id, resource_id = _command_ids(request, route_key)
-        tier_name, tier = ctx.plans.anonymous_tier, ctx.plans.anonymous
+        principal = await authenticate(request, ctx)
+        if principal is not None:
+            principal.require(Scope.PROVISION)
+        address = client_ip(request, ctx.settings.trusted_proxies)
+        client = fingerprint(ctx.settings.token_key, address)
+        account_id = principal.account_id if principal else None
+        tier_name = principal.tier if principal else ctx.plans.anonymous_tier
+        tier = ctx.plans.tiers[tier_name]
+        await admit(ctx, kind=route.kind, tier=tier, account_id=account_id, fingerprint=client)
+        holder = f"account:{account_id}" if account_id else address
+        command_id, resource_id = _command_ids(request, route_key, holder)
         token = mint_token(ctx.settings.token_key, command_id)
         now = datetime.now(UTC)
         command = ProvisionResource(
@@ -187,9 +200,10 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
             tier=tier_name,
             limits=tier.limits(route.kind),
             token_hash=hash_token(token),
-            fingerprint=fingerprint(ctx.settings.token_key, _client_ip(request)),
+            fingerprint=client,
             name=data.name if data else None,
             expires_at=now + timedelta(seconds=tier.ttl_seconds) if tier.ttl_seconds else None,
+            account_id=account_id,
         )
         reply = await ctx.bus.request(endpoint, command)
         body = ResourceCreated(
@@ -201,7 +215,7 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
             tier=reply.tier,
             limits=_limits_view(reply.limits, reply.expires_at),
             expires_at=reply.expires_at,
-            claim_url=None,
+            claim_url=claim_url(ctx, client) if account_id is None else None,
             note=_note(route.noun, reply.tier, reply.expires_at),
         )
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
@@ -248,6 +262,16 @@ async def show_resource(ctx: GatewayContext, token: str = TokenParam) -> Resourc
     if state.credentials_sealed is not None and state.status is ResourceStatus.ACTIVE:
         raw = ctx.keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
         credentials = _credentials_decoder.decode(raw)
+    measured = (await ctx.resources.usage_of([state.resource_id])).get(state.resource_id)
+    return resource_info(state, credentials, measured)
+
+
+def resource_info(
+    state: ResourceState,
+    credentials: Credentials | None,
+    measured: tuple[int, datetime] | None,
+) -> ResourceInfo:
+    """How a resource is shown, with its credentials when the caller may see them."""
     return ResourceInfo(
         id=state.resource_id,
         kind=state.kind.value if state.kind else "unknown",
@@ -255,8 +279,15 @@ async def show_resource(ctx: GatewayContext, token: str = TokenParam) -> Resourc
         tier=state.tier or "",
         name=state.name,
         limits=_limits_view(state.limits, state.expires_at),
+        usage=Usage(
+            bytes=measured[0] if measured else None,
+            quota_bytes=quota_bytes(state.limits) if state.limits else None,
+            measured_at=measured[1] if measured else None,
+            over_quota=state.quota_exceeded,
+        ),
         created_at=state.created_at,
         expires_at=state.expires_at,
+        claimed=state.claimed_at is not None,
         connection_url=connection_url_of(credentials) if credentials else None,
         credentials=credentials,
     )

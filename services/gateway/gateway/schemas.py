@@ -41,6 +41,19 @@ class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
     note: str
 
 
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """What the last usage sweep measured against the quota (bytes).
+
+    ``over_quota`` true: the backend refuses writes until usage drops below the quota (delete
+    data) or the quota rises (claim the resource into an account, or upgrade).
+    """
+
+    bytes: int | None
+    quota_bytes: int | None
+    measured_at: datetime | None
+    over_quota: bool
+
+
 class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     """What ``GET /resources/{token}`` shows; credentials only while the resource is active."""
 
@@ -51,8 +64,10 @@ class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     tier: str
     name: str | None
     limits: dict[str, int | None]
+    usage: Usage
     created_at: datetime | None
     expires_at: datetime | None
+    claimed: bool
     connection_url: str | None
     credentials: Credentials | None
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 
-from shared.config import Env
+from shared.config import Env, SettingsError
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +22,9 @@ class Settings:
     redis_url: str
     seal_keys: str
     token_key: bytes
+    jwt_key: bytes
+    session_ttl_s: int
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
     plans_file: Path
     max_body_bytes: int
     webhook_create_concurrency: int
@@ -45,6 +49,12 @@ class Settings:
             redis_url=env.string("SPINUP_REDIS_URL"),
             seal_keys=env.string("SPINUP_SEAL_KEYS"),
             token_key=env.key("SPINUP_TOKEN_KEY"),
+            jwt_key=env.key("SPINUP_JWT_KEY"),
+            session_ttl_s=env.integer("SPINUP_SESSION_TTL_S", 24 * 3600),
+            # Only these peers' X-Forwarded-For is believed; anyone else could forge it.
+            trusted_proxies=_networks(
+                "SPINUP_TRUSTED_PROXIES", env.string("SPINUP_TRUSTED_PROXIES", "")
+            ),
             plans_file=env.path("SPINUP_PLANS_FILE", Path("plans.yaml")),
             max_body_bytes=env.integer("SPINUP_MAX_BODY_BYTES", 16 * 1024),
             # A webhook create or delete is one or two Redis round trips: many may run at once.
@@ -53,3 +63,12 @@ class Settings:
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )
+
+
+def _networks(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks (empty: none)."""
+    try:
+        return tuple(ip_network(part.strip()) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        msg = f"{name} must be comma-separated IP networks such as 10.0.0.0/8: {exc}"
+        raise SettingsError(msg) from exc
