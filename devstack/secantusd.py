@@ -13,6 +13,12 @@ with no privilege check at all. Measured against 0.7.0b3 with ``--auth``, a user
   transaction on the server (mongod requires ``killAnySession`` on the cluster);
 - ``replSetGetStatus`` / ``replSetStepDown``: cluster commands (mongod requires cluster actions).
 
+It also computes a connection's roles once, at login: ``updateUser`` (new roles), a role
+revoke or ``dropUser`` reached only the connection that ran it, so an open connection kept
+writing after the provisioner took ``readWrite`` away (the over-quota write block) or dropped
+the user. mongod updates its user cache at once and every connection's next command sees the
+change (SERVER-11980); a user that no longer exists is logged out.
+
 This launcher adds the missing checks, with mongod's semantics, then runs the unchanged
 ``secantus.cli.main``. Nothing else changes: the provisioner speaks standard MongoDB and would
 run unchanged against a real mongod, which refuses all of the above by itself. Imports of
@@ -21,6 +27,7 @@ run unchanged against a real mongod, which refuses all of the above by itself. I
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -83,11 +90,67 @@ def _needed_privileges(name: str, doc: Mapping[str, Any]) -> list[tuple[str, str
     return []
 
 
-def guarded(dispatch: Dispatch, check_privilege: Callable[..., bool]) -> Dispatch:
-    """Wrap SecantusDB's ``dispatch`` with the cross-database checks it lacks."""
+class UserChanges:
+    """Counts writes to user records, so a connection can tell its roles are out of date."""
+
+    #: The attribute of a connection's ``ConnectionAuth`` holding the count its roles reflect.
+    STAMP = "spinup_user_changes_seen"
+
+    def __init__(self) -> None:
+        """Start at zero: no connection has a stamp yet, so each reads its roles once."""
+        self.count = 0
+
+    def counting(self, write: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a ``Storage`` method that writes a user record to count each call."""
+
+        @functools.wraps(write)
+        def counted(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 (secantus signature)
+            try:
+                return write(*args, **kwargs)
+            finally:
+                # After the write: a connection that reads this count afterwards also reads
+                # the new record (reading the count first, then the records, never misses one).
+                self.count += 1
+
+        return counted
+
+    def refresh(self, auth: Any, storage: Any) -> None:  # noqa: ANN401 (secantus types)
+        """Re-read the roles of ``auth``'s users if any user record changed since last time.
+
+        As on mongod: a user dropped since login is logged out of this connection, and the
+        roles are those of the user records now (one lookup per user, only after a change).
+        """
+        seen = self.count
+        if getattr(auth, self.STAMP, None) == seen:
+            return
+        principals: list[tuple[str, str]] = []
+        roles: list[dict[str, Any]] = []
+        for database, user in auth.authenticated_principals:
+            record = storage.get_user(database, user)
+            if record is None:
+                continue
+            principals.append((database, user))
+            roles += [role for role in record.get("roles") or [] if isinstance(role, dict)]
+        auth.authenticated_principals = principals
+        auth.effective_roles = []
+        auth.add_principal_roles(roles)
+        setattr(auth, self.STAMP, seen)
+
+
+def guarded(
+    dispatch: Dispatch,
+    check_privilege: Callable[..., bool],
+    user_changes: UserChanges | None = None,
+) -> Dispatch:
+    """Wrap SecantusDB's ``dispatch`` with the checks it lacks.
+
+    With ``user_changes``, a connection's roles follow its user's record before every command.
+    """
 
     def guarded_dispatch(doc: dict[str, Any], ctx: Any) -> Reply:  # noqa: ANN401 (secantus type)
         auth = ctx.connection_auth
+        if user_changes is not None and auth is not None and auth.is_authenticated:
+            user_changes.refresh(auth, ctx.storage)
         if ctx.require_auth and auth is not None and auth.is_authenticated:
             name = next(iter(doc), "")
             for action, database in _needed_privileges(name, doc):
@@ -110,10 +173,16 @@ def main() -> int:
     server: Any = importlib.import_module("secantus.server")
     rbac: Any = importlib.import_module("secantus.rbac")
     cli: Any = importlib.import_module("secantus.cli")
+    storage: Any = importlib.import_module("secantus.storage")
     for name, action in _CLUSTER_ONLY.items():
         commands._COMMAND_ACTIONS.setdefault(name, (action, rbac.SCOPE_CLUSTER))  # noqa: SLF001
+    # Every user command (createUser, updateUser, grant/revoke, dropUser, dropAllUsers...)
+    # writes through these two methods.
+    user_changes = UserChanges()
+    storage.Storage.add_user = user_changes.counting(storage.Storage.add_user)
+    storage.Storage.drop_user = user_changes.counting(storage.Storage.drop_user)
     # The server module bound ``dispatch`` at import; every wire path calls it through there.
-    server.dispatch = guarded(commands.dispatch, rbac.check_privilege)
+    server.dispatch = guarded(commands.dispatch, rbac.check_privilege, user_changes)
     return int(cli.main())
 
 
