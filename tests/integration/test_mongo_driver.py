@@ -2,7 +2,7 @@
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -12,13 +12,20 @@ from pymongo.errors import OperationFailure, PyMongoError
 from devstack.stack import Stack
 from mongo_provisioner import driver as driver_module
 from mongo_provisioner.driver import MongoDriver
-from shared.contracts.errors import BackendUnavailableError, DropRefusedError
+from shared.contracts.errors import (
+    BackendUnavailableError,
+    DropRefusedError,
+    ErrorCode,
+    SpinupError,
+)
 from shared.contracts.kinds import MongoLimits
 from shared.naming import tenant_name
 
 pytestmark = pytest.mark.integration
 LIMITS = MongoLimits(storage_mb=10)
 Client = AsyncIOMotorClient[dict[str, Any]]
+UNAUTHORIZED = 13
+AUTHENTICATION_FAILED = 18
 
 
 @pytest.fixture
@@ -116,31 +123,198 @@ async def test_guard_refuses_to_drop_a_name_without_the_tenant_prefix(
     assert users["users"], "the root user must still exist"
 
 
-async def test_storage_is_measured_with_dbstats_for_the_usage_sweep(
+async def roles_of(root: Client, name: str) -> list[dict[str, str]]:
+    users = (await root[name].command("usersInfo", {"user": name, "db": name}))["users"]
+    return list(users[0]["roles"])
+
+
+async def custom_roles(root: Client, name: str) -> list[str]:
+    return [role["role"] for role in (await root[name].command("rolesInfo", 1))["roles"]]
+
+
+async def test_rotate_refuses_the_old_password_cuts_its_connections_and_keeps_the_data(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    rid = uuid.uuid4()
+    old = await mongo_driver.create(rid, LIMITS)
+    name = old.database
+    opened_before = tenant_client(old.connection_url)
+    await opened_before[name].notes.insert_one({"body": "kept"})
+    new = await mongo_driver.rotate(rid, LIMITS)
+    assert (new.host, new.port, new.database, new.username) == (
+        old.host,
+        old.port,
+        old.database,
+        old.username,
+    )
+    assert new.password != old.password
+    # The open connection was closed; the client's reconnect logs in with the old password.
+    with pytest.raises(PyMongoError):
+        await opened_before[name].notes.insert_one({"body": "after rotate"})
+    opened_before.close()
+    stale = tenant_client(old.connection_url)
+    with pytest.raises(OperationFailure) as refused:
+        await stale[name].command("ping")
+    assert refused.value.code == AUTHENTICATION_FAILED
+    stale.close()
+    fresh = tenant_client(new.connection_url)
+    assert [d["body"] async for d in fresh[name].notes.find()] == ["kept"]
+    await fresh[name].notes.insert_one({"body": "new key writes"})
+    fresh.close()
+    assert await roles_of(root, name) == [{"role": "readWrite", "db": name}]
+    await mongo_driver.delete(rid)
+
+
+async def test_rotate_of_a_resource_never_created_is_not_found(mongo_driver: MongoDriver) -> None:
+    with pytest.raises(SpinupError) as missing:
+        await mongo_driver.rotate(uuid.uuid4(), LIMITS)
+    assert missing.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_set_limits_changes_nothing_the_tenant_sees(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    # MongoDB has no per-database limit: storage_mb lives in the sweep, so the user, its role
+    # and its open connections stay exactly as they were.
+    rid = uuid.uuid4()
+    credentials = await mongo_driver.create(rid, LIMITS)
+    name = credentials.database
+    tenant = tenant_client(credentials.connection_url)
+    await tenant[name].notes.insert_one({"body": "before"})
+    await mongo_driver.set_limits(rid, MongoLimits(storage_mb=LIMITS.storage_mb * 10))
+    await mongo_driver.set_limits(rid, MongoLimits(storage_mb=LIMITS.storage_mb * 10))
+    await tenant[name].notes.insert_one({"body": "after"})
+    assert await tenant[name].notes.count_documents({}) == 2
+    tenant.close()
+    assert await roles_of(root, name) == [{"role": "readWrite", "db": name}]
+    await mongo_driver.set_limits(uuid.uuid4(), LIMITS)  # never created: nothing to do
+    await mongo_driver.delete(rid)
+
+
+async def test_usage_measures_what_each_tenant_stored_and_leaves_out_missing_ones(
     mongo_driver: MongoDriver,
+) -> None:
+    writer, idle, never_created = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    credentials = await mongo_driver.create(writer, LIMITS)
+    await mongo_driver.create(idle, LIMITS)
+    assert await mongo_driver.usage([writer, idle, never_created]) == {writer: 0, idle: 0}
+    tenant = tenant_client(credentials.connection_url)
+    blobs = tenant[credentials.database].blobs
+    await blobs.insert_many([{"n": i, "blob": "x" * 10_000} for i in range(20)])
+    stored = (await mongo_driver.usage([writer, idle]))[writer]
+    assert 200_000 <= stored < 250_000  # the documents' BSON plus their _id index
+    await blobs.insert_many([{"n": i, "blob": "x" * 10_000} for i in range(20, 40)])
+    grown = (await mongo_driver.usage([writer]))[writer]
+    assert 400_000 <= grown < 500_000
+    # Deleting frees quota at once: the figure is not the space allocated on disk.
+    await blobs.delete_many({"n": {"$gte": 10}})
+    assert 100_000 <= (await mongo_driver.usage([writer]))[writer] < 125_000
+    tenant.close()
+    assert await mongo_driver.usage([]) == {}
+    await mongo_driver.delete(writer)
+    await mongo_driver.delete(idle)
+    assert await mongo_driver.usage([writer, idle]) == {}
+
+
+async def test_block_writes_refuses_adding_data_on_an_open_connection_reads_and_deletes_work(
+    mongo_driver: MongoDriver, root: Client
 ) -> None:
     rid = uuid.uuid4()
     credentials = await mongo_driver.create(rid, LIMITS)
-    tenant = tenant_client(credentials.connection_url)
-    await tenant[credentials.database].blobs.insert_many(
-        [{"blob": "x" * 10_000} for _ in range(20)]
-    )
+    name = credentials.database
+    opened_before = tenant_client(credentials.connection_url)
+    notes = opened_before[name].notes
+    await notes.insert_many([{"n": i} for i in range(3)])
+    await opened_before[name].scratch.insert_one({"n": 0})
+    await mongo_driver.block_writes(rid, usage=2, quota=1)
+    await mongo_driver.block_writes(rid, usage=3, quota=1)  # every sweep pass while over
+    assert await roles_of(root, name) == [{"role": "readAndDelete", "db": name}]
+    for write in (
+        notes.insert_one({"n": 9}),
+        notes.update_one({"n": 0}, {"$set": {"big": "x" * 1000}}),
+        notes.create_index("n"),
+        opened_before[name].create_collection("fresh"),
+    ):
+        with pytest.raises(OperationFailure) as refused:
+            await write
+        assert refused.value.code == UNAUTHORIZED
+    assert await notes.count_documents({}) == 3
+    assert (await notes.delete_one({"n": 0})).deleted_count == 1
+    await opened_before[name].scratch.drop()
+    assert await opened_before[name].list_collection_names() == ["notes"]
+    # A new login is blocked too, and a rotation keeps the block.
+    rotated = await mongo_driver.rotate(rid, LIMITS)
+    opened_before.close()
+    tenant = tenant_client(rotated.connection_url)
+    with pytest.raises(OperationFailure) as refused_after_rotate:
+        await tenant[name].notes.insert_one({"n": 10})
+    assert refused_after_rotate.value.code == UNAUTHORIZED
+    await mongo_driver.allow_writes(rid)
+    await tenant[name].notes.insert_one({"n": 10})  # the same open connection writes again
+    await tenant[name].notes.update_one({"n": 1}, {"$set": {"edited": True}})
     tenant.close()
-    assert await mongo_driver.storage_bytes(rid) >= 200_000
+    await mongo_driver.allow_writes(rid)
+    assert await roles_of(root, name) == [{"role": "readWrite", "db": name}]
+    assert await custom_roles(root, name) == []
     await mongo_driver.delete(rid)
+
+
+async def test_allow_writes_on_a_never_blocked_tenant_changes_nothing(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await mongo_driver.create(rid, LIMITS)
+    await mongo_driver.allow_writes(rid)
+    tenant = tenant_client(credentials.connection_url)
+    await tenant[credentials.database].notes.insert_one({"body": "still writes"})
+    tenant.close()
+    assert await roles_of(root, credentials.database) == [
+        {"role": "readWrite", "db": credentials.database}
+    ]
+    await mongo_driver.delete(rid)
+
+
+async def test_block_and_allow_of_a_resource_never_created_leave_nothing_behind(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    never_created = uuid.uuid4()
+    await mongo_driver.block_writes(never_created, usage=2, quota=1)
+    await mongo_driver.allow_writes(never_created)
+    assert await custom_roles(root, tenant_name(never_created)) == []
+    assert not await mongo_driver.exists(never_created)
+
+
+async def test_delete_of_a_blocked_tenant_drops_the_role_as_well(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    # dropDatabase keeps the roles defined on it; a re-created tenant must not inherit one.
+    rid = uuid.uuid4()
+    await mongo_driver.create(rid, LIMITS)
+    await mongo_driver.block_writes(rid, usage=2, quota=1)
+    assert await custom_roles(root, tenant_name(rid)) == ["readAndDelete"]
+    await mongo_driver.delete(rid)
+    assert await custom_roles(root, tenant_name(rid)) == []
 
 
 async def test_server_down_is_backend_unavailable_within_seconds(
     stack: Stack, mongo_driver: MongoDriver
 ) -> None:
+    rid = uuid.uuid4()
+    operations: list[Callable[[], Awaitable[object]]] = [
+        lambda: mongo_driver.create(rid, LIMITS),
+        lambda: mongo_driver.delete(rid),
+        lambda: mongo_driver.rotate(rid, LIMITS),
+        lambda: mongo_driver.usage([rid]),
+        lambda: mongo_driver.block_writes(rid, usage=2, quota=1),
+        lambda: mongo_driver.allow_writes(rid),
+    ]
     stack.stop_server("mongo")
     try:
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailableError):
-            await mongo_driver.create(uuid.uuid4(), LIMITS)
-        with pytest.raises(BackendUnavailableError):
-            await mongo_driver.delete(uuid.uuid4())
-        assert time.monotonic() - started < 10
+        for operation in operations:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                await operation()
+            assert time.monotonic() - started < 5
     finally:
         stack.start_server("mongo")
     await mongo_driver.ping()

@@ -3,7 +3,8 @@
 Why care: this module drops databases and users. Every name comes from
 ``shared.naming.tenant_name`` and passes ``guard_tenant_name`` before any drop. Only standard
 MongoDB commands are used (``createUser``, ``updateUser``, ``dropUser``, ``dropDatabase``,
-``usersInfo``, ``listDatabases``, ``currentOp``, ``killOp``), so the same code runs against a real
+``createRole``, ``updateRole``, ``dropRole``, ``dropAllRolesFromDatabase``, ``usersInfo``,
+``listDatabases``, ``dbStats``, ``currentOp``, ``killOp``), so the same code runs against a real
 mongod as against SecantusDB.
 
 Cutting open connections on delete: mongod de-authorises a dropped user's open connections by
@@ -11,13 +12,20 @@ itself; SecantusDB 0.7.0b3 does not (they keep writing, and recreate the dropped
 after ``dropUser`` the driver lists every connection with ``currentOp {$all: true}``, keeps the
 ones whose ``effectiveUsers`` name the tenant, and ``killOp``s them (SecantusDB closes the
 socket; on mongod it ends the op of an already de-authorised client). Then ``dropDatabase``.
+
+Storage quota: MongoDB has no per-database limit, so the usage sweep measures ``dbStats`` and,
+over quota, swaps the user's ``readWrite`` for ``readAndDelete``, a role the driver defines in
+the tenant's database: find, remove and drop, never insert, update or create. Role changes
+reach open connections at their next command (mongod; devstack's SecantusDB launcher adds
+this, ADR 0006). Back under, ``readWrite`` returns and the role is dropped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -37,11 +45,32 @@ log = structlog.get_logger("mongo_provisioner.driver")
 # Server error codes (the same numbers on mongod and SecantusDB).
 USER_NOT_FOUND = 11
 USER_ALREADY_EXISTS = 51003
+ROLE_NOT_FOUND = 31
+ROLE_ALREADY_EXISTS = 51002
 # Answer well within the endpoint's timeout when the server is down: the worker replies 503.
 SERVER_SELECTION_TIMEOUT_MS = 3000
 CONNECT_TIMEOUT_MS = 2000
 SOCKET_TIMEOUT_MS = 20000
 SCRAM = "SCRAM-SHA-256"
+# dbStats requests in flight at once during a usage sweep (each one is a scan on SecantusDB).
+USAGE_CONCURRENCY = 8
+
+#: The role an over-quota tenant holds instead of ``readWrite``, defined in its own database.
+OVER_QUOTA_ROLE = "readAndDelete"
+#: What it keeps: reading, and every way to free space (delete documents, drop collections and
+#: indexes). Not insert, update, createCollection or createIndex, which add data.
+OVER_QUOTA_ACTIONS = (
+    "find",
+    "remove",
+    "dropCollection",
+    "dropIndex",
+    "listCollections",
+    "listIndexes",
+    "collStats",
+    "dbStats",
+    "killCursors",
+    "changeStream",
+)
 
 Document = dict[str, Any]
 
@@ -49,6 +78,16 @@ Document = dict[str, Any]
 def tenant_connection_url(name: str, password: str, host: str, port: int) -> str:
     """``mongodb://t_x:pw@host:port/t_x?authSource=t_x``: the user lives in its own database."""
     return f"mongodb://{name}:{quote(password, safe='')}@{host}:{port}/{name}?authSource={name}"
+
+
+def _over_quota_role(name: str) -> Document:
+    """``createRole``/``updateRole`` body of ``OVER_QUOTA_ROLE`` in database ``name``."""
+    return {
+        "privileges": [
+            {"resource": {"db": name, "collection": ""}, "actions": list(OVER_QUOTA_ACTIONS)}
+        ],
+        "roles": [],
+    }
 
 
 def _holds_user(operation: Mapping[str, Any], name: str) -> bool:
@@ -140,6 +179,9 @@ class MongoDriver:
                     raise
                 # A retry of the same command: same user, new password, same single role.
                 await database.command({"updateUser": name, **grant})
+        return self._credentials(name, password)
+
+    def _credentials(self, name: str, password: str) -> MongoCredentials:
         return MongoCredentials(
             connection_url=tenant_connection_url(
                 name, password, self._public_host, self._public_port
@@ -151,8 +193,137 @@ class MongoDriver:
             password=password,
         )
 
+    async def set_limits(self, resource_id: UUID, limits: MongoLimits) -> None:
+        """Nothing to change in the server: ``storage_mb`` is enforced by the usage sweep.
+
+        MongoDB has no per-database quota or connection limit to raise; the sweep reads the
+        new ``storage_mb`` from the resource's limits. Idempotent by having no effect.
+        """
+        del resource_id, limits
+
+    async def rotate(self, resource_id: UUID, limits: MongoLimits) -> MongoCredentials:
+        """Give the user a new password and cut its open connections; roles stay as they are.
+
+        The old password fails from the next login. Open connections stay logged in on
+        mongod, as they would after any password change, so ``killOp`` ends the user's
+        operations (SecantusDB closes their sockets; the client's next login uses the old
+        password and fails). A write block stays: only the password changes.
+
+        Raises:
+            SpinupError: NOT_FOUND if the user does not exist.
+        """
+        del limits
+        name = guard_tenant_name(tenant_name(resource_id))
+        password = secrets.token_urlsafe(24)
+        async with self._backend_errors("rotated"):
+            try:
+                await self._client[name].command(
+                    {"updateUser": name, "pwd": password, "mechanisms": [SCRAM]}
+                )
+            except OperationFailure as exc:
+                if exc.code != USER_NOT_FOUND:
+                    raise
+                msg = "This MongoDB database has no user any more; nothing was rotated."
+                raise SpinupError(ErrorCode.NOT_FOUND, msg) from exc
+            await self._kill_connections_of(name)
+        return self._credentials(name, password)
+
+    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """``dataSize + indexSize`` of each tenant database whose user exists, in bytes.
+
+        ``dataSize`` is the documents' uncompressed size and falls as soon as they are
+        deleted; ``storageSize`` (and ``listDatabases``' ``sizeOnDisk`` on mongod) keeps the
+        space WiredTiger allocated, so a tenant could never delete its way back under.
+        One ``usersInfo`` finds which tenants exist, then one ``dbStats`` per database, a
+        few at a time. A tenant that has not written yet has no database and uses 0.
+        """
+        names = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
+        if not names:
+            return {}
+        slots = asyncio.Semaphore(USAGE_CONCURRENCY)
+
+        async def measure(name: str) -> int:
+            async with slots:
+                stats = await self._client[name].command("dbStats")
+            return int(stats.get("dataSize", 0)) + int(stats.get("indexSize", 0))
+
+        async with self._backend_errors("measured"):
+            found = await self._client.admin.command(
+                "usersInfo", [{"user": name, "db": name} for name in names]
+            )
+            existing = [
+                str(user["db"])
+                for user in found.get("users", [])
+                if user.get("db") in names and user.get("user") == user.get("db")
+            ]
+            sizes = await asyncio.gather(*(measure(name) for name in existing))
+        return {names[name]: size for name, size in zip(existing, sizes, strict=True)}
+
+    async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
+        """Swap the user's ``readWrite`` for ``readAndDelete``: reads and deletes only.
+
+        Open connections lose insert and update at their next command; find, delete and
+        drop keep working. Idempotent (the role is brought up to date each time); one level
+        of block whatever ``usage`` and ``quota`` are. A missing user is left alone.
+        """
+        del usage, quota
+        name = guard_tenant_name(tenant_name(resource_id))
+        database = self._client[name]
+        async with self._backend_errors("blocked"):
+            await self._define_over_quota_role(name)
+            try:
+                await database.command(
+                    {"updateUser": name, "roles": [{"role": OVER_QUOTA_ROLE, "db": name}]}
+                )
+            except OperationFailure as exc:
+                if exc.code != USER_NOT_FOUND:
+                    raise
+                # No tenant to block: leave no role behind for a database nobody owns.
+                await self._drop_over_quota_role(name)
+                log.info("mongo_provisioner.block.no_user")
+
+    async def _define_over_quota_role(self, name: str) -> None:
+        database = self._client[name]
+        try:
+            await database.command({"updateRole": OVER_QUOTA_ROLE, **_over_quota_role(name)})
+        except OperationFailure as exc:
+            if exc.code != ROLE_NOT_FOUND:
+                raise
+            try:
+                await database.command({"createRole": OVER_QUOTA_ROLE, **_over_quota_role(name)})
+            except OperationFailure as race:
+                if race.code != ROLE_ALREADY_EXISTS:  # a concurrent block made it first
+                    raise
+
+    async def _drop_over_quota_role(self, name: str) -> None:
+        try:
+            await self._client[name].command("dropRole", OVER_QUOTA_ROLE)
+        except OperationFailure as exc:
+            if exc.code != ROLE_NOT_FOUND:
+                raise
+
+    async def allow_writes(self, resource_id: UUID) -> None:
+        """Give the user ``readWrite`` back (open connections too) and drop ``readAndDelete``.
+
+        Idempotent; on a never-blocked or missing user it changes nothing.
+        """
+        name = guard_tenant_name(tenant_name(resource_id))
+        async with self._backend_errors("unblocked"):
+            try:
+                await self._client[name].command(
+                    {"updateUser": name, "roles": [{"role": "readWrite", "db": name}]}
+                )
+            except OperationFailure as exc:
+                if exc.code != USER_NOT_FOUND:
+                    raise
+            await self._drop_over_quota_role(name)
+
     async def delete(self, resource_id: UUID) -> None:
-        """Drop the user, cut its open connections, drop the database; missing ones are fine."""
+        """Drop the user, cut its open connections, drop the database and its roles.
+
+        Missing ones are fine. ``dropDatabase`` keeps the roles defined on the database (on
+        mongod too), hence ``dropAllRolesFromDatabase`` for the write block's role.
+        """
         name = guard_tenant_name(tenant_name(resource_id))
         database = self._client[name]
         async with self._backend_errors("deleted"):
@@ -163,6 +334,7 @@ class MongoDriver:
                     raise
             await self._kill_connections_of(name)
             await database.command("dropDatabase")
+            await database.command("dropAllRolesFromDatabase")
 
     async def _kill_connections_of(self, name: str) -> int:
         """``killOp`` every operation (on SecantusDB: every connection) of user ``name@name``."""
@@ -185,10 +357,3 @@ class MongoDriver:
             if users.get("users"):
                 return True
             return name in await self._client.list_database_names()
-
-    async def storage_bytes(self, resource_id: UUID) -> int:
-        """Bytes the tenant's database holds (``dbStats``), for the usage sweep."""
-        name = tenant_name(resource_id)
-        async with self._backend_errors("measured"):
-            stats = await self._client[name].command("dbStats")
-        return int(stats.get("dataSize", 0)) + int(stats.get("indexSize", 0))
