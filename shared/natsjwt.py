@@ -287,6 +287,16 @@ def revocations_of(account_claims: Mapping[str, Any]) -> dict[str, int]:
     return dict(revocations)
 
 
+def revocation_time(revocations: Mapping[str, int], now: float) -> int:
+    """When to revoke ``ALL_USERS`` so every user issued so far is covered, and only those.
+
+    Users are issued one second after the ``ALL_USERS`` revocation in force (a revocation
+    covers ``iat`` at or before it, in whole seconds), so the next revocation must be later
+    than that one even within the same second; otherwise it is ``now``.
+    """
+    return max(int(now), revocations.get(ALL_USERS, 0) + 1)
+
+
 def user_jwt(user: str, account: NKey, *, name: str, issued_at: int | None = None) -> str:
     """A user JWT for the public key ``user``, signed by its account (no extra limits).
 

@@ -1,3 +1,4 @@
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -6,11 +7,18 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
+from nats.js.api import DiscardPolicy, StorageType
+from nats.js.errors import APIError
 
 from devstack.stack import Stack
-from queue_provisioner.driver import MIB, NatsAccountDriver
+from queue_provisioner.driver import KIB, MIB, NatsAccountDriver
 from shared import natsjwt
-from shared.contracts.errors import BackendUnavailableError, DropRefusedError
+from shared.contracts.errors import (
+    BackendUnavailableError,
+    DropRefusedError,
+    ErrorCode,
+    SpinupError,
+)
 from shared.contracts.kinds import NatsCredentials, NatsLimits
 from shared.naming import tenant_name
 
@@ -42,13 +50,36 @@ async def connect_driver(env: dict[str, str], url: str | None = None) -> NatsAcc
     )
 
 
-async def connect_tenant(credentials: NatsCredentials) -> NatsClient:
+BIGGER = NatsLimits(
+    connections=5,
+    streams=7,
+    consumers=9,
+    memory_storage_mb=2,
+    disk_storage_mb=4,
+    max_payload_kb=16,
+)
+# Below every plan's max_payload_kb, so a publish is never refused for its size alone.
+CHUNK = 8000
+
+
+async def connect_tenant(
+    credentials: NatsCredentials, closed: asyncio.Event | None = None
+) -> NatsClient:
+    async def on_closed() -> None:
+        if closed is not None:
+            closed.set()
+
+    async def quiet(exc: Exception) -> None:
+        pass  # the refusals are what these tests provoke
+
     client = NatsClient()
     try:
         await client.connect(
             credentials.connection_url,
             user_credentials=RawCredentials(credentials.creds),
             allow_reconnect=False,
+            closed_cb=on_closed,
+            error_cb=quiet,
         )
     except BaseException:
         # nats-py leaves the socket of a refused first connect open.
@@ -92,15 +123,7 @@ async def test_create_again_with_new_limits_updates_the_account(
 ) -> None:
     rid = uuid.uuid4()
     await queue_driver.create(rid, LIMITS)
-    bigger = NatsLimits(
-        connections=5,
-        streams=7,
-        consumers=9,
-        memory_storage_mb=2,
-        disk_storage_mb=3,
-        max_payload_kb=16,
-    )
-    credentials = await queue_driver.create(rid, bigger)
+    credentials = await queue_driver.create(rid, BIGGER)
     client = await connect_tenant(credentials)
     try:
         info = await client.jetstream().account_info()
@@ -165,9 +188,234 @@ async def test_unreachable_server_is_backend_unavailable(
         await connect_driver(env, closed_port)
     stack.stop_server("customer-nats")
     try:
-        with pytest.raises(BackendUnavailableError):
-            await queue_driver.create(uuid.uuid4(), LIMITS)
-        with pytest.raises(BackendUnavailableError):
-            await queue_driver.delete(uuid.uuid4())
+        # Together: each waits one request timeout for the connection to come back.
+        outcomes = await asyncio.gather(
+            queue_driver.create(uuid.uuid4(), LIMITS),
+            queue_driver.delete(uuid.uuid4()),
+            queue_driver.set_limits(uuid.uuid4(), LIMITS),
+            queue_driver.rotate(uuid.uuid4(), LIMITS),
+            queue_driver.usage([uuid.uuid4()]),
+            return_exceptions=True,
+        )
+        assert [type(outcome) for outcome in outcomes] == [BackendUnavailableError] * 5
     finally:
         stack.start_server("customer-nats")
+
+
+async def account_claims(driver: NatsAccountDriver, rid: uuid.UUID) -> dict[str, object]:
+    """The account JWT as the server's resolver holds it, signature checked."""
+    account = driver.account_key(rid).public_key
+    reply = await driver._system.request(f"$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP", b"")
+    return natsjwt.decode_jwt(reply.data.decode(), issuer=driver._operator.public_key)
+
+
+async def fill(client: NatsClient, subject: str, total: int) -> None:
+    js = client.jetstream()
+    for _ in range(total // CHUNK):
+        await js.publish(subject, b"x" * CHUNK)
+
+
+async def test_set_limits_reaches_open_connections_and_lets_writes_past_the_old_limit(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await queue_driver.create(rid, LIMITS)
+    client = await connect_tenant(credentials)
+    try:
+        js = client.jetstream()
+        beyond_old = (LIMITS.disk_storage_mb + 1) * MIB
+        with pytest.raises(APIError, match="insufficient storage"):
+            await js.add_stream(name="BIG", subjects=["big.>"], max_bytes=beyond_old)
+
+        await queue_driver.set_limits(rid, BIGGER)
+        await queue_driver.set_limits(rid, BIGGER)  # idempotent
+
+        # The connection opened before the change sees the new limits and may use them.
+        info = await js.account_info()
+        assert info.limits.max_storage == BIGGER.disk_storage_mb * MIB
+        assert info.limits.max_memory == BIGGER.memory_storage_mb * MIB
+        assert (info.limits.max_streams, info.limits.max_consumers) == (7, 9)
+        limits = (await account_claims(queue_driver, rid))["nats"]["limits"]  # type: ignore[index]
+        assert limits["conn"] == BIGGER.connections
+        assert limits["payload"] == BIGGER.max_payload_kb * KIB
+        await js.add_stream(name="BIG", subjects=["big.>"], max_bytes=beyond_old)
+        await fill(client, "big.data", LIMITS.disk_storage_mb * MIB + 4 * CHUNK)
+        stored = (await js.stream_info("BIG")).state.bytes
+        assert stored > LIMITS.disk_storage_mb * MIB
+        assert (await queue_driver.usage([rid]))[rid] >= stored
+    finally:
+        await client.close()
+    # The credentials issued before the change still log in.
+    again = await connect_tenant(credentials)
+    await again.close()
+    await queue_driver.delete(rid)
+
+
+async def test_rotate_refuses_old_users_cuts_their_connections_and_keeps_the_data(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    rid = uuid.uuid4()
+    old = await queue_driver.create(rid, LIMITS)
+    closed = asyncio.Event()
+    old_client = await connect_tenant(old, closed)
+    js = old_client.jetstream()
+    await js.add_stream(name="KEPT", subjects=["kept.>"], max_bytes=MIB)
+    await js.publish("kept.one", b"before rotate")
+
+    new = await queue_driver.rotate(rid, LIMITS)
+    assert new.account == old.account
+    assert new.connection_url == old.connection_url
+    assert new.user_seed != old.user_seed
+    await asyncio.wait_for(closed.wait(), timeout=5)
+    assert old_client.is_closed
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await connect_tenant(old)
+
+    client = await connect_tenant(new)
+    try:
+        message = await client.jetstream().get_msg("KEPT", 1)
+        assert message.data == b"before rotate"
+    finally:
+        await client.close()
+
+    # A second rotation within the same second still revokes the user the first one issued.
+    newer = await queue_driver.rotate(rid, LIMITS)
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await connect_tenant(new)
+    client = await connect_tenant(newer)
+    await client.close()
+    revoked = (await account_claims(queue_driver, rid))["nats"]["revocations"]  # type: ignore[index]
+    issued = natsjwt.decode_jwt(newer.user_jwt, issuer=newer.account)["iat"]
+    assert revoked == {natsjwt.ALL_USERS: issued - 1}
+
+    # Changing limits afterwards keeps the revocation: the rotated users stay refused.
+    await queue_driver.set_limits(rid, BIGGER)
+    for dead in (old, new):
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            await connect_tenant(dead)
+    client = await connect_tenant(newer)
+    await client.close()
+    await queue_driver.delete(rid)
+
+
+async def test_create_again_revokes_the_users_it_issued_before(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    rid = uuid.uuid4()
+    first = await queue_driver.create(rid, LIMITS)
+    second = await queue_driver.create(rid, LIMITS)
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await connect_tenant(first)
+    client = await connect_tenant(second)
+    await client.close()
+    await queue_driver.delete(rid)
+
+
+async def test_usage_counts_file_and_memory_bytes_of_each_account(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    busy, idle, deleted, never = (uuid.uuid4() for _ in range(4))
+    credentials = await queue_driver.create(busy, LIMITS)
+    await queue_driver.create(idle, LIMITS)
+    await queue_driver.create(deleted, LIMITS)
+    await queue_driver.delete(deleted)
+    client = await connect_tenant(credentials)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name="FILE", subjects=["file.>"], max_bytes=MIB)
+        await js.add_stream(
+            name="MEM", subjects=["mem.>"], max_bytes=MIB // 2, storage=StorageType.MEMORY
+        )
+        before = await queue_driver.usage([busy])
+        assert before == {busy: 0}
+        await fill(client, "file.x", 50 * CHUNK)
+        await fill(client, "mem.x", 25 * CHUNK)
+    finally:
+        await client.close()
+    usage = await queue_driver.usage([busy, idle, deleted, never])
+    # Each stored message carries its subject, headers and sequence besides the payload.
+    assert 75 * CHUNK <= usage[busy] <= 75 * (CHUNK + 200)
+    assert usage[idle] == 0  # exists, never used: known from the resolver
+    assert set(usage) == {busy, idle}
+    assert await queue_driver.usage([]) == {}
+    await queue_driver.delete(busy)
+    await queue_driver.delete(idle)
+
+
+async def test_the_server_refuses_writes_past_the_quota_by_itself(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    rid = uuid.uuid4()
+    quota = LIMITS.disk_storage_mb * MIB
+    credentials = await queue_driver.create(rid, LIMITS)
+    client = await connect_tenant(credentials)
+    try:
+        js = client.jetstream()
+        with pytest.raises(APIError, match="max bytes set"):
+            await js.add_stream(name="UNSIZED", subjects=["unsized.>"])
+        await js.add_stream(
+            name="FULL", subjects=["full.>"], max_bytes=quota, discard=DiscardPolicy.NEW
+        )
+        # Nothing is left for a second stream.
+        with pytest.raises(APIError, match="insufficient storage"):
+            await js.add_stream(name="MORE", subjects=["more.>"], max_bytes=CHUNK * 4)
+        refused = None
+        for _ in range(quota // CHUNK + 10):
+            try:
+                await js.publish("full.x", b"x" * CHUNK)
+            except APIError as exc:
+                refused = exc
+                break
+        assert refused is not None, "the server accepted writes past the quota"
+        assert "resource limits exceeded for account" in str(refused.description)
+        usage = (await queue_driver.usage([rid]))[rid]
+        assert quota - 2 * CHUNK <= usage <= quota
+
+        # The sweep's calls change nothing: the refusal above was the server's own.
+        await queue_driver.block_writes(rid, usage=usage, quota=quota)
+        with pytest.raises(APIError, match="resource limits exceeded"):
+            await js.publish("full.x", b"x" * CHUNK)
+        assert (await js.get_msg("FULL", 1)).data == b"x" * CHUNK  # reads work
+        await js.purge_stream("FULL")  # deleting works
+        assert (await queue_driver.usage([rid]))[rid] == 0
+        await queue_driver.allow_writes(rid)
+        await js.publish("full.x", b"after purge")
+    finally:
+        await client.close()
+    await queue_driver.delete(rid)
+
+
+async def test_operations_on_a_missing_account_say_so_and_create_nothing(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    deleted, never = uuid.uuid4(), uuid.uuid4()
+    await queue_driver.create(deleted, LIMITS)
+    await queue_driver.delete(deleted)
+    for rid in (deleted, never):
+        with pytest.raises(SpinupError) as rotated:
+            await queue_driver.rotate(rid, LIMITS)
+        assert rotated.value.code is ErrorCode.NOT_FOUND
+        with pytest.raises(SpinupError) as changed:
+            await queue_driver.set_limits(rid, BIGGER)
+        assert changed.value.code is ErrorCode.NOT_FOUND
+        await queue_driver.block_writes(rid, usage=1, quota=1)
+        await queue_driver.allow_writes(rid)
+        assert not await queue_driver.exists(rid)
+    assert await queue_driver.usage([deleted, never]) == {}
+
+
+async def test_changes_refuse_the_system_account(
+    env: dict[str, str], queue_driver: NatsAccountDriver
+) -> None:
+    rid = uuid.uuid4()
+    confused = NatsAccountDriver(
+        queue_driver._system,
+        operator=queue_driver._operator,
+        system_account=queue_driver.account_key(rid).public_key,
+        public_url=env["SPINUP_CUSTOMER_NATS_PUBLIC_URL"],
+        request_timeout=2.0,
+    )
+    for change in (confused.create, confused.set_limits, confused.rotate):
+        with pytest.raises(DropRefusedError):
+            await change(rid, LIMITS)
+    assert not await queue_driver.exists(rid)

@@ -157,3 +157,48 @@ def test_creds_text_is_read_back_by_nats_py() -> None:
     raw = RawCredentials(creds)
     assert bytes(client._read_creds_user_jwt(raw)).decode() == token
     assert bytes(client._read_creds_user_nkey(raw)).decode() == user.seed
+
+
+def test_account_jwt_carries_revocations_and_reads_them_back() -> None:
+    operator = NKey.generate(KeyKind.OPERATOR)
+    account = NKey.generate(KeyKind.ACCOUNT)
+    token = natsjwt.account_jwt(
+        account.public_key,
+        operator,
+        name="t_x",
+        limits=AccountLimits(),
+        revocations={natsjwt.ALL_USERS: 1_700_000_000},
+    )
+    claims = natsjwt.decode_jwt(token, issuer=operator.public_key)
+    assert claims["nats"]["revocations"] == {"*": 1_700_000_000}
+    assert natsjwt.revocations_of(claims) == {"*": 1_700_000_000}
+    bare = natsjwt.account_jwt(account.public_key, operator, name="t_x", limits=AccountLimits())
+    assert "revocations" not in natsjwt.decode_jwt(bare)["nats"]
+    assert natsjwt.revocations_of(natsjwt.decode_jwt(bare)) == {}
+
+
+@pytest.mark.parametrize("revocations", [["*"], {"*": "1"}, {"*": 1.5}, {"*": True}])
+def test_malformed_revocations_are_refused(revocations: object) -> None:
+    with pytest.raises(NatsJwtError):
+        natsjwt.revocations_of({"nats": {"revocations": revocations}})
+
+
+def test_a_new_revocation_covers_every_user_issued_after_the_last_one_even_in_its_second() -> None:
+    now = 1_700_000_000.7
+    assert natsjwt.revocation_time({}, now) == 1_700_000_000
+    # The last revocation is this second: its user got iat = now + 1, which must be covered.
+    assert natsjwt.revocation_time({"*": 1_700_000_000}, now) == 1_700_000_001
+    assert natsjwt.revocation_time({"*": 1_700_000_001}, now) == 1_700_000_002
+    assert natsjwt.revocation_time({"*": 1_600_000_000}, now) == 1_700_000_000
+    # Revocations of single users do not count: issued users are covered by "*" only.
+    assert natsjwt.revocation_time({"UABC": 1_800_000_000}, now) == 1_700_000_000
+
+
+def test_user_jwt_takes_the_issue_time_it_is_given() -> None:
+    account = NKey.generate(KeyKind.ACCOUNT)
+    user = NKey.generate(KeyKind.USER)
+    token = natsjwt.user_jwt(user.public_key, account, name="t_x", issued_at=1_700_000_001)
+    assert natsjwt.decode_jwt(token, issuer=account.public_key)["iat"] == 1_700_000_001
+    fresh = natsjwt.decode_jwt(natsjwt.user_jwt(user.public_key, account, name="t_x"))
+    assert isinstance(fresh["iat"], int)
+    assert fresh["iat"] > 1_700_000_001

@@ -2,15 +2,25 @@
 
 Why care: this module deletes accounts, and deleting an account closes every connection of it.
 The account key is derived from the resource id (HKDF-SHA256 keyed with the operator seed), so
-the driver stores nothing: create twice gives the same account, and delete finds the account
-from the resource id alone. A delete passes ``guard_tenant_name`` and refuses the system
-account. Limits live in the account JWT and the server enforces them (connections, JetStream
-streams, consumers, storage, payload).
+the driver stores nothing: create twice gives the same account, and every operation finds the
+account from the resource id alone. Every change passes ``guard_tenant_name`` and refuses the
+system account. Limits live in the account JWT and the server enforces them (connections,
+JetStream streams, consumers, storage, payload).
 
 The account JWT is pushed with ``$SYS.REQ.CLAIMS.UPDATE``; a delete is an operator-signed generic
 claim on ``$SYS.REQ.CLAIMS.DELETE`` (the resolver needs ``allow_delete``). Known cost, nothing to
 fix yet: every reconnect attempt of a deleted account's client costs the server a resolver fetch
 that times out after 1.9 s (``Account fetch failed: fetching jwt timed out`` in its log).
+
+Users are not stored either: issuing one (create, rotate) revokes every earlier user of the
+account with a ``"*"`` revocation in the account JWT, which the server applies to new logins and
+open connections alike. A revocation covers users whose ``iat`` is at or before its time, in
+whole seconds, so the new user is issued one second after it (``_revocation_time``); changing
+limits keeps the revocation the resolver holds.
+
+Quotas need no help from here: JetStream refuses a stream whose ``max_bytes`` does not fit in the
+account's storage and a write past a full stream's ``max_bytes``, so ``block_writes`` has nothing
+to add (see its docstring).
 """
 
 from __future__ import annotations
@@ -18,8 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import structlog
@@ -38,10 +49,12 @@ from shared.contracts.kinds import NatsCredentials, NatsLimits, ResourceKind
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
     from uuid import UUID
 
 log = structlog.get_logger("queue_provisioner.driver")
+_T = TypeVar("_T")
 
 MIB = 1024 * 1024
 KIB = 1024
@@ -50,6 +63,10 @@ _RECONNECT_POLL_S = 0.05
 _UPDATE_SUBJECT = "$SYS.REQ.CLAIMS.UPDATE"
 _DELETE_SUBJECT = "$SYS.REQ.CLAIMS.DELETE"
 _LOOKUP_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"
+_JSZ_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.JSZ"
+# Requests of one usage call in flight at once: enough to pipeline, few enough that the last
+# is answered well within the request timeout.
+_MAX_IN_FLIGHT = 64
 # Versioned, so a future change of the derivation cannot silently collide with today's keys.
 _ACCOUNT_KEY_INFO = b"spinup/nats-account/v1/"
 _UNREACHABLE = (
@@ -210,16 +227,67 @@ class NatsAccountDriver:
         msg = f"NATS refused the account change (code {code}); nothing was {action}."
         raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
 
-    async def create(self, resource_id: UUID, limits: NatsLimits) -> NatsCredentials:
-        """Push (or refresh) the tenant's account JWT, then mint a fresh user for it."""
-        name = tenant_name(resource_id)
+    def _tenant_account(self, resource_id: UUID) -> natsjwt.NKey:
+        """The account an operation may change: a tenant's, never the system account.
+
+        Raises:
+            DropRefusedError: the derived key is the system account (never expected).
+        """
+        guard_tenant_name(tenant_name(resource_id))
         account = self.account_key(resource_id)
+        if account.public_key == self._system_account:
+            msg = "refusing to change the system account"
+            raise DropRefusedError(msg)
+        return account
+
+    async def _account_claims(self, account: str, action: str) -> dict[str, Any] | None:
+        """The claims of the account JWT the resolver holds, or None when it holds none."""
+        async with self._backend_errors(action):
+            reply = await self._system.request(
+                _LOOKUP_SUBJECT.format(account=account), b"", timeout=self._timeout
+            )
+        if not reply.data:
+            return None
+        try:
+            return natsjwt.decode_jwt(reply.data.decode(), issuer=self._operator.public_key)
+        except (natsjwt.NatsJwtError, UnicodeDecodeError) as exc:
+            log.warning("queue_provisioner.backend.foreign_account_jwt", account=account)
+            msg = (
+                "The NATS server holds an account JWT this platform did not sign;"
+                f" nothing was {action}."
+            )
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
+
+    async def _existing_claims(self, account: str, action: str) -> dict[str, Any]:
+        claims = await self._account_claims(account, action)
+        if claims is None:
+            msg = f"This NATS account does not exist (it was deleted); nothing was {action}."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        return claims
+
+    async def _issue_user(
+        self,
+        resource_id: UUID,
+        limits: NatsLimits,
+        current: dict[str, Any] | None,
+        action: str,
+    ) -> NatsCredentials:
+        """Push the account JWT revoking every user so far, then mint one issued after that."""
+        name = tenant_name(resource_id)
+        account = self._tenant_account(resource_id)
+        revoked_through = _revocation_time(current, action)
         token = natsjwt.account_jwt(
-            account.public_key, self._operator, name=name, limits=account_limits(limits)
+            account.public_key,
+            self._operator,
+            name=name,
+            limits=account_limits(limits),
+            revocations={natsjwt.ALL_USERS: revoked_through},
         )
-        await self._system_request(_UPDATE_SUBJECT, token, "created")
+        await self._system_request(_UPDATE_SUBJECT, token, action)
         user = natsjwt.NKey.generate(natsjwt.KeyKind.USER)
-        user_token = natsjwt.user_jwt(user.public_key, account, name=name)
+        user_token = natsjwt.user_jwt(
+            user.public_key, account, name=name, issued_at=revoked_through + 1
+        )
         return NatsCredentials(
             connection_url=self._public_url,
             account=account.public_key,
@@ -228,25 +296,150 @@ class NatsAccountDriver:
             creds=natsjwt.creds_file(user_token, user.seed),
         )
 
+    async def create(self, resource_id: UUID, limits: NatsLimits) -> NatsCredentials:
+        """Push (or refresh) the tenant's account JWT, then mint a fresh user for it.
+
+        Again on an existing account: the new limits, a new user, and the earlier users revoked
+        (their credentials were never handed out, or are being replaced).
+        """
+        account = self._tenant_account(resource_id).public_key
+        current = await self._account_claims(account, "created")
+        return await self._issue_user(resource_id, limits, current, "created")
+
+    async def set_limits(self, resource_id: UUID, limits: NatsLimits) -> None:
+        """Re-issue the account JWT with ``limits``; users, connections and data stay.
+
+        The server applies the new JWT to open connections at once (a lower connection limit
+        would close the newest ones). The revocations the resolver holds are kept, so rotated
+        credentials stay dead.
+
+        Raises:
+            SpinupError: NOT_FOUND when the account does not exist.
+        """
+        name = tenant_name(resource_id)
+        account = self._tenant_account(resource_id)
+        current = await self._existing_claims(account.public_key, "changed")
+        try:
+            revocations = natsjwt.revocations_of(current)
+        except natsjwt.NatsJwtError as exc:
+            msg = "The NATS account's revocations are unreadable; nothing was changed."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
+        token = natsjwt.account_jwt(
+            account.public_key,
+            self._operator,
+            name=name,
+            limits=account_limits(limits),
+            revocations=revocations,
+        )
+        await self._system_request(_UPDATE_SUBJECT, token, "changed")
+
+    async def rotate(self, resource_id: UUID, limits: NatsLimits) -> NatsCredentials:
+        """A new user; every earlier one is refused at login and its connections are closed.
+
+        The account, its connection URL and its streams stay.
+
+        Raises:
+            SpinupError: NOT_FOUND when the account does not exist.
+        """
+        account = self._tenant_account(resource_id).public_key
+        current = await self._existing_claims(account, "rotated")
+        return await self._issue_user(resource_id, limits, current, "rotated")
+
+    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """JetStream bytes (file + memory) each account stores, as the server counts them.
+
+        One JSZ request per account, all in flight at once on the system connection (one round
+        trip of waiting). A server-wide JSZ would be one message but carries every tenant and
+        pages in no fixed order. An account the server has not loaded (no connection or stream
+        since it started) stores nothing: a resolver lookup tells it (0) from a missing one
+        (left out).
+        """
+        accounts = {rid: self.account_key(rid).public_key for rid in resource_ids}
+        measured = await _in_flight(self._stored_bytes, list(accounts.values()))
+        usage = {
+            rid: stored
+            for rid, stored in zip(accounts, measured, strict=True)
+            if stored is not None
+        }
+        unloaded = [rid for rid in accounts if rid not in usage]
+        found = await _in_flight(self._lookup_for_usage, [accounts[rid] for rid in unloaded])
+        usage |= {rid: 0 for rid, known in zip(unloaded, found, strict=True) if known}
+        return usage
+
+    async def _lookup_for_usage(self, account: str) -> bool:
+        return await self._account_claims(account, "measured") is not None
+
+    async def _stored_bytes(self, account: str) -> int | None:
+        """File + memory bytes of one account, or None when JetStream does not know it."""
+        async with self._backend_errors("measured"):
+            reply = await self._system.request(
+                _JSZ_SUBJECT.format(account=account), b"", timeout=self._timeout
+            )
+        try:
+            data = json.loads(reply.data).get("data")
+        except (ValueError, AttributeError):
+            data = None
+        if not isinstance(data, dict):
+            # "account not found" (not loaded, or no such account) or "not jetstream enabled".
+            return None
+        return int(data.get("storage", 0)) + int(data.get("memory", 0))
+
+    async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
+        """Nothing to do: the NATS server already refuses writes past the account's storage.
+
+        With ``max_bytes_required`` every stream declares its size, and the server refuses a
+        stream whose size does not fit in what the account has left, then refuses a write past
+        a full stream's size (``discard: new``) or drops its oldest messages (``discard: old``).
+        Stored bytes never exceed the quota, for open connections too; reads and deletes work.
+        """
+
+    async def allow_writes(self, resource_id: UUID) -> None:
+        """Nothing to undo: ``block_writes`` changes nothing (the server enforces the quota)."""
+
     async def delete(self, resource_id: UUID) -> None:
         """Delete the tenant's account (closing its connections); a missing one is fine.
 
         Raises:
             DropRefusedError: the derived key is the system account (never expected).
         """
-        guard_tenant_name(tenant_name(resource_id))
-        account = self.account_key(resource_id).public_key
-        if account == self._system_account:
-            msg = "refusing to delete the system account"
-            raise DropRefusedError(msg)
+        account = self._tenant_account(resource_id).public_key
         claim = natsjwt.delete_accounts_claim(self._operator, [account])
         await self._system_request(_DELETE_SUBJECT, claim, "deleted")
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the resolver holds this resource's account JWT (for sweeps and tests)."""
         account = self.account_key(resource_id).public_key
-        async with self._backend_errors("checked"):
-            reply = await self._system.request(
-                _LOOKUP_SUBJECT.format(account=account), b"", timeout=self._timeout
-            )
-        return bool(reply.data)
+        return await self._account_claims(account, "checked") is not None
+
+
+async def _in_flight(request: Callable[[str], Awaitable[_T]], accounts: list[str]) -> list[_T]:
+    """``request`` for every account, up to ``_MAX_IN_FLIGHT`` at once, results in order.
+
+    All requests share one connection, so they travel together: the wait is about one round
+    trip however many there are. The first failure is raised once every request has ended.
+    """
+    slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+
+    async def one(account: str) -> _T:
+        async with slots:
+            return await request(account)
+
+    results = await asyncio.gather(*(one(a) for a in accounts), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results  # type: ignore[return-value]  # no exceptions left
+
+
+def _revocation_time(current: dict[str, Any] | None, action: str) -> int:
+    """The revocation time for the next user; that user is issued one second after it.
+
+    The new user's ``iat`` can be up to a second ahead of the clock: the server compares
+    ``iat`` with revocations only, never with the clock.
+    """
+    try:
+        earlier = natsjwt.revocations_of(current or {})
+    except natsjwt.NatsJwtError as exc:
+        msg = f"The NATS account's revocations are unreadable; nothing was {action}."
+        raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
+    return natsjwt.revocation_time(earlier, time.time())
