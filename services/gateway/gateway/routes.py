@@ -18,7 +18,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
 from gateway.admission import admit
-from gateway.auth import Scope, authenticate
+from gateway.auth import Principal, Scope, authenticate
 from gateway.claims import claim_url
 from gateway.clients import client_ip
 from gateway.context import GatewayContext
@@ -43,6 +43,7 @@ from shared.contracts.kinds import (
     connection_url_of,
     quota_bytes,
 )
+from shared.contracts.replies import ResourceProvisioned
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_ENDPOINTS
 from shared.crypto.tokens import fingerprint, hash_token, looks_like_token, mint_token
 from shared.resources import ResourceState
@@ -171,8 +172,47 @@ def _note(noun: str, tier: str, expires_at: datetime | None) -> str:
     return f"Temporary {noun}: it is deleted at {when}. {keep}"
 
 
+async def provision(
+    request: Request[Any, Any, Any],
+    ctx: GatewayContext,
+    *,
+    kind: ResourceKind,
+    principal: Principal | None,
+    client: str,
+    ids: tuple[uuid.UUID, uuid.UUID],
+    name: str | None,
+) -> tuple[ResourceProvisioned, str]:
+    """Admit and provision one resource: the recipe every create route follows.
+
+    ``principal`` None: anonymous, from the client network ``client``. ``ids`` are the
+    (command id, resource id). Returns the worker's reply and the resource's token.
+    """
+    endpoint = PROVISION_ENDPOINTS[kind]
+    account_id = principal.account_id if principal else None
+    tier_name = principal.tier if principal else ctx.plans.anonymous_tier
+    tier = ctx.plans.tiers[tier_name]
+    await admit(ctx, kind=kind, tier=tier, account_id=account_id, fingerprint=client)
+    command_id, resource_id = ids
+    token = mint_token(ctx.settings.token_key, command_id)
+    now = datetime.now(UTC)
+    command = ProvisionResource(
+        command_id=command_id,
+        correlation_id=request_id_of(request.scope),
+        deadline=time.time() + endpoint.timeout,
+        resource_id=resource_id,
+        kind=kind,
+        tier=tier_name,
+        limits=tier.limits(kind),
+        token_hash=hash_token(token),
+        fingerprint=client,
+        name=name,
+        expires_at=now + timedelta(seconds=tier.ttl_seconds) if tier.ttl_seconds else None,
+        account_id=account_id,
+    )
+    return await ctx.bus.request(endpoint, command), token
+
+
 def _create_handler(route: KindRoute) -> HTTPRouteHandler:
-    endpoint = PROVISION_ENDPOINTS[route.kind]
     route_key = f"POST /{route.path}/new"
 
     async def create_resource(
@@ -184,28 +224,16 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
         address = client_ip(request, ctx.settings.trusted_proxies)
         client = fingerprint(ctx.settings.token_key, address)
         account_id = principal.account_id if principal else None
-        tier_name = principal.tier if principal else ctx.plans.anonymous_tier
-        tier = ctx.plans.tiers[tier_name]
-        await admit(ctx, kind=route.kind, tier=tier, account_id=account_id, fingerprint=client)
         holder = f"account:{account_id}" if account_id else address
-        command_id, resource_id = _command_ids(request, route_key, holder)
-        token = mint_token(ctx.settings.token_key, command_id)
-        now = datetime.now(UTC)
-        command = ProvisionResource(
-            command_id=command_id,
-            correlation_id=request_id_of(request.scope),
-            deadline=time.time() + endpoint.timeout,
-            resource_id=resource_id,
+        reply, token = await provision(
+            request,
+            ctx,
             kind=route.kind,
-            tier=tier_name,
-            limits=tier.limits(route.kind),
-            token_hash=hash_token(token),
-            fingerprint=client,
+            principal=principal,
+            client=client,
+            ids=_command_ids(request, route_key, holder),
             name=data.name if data else None,
-            expires_at=now + timedelta(seconds=tier.ttl_seconds) if tier.ttl_seconds else None,
-            account_id=account_id,
         )
-        reply = await ctx.bus.request(endpoint, command)
         body = ResourceCreated(
             id=reply.resource_id,
             kind=reply.kind.value,
