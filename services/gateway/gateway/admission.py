@@ -1,8 +1,48 @@
-"""Abuse controls before anything is provisioned: rate limits (429) and plan caps (402)."""
+"""Abuse controls before anything is provisioned: rate limits (429) and plan caps (402).
+
+Every number comes from the caller's tier in ``plans.yaml``; the holder is the account when the
+caller authenticated, else the fingerprint of the client's network.
+
+Order: the rate limit first, then the caps. The rate limit costs one Redis round trip, the caps
+a Postgres count; checking the cheap one first means a client hammering the API is stopped
+before each attempt costs a database query, and every attempt, including one refused for a cap,
+spends from the rate budget as any request should.
+
+The rate limit is a sliding log: a sorted set per holder of the times of the admitted requests
+of the last minute, kept by one Lua script (one round trip, atomic, Redis's own clock so replicas
+agree). Chosen over a fixed-window counter (INCR + EXPIRE) because the limit means what it says
+(at most N in *any* 60 seconds, not 2N across a window boundary), ``Retry-After`` is exact (when
+the oldest admitted request leaves the window), and refused requests are not recorded, so a
+client that waits as told is let in. The cost, one set entry per admitted request, is small: the
+plans allow at most a few hundred a minute, and an idle holder's set expires after a minute.
+
+Redis is not allowed to stop provisioning (DESIGN: fail open). If it is down or slower than
+``_REDIS_TIMEOUT_S``, the request goes through without a rate limit and one warning says so, at
+most once per ``_WARN_EVERY_S`` per replica however many requests pass meanwhile; one info line
+says when it answers again. Redis is still asked on every request during an outage: a refused
+connection costs about a millisecond, a hung one at most the timeout, and never skipping it
+means a burst of requests cannot switch the limit off by making it look down.
+
+At most ``_CONCURRENT_CHECKS`` checks talk to Redis at once (the rest wait, within the same
+timeout): the Redis client's pool refuses rather than waits when it runs out of connections, and
+a burst of provisions must neither take every connection from the webhook receivers nor make
+the limiter fail open for the burst it exists to stop.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import hashlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import structlog
+from redis.exceptions import NoScriptError, RedisError
+
+from shared.contracts.errors import ErrorCode, SpinupError
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -10,6 +50,35 @@ if TYPE_CHECKING:
     from gateway.context import GatewayContext
     from shared.contracts.kinds import ResourceKind
     from shared.plans import Tier
+
+log = structlog.get_logger("gateway.admission")
+
+_WINDOW_MS: Final = 60_000  # the rate limit is per minute: provisions_per_minute
+# A local Redis answers in well under a millisecond; past this it is treated as down. Tight,
+# because it is added to every provision for as long as Redis hangs; loose enough that a busy
+# event loop is not mistaken for an outage.
+_REDIS_TIMEOUT_S: Final = 0.1
+_WARN_EVERY_S: Final = 60.0
+# Each check holds a connection for ~0.3 ms: 16 at once serve tens of thousands a second.
+_CONCURRENT_CHECKS: Final = 16
+
+# KEYS[1]: the holder's log. ARGV: limit, window (ms), a unique member for this request.
+# Returns 0 when admitted (and records it), else the milliseconds until a slot frees.
+_SLIDING_LOG = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now_ms)
+"""
+# EVALSHA names a script by its SHA-1: an identifier, not a security use of the hash.
+_SLIDING_LOG_SHA: Final = hashlib.sha1(_SLIDING_LOG.encode()).hexdigest()  # noqa: S324
 
 
 async def admit(
@@ -23,4 +92,160 @@ async def admit(
     """Let a provisioning request through, or refuse it with 429 or 402.
 
     The holder is the account when ``account_id`` is given, else the client network.
+
+    Raises:
+        SpinupError: RATE_LIMITED (with ``retry_after_s``) or PLAN_LIMIT_REACHED, each with an
+            ``agent_action`` saying what to do.
     """
+    holder = f"account:{account_id}" if account_id else f"client:{fingerprint}"
+    wait_ms = await _spend_rate(ctx, holder, tier.rate_limit.provisions_per_minute)
+    if wait_ms:
+        raise _rate_limited(tier, wait_ms, anonymous=account_id is None)
+    # Two concurrent requests can both see the holder one below a cap and both pass: the caps
+    # are soft by the holder's requests in flight at once, one or two in practice and never
+    # more than the (atomic) rate limit lets through. Exact caps would need a lock per holder
+    # around the whole provision; a cap exists to stop abuse at scale, which one or two extra
+    # resources do not threaten.
+    live, today = await ctx.resources.count_held(
+        kind, account_id=account_id, fingerprint=fingerprint
+    )
+    caps = tier.caps
+    if live >= caps.active_per_kind:
+        raise _over_active_cap(ctx, tier, kind, live, anonymous=account_id is None)
+    if today >= caps.provisions_per_day:
+        raise _over_daily_cap(ctx, tier, today, anonymous=account_id is None)
+
+
+async def _spend_rate(ctx: GatewayContext, holder: str, per_minute: int) -> int:
+    """0 when the request fits the holder's rate (and is counted), else ms to wait.
+
+    Fails open: any Redis trouble admits the request.
+    """
+    key = f"ratelimit:provision:{holder}"
+    args = (per_minute, _WINDOW_MS, os.urandom(8).hex())
+    try:
+        async with asyncio.timeout(_REDIS_TIMEOUT_S), _redis_health.slots:
+            try:
+                wait_ms = await ctx.redis.evalsha(_SLIDING_LOG_SHA, 1, key, *args)
+            except NoScriptError:  # a restarted Redis has forgotten the script: send it whole
+                wait_ms = await ctx.redis.eval(_SLIDING_LOG, 1, key, *args)
+    except (RedisError, OSError) as exc:  # builtin TimeoutError is an OSError
+        _redis_health.failed(exc)
+        return 0
+    _redis_health.answered()
+    return int(wait_ms)
+
+
+@dataclass(slots=True)
+class _RedisHealth:
+    """This replica's view of the platform Redis, for failing open quietly."""
+
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_CONCURRENT_CHECKS))
+    last_warning: float = -math.inf
+    failures_since_warning: int = 0
+    #: A warning went out and no "restored" line yet: a flapping Redis logs a pair a minute.
+    warned: bool = False
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        self.failures_since_warning += 1
+        if now - self.last_warning < _WARN_EVERY_S:
+            return
+        log.warning(
+            "gateway.ratelimit.unavailable",
+            error=type(exc).__name__,
+            detail=str(exc),
+            failures=self.failures_since_warning,
+            effect="provisioning goes on without rate limits until Redis answers",
+        )
+        self.last_warning = now
+        self.failures_since_warning = 0
+        self.warned = True
+
+    def answered(self) -> None:
+        if self.warned:
+            self.warned = False
+            log.info("gateway.ratelimit.restored")
+
+
+# Per process on purpose: each replica limits its own calls and warns for itself. (The
+# semaphore binds to the gateway's one event loop on first use.)
+_redis_health = _RedisHealth()
+
+
+def _tier_name(ctx: GatewayContext, tier: Tier) -> str:
+    return next((name for name, candidate in ctx.plans.tiers.items() if candidate == tier), "your")
+
+
+def _rate_limited(tier: Tier, wait_ms: int, *, anonymous: bool) -> SpinupError:
+    wait_s = max(1, math.ceil(wait_ms / 1000))
+    per_minute = tier.rate_limit.provisions_per_minute
+    who = "this network" if anonymous else "this account"
+    message = (
+        f"Too many provisioning requests: {who} may make {per_minute} per minute"
+        f" (rate_limit.provisions_per_minute). The next one is allowed in {wait_s} s."
+    )
+    raises = (
+        "an account (POST /auth/register) raises the limit"
+        if anonymous
+        else "a bigger plan (GET /plans lists them) raises the limit"
+    )
+    return SpinupError(
+        ErrorCode.RATE_LIMITED,
+        message,
+        retryable=True,
+        agent_action=f"Wait {wait_s} seconds and retry; {raises}.",
+        retry_after_s=wait_s,
+    )
+
+
+def _over_active_cap(
+    ctx: GatewayContext, tier: Tier, kind: ResourceKind, live: int, *, anonymous: bool
+) -> SpinupError:
+    cap = tier.caps.active_per_kind
+    if anonymous:
+        message = (
+            f"Plan limit reached: without an account, a network may hold {cap} live {kind.value}"
+            f" resources at once (caps.active_per_kind) and this one holds {live}."
+        )
+        action = (
+            "Claim the resources into an account (POST /auth/register, then open the claim_url"
+            " field of an earlier response), which raises the limit, or delete one you no longer"
+            " need with DELETE /resources/{token}, then retry."
+        )
+    else:
+        message = (
+            f"Plan limit reached: the {_tier_name(ctx, tier)} plan allows {cap} live {kind.value}"
+            f" resources at once (caps.active_per_kind) and this account holds {live}."
+        )
+        action = (
+            f"Delete a {kind.value} resource you no longer need (GET /resources?kind={kind.value}"
+            " lists them, DELETE /resources/{token} deletes one) or move to a bigger plan"
+            " (GET /plans lists them), then retry."
+        )
+    return SpinupError(ErrorCode.PLAN_LIMIT_REACHED, message, agent_action=action)
+
+
+def _over_daily_cap(ctx: GatewayContext, tier: Tier, today: int, *, anonymous: bool) -> SpinupError:
+    cap = tier.caps.provisions_per_day
+    # Deleting does not help here: the cap counts what was made, deleted or not.
+    if anonymous:
+        message = (
+            f"Plan limit reached: without an account, a network may make {cap} resources in 24"
+            f" hours (caps.provisions_per_day) and this one made {today}."
+        )
+        action = (
+            "Claim the resources into an account (POST /auth/register, then open the claim_url"
+            " field of an earlier response), which raises the limit, or retry once the oldest of"
+            " today's resources is more than 24 hours old."
+        )
+    else:
+        message = (
+            f"Plan limit reached: the {_tier_name(ctx, tier)} plan allows {cap} new resources in"
+            f" 24 hours (caps.provisions_per_day) and this account made {today}."
+        )
+        action = (
+            "Move to a bigger plan (GET /plans lists them), or retry once the oldest of today's"
+            " resources is more than 24 hours old."
+        )
+    return SpinupError(ErrorCode.PLAN_LIMIT_REACHED, message, agent_action=action)
