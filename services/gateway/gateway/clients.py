@@ -19,8 +19,13 @@ def client_ip(
     The TCP peer, unless the peer is a trusted proxy: then ``X-Forwarded-For`` is read from the
     right, skipping trusted proxies, and the first address no trusted proxy vouches for is the
     client. Entries left of it were written by the client itself and could be anything.
+
+    Addresses come back in canonical form, an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, what
+    a dual-stack socket reports for an IPv4 client) as the IPv4 address.
     """
     peer = request.client.host if request.client else UNKNOWN
+    parsed_peer = _parse(peer)
+    peer = str(parsed_peer) if parsed_peer is not None else peer
     if not _trusted(peer, trusted_proxies):
         return peer
     forwarded = ",".join(request.headers.getall("x-forwarded-for", []))
@@ -36,9 +41,14 @@ def client_ip(
 
 def _parse(value: str) -> IPv4Address | IPv6Address | None:
     try:
-        return ip_address(value)
+        address = ip_address(value)
     except ValueError:
         return None
+    # Else every IPv4 client of a dual-stack listener would fall in one IPv6 /48 (one
+    # fingerprint for the whole IPv4 internet) and no IPv4 proxy network would match.
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
 
 
 def _trusted(address: str, proxies: Sequence[IPv4Network | IPv6Network]) -> bool:
