@@ -269,8 +269,28 @@ async def _resource_for(ctx: GatewayContext, token: str) -> ResourceState:
     state = (
         await ctx.resources.by_token_hash(hash_token(token)) if looks_like_token(token) else None
     )
+    return _live(state)
+
+
+async def resource_for(
+    request: Request[Any, Any, Any], ctx: GatewayContext, token: str, scope: Scope
+) -> ResourceState:
+    """The live resource named by its ``spn_`` token, or by its id for its account.
+
+    An id needs the caller's Bearer credential, with ``scope``, to belong to the owning
+    account; another account's id is a 404, as if it did not exist.
+    """
+    if looks_like_token(token):
+        return await _resource_for(ctx, token)
+    return _live(await _owned_resource(request, ctx, token, scope))
+
+
+def _live(state: ResourceState | None) -> ResourceState:
     if state is None or state.status in {ResourceStatus.DELETED, ResourceStatus.NONE}:
-        msg = "No resource has this token (or it was deleted). Tokens start with spn_."
+        msg = (
+            "No resource has this token or id (or it was deleted). Tokens start with spn_;"
+            " an id works with Authorization: Bearer of the account that owns it."
+        )
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
     if state.status is ResourceStatus.EXPIRED:
         when = state.expires_at.isoformat() if state.expires_at else "its expiry"
@@ -279,19 +299,46 @@ async def _resource_for(ctx: GatewayContext, token: str) -> ResourceState:
     return state
 
 
+async def _owned_resource(
+    request: Request[Any, Any, Any], ctx: GatewayContext, resource_id: str, scope: Scope
+) -> ResourceState | None:
+    """The resource with this id if the authenticated caller's account owns it."""
+    try:
+        parsed = uuid.UUID(resource_id)
+    except ValueError:
+        return None
+    principal = await authenticate(request, ctx)
+    if principal is None:
+        msg = "A resource id needs Authorization: Bearer of its account; or use its spn_ token."
+        raise SpinupError(ErrorCode.UNAUTHORIZED, msg)
+    principal.require(scope)
+    state = await ctx.resources.by_id(parsed)
+    return state if state is not None and state.account_id == principal.account_id else None
+
+
 TokenParam = Parameter(description="The token returned when the resource was created.")
+TokenOrIdParam = Parameter(
+    description="The token returned when the resource was created, or (with Authorization:"
+    " Bearer of the account that owns it) the resource's id."
+)
 
 
 @get("/resources/{token:str}", summary="Show a resource", tags=["resources"])
-async def show_resource(ctx: GatewayContext, token: str = TokenParam) -> ResourceInfo:
+async def show_resource(
+    request: Request[Any, Any, Any], ctx: GatewayContext, token: str = TokenOrIdParam
+) -> ResourceInfo:
     """``GET /resources/{token}``."""
-    state = await _resource_for(ctx, token)
-    credentials = None
-    if state.credentials_sealed is not None and state.status is ResourceStatus.ACTIVE:
-        raw = ctx.keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
-        credentials = _credentials_decoder.decode(raw)
+    state = await resource_for(request, ctx, token, Scope.READ)
     measured = (await ctx.resources.usage_of([state.resource_id])).get(state.resource_id)
-    return resource_info(state, credentials, measured)
+    return resource_info(state, open_credentials(ctx, state), measured)
+
+
+def open_credentials(ctx: GatewayContext, state: ResourceState) -> Credentials | None:
+    """The resource's current credentials while it is active (None otherwise)."""
+    if state.credentials_sealed is None or state.status is not ResourceStatus.ACTIVE:
+        return None
+    raw = ctx.keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
+    return _credentials_decoder.decode(raw)
 
 
 def resource_info(
@@ -323,10 +370,10 @@ def resource_info(
 
 @delete("/resources/{token:str}", status_code=200, summary="Delete a resource", tags=["resources"])
 async def delete_resource(
-    request: Request[Any, Any, Any], ctx: GatewayContext, token: str = TokenParam
+    request: Request[Any, Any, Any], ctx: GatewayContext, token: str = TokenOrIdParam
 ) -> ResourceDeleted:
     """``DELETE /resources/{token}``: the credentials stop working at once."""
-    state = await _resource_for(ctx, token)
+    state = await resource_for(request, ctx, token, Scope.DELETE)
     if state.kind is None:
         msg = "This resource was never created."
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
