@@ -9,14 +9,15 @@ from redis.asyncio import Redis
 
 from devstack.procs import free_ports
 from gateway.webhook_driver import (
+    ReceiveKey,
     RecordOutcome,
     StoredRequest,
     WebhookDriver,
     encode_body,
-    resource_id_of_receive_key,
+    receive_key_of_url,
 )
-from shared.contracts.errors import BackendUnavailableError
-from shared.contracts.kinds import WebhookLimits
+from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
+from shared.contracts.kinds import WebhookCredentials, WebhookLimits
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,12 @@ async def redis(env: dict[str, str]) -> AsyncIterator[Redis]:
 @pytest.fixture
 def webhooks(redis: Redis) -> WebhookDriver:
     return WebhookDriver(redis, public_url="http://gateway.test/", token_key=TOKEN_KEY)
+
+
+def key_of(credentials: WebhookCredentials) -> ReceiveKey:
+    key = receive_key_of_url(TOKEN_KEY, credentials.receive_url)
+    assert key is not None
+    return key
 
 
 def a_request(body: bytes = b"{}") -> StoredRequest:
@@ -61,22 +68,22 @@ async def test_create_twice_gives_the_same_url_and_the_newest_limits(
     second = await webhooks.create(rid, LIMITS)
     assert first.receive_url == second.receive_url
     assert second.receive_url.startswith("http://gateway.test/webhook/receive/whk_")
-    key = second.receive_url.rsplit("/", 1)[1]
-    assert resource_id_of_receive_key(TOKEN_KEY, key) == rid
-    assert resource_id_of_receive_key(b"x" * 32, key) is None
+    assert key_of(second) == ReceiveKey(rid, 1)
+    assert receive_key_of_url(b"x" * 32, second.receive_url) is None
     assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == {
         b"requests_kept": b"3",
         b"max_body_kb": b"1",
+        b"generation": b"1",
     }
     await webhooks.delete(rid)
 
 
 async def test_requests_are_kept_newest_first_up_to_the_cap(webhooks: WebhookDriver) -> None:
     rid = uuid.uuid4()
-    await webhooks.create(rid, LIMITS)
+    key = key_of(await webhooks.create(rid, LIMITS))
     sent = [a_request(f'{{"n": {n}}}'.encode()) for n in range(LIMITS.requests_kept + 2)]
     for request in sent:
-        assert await webhooks.record(rid, request) is RecordOutcome.STORED
+        assert await webhooks.record(key, request) is RecordOutcome.STORED
     kept = await webhooks.recent(rid, 100)
     assert [r.id for r in kept] == [r.id for r in reversed(sent)][: LIMITS.requests_kept]
     assert kept[0] == sent[-1]
@@ -85,13 +92,13 @@ async def test_requests_are_kept_newest_first_up_to_the_cap(webhooks: WebhookDri
 
 async def test_body_over_the_limit_is_refused_and_not_stored(webhooks: WebhookDriver) -> None:
     rid = uuid.uuid4()
-    await webhooks.create(rid, LIMITS)
+    key = key_of(await webhooks.create(rid, LIMITS))
     too_big = a_request(b"x" * (LIMITS.max_body_kb * 1024 + 1))
-    assert await webhooks.record(rid, too_big) is RecordOutcome.TOO_LARGE
+    assert await webhooks.record(key, too_big) is RecordOutcome.TOO_LARGE
     assert await webhooks.recent(rid, 10) == []
     binary = a_request(b"\xff" * (LIMITS.max_body_kb * 1024))
     assert binary.body_encoding == "base64"
-    assert await webhooks.record(rid, binary) is RecordOutcome.STORED
+    assert await webhooks.record(key, binary) is RecordOutcome.STORED
     (stored,) = await webhooks.recent(rid, 10)
     assert base64.b64decode(stored.body) == b"\xff" * (LIMITS.max_body_kb * 1024)
     await webhooks.delete(rid)
@@ -102,13 +109,13 @@ async def test_delete_is_idempotent_removes_everything_and_refuses_later_request
 ) -> None:
     rid = uuid.uuid4()
     await webhooks.delete(rid)
-    await webhooks.create(rid, LIMITS)
-    await webhooks.record(rid, a_request())
+    key = key_of(await webhooks.create(rid, LIMITS))
+    await webhooks.record(key, a_request())
     assert await webhooks.stored_keys(rid) == 2
     await webhooks.delete(rid)
     await webhooks.delete(rid)
     assert await webhooks.stored_keys(rid) == 0
-    assert await webhooks.record(rid, a_request()) is RecordOutcome.NO_RECEIVER
+    assert await webhooks.record(key, a_request()) is RecordOutcome.NO_RECEIVER
     assert await webhooks.stored_keys(rid) == 0
 
 
@@ -116,10 +123,10 @@ async def test_live_feed_gets_new_requests_and_ends_when_the_receiver_is_deleted
     webhooks: WebhookDriver,
 ) -> None:
     rid = uuid.uuid4()
-    await webhooks.create(rid, LIMITS)
+    key = key_of(await webhooks.create(rid, LIMITS))
     live = await webhooks.subscribe(rid)
     sent = a_request(b"live")
-    await webhooks.record(rid, sent)
+    await webhooks.record(key, sent)
     events = live.events(keepalive_s=0.2)
     assert await anext(events) == sent
     assert await anext(events) is None  # quiet: a keep-alive tick
@@ -164,5 +171,111 @@ async def test_unreachable_redis_is_backend_unavailable() -> None:
             await unreachable.delete(uuid.uuid4())
         with pytest.raises(BackendUnavailableError):
             await unreachable.subscribe(uuid.uuid4())
+        with pytest.raises(BackendUnavailableError):
+            await unreachable.set_limits(uuid.uuid4(), LIMITS)
+        with pytest.raises(BackendUnavailableError):
+            await unreachable.rotate(uuid.uuid4(), LIMITS)
     finally:
         await client.aclose()
+
+
+async def test_set_limits_changes_the_cap_and_body_size_but_not_the_url_or_the_requests(
+    webhooks: WebhookDriver, redis: Redis
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await webhooks.create(rid, LIMITS)
+    key = key_of(credentials)
+    await webhooks.record(key, a_request(b"kept"))
+    bigger = WebhookLimits(requests_kept=5, max_body_kb=4)
+    await webhooks.set_limits(rid, bigger)
+    await webhooks.set_limits(rid, bigger)  # idempotent
+    assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == {
+        b"requests_kept": b"5",
+        b"max_body_kb": b"4",
+        b"generation": b"1",
+    }
+    # The same URL takes a body the old limit refused, and keeps more requests.
+    assert await webhooks.record(key, a_request(b"x" * 3 * 1024)) is RecordOutcome.STORED
+    for n in range(5):
+        await webhooks.record(key, a_request(str(n).encode()))
+    kept = await webhooks.recent(rid, 100)
+    assert [r.body for r in kept] == ["4", "3", "2", "1", "0"]
+    assert (await webhooks.create(rid, bigger)).receive_url == credentials.receive_url
+    await webhooks.delete(rid)
+
+
+async def test_rotate_retires_the_old_url_at_once_and_keeps_the_requests(
+    webhooks: WebhookDriver,
+) -> None:
+    rid = uuid.uuid4()
+    old = await webhooks.create(rid, LIMITS)
+    before = a_request(b"before")
+    assert await webhooks.record(key_of(old), before) is RecordOutcome.STORED
+
+    new = await webhooks.rotate(rid, LIMITS)
+    assert new.receive_url != old.receive_url
+    assert key_of(new) == ReceiveKey(rid, 2)
+    # Same host, path and receiver id; only the secret part after the id changes.
+    prefix = old.receive_url[: old.receive_url.index("whk_") + 36]
+    assert new.receive_url.startswith(prefix)
+    assert await webhooks.record(key_of(old), a_request(b"old")) is RecordOutcome.RETIRED_KEY
+    assert await webhooks.record(key_of(new), a_request(b"new")) is RecordOutcome.STORED
+    assert [r.body for r in await webhooks.recent(rid, 10)] == ["new", "before"]
+
+    # Create again (a provision retry) hands out the current URL, not the retired one.
+    assert (await webhooks.create(rid, LIMITS)).receive_url == new.receive_url
+    newest = await webhooks.rotate(rid, LIMITS)
+    assert await webhooks.record(key_of(new), a_request()) is RecordOutcome.RETIRED_KEY
+    assert await webhooks.record(key_of(newest), a_request()) is RecordOutcome.STORED
+    await webhooks.delete(rid)
+
+
+async def test_a_lost_hash_reopens_at_the_recorded_generation_and_never_over_a_newer_one(
+    webhooks: WebhookDriver, redis: Redis
+) -> None:
+    rid = uuid.uuid4()
+    first = key_of(await webhooks.create(rid, LIMITS))
+    current = key_of(await webhooks.rotate(rid, LIMITS))
+    await redis.delete(f"webhook:t_{rid.hex}:limits")  # Redis lost it
+    assert await webhooks.record(current, a_request()) is RecordOutcome.NO_RECEIVER
+    await webhooks.reopen(current, LIMITS)
+    assert await webhooks.record(current, a_request()) is RecordOutcome.STORED
+    # A restore that read older credentials arrives late: it must not bring the old URL back.
+    await webhooks.reopen(first, LIMITS)
+    assert await webhooks.record(first, a_request()) is RecordOutcome.RETIRED_KEY
+    assert await webhooks.record(current, a_request()) is RecordOutcome.STORED
+    await webhooks.delete(rid)
+
+
+async def test_usage_is_empty_and_the_write_block_changes_nothing(
+    webhooks: WebhookDriver, redis: Redis
+) -> None:
+    # No byte quota: the list is capped by requests_kept (tested above), so nothing to block.
+    rid = uuid.uuid4()
+    key = key_of(await webhooks.create(rid, LIMITS))
+    await webhooks.record(key, a_request(b"x" * 1024))
+    assert await webhooks.usage([rid, uuid.uuid4()]) == {}
+    before = await redis.hgetall(f"webhook:t_{rid.hex}:limits")
+    await webhooks.block_writes(rid, usage=1, quota=1)
+    assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == before
+    assert await webhooks.record(key, a_request()) is RecordOutcome.STORED
+    await webhooks.allow_writes(rid)
+    assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == before
+    await webhooks.delete(rid)
+
+
+async def test_operations_on_a_missing_receiver_create_nothing(
+    webhooks: WebhookDriver,
+) -> None:
+    deleted, never = uuid.uuid4(), uuid.uuid4()
+    await webhooks.create(deleted, LIMITS)
+    await webhooks.delete(deleted)
+    for rid in (deleted, never):
+        with pytest.raises(SpinupError) as rotated:
+            await webhooks.rotate(rid, LIMITS)
+        assert rotated.value.code is ErrorCode.NOT_FOUND
+        await webhooks.set_limits(rid, LIMITS)
+        await webhooks.block_writes(rid, usage=1, quota=1)
+        await webhooks.allow_writes(rid)
+        assert await webhooks.stored_keys(rid) == 0
+        assert await webhooks.record(ReceiveKey(rid, 1), a_request()) is RecordOutcome.NO_RECEIVER

@@ -5,13 +5,18 @@ it touches is built from ``tenant_name`` and passes ``guard_tenant_name`` first.
 
 One receiver is three Redis names, all derived from the resource id:
 
-- ``webhook:<tenant>:limits``: a hash with the receiver's ``requests_kept`` and ``max_body_kb``.
-  It exists exactly while the receiver can take requests, so receiving needs no lookup in the
-  platform Postgres;
+- ``webhook:<tenant>:limits``: a hash with the receiver's ``requests_kept``, ``max_body_kb`` and
+  ``generation`` (of its receive URL). It exists exactly while the receiver can take requests,
+  so receiving needs no lookup in the platform Postgres;
 - ``webhook:<tenant>:requests``: a list of stored requests (JSON), newest first, trimmed to
   ``requests_kept`` by every push;
 - ``webhook:<tenant>:live``: the pub/sub channel that streams each new request, and a final
   ``closed`` message when the receiver is deleted.
+
+The receive key is ``whk_<resource id><MAC><generation>``: the MAC (HMAC of id and generation
+under the token key) lets the gateway refuse a forged key without touching Redis, and the record
+script refuses a key whose generation is not the hash's, so ``rotate`` (generation + 1) retires
+the old URL at once, on every replica, with no extra round trip per request.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import enum
 import hashlib
 import hmac
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -44,47 +49,97 @@ from shared.naming import guard_tenant_name, tenant_name
 log = structlog.get_logger("gateway.webhooks")
 
 RECEIVE_KEY_PREFIX = "whk_"
+#: The generation of a new receiver's URL; each ``rotate`` adds one.
+FIRST_GENERATION = 1
 # 128 bits of MAC: a forged key needs 2**128 guesses; hex keeps the URL plain and case-proof.
 _MAC_BYTES = 16
-_RECEIVE_KEY_RE = re.compile(r"^whk_(?P<id>[0-9a-f]{32})(?P<mac>[0-9a-f]{32})$")
+# The MAC comes right after the id, so log redaction (shared.logging) hides exactly it; the
+# generation is decimal without leading zeros (one spelling per key), at most 18 digits
+# (Redis counts in 64 bits).
+_RECEIVE_KEY_RE = re.compile(
+    r"^whk_(?P<id>[0-9a-f]{32})(?P<mac>[0-9a-f]{32})(?P<generation>[1-9][0-9]{0,17})$"
+)
 _CLOSED = b"closed"
 
 # Atomic, so a request racing a delete either lands before it (and is deleted with the list) or
-# finds no limits hash and is refused: a delete never leaves a list behind.
-# KEYS: limits hash, requests list. ARGV: stored request, body size in bytes, live channel.
+# finds no limits hash and is refused: a delete never leaves a list behind. Likewise a request
+# racing a rotate is stored before it or refused after it.
+# KEYS: limits hash, requests list.
+# ARGV: stored request, body size in bytes, live channel, the key's generation.
 _RECORD_SCRIPT = """
-local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb')
-if not limits[1] or not limits[2] then return 0 end
+local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb', 'generation')
+if not limits[1] or not limits[2] or not limits[3] then return 0 end
+if limits[3] ~= ARGV[4] then return -2 end
 if tonumber(ARGV[2]) > tonumber(limits[2]) * 1024 then return -1 end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, tonumber(limits[1]) - 1)
 redis.call('PUBLISH', ARGV[3], ARGV[1])
 return 1
 """
+# Only an existing receiver: writing to a missing hash would open a deleted receiver again.
+# KEYS: limits hash. ARGV: requests_kept, max_body_kb. Returns the new generation, or 0.
+_ROTATE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'requests_kept', ARGV[1], 'max_body_kb', ARGV[2])
+return redis.call('HINCRBY', KEYS[1], 'generation', 1)
+"""
+# KEYS: limits hash. ARGV: requests_kept, max_body_kb. Returns 1 when the receiver exists.
+_SET_LIMITS_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'requests_kept', ARGV[1], 'max_body_kb', ARGV[2])
+return 1
+"""
+# Restore a lost hash, never overwrite one: a restore that read the log before a rotation
+# would otherwise bring the retired URL back.
+# KEYS: limits hash. ARGV: requests_kept, max_body_kb, generation.
+_REOPEN_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'requests_kept', ARGV[1], 'max_body_kb', ARGV[2],
+           'generation', ARGV[3])
+return 1
+"""
 
 
-def _mac(token_key: bytes, resource_id: UUID) -> str:
-    digest = hmac.new(token_key, b"webhook-receive:" + resource_id.bytes, hashlib.sha256).digest()
-    return digest[:_MAC_BYTES].hex()
+@dataclass(frozen=True, slots=True)
+class ReceiveKey:
+    """What a valid receive key names: a receiver and the generation of its URL."""
+
+    resource_id: UUID
+    generation: int
 
 
-def receive_key(token_key: bytes, resource_id: UUID) -> str:
+def _mac(token_key: bytes, resource_id: UUID, generation: int) -> str:
+    message = b"webhook-receive:" + resource_id.bytes + generation.to_bytes(8, "big")
+    return hmac.new(token_key, message, hashlib.sha256).digest()[:_MAC_BYTES].hex()
+
+
+def receive_key(token_key: bytes, resource_id: UUID, generation: int) -> str:
     """The capture-only secret in a receiver's URL: it names the receiver and proves it.
 
     It is not the management token: whoever is given the URL can send requests, nothing else.
     """
-    return f"{RECEIVE_KEY_PREFIX}{resource_id.hex}{_mac(token_key, resource_id)}"
+    mac = _mac(token_key, resource_id, generation)
+    return f"{RECEIVE_KEY_PREFIX}{resource_id.hex}{mac}{generation}"
 
 
-def resource_id_of_receive_key(token_key: bytes, key: str) -> UUID | None:
-    """The receiver a key names, or None when the key is malformed or its MAC is wrong."""
+def parse_receive_key(token_key: bytes, key: str) -> ReceiveKey | None:
+    """The receiver and generation a key names, or None when it is malformed or forged.
+
+    Only the MAC is checked here (no Redis): whether the generation is still the receiver's
+    current one is the record script's check.
+    """
     match = _RECEIVE_KEY_RE.fullmatch(key)
     if match is None:
         return None
-    resource_id = UUID(hex=match["id"])
-    if not hmac.compare_digest(match["mac"], _mac(token_key, resource_id)):
+    resource_id, generation = UUID(hex=match["id"]), int(match["generation"])
+    if not hmac.compare_digest(match["mac"], _mac(token_key, resource_id, generation)):
         return None
-    return resource_id
+    return ReceiveKey(resource_id, generation)
+
+
+def receive_key_of_url(token_key: bytes, receive_url: str) -> ReceiveKey | None:
+    """The receive key a receive URL ends with, checked like ``parse_receive_key``."""
+    return parse_receive_key(token_key, receive_url.rstrip("/").rsplit("/", 1)[-1])
 
 
 class StoredRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,6 +178,8 @@ class RecordOutcome(enum.Enum):
     STORED = 1
     NO_RECEIVER = 0
     TOO_LARGE = -1
+    #: The key's generation is not the receiver's: its URL was rotated away.
+    RETIRED_KEY = -2
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +205,14 @@ def _redis_errors() -> Iterator[None]:
     except RedisError as exc:
         log.warning("webhooks.redis.failed", error=type(exc).__name__)
         raise SpinupError(ErrorCode.BACKEND_ERROR, "The webhook store failed.") from exc
+
+
+def _limit_values(limits: WebhookLimits) -> list[int]:
+    return [limits.requests_kept, limits.max_body_kb]
+
+
+def _limit_fields(limits: WebhookLimits) -> list[str | int]:
+    return ["requests_kept", limits.requests_kept, "max_body_kb", limits.max_body_kb]
 
 
 _request_decoder = msgspec.json.Decoder(StoredRequest)
@@ -213,13 +278,16 @@ class LiveRequests:
 
 
 class WebhookDriver:
-    """Creates and deletes receivers, stores what they receive, and streams it."""
+    """Creates, changes and deletes receivers, stores what they receive, and streams it."""
 
     def __init__(self, redis: Redis, *, public_url: str, token_key: bytes) -> None:
         self._redis = redis
         self._public_url = public_url.rstrip("/")
         self._token_key = token_key
         self._record = redis.register_script(_RECORD_SCRIPT)
+        self._rotate = redis.register_script(_ROTATE_SCRIPT)
+        self._set_limits = redis.register_script(_SET_LIMITS_SCRIPT)
+        self._reopen = redis.register_script(_REOPEN_SCRIPT)
         self._stopping = asyncio.Event()
 
     @property
@@ -227,26 +295,72 @@ class WebhookDriver:
         """Webhook receivers only."""
         return ResourceKind.WEBHOOK
 
-    def receive_url(self, resource_id: UUID) -> str:
-        """Where senders post to this receiver."""
-        return f"{self._public_url}/webhook/receive/{receive_key(self._token_key, resource_id)}"
+    def receive_url(self, resource_id: UUID, generation: int) -> str:
+        """Where senders post to this receiver while its URL is at ``generation``."""
+        key = receive_key(self._token_key, resource_id, generation)
+        return f"{self._public_url}/webhook/receive/{key}"
 
     async def create(self, resource_id: UUID, limits: WebhookLimits) -> WebhookCredentials:
-        """Open the receiver with these limits (again: same URL, the new limits)."""
-        await self.open(resource_id, limits)
-        return WebhookCredentials(receive_url=self.receive_url(resource_id))
-
-    async def open(self, resource_id: UUID, limits: WebhookLimits) -> None:
-        """Write the limits hash that lets requests in; also restores one Redis lost."""
+        """Open the receiver with these limits (again: the same URL, the new limits)."""
         names = _Names.of(resource_id)
-        fields: list[str | int] = [
-            "requests_kept",
-            limits.requests_kept,
-            "max_body_kb",
-            limits.max_body_kb,
-        ]
         with _redis_errors():
-            await self._redis.hset(names.limits, items=fields)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(names.limits, items=_limit_fields(limits))
+                pipe.hsetnx(names.limits, "generation", FIRST_GENERATION)
+                pipe.hget(names.limits, "generation")
+                *_, generation = await pipe.execute()
+        return WebhookCredentials(receive_url=self.receive_url(resource_id, int(generation)))
+
+    async def reopen(self, key: ReceiveKey, limits: WebhookLimits) -> None:
+        """Write the hash Redis lost, from the recorded limits and the recorded URL's key.
+
+        Does nothing when the hash exists: it is newer than what the log was read for.
+        """
+        names = _Names.of(key.resource_id)
+        with _redis_errors():
+            await self._reopen(keys=[names.limits], args=[*_limit_values(limits), key.generation])
+
+    async def set_limits(self, resource_id: UUID, limits: WebhookLimits) -> None:
+        """New ``requests_kept`` and ``max_body_kb``; the URL and stored requests stay.
+
+        Requests already stored beyond a smaller ``requests_kept`` go at the next push. A
+        receiver whose hash is missing is left alone: deleted, it must stay closed; lost by
+        Redis, its next request writes it again from the log, which holds the new limits.
+        """
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            await self._set_limits(keys=[names.limits], args=_limit_values(limits))
+
+    async def rotate(self, resource_id: UUID, limits: WebhookLimits) -> WebhookCredentials:
+        """A new receive URL; the old one is refused from the next request on.
+
+        Stored requests, open streams (they follow the token) and the token stay.
+
+        Raises:
+            SpinupError: NOT_FOUND when the receiver's hash is missing (deleted, or lost by
+                Redis until its next request restores it).
+        """
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            generation = int(await self._rotate(keys=[names.limits], args=_limit_values(limits)))
+        if not generation:
+            msg = "This webhook receiver does not exist (it was deleted); nothing was rotated."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        return WebhookCredentials(receive_url=self.receive_url(resource_id, generation))
+
+    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:  # noqa: ARG002
+        """Nothing to measure: a receiver has no byte quota (``{}``).
+
+        Its size is bounded by its limits instead: at most ``requests_kept`` requests of at
+        most ``max_body_kb`` each, enforced by the record script on every request.
+        """
+        return {}
+
+    async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
+        """Nothing to block: ``usage`` reports no receiver, so no sweep finds one over quota."""
+
+    async def allow_writes(self, resource_id: UUID) -> None:
+        """Nothing to undo (see ``block_writes``)."""
 
     async def delete(self, resource_id: UUID) -> None:
         """Remove the receiver and what it stored; open streams get ``closed`` and end."""
@@ -269,13 +383,16 @@ class WebhookDriver:
         with _redis_errors():
             return int(await self._redis.exists(names.limits, names.requests))
 
-    async def record(self, resource_id: UUID, request: StoredRequest) -> RecordOutcome:
-        """Store a request (newest first, trimmed to the cap) and publish it to live streams."""
-        names = _Names.of(resource_id)
+    async def record(self, key: ReceiveKey, request: StoredRequest) -> RecordOutcome:
+        """Store a request (newest first, trimmed to the cap) and publish it to live streams.
+
+        Only through a key of the receiver's current generation (else ``RETIRED_KEY``).
+        """
+        names = _Names.of(key.resource_id)
         with _redis_errors():
             outcome = await self._record(
                 keys=[names.limits, names.requests],
-                args=[_encoder.encode(request), request.size, names.live],
+                args=[_encoder.encode(request), request.size, names.live, key.generation],
             )
         return RecordOutcome(int(outcome))
 

@@ -26,11 +26,17 @@ from gateway.webhook_driver import (
     RecordOutcome,
     StoredRequest,
     encode_body,
-    resource_id_of_receive_key,
+    parse_receive_key,
+    receive_key_of_url,
 )
 from shared.bus import Bus
 from shared.contracts.errors import ErrorCode, SpinupError
-from shared.contracts.kinds import ResourceKind, ResourceStatus, WebhookLimits
+from shared.contracts.kinds import (
+    ResourceKind,
+    ResourceStatus,
+    WebhookCredentials,
+    WebhookLimits,
+)
 from shared.contracts.subjects import DEPROVISION_WEBHOOK, PROVISION_WEBHOOK
 from shared.lifecycle import ResourceLifecycle
 from shared.plans import Plans
@@ -64,6 +70,7 @@ HOP_BY_HOP_HEADERS = frozenset(
     }
 )
 _NO_RECEIVER = "No webhook receiver has this URL (or it was deleted)."
+_RETIRED_KEY = "This receive URL was replaced by a new one (rotated); nothing was stored."
 
 
 async def serve_webhook_commands(bus: Bus, lifecycle: ResourceLifecycle) -> None:
@@ -124,7 +131,8 @@ async def _reopen_if_active(ctx: GatewayContext, resource_id: uuid.UUID) -> None
     """The receiver has no limits hash: say why, or restore it if the log says it is active.
 
     Active with no hash means the platform Redis lost its data (a restart without persistence):
-    the log is the source of truth, so the receiver opens again with its recorded limits.
+    the log is the source of truth, so the receiver opens again with its recorded limits and
+    the URL generation of its latest recorded credentials (a rotated-away URL stays retired).
     """
     state = await ctx.resources.by_id(resource_id)
     if state is None or state.kind is not ResourceKind.WEBHOOK:
@@ -132,25 +140,36 @@ async def _reopen_if_active(ctx: GatewayContext, resource_id: uuid.UUID) -> None
     if state.status is ResourceStatus.EXPIRED:
         msg = "This webhook receiver expired and was deleted. Create a new one."
         raise SpinupError(ErrorCode.RESOURCE_GONE, msg)
-    if state.status is not ResourceStatus.ACTIVE or not isinstance(state.limits, WebhookLimits):
+    if (
+        state.status is not ResourceStatus.ACTIVE
+        or not isinstance(state.limits, WebhookLimits)
+        or state.credentials_sealed is None
+    ):
         raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
-    await ctx.webhooks.open(resource_id, state.limits)
+    sealed = ctx.keyring.open(state.credentials_sealed, aad=resource_id.bytes)
+    credentials = msgspec.json.decode(sealed, type=WebhookCredentials)
+    recorded = receive_key_of_url(ctx.settings.token_key, credentials.receive_url)
+    if recorded is None or recorded.resource_id != resource_id:
+        raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
+    await ctx.webhooks.reopen(recorded, state.limits)
 
 
 def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
     async def receive_webhook(
         request: Request[Any, Any, Any], ctx: GatewayContext, key: str, subpath: str = "/"
     ) -> Response[RequestReceived | None]:
-        resource_id = resource_id_of_receive_key(ctx.settings.token_key, key)
-        if resource_id is None:
+        receiver = parse_receive_key(ctx.settings.token_key, key)
+        if receiver is None:
             raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
         stored = _stored_request(request, await request.body(), subpath)
-        outcome = await ctx.webhooks.record(resource_id, stored)
+        outcome = await ctx.webhooks.record(receiver, stored)
         if outcome is RecordOutcome.NO_RECEIVER:
-            await _reopen_if_active(ctx, resource_id)
-            outcome = await ctx.webhooks.record(resource_id, stored)
+            await _reopen_if_active(ctx, receiver.resource_id)
+            outcome = await ctx.webhooks.record(receiver, stored)
         if outcome is RecordOutcome.NO_RECEIVER:
             raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
+        if outcome is RecordOutcome.RETIRED_KEY:
+            raise SpinupError(ErrorCode.NOT_FOUND, _RETIRED_KEY)
         if outcome is RecordOutcome.TOO_LARGE:
             msg = "The body is larger than this receiver's plan allows; it was not stored."
             raise SpinupError(ErrorCode.PAYLOAD_TOO_LARGE, msg)
