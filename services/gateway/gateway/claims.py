@@ -36,6 +36,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
 from gateway.auth import Principal, Scope, authenticate
+from gateway.context import GatewayContext
 from gateway.middleware import request_id_of
 from shared.contracts.commands import ClaimResource
 from shared.contracts.errors import ErrorCode, SpinupError
@@ -47,7 +48,6 @@ from shared.eventlog.errors import ConcurrencyConflictError
 from shared.eventlog.store import EventStore
 
 if TYPE_CHECKING:
-    from gateway.context import GatewayContext
     from shared.resources import ResourceState
 
 CLAIM_ALGORITHM = "HS256"
@@ -367,8 +367,8 @@ def _resumable(recorded: list[RecordedEvent], principal: Principal) -> list[uuid
         raise SpinupError(ErrorCode.INTERNAL_ERROR, msg)
     if started.account_id != principal.account_id:
         msg = (
-            "This claim token was already used by another account. Claim links work once;"
-            " if these resources are yours, contact support with the claim id."
+            "This claim token was already used by another account. Claim links work once:"
+            " use the claim_url of a newer create response, which names what is still unclaimed."
         )
         raise SpinupError(ErrorCode.CLAIM_ALREADY_USED, msg)
     if any(isinstance(event.event, ClaimCompleted) for event in recorded):
