@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 from redis.asyncio import Redis
 
@@ -15,15 +13,43 @@ from shared.eventlog.projections import ResourceReadModel
 from shared.plans import Plans
 
 
-@dataclass(frozen=True, slots=True)
 class GatewayContext:
-    """Connections and configuration shared by every request."""
+    """Connections and configuration shared by every request.
 
-    settings: Settings
-    plans: Plans
-    keyring: Keyring
-    bus: Bus
-    pool: asyncpg.Pool
-    resources: ResourceReadModel
-    redis: Redis
-    webhooks: WebhookDriver
+    A plain class, not a dataclass, on purpose: Litestar checks every handler argument with
+    msgspec, which walks a dataclass's fields down to ``Settings.trusted_proxies`` (a union of
+    two network classes it cannot type) and fails every request; an instance of a plain class
+    is passed through untouched.
+    """
+
+    __slots__ = (
+        "bus",
+        "keyring",
+        "plans",
+        "pool",
+        "redis",
+        "resources",
+        "settings",
+        "webhooks",
+    )
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        plans: Plans,
+        keyring: Keyring,
+        bus: Bus,
+        pool: asyncpg.Pool,
+        resources: ResourceReadModel,
+        redis: Redis,
+        webhooks: WebhookDriver,
+    ) -> None:
+        self.settings = settings
+        self.plans = plans
+        self.keyring = keyring
+        self.bus = bus
+        self.pool = pool
+        self.resources = resources
+        self.redis = redis
+        self.webhooks = webhooks
