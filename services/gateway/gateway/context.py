@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from redis.asyncio import Redis
 
+from gateway.accounts import Accounts
 from gateway.settings import Settings
 from gateway.webhook_driver import WebhookDriver
 from shared.bus import Bus
@@ -23,6 +24,7 @@ class GatewayContext:
     """
 
     __slots__ = (
+        "accounts",
         "bus",
         "keyring",
         "plans",
@@ -44,6 +46,7 @@ class GatewayContext:
         resources: ResourceReadModel,
         redis: Redis,
         webhooks: WebhookDriver,
+        accounts: Accounts,
     ) -> None:
         self.settings = settings
         self.plans = plans
@@ -53,3 +56,4 @@ class GatewayContext:
         self.resources = resources
         self.redis = redis
         self.webhooks = webhooks
+        self.accounts = accounts

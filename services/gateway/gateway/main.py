@@ -19,7 +19,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.auth import AUTH_ROUTES
+from gateway.account_routes import AUTH_ROUTES
+from gateway.accounts import AccountProjection, Accounts, Passwords, migrate_accounts
 from gateway.claims import CLAIM_ROUTES
 from gateway.context import GatewayContext
 from gateway.errors import error_response
@@ -56,6 +57,7 @@ def create_app(settings: Settings) -> Litestar:
             lambda: asyncpg.create_pool(settings.platform_dsn, min_size=2, max_size=10),
         )
         await migrate(pool)
+        await migrate_accounts(pool)
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
         )
@@ -84,6 +86,12 @@ def create_app(settings: Settings) -> Litestar:
                 delete_concurrency=settings.webhook_delete_concurrency,
             ),
         )
+        accounts = Accounts(
+            pool,
+            EventStore(pool, keyring, [AccountProjection()]),
+            # Making the hasher hashes once (its dummy hash): in a thread, like every hash.
+            await asyncio.to_thread(Passwords),
+        )
         relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc.jetstream()).run())
         app.state.context = GatewayContext(
             settings=settings,
@@ -94,6 +102,7 @@ def create_app(settings: Settings) -> Litestar:
             resources=ResourceReadModel(pool),
             redis=redis,
             webhooks=webhooks,
+            accounts=accounts,
         )
         log.info("gateway.started", url=settings.public_url)
         try:
