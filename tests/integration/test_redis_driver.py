@@ -7,13 +7,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from devstack.customer_redis import NAME, CustomerRedisServer
 from devstack.stack import Stack
 from redis_provisioner import driver as driver_module
-from redis_provisioner.driver import RedisDriver, password_hash
-from shared.contracts.errors import BackendUnavailableError, DropRefusedError
+from redis_provisioner.driver import RedisDriver, key_prefix, password_hash
+from shared.contracts.errors import (
+    BackendUnavailableError,
+    DropRefusedError,
+    ErrorCode,
+    SpinupError,
+)
 from shared.contracts.kinds import RedisLimits
 from shared.naming import tenant_name
 
@@ -182,3 +190,246 @@ async def test_the_default_user_is_off(env: dict[str, str]) -> None:
     with pytest.raises(AuthenticationError):
         await anonymous.ping()
     await anonymous.aclose()
+
+
+# -- issue 4: set_limits, rotate, usage, block_writes, allow_writes ---------------------------
+
+
+def tenant_client(url: str) -> aioredis.Redis:
+    """One connection, never silently re-opened, so a cut connection shows as an error."""
+    return aioredis.Redis.from_url(url, single_connection_client=True, retry=Retry(NoBackoff(), 0))
+
+
+async def connected_users(admin: aioredis.Redis) -> list[str]:
+    listing = await admin.execute_command("CLIENT", "LIST")
+    return [
+        field.removeprefix("user=")
+        for line in listing.splitlines()
+        for field in line.split()
+        if field.startswith("user=")
+    ]
+
+
+async def write_refused(admin: aioredis.Redis, username: str, prefix: str) -> bool:
+    verdict = await admin.execute_command("ACL", "DRYRUN", username, "SET", f"{prefix}k", "v")
+    return verdict != "OK"
+
+
+async def test_set_limits_keeps_password_connections_and_a_block(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await redis_driver.create(rid, LIMITS)
+    tenant = tenant_client(credentials.connection_url)
+    assert await tenant.set(f"{credentials.key_prefix}k", "v")
+    # A rule drifted away from the current set (say, an older driver's): set_limits restores it.
+    await redis_admin.execute_command("ACL", "SETUSER", credentials.username, "+dbsize")
+    await redis_driver.set_limits(rid, RedisLimits(memory_mb=64))
+    await redis_driver.set_limits(rid, RedisLimits(memory_mb=64))
+    assert await tenant.get(f"{credentials.key_prefix}k") == b"v"
+    with pytest.raises(NoPermissionError):
+        await tenant.execute_command("DBSIZE")
+    fresh = tenant_client(credentials.connection_url)
+    assert await fresh.ping()
+    await fresh.aclose()
+
+    await redis_driver.block_writes(rid, usage=2, quota=1)
+    await redis_driver.set_limits(rid, RedisLimits(memory_mb=64))
+    assert await write_refused(redis_admin, credentials.username, credentials.key_prefix)
+    await tenant.aclose()
+    await redis_driver.delete(rid)
+
+
+async def test_set_limits_and_rotate_of_a_missing_user_are_not_found(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    missing = uuid.uuid4()
+    for operation in (redis_driver.set_limits, redis_driver.rotate):
+        with pytest.raises(SpinupError) as caught:
+            await operation(missing, LIMITS)
+        assert caught.value.code is ErrorCode.NOT_FOUND
+    assert await redis_admin.execute_command("ACL", "GETUSER", tenant_name(missing)) is None
+
+
+async def test_rotate_cuts_old_sessions_and_only_the_new_password_works(
+    stack: Stack, redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    rid = uuid.uuid4()
+    old = await redis_driver.create(rid, LIMITS)
+    open_before = tenant_client(old.connection_url)
+    assert await open_before.set(f"{old.key_prefix}k", "kept")
+    assert old.username in await connected_users(redis_admin)
+
+    new = await redis_driver.rotate(rid, LIMITS)
+    assert (new.host, new.port, new.username, new.key_prefix) == (
+        old.host,
+        old.port,
+        old.username,
+        old.key_prefix,
+    )
+    assert new.password != old.password
+    assert old.username not in await connected_users(redis_admin)
+    with pytest.raises(RedisConnectionError):
+        await open_before.get(f"{old.key_prefix}k")
+    await open_before.aclose()
+    stale = tenant_client(old.connection_url)
+    with pytest.raises(AuthenticationError):
+        await stale.ping()
+    await stale.aclose()
+    current = tenant_client(new.connection_url)
+    assert await current.get(f"{new.key_prefix}k") == b"kept"
+    assert await current.set(f"{new.key_prefix}k2", "v")
+    await current.aclose()
+    # Saved before rotate returned: a restart cannot bring the old password back.
+    server = stack.servers[NAME]
+    assert isinstance(server, CustomerRedisServer)
+    (line,) = [
+        entry
+        for entry in server.acl_path.read_text().splitlines()
+        if entry.startswith(f"user {new.username} ")
+    ]
+    assert f"#{password_hash(new.password)}" in line.split()
+    assert f"#{password_hash(old.password)}" not in line.split()
+    await redis_driver.delete(rid)
+
+
+async def test_rotate_and_create_keep_a_write_block(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    rid = uuid.uuid4()
+    first = await redis_driver.create(rid, LIMITS)
+    await redis_driver.block_writes(rid, usage=2, quota=1)
+    rotated = await redis_driver.rotate(rid, LIMITS)
+    assert await write_refused(redis_admin, first.username, first.key_prefix)
+    tenant = tenant_client(rotated.connection_url)
+    with pytest.raises(NoPermissionError):
+        await tenant.set(f"{rotated.key_prefix}k", "v")
+    await tenant.aclose()
+    recreated = await redis_driver.create(rid, LIMITS)
+    assert await write_refused(redis_admin, first.username, first.key_prefix)
+    await redis_driver.allow_writes(rid)
+    tenant = tenant_client(recreated.connection_url)
+    assert await tenant.set(f"{recreated.key_prefix}k", "v")
+    await tenant.aclose()
+    await redis_driver.delete(rid)
+
+
+async def test_block_refuses_writes_on_open_connections_and_keeps_reads_and_cleanup(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await redis_driver.create(rid, LIMITS)
+    prefix = credentials.key_prefix
+    tenant = tenant_client(credentials.connection_url)
+    await tenant.set(f"{prefix}a", "1")
+    await tenant.set(f"{prefix}b", "2")
+    await tenant.rpush(f"{prefix}list", "x", "y", "z")
+    await tenant.hset(f"{prefix}hash", mapping={"f": "1", "g": "2"})
+    # A transaction queued before the block and executed after it: EXEC checks again. Raw
+    # replies, since the client's own MULTI support would send everything at EXEC time.
+    raw = tenant.connection
+    assert raw is not None
+    for command, reply in (("MULTI",), b"OK"), (("SET", f"{prefix}queued", "v"), b"QUEUED"):
+        await raw.send_command(*command)
+        assert await raw.read_response() == reply
+
+    await redis_driver.block_writes(rid, usage=10, quota=5)
+    await redis_driver.block_writes(rid, usage=11, quota=5)  # every sweep pass calls it again
+    refused: list[list[str]] = [
+        ["SET", f"{prefix}a", "x"], ["APPEND", f"{prefix}a", "x"], ["INCR", f"{prefix}n"],
+        ["RPUSH", f"{prefix}list", "w"], ["HSET", f"{prefix}hash", "h", "3"],
+        ["SADD", f"{prefix}set", "m"], ["XADD", f"{prefix}s", "*", "f", "v"],
+        ["SETRANGE", f"{prefix}a", "100", "x"], ["RENAME", f"{prefix}a", f"{prefix}c"],
+        ["PERSIST", f"{prefix}a"],
+    ]  # fmt: skip
+    await raw.send_command("EXEC")
+    (queued_outcome,) = await raw.read_response()
+    assert isinstance(queued_outcome, NoPermissionError)
+    for command in refused:
+        with pytest.raises(NoPermissionError):
+            await tenant.execute_command(*command)
+    assert await tenant.get(f"{prefix}a") == b"1"
+    assert await tenant.lrange(f"{prefix}list", 0, -1) == [b"x", b"y", b"z"]
+    assert await tenant.exists(f"{prefix}queued") == 0
+    assert await tenant.delete(f"{prefix}a") == 1
+    assert await tenant.unlink(f"{prefix}b") == 1
+    assert await tenant.expire(f"{prefix}hash", 100)
+    assert await tenant.hdel(f"{prefix}hash", "f") == 1
+    assert await tenant.lpop(f"{prefix}list") == b"x"
+    assert await tenant.ltrim(f"{prefix}list", 0, 0)
+
+    await redis_driver.allow_writes(rid)
+    await redis_driver.allow_writes(rid)
+    assert await tenant.set(f"{prefix}a", "again")
+    assert not await write_refused(redis_admin, credentials.username, prefix)
+    await tenant.aclose()
+    await redis_driver.delete(rid)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+async def test_every_isolation_rule_holds_in_both_rule_sets(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis, blocked: bool
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await redis_driver.create(rid, LIMITS)
+    if blocked:
+        await redis_driver.block_writes(rid, usage=2, quota=1)
+    own = f"{credentials.key_prefix}k"
+    denied = [
+        ["SELECT", "1"], ["SWAPDB", "0", "1"], ["SCAN", "0"], ["RANDOMKEY"], ["DBSIZE"],
+        ["MOVE", own, "1"], ["COPY", own, f"{credentials.key_prefix}c"],
+        ["OBJECT", "ENCODING", own], ["MEMORY", "USAGE", own], ["WAIT", "0", "0"],
+        ["CLIENT", "LIST"], ["CLIENT", "KILL", "ID", "1"], ["PUBSUB", "CHANNELS"],
+        ["EVAL", "return 1", "0"], ["FUNCTION", "LIST"], ["KEYS", "*"], ["INFO"],
+        ["CONFIG", "GET", "*"], ["FLUSHALL"], ["FLUSHDB"], ["ACL", "LIST"],
+        ["GET", "t_other:k"], ["DEL", "t_other:k"], ["PUBLISH", "t_other:ch", "x"],
+    ]  # fmt: skip
+    for command in denied:
+        verdict = await redis_admin.execute_command("ACL", "DRYRUN", credentials.username, *command)
+        assert verdict != "OK", (command, blocked)
+    assert (
+        await redis_admin.execute_command("ACL", "DRYRUN", credentials.username, "GET", own) == "OK"
+    )
+    await redis_driver.delete(rid)
+
+
+async def test_block_and_allow_of_a_missing_user_do_nothing(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    missing = uuid.uuid4()
+    await redis_driver.block_writes(missing, usage=2, quota=1)
+    await redis_driver.allow_writes(missing)
+    # ACL SETUSER would have made the user: the driver must not.
+    assert await redis_admin.execute_command("ACL", "GETUSER", tenant_name(missing)) is None
+
+
+async def test_usage_measures_every_asked_tenant_in_one_pass(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    small, large, empty, missing = (uuid.uuid4() for _ in range(4))
+    value = "x" * 1000
+    for rid, keys in ((small, 100), (large, 3 * driver_module._USAGE_SAMPLE_KEYS)):
+        credentials = await redis_driver.create(rid, LIMITS)
+        tenant = aioredis.Redis.from_url(credentials.connection_url)
+        async with tenant.pipeline(transaction=False) as pipe:
+            for i in range(keys):
+                pipe.set(f"{credentials.key_prefix}{i}", value)
+            await pipe.execute()
+        await tenant.aclose()
+    await redis_driver.create(empty, LIMITS)
+    before = await redis_driver.usage([small])
+
+    usage = await redis_driver.usage([small, large, empty, missing])
+    assert set(usage) == {small, large, empty}
+    assert usage[small] == before[small]
+    # Each key is its 1000-byte value plus Redis's own overhead (key, object, allocator).
+    assert 100 * 1000 <= usage[small] <= 100 * 1400
+    large_keys = 3 * driver_module._USAGE_SAMPLE_KEYS
+    assert large_keys * 1000 <= usage[large] <= large_keys * 1400
+    assert usage[empty] == 0
+    # No more keys than the sample: measured exactly, key by key.
+    exact = [await redis_admin.memory_usage(f"{key_prefix(small)}{i}") for i in range(100)]
+    assert usage[small] == sum(exact)
+    for rid in (small, large, empty):
+        await redis_driver.delete(rid)
+    assert await redis_driver.usage([small, large, empty]) == {}
