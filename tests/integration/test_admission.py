@@ -1,0 +1,188 @@
+"""The rate limit against the real platform Redis, failing open against a dead or hung one, and
+what the 402/429 errors tell a person or an agent (numbers and tier names from plans.yaml)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, cast
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from structlog.testing import capture_logs
+
+from devstack.procs import free_ports
+from gateway import admission
+from shared.contracts.errors import ErrorCode
+from shared.contracts.kinds import ResourceKind
+from shared.plans import load_plans
+
+if TYPE_CHECKING:
+    from gateway.context import GatewayContext
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WINDOW_MS = 1000  # a one-second "minute", so the window can be watched sliding
+
+
+def gateway_redis(url: str) -> Redis:
+    """A client configured as gateway.main configures its own."""
+    return Redis.from_url(
+        url,
+        socket_timeout=0.5,
+        socket_connect_timeout=0.5,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
+
+
+def context_of(redis: Redis) -> GatewayContext:
+    return cast(
+        "GatewayContext", SimpleNamespace(redis=redis, plans=load_plans(REPO_ROOT / "plans.yaml"))
+    )
+
+
+@pytest.fixture(autouse=True)
+def fresh_health(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with Redis healthy in the limiter's eyes and a short window."""
+    monkeypatch.setattr(admission, "_redis_health", admission._RedisHealth())
+    monkeypatch.setattr(admission, "_WINDOW_MS", WINDOW_MS)
+
+
+@pytest.fixture
+async def redis(env: dict[str, str]) -> AsyncIterator[Redis]:
+    client = gateway_redis(env["SPINUP_REDIS_URL"])
+    yield client
+    await client.aclose()
+
+
+async def test_the_limit_holds_in_any_window_and_a_refused_request_is_not_counted(
+    redis: Redis,
+) -> None:
+    ctx, holder = context_of(redis), f"client:{uuid.uuid4().hex}"
+    assert await admission._spend_rate(ctx, holder, 3) == 0
+    await asyncio.sleep(WINDOW_MS / 2 / 1000)
+    assert [await admission._spend_rate(ctx, holder, 3) for _ in range(2)] == [0, 0]
+    # Full: the next slot frees when the first request leaves the window, half a window on.
+    wait_ms = await admission._spend_rate(ctx, holder, 3)
+    assert 0 < wait_ms <= WINDOW_MS / 2
+    # Refusals are not recorded: they do not push the next free slot further away.
+    again = await admission._spend_rate(ctx, holder, 3)
+    assert 0 < again <= wait_ms
+    await asyncio.sleep(again / 1000)
+    assert await admission._spend_rate(ctx, holder, 3) == 0
+    # A sliding window: only that one slot freed, the two later requests still count.
+    assert await admission._spend_rate(ctx, holder, 3) > 0
+
+
+async def test_holders_are_counted_apart_and_their_logs_expire(redis: Redis) -> None:
+    ctx = context_of(redis)
+    first, second = f"client:{uuid.uuid4().hex}", f"account:{uuid.uuid4()}"
+    assert await admission._spend_rate(ctx, first, 1) == 0
+    assert await admission._spend_rate(ctx, first, 1) > 0
+    assert await admission._spend_rate(ctx, second, 1) == 0
+    ttl_ms = await redis.pttl(f"ratelimit:provision:{first}")
+    assert 0 < ttl_ms <= WINDOW_MS
+
+
+async def test_a_redis_that_forgot_the_script_gets_it_again(redis: Redis) -> None:
+    ctx, holder = context_of(redis), f"client:{uuid.uuid4().hex}"
+    assert await admission._spend_rate(ctx, holder, 2) == 0
+    await redis.script_flush()  # what a restart does
+    with capture_logs() as logs:
+        assert await admission._spend_rate(ctx, holder, 2) == 0
+        assert await admission._spend_rate(ctx, holder, 2) > 0
+    assert logs == []
+
+
+async def test_a_dead_redis_lets_every_request_through_and_warns_once() -> None:
+    dead = gateway_redis(f"redis://127.0.0.1:{free_ports(1)[0]}/0")
+    ctx = context_of(dead)
+    try:
+        with capture_logs() as logs:
+            waits = [await admission._spend_rate(ctx, "client:x", 1) for _ in range(20)]
+    finally:
+        await dead.aclose()
+    assert waits == [0] * 20
+    assert [entry["event"] for entry in logs] == ["gateway.ratelimit.unavailable"]
+    assert logs[0]["log_level"] == "warning"
+    assert logs[0]["failures"] == 1
+
+
+async def test_a_hung_redis_costs_at_most_the_limiter_timeout(env: dict[str, str]) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1 << 16)
+        await asyncio.sleep(60)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    hung = gateway_redis(f"redis://127.0.0.1:{port}/0")
+    try:
+        with capture_logs() as logs:
+            began = time.monotonic()
+            assert await admission._spend_rate(context_of(hung), "client:x", 1) == 0
+            took = time.monotonic() - began
+    finally:
+        await hung.aclose()
+        server.close()
+    # The client's own timeout (0.5 s, and a retry) would take a second: the limiter's is tighter.
+    assert took < 0.5
+    assert [entry["event"] for entry in logs] == ["gateway.ratelimit.unavailable"]
+
+
+async def test_redis_answering_again_is_said_once(env: dict[str, str], redis: Redis) -> None:
+    dead = gateway_redis(f"redis://127.0.0.1:{free_ports(1)[0]}/0")
+    try:
+        with capture_logs() as logs:
+            await admission._spend_rate(context_of(dead), "client:x", 1)
+            for _ in range(3):
+                await admission._spend_rate(context_of(redis), f"client:{uuid.uuid4().hex}", 1)
+    finally:
+        await dead.aclose()
+    events = [entry["event"] for entry in logs]
+    assert events == ["gateway.ratelimit.unavailable", "gateway.ratelimit.restored"]
+
+
+def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
+    plans = load_plans(REPO_ROOT / "plans.yaml")
+    ctx = cast("GatewayContext", SimpleNamespace(plans=plans))
+    anonymous, account = plans.anonymous, plans.account
+
+    error = admission._over_active_cap(ctx, anonymous, ResourceKind.POSTGRES, 7, anonymous=True)
+    assert error.code is ErrorCode.PLAN_LIMIT_REACHED
+    assert f"{anonymous.caps.active_per_kind} live postgres" in error.message
+    assert "caps.active_per_kind" in error.message
+    assert error.agent_action is not None
+    assert "claim_url" in error.agent_action
+    assert "DELETE /resources/{token}" in error.agent_action
+
+    error = admission._over_active_cap(ctx, account, ResourceKind.REDIS, 7, anonymous=False)
+    assert f"the {plans.account_tier} plan allows {account.caps.active_per_kind}" in error.message
+    assert error.agent_action is not None
+    assert "GET /plans" in error.agent_action
+    assert "GET /resources?kind=redis" in error.agent_action
+
+    error = admission._over_daily_cap(ctx, account, 9, anonymous=False)
+    assert f"{account.caps.provisions_per_day} new resources in 24 hours" in error.message
+    assert error.agent_action is not None
+    assert "GET /plans" in error.agent_action
+
+    error = admission._rate_limited(anonymous, 1500, anonymous=True)
+    assert error.code is ErrorCode.RATE_LIMITED
+    assert error.retry_after_s == 2  # rounded up: never tell a client to come back too early
+    assert f"{anonymous.rate_limit.provisions_per_minute} per minute" in error.message
+    assert error.agent_action is not None
+    assert error.agent_action.startswith("Wait 2 seconds and retry")
+    assert "POST /auth/register" in error.agent_action
+    account_error = admission._rate_limited(account, 1, anonymous=False)
+    assert account_error.retry_after_s == 1
+    assert account_error.agent_action is not None
+    assert "GET /plans" in account_error.agent_action
