@@ -1,9 +1,11 @@
 import uuid
 
 import asyncpg
+import msgspec
 import pytest
 
 from pg_provisioner.driver import PostgresDriver
+from shared.contracts.errors import ErrorCode, SpinupError
 from shared.naming import tenant_name
 from shared.testing.factories import LIMITS
 
@@ -55,3 +57,203 @@ async def test_cluster_is_hardened_against_maintenance_databases(
             assert not await customer_admin.fetchval(
                 "SELECT has_database_privilege('public', $1, $2)", name, privilege
             )
+
+
+# -- issue 4: set_limits, rotate, usage, block_writes, allow_writes ---------------------------
+
+RAISED = msgspec.structs.replace(
+    LIMITS, connections=5, statement_timeout_ms=30000, temp_file_limit_mb=64
+)
+
+
+async def assert_cut(conn: asyncpg.Connection) -> None:
+    """The server ended this session (the client may have noticed already, or on next use)."""
+    if not conn.is_closed():
+        with pytest.raises((asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)):
+            await conn.fetchval("SELECT 1")
+    assert conn.is_closed()
+
+
+async def role_limits(admin: asyncpg.Connection, name: str) -> tuple[int, int, list[str]]:
+    row = await admin.fetchrow(
+        "SELECT r.rolconnlimit, d.datconnlimit, r.rolconfig"
+        " FROM pg_roles r JOIN pg_database d ON d.datname = r.rolname WHERE r.rolname = $1",
+        name,
+    )
+    assert row is not None
+    return row["rolconnlimit"], row["datconnlimit"], sorted(row["rolconfig"])
+
+
+async def test_set_limits_raises_the_limits_in_postgres_and_keeps_sessions(
+    driver: PostgresDriver, customer_admin: asyncpg.Connection
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    assert await role_limits(customer_admin, credentials.username) == (
+        2,
+        2,
+        ["statement_timeout=5000", "temp_file_limit=8MB"],
+    )
+    open_before = await asyncpg.connect(credentials.connection_url)
+    await driver.set_limits(rid, RAISED)
+    await driver.set_limits(rid, RAISED)
+    assert await role_limits(customer_admin, credentials.username) == (
+        5,
+        5,
+        ["statement_timeout=30000", "temp_file_limit=64MB"],
+    )
+    assert await open_before.fetchval("SELECT 1") == 1
+    sessions = [await asyncpg.connect(credentials.connection_url) for _ in range(4)]
+    assert await sessions[0].fetchval("SHOW statement_timeout") == "30s"
+    for session in [open_before, *sessions]:
+        await session.close()
+    await driver.delete(rid)
+
+
+async def test_operations_on_a_missing_database(driver: PostgresDriver) -> None:
+    missing = uuid.uuid4()
+    for operation in (driver.set_limits, driver.rotate):
+        with pytest.raises(SpinupError) as caught:
+            await operation(missing, LIMITS)
+        assert caught.value.code is ErrorCode.NOT_FOUND
+    assert await driver.usage([missing]) == {}
+    await driver.block_writes(missing, usage=100, quota=1)
+    await driver.allow_writes(missing)
+    assert not await driver.exists(missing)
+
+
+async def test_rotate_cuts_open_sessions_and_only_the_new_password_works(
+    driver: PostgresDriver,
+) -> None:
+    rid = uuid.uuid4()
+    old = await driver.create(rid, LIMITS)
+    open_before = await asyncpg.connect(old.connection_url)
+    await open_before.execute("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')")
+
+    new = await driver.rotate(rid, LIMITS)
+    assert (new.host, new.port, new.database, new.username) == (
+        old.host,
+        old.port,
+        old.database,
+        old.username,
+    )
+    assert new.password != old.password
+    await assert_cut(open_before)
+    await open_before.close()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(old.connection_url)
+    conn = await asyncpg.connect(new.connection_url)
+    assert await conn.fetchval("SELECT body FROM notes") == "kept"
+    await conn.close()
+    await driver.delete(rid)
+
+
+async def test_usage_measures_every_asked_database_in_one_query(driver: PostgresDriver) -> None:
+    filled, empty, missing = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    credentials = await driver.create(filled, LIMITS)
+    await driver.create(empty, LIMITS)
+    before = await driver.usage([filled, empty, missing])
+    assert set(before) == {filled, empty}
+
+    conn = await asyncpg.connect(credentials.connection_url)
+    # 2000 rows of 4 kB that do not compress: about 8 MB of heap and TOAST.
+    await conn.execute(
+        "CREATE TABLE blob (body text);"
+        " INSERT INTO blob SELECT string_agg(md5(random()::text), '')"
+        " FROM generate_series(1, 2000) AS r, generate_series(1, 128) AS c GROUP BY r"
+    )
+    await conn.close()
+    after = await driver.usage([filled, empty, missing])
+    grown = after[filled] - before[filled]
+    assert 8_000_000 <= grown <= 12_000_000, grown
+    assert after[empty] == before[empty]
+    for rid in (filled, empty):
+        await driver.delete(rid)
+
+
+async def test_soft_block_makes_sessions_read_only_and_leaves_reads_and_cleanup(
+    driver: PostgresDriver,
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    url = credentials.connection_url
+    open_before = await asyncpg.connect(url)
+    await open_before.execute(
+        "CREATE TABLE items (n int); INSERT INTO items SELECT generate_series(1, 10)"
+    )
+
+    await driver.block_writes(rid, usage=11, quota=10)
+    await assert_cut(open_before)
+    await open_before.close()
+    conn = await asyncpg.connect(url)
+    assert await conn.fetchval("SELECT count(*) FROM items") == 10
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await conn.execute("INSERT INTO items VALUES (11)")
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await conn.execute("DELETE FROM items")
+    # The documented way out: turn read-only off in the session, then remove data.
+    await conn.execute("SET default_transaction_read_only = off")
+    await driver.block_writes(rid, usage=11, quota=10)  # the next sweep pass, still over
+    assert await conn.execute("DELETE FROM items WHERE n > 5") == "DELETE 5"
+    await conn.execute("TRUNCATE items")
+    assert await conn.fetchval("SELECT count(*) FROM items") == 0
+
+    await driver.allow_writes(rid)
+    await assert_cut(conn)  # began read-only: ended so the client reconnects writable
+    await conn.close()
+    await driver.allow_writes(rid)
+    conn = await asyncpg.connect(url)
+    await conn.execute("INSERT INTO items VALUES (1)")
+    await conn.close()
+    await driver.delete(rid)
+
+
+async def test_far_over_quota_the_database_refuses_connections_until_allowed(
+    driver: PostgresDriver, customer_admin: asyncpg.Connection
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    url = credentials.connection_url
+    await driver.block_writes(rid, usage=11, quota=10)
+    cleaning = await asyncpg.connect(url)
+    await cleaning.execute("SET default_transaction_read_only = off")
+    await cleaning.execute("CREATE TABLE more (n int)")
+
+    await driver.block_writes(rid, usage=20, quota=10)
+    await assert_cut(cleaning)
+    await cleaning.close()
+    with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError, match="not currently accepting"):
+        await asyncpg.connect(url)
+    # The role's own limit is untouched, and neither set_limits nor rotate lifts the block.
+    assert (await role_limits(customer_admin, credentials.username))[0] == LIMITS.connections
+    await driver.set_limits(rid, RAISED)
+    rotated = await driver.rotate(rid, RAISED)
+    url = rotated.connection_url
+    with pytest.raises(asyncpg.ObjectNotInPrerequisiteStateError):
+        await asyncpg.connect(url)
+
+    # A larger quota (a claim) brings usage under the factor: back to the soft block.
+    await driver.block_writes(rid, usage=20, quota=15)
+    conn = await asyncpg.connect(url)
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await conn.execute("INSERT INTO more VALUES (1)")
+    await conn.close()
+
+    await driver.block_writes(rid, usage=40, quota=15)
+    await driver.allow_writes(rid)
+    conn = await asyncpg.connect(url)
+    await conn.execute("INSERT INTO more VALUES (1)")
+    await conn.close()
+    await driver.delete(rid)
+
+
+async def test_allow_writes_on_a_database_never_blocked_changes_nothing(
+    driver: PostgresDriver,
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    conn = await asyncpg.connect(credentials.connection_url)
+    await driver.allow_writes(rid)
+    await conn.execute("CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
+    await conn.close()
+    await driver.delete(rid)

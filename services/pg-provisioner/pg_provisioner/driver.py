@@ -4,6 +4,12 @@ Why care: this module drops databases. Every name comes from ``shared.naming.ten
 passes ``guard_tenant_name`` before any DROP. Statements run one by one outside transactions
 (CREATE/DROP DATABASE cannot run inside one). Passwords reach Postgres only as SCRAM verifiers
 computed here, so the plaintext never appears in the server's logs or catalogs.
+
+Quota (research/backends.md, "Storage quotas"): Postgres has none, so the usage sweep measures
+``pg_database_size`` and blocks writes in two steps. First a soft block: the database's sessions
+start read-only (``default_transaction_read_only``); reads work and the tenant can clean up.
+If the database keeps growing to ``HARD_BLOCK_USAGE_FACTOR`` times its quota (the tenant turned
+read-only off and went on writing), a hard block: the database accepts no connections at all.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import hashlib
 import hmac
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
@@ -36,6 +42,13 @@ T = TypeVar("T")
 
 SCRAM_ITERATIONS = 4096
 
+#: At this many times its quota an over-quota database stops accepting connections at all.
+#: Below it the block is soft (new sessions read-only), which a tenant can undo with one SET,
+#: as it must to clean up; growth between sweeps can overshoot the quota somewhat by itself, but
+#: reaching double means writes went on past the block on purpose. The hard block stops
+#: cleanup too, so it is kept for that case.
+HARD_BLOCK_USAGE_FACTOR = 2
+
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
     """The verifier Postgres stores for ``password`` (RFC 7677 / ``pg_authid`` format)."""
@@ -49,6 +62,11 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
         return base64.b64encode(raw).decode()
 
     return f"SCRAM-SHA-256${SCRAM_ITERATIONS}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+#: How long one session termination is waited for; a backend busy in a long C function can take
+#: a moment to notice the signal.
+_TERMINATE_WAIT_MS = 5000
 
 
 def _ident(name: str) -> str:
@@ -144,35 +162,19 @@ class PostgresDriver:
 
         async def make(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
-                await conn.execute(
-                    f"ALTER ROLE {role} LOGIN PASSWORD {pw} CONNECTION LIMIT {limits.connections}"
-                )
+                await conn.execute(f"ALTER ROLE {role} LOGIN PASSWORD {pw}")
             else:
                 await conn.execute(
-                    f"CREATE ROLE {role} LOGIN PASSWORD {pw} CONNECTION LIMIT {limits.connections}"
+                    f"CREATE ROLE {role} LOGIN PASSWORD {pw}"
                     " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
                 )
-            await conn.execute(
-                f"ALTER ROLE {role} SET statement_timeout = {limits.statement_timeout_ms};"
-                f" ALTER ROLE {role} SET temp_file_limit = '{limits.temp_file_limit_mb}MB'"
-            )
             if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(
-                    f"CREATE DATABASE {role} OWNER {role} STRATEGY wal_log"
-                    f" CONNECTION LIMIT {limits.connections}"
-                )
+                await conn.execute(f"CREATE DATABASE {role} OWNER {role} STRATEGY wal_log")
+            await _apply_limits(conn, role, limits)
             await conn.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
 
         await self._run("created", make)
-        url = f"postgresql://{name}:{password}@{self._public_host}:{self._public_port}/{name}"
-        return PostgresCredentials(
-            connection_url=url,
-            host=self._public_host,
-            port=self._public_port,
-            database=name,
-            username=name,
-            password=password,
-        )
+        return self._credentials(name, password)
 
     async def delete(self, resource_id: UUID) -> None:
         """Drop the database (terminating its sessions) and the role; missing ones are fine."""
@@ -183,6 +185,154 @@ class PostgresDriver:
             await conn.execute(f"DROP ROLE IF EXISTS {name}")
 
         await self._run("deleted", drop)
+
+    async def set_limits(self, resource_id: UUID, limits: PostgresLimits) -> None:
+        """Bring the role and database to ``limits``, through the same statements as ``create``.
+
+        Connection limit, statement timeout and temp file limit change; password, data and
+        open sessions stay (the new settings apply to sessions opened from now on). A write
+        block in force stays in force.
+
+        Raises:
+            SpinupError: NOT_FOUND when the role or the database is missing.
+        """
+        name = tenant_name(resource_id)
+
+        async def change(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            if not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)"
+                " AND EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)",
+                name,
+            ):
+                raise _missing(resource_id)
+            await _apply_limits(conn, _ident(name), limits)
+
+        await self._run("changed", change)
+
+    async def rotate(
+        self,
+        resource_id: UUID,
+        limits: PostgresLimits,  # noqa: ARG002  (a new password changes no limit)
+    ) -> PostgresCredentials:
+        """Give the role a new password and end its open sessions; return the new credentials.
+
+        The old password fails from the moment ``ALTER ROLE`` commits; sessions it opened
+        before are terminated (and waited for). Host, port, database and user stay the same. A
+        write block lives in the database's settings, so it stays in force.
+
+        Raises:
+            SpinupError: NOT_FOUND when the role is missing.
+        """
+        name = tenant_name(resource_id)
+        password = secrets.token_urlsafe(24)
+        verifier = await asyncio.to_thread(scram_sha256_verifier, password)
+
+        async def change(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
+                raise _missing(resource_id)
+            await conn.execute(f"ALTER ROLE {_ident(name)} PASSWORD {_literal(verifier)}")
+            # Terminate after the commit above: a session logging in from here on needs the
+            # new password, so nothing opened with the old one outlives this call.
+            await _terminate_sessions(conn, name)
+
+        await self._run("rotated", change)
+        return self._credentials(name, password)
+
+    def _credentials(self, name: str, password: str) -> PostgresCredentials:
+        url = f"postgresql://{name}:{password}@{self._public_host}:{self._public_port}/{name}"
+        return PostgresCredentials(
+            connection_url=url,
+            host=self._public_host,
+            port=self._public_port,
+            database=name,
+            username=name,
+            password=password,
+        )
+
+    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """``pg_database_size`` of each asked database, all in one query; missing ones left out."""
+        by_name = {tenant_name(rid): rid for rid in resource_ids}
+
+        async def measure(conn: PoolConnectionProxy[asyncpg.Record]) -> dict[UUID, int]:
+            rows = await conn.fetch(
+                "SELECT datname, pg_database_size(oid) AS size FROM pg_database"
+                " WHERE datname = ANY($1::text[])",
+                list(by_name),
+            )
+            return {by_name[row["datname"]]: row["size"] for row in rows}
+
+        return await self._run("measured", measure)
+
+    async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
+        """Over quota: sessions of the database start read-only; far over, it refuses sessions.
+
+        Soft block (usage below ``HARD_BLOCK_USAGE_FACTOR`` times ``quota``): the database's
+        ``default_transaction_read_only`` is turned on and its sessions are ended, so every
+        session from then on starts read-only. INSERT, UPDATE, CREATE … fail with "cannot
+        execute … in a read-only transaction"; SELECT works. To clean up, the tenant runs
+        ``SET default_transaction_read_only = off`` in its session as a statement of its own
+        (it applies from the next transaction on; or ``BEGIN READ WRITE`` per transaction),
+        then DELETE / TRUNCATE / DROP. Only TRUNCATE, DROP and VACUUM FULL give space back to
+        the measured size; DELETE alone leaves the table's files as large as before.
+
+        Hard block (usage at or past that factor, i.e. writes went on past the soft block):
+        the database also stops accepting connections (``ALLOW_CONNECTIONS false``) and its
+        sessions are ended. The role's own connection limit is left alone, so ``allow_writes``
+        needs nothing else to restore. A later call with usage back below the factor (a larger
+        quota) lifts the hard block and keeps the soft one.
+
+        Idempotent: sessions are ended only when a block is newly applied, so a tenant cleaning
+        up is not cut off by every sweep pass. A missing database is left alone.
+        """
+        name = tenant_name(resource_id)
+        database = _ident(name)
+        hard = usage >= HARD_BLOCK_USAGE_FACTOR * quota
+
+        async def block(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            state = await _write_block_state(conn, name)
+            if state is None:
+                return
+            read_only, allows_connections = state
+            tightened = False
+            if not read_only:
+                await conn.execute(
+                    f"ALTER DATABASE {database} SET default_transaction_read_only = on"
+                )
+                tightened = True
+            if hard and allows_connections:
+                await conn.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS false")
+                tightened = True
+            elif not hard and not allows_connections:
+                await conn.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+            if tightened:
+                ended = await _terminate_sessions(conn, name)
+                log.info("pg_provisioner.writes.blocked", database=name, hard=hard, ended=ended)
+
+        await self._run("blocked", block)
+
+    async def allow_writes(self, resource_id: UUID) -> None:
+        """Undo ``block_writes``: writable sessions and connections again.
+
+        Sessions opened during the soft block are ended once, because they started read-only
+        and would stay so; clients reconnect to writable ones. Idempotent; a database never
+        blocked, or missing, is left alone.
+        """
+        name = tenant_name(resource_id)
+        database = _ident(name)
+
+        async def allow(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            state = await _write_block_state(conn, name)
+            if state is None:
+                return
+            read_only, allows_connections = state
+            if not allows_connections:
+                await conn.execute(f"ALTER DATABASE {database} ALLOW_CONNECTIONS true")
+            if read_only:
+                await conn.execute(f"ALTER DATABASE {database} RESET default_transaction_read_only")
+                ended = await _terminate_sessions(conn, name)
+                log.info("pg_provisioner.writes.allowed", database=name, ended=ended)
+
+        await self._run("unblocked", allow)
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the role or the database of this resource exists (for sweeps and tests)."""
@@ -198,3 +348,57 @@ class PostgresDriver:
             )
 
         return await self._run("checked", look)
+
+
+async def _apply_limits(
+    conn: PoolConnectionProxy[asyncpg.Record], role: str, limits: PostgresLimits
+) -> None:
+    """Set every limit Postgres enforces itself on the tenant's role and database.
+
+    ``role`` is the quoted name of both. A write block lives in other settings and stays.
+    """
+    await conn.execute(
+        f"ALTER ROLE {role} CONNECTION LIMIT {limits.connections};"
+        f" ALTER ROLE {role} SET statement_timeout = {limits.statement_timeout_ms};"
+        f" ALTER ROLE {role} SET temp_file_limit = '{limits.temp_file_limit_mb}MB';"
+        f" ALTER DATABASE {role} CONNECTION LIMIT {limits.connections}"
+    )
+
+
+async def _terminate_sessions(conn: PoolConnectionProxy[asyncpg.Record], name: str) -> int:
+    """End every session of the tenant (its role, or in its database); return how many.
+
+    Waits up to ``_TERMINATE_WAIT_MS`` for each to exit, so a caller that returns afterwards
+    knows they are gone rather than signalled.
+    """
+    ended: int = await conn.fetchval(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, $2)) FROM pg_stat_activity"
+        " WHERE (usename = $1 OR datname = $1) AND pid <> pg_backend_pid()",
+        name,
+        _TERMINATE_WAIT_MS,
+    )
+    return ended
+
+
+async def _write_block_state(
+    conn: PoolConnectionProxy[asyncpg.Record], name: str
+) -> tuple[bool, bool] | None:
+    """(sessions start read-only, connections allowed) of the database; ``None`` if missing."""
+    row = await conn.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s WHERE s.setdatabase = d.oid"
+        "   AND s.setrole = 0 AND 'default_transaction_read_only=on' = ANY (s.setconfig))"
+        " AS read_only, d.datallowconn AS allows_connections"
+        " FROM pg_database d WHERE d.datname = $1",
+        name,
+    )
+    if row is None:
+        return None
+    return bool(row["read_only"]), bool(row["allows_connections"])
+
+
+def _missing(resource_id: UUID) -> SpinupError:
+    return SpinupError(
+        ErrorCode.NOT_FOUND,
+        f"The database {resource_id} does not exist on the Postgres server; it may have been"
+        " deleted.",
+    )
