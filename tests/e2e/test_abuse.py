@@ -267,3 +267,63 @@ async def test_platform_redis_down_provisioning_goes_on_and_one_line_says_so(
     # Redis is asked again on the next request, and the gateway says it is back.
     await create(abuse_http, "webhook", fresh_client())
     assert len(log_events(abuse_gateway, "gateway.ratelimit.restored")) == 1
+
+
+async def register(http: httpx.AsyncClient) -> dict[str, str]:
+    """A new account; the Authorization header of its session."""
+    email = f"abuse-{secrets.token_hex(6)}@example.com"
+    response = await http.post(
+        "/auth/register", json={"email": email, "password": "correct horse battery staple"}
+    )
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+async def test_an_account_has_caps_of_its_own_wherever_it_calls_from(
+    abuse_http: httpx.AsyncClient,
+) -> None:
+    account = await register(abuse_http)
+    home = fresh_client()
+
+    async def create_as_account(client: Client) -> httpx.Response:
+        return await abuse_http.post("/webhook/new", headers={**account, **client.headers()})
+
+    made = []
+    for _ in range(ACTIVE_PER_KIND):
+        response = await create_as_account(home)
+        assert response.status_code == 201, response.text
+        assert response.json()["expires_at"] is None
+        made.append(response.json())
+    # The cap follows the account to another network...
+    refused = await create_as_account(fresh_client())
+    assert refused.status_code == 402, refused.text
+    body = refused.json()
+    assert body["error"] == "plan_limit_reached"
+    assert f"plan allows {ACTIVE_PER_KIND} live webhook" in body["message"]
+    assert "caps.active_per_kind" in body["message"]
+    assert "GET /plans" in body["agent_action"]
+    assert "DELETE /resources/{token}" in body["agent_action"]
+    assert "claim_url" not in body["agent_action"]
+    # ...and the network's anonymous callers are counted apart from it.
+    await create(abuse_http, "webhook", home)
+    await delete(abuse_http, made[0])
+    assert (await create_as_account(home)).status_code == 201
+
+
+async def test_an_account_has_a_rate_limit_of_its_own_across_networks(
+    abuse_http: httpx.AsyncClient,
+) -> None:
+    account = await register(abuse_http)
+    statuses = [
+        (
+            await abuse_http.post("/webhook/new", headers={**account, **fresh_client().headers()})
+        ).status_code
+        for _ in range(PER_MINUTE)
+    ]
+    assert statuses == [201] * ACTIVE_PER_KIND + [402] * (PER_MINUTE - ACTIVE_PER_KIND)
+    limited = await abuse_http.post("/db/new", headers={**account, **fresh_client().headers()})
+    assert limited.status_code == 429, limited.text
+    assert int(limited.headers["retry-after"]) >= 1
+    assert "GET /plans" in limited.json()["agent_action"]
+    # Anonymous callers of any network are not slowed by an account's requests.
+    await create(abuse_http, "db", fresh_client())
