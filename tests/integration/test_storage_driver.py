@@ -1,20 +1,30 @@
-"""The storage driver against the real SeaweedFS: idempotence, guard, quota, key rotation."""
+"""The storage driver against the real SeaweedFS: idempotence, guard, quota, key rotation,
+usage and the over-quota write block, as a tenant with its own key sees them."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import pytest
 from miniopy_async.api import Minio
+from miniopy_async.commonconfig import CopySource
+from miniopy_async.deleteobjects import DeleteObject
 from miniopy_async.error import S3Error
 
-from shared.contracts.errors import DropRefusedError
+from devstack.stack import Stack
+from shared.contracts.errors import (
+    BackendUnavailableError,
+    DropRefusedError,
+    ErrorCode,
+    SpinupError,
+)
 from shared.contracts.kinds import S3Credentials, S3Limits
 from storage_provisioner.driver import S3Driver, bucket_name, guard_bucket_name
 
@@ -133,3 +143,185 @@ async def test_writes_beyond_the_quota_are_refused_once_enforced(
     response.release()
     await s3_driver.delete(rid)
     assert not await s3_driver.exists(rid)
+
+
+async def object_names(client: Minio, bucket: str) -> list[str]:
+    return [str(o.object_name) async for o in client.list_objects(bucket, recursive=True)]
+
+
+async def refusal(write: Awaitable[object]) -> str:
+    """The S3 error code ``write`` was refused with."""
+    with pytest.raises(S3Error) as refused:
+        await write
+    return str(refused.value.code)
+
+
+async def test_rotate_kills_the_old_key_at_once_and_the_new_one_sees_the_same_bucket(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    rid = uuid.uuid4()
+    old = await s3_driver.create(rid, LIMITS)
+    old_client = tenant_client(old, http_session)
+    await old_client.put_object(old.bucket, "kept", io.BytesIO(b"1"), 1)
+    new = await s3_driver.rotate(rid, LIMITS)
+    # The very next request with the old key, on the same keep-alive connection.
+    assert await refusal(old_client.put_object(old.bucket, "late", io.BytesIO(b"1"), 1)) == (
+        "InvalidAccessKeyId"
+    )
+    assert await refusal(old_client.list_objects(old.bucket)) == "InvalidAccessKeyId"
+    assert (new.endpoint, new.region, new.bucket, new.s3_url) == (
+        old.endpoint,
+        old.region,
+        old.bucket,
+        old.s3_url,
+    )
+    assert new.access_key != old.access_key
+    new_client = tenant_client(new, http_session)
+    assert await object_names(new_client, new.bucket) == ["kept"]
+    await new_client.put_object(new.bucket, "fresh", io.BytesIO(b"2"), 1)
+    assert await s3_driver.quota_bytes(rid) == LIMITS.storage_mb * 1024 * 1024
+    await s3_driver.delete(rid)
+
+
+async def test_rotate_of_a_resource_never_created_is_not_found(s3_driver: S3Driver) -> None:
+    with pytest.raises(SpinupError) as missing:
+        await s3_driver.rotate(uuid.uuid4(), LIMITS)
+    assert missing.value.code is ErrorCode.NOT_FOUND
+
+
+async def test_set_limits_changes_the_bucket_quota_and_nothing_else(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, S3Limits(storage_mb=3))
+    tenant = tenant_client(creds, http_session)
+    await tenant.put_object(creds.bucket, "before", io.BytesIO(b"1"), 1)
+    await s3_driver.set_limits(rid, S3Limits(storage_mb=30))
+    await s3_driver.set_limits(rid, S3Limits(storage_mb=30))
+    assert await s3_driver.quota_bytes(rid) == 30 * 1024 * 1024
+    await tenant.put_object(creds.bucket, "after", io.BytesIO(b"2"), 1)  # the same key
+    assert await object_names(tenant, creds.bucket) == ["after", "before"]
+    with pytest.raises(SpinupError) as missing:
+        await s3_driver.set_limits(uuid.uuid4(), LIMITS)
+    assert missing.value.code is ErrorCode.NOT_FOUND
+    await s3_driver.delete(rid)
+
+
+async def test_usage_is_the_size_of_the_objects_and_leaves_out_missing_buckets(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    writer, idle, never_created = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    creds = await s3_driver.create(writer, LIMITS)
+    await s3_driver.create(idle, LIMITS)
+    assert await s3_driver.usage([writer, idle, never_created]) == {writer: 0, idle: 0}
+    tenant = tenant_client(creds, http_session)
+    # Compressible and random alike: what the tenant uploaded, not what SeaweedFS stored.
+    await tenant.put_object(creds.bucket, "text", io.BytesIO(b"x" * 300_000), 300_000)
+    await tenant.put_object(creds.bucket, "dir/random", io.BytesIO(os.urandom(200_000)), 200_000)
+    assert await s3_driver.usage([writer, idle]) == {writer: 500_000, idle: 0}
+    await tenant.remove_object(creds.bucket, "text")
+    assert await s3_driver.usage([writer]) == {writer: 200_000}
+    assert await s3_driver.usage([]) == {}
+    await s3_driver.delete(writer)
+    await s3_driver.delete(idle)
+    assert await s3_driver.usage([writer, idle]) == {}
+
+
+# miniopy-async hands each multipart part (5 MiB at least) to aiohttp as bytes.
+@pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
+async def test_block_writes_refuses_uploads_of_every_kind_but_reads_and_deletes_work(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, LIMITS)
+    tenant = tenant_client(creds, http_session)
+    for name in ("a", "b", "c", "d"):
+        await tenant.put_object(creds.bucket, name, io.BytesIO(b"data"), 4)
+    await s3_driver.block_writes(rid, usage=2, quota=1)
+    await s3_driver.block_writes(rid, usage=3, quota=1)  # every sweep pass while over
+    big = os.urandom(6 * 1024 * 1024)
+    for write in (
+        tenant.put_object(creds.bucket, "new", io.BytesIO(b"x"), 1),
+        tenant.put_object(creds.bucket, "a", io.BytesIO(b"overwrite"), 9),
+        tenant.put_object(creds.bucket, "multi", io.BytesIO(big), len(big), part_size=5 << 20),
+        tenant.copy_object(creds.bucket, "copy", CopySource(creds.bucket, "a")),
+    ):
+        assert await refusal(write) == "AccessDenied"
+    response = await tenant.get_object(creds.bucket, "a")
+    assert await response.read() == b"data"
+    response.release()
+    await tenant.remove_object(creds.bucket, "a")
+    errors = [e async for e in tenant.remove_objects(creds.bucket, [DeleteObject("b")])]
+    assert errors == []
+    assert await object_names(tenant, creds.bucket) == ["c", "d"]
+    # The tenant cannot lift the block itself.
+    assert await refusal(tenant.delete_bucket_policy(creds.bucket)) == "AccessDenied"
+    allow_all = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": ["s3:PutObject"],
+                "Resource": [f"arn:aws:s3:::{creds.bucket}/*"],
+            }
+        ],
+    }
+    policy = json.dumps(allow_all)
+    assert await refusal(tenant.set_bucket_policy(creds.bucket, policy)) == "AccessDenied"
+    # SeaweedFS's own quota pass (bucket under its quota) does not undo the block.
+    await s3_driver.enforce_quotas()
+    # A new key is blocked as well: the block is on the bucket.
+    rotated = tenant_client(await s3_driver.rotate(rid, LIMITS), http_session)
+    assert await refusal(rotated.put_object(creds.bucket, "new", io.BytesIO(b"x"), 1)) == (
+        "AccessDenied"
+    )
+    await s3_driver.allow_writes(rid)
+    await rotated.put_object(creds.bucket, "new", io.BytesIO(b"x"), 1)
+    await rotated.put_object(creds.bucket, "multi", io.BytesIO(big), len(big), part_size=5 << 20)
+    await s3_driver.allow_writes(rid)
+    assert await object_names(rotated, creds.bucket) == ["c", "d", "multi", "new"]
+    await s3_driver.delete(rid)
+    assert not await s3_driver.exists(rid)
+
+
+async def test_allow_writes_on_a_never_blocked_bucket_changes_nothing(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, LIMITS)
+    await s3_driver.allow_writes(rid)
+    await tenant_client(creds, http_session).put_object(creds.bucket, "x", io.BytesIO(b"1"), 1)
+    await s3_driver.delete(rid)
+
+
+async def test_block_and_allow_of_a_resource_never_created_leave_nothing_behind(
+    s3_driver: S3Driver,
+) -> None:
+    never_created = uuid.uuid4()
+    await s3_driver.block_writes(never_created, usage=2, quota=1)
+    await s3_driver.allow_writes(never_created)
+    assert not await s3_driver.exists(never_created)
+
+
+async def test_server_down_is_backend_unavailable_for_every_new_operation(
+    stack: Stack, s3_driver: S3Driver
+) -> None:
+    rid = uuid.uuid4()
+    operations: list[Callable[[], Awaitable[object]]] = [
+        lambda: s3_driver.set_limits(rid, LIMITS),
+        lambda: s3_driver.rotate(rid, LIMITS),
+        lambda: s3_driver.usage([rid]),
+        lambda: s3_driver.block_writes(rid, usage=2, quota=1),
+        lambda: s3_driver.allow_writes(rid),
+    ]
+    stack.stop_server("seaweed")
+    try:
+        for operation in operations:
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError):
+                await operation()
+            assert time.monotonic() - started < 10
+    finally:
+        stack.start_server("seaweed")
+    assert await s3_driver.usage([rid]) == {}

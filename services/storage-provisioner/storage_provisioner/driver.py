@@ -13,6 +13,17 @@ its own bucket and create it again, and the new bucket has no quota. SeaweedFS's
 The quota is SeaweedFS's own: ``s3.bucket.quota`` records it on the bucket, and
 ``s3.bucket.quota.enforce -apply`` (run by the worker every few seconds, ``enforce_quotas``)
 makes a bucket over its quota read-only. Both go through ``weed shell``, the server's admin tool.
+SeaweedFS 4.48's S3 gateway also runs that check by itself about once a minute.
+
+The usage sweep is the other half. ``usage`` sums the object sizes ListObjectsV2 reports (what
+the tenant's own client sees, exact and current); SeaweedFS's figure counts what it stored,
+compressed, a heartbeat late, but also counts unfinished multipart uploads. Over quota,
+``block_writes`` puts a bucket policy that denies ``s3:PutObject`` to everyone: uploads,
+multipart parts and copies are refused with ``AccessDenied`` at once, while reads, listing and
+deletes keep working. Not SeaweedFS's read-only flag: its enforce pass turns a bucket writable
+again whenever its own figure is under the quota (measured: within one 10 s sweep), and a
+read-only bucket answers a PUT with ``InternalError``. The tenant's policy grants nothing on the
+bucket policy itself, so it cannot lift the block.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -55,6 +66,8 @@ _BUCKET_NAME_RE = re.compile(r"^t-[0-9a-f]{32}$")
 POLICY_NAME = "tenant-bucket"
 # Objects removed per DeleteObjects request (the S3 maximum).
 DELETE_BATCH = 1000
+# Buckets listed at once by a usage sweep.
+USAGE_CONCURRENCY = 8
 # Short, so a server that does not answer becomes a 503 well within the endpoint's timeout.
 CONNECT_TIMEOUT_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
@@ -106,6 +119,28 @@ def bucket_policy(bucket: str) -> str:
     )
 
 
+def write_block_policy(bucket: str) -> str:
+    """The bucket policy of an over-quota bucket: nobody may put objects into it.
+
+    ``s3:PutObject`` covers PUT, POST, multipart parts and the target of a copy; an explicit
+    ``Deny`` wins over the user's ``Allow``. Reading, listing and deleting stay allowed.
+    """
+    return json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Sid": "OverQuota",
+                    "Effect": "Deny",
+                    "Principal": "*",
+                    "Action": ["s3:PutObject"],
+                    "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                }
+            ],
+        }
+    )
+
+
 class IamAdmin(Protocol):
     """Users, inline policies and access keys. The AWS IAM API here; MinIO's admin API differs."""
 
@@ -114,7 +149,11 @@ class IamAdmin(Protocol):
         ...
 
     async def replace_access_key(self, user: str) -> tuple[str, str]:
-        """Make a new access key, delete every older one; return (access key, secret)."""
+        """Make a new access key, delete every older one; return (access key, secret).
+
+        Raises:
+            SpinupError: NOT_FOUND if the user does not exist.
+        """
         ...
 
     async def remove_user(self, user: str) -> None:
@@ -152,8 +191,18 @@ class AwsIamAdmin:
         return [str(key["AccessKeyId"]) for key in listed.get("AccessKeyMetadata", [])]
 
     async def replace_access_key(self, user: str) -> tuple[str, str]:
-        """Make a new access key, delete every older one; return (access key, secret)."""
-        created = (await self._iam.create_access_key(UserName=user))["AccessKey"]
+        """Make a new access key, delete every older one; return (access key, secret).
+
+        Raises:
+            SpinupError: NOT_FOUND if the user does not exist.
+        """
+        try:
+            created = (await self._iam.create_access_key(UserName=user))["AccessKey"]
+        except botocore.exceptions.ClientError as exc:
+            if not self._no_such_entity(exc):
+                raise
+            msg = "The bucket's user does not exist any more; no new key was made."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg) from exc
         access_key, secret = str(created["AccessKeyId"]), str(created["SecretAccessKey"])
         # Older keys include any the tenant made for itself (IAM lets a user do that).
         for key_id in await self._key_ids(user):
@@ -382,6 +431,9 @@ class S3Driver:
             return await self._iam.replace_access_key(user)
 
         access_key, secret_key = await self._run("created", make)
+        return self._credentials(bucket, access_key, secret_key)
+
+    def _credentials(self, bucket: str, access_key: str, secret_key: str) -> S3Credentials:
         return S3Credentials(
             endpoint=self._public_endpoint,
             region=self._region,
@@ -390,6 +442,112 @@ class S3Driver:
             secret_key=secret_key,
             s3_url=f"s3://{bucket}",
         )
+
+    async def set_limits(self, resource_id: UUID, limits: S3Limits) -> None:
+        """Set the bucket's SeaweedFS quota to ``storage_mb``; keys, objects and policy stay.
+
+        Raises:
+            SpinupError: NOT_FOUND if the bucket does not exist.
+        """
+        bucket = guard_bucket_name(bucket_name(resource_id))
+
+        async def apply() -> None:
+            # weed shell fails without saying why on a missing bucket: look first.
+            if not await self._admin.bucket_exists(bucket):
+                msg = "This storage bucket does not exist any more; its quota was not changed."
+                raise SpinupError(ErrorCode.NOT_FOUND, msg)
+            await self._shell.set_quota(bucket, limits.storage_mb)
+
+        await self._run("changed", apply)
+
+    async def rotate(self, resource_id: UUID, limits: S3Limits) -> S3Credentials:
+        """A new access key for the tenant's user; every older key is deleted.
+
+        The old key is refused (``InvalidAccessKeyId``) by the next request: the IAM API runs
+        inside the S3 gateway, which drops a deleted key from its identities before answering
+        (measured: no request got through after ``DeleteAccessKey`` returned). S3 requests are
+        signed one by one, so no connection outlives its key. The bucket, its objects, quota
+        and any write block stay.
+
+        Raises:
+            SpinupError: NOT_FOUND if the user does not exist.
+        """
+        del limits
+        bucket = guard_bucket_name(bucket_name(resource_id))
+        user = guard_tenant_name(tenant_name(resource_id))
+
+        access_key, secret_key = await self._run(
+            "rotated", lambda: self._iam.replace_access_key(user)
+        )
+        return self._credentials(bucket, access_key, secret_key)
+
+    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+        """Bytes of the objects in each bucket (ListObjectsV2 sizes); missing buckets left out.
+
+        One listing request per 1000 objects, ``USAGE_CONCURRENCY`` buckets at a time.
+        """
+        buckets = {guard_bucket_name(bucket_name(rid)): rid for rid in resource_ids}
+        slots = asyncio.Semaphore(USAGE_CONCURRENCY)
+
+        async def measure(bucket: str) -> int | None:
+            total = 0
+            async with slots:
+                listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
+                try:
+                    async with contextlib.aclosing(listing) as objects:
+                        async for obj in objects:
+                            total += obj.size or 0
+                except S3Error as exc:
+                    if exc.code == "NoSuchBucket":
+                        return None
+                    raise
+            return total
+
+        async def measure_all() -> dict[UUID, int]:
+            sizes = await asyncio.gather(*(measure(bucket) for bucket in buckets))
+            return {
+                rid: size
+                for rid, size in zip(buckets.values(), sizes, strict=True)
+                if size is not None
+            }
+
+        return await self._run("measured", measure_all)
+
+    async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
+        """Refuse every upload into the bucket (``write_block_policy``); reads and deletes work.
+
+        Takes effect with the next request, whatever key or connection sends it. Idempotent
+        (the same policy is put again); one level of block whatever ``usage`` and ``quota``
+        are. A missing bucket is left alone.
+        """
+        del usage, quota
+        bucket = guard_bucket_name(bucket_name(resource_id))
+
+        async def block() -> None:
+            # SeaweedFS answers a policy for a missing bucket with InternalError: look first.
+            if not await self._admin.bucket_exists(bucket):
+                log.info("storage_provisioner.block.no_bucket")
+                return
+            await self._admin.set_bucket_policy(bucket, write_block_policy(bucket))
+
+        await self._run("blocked", block)
+
+    async def allow_writes(self, resource_id: UUID) -> None:
+        """Remove the write block's bucket policy; harmless when there is none or no bucket.
+
+        SeaweedFS's own read-only flag, if its enforce pass set one, is lifted by its next
+        pass once its figure is under the quota.
+        """
+        bucket = guard_bucket_name(bucket_name(resource_id))
+
+        async def allow() -> None:
+            try:
+                await self._admin.delete_bucket_policy(bucket)
+            except S3Error as exc:
+                if exc.code not in {"NoSuchBucketPolicy", "NoSuchBucket"}:
+                    raise
+
+        await self._run("unblocked", allow)
 
     async def delete(self, resource_id: UUID) -> None:
         """Delete the user and its keys (dead at once), then empty and drop the bucket."""
