@@ -10,6 +10,7 @@ from gateway.claims import (
     ClaimToken,
     mint_claim_token,
     read_claim_token,
+    token_text,
 )
 from gateway.neon import _parse_id, resource_id_of
 from shared.contracts.errors import ErrorCode, SpinupError
@@ -114,6 +115,13 @@ def test_a_claim_token_is_refused_by_a_decoder_expecting_another_audience() -> N
 def test_malformed_claims_are_invalid(override: dict[str, object]) -> None:
     token = jwt.encode(claims(**override), KEY, algorithm="HS256")
     assert refused(token) is ErrorCode.INVALID_CLAIM_TOKEN
+
+
+def test_a_claim_url_given_for_a_token_is_read_as_its_token() -> None:
+    token = mint_claim_token(KEY, FP, ttl_seconds=60)
+    assert token_text(f"https://spinup.example/claim?t={token}") == token
+    assert token_text(f" {token}\n") == token
+    assert token_text("https://spinup.example/claim?x=1") == ""
 
 
 def test_a_neon_database_id_maps_to_another_resource_id_always_the_same() -> None:

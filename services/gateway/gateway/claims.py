@@ -28,6 +28,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import msgspec
@@ -173,6 +174,23 @@ def claim_url(
     return f"{ctx.settings.public_url}/claim?t={token}"
 
 
+def token_text(value: str) -> str:
+    """The claim token, also when given as the whole claim URL (agents often pass the URL)."""
+    if "?" in value:
+        return parse_qs(urlsplit(value.strip()).query).get("t", [""])[0]
+    return value.strip()
+
+
+def claim_stream(claim_id: uuid.UUID) -> str:
+    """The event stream of one claim (one claim token)."""
+    return f"claim-{claim_id}"
+
+
+def _store(ctx: GatewayContext) -> EventStore:
+    # Claim streams have no projection: the log alone answers "was this token used?".
+    return EventStore(ctx.pool, ctx.keyring)
+
+
 async def claimable(ctx: GatewayContext, token: ClaimToken) -> list[ResourceState]:
     """The live, unclaimed, anonymous resources the token names, oldest first."""
     return [
@@ -207,6 +225,8 @@ class ClaimPreview(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool = True
     claim_id: uuid.UUID
     token_expires_at: datetime
+    #: True once a claim with this token has started: it works only to finish that claim.
+    used: bool
     resources: list[ClaimableResource]
     how_to_claim: str
 
@@ -260,7 +280,7 @@ async def preview_claim(
     request: Request[Any, Any, Any], ctx: GatewayContext, t: str = TokenQuery
 ) -> ClaimPreview:
     """``GET /claim/preview?t=…`` (and ``GET /claim?t=…``, where claim URLs point)."""
-    token = read_claim_token(ctx.settings.jwt_key, t)
+    token = read_claim_token(ctx.settings.jwt_key, token_text(t))
     principal = await authenticate(request, ctx)
     tier_name = principal.tier if principal else ctx.plans.account_tier
     tier = ctx.plans.tiers[tier_name]
@@ -282,6 +302,7 @@ async def preview_claim(
     return ClaimPreview(
         claim_id=token.claim_id,
         token_expires_at=token.expires_at,
+        used=bool(await _store(ctx).load(claim_stream(token.claim_id))),
         resources=resources,
         how_to_claim=HOW_TO_CLAIM,
     )
@@ -306,10 +327,10 @@ async def claim(
         msg = "Claiming needs an account: this request carries no Authorization header."
         raise SpinupError(ErrorCode.UNAUTHORIZED, msg, agent_action=_REGISTER_FIRST)
     principal.require(Scope.PROVISION)
-    token = read_claim_token(ctx.settings.jwt_key, data.token)
+    token = read_claim_token(ctx.settings.jwt_key, token_text(data.token))
     correlation_id = request_id_of(request.scope)
-    store = EventStore(ctx.pool, ctx.keyring)
-    stream = f"claim-{token.claim_id}"
+    store = _store(ctx)
+    stream = claim_stream(token.claim_id)
 
     recorded = await store.load(stream)
     if not recorded:
