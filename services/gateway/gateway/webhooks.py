@@ -37,10 +37,10 @@ from shared.contracts.kinds import (
     WebhookCredentials,
     WebhookLimits,
 )
-from shared.contracts.subjects import DEPROVISION_WEBHOOK, PROVISION_WEBHOOK
 from shared.lifecycle import ResourceLifecycle
 from shared.plans import Plans
 from shared.resources import ResourceState
+from shared.worker import serve_lifecycle
 
 # Handlers waiting for a slot; beyond this, commands wait in NATS.
 MAX_IN_FLIGHT = 256
@@ -74,11 +74,11 @@ _RETIRED_KEY = "This receive URL was replaced by a new one (rotated); nothing wa
 
 
 async def serve_webhook_commands(bus: Bus, lifecycle: ResourceLifecycle) -> None:
-    """Subscribe the gateway in the ``gateway-webhooks`` queue group: any replica may answer."""
-    await bus.serve(PROVISION_WEBHOOK, lifecycle.provision, max_in_flight=MAX_IN_FLIGHT)
-    await bus.serve(DEPROVISION_WEBHOOK, lifecycle.deprovision, max_in_flight=MAX_IN_FLIGHT)
-    # The server has the subscriptions once this returns: /readyz cannot pass before they work.
-    await bus.nc.flush()
+    """Subscribe the gateway in the ``gateway-webhooks`` queue group: any replica may answer.
+
+    The server has the subscriptions once this returns: /readyz cannot pass before they work.
+    """
+    await serve_lifecycle(bus, lifecycle, ResourceKind.WEBHOOK, max_in_flight=MAX_IN_FLIGHT)
 
 
 class RequestReceived(msgspec.Struct, frozen=True, kw_only=True):
