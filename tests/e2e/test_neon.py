@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
@@ -203,3 +204,39 @@ async def test_admission_applies_as_on_db_new(
         assert refused.json()["hint"]
         chosen = await tight.post(f"/api/v1/database/{uuid.uuid4()}", json=REF)
         assert chosen.status_code == 402
+
+
+async def test_claiming_goes_through_claiming_to_claimed_and_hides_the_connection_string(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    body = await new_database(http, json=REF)
+    credentials = {"email": f"neon-{uuid.uuid4().hex[:12]}@example.com", "password": "pw-" * 6}
+    registered = await http.post("/auth/register", json=credentials)
+    assert registered.status_code == 201, registered.text
+    headers = {"Authorization": f"Bearer {registered.json()['token']}"}
+    token = parse_qs(urlsplit(body["claim_url"]).query)["t"][0]
+
+    stack.stop_service("pg-provisioner")
+    try:
+        cut_short = await http.post("/claim", json={"token": token}, headers=headers)
+        assert cut_short.status_code == 503, cut_short.text
+        claiming = (await http.get(f"/api/v1/database/{body['id']}")).json()
+        assert claiming["status"] == "CLAIMING"
+        assert claiming["connection_string"] == body["connection_string"]
+    finally:
+        stack.start_service("pg-provisioner")
+    claimed = await http.post("/claim", json={"token": token}, headers=headers)
+    assert claimed.status_code == 200, claimed.text
+
+    shown = await http.get(f"/api/v1/database/{body['id']}")
+    assert shown.status_code == 200
+    assert shown.json()["status"] == "CLAIMED"
+    assert shown.json()["connection_string"] is None
+    assert shown.json()["claim_url"] is None
+    assert shown.json()["expires_at"] is None
+    again = await http.post(f"/api/v1/database/{body['id']}", json=REF)
+    assert again.status_code == 200
+    assert again.json()["connection_string"] is None
+    conn = await asyncpg.connect(body["connection_string"])  # the URL itself did not change
+    assert await conn.fetchval("SELECT 1") == 1
+    await conn.close()
