@@ -161,6 +161,9 @@ def main() -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        # uvicorn would rewrite the client address from X-Forwarded-For of any local peer;
+        # gateway.clients believes it only from SPINUP_TRUSTED_PROXIES.
+        proxy_headers=False,
     )
     _GatewayServer(config, app).run()
     return 0

@@ -191,8 +191,12 @@ async def provision(
     account_id = principal.account_id if principal else None
     tier_name = principal.tier if principal else ctx.plans.anonymous_tier
     tier = ctx.plans.tiers[tier_name]
-    await admit(ctx, kind=kind, tier=tier, account_id=account_id, fingerprint=client)
     command_id, resource_id = ids
+    # A retry of a create already made (same Idempotency-Key) gets its stored reply: caps and
+    # rate limits counted it the first time. Without a key the ids are new: nothing to look up.
+    retried = "idempotency-key" in request.headers and await ctx.resources.by_id(resource_id)
+    if not retried:
+        await admit(ctx, kind=kind, tier=tier, account_id=account_id, fingerprint=client)
     token = mint_token(ctx.settings.token_key, command_id)
     now = datetime.now(UTC)
     command = ProvisionResource(
