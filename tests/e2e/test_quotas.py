@@ -131,6 +131,7 @@ async def check_quota_cycle(
     usage = await over_quota_after_sweep(http, bus, kind, body)
     assert usage["over_quota"], usage
     assert usage["bytes"] >= usage["quota_bytes"], usage
+    assert usage["note"], "an over-quota resource tells its tenant how to get back under"
     with pytest.raises(refused):
         await write()
     await read()
@@ -138,6 +139,7 @@ async def check_quota_cycle(
     usage = await over_quota_after_sweep(http, bus, kind, body)
     assert not usage["over_quota"], usage
     assert usage["bytes"] < usage["quota_bytes"], usage
+    assert usage["note"] is None
     await write()
 
 

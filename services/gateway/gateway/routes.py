@@ -110,6 +110,8 @@ class KindRoute:
     noun: str
     summary: str
     description: str
+    #: What a tenant over quota can do, shown with the usage; None for kinds without a quota.
+    over_quota: str | None
 
 
 KIND_ROUTES = [
@@ -120,6 +122,11 @@ KIND_ROUTES = [
         summary="Create a Postgres database",
         description="A real Postgres database and role of its own; `connection_url` is a"
         " postgresql:// URL for any driver.",
+        over_quota=(
+            "New sessions are read-only. To free space run `SET default_transaction_read_only = "
+            "off`, then TRUNCATE or DROP what you no longer need (DELETE alone does not shrink the "
+            "files); writing on instead closes the database to connections."
+        ),
     ),
     KindRoute(
         kind=ResourceKind.REDIS,
@@ -128,6 +135,9 @@ KIND_ROUTES = [
         summary="Create a Redis cache",
         description="An ACL user on a shared Redis that may use only keys and channels starting"
         " with `credentials.key_prefix`; `connection_url` is a redis:// URL.",
+        over_quota=(
+            "Write commands are refused; reads work. DEL, UNLINK or EXPIRE keys to free memory."
+        ),
     ),
     KindRoute(
         kind=ResourceKind.MONGO,
@@ -136,6 +146,10 @@ KIND_ROUTES = [
         summary="Create a MongoDB database",
         description="A MongoDB database and a user with readWrite on it only; `connection_url`"
         " is a mongodb:// URL.",
+        over_quota=(
+            "Inserts and updates are refused; finds work. Delete documents or drop collections to "
+            "free space."
+        ),
     ),
     KindRoute(
         kind=ResourceKind.NATS,
@@ -144,6 +158,9 @@ KIND_ROUTES = [
         summary="Create a NATS JetStream account",
         description="A NATS account of its own with JetStream limits from the plan;"
         " `credentials.creds` is the text of a standard .creds file.",
+        over_quota=(
+            "The server refuses new JetStream messages; purge or delete streams to free storage."
+        ),
     ),
     KindRoute(
         kind=ResourceKind.S3,
@@ -152,6 +169,7 @@ KIND_ROUTES = [
         summary="Create an S3 bucket",
         description="An S3 bucket and an access key whose policy names only that bucket, with"
         " a quota from the plan.",
+        over_quota="Uploads are refused; downloads work. Delete objects to free space.",
     ),
     KindRoute(
         kind=ResourceKind.WEBHOOK,
@@ -160,6 +178,7 @@ KIND_ROUTES = [
         summary="Create a webhook receiver",
         description="A URL that captures any request sent to it; read them back with"
         " GET /webhook/{token}/requests or follow them live with GET /webhook/{token}/stream.",
+        over_quota=None,
     ),
 ]
 
@@ -345,12 +364,18 @@ def open_credentials(ctx: GatewayContext, state: ResourceState) -> Credentials |
     return _credentials_decoder.decode(raw)
 
 
+_OVER_QUOTA_NOTES = {route.kind: route.over_quota for route in KIND_ROUTES}
+
+
 def resource_info(
     state: ResourceState,
     credentials: Credentials | None,
     measured: tuple[int, datetime] | None,
 ) -> ResourceInfo:
     """How a resource is shown, with its credentials when the caller may see them."""
+    over_quota_note = None
+    if state.quota_exceeded and state.kind is not None:
+        over_quota_note = _OVER_QUOTA_NOTES[state.kind]
     return ResourceInfo(
         id=state.resource_id,
         kind=state.kind.value if state.kind else "unknown",
@@ -363,6 +388,7 @@ def resource_info(
             quota_bytes=quota_bytes(state.limits) if state.limits else None,
             measured_at=measured[1] if measured else None,
             over_quota=state.quota_exceeded,
+            note=over_quota_note,
         ),
         created_at=state.created_at,
         expires_at=state.expires_at,

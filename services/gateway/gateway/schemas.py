@@ -45,13 +45,15 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     """What the last usage sweep measured against the quota (bytes).
 
     ``over_quota`` true: the backend refuses writes until usage drops below the quota (delete
-    data) or the quota rises (claim the resource into an account, or upgrade).
+    data) or the quota rises (claim the resource into an account, or upgrade); ``note`` says
+    how, for this kind.
     """
 
     bytes: int | None
     quota_bytes: int | None
     measured_at: datetime | None
     over_quota: bool
+    note: str | None = None
 
 
 class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
