@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
@@ -503,7 +504,9 @@ async def test_a_jwt_made_with_the_gateways_key_works_and_forged_ones_do_not(
     assert "POST /auth/login" in body["message"]
 
     header, payload, _ = good.split(".")
+    claim_url = (await create(http, "webhook"))["claim_url"]
     forged = {
+        "claim token": parse_qs(urlsplit(claim_url).query)["t"][0],
         "bad signature": f"{header}.{payload}.{b64({'x': 1})}",
         "other key": session_jwt(b"k" * 64, account_id),
         "alg none": f"{b64({'alg': 'none', 'typ': 'JWT'})}.{payload}.",
