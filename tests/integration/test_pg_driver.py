@@ -4,8 +4,9 @@ import asyncpg
 import msgspec
 import pytest
 
+from pg_provisioner import driver as driver_module
 from pg_provisioner.driver import PostgresDriver
-from shared.contracts.errors import ErrorCode, SpinupError
+from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
 from shared.naming import tenant_name
 from shared.testing.factories import LIMITS
 
@@ -259,3 +260,28 @@ async def test_allow_writes_on_a_database_never_blocked_changes_nothing(
     await conn.execute("CREATE TABLE t (n int); INSERT INTO t VALUES (1)")
     await conn.close()
     await driver.delete(rid)
+
+
+async def test_guard_refuses_every_new_operation_on_a_name_without_the_tenant_prefix(
+    driver: PostgresDriver, customer_admin: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were the guard skipped, block_writes would make the admin's own database read-only.
+    monkeypatch.setattr(driver_module, "tenant_name", lambda _rid: "postgres")
+    rid = uuid.uuid4()
+    with pytest.raises(DropRefusedError):
+        await driver.rotate(rid, LIMITS)
+    with pytest.raises(DropRefusedError):
+        await driver.set_limits(rid, LIMITS)
+    with pytest.raises(DropRefusedError):
+        await driver.block_writes(rid, usage=100, quota=1)
+    with pytest.raises(DropRefusedError):
+        await driver.allow_writes(rid)
+    with pytest.raises(DropRefusedError):
+        await driver.usage([rid])
+    assert not await customer_admin.fetchval(
+        "SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase"
+        " WHERE d.datname = 'postgres'"
+    )
+    assert await customer_admin.fetchval(
+        "SELECT datallowconn FROM pg_database WHERE datname = 'postgres'"
+    )

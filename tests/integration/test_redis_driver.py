@@ -433,3 +433,22 @@ async def test_usage_measures_every_asked_tenant_in_one_pass(
     for rid in (small, large, empty):
         await redis_driver.delete(rid)
     assert await redis_driver.usage([small, large, empty]) == {}
+
+
+async def test_guard_refuses_every_new_operation_on_a_name_without_the_tenant_prefix(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were the guard skipped, rotate would end the admin's own connections and reset its password.
+    monkeypatch.setattr(driver_module, "tenant_name", lambda _rid: "spinup-admin")
+    rid = uuid.uuid4()
+    with pytest.raises(DropRefusedError):
+        await redis_driver.rotate(rid, LIMITS)
+    with pytest.raises(DropRefusedError):
+        await redis_driver.set_limits(rid, LIMITS)
+    with pytest.raises(DropRefusedError):
+        await redis_driver.block_writes(rid, usage=2, quota=1)
+    with pytest.raises(DropRefusedError):
+        await redis_driver.allow_writes(rid)
+    with pytest.raises(DropRefusedError):
+        await redis_driver.usage([rid])
+    assert await redis_admin.ping()

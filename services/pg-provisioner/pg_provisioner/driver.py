@@ -198,7 +198,7 @@ class PostgresDriver:
         Raises:
             SpinupError: NOT_FOUND when the role or the database is missing.
         """
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
 
         async def change(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             if not await conn.fetchval(
@@ -225,7 +225,7 @@ class PostgresDriver:
         Raises:
             SpinupError: NOT_FOUND when the role is missing.
         """
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
         password = secrets.token_urlsafe(24)
         verifier = await asyncio.to_thread(scram_sha256_verifier, password)
 
@@ -253,7 +253,7 @@ class PostgresDriver:
 
     async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
         """``pg_database_size`` of each asked database, all in one query; missing ones left out."""
-        by_name = {tenant_name(rid): rid for rid in resource_ids}
+        by_name = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
 
         async def measure(conn: PoolConnectionProxy[asyncpg.Record]) -> dict[UUID, int]:
             rows = await conn.fetch(
@@ -286,7 +286,7 @@ class PostgresDriver:
         Idempotent: sessions are ended only when a block is newly applied, so a tenant cleaning
         up is not cut off by every sweep pass. A missing database is left alone.
         """
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
         database = _ident(name)
         hard = usage >= HARD_BLOCK_USAGE_FACTOR * quota
 
@@ -319,7 +319,7 @@ class PostgresDriver:
         and would stay so; clients reconnect to writable ones. Idempotent; a database never
         blocked, or missing, is left alone.
         """
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
         database = _ident(name)
 
         async def allow(conn: PoolConnectionProxy[asyncpg.Record]) -> None:

@@ -400,7 +400,7 @@ class RedisDriver:
         Raises:
             SpinupError: NOT_FOUND when the tenant has no user.
         """
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
         prefix = key_prefix(resource_id)
         async with self._backend_errors("changed"):
             blocked = await self._writes_blocked(name)
@@ -432,7 +432,7 @@ class RedisDriver:
         Raises:
             SpinupError: NOT_FOUND when the tenant has no user.
         """
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
         password = secrets.token_urlsafe(24)
         async with self._backend_errors("rotated"):
             if await self._command("ACL", "GETUSER", name) is None:
@@ -463,7 +463,7 @@ class RedisDriver:
         await self._set_write_block(resource_id, blocked=False)
 
     async def _set_write_block(self, resource_id: UUID, *, blocked: bool) -> None:
-        name = tenant_name(resource_id)
+        name = guard_tenant_name(tenant_name(resource_id))
         async with self._backend_errors("blocked" if blocked else "unblocked"):
             now = await self._writes_blocked(name)
             if now is None or now == blocked:
@@ -483,13 +483,14 @@ class RedisDriver:
         times its key count (exact when it has no more keys than that). A tenant with neither
         a user nor keys is left out; one with a user and no keys uses 0 bytes.
         """
-        by_prefix = {key_prefix(rid).encode(): rid for rid in resource_ids}
+        names = {rid: guard_tenant_name(tenant_name(rid)) for rid in resource_ids}
+        by_prefix = {f"{name}:".encode(): rid for rid, name in names.items()}
         counts: dict[UUID, int] = {}
         samples: dict[UUID, list[bytes]] = {}
         async with self._backend_errors("measured"):
             async with self._admin.pipeline(transaction=False) as pipe:
-                for rid in by_prefix.values():
-                    pipe.execute_command("ACL", "GETUSER", tenant_name(rid))
+                for name in names.values():
+                    pipe.execute_command("ACL", "GETUSER", name)
                 users = await pipe.execute()
             async for key in self._admin.scan_iter(count=_SCAN_COUNT):
                 head, colon, _rest = key.partition(b":")
@@ -505,7 +506,7 @@ class RedisDriver:
                     for key in keys:
                         pipe.memory_usage(key)
                 sizes = iter(await pipe.execute())
-        found = {rid for rid, user in zip(by_prefix.values(), users, strict=True) if user}
+        found = {rid for rid, user in zip(names, users, strict=True) if user}
         answer = dict.fromkeys(found | counts.keys(), 0)
         for owner, keys in samples.items():
             # A key deleted between SCAN and MEMORY USAGE answers None: it weighs nothing.
