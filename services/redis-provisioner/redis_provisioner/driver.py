@@ -21,7 +21,8 @@ Persistence of users: ``ACL SAVE`` rewrites and fsyncs the whole aclfile while b
 server (217 ms at 1000 users), far more than the ~0.1 ms ``ACL SETUSER`` costs, so saves are
 coalesced by ``AclSaver``. A create does not wait for the save: losing it in a server crash fails
 closed (the credentials stop working). A delete does wait: losing it would bring a deleted user
-back, password and all, after a restart.
+back, password and all, after a restart; so does a rotate, whose lost save would bring back the
+old password.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
 import structlog
@@ -480,38 +481,45 @@ class RedisDriver:
 
         Every key is counted in a single pass for all the asked tenants together; each
         tenant's bytes are the mean ``MEMORY USAGE`` of up to ``_USAGE_SAMPLE_KEYS`` of its keys
-        times its key count (exact when it has no more keys than that). A tenant with neither
-        a user nor keys is left out; one with a user and no keys uses 0 bytes.
+        times its key count (exact when it has no more keys than that). The sampled keys of
+        each SCAN page are measured in one pipelined round trip, so memory stays bounded by a
+        page. A tenant with neither a user nor keys is left out; one with a user and no keys
+        uses 0 bytes.
         """
         names = {rid: guard_tenant_name(tenant_name(rid)) for rid in resource_ids}
         by_prefix = {f"{name}:".encode(): rid for rid, name in names.items()}
         counts: dict[UUID, int] = {}
-        samples: dict[UUID, list[bytes]] = {}
+        sampled: dict[UUID, int] = {}
+        sampled_bytes: dict[UUID, int] = {}
         async with self._backend_errors("measured"):
             async with self._admin.pipeline(transaction=False) as pipe:
                 for name in names.values():
                     pipe.execute_command("ACL", "GETUSER", name)
                 users = await pipe.execute()
-            async for key in self._admin.scan_iter(count=_SCAN_COUNT):
-                head, colon, _rest = key.partition(b":")
-                owner = by_prefix.get(head + colon) if colon else None
-                if owner is None:
-                    continue
-                counts[owner] = counts.get(owner, 0) + 1
-                sampled = samples.setdefault(owner, [])
-                if len(sampled) < _USAGE_SAMPLE_KEYS:
-                    sampled.append(key)
-            async with self._admin.pipeline(transaction=False) as pipe:
-                for keys in samples.values():
-                    for key in keys:
-                        pipe.memory_usage(key)
-                sizes = iter(await pipe.execute())
+            cursor = None
+            while cursor != 0:
+                cursor, keys = await self._admin.scan(cursor or 0, count=_SCAN_COUNT)
+                picked: list[UUID] = []
+                async with self._admin.pipeline(transaction=False) as pipe:
+                    # The admin client does not decode replies: the keys are bytes.
+                    for key in cast("list[bytes]", keys):
+                        head, colon, _rest = key.partition(b":")
+                        owner = by_prefix.get(head + colon) if colon else None
+                        if owner is None:
+                            continue
+                        counts[owner] = counts.get(owner, 0) + 1
+                        if sampled.get(owner, 0) < _USAGE_SAMPLE_KEYS:
+                            sampled[owner] = sampled.get(owner, 0) + 1
+                            picked.append(owner)
+                            pipe.memory_usage(key)
+                    sizes = await pipe.execute() if picked else []
+                for owner, size in zip(picked, sizes, strict=True):
+                    # A key deleted since the SCAN answers None: it weighs nothing.
+                    sampled_bytes[owner] = sampled_bytes.get(owner, 0) + (size or 0)
         found = {rid for rid, user in zip(names, users, strict=True) if user}
         answer = dict.fromkeys(found | counts.keys(), 0)
-        for owner, keys in samples.items():
-            # A key deleted between SCAN and MEMORY USAGE answers None: it weighs nothing.
-            measured = [next(sizes) or 0 for _ in keys]
-            answer[owner] = round(sum(measured) / len(measured) * counts[owner])
+        for owner, count in counts.items():
+            answer[owner] = round(sampled_bytes[owner] / sampled[owner] * count)
         return answer
 
     async def delete(self, resource_id: UUID) -> None:
