@@ -202,6 +202,14 @@ async def test_soft_block_makes_sessions_read_only_and_leaves_reads_and_cleanup(
     await conn.execute("TRUNCATE items")
     assert await conn.fetchval("SELECT count(*) FROM items") == 0
 
+    # The owner may RESET the soft block; the next sweep pass sets it again.
+    await conn.execute(f"ALTER DATABASE {credentials.database} RESET default_transaction_read_only")
+    await driver.block_writes(rid, usage=11, quota=10)
+    await assert_cut(conn, customer_admin)
+    conn = await asyncpg.connect(url)
+    with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+        await conn.execute("INSERT INTO items VALUES (11)")
+
     await driver.allow_writes(rid)
     # Sessions begun read-only are ended, so clients reconnect to writable ones.
     await assert_cut(conn, customer_admin)

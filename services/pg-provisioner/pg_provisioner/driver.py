@@ -275,7 +275,10 @@ class PostgresDriver:
         ``SET default_transaction_read_only = off`` in its session as a statement of its own
         (it applies from the next transaction on; or ``BEGIN READ WRITE`` per transaction),
         then DELETE / TRUNCATE / DROP. Only TRUNCATE, DROP and VACUUM FULL give space back to
-        the measured size; DELETE alone leaves the table's files as large as before.
+        the measured size; DELETE alone leaves the table's files as large as before. The soft
+        block is advisory: a client can also turn it off in its connection options or, as the
+        database's owner, RESET it (the next sweep pass finds it gone, sets it again and ends
+        the sessions again). What enforces the quota is the hard block below.
 
         Hard block (usage at or past that factor, i.e. writes went on past the soft block):
         the database also stops accepting connections (``ALLOW_CONNECTIONS false``) and its
