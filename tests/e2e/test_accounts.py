@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,20 +16,27 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import asyncpg
 import httpx
 import jwt
 import pytest
 import redis.asyncio as aioredis
+from miniopy_async import Minio
+from miniopy_async.error import S3Error
 from motor.motor_asyncio import AsyncIOMotorClient
 from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 from pymongo.errors import OperationFailure
 from redis.exceptions import AuthenticationError
 
-from gateway.accounts import rebuild_accounts
+from gateway.accounts import AccountProjection, account_stream, rebuild_accounts
 from gateway.auth import SESSION_AUDIENCE, SESSION_ISSUER
 from shared.config import Env
+from shared.contracts.events import AccessTokenCreated
+from shared.crypto.sealing import Keyring
+from shared.crypto.tokens import hash_token
+from shared.eventlog.store import EventStore
 from shared.plans import Plans, load_plans
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +157,7 @@ async def assert_listed(
     assert shown["created_at"]
     assert shown["claimed"] is False
     assert shown["connection_url"] == db["connection_url"]
-    assert set(shown["usage"]) == {"bytes", "quota_bytes", "measured_at", "over_quota"}
+    assert {"bytes", "quota_bytes", "measured_at", "over_quota"} <= set(shown["usage"])
     assert shown["usage"]["quota_bytes"] == plans.account.postgres.storage_mb * 1024 * 1024
     assert shown["usage"]["over_quota"] is False
     assert shown["limits"] == db["limits"]
@@ -311,6 +319,40 @@ async def test_rotating_a_nosql_database_refuses_the_old_password_and_keeps_the_
         assert await fresh.get_default_database().notes.find_one({}, {"_id": 0}) == {"body": "kept"}
     finally:
         fresh.close()
+
+
+def minio_of(credentials: dict[str, Any], session: aiohttp.ClientSession) -> Minio:
+    return Minio(
+        credentials["endpoint"].removeprefix("http://"),
+        access_key=credentials["access_key"],
+        secret_key=credentials["secret_key"],
+        secure=False,
+        region=credentials["region"],
+        session=session,
+    )
+
+
+async def test_rotating_a_bucket_refuses_the_old_key_and_keeps_the_objects(
+    http: httpx.AsyncClient,
+) -> None:
+    bucket = await create(http, "storage")
+    name = bucket["credentials"]["bucket"]
+    async with aiohttp.ClientSession() as session:
+        old = minio_of(bucket["credentials"], session)
+        await old.put_object(name, "kept.txt", io.BytesIO(b"kept"), 4)
+
+        rotated = await rotate(http, bucket["token"])
+        assert rotated["credentials"]["bucket"] == name
+        assert rotated["credentials"]["access_key"] != bucket["credentials"]["access_key"]
+        with pytest.raises(S3Error) as refused:
+            await old.get_object(name, "kept.txt")  # a GET: a HEAD's error has no code
+        assert refused.value.code == "InvalidAccessKeyId"
+        fresh = minio_of(rotated["credentials"], session)
+        response = await fresh.get_object(name, "kept.txt")
+        try:
+            assert await response.read() == b"kept"
+        finally:
+            response.release()
 
 
 async def test_rotating_a_webhook_receiver_retires_the_old_url(http: httpx.AsyncClient) -> None:
@@ -671,6 +713,42 @@ async def test_access_token_with_an_expiry_carries_it(http: httpx.AsyncClient) -
     assert timedelta(days=29) < expires_at - datetime.now(UTC) <= timedelta(days=30)
     token = response.json()["token"]
     assert (await http.get("/resources", headers=bearer(token))).status_code == 200
+
+
+async def test_an_access_token_past_its_expiry_is_refused(
+    http: httpx.AsyncClient, platform_db: asyncpg.Pool, env: dict[str, str]
+) -> None:
+    # The API only makes tokens that expire in a day or more: the event is appended directly,
+    # as the gateway would, with its expiry a minute ago.
+    owner = await register(http)
+    account_id = uuid.UUID(owner["account"]["id"])
+    secret = f"spp_{'B' * 43}"
+    store = EventStore(
+        platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [AccountProjection()]
+    )
+    version = await platform_db.fetchval("SELECT version FROM accounts WHERE id = $1", account_id)
+    await store.append(
+        account_stream(account_id),
+        version,
+        [
+            AccessTokenCreated(
+                account_id=account_id,
+                token_id=uuid.uuid4(),
+                name="stale",
+                scopes=["read"],
+                token_hash=hash_token(secret),
+                expires_at=datetime.now(UTC) - timedelta(minutes=1),
+            )
+        ],
+        command_id=uuid.uuid4(),
+        correlation_id="test",
+    )
+    body = assert_error(await http.get("/resources", headers=bearer(secret)), 401, "unauthorized")
+    assert "expired" in body["message"]
+    [listed] = (await http.get("/auth/tokens", headers=bearer(owner["token"]))).json()[
+        "access_tokens"
+    ]
+    assert listed["name"] == "stale"
 
 
 # -- the projection is the fold of the log ------------------------------------------------------
