@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
 
 import aiohttp
 import pytest
@@ -26,7 +27,14 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import S3Credentials, S3Limits
-from storage_provisioner.driver import S3Driver, bucket_name, guard_bucket_name
+from storage_provisioner.driver import (
+    FILER_CONF_PATH,
+    S3Driver,
+    bucket_location,
+    bucket_name,
+    guard_bucket_name,
+    read_only_locations,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -283,6 +291,42 @@ async def test_block_writes_refuses_uploads_of_every_kind_but_reads_and_deletes_
     assert await object_names(rotated, creds.bucket) == ["c", "d", "multi", "new"]
     await s3_driver.delete(rid)
     assert not await s3_driver.exists(rid)
+
+
+async def read_only_in_seaweedfs(
+    session: aiohttp.ClientSession, env: dict[str, str], bucket: str
+) -> bool:
+    async with session.get(f"http://{env['SPINUP_S3_FILER']}{FILER_CONF_PATH}") as response:
+        if response.status == HTTPStatus.NOT_FOUND:
+            return False
+        return bucket_location(bucket) in read_only_locations(await response.text())
+
+
+async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession, env: dict[str, str]
+) -> None:
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
+    tenant = tenant_client(creds, http_session)
+    chunk = os.urandom(1024 * 1024)
+    for i in range(2):
+        await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
+    await s3_driver.block_writes(rid, usage=2 * len(chunk), quota=len(chunk))
+    # SeaweedFS's own pass (this one or the worker's) flips the bucket read-only once the
+    # master has counted the bytes.
+    deadline = time.monotonic() + 30
+    while not await read_only_in_seaweedfs(http_session, env, creds.bucket):
+        assert time.monotonic() < deadline, "SeaweedFS never made the bucket read-only"
+        await s3_driver.enforce_quotas()
+        await asyncio.sleep(0.5)
+    for i in range(2):
+        await tenant.remove_object(creds.bucket, f"big{i}")
+    # SeaweedFS's figure counts the deleted bytes for a few seconds more; allow does not wait.
+    await s3_driver.allow_writes(rid)
+    assert not await read_only_in_seaweedfs(http_session, env, creds.bucket)
+    await tenant.put_object(creds.bucket, "small", io.BytesIO(b"x"), 1)
+    await s3_driver.allow_writes(rid)
+    await s3_driver.delete(rid)
 
 
 async def test_allow_writes_on_a_never_blocked_bucket_changes_nothing(

@@ -23,7 +23,9 @@ multipart parts and copies are refused with ``AccessDenied`` at once, while read
 deletes keep working. Not SeaweedFS's read-only flag: its enforce pass turns a bucket writable
 again whenever its own figure is under the quota (measured: within one 10 s sweep), and a
 read-only bucket answers a PUT with ``InternalError``. The tenant's policy grants nothing on the
-bucket policy itself, so it cannot lift the block.
+bucket policy itself, so it cannot lift the block. ``allow_writes`` removes the policy and, if
+SeaweedFS's pass made the bucket read-only meanwhile, that flag too: its figure trails deletes
+by a volume heartbeat (measured 3-5 s), so its own pass would keep refusing for up to a sweep.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
@@ -72,6 +75,10 @@ USAGE_CONCURRENCY = 8
 CONNECT_TIMEOUT_S = 2.0
 REQUEST_TIMEOUT_S = 10.0
 SHELL_TIMEOUT_S = 15.0
+# SeaweedFS's defaults, which devstack keeps: where buckets live in the filer, and the file of
+# per-path rules (the quota pass's read-only flags among them).
+FILER_BUCKETS_PATH = "/buckets"
+FILER_CONF_PATH = "/etc/seaweedfs/filer.conf"
 
 # What "the S3 server cannot be reached" looks like from each client library.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -117,6 +124,21 @@ def bucket_policy(bucket: str) -> str:
             ],
         }
     )
+
+
+def bucket_location(bucket: str) -> str:
+    """The filer path prefix of ``bucket``, as filer.conf rules name it."""
+    return f"{FILER_BUCKETS_PATH}/{bucket}/"
+
+
+def read_only_locations(filer_conf: str) -> set[str]:
+    """The path prefixes filer.conf (JSON) marks read-only."""
+    locations = json.loads(filer_conf).get("locations") or []
+    return {
+        str(rule["locationPrefix"])
+        for rule in locations
+        if isinstance(rule, dict) and rule.get("readOnly") and rule.get("locationPrefix")
+    }
 
 
 def write_block_policy(bucket: str) -> str:
@@ -296,6 +318,20 @@ class WeedShell:
                 return int(quotas[0]) if quotas else None
         return None
 
+    async def drop_read_only(self, bucket: str) -> None:
+        """Remove the filer rule that makes ``bucket`` read-only (the quota pass sets it).
+
+        Under the shell lock, like the quota pass: both rewrite the whole filer.conf.
+        """
+        location = bucket_location(bucket)
+        out = await self.run(
+            f"lock\nfs.configure -locationPrefix={location} -delete -apply\nunlock\n"
+        )
+        if location in out:
+            log.warning("storage_provisioner.read_only.kept", bucket=bucket)
+            msg = "The S3 server kept the bucket read-only."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+
     async def enforce_quotas(self) -> list[str]:
         """Flip buckets over (or back under) their quota to read-only (or writable).
 
@@ -317,6 +353,7 @@ class S3Driver:
         admin: Minio,
         iam: IamAdmin,
         shell: WeedShell,
+        http: aiohttp.ClientSession,
         public_endpoint: str,
         region: str,
         close: Callable[[], Awaitable[None]],
@@ -324,6 +361,7 @@ class S3Driver:
         self._admin = admin
         self._iam = iam
         self._shell = shell
+        self._http = http
         self._public_endpoint = public_endpoint
         self._region = region
         self._close = close
@@ -372,6 +410,7 @@ class S3Driver:
             admin=admin,
             iam=AwsIamAdmin(iam_client),
             shell=shell,
+            http=session,
             public_endpoint=public_endpoint,
             region=region,
             close=stack.aclose,
@@ -533,10 +572,12 @@ class S3Driver:
         await self._run("blocked", block)
 
     async def allow_writes(self, resource_id: UUID) -> None:
-        """Remove the write block's bucket policy; harmless when there is none or no bucket.
+        """Remove the write block's bucket policy, and SeaweedFS's read-only flag if it is set.
 
-        SeaweedFS's own read-only flag, if its enforce pass set one, is lifted by its next
-        pass once its figure is under the quota.
+        The flag is there if SeaweedFS's quota pass saw the bucket over: its figure trails the
+        tenant's deletes by a heartbeat, so lifting it here saves the tenant up to a sweep of
+        ``InternalError``. (Should its figure still be over, e.g. unfinished multipart uploads,
+        its next pass sets the flag again.) Harmless when nothing is blocked or no bucket.
         """
         bucket = guard_bucket_name(bucket_name(resource_id))
 
@@ -546,8 +587,27 @@ class S3Driver:
             except S3Error as exc:
                 if exc.code not in {"NoSuchBucketPolicy", "NoSuchBucket"}:
                     raise
+            if bucket_location(bucket) in await self._read_only_locations():
+                await self._shell.drop_read_only(bucket)
 
         await self._run("unblocked", allow)
+
+    async def _read_only_locations(self) -> set[str]:
+        """What filer.conf marks read-only: one HTTP GET, not a shell."""
+        url = f"http://{self._shell.filer}{FILER_CONF_PATH}"
+        async with self._http.get(url) as response:
+            if response.status == HTTPStatus.NOT_FOUND:  # no rule was ever written
+                return set()
+            text = await response.text()
+            if response.status != HTTPStatus.OK:
+                log.warning("storage_provisioner.filer_conf.unreadable", status=response.status)
+                msg = "The S3 server's filer did not give its configuration."
+                raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+        try:
+            return read_only_locations(text)
+        except (ValueError, AttributeError) as exc:
+            msg = "The S3 server's filer configuration is not what this driver reads."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
 
     async def delete(self, resource_id: UUID) -> None:
         """Delete the user and its keys (dead at once), then empty and drop the bucket."""
