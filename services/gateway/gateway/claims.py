@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Collection, Sequence
@@ -92,17 +93,22 @@ def mint_claim_token(
     ttl_seconds: int,
     resource_ids: Collection[uuid.UUID] | None = None,
     now: float | None = None,
+    claim_id: uuid.UUID | None = None,
 ) -> str:
-    """A new claim token (a fresh claim id) for the anonymous resources of ``fingerprint``."""
+    """A claim token for the anonymous resources of ``fingerprint``.
+
+    A fresh claim id unless ``claim_id`` is given: the same inputs then give the same token.
+    """
     issued = time.time() if now is None else now
     claims: dict[str, Any] = {
         "iss": CLAIM_ISSUER,
         "aud": CLAIM_AUDIENCE,
         "typ": CLAIM_TYPE,
-        "jti": str(uuid.uuid4()),
+        "jti": str(claim_id or uuid.uuid4()),
         "fp": fingerprint,
-        # Milliseconds: a resource made a moment before its response's token must be included.
-        "iat": round(issued, 3),
+        # Milliseconds, rounded up: a resource made a moment before its response's token (or at
+        # the very instant given as ``now``) must be included.
+        "iat": math.ceil(issued * 1000) / 1000,
         "exp": int(issued) + ttl_seconds,
     }
     if resource_ids is not None:
@@ -160,16 +166,34 @@ def read_claim_token(key: bytes, token: str) -> ClaimToken:
 
 
 def claim_url(
-    ctx: GatewayContext, fingerprint: str, *, resource_ids: Sequence[uuid.UUID] | None = None
+    ctx: GatewayContext,
+    fingerprint: str,
+    *,
+    resource_ids: Sequence[uuid.UUID] | None = None,
+    made_with: tuple[uuid.UUID, datetime] | None = None,
 ) -> str:
     """The URL that claims every anonymous resource of this client network made until now.
 
-    With ``resource_ids``, the URL claims only those.
+    With ``resource_ids``, the URL claims only those. ``made_with`` (resource id, created at)
+    ties the token to the response that creates that resource: a replayed response (same
+    Idempotency-Key) then carries the same URL.
     """
     # The anonymous tier always has a TTL (plans.py refuses a file without one).
     ttl = ctx.plans.anonymous.ttl_seconds or 0
+    now, claim_id = None, None
+    if made_with is not None:
+        resource_id, created_at = made_with
+        now, claim_id = (
+            created_at.timestamp(),
+            uuid.uuid5(CLAIM_NAMESPACE, f"claim-id|{resource_id}"),
+        )
     token = mint_claim_token(
-        ctx.settings.jwt_key, fingerprint, ttl_seconds=ttl, resource_ids=resource_ids
+        ctx.settings.jwt_key,
+        fingerprint,
+        ttl_seconds=ttl,
+        resource_ids=resource_ids,
+        now=now,
+        claim_id=claim_id,
     )
     return f"{ctx.settings.public_url}/claim?t={token}"
 

@@ -266,7 +266,11 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
             tier=reply.tier,
             limits=_limits_view(reply.limits, reply.expires_at),
             expires_at=reply.expires_at,
-            claim_url=claim_url(ctx, client) if account_id is None else None,
+            claim_url=(
+                claim_url(ctx, client, made_with=(reply.resource_id, reply.created_at))
+                if account_id is None
+                else None
+            ),
             note=_note(route.noun, reply.tier, reply.expires_at),
         )
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
