@@ -68,6 +68,10 @@ CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expire
 CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);
 CREATE INDEX IF NOT EXISTS resources_kind_status ON resources (kind, status);
 
+-- Which claims name a resource (the Neon-compatible API's CLAIMING status).
+CREATE INDEX IF NOT EXISTS events_claim_started ON events USING gin ((data -> 'resource_ids'))
+    WHERE event_type = 'ClaimStarted';
+
 -- What the last usage sweep measured: an observation, not a fact of the log, so it is a plain
 -- table overwritten by each sweep (a measurement every minute would swamp the log).
 CREATE TABLE IF NOT EXISTS resource_usage (

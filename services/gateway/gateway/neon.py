@@ -201,14 +201,15 @@ async def _referrer(request: Request[Any, Any, Any]) -> str:
 async def _claim_in_progress(ctx: GatewayContext, resource_id: uuid.UUID) -> bool:
     """Whether a started, unfinished claim names this resource (Neon's CLAIMING).
 
-    Claims have no read model of their own; a claim lasts a moment, so this asks the log.
+    Claims have no read model of their own; a claim lasts a moment, so this asks the log,
+    through the partial index ``events_claim_started`` (its predicate is written out here as a
+    literal so every plan can use it).
     """
     async with platform_errors():
         found = await ctx.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM events s WHERE s.event_type = $1"
-            " AND s.data -> 'resource_ids' ? $2 AND NOT EXISTS (SELECT 1 FROM events c"
-            " WHERE c.stream_id = s.stream_id AND c.event_type = $3))",
-            ClaimStarted.__name__,
+            f"SELECT EXISTS (SELECT 1 FROM events s WHERE s.event_type = '{ClaimStarted.__name__}'"
+            " AND s.data -> 'resource_ids' ? $1 AND NOT EXISTS (SELECT 1 FROM events c"
+            " WHERE c.stream_id = s.stream_id AND c.event_type = $2))",
             str(resource_id),
             ClaimCompleted.__name__,
         )
