@@ -2,31 +2,59 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from devstack.procs import free_ports
+from devstack.services import ServiceProcess
 from devstack.stack import Stack
 
 SHORT_TTL_S = 3
 
+PlansEdit = Callable[[dict[str, Any]], None]
 
-@pytest.fixture(scope="session")
-def short_ttl_gateway_url(
-    stack: Stack, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A second gateway whose anonymous tier lives ``SHORT_TTL_S`` seconds, for expiry tests."""
-    plans = Path(env["SPINUP_PLANS_FILE"]).read_text()
-    short_plans = tmp_path_factory.mktemp("short-ttl") / "plans.yaml"
-    short_plans.write_text(plans.replace("ttl_seconds: 86400", f"ttl_seconds: {SHORT_TTL_S}", 1))
-    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_PLANS_FILE": str(short_plans)})
+
+@contextlib.contextmanager
+def gateway_with_plans(
+    stack: Stack,
+    directory: Path,
+    edit: PlansEdit,
+    extra_env: Mapping[str, str] | None = None,
+) -> Iterator[ServiceProcess]:
+    """Another gateway replica serving the stack's plans as changed by ``edit`` (in place)."""
+    plans = yaml.safe_load(Path(stack.env()["SPINUP_PLANS_FILE"]).read_text())
+    edit(plans)
+    path = directory / "plans.yaml"
+    path.write_text(yaml.safe_dump(plans))
+    env = {"SPINUP_PLANS_FILE": str(path), **(extra_env or {})}
+    gateway = stack.start_extra_gateway(free_ports(1)[0], env)
     try:
-        yield str(gateway.url)
+        yield gateway
     finally:
         gateway.stop()
+
+
+def anonymous_tier(plans: dict[str, Any]) -> dict[str, Any]:
+    """The anonymous tier's section of a plans document."""
+    tier: dict[str, Any] = plans["tiers"][plans["anonymous_tier"]]
+    return tier
+
+
+@pytest.fixture(scope="session")
+def short_ttl_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A second gateway whose anonymous tier lives ``SHORT_TTL_S`` seconds, for expiry tests."""
+
+    def short_ttl(plans: dict[str, Any]) -> None:
+        anonymous_tier(plans)["ttl_seconds"] = SHORT_TTL_S
+
+    with gateway_with_plans(stack, tmp_path_factory.mktemp("short-ttl"), short_ttl) as gateway:
+        yield str(gateway.url)
 
 
 @pytest.fixture(scope="session")

@@ -13,18 +13,16 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-import yaml
 
-from devstack.procs import free_ports
 from devstack.services import ServiceProcess
 from devstack.stack import Stack
 from shared.crypto.tokens import fingerprint
+from tests.e2e.conftest import gateway_with_plans
 
 pytestmark = pytest.mark.e2e
 
@@ -80,33 +78,24 @@ def fresh_client(version: int = 4) -> Client:
             return _claim(network)
 
 
-def tight_plans(source: Path, directory: Path) -> Path:
-    """The stack's plans with tight caps and rate limit for anonymous callers and accounts."""
-    plans = yaml.safe_load(source.read_text())
+def tight_limits(plans: dict[str, Any]) -> None:
+    """Tight caps and rate limit for anonymous callers and accounts."""
     for tier in {plans["anonymous_tier"], plans["account_tier"]}:
         plans["tiers"][tier]["caps"] = {
             "active_per_kind": ACTIVE_PER_KIND,
             "provisions_per_day": PROVISIONS_PER_DAY,
         }
         plans["tiers"][tier]["rate_limit"] = {"provisions_per_minute": PER_MINUTE}
-    path = directory / "plans.yaml"
-    path.write_text(yaml.safe_dump(plans))
-    return path
 
 
 @pytest.fixture(scope="module")
 def abuse_gateway(
-    stack: Stack, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServiceProcess]:
-    plans = tight_plans(Path(env["SPINUP_PLANS_FILE"]), tmp_path_factory.mktemp("abuse"))
-    gateway = stack.start_extra_gateway(
-        free_ports(1)[0],
-        {"SPINUP_PLANS_FILE": str(plans), "SPINUP_TRUSTED_PROXIES": "127.0.0.1/32"},
-    )
-    try:
+    trusting_localhost = {"SPINUP_TRUSTED_PROXIES": "127.0.0.1/32"}
+    directory = tmp_path_factory.mktemp("abuse")
+    with gateway_with_plans(stack, directory, tight_limits, trusting_localhost) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import httpx
 import pytest
-import yaml
 
-from devstack.procs import free_ports
 from devstack.stack import Stack
+from tests.e2e.conftest import anonymous_tier, gateway_with_plans
 
 pytestmark = pytest.mark.e2e
 
@@ -178,19 +176,14 @@ async def test_the_claim_url_names_this_database_only(http: httpx.AsyncClient) -
 
 
 @pytest.fixture(scope="module")
-def tight_gateway_url(
-    stack: Stack, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def tight_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway whose anonymous tier may hold one database per client network."""
-    plans = yaml.safe_load(Path(env["SPINUP_PLANS_FILE"]).read_text())
-    plans["tiers"][plans["anonymous_tier"]]["caps"]["active_per_kind"] = 1
-    path = tmp_path_factory.mktemp("tight") / "plans.yaml"
-    path.write_text(yaml.safe_dump(plans))
-    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_PLANS_FILE": str(path)})
-    try:
+
+    def one_database(plans: dict[str, Any]) -> None:
+        anonymous_tier(plans)["caps"]["active_per_kind"] = 1
+
+    with gateway_with_plans(stack, tmp_path_factory.mktemp("tight"), one_database) as gateway:
         yield str(gateway.url)
-    finally:
-        gateway.stop()
 
 
 async def test_admission_applies_as_on_db_new(

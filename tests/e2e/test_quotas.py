@@ -14,7 +14,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -22,20 +21,19 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-import yaml
 from miniopy_async.api import Minio
 from miniopy_async.error import S3Error
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
 
-from devstack.procs import free_ports
 from devstack.stack import Stack
 from shared.bus import Bus
 from shared.contracts.commands import SweepUsage
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.replies import UsageSwept
 from shared.contracts.subjects import ENDPOINTS
+from tests.e2e.conftest import anonymous_tier, gateway_with_plans
 
 pytestmark = pytest.mark.e2e
 
@@ -46,23 +44,19 @@ TINY_QUOTAS_MB = {"postgres": 12, "redis": 1, "mongo": 1, "s3": 1}
 
 
 @pytest.fixture(scope="module")
-def tiny_gateway(
-    stack: Stack, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def tiny_gateway(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway whose anonymous resources get quotas of a few MB."""
-    plans = yaml.safe_load(Path(env["SPINUP_PLANS_FILE"]).read_text())
-    anonymous = plans["tiers"][plans["anonymous_tier"]]
-    anonymous["postgres"]["storage_mb"] = TINY_QUOTAS_MB["postgres"]
-    anonymous["redis"]["memory_mb"] = TINY_QUOTAS_MB["redis"]
-    anonymous["mongo"]["storage_mb"] = TINY_QUOTAS_MB["mongo"]
-    anonymous["s3"]["storage_mb"] = TINY_QUOTAS_MB["s3"]
-    path = tmp_path_factory.mktemp("tiny-quotas") / "plans.yaml"
-    path.write_text(yaml.safe_dump(plans))
-    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_PLANS_FILE": str(path)})
-    try:
+
+    def tiny_quotas(plans: dict[str, Any]) -> None:
+        anonymous = anonymous_tier(plans)
+        anonymous["postgres"]["storage_mb"] = TINY_QUOTAS_MB["postgres"]
+        anonymous["redis"]["memory_mb"] = TINY_QUOTAS_MB["redis"]
+        anonymous["mongo"]["storage_mb"] = TINY_QUOTAS_MB["mongo"]
+        anonymous["s3"]["storage_mb"] = TINY_QUOTAS_MB["s3"]
+
+    directory = tmp_path_factory.mktemp("tiny-quotas")
+    with gateway_with_plans(stack, directory, tiny_quotas) as gateway:
         yield str(gateway.url)
-    finally:
-        gateway.stop()
 
 
 @pytest.fixture

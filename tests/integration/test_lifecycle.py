@@ -15,7 +15,7 @@ from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
 from shared.contracts.subjects import PROVISION_POSTGRES
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
@@ -81,7 +81,12 @@ async def test_worker_finishing_past_the_deadline_undoes_its_work_and_records_it
     keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
     store = EventStore(platform_db, keyring, [ResourceProjection()])
     lifecycle = ResourceLifecycle(
-        store, keyring, SlowDriver(driver, delay=1.0), create_concurrency=1, delete_concurrency=1
+        store,
+        keyring,
+        SlowDriver(driver, delay=1.0),
+        resources=ResourceReadModel(platform_db),
+        create_concurrency=1,
+        delete_concurrency=1,
     )
     slow = provision_command(deadline_in=0.5)
     with pytest.raises(SpinupError) as caught:

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from shared.testing.source import parse_python
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
     path.parent.name: path.parent for path in (REPO_ROOT / "services").glob("*/*/__init__.py")
@@ -14,7 +16,7 @@ SERVICES = {
 def imported_top_levels(package_dir: Path) -> set[str]:
     names: set[str] = set()
     for source in package_dir.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
+        for node in ast.walk(parse_python(source.read_text())):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

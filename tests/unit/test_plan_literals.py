@@ -28,6 +28,7 @@ import pytest
 
 from shared.contracts.kinds import LIMITS_BY_KIND
 from shared.plans import Caps, RateLimit, load_plans
+from shared.testing.source import parse_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCANNED_DIRS = ("services", "shared")
@@ -137,7 +138,7 @@ def _bindings(tree: ast.AST) -> Iterator[Binding]:
 
 def plan_literals(source: str, tiers: frozenset[str], fields: frozenset[str]) -> list[str]:
     """Every tier name or plan limit written in ``source``, as ``line: what`` strings."""
-    tree = ast.parse(source)
+    tree = parse_python(source)
     found = [
         f"{node.lineno}: tier name {node.value!r}"
         for node in ast.walk(tree)
@@ -163,7 +164,7 @@ def service_sources() -> list[Path]:
 
 def test_test_support_left_out_of_the_scan_is_used_by_tests_only() -> None:
     for path in service_sources():
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(parse_python(path.read_text())):
             modules = (
                 [alias.name for alias in node.names]
                 if isinstance(node, ast.Import)
