@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from devstack.procs import free_ports
 from devstack.stack import Stack
 from gateway.webhook_driver import WebhookDriver
 from shared.testing.polling import eventually
-from tests.e2e.conftest import SHORT_TTL_S
+from tests.e2e.conftest import SHORT_TTL_S, gateway_with_plans
 
 pytestmark = pytest.mark.e2e
 
@@ -327,3 +328,21 @@ async def test_platform_redis_down_fails_webhooks_only_and_receivers_return_afte
     assert (await http.post(receive_url(before), content=b"after")).status_code == 200
     assert [r["body"] for r in await requests_of(http, before["token"])] == ["after"]
     assert (await http.post("/webhook/new")).status_code == 201
+
+
+async def test_behind_a_trusted_proxy_the_sender_address_comes_from_x_forwarded_for(
+    http: httpx.AsyncClient, stack: Stack, tmp_path: Path
+) -> None:
+    trusting = {"SPINUP_TRUSTED_PROXIES": "127.0.0.1/32"}
+    with gateway_with_plans(stack, tmp_path, lambda _: None, trusting) as proxied:
+        async with httpx.AsyncClient(base_url=str(proxied.url), timeout=30) as client:
+            receiver = await new_receiver(client)
+            forwarded = {"X-Forwarded-For": "203.0.113.9"}
+            # The path only: the receive URL names the public address, not this replica.
+            path = httpx.URL(receive_url(receiver)).path
+            assert (await client.post(path, headers=forwarded)).status_code == 200
+    # The main gateway trusts no proxy: the same header sent to it is the sender's own claim.
+    assert (await http.post(receive_url(receiver), headers=forwarded)).status_code == 200
+    [direct, through_proxy] = await requests_of(http, receiver["token"])
+    assert through_proxy["client_ip"] == "203.0.113.9"
+    assert direct["client_ip"] == "127.0.0.1"

@@ -19,6 +19,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from gateway.clients import client_ip
 from gateway.context import GatewayContext
 from gateway.routes import TokenParam, _resource_for
 from gateway.webhook_driver import (
@@ -98,11 +99,9 @@ class ReceivedRequests(msgspec.Struct, frozen=True, kw_only=True):
     requests: list[StoredRequest]
 
 
-def _client_ip(request: Request[Any, Any, Any]) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def _stored_request(request: Request[Any, Any, Any], body: bytes, subpath: str) -> StoredRequest:
+def _stored_request(
+    request: Request[Any, Any, Any], body: bytes, subpath: str, sender: str
+) -> StoredRequest:
     text, encoding = encode_body(body)
     query: dict[str, list[str]] = {}
     for name, value in request.query_params.multi_items():
@@ -123,7 +122,7 @@ def _stored_request(request: Request[Any, Any, Any], body: bytes, subpath: str) 
         body_encoding=encoding,
         size=len(body),
         received_at=datetime.now(UTC),
-        client_ip=_client_ip(request),
+        client_ip=sender,
     )
 
 
@@ -161,7 +160,8 @@ def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
         receiver = parse_receive_key(ctx.settings.token_key, key)
         if receiver is None:
             raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
-        stored = _stored_request(request, await request.body(), subpath)
+        sender = client_ip(request, ctx.settings.trusted_proxies)
+        stored = _stored_request(request, await request.body(), subpath, sender)
         outcome = await ctx.webhooks.record(receiver, stored)
         if outcome is RecordOutcome.NO_RECEIVER:
             await _reopen_if_active(ctx, receiver.resource_id)
