@@ -279,3 +279,24 @@ async def test_operations_on_a_missing_receiver_create_nothing(
         await webhooks.allow_writes(rid)
         assert await webhooks.stored_keys(rid) == 0
         assert await webhooks.record(ReceiveKey(rid, 1), a_request()) is RecordOutcome.NO_RECEIVER
+
+
+async def test_live_streams_have_a_bounded_pool_of_their_own(
+    redis: Redis, env: dict[str, str]
+) -> None:
+    live = Redis.from_url(env["SPINUP_REDIS_URL"], max_connections=1)
+    bounded = WebhookDriver(redis, public_url="http://gateway.test", token_key=TOKEN_KEY, live=live)
+    rid = uuid.uuid4()
+    key = key_of(await bounded.create(rid, LIMITS))
+    try:
+        first = await bounded.subscribe(rid)
+        with pytest.raises(BackendUnavailableError, match="live streams"):
+            await bounded.subscribe(rid)
+        # Streams cannot starve the commands: receiving still works beside the full pool.
+        assert await bounded.record(key, a_request()) is RecordOutcome.STORED
+        await first.close()
+        second = await bounded.subscribe(rid)  # the freed connection serves the next stream
+        await second.close()
+    finally:
+        await bounded.delete(rid)
+        await live.aclose()

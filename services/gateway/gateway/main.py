@@ -70,8 +70,14 @@ def create_app(settings: Settings) -> Litestar:
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[RedisConnectionError],
         )
+        # Live webhook streams: a pool of their own, bounded; past it a new stream gets a 503.
+        live = Redis.from_url(
+            settings.redis_url,
+            socket_connect_timeout=0.5,
+            max_connections=settings.max_live_streams,
+        )
         webhooks = WebhookDriver(
-            redis, public_url=settings.public_url, token_key=settings.token_key
+            redis, public_url=settings.public_url, token_key=settings.token_key, live=live
         )
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
         # passing /readyz means this replica answers webhook commands too.
@@ -113,6 +119,7 @@ def create_app(settings: Settings) -> Litestar:
                 await relay_task
             await bus.close()
             await redis.aclose()
+            await live.aclose()
             await pool.close()
             log.info("gateway.stopped")
 

@@ -27,6 +27,7 @@ class Settings:
     trusted_proxies: tuple[IPv4Network | IPv6Network, ...]
     plans_file: Path
     max_body_bytes: int
+    max_live_streams: int
     webhook_create_concurrency: int
     webhook_delete_concurrency: int
     log_format: str
@@ -57,6 +58,8 @@ class Settings:
             ),
             plans_file=env.path("SPINUP_PLANS_FILE", Path("plans.yaml")),
             max_body_bytes=env.integer("SPINUP_MAX_BODY_BYTES", 16 * 1024),
+            # Open webhook streams per replica (each holds a Redis connection).
+            max_live_streams=env.integer("SPINUP_MAX_LIVE_STREAMS", 1000),
             # A webhook create or delete is one or two Redis round trips: many may run at once.
             webhook_create_concurrency=env.integer("SPINUP_WEBHOOK_CREATE_CONCURRENCY", 64),
             webhook_delete_concurrency=env.integer("SPINUP_WEBHOOK_DELETE_CONCURRENCY", 64),

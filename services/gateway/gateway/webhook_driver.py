@@ -39,7 +39,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
@@ -280,8 +280,18 @@ class LiveRequests:
 class WebhookDriver:
     """Creates, changes and deletes receivers, stores what they receive, and streams it."""
 
-    def __init__(self, redis: Redis, *, public_url: str, token_key: bytes) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        public_url: str,
+        token_key: bytes,
+        live: Redis | None = None,
+    ) -> None:
         self._redis = redis
+        # Each open stream holds a connection for as long as it is followed: a client of its own
+        # (``live``, with its own bounded pool) keeps streams from starving every other command.
+        self._live = live or redis
         self._public_url = public_url.rstrip("/")
         self._token_key = token_key
         self._record = redis.register_script(_RECORD_SCRIPT)
@@ -409,10 +419,17 @@ class WebhookDriver:
         before the check (seen) or publishes ``closed`` after the subscription (received).
         """
         names = _Names.of(resource_id)
-        pubsub = self._redis.pubsub()
+        pubsub = self._live.pubsub()
         try:
             with _redis_errors():
-                await pubsub.subscribe(names.live)
+                try:
+                    await pubsub.subscribe(names.live)
+                except MaxConnectionsError:
+                    msg = (
+                        "This gateway is following as many live streams as it may; try again"
+                        " shortly, or read GET /webhook/{token}/requests."
+                    )
+                    raise BackendUnavailableError(msg) from None
                 open_now = bool(await self._redis.exists(names.limits))
         except BaseException:
             with contextlib.suppress(RedisError, OSError):
