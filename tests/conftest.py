@@ -6,6 +6,7 @@ server cannot start, every test that needs it fails (never skips).
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -49,6 +50,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     name = os.environ.get("SPINUP_TEST_STACK", "test")
     with Stack.for_tests(REPO_ROOT, overrides=overrides, name=name) as running:
         yield running
+
+
+@pytest.fixture(autouse=True)
+def _finalize_each_tests_garbage() -> Iterator[None]:
+    # A connection a test forgets to close warns when it is collected. Collected here, the
+    # warning (an error: filterwarnings) names the test that leaked it, not whichever later test
+    # the collector happened to interrupt.
+    yield
+    gc.collect()
 
 
 @pytest.fixture(scope="session")
