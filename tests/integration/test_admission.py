@@ -118,9 +118,19 @@ async def test_a_dead_redis_lets_every_request_through_and_warns_once() -> None:
 
 
 async def test_a_hung_redis_costs_at_most_the_limiter_timeout(env: dict[str, str]) -> None:
+    released = asyncio.Event()
+    handlers: list[asyncio.Task[None]] = []
+
     async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.read(1 << 16)
-        await asyncio.sleep(60)
+        handler = asyncio.current_task()
+        assert handler is not None
+        handlers.append(handler)
+        try:
+            await reader.read(1 << 16)
+            await released.wait()  # answers nothing until the test is over
+        finally:
+            writer.close()
+            await writer.wait_closed()
 
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -132,7 +142,10 @@ async def test_a_hung_redis_costs_at_most_the_limiter_timeout(env: dict[str, str
             took = time.monotonic() - began
     finally:
         await hung.aclose()
+        released.set()
+        await asyncio.gather(*handlers, return_exceptions=True)
         server.close()
+        await server.wait_closed()
     # The client's own timeout (0.5 s, and a retry) would take a second: the limiter's is tighter.
     assert took < 0.5
     assert [entry["event"] for entry in logs] == ["gateway.ratelimit.unavailable"]
