@@ -35,9 +35,6 @@ DENIED = {"AccessDenied"}
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as opened:
         yield opened
-    # A connection the server answered with "Connection: close" is still closing when the
-    # session closes; one more turn of the loop lets its socket go before the loop ends.
-    await asyncio.sleep(0.1)
 
 
 async def new_bucket(http: httpx.AsyncClient, **kwargs: Any) -> dict[str, Any]:

@@ -45,9 +45,6 @@ LIMITS = S3Limits(storage_mb=3)
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-    # A connection the server answered with "Connection: close" is still closing when the
-    # session closes; one more turn of the loop lets its socket go before the loop ends.
-    await asyncio.sleep(0.1)
 
 
 def tenant_client(creds: S3Credentials, session: aiohttp.ClientSession) -> Minio:
