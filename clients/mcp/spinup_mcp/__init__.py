@@ -1,0 +1,1 @@
+"""An MCP server that lets coding agents use the Spinup HTTP API."""
