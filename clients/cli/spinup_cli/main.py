@@ -36,9 +36,10 @@ from spinup_cli.dotenv import KeyExistsError, assigned_key, write_block, write_p
 
 @dataclass(frozen=True)
 class Kind:
-    """One kind of resource as the CLI knows it: its API path, its name, its ``.env`` key."""
+    """A kind as the CLI knows it: API path and kind, what to call it, its ``.env`` key."""
 
     path: str
+    api_kind: str
     label: str
     default_key: str
 
@@ -46,13 +47,13 @@ class Kind:
 KINDS = {
     kind.path: kind
     for kind in (
-        Kind("db", "Postgres database", "DATABASE_URL"),
-        Kind("cache", "Redis cache", "REDIS_URL"),
-        Kind("nosql", "MongoDB database", "MONGODB_URL"),
-        Kind("queue", "NATS JetStream account", "NATS_URL"),
+        Kind("db", "postgres", "Postgres database", "DATABASE_URL"),
+        Kind("cache", "redis", "Redis cache", "REDIS_URL"),
+        Kind("nosql", "mongo", "MongoDB database", "MONGODB_URL"),
+        Kind("queue", "nats", "NATS JetStream account", "NATS_URL"),
         # For storage --key is a prefix: S3_ENDPOINT, S3_BUCKET, ...
-        Kind("storage", "S3 bucket", "S3"),
-        Kind("webhook", "webhook receiver", "WEBHOOK_URL"),
+        Kind("storage", "s3", "S3 bucket", "S3"),
+        Kind("webhook", "webhook", "webhook receiver", "WEBHOOK_URL"),
     )
 }
 
@@ -239,7 +240,7 @@ def _print_created(kind: Kind, created: dict[str, Any]) -> None:
 def cmd_ls(client: SpinupClient, args: argparse.Namespace) -> int:
     """``spinup ls``: the account's resources."""
     client.require_login("list your resources")
-    path = f"/resources?kind={args.kind}" if args.kind else "/resources"
+    path = f"/resources?kind={KINDS[args.kind].api_kind}" if args.kind else "/resources"
     resources = client.request("GET", path)["resources"]
     if args.json:
         _print_json(resources)

@@ -1,0 +1,311 @@
+"""The ``spinup`` command line against the running platform, as a user runs it.
+
+Most commands run in-process (``main([...])``, output through capsys); one run goes through the
+installed console script to prove the entry point works. Every connection string the CLI writes
+is used with the real client library of its kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import stat
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from spinup_cli.main import main
+
+from devstack.stack import Stack
+
+SPINUP = Path(sys.executable).parent / "spinup"
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(
+    stack: Stack,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Run:
+    """``run("db", "new")`` → (exit code, stdout, stderr), in a fresh HOME and working dir."""
+    monkeypatch.setenv("SPINUP_URL", stack.gateway_url)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("SPINUP_TOKEN", raising=False)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of a .env file (quotes as the CLI writes them, undone)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            if value.startswith('"'):
+                value = value[1:-1].replace('\\"', '"').replace("\\$", "$").replace("\\\\", "\\")
+            values[key] = value
+    return values
+
+
+async def spinup_process(stack: Stack, home: Path, *args: str) -> asyncio.subprocess.Process:
+    """The installed ``spinup`` console script, started in ``home`` against the test stack."""
+    return await asyncio.create_subprocess_exec(
+        SPINUP,
+        *args,
+        cwd=home,
+        env={**os.environ, "SPINUP_URL": stack.gateway_url, "HOME": str(home)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def select_one(url: str) -> int:
+    conn = await asyncpg.connect(url)
+    try:
+        return int(await conn.fetchval("select 1"))
+    finally:
+        await conn.close()
+
+
+async def test_db_new_writes_env_refuses_overwrite_and_forces(
+    cli: Run, stack: Stack, tmp_path: Path
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# my app\nAPP_MODE=dev\n")
+    env_file.chmod(0o644)
+
+    # Through the installed console script, as a user types it.
+    first = await spinup_process(stack, tmp_path, "db", "new", "--env", ".env")
+    out, err = await asyncio.wait_for(first.communicate(), 60)
+    assert first.returncode == 0, err.decode()
+    assert "Wrote DATABASE_URL to .env" in out.decode()
+    text = env_file.read_text()
+    assert text.startswith("# my app\nAPP_MODE=dev\n")
+    comments = [line for line in text.splitlines() if line.startswith("# spinup:")]
+    assert any("Expires" in line and "UTC" in line for line in comments), text
+    assert any("/claim?t=" in line for line in comments), text
+    url = read_env(env_file)["DATABASE_URL"]
+    assert url.startswith("postgresql://")
+    assert await select_one(url) == 1
+
+    code, _, err = cli("db", "new", "--env", ".env")
+    assert code == 1
+    assert "already sets DATABASE_URL" in err
+    assert "--force" in err
+    assert env_file.read_text() == text
+
+    code, out, err = cli("db", "new", "--env", ".env", "--force")
+    assert code == 0, err
+    assert "Wrote DATABASE_URL" in out
+    replaced = env_file.read_text()
+    assert replaced.count("DATABASE_URL=") == 1
+    assert replaced.count("# spinup:") == len(comments)
+    assert "APP_MODE=dev" in replaced
+    new_url = read_env(env_file)["DATABASE_URL"]
+    assert new_url != url
+    assert await select_one(new_url) == 1
+
+
+async def test_new_env_file_is_created_private_under_another_key(cli: Run, tmp_path: Path) -> None:
+    code, _, err = cli("db", "new", "--env", "app.env", "--key", "TEST_DATABASE_URL")
+    assert code == 0, err
+    env_file = tmp_path / "app.env"
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert await select_one(read_env(env_file)["TEST_DATABASE_URL"]) == 1
+
+
+async def test_seed_creates_a_table(cli: Run, tmp_path: Path) -> None:
+    seed = tmp_path / "seed.sql"
+    seed.write_text(
+        "create table fruit (name text);\ninsert into fruit values ('apple'), ('pear');\n"
+    )
+    code, out, err = cli("db", "new", "--seed", "seed.sql", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    conn = await asyncpg.connect(created["connection_url"])
+    try:
+        names = await conn.fetch("select name from fruit order by name")
+    finally:
+        await conn.close()
+    assert [row["name"] for row in names] == ["apple", "pear"]
+
+
+async def test_seed_that_fails_says_so(cli: Run, tmp_path: Path) -> None:
+    (tmp_path / "bad.sql").write_text("select * from no_such_table;\n")
+    code, _, err = cli("db", "new", "--seed", "bad.sql")
+    assert code == 1
+    assert "seed bad.sql failed" in err
+    assert "no_such_table" in err
+
+    code, _, err = cli("db", "new", "--seed", "missing.sql")
+    assert code == 2
+    assert "missing.sql does not exist" in err
+
+
+async def test_cache_new_json(cli: Run) -> None:
+    code, out, err = cli("cache", "new", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    assert created["kind"] == "redis"
+    assert created["connection_url"].startswith("redis://")
+    client = aioredis.from_url(created["connection_url"])
+    try:
+        key = f"{created['credentials']['key_prefix']}greeting"
+        await client.set(key, "hello")
+        assert await client.get(key) == b"hello"
+    finally:
+        await client.aclose()
+
+
+async def test_login_ls_claim_rm_show_logout(
+    cli: Run, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    email = f"cli-{uuid.uuid4().hex[:12]}@example.com"
+    password = "correct horse battery staple"
+    registered = await http.post("/auth/register", json={"email": email, "password": password})
+    assert registered.status_code == 201, registered.text
+
+    code, out, err = cli("cache", "new", "--json")
+    assert code == 0, err
+    anonymous: dict[str, Any] = json.loads(out)
+
+    code, _, err = cli("ls")
+    assert code == 1
+    assert "spinup login" in err
+
+    code, out, err = cli("login", "--email", email, "--password", password)
+    assert code == 0, err
+    credentials = tmp_path / ".config" / "spinup" / "credentials"
+    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+
+    code, out, err = cli("db", "new", "--name", "cli-owned", "--json")
+    assert code == 0, err
+    owned: dict[str, Any] = json.loads(out)
+    assert owned["expires_at"] is None
+
+    code, out, err = cli("claim", anonymous["claim_url"])
+    assert code == 0, err
+    assert anonymous["id"] in out
+
+    code, out, err = cli("ls")
+    assert code == 0, err
+    assert owned["id"] in out
+    assert "cli-owned" in out
+    assert anonymous["id"] in out
+
+    code, out, err = cli("rm", owned["id"])
+    assert code == 0, err
+    assert f"Deleted {owned['id']}" in out
+
+    code, _, err = cli("show", owned["token"])
+    assert code == 1
+    assert err.startswith("error: ")
+    assert "not_found" in err or "resource_gone" in err
+
+    code, out, err = cli("logout")
+    assert code == 0, err
+    code, _, err = cli("ls")
+    assert code == 1
+    assert "spinup login" in err
+
+
+async def test_webhook_logs_and_follow(cli: Run, stack: Stack, tmp_path: Path) -> None:
+    code, out, err = cli("webhook", "new", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    receive_url = created["credentials"]["receive_url"]
+    async with httpx.AsyncClient(timeout=30) as client:
+        sent = await client.post(f"{receive_url}/first", content="hello-first")
+        assert sent.status_code < 300, sent.text
+
+    code, out, err = cli("logs", created["token"])
+    assert code == 0, err
+    assert "POST" in out
+    assert "hello-first" in out
+
+    follower = await spinup_process(stack, tmp_path, "logs", "-f", created["token"])
+    assert follower.stdout is not None
+    try:
+        first_line = await asyncio.wait_for(follower.stdout.readline(), 20)
+        assert b"hello-first" in first_line
+        # Sent until the follower prints one: its stream may open just after a send.
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def keep_sending() -> None:
+                while True:
+                    await client.put(f"{receive_url}/live", content="hello-live")
+                    await asyncio.sleep(0.5)
+
+            sender = asyncio.create_task(keep_sending())
+            try:
+                line = (await asyncio.wait_for(follower.stdout.readline(), 20)).decode()
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+        assert "PUT" in line
+        assert "hello-live" in line
+        code, _, err = cli("rm", created["token"])
+        assert code == 0, err
+        # Deleting the receiver ends the stream with a `closed` event, and the command with 0.
+        assert await asyncio.wait_for(follower.wait(), 30) == 0
+    finally:
+        if follower.returncode is None:
+            follower.kill()
+            await follower.wait()
+
+
+async def test_errors_unreachable_and_usage(cli: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = cli("show", "no-such-token")
+    assert code == 1
+    assert "error: " in err
+
+    monkeypatch.setenv("SPINUP_URL", "http://127.0.0.1:9")
+    code, _, err = cli("show", "anything")
+    assert code == 1
+    assert "Spinup is not reachable at http://127.0.0.1:9: is `make run` going?" in err
+
+    code, _, err = cli("db")
+    assert code == 2
+    assert "usage: spinup db" in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        *([kind, "new"] for kind in ("db", "cache", "nosql", "queue", "storage", "webhook")),
+        *([kind] for kind in ("db", "cache", "nosql", "queue", "storage", "webhook")),
+        ["ls"],
+        ["show"],
+        ["rm"],
+        ["rotate"],
+        ["logs"],
+        ["claim"],
+        ["login"],
+        ["logout"],
+    ],
+)
+def test_help_on_every_command(cli: Run, command: list[str]) -> None:
+    code, out, _ = cli(*command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: spinup {' '.join(command)}".rstrip())
