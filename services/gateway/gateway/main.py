@@ -24,6 +24,7 @@ from gateway.accounts import AccountProjection, Accounts, Passwords, migrate_acc
 from gateway.claims import CLAIM_ROUTES
 from gateway.context import GatewayContext
 from gateway.errors import error_response
+from gateway.llms import LLMS_ROUTES
 from gateway.middleware import request_id_middleware
 from gateway.neon import NEON_ROUTES
 from gateway.routes import ROUTES, dependencies
@@ -124,7 +125,14 @@ def create_app(settings: Settings) -> Litestar:
             log.info("gateway.stopped")
 
     return Litestar(
-        route_handlers=[*ROUTES, *webhook_routes(plans), *AUTH_ROUTES, *CLAIM_ROUTES, *NEON_ROUTES],
+        route_handlers=[
+            *ROUTES,
+            *webhook_routes(plans),
+            *AUTH_ROUTES,
+            *CLAIM_ROUTES,
+            *NEON_ROUTES,
+            *LLMS_ROUTES,
+        ],
         dependencies=dependencies,
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},

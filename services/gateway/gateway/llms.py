@@ -1,0 +1,242 @@
+"""``GET /llms.txt``: a plain-text guide a coding agent reads to use the API.
+
+The kinds come from ``KIND_ROUTES``, the error codes from the status table and every tier and
+limit from the plans the gateway loaded, so the guide cannot drift from what the API does.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections import defaultdict
+
+import msgspec
+from litestar import get
+from litestar.enums import MediaType
+
+from gateway.accounts import PASSWORD_LENGTHS
+from gateway.auth import Scope
+from gateway.context import GatewayContext
+from gateway.errors import HTTP_STATUS
+from gateway.routes import KIND_ROUTES
+from shared.contracts.kinds import Credentials, ResourceKind
+from shared.plans import Plans, Tier
+
+_INTRO = """\
+# Spinup
+
+> One HTTP call gives a real, isolated Postgres database, Redis cache, MongoDB database, NATS
+> JetStream account, S3 bucket or webhook receiver. No account is needed to start: resources
+> made without one expire (see Limits); claim them into an account to keep them.
+
+Base URL: {base}
+OpenAPI: {base}/schema/openapi.json (Swagger UI at {base}/schema/swagger)
+Every request and response body is JSON unless said otherwise. Times are ISO 8601 UTC.
+"""
+
+_CREATE = """\
+## Create a resource
+
+Send `POST /<path>/new`. The body is optional: `{{"name": "..."}}` (a label of your choice; its
+rules are in the OpenAPI schema). Without `Authorization` the resource belongs to nobody and
+expires; with `Authorization: Bearer <token>` it belongs to that account, on its plan.
+
+{kinds}
+
+The answer is `201` with these fields:
+- `ok`: true.
+- `id`: the resource's UUID.
+- `kind`: one of {kind_values}.
+- `token`: `spn_...`, the secret that manages this resource. KEEP IT (write it next to the
+  connection string, e.g. in .env): it is shown only here, and without an account it is the
+  only way to show, rotate or delete the resource.
+- `connection_url`: the one URL a client library takes (null for storage and webhook).
+- `credentials`: `type` (the kind) plus its fields:
+{credentials}
+- `tier`: the plan tier the resource is on.
+- `limits`: the tier's limits for this kind, plus `expires_in` (seconds left; null: permanent).
+- `expires_at`: when it is deleted (null: permanent).
+- `claim_url`: for resources made without an account, the link that moves them into one
+  (see Claim); null otherwise.
+- `note`: one sentence to show the user.
+
+Idempotency: send an `Idempotency-Key` header (1-255 visible ASCII characters; a UUID is ideal)
+to make a retry safe. The same key on the same route by the same caller returns the same
+resource, with the header `Idempotent-Replayed: true`, and is not counted against the caps
+again. Always send one when you may retry after a timeout.
+"""
+
+_MANAGE = """\
+## Manage a resource
+
+`{token}` is the `spn_` token from the create response, or (with `Authorization: Bearer` of
+the account that owns it) the resource's `id`.
+
+- `GET /resources/{token}`: `id, kind, status, tier, name, limits, usage{bytes, quota_bytes,
+  measured_at, over_quota, note}, created_at, expires_at, claimed, connection_url,
+  credentials`. Credentials are shown only while `status` is `active`. When
+  `usage.over_quota` is true the server refuses writes until space is released; `usage.note`
+  says how for that kind.
+- `DELETE /resources/{token}`: deletes it now; open connections are cut and the credentials
+  stop working. Answers `{ok, id, status}`.
+- `POST /resources/{token}/rotate`: new credentials; the old ones stop working before it
+  answers. Answers `{ok, id, kind, connection_url, credentials, note}`. The token is unchanged.
+- `GET /resources?kind=<kind>` (Bearer, read scope): every resource of the account, each as
+  in `GET /resources/{token}`.
+
+Webhook receivers: send any method to `credentials.receive_url`; then
+- `GET /webhook/{token}/requests?limit=N`: the captured requests, newest first.
+- `GET /webhook/{token}/stream`: Server-Sent Events, one `request` event per request from now
+  on, a keep-alive comment now and then, and a final `closed` event when the receiver goes.
+"""
+
+_ACCOUNTS = """\
+## Accounts and auth
+
+- `POST /auth/register {{"email", "password"}}` (a password of {password_min} to
+  {password_max} characters) creates an account and answers `{{account, token, expires_at}}`;
+  `POST /auth/login` with the same body gives a new session `token` (a JWT). Send it as
+  `Authorization: Bearer <token>`.
+- `GET /auth/user`: the account, how you authenticated and your plan's limits.
+  `POST /auth/logout` ends the session.
+- Personal access tokens for tools and agents: `POST /auth/tokens` with
+  `{{"name", "scopes": [{scopes}], "expires_in_days"}}` (needs a session) answers with a
+  `spp_...` token shown once; `GET /auth/tokens` lists them; `DELETE /auth/tokens/{{id}}`
+  revokes one. An access token can do only what its scopes allow.
+
+## Claim
+
+Resources made without an account expire. To keep them, the user needs an account:
+1. `POST /auth/register` (or `/auth/login`) to get a Bearer token.
+2. `GET /claim/preview?t=<claim token>` shows which resources the `claim_url` would move, and
+   their limits before and after. It changes nothing.
+3. `POST /claim {{"token": "<claim_url or the value of its t parameter>"}}` with
+   `Authorization: Bearer` (provision scope) moves them into the account: no expiry, the
+   account plan's limits, the same connection URLs and credentials. A claim link works once;
+   sending it again after a failure resumes the same claim.
+"""
+
+_ERRORS = """\
+## Errors
+
+Every 4xx and 5xx body is
+`{{"ok": false, "error": "<code>", "message": "...", "request_id": "...", "agent_action": "..."}}`.
+`error` is a stable code to match on; `message` is written for a person. When `agent_action` is
+present it is one sentence saying what to do next (claim, delete, register, upgrade, wait):
+follow it. Send `request_id` when reporting a problem. 503s and 429s carry `Retry-After`
+(seconds): wait that long, then retry with the same `Idempotency-Key`.
+
+{codes}
+"""
+
+_LIMITS = """\
+## Limits
+
+Every tier and limit below is read from the plans this server runs with; `GET /plans` returns
+them as JSON (`{{ok, anonymous_tier, tiers}}`), and `GET /auth/user` shows your own. Requests
+without an account use the `{anonymous}` tier; new accounts start on `{account}`.
+- `ttl_seconds`: how long a resource lives (null: permanent).
+- `caps.active_per_kind`: resources of one kind alive at once; `caps.provisions_per_day`:
+  resources made in any rolling 24 hours. Without an account they count per client network.
+- `rate_limit.provisions_per_minute`: create calls per minute.
+Past a cap the answer is `402 plan_limit_reached`; past the rate limit, `429 rate_limited`.
+Sizes are measured regularly against the kind's quota (`usage` in `GET /resources/{{token}}`).
+
+{tiers}
+"""
+
+_OUTRO = """\
+## Other routes
+
+- `GET /healthz`: the process is up. `GET /readyz`: ready to serve (`503` if not).
+- `POST /api/v1/database`, `GET /api/v1/database/{id}`: a Neon-compatible claimable Postgres
+  API (as `npx get-db` expects).
+
+## Tools
+
+The `spinup-mcp` MCP server (stdio, or streamable HTTP with `--http --port N`) offers these
+calls as tools; set `SPINUP_URL` to this base URL and, to work in an account, `SPINUP_TOKEN`
+to an access token.
+"""
+
+
+def _kinds_text() -> str:
+    return "\n".join(
+        f"- `POST /{route.path}/new` ({route.kind.value}): {route.summary}. {route.description}"
+        for route in KIND_ROUTES
+    )
+
+
+def _credentials_text() -> str:
+    lines = []
+    for struct in typing.get_args(Credentials):
+        kind = struct.__struct_config__.tag
+        fields = ", ".join(f"`{field.name}`" for field in msgspec.structs.fields(struct))
+        lines.append(f"  - {kind}: {fields}")
+    return "\n".join(lines)
+
+
+def _codes_text() -> str:
+    by_status: dict[int, list[str]] = defaultdict(list)
+    for code, status in HTTP_STATUS.items():
+        by_status[status].append(f"`{code.value}`")
+    return "\n".join(
+        f"- {status}: {', '.join(codes)}" for status, codes in sorted(by_status.items())
+    )
+
+
+def _section(struct: msgspec.Struct) -> str:
+    return ", ".join(f"{name}={value}" for name, value in msgspec.structs.asdict(struct).items())
+
+
+def _tier_text(name: str, tier: Tier) -> str:
+    if tier.ttl_seconds is None:
+        lifetime = "permanent"
+    else:
+        lifetime = f"{tier.ttl_seconds} s ({tier.ttl_seconds / 3600:g} h), then deleted"
+    lines = [
+        f"### {name}",
+        *([tier.description] if tier.description else []),
+        f"- ttl_seconds: {lifetime}",
+        f"- caps: {_section(tier.caps)}; rate_limit: {_section(tier.rate_limit)}",
+        *(f"- {kind.value}: {_section(tier.limits(kind))}" for kind in ResourceKind),
+    ]
+    return "\n".join(lines)
+
+
+def llms_text(plans: Plans, base_url: str) -> str:
+    """The whole guide, for a server reached at ``base_url`` running ``plans``."""
+    kind_values = ", ".join(f"`{route.kind.value}`" for route in KIND_ROUTES)
+    tiers = "\n\n".join(_tier_text(name, tier) for name, tier in plans.tiers.items())
+    return "\n".join(
+        [
+            _INTRO.format(base=base_url),
+            _CREATE.format(
+                kinds=_kinds_text(), kind_values=kind_values, credentials=_credentials_text()
+            ),
+            _MANAGE,
+            _ACCOUNTS.format(
+                password_min=PASSWORD_LENGTHS.start,
+                password_max=PASSWORD_LENGTHS.stop - 1,
+                scopes=", ".join(f'"{scope.value}"' for scope in Scope),
+            ),
+            _ERRORS.format(codes=_codes_text()),
+            _LIMITS.format(anonymous=plans.anonymous_tier, account=plans.account_tier, tiers=tiers),
+            _OUTRO,
+        ]
+    )
+
+
+@get(
+    "/llms.txt",
+    media_type=MediaType.TEXT,
+    summary="A guide to this API for coding agents",
+    description="Plain text (llms.txt): every route, the response fields, auth, claim, errors"
+    " and the limits of every tier this server runs with.",
+    tags=["docs"],
+)
+async def llms_txt(ctx: GatewayContext) -> str:
+    """``GET /llms.txt``."""
+    return llms_text(ctx.plans, ctx.settings.public_url)
+
+
+LLMS_ROUTES = [llms_txt]
