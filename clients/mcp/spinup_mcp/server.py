@@ -1,0 +1,350 @@
+"""The MCP tools: each one call of the Spinup HTTP API, described for a coding agent."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Annotated, Any, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from spinup_mcp.api import ApiError, SpinupApi, segment
+
+INSTRUCTIONS = """\
+Spinup gives real, isolated backing services in one call: Postgres (create_database), Redis
+(create_cache), MongoDB (create_nosql), NATS JetStream (create_queue), S3 (create_storage) and
+webhook receivers (create_webhook). Each create returns a connection_url and credentials to use
+at once, and a token (spn_...) to keep: it is the key to get_resource, rotate_credentials and
+delete_resource. Without SPINUP_TOKEN resources are anonymous and are deleted at expires_at
+unless claimed into an account with the claim tool. Errors say what to do next (agent_action).
+"""
+
+_CREATE_ANSWER = (
+    " Returns JSON: id, kind, token, connection_url, credentials {type, ...}, tier, limits"
+    " {..., expires_in}, expires_at, claim_url, note. KEEP the token (spn_...): it is shown"
+    " only in this answer and is what get_resource, rotate_credentials and delete_resource"
+    " take; store it next to the connection string (e.g. as a comment in .env)."
+    " Without SPINUP_TOKEN the resource is anonymous: it expires at expires_at (24 hours on the"
+    " shipped plans) and is deleted with its data unless claimed into an account (claim tool,"
+    " with claim_url). With SPINUP_TOKEN it belongs to that account and does not expire."
+    " Caps and sizes come from the plan (get_plans)."
+)
+
+ResourceName = Annotated[
+    str | None,
+    Field(
+        description="Optional label shown in listings (1-64 characters: letters, digits,"
+        " space and _ . : / @ -).",
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Field(
+        description="Optional. Send the same key again (e.g. after a timeout) to get the same"
+        " resource back instead of a second one. 1-255 visible ASCII characters; a UUID is"
+        " ideal.",
+    ),
+]
+TokenOrId = Annotated[
+    str,
+    Field(
+        description="The resource's token (spn_...) from its create answer; or its id when"
+        " SPINUP_TOKEN is the account that owns it.",
+    ),
+]
+
+_READS = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+_CREATES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KindTool:
+    """One create tool: ``POST /<path>/new``, and what to tell the agent about the result."""
+
+    name: str
+    path: str
+    title: str
+    what: str
+
+
+KIND_TOOLS = [
+    KindTool(
+        "create_database",
+        "db",
+        "Create a Postgres database",
+        "Creates a real Postgres database with a login role that owns it. connection_url is a"
+        " postgresql:// URL for any driver (psql, psycopg, asyncpg, Prisma, SQLAlchemy);"
+        " credentials also has host, port, database, username, password.",
+    ),
+    KindTool(
+        "create_cache",
+        "cache",
+        "Create a Redis cache",
+        "Creates a Redis ACL user on a shared Redis. connection_url is a redis:// URL; every key"
+        " and pub/sub channel MUST start with credentials.key_prefix, other keys are refused.",
+    ),
+    KindTool(
+        "create_nosql",
+        "nosql",
+        "Create a MongoDB database",
+        "Creates a MongoDB database and a user with readWrite on it only. connection_url is a"
+        " mongodb:// URL (with authSource) for any MongoDB driver.",
+    ),
+    KindTool(
+        "create_queue",
+        "queue",
+        "Create a NATS JetStream account",
+        "Creates a NATS account of its own with JetStream enabled. connection_url is a nats://"
+        " URL; authenticate with credentials.creds (the text of a standard .creds file; also"
+        " user_jwt and user_seed).",
+    ),
+    KindTool(
+        "create_storage",
+        "storage",
+        "Create an S3 bucket",
+        "Creates an S3 bucket and an access key that can use only that bucket. credentials has"
+        " endpoint, region, bucket, access_key, secret_key and s3_url; connection_url is null."
+        " Use path-style addressing with the endpoint.",
+    ),
+    KindTool(
+        "create_webhook",
+        "webhook",
+        "Create a webhook receiver",
+        "Creates a webhook receiver: credentials.receive_url accepts any HTTP method and records"
+        " each request (method, path, query, headers, body). Read them back with"
+        " read_webhook_requests and the token. The receive_url does not contain the token, so it"
+        " is safe to give to the sender.",
+    ),
+]
+
+
+def _ok(body: dict[str, Any]) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=json.dumps(body, indent=2))],
+        structured_content=body,
+    )
+
+
+def _error(error: ApiError) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=str(error))],
+        structured_content=error.body,
+        is_error=True,
+    )
+
+
+async def _answer(call: Awaitable[dict[str, Any]]) -> CallToolResult:
+    """The API's answer as a tool result; its errors as error results the agent can act on."""
+    try:
+        return _ok(await call)
+    except ApiError as error:
+        return _error(error)
+
+
+def _needs_account(api: SpinupApi, what: str) -> CallToolResult | None:
+    """An error result when no account token is configured, else None."""
+    if api.token:
+        return None
+    text = (
+        f"{what} needs an account, and this MCP server has no SPINUP_TOKEN.\nWhat to do: the user"
+        " registers (POST /auth/register) or logs in (POST /auth/login) at the Spinup API,"
+        " creates an access token (POST /auth/tokens) and sets it as SPINUP_TOKEN in this MCP"
+        " server's configuration. Until then, manage each resource with its own token."
+    )
+    return _error(ApiError(text, {"ok": False, "error": "unauthorized", "message": text}))
+
+
+def _create_tool(
+    api: SpinupApi, kind: KindTool
+) -> Callable[[str | None, str | None], Awaitable[CallToolResult]]:
+    async def create(
+        name: ResourceName = None, idempotency_key: IdempotencyKey = None
+    ) -> CallToolResult:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body = {"name": name} if name else None
+        return await _answer(api.call("POST", f"/{kind.path}/new", json=body, headers=headers))
+
+    create.__name__ = kind.name
+    return create
+
+
+_ToolT = TypeVar("_ToolT", bound=Callable[..., Awaitable[CallToolResult]])
+
+
+def _tool(
+    server: MCPServer, *, title: str, annotations: ToolAnnotations
+) -> Callable[[_ToolT], _ToolT]:
+    """Register a tool whose docstring, without its indentation, is the description."""
+
+    def register(fn: _ToolT) -> _ToolT:
+        server.add_tool(
+            fn,
+            title=title,
+            description=inspect.cleandoc(fn.__doc__ or ""),
+            annotations=annotations,
+            structured_output=False,
+        )
+        return fn
+
+    return register
+
+
+def build_server(api: SpinupApi) -> MCPServer:
+    """The MCP server with every tool, each calling the API at ``api``."""
+    server = MCPServer(
+        "spinup",
+        title="Spinup",
+        instructions=INSTRUCTIONS,
+        version=version("spinup"),
+    )
+    _add_create_tools(server, api)
+    _add_resource_tools(server, api)
+    _add_account_tools(server, api)
+    return server
+
+
+def _add_create_tools(server: MCPServer, api: SpinupApi) -> None:
+    for kind in KIND_TOOLS:
+        server.add_tool(
+            _create_tool(api, kind),
+            name=kind.name,
+            title=kind.title,
+            description=kind.what + _CREATE_ANSWER,
+            annotations=_CREATES,
+            structured_output=False,
+        )
+
+
+def _add_resource_tools(server: MCPServer, api: SpinupApi) -> None:
+    @_tool(
+        server,
+        title="List the account's resources",
+        annotations=_READS,
+    )
+    async def list_resources(
+        kind: Annotated[
+            str | None,
+            Field(description="Only this kind: postgres, redis, mongo, nats, s3 or webhook."),
+        ] = None,
+    ) -> CallToolResult:
+        """Lists every resource of the account SPINUP_TOKEN belongs to (needs SPINUP_TOKEN).
+
+        Returns JSON {resources: [...]}, oldest first; each has id, kind, status, tier, name,
+        limits, usage {bytes, quota_bytes, over_quota, note}, created_at, expires_at, claimed,
+        connection_url and credentials. Anonymous resources are not listed: they are reached
+        only through their own tokens (get_resource).
+        """
+        if (refused := _needs_account(api, "Listing resources")) is not None:
+            return refused
+        return await _answer(api.call("GET", "/resources", params={"kind": kind} if kind else None))
+
+    @_tool(server, title="Show a resource", annotations=_READS)
+    async def get_resource(resource: TokenOrId) -> CallToolResult:
+        """Shows one resource: its status, limits, usage, expiry and current credentials.
+
+        Returns JSON: id, kind, status (active, ...), tier, name, limits {..., expires_in},
+        usage {bytes, quota_bytes, measured_at, over_quota, note}, created_at, expires_at,
+        claimed, connection_url and credentials (only while active). When usage.over_quota is
+        true the server refuses writes until data is deleted; usage.note says how. A deleted
+        resource is a not_found error, an expired one resource_gone.
+        """
+        return await _answer(api.call("GET", f"/resources/{segment(resource)}"))
+
+    @_tool(
+        server,
+        title="Delete a resource",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=True
+        ),
+    )
+    async def delete_resource(resource: TokenOrId) -> CallToolResult:
+        """Deletes a resource now, with all its data; this cannot be undone.
+
+        Open connections are cut and its credentials stop working at once. Returns JSON
+        {id, status: "deleted"}. Deleting frees a place under the plan's cap on live resources
+        of that kind.
+        """
+        return await _answer(api.call("DELETE", f"/resources/{segment(resource)}"))
+
+    @_tool(
+        server,
+        title="Rotate a resource's credentials",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    async def rotate_credentials(resource: TokenOrId) -> CallToolResult:
+        """Issues new credentials for a resource; the old ones stop working before this returns.
+
+        Returns JSON: id, kind, connection_url, credentials, note. Update every place that
+        holds the old connection string (e.g. .env). The resource's token does not change; its
+        data stays.
+        """
+        return await _answer(api.call("POST", f"/resources/{segment(resource)}/rotate"))
+
+    @_tool(server, title="Read a webhook's requests", annotations=_READS)
+    async def read_webhook_requests(
+        token: Annotated[
+            str, Field(description="The webhook receiver's token (spn_...) from create_webhook.")
+        ],
+        limit: Annotated[
+            int | None,
+            Field(ge=1, description="At most this many requests, newest first."),
+        ] = None,
+    ) -> CallToolResult:
+        """Reads the requests a webhook receiver (create_webhook) has captured, newest first.
+
+        Returns JSON {id, count, requests_kept, requests: [...]}; each request has id,
+        received_at, method, path (after the receive_url), query, query_params, headers,
+        body, body_encoding ("utf-8", or "base64" for binary bodies), size and client_ip. The
+        receiver keeps only the newest requests_kept requests.
+        """
+        params = {"limit": limit} if limit else None
+        return await _answer(api.call("GET", f"/webhook/{segment(token)}/requests", params=params))
+
+
+def _add_account_tools(server: MCPServer, api: SpinupApi) -> None:
+    @_tool(
+        server,
+        title="Claim anonymous resources into the account",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
+    )
+    async def claim(
+        claim_url: Annotated[
+            str,
+            Field(
+                description="The claim_url of an anonymous create answer (or just its t parameter)."
+            ),
+        ],
+    ) -> CallToolResult:
+        """Moves anonymous resources into the account of SPINUP_TOKEN, so they stop expiring.
+
+        A claim_url names the unclaimed anonymous resources made from the same network up to
+        the moment it was issued. After the claim they have no expiry, get the account plan's
+        limits, and keep their connection URLs, credentials and tokens. Returns JSON {claim_id,
+        account_id, resources: [{id, kind, name, tier, limits, expires_at}], note}. A claim
+        link works once. Needs SPINUP_TOKEN.
+        """
+        if (refused := _needs_account(api, "Claiming")) is not None:
+            return refused
+        return await _answer(api.call("POST", "/claim", json={"token": claim_url}))
+
+    @_tool(server, title="Show the plans", annotations=_READS)
+    async def get_plans() -> CallToolResult:
+        """Shows every plan tier: resource lifetime, caps, rate limit and each kind's limits.
+
+        ttl_seconds is how long a resource lives (null: permanent). Returns JSON
+        {anonymous_tier, tiers: {<name>: {ttl_seconds, caps {active_per_kind,
+        provisions_per_day}, rate_limit {provisions_per_minute}, postgres {...}, redis {...},
+        ...}}}. anonymous_tier is the tier of resources made without SPINUP_TOKEN.
+        """
+        return await _answer(api.call("GET", "/plans"))
