@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import stat
@@ -18,10 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from miniopy_async import Minio
+from nats.aio.client import Client as NatsClient
 from spinup_cli.main import main
 
 from devstack.stack import Stack
@@ -64,6 +68,10 @@ def read_env(path: Path) -> dict[str, str]:
                 value = value[1:-1].replace('\\"', '"').replace("\\$", "$").replace("\\\\", "\\")
             values[key] = value
     return values
+
+
+def file_mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 async def spinup_process(stack: Stack, home: Path, *args: str) -> asyncio.subprocess.Process:
@@ -129,8 +137,47 @@ async def test_new_env_file_is_created_private_under_another_key(cli: Run, tmp_p
     code, _, err = cli("db", "new", "--env", "app.env", "--key", "TEST_DATABASE_URL")
     assert code == 0, err
     env_file = tmp_path / "app.env"
-    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert file_mode(env_file) == 0o600
     assert await select_one(read_env(env_file)["TEST_DATABASE_URL"]) == 1
+
+
+async def test_queue_and_storage_env_settings_work(cli: Run, tmp_path: Path) -> None:
+    code, out, err = cli("queue", "new", "--env", ".env")
+    assert code == 0, err
+    assert "Wrote NATS_URL, NATS_CREDS to .env" in out
+    code, out, err = cli("storage", "new", "--env", ".env")
+    assert code == 0, err
+    settings = read_env(tmp_path / ".env")
+
+    creds_file = Path(settings["NATS_CREDS"])
+    assert creds_file.parent == tmp_path
+    assert file_mode(creds_file) == 0o600
+    nats_client = NatsClient()
+    try:
+        await nats_client.connect(
+            settings["NATS_URL"],
+            user_credentials=str(creds_file),
+            allow_reconnect=False,
+            connect_timeout=5,
+        )
+        info = await nats_client.jetstream().account_info()
+        assert info.limits.max_storage > 0
+    finally:
+        await nats_client.close()
+
+    assert {"S3_ENDPOINT", "S3_REGION", "S3_BUCKET", "S3_ACCESS_KEY_ID"} <= settings.keys()
+    async with aiohttp.ClientSession() as session:
+        s3 = Minio(
+            settings["S3_ENDPOINT"].removeprefix("http://"),
+            access_key=settings["S3_ACCESS_KEY_ID"],
+            secret_key=settings["S3_SECRET_ACCESS_KEY"],
+            secure=False,
+            region=settings["S3_REGION"],
+            session=session,
+        )
+        await s3.put_object(settings["S3_BUCKET"], "hello.txt", io.BytesIO(b"hello"), 5)
+        listed = [item.object_name async for item in s3.list_objects(settings["S3_BUCKET"])]
+    assert listed == ["hello.txt"]
 
 
 async def test_seed_creates_a_table(cli: Run, tmp_path: Path) -> None:
@@ -195,7 +242,7 @@ async def test_login_ls_claim_rm_show_logout(
     code, out, err = cli("login", "--email", email, "--password", password)
     assert code == 0, err
     credentials = tmp_path / ".config" / "spinup" / "credentials"
-    assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
+    assert file_mode(credentials) == 0o600
 
     code, out, err = cli("db", "new", "--name", "cli-owned", "--json")
     assert code == 0, err
@@ -229,10 +276,11 @@ async def test_login_ls_claim_rm_show_logout(
 
 
 async def test_webhook_logs_and_follow(cli: Run, stack: Stack, tmp_path: Path) -> None:
-    code, out, err = cli("webhook", "new", "--json")
+    code, out, err = cli("webhook", "new", "--json", "--env", ".env")
     assert code == 0, err
     created = json.loads(out)
     receive_url = created["credentials"]["receive_url"]
+    assert read_env(tmp_path / ".env") == {"WEBHOOK_URL": receive_url}
     async with httpx.AsyncClient(timeout=30) as client:
         sent = await client.post(f"{receive_url}/first", content="hello-first")
         assert sent.status_code < 300, sent.text

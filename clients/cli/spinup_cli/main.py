@@ -42,6 +42,12 @@ class Kind:
     api_kind: str
     label: str
     default_key: str
+    article: str = "a"
+
+    @property
+    def one(self) -> str:
+        """``a Postgres database``, ``an S3 bucket``."""
+        return f"{self.article} {self.label}"
 
 
 KINDS = {
@@ -52,7 +58,7 @@ KINDS = {
         Kind("nosql", "mongo", "MongoDB database", "MONGODB_URL"),
         Kind("queue", "nats", "NATS JetStream account", "NATS_URL"),
         # For storage --key is a prefix: S3_ENDPOINT, S3_BUCKET, ...
-        Kind("storage", "s3", "S3 bucket", "S3"),
+        Kind("storage", "s3", "S3 bucket", "S3", article="an"),
         Kind("webhook", "webhook", "webhook receiver", "WEBHOOK_URL"),
     )
 }
@@ -99,6 +105,12 @@ BODY_PREVIEW_CHARS = 200
 # ---------------------------------------------------------------------------------- new ----
 
 
+def connect_url(created: dict[str, Any]) -> str:
+    """What an app connects to: ``connection_url``, or a webhook's ``receive_url``."""
+    credentials: dict[str, Any] = created.get("credentials") or {}
+    return str(created.get("connection_url") or credentials.get("receive_url"))
+
+
 def env_values(kind: Kind, key: str, created: dict[str, Any], env_file: Path) -> dict[str, str]:
     """The ``.env`` settings of a new resource.
 
@@ -112,9 +124,10 @@ def env_values(kind: Kind, key: str, created: dict[str, Any], env_file: Path) ->
             for name, field in S3_SETTINGS.items()
             if credentials.get(field) is not None
         }
-    values = {key: str(created["connection_url"])}
+    values = {key: connect_url(created)}
     if kind.path == "queue" and credentials.get("creds"):
-        creds_file = env_file.parent / f"spinup-queue-{str(created['id'])[:8]}.creds"
+        # An absolute path: the app reading the .env may run from another directory.
+        creds_file = env_file.parent.resolve() / f"spinup-queue-{str(created['id'])[:8]}.creds"
         write_private(creds_file, str(credentials["creds"]))
         values[f"{key.removesuffix('_URL')}_CREDS"] = str(creds_file)
     return values
@@ -123,7 +136,8 @@ def env_values(kind: Kind, key: str, created: dict[str, Any], env_file: Path) ->
 def env_comments(kind: Kind, created: dict[str, Any]) -> list[str]:
     """The comment lines above the settings: what it is, its expiry, how to keep or manage it."""
     name = f" {created['name']!r}" if created.get("name") else ""
-    lines = [f"{kind.label}{name}, id {created['id']}, tier {created.get('tier', '?')}."]
+    what = kind.label[0].upper() + kind.label[1:]
+    lines = [f"{what}{name}, id {created['id']}, tier {created.get('tier', '?')}."]
     if created.get("expires_at"):
         lines.append(f"Expires {_when(created['expires_at'])} unless claimed.")
     else:
@@ -174,7 +188,7 @@ def cmd_new(client: SpinupClient, args: argparse.Namespace) -> int:
 
     body = {"name": args.name} if args.name else None
     created = client.request(
-        "POST", f"/{kind.path}/new", json_body=body, slow=f"creating a {kind.label}"
+        "POST", f"/{kind.path}/new", json_body=body, slow=f"creating {kind.one}"
     )
 
     if env_file is not None:
@@ -218,8 +232,10 @@ def _refuse_taken_keys(env_file: Path, kind: Kind, key: str) -> None:
 
 
 def _print_created(kind: Kind, created: dict[str, Any]) -> None:
-    say(f"Created a {kind.label} (id {created['id']}, tier {created.get('tier')}).")
+    say(f"Created {kind.one} (id {created['id']}, tier {created.get('tier')}).")
     rows = [("connection_url", created.get("connection_url"))]
+    if kind.path == "webhook":
+        rows = [("receive_url", connect_url(created))]
     credentials = created.get("credentials") or {}
     if kind.path == "storage":
         rows += [(field, credentials.get(field)) for field in S3_SETTINGS.values()]
@@ -414,13 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     for kind in KINDS.values():
-        group = commands.add_parser(kind.path, help=f"create a {kind.label}")
+        group = commands.add_parser(kind.path, help=f"create {kind.one}")
         actions = group.add_subparsers(dest="action", required=True, metavar="ACTION")
         new = actions.add_parser(
             "new",
             parents=[common],
-            help=f"create a {kind.label}",
-            description=f"Create a {kind.label} and print how to connect.",
+            help=f"create {kind.one}",
+            description=f"Create {kind.one} and print how to connect.",
         )
         new.set_defaults(handler=cmd_new, kind=kind.path)
         new.add_argument(
