@@ -26,6 +26,7 @@ import pytest
 import redis.asyncio as aioredis
 from miniopy_async import Minio
 from nats.aio.client import Client as NatsClient
+from spinup_cli.dotenv import KeyExistsError, quoted, write_block
 from spinup_cli.main import main
 
 from devstack.stack import Stack
@@ -64,8 +65,10 @@ def read_env(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         if "=" in line and not line.startswith("#"):
             key, value = line.split("=", 1)
-            if value.startswith('"'):
-                value = value[1:-1].replace('\\"', '"').replace("\\$", "$").replace("\\\\", "\\")
+            if value.startswith("'"):
+                value = value[1:-1]
+            elif value.startswith('"'):
+                value = value[1:-1].replace('\\"', '"').replace("\\\\", "\\")
             values[key] = value
     return values
 
@@ -357,3 +360,21 @@ def test_help_on_every_command(cli: Run, command: list[str]) -> None:
     code, out, _ = cli(*command, "--help")
     assert code == 0
     assert out.startswith(f"usage: spinup {' '.join(command)}".rstrip())
+
+
+def test_env_block_replaced_in_place_and_values_quoted(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    write_block(env_file, ["first"], {"DATABASE_URL": "postgresql://a"})
+    env_file.write_text(f"BEFORE=1\n{env_file.read_text()}AFTER=2\n")
+    with pytest.raises(KeyExistsError):
+        write_block(env_file, ["second"], {"DATABASE_URL": "postgresql://b"})
+
+    write_block(env_file, ["second"], {"DATABASE_URL": "it's $HOME"}, force=True)
+    assert env_file.read_text().splitlines() == [
+        "BEFORE=1",
+        "# spinup: second",
+        'DATABASE_URL="it\'s $HOME"',
+        "AFTER=2",
+    ]
+    assert quoted("pass word$x") == "'pass word$x'"
+    assert read_env(env_file)["DATABASE_URL"] == "it's $HOME"

@@ -33,7 +33,10 @@ def quoted(value: str) -> str:
     """``value`` as it should appear after ``KEY=`` in a ``.env`` file."""
     if not _NEEDS_QUOTES.search(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    if "'" not in value:
+        # Single quotes are literal for shells, python-dotenv and docker compose alike.
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
 
