@@ -339,6 +339,11 @@ async def test_errors_unreachable_and_usage(cli: Run, monkeypatch: pytest.Monkey
     assert code == 2
     assert "usage: spinup db" in err
 
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    code, _, err = cli("login")
+    assert code == 2
+    assert "--email and --password" in err
+
 
 @pytest.mark.parametrize(
     "command",

@@ -73,6 +73,11 @@ S3_SETTINGS = {
 }
 
 
+HOUR_S = 3600
+#: A webhook body longer than this is cut short in ``spinup logs``.
+BODY_PREVIEW_CHARS = 200
+
+
 def say(text: object = "", *, err: bool = False) -> None:
     """One line of output (``err``: on stderr, for progress and errors)."""
     stream = sys.stderr if err else sys.stdout
@@ -98,10 +103,6 @@ def _when(iso: str | None) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC ({left})"
 
 
-HOUR_S = 3600
-#: A webhook body longer than this is cut short in ``spinup logs``.
-BODY_PREVIEW_CHARS = 200
-
 # ---------------------------------------------------------------------------------- new ----
 
 
@@ -109,6 +110,20 @@ def connect_url(created: dict[str, Any]) -> str:
     """What an app connects to: ``connection_url``, or a webhook's ``receive_url``."""
     credentials: dict[str, Any] = created.get("credentials") or {}
     return str(created.get("connection_url") or credentials.get("receive_url"))
+
+
+def creds_key(key: str) -> str:
+    """The setting holding a queue's ``.creds`` path: ``NATS_URL`` → ``NATS_CREDS``."""
+    return f"{key.removesuffix('_URL')}_CREDS"
+
+
+def env_keys(kind: Kind, key: str) -> set[str]:
+    """Every setting ``env_values`` may write for this kind under ``--key``."""
+    if kind.path == "storage":
+        return {f"{key}_{name}" for name in S3_SETTINGS}
+    if kind.path == "queue":
+        return {key, creds_key(key)}
+    return {key}
 
 
 def env_values(kind: Kind, key: str, created: dict[str, Any], env_file: Path) -> dict[str, str]:
@@ -129,7 +144,7 @@ def env_values(kind: Kind, key: str, created: dict[str, Any], env_file: Path) ->
         # An absolute path: the app reading the .env may run from another directory.
         creds_file = env_file.parent.resolve() / f"spinup-queue-{str(created['id'])[:8]}.creds"
         write_private(creds_file, str(credentials["creds"]))
-        values[f"{key.removesuffix('_URL')}_CREDS"] = str(creds_file)
+        values[creds_key(key)] = str(creds_file)
     return values
 
 
@@ -213,13 +228,7 @@ def cmd_new(client: SpinupClient, args: argparse.Namespace) -> int:
 
 
 def _refuse_taken_keys(env_file: Path, kind: Kind, key: str) -> None:
-    keys = (
-        {f"{key}_{name}" for name in S3_SETTINGS}
-        if kind.path == "storage"
-        else {key, f"{key.removesuffix('_URL')}_CREDS"}
-        if kind.path == "queue"
-        else {key}
-    )
+    keys = env_keys(kind, key)
     found = sorted(
         {k for line in env_file.read_text().splitlines() if (k := assigned_key(line)) in keys}
     )
@@ -379,8 +388,12 @@ def cmd_claim(client: SpinupClient, args: argparse.Namespace) -> int:
 
 def cmd_login(client: SpinupClient, args: argparse.Namespace) -> int:
     """``spinup login``: exchange email and password for a session token and keep it."""
-    email = args.email or input("Email: ").strip()
-    password = args.password or getpass.getpass("Password: ")
+    try:
+        email = args.email or input("Email: ").strip()
+        password = args.password or getpass.getpass("Password: ")
+    except EOFError:
+        msg = "No email or password given: pass --email and --password, or run it in a terminal."
+        raise CliError(msg, EXIT_USAGE) from None
     path = "/auth/register" if args.register else "/auth/login"
     session = client.request("POST", path, json_body={"email": email, "password": password})
     stored = store_session(client.url, str(session["token"]), email)
