@@ -8,6 +8,7 @@ import pytest
 
 from redis_provisioner.driver import AclSaver
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
+from shared.testing.polling import eventually
 
 
 class Recorder:
@@ -17,13 +18,18 @@ class Recorder:
         self.saves = 0
         self.failures_left = 0
         self.duration = duration
+        self.saving = asyncio.Event()
 
     async def __call__(self) -> None:
+        self.saving.set()
         await asyncio.sleep(self.duration)
         if self.failures_left:
             self.failures_left -= 1
             raise BackendUnavailableError("down")
         self.saves += 1
+
+    async def has_saved(self) -> bool:
+        return self.saves > 0
 
 
 async def test_a_burst_of_changes_is_saved_once() -> None:
@@ -32,8 +38,8 @@ async def test_a_burst_of_changes_is_saved_once() -> None:
     saver.start()
     for _ in range(100):
         saver.changed()
-    await asyncio.sleep(0.2)
-    assert recorder.saves == 1
+    # Saved by the background task on its own, not by close; close then finds nothing pending.
+    assert await eventually(recorder.has_saved, within=5, interval=0.01)
     await saver.close()
     assert recorder.saves == 1
 
@@ -52,7 +58,7 @@ async def test_a_change_during_a_save_gets_a_save_of_its_own() -> None:
     saver = AclSaver(recorder, delay=0.0, max_duty=1.0)
     saver.start()
     first = asyncio.create_task(saver.changed_and_saved())
-    await asyncio.sleep(0.02)  # the first save is running now
+    await recorder.saving.wait()  # the first save is running now
     await saver.changed_and_saved()
     await first
     assert recorder.saves == 2
@@ -67,8 +73,7 @@ async def test_a_failed_save_fails_its_waiters_and_is_retried() -> None:
     with pytest.raises(SpinupError) as failed:
         await saver.changed_and_saved()
     assert failed.value.code is ErrorCode.BACKEND_UNAVAILABLE
-    await asyncio.sleep(0.05)
-    assert recorder.saves == 1
+    assert await eventually(recorder.has_saved, within=5, interval=0.01)
     await saver.close()
 
 
