@@ -157,7 +157,7 @@ def test_other_authorization_schemes_are_refused(header: str) -> None:
 
 def test_access_token_principal_has_only_its_scopes() -> None:
     principal = Principal(
-        account_id=ACCOUNT, tier="t", scopes=frozenset({Scope.READ}), session_jti=None
+        account_id=ACCOUNT, tier="t", scopes=frozenset({Scope.READ}), session=None
     )
     principal.require(Scope.READ)
     with pytest.raises(SpinupError) as caught:
@@ -170,10 +170,11 @@ def test_access_token_principal_has_only_its_scopes() -> None:
 
 
 def test_session_principal_has_every_scope() -> None:
-    principal = Principal(account_id=ACCOUNT, tier="t", scopes=ALL_SCOPES, session_jti="j")
+    session = issue_session(KEY, ACCOUNT, ttl_s=60)
+    principal = Principal(account_id=ACCOUNT, tier="t", scopes=ALL_SCOPES, session=session)
     for scope in Scope:
         principal.require(scope)
-    principal.require_session("manage access tokens")
+    assert principal.require_session("manage access tokens") is session
 
 
 @pytest.mark.parametrize(

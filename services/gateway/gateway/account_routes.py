@@ -23,6 +23,7 @@ from gateway.auth import (
     issue_session,
     mint_access_token,
     require_principal,
+    require_session_principal,
 )
 from gateway.context import GatewayContext
 from gateway.middleware import request_id_of
@@ -222,15 +223,15 @@ async def log_in(ctx: GatewayContext, data: EmailPassword) -> SessionIssued:
 async def log_out(request: Request[Any, Any, Any], ctx: GatewayContext) -> LoggedOut:
     """``POST /auth/logout`` (a session only: access tokens are revoked by id)."""
     principal = await require_principal(request, ctx, "log out")
-    if principal.session_jti is None or principal.session_expires_at is None:
+    if principal.session is None:
         msg = (
             "Logging out ends a session; an access token is revoked with DELETE /auth/tokens/{id}."
         )
         raise SpinupError(ErrorCode.FORBIDDEN, msg)
     await ctx.accounts.revoke_session(
         principal.account_id,
-        jti=principal.session_jti,
-        expires_at=principal.session_expires_at,
+        jti=principal.session.jti,
+        expires_at=principal.session.expires_at,
         correlation_id=request_id_of(request.scope),
     )
     return LoggedOut(note="This session token no longer works. Log in again to get a new one.")
@@ -249,7 +250,7 @@ async def show_user(request: Request[Any, Any, Any], ctx: GatewayContext) -> Use
     return UserInfo(
         account=_account_view(account),
         credential=CredentialInfo(
-            type="access_token" if principal.session_jti is None else "session",
+            type="access_token" if principal.session is None else "session",
             scopes=sorted(scope.value for scope in principal.scopes),
         ),
         plan=ctx.plans.tiers[account.tier],
@@ -279,8 +280,7 @@ async def create_access_token(
     request: Request[Any, Any, Any], ctx: GatewayContext, data: NewAccessToken
 ) -> AccessTokenIssued:
     """``POST /auth/tokens``."""
-    principal = await require_principal(request, ctx, "create access tokens")
-    principal.require_session("create access tokens")
+    principal = await require_session_principal(request, ctx, "create access tokens")
     token = mint_access_token()
     expires_at = (
         datetime.now(UTC).replace(microsecond=0) + timedelta(days=data.expires_in_days)
@@ -313,8 +313,7 @@ async def list_access_tokens(
     request: Request[Any, Any, Any], ctx: GatewayContext
 ) -> AccessTokenList:
     """``GET /auth/tokens``."""
-    principal = await require_principal(request, ctx, "list access tokens")
-    principal.require_session("list access tokens")
+    principal = await require_session_principal(request, ctx, "list access tokens")
     tokens = await ctx.accounts.access_tokens(principal.account_id)
     return AccessTokenList(access_tokens=[_token_view(token) for token in tokens])
 
@@ -330,8 +329,7 @@ async def revoke_access_token(
     request: Request[Any, Any, Any], ctx: GatewayContext, token_id: uuid.UUID
 ) -> AccessTokenRevokedView:
     """``DELETE /auth/tokens/{id}``: revoking twice is harmless."""
-    principal = await require_principal(request, ctx, "revoke access tokens")
-    principal.require_session("revoke access tokens")
+    principal = await require_session_principal(request, ctx, "revoke access tokens")
     token = await ctx.accounts.access_token(principal.account_id, token_id)
     if token is None:
         msg = "This account has no access token with this id. GET /auth/tokens lists them."

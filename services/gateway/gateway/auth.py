@@ -60,10 +60,8 @@ class Principal:
     account_id: UUID
     tier: str
     scopes: frozenset[Scope]
-    #: The session's ``jti`` when authenticated by a session JWT; None for an access token.
-    session_jti: str | None
-    #: When the session JWT expires (None for an access token): what a logout records.
-    session_expires_at: datetime | None = None
+    #: The session JWT it authenticated with; None for an access token.
+    session: Session | None
 
     def require(self, scope: Scope) -> None:
         """Refuse with 403 unless the credential carries ``scope``."""
@@ -71,19 +69,20 @@ class Principal:
             msg = f"This access token lacks the {scope.value!r} scope. Create one that has it."
             raise SpinupError(ErrorCode.INSUFFICIENT_SCOPE, msg, agent_action=_NEW_PAT_ADVICE)
 
-    def require_session(self, action: str) -> None:
-        """Refuse with 403 unless authenticated by a session (not an access token).
+    def require_session(self, action: str) -> Session:
+        """The session it authenticated with; 403 for an access token.
 
         Args:
             action: what was asked, for the message ("manage access tokens").
         """
-        if self.session_jti is None:
+        if self.session is None:
             msg = f"Only a logged-in session may {action}, not an access token."
             raise SpinupError(
                 ErrorCode.FORBIDDEN,
                 msg,
                 agent_action="Log in (POST /auth/login) and send the session token instead.",
             )
+        return self.session
 
 
 # -- session JWTs -------------------------------------------------------------------------------
@@ -224,11 +223,7 @@ async def _session_principal(ctx: GatewayContext, token: str) -> Principal:
         msg = f"This session was logged out. {_LOG_IN_AGAIN}"
         raise _unauthorized(msg)
     return Principal(
-        account_id=session.account_id,
-        tier=account.tier,
-        scopes=ALL_SCOPES,
-        session_jti=session.jti,
-        session_expires_at=session.expires_at,
+        account_id=session.account_id, tier=account.tier, scopes=ALL_SCOPES, session=session
     )
 
 
@@ -248,7 +243,7 @@ async def _access_token_principal(ctx: GatewayContext, token: str) -> Principal:
         account_id=record.account_id,
         tier=tier,
         scopes=frozenset(Scope(scope) for scope in record.scopes),
-        session_jti=None,
+        session=None,
     )
 
 
@@ -269,4 +264,19 @@ async def require_principal(
             " POST /auth/login or a personal access token (spp_…)."
         )
         raise _unauthorized(msg)
+    return principal
+
+
+async def require_session_principal(
+    request: Request[Any, Any, Any], ctx: GatewayContext, what: str
+) -> Principal:
+    """The caller's account, logged in with a session: 401 without one, 403 for an access token.
+
+    Args:
+        request: the request.
+        ctx: the gateway context.
+        what: the route's purpose, for the messages ("create access tokens").
+    """
+    principal = await require_principal(request, ctx, what)
+    principal.require_session(what)
     return principal
