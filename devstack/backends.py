@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from devstack import customer_nats, customer_pg, customer_redis, mongo, seaweed
 from devstack.services import Readiness, ServiceSpec
@@ -32,45 +32,32 @@ class Backend:
     worker_env: Callable[[Profile, Secrets], dict[str, str]]
 
 
-def _worker(module: str) -> ServiceSpec:
-    return ServiceSpec(module=module, readiness=Readiness.QUEUE)
+class _ServerModule(Protocol):
+    """What each backend's devstack module offers (``devstack.customer_pg``...)."""
+
+    NAME: str
+
+    def make_server(self, profile: Profile, secrets: Secrets) -> Server: ...
+
+    def worker_env(self, profile: Profile, secrets: Secrets) -> dict[str, str]: ...
+
+
+def _backend(server: _ServerModule, worker: str) -> Backend:
+    """``worker`` (``pg-provisioner``) runs as the package of that name (``pg_provisioner``)."""
+    return Backend(
+        server=server.NAME,
+        make_server=server.make_server,
+        worker=worker,
+        worker_spec=ServiceSpec(module=worker.replace("-", "_"), readiness=Readiness.QUEUE),
+        worker_env=server.worker_env,
+    )
 
 
 #: Every backend, in start order.
 BACKENDS: list[Backend] = [
-    Backend(
-        server=customer_pg.NAME,
-        make_server=customer_pg.make_server,
-        worker="pg-provisioner",
-        worker_spec=_worker("pg_provisioner"),
-        worker_env=customer_pg.worker_env,
-    ),
-    Backend(
-        server=customer_nats.NAME,
-        make_server=customer_nats.make_server,
-        worker="queue-provisioner",
-        worker_spec=_worker("queue_provisioner"),
-        worker_env=customer_nats.worker_env,
-    ),
-    Backend(
-        server=customer_redis.NAME,
-        make_server=customer_redis.make_server,
-        worker="redis-provisioner",
-        worker_spec=_worker("redis_provisioner"),
-        worker_env=customer_redis.worker_env,
-    ),
-    Backend(
-        server=mongo.NAME,
-        make_server=mongo.make_server,
-        worker="mongo-provisioner",
-        worker_spec=_worker("mongo_provisioner"),
-        worker_env=mongo.worker_env,
-    ),
-    Backend(
-        server=seaweed.NAME,
-        make_server=seaweed.make_server,
-        worker="storage-provisioner",
-        worker_spec=_worker("storage_provisioner"),
-        worker_env=seaweed.worker_env,
-    ),
+    _backend(customer_pg, "pg-provisioner"),
+    _backend(customer_nats, "queue-provisioner"),
+    _backend(customer_redis, "redis-provisioner"),
+    _backend(mongo, "mongo-provisioner"),
+    _backend(seaweed, "storage-provisioner"),
 ]

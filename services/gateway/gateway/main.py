@@ -80,22 +80,25 @@ def create_app(settings: Settings) -> Litestar:
         webhooks = WebhookDriver(
             redis, public_url=settings.public_url, token_key=settings.token_key, live=live
         )
+        # One log for everything the gateway appends; each projection picks its own streams.
+        store = EventStore(pool, keyring, [ResourceProjection(), AccountProjection()])
+        resources = ResourceReadModel(pool)
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
         # passing /readyz means this replica answers webhook commands too.
         await serve_webhook_commands(
             bus,
             ResourceLifecycle(
-                EventStore(pool, keyring, [ResourceProjection()]),
+                store,
                 keyring,
                 webhooks,
-                resources=ResourceReadModel(pool),
+                resources=resources,
                 create_concurrency=settings.webhook_create_concurrency,
                 delete_concurrency=settings.webhook_delete_concurrency,
             ),
         )
         accounts = Accounts(
             pool,
-            EventStore(pool, keyring, [AccountProjection()]),
+            store,
             # Making the hasher hashes once (its dummy hash): in a thread, like every hash.
             await asyncio.to_thread(Passwords),
         )
@@ -106,7 +109,7 @@ def create_app(settings: Settings) -> Litestar:
             keyring=keyring,
             bus=bus,
             pool=pool,
-            resources=ResourceReadModel(pool),
+            resources=resources,
             redis=redis,
             webhooks=webhooks,
             accounts=accounts,
