@@ -1,5 +1,6 @@
-"""The rate limit against the real platform Redis, failing open against a dead or hung one, and
-what the 402/429 errors tell a person or an agent (numbers and tier names from plans.yaml)."""
+"""The rate limit against the real platform Redis, failing open against a dead, hung or paused
+one, and what the 402/429 errors tell a person or an agent (numbers and tier names from
+plans.yaml)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from structlog.testing import capture_logs
 
 from devstack.procs import free_ports
 from gateway import admission
+from gateway.admission import RateLimiter
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import ResourceKind
 from shared.plans import load_plans
@@ -44,17 +46,9 @@ def gateway_redis(url: str) -> Redis:
     )
 
 
-def context_of(redis: Redis) -> GatewayContext:
-    return cast(
-        "GatewayContext", SimpleNamespace(redis=redis, plans=load_plans(REPO_ROOT / "plans.yaml"))
-    )
-
-
-@pytest.fixture(autouse=True)
-def fresh_health(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts with Redis healthy in the limiter's eyes and a short window."""
-    monkeypatch.setattr(admission, "_redis_health", admission._RedisHealth())
-    monkeypatch.setattr(admission, "_WINDOW_MS", WINDOW_MS)
+def limiter_of(redis: Redis) -> RateLimiter:
+    """A limiter as the gateway builds it, with a one-second window."""
+    return RateLimiter(redis, window_ms=WINDOW_MS)
 
 
 @pytest.fixture
@@ -67,48 +61,48 @@ async def redis(env: dict[str, str]) -> AsyncIterator[Redis]:
 async def test_the_limit_holds_in_any_window_and_a_refused_request_is_not_counted(
     redis: Redis,
 ) -> None:
-    ctx, holder = context_of(redis), f"client:{uuid.uuid4().hex}"
-    assert await admission._spend_rate(ctx, holder, 3) == 0
+    limiter, holder = limiter_of(redis), f"client:{uuid.uuid4().hex}"
+    assert await limiter.spend(holder, 3) == 0
     await asyncio.sleep(WINDOW_MS / 2 / 1000)
-    assert [await admission._spend_rate(ctx, holder, 3) for _ in range(2)] == [0, 0]
+    assert [await limiter.spend(holder, 3) for _ in range(2)] == [0, 0]
     # Full: the next slot frees when the first request leaves the window, half a window on.
-    wait_ms = await admission._spend_rate(ctx, holder, 3)
+    wait_ms = await limiter.spend(holder, 3)
     assert 0 < wait_ms <= WINDOW_MS / 2
     # Refusals are not recorded: they do not push the next free slot further away.
-    again = await admission._spend_rate(ctx, holder, 3)
+    again = await limiter.spend(holder, 3)
     assert 0 < again <= wait_ms
     await asyncio.sleep(again / 1000)
-    assert await admission._spend_rate(ctx, holder, 3) == 0
+    assert await limiter.spend(holder, 3) == 0
     # A sliding window: only that one slot freed, the two later requests still count.
-    assert await admission._spend_rate(ctx, holder, 3) > 0
+    assert await limiter.spend(holder, 3) > 0
 
 
 async def test_holders_are_counted_apart_and_their_logs_expire(redis: Redis) -> None:
-    ctx = context_of(redis)
+    limiter = limiter_of(redis)
     first, second = f"client:{uuid.uuid4().hex}", f"account:{uuid.uuid4()}"
-    assert await admission._spend_rate(ctx, first, 1) == 0
-    assert await admission._spend_rate(ctx, first, 1) > 0
-    assert await admission._spend_rate(ctx, second, 1) == 0
+    assert await limiter.spend(first, 1) == 0
+    assert await limiter.spend(first, 1) > 0
+    assert await limiter.spend(second, 1) == 0
     ttl_ms = await redis.pttl(f"ratelimit:provision:{first}")
     assert 0 < ttl_ms <= WINDOW_MS
 
 
 async def test_a_redis_that_forgot_the_script_gets_it_again(redis: Redis) -> None:
-    ctx, holder = context_of(redis), f"client:{uuid.uuid4().hex}"
-    assert await admission._spend_rate(ctx, holder, 2) == 0
+    limiter, holder = limiter_of(redis), f"client:{uuid.uuid4().hex}"
+    assert await limiter.spend(holder, 2) == 0
     await redis.script_flush()  # what a restart does
     with capture_logs() as logs:
-        assert await admission._spend_rate(ctx, holder, 2) == 0
-        assert await admission._spend_rate(ctx, holder, 2) > 0
+        assert await limiter.spend(holder, 2) == 0
+        assert await limiter.spend(holder, 2) > 0
     assert logs == []
 
 
 async def test_a_dead_redis_lets_every_request_through_and_warns_once() -> None:
     dead = gateway_redis(f"redis://127.0.0.1:{free_ports(1)[0]}/0")
-    ctx = context_of(dead)
+    limiter = limiter_of(dead)
     try:
         with capture_logs() as logs:
-            waits = [await admission._spend_rate(ctx, "client:x", 1) for _ in range(20)]
+            waits = [await limiter.spend("client:x", 1) for _ in range(20)]
     finally:
         await dead.aclose()
     assert waits == [0] * 20
@@ -138,7 +132,7 @@ async def test_a_hung_redis_costs_at_most_the_limiter_timeout(env: dict[str, str
     try:
         with capture_logs() as logs:
             began = time.monotonic()
-            assert await admission._spend_rate(context_of(hung), "client:x", 1) == 0
+            assert await limiter_of(hung).spend("client:x", 1) == 0
             took = time.monotonic() - began
     finally:
         await hung.aclose()
@@ -151,17 +145,18 @@ async def test_a_hung_redis_costs_at_most_the_limiter_timeout(env: dict[str, str
     assert [entry["event"] for entry in logs] == ["gateway.ratelimit.unavailable"]
 
 
-async def test_redis_answering_again_is_said_once(env: dict[str, str], redis: Redis) -> None:
-    dead = gateway_redis(f"redis://127.0.0.1:{free_ports(1)[0]}/0")
-    try:
-        with capture_logs() as logs:
-            await admission._spend_rate(context_of(dead), "client:x", 1)
-            for _ in range(3):
-                await admission._spend_rate(context_of(redis), f"client:{uuid.uuid4().hex}", 1)
-    finally:
-        await dead.aclose()
+async def test_redis_answering_again_is_said_once(redis: Redis) -> None:
+    limiter = limiter_of(redis)
+    # A paused Redis holds writes (the limiter's script among them) past the limiter's timeout.
+    await redis.client_pause(300, all=False)
+    with capture_logs() as logs:
+        assert await limiter.spend(f"client:{uuid.uuid4().hex}", 1) == 0
+        await asyncio.sleep(0.3)
+        for _ in range(3):
+            await limiter.spend(f"client:{uuid.uuid4().hex}", 1)
     events = [entry["event"] for entry in logs]
     assert events == ["gateway.ratelimit.unavailable", "gateway.ratelimit.restored"]
+    assert logs[0]["error"] == "TimeoutError"
 
 
 def test_errors_name_the_cap_its_value_and_what_to_do() -> None:

@@ -27,6 +27,9 @@ At most ``_CONCURRENT_CHECKS`` checks talk to Redis at once (the rest wait, with
 timeout): the Redis client's pool refuses rather than waits when it runs out of connections, and
 a burst of provisions must neither take every connection from the webhook receivers nor make
 the limiter fail open for the burst it exists to stop.
+
+That state (the slots, the outage warnings) belongs to one replica: a ``RateLimiter`` built in
+the gateway's lifespan and kept on its context.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import hashlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 import structlog
@@ -46,6 +49,8 @@ from shared.contracts.errors import ErrorCode, SpinupError
 
 if TYPE_CHECKING:
     from uuid import UUID
+
+    from redis.asyncio import Redis
 
     from gateway.context import GatewayContext
     from shared.contracts.kinds import ResourceKind
@@ -98,7 +103,7 @@ async def admit(
             ``agent_action`` saying what to do.
     """
     holder = f"account:{account_id}" if account_id else f"client:{fingerprint}"
-    wait_ms = await _spend_rate(ctx, holder, tier.rate_limit.provisions_per_minute)
+    wait_ms = await ctx.rate_limiter.spend(holder, tier.rate_limit.provisions_per_minute)
     if wait_ms:
         raise _rate_limited(tier, wait_ms, anonymous=account_id is None)
     # Two concurrent requests can both see the holder one below a cap and both pass: the caps
@@ -116,31 +121,40 @@ async def admit(
         raise _over_daily_cap(ctx, tier, today, anonymous=account_id is None)
 
 
-async def _spend_rate(ctx: GatewayContext, holder: str, per_minute: int) -> int:
-    """0 when the request fits the holder's rate (and is counted), else ms to wait.
+class RateLimiter:
+    """This replica's provision rate limit: the sliding log in Redis, failing open."""
 
-    Fails open: any Redis trouble admits the request.
-    """
-    key = f"ratelimit:provision:{holder}"
-    args = (per_minute, _WINDOW_MS, os.urandom(8).hex())
-    try:
-        async with asyncio.timeout(_REDIS_TIMEOUT_S), _redis_health.slots:
-            try:
-                wait_ms = await ctx.redis.evalsha(_SLIDING_LOG_SHA, 1, key, *args)
-            except NoScriptError:  # a restarted Redis has forgotten the script: send it whole
-                wait_ms = await ctx.redis.eval(_SLIDING_LOG, 1, key, *args)
-    except (RedisError, OSError) as exc:  # builtin TimeoutError is an OSError
-        _redis_health.failed(exc)
-        return 0
-    _redis_health.answered()
-    return int(wait_ms)
+    def __init__(self, redis: Redis, *, window_ms: int = _WINDOW_MS) -> None:
+        self._redis = redis
+        self._window_ms = window_ms
+        # Per replica on purpose: each limits its own calls to Redis and warns for itself.
+        self._slots = asyncio.Semaphore(_CONCURRENT_CHECKS)
+        self._health = _RedisHealth()
+
+    async def spend(self, holder: str, per_minute: int) -> int:
+        """0 when the request fits the holder's rate (and is counted), else ms to wait.
+
+        Fails open: any Redis trouble admits the request.
+        """
+        key = f"ratelimit:provision:{holder}"
+        args = (per_minute, self._window_ms, os.urandom(8).hex())
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT_S), self._slots:
+                try:
+                    wait_ms = await self._redis.evalsha(_SLIDING_LOG_SHA, 1, key, *args)
+                except NoScriptError:  # a restarted Redis has forgotten the script: send it whole
+                    wait_ms = await self._redis.eval(_SLIDING_LOG, 1, key, *args)
+        except (RedisError, OSError) as exc:  # builtin TimeoutError is an OSError
+            self._health.failed(exc)
+            return 0
+        self._health.answered()
+        return int(wait_ms)
 
 
 @dataclass(slots=True)
 class _RedisHealth:
-    """This replica's view of the platform Redis, for failing open quietly."""
+    """A limiter's view of the platform Redis, for failing open quietly."""
 
-    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(_CONCURRENT_CHECKS))
     last_warning: float = -math.inf
     failures_since_warning: int = 0
     #: A warning went out and no "restored" line yet: a flapping Redis logs a pair a minute.
@@ -166,11 +180,6 @@ class _RedisHealth:
         if self.warned:
             self.warned = False
             log.info("gateway.ratelimit.restored")
-
-
-# Per process on purpose: each replica limits its own calls and warns for itself. (The
-# semaphore binds to the gateway's one event loop on first use.)
-_redis_health = _RedisHealth()
 
 
 def _tier_name(ctx: GatewayContext, tier: Tier) -> str:
