@@ -6,6 +6,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from gateway.accounts import Accounts
+from gateway.admission import RateLimiter
 from gateway.settings import Settings
 from gateway.webhook_driver import WebhookDriver
 from shared.bus import Bus
@@ -29,6 +30,7 @@ class GatewayContext:
         "keyring",
         "plans",
         "pool",
+        "rate_limiter",
         "redis",
         "resources",
         "settings",
@@ -45,6 +47,7 @@ class GatewayContext:
         pool: asyncpg.Pool,
         resources: ResourceReadModel,
         redis: Redis,
+        rate_limiter: RateLimiter,
         webhooks: WebhookDriver,
         accounts: Accounts,
     ) -> None:
@@ -55,5 +58,6 @@ class GatewayContext:
         self.pool = pool
         self.resources = resources
         self.redis = redis
+        self.rate_limiter = rate_limiter
         self.webhooks = webhooks
         self.accounts = accounts

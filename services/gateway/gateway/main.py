@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.account_routes import AUTH_ROUTES
 from gateway.accounts import AccountProjection, Accounts, Passwords, migrate_accounts
+from gateway.admission import RateLimiter
 from gateway.claims import CLAIM_ROUTES
 from gateway.context import GatewayContext
 from gateway.errors import error_response
@@ -111,6 +112,7 @@ def create_app(settings: Settings) -> Litestar:
             pool=pool,
             resources=resources,
             redis=redis,
+            rate_limiter=RateLimiter(redis),
             webhooks=webhooks,
             accounts=accounts,
         )
