@@ -30,6 +30,7 @@ from shared.contracts.events import (
     AccessTokenRevoked,
     AccountEvent,
     AccountRegistered,
+    RecordedEvent,
     SessionRevoked,
     StoredEvent,
 )
@@ -142,7 +143,8 @@ class AccountProjection:
     """Keeps the account tables equal to the fold of every ``account-*`` stream.
 
     Incremental: ``accounts.version`` is the last event applied, so each append reads only its
-    own new events however long the account's stream has grown (every logout adds one).
+    own new events (in one query) however long the account's stream has grown (every logout
+    adds one).
     """
 
     def handles(self, stream_id: str) -> bool:
@@ -152,12 +154,12 @@ class AccountProjection:
     async def project(self, conn: Any, stream_id: str) -> None:  # noqa: ANN401  (asyncpg connection)
         """Apply the stream's events the tables have not seen yet."""
         account_id = UUID(stream_id.removeprefix(ACCOUNT_STREAM_PREFIX))
-        applied = await conn.fetchval("SELECT version FROM accounts WHERE id = $1", account_id)
         rows = await conn.fetch(
-            "SELECT version, event_type, data, recorded_at FROM events"
-            " WHERE stream_id = $1 AND version > $2 ORDER BY version",
+            "SELECT version, event_type, data, recorded_at FROM events WHERE stream_id = $1"
+            " AND version > coalesce((SELECT version FROM accounts WHERE id = $2), 0)"
+            " ORDER BY version",
             stream_id,
-            applied or 0,
+            account_id,
         )
         for row in rows:
             await _apply(conn, decode_event(row["event_type"], row["data"]), row["recorded_at"])
@@ -352,7 +354,7 @@ class Accounts:
             tier=tier,
         )
         try:
-            await self._store.append(
+            [recorded] = await self._store.append(
                 account_stream(account_id),
                 0,
                 [event],
@@ -362,11 +364,8 @@ class Accounts:
         except ConcurrencyConflictError:
             # A fresh stream cannot have moved: the email's unique index refused the row.
             raise _email_taken() from None
-        account = await self.get(account_id)
-        if account is None:  # pragma: no cover  (the projection ran in the append)
-            msg = "registered account missing from its projection"
-            raise AssertionError(msg)
-        return account
+        # What the projection wrote in that transaction: the event's data and its recorded_at.
+        return Account(id=account_id, email=email, tier=tier, created_at=recorded.recorded_at)
 
     async def log_in(self, email: str, password: str) -> Account:
         """The account whose email and password these are.
@@ -460,12 +459,17 @@ class Accounts:
             token_hash=token_hash,
             expires_at=expires_at,
         )
-        await self._append(account_id, event, correlation_id)
-        token = await self.access_token(account_id, token_id)
-        if token is None:  # pragma: no cover  (the projection ran in the append)
-            msg = "created access token missing from its projection"
-            raise AssertionError(msg)
-        return token
+        recorded = await self._append(account_id, event, correlation_id)
+        # What the projection wrote in that transaction: the event's data and its recorded_at.
+        return AccessToken(
+            id=token_id,
+            account_id=account_id,
+            name=name,
+            scopes=tuple(scopes),
+            created_at=recorded.recorded_at,
+            expires_at=expires_at,
+            revoked_at=None,
+        )
 
     async def revoke_access_token(self, token: AccessToken, *, correlation_id: str) -> AccessToken:
         """Stop ``token`` authenticating; revoking a revoked token changes nothing."""
@@ -489,7 +493,9 @@ class Accounts:
             )
         return found
 
-    async def _append(self, account_id: UUID, event: AccountEvent, correlation_id: str) -> None:
+    async def _append(
+        self, account_id: UUID, event: AccountEvent, correlation_id: str
+    ) -> RecordedEvent:
         """Append to an existing account's stream at its current version, re-reading on races."""
         for _ in range(_APPEND_ATTEMPTS):
             async with platform_errors():
@@ -500,7 +506,7 @@ class Accounts:
                 msg = "This account no longer exists. Register again (POST /auth/register)."
                 raise SpinupError(ErrorCode.UNAUTHORIZED, msg)
             try:
-                await self._store.append(
+                [recorded] = await self._store.append(
                     account_stream(account_id),
                     version,
                     [event],
@@ -509,7 +515,7 @@ class Accounts:
                 )
             except ConcurrencyConflictError:
                 continue
-            return
+            return recorded
         msg = "This account is changing too quickly to record that; try again."
         raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
 
