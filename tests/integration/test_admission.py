@@ -9,8 +9,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -25,9 +23,6 @@ from gateway.admission import RateLimiter
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import ResourceKind
 from shared.plans import load_plans
-
-if TYPE_CHECKING:
-    from gateway.context import GatewayContext
 
 pytestmark = pytest.mark.integration
 
@@ -161,10 +156,11 @@ async def test_redis_answering_again_is_said_once(redis: Redis) -> None:
 
 def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     plans = load_plans(REPO_ROOT / "plans.yaml")
-    ctx = cast("GatewayContext", SimpleNamespace(plans=plans))
     anonymous, account = plans.anonymous, plans.account
 
-    error = admission._over_active_cap(ctx, anonymous, ResourceKind.POSTGRES, 7, anonymous=True)
+    error = admission._over_active_cap(
+        plans.anonymous_tier, anonymous, ResourceKind.POSTGRES, 7, anonymous=True
+    )
     assert error.code is ErrorCode.PLAN_LIMIT_REACHED
     assert f"{anonymous.caps.active_per_kind} live postgres" in error.message
     assert "caps.active_per_kind" in error.message
@@ -172,13 +168,15 @@ def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     assert "claim_url" in error.agent_action
     assert "DELETE /resources/{token}" in error.agent_action
 
-    error = admission._over_active_cap(ctx, account, ResourceKind.REDIS, 7, anonymous=False)
+    error = admission._over_active_cap(
+        plans.account_tier, account, ResourceKind.REDIS, 7, anonymous=False
+    )
     assert f"the {plans.account_tier} plan allows {account.caps.active_per_kind}" in error.message
     assert error.agent_action is not None
     assert "GET /plans" in error.agent_action
     assert "GET /resources?kind=redis" in error.agent_action
 
-    error = admission._over_daily_cap(ctx, account, 9, anonymous=False)
+    error = admission._over_daily_cap(plans.account_tier, account, 9, anonymous=False)
     assert f"{account.caps.provisions_per_day} new resources in 24 hours" in error.message
     assert error.agent_action is not None
     assert "GET /plans" in error.agent_action

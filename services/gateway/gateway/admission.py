@@ -90,13 +90,15 @@ async def admit(
     ctx: GatewayContext,
     *,
     kind: ResourceKind,
+    tier_name: str,
     tier: Tier,
     account_id: UUID | None,
     fingerprint: str,
 ) -> None:
     """Let a provisioning request through, or refuse it with 429 or 402.
 
-    The holder is the account when ``account_id`` is given, else the client network.
+    The holder is the account when ``account_id`` is given, else the client network;
+    ``tier_name`` names ``tier`` in the errors.
 
     Raises:
         SpinupError: RATE_LIMITED (with ``retry_after_s``) or PLAN_LIMIT_REACHED, each with an
@@ -116,9 +118,9 @@ async def admit(
     )
     caps = tier.caps
     if live >= caps.active_per_kind:
-        raise _over_active_cap(ctx, tier, kind, live, anonymous=account_id is None)
+        raise _over_active_cap(tier_name, tier, kind, live, anonymous=account_id is None)
     if today >= caps.provisions_per_day:
-        raise _over_daily_cap(ctx, tier, today, anonymous=account_id is None)
+        raise _over_daily_cap(tier_name, tier, today, anonymous=account_id is None)
 
 
 class RateLimiter:
@@ -182,10 +184,6 @@ class _RedisHealth:
             log.info("gateway.ratelimit.restored")
 
 
-def _tier_name(ctx: GatewayContext, tier: Tier) -> str:
-    return next((name for name, candidate in ctx.plans.tiers.items() if candidate == tier), "your")
-
-
 def _rate_limited(tier: Tier, wait_ms: int, *, anonymous: bool) -> SpinupError:
     wait_s = max(1, math.ceil(wait_ms / 1000))
     per_minute = tier.rate_limit.provisions_per_minute
@@ -209,7 +207,7 @@ def _rate_limited(tier: Tier, wait_ms: int, *, anonymous: bool) -> SpinupError:
 
 
 def _over_active_cap(
-    ctx: GatewayContext, tier: Tier, kind: ResourceKind, live: int, *, anonymous: bool
+    tier_name: str, tier: Tier, kind: ResourceKind, live: int, *, anonymous: bool
 ) -> SpinupError:
     cap = tier.caps.active_per_kind
     if anonymous:
@@ -224,7 +222,7 @@ def _over_active_cap(
         )
     else:
         message = (
-            f"Plan limit reached: the {_tier_name(ctx, tier)} plan allows {cap} live {kind.value}"
+            f"Plan limit reached: the {tier_name} plan allows {cap} live {kind.value}"
             f" resources at once (caps.active_per_kind) and this account holds {live}."
         )
         action = (
@@ -235,7 +233,7 @@ def _over_active_cap(
     return SpinupError(ErrorCode.PLAN_LIMIT_REACHED, message, agent_action=action)
 
 
-def _over_daily_cap(ctx: GatewayContext, tier: Tier, today: int, *, anonymous: bool) -> SpinupError:
+def _over_daily_cap(tier_name: str, tier: Tier, today: int, *, anonymous: bool) -> SpinupError:
     cap = tier.caps.provisions_per_day
     # Deleting does not help here: the cap counts what was made, deleted or not.
     if anonymous:
@@ -250,7 +248,7 @@ def _over_daily_cap(ctx: GatewayContext, tier: Tier, today: int, *, anonymous: b
         )
     else:
         message = (
-            f"Plan limit reached: the {_tier_name(ctx, tier)} plan allows {cap} new resources in"
+            f"Plan limit reached: the {tier_name} plan allows {cap} new resources in"
             f" 24 hours (caps.provisions_per_day) and this account made {today}."
         )
         action = (

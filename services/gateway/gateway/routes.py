@@ -215,7 +215,14 @@ async def provision(
     # rate limits counted it the first time. Without a key the ids are new: nothing to look up.
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(resource_id)
     if not retried:
-        await admit(ctx, kind=kind, tier=tier, account_id=account_id, fingerprint=client)
+        await admit(
+            ctx,
+            kind=kind,
+            tier_name=tier_name,
+            tier=tier,
+            account_id=account_id,
+            fingerprint=client,
+        )
     token = mint_token(ctx.settings.token_key, command_id)
     now = datetime.now(UTC)
     command = ProvisionResource(
