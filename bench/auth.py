@@ -12,38 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from functools import partial
 
 import httpx
 
-from devstack.stack import Stack
+from bench.measure import gateway_url, summary, timed_http
 from gateway.accounts import Passwords
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"  # noqa: S105  (a bench account's)
-
-
-def summary(label: str, samples_s: list[float]) -> str:
-    """One line: how many samples, their median and p99 in milliseconds."""
-    ms = sorted(sample * 1000 for sample in samples_s)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"{label:<40} n={len(ms):<5} median {statistics.median(ms):7.2f} ms  p99 {p99:7.2f} ms"
-
-
-async def timed(call: Callable[[], Awaitable[httpx.Response]], expect: int) -> float:
-    """Seconds one call took; a wrong status stops the benchmark."""
-    began = time.perf_counter()
-    response = await call()
-    elapsed = time.perf_counter() - began
-    if response.status_code != expect:
-        msg = f"expected {expect}, got {response.status_code}: {response.text}"
-        raise RuntimeError(msg)
-    return elapsed
 
 
 async def hashing(rounds: int) -> None:
@@ -68,22 +46,25 @@ async def over_http(url: str, rounds: int, burst: int) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         emails = [f"bench-{uuid.uuid4().hex[:12]}@example.com" for _ in range(rounds)]
         registers = [
-            await timed(
-                lambda e=e: http.post("/auth/register", json={"email": e, "password": PASSWORD}),
-                201,
+            await timed_http(
+                partial(http.post, "/auth/register", json={"email": e, "password": PASSWORD}), 201
             )
             for e in emails
         ]
         print(summary("POST /auth/register", registers))  # noqa: T201
         login = {"email": emails[0], "password": PASSWORD}
-        logins = [await timed(lambda: http.post("/auth/login", json=login), 200) for _ in emails]
+        logins = [
+            await timed_http(lambda: http.post("/auth/login", json=login), 200) for _ in emails
+        ]
         print(summary("POST /auth/login", logins))  # noqa: T201
         wrong = {"email": emails[0], "password": PASSWORD + "!"}
-        wrongs = [await timed(lambda: http.post("/auth/login", json=wrong), 401) for _ in emails]
+        wrongs = [
+            await timed_http(lambda: http.post("/auth/login", json=wrong), 401) for _ in emails
+        ]
         print(summary("POST /auth/login (wrong password)", wrongs))  # noqa: T201
         unknown = {"email": "nobody-" + emails[0], "password": PASSWORD}
         unknowns = [
-            await timed(lambda: http.post("/auth/login", json=unknown), 401) for _ in emails
+            await timed_http(lambda: http.post("/auth/login", json=unknown), 401) for _ in emails
         ]
         print(summary("POST /auth/login (unknown email)", unknowns))  # noqa: T201
 
@@ -96,15 +77,16 @@ async def over_http(url: str, rounds: int, burst: int) -> None:
         ).json()["token"]
         as_pat = {"Authorization": f"Bearer {pat}"}
         many = rounds * 10
-        plain = [await timed(lambda: http.get("/plans"), 200) for _ in range(many)]
+        plain = [await timed_http(lambda: http.get("/plans"), 200) for _ in range(many)]
         print(summary("GET /plans (no auth, baseline)", plain))  # noqa: T201
         by_session = [
-            await timed(lambda: http.get("/auth/user", headers=as_session), 200)
+            await timed_http(lambda: http.get("/auth/user", headers=as_session), 200)
             for _ in range(many)
         ]
         print(summary("GET /auth/user (session JWT)", by_session))  # noqa: T201
         by_pat = [
-            await timed(lambda: http.get("/auth/user", headers=as_pat), 200) for _ in range(many)
+            await timed_http(lambda: http.get("/auth/user", headers=as_pat), 200)
+            for _ in range(many)
         ]
         print(summary("GET /auth/user (access token)", by_pat))  # noqa: T201
 
@@ -119,7 +101,7 @@ async def during_a_burst(http: httpx.AsyncClient, login: dict[str, str], burst: 
 
         async def probing() -> None:
             while not done.is_set():
-                health.append(await timed(lambda: probe.get("/healthz"), 200))
+                health.append(await timed_http(lambda: probe.get("/healthz"), 200))
 
         prober = asyncio.create_task(probing())
         began = time.perf_counter()
@@ -136,16 +118,6 @@ async def during_a_burst(http: httpx.AsyncClient, login: dict[str, str], burst: 
     print(summary("GET /healthz during that burst", health))  # noqa: T201
 
 
-@contextlib.contextmanager
-def gateway_url(url: str | None) -> Iterator[str]:
-    """The given gateway, or a throwaway stack's."""
-    if url:
-        yield url
-        return
-    with Stack.for_tests(REPO_ROOT, name="auth-bench") as stack:
-        yield stack.gateway_url
-
-
 def main() -> None:
     """Parse arguments and run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -154,7 +126,7 @@ def main() -> None:
     parser.add_argument("--url", help="a running gateway (default: start a throwaway stack)")
     args = parser.parse_args()
     asyncio.run(hashing(max(5, args.rounds // 5)))
-    with gateway_url(args.url) as url:
+    with gateway_url(args.url, stack_name="auth-bench") as url:
         asyncio.run(over_http(url, args.rounds, args.burst))
 
 
