@@ -58,10 +58,10 @@ from gateway.claims import claim_url
 from gateway.clients import client_ip
 from gateway.context import GatewayContext
 from gateway.errors import error_response
-from gateway.routes import provision
+from gateway.routes import open_credentials, provision
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.events import ClaimCompleted, ClaimStarted
-from shared.contracts.kinds import Credentials, ResourceKind, ResourceStatus, connection_url_of
+from shared.contracts.kinds import ResourceKind, ResourceStatus, connection_url_of
 from shared.crypto.tokens import fingerprint
 from shared.eventlog.errors import platform_errors
 from shared.naming import tenant_name
@@ -76,7 +76,6 @@ _RANDOM_UUID_VERSIONS = {4, 7}
 _MAX_REF_LENGTH = 255
 _NAME_LENGTH = 64  # the longest resource name /db/new accepts
 _empty_body = {b"", b"null"}
-_credentials_decoder: msgspec.json.Decoder[Credentials] = msgspec.json.Decoder(Credentials)
 
 
 class NeonStatus(StrEnum):
@@ -226,15 +225,12 @@ async def _describe(
         status = NeonStatus.CLAIMING
     else:
         status = NeonStatus.UNCLAIMED
-    connection_string = None
-    if status is not NeonStatus.CLAIMED and state.credentials_sealed is not None:
-        raw = ctx.keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
-        connection_string = connection_url_of(_credentials_decoder.decode(raw))
+    credentials = None if status is NeonStatus.CLAIMED else open_credentials(ctx, state)
     return NeonDatabase(
         id=str(database_id),
         status=status.value,
         neon_project_id=tenant_name(state.resource_id),
-        connection_string=connection_string,
+        connection_string=connection_url_of(credentials) if credentials else None,
         claim_url=(
             None
             if status is NeonStatus.CLAIMED or state.fingerprint is None
