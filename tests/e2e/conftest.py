@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from devstack.services import ServiceProcess
 from devstack.stack import Stack
 
 SHORT_TTL_S = 3
+
+PASSWORD = "correct horse battery staple"
 
 PlansEdit = Callable[[dict[str, Any]], None]
 
@@ -38,6 +41,27 @@ def gateway_with_plans(
         yield gateway
     finally:
         gateway.stop()
+
+
+async def new_resource(http: httpx.AsyncClient, path: str, **request: Any) -> dict[str, Any]:
+    """``POST /<path>/new`` (``request``: httpx arguments such as ``json``); the 201 answer."""
+    response = await http.post(f"/{path}/new", **request)
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def new_email(label: str = "user") -> str:
+    """An address no account has yet."""
+    return f"{label}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+async def register(http: httpx.AsyncClient, email: str) -> str:
+    """Register ``email`` with ``PASSWORD``; the new account's session token."""
+    response = await http.post("/auth/register", json={"email": email, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    token: str = response.json()["token"]
+    return token
 
 
 def anonymous_tier(plans: dict[str, Any]) -> dict[str, Any]:

@@ -19,16 +19,9 @@ from redis.exceptions import AuthenticationError, NoPermissionError, ResponseErr
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from shared.testing.polling import eventually
-from tests.e2e.conftest import SHORT_TTL_S
+from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
-
-
-async def new_cache(http: httpx.AsyncClient, **kwargs: Any) -> dict[str, Any]:
-    response = await http.post("/cache/new", **kwargs)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def client_of(cache: dict[str, Any]) -> aioredis.Redis:
@@ -80,7 +73,7 @@ async def test_new_cache_answers_with_everything_a_user_needs(http: httpx.AsyncC
 
 
 async def test_two_caches_each_work_and_keep_their_own_data(http: httpx.AsyncClient) -> None:
-    a, b = await new_cache(http), await new_cache(http)
+    a, b = await new_resource(http, "cache"), await new_resource(http, "cache")
     for cache, value in ((a, "from a"), (b, "from b")):
         client = client_of(cache)
         prefix = cache["credentials"]["key_prefix"]
@@ -98,7 +91,7 @@ async def test_two_caches_each_work_and_keep_their_own_data(http: httpx.AsyncCli
 @pytest.fixture(scope="module")
 async def two_tenants(http: httpx.AsyncClient) -> AsyncIterator[tuple[dict[str, Any], ...]]:
     """Tenant A (the attacker) and tenant B, who holds a key and listens on a channel."""
-    a, b = await new_cache(http), await new_cache(http)
+    a, b = await new_resource(http, "cache"), await new_resource(http, "cache")
     victim = client_of(b)
     await victim.set(f"{b['credentials']['key_prefix']}secret", "b's secret")
     listener = victim.pubsub()
@@ -275,7 +268,7 @@ async def test_tenant_keeps_full_use_of_its_own_prefix(
 
 
 async def test_show_returns_status_and_the_working_url(http: httpx.AsyncClient) -> None:
-    cache = await new_cache(http, json={"name": "sessions"})
+    cache = await new_resource(http, "cache", json={"name": "sessions"})
     shown = (await http.get(f"/resources/{cache['token']}")).json()
     assert shown["status"] == "active"
     assert shown["kind"] == "redis"
@@ -289,7 +282,7 @@ async def test_show_returns_status_and_the_working_url(http: httpx.AsyncClient) 
 async def test_delete_cuts_open_connections_stops_the_credentials_and_removes_the_keys(
     http: httpx.AsyncClient, redis_admin: aioredis.Redis
 ) -> None:
-    cache = await new_cache(http)
+    cache = await new_resource(http, "cache")
     credentials = cache["credentials"]
     tenant = client_of(cache)
     await tenant.set(f"{credentials['key_prefix']}k", "v")
@@ -322,7 +315,7 @@ async def test_delete_cuts_open_connections_stops_the_credentials_and_removes_th
 async def test_expired_cache_is_reaped_with_its_user_and_keys(
     http: httpx.AsyncClient, short_ttl_http: httpx.AsyncClient, redis_admin: aioredis.Redis
 ) -> None:
-    cache = await new_cache(short_ttl_http)
+    cache = await new_resource(short_ttl_http, "cache")
     assert cache["limits"]["expires_in"] <= SHORT_TTL_S
     tenant = client_of(cache)
     await tenant.set(f"{cache['credentials']['key_prefix']}k", "v")

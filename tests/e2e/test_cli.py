@@ -14,7 +14,6 @@ import json
 import os
 import stat
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from spinup_cli.dotenv import KeyExistsError, quoted, write_block
 from spinup_cli.main import main
 
 from devstack.stack import Stack
+from tests.e2e.conftest import PASSWORD, new_email, register
 
 SPINUP = Path(sys.executable).parent / "spinup"
 
@@ -229,10 +229,8 @@ async def test_cache_new_json(cli: Run) -> None:
 async def test_login_ls_claim_rm_show_logout(
     cli: Run, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    email = f"cli-{uuid.uuid4().hex[:12]}@example.com"
-    password = "correct horse battery staple"
-    registered = await http.post("/auth/register", json={"email": email, "password": password})
-    assert registered.status_code == 201, registered.text
+    email = new_email("cli")
+    await register(http, email)
 
     code, out, err = cli("cache", "new", "--json")
     assert code == 0, err
@@ -242,7 +240,7 @@ async def test_login_ls_claim_rm_show_logout(
     assert code == 1
     assert "spinup login" in err
 
-    code, out, err = cli("login", "--email", email, "--password", password)
+    code, out, err = cli("login", "--email", email, "--password", PASSWORD)
     assert code == 0, err
     credentials = tmp_path / ".config" / "spinup" / "credentials"
     assert file_mode(credentials) == 0o600

@@ -12,7 +12,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from mcp_types import CallToolResult, TextContent
 from devstack.procs import free_ports
 from devstack.stack import Stack
 from shared.testing.polling import eventually
+from tests.e2e.conftest import new_email, register
 
 pytestmark = pytest.mark.e2e
 
@@ -132,12 +132,7 @@ async def test_stdio_tools_create_use_show_rotate_and_delete_a_database(stack: S
 async def test_stdio_tools_in_an_account_and_the_servers_agent_action(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    email = f"mcp-{uuid.uuid4().hex[:12]}@example.com"
-    registered = await http.post(
-        "/auth/register", json={"email": email, "password": "correct horse battery staple"}
-    )
-    assert registered.status_code == 201, registered.text
-    session = registered.json()["token"]
+    session = await register(http, new_email("mcp"))
     issued = await http.post(
         "/auth/tokens",
         json={"name": "mcp read only", "scopes": ["read"]},

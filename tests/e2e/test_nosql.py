@@ -18,19 +18,12 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from devstack.stack import Stack
 from shared.testing.polling import eventually
-from tests.e2e.conftest import SHORT_TTL_S
+from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
 Client = AsyncIOMotorClient[dict[str, Any]]
 UNAUTHORIZED = 13
 AUTHENTICATION_FAILED = 18
-
-
-async def new_nosql(http: httpx.AsyncClient, **kwargs: Any) -> dict[str, Any]:
-    response = await http.post("/nosql/new", **kwargs)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def client_of(url: str) -> Client:
@@ -52,7 +45,7 @@ async def user_and_database_gone(root: Client, body: dict[str, Any]) -> bool:
 
 
 async def test_new_nosql_gives_a_database_of_its_own_that_works(http: httpx.AsyncClient) -> None:
-    body = await new_nosql(http)
+    body = await new_resource(http, "nosql")
     credentials = body["credentials"]
     name = "t_" + uuid.UUID(body["id"]).hex
     assert credentials["type"] == "mongo"
@@ -71,7 +64,7 @@ async def test_new_nosql_gives_a_database_of_its_own_that_works(http: httpx.Asyn
 
 
 async def test_two_tenants_each_keep_their_own_data(http: httpx.AsyncClient) -> None:
-    a, b = await new_nosql(http), await new_nosql(http)
+    a, b = await new_resource(http, "nosql"), await new_resource(http, "nosql")
     for db, value in ((a, "from a"), (b, "from b")):
         client = client_of(db["connection_url"])
         await client.get_default_database().notes.insert_one({"body": value})
@@ -157,7 +150,7 @@ def own(client: Client) -> str:
 
 @pytest.fixture
 async def two_tenants(http: httpx.AsyncClient) -> AsyncIterator[tuple[dict[str, Any], ...]]:
-    a, b = await new_nosql(http), await new_nosql(http)
+    a, b = await new_resource(http, "nosql"), await new_resource(http, "nosql")
     client_b = client_of(b["connection_url"])
     await client_b.get_default_database().notes.insert_one({"by": "b"})
     client_b.close()
@@ -228,7 +221,7 @@ async def test_wrong_password_or_another_tenants_auth_source_is_refused(
 async def test_delete_stops_the_credentials_at_once_and_drops_open_connections(
     http: httpx.AsyncClient, root: Client
 ) -> None:
-    body = await new_nosql(http)
+    body = await new_resource(http, "nosql")
     client = client_of(body["connection_url"])
     notes = client.get_default_database().notes
     await notes.insert_one({"body": "before"})
@@ -252,7 +245,7 @@ async def test_delete_stops_the_credentials_at_once_and_drops_open_connections(
 async def test_expired_database_is_reaped_user_and_data_gone(
     http: httpx.AsyncClient, short_ttl_http: httpx.AsyncClient, root: Client
 ) -> None:
-    body = await new_nosql(short_ttl_http)
+    body = await new_resource(short_ttl_http, "nosql")
     assert body["limits"]["expires_in"] <= SHORT_TTL_S
     client = client_of(body["connection_url"])
     await client.get_default_database().notes.insert_one({"body": "short-lived"})
@@ -275,7 +268,7 @@ async def test_mongodb_down_gives_503_and_a_database_after_it_returns(
         assert response.json()["error"] == "backend_unavailable"
     finally:
         stack.start_server("mongo")
-    body = await new_nosql(http)
+    body = await new_resource(http, "nosql")
     client = client_of(body["connection_url"])
     await client.get_default_database().notes.insert_one({"body": "back"})
     client.close()

@@ -22,7 +22,7 @@ from devstack.stack import Stack
 from queue_provisioner.driver import KIB, MIB, NatsAccountDriver
 from shared import natsjwt
 from shared.testing.polling import eventually
-from tests.e2e.conftest import SHORT_TTL_S
+from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
 
@@ -50,13 +50,6 @@ async def queue_driver(env: dict[str, str], operator_seed: str) -> AsyncIterator
     )
     yield driver
     await driver.close()
-
-
-async def new_queue(http: httpx.AsyncClient) -> dict[str, Any]:
-    response = await http.post("/queue/new")
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def connect(queue: dict[str, Any], creds: str | None = None, **options: Any) -> NatsClient:
@@ -92,7 +85,7 @@ async def tenant(queue: dict[str, Any]) -> AsyncIterator[NatsClient]:
 
 
 async def test_new_queue_answers_with_a_working_account(http: httpx.AsyncClient) -> None:
-    queue = await new_queue(http)
+    queue = await new_resource(http, "queue")
     credentials = queue["credentials"]
     assert credentials["type"] == "nats"
     assert queue["connection_url"] == credentials["connection_url"]
@@ -110,7 +103,7 @@ async def test_new_queue_answers_with_a_working_account(http: httpx.AsyncClient)
 async def test_two_tenants_each_publish_subscribe_and_keep_a_stream_of_the_same_name(
     http: httpx.AsyncClient,
 ) -> None:
-    a, b = await new_queue(http), await new_queue(http)
+    a, b = await new_resource(http, "queue"), await new_resource(http, "queue")
     assert a["credentials"]["account"] != b["credentials"]["account"]
     for queue, word in ((a, b"from a"), (b, b"from b")):
         async with tenant(queue) as client:
@@ -131,7 +124,7 @@ async def test_two_tenants_each_publish_subscribe_and_keep_a_stream_of_the_same_
 async def test_tenant_sees_none_of_another_tenants_messages_streams_or_system_subjects(
     http: httpx.AsyncClient,
 ) -> None:
-    a, b = await new_queue(http), await new_queue(http)
+    a, b = await new_resource(http, "queue"), await new_resource(http, "queue")
     async with tenant(a) as spy, tenant(b) as victim:
         seen: list[str] = []
 
@@ -177,7 +170,7 @@ async def test_tenant_sees_none_of_another_tenants_messages_streams_or_system_su
 
 
 async def test_tenant_cannot_log_into_another_account(http: httpx.AsyncClient) -> None:
-    a, b = await new_queue(http), await new_queue(http)
+    a, b = await new_resource(http, "queue"), await new_resource(http, "queue")
     spy_user = natsjwt.NKey.from_seed(a["credentials"]["user_seed"])
     # B's JWT with A's seed: the nonce signature does not match B's user key.
     mixed = natsjwt.creds_file(b["credentials"]["user_jwt"], spy_user.seed)
@@ -197,7 +190,7 @@ async def test_tenant_cannot_log_into_another_account(http: httpx.AsyncClient) -
 async def test_stream_count_and_sizes_from_the_plan_are_enforced_by_the_server(
     http: httpx.AsyncClient,
 ) -> None:
-    queue = await new_queue(http)
+    queue = await new_resource(http, "queue")
     limits = queue["limits"]
     async with tenant(queue) as client:
         js = client.jetstream()
@@ -231,7 +224,7 @@ async def test_stream_count_and_sizes_from_the_plan_are_enforced_by_the_server(
 async def test_connection_count_from_the_plan_is_enforced_by_the_server(
     http: httpx.AsyncClient,
 ) -> None:
-    queue = await new_queue(http)
+    queue = await new_resource(http, "queue")
     clients = [await connect(queue) for _ in range(queue["limits"]["connections"])]
     try:
         with pytest.raises(nats.errors.Error, match="maximum account active connections"):
@@ -242,7 +235,7 @@ async def test_connection_count_from_the_plan_is_enforced_by_the_server(
 
 
 async def test_payload_over_the_plan_limit_closes_the_connection(http: httpx.AsyncClient) -> None:
-    queue = await new_queue(http)
+    queue = await new_resource(http, "queue")
     limit = queue["limits"]["max_payload_kb"] * KIB
     async with tenant(queue) as client:
         subscription = await client.subscribe("big")
@@ -260,7 +253,7 @@ async def test_payload_over_the_plan_limit_closes_the_connection(http: httpx.Asy
 async def test_delete_closes_open_connections_and_the_credentials_stop_working(
     http: httpx.AsyncClient, queue_driver: NatsAccountDriver
 ) -> None:
-    queue = await new_queue(http)
+    queue = await new_resource(http, "queue")
     resource_id = uuid.UUID(queue["id"])
     client = await connect(
         queue,
@@ -286,7 +279,7 @@ async def test_expired_queue_is_reaped_and_its_account_gone(
     short_ttl_http: httpx.AsyncClient,
     queue_driver: NatsAccountDriver,
 ) -> None:
-    queue = await new_queue(short_ttl_http)
+    queue = await new_resource(short_ttl_http, "queue")
     assert queue["limits"]["expires_in"] <= SHORT_TTL_S
     client = await connect(queue)
     await client.close()

@@ -23,7 +23,7 @@ from miniopy_async.error import S3Error
 from devstack.stack import Stack
 from shared.testing.polling import eventually
 from storage_provisioner.driver import S3Driver
-from tests.e2e.conftest import SHORT_TTL_S
+from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
 
@@ -35,13 +35,6 @@ DENIED = {"AccessDenied"}
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as opened:
         yield opened
-
-
-async def new_bucket(http: httpx.AsyncClient, **kwargs: Any) -> dict[str, Any]:
-    response = await http.post("/storage/new", **kwargs)
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def client_of(
@@ -82,7 +75,7 @@ async def s3_error_code(attempt: Awaitable[object]) -> str:
 
 
 async def test_new_bucket_answers_with_everything_a_user_needs(http: httpx.AsyncClient) -> None:
-    body = await new_bucket(http)
+    body = await new_resource(http, "storage")
     assert body["ok"] is True
     assert body["kind"] == "s3"
     assert body["token"].startswith("spn_")
@@ -100,7 +93,7 @@ async def test_new_bucket_answers_with_everything_a_user_needs(http: httpx.Async
 async def test_two_buckets_each_work_and_keep_their_own_objects(
     http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
-    a, b = await new_bucket(http), await new_bucket(http)
+    a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
     for tenant, value in ((a, b"from a"), (b, b"from b")):
         client, bucket = client_of(tenant, session), tenant["credentials"]["bucket"]
         await put(client, bucket, "notes/1.txt", value)
@@ -115,7 +108,7 @@ async def test_two_buckets_each_work_and_keep_their_own_objects(
 async def test_tenant_cannot_read_write_list_or_remove_another_tenants_bucket(
     http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
-    a, b = await new_bucket(http), await new_bucket(http)
+    a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
     mine, theirs = a["credentials"]["bucket"], b["credentials"]["bucket"]
     await put(client_of(b, session), theirs, "secret.txt", b"b's data")
     tenant = client_of(a, session)
@@ -141,7 +134,7 @@ async def test_tenant_cannot_read_write_list_or_remove_another_tenants_bucket(
 async def test_tenant_sees_only_its_own_bucket_and_cannot_make_or_replace_buckets(
     http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
-    a, b = await new_bucket(http), await new_bucket(http)
+    a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
     tenant, mine = client_of(a, session), a["credentials"]["bucket"]
     await put(tenant, mine, "keep.txt", b"1")
     listed = [bucket.name for bucket in await tenant.list_buckets()]
@@ -168,7 +161,7 @@ async def test_tenant_sees_only_its_own_bucket_and_cannot_make_or_replace_bucket
 async def test_wrong_or_unknown_keys_are_refused(
     http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
-    a = await new_bucket(http)
+    a = await new_resource(http, "storage")
     bucket = a["credentials"]["bucket"]
     wrong_secret = client_of(a, session, secret="x" * 40)
     assert await s3_error_code(names(wrong_secret, bucket)) == "SignatureDoesNotMatch"
@@ -190,7 +183,7 @@ async def test_wrong_or_unknown_keys_are_refused(
 async def test_tenant_cannot_use_the_iam_api_on_anyone_else(
     http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
-    a, b = await new_bucket(http), await new_bucket(http)
+    a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
     creds = a["credentials"]
     other_user = "t_" + uuid.UUID(b["id"]).hex
     own_user = "t_" + uuid.UUID(a["id"]).hex
@@ -228,7 +221,7 @@ async def test_tenant_cannot_use_the_iam_api_on_anyone_else(
 async def test_plan_quota_is_recorded_and_writes_beyond_it_are_refused(
     http: httpx.AsyncClient, session: aiohttp.ClientSession, s3_driver: S3Driver
 ) -> None:
-    body = await new_bucket(http)
+    body = await new_resource(http, "storage")
     quota_mb = body["limits"]["storage_mb"]
     assert await s3_driver.quota_bytes(uuid.UUID(body["id"])) == quota_mb * MIB
     tenant, bucket = client_of(body, session), body["credentials"]["bucket"]
@@ -256,7 +249,7 @@ async def test_plan_quota_is_recorded_and_writes_beyond_it_are_refused(
 
 
 async def test_show_returns_status_and_the_bucket(http: httpx.AsyncClient) -> None:
-    body = await new_bucket(http, json={"name": "assets"})
+    body = await new_resource(http, "storage", json={"name": "assets"})
     shown = (await http.get(f"/resources/{body['token']}")).json()
     assert shown["status"] == "active"
     assert shown["kind"] == "s3"
@@ -267,7 +260,7 @@ async def test_show_returns_status_and_the_bucket(http: httpx.AsyncClient) -> No
 async def test_delete_stops_the_key_at_once_and_removes_bucket_and_user(
     http: httpx.AsyncClient, session: aiohttp.ClientSession, s3_driver: S3Driver
 ) -> None:
-    body = await new_bucket(http)
+    body = await new_resource(http, "storage")
     tenant, bucket = client_of(body, session), body["credentials"]["bucket"]
     for i in range(3):
         await put(tenant, bucket, f"doc/{i}", b"data")
@@ -287,7 +280,7 @@ async def test_expired_bucket_is_reaped_with_its_user(
     session: aiohttp.ClientSession,
     s3_driver: S3Driver,
 ) -> None:
-    body = await new_bucket(short_ttl_http)
+    body = await new_resource(short_ttl_http, "storage")
     assert body["limits"]["expires_in"] <= SHORT_TTL_S
     tenant, bucket = client_of(body, session), body["credentials"]["bucket"]
     await put(tenant, bucket, "short-lived", b"x")
@@ -303,7 +296,7 @@ async def test_expired_bucket_is_reaped_with_its_user(
 async def test_s3_server_down_gives_503_and_recovery_after(
     stack: Stack, http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
-    before = await new_bucket(http)
+    before = await new_resource(http, "storage")
     await put(client_of(before, session), before["credentials"]["bucket"], "kept", b"before")
     stack.stop_server("seaweed")
     try:
@@ -313,7 +306,7 @@ async def test_s3_server_down_gives_503_and_recovery_after(
     finally:
         stack.start_server("seaweed")
     # The worker's pooled connections died with the server; it reconnects on its own.
-    after = await new_bucket(http)
+    after = await new_resource(http, "storage")
     await put(client_of(after, session), after["credentials"]["bucket"], "ok", b"1")
     # The object and the key made before the outage survived the kill.
     assert await read(client_of(before, session), before["credentials"]["bucket"], "kept") == (
