@@ -31,9 +31,8 @@ from devstack.stack import Stack
 from shared.bus import Bus
 from shared.contracts.commands import SweepUsage
 from shared.contracts.kinds import ResourceKind
-from shared.contracts.replies import UsageSwept
 from shared.contracts.subjects import ENDPOINTS
-from tests.e2e.conftest import anonymous_tier, gateway_with_plans
+from tests.e2e.conftest import anonymous_tier, gateway_with_plans, new_resource
 
 pytestmark = pytest.mark.e2e
 
@@ -72,14 +71,11 @@ async def bus(env: dict[str, str]) -> AsyncIterator[Bus]:
     await connected.close()
 
 
-async def create(http: httpx.AsyncClient, path: str) -> dict[str, Any]:
-    response = await http.post(f"/{path}/new")
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def sweep(bus: Bus, kind: ResourceKind) -> UsageSwept:
+async def usage_after_sweep(
+    http: httpx.AsyncClient, bus: Bus, resource: dict[str, Any]
+) -> dict[str, Any]:
+    """Sweep the resource's kind now (as the reaper does on its timer); its usage as shown."""
+    kind = ResourceKind(resource["kind"])
     endpoint = ENDPOINTS[kind].sweep_usage
     command = SweepUsage(
         command_id=uuid.uuid4(),
@@ -87,21 +83,11 @@ async def sweep(bus: Bus, kind: ResourceKind) -> UsageSwept:
         deadline=time.time() + endpoint.timeout,
         kind=kind,
     )
-    return await bus.request(endpoint, command)
-
-
-async def usage_of(http: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
-    response = await http.get(f"/resources/{body['token']}")
+    await bus.request(endpoint, command)
+    response = await http.get(f"/resources/{resource['token']}")
     assert response.status_code == 200, response.text
     usage: dict[str, Any] = response.json()["usage"]
     return usage
-
-
-async def over_quota_after_sweep(
-    http: httpx.AsyncClient, bus: Bus, kind: ResourceKind, body: dict[str, Any]
-) -> dict[str, Any]:
-    await sweep(bus, kind)
-    return await usage_of(http, body)
 
 
 Step = Callable[[], Coroutine[Any, Any, None]]
@@ -110,7 +96,6 @@ Step = Callable[[], Coroutine[Any, Any, None]]
 async def check_quota_cycle(
     http: httpx.AsyncClient,
     bus: Bus,
-    kind: ResourceKind,
     body: dict[str, Any],
     *,
     fill: Step,
@@ -122,7 +107,7 @@ async def check_quota_cycle(
     """fill → over quota (writes refused, reads fine) → clean up → under (writes fine)."""
     await write()
     await fill()
-    usage = await over_quota_after_sweep(http, bus, kind, body)
+    usage = await usage_after_sweep(http, bus, body)
     assert usage["over_quota"], usage
     assert usage["bytes"] >= usage["quota_bytes"], usage
     assert usage["note"], "an over-quota resource tells its tenant how to get back under"
@@ -130,7 +115,7 @@ async def check_quota_cycle(
         await write()
     await read()
     await clean_up()
-    usage = await over_quota_after_sweep(http, bus, kind, body)
+    usage = await usage_after_sweep(http, bus, body)
     assert not usage["over_quota"], usage
     assert usage["bytes"] < usage["quota_bytes"], usage
     assert usage["note"] is None
@@ -140,7 +125,7 @@ async def check_quota_cycle(
 async def test_postgres_over_quota_is_read_only_until_cleaned_up(
     tiny: httpx.AsyncClient, http: httpx.AsyncClient, bus: Bus
 ) -> None:
-    body = await create(tiny, "db")
+    body = await new_resource(tiny, "db")
     url = body["connection_url"]
     # Opened before the block: the block must reach it too (it is cut, and a new one is read-only).
     early = await asyncpg.connect(url)
@@ -171,7 +156,6 @@ async def test_postgres_over_quota_is_read_only_until_cleaned_up(
         await check_quota_cycle(
             http,
             bus,
-            ResourceKind.POSTGRES,
             body,
             fill=fill,
             write=write,
@@ -206,7 +190,7 @@ async def _alive(conn: asyncpg.Connection) -> bool:
 async def test_redis_over_quota_refuses_writes_but_reads_and_deletes_work(
     tiny: httpx.AsyncClient, http: httpx.AsyncClient, bus: Bus
 ) -> None:
-    body = await create(tiny, "cache")
+    body = await new_resource(tiny, "cache")
     prefix = body["credentials"]["key_prefix"]
     client = aioredis.Redis.from_url(body["connection_url"])
     blob = os.urandom(300 * 1024)
@@ -228,7 +212,6 @@ async def test_redis_over_quota_refuses_writes_but_reads_and_deletes_work(
         await check_quota_cycle(
             http,
             bus,
-            ResourceKind.REDIS,
             body,
             fill=fill,
             write=write,
@@ -244,7 +227,7 @@ async def test_redis_over_quota_refuses_writes_but_reads_and_deletes_work(
 async def test_mongo_over_quota_refuses_inserts_but_finds_and_deletes_work(
     tiny: httpx.AsyncClient, http: httpx.AsyncClient, bus: Bus
 ) -> None:
-    body = await create(tiny, "nosql")
+    body = await new_resource(tiny, "nosql")
     client: Any = AsyncIOMotorClient(body["connection_url"], serverSelectionTimeoutMS=2000)
     collection = client[body["credentials"]["database"]]["ballast"]
     pad = "x" * (64 * 1024)
@@ -265,7 +248,6 @@ async def test_mongo_over_quota_refuses_inserts_but_finds_and_deletes_work(
         await check_quota_cycle(
             http,
             bus,
-            ResourceKind.MONGO,
             body,
             fill=fill,
             write=write,
@@ -281,7 +263,7 @@ async def test_mongo_over_quota_refuses_inserts_but_finds_and_deletes_work(
 async def test_s3_over_quota_refuses_uploads_but_reads_and_deletes_work(
     tiny: httpx.AsyncClient, http: httpx.AsyncClient, bus: Bus
 ) -> None:
-    body = await create(tiny, "storage")
+    body = await new_resource(tiny, "storage")
     creds = body["credentials"]
     bucket = creds["bucket"]
     chunk = os.urandom(MIB)  # random: SeaweedFS counts compressed bytes
@@ -320,7 +302,6 @@ async def test_s3_over_quota_refuses_uploads_but_reads_and_deletes_work(
             await check_quota_cycle(
                 http,
                 bus,
-                ResourceKind.S3,
                 body,
                 fill=fill,
                 write=write,
