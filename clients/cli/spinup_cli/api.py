@@ -17,6 +17,8 @@ from typing import Any, Self
 
 import httpx
 
+from spinup_cli.dotenv import write_private
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 #: Exit codes: 1 the API (or the environment) said no, 2 the command line was wrong.
@@ -87,10 +89,9 @@ def store_session(url: str, token: str, email: str) -> Path:
     sessions[url] = {"token": token, "email": email}
     path = credentials_path()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # Created 0600 from the start: the token must never sit readable by others, even briefly.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as file:
-        json.dump(sessions, file, indent=2)
+    # Created 0600 from the start: the token must never sit readable by others, even briefly;
+    # an older file made readable by others is narrowed too.
+    write_private(path, json.dumps(sessions, indent=2))
     path.chmod(0o600)
     return path
 
