@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import version
 from typing import Any
 from urllib.parse import quote
@@ -54,6 +55,12 @@ def _api_error(response: httpx.Response) -> ApiError:
     return ApiError("\n".join(lines), body)
 
 
+@cache
+def user_agent() -> str:
+    """``spinup-mcp/<version>``; the installed metadata is read once, not on every call."""
+    return f"spinup-mcp/{version('spinup')}"
+
+
 def segment(value: str) -> str:
     """``value`` as one path segment, whatever characters it holds."""
     return quote(value.strip(), safe="")
@@ -91,7 +98,7 @@ class SpinupApi:
         Raises:
             ApiError: the server answered with an error, or could not be reached.
         """
-        sent_headers = {"User-Agent": f"spinup-mcp/{version('spinup')}", **(headers or {})}
+        sent_headers = {"User-Agent": user_agent(), **(headers or {})}
         bearer = token or self.token
         if bearer:
             sent_headers["Authorization"] = f"Bearer {bearer}"
