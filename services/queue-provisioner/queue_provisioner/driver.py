@@ -200,14 +200,13 @@ class NatsAccountDriver:
 
     @contextlib.asynccontextmanager
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
+        unreachable = f"The NATS server for tenant accounts is unreachable; nothing was {action}."
         if not await self._connected():
-            msg = f"The NATS server for tenant accounts is unreachable; nothing was {action}."
-            raise BackendUnavailableError(msg)
+            raise BackendUnavailableError(unreachable)
         try:
             yield
         except _UNREACHABLE as exc:
-            msg = f"The NATS server for tenant accounts is unreachable; nothing was {action}."
-            raise BackendUnavailableError(msg) from exc
+            raise BackendUnavailableError(unreachable) from exc
 
     async def _system_request(self, subject: str, payload: str, action: str) -> dict[str, Any]:
         """Send a claims request; return the server's ``data`` or raise its error."""
