@@ -22,6 +22,7 @@ from shared.contracts.events import (
     QuotaExceeded,
     QuotaRestored,
     ResourceDeprovisionRequested,
+    ResourceEventBase,
     ResourceProvisionFailed,
     ResourceProvisionRequested,
 )
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 
     from shared.contracts.commands import (
         ClaimResource,
+        Command,
         DeprovisionResource,
         ProvisionResource,
         RotateCredentials,
@@ -389,13 +391,7 @@ class ResourceLifecycle:
                 limits=command.limits,
             )
             try:
-                await self._store.append(
-                    resource_stream(command.resource_id),
-                    state.version,
-                    [claimed],
-                    command_id=command.command_id,
-                    correlation_id=command.correlation_id,
-                )
+                await self._append_after(state, claimed, command)
             except ConcurrencyConflictError:
                 continue  # a sweep or a rotation got in first: decide again on the new state
             return _claimed(state, command, already=False)
@@ -412,13 +408,7 @@ class ResourceLifecycle:
         # The backend already changed: record it even if other events landed meanwhile.
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                await self._store.append(
-                    resource_stream(command.resource_id),
-                    state.version,
-                    [event],
-                    command_id=command.command_id,
-                    correlation_id=command.correlation_id,
-                )
+                await self._append_after(state, event, command)
             except ConcurrencyConflictError:
                 state = await self._state(command.resource_id)
                 if state.is_gone or state.status is ResourceStatus.DELETING:
@@ -492,7 +482,7 @@ class ResourceLifecycle:
                 exceeded = QuotaExceeded(
                     resource_id=state.resource_id, usage_bytes=usage, quota_bytes=quota
                 )
-                await self._append_fact(state, exceeded, command)
+                await self._append_after(state, exceeded, command)
             await self._driver.block_writes(state.resource_id, usage=usage, quota=quota)
             return None if state.quota_exceeded else "blocked"
         if state.quota_exceeded:
@@ -500,13 +490,14 @@ class ResourceLifecycle:
             restored = QuotaRestored(
                 resource_id=state.resource_id, usage_bytes=usage, quota_bytes=quota
             )
-            await self._append_fact(state, restored, command)
+            await self._append_after(state, restored, command)
             return "unblocked"
         return None
 
-    async def _append_fact(
-        self, state: ResourceState, event: QuotaExceeded | QuotaRestored, command: SweepUsage
+    async def _append_after(
+        self, state: ResourceState, event: ResourceEventBase, command: Command
     ) -> None:
+        """Record ``event`` right after ``state``; ``ConcurrencyConflictError`` if it moved on."""
         await self._store.append(
             resource_stream(state.resource_id),
             state.version,
