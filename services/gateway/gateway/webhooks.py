@@ -21,7 +21,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from gateway.clients import client_ip
 from gateway.context import GatewayContext
-from gateway.routes import TokenParam, _resource_for
+from gateway.routes import TokenParam, _resource_for, open_credentials
 from gateway.webhook_driver import (
     LiveRequests,
     RecordOutcome,
@@ -139,14 +139,11 @@ async def _reopen_if_active(ctx: GatewayContext, resource_id: uuid.UUID) -> None
     if state.status is ResourceStatus.EXPIRED:
         msg = "This webhook receiver expired and was deleted. Create a new one."
         raise SpinupError(ErrorCode.RESOURCE_GONE, msg)
-    if (
-        state.status is not ResourceStatus.ACTIVE
-        or not isinstance(state.limits, WebhookLimits)
-        or state.credentials_sealed is None
+    credentials = open_credentials(ctx, state)  # None unless active
+    if not isinstance(credentials, WebhookCredentials) or not isinstance(
+        state.limits, WebhookLimits
     ):
         raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
-    sealed = ctx.keyring.open(state.credentials_sealed, aad=resource_id.bytes)
-    credentials = msgspec.json.decode(sealed, type=WebhookCredentials)
     recorded = receive_key_of_url(ctx.settings.token_key, credentials.receive_url)
     if recorded is None or recorded.resource_id != resource_id:
         raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
