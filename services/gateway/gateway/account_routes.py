@@ -209,7 +209,7 @@ async def register(
 )
 async def log_in(ctx: GatewayContext, data: EmailPassword) -> SessionIssued:
     """``POST /auth/login``: one answer for an unknown email and a wrong password."""
-    account = await ctx.accounts.log_in(data.email.strip().lower(), data.password)
+    account = await ctx.accounts.log_in(data.email, data.password)
     return _session_issued(ctx, account)
 
 

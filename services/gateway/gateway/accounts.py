@@ -193,13 +193,18 @@ MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path, less the angle bra
 PASSWORD_LENGTHS = range(10, 257)  # long enough to resist guessing; short enough to hash cheaply
 
 
+def fold_email(raw: str) -> str:
+    """The form an email is stored and looked up in: trimmed and lower-cased (not checked)."""
+    return raw.strip().lower()
+
+
 def normalise_email(raw: str) -> str:
-    """The email as stored and looked up: trimmed and lower-cased.
+    """The email as stored and looked up (``fold_email``), once it looks like one.
 
     Raises:
         SpinupError: INVALID_REQUEST unless it looks like ``name@domain.tld``.
     """
-    email = raw.strip().lower()
+    email = fold_email(raw)
     local, at, domain = email.partition("@")
     well_formed = (
         at
@@ -368,7 +373,7 @@ class Accounts:
         return Account(id=account_id, email=email, tier=tier, created_at=recorded.recorded_at)
 
     async def log_in(self, email: str, password: str) -> Account:
-        """The account whose email and password these are.
+        """The account whose email (as typed: it is folded here) and password these are.
 
         Raises:
             SpinupError: INVALID_CREDENTIALS, the same for an unknown email as a wrong password.
@@ -376,7 +381,7 @@ class Accounts:
         async with platform_errors():
             row = await self._pool.fetchrow(
                 f"SELECT {_ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE lower(email) = $1",
-                email,
+                fold_email(email),
             )
         # Verified even for an unknown email (against the dummy hash): the same cost either way.
         matches = await self.passwords.verify(row["password_hash"] if row else None, password)
