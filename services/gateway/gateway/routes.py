@@ -298,7 +298,7 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
     )(create_resource)
 
 
-async def _resource_for(ctx: GatewayContext, token: str) -> ResourceState:
+async def resource_for_token(ctx: GatewayContext, token: str) -> ResourceState:
     """The live resource a token names, or the right 404/410."""
     state = (
         await ctx.resources.by_token_hash(hash_token(token)) if looks_like_token(token) else None
@@ -315,7 +315,7 @@ async def resource_for(
     account; another account's id is a 404, as if it did not exist.
     """
     if looks_like_token(token):
-        return await _resource_for(ctx, token)
+        return await resource_for_token(ctx, token)
     return _live(await _owned_resource(request, ctx, token, scope))
 
 

@@ -21,7 +21,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from gateway.clients import client_ip
 from gateway.context import GatewayContext
-from gateway.routes import TokenParam, _resource_for, open_credentials
+from gateway.routes import TokenParam, open_credentials, resource_for_token
 from gateway.webhook_driver import (
     LiveRequests,
     RecordOutcome,
@@ -190,7 +190,7 @@ def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
 
 
 async def _receiver_for(ctx: GatewayContext, token: str) -> tuple[ResourceState, WebhookLimits]:
-    state = await _resource_for(ctx, token)
+    state = await resource_for_token(ctx, token)
     if state.kind is not ResourceKind.WEBHOOK or not isinstance(state.limits, WebhookLimits):
         msg = "This token is not a webhook receiver's."
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
