@@ -23,20 +23,20 @@ def client_ip(
     Addresses come back in canonical form, an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, what
     a dual-stack socket reports for an IPv4 client) as the IPv4 address.
     """
-    peer = request.client.host if request.client else UNKNOWN
-    parsed_peer = _parse(peer)
-    peer = str(parsed_peer) if parsed_peer is not None else peer
-    if not _trusted(peer, trusted_proxies):
-        return peer
+    raw_peer = request.client.host if request.client else UNKNOWN
+    peer = _parse(raw_peer)
+    if peer is None or not _trusted(peer, trusted_proxies):
+        return raw_peer if peer is None else str(peer)
     forwarded = ",".join(request.headers.getall("x-forwarded-for", []))
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
         address = _parse(hop)
         if address is None:
-            return peer  # a malformed hop: believe nothing to its left
-        if not _trusted(str(address), trusted_proxies):
+            return str(peer)  # a malformed hop: believe nothing to its left
+        if not _trusted(address, trusted_proxies):
             return str(address)
-    return str(_parse(hops[0])) if hops else peer
+    # Every hop is a trusted proxy (each parsed above): the leftmost is the client.
+    return str(_parse(hops[0])) if hops else str(peer)
 
 
 def _parse(value: str) -> IPv4Address | IPv6Address | None:
@@ -51,6 +51,7 @@ def _parse(value: str) -> IPv4Address | IPv6Address | None:
     return address
 
 
-def _trusted(address: str, proxies: Sequence[IPv4Network | IPv6Network]) -> bool:
-    parsed = _parse(address)
-    return parsed is not None and any(parsed in network for network in proxies)
+def _trusted(
+    address: IPv4Address | IPv6Address, proxies: Sequence[IPv4Network | IPv6Network]
+) -> bool:
+    return any(address in network for network in proxies)
