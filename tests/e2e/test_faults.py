@@ -22,7 +22,7 @@ from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import EVENTS_STREAM
 from shared.eventlog.projections import ResourceReadModel
 from shared.testing.polling import eventually
-from tests.e2e.conftest import SHORT_TTL_S
+from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ async def test_customer_postgres_down_gives_503_and_leaves_nothing_behind(
 async def test_expired_database_is_reaped_and_then_gone(
     http: httpx.AsyncClient, short_ttl_http: httpx.AsyncClient, driver: PostgresDriver
 ) -> None:
-    db = (await short_ttl_http.post("/db/new")).json()
+    db = await new_resource(short_ttl_http, "db")
     assert db["limits"]["expires_in"] <= SHORT_TTL_S
     conn = await asyncpg.connect(db["connection_url"])
     await conn.close()
@@ -134,8 +134,8 @@ async def test_relay_delivers_every_event_once_in_log_order(
     http: httpx.AsyncClient, nc: NatsClient, platform_db: asyncpg.Pool
 ) -> None:
     for _ in range(3):
-        db = (await http.post("/db/new")).json()
-        await http.delete(f"/resources/{db['token']}")
+        db = await new_resource(http, "db")
+        assert (await http.delete(f"/resources/{db['token']}")).status_code == 200
     await assert_relayed_exactly_once_in_order(nc, platform_db)
 
 
