@@ -38,19 +38,14 @@ from shared.crypto.sealing import Keyring
 from shared.crypto.tokens import hash_token
 from shared.eventlog.store import EventStore
 from shared.plans import Plans, load_plans
+from tests.e2e.conftest import PASSWORD, new_email, new_resource
 
 pytestmark = pytest.mark.e2e
-
-PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(scope="session")
 def plans(env: dict[str, str]) -> Plans:
     return load_plans(Path(env["SPINUP_PLANS_FILE"]))
-
-
-def new_email() -> str:
-    return f"user-{uuid.uuid4().hex[:12]}@example.com"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -78,10 +73,7 @@ async def new_access_token(
 
 
 async def create(http: httpx.AsyncClient, path: str, token: str | None = None) -> dict[str, Any]:
-    response = await http.post(f"/{path}/new", headers=bearer(token) if token else {})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
+    return await new_resource(http, path, headers=bearer(token) if token else {})
 
 
 async def rotate(http: httpx.AsyncClient, ref: str, token: str | None = None) -> dict[str, Any]:
