@@ -387,7 +387,7 @@ async def claim(
     completed = ClaimCompleted(
         claim_id=token.claim_id,
         account_id=principal.account_id,
-        resource_ids=[reply.resource_id for reply in moved],
+        resource_ids=[resource.id for resource in moved],
     )
     # A concurrent resume by the same account may have completed it first: the same outcome.
     with contextlib.suppress(ConcurrencyConflictError):
@@ -401,7 +401,15 @@ async def claim(
     if not moved:
         msg = "Nothing was left to claim: the resources were deleted, expired or claimed meanwhile."
         raise SpinupError(ErrorCode.NOTHING_TO_CLAIM, msg)
-    return await _result(ctx, token.claim_id, principal, moved)
+    return ClaimResult(
+        claim_id=token.claim_id,
+        account_id=principal.account_id,
+        resources=moved,
+        note=(
+            f"{len(moved)} resource(s) now belong to your account on the {principal.tier}"
+            " plan: no expiry, the plan's limits, the same connection URLs and tokens."
+        ),
+    )
 
 
 def _resumable(recorded: list[RecordedEvent], principal: Principal) -> list[uuid.UUID]:
@@ -431,7 +439,7 @@ async def _move(
     claim_id: uuid.UUID,
     resource_ids: list[uuid.UUID],
     correlation_id: str,
-) -> list[ResourceClaimed]:
+) -> list[ClaimedResource]:
     """Send every resource's ClaimResource at once; the ones that went away are left out.
 
     Raises:
@@ -440,7 +448,7 @@ async def _move(
     """
     tier = ctx.plans.tiers[principal.tier]
 
-    async def move(resource_id: uuid.UUID) -> ResourceClaimed | None:
+    async def move(resource_id: uuid.UUID) -> ClaimedResource | None:
         state = await ctx.resources.by_id(resource_id)
         if state is None or state.kind is None:
             return None
@@ -456,11 +464,19 @@ async def _move(
             limits=tier.limits(state.kind),
         )
         try:
-            return await ctx.bus.request(endpoint, command)
+            reply: ResourceClaimed = await ctx.bus.request(endpoint, command)
         except SpinupError as exc:
             if exc.code in _NOT_MOVABLE:
                 return None
             raise
+        return ClaimedResource(
+            id=reply.resource_id,
+            kind=state.kind.value,
+            name=state.name,
+            tier=reply.tier,
+            limits=_limits_fields(reply.limits),
+            expires_at=None,  # a claim lifts the TTL (ResourceClaimed)
+        )
 
     outcomes = await asyncio.gather(*(move(rid) for rid in resource_ids), return_exceptions=True)
     for outcome in outcomes:
@@ -474,34 +490,7 @@ async def _move(
                     retry_after_s=outcome.retry_after_s,
                 ) from outcome
             raise outcome
-    return [outcome for outcome in outcomes if isinstance(outcome, ResourceClaimed)]
-
-
-async def _result(
-    ctx: GatewayContext, claim_id: uuid.UUID, principal: Principal, moved: list[ResourceClaimed]
-) -> ClaimResult:
-    resources: list[ClaimedResource] = []
-    for reply in moved:
-        state = await ctx.resources.by_id(reply.resource_id)
-        resources.append(
-            ClaimedResource(
-                id=reply.resource_id,
-                kind=state.kind.value if state and state.kind else "unknown",
-                name=state.name if state else None,
-                tier=reply.tier,
-                limits=_limits_fields(reply.limits),
-                expires_at=state.expires_at if state else None,
-            )
-        )
-    return ClaimResult(
-        claim_id=claim_id,
-        account_id=principal.account_id,
-        resources=resources,
-        note=(
-            f"{len(resources)} resource(s) now belong to your account on the {principal.tier}"
-            " plan: no expiry, the plan's limits, the same connection URLs and tokens."
-        ),
-    )
+    return [outcome for outcome in outcomes if isinstance(outcome, ClaimedResource)]
 
 
 CLAIM_ROUTES: list[HTTPRouteHandler] = [preview_claim, claim]
