@@ -703,6 +703,8 @@ async def test_access_token_with_an_expiry_carries_it(http: httpx.AsyncClient) -
     assert response.status_code == 201, response.text
     expires_at = datetime.fromisoformat(response.json()["access_token"]["expires_at"])
     assert timedelta(days=29) < expires_at - datetime.now(UTC) <= timedelta(days=30)
+    listed = (await http.get("/auth/tokens", headers=bearer(session))).json()["access_tokens"]
+    assert listed == [response.json()["access_token"]]
     token = response.json()["token"]
     assert (await http.get("/resources", headers=bearer(token))).status_code == 200
 
