@@ -92,11 +92,7 @@ def _seconds_left(expires_at: datetime | None) -> int | None:
 
 def _limits_view(limits: Limits | None, expires_at: datetime | None) -> dict[str, int | None]:
     """The kind's limits as plain fields, plus ``expires_in`` (seconds left; null: permanent)."""
-    fields: dict[str, int | None] = {}
-    if limits is not None:
-        fields.update(
-            {field.name: getattr(limits, field.name) for field in msgspec.structs.fields(limits)}
-        )
+    fields: dict[str, int | None] = {} if limits is None else msgspec.structs.asdict(limits)
     fields["expires_in"] = _seconds_left(expires_at)
     return fields
 
