@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 import yaml
+from miniopy_async import Minio
 
 from devstack.procs import free_ports
 from devstack.services import ServiceProcess
@@ -49,6 +51,21 @@ async def new_resource(http: httpx.AsyncClient, path: str, **request: Any) -> di
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def s3_client(
+    bucket: dict[str, Any], session: aiohttp.ClientSession, *, secret: str | None = None
+) -> Minio:
+    """An S3 client with a storage resource's own credentials (``secret``: a wrong one)."""
+    creds = bucket["credentials"]
+    return Minio(
+        creds["endpoint"].removeprefix("http://"),
+        access_key=creds["access_key"],
+        secret_key=secret or creds["secret_key"],
+        secure=False,
+        region=creds["region"],
+        session=session,
+    )
 
 
 def new_email(label: str = "user") -> str:

@@ -21,7 +21,6 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from miniopy_async.api import Minio
 from miniopy_async.error import S3Error
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure
@@ -32,7 +31,7 @@ from shared.bus import Bus
 from shared.contracts.commands import SweepUsage
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.subjects import ENDPOINTS
-from tests.e2e.conftest import anonymous_tier, gateway_with_plans, new_resource
+from tests.e2e.conftest import anonymous_tier, gateway_with_plans, new_resource, s3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -268,14 +267,7 @@ async def test_s3_over_quota_refuses_uploads_but_reads_and_deletes_work(
     bucket = creds["bucket"]
     chunk = os.urandom(MIB)  # random: SeaweedFS counts compressed bytes
     async with aiohttp.ClientSession() as session:
-        client = Minio(
-            creds["endpoint"].removeprefix("http://"),
-            access_key=creds["access_key"],
-            secret_key=creds["secret_key"],
-            secure=False,
-            region=creds["region"],
-            session=session,
-        )
+        client = s3_client(body, session)
 
         async def put(name: str, data: bytes) -> None:
             await client.put_object(bucket, name, io.BytesIO(data), len(data))

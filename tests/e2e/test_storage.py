@@ -9,7 +9,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import botocore.exceptions
@@ -23,7 +22,7 @@ from miniopy_async.error import S3Error
 from devstack.stack import Stack
 from shared.testing.polling import eventually
 from storage_provisioner.driver import S3Driver
-from tests.e2e.conftest import SHORT_TTL_S, new_resource
+from tests.e2e.conftest import SHORT_TTL_S, new_resource, s3_client
 
 pytestmark = pytest.mark.e2e
 
@@ -35,20 +34,6 @@ DENIED = {"AccessDenied"}
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as opened:
         yield opened
-
-
-def client_of(
-    bucket: dict[str, Any], session: aiohttp.ClientSession, *, secret: str | None = None
-) -> Minio:
-    creds = bucket["credentials"]
-    return Minio(
-        creds["endpoint"].removeprefix("http://"),
-        access_key=creds["access_key"],
-        secret_key=secret or creds["secret_key"],
-        secure=False,
-        region=creds["region"],
-        session=session,
-    )
 
 
 async def read(client: Minio, bucket: str, name: str) -> bytes:
@@ -95,10 +80,10 @@ async def test_two_buckets_each_work_and_keep_their_own_objects(
 ) -> None:
     a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
     for tenant, value in ((a, b"from a"), (b, b"from b")):
-        client, bucket = client_of(tenant, session), tenant["credentials"]["bucket"]
+        client, bucket = s3_client(tenant, session), tenant["credentials"]["bucket"]
         await put(client, bucket, "notes/1.txt", value)
     for tenant, value in ((a, b"from a"), (b, b"from b")):
-        client, bucket = client_of(tenant, session), tenant["credentials"]["bucket"]
+        client, bucket = s3_client(tenant, session), tenant["credentials"]["bucket"]
         assert await read(client, bucket, "notes/1.txt") == value
         assert await names(client, bucket) == ["notes/1.txt"]
         await client.remove_object(bucket, "notes/1.txt")
@@ -110,8 +95,8 @@ async def test_tenant_cannot_read_write_list_or_remove_another_tenants_bucket(
 ) -> None:
     a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
     mine, theirs = a["credentials"]["bucket"], b["credentials"]["bucket"]
-    await put(client_of(b, session), theirs, "secret.txt", b"b's data")
-    tenant = client_of(a, session)
+    await put(s3_client(b, session), theirs, "secret.txt", b"b's data")
+    tenant = s3_client(a, session)
     attempts: dict[str, Callable[[], Awaitable[object]]] = {
         "get": lambda: read(tenant, theirs, "secret.txt"),
         "stat": lambda: tenant.stat_object(theirs, "secret.txt"),
@@ -126,7 +111,7 @@ async def test_tenant_cannot_read_write_list_or_remove_another_tenants_bucket(
     }
     refused = {what: await s3_error_code(attempt()) for what, attempt in attempts.items()}
     assert refused == dict.fromkeys(attempts, "AccessDenied")
-    owner = client_of(b, session)
+    owner = s3_client(b, session)
     assert await read(owner, theirs, "secret.txt") == b"b's data"
     assert await names(owner, theirs) == ["secret.txt"]
 
@@ -135,7 +120,7 @@ async def test_tenant_sees_only_its_own_bucket_and_cannot_make_or_replace_bucket
     http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
     a, b = await new_resource(http, "storage"), await new_resource(http, "storage")
-    tenant, mine = client_of(a, session), a["credentials"]["bucket"]
+    tenant, mine = s3_client(a, session), a["credentials"]["bucket"]
     await put(tenant, mine, "keep.txt", b"1")
     listed = [bucket.name for bucket in await tenant.list_buckets()]
     assert listed == [mine]
@@ -163,7 +148,7 @@ async def test_wrong_or_unknown_keys_are_refused(
 ) -> None:
     a = await new_resource(http, "storage")
     bucket = a["credentials"]["bucket"]
-    wrong_secret = client_of(a, session, secret="x" * 40)
+    wrong_secret = s3_client(a, session, secret="x" * 40)
     assert await s3_error_code(names(wrong_secret, bucket)) == "SignatureDoesNotMatch"
     stranger = Minio(
         a["credentials"]["endpoint"].removeprefix("http://"),
@@ -214,7 +199,7 @@ async def test_tenant_cannot_use_the_iam_api_on_anyone_else(
             with pytest.raises(botocore.exceptions.ClientError):
                 await attempt()
     # B's user, key and bucket are untouched.
-    other = client_of(b, session)
+    other = s3_client(b, session)
     await put(other, b["credentials"]["bucket"], "still-mine", b"1")
 
 
@@ -224,7 +209,7 @@ async def test_plan_quota_is_recorded_and_writes_beyond_it_are_refused(
     body = await new_resource(http, "storage")
     quota_mb = body["limits"]["storage_mb"]
     assert await s3_driver.quota_bytes(uuid.UUID(body["id"])) == quota_mb * MIB
-    tenant, bucket = client_of(body, session), body["credentials"]["bucket"]
+    tenant, bucket = s3_client(body, session), body["credentials"]["bucket"]
     # Random bytes: SeaweedFS compresses what it stores and counts the compressed size. 1 MiB per
     # object: aiohttp warns about (and tests treat as an error) larger raw bodies.
     chunk = os.urandom(MIB)
@@ -261,7 +246,7 @@ async def test_delete_stops_the_key_at_once_and_removes_bucket_and_user(
     http: httpx.AsyncClient, session: aiohttp.ClientSession, s3_driver: S3Driver
 ) -> None:
     body = await new_resource(http, "storage")
-    tenant, bucket = client_of(body, session), body["credentials"]["bucket"]
+    tenant, bucket = s3_client(body, session), body["credentials"]["bucket"]
     for i in range(3):
         await put(tenant, bucket, f"doc/{i}", b"data")
     response = await http.delete(f"/resources/{body['token']}")
@@ -282,7 +267,7 @@ async def test_expired_bucket_is_reaped_with_its_user(
 ) -> None:
     body = await new_resource(short_ttl_http, "storage")
     assert body["limits"]["expires_in"] <= SHORT_TTL_S
-    tenant, bucket = client_of(body, session), body["credentials"]["bucket"]
+    tenant, bucket = s3_client(body, session), body["credentials"]["bucket"]
     await put(tenant, bucket, "short-lived", b"x")
 
     async def gone() -> bool:
@@ -297,7 +282,7 @@ async def test_s3_server_down_gives_503_and_recovery_after(
     stack: Stack, http: httpx.AsyncClient, session: aiohttp.ClientSession
 ) -> None:
     before = await new_resource(http, "storage")
-    await put(client_of(before, session), before["credentials"]["bucket"], "kept", b"before")
+    await put(s3_client(before, session), before["credentials"]["bucket"], "kept", b"before")
     stack.stop_server("seaweed")
     try:
         response = await http.post("/storage/new")
@@ -307,8 +292,8 @@ async def test_s3_server_down_gives_503_and_recovery_after(
         stack.start_server("seaweed")
     # The worker's pooled connections died with the server; it reconnects on its own.
     after = await new_resource(http, "storage")
-    await put(client_of(after, session), after["credentials"]["bucket"], "ok", b"1")
+    await put(s3_client(after, session), after["credentials"]["bucket"], "ok", b"1")
     # The object and the key made before the outage survived the kill.
-    assert await read(client_of(before, session), before["credentials"]["bucket"], "kept") == (
+    assert await read(s3_client(before, session), before["credentials"]["bucket"], "kept") == (
         b"before"
     )
