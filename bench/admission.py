@@ -3,7 +3,7 @@
     .venv/bin/python bench/admission.py [--rounds 2000]
 
 Starts its own platform-style ``redis-server`` (devstack config, ``.spinup/admission-bench``),
-measures the gateway's rate-limit step (``gateway.admission._spend_rate``, the sliding-log Lua
+measures the gateway's rate-limit step (``gateway.admission.RateLimiter.spend``, the sliding-log Lua
 script) sequentially and under concurrency, then stops Redis and measures the fail-open path:
 the first request that finds Redis gone (it warns) and the ones after it (quiet).
 The caps' Postgres count is not included: it is the read model's query, not admission's.
@@ -17,8 +17,6 @@ import shutil
 import statistics
 import time
 from pathlib import Path
-from types import SimpleNamespace
-from typing import TYPE_CHECKING, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
@@ -28,10 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from devstack.procs import free_ports
 from devstack.profile import Profile, Secrets
 from devstack.servers import RedisServer
-from gateway import admission
-
-if TYPE_CHECKING:
-    from gateway.context import GatewayContext
+from gateway.admission import RateLimiter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_MINUTE = 10**9  # never refuse: the bench measures the admitted path
@@ -44,10 +39,10 @@ def summary(label: str, samples_s: list[float]) -> str:
     return f"{label:<38} n={len(ms):<5} median {statistics.median(ms):7.3f} ms  p99 {p99:7.3f} ms"
 
 
-async def timed(ctx: GatewayContext, holder: str) -> float:
+async def timed(limiter: RateLimiter, holder: str) -> float:
     """Seconds one rate-limit step took."""
     began = time.perf_counter()
-    await admission._spend_rate(ctx, holder, PER_MINUTE)  # noqa: SLF001
+    await limiter.spend(holder, PER_MINUTE)
     return time.perf_counter() - began
 
 
@@ -61,25 +56,27 @@ async def measure(url: str, server: RedisServer, rounds: int) -> None:
         retry=Retry(NoBackoff(), 1),
         retry_on_error=[RedisConnectionError],
     )
-    ctx = cast("GatewayContext", SimpleNamespace(redis=redis))
+    limiter = RateLimiter(redis)
     try:
-        await timed(ctx, "client:warm-up")  # loads the script, opens the connection
-        one = [await timed(ctx, "client:one") for _ in range(rounds)]
+        await timed(limiter, "client:warm-up")  # loads the script, opens the connection
+        one = [await timed(limiter, "client:one") for _ in range(rounds)]
         print(summary("one holder, sequential", one))  # noqa: T201
-        many = [await timed(ctx, f"client:{i}") for i in range(rounds)]
+        many = [await timed(limiter, f"client:{i}") for i in range(rounds)]
         print(summary("a new holder each time, sequential", many))  # noqa: T201
         for at_once in (16, 64, 256):
             crowd: list[float] = []
             began = time.perf_counter()
             for _ in range(rounds // at_once):
-                crowd += await asyncio.gather(*(timed(ctx, f"client:{i}") for i in range(at_once)))
+                crowd += await asyncio.gather(
+                    *(timed(limiter, f"client:{i}") for i in range(at_once))
+                )
             per_s = len(crowd) / (time.perf_counter() - began)
             print(f"{summary(f'{at_once} at once', crowd)}  {per_s:6.0f}/s")  # noqa: T201
 
         server.stop()
-        first = await timed(ctx, "client:one")
+        first = await timed(limiter, "client:one")
         print(f"{'Redis stopped: first request':<38} {1000 * first:.3f} ms (fails open, warns)")  # noqa: T201
-        after = [await timed(ctx, "client:one") for _ in range(rounds)]
+        after = [await timed(limiter, "client:one") for _ in range(rounds)]
         print(summary("Redis stopped: the requests after", after))  # noqa: T201
     finally:
         await redis.aclose()
