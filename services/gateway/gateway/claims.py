@@ -47,7 +47,6 @@ from shared.contracts.kinds import Limits
 from shared.contracts.replies import ResourceClaimed
 from shared.contracts.subjects import ENDPOINTS
 from shared.eventlog.errors import ConcurrencyConflictError
-from shared.eventlog.store import EventStore
 
 if TYPE_CHECKING:
     from shared.resources import ResourceState
@@ -210,11 +209,6 @@ def claim_stream(claim_id: uuid.UUID) -> str:
     return f"claim-{claim_id}"
 
 
-def _store(ctx: GatewayContext) -> EventStore:
-    # Claim streams have no projection: the log alone answers "was this token used?".
-    return EventStore(ctx.pool, ctx.keyring)
-
-
 async def claimable(ctx: GatewayContext, token: ClaimToken) -> list[ResourceState]:
     """The live, unclaimed, anonymous resources the token names, oldest first."""
     return [
@@ -326,7 +320,7 @@ async def preview_claim(
     return ClaimPreview(
         claim_id=token.claim_id,
         token_expires_at=token.expires_at,
-        used=bool(await _store(ctx).load(claim_stream(token.claim_id))),
+        used=bool(await ctx.store.load(claim_stream(token.claim_id))),
         resources=resources,
         how_to_claim=HOW_TO_CLAIM,
     )
@@ -353,7 +347,7 @@ async def claim(
     principal.require(Scope.PROVISION)
     token = read_claim_token(ctx.settings.jwt_key, token_text(data.token))
     correlation_id = request_id_of(request.scope)
-    store = _store(ctx)
+    store = ctx.store
     stream = claim_stream(token.claim_id)
 
     recorded = await store.load(stream)

@@ -12,6 +12,7 @@ from gateway.webhook_driver import WebhookDriver
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceReadModel
+from shared.eventlog.store import EventStore
 from shared.plans import Plans
 
 
@@ -34,6 +35,7 @@ class GatewayContext:
         "redis",
         "resources",
         "settings",
+        "store",
         "webhooks",
     )
 
@@ -45,6 +47,7 @@ class GatewayContext:
         keyring: Keyring,
         bus: Bus,
         pool: asyncpg.Pool,
+        store: EventStore,
         resources: ResourceReadModel,
         redis: Redis,
         rate_limiter: RateLimiter,
@@ -56,6 +59,7 @@ class GatewayContext:
         self.keyring = keyring
         self.bus = bus
         self.pool = pool
+        self.store = store
         self.resources = resources
         self.redis = redis
         self.rate_limiter = rate_limiter

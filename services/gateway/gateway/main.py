@@ -110,6 +110,7 @@ def create_app(settings: Settings) -> Litestar:
             keyring=keyring,
             bus=bus,
             pool=pool,
+            store=store,
             resources=resources,
             redis=redis,
             rate_limiter=RateLimiter(redis),
