@@ -82,8 +82,12 @@ CREATE TABLE IF NOT EXISTS resource_usage (
 """
 
 
-async def migrate(pool: asyncpg.Pool) -> None:
-    """Create missing tables; safe when several services start at once."""
+async def migrate(pool: asyncpg.Pool, schema: str = SCHEMA) -> None:
+    """Create missing tables; safe when several services start at once.
+
+    ``schema`` is the event log's by default; a service with read models of its own (the
+    gateway's accounts) passes their DDL, run under the same lock.
+    """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-        await conn.execute(SCHEMA)
+        await conn.execute(schema)

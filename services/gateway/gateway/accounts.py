@@ -36,7 +36,7 @@ from shared.contracts.events import (
 )
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
-from shared.eventlog.schema import APPEND_LOCK, MIGRATE_LOCK
+from shared.eventlog.schema import APPEND_LOCK
 from shared.eventlog.store import EventStore
 
 ACCOUNT_STREAM_PREFIX = "account-"
@@ -80,13 +80,6 @@ CREATE TABLE IF NOT EXISTS revoked_sessions (
 def account_stream(account_id: UUID) -> str:
     """The event stream id of one account."""
     return f"{ACCOUNT_STREAM_PREFIX}{account_id}"
-
-
-async def migrate_accounts(pool: asyncpg.Pool) -> None:
-    """Create the account tables if missing; safe when several gateways start at once."""
-    async with platform_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
-        await conn.execute(SCHEMA)
 
 
 # -- projection ---------------------------------------------------------------------------------

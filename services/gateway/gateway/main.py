@@ -20,7 +20,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.account_routes import AUTH_ROUTES
-from gateway.accounts import AccountProjection, Accounts, Passwords, migrate_accounts
+from gateway.accounts import SCHEMA as ACCOUNTS_SCHEMA
+from gateway.accounts import AccountProjection, Accounts, Passwords
 from gateway.admission import RateLimiter
 from gateway.claims import CLAIM_ROUTES
 from gateway.context import GatewayContext
@@ -59,7 +60,7 @@ def create_app(settings: Settings) -> Litestar:
             lambda: asyncpg.create_pool(settings.platform_dsn, min_size=2, max_size=10),
         )
         await migrate(pool)
-        await migrate_accounts(pool)
+        await migrate(pool, ACCOUNTS_SCHEMA)
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
         )
