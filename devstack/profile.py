@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: The directory (under the repo root) that holds every profile.
 SPINUP_DIR = ".spinup"
 
+#: How much a test profile raises the plans' caps and rate limits (``Profile.roomy_plans``).
+ROOMY_FACTOR = 1000
+
 #: Service settings the test profile adds, so expiry and orphan sweeps happen within a test.
 TEST_OVERRIDES: dict[str, str] = {
     "SPINUP_REAPER_INTERVAL_S": "0.5",
@@ -141,6 +144,8 @@ class Profile:
         overrides: extra service environment (wins over the computed one).
         wipe: delete the profile directory before starting (a fresh stack every time).
         durable: keep Postgres' fsync on; off trades crash safety for speed in throwaway stacks.
+        roomy_plans: serve ``plans.yaml`` with every cap and rate limit multiplied by
+            ``ROOMY_FACTOR``: a test or benchmark stack has one client address for everything.
     """
 
     name: str
@@ -149,6 +154,7 @@ class Profile:
     overrides: Mapping[str, str] = field(default_factory=dict)
     wipe: bool = False
     durable: bool = True
+    roomy_plans: bool = False
 
     @property
     def directory(self) -> Path:
@@ -187,4 +193,5 @@ class Profile:
             overrides={**TEST_OVERRIDES, **(overrides or {})},
             wipe=True,
             durable=False,
+            roomy_plans=True,
         )

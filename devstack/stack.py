@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Self
 
 from devstack.backends import BACKENDS
 from devstack.procs import DevstackError, ManagedProcess, pidfile_alive, port_open
-from devstack.profile import SPINUP_DIR, Profile, Secrets
+from devstack.profile import ROOMY_FACTOR, SPINUP_DIR, Profile, Secrets
 from devstack.servers import (
     AppDatabase,
     NatsServer,
@@ -217,7 +217,7 @@ class Stack:
             "SPINUP_HTTP_HOST": "127.0.0.1",
             "SPINUP_HTTP_PORT": str(ports.gateway),
             "SPINUP_PUBLIC_URL": self.gateway_url,
-            "SPINUP_PLANS_FILE": str(self.profile.root / "plans.yaml"),
+            "SPINUP_PLANS_FILE": str(self._plans_file),
             "SPINUP_LOG_FORMAT": "json",
             **self._workers_env(),
             **self.service_env_overrides,
@@ -304,6 +304,15 @@ class Stack:
         ):
             path.chmod(0o755)  # Postgres runs as its own user and must traverse these.
         self.secrets.save(self.profile.directory / "secrets.json")
+        if self.profile.roomy_plans:
+            _write_roomy_plans(self.profile.root / "plans.yaml", self._plans_file)
+
+    @property
+    def _plans_file(self) -> Path:
+        """The plans the services read: the shipped file, or its roomy copy in the run dir."""
+        if self.profile.roomy_plans:
+            return self.profile.run_dir / "plans.yaml"
+        return self.profile.root / "plans.yaml"
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -444,6 +453,18 @@ class Stack:
             gateway.start(self._process_env("gateway", env))
             gateway.wait_ready(timeout)
         return gateway
+
+
+def _write_roomy_plans(source: Path, target: Path) -> None:
+    """``source`` with every cap and rate limit multiplied by ``ROOMY_FACTOR``, into ``target``."""
+    # Imported here: `make clean` runs devstack on the system Python, which may lack PyYAML.
+    import yaml  # noqa: PLC0415
+
+    plans = yaml.safe_load(source.read_text())
+    for tier in plans["tiers"].values():
+        for section in ("caps", "rate_limit"):
+            tier[section] = {key: value * ROOMY_FACTOR for key, value in tier[section].items()}
+    target.write_text(yaml.safe_dump(plans))
 
 
 def running_processes(root: Path | None = None) -> list[str]:

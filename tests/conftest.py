@@ -15,7 +15,6 @@ import asyncpg
 import httpx
 import nats
 import pytest
-import yaml
 from nats.aio.client import Client as NatsClient
 
 from devstack.seaweed import weed_binary
@@ -26,29 +25,12 @@ from storage_provisioner.driver import S3Driver, WeedShell
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-# Every test shares one client address (127.0.0.1), so the shipped caps and rate limits would
-# stop the suite after a few resources. The stack serves the shipped plans with those raised;
-# tests of the caps and rate limits start a gateway of their own with tight ones.
-ROOMY_FACTOR = 1000
-
-
-def roomy_plans(directory: Path) -> Path:
-    """The shipped ``plans.yaml`` with every cap and rate limit multiplied by ``ROOMY_FACTOR``."""
-    plans = yaml.safe_load((REPO_ROOT / "plans.yaml").read_text())
-    for tier in plans["tiers"].values():
-        for section in ("caps", "rate_limit"):
-            tier[section] = {k: v * ROOMY_FACTOR for k, v in tier[section].items()}
-    path = directory / "plans.yaml"
-    path.write_text(yaml.safe_dump(plans))
-    return path
-
-
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     # Two pytest runs in one checkout need distinct stacks: SPINUP_TEST_STACK=<name> picks one.
-    overrides = {"SPINUP_PLANS_FILE": str(roomy_plans(tmp_path_factory.mktemp("plans")))}
-    name = os.environ.get("SPINUP_TEST_STACK", "test")
-    with Stack.for_tests(REPO_ROOT, overrides=overrides, name=name) as running:
+    # Every test shares one client address (127.0.0.1): a test stack serves plans.yaml with caps
+    # and rate limits raised (Profile.roomy_plans); tests of those start gateways of their own.
+    with Stack.for_tests(REPO_ROOT, name=os.environ.get("SPINUP_TEST_STACK", "test")) as running:
         yield running
 
 
