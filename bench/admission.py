@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from bench.measure import summary
 from devstack.procs import free_ports
 from devstack.profile import Profile, Secrets
 from devstack.servers import RedisServer
@@ -30,13 +30,6 @@ from gateway.admission import RateLimiter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_MINUTE = 10**9  # never refuse: the bench measures the admitted path
-
-
-def summary(label: str, samples_s: list[float]) -> str:
-    """One line: how many samples, their median and p99 in milliseconds."""
-    ms = sorted(sample * 1000 for sample in samples_s)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"{label:<38} n={len(ms):<5} median {statistics.median(ms):7.3f} ms  p99 {p99:7.3f} ms"
 
 
 async def timed(limiter: RateLimiter, holder: str) -> float:
@@ -60,24 +53,24 @@ async def measure(url: str, server: RedisServer, rounds: int) -> None:
     try:
         await timed(limiter, "client:warm-up")  # loads the script, opens the connection
         one = [await timed(limiter, "client:one") for _ in range(rounds)]
-        print(summary("one holder, sequential", one))  # noqa: T201
+        print(summary("one holder, sequential", one, digits=3))  # noqa: T201
         many = [await timed(limiter, f"client:{i}") for i in range(rounds)]
-        print(summary("a new holder each time, sequential", many))  # noqa: T201
+        print(summary("a new holder each time, sequential", many, digits=3))  # noqa: T201
         for at_once in (16, 64, 256):
             crowd: list[float] = []
             began = time.perf_counter()
-            for _ in range(rounds // at_once):
+            for _ in range(max(1, rounds // at_once)):  # at least one crowd, however few rounds
                 crowd += await asyncio.gather(
                     *(timed(limiter, f"client:{i}") for i in range(at_once))
                 )
             per_s = len(crowd) / (time.perf_counter() - began)
-            print(f"{summary(f'{at_once} at once', crowd)}  {per_s:6.0f}/s")  # noqa: T201
+            print(f"{summary(f'{at_once} at once', crowd, digits=3)}  {per_s:6.0f}/s")  # noqa: T201
 
         server.stop()
         first = await timed(limiter, "client:one")
-        print(f"{'Redis stopped: first request':<38} {1000 * first:.3f} ms (fails open, warns)")  # noqa: T201
+        print(f"{'Redis stopped: first request':<40} {1000 * first:.3f} ms (fails open, warns)")  # noqa: T201
         after = [await timed(limiter, "client:one") for _ in range(rounds)]
-        print(summary("Redis stopped: the requests after", after))  # noqa: T201
+        print(summary("Redis stopped: the requests after", after, digits=3))  # noqa: T201
     finally:
         await redis.aclose()
 

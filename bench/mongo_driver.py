@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import time
 import uuid
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from bench.measure import summary
 from devstack import mongo
 from devstack.profile import Profile, Secrets
 from mongo_provisioner.driver import MongoDriver
@@ -28,13 +28,6 @@ from shared.contracts.kinds import MongoLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = MongoLimits(storage_mb=10)
-
-
-def summary(label: str, samples_s: list[float]) -> str:
-    """One line: how many samples, their median and p99 in milliseconds."""
-    ms = sorted(sample * 1000 for sample in samples_s)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"{label:<34} n={len(ms):<5} median {statistics.median(ms):7.2f} ms  p99 {p99:7.2f} ms"
 
 
 async def timed(samples: list[float], operation: Any) -> Any:  # noqa: ANN401 (any awaitable)

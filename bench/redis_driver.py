@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import time
 import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from bench.measure import summary
 from devstack import customer_redis
 from devstack.profile import Profile, Secrets
 from redis_provisioner.driver import RedisDriver
@@ -26,13 +26,6 @@ from shared.contracts.kinds import RedisLimits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = RedisLimits(memory_mb=10)
-
-
-def summary(label: str, samples_s: list[float]) -> str:
-    """One line: how many samples, their median and p99 in milliseconds."""
-    ms = sorted(sample * 1000 for sample in samples_s)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"{label:<34} n={len(ms):<5} median {statistics.median(ms):7.2f} ms  p99 {p99:7.2f} ms"
 
 
 async def measure(url: str, port: int, rounds: int, users: int) -> None:

@@ -11,36 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
 
-from devstack.stack import Stack
+from bench.measure import gateway_url, summary, timed_http
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = b'{"type": "payment_intent.succeeded", "data": {"object": {"amount": 2000}}}'
-
-
-def summary(label: str, samples_s: list[float]) -> str:
-    """One line: how many samples, their median and p99 in milliseconds."""
-    ms = sorted(sample * 1000 for sample in samples_s)
-    p99 = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
-    return f"{label:<28} n={len(ms):<5} median {statistics.median(ms):7.2f} ms  p99 {p99:7.2f} ms"
-
-
-async def timed(call: Callable[[], Awaitable[httpx.Response]], expect: int) -> float:
-    """Seconds one call took; a wrong status stops the benchmark."""
-    began = time.perf_counter()
-    response = await call()
-    elapsed = time.perf_counter() - began
-    if response.status_code != expect:
-        msg = f"expected {expect}, got {response.status_code}: {response.text}"
-        raise RuntimeError(msg)
-    return elapsed
 
 
 async def measure(url: str, rounds: int) -> None:
@@ -58,28 +38,20 @@ async def measure(url: str, rounds: int) -> None:
 
         target = receivers[0]["credentials"]["receive_url"]
         receives = [
-            await timed(lambda: http.post(target, content=PAYLOAD), 200) for _ in range(rounds)
+            await timed_http(lambda: http.post(target, content=PAYLOAD), 200) for _ in range(rounds)
         ]
         print(summary("POST <receive_url> (~80 B)", receives))  # noqa: T201
         token = receivers[0]["token"]
         reads = [
-            await timed(lambda: http.get(f"/webhook/{token}/requests"), 200) for _ in range(rounds)
+            await timed_http(lambda: http.get(f"/webhook/{token}/requests"), 200)
+            for _ in range(rounds)
         ]
         print(summary(f"GET requests ({rounds} stored)", reads))  # noqa: T201
         deletes = [
-            await timed(lambda r=r: http.delete(f"/resources/{r['token']}"), 200) for r in receivers
+            await timed_http(partial(http.delete, f"/resources/{r['token']}"), 200)
+            for r in receivers
         ]
         print(summary("DELETE /resources/{token}", deletes))  # noqa: T201
-
-
-@contextlib.contextmanager
-def gateway_url(url: str | None) -> Iterator[str]:
-    """The given gateway, or a throwaway stack's."""
-    if url:
-        yield url
-        return
-    with Stack.for_tests(REPO_ROOT, name="webhook-bench") as stack:
-        yield stack.gateway_url
 
 
 def main() -> None:
@@ -88,7 +60,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--url", help="a running gateway (default: start a throwaway stack)")
     args = parser.parse_args()
-    with gateway_url(args.url) as url:
+    with gateway_url(args.url, stack_name="webhook-bench") as url:
         asyncio.run(measure(url, args.rounds))
 
 
