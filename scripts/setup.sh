@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, and nothing that is already there:
-#   - Debian packages: postgresql (the server binaries) and redis-server;
+#   - Debian packages: postgresql (the server binaries), redis-server, and for stacks the
+#     docker.io engine, debootstrap (base images from Debian) and docker-compose;
 #   - .venv with every pinned dependency (requirements.lock) and this repo installed editable.
 # Idempotent and fast on a second run: no apt, no pip when nothing changed.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-APT_PACKAGES=(postgresql redis-server)
+# docker.io: the engine stacks run on; debootstrap: their base image, made from Debian packages
+# (no registry is reachable); docker-compose: validates compose/compose.yaml in the tests.
+APT_PACKAGES=(postgresql redis-server docker.io debootstrap docker-compose)
 VENV=.venv
 STAMP="$VENV/.spinup-stamp"
 
