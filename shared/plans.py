@@ -16,6 +16,7 @@ from shared.contracts.kinds import (
     RedisLimits,
     ResourceKind,
     S3Limits,
+    StackLimits,
     WebhookLimits,
 )
 
@@ -49,12 +50,19 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     nats: NatsLimits
     s3: S3Limits
     webhook: WebhookLimits
+    stack: StackLimits
     description: str = ""
 
     def limits(self, kind: ResourceKind) -> Limits:
         """The limits this tier gives a resource of ``kind``."""
         limits: Limits = getattr(self, kind.value)
         return limits
+
+    def ttl_of(self, kind: ResourceKind) -> int | None:
+        """Seconds a resource of ``kind`` lives on this tier (None: permanent)."""
+        if kind is ResourceKind.STACK and self.stack.ttl_seconds is not None:
+            return min(self.stack.ttl_seconds, self.ttl_seconds or self.stack.ttl_seconds)
+        return self.ttl_seconds
 
 
 class Plans(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -108,6 +116,8 @@ def _check_known_keys(raw: Any) -> None:  # noqa: ANN401  (raw YAML before typin
 def _positive(path: str, section: msgspec.Struct) -> None:
     for field in msgspec.structs.fields(section):
         value = getattr(section, field.name)
+        if value is None and field.default is None:
+            continue  # an optional limit left out
         if value <= 0:
             msg = f"{path}.{field.name} must be positive, got {value}"
             raise PlanError(msg)

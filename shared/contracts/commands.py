@@ -8,6 +8,7 @@ Internal messages tolerate unknown fields, so workers and gateway can roll out s
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from uuid import UUID
 
 import msgspec
@@ -38,6 +39,8 @@ class ProvisionResource(Command, frozen=True, kw_only=True):
     name: str | None = None
     expires_at: datetime | None = None
     account_id: UUID | None = None
+    #: Set on a stack's backing resources: the stack they belong to.
+    parent_id: UUID | None = None
 
 
 class DeprovisionResource(Command, frozen=True, kw_only=True):
@@ -70,3 +73,22 @@ class SweepUsage(Command, frozen=True, kw_only=True):
     """Measure every live resource of the worker's kind; block writes over quota, lift under."""
 
     kind: ResourceKind
+
+
+class StackAction(StrEnum):
+    """What ``ControlStack`` asks of a stack's containers."""
+
+    STOP = "stop"
+    START = "start"
+    RESTART = "restart"
+    #: Build and start again from the stored upload (a new revision); data in backing stays.
+    REDEPLOY = "redeploy"
+    #: Finish or clean up a deploy whose worker died (sent by the reaper).
+    RECOVER = "recover"
+
+
+class ControlStack(Command, frozen=True, kw_only=True):
+    """Change a live stack's containers; the stack-deployer answers with the new status."""
+
+    resource_id: UUID
+    action: StackAction

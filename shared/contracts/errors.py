@@ -43,6 +43,9 @@ class ErrorCode(StrEnum):
     CLAIM_TOKEN_EXPIRED = "claim_token_expired"  # noqa: S105
     CLAIM_ALREADY_USED = "claim_already_used"
     NOTHING_TO_CLAIM = "nothing_to_claim"
+    # stacks
+    INVALID_MANIFEST = "invalid_manifest"
+    STACK_BUSY = "stack_busy"
 
 
 class SpinupError(Exception):

@@ -39,6 +39,8 @@ class ResourceProvisionRequested(ResourceEventBase, frozen=True, kw_only=True):
     expires_at: datetime | None
     deadline: datetime
     account_id: UUID | None = None
+    #: The stack this resource backs (its lifetime and deletion follow the stack's).
+    parent_id: UUID | None = None
 
 
 class ResourceProvisioned(ResourceEventBase, frozen=True, kw_only=True):
@@ -96,6 +98,60 @@ class QuotaRestored(ResourceEventBase, frozen=True, kw_only=True):
     quota_bytes: int
 
 
+# -- stacks: more facts in a stack's resource stream ---------------------------------------------
+# ``revision`` counts deploys: 1 for the first, one more per redeploy; events of an older
+# revision that arrive late (an interrupted deploy) are ignored by the fold.
+
+
+class StackDeployStarted(ResourceEventBase, frozen=True, kw_only=True):
+    """A deploy of ``revision`` began: images are built, then services start in order."""
+
+    revision: int
+    services: list[str]
+
+
+class StackServiceBuilt(ResourceEventBase, frozen=True, kw_only=True):
+    """One service's image exists on the engine (built from its upload, or named by it)."""
+
+    revision: int
+    service: str
+    image: str
+
+
+class StackServiceStarted(ResourceEventBase, frozen=True, kw_only=True):
+    """One service's container runs; ``host``/``port`` is where its HTTP port is published."""
+
+    revision: int
+    service: str
+    container: str
+    host: str | None = None
+    port: int | None = None
+
+
+class StackReady(ResourceEventBase, frozen=True, kw_only=True):
+    """Every service of ``revision`` runs and stayed up through the settle period."""
+
+    revision: int
+
+
+class StackFailed(ResourceEventBase, frozen=True, kw_only=True):
+    """The deploy or a running service failed; nothing of the stack runs any more.
+
+    ``logs_tail`` is the end of the failing build's or container's output.
+    """
+
+    revision: int
+    service: str | None
+    reason: str
+    logs_tail: str
+
+
+class StackStopped(ResourceEventBase, frozen=True, kw_only=True):
+    """The stack's containers were stopped on request (``start`` brings them back)."""
+
+    revision: int
+
+
 ResourceEvent = (
     ResourceProvisionRequested
     | ResourceProvisioned
@@ -106,6 +162,12 @@ ResourceEvent = (
     | CredentialsRotated
     | QuotaExceeded
     | QuotaRestored
+    | StackDeployStarted
+    | StackServiceBuilt
+    | StackServiceStarted
+    | StackReady
+    | StackFailed
+    | StackStopped
 )
 
 

@@ -20,6 +20,7 @@ class ResourceKind(StrEnum):
     NATS = "nats"
     S3 = "s3"
     WEBHOOK = "webhook"
+    STACK = "stack"
 
 
 class ResourceStatus(StrEnum):
@@ -90,7 +91,25 @@ class WebhookLimits(msgspec.Struct, frozen=True, kw_only=True, tag="webhook"):
     max_body_kb: int
 
 
-Limits = PostgresLimits | RedisLimits | MongoLimits | NatsLimits | S3Limits | WebhookLimits
+class StackLimits(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
+    """Per-stack limits: how many services, what each container may use, how big the upload.
+
+    ``memory_mb``, ``cpu_millis`` (1000 = one core) and ``pids`` bound every container; a
+    manifest may ask for less, never more. ``ttl_seconds`` shortens the tier's TTL for stacks
+    (null: stacks live as long as the tier's other resources).
+    """
+
+    services: int
+    memory_mb: int
+    cpu_millis: int
+    pids: int
+    upload_mb: int
+    ttl_seconds: int | None = None
+
+
+Limits = (
+    PostgresLimits | RedisLimits | MongoLimits | NatsLimits | S3Limits | WebhookLimits | StackLimits
+)
 
 MB = 1024 * 1024
 
@@ -107,7 +126,7 @@ def quota_bytes(limits: Limits) -> int | None:
             return limits.memory_mb * MB
         case NatsLimits():
             return limits.disk_storage_mb * MB
-        case WebhookLimits():
+        case WebhookLimits() | StackLimits():
             return None
 
 
@@ -118,6 +137,7 @@ LIMITS_BY_KIND: dict[ResourceKind, type[Limits]] = {
     ResourceKind.NATS: NatsLimits,
     ResourceKind.S3: S3Limits,
     ResourceKind.WEBHOOK: WebhookLimits,
+    ResourceKind.STACK: StackLimits,
 }
 
 
@@ -184,6 +204,17 @@ class WebhookCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="webhook
     receive_url: str
 
 
+class StackCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
+    """Where the stack is reached: one public URL per service with a ``port`` (by name).
+
+    The backing resources' credentials are in the containers' environment and in
+    ``GET /resources/{token}``; the stack's own token is what manages it.
+    """
+
+    urls: dict[str, str]
+    status_url: str
+
+
 Credentials = (
     PostgresCredentials
     | RedisCredentials
@@ -191,6 +222,7 @@ Credentials = (
     | NatsCredentials
     | S3Credentials
     | WebhookCredentials
+    | StackCredentials
 )
 
 

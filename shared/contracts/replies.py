@@ -80,3 +80,11 @@ class UsageSwept(Reply, frozen=True, kw_only=True):
     over_quota: int
     blocked: int
     unblocked: int
+
+
+class StackControlled(Reply, frozen=True, kw_only=True):
+    """The stack's status after a ``ControlStack`` (``building`` while a redeploy runs)."""
+
+    resource_id: UUID
+    status: str
+    revision: int

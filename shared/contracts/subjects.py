@@ -13,6 +13,7 @@ from shared.contracts import events
 from shared.contracts.commands import (
     ClaimResource,
     Command,
+    ControlStack,
     DeprovisionResource,
     ProvisionResource,
     RotateCredentials,
@@ -20,7 +21,7 @@ from shared.contracts.commands import (
 )
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.replies import CredentialsRotated as RotatedReply
-from shared.contracts.replies import Reply, UsageSwept
+from shared.contracts.replies import Reply, StackControlled, UsageSwept
 from shared.contracts.replies import ResourceClaimed as ClaimedReply
 from shared.contracts.replies import ResourceDeprovisioned as DeprovisionedReply
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
@@ -119,7 +120,29 @@ ENDPOINTS: dict[ResourceKind, KindEndpoints] = {
     ResourceKind.WEBHOOK: _kind_endpoints(
         ResourceKind.WEBHOOK, "gateway-webhooks", provision_timeout=5.0, deprovision_timeout=10.0
     ),
+    # A stack's create makes its network and queues the build (which goes on after the reply);
+    # its delete stops and removes containers, images and the network.
+    ResourceKind.STACK: _kind_endpoints(
+        ResourceKind.STACK, "stack-deployer", provision_timeout=20.0, deprovision_timeout=60.0
+    ),
 }
+
+#: Stop, start, restart, redeploy or recover a stack's containers (``POST /stacks/{token}/…``).
+STACK_CONTROL = Endpoint(
+    "prov.v1.stack.control", ControlStack, StackControlled, "stack-deployer", 60.0
+)
+#: JetStream object store holding each stack's upload: ``<stack id>/spinup.yaml`` and
+#: ``<stack id>/<file>`` for every build context; deleted with the stack.
+STACK_UPLOADS_BUCKET = "stack-uploads"
+#: JetStream stream of build and container log lines, one subject per stack.
+STACK_LOGS_STREAM = "STACK_LOGS"
+STACK_LOGS_FILTER = "stacklog.v1.>"
+
+
+def stack_logs_subject(stack_id: object) -> str:
+    """The subject a stack's log lines are published on (``stacklog.v1.<id>``)."""
+    return f"stacklog.v1.{stack_id}"
+
 
 PROVISION_ENDPOINTS = {kind: endpoints.provision for kind, endpoints in ENDPOINTS.items()}
 DEPROVISION_ENDPOINTS = {kind: endpoints.deprovision for kind, endpoints in ENDPOINTS.items()}
@@ -139,6 +162,12 @@ EVENT_SUBJECTS: dict[type[events.Event], str] = {
     events.CredentialsRotated: "evt.v1.resource.credentials_rotated",
     events.QuotaExceeded: "evt.v1.resource.quota_exceeded",
     events.QuotaRestored: "evt.v1.resource.quota_restored",
+    events.StackDeployStarted: "evt.v1.resource.stack_deploy_started",
+    events.StackServiceBuilt: "evt.v1.resource.stack_service_built",
+    events.StackServiceStarted: "evt.v1.resource.stack_service_started",
+    events.StackReady: "evt.v1.resource.stack_ready",
+    events.StackFailed: "evt.v1.resource.stack_failed",
+    events.StackStopped: "evt.v1.resource.stack_stopped",
     events.AccountRegistered: "evt.v1.account.registered",
     events.AccessTokenCreated: "evt.v1.account.access_token_created",
     events.AccessTokenRevoked: "evt.v1.account.access_token_revoked",

@@ -31,6 +31,12 @@ STORED_EVENT_TAGS = {
     "SessionRevoked",
     "ClaimStarted",
     "ClaimCompleted",
+    "StackDeployStarted",
+    "StackServiceBuilt",
+    "StackServiceStarted",
+    "StackReady",
+    "StackFailed",
+    "StackStopped",
 }
 
 

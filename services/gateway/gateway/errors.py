@@ -49,6 +49,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CLAIM_TOKEN_EXPIRED: 410,
     ErrorCode.CLAIM_ALREADY_USED: 409,
     ErrorCode.NOTHING_TO_CLAIM: 409,
+    ErrorCode.INVALID_MANIFEST: 400,
+    ErrorCode.STACK_BUSY: 409,
 }
 RETRY_AFTER_S = "1"
 

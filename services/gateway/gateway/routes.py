@@ -232,7 +232,7 @@ async def provision(
         token_hash=hash_token(token),
         fingerprint=client,
         name=name,
-        expires_at=now + timedelta(seconds=tier.ttl_seconds) if tier.ttl_seconds else None,
+        expires_at=now + timedelta(seconds=ttl) if (ttl := tier.ttl_of(kind)) else None,
         account_id=account_id,
     )
     return await ctx.bus.request(endpoint, command), token
