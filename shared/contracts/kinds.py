@@ -212,7 +212,6 @@ class StackCredentials(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
     """
 
     urls: dict[str, str]
-    status_url: str
 
 
 Credentials = (

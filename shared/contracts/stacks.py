@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -107,6 +108,22 @@ class StackManifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         for name in sorted(self.services):
             visit(name)
         return ordered
+
+
+class StackLogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line on a stack's logs subject (``stack_logs_subject``), JSON-encoded.
+
+    ``source`` is ``deploy`` (the deployer's own steps), ``build:<service>`` or ``<service>``.
+    """
+
+    at: datetime
+    source: str
+    line: str
+
+
+def public_url(base_url: str, stack_id: uuid.UUID, service: str) -> str:
+    """The public address of a stack's service: path-based under the gateway (ADR 0011)."""
+    return f"{base_url.rstrip('/')}/apps/{stack_id}/{service}/"
 
 
 class ManifestError(SpinupError):
