@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from devstack import customer_nats, customer_pg, customer_redis, mongo, seaweed
+from devstack import customer_nats, customer_pg, customer_redis, engine, mongo, seaweed
 from devstack.services import Readiness, ServiceSpec
 
 if TYPE_CHECKING:
@@ -60,4 +60,5 @@ BACKENDS: list[Backend] = [
     _backend(customer_redis, "redis-provisioner"),
     _backend(mongo, "mongo-provisioner"),
     _backend(seaweed, "storage-provisioner"),
+    _backend(engine, "stack-deployer"),
 ]

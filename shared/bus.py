@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import nats
@@ -20,11 +20,30 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import DiscardPolicy, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from shared.contracts.commands import Command
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.replies import CommandFailed, Reply
-from shared.contracts.subjects import REPLY_GRACE_S, Endpoint
+from shared.contracts.subjects import (
+    REPLY_GRACE_S,
+    STACK_LOGS_FILTER,
+    STACK_LOGS_STREAM,
+    STACK_UPLOADS_BUCKET,
+    Endpoint,
+)
+
+if TYPE_CHECKING:
+    from nats.js.client import JetStreamContext
+
+#: How long a stack's log lines are kept: longer than any stack lives unclaimed, so a failed or
+#: expired stack's logs can still be read; a deleted stack's subject is purged with it.
+STACK_LOGS_MAX_AGE_S = 7 * 24 * 3600.0
+#: Log lines kept per stack (per subject); older ones are dropped first. With lines cut to
+#: ``STACK_LOG_LINE_MAX`` characters this bounds one stack's share of the stream.
+STACK_LOGS_PER_STACK = 5000
+STACK_LOG_LINE_MAX = 2048
 
 C = TypeVar("C", bound=Command)
 R = TypeVar("R", bound=Reply)
@@ -184,3 +203,29 @@ class Bus:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.nc.close()
+
+
+async def ensure_stack_stores(js: JetStreamContext) -> None:
+    """Create the stack logs stream and the stack uploads object store unless they exist.
+
+    Idempotent and safe to race: the gateway and every stack-deployer replica call it at start.
+    """
+    try:
+        await js.stream_info(STACK_LOGS_STREAM)
+    except NotFoundError:
+        config = StreamConfig(
+            name=STACK_LOGS_STREAM,
+            subjects=[STACK_LOGS_FILTER],
+            storage=StorageType.FILE,
+            max_age=STACK_LOGS_MAX_AGE_S,
+            max_msgs_per_subject=STACK_LOGS_PER_STACK,
+            discard=DiscardPolicy.OLD,
+        )
+        # Two callers racing both add it: the same config twice is not an error for the server.
+        await js.add_stream(config)
+    try:
+        await js.object_store(STACK_UPLOADS_BUCKET)
+    except BucketNotFoundError:
+        await js.create_object_store(
+            STACK_UPLOADS_BUCKET, config=ObjectStoreConfig(storage=StorageType.FILE)
+        )

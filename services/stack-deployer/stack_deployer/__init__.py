@@ -1,0 +1,1 @@
+"""stack-deployer: builds and runs a stack's containers on the container engine."""

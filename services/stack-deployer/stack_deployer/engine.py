@@ -1,0 +1,405 @@
+"""The container engine as the deployer uses it: networks, builds, containers, by label.
+
+Everything made here carries ``io.spinup.scope=<scope>`` (what devstack removes when a throwaway
+profile stops) and ``io.spinup.stack=<stack id>`` (what a stack's teardown removes), so a stack's
+whole footprint is found by label, even after a worker crash lost its in-memory state.
+
+Hardening, the same on every container: all capabilities dropped, ``no-new-privileges``, memory
+(without extra swap), CPU and pids limits, the HTTP port published on 127.0.0.1 only (the gateway
+proxies the public URL to it), and the stack's own bridge network, whose name resolves only
+its own services (the engine's isolation rules keep stacks from reaching each other by IP).
+
+Nothing is ever pulled: a ``FROM`` or ``image`` must already be on the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiodocker
+import structlog
+from aiodocker.exceptions import DockerError
+
+from shared.contracts.errors import BackendUnavailableError
+
+log = structlog.get_logger("stack_deployer.engine")
+
+#: Label on everything one deployment (one devstack profile) makes; devstack.engine removes by it.
+SCOPE_LABEL = "io.spinup.scope"
+#: Label naming the stack a network, image or container belongs to.
+STACK_LABEL = "io.spinup.stack"
+SERVICE_LABEL = "io.spinup.service"
+REVISION_LABEL = "io.spinup.revision"
+
+_MB = 1024 * 1024
+# The engine's CPU quota is in billionths of a core; plans give thousandths.
+_NANOS_PER_MILLI = 1_000_000
+_NOT_FOUND = 404
+_CONFLICT = 409
+_NOT_MODIFIED = 304
+# A container whose main process keeps dying is restarted this often before it stays down.
+_RESTART_RETRIES = 3
+
+
+class BuildFailedError(Exception):
+    """The engine refused or failed a build; the message is the engine's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """One service's container, fully decided (limits already resolved against the plan)."""
+
+    stack_id: str
+    service: str
+    revision: int
+    image: str
+    command: list[str] | None
+    env: Mapping[str, str]
+    port: int | None
+    memory_mb: int
+    cpu_millis: int
+    pids: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """What the engine says about a container now."""
+
+    container_id: str
+    service: str
+    revision: int
+    running: bool
+    restarts: int
+    exit_code: int
+    error: str
+    host_port: int | None
+
+
+def network_name(stack_id: str) -> str:
+    """The stack's bridge network."""
+    return f"spinup-{stack_id}"
+
+
+def container_name(stack_id: str, service: str, revision: int) -> str:
+    """A container's name: unique per stack, service and revision."""
+    return f"spinup-{stack_id}-{service}-r{revision}"
+
+
+def image_tag(stack_id: str, service: str, revision: int) -> str:
+    """The tag a built service's image gets."""
+    return f"spinup-stack/{stack_id}-{service}:r{revision}"
+
+
+class Engine:
+    """The engine API through aiodocker, limited to one scope."""
+
+    def __init__(self, docker: aiodocker.Docker, scope: str) -> None:
+        self._docker = docker
+        self._scope = scope
+
+    @classmethod
+    async def connect(cls, url: str, scope: str) -> Engine:
+        """Connect and check the engine answers.
+
+        Raises:
+            BackendUnavailableError: nothing answers at ``url``.
+        """
+        docker = aiodocker.Docker(url=url)
+        try:
+            await docker.version()
+        except (DockerError, OSError) as exc:
+            await docker.close()
+            msg = "The container engine is unreachable."
+            raise BackendUnavailableError(msg) from exc
+        return cls(docker, scope)
+
+    async def close(self) -> None:
+        """Close the engine connection."""
+        await self._docker.close()
+
+    @property
+    def docker(self) -> aiodocker.Docker:
+        """The aiodocker client (for log following)."""
+        return self._docker
+
+    def labels(self, stack_id: str, **extra: str) -> dict[str, str]:
+        """The labels of something made for ``stack_id``."""
+        return {SCOPE_LABEL: self._scope, STACK_LABEL: stack_id, **extra}
+
+    def _selector(self, stack_id: str) -> dict[str, list[str]]:
+        return {"label": [f"{SCOPE_LABEL}={self._scope}", f"{STACK_LABEL}={stack_id}"]}
+
+    # -- networks --------------------------------------------------------------------------
+
+    async def ensure_network(self, stack_id: str) -> str:
+        """Create the stack's bridge network unless it exists; its name."""
+        name = network_name(stack_id)
+        existing = await self._docker.networks.list(filters={"name": [name]})
+        if any(network.get("Name") == name for network in existing):
+            return name
+        try:
+            await self._docker.networks.create(
+                {
+                    "Name": name,
+                    "Driver": "bridge",
+                    "CheckDuplicate": True,
+                    "Labels": self.labels(stack_id),
+                }
+            )
+        except DockerError as exc:
+            # Two creates racing: the loser finds the winner's network.
+            if exc.status != _CONFLICT:
+                raise
+        return name
+
+    async def network_gateway(self, stack_id: str) -> str | None:
+        """The host's address on the stack's network (where containers reach the host)."""
+        try:
+            network = await self._docker.networks.get(network_name(stack_id))
+            details = await network.show()
+        except DockerError:
+            return None
+        for pool in (details.get("IPAM") or {}).get("Config") or []:
+            gateway = pool.get("Gateway")
+            if isinstance(gateway, str) and gateway:
+                return gateway
+        return None
+
+    async def remove_network(self, stack_id: str) -> None:
+        """Remove the stack's network (idempotent)."""
+        for network in await self._docker.networks.list(filters=self._selector(stack_id)):
+            with contextlib.suppress(DockerError):
+                await (await self._docker.networks.get(network["Id"])).delete()
+
+    # -- images ----------------------------------------------------------------------------
+
+    async def image_exists(self, image: str) -> bool:
+        """True when ``image`` is on the engine."""
+        try:
+            await self._docker.images.inspect(image)
+        except DockerError as exc:
+            if exc.status == _NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def build(
+        self,
+        stack_id: str,
+        service: str,
+        revision: int,
+        context: bytes,
+        on_line: Callable[[str], Awaitable[None]],
+    ) -> str:
+        """Build ``context`` (a tarball, plain or compressed) into the service's image tag.
+
+        Raises:
+            BuildFailedError: the Dockerfile failed or named an image the engine lacks.
+        """
+        tag = image_tag(stack_id, service, revision)
+        labels = self.labels(stack_id, **{SERVICE_LABEL: service, REVISION_LABEL: str(revision)})
+        try:
+            # The engine detects gzip, bzip2 and xz contexts itself: "identity" sends them as is.
+            stream = self._docker.images.build(
+                fileobj=io.BytesIO(context),
+                encoding="identity",
+                tag=tag,
+                labels=labels,
+                pull=False,
+                rm=True,
+                forcerm=True,
+                stream=True,
+            )
+            async for chunk in stream:
+                text = chunk.get("stream")
+                if isinstance(text, str):
+                    for line in text.splitlines():
+                        if line.strip():
+                            await on_line(line)
+        except DockerError as exc:
+            raise BuildFailedError(_docker_message(exc)) from exc
+        if not await self.image_exists(tag):
+            msg = "the build ended without an image"
+            raise BuildFailedError(msg)
+        return tag
+
+    async def remove_images(self, stack_id: str, *, keep_revision: int | None = None) -> None:
+        """Remove the stack's built images, except those of ``keep_revision``."""
+        images = await self._docker.images.list(filters=self._selector(stack_id))
+        for image in images:
+            labels = image.get("Labels") or {}
+            if keep_revision is not None and labels.get(REVISION_LABEL) == str(keep_revision):
+                continue
+            with contextlib.suppress(DockerError):
+                await self._docker.images.delete(image["Id"], force=True)
+
+    # -- containers ------------------------------------------------------------------------
+
+    async def run(self, spec: ContainerSpec) -> ContainerState:
+        """Create and start the service's container (replacing one of the same name).
+
+        Raises:
+            DockerError: the engine refused the container (bad image, bad command...).
+        """
+        network = network_name(spec.stack_id)
+        name = container_name(spec.stack_id, spec.service, spec.revision)
+        port_key = f"{spec.port}/tcp" if spec.port is not None else None
+        host_config: dict[str, Any] = {
+            "NetworkMode": network,
+            "Memory": spec.memory_mb * _MB,
+            # Equal to Memory: no swap on top of the plan's memory.
+            "MemorySwap": spec.memory_mb * _MB,
+            "NanoCpus": spec.cpu_millis * _NANOS_PER_MILLI,
+            "PidsLimit": spec.pids,
+            "CapDrop": ["ALL"],
+            "SecurityOpt": ["no-new-privileges"],
+            "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": _RESTART_RETRIES},
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+        }
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Hostname": spec.service,
+            "Env": [f"{key}={value}" for key, value in spec.env.items()],
+            "Labels": self.labels(
+                spec.stack_id,
+                **{SERVICE_LABEL: spec.service, REVISION_LABEL: str(spec.revision)},
+            ),
+            "HostConfig": host_config,
+            "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [spec.service]}}},
+        }
+        if spec.command is not None:
+            config["Cmd"] = spec.command
+        if port_key is not None:
+            config["ExposedPorts"] = {port_key: {}}
+            host_config["PortBindings"] = {port_key: [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+        await self._remove_named(name)
+        container = await self._docker.containers.create(config, name=name)
+        await container.start()
+        return await self.state(container.id)
+
+    async def _remove_named(self, name: str) -> None:
+        with contextlib.suppress(DockerError):
+            await self._docker.containers.container(name).delete(force=True, v=True)
+
+    async def state(self, container_id: str) -> ContainerState:
+        """Inspect one container."""
+        container = await self._docker.containers.get(container_id)
+        return _state_of(container._container)  # noqa: SLF001  (aiodocker keeps inspect data here)
+
+    async def containers(self, stack_id: str, *, revision: int | None = None) -> list[str]:
+        """Ids of the stack's containers (of one revision, or all), running or not."""
+        selector = self._selector(stack_id)
+        if revision is not None:
+            selector["label"].append(f"{REVISION_LABEL}={revision}")
+        found = await self._docker.containers.list(all=True, filters=_filters(selector))
+        return [container.id for container in found]
+
+    async def running_in_scope(self) -> list[tuple[str, str]]:
+        """(container id, stack id) of every running container of this scope."""
+        selector = {"label": [f"{SCOPE_LABEL}={self._scope}"]}
+        found = await self._docker.containers.list(filters=_filters(selector))
+        return [
+            (container.id, str(container._container.get("Labels", {}).get(STACK_LABEL, "")))  # noqa: SLF001
+            for container in found
+        ]
+
+    async def stop(self, container_ids: list[str], *, timeout_s: int) -> None:
+        """Stop containers; they keep their image, name and log."""
+        containers = [self._docker.containers.container(c) for c in container_ids]
+        await asyncio.gather(*(self._ignore_gone(c.stop(t=timeout_s)) for c in containers))
+
+    async def start(self, container_ids: list[str]) -> None:
+        """Start stopped containers again."""
+        for container_id in container_ids:
+            await self._ignore_gone(self._docker.containers.container(container_id).start())
+
+    async def restart(self, container_ids: list[str], *, timeout_s: int) -> None:
+        """Restart containers (stop then start)."""
+        for container_id in container_ids:
+            await self._docker.containers.container(container_id).restart(t=timeout_s)
+
+    async def remove_containers(self, stack_id: str, *, keep_revision: int | None = None) -> None:
+        """Kill and remove the stack's containers, except those of ``keep_revision``."""
+        selector = self._selector(stack_id)
+        found = await self._docker.containers.list(all=True, filters=_filters(selector))
+        doomed = [
+            container
+            for container in found
+            if keep_revision is None
+            or container._container.get("Labels", {}).get(REVISION_LABEL) != str(keep_revision)  # noqa: SLF001
+        ]
+        await asyncio.gather(
+            *(self._ignore_gone(container.delete(force=True, v=True)) for container in doomed)
+        )
+
+    async def logs_tail(self, container_id: str, lines: int) -> list[str]:
+        """The last ``lines`` lines the container wrote (stdout and stderr)."""
+        try:
+            chunks = await self._docker.containers.container(container_id).log(
+                stdout=True, stderr=True, tail=lines
+            )
+        except DockerError:
+            return []
+        return [line for chunk in chunks for line in chunk.splitlines() if line.strip()]
+
+    async def follow_logs(self, container_id: str, *, since: int) -> AsyncIterator[str]:
+        """Lines the container writes from ``since`` (Unix seconds) on, until it stops."""
+        container = await self._docker.containers.get(container_id)
+        stream = container.log(stdout=True, stderr=True, follow=True, since=since)
+        pending = ""
+        async for chunk in stream:
+            pending += chunk
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                if line.strip():
+                    yield line
+        if pending.strip():
+            yield pending
+
+    @staticmethod
+    async def _ignore_gone(call: Awaitable[None]) -> None:
+        try:
+            await call
+        except DockerError as exc:
+            if exc.status not in {_NOT_FOUND, _NOT_MODIFIED, _CONFLICT}:
+                raise
+
+
+def _filters(selector: Mapping[str, list[str]]) -> str:
+    """The engine's ``filters`` query parameter (containers.list passes it through as is)."""
+    return json.dumps(dict(selector))
+
+
+def _docker_message(exc: DockerError) -> str:
+    message = exc.message
+    if isinstance(message, dict):
+        return str(message.get("message", message))
+    return str(message)
+
+
+def _state_of(inspected: Mapping[str, Any]) -> ContainerState:
+    state = inspected.get("State") or {}
+    labels = (inspected.get("Config") or {}).get("Labels") or {}
+    ports = (inspected.get("NetworkSettings") or {}).get("Ports") or {}
+    host_port: int | None = None
+    for bindings in ports.values():
+        for binding in bindings or []:
+            if binding.get("HostIp") in {"127.0.0.1", ""} and binding.get("HostPort"):
+                host_port = int(binding["HostPort"])
+                break
+    return ContainerState(
+        container_id=str(inspected.get("Id", "")),
+        service=str(labels.get(SERVICE_LABEL, "")),
+        revision=int(labels.get(REVISION_LABEL, "0") or 0),
+        running=bool(state.get("Running")) and not bool(state.get("Restarting")),
+        restarts=int(inspected.get("RestartCount", 0) or 0),
+        exit_code=int(state.get("ExitCode", 0) or 0),
+        error=str(state.get("Error", "") or ""),
+        host_port=host_port,
+    )

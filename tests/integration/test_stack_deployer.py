@@ -1,0 +1,329 @@
+"""stack-deployer against the real engine: the running worker, driven over NATS like the gateway.
+
+Each test uploads a tiny build context (a Dockerfile ``FROM spinup/base:bookworm`` serving
+``python3 -m http.server``), provisions a stack, and reads the stack's events from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aiodocker
+import httpx
+import pytest
+from aiodocker.exceptions import DockerError
+
+from shared.bus import Bus, ensure_stack_stores
+from shared.contracts.commands import (
+    ControlStack,
+    DeprovisionResource,
+    ProvisionResource,
+    StackAction,
+)
+from shared.contracts.kinds import DeprovisionReason, ResourceKind, StackLimits
+from shared.contracts.stacks import MANIFEST_NAME, StackLogLine
+from shared.contracts.subjects import (
+    ENDPOINTS,
+    STACK_CONTROL,
+    STACK_UPLOADS_BUCKET,
+    stack_logs_subject,
+)
+from shared.eventlog.store import EventStore
+from shared.naming import resource_stream
+from shared.stack_state import StackStatus, StackView
+
+pytestmark = pytest.mark.integration
+
+LIMITS = StackLimits(services=3, memory_mb=128, cpu_millis=250, pids=64, upload_mb=10)
+ENDPOINT = ENDPOINTS[ResourceKind.STACK]
+
+WEB_DOCKERFILE = b"""FROM spinup/base:bookworm
+WORKDIR /srv
+COPY index.html /srv/index.html
+CMD ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"]
+"""
+
+TWO_SERVICES = b"""services:
+  web:
+    build: web.tar
+    port: 8080
+    env: {GREETING: hello}
+  other:
+    image: spinup/base:bookworm
+    command: ["python3", "-m", "http.server", "9000"]
+"""
+
+
+def tarball(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def web_context(page: bytes = b"hello from web\n", dockerfile: bytes = WEB_DOCKERFILE) -> bytes:
+    return tarball({"Dockerfile": dockerfile, "index.html": page})
+
+
+@pytest.fixture
+async def docker() -> AsyncIterator[aiodocker.Docker]:
+    client = aiodocker.Docker()
+    yield client
+    await client.close()
+
+
+async def upload(bus: Bus, stack_id: uuid.UUID, manifest: bytes, files: dict[str, bytes]) -> None:
+    js = bus.nc.jetstream()
+    await ensure_stack_stores(js)
+    store = await js.object_store(STACK_UPLOADS_BUCKET)
+    await store.put(f"{stack_id}/{MANIFEST_NAME}", manifest)
+    for name, data in files.items():
+        await store.put(f"{stack_id}/{name}", data)
+
+
+async def provision(bus: Bus, stack_id: uuid.UUID) -> None:
+    command = ProvisionResource(
+        command_id=uuid.uuid4(),
+        correlation_id="test-stack",
+        deadline=time.time() + ENDPOINT.provision.timeout,
+        resource_id=stack_id,
+        kind=ResourceKind.STACK,
+        tier="anonymous",
+        limits=LIMITS,
+        token_hash=uuid.uuid4().hex * 2,
+        fingerprint="test",
+    )
+    reply = await bus.request(ENDPOINT.provision, command)
+    assert reply.resource_id == stack_id
+
+
+async def control(bus: Bus, stack_id: uuid.UUID, action: StackAction) -> str:
+    command = ControlStack(
+        command_id=uuid.uuid4(),
+        correlation_id="test-stack",
+        deadline=time.time() + STACK_CONTROL.timeout,
+        resource_id=stack_id,
+        action=action,
+    )
+    reply = await bus.request(STACK_CONTROL, command)
+    return reply.status
+
+
+async def delete(bus: Bus, stack_id: uuid.UUID) -> None:
+    command = DeprovisionResource(
+        command_id=uuid.uuid4(),
+        correlation_id="test-stack",
+        deadline=time.time() + ENDPOINT.deprovision.timeout,
+        resource_id=stack_id,
+        reason=DeprovisionReason.DELETED,
+    )
+    await bus.request(ENDPOINT.deprovision, command)
+
+
+async def view_of(store: EventStore, stack_id: uuid.UUID) -> StackView:
+    return StackView.fold(e.event for e in await store.load(resource_stream(stack_id)))
+
+
+async def settled(
+    store: EventStore, stack_id: uuid.UUID, *, revision: int = 1, timeout: float = 90.0
+) -> StackView:
+    """The view once the given revision is running, failed or stopped."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = await view_of(store, stack_id)
+        if view.revision >= revision and view.status in {
+            StackStatus.RUNNING,
+            StackStatus.FAILED,
+            StackStatus.STOPPED,
+        }:
+            return view
+        await asyncio.sleep(0.3)
+    pytest.fail(f"stack {stack_id} did not settle: {await view_of(store, stack_id)}")
+
+
+async def stack_containers(
+    docker: aiodocker.Docker, stack_id: uuid.UUID, *, running_only: bool = False
+) -> list[dict[str, object]]:
+    filters = {"label": [f"io.spinup.stack={stack_id}"]}
+    found = await docker.containers.list(all=not running_only, filters=filters)
+    return [container._container for container in found]
+
+
+async def deploy(bus: Bus, store: EventStore, manifest: bytes, files: dict[str, bytes]):
+    stack_id = uuid.uuid4()
+    await upload(bus, stack_id, manifest, files)
+    await provision(bus, stack_id)
+    return stack_id, await settled(store, stack_id)
+
+
+async def test_a_stack_builds_runs_hardened_and_answers_on_its_published_port(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    stack_id, view = await deploy(bus, store, TWO_SERVICES, {"web.tar": web_context()})
+    try:
+        assert view.status is StackStatus.RUNNING, view
+        web = view.services["web"]
+        assert web.host == "127.0.0.1"
+        assert web.port
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{web.port}/index.html")
+        assert answer.text == "hello from web\n"
+        assert view.services["other"].port is None
+
+        container = await docker.containers.get(web.container or "")
+        host = container._container["HostConfig"]
+        assert host["Memory"] == 128 * 1024 * 1024
+        assert host["NanoCpus"] == 250_000_000
+        assert host["PidsLimit"] == 64
+        assert host["CapDrop"] == ["ALL"]
+        assert host["SecurityOpt"] == ["no-new-privileges"]
+        bindings = container._container["NetworkSettings"]["Ports"]["8080/tcp"]
+        assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
+        assert "GREETING=hello" in container._container["Config"]["Env"]
+
+        # The other service reaches web by its alias on the stack's own network.
+        other = await docker.containers.get(view.services["other"].container or "")
+        code = await exec_python(other, "urllib.request.urlopen('http://web:8080/index.html')")
+        assert code == 0
+    finally:
+        await delete(bus, stack_id)
+    assert await stack_containers(docker, stack_id) == []
+
+
+async def exec_python(container: aiodocker.containers.DockerContainer, statement: str) -> int:
+    """Run a python3 statement in the container; its exit code (0: it worked)."""
+    script = f"import urllib.request, socket; socket.setdefaulttimeout(3); {statement}"
+    execution = await container.exec(["python3", "-c", script])
+    async with execution.start(detach=False) as stream:
+        while await stream.read_out() is not None:
+            pass
+    inspected = await execution.inspect()
+    return int(inspected["ExitCode"])
+
+
+async def test_two_stacks_cannot_reach_each_other_by_name_or_ip(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    first, first_view = await deploy(bus, store, manifest, {"web.tar": web_context()})
+    second, second_view = await deploy(bus, store, manifest, {"web.tar": web_context()})
+    try:
+        assert first_view.status is second_view.status is StackStatus.RUNNING
+        target = await docker.containers.get(second_view.services["web"].container or "")
+        networks = target._container["NetworkSettings"]["Networks"]
+        target_ip = next(iter(networks.values()))["IPAddress"]
+        source = await docker.containers.get(first_view.services["web"].container or "")
+        # Its own alias works; the other stack's IP and alias do not.
+        assert await exec_python(source, "urllib.request.urlopen('http://web:8080/')") == 0
+        url = f"http://{target_ip}:8080/"
+        assert await exec_python(source, f"urllib.request.urlopen('{url}')") != 0
+        other_name = f"spinup-{second}-web-r1"
+        assert await exec_python(source, f"socket.gethostbyname('{other_name}')") != 0
+    finally:
+        await delete(bus, first)
+        await delete(bus, second)
+
+
+async def test_a_broken_dockerfile_fails_with_the_error_in_the_log_tail_and_nothing_left(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker, nc
+) -> None:
+    broken = WEB_DOCKERFILE.replace(b"WORKDIR /srv", b"RUN exit 3")
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    stack_id = uuid.uuid4()
+    lines = await nc.subscribe(stack_logs_subject(stack_id))
+    await upload(bus, stack_id, manifest, {"web.tar": web_context(dockerfile=broken)})
+    await provision(bus, stack_id)
+    view = await settled(store, stack_id)
+    try:
+        assert view.status is StackStatus.FAILED
+        assert view.failed_service == "web"
+        assert "build failed" in (view.failure or "")
+        assert "exit 3" in (view.logs_tail or "") or "code: 3" in (view.logs_tail or "")
+        assert await stack_containers(docker, stack_id, running_only=True) == []
+        message = await lines.next_msg(timeout=5)
+        assert StackLogLine.__name__  # the subject carries JSON lines
+        assert b'"source"' in message.data
+    finally:
+        await lines.unsubscribe()
+        await delete(bus, stack_id)
+
+
+async def test_a_crash_looping_command_fails_and_leaves_nothing_running(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    manifest = (
+        b"services:\n  web:\n    image: spinup/base:bookworm\n"
+        b"    command: [python3, -c, \"print('boom'); raise SystemExit(7)\"]\n"
+    )
+    stack_id, view = await deploy(bus, store, manifest, {})
+    try:
+        assert view.status is StackStatus.FAILED
+        assert view.failed_service == "web"
+        assert "code 7" in (view.failure or "")
+        assert "boom" in (view.logs_tail or "")
+        assert await stack_containers(docker, stack_id) == []
+    finally:
+        await delete(bus, stack_id)
+
+
+async def test_stop_start_restart_and_redeploy(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    stack_id, view = await deploy(bus, store, manifest, {"web.tar": web_context()})
+    try:
+        assert view.status is StackStatus.RUNNING
+        assert await control(bus, stack_id, StackAction.STOP) == "stopped"
+        assert await stack_containers(docker, stack_id, running_only=True) == []
+        assert (await view_of(store, stack_id)).status is StackStatus.STOPPED
+        assert await control(bus, stack_id, StackAction.START) == "running"
+        started = await view_of(store, stack_id)
+        assert started.status is StackStatus.RUNNING
+        assert await get_page(started) == b"hello from web\n"
+        assert await control(bus, stack_id, StackAction.RESTART) == "running"
+        assert await get_page(await view_of(store, stack_id)) == b"hello from web\n"
+
+        await upload(bus, stack_id, manifest, {"web.tar": web_context(b"second\n")})
+        assert await control(bus, stack_id, StackAction.REDEPLOY) == "building"
+        redeployed = await settled(store, stack_id, revision=2)
+        assert redeployed.status is StackStatus.RUNNING
+        assert await get_page(redeployed) == b"second\n"
+        running = await stack_containers(docker, stack_id)
+        assert [c["Labels"]["io.spinup.revision"] for c in running] == ["2"]
+    finally:
+        await delete(bus, stack_id)
+    assert await stack_containers(docker, stack_id) == []
+    images = await docker.images.list(filters={"label": [f"io.spinup.stack={stack_id}"]})
+    assert images == []
+    networks = await docker.networks.list(filters={"name": [f"spinup-{stack_id}"]})
+    assert networks == []
+
+
+async def get_page(view: StackView) -> bytes:
+    async with httpx.AsyncClient() as client:
+        answer = await client.get(f"http://127.0.0.1:{view.services['web'].port}/index.html")
+    return answer.content
+
+
+async def test_recover_finishes_an_interrupted_deploy(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    stack_id, view = await deploy(bus, store, manifest, {"web.tar": web_context()})
+    try:
+        assert view.status is StackStatus.RUNNING
+        # A recover of a stack that is not stuck changes nothing.
+        assert await control(bus, stack_id, StackAction.RECOVER) == "running"
+        assert (await view_of(store, stack_id)).revision == 1
+    finally:
+        await delete(bus, stack_id)
+    with pytest.raises(DockerError):
+        await docker.networks.get(f"spinup-{stack_id}")
