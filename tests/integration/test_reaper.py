@@ -77,7 +77,15 @@ async def test_reaper_replicas_racing_on_one_expired_resource_delete_it_once(
         index = ResourceIndex()
         for recorded in await store.load(resource_stream(resource_id)):
             index.apply(recorded)
-        replicas.append(Sweeper(bus, index, grace=timedelta(seconds=60), concurrency=2))
+        replicas.append(
+            Sweeper(
+                bus,
+                index,
+                grace=timedelta(seconds=60),
+                concurrency=2,
+                stack_stuck_after=timedelta(seconds=60),
+            )
+        )
 
     await asyncio.gather(*(replica.sweep_once() for replica in replicas))
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from aiodocker.exceptions import DockerError
 
+from devstack.stack import Stack
 from shared.bus import Bus, ensure_stack_stores
 from shared.contracts.commands import (
     ControlStack,
@@ -133,10 +134,10 @@ async def view_of(store: EventStore, stack_id: uuid.UUID) -> StackView:
 
 
 async def settled(
-    store: EventStore, stack_id: uuid.UUID, *, revision: int = 1, timeout: float = 90.0
+    store: EventStore, stack_id: uuid.UUID, *, revision: int = 1, within_s: float = 90.0
 ) -> StackView:
     """The view once the given revision is running, failed or stopped."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         view = await view_of(store, stack_id)
         if view.revision >= revision and view.status in {
@@ -313,16 +314,34 @@ async def get_page(view: StackView) -> bytes:
     return answer.content
 
 
-async def test_recover_finishes_an_interrupted_deploy(
-    bus: Bus, store: EventStore, docker: aiodocker.Docker
+async def test_recover_finishes_a_deploy_whose_worker_was_killed(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker, stack: Stack
 ) -> None:
+    slow = WEB_DOCKERFILE.replace(b"WORKDIR /srv", b"RUN sleep 6\nWORKDIR /srv")
     manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
-    stack_id, view = await deploy(bus, store, manifest, {"web.tar": web_context()})
+    stack_id = uuid.uuid4()
+    await upload(bus, stack_id, manifest, {"web.tar": web_context(b"recovered\n", slow)})
+    await provision(bus, stack_id)
+    deadline = time.monotonic() + 30
+    while (await view_of(store, stack_id)).status is not StackStatus.BUILDING:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    stack.kill_service("stack-deployer")
+    stack.start_service("stack-deployer")
     try:
-        assert view.status is StackStatus.RUNNING
+        interrupted = await view_of(store, stack_id)
+        assert interrupted.status is StackStatus.BUILDING
+        assert interrupted.revision == 1
+        # What the reaper sends for a stack building past the build timeout.
+        assert await control(bus, stack_id, StackAction.RECOVER) == "building"
+        recovered = await settled(store, stack_id, revision=2)
+        assert recovered.status is StackStatus.RUNNING
+        assert await get_page(recovered) == b"recovered\n"
+        running = await stack_containers(docker, stack_id)
+        assert [c["Labels"]["io.spinup.revision"] for c in running] == ["2"]
         # A recover of a stack that is not stuck changes nothing.
         assert await control(bus, stack_id, StackAction.RECOVER) == "running"
-        assert (await view_of(store, stack_id)).revision == 1
+        assert (await view_of(store, stack_id)).revision == 2
     finally:
         await delete(bus, stack_id)
     with pytest.raises(DockerError):

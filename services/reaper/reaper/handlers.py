@@ -5,9 +5,30 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from shared.contracts.events import ResourceEventBase
-from shared.contracts.kinds import DeprovisionReason, ResourceStatus
+from shared.contracts.events import (
+    ResourceEventBase,
+    ResourceProvisioned,
+    StackDeployStarted,
+    StackFailed,
+    StackReady,
+    StackServiceBuilt,
+    StackServiceStarted,
+    StackStopped,
+)
+from shared.contracts.kinds import DeprovisionReason, ResourceKind, ResourceStatus
 from shared.resources import ResourceState
+from shared.stack_state import StackStatus, StackView
+
+# Events that show a stack's deploy moving: the time of the last one is its progress.
+_STACK_PROGRESS = (
+    ResourceProvisioned,
+    StackDeployStarted,
+    StackServiceBuilt,
+    StackServiceStarted,
+    StackReady,
+    StackFailed,
+    StackStopped,
+)
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -20,6 +41,8 @@ class ResourceIndex:
 
     def __init__(self) -> None:
         self._states: dict[UUID, ResourceState] = {}
+        #: Each live stack's deploy, and when it last moved.
+        self._stacks: dict[UUID, tuple[StackView, datetime]] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -36,8 +59,31 @@ class ResourceIndex:
         state = state.apply(event, command_id=recorded.command_id, recorded_at=recorded.recorded_at)
         if state.is_gone:
             self._states.pop(resource_id, None)
-        else:
-            self._states[resource_id] = state
+            self._stacks.pop(resource_id, None)
+            return
+        self._states[resource_id] = state
+        if state.kind is ResourceKind.STACK and isinstance(event, _STACK_PROGRESS):
+            view, _ = self._stacks.get(resource_id, (StackView(), recorded.recorded_at))
+            view.apply(event)
+            self._stacks[resource_id] = (view, recorded.recorded_at)
+
+    def stuck_stacks(self, now: datetime, after: timedelta) -> list[tuple[UUID, int]]:
+        """Live stacks whose deploy has not moved for ``after`` (its worker died): id, revision.
+
+        A deploy bounded by the build timeout always ends in ``StackReady`` or ``StackFailed``
+        while its worker lives, so one still pending or building past it was interrupted.
+        """
+        found: list[tuple[UUID, int]] = []
+        for resource_id, (view, progress) in self._stacks.items():
+            state = self._states.get(resource_id)
+            if (
+                state is not None
+                and state.status is ResourceStatus.ACTIVE
+                and view.status in {StackStatus.PENDING, StackStatus.BUILDING}
+                and progress + after <= now
+            ):
+                found.append((resource_id, view.revision))
+        return found
 
     def due(self, now: datetime, grace: timedelta) -> list[tuple[ResourceState, DeprovisionReason]]:
         """Resources to deprovision now, and why.

@@ -48,6 +48,7 @@ async def run(settings: Settings) -> None:
         index,
         grace=timedelta(seconds=settings.orphan_grace_s),
         concurrency=settings.concurrency,
+        stack_stuck_after=timedelta(seconds=settings.stack_stuck_after_s),
     )
     tasks = [
         asyncio.create_task(sweeper.run(settings.interval_s)),

@@ -17,6 +17,7 @@ class Settings:
     orphan_grace_s: float
     concurrency: int
     usage_interval_s: float
+    stack_stuck_after_s: float
     log_format: str
     log_level: str
 
@@ -35,6 +36,10 @@ class Settings:
             concurrency=env.integer("SPINUP_REAPER_CONCURRENCY", 4),
             # Quotas are enforced after the fact: this is how far a tenant can overshoot in time.
             usage_interval_s=env.number("SPINUP_REAPER_USAGE_INTERVAL_S", 60.0),
+            # The stack-deployer's own build timeout (same variable) ends every deploy of a live
+            # worker; one still building past it and the grace lost its worker.
+            stack_stuck_after_s=env.number("SPINUP_STACK_BUILD_TIMEOUT_S", 600.0)
+            + env.number("SPINUP_REAPER_ORPHAN_GRACE_S", 60.0),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

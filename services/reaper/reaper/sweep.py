@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared.contracts.commands import DeprovisionResource, SweepUsage
+from shared.contracts.commands import ControlStack, DeprovisionResource, StackAction, SweepUsage
 from shared.contracts.errors import SpinupError
-from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS
+from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS, STACK_CONTROL
 
 if TYPE_CHECKING:
     from reaper.handlers import ResourceIndex
@@ -39,9 +39,11 @@ class Sweeper:
         *,
         grace: timedelta,
         concurrency: int,
+        stack_stuck_after: timedelta,
         retry_after_s: float = 30.0,
     ) -> None:
         self._bus = bus
+        self._stack_stuck_after = stack_stuck_after
         self._index = index
         self._grace = grace
         self._slots = asyncio.Semaphore(concurrency)
@@ -57,17 +59,51 @@ class Sweeper:
     async def sweep_once(self) -> int:
         """One pass; returns how many resources were deprovisioned."""
         clock = time.monotonic()
+        now = datetime.now(UTC)
         due = [
             (state, reason)
-            for state, reason in self._index.due(datetime.now(UTC), self._grace)
+            for state, reason in self._index.due(now, self._grace)
             if self._not_before.get(state.resource_id, 0.0) <= clock
         ]
         for state, _ in due:
             # Until the Deprovisioned event comes back through the stream, don't send again.
             self._not_before[state.resource_id] = clock + self._retry_after_s
+        stuck = [
+            (stack_id, revision)
+            for stack_id, revision in self._index.stuck_stacks(now, self._stack_stuck_after)
+            if self._not_before.get(stack_id, 0.0) <= clock
+        ]
+        for stack_id, _ in stuck:
+            # The recover's own events move the stack; until they come back, don't send again.
+            self._not_before[stack_id] = clock + self._retry_after_s
         results = await asyncio.gather(*(self._reap(state, reason) for state, reason in due))
+        await asyncio.gather(*(self._recover(stack_id, revision) for stack_id, revision in stuck))
         self._not_before = {k: v for k, v in self._not_before.items() if v > clock}
         return sum(results)
+
+    async def _recover(self, stack_id: uuid.UUID, revision: int) -> None:
+        """Ask the stack-deployer to finish or clean up a deploy whose worker died."""
+        command = ControlStack(
+            command_id=uuid.uuid5(REAP_NAMESPACE, f"recover|{stack_id}|{revision}"),
+            correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
+            deadline=time.time() + STACK_CONTROL.timeout,
+            resource_id=stack_id,
+            action=StackAction.RECOVER,
+        )
+        async with self._slots:
+            try:
+                reply = await self._bus.request(STACK_CONTROL, command)
+            except SpinupError as exc:
+                log.warning(
+                    "reaper.stack.unrecovered", stack_id=str(stack_id), error=exc.code.value
+                )
+                return
+        log.info(
+            "reaper.stack.recovered",
+            stack_id=str(stack_id),
+            status=reply.status,
+            revision=reply.revision,
+        )
 
     async def _reap(self, state: ResourceState, reason: DeprovisionReason) -> bool:
         if state.kind is None:
