@@ -22,8 +22,13 @@ SPINUP_DIR = ".spinup"
 #: How much a test profile raises the plans' caps and rate limits (``Profile.roomy_plans``).
 ROOMY_FACTOR = 1000
 
-#: Service settings the test profile adds, so expiry and orphan sweeps happen within a test.
+#: Service settings the dev profile adds: a warm pool deep enough for a burst of ``/db/new``.
+DEV_OVERRIDES: dict[str, str] = {"SPINUP_PG_POOL_SIZE": "32"}
+
+#: Service settings the test profile adds, so expiry and orphan sweeps happen within a test,
+#: and a small warm pool (its refills share the cluster with the tests' own creates).
 TEST_OVERRIDES: dict[str, str] = {
+    "SPINUP_PG_POOL_SIZE": "4",
     "SPINUP_REAPER_INTERVAL_S": "0.5",
     "SPINUP_REAPER_ORPHAN_GRACE_S": "2",
     "SPINUP_REAPER_USAGE_INTERVAL_S": "5",
@@ -179,7 +184,7 @@ class Profile:
     @classmethod
     def dev(cls, root: Path) -> Profile:
         """Return the ``make run`` profile: fixed ports, data kept between runs."""
-        return cls(name="dev", root=root, ports=Ports.dev())
+        return cls(name="dev", root=root, ports=Ports.dev(), overrides=DEV_OVERRIDES)
 
     @classmethod
     def test(

@@ -171,6 +171,44 @@ ResourceEvent = (
 )
 
 
+# -- warm pools: stream ``pool-<member id>``, one per pooled backend object ----------------------
+# A member is made ahead of any request, owned by nobody and reachable by nobody, under a name
+# from ``shared.naming.pool_name``. Once taken, its backend objects carry the resource's tenant
+# name and belong to the resource's own stream; the member's stream ends there.
+
+
+class PoolMemberEventBase(Event, frozen=True, kw_only=True):
+    """Fields of every event in a pool member's stream."""
+
+    member_id: UUID
+
+
+class PoolMemberRequested(PoolMemberEventBase, frozen=True, kw_only=True):
+    """Intent, recorded before the pooled object is made on ``server`` (host:port)."""
+
+    kind: ResourceKind
+    server: str
+
+
+class PoolMemberReady(PoolMemberEventBase, frozen=True, kw_only=True):
+    """The pooled object exists, with no login, no password and no grant to anyone."""
+
+
+class PoolMemberTaken(PoolMemberEventBase, frozen=True, kw_only=True):
+    """Intent, recorded before the object is renamed to the tenant name of ``resource_id``."""
+
+    resource_id: UUID
+
+
+class PoolMemberDropped(PoolMemberEventBase, frozen=True, kw_only=True):
+    """The pooled object is gone from its server (dropped, or found missing); never handed out."""
+
+    reason: str
+
+
+PoolEvent = PoolMemberRequested | PoolMemberReady | PoolMemberTaken | PoolMemberDropped
+
+
 # -- accounts: stream ``account-<id>`` ----------------------------------------------------------
 
 
@@ -239,7 +277,7 @@ class ClaimCompleted(ClaimEventBase, frozen=True, kw_only=True):
 
 ClaimEvent = ClaimStarted | ClaimCompleted
 
-StoredEvent = ResourceEvent | AccountEvent | ClaimEvent
+StoredEvent = ResourceEvent | PoolEvent | AccountEvent | ClaimEvent
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

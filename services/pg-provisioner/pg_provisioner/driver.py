@@ -28,15 +28,18 @@ from typing import TYPE_CHECKING, TypeVar
 import asyncpg
 import structlog
 
+from pg_provisioner.pool import DropQueue, Member, WarmPool
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
-from shared.naming import guard_tenant_name, tenant_name
+from shared.naming import guard_tenant_name, retired_name, tenant_name
 from shared.pgerrors import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from asyncpg.pool import PoolConnectionProxy
+
+    from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("pg_provisioner.driver")
 T = TypeVar("T")
@@ -81,28 +84,98 @@ def _literal(value: str) -> str:
 
 
 class PostgresDriver:
-    """Creates and drops tenant databases through an admin connection pool."""
+    """Creates and drops tenant databases through an admin connection pool.
+
+    With a warm pool (``start_pool``) a create renames a ready member instead of running
+    ``CREATE DATABASE``; an empty pool falls back to that. A delete ends the tenant's access at
+    once and leaves the ``DROP DATABASE`` to the drop queue.
+    """
 
     kind = ResourceKind.POSTGRES
 
     def __init__(
-        self, pool: asyncpg.Pool, *, admin_dsn: str, public_host: str, public_port: int
+        self,
+        pool: asyncpg.Pool,
+        *,
+        admin_dsn: str,
+        public_host: str,
+        public_port: int,
+        ddl_concurrency: int,
+        drop_concurrency: int,
     ) -> None:
         self._pool = pool
         self._admin_dsn = admin_dsn
         self._public_host = public_host
         self._public_port = public_port
+        # CREATE DATABASE of requests and of refills alike: wal_log creates stop gaining
+        # throughput beyond a few at once per cluster (research/perf.md).
+        self._ddl_slots = asyncio.Semaphore(ddl_concurrency)
+        self._drops = DropQueue(pool, concurrency=drop_concurrency)
+        self._warm: WarmPool | None = None
+        self._warm_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
-        cls, admin_dsn: str, *, public_host: str, public_port: int, pool_size: int
+        cls,
+        admin_dsn: str,
+        *,
+        public_host: str,
+        public_port: int,
+        pool_size: int,
+        ddl_concurrency: int = 4,
+        drop_concurrency: int = 2,
     ) -> PostgresDriver:
-        """Open the admin pool."""
+        """Open the admin pool and start the drop queue (with what an earlier run left)."""
         pool = await asyncpg.create_pool(admin_dsn, min_size=1, max_size=pool_size)
-        return cls(pool, admin_dsn=admin_dsn, public_host=public_host, public_port=public_port)
+        driver = cls(
+            pool,
+            admin_dsn=admin_dsn,
+            public_host=public_host,
+            public_port=public_port,
+            ddl_concurrency=ddl_concurrency,
+            drop_concurrency=drop_concurrency,
+        )
+        driver._drops.start()
+        async with driver._backend_errors("swept"):
+            await driver._drops.sweep_retired()
+        return driver
 
-    async def close(self) -> None:
-        """Close the admin pool."""
+    def start_pool(
+        self,
+        store: EventStore,
+        *,
+        size: int,
+        refill_concurrency: int,
+        reconcile_interval_s: float,
+    ) -> WarmPool:
+        """Keep ``size`` members ready from now on (in the background); returns the pool."""
+        self._warm = WarmPool(
+            self._pool,
+            store,
+            self._drops,
+            size=size,
+            refill_concurrency=refill_concurrency,
+            ddl_slots=self._ddl_slots,
+            server=f"{self._public_host}:{self._public_port}",
+            make_password=_new_password,
+        )
+        self._warm_task = asyncio.create_task(
+            self._warm.run(reconcile_interval_s), name="pg-warm-pool"
+        )
+        return self._warm
+
+    @property
+    def drops(self) -> DropQueue:
+        """Retired and spoiled objects waiting to be dropped."""
+        return self._drops
+
+    async def close(self, *, drain_timeout: float = 10.0) -> None:
+        """Stop refilling, drop what is queued (within ``drain_timeout``), close the admin pool."""
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm_task
+        await self._drops.close(drain_timeout)
         await self._pool.close()
 
     async def _run(
@@ -156,10 +229,15 @@ class PostgresDriver:
                 await conn.close()
 
     async def create(self, resource_id: UUID, limits: PostgresLimits) -> PostgresCredentials:
-        """Create (or reset) the tenant role and database; return fresh credentials."""
+        """Create (or reset) the tenant role and database; return fresh credentials.
+
+        From the warm pool when it has a member, else with ``CREATE DATABASE``.
+        """
         name = tenant_name(resource_id)
-        password = secrets.token_urlsafe(24)
-        verifier = await asyncio.to_thread(scram_sha256_verifier, password)
+        member = await self._warm.take(resource_id) if self._warm is not None else None
+        if member is not None and await self._adopt(member, name, limits):
+            return self._credentials(name, member.password)
+        password, verifier = await asyncio.to_thread(_new_password)
         role, pw = _ident(name), _literal(verifier)
 
         async def make(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
@@ -171,22 +249,85 @@ class PostgresDriver:
                     " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
                 )
             if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await conn.execute(f"CREATE DATABASE {role} OWNER {role} STRATEGY wal_log")
+                async with self._ddl_slots:
+                    await conn.execute(f"CREATE DATABASE {role} OWNER {role} STRATEGY wal_log")
             await _apply_limits(conn, role, limits)
             await conn.execute(f"REVOKE ALL ON DATABASE {role} FROM PUBLIC")
 
         await self._run("created", make)
         return self._credentials(name, password)
 
+    async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> bool:
+        """Rename a taken member to ``name`` with its password and ``limits``, in one transaction.
+
+        False (and the member spoiled) when Postgres refuses: the tenant name exists already (a
+        retried create, which the cold path resets) or the member vanished.
+        """
+        pooled, tenant = _ident(member.name), _ident(name)
+        # One simple-protocol query is one implicit transaction: all of it or none, one commit.
+        statements = (
+            f"ALTER DATABASE {pooled} RENAME TO {tenant};"
+            f" ALTER ROLE {pooled} RENAME TO {tenant};"
+            f" ALTER ROLE {tenant} LOGIN PASSWORD {_literal(member.verifier)};"
+            f" {_limits_sql(tenant, limits)}"
+        )
+        try:
+            async with self._backend_errors("created"), self._pool.acquire() as conn:
+                await conn.execute(statements)
+        except SpinupError as exc:
+            await self._warm_spoil(member, f"adoption failed: {exc.message}")
+            if exc.code is ErrorCode.BACKEND_UNAVAILABLE:
+                raise
+            return False
+        return True
+
+    async def _warm_spoil(self, member: Member, reason: str) -> None:
+        if self._warm is not None:
+            await self._warm.spoil(member, reason)
+
     async def delete(self, resource_id: UUID) -> None:
-        """Drop the database (terminating its sessions) and the role; missing ones are fine."""
-        name = _ident(guard_tenant_name(tenant_name(resource_id)))
+        """End the tenant's access now; drop its database and role soon after.
 
-        async def drop(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
-            await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-            await conn.execute(f"DROP ROLE IF EXISTS {name}")
+        Before this returns the role can no longer log in, its sessions are ended, and role and
+        database carry a retired name nobody can log in with; the drop queue drops them, off
+        the request path (``DROP DATABASE`` forces a checkpoint). Missing ones are fine.
+        """
+        name = guard_tenant_name(tenant_name(resource_id))
+        ident = _ident(name)
 
-        await self._run("deleted", drop)
+        async def retire(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            row = await conn.fetchrow(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1) AS role,"
+                " EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS database",
+                name,
+            )
+            has_role, has_database = bool(row and row["role"]), bool(row and row["database"])
+            if not has_role and not has_database:
+                return
+            shut = []
+            if has_role:
+                shut.append(f"ALTER ROLE {ident} NOLOGIN PASSWORD NULL")
+            if has_database:
+                shut.append(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false")
+            await conn.execute("; ".join(shut))
+            # After the commit above nobody gets in again; end whoever is still in.
+            await _terminate_sessions(conn, name)
+            retired = _ident(retired_name())
+            renames = []
+            if has_database:
+                renames.append(f"ALTER DATABASE {ident} RENAME TO {retired}")
+            if has_role:
+                renames.append(f"ALTER ROLE {ident} RENAME TO {retired}")
+            try:
+                await conn.execute("; ".join(renames))
+            except asyncpg.ObjectInUseError:
+                # A session outlived the wait: drop here and now, forcing it out.
+                await conn.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
+                await conn.execute(f"DROP ROLE IF EXISTS {ident}")
+                return
+            self._drops.put(retired.strip('"'))
+
+        await self._run("deleted", retire)
 
     async def set_limits(self, resource_id: UUID, limits: PostgresLimits) -> None:
         """Bring the role and database to ``limits``, through the same statements as ``create``.
@@ -226,8 +367,7 @@ class PostgresDriver:
             SpinupError: NOT_FOUND when the role is missing.
         """
         name = guard_tenant_name(tenant_name(resource_id))
-        password = secrets.token_urlsafe(24)
-        verifier = await asyncio.to_thread(scram_sha256_verifier, password)
+        password, verifier = await asyncio.to_thread(_new_password)
 
         async def change(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
@@ -355,19 +495,30 @@ class PostgresDriver:
         return await self._run("checked", look)
 
 
-async def _apply_limits(
-    conn: PoolConnectionProxy[asyncpg.Record], role: str, limits: PostgresLimits
-) -> None:
-    """Set every limit Postgres enforces itself on the tenant's role and database.
+def _new_password() -> tuple[str, str]:
+    """A fresh password and its SCRAM verifier (3.5 ms of CPU: call it off the event loop)."""
+    password = secrets.token_urlsafe(24)
+    return password, scram_sha256_verifier(password)
+
+
+def _limits_sql(role: str, limits: PostgresLimits) -> str:
+    """The statements that set every limit Postgres enforces itself on role and database.
 
     ``role`` is the quoted name of both. A write block lives in other settings and stays.
     """
-    await conn.execute(
+    return (
         f"ALTER ROLE {role} CONNECTION LIMIT {limits.connections};"
         f" ALTER ROLE {role} SET statement_timeout = {limits.statement_timeout_ms};"
         f" ALTER ROLE {role} SET temp_file_limit = '{limits.temp_file_limit_mb}MB';"
         f" ALTER DATABASE {role} CONNECTION LIMIT {limits.connections}"
     )
+
+
+async def _apply_limits(
+    conn: PoolConnectionProxy[asyncpg.Record], role: str, limits: PostgresLimits
+) -> None:
+    """Set every limit Postgres enforces itself on the tenant's role and database."""
+    await conn.execute(_limits_sql(role, limits))
 
 
 async def _terminate_sessions(conn: PoolConnectionProxy[asyncpg.Record], name: str) -> int:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
+from shared.crypto.sealing import Keyring
+from shared.eventlog.schema import migrate
+from shared.eventlog.store import EventStore
 from shared.runtime import connect_with_retry
 from shared.worker import serve_kind, worker_main
 
@@ -12,7 +17,7 @@ SERVICE = "pg-provisioner"
 
 
 async def run(settings: Settings) -> None:
-    """Connect and harden the customer cluster, then serve commands until signalled."""
+    """Connect and harden the customer cluster, start the warm pool, serve until signalled."""
     concurrency = settings.worker.create_concurrency + settings.worker.delete_concurrency
     driver = await connect_with_retry(
         "customer postgres",
@@ -20,14 +25,31 @@ async def run(settings: Settings) -> None:
             settings.admin_dsn,
             public_host=settings.public_host,
             public_port=settings.public_port,
-            pool_size=concurrency + 1,
+            # Refills and the drop queue hold admin connections too.
+            pool_size=concurrency + settings.pool_refill_concurrency + 1,
+            ddl_concurrency=settings.worker.create_concurrency,
+            drop_concurrency=settings.worker.delete_concurrency,
         ),
+    )
+    # The pool records its members in the event log through a small platform pool of its own.
+    platform = await connect_with_retry(
+        "platform postgres",
+        lambda: asyncpg.create_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
     )
     try:
         await driver.harden()
+        if settings.pool_size > 0:
+            await migrate(platform)
+            driver.start_pool(
+                EventStore(platform, Keyring.from_setting(settings.worker.seal_keys)),
+                size=settings.pool_size,
+                refill_concurrency=settings.pool_refill_concurrency,
+                reconcile_interval_s=settings.pool_reconcile_interval_s,
+            )
         await serve_kind(SERVICE, settings.worker, driver, register)
     finally:
         await driver.close()
+        await platform.close()
 
 
 def main() -> int:

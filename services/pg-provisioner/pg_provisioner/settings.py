@@ -17,6 +17,12 @@ class Settings:
     admin_dsn: str
     public_host: str
     public_port: int
+    #: Databases kept ready ahead of requests; 0 turns the warm pool off.
+    pool_size: int
+    #: Pool members made at once; they share the cluster's DDL limit with requests' creates.
+    pool_refill_concurrency: int
+    #: How often the pool and the cluster are reconciled (unknown ``p_``/``x_`` objects dropped).
+    pool_reconcile_interval_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -38,4 +44,7 @@ class Settings:
             admin_dsn=env.string("SPINUP_CUSTOMER_PG_ADMIN_DSN"),
             public_host=env.string("SPINUP_CUSTOMER_PG_HOST"),
             public_port=env.integer("SPINUP_CUSTOMER_PG_PORT", 5432),
+            pool_size=env.integer("SPINUP_PG_POOL_SIZE", 16),
+            pool_refill_concurrency=env.integer("SPINUP_PG_POOL_REFILL_CONCURRENCY", 2),
+            pool_reconcile_interval_s=env.number("SPINUP_PG_POOL_RECONCILE_S", 60.0),
         )

@@ -1,0 +1,373 @@
+"""Warm pool and drop queue: the slow DDL of the customer cluster, kept off the request path.
+
+``CREATE DATABASE`` costs 30 to 80 ms and ``DROP DATABASE`` forces a checkpoint every tenant feels
+(research/perf.md). So databases are made ahead of time and handed out by renaming, and deleted
+ones are renamed out of the way and dropped later, a few at a time.
+
+Pool members: a role and a database both named ``pool_name(member_id)``, the role with no login
+and no password, the database with CONNECT revoked from PUBLIC: owned by nobody, reachable by
+nobody. Each member has its own event stream (``pool_stream``): ``PoolMemberRequested`` before
+the DDL, ``PoolMemberReady`` after it, ``PoolMemberTaken`` before a request renames it to its
+tenant name (from then on it is that resource's), ``PoolMemberDropped`` when it is discarded.
+Which replica takes a member is settled by the ``Taken`` append (optimistic concurrency on the
+member's stream), so replicas may share one cluster.
+
+The password of a member is made in this process when the member becomes ready, with its SCRAM
+verifier computed then (3.5 ms of CPU that would otherwise sit on the request path). It is kept
+in memory only and handed to the one request that takes the member: nobody has seen it before.
+
+Reconcile, at start and then periodically, makes the cluster and the log agree: a ``p_`` object
+whose stream ends in ``Ready`` is a member; one with no stream at all is unknown and dropped; one
+whose stream ended otherwise (failed, taken but not renamed, dropped but still there) is dropped
+once its last event is older than a grace period, so a replica's work in progress is never cut.
+Retired (``x_``) objects are always garbage and go to the drop queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import asyncpg
+import structlog
+
+from shared.contracts.events import (
+    PoolMemberDropped,
+    PoolMemberReady,
+    PoolMemberRequested,
+    PoolMemberTaken,
+)
+from shared.contracts.kinds import ResourceKind
+from shared.eventlog.errors import ConcurrencyConflictError
+from shared.naming import (
+    RETIRED_PREFIX,
+    guard_disposable_name,
+    pool_member_id,
+    pool_name,
+    pool_stream,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from uuid import UUID
+
+    from shared.contracts.events import Event
+    from shared.eventlog.store import EventStore
+
+log = structlog.get_logger("pg_provisioner.pool")
+
+#: A member whose last event is younger than this may be another replica's work in progress.
+RECONCILE_GRACE = timedelta(minutes=2)
+#: After a failed refill, wait this long before the next try (the cluster may be down).
+_REFILL_BACKOFF_S = 1.0
+#: Every name of a pool member or retired object on the cluster, roles and databases alike.
+_DISPOSABLE_NAMES = (
+    "SELECT rolname AS name FROM pg_roles WHERE rolname ~ '^[px]_[0-9a-f]{32}$'"
+    " UNION SELECT datname FROM pg_database WHERE datname ~ '^[px]_[0-9a-f]{32}$'"
+)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DropQueue:
+    """Names whose role and database are to be dropped, drained a few at a time.
+
+    Only pool-member and retired names are accepted (``guard_disposable_name``): nothing a
+    tenant can reach is ever in here. A drop that fails is logged and left for the next sweep
+    (``sweep`` at start, the pool's reconcile later), which finds the name on the cluster again.
+    """
+
+    def __init__(self, admin: asyncpg.Pool, *, concurrency: int) -> None:
+        self._admin = admin
+        self._concurrency = concurrency
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        """Start the drainers (``concurrency`` of them)."""
+        self._workers = [
+            asyncio.create_task(self._drain(), name=f"pg-drop-{n}")
+            for n in range(self._concurrency)
+        ]
+
+    def put(self, name: str) -> None:
+        """Queue ``name`` for dropping (once, however often it is put)."""
+        guard_disposable_name(name)
+        if name not in self._queued:
+            self._queued.add(name)
+            self._queue.put_nowait(name)
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    async def sweep_retired(self) -> int:
+        """Queue every retired object on the cluster (left by a process that stopped early)."""
+        rows = await self._admin.fetch(_DISPOSABLE_NAMES)
+        retired = [row["name"] for row in rows if row["name"].startswith(RETIRED_PREFIX)]
+        for name in retired:
+            self.put(name)
+        return len(retired)
+
+    async def join(self, within_s: float) -> bool:
+        """Wait until everything queued so far is dropped (or failed); False after ``within_s``."""
+        try:
+            async with asyncio.timeout(within_s):
+                await self._queue.join()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, within_s: float) -> None:
+        """Drop what is queued within ``within_s``, then stop; the rest waits for the next sweep."""
+        if not await self.join(within_s):
+            log.warning("pg_provisioner.drops.left_for_next_start", queued=len(self._queued))
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def _drain(self) -> None:
+        while True:
+            name = await self._queue.get()
+            try:
+                await self._drop(name)
+            except Exception as exc:  # noqa: BLE001  (a drainer must outlive any one drop)
+                log.warning("pg_provisioner.drop.failed", name=name, error=repr(exc))
+            finally:
+                self._queued.discard(name)
+                self._queue.task_done()
+
+    async def _drop(self, name: str) -> None:
+        ident = _ident(guard_disposable_name(name))
+        async with self._admin.acquire() as conn:
+            await conn.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
+            await conn.execute(f"DROP ROLE IF EXISTS {ident}")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A ready pool member, with the password it will be given and that password's verifier."""
+
+    member_id: UUID
+    version: int
+    password: str
+    verifier: str
+
+    @property
+    def name(self) -> str:
+        """Its role's and database's name on the cluster."""
+        return pool_name(self.member_id)
+
+
+class WarmPool:
+    """Members made ahead of time on one cluster, refilled in the background.
+
+    ``ddl_slots`` is the cluster's DDL limit, shared with the driver's cold creates, so refills
+    and requests together never run more ``CREATE DATABASE`` at once than it allows.
+    """
+
+    def __init__(
+        self,
+        admin: asyncpg.Pool,
+        store: EventStore,
+        drops: DropQueue,
+        *,
+        size: int,
+        refill_concurrency: int,
+        ddl_slots: asyncio.Semaphore,
+        server: str,
+        make_password: Callable[[], tuple[str, str]],
+    ) -> None:
+        self._admin = admin
+        self._store = store
+        self._drops = drops
+        self._size = size
+        self._refill_concurrency = refill_concurrency
+        self._ddl_slots = ddl_slots
+        self._server = server
+        self._make_password = make_password
+        self._ready: deque[Member] = deque()
+        self._filling = 0
+        self._wanted = asyncio.Event()
+
+    @property
+    def ready(self) -> int:
+        """How many members can be taken right now."""
+        return len(self._ready)
+
+    @property
+    def size(self) -> int:
+        """How many members the pool keeps ready."""
+        return self._size
+
+    async def run(self, reconcile_interval_s: float) -> None:
+        """Reconcile, then keep the pool full, reconciling every interval; until cancelled."""
+        fills: set[asyncio.Task[None]] = set()
+        next_reconcile = 0.0
+        try:
+            while True:
+                if time.monotonic() >= next_reconcile:
+                    await self._reconcile_logged()
+                    next_reconcile = time.monotonic() + reconcile_interval_s
+                while (
+                    len(self._ready) + self._filling < self._size
+                    and self._filling < self._refill_concurrency
+                ):
+                    self._filling += 1
+                    task = asyncio.create_task(self._fill_one())
+                    fills.add(task)
+                    task.add_done_callback(fills.discard)
+                self._wanted.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._wanted.wait(), max(0.0, next_reconcile - time.monotonic())
+                    )
+        finally:
+            for task in fills:
+                task.cancel()
+
+    async def wait_filled(self, within_s: float) -> bool:
+        """Wait until ``size`` members are ready; False after ``within_s`` (for tests)."""
+        deadline = time.monotonic() + within_s
+        while len(self._ready) < self._size:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    async def take(self, resource_id: UUID) -> Member | None:
+        """A ready member, recorded as taken for ``resource_id``; ``None`` when the pool is empty.
+
+        The caller renames it to the resource's tenant name; if that fails it calls ``spoil``.
+        """
+        while self._ready:
+            member = self._ready.popleft()
+            self._wanted.set()
+            try:
+                await self._append(
+                    member.member_id,
+                    member.version,
+                    PoolMemberTaken(member_id=member.member_id, resource_id=resource_id),
+                    correlation_id=f"pool-take-{resource_id.hex}",
+                )
+            except ConcurrencyConflictError:
+                continue  # another replica took it (or reconciled it away) first
+            return dataclasses.replace(member, version=member.version + 1)
+        return None
+
+    async def spoil(self, member: Member, reason: str) -> None:
+        """A taken member could not be handed out: record that and drop what is left of it."""
+        self._drops.put(member.name)
+        with contextlib.suppress(ConcurrencyConflictError):
+            await self._append(
+                member.member_id,
+                member.version,
+                PoolMemberDropped(member_id=member.member_id, reason=reason),
+                correlation_id="pool-spoil",
+            )
+
+    async def _fill_one(self) -> None:
+        try:
+            await self._create_member()
+        except Exception as exc:  # noqa: BLE001  (a refill failure must not end the pool)
+            log.warning("pg_provisioner.pool.refill_failed", error=repr(exc))
+            await asyncio.sleep(_REFILL_BACKOFF_S)
+        finally:
+            self._filling -= 1
+            self._wanted.set()
+
+    async def _create_member(self) -> None:
+        member_id = uuid.uuid4()
+        name = pool_name(member_id)
+        ident = _ident(name)
+        requested = PoolMemberRequested(
+            member_id=member_id, kind=ResourceKind.POSTGRES, server=self._server
+        )
+        await self._append(member_id, 0, requested, correlation_id="pool-refill")
+        try:
+            async with self._ddl_slots, self._admin.acquire() as conn:
+                await conn.execute(
+                    f"CREATE ROLE {ident} NOLOGIN"
+                    " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+                )
+                await conn.execute(f"CREATE DATABASE {ident} OWNER {ident} STRATEGY wal_log")
+                await conn.execute(f"REVOKE ALL ON DATABASE {ident} FROM PUBLIC")
+        except BaseException:
+            self._drops.put(name)
+            with contextlib.suppress(Exception):
+                failed = PoolMemberDropped(member_id=member_id, reason="creation failed")
+                await self._append(member_id, 1, failed, correlation_id="pool-refill")
+            raise
+        await self._append(
+            member_id, 1, PoolMemberReady(member_id=member_id), correlation_id="pool-refill"
+        )
+        await self._add_ready(member_id, version=2)
+
+    async def _add_ready(self, member_id: UUID, *, version: int) -> None:
+        password, verifier = await asyncio.to_thread(self._make_password)
+        self._ready.append(
+            Member(member_id=member_id, version=version, password=password, verifier=verifier)
+        )
+
+    async def _reconcile_logged(self) -> None:
+        try:
+            await self.reconcile(RECONCILE_GRACE)
+        except Exception as exc:  # noqa: BLE001  (tried again next interval)
+            log.warning("pg_provisioner.pool.reconcile_failed", error=repr(exc))
+
+    async def reconcile(self, grace: timedelta) -> dict[str, int]:
+        """Make the cluster and the log agree (see the module docstring); counts of what it did."""
+        # The cluster first, then the log: a member's Requested is committed before its objects
+        # exist, so an object listed here without a stream is truly unknown.
+        rows = await self._admin.fetch(_DISPOSABLE_NAMES)
+        names = {row["name"] for row in rows}
+        known = {member.member_id for member in self._ready}
+        now = datetime.now(UTC)
+        counts = {"adopted": 0, "dropped": 0, "retired": 0}
+        for name in sorted(names):
+            if name.startswith(RETIRED_PREFIX):
+                self._drops.put(name)
+                counts["retired"] += 1
+                continue
+            member_id = pool_member_id(name)
+            if member_id is None or member_id in known:
+                continue
+            events = await self._store.load(pool_stream(member_id))
+            last = events[-1] if events else None
+            if last is not None and isinstance(last.event, PoolMemberReady):
+                await self._add_ready(member_id, version=last.version)
+                counts["adopted"] += 1
+            elif last is None or last.recorded_at + grace <= now:
+                self._drops.put(name)
+                counts["dropped"] += 1
+                if last is not None and not isinstance(last.event, PoolMemberDropped):
+                    with contextlib.suppress(ConcurrencyConflictError):
+                        dropped = PoolMemberDropped(member_id=member_id, reason="orphaned")
+                        await self._append(
+                            member_id, last.version, dropped, correlation_id="pool-reconcile"
+                        )
+        if any(counts.values()):
+            log.info("pg_provisioner.pool.reconciled", **counts)
+        return counts
+
+    async def _append(
+        self, member_id: UUID, expected_version: int, event: Event, *, correlation_id: str
+    ) -> None:
+        await self._store.append(
+            pool_stream(member_id),
+            expected_version,
+            [event],
+            command_id=uuid.uuid4(),
+            correlation_id=correlation_id,
+        )
