@@ -165,6 +165,11 @@ class PostgresDriver:
         return self._warm
 
     @property
+    def warm_pool(self) -> WarmPool | None:
+        """The warm pool, once ``start_pool`` made one."""
+        return self._warm
+
+    @property
     def drops(self) -> DropQueue:
         """Retired and spoiled objects waiting to be dropped."""
         return self._drops

@@ -206,6 +206,10 @@ class WarmPool:
         """How many members can be taken right now."""
         return len(self._ready)
 
+    def members(self) -> list[Member]:
+        """The ready members, oldest first."""
+        return list(self._ready)
+
     @property
     def size(self) -> int:
         """How many members the pool keeps ready."""

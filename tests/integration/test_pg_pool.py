@@ -1,0 +1,266 @@
+"""The warm pool on the real customer Postgres: take, refill, fall back, delete, reconcile.
+
+The stack's own pg-provisioner keeps a pool on the same cluster; members are shared through the
+event log, so each test asserts on what it took, not on which member it got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+
+from pg_provisioner.driver import PostgresDriver
+from shared.contracts.events import PoolMemberDropped, PoolMemberReady, PoolMemberRequested
+from shared.contracts.kinds import PostgresCredentials, ResourceKind
+from shared.eventlog.store import EventStore
+from shared.naming import pool_name, pool_stream, tenant_name
+from shared.testing.factories import LIMITS
+
+pytestmark = pytest.mark.integration
+
+POOL_SIZE = 3
+
+
+async def connect_driver(env: dict[str, str]) -> PostgresDriver:
+    return await PostgresDriver.connect(
+        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
+        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
+        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
+        pool_size=6,
+    )
+
+
+@pytest.fixture
+async def warm(env: dict[str, str], store: EventStore) -> AsyncIterator[PostgresDriver]:
+    driver = await connect_driver(env)
+    pool = driver.start_pool(store, size=POOL_SIZE, refill_concurrency=2, reconcile_interval_s=3600)
+    assert await pool.wait_filled(within_s=30), "the pool never filled"
+    yield driver
+    await driver.close()
+
+
+async def taken_by(platform_db: asyncpg.Pool, resource_id: uuid.UUID) -> int:
+    """How many pool members were recorded as taken for this resource."""
+    count: int = await platform_db.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
+        " AND data->>'resource_id' = $1",
+        str(resource_id),
+    )
+    return count
+
+
+def psql_select_one(credentials: PostgresCredentials) -> subprocess.CompletedProcess[str]:
+    url = urlsplit(credentials.connection_url)
+    psql = shutil.which("psql")
+    assert psql is not None, "psql is not installed"
+    return subprocess.run(  # noqa: S603  (fixed program; arguments are the credentials under test)
+        [
+            psql,
+            "-h",
+            credentials.host,
+            "-p",
+            str(credentials.port),
+            "-U",
+            credentials.username,
+            "-d",
+            credentials.database,
+            "-w",
+            "-tAc",
+            "select current_user",
+        ],
+        env={**os.environ, "PGPASSWORD": url.password or ""},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+async def test_a_taken_member_logs_in_only_with_its_new_password(
+    warm: PostgresDriver, platform_db: asyncpg.Pool, customer_admin: asyncpg.Connection
+) -> None:
+    rid, other = uuid.uuid4(), uuid.uuid4()
+    credentials = await warm.create(rid, LIMITS)
+    neighbour = await warm.create(other, LIMITS)
+    assert await taken_by(platform_db, rid) == 1
+    assert credentials.database == credentials.username == tenant_name(rid)
+
+    conn = await asyncpg.connect(credentials.connection_url)
+    assert await conn.fetchval("SELECT current_database()") == tenant_name(rid)
+    assert await conn.fetchval("SHOW statement_timeout") == "5s"
+    await conn.close()
+    done = psql_select_one(credentials)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == tenant_name(rid)
+
+    # Stored only as a verifier; the limits of the tier are on role and database.
+    row = await customer_admin.fetchrow(
+        "SELECT a.rolpassword, a.rolcanlogin, a.rolconnlimit, d.datconnlimit FROM pg_authid a"
+        " JOIN pg_database d ON d.datname = a.rolname WHERE a.rolname = $1",
+        tenant_name(rid),
+    )
+    assert row is not None
+    assert row["rolpassword"].startswith("SCRAM-SHA-256$4096:")
+    assert credentials.password not in row["rolpassword"]
+    assert row["rolcanlogin"]
+    assert row["rolconnlimit"] == row["datconnlimit"] == LIMITS.connections
+
+    url = credentials.connection_url
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(url.replace(credentials.password, "wrong-password"))
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(url.replace(f":{credentials.password}@", ":@"))
+    # The neighbour's own credentials do not open this database (pg_hba: sameuser).
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+        await asyncpg.connect(
+            neighbour.connection_url.rsplit("/", 1)[0] + "/" + credentials.database
+        )
+    await warm.delete(rid)
+    await warm.delete(other)
+
+
+async def test_a_ready_member_is_reachable_by_nobody(
+    warm: PostgresDriver, customer_admin: asyncpg.Connection, env: dict[str, str]
+) -> None:
+    name = await customer_admin.fetchval(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'p\\_%' LIMIT 1"
+    )
+    assert name is not None
+    row = await customer_admin.fetchrow(
+        "SELECT a.rolcanlogin, a.rolpassword, d.datacl::text AS acl,"
+        " pg_get_userbyid(d.datdba) AS owner FROM pg_authid a"
+        " JOIN pg_database d ON d.datname = a.rolname WHERE a.rolname = $1",
+        name,
+    )
+    assert row is not None
+    assert not row["rolcanlogin"]
+    assert row["rolpassword"] is None
+    assert row["owner"] == name
+    # No ACL entry for PUBLIC (an entry with an empty grantee, "=Tc/owner"): nobody may connect.
+    assert not [item for item in row["acl"].strip("{}").split(",") if item.startswith("=")]
+    host, port = env["SPINUP_CUSTOMER_PG_HOST"], env["SPINUP_CUSTOMER_PG_PORT"]
+    with pytest.raises(asyncpg.PostgresError):
+        await asyncpg.connect(f"postgresql://{name}:x@{host}:{port}/{name}")
+    assert warm is not None
+
+
+async def test_the_pool_refills_after_takes(
+    warm: PostgresDriver, store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    taken = [uuid.uuid4() for _ in range(POOL_SIZE)]
+    for rid in taken:
+        await warm.create(rid, LIMITS)
+    assert sum([await taken_by(platform_db, rid) for rid in taken]) == POOL_SIZE
+    pool = warm.warm_pool
+    assert pool is not None
+    assert await pool.wait_filled(within_s=30)
+    for member in pool.members():
+        events = await store.load(pool_stream(member.member_id))
+        assert isinstance(events[-1].event, PoolMemberReady)
+    for rid in taken:
+        await warm.delete(rid)
+
+
+async def test_an_empty_pool_falls_back_to_create_database(
+    env: dict[str, str], store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    driver = await connect_driver(env)
+    try:
+        pool = driver.start_pool(store, size=0, refill_concurrency=1, reconcile_interval_s=3600)
+        assert pool.ready == 0
+        rid = uuid.uuid4()
+        credentials = await driver.create(rid, LIMITS)
+        assert await taken_by(platform_db, rid) == 0
+        conn = await asyncpg.connect(credentials.connection_url)
+        assert await conn.fetchval("SELECT current_user") == tenant_name(rid)
+        await conn.close()
+        await driver.delete(rid)
+    finally:
+        await driver.close()
+
+
+async def test_a_deleted_pooled_tenant_is_cut_off_at_once_and_dropped_later(
+    warm: PostgresDriver, customer_admin: asyncpg.Connection, platform_db: asyncpg.Pool
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await warm.create(rid, LIMITS)
+    assert await taken_by(platform_db, rid) == 1
+    oid = await customer_admin.fetchval(
+        "SELECT oid FROM pg_database WHERE datname = $1", tenant_name(rid)
+    )
+    session = await asyncpg.connect(credentials.connection_url)
+    await warm.delete(rid)
+    # The open session is gone and no new one starts, before the database is dropped.
+    with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresConnectionError)):
+        await session.fetchval("SELECT 1")
+    await session.close()
+    with pytest.raises(asyncpg.PostgresError):
+        await asyncpg.connect(credentials.connection_url)
+    assert not await warm.exists(rid)
+    assert await warm.drops.join(within_s=30)
+    assert not await customer_admin.fetchval("SELECT 1 FROM pg_database WHERE oid = $1", oid)
+
+
+async def test_reconcile_drops_unknown_and_orphaned_objects_and_keeps_members(
+    warm: PostgresDriver, store: EventStore, customer_admin: asyncpg.Connection
+) -> None:
+    pool = warm.warm_pool
+    assert pool is not None
+    unknown, orphan = uuid.uuid4(), uuid.uuid4()
+    # An orphan: intent recorded, objects made, the process gone before Ready.
+    await store.append(
+        pool_stream(orphan),
+        0,
+        [PoolMemberRequested(member_id=orphan, kind=ResourceKind.POSTGRES, server="test")],
+        command_id=uuid.uuid4(),
+        correlation_id="test",
+    )
+    for member_id in (unknown, orphan):
+        name = pool_name(member_id)
+        await customer_admin.execute(f'CREATE ROLE "{name}" NOLOGIN')
+        await customer_admin.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
+    members_before = {m.member_id for m in pool.members()}
+
+    counts = await pool.reconcile(grace=timedelta(0))
+
+    assert counts["dropped"] >= 2
+    assert await warm.drops.join(within_s=30)
+    for member_id in (unknown, orphan):
+        assert not await customer_admin.fetchval(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1 UNION ALL"
+            " SELECT 1 FROM pg_database WHERE datname = $1",
+            pool_name(member_id),
+        )
+    orphan_events = await store.load(pool_stream(orphan))
+    assert isinstance(orphan_events[-1].event, PoolMemberDropped)
+    # Ready members stay, in the cluster and in the pool.
+    assert members_before <= {m.member_id for m in pool.members()}
+    for member_id in members_before:
+        assert await customer_admin.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", pool_name(member_id)
+        )
+
+
+async def test_the_reapers_orphan_sweep_leaves_pool_members_alone(
+    warm: PostgresDriver, store: EventStore, customer_admin: asyncpg.Connection
+) -> None:
+    pool = warm.warm_pool
+    assert pool is not None
+    members = {m.member_id for m in pool.members()}
+    # The test stack's reaper sweeps every 0.5 s with a 2 s grace: several passes go by.
+    await asyncio.sleep(4)
+    for member_id in members:
+        assert await customer_admin.fetchval(
+            "SELECT 1 FROM pg_database WHERE datname = $1", pool_name(member_id)
+        )
+        events = await store.load(pool_stream(member_id))
+        assert isinstance(events[-1].event, PoolMemberReady)
