@@ -317,12 +317,12 @@ class PostgresDriver:
             await conn.execute("; ".join(shut))
             # After the commit above nobody gets in again; end whoever is still in.
             await _terminate_sessions(conn, name)
-            retired = _ident(retired_name())
+            retired = retired_name()
             renames = []
             if has_database:
-                renames.append(f"ALTER DATABASE {ident} RENAME TO {retired}")
+                renames.append(f"ALTER DATABASE {ident} RENAME TO {_ident(retired)}")
             if has_role:
-                renames.append(f"ALTER ROLE {ident} RENAME TO {retired}")
+                renames.append(f"ALTER ROLE {ident} RENAME TO {_ident(retired)}")
             try:
                 await conn.execute("; ".join(renames))
             except asyncpg.ObjectInUseError:
@@ -330,7 +330,7 @@ class PostgresDriver:
                 await conn.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
                 await conn.execute(f"DROP ROLE IF EXISTS {ident}")
                 return
-            self._drops.put(retired.strip('"'))
+            self._drops.put(retired)
 
         await self._run("deleted", retire)
 
