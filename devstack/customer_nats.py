@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from devstack.procs import http_ok
-from devstack.servers import Server, nats_server_binary, write_private
+from devstack.servers import CUSTOMER_LISTEN_HOST, Server, nats_server_binary, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -108,7 +108,7 @@ class CustomerNatsServer(Server):
         (self.data_dir / "jwt").mkdir(exist_ok=True)
         conf = (
             f"server_name: spinup_customer_{self.port}\n"
-            f"listen: 127.0.0.1:{self.port}\n"
+            f"listen: {CUSTOMER_LISTEN_HOST}:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
             "jetstream {\n"
             f'  store_dir: "{self.data_dir / "js"}"\n'

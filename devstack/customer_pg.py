@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from devstack.servers import PostgresCluster
+from devstack.servers import CONTAINER_NETWORKS, CUSTOMER_LISTEN_HOST, PostgresCluster
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -28,8 +28,14 @@ def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
             "local all all peer",
             "host all postgres 127.0.0.1/32 scram-sha-256",
             "host sameuser all 127.0.0.1/32 scram-sha-256",
+            # Stack containers reach their own backing databases, as tenants, never as admin.
+            *(f"host sameuser all {network} scram-sha-256" for network in CONTAINER_NETWORKS),
         ],
-        settings={"max_connections": "300", **speed},
+        settings={
+            "listen_addresses": f"'{CUSTOMER_LISTEN_HOST}'",
+            "max_connections": "300",
+            **speed,
+        },
         durable=profile.durable,
     )
 

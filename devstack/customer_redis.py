@@ -12,7 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devstack.servers import RedisServer, write_private
+from devstack.servers import CUSTOMER_LISTEN_HOST, RedisServer, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -102,7 +102,7 @@ class CustomerRedisServer(RedisServer):
             else 'appendonly no\nsave ""\n'
         )
         return (
-            "bind 127.0.0.1\n"
+            f"bind {CUSTOMER_LISTEN_HOST}\n"
             f"port {self.port}\n"
             "protected-mode yes\n"
             f'aclfile "{self.acl_path}"\n'

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from devstack.procs import DevstackError, free_ports, wait_until
-from devstack.servers import Server
+from devstack.servers import CUSTOMER_LISTEN_HOST, Server
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -60,7 +60,7 @@ def _root_client(port: int, password: str | None, timeout_ms: int) -> MongoClien
 
 
 class SecantusServer(Server):
-    """``secantusd-py --auth`` on 127.0.0.1 with a root user created on first init."""
+    """``secantusd-py --auth`` on every interface; the root user is made at first init."""
 
     label = "mongodb (secantusdb)"
 
@@ -98,7 +98,8 @@ class SecantusServer(Server):
             "--config",
             str(self.config_path),
             "--host",
-            "127.0.0.1",
+            # The root user is made without auth: that one start stays on loopback.
+            CUSTOMER_LISTEN_HOST if auth else "127.0.0.1",
             "--port",
             str(port),
             "--storage-path",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from devstack.procs import port_open
-from devstack.servers import Server, wheel_binary, write_private
+from devstack.servers import CUSTOMER_LISTEN_HOST, Server, wheel_binary, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -61,7 +61,7 @@ def _socket_dir() -> Path:
 
 
 class SeaweedServer(Server):
-    """``weed server`` with filer and S3 (IAM writable) on 127.0.0.1, stopped by a kill."""
+    """``weed server`` with filer and S3 (IAM writable) on every interface, stopped by a kill."""
 
     label = "seaweedfs"
     # See the module docstring: a clean stop takes 16 s and keeps nothing a kill loses.
@@ -148,7 +148,7 @@ class SeaweedServer(Server):
                 "server",
                 f"-dir={self.data_dir}",
                 "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
+                f"-ip.bind={CUSTOMER_LISTEN_HOST}",
                 f"-master.port={self.master_port}",
                 "-master.electionTimeout=1s",
                 f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",

@@ -25,6 +25,14 @@ from devstack.procs import DevstackError, ManagedProcess, http_ok, wait_until
 # A Unix socket path must fit in sun_path (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
 _PG_SYSTEM_USER = "postgres"
+#: Customer servers (what tenants connect to) listen on every interface, so that a stack's
+#: containers reach them through the engine's host gateway (ADR 0011); every one of them
+#: requires authentication. Platform servers listen on loopback only: no tenant and no
+#: container reaches them.
+CUSTOMER_LISTEN_HOST = "0.0.0.0"  # noqa: S104
+#: The engine's default address pools, where stack containers connect from.
+CONTAINER_NETWORKS = ("172.16.0.0/12", "192.168.0.0/16")
+
 _SAFE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _SAFE_PASSWORD = re.compile(r"[A-Za-z0-9_-]+")
 
