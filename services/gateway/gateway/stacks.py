@@ -641,8 +641,11 @@ def _proxy_handler(max_body_bytes: int) -> HTTPRouteHandler:
         path: str = "/",
     ) -> Response[Any]:
         prefix = f"/apps/{stack_id}/{service}"
-        raw_path: str = request.scope["path"]
-        if raw_path == prefix:  # relative links in the app need the trailing slash
+        # The router strips a trailing slash from scope["path"]; the raw path keeps it.
+        raw: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
+        if (
+            raw.decode("latin-1").split("?", 1)[0] == prefix
+        ):  # relative links in the app need the trailing slash
             query = request.scope.get("query_string", b"").decode("latin-1")
             return Redirect(f"{prefix}/" + (f"?{query}" if query else ""), status_code=308)
         upstream = await _upstream(ctx, stack_id, service)
