@@ -36,6 +36,7 @@ from litestar.params import Parameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
+from nats.js.errors import ObjectNotFoundError
 
 from gateway.admission import admit
 from gateway.auth import Principal, Scope, authenticate
@@ -270,6 +271,14 @@ async def store_upload(ctx: GatewayContext, stack_id: uuid.UUID, upload: Upload)
     await store.put(f"{stack_id}/{MANIFEST_NAME}", upload.manifest_text)
 
 
+async def remove_upload(ctx: GatewayContext, stack_id: uuid.UUID, upload: Upload) -> None:
+    """Delete a stored upload's objects (a create that failed after storing it)."""
+    store = await ctx.bus.nc.jetstream().object_store(STACK_UPLOADS_BUCKET)
+    for name in [MANIFEST_NAME, *upload.files]:
+        with contextlib.suppress(ObjectNotFoundError):
+            await store.delete(f"{stack_id}/{name}")
+
+
 # -- create ------------------------------------------------------------------------------------
 
 
@@ -362,6 +371,7 @@ async def _create(
         )
     except SpinupError:
         await _undo(ctx, made, correlation_id)
+        await remove_upload(ctx, stack_id, upload)
         raise
     urls = reply.credentials.urls if isinstance(reply.credentials, StackCredentials) else {}
     base = ctx.settings.public_url
