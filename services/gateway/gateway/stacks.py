@@ -19,7 +19,7 @@ import re
 import tarfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -307,7 +307,7 @@ async def _create(
     request: Request[Any, Any, Any],
     ctx: GatewayContext,
     route_key: str,
-    read_upload: Any,  # noqa: ANN401  (one of the two upload readers)
+    read_upload: Callable[[Request[Any, Any, Any], StackLimits], Awaitable[Upload]],
 ) -> Response[StackCreated]:
     principal: Principal | None = await authenticate(request, ctx)
     if principal is not None:
@@ -544,56 +544,58 @@ async def _redeploy_upload(
     await store_upload(ctx, state.resource_id, upload)
 
 
-@post(
-    "/stacks/{token:str}/{action:str}",
-    status_code=200,
-    request_max_body_size=None,
-    summary="Stop, start, restart or redeploy a stack",
-    description="`stop` stops its containers (the backing resources and their data stay),"
-    " `start` starts them again, `restart` both, `redeploy` builds and starts a new revision"
-    " from the stored upload, or from a new one sent as multipart/form-data like"
-    " POST /stacks/new (same backing resources). A redeploy answers `building`: follow the"
-    " status URL. 409 `stack_busy` while another deploy of the stack runs.",
-    tags=["stacks"],
-)
-async def control_stack(
-    request: Request[Any, Any, Any],
-    ctx: GatewayContext,
-    action: str = Parameter(description="stop, start, restart or redeploy"),
-    token: str = TokenOrIdParam,
-) -> StackControlledView:
-    """``POST /stacks/{token}/{action}``."""
-    try:
-        wanted = StackAction(action)
-    except ValueError:
-        wanted = None
-    if wanted not in CLIENT_ACTIONS or wanted is None:
-        names = ", ".join(a.value for a in CLIENT_ACTIONS)
-        msg = f"Unknown action {action!r}: one of {names}."
-        raise SpinupError(ErrorCode.NOT_FOUND, msg)
-    state = await _stack_of(request, ctx, token, Scope.PROVISION)
-    if state.status is not ResourceStatus.ACTIVE:
-        msg = f"The stack is {state.status.value}; it can be controlled once it is active."
-        raise SpinupError(ErrorCode.STACK_BUSY, msg, retryable=True)
-    if wanted is StackAction.REDEPLOY and request.headers.get("content-type", "").startswith(
-        "multipart/form-data"
-    ):
-        await _redeploy_upload(request, ctx, state)
-    command = ControlStack(
-        command_id=uuid.uuid4(),
-        correlation_id=request_id_of(request.scope),
-        deadline=time.time() + STACK_CONTROL.timeout,
-        resource_id=state.resource_id,
-        action=wanted,
-    )
-    reply = await ctx.bus.request(STACK_CONTROL, command)
-    return StackControlledView(
-        id=reply.resource_id,
-        action=wanted.value,
-        status=reply.status,
-        revision=reply.revision,
-        status_url=f"{ctx.settings.public_url}/resources/{token}",
-    )
+def _control_handler(max_body_bytes: int) -> HTTPRouteHandler:
+    async def control_stack(
+        request: Request[Any, Any, Any],
+        ctx: GatewayContext,
+        action: str = Parameter(description="stop, start, restart or redeploy"),
+        token: str = TokenOrIdParam,
+    ) -> StackControlledView:
+        """``POST /stacks/{token}/{action}``."""
+        try:
+            wanted = StackAction(action)
+        except ValueError:
+            wanted = None
+        if wanted not in CLIENT_ACTIONS or wanted is None:
+            names = ", ".join(a.value for a in CLIENT_ACTIONS)
+            msg = f"Unknown action {action!r}: one of {names}."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        state = await _stack_of(request, ctx, token, Scope.PROVISION)
+        if state.status is not ResourceStatus.ACTIVE:
+            msg = f"The stack is {state.status.value}; it can be controlled once it is active."
+            raise SpinupError(ErrorCode.STACK_BUSY, msg, retryable=True)
+        if wanted is StackAction.REDEPLOY and request.headers.get("content-type", "").startswith(
+            "multipart/form-data"
+        ):
+            await _redeploy_upload(request, ctx, state)
+        command = ControlStack(
+            command_id=uuid.uuid4(),
+            correlation_id=request_id_of(request.scope),
+            deadline=time.time() + STACK_CONTROL.timeout,
+            resource_id=state.resource_id,
+            action=wanted,
+        )
+        reply = await ctx.bus.request(STACK_CONTROL, command)
+        return StackControlledView(
+            id=reply.resource_id,
+            action=wanted.value,
+            status=reply.status,
+            revision=reply.revision,
+            status_url=f"{ctx.settings.public_url}/resources/{token}",
+        )
+
+    return post(
+        "/stacks/{token:str}/{action:str}",
+        status_code=200,
+        request_max_body_size=max_body_bytes,
+        summary="Stop, start, restart or redeploy a stack",
+        description="`stop` stops its containers (the backing resources and their data stay),"
+        " `start` starts them again, `restart` both, `redeploy` builds and starts a new revision"
+        " from the stored upload, or from a new one sent as multipart/form-data like"
+        " POST /stacks/new (same backing resources). A redeploy answers `building`: follow the"
+        " status URL. 409 `stack_busy` while another deploy of the stack runs.",
+        tags=["stacks"],
+    )(control_stack)
 
 
 # -- the public URLs ---------------------------------------------------------------------------
@@ -710,6 +712,6 @@ def stack_routes(plans: Plans) -> list[HTTPRouteHandler]:
     return [
         *create_routes(plans),
         stack_logs,
-        control_stack,
+        _control_handler(largest_upload(plans)),
         _proxy_handler(largest_upload(plans)),
     ]
