@@ -120,7 +120,8 @@ async def notes(stack: Stack) -> AsyncIterator[dict[str, Any]]:
     async with httpx.AsyncClient(base_url=str(stack.gateway_url), timeout=120) as http:
         created = await deploy(http, notes_upload())
         running = await wait_for_status(http, created["token"], {"running", "failed"})
-        assert running["stack"]["status"] == "running", running["stack"]
+        details = running["stack"]
+        assert details["status"] == "running", (details["failure"], details["logs_tail"])
         yield created
         await http.delete(f"/resources/{created['token']}")
 
@@ -289,6 +290,31 @@ async def test_an_unknown_action_is_refused(http: httpx.AsyncClient, notes: dict
     response = await http.post(f"/stacks/{notes['token']}/explode")
     assert response.status_code == 404
     assert "stop, start, restart, redeploy" in response.json()["message"]
+
+
+async def test_one_service_deploys_from_a_dockerfile_and_serves_through_the_proxy(
+    http: httpx.AsyncClient,
+) -> None:
+    dockerfile = (
+        b"FROM spinup/base:bookworm\nWORKDIR /srv\n"
+        b"RUN echo served-by-the-container > index.html\n"
+        b'CMD ["python3", "-m", "http.server", "8000"]\n'
+    )
+    response = await http.post(
+        "/deploy/new",
+        files={"Dockerfile": ("Dockerfile", dockerfile)},
+        data={"port": "8000", "env": "MODE=test"},
+    )
+    assert response.status_code == 202, response.text
+    created = response.json()
+    shown = await wait_for_status(http, created["token"], {"running", "failed"})
+    details = shown["stack"]
+    assert details["status"] == "running", (details["failure"], details["logs_tail"])
+    page = await app_get(created["urls"]["app"])
+    assert page.status_code == 200, page.text
+    assert "served-by-the-container" in page.text
+    assert (await http.delete(f"/resources/{created['token']}")).status_code == 200
+    assert engine_objects(created["id"]) == {"containers": [], "networks": [], "images": []}
 
 
 # -- failure, delete, expiry -------------------------------------------------------------------
