@@ -182,6 +182,7 @@ class ResourceLifecycle:
             expires_at=command.expires_at,
             deadline=datetime.fromtimestamp(command.deadline, UTC),
             account_id=command.account_id,
+            parent_id=command.parent_id,
         )
         try:
             recorded = await self._store.append(

@@ -51,6 +51,8 @@ class ResourceState:
     account_id: UUID | None = None
     claimed_at: datetime | None = None
     quota_exceeded: bool = False
+    #: The stack this resource backs (None: a resource of its own).
+    parent_id: UUID | None = None
 
     def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:  # noqa: PLR0911  (one return per event type)
         """The state after ``event``."""
@@ -73,6 +75,7 @@ class ResourceState:
                     failure_code=None,
                     needs_cleanup=False,
                     account_id=event.account_id,
+                    parent_id=event.parent_id,
                 )
             case ResourceProvisioned():
                 return replace(

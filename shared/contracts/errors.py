@@ -46,6 +46,10 @@ class ErrorCode(StrEnum):
     # stacks
     INVALID_MANIFEST = "invalid_manifest"
     STACK_BUSY = "stack_busy"
+    #: A stack's public URL names a service that is not running (building, stopped, failed).
+    APP_NOT_RUNNING = "app_not_running"
+    #: The service runs but did not answer the gateway's proxied request.
+    APP_UNREACHABLE = "app_unreachable"
 
 
 class SpinupError(Exception):

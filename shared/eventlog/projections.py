@@ -27,12 +27,12 @@ _encoder = msgspec.json.Encoder()
 _COLUMNS = (
     "id, version, status, kind, tier, limits, token_hash, fingerprint, name, created_at,"
     " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
-    " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded"
+    " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded, parent_id"
 )
 _UPSERT = f"""
 INSERT INTO resources ({_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21)
+        $19, $20, $21, $22)
 ON CONFLICT (id) DO UPDATE SET
 """ + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
 
@@ -60,6 +60,7 @@ def _row_values(state: ResourceState) -> tuple[Any, ...]:
         state.account_id,
         state.claimed_at,
         state.quota_exceeded,
+        state.parent_id,
     )
 
 
@@ -88,6 +89,7 @@ def _state_from_row(row: asyncpg.Record) -> ResourceState:
         account_id=row["account_id"],
         claimed_at=row["claimed_at"],
         quota_exceeded=row["quota_exceeded"],
+        parent_id=row["parent_id"],
     )
 
 
@@ -230,6 +232,17 @@ class ResourceReadModel:
         if row is None:  # pragma: no cover  (an aggregate always returns a row)
             return 0, 0
         return int(row["live"]), int(row["today"])
+
+    async def children_of(self, parent_id: UUID) -> list[ResourceState]:
+        """The resources that back the stack ``parent_id`` and are not gone, by name."""
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM resources WHERE parent_id = $1"
+                " AND status <> ALL($2::text[]) ORDER BY name, id",
+                parent_id,
+                [s.value for s in _GONE],
+            )
+        return [_state_from_row(row) for row in rows]
 
     async def usage_of(self, resource_ids: list[UUID]) -> dict[UUID, tuple[int, datetime]]:
         """The last measured usage (bytes, when) of each of these resources that has one."""

@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS resources (
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS account_id uuid;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS quota_exceeded boolean NOT NULL DEFAULT false;
+-- The stack a backing resource belongs to (deleted with it, shown under it).
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS parent_id uuid;
+CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
 CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);
 CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);

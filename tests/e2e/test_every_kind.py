@@ -45,7 +45,17 @@ SECRET_FIELDS = {"password", "secret_key", "user_seed", "connection_url", "creds
 
 
 def test_every_kind_has_a_route() -> None:
-    assert set(PATHS) == set(ResourceKind)
+    # A stack is made from an upload (POST /stacks/new, tests/e2e/test_stacks.py), not a bare
+    # POST: every other kind has its create route here.
+    assert set(PATHS) | {ResourceKind.STACK} == set(ResourceKind)
+
+
+def _kind_of(backend: Any) -> ResourceKind:
+    return next(k for k, e in PROVISION_ENDPOINTS.items() if e.queue == backend.worker)
+
+
+# The workers whose kind has a bare create route (the stack-deployer's is tested with stacks).
+ROUTED_BACKENDS = [backend for backend in BACKENDS if _kind_of(backend) in PATHS]
 
 
 async def create(http: httpx.AsyncClient, kind: ResourceKind, **kwargs: Any) -> dict[str, Any]:
@@ -55,7 +65,7 @@ async def create(http: httpx.AsyncClient, kind: ResourceKind, **kwargs: Any) -> 
     return body
 
 
-@pytest.mark.parametrize("kind", list(ResourceKind))
+@pytest.mark.parametrize("kind", list(PATHS))
 async def test_create_show_delete(http: httpx.AsyncClient, kind: ResourceKind) -> None:
     body = await create(http, kind)
     assert body["ok"] is True
@@ -87,7 +97,7 @@ async def test_create_show_delete(http: httpx.AsyncClient, kind: ResourceKind) -
     assert (await http.delete(f"/resources/{body['token']}")).status_code == 404
 
 
-@pytest.mark.parametrize("kind", list(ResourceKind))
+@pytest.mark.parametrize("kind", list(PATHS))
 async def test_an_idempotency_key_gives_one_resource(
     http: httpx.AsyncClient, kind: ResourceKind
 ) -> None:
@@ -101,11 +111,11 @@ async def test_an_idempotency_key_gives_one_resource(
     await http.delete(f"/resources/{first['token']}")
 
 
-@pytest.mark.parametrize("backend", BACKENDS, ids=lambda backend: backend.worker)
+@pytest.mark.parametrize("backend", ROUTED_BACKENDS, ids=lambda backend: backend.worker)
 async def test_a_worker_down_fails_its_kind_only(
     stack: Stack, http: httpx.AsyncClient, backend: Any
 ) -> None:
-    kind = next(k for k, e in PROVISION_ENDPOINTS.items() if e.queue == backend.worker)
+    kind = _kind_of(backend)
     other = ResourceKind.WEBHOOK
     stack.stop_service(backend.worker)
     try:
@@ -132,7 +142,7 @@ async def test_no_secret_reaches_the_logs_or_the_event_log(
     stack: Stack, http: httpx.AsyncClient, platform_db: asyncpg.Pool
 ) -> None:
     issued: list[str] = []
-    for kind in ResourceKind:
+    for kind in PATHS:
         body = await create(http, kind)
         issued += [body["token"], *secrets_in(body["credentials"])]
     events = await platform_db.fetch("SELECT data::text AS data FROM events")

@@ -27,6 +27,8 @@ EXIT_USAGE = 2
 
 # Creating a resource waits for a worker to build it on a real server; a few seconds is normal.
 REQUEST_TIMEOUT_S = 60.0
+# A deploy uploads its build contexts and provisions every backing resource before it answers.
+UPLOAD_TIMEOUT_S = 180.0
 
 
 class CliError(Exception):
@@ -184,6 +186,23 @@ class SpinupClient:
         if not isinstance(body, dict):
             msg = f"Unexpected answer from {self.url}{path}: {response.text[:200]}"
             raise CliError(msg)
+        return body
+
+    def upload(
+        self, path: str, files: dict[str, tuple[str, bytes]], *, slow: str
+    ) -> dict[str, Any]:
+        """A multipart upload (field name -> (file name, content)); the decoded JSON body."""
+        try:
+            with spinner(slow):
+                response = self._http.post(path, files=files, timeout=UPLOAD_TIMEOUT_S)
+        except httpx.ConnectError:
+            raise self._unreachable() from None
+        except httpx.TimeoutException:
+            msg = f"Spinup at {self.url} did not answer in time; try again."
+            raise CliError(msg) from None
+        if response.is_error:
+            raise api_error(response)
+        body: dict[str, Any] = response.json()
         return body
 
     def require_login(self, action: str) -> None:

@@ -1,4 +1,4 @@
-"""The ``spinup`` commands: create, list, show, delete, rotate, webhook logs, claim, login.
+"""The ``spinup`` commands: create, deploy, list, show, delete, rotate, logs, claim, login.
 
 ``spinup <kind> new --env .env`` writes the new resource into ``.env`` like ``npx get-db``.
 
@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,12 +25,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import yaml
+
 from spinup_cli.api import (
     DEFAULT_URL,
     EXIT_USAGE,
     CliError,
     SpinupClient,
     forget_session,
+    spinner,
     store_session,
     stored_session,
 )
@@ -76,6 +82,8 @@ S3_SETTINGS = {
 HOUR_S = 3600
 #: A webhook body longer than this is cut short in ``spinup logs``.
 BODY_PREVIEW_CHARS = 200
+#: ``spinup deploy`` waits this long for a stack to build and settle.
+DEPLOY_WAIT_S = 600
 
 
 def say(text: object = "", *, err: bool = False) -> None:
@@ -336,8 +344,38 @@ def _print_request(request: dict[str, Any]) -> None:
     say(f"{request['received_at']}  {request['method']:<6} {request['path']}{query}  {body}")
 
 
+def _print_log_line(data: str) -> None:
+    try:
+        line = json.loads(data)
+    except ValueError:
+        say(data)
+        return
+    say(f"{line.get('at', '')[:19]}  {line.get('source', ''):<14} {line.get('line', '')}")
+
+
+def stack_logs(client: SpinupClient, token: str, *, follow: bool) -> int:
+    """Print a stack's build and container logs; ``follow`` keeps printing new lines."""
+    path = f"/resources/{token}/logs" + ("?follow=1" if follow else "")
+    if follow:
+        say("Following the stack's logs (Ctrl-C stops)…", err=True)
+    try:
+        for event, data in client.stream_events(path):
+            if event == "log":
+                _print_log_line(data)
+                sys.stdout.flush()
+            elif event == "closed":
+                say(data, err=True)
+                return 0
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def cmd_logs(client: SpinupClient, args: argparse.Namespace) -> int:
-    """``spinup logs``: a webhook receiver's captured requests, oldest first; ``-f`` follows."""
+    """``spinup logs``: a stack's logs, or a webhook receiver's requests; ``-f`` follows."""
+    shown = client.request("GET", f"/resources/{args.token}")
+    if shown.get("kind") == "stack":
+        return stack_logs(client, args.token, follow=args.follow)
     kept = client.request("GET", f"/webhook/{args.token}/requests")
     for request in reversed(kept["requests"]):
         _print_request(request)
@@ -354,6 +392,82 @@ def cmd_logs(client: SpinupClient, args: argparse.Namespace) -> int:
                 return 0
     except KeyboardInterrupt:
         return 130
+    return 0
+
+
+def build_context(directory: Path, service: str, build: str) -> bytes:
+    """The tarball a service's ``build:`` names: the file itself, or a directory tarred."""
+    named = directory / build
+    if named.is_file():
+        return named.read_bytes()
+    for candidate in (directory / build.removesuffix(".tar"), directory / service):
+        if candidate.is_dir():
+            buffer = io.BytesIO()
+            with tarfile.open(fileobj=buffer, mode="w") as tar:
+                for path in sorted(candidate.iterdir()):
+                    tar.add(path, arcname=path.name)
+            return buffer.getvalue()
+    msg = (
+        f"services.{service}.build names {build!r}: put that tarball in {directory}, or the"
+        f" build context in {directory / build.removesuffix('.tar')}/ or {directory / service}/."
+    )
+    raise CliError(msg, EXIT_USAGE)
+
+
+def stack_upload(directory: Path) -> dict[str, tuple[str, bytes]]:
+    """``POST /stacks/new``'s files for the app in ``directory``."""
+    manifest_path = directory / "spinup.yaml"
+    if not manifest_path.is_file():
+        msg = f"{directory} has no spinup.yaml: see examples/notes-app for one."
+        raise CliError(msg, EXIT_USAGE)
+    text = manifest_path.read_bytes()
+    try:
+        manifest = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        msg = f"{manifest_path} is not valid YAML: {exc}"
+        raise CliError(msg, EXIT_USAGE) from None
+    files = {"spinup.yaml": ("spinup.yaml", text)}
+    services = manifest.get("services") if isinstance(manifest, dict) else None
+    for service, spec in (services or {}).items():
+        build = spec.get("build") if isinstance(spec, dict) else None
+        if isinstance(build, str):
+            files[build] = (build, build_context(directory, str(service), build))
+    return files
+
+
+def cmd_deploy(client: SpinupClient, args: argparse.Namespace) -> int:
+    """``spinup deploy DIR``: upload, wait until running (or failed), print the URLs."""
+    created = client.upload("/stacks/new", stack_upload(args.directory), slow="uploading")
+    if args.json and args.no_wait:
+        _print_json(created)
+        return 0
+    token = created["token"]
+    shown: dict[str, Any] = {}
+    if not args.no_wait:
+        with spinner("building"):
+            deadline = time.monotonic() + DEPLOY_WAIT_S
+            while time.monotonic() < deadline:
+                shown = client.request("GET", f"/resources/{token}")
+                if shown["stack"]["status"] in {"running", "failed"}:
+                    break
+                time.sleep(1)
+    if args.json:
+        _print_json({**created, "shown": shown})
+        return 0
+    status = shown.get("stack", {}).get("status", created["status"])
+    say(f"Stack {created['id']}: {status}")
+    say(f"  token: {token}  (keep it: it manages the stack)")
+    for name, url in created["urls"].items():
+        say(f"  {name}: {url}")
+    for name, resource in created["resources"].items():
+        say(f"  {name} ({resource['kind']}): {resource.get('connection_url') or resource['id']}")
+    say(f"  logs: spinup logs -f {token}")
+    if status == "failed":
+        stack = shown["stack"]
+        say(f"Failed in {stack.get('failed_service')}: {stack.get('failure')}", err=True)
+        say(stack.get("logs_tail") or "", err=True)
+        return 1
+    say(f"  {created['note']}")
     return 0
 
 
@@ -492,10 +606,23 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
 
     logs = commands.add_parser(
-        "logs", parents=[common], help="requests a webhook receiver captured"
+        "logs", parents=[common], help="a stack's logs, or the requests a webhook captured"
     )
-    logs.add_argument("token", help="the webhook's token")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new requests")
+    logs.add_argument("token", help="the stack's or the webhook's token")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+
+    deploy = commands.add_parser(
+        "deploy",
+        parents=[common],
+        help="deploy a directory with a spinup.yaml (a stack)",
+        description="Upload the directory's spinup.yaml and one build context per service"
+        " (the file its `build:` names, or else the directory named like it without .tar, or"
+        " like the service), wait until it runs and print its URLs.",
+    )
+    deploy.add_argument("directory", type=Path, help="the app's directory")
+    deploy.add_argument("--no-wait", action="store_true", help="answer as soon as it is accepted")
+    deploy.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    deploy.set_defaults(handler=cmd_deploy)
     logs.set_defaults(handler=cmd_logs)
 
     claim = commands.add_parser(

@@ -398,6 +398,14 @@ async def rotate_credentials(
     if state.kind is None:  # pragma: no cover  (a live resource has a kind)
         msg = "This resource was never created."
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
+    if state.kind is ResourceKind.STACK or state.parent_id is not None:
+        # A stack's containers read their backing credentials when they start: rotating one
+        # alone would break the running app.
+        msg = (
+            "A stack and its backing resources have no credentials to rotate on their own;"
+            " POST /stacks/{token}/redeploy restarts the app."
+        )
+        raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
     endpoint = ENDPOINTS[state.kind].rotate
     command = RotateCredentials(
         command_id=uuid.uuid4(),

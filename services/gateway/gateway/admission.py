@@ -39,6 +39,8 @@ import hashlib
 import math
 import os
 import time
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -94,11 +96,14 @@ async def admit(
     tier: Tier,
     account_id: UUID | None,
     fingerprint: str,
+    with_children: Sequence[ResourceKind] = (),
 ) -> None:
     """Let a provisioning request through, or refuse it with 429 or 402.
 
     The holder is the account when ``account_id`` is given, else the client network;
-    ``tier_name`` names ``tier`` in the errors.
+    ``tier_name`` names ``tier`` in the errors. ``with_children``: the kinds of the resources
+    the same request makes along with it (a stack's backing resources); each counts against its
+    kind's cap too, and the whole request spends one unit of the rate limit.
 
     Raises:
         SpinupError: RATE_LIMITED (with ``retry_after_s``) or PLAN_LIMIT_REACHED, each with an
@@ -113,14 +118,16 @@ async def admit(
     # more than the (atomic) rate limit lets through. Exact caps would need a lock per holder
     # around the whole provision; a cap exists to stop abuse at scale, which one or two extra
     # resources do not threaten.
-    live, today = await ctx.resources.count_held(
-        kind, account_id=account_id, fingerprint=fingerprint
-    )
+    made = Counter([kind, *with_children])
     caps = tier.caps
-    if live >= caps.active_per_kind:
-        raise _over_active_cap(tier_name, tier, kind, live, anonymous=account_id is None)
-    if today >= caps.provisions_per_day:
-        raise _over_daily_cap(tier_name, tier, today, anonymous=account_id is None)
+    for each_kind, adding in made.items():
+        live, today = await ctx.resources.count_held(
+            each_kind, account_id=account_id, fingerprint=fingerprint
+        )
+        if live + adding > caps.active_per_kind:
+            raise _over_active_cap(tier_name, tier, each_kind, live, anonymous=account_id is None)
+        if today + made.total() > caps.provisions_per_day:
+            raise _over_daily_cap(tier_name, tier, today, anonymous=account_id is None)
 
 
 class RateLimiter:

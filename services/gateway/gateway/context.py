@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from gateway.accounts import Accounts
 from gateway.admission import RateLimiter
 from gateway.settings import Settings
+from gateway.stack_plumbing import StackPlumbing
 from gateway.webhook_driver import WebhookDriver
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
@@ -35,6 +36,7 @@ class GatewayContext:
         "redis",
         "resources",
         "settings",
+        "stacks",
         "store",
         "webhooks",
     )
@@ -53,6 +55,7 @@ class GatewayContext:
         rate_limiter: RateLimiter,
         webhooks: WebhookDriver,
         accounts: Accounts,
+        stacks: StackPlumbing,
     ) -> None:
         self.settings = settings
         self.plans = plans
@@ -65,3 +68,4 @@ class GatewayContext:
         self.rate_limiter = rate_limiter
         self.webhooks = webhooks
         self.accounts = accounts
+        self.stacks = stacks

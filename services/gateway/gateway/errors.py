@@ -51,6 +51,8 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOTHING_TO_CLAIM: 409,
     ErrorCode.INVALID_MANIFEST: 400,
     ErrorCode.STACK_BUSY: 409,
+    ErrorCode.APP_NOT_RUNNING: 503,
+    ErrorCode.APP_UNREACHABLE: 502,
 }
 RETRY_AFTER_S = "1"
 

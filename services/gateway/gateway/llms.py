@@ -89,6 +89,45 @@ Webhook receivers: send any method to `credentials.receive_url`; then
   on, a keep-alive comment now and then, and a final `closed` event when the receiver goes.
 """
 
+_STACKS = """\
+## Deploy an app (stacks)
+
+`POST /stacks/new` (multipart/form-data) builds and runs a multi-service app from its source:
+field `spinup.yaml` (the manifest) and one tarball per service `build` (a build context with a
+Dockerfile; `FROM spinup/base:bookworm` has python3, psycopg2 and redis; no registry is
+reachable), each field named as the manifest's `build:` value:
+
+    services:
+      web: {build: web.tar, port: 8000, env: {GREETING: hi}, depends_on: [worker]}
+      worker: {build: worker.tar}
+    resources:
+      db: {type: postgres}
+      cache: {type: redis}
+
+Per service: `build` or `image`, `command`, `env`, `port` (its HTTP port), `depends_on`,
+`limits{memory_mb, cpu_millis, pids}`. `resources:` are provisioned like any resource and
+reach every container as `DATABASE_URL`, `REDIS_URL` (+ `REDIS_KEY_PREFIX`), `MONGODB_URL`,
+`NATS_URL` + `NATS_CREDS`, `S3_*` (and `<NAME>_…` for each). A bad manifest is a 400
+`invalid_manifest` naming the field and line; an upload over the plan's `upload_mb` a 413.
+`POST /deploy/new` is the one-service form: file `context` (tarball) or `Dockerfile`, fields
+`port`, `env` (KEY=VALUE lines), `command`, `resources` (e.g. `postgres,redis`).
+
+The answer is 202: `id, token, status ("building"), status_url, logs_url, urls{service: url},
+resources{name: {kind, id, status, connection_url, credentials}}, tier, limits, expires_at,
+claim_url, note`. Poll `GET /resources/{token}` until `stack.status` is `running` (or `failed`,
+with `stack.failed_service`, `stack.failure`, `stack.logs_tail`); `stack.services{name:
+{status, url, image}}`. Each service with a `port` is served at
+`<base>/apps/<id>/<service>/` (the app sees `X-Forwarded-Prefix`); 503 `app_not_running` while
+it is not running.
+
+- `GET /resources/{token}/logs` (`?follow=1` to keep streaming): Server-Sent Events, one `log`
+  event per line, JSON `{at, source, line}` (`source`: deploy, build:<service>, <service>).
+- `POST /stacks/{token}/stop|start|restart|redeploy`: a redeploy may carry a new upload like
+  `POST /stacks/new` (same `resources:`); data in the backing resources stays.
+- `DELETE /resources/{token}` removes containers, network, images and backing resources.
+  Backing resources are listed in `GET /resources` too, with `parent_id` naming their stack.
+"""
+
 _ACCOUNTS = """\
 ## Accounts and auth
 
@@ -214,6 +253,7 @@ def llms_text(plans: Plans, base_url: str) -> str:
                 kinds=_kinds_text(), kind_values=kind_values, credentials=_credentials_text()
             ),
             _MANAGE,
+            _STACKS,
             _ACCOUNTS.format(
                 password_min=PASSWORD_LENGTHS.start,
                 password_max=PASSWORD_LENGTHS.stop - 1,

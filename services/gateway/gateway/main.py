@@ -31,9 +31,11 @@ from gateway.middleware import request_id_middleware
 from gateway.neon import NEON_ROUTES
 from gateway.routes import ROUTES, dependencies
 from gateway.settings import Settings
+from gateway.stack_plumbing import StackPlumbing
+from gateway.stacks import stack_routes
 from gateway.webhook_driver import WebhookDriver
 from gateway.webhooks import serve_webhook_commands, webhook_routes
-from shared.bus import Bus
+from shared.bus import Bus, ensure_stack_stores
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.relay import Relay
@@ -104,6 +106,9 @@ def create_app(settings: Settings) -> Litestar:
             # Making the hasher hashes once (its dummy hash): in a thread, like every hash.
             await asyncio.to_thread(Passwords),
         )
+        # Stack uploads and logs live in JetStream next to the events.
+        await ensure_stack_stores(bus.nc.jetstream())
+        stacks = StackPlumbing()
         relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc.jetstream()).run())
         app.state.context = GatewayContext(
             settings=settings,
@@ -117,6 +122,7 @@ def create_app(settings: Settings) -> Litestar:
             rate_limiter=RateLimiter(redis),
             webhooks=webhooks,
             accounts=accounts,
+            stacks=stacks,
         )
         log.info("gateway.started", url=settings.public_url)
         try:
@@ -125,6 +131,7 @@ def create_app(settings: Settings) -> Litestar:
             relay_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay_task
+            await stacks.close()
             await bus.close()
             await redis.aclose()
             await live.aclose()
@@ -135,6 +142,7 @@ def create_app(settings: Settings) -> Litestar:
         route_handlers=[
             *ROUTES,
             *webhook_routes(plans),
+            *stack_routes(plans),
             *AUTH_ROUTES,
             *CLAIM_ROUTES,
             *NEON_ROUTES,
@@ -149,7 +157,7 @@ def create_app(settings: Settings) -> Litestar:
 
 
 class _GatewayServer(uvicorn.Server):
-    """Uvicorn, ending webhook event streams as soon as a stop is asked for.
+    """Uvicorn, ending webhook and stack log streams as soon as a stop is asked for.
 
     Uvicorn waits for open responses before the lifespan's shutdown runs, and an event stream
     never ends by itself: without this, one open stream turns every stop into a SIGKILL.
@@ -164,7 +172,9 @@ class _GatewayServer(uvicorn.Server):
         if context is not None:
             # A signal handler: hand the work to the loop rather than touch it from here.
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().call_soon_threadsafe(context.webhooks.end_streams)
+                loop = asyncio.get_running_loop()
+                loop.call_soon_threadsafe(context.webhooks.end_streams)
+                loop.call_soon_threadsafe(context.stacks.end_streams)
         super().handle_exit(sig, frame)
 
 

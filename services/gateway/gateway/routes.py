@@ -24,12 +24,15 @@ from gateway.clients import client_ip
 from gateway.context import GatewayContext
 from gateway.middleware import request_id_of
 from gateway.schemas import (
+    BackingResourceInfo,
     Health,
     NewResource,
     PlansInfo,
     ResourceCreated,
     ResourceDeleted,
     ResourceInfo,
+    StackDetails,
+    StackServiceInfo,
     Usage,
 )
 from shared.contracts.commands import DeprovisionResource, ProvisionResource
@@ -40,13 +43,16 @@ from shared.contracts.kinds import (
     Limits,
     ResourceKind,
     ResourceStatus,
+    StackCredentials,
     connection_url_of,
     quota_bytes,
 )
 from shared.contracts.replies import ResourceProvisioned
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_ENDPOINTS
 from shared.crypto.tokens import fingerprint, hash_token, looks_like_token, mint_token
+from shared.naming import resource_stream
 from shared.resources import ResourceState
+from shared.stack_state import StackView
 
 # Fixed namespace: ids derived from an Idempotency-Key are stable across restarts and replicas.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("8a6f1f8e-3c0e-4d55-9a57-2f6f3b1c9d21")
@@ -179,6 +185,17 @@ KIND_ROUTES = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class StackPart:
+    """A resource made by a stack create: admitted with the whole stack, expiring with it.
+
+    ``parent_id``: the stack, for its backing resources (None for the stack itself).
+    """
+
+    expires_at: datetime | None
+    parent_id: uuid.UUID | None
+
+
 def _note(noun: str, tier: str, expires_at: datetime | None) -> str:
     keep = f"Keep the token: GET or DELETE /resources/{{token}} manages this {noun}."
     if expires_at is None:
@@ -196,11 +213,15 @@ async def provision(
     client: str,
     ids: tuple[uuid.UUID, uuid.UUID],
     name: str | None,
+    part_of_stack: StackPart | None = None,
 ) -> tuple[ResourceProvisioned, str]:
     """Admit and provision one resource: the recipe every create route follows.
 
     ``principal`` None: anonymous, from the client network ``client``. ``ids`` are the
     (command id, resource id). Returns the worker's reply and the resource's token.
+
+    ``part_of_stack``: the stack route admitted this resource with its whole stack and fixed its
+    expiry (a stack and its backing resources expire together).
     """
     endpoint = PROVISION_ENDPOINTS[kind]
     account_id = principal.account_id if principal else None
@@ -210,7 +231,7 @@ async def provision(
     # A retry of a create already made (same Idempotency-Key) gets its stored reply: caps and
     # rate limits counted it the first time. Without a key the ids are new: nothing to look up.
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(resource_id)
-    if not retried:
+    if not retried and part_of_stack is None:
         await admit(
             ctx,
             kind=kind,
@@ -221,6 +242,10 @@ async def provision(
         )
     token = mint_token(ctx.settings.token_key, command_id)
     now = datetime.now(UTC)
+    if part_of_stack is not None:
+        expires_at = part_of_stack.expires_at
+    else:
+        expires_at = now + timedelta(seconds=ttl) if (ttl := tier.ttl_of(kind)) else None
     command = ProvisionResource(
         command_id=command_id,
         correlation_id=request_id_of(request.scope),
@@ -232,8 +257,9 @@ async def provision(
         token_hash=hash_token(token),
         fingerprint=client,
         name=name,
-        expires_at=now + timedelta(seconds=ttl) if (ttl := tier.ttl_of(kind)) else None,
+        expires_at=expires_at,
         account_id=account_id,
+        parent_id=part_of_stack.parent_id if part_of_stack else None,
     )
     return await ctx.bus.request(endpoint, command), token
 
@@ -360,7 +386,57 @@ async def show_resource(
     """``GET /resources/{token}``."""
     state = await resource_for(request, ctx, token, Scope.READ)
     measured = (await ctx.resources.usage_of([state.resource_id])).get(state.resource_id)
-    return resource_info(state, open_credentials(ctx, state), measured)
+    info = resource_info(state, open_credentials(ctx, state), measured)
+    if state.kind is ResourceKind.STACK:
+        details = await stack_details(ctx, state, token)
+        info = msgspec.structs.replace(info, stack=details)
+    return info
+
+
+def backing_info(ctx: GatewayContext, state: ResourceState) -> BackingResourceInfo:
+    """How a stack shows one of its backing resources."""
+    credentials = open_credentials(ctx, state)
+    return BackingResourceInfo(
+        kind=state.kind.value if state.kind else "unknown",
+        id=state.resource_id,
+        status=state.status.value,
+        connection_url=connection_url_of(credentials) if credentials else None,
+        credentials=credentials,
+    )
+
+
+async def stack_details(ctx: GatewayContext, state: ResourceState, token: str) -> StackDetails:
+    """A stack's latest deploy (folded from its stream) and its backing resources.
+
+    ``token`` is how the caller named the stack (its token, or its id): the logs URL uses it.
+    """
+    recorded = await ctx.store.load(resource_stream(state.resource_id))
+    view = StackView.fold(entry.event for entry in recorded)
+    credentials = open_credentials(ctx, state)
+    urls = credentials.urls if isinstance(credentials, StackCredentials) else {}
+    # Before the first deploy starts, the services are known only by their public URLs.
+    names = sorted(set(view.services) | set(urls))
+    services = {
+        name: StackServiceInfo(
+            status=view.services[name].status.value if name in view.services else "waiting",
+            url=urls.get(name),
+            image=view.services[name].image if name in view.services else None,
+        )
+        for name in names
+    }
+    children = await ctx.resources.children_of(state.resource_id)
+    return StackDetails(
+        status=view.status.value,
+        revision=view.revision,
+        services=services,
+        resources={
+            child.name or str(child.resource_id): backing_info(ctx, child) for child in children
+        },
+        failed_service=view.failed_service,
+        failure=view.failure,
+        logs_tail=view.logs_tail,
+        logs_url=f"{ctx.settings.public_url}/resources/{token}/logs",
+    )
 
 
 def open_credentials(ctx: GatewayContext, state: ResourceState) -> Credentials | None:
@@ -402,6 +478,7 @@ def resource_info(
         claimed=state.claimed_at is not None,
         connection_url=connection_url_of(credentials) if credentials else None,
         credentials=credentials,
+        parent_id=state.parent_id,
     )
 
 
@@ -411,19 +488,35 @@ async def delete_resource(
 ) -> ResourceDeleted:
     """``DELETE /resources/{token}``: the credentials stop working at once."""
     state = await resource_for(request, ctx, token, Scope.DELETE)
+    deleted = await deprovision(ctx, state, request_id_of(request.scope))
+    # A stack's backing resources go with it: after its containers, which use them, are gone.
+    children = await ctx.resources.children_of(state.resource_id)
+    await asyncio.gather(
+        *(deprovision(ctx, child, request_id_of(request.scope)) for child in children)
+    )
+    return ResourceDeleted(id=deleted, status=ResourceStatus.DELETED.value)
+
+
+async def deprovision(
+    ctx: GatewayContext,
+    state: ResourceState,
+    correlation_id: str,
+    reason: DeprovisionReason = DeprovisionReason.DELETED,
+) -> uuid.UUID:
+    """Delete one resource through its worker (idempotent: a second delete is the same)."""
     if state.kind is None:
         msg = "This resource was never created."
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
     endpoint = DEPROVISION_ENDPOINTS[state.kind]
     command = DeprovisionResource(
         command_id=uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"delete|{state.resource_id}"),
-        correlation_id=request_id_of(request.scope),
+        correlation_id=correlation_id,
         deadline=time.time() + endpoint.timeout,
         resource_id=state.resource_id,
-        reason=DeprovisionReason.DELETED,
+        reason=reason,
     )
     reply = await ctx.bus.request(endpoint, command)
-    return ResourceDeleted(id=reply.resource_id, status=ResourceStatus.DELETED.value)
+    return reply.resource_id
 
 
 @get(

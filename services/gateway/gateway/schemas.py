@@ -56,8 +56,50 @@ class Usage(msgspec.Struct, frozen=True, kw_only=True):
     note: str | None = None
 
 
+class BackingResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One resource a stack asked for under ``resources:``.
+
+    Its credentials reach every container of the stack as environment variables.
+    """
+
+    kind: str
+    id: UUID
+    status: str
+    connection_url: str | None
+    credentials: Credentials | None
+
+
+class StackServiceInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """One service of a stack's latest deploy; ``url`` for a service with a ``port``."""
+
+    status: str
+    url: str | None
+    image: str | None
+
+
+class StackDetails(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a stack's latest deploy is.
+
+    ``status``: pending, building, running, failed or stopped; on failure the failing service,
+    the reason and the end of its logs.
+    """
+
+    status: str
+    revision: int
+    services: dict[str, StackServiceInfo]
+    resources: dict[str, BackingResourceInfo]
+    failed_service: str | None
+    failure: str | None
+    logs_tail: str | None
+    logs_url: str
+
+
 class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``GET /resources/{token}`` shows; credentials only while the resource is active."""
+    """What ``GET /resources/{token}`` shows; credentials only while the resource is active.
+
+    ``parent_id``: the stack this resource backs (it is deleted and expires with it);
+    ``stack``: a stack's deploy, services and backing resources (null for other kinds).
+    """
 
     ok: bool = True
     id: UUID
@@ -72,6 +114,42 @@ class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     claimed: bool
     connection_url: str | None
     credentials: Credentials | None
+    parent_id: UUID | None = None
+    stack: StackDetails | None = None
+
+
+class StackCreated(msgspec.Struct, frozen=True, kw_only=True):
+    """A stack is being built (202). Keep ``token``: it manages the stack and its resources.
+
+    Follow ``status_url`` until ``stack.status`` is running (or failed, with the logs tail);
+    ``urls`` answer once it runs. ``resources`` are the backing resources, ready now.
+    """
+
+    ok: bool = True
+    id: UUID
+    kind: str
+    token: str
+    status: str
+    status_url: str
+    logs_url: str
+    urls: dict[str, str]
+    resources: dict[str, BackingResourceInfo]
+    tier: str
+    limits: dict[str, int | None]
+    expires_at: datetime | None
+    claim_url: str | None
+    note: str
+
+
+class StackControlledView(msgspec.Struct, frozen=True, kw_only=True):
+    """The stack after a stop, start, restart or redeploy (``building`` while one runs)."""
+
+    ok: bool = True
+    id: UUID
+    action: str
+    status: str
+    revision: int
+    status_url: str
 
 
 class ResourceDeleted(msgspec.Struct, frozen=True, kw_only=True):
