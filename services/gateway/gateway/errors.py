@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
     NotFoundException,
     ValidationException,
 )
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from gateway.middleware import request_id_of
@@ -53,6 +55,39 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.STACK_BUSY: 409,
 }
 RETRY_AFTER_S = "1"
+
+
+def error_responses(body: type[Any] = ErrorBody) -> dict[int, ResponseSpec]:
+    """One OpenAPI response per error status, naming the codes it carries (ADR 0003).
+
+    ``body``: the shape the route renders errors in (``ErrorBody`` unless it has its own).
+    """
+    codes_by_status: dict[int, list[str]] = {}
+    for code, status in HTTP_STATUS.items():
+        codes_by_status.setdefault(status, []).append(f"`{code.value}`")
+    return {
+        status: ResponseSpec(
+            data_container=body,
+            generate_examples=False,
+            description="An error (`ok` false); `error` is one of " + ", ".join(codes) + ".",
+        )
+        for status, codes in sorted(codes_by_status.items())
+    }
+
+
+def document_errors(app: Litestar) -> None:
+    """Declare every error status, with its ``ErrorBody``, on every operation of the API.
+
+    The error contract is the same for every route (any of them can meet a full platform or a
+    malformed request), so every operation lists them all; without this the OpenAPI document
+    shows the framework's own 400 body, which the app never sends. A route that declares its
+    own error responses (another body shape) keeps them.
+    """
+    errors = error_responses()
+    for app_route in app.routes:
+        if isinstance(app_route, HTTPRoute):
+            for handler in app_route.route_handlers:
+                handler.responses = {**errors, **(handler.responses or {})}
 
 
 def _client_error(exc: HTTPException) -> SpinupError:
