@@ -236,6 +236,7 @@ async def _sse_messages(live: LiveRequests) -> AsyncIterator[ServerSentEventMess
     description="Server-Sent Events: one `request` event per request received from now on,"
     " a comment every 15 s to keep the connection open, and a final `closed` event when the"
     " receiver is deleted or expires.",
+    media_type="text/event-stream",
     tags=["webhooks"],
 )
 async def stream_requests(ctx: GatewayContext, token: str = TokenParam) -> ServerSentEvent:
