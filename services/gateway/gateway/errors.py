@@ -123,6 +123,10 @@ def to_error(exc: Exception) -> SpinupError:
     for exc_type, code, message in _FRAMEWORK_ERRORS:
         if isinstance(exc, exc_type):
             return SpinupError(code, message)
+    if isinstance(exc, UnicodeDecodeError):
+        # The framework decodes a JSON body before any handler sees it; bytes that are not
+        # UTF-8 (overlong forms, stray 0xff) reach here as this, not as a 4xx of its own.
+        return SpinupError(ErrorCode.INVALID_JSON, "The request body is not valid UTF-8 JSON.")
     if isinstance(exc, HTTPException) and exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         return SpinupError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
     if isinstance(exc, HTTPException) and exc.status_code < 500:  # noqa: PLR2004
