@@ -113,6 +113,8 @@ async def jetstream_messages(nats_url: str) -> list[bytes]:
         js = client.jetstream()
         messages: list[bytes] = []
         for stream in await js.streams_info():
+            if not stream.state.messages:
+                continue  # an empty stream's first sequence is 0, which no message has
             for sequence in range(stream.state.first_seq, stream.state.last_seq + 1):
                 try:
                     message = await js.get_msg(stream.config.name, sequence)
