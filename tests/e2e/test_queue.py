@@ -159,11 +159,14 @@ async def test_tenant_sees_none_of_another_tenants_messages_streams_or_system_su
             await spy.request("secret.plans", b"write into b", timeout=1)
         assert (await victim_js.stream_info("B_ONLY")).state.messages == stored_for_b
 
-        # The system account, and through it the list of accounts, is out of reach.
+        # The system account, and through it the list of accounts, is out of reach; so is the
+        # resolver's update subject, the one way to push an account JWT that imports B's streams.
         for subject in (
             "$SYS.REQ.SERVER.PING",
             "$SYS.REQ.CLAIMS.LIST",
             f"$SYS.REQ.ACCOUNT.{b['credentials']['account']}.CLAIMS.LOOKUP",
+            "$SYS.REQ.CLAIMS.UPDATE",
+            f"$SYS.REQ.ACCOUNT.{a['credentials']['account']}.CLAIMS.UPDATE",
         ):
             with pytest.raises(NoRespondersError):
                 await spy.request(subject, b"", timeout=1)

@@ -371,11 +371,17 @@ class Accounts:
         Raises:
             SpinupError: INVALID_CREDENTIALS, the same for an unknown email as a wrong password.
         """
-        async with platform_errors():
-            row = await self._pool.fetchrow(
-                f"SELECT {_ACCOUNT_COLUMNS}, password_hash FROM accounts WHERE lower(email) = $1",
-                fold_email(email),
-            )
+        folded = fold_email(email)
+        row = None
+        # Postgres text cannot hold a NUL (the query would fail, a 500), and registration
+        # refuses every unprintable character: no account has such an email.
+        if "\x00" not in folded:
+            async with platform_errors():
+                row = await self._pool.fetchrow(
+                    f"SELECT {_ACCOUNT_COLUMNS}, password_hash FROM accounts"
+                    " WHERE lower(email) = $1",
+                    folded,
+                )
         # Verified even for an unknown email (against the dummy hash): the same cost either way.
         matches = await self.passwords.verify(row["password_hash"] if row else None, password)
         if row is None or not matches:

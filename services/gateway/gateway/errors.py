@@ -5,13 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from litestar import Request, Response
+from litestar import Litestar, Request, Response
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
     NotFoundException,
     ValidationException,
 )
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
 from gateway.middleware import request_id_of
@@ -57,6 +59,39 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 RETRY_AFTER_S = "1"
 
 
+def error_responses(body: type[Any] = ErrorBody) -> dict[int, ResponseSpec]:
+    """One OpenAPI response per error status, naming the codes it carries (ADR 0003).
+
+    ``body``: the shape the route renders errors in (``ErrorBody`` unless it has its own).
+    """
+    codes_by_status: dict[int, list[str]] = {}
+    for code, status in HTTP_STATUS.items():
+        codes_by_status.setdefault(status, []).append(f"`{code.value}`")
+    return {
+        status: ResponseSpec(
+            data_container=body,
+            generate_examples=False,
+            description="An error (`ok` false); `error` is one of " + ", ".join(codes) + ".",
+        )
+        for status, codes in sorted(codes_by_status.items())
+    }
+
+
+def document_errors(app: Litestar) -> None:
+    """Declare every error status, with its ``ErrorBody``, on every operation of the API.
+
+    The error contract is the same for every route (any of them can meet a full platform or a
+    malformed request), so every operation lists them all; without this the OpenAPI document
+    shows the framework's own 400 body, which the app never sends. A route that declares its
+    own error responses (another body shape) keeps them.
+    """
+    errors = error_responses()
+    for app_route in app.routes:
+        if isinstance(app_route, HTTPRoute):
+            for handler in app_route.route_handlers:
+                handler.responses = {**errors, **(handler.responses or {})}
+
+
 def _client_error(exc: HTTPException) -> SpinupError:
     """A 4xx from the framework's body parsing, with its details kept (they name the field)."""
     details: list[str] = []
@@ -90,6 +125,10 @@ def to_error(exc: Exception) -> SpinupError:
     for exc_type, code, message in _FRAMEWORK_ERRORS:
         if isinstance(exc, exc_type):
             return SpinupError(code, message)
+    if isinstance(exc, UnicodeDecodeError):
+        # The framework decodes a JSON body before any handler sees it; bytes that are not
+        # UTF-8 (overlong forms, stray 0xff) reach here as this, not as a 4xx of its own.
+        return SpinupError(ErrorCode.INVALID_JSON, "The request body is not valid UTF-8 JSON.")
     if isinstance(exc, HTTPException) and exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
         return SpinupError(ErrorCode.PAYLOAD_TOO_LARGE, "The request body is too large.")
     if isinstance(exc, HTTPException) and exc.status_code < 500:  # noqa: PLR2004

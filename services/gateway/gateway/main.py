@@ -25,7 +25,7 @@ from gateway.accounts import AccountProjection, Accounts, Passwords
 from gateway.admission import RateLimiter
 from gateway.claims import CLAIM_ROUTES
 from gateway.context import GatewayContext
-from gateway.errors import error_response
+from gateway.errors import document_errors, error_response
 from gateway.llms import LLMS_ROUTES
 from gateway.middleware import request_id_middleware
 from gateway.neon import NEON_ROUTES
@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> Litestar:
             await pool.close()
             log.info("gateway.stopped")
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *ROUTES,
             *webhook_routes(plans),
@@ -154,6 +154,8 @@ def create_app(settings: Settings) -> Litestar:
         openapi_config=OpenAPIConfig(title="Spinup", version=version("spinup"), path="/schema"),
         request_max_body_size=settings.max_body_bytes,
     )
+    document_errors(app)
+    return app
 
 
 class _GatewayServer(uvicorn.Server):

@@ -57,7 +57,7 @@ from litestar.types import ExceptionHandlersMap
 from gateway.claims import claim_url
 from gateway.clients import client_ip
 from gateway.context import GatewayContext
-from gateway.errors import error_response
+from gateway.errors import error_response, error_responses
 from gateway.routes import open_credentials, provision
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.events import ClaimCompleted, ClaimStarted
@@ -132,6 +132,7 @@ def neon_error_response(request: Request[Any, Any, Any], exc: Exception) -> Resp
 
 
 _NEON_ERRORS: ExceptionHandlersMap = {Exception: neon_error_response}
+_NEON_ERROR_RESPONSES = error_responses(NeonError)
 
 
 def _database_not_found(raw_id: str) -> SpinupError:
@@ -299,6 +300,7 @@ _CREATE_DESCRIPTION = (
     description=_CREATE_DESCRIPTION,
     tags=["neon"],
     exception_handlers=_NEON_ERRORS,
+    responses=_NEON_ERROR_RESPONSES,
 )
 async def create_database(
     request: Request[Any, Any, Any], ctx: GatewayContext
@@ -317,6 +319,7 @@ DatabaseIdParam = Parameter(description="The database id: a random UUID (version
     description=_CREATE_DESCRIPTION + " The same id again returns the same database (200).",
     tags=["neon"],
     exception_handlers=_NEON_ERRORS,
+    responses=_NEON_ERROR_RESPONSES,
 )
 async def create_database_with_id(
     request: Request[Any, Any, Any], ctx: GatewayContext, database_id: str = DatabaseIdParam
@@ -331,6 +334,7 @@ async def create_database_with_id(
     description="Status UNCLAIMED, CLAIMING or CLAIMED; connection_string is null once claimed.",
     tags=["neon"],
     exception_handlers=_NEON_ERRORS,
+    responses=_NEON_ERROR_RESPONSES,
 )
 async def show_database(ctx: GatewayContext, database_id: str = DatabaseIdParam) -> NeonDatabase:
     """``GET /api/v1/database/{id}``."""

@@ -178,6 +178,7 @@ def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
     return route(
         ["/webhook/receive/{key:str}", "/webhook/receive/{key:str}/{subpath:path}"],
         http_method=RECEIVE_METHODS,
+        status_code=200,
         # The app-wide cap is smaller than a webhook body may be; each receiver's own plan
         # limit is checked again before anything is stored.
         request_max_body_size=max_body_bytes,
@@ -235,6 +236,7 @@ async def _sse_messages(live: LiveRequests) -> AsyncIterator[ServerSentEventMess
     description="Server-Sent Events: one `request` event per request received from now on,"
     " a comment every 15 s to keep the connection open, and a final `closed` event when the"
     " receiver is deleted or expires.",
+    media_type="text/event-stream",
     tags=["webhooks"],
 )
 async def stream_requests(ctx: GatewayContext, token: str = TokenParam) -> ServerSentEvent:
