@@ -75,7 +75,7 @@ def main() -> None:
         return
     print("starting the bench stack (.spinup/bench)…", flush=True)  # noqa: T201
     with bench_stack() as stack:
-        target = Target(gateway_url=stack.gateway_url, env=stack.env(), stack=stack)
+        target = Target(gateway_url=stack.gateway_url, env=stack.env(), stack=stack, clean_up=False)
         uvloop.run(measure(target, smoke=args.smoke, out=args.out))
 
 

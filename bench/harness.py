@@ -29,7 +29,7 @@ import nats
 
 from bench import drivers
 from bench.machine import describe_machine, versions
-from bench.measure import Measurement, measure
+from bench.measure import KEPT_ERRORS, Measurement, measure
 from devstack.stack import Stack
 from gateway.routes import KIND_ROUTES
 from shared.contracts.kinds import ResourceKind
@@ -62,7 +62,8 @@ class Sizes:
         reads: ``GET /resources/{token}`` calls, at the highest level.
         webhook_sends: 1 KB requests sent to webhook receivers, at the highest level.
         reaped: databases made to expire for the reaper measurement.
-        reaper_probes: sequential ``POST /db/new`` calls that measure the idle latency.
+        reaper_probes: ``POST /db/new`` calls that measure the idle latency.
+        reaper_wait_s: how long the reaper may take to delete them all (reported if reached).
     """
 
     levels: tuple[int, ...]
@@ -73,6 +74,7 @@ class Sizes:
     webhook_sends: int
     reaped: int
     reaper_probes: int
+    reaper_wait_s: float
 
     @property
     def top(self) -> int:
@@ -89,17 +91,23 @@ FULL = Sizes(
     webhook_sends=5000,
     reaped=1000,
     reaper_probes=100,
+    reaper_wait_s=300.0,
 )
 SMOKE = Sizes(
     levels=(1, 4),
-    calls={1: 3, 4: 8},
+    calls={1: 2, 4: 4},
     floor_calls={1: 10, 4: 20},
     max_seconds=10.0,
     reads=20,
     webhook_sends=24,
-    reaped=4,
+    reaped=3,
     reaper_probes=3,
+    reaper_wait_s=60.0,
 )
+
+#: ``POST /db/new`` probes of the reaper measurement start at most this often: a sample of the
+#: latency, not a second load on the cluster the reaper is busy with.
+PROBE_INTERVAL_S = 0.2
 
 
 @dataclass(kw_only=True)
@@ -185,6 +193,7 @@ class Progress:
         self._quiet = quiet
         self._tty = sys.stderr.isatty()
         self._what = ""
+        self._printed = ""
 
     def step(self, what: str) -> None:
         """A new measurement starts."""
@@ -214,7 +223,8 @@ class Progress:
         if self._tty:
             sys.stderr.write(f"\r\x1b[2K[bench] {text}"[:200])
             sys.stderr.flush()
-        elif not text[-1].isdigit():
+        elif not text[-1].isdigit() and text != self._printed:
+            self._printed = text
             sys.stderr.write(f"[bench] {text}\n")
 
 
@@ -224,11 +234,14 @@ class Target:
 
     ``stack`` is None when the bench reuses a stack it did not start (``--reuse``): then it can
     neither start a short-TTL gateway for the reaper measurement nor restart pg-provisioner.
+    ``clean_up``: delete what the run made over HTTP at the end (a stack the bench started is
+    wiped instead: deleting thousands of databases would take minutes).
     """
 
     gateway_url: str
     env: Mapping[str, str]
     stack: Stack | None = None
+    clean_up: bool = True
 
 
 @contextlib.asynccontextmanager
@@ -377,6 +390,11 @@ class Bench:
             measured = await self._measure(
                 f"{kind} delete (driver)", delete, calls=len(made), concurrency=self.sizes.top
             )
+            if measured.calls < len(made):
+                self.results.notes.append(
+                    f"{kind}: {len(made) - measured.calls} of the driver's {len(made)} tenants"
+                    f" were left undeleted when the delete measurement's time was up."
+                )
             self.results.add(
                 Row(group="raw delete", kind=kind, measurement=measured), self.progress
             )
@@ -526,21 +544,24 @@ class Bench:
         path = NEW_PATH[ResourceKind.POSTGRES]
         async with _http(self.target.gateway_url, 1) as http:
 
-            async def db_new(_: int) -> None:
+            async def db_new() -> None:
                 async with http.post(path) as response:
                     self.created[ResourceKind.POSTGRES].append(
                         _created.decode(await _expect(response, 201))
                     )
 
-            idle = await self._measure(
-                f"POST {path} (reaper idle)", db_new, calls=self.sizes.reaper_probes, concurrency=1
+            self.progress.step(f"POST {path} (reaper idle)")
+            idle = await _probe(
+                f"POST {path} (reaper idle)",
+                db_new,
+                until=lambda m: m.calls >= self.sizes.reaper_probes,
             )
             self.results.add(Row(group="reaper", measurement=idle), self.progress)
 
             # The expired databases must all exist before the first one expires: the TTL is
-            # the time their creation should take at the rate just measured, twice, plus slack.
+            # the time their creation should take at the rate measured earlier, twice, plus slack.
             made = self.results.find("end to end", ResourceKind.POSTGRES, self.sizes.top)
-            rate = made.measurement.per_second if made else idle.per_second
+            rate = made.measurement.per_second if made else 1.0
             ttl = math.ceil(2 * self.sizes.reaped / max(rate, 1.0)) + 3
 
             def short_ttl(plans: dict[str, Any]) -> None:
@@ -548,32 +569,46 @@ class Bench:
 
             with tmp_dir() as directory, stack.gateway_with_plans(directory, short_ttl) as short:
                 doomed = await self._make_expiring(str(short.url), path)
-            expiries = [d.expires_at for d in doomed if d.expires_at is not None]
-            first_expiry = min(expiries).timestamp() if expiries else time.time()
             created_by = time.time()
-            ids = [d.id for d in doomed]
+            expiries = [d.expires_at.timestamp() for d in doomed if d.expires_at is not None]
+            first_expiry = min(expiries, default=created_by)
             self.progress.step(f"waiting {max(0.0, first_expiry - time.time()):.0f} s for expiry")
             await asyncio.sleep(max(0.0, first_expiry - time.time()))
 
+            ids = [d.id for d in doomed]
             pool = await asyncpg.create_pool(
                 self.target.env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2
             )
             try:
-                busy, took = await self._probe_while_reaping(pool, ids, db_new)
+                began = time.perf_counter()
+                watcher = asyncio.create_task(self._until_deleted(pool, ids))
+                busy = await _probe(
+                    f"POST {path} (reaper deleting)", db_new, until=lambda _: watcher.done()
+                )
+                left = await watcher
+                took = time.perf_counter() - began
             finally:
                 await pool.close()
         self.results.add(Row(group="reaper", measurement=busy), self.progress)
+        deleted = len(ids) - left
+        if left:
+            self.results.notes.append(
+                f"The reaper had deleted {deleted} of {len(ids)} expired databases when the"
+                f" measurement stopped after {took:.0f} s."
+            )
         self.results.reaper = {
             "expired_databases": len(ids),
+            "deleted": deleted,
             "ttl_s": ttl,
             "all_created_before_first_expiry": created_by <= first_expiry,
             "deleted_within_s": round(took, 1),
-            "deletes_per_s": round(len(ids) / took, 1) if took > 0 else None,
+            "deletes_per_s": round(deleted / took, 1) if took > 0 else None,
+            "probe_interval_s": PROBE_INTERVAL_S,
+            "idle_p50_ms": round(idle.ms(0.5), 2),
             "idle_p99_ms": round(idle.ms(0.99), 2),
+            "busy_p50_ms": round(busy.ms(0.5), 2),
             "busy_p99_ms": round(busy.ms(0.99), 2),
             "p99_ratio": _ratio(busy.ms(0.99), idle.ms(0.99)),
-            "idle_p50_ms": round(idle.ms(0.5), 2),
-            "busy_p50_ms": round(busy.ms(0.5), 2),
         }
 
     async def _make_expiring(self, url: str, path: str) -> list[Created]:
@@ -596,55 +631,26 @@ class Bench:
         self.results.add(Row(group="reaper", measurement=measured), self.progress)
         return doomed
 
-    async def _probe_while_reaping(
-        self,
-        pool: asyncpg.Pool,
-        ids: list[uuid.UUID],
-        db_new: Callable[[int], Awaitable[None]],
-    ) -> tuple[Measurement, float]:
-        """Sequential ``POST /db/new`` until all of ``ids`` are gone; and how long that took."""
+    async def _until_deleted(self, pool: asyncpg.Pool, ids: list[uuid.UUID]) -> int:
+        """Wait until the reaper has deleted all of ``ids`` (or time is up); how many are left."""
         began = time.perf_counter()
-        gone = asyncio.Event()
-        # However slow the reaper is, the run ends: a generous bound, reported if reached.
-        limit_s = 120 + self.sizes.reaped / 2
-
-        async def watch() -> None:
-            while time.perf_counter() - began < limit_s:
-                remaining = await pool.fetchval(
-                    "SELECT count(*) FROM resources WHERE id = ANY($1::uuid[])"
-                    " AND status NOT IN ('expired', 'deleted')",
-                    ids,
-                )
-                self.progress.step(f"reaper: {remaining} of {len(ids)} expired databases left")
-                if remaining == 0:
-                    break
-                await asyncio.sleep(0.5)
-            gone.set()
-
-        watcher = asyncio.create_task(watch())
-        busy = Measurement(name="POST /db/new (while the reaper deletes)", concurrency=1)
-        index = 0
-        while not gone.is_set():
-            started = time.perf_counter()
-            try:
-                await db_new(index)
-            except Exception as exc:  # noqa: BLE001 (counted like every failure)
-                busy.errors += 1
-                busy.error_samples.append(str(exc)[:300])
-            else:
-                busy.latencies_s.append(time.perf_counter() - started)
-            index += 1
-        await watcher
-        took = time.perf_counter() - began
-        busy.wall_s = took
-        if took >= limit_s:
-            self.results.notes.append(f"The reaper had not deleted them all after {limit_s:.0f} s.")
-        return busy, took
+        while True:
+            left: int = await pool.fetchval(
+                "SELECT count(*) FROM resources WHERE id = ANY($1::uuid[])"
+                " AND status NOT IN ('expired', 'deleted')",
+                ids,
+            )
+            self.progress.step(f"reaper: {left} of {len(ids)} expired databases left")
+            if left == 0 or time.perf_counter() - began > self.sizes.reaper_wait_s:
+                return left
+            await asyncio.sleep(0.5)
 
     # --- clean up -----------------------------------------------------------------------------
 
     async def clean_up(self) -> None:
         """``DELETE /resources/{token}`` of everything made over HTTP (timed, as a bonus)."""
+        if not self.target.clean_up:
+            return
         tokens = [made.token for kind in ResourceKind for made in self.created[kind]]
         level = min(16, self.sizes.top)
         async with _http(self.target.gateway_url, level) as http:
@@ -665,6 +671,27 @@ class Bench:
                 max_seconds=math.inf,
             )
         self.results.add(Row(group="delete", measurement=measured), self.progress)
+
+
+async def _probe(
+    name: str, call: Callable[[], Awaitable[None]], *, until: Callable[[Measurement], bool]
+) -> Measurement:
+    """One ``call`` at a time, starting at most every ``PROBE_INTERVAL_S``, until ``until``."""
+    result = Measurement(name=name, concurrency=1)
+    began = time.perf_counter()
+    while not until(result):
+        started = time.perf_counter()
+        try:
+            await call()
+        except Exception as exc:  # noqa: BLE001 (counted like every failure)
+            result.errors += 1
+            if len(result.error_samples) < KEPT_ERRORS:
+                result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
+        else:
+            result.latencies_s.append(time.perf_counter() - started)
+        await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.perf_counter() - started)))
+    result.wall_s = time.perf_counter() - began
+    return result
 
 
 def _anonymous_limits(env: Mapping[str, str], kind: ResourceKind) -> Any:  # noqa: ANN401

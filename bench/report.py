@@ -121,11 +121,12 @@ def markdown(data: dict[str, Any]) -> str:
         lines += [
             (
                 f"Reaper: {reaper['expired_databases']} databases expired (TTL {reaper['ttl_s']} s;"
-                f" all made before the first expired: {reaper['all_created_before_first_expiry']}),"
-                f" deleted within {reaper['deleted_within_s']} s ({reaper['deletes_per_s']}/s)."
-                f" POST /db/new p99 idle {reaper['idle_p99_ms']} ms, while deleting"
-                f" {reaper['busy_p99_ms']} ms ({reaper['p99_ratio']} times); p50"
-                f" {reaper['idle_p50_ms']} → {reaper['busy_p50_ms']} ms."
+                f" all made before the first expired: {reaper['all_created_before_first_expiry']});"
+                f" it deleted {reaper['deleted']} of them within {reaper['deleted_within_s']} s"
+                f" ({reaper['deletes_per_s']}/s). POST /db/new, one call at most every"
+                f" {reaper['probe_interval_s']} s: p99 {reaper['idle_p99_ms']} ms idle,"
+                f" {reaper['busy_p99_ms']} ms while it deleted ({reaper['p99_ratio']} times);"
+                f" p50 {reaper['idle_p50_ms']} ms idle, {reaper['busy_p50_ms']} ms deleting."
             ),
             "",
         ]

@@ -47,6 +47,7 @@ async def test_the_smoke_run_measures_everything_without_errors(
     assert capture["stored"] == capture["answered"] == capture["sent"]
     reaper = results["reaper"]
     assert reaper["expired_databases"] == SMOKE.reaped
+    assert reaper["deleted"] == SMOKE.reaped
     assert reaper["deleted_within_s"] > 0
     assert results["versions"]["postgres"][0].isdigit()
     assert results["machine"]["cores"] >= 1
