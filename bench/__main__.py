@@ -39,11 +39,12 @@ def bench_stack() -> Stack:
     return Stack(dataclasses.replace(profile, durable=True))
 
 
-async def measure(target: Target, *, smoke: bool, out: Path, quiet: bool = False) -> Results:
+async def measure(
+    target: Target, *, smoke: bool, out: Path, quiet: bool = False, profile: bool = False
+) -> Results:
     """Run the bench against ``target`` and write its results into ``out``."""
-    bench = Bench(
-        target, SMOKE if smoke else FULL, Progress(quiet=quiet), "smoke" if smoke else "full"
-    )
+    sizes, mode = (SMOKE, "smoke") if smoke else (FULL, "full")
+    bench = Bench(target, sizes, Progress(quiet=quiet), mode, profile=profile)
     try:
         results = await bench.run()
     finally:
@@ -65,13 +66,16 @@ def main() -> None:
         help="measure the stack whose SPINUP_* environment is set (python -m devstack env)",
     )
     parser.add_argument("--url", help="with --reuse: the gateway (default SPINUP_PUBLIC_URL)")
+    parser.add_argument(
+        "--profile", action="store_true", help="also py-spy the gateway on POST /cache/new"
+    )
     args = parser.parse_args()
     if args.reuse:
         env = {k: v for k, v in os.environ.items() if k.startswith("SPINUP_")}
         if "SPINUP_NATS_URL" not in env:
             parser.error('--reuse needs the stack\'s environment: eval "$(python -m devstack env)"')
         target = Target(gateway_url=args.url or env["SPINUP_PUBLIC_URL"], env=env)
-        uvloop.run(measure(target, smoke=args.smoke, out=args.out))
+        uvloop.run(measure(target, smoke=args.smoke, out=args.out, profile=args.profile))
         return
     print("starting the bench stack (.spinup/bench)…", flush=True)  # noqa: T201
     with bench_stack() as stack:

@@ -27,7 +27,7 @@ import asyncpg
 import msgspec
 import nats
 
-from bench import drivers
+from bench import drivers, profile
 from bench.machine import describe_machine, versions
 from bench.measure import KEPT_ERRORS, Measurement, measure
 from devstack.stack import Stack
@@ -154,6 +154,7 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     webhook_capture: dict[str, Any] = field(default_factory=dict)
     reaper: dict[str, Any] = field(default_factory=dict)
+    profile: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     started_at: str = ""
     duration_s: float = 0.0
@@ -182,6 +183,7 @@ class Results:
             "rows": [row.as_dict() for row in self.rows],
             "webhook_capture": self.webhook_capture,
             "reaper": self.reaper,
+            "profile": self.profile,
             "notes": self.notes,
         }
 
@@ -277,8 +279,11 @@ _created = msgspec.json.Decoder(Created)
 class Bench:
     """One run: measures into ``results`` as it goes."""
 
-    def __init__(self, target: Target, sizes: Sizes, progress: Progress, mode: str) -> None:
+    def __init__(
+        self, target: Target, sizes: Sizes, progress: Progress, mode: str, *, profile: bool = False
+    ) -> None:
         self.target = target
+        self.profile = profile
         self.sizes = sizes
         self.progress = progress
         self.results = Results(mode=mode)
@@ -299,6 +304,8 @@ class Bench:
             await self.reads()
             await self.webhook_capture()
             await self.reaper_effect()
+            if self.profile:
+                await self.profile_cache_new()
             await self.clean_up()
         finally:
             self.results.duration_s = time.perf_counter() - began
@@ -644,6 +651,41 @@ class Bench:
             if left == 0 or time.perf_counter() - began > self.sizes.reaper_wait_s:
                 return left
             await asyncio.sleep(0.5)
+
+    # --- profile ------------------------------------------------------------------------------
+
+    async def profile_cache_new(self) -> None:
+        """py-spy on the gateway while ``POST /cache/new`` runs at c=16 (``bench.profile``)."""
+        gateway_pid = self.target.stack.services["gateway"].pid if self.target.stack else None
+        if gateway_pid is None:
+            self.results.notes.append(
+                "The profile needs the gateway's pid: a stack the bench runs."
+            )
+            return
+        seconds = 15.0 if self.sizes is FULL else 3.0
+        path = NEW_PATH[ResourceKind.REDIS]
+        level = min(16, self.sizes.top)
+        with tmp_dir() as directory:
+            raw = directory / "profile.txt"
+            recording = asyncio.create_task(profile.record(gateway_pid, seconds, raw))
+            async with _http(self.target.gateway_url, level) as http:
+
+                async def new(_: int) -> None:
+                    async with http.post(path) as response:
+                        self.created[ResourceKind.REDIS].append(
+                            _created.decode(await _expect(response, 201))
+                        )
+
+                measured = await self._measure(
+                    f"POST {path} (profiled)",
+                    new,
+                    calls=10**9,
+                    concurrency=level,
+                    max_seconds=seconds + 1,
+                )
+            await recording
+            self.results.add(Row(group="profile", measurement=measured), self.progress)
+            self.results.profile = profile.summarise(raw)
 
     # --- clean up -----------------------------------------------------------------------------
 

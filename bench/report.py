@@ -98,6 +98,7 @@ def markdown(data: dict[str, Any]) -> str:
         "webhook capture": "Webhook capture",
         "reaper": "POST /db/new while the reaper deletes expired databases",
         "delete": "DELETE /resources/{token} of everything the run made",
+        "profile": "POST /cache/new while py-spy records the gateway",
     }
     for group in groups:
         picked = [row for row in rows if row["group"] == group]
@@ -130,6 +131,9 @@ def markdown(data: dict[str, Any]) -> str:
             ),
             "",
         ]
+    if data["profile"]:
+        lines += ["## Profile of the gateway on POST /cache/new (py-spy)", "", "```"]
+        lines += [*data["profile"], "```", ""]
     lines += [f"Note: {note}" for note in data["notes"]]
     return "\n".join(lines).rstrip() + "\n"
 
