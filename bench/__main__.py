@@ -33,10 +33,14 @@ RESULTS_DIR = REPO_ROOT / "bench" / "results"
 BENCH_OVERRIDES = {"SPINUP_REAPER_USAGE_INTERVAL_S": "60"}
 
 
-def bench_stack() -> Stack:
-    """The stack ``make bench`` starts: the test profile's, named ``bench``, with fsync on."""
+def bench_stack(*, durable: bool) -> Stack:
+    """The stack ``make bench`` starts: the test profile's, named ``bench``.
+
+    ``durable``: Postgres with fsync on, as in production. Off by default: on a disk other
+    stacks write to, a ``DROP DATABASE`` (which forces a checkpoint) took minutes with it on.
+    """
     profile = Profile.test(REPO_ROOT, BENCH_OVERRIDES, name="bench")
-    return Stack(dataclasses.replace(profile, durable=True))
+    return Stack(dataclasses.replace(profile, durable=durable))
 
 
 async def measure(
@@ -69,6 +73,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="also py-spy the gateway on POST /cache/new"
     )
+    parser.add_argument(
+        "--fsync", action="store_true", help="the bench stack's Postgres with fsync on"
+    )
     args = parser.parse_args()
     if args.reuse:
         env = {k: v for k, v in os.environ.items() if k.startswith("SPINUP_")}
@@ -78,7 +85,7 @@ def main() -> None:
         uvloop.run(measure(target, smoke=args.smoke, out=args.out, profile=args.profile))
         return
     print("starting the bench stack (.spinup/bench)…", flush=True)  # noqa: T201
-    with bench_stack() as stack:
+    with bench_stack(durable=args.fsync) as stack:
         target = Target(gateway_url=stack.gateway_url, env=stack.env(), stack=stack, clean_up=False)
         uvloop.run(measure(target, smoke=args.smoke, out=args.out))
 
