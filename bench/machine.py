@@ -63,7 +63,8 @@ async def _redis(env: Mapping[str, str]) -> str:
 async def _nats(env: Mapping[str, str]) -> str:
     client = await nats.connect(env["SPINUP_NATS_URL"], name="bench-version")
     try:
-        return str(client.connected_server_version)
+        version = client.connected_server_version
+        return f"{version.major}.{version.minor}.{version.patch}"
     finally:
         await client.close()
 
@@ -91,7 +92,7 @@ async def versions(env: Mapping[str, str]) -> dict[str, str]:
     found: dict[str, str] = {"python": platform.python_version()}
     probes = {
         "postgres": _postgres,
-        "redis": _redis,
+        "redis-server": _redis,
         "nats-server": _nats,
         "seaweedfs": _seaweedfs,
     }
@@ -101,5 +102,5 @@ async def versions(env: Mapping[str, str]) -> dict[str, str]:
         except Exception as exc:  # noqa: BLE001 (a version we cannot read is reported, not fatal)
             found[name] = f"? ({type(exc).__name__})"
     found["secantusdb"] = _package("secantusdb")
-    found.update({library: _package(library) for library in LIBRARIES})
+    found.update({f"{library} (py)": _package(library) for library in LIBRARIES})
     return found
