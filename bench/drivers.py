@@ -124,6 +124,10 @@ _CONNECT = {
 }
 
 
+#: The kinds the bench has a driver for (their raw floor).
+KINDS = frozenset(_CONNECT)
+
+
 @contextlib.asynccontextmanager
 async def connected(kind: ResourceKind, env: Mapping[str, str]) -> AsyncIterator[Driver]:
     """``kind``'s driver, connected with the settings its worker reads from ``env``."""

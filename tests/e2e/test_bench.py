@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from bench import drivers
 from bench.__main__ import measure
-from bench.harness import SMOKE, Target
+from bench.harness import NEW_PATH, SMOKE, Target
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from devstack.stack import Stack
-from shared.contracts.kinds import ResourceKind
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,8 @@ async def test_the_smoke_run_measures_everything_without_errors(
     rows = results["rows"]
     assert [row for row in rows if row["errors"]] == []
     measured = {(row["group"], row["kind"], row["concurrency"]) for row in rows}
-    for kind in ResourceKind:
+    for kind in NEW_PATH:
+        assert kind in drivers.KINDS, f"bench/drivers.py has no driver for {kind}"
         for level in SMOKE.levels:
             assert ("raw create", kind.value, level) in measured
             assert ("end to end", kind.value, level) in measured
