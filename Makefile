@@ -7,7 +7,7 @@ BIN := .venv/bin
 TOOLS := .spinup/tools
 UV_VERSION := 0.13.9
 
-.PHONY: help setup run test check fmt lock clean
+.PHONY: help setup run test check fmt lock clean bench
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,6 +25,9 @@ check: setup ## Lint and type-check: ruff format --check, ruff check, mypy --str
 
 test: check ## check, then pytest (tests start their own servers on free ports)
 	$(BIN)/pytest
+
+bench: setup ## Measure every kind against its floor on a stack of its own (bench/README.md)
+	$(BIN)/python -m bench --profile $(BENCH_ARGS)
 
 fmt: setup ## Format the code and apply ruff's safe fixes
 	$(BIN)/ruff format .

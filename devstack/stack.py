@@ -19,10 +19,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 from devstack.backends import BACKENDS
-from devstack.procs import DevstackError, ManagedProcess, pidfile_alive, port_open
+from devstack.procs import DevstackError, ManagedProcess, free_ports, pidfile_alive, port_open
 from devstack.profile import ROOMY_FACTOR, SPINUP_DIR, Profile, Secrets
 from devstack.servers import (
     AppDatabase,
@@ -34,7 +34,7 @@ from devstack.servers import (
 from devstack.services import SERVICES, ServiceProcess, ServiceSpec
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from types import TracebackType
 
 _log = logging.getLogger("devstack")
@@ -453,6 +453,31 @@ class Stack:
             gateway.start(self._process_env("gateway", env))
             gateway.wait_ready(timeout)
         return gateway
+
+    @contextlib.contextmanager
+    def gateway_with_plans(
+        self,
+        directory: Path,
+        edit: Callable[[dict[str, Any]], None],
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Iterator[ServiceProcess]:
+        """Another gateway serving the stack's plans as changed by ``edit`` (in place).
+
+        The changed plans are written to ``directory``; the gateway stops when the block ends.
+        """
+        # Imported here: `make clean` runs devstack on the system Python, which may lack PyYAML.
+        import yaml  # noqa: PLC0415
+
+        plans = yaml.safe_load(Path(self.env()["SPINUP_PLANS_FILE"]).read_text())
+        edit(plans)
+        path = directory / "plans.yaml"
+        path.write_text(yaml.safe_dump(plans))
+        env = {"SPINUP_PLANS_FILE": str(path), **(extra_env or {})}
+        gateway = self.start_extra_gateway(free_ports(1)[0], env)
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
 
 
 def _write_roomy_plans(source: Path, target: Path) -> None:

@@ -11,10 +11,8 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
-import yaml
 from miniopy_async import Minio
 
-from devstack.procs import free_ports
 from devstack.services import ServiceProcess
 from devstack.stack import Stack
 
@@ -33,16 +31,8 @@ def gateway_with_plans(
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[ServiceProcess]:
     """Another gateway replica serving the stack's plans as changed by ``edit`` (in place)."""
-    plans = yaml.safe_load(Path(stack.env()["SPINUP_PLANS_FILE"]).read_text())
-    edit(plans)
-    path = directory / "plans.yaml"
-    path.write_text(yaml.safe_dump(plans))
-    env = {"SPINUP_PLANS_FILE": str(path), **(extra_env or {})}
-    gateway = stack.start_extra_gateway(free_ports(1)[0], env)
-    try:
+    with stack.gateway_with_plans(directory, edit, extra_env) as gateway:
         yield gateway
-    finally:
-        gateway.stop()
 
 
 async def new_resource(http: httpx.AsyncClient, path: str, **request: Any) -> dict[str, Any]:

@@ -1,0 +1,790 @@
+"""Every measurement of ``make bench``, against one running stack, in one run.
+
+For each kind: its driver's raw ``create`` and ``delete`` (the floor), then ``POST /<kind>/new``
+end to end, at each concurrency level; the gateway's own floor (``GET /healthz`` and a NATS
+request-reply echo); ``GET /resources/{token}``; webhook capture with 1 KB bodies (every answered
+request must be stored); and ``POST /db/new`` while the reaper deletes expired databases.
+``Sizes`` says how much of each: ``FULL`` for ``make bench``, ``SMOKE`` for the test suite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import nats
+
+from bench import drivers, profile
+from bench.machine import describe_machine, versions
+from bench.measure import KEPT_ERRORS, Measurement, measure
+from devstack.stack import Stack
+from gateway.routes import KIND_ROUTES
+from shared.contracts.kinds import ResourceKind
+from shared.plans import load_plans
+
+#: Path of ``POST /<kind>/new`` for every kind, from the gateway's own route table.
+NEW_PATH = {route.kind: f"/{route.path}/new" for route in KIND_ROUTES}
+
+#: pg-provisioner's setting that sizes its warm pool of databases (issue 6), once main has one.
+#: When it is set and the bench started the stack, ``POST /db/new`` is measured twice: from the
+#: pool (the stack's own setting) and cold (pg-provisioner restarted with the setting at 0).
+#: Until then the bench measures the only path there is, cold.
+PG_POOL_SETTING: str | None = "SPINUP_PG_POOL_SIZE"
+
+# Webhook capture sends bodies of this size (issue 6: 1 KB).
+WEBHOOK_BODY = b"x" * 1024
+# Bodies answered by the receiver are stored: GET .../requests shows at most ``requests_kept``,
+# so the sends are spread over enough receivers that none is trimmed.
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """How much of everything one run measures.
+
+    Attributes:
+        levels: the concurrency levels of every provisioning and floor measurement.
+        calls: calls per level for provisioning (raw and end to end); fewer when it is slow.
+        floor_calls: calls per level for ``GET /healthz`` and the NATS echo.
+        max_seconds: no new call of one measurement starts after this long.
+        reads: ``GET /resources/{token}`` calls, at the highest level.
+        webhook_sends: 1 KB requests sent to webhook receivers, at the highest level.
+        reaped: databases made to expire for the reaper measurement.
+        reaper_probes: ``POST /db/new`` calls that measure the idle latency.
+        reaper_wait_s: how long the reaper may take to delete them all (reported if reached).
+    """
+
+    levels: tuple[int, ...]
+    calls: Mapping[int, int]
+    floor_calls: Mapping[int, int]
+    max_seconds: float
+    reads: int
+    webhook_sends: int
+    reaped: int
+    reaper_probes: int
+    reaper_wait_s: float
+
+    @property
+    def top(self) -> int:
+        """The highest concurrency level."""
+        return max(self.levels)
+
+
+FULL = Sizes(
+    levels=(1, 16, 64),
+    calls={1: 100, 16: 500, 64: 1000},
+    floor_calls={1: 1000, 16: 3000, 64: 5000},
+    max_seconds=12.0,
+    reads=3000,
+    webhook_sends=3000,
+    reaped=1000,
+    reaper_probes=100,
+    reaper_wait_s=300.0,
+)
+SMOKE = Sizes(
+    levels=(1, 4),
+    calls={1: 2, 4: 4},
+    floor_calls={1: 10, 4: 20},
+    max_seconds=10.0,
+    reads=20,
+    webhook_sends=24,
+    reaped=3,
+    reaper_probes=3,
+    reaper_wait_s=60.0,
+)
+
+#: ``POST /db/new`` probes of the reaper measurement start at most this often: a sample of the
+#: latency, not a second load on the cluster the reaper is busy with.
+PROBE_INTERVAL_S = 0.2
+#: However slowly the databases to expire are made, the run does not wait longer than this for
+#: them to expire (``all_created_before_first_expiry`` in the results says if it overlapped).
+MAX_TTL_S = 120
+
+
+@dataclass(kw_only=True)
+class Row:
+    """One measurement of the report, with the floor it is compared with (if any)."""
+
+    group: str
+    measurement: Measurement
+    kind: str | None = None
+    floor: Measurement | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as JSON: figures, errors, and the ratio to its floor."""
+        m = self.measurement
+        row: dict[str, Any] = {
+            "group": self.group,
+            "name": m.name,
+            "kind": self.kind,
+            "concurrency": m.concurrency,
+            **m.figures(),
+            "error_samples": m.error_samples,
+        }
+        if self.floor is not None:
+            floor = self.floor.figures()
+            row["floor"] = {"name": self.floor.name, **floor}
+            row["p50_ratio"] = _ratio(m.ms(0.5), self.floor.ms(0.5))
+            row["per_s_ratio"] = _ratio(m.per_second, self.floor.per_second)
+        return row
+
+
+def _ratio(value: float, floor: float) -> float | None:
+    if floor <= 0 or math.isnan(floor) or math.isnan(value):
+        return None
+    return round(value / floor, 2)
+
+
+@dataclass(kw_only=True)
+class Results:
+    """What one run found: machine, versions, rows and the special measurements."""
+
+    mode: str
+    machine: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    rows: list[Row] = field(default_factory=list)
+    webhook_capture: dict[str, Any] = field(default_factory=dict)
+    reaper: dict[str, Any] = field(default_factory=dict)
+    profile: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    started_at: str = ""
+    duration_s: float = 0.0
+
+    def add(self, row: Row, progress: Progress) -> Row:
+        """Keep ``row`` and print it."""
+        self.rows.append(row)
+        progress.result(row.measurement.line())
+        return row
+
+    def find(self, group: str, kind: str | None, concurrency: int) -> Row | None:
+        """The row of ``group`` for ``kind`` at ``concurrency``, if it was measured."""
+        for row in self.rows:
+            if (row.group, row.kind, row.measurement.concurrency) == (group, kind, concurrency):
+                return row
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything as JSON (latency samples are summarised, not kept)."""
+        return {
+            "mode": self.mode,
+            "started_at": self.started_at,
+            "duration_s": round(self.duration_s, 1),
+            "machine": self.machine,
+            "versions": self.versions,
+            "rows": [row.as_dict() for row in self.rows],
+            "webhook_capture": self.webhook_capture,
+            "reaper": self.reaper,
+            "profile": self.profile,
+            "notes": self.notes,
+        }
+
+
+class Progress:
+    """One line on stderr saying what runs now (rewritten in place on a terminal)."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self._quiet = quiet
+        self._tty = sys.stderr.isatty()
+        self._what = ""
+        self._printed = ""
+
+    def step(self, what: str) -> None:
+        """A new measurement starts."""
+        self._what = what
+        self._show(what)
+
+    def count(self, total: int) -> Callable[[int], None]:
+        """A callback that shows how many of ``total`` calls of the current step are done."""
+
+        def done(finished: int) -> None:
+            if self._tty:
+                self._show(f"{self._what}  {finished}/{total}")
+
+        return done
+
+    def result(self, line: str) -> None:
+        """A finished measurement's line, kept on screen."""
+        if self._quiet:
+            return
+        if self._tty:
+            sys.stderr.write("\r\x1b[2K")
+        print(line, flush=True)  # noqa: T201
+
+    def _show(self, text: str) -> None:
+        if self._quiet:
+            return
+        if self._tty:
+            sys.stderr.write(f"\r\x1b[2K[bench] {text}"[:200])
+            sys.stderr.flush()
+        elif not text[-1].isdigit() and text != self._printed:
+            self._printed = text
+            sys.stderr.write(f"[bench] {text}\n")
+
+
+@dataclass(kw_only=True)
+class Target:
+    """What the bench runs against: a gateway, the services' environment, and maybe the stack.
+
+    ``stack`` is None when the bench reuses a stack it did not start (``--reuse``): then it can
+    neither start a short-TTL gateway for the reaper measurement nor restart pg-provisioner.
+    ``clean_up``: delete what the run made over HTTP at the end (a stack the bench started is
+    wiped instead: deleting thousands of databases would take minutes).
+    """
+
+    gateway_url: str
+    env: Mapping[str, str]
+    stack: Stack | None = None
+    clean_up: bool = True
+
+
+@contextlib.asynccontextmanager
+async def _http(url: str, concurrency: int) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client session with ``concurrency`` keep-alive connections to ``url``."""
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+        yield session
+
+
+async def _expect(response: aiohttp.ClientResponse, status: int) -> bytes:
+    body = await response.read()
+    if response.status != status:
+        msg = f"{response.method} {response.url.path}: {response.status} {body[:200]!r}"
+        raise RuntimeError(msg)
+    return body
+
+
+class Created(msgspec.Struct):
+    """The part of a ``POST /<kind>/new`` answer the bench keeps."""
+
+    id: uuid.UUID
+    token: str
+    expires_at: datetime | None = None
+    credentials: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+
+
+_created = msgspec.json.Decoder(Created)
+
+
+class Bench:
+    """One run: measures into ``results`` as it goes."""
+
+    def __init__(
+        self, target: Target, sizes: Sizes, progress: Progress, mode: str, *, profile: bool = False
+    ) -> None:
+        self.target = target
+        self.profile = profile
+        self.sizes = sizes
+        self.progress = progress
+        self.results = Results(mode=mode)
+        #: Everything made over HTTP, by kind: removed (and timed) at the end.
+        self.created: dict[ResourceKind, list[Created]] = {kind: [] for kind in ResourceKind}
+
+    async def run(self) -> Results:
+        """Every measurement, in order; the results also when one part fails."""
+        began = time.perf_counter()
+        self.results.started_at = datetime.now().astimezone().isoformat(timespec="seconds")
+        self.progress.step("machine and versions")
+        self.results.machine = describe_machine()
+        self.results.versions = await versions(self.target.env)
+        try:
+            await self.gateway_floor()
+            for kind in NEW_PATH:
+                await self.provisioning(kind)
+            await self.reads()
+            await self.webhook_capture()
+            await self.reaper_effect()
+            if self.profile:
+                await self.profile_cache_new()
+            await self.clean_up()
+        finally:
+            self.results.duration_s = time.perf_counter() - began
+        return self.results
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    async def _measure(
+        self,
+        name: str,
+        call: Callable[[int], Awaitable[object]],
+        *,
+        calls: int,
+        concurrency: int,
+        max_seconds: float | None = None,
+    ) -> Measurement:
+        self.progress.step(f"{name} c={concurrency}")
+        return await measure(
+            name,
+            call,
+            calls=calls,
+            concurrency=concurrency,
+            max_seconds=self.sizes.max_seconds if max_seconds is None else max_seconds,
+            progress=self.progress.count(calls),
+        )
+
+    # --- the gateway's floor ------------------------------------------------------------------
+
+    async def gateway_floor(self) -> None:
+        """``GET /healthz`` (HTTP and Litestar only) and a NATS request-reply echo."""
+        for level in self.sizes.levels:
+            async with _http(self.target.gateway_url, level) as http:
+
+                async def healthz(_: int, http: aiohttp.ClientSession = http) -> None:
+                    async with http.get("/healthz") as response:
+                        await _expect(response, 200)
+
+                measured = await self._measure(
+                    "GET /healthz", healthz, calls=self.sizes.floor_calls[level], concurrency=level
+                )
+                self.results.add(Row(group="floor", measurement=measured), self.progress)
+        async with _echo_responder(self.target.env["SPINUP_NATS_URL"]) as subject:
+            client = await nats.connect(self.target.env["SPINUP_NATS_URL"], name="bench")
+            try:
+
+                async def echo(_: int) -> None:
+                    await client.request(subject, b"ping", timeout=5)
+
+                for level in self.sizes.levels:
+                    measured = await self._measure(
+                        "NATS request-reply echo",
+                        echo,
+                        calls=self.sizes.floor_calls[level],
+                        concurrency=level,
+                    )
+                    self.results.add(Row(group="floor", measurement=measured), self.progress)
+            finally:
+                await client.close()
+
+    # --- provisioning: raw floor and end to end -----------------------------------------------
+
+    async def provisioning(self, kind: ResourceKind) -> None:
+        """``kind``'s driver create at each level (then its deletes), then ``POST /<kind>/new``."""
+        if kind in drivers.KINDS:
+            await self._raw(kind)
+        else:
+            self.results.notes.append(f"{kind}: no driver in bench/drivers.py, so no raw floor.")
+        if kind is ResourceKind.POSTGRES:
+            await self._db_new_variants()
+        else:
+            await self._end_to_end(kind, label="")
+
+    async def _raw(self, kind: ResourceKind) -> None:
+        limits = _anonymous_limits(self.target.env, kind)
+        async with drivers.connected(kind, self.target.env) as driver:
+            made: list[uuid.UUID] = []
+            for level in self.sizes.levels:
+                ids = [uuid.uuid4() for _ in range(self.sizes.calls[level])]
+
+                async def create(i: int, ids: list[uuid.UUID] = ids) -> None:
+                    await driver.create(ids[i], limits)
+                    made.append(ids[i])
+
+                measured = await self._measure(
+                    f"{kind} create (driver)",
+                    create,
+                    calls=len(ids),
+                    concurrency=level,
+                )
+                self.results.add(
+                    Row(group="raw create", kind=kind, measurement=measured), self.progress
+                )
+
+            # Deletes after every create: a DROP DATABASE between creates slows the ones after
+            # it (shared/research/perf.md), and the floor is the create alone.
+            async def delete(i: int) -> None:
+                await driver.delete(made[i])
+
+            measured = await self._measure(
+                f"{kind} delete (driver)", delete, calls=len(made), concurrency=self.sizes.top
+            )
+            if measured.calls < len(made):
+                self.results.notes.append(
+                    f"{kind}: {len(made) - measured.calls} of the driver's {len(made)} tenants"
+                    f" were left undeleted when the delete measurement's time was up."
+                )
+            self.results.add(
+                Row(group="raw delete", kind=kind, measurement=measured), self.progress
+            )
+
+    async def _end_to_end(self, kind: ResourceKind, *, label: str) -> None:
+        path = NEW_PATH[kind]
+        for level in self.sizes.levels:
+            async with _http(self.target.gateway_url, level) as http:
+
+                async def new(_: int, http: aiohttp.ClientSession = http) -> None:
+                    async with http.post(path) as response:
+                        body = await _expect(response, 201)
+                    self.created[kind].append(_created.decode(body))
+
+                measured = await self._measure(
+                    f"POST {path}{label}", new, calls=self.sizes.calls[level], concurrency=level
+                )
+            floor = self.results.find("raw create", kind, level)
+            self.results.add(
+                Row(
+                    group=f"end to end{label}",
+                    kind=kind,
+                    measurement=measured,
+                    floor=floor.measurement if floor else None,
+                ),
+                self.progress,
+            )
+
+    async def _db_new_variants(self) -> None:
+        """``POST /db/new`` cold, and from the warm pool once pg-provisioner has one."""
+        stack = self.target.stack
+        if PG_POOL_SETTING is None:
+            await self._end_to_end(ResourceKind.POSTGRES, label="")
+            return
+        if stack is None:
+            self.results.notes.append(
+                "POST /db/new was measured as the reused stack runs (pool or not): the bench"
+                " restarts pg-provisioner only in a stack it started."
+            )
+            await self._end_to_end(ResourceKind.POSTGRES, label="")
+            return
+        await self._wait_for_pool_fill()
+        await self._end_to_end(ResourceKind.POSTGRES, label=" (pool)")
+        had = stack.service_env_overrides.get(PG_POOL_SETTING)
+        stack.service_env_overrides[PG_POOL_SETTING] = "0"
+        await asyncio.to_thread(_restart, stack, "pg-provisioner")
+        try:
+            await self._end_to_end(ResourceKind.POSTGRES, label=" (cold)")
+        finally:
+            if had is None:
+                del stack.service_env_overrides[PG_POOL_SETTING]
+            else:
+                stack.service_env_overrides[PG_POOL_SETTING] = had
+            await asyncio.to_thread(_restart, stack, "pg-provisioner")
+
+    async def _wait_for_pool_fill(self) -> None:
+        """Hook: wait until pg-provisioner's pool is full (how to tell depends on the pool)."""
+        self.progress.step("waiting for the warm pool to fill")
+        await asyncio.sleep(5 if self.sizes is FULL else 1)
+
+    # --- reads, webhook capture ---------------------------------------------------------------
+
+    async def reads(self) -> None:
+        """``GET /resources/{token}`` over every token made so far, at the highest level."""
+        tokens = [made.token for kind in ResourceKind for made in self.created[kind]]
+        level = self.sizes.top
+        async with _http(self.target.gateway_url, level) as http:
+
+            async def show(i: int) -> None:
+                async with http.get(f"/resources/{tokens[i % len(tokens)]}") as response:
+                    await _expect(response, 200)
+
+            measured = await self._measure(
+                "GET /resources/{token}", show, calls=self.sizes.reads, concurrency=level
+            )
+        self.results.add(Row(group="read", measurement=measured), self.progress)
+
+    async def webhook_capture(self) -> None:
+        """1 KB requests to webhook receivers at the highest level; every answered one stored."""
+        level = self.sizes.top
+        async with _http(self.target.gateway_url, level) as http:
+            async with http.post(NEW_PATH[ResourceKind.WEBHOOK]) as response:
+                first = _created.decode(await _expect(response, 201))
+            kept = int(first.limits["requests_kept"])
+            receivers = [first]
+            while len(receivers) * kept < self.sizes.webhook_sends:
+                async with http.post(NEW_PATH[ResourceKind.WEBHOOK]) as response:
+                    receivers.append(_created.decode(await _expect(response, 201)))
+            self.created[ResourceKind.WEBHOOK] += receivers
+            urls = [str(r.credentials["receive_url"]) for r in receivers]
+            answered = [0] * len(receivers)
+
+            async def send(i: int) -> None:
+                which = i % len(receivers)
+                async with http.post(urls[which], data=WEBHOOK_BODY) as response:
+                    await _expect(response, 200)
+                answered[which] += 1
+
+            measured = await self._measure(
+                "POST <receive_url> (1 KB)",
+                send,
+                calls=self.sizes.webhook_sends,
+                concurrency=level,
+                max_seconds=math.inf,  # every send is counted against what was stored
+            )
+            self.results.add(Row(group="webhook capture", measurement=measured), self.progress)
+            stored = 0
+            short: list[str] = []
+            for receiver, sent in zip(receivers, answered, strict=True):
+                async with http.get(f"/webhook/{receiver.token}/requests") as response:
+                    count = int(msgspec.json.decode(await _expect(response, 200))["count"])
+                stored += count
+                if count != sent:
+                    short.append(f"{receiver.id}: {sent} answered, {count} stored")
+        self.results.webhook_capture = {
+            "receivers": len(receivers),
+            "body_bytes": len(WEBHOOK_BODY),
+            "concurrency": level,
+            "sent": measured.calls,
+            "answered": len(measured.latencies_s),
+            "stored": stored,
+            "lost": len(measured.latencies_s) - stored,
+            "mismatches": short,
+            "per_s": round(measured.per_second, 1),
+        }
+        self.progress.result(
+            f"webhook capture: {measured.calls} sent, {len(measured.latencies_s)} answered,"
+            f" {stored} stored"
+        )
+
+    # --- the reaper ---------------------------------------------------------------------------
+
+    async def reaper_effect(self) -> None:
+        """``POST /db/new`` latency idle, then while the reaper deletes expired databases."""
+        stack = self.target.stack
+        if stack is None:
+            self.results.notes.append(
+                "The reaper measurement needs a short-TTL gateway, which the bench starts only"
+                " in a stack it started or was handed; not measured with --reuse."
+            )
+            return
+        path = NEW_PATH[ResourceKind.POSTGRES]
+        async with _http(self.target.gateway_url, 1) as http:
+
+            async def db_new() -> None:
+                async with http.post(path) as response:
+                    self.created[ResourceKind.POSTGRES].append(
+                        _created.decode(await _expect(response, 201))
+                    )
+
+            self.progress.step(f"POST {path} (reaper idle)")
+            idle = await _probe(
+                f"POST {path} (reaper idle)",
+                db_new,
+                until=lambda m: m.calls >= self.sizes.reaper_probes,
+            )
+            self.results.add(Row(group="reaper", measurement=idle), self.progress)
+
+            # The expired databases must all exist before the first one expires: the TTL is
+            # the time their creation should take at the rate measured earlier, twice, plus slack.
+            made = self.results.find(
+                "end to end (cold)", ResourceKind.POSTGRES, self.sizes.top
+            ) or self.results.find("end to end", ResourceKind.POSTGRES, self.sizes.top)
+            rate = made.measurement.per_second if made else 1.0
+            ttl = min(math.ceil(2 * self.sizes.reaped / max(rate, 1.0)) + 3, MAX_TTL_S)
+
+            def short_ttl(plans: dict[str, Any]) -> None:
+                plans["tiers"][plans["anonymous_tier"]]["ttl_seconds"] = ttl
+
+            with tmp_dir() as directory, stack.gateway_with_plans(directory, short_ttl) as short:
+                doomed = await self._make_expiring(str(short.url), path)
+            created_by = time.time()
+            expiries = [d.expires_at.timestamp() for d in doomed if d.expires_at is not None]
+            first_expiry = min(expiries, default=created_by)
+            self.progress.step(f"waiting {max(0.0, first_expiry - time.time()):.0f} s for expiry")
+            await asyncio.sleep(max(0.0, first_expiry - time.time()))
+
+            ids = [d.id for d in doomed]
+            pool = await asyncpg.create_pool(
+                self.target.env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2
+            )
+            try:
+                began = time.perf_counter()
+                watcher = asyncio.create_task(self._until_deleted(pool, ids))
+                busy = await _probe(
+                    f"POST {path} (reaper deleting)", db_new, until=lambda _: watcher.done()
+                )
+                left = await watcher
+                took = time.perf_counter() - began
+            finally:
+                await pool.close()
+        self.results.add(Row(group="reaper", measurement=busy), self.progress)
+        deleted = len(ids) - left
+        if left:
+            self.results.notes.append(
+                f"The reaper had deleted {deleted} of {len(ids)} expired databases when the"
+                f" measurement stopped after {took:.0f} s."
+            )
+        self.results.reaper = {
+            "expired_databases": len(ids),
+            "deleted": deleted,
+            "ttl_s": ttl,
+            "all_created_before_first_expiry": created_by <= first_expiry,
+            "deleted_within_s": round(took, 1),
+            "deletes_per_s": round(deleted / took, 1) if took > 0 else None,
+            "probe_interval_s": PROBE_INTERVAL_S,
+            "idle_p50_ms": round(idle.ms(0.5), 2),
+            "idle_p99_ms": round(idle.ms(0.99), 2),
+            "busy_p50_ms": round(busy.ms(0.5), 2),
+            "busy_p99_ms": round(busy.ms(0.99), 2),
+            "p99_ratio": _ratio(busy.ms(0.99), idle.ms(0.99)),
+        }
+
+    async def _make_expiring(self, url: str, path: str) -> list[Created]:
+        """``reaped`` databases made through the short-TTL gateway, a few at a time."""
+        doomed: list[Created] = []
+        level = min(8, self.sizes.top)
+        async with _http(url, level) as http:
+
+            async def make(_: int) -> None:
+                async with http.post(path) as response:
+                    doomed.append(_created.decode(await _expect(response, 201)))
+
+            measured = await self._measure(
+                f"POST {path} (short TTL, to expire)",
+                make,
+                calls=self.sizes.reaped,
+                concurrency=level,
+                max_seconds=math.inf,
+            )
+        self.results.add(Row(group="reaper", measurement=measured), self.progress)
+        return doomed
+
+    async def _until_deleted(self, pool: asyncpg.Pool, ids: list[uuid.UUID]) -> int:
+        """Wait until the reaper has deleted all of ``ids`` (or time is up); how many are left."""
+        began = time.perf_counter()
+        while True:
+            left: int = await pool.fetchval(
+                "SELECT count(*) FROM resources WHERE id = ANY($1::uuid[])"
+                " AND status NOT IN ('expired', 'deleted')",
+                ids,
+            )
+            self.progress.step(f"reaper: {left} of {len(ids)} expired databases left")
+            if left == 0 or time.perf_counter() - began > self.sizes.reaper_wait_s:
+                return left
+            await asyncio.sleep(0.5)
+
+    # --- profile ------------------------------------------------------------------------------
+
+    async def profile_cache_new(self) -> None:
+        """py-spy on the gateway while ``POST /cache/new`` runs at c=16 (``bench.profile``)."""
+        gateway_pid = self.target.stack.services["gateway"].pid if self.target.stack else None
+        if gateway_pid is None:
+            self.results.notes.append(
+                "The profile needs the gateway's pid: a stack the bench runs."
+            )
+            return
+        seconds = 15.0 if self.sizes is FULL else 3.0
+        path = NEW_PATH[ResourceKind.REDIS]
+        level = min(16, self.sizes.top)
+        with tmp_dir() as directory:
+            raw = directory / "profile.txt"
+            recording = asyncio.create_task(profile.record(gateway_pid, seconds, raw))
+            async with _http(self.target.gateway_url, level) as http:
+
+                async def new(_: int) -> None:
+                    async with http.post(path) as response:
+                        self.created[ResourceKind.REDIS].append(
+                            _created.decode(await _expect(response, 201))
+                        )
+
+                measured = await self._measure(
+                    f"POST {path} (profiled)",
+                    new,
+                    calls=10**9,
+                    concurrency=level,
+                    max_seconds=seconds + 1,
+                )
+            await recording
+            self.results.add(Row(group="profile", measurement=measured), self.progress)
+            self.results.profile = profile.summarise(raw)
+
+    # --- clean up -----------------------------------------------------------------------------
+
+    async def clean_up(self) -> None:
+        """``DELETE /resources/{token}`` of everything made over HTTP (timed, as a bonus)."""
+        if not self.target.clean_up:
+            return
+        tokens = [made.token for kind in ResourceKind for made in self.created[kind]]
+        level = min(16, self.sizes.top)
+        async with _http(self.target.gateway_url, level) as http:
+
+            async def remove(i: int) -> None:
+                async with http.delete(f"/resources/{tokens[i]}") as response:
+                    body = await response.read()
+                    # The reaper phase's databases may be gone already; 404/410 mean just that.
+                    if response.status not in {200, 404, 410}:
+                        msg = f"DELETE: {response.status} {body[:200]!r}"
+                        raise RuntimeError(msg)
+
+            measured = await self._measure(
+                "DELETE /resources/{token}",
+                remove,
+                calls=len(tokens),
+                concurrency=level,
+                max_seconds=math.inf,
+            )
+        self.results.add(Row(group="delete", measurement=measured), self.progress)
+
+
+async def _probe(
+    name: str, call: Callable[[], Awaitable[None]], *, until: Callable[[Measurement], bool]
+) -> Measurement:
+    """One ``call`` at a time, starting at most every ``PROBE_INTERVAL_S``, until ``until``."""
+    result = Measurement(name=name, concurrency=1)
+    began = time.perf_counter()
+    while not until(result):
+        started = time.perf_counter()
+        try:
+            await call()
+        except Exception as exc:  # noqa: BLE001 (counted like every failure)
+            result.errors += 1
+            if len(result.error_samples) < KEPT_ERRORS:
+                result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
+        else:
+            result.latencies_s.append(time.perf_counter() - started)
+        await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.perf_counter() - started)))
+    result.wall_s = time.perf_counter() - began
+    return result
+
+
+def _anonymous_limits(env: Mapping[str, str], kind: ResourceKind) -> Any:  # noqa: ANN401
+    """What the anonymous tier gives ``kind`` in the plans the stack serves."""
+    plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
+    return plans.tiers[plans.anonymous_tier].limits(kind)
+
+
+def _restart(stack: Stack, service: str) -> None:
+    stack.stop_service(service)
+    stack.start_service(service)
+
+
+@contextlib.contextmanager
+def tmp_dir() -> Iterator[Path]:
+    """A scratch directory, removed afterwards."""
+    import tempfile  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory(prefix="spinup-bench-") as name:
+        yield Path(name)
+
+
+@contextlib.asynccontextmanager
+async def _echo_responder(nats_url: str) -> AsyncIterator[str]:
+    """A separate process answering requests on a fresh subject with their own payload."""
+    subject = f"bench.echo.{uuid.uuid4().hex}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.echo",
+        subject,
+        env={**os.environ, "SPINUP_NATS_URL": nats_url},
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None  # noqa: S101 (PIPE was asked for)
+        ready = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        if ready.strip() != b"ready":
+            msg = f"the echo responder did not start: {ready!r}"
+            raise RuntimeError(msg)
+        yield subject
+    finally:
+        process.terminate()
+        await process.wait()

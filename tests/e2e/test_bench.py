@@ -1,0 +1,57 @@
+"""``make bench`` in smoke mode: the same code, a few calls of everything, so it cannot rot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import drivers
+from bench.__main__ import measure
+from bench.harness import NEW_PATH, SMOKE, Target
+from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
+from devstack.stack import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_the_smoke_run_measures_everything_without_errors(
+    stack: Stack, tmp_path: Path
+) -> None:
+    target = Target(gateway_url=stack.gateway_url, env=stack.env(), stack=stack)
+    await measure(target, smoke=True, out=tmp_path, quiet=True)
+
+    results = json.loads((tmp_path / JSON_NAME).read_text())
+    assert (tmp_path / CHART_NAME).stat().st_size > 0
+    assert "POST /db/new" in (tmp_path / MARKDOWN_NAME).read_text()
+    rows = results["rows"]
+    assert [row for row in rows if row["errors"]] == []
+    # POST /db/new is measured from the warm pool and cold: "end to end (pool)", "... (cold)".
+    measured = {(row["group"].split(" (")[0], row["kind"], row["concurrency"]) for row in rows}
+    for kind in NEW_PATH:
+        assert kind in drivers.KINDS, f"bench/drivers.py has no driver for {kind}"
+        for level in SMOKE.levels:
+            assert ("raw create", kind.value, level) in measured
+            assert ("end to end", kind.value, level) in measured
+        assert ("raw delete", kind.value, SMOKE.top) in measured
+    for row in rows:
+        assert row["calls"] > 0, row
+        assert row["p50_ms"] > 0, row
+        if row["group"].startswith("end to end"):
+            assert row["floor"]["calls"] > 0, row
+            assert row["p50_ratio"] > 0, row
+    pooled = {row["group"] for row in rows if row["kind"] == "postgres"}
+    assert {"end to end (pool)", "end to end (cold)"} <= pooled
+    floors = {row["name"] for row in rows if row["group"] == "floor"}
+    assert floors == {"GET /healthz", "NATS request-reply echo"}
+
+    capture = results["webhook_capture"]
+    assert capture["sent"] == SMOKE.webhook_sends
+    assert capture["stored"] == capture["answered"] == capture["sent"]
+    reaper = results["reaper"]
+    assert reaper["expired_databases"] == SMOKE.reaped
+    assert reaper["deleted"] == SMOKE.reaped
+    assert reaper["deleted_within_s"] > 0
+    assert results["versions"]["postgres"][0].isdigit()
+    assert results["machine"]["cores"] >= 1
