@@ -5,11 +5,12 @@ the repository as its build context, so ``docker build -f services/gateway/Docke
 ``compose/compose.yaml`` use the same Dockerfiles. Python packages come from a wheelhouse made
 here, on the host, with the machine's own pip configuration (``.spinup/wheels``: every wheel any
 image needs, pinned by ``requirements.lock``, plus ``requirements/<image>.txt`` naming what that
-image installs); the Dockerfiles install it with ``pip install --no-index`` in a build stage and
-copy only the virtualenv into the final image. The root ``.dockerignore`` keeps the context to
-``shared/``, ``services/``, ``plans.yaml``, ``compose/images/`` and the wheelhouse.
+image installs) and the project's own wheel (``.spinup/project``); the Dockerfiles install them
+with ``pip install --no-index`` in a build stage and copy only the virtualenv into the final
+image. The root ``.dockerignore`` keeps the context to those, ``plans.yaml`` and
+``compose/images/``.
 
-    python -m devstack.images wheels            # only the wheelhouse (what compose build needs)
+    python -m devstack.images wheels            # wheelhouse and project wheel (for compose build)
     python -m devstack.images build gateway     # wheelhouse, base image, then these images
     python -m devstack.images build             # every image
 """
@@ -33,6 +34,8 @@ from devstack.procs import DevstackError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Inside the context: the wheelhouse and, beside the wheels, each image's requirement list.
 WHEELHOUSE = Path(".spinup") / "wheels"
+#: Inside the context: this repository's own wheel (shared, services, clients), rebuilt each time.
+PROJECT_WHEEL_DIR = Path(".spinup") / "project"
 #: Image names: ``spinup/<name>:<tag>``.
 IMAGE_PREFIX = "spinup/"
 DEFAULT_TAG = "latest"
@@ -245,6 +248,33 @@ def _add_marker_gated(wheelhouse: Path, root: Path, python: str) -> None:
             raise DevstackError(msg)
 
 
+def build_project_wheel(root: Path = REPO_ROOT, *, python: str = sys.executable) -> Path:
+    """This repository as one wheel in ``.spinup/project`` (the code, with its metadata).
+
+    Installed without dependencies on top of the wheelhouse's packages, so the images run the
+    same installed distribution as ``.venv`` (``importlib.metadata.version("spinup")`` included),
+    and a code change rebuilds only the layers after the dependencies.
+
+    Raises:
+        DevstackError: the build failed.
+    """
+    directory = root / PROJECT_WHEEL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.whl"):
+        stale.unlink()
+    done = subprocess.run(
+        [python, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(directory), "."],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        msg = f"pip wheel of the project failed:\n{done.stderr.strip()[-4000:]}"
+        raise DevstackError(msg)
+    return directory
+
+
 def image_tag(name: str, tag: str = DEFAULT_TAG) -> str:
     """``spinup/<name>:<tag>``."""
     return f"{IMAGE_PREFIX}{name}:{tag}"
@@ -291,6 +321,7 @@ def build_images(names: list[str], *, root: Path = REPO_ROOT, tag: str = DEFAULT
     ensure_engine(root)
     base = ensure_base_image(root)
     ensure_wheelhouse(root)
+    build_project_wheel(root)
     return [build_image(name, root=root, tag=tag, base_image=base) for name in names]
 
 
@@ -306,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown image {', '.join(unknown)}; choose from {', '.join(IMAGES)}")
     try:
         if args.command == "wheels":
-            sys.stdout.write(f"{ensure_wheelhouse()}\n")
+            sys.stdout.write(f"{ensure_wheelhouse()}\n{build_project_wheel()}\n")
         else:
             for reference in build_images(args.names or list(IMAGES), tag=args.tag):
                 sys.stdout.write(f"{reference}\n")
