@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -24,6 +25,7 @@ from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
+from shared.health import heartbeat, heartbeat_file
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
 from shared.logging import configure_logging
 from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
@@ -42,6 +44,7 @@ class WorkerSettings:
     delete_concurrency: int
     log_format: str
     log_level: str
+    heartbeat_file: Path | None
 
     @classmethod
     def from_env(
@@ -67,6 +70,7 @@ class WorkerSettings:
             ),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
+            heartbeat_file=heartbeat_file(env),
         )
 
 
@@ -136,7 +140,8 @@ async def serve_kind(
                 kind=driver.kind.value,
                 create_concurrency=settings.create_concurrency,
             )
-            await wait_for_shutdown()
+            async with heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected):
+                await wait_for_shutdown()
         finally:
             await bus.close()
     finally:

@@ -19,6 +19,7 @@ from shared.bus import Bus
 from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import RESOURCE_EVENTS_FILTER
 from shared.eventlog.stream import ensure_events_stream
+from shared.health import heartbeat
 from shared.logging import configure_logging
 from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
 
@@ -58,7 +59,8 @@ async def run(settings: Settings) -> None:
         "reaper.started", interval_s=settings.interval_s, usage_interval_s=settings.usage_interval_s
     )
     try:
-        await wait_for_shutdown()
+        async with heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected):
+            await wait_for_shutdown()
     finally:
         for task in tasks:
             task.cancel()

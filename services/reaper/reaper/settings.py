@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from shared.config import Env
+from shared.health import heartbeat_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,7 @@ class Settings:
     stack_stuck_after_s: float
     log_format: str
     log_level: str
+    heartbeat_file: Path | None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -42,4 +45,5 @@ class Settings:
             + env.number("SPINUP_REAPER_ORPHAN_GRACE_S", 60.0),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
+            heartbeat_file=heartbeat_file(env),
         )
