@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 from miniopy_async import Minio
-from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
 from shared.contracts.kinds import ResourceKind, ResourceStatus
@@ -60,20 +59,6 @@ async def redis_tenants(env: Mapping[str, str]) -> set[uuid.UUID]:
     return _ids(list(users))
 
 
-async def mongo_tenants(env: Mapping[str, str]) -> set[uuid.UUID]:
-    """Resources with a user or a database on the MongoDB server."""
-    client: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(
-        env["SPINUP_MONGO_ADMIN_URL"], serverSelectionTimeoutMS=5000
-    )
-    try:
-        # A tenant's database appears only with its first write; its user from the create.
-        users = await client.admin.command("usersInfo", {"forAllDBs": True})
-        names = [str(user["user"]) for user in users.get("users", [])]
-        return _ids([*names, *await client.list_database_names()])
-    finally:
-        client.close()
-
-
 async def s3_tenants(env: Mapping[str, str]) -> set[uuid.UUID]:
     """Resources with a bucket on the S3 server."""
     async with aiohttp.ClientSession() as session:
@@ -91,11 +76,11 @@ async def s3_tenants(env: Mapping[str, str]) -> set[uuid.UUID]:
 
 #: How to list each backend's tenants. Kinds without an entry are not inventoried: NATS accounts
 #: are derived from keys and pushed to the server (no admin listing), webhooks live in the
-#: platform Redis under HMAC'd keys.
+#: platform Redis under HMAC'd keys, and SecantusDB lists neither every user (``usersInfo``
+#: ``forAllDBs``) nor a database before its first write.
 TENANT_LISTERS: dict[ResourceKind, Callable[[Mapping[str, str]], Awaitable[set[uuid.UUID]]]] = {
     ResourceKind.POSTGRES: postgres_tenants,
     ResourceKind.REDIS: redis_tenants,
-    ResourceKind.MONGO: mongo_tenants,
     ResourceKind.S3: s3_tenants,
 }
 
@@ -133,9 +118,7 @@ class Agreement:
         )
 
 
-async def compare(
-    kind: ResourceKind, env: Mapping[str, str], platform: asyncpg.Pool
-) -> Agreement:
+async def compare(kind: ResourceKind, env: Mapping[str, str], platform: asyncpg.Pool) -> Agreement:
     """Compare one kind's backend with the resources read model (kept in step with the log)."""
     rows = await platform.fetch(
         "SELECT id, status, needs_cleanup FROM resources WHERE kind = $1", kind.value

@@ -459,7 +459,6 @@ class Stack:
             gateway.wait_ready(timeout)
         return gateway
 
-
     def start_extra_worker(self, name: str, timeout: float = 30.0) -> ServiceProcess:
         """Start another replica of the worker ``name`` (``pg-provisioner``...) in its queue group.
 
