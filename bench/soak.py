@@ -130,7 +130,7 @@ def window_line(samples: list[Sample], start: float, end: float, memory: dict[st
         return f"{start:6.0f}-{end:4.0f} s  no requests"
     errors = sum(1 for sample in inside if sample.status >= 500)  # noqa: PLR2004
     ms = [sample.latency_s * 1000 for sample in inside]
-    mem = "  ".join(f"{name} {value:.0f}" for name, value in memory.items())
+    mem = "  ".join(f"{name} {value:.1f}" for name, value in memory.items())
     return (
         f"{start:6.0f}-{end:4.0f} s  n={len(inside):<5} 5xx {errors / len(inside):6.2%}"
         f"  p50 {statistics.median(ms):6.1f}  p95 {percentile(ms, 0.95):6.1f}"
@@ -186,7 +186,7 @@ async def soak(stack: Stack, seconds: float, concurrency: int, window: float, se
     if len(memory_over_time) >= 2:  # noqa: PLR2004
         first, last = memory_over_time[0], memory_over_time[-1]
         growth = "  ".join(
-            f"{name} {first[name]:.0f}->{last[name]:.0f}" for name in last if name in first
+            f"{name} {first[name]:.1f}->{last[name]:.1f}" for name in last if name in first
         )
         print(f"RSS MiB first window -> last: {growth}")  # noqa: T201
     for line in recorder.unexpected[:10]:
