@@ -22,14 +22,13 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.inventory import TENANT_LISTERS, settled_agreement
-from devstack.backends import BACKENDS
 from devstack.procs import free_ports
 from devstack.services import ServiceProcess
 from devstack.stack import Stack
 from shared.bus import Bus
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.replies import ResourceProvisioned
-from shared.contracts.subjects import PROVISION_POSTGRES
+from shared.contracts.subjects import PROVISION_ENDPOINTS, PROVISION_POSTGRES
 from shared.naming import resource_stream, tenant_name
 from shared.testing.factories import provision_command
 from shared.testing.polling import eventually
@@ -188,7 +187,8 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
 async def test_a_second_replica_of_every_worker_carries_on_when_the_first_is_killed(
     stack: Stack, http: httpx.AsyncClient, env: dict[str, str], platform_db: asyncpg.Pool
 ) -> None:
-    workers = [backend.worker for backend in BACKENDS]
+    # The provisioner of every kind the stream creates (stack-deployer has tests of its own).
+    workers = [PROVISION_ENDPOINTS[kind].queue for kind in PATHS]
     paths = [*PATHS.values(), "webhook"]
     async with extra_workers(stack, workers):
         # The gateway is the webhook kind's worker: its second replica is another gateway,
