@@ -7,7 +7,7 @@ BIN := .venv/bin
 TOOLS := .spinup/tools
 UV_VERSION := 0.13.9
 
-.PHONY: help setup run test check fmt lock clean bench
+.PHONY: help setup run test check fmt lock clean bench soak
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,6 +28,9 @@ test: check ## check, then pytest (tests start their own servers on free ports)
 
 bench: setup ## Measure every kind against its floor on a stack of its own (bench/README.md)
 	$(BIN)/python -m bench --profile $(BENCH_ARGS)
+
+soak: setup ## Mixed load on a throwaway stack for SOAK_SECONDS (300): errors, latency, memory, orphans
+	$(BIN)/python -m bench.soak
 
 fmt: setup ## Format the code and apply ruff's safe fixes
 	$(BIN)/ruff format .

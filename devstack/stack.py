@@ -71,6 +71,7 @@ class Stack:
         services: the backends' workers, then ``reaper`` and ``gateway``, in start order.
         service_env_overrides: added to every service environment from the next service start.
         extra_gateways: gateways started by ``start_extra_gateway``, by name.
+        extra_workers: worker replicas started by ``start_extra_worker``, by log name.
     """
 
     def __init__(
@@ -91,6 +92,7 @@ class Stack:
         self.secrets = Secrets() if profile.wipe else Secrets.load_or_create(secrets_path)
         self.service_env_overrides: dict[str, str] = dict(profile.overrides)
         self.extra_gateways: dict[str, ServiceProcess] = {}
+        self.extra_workers: dict[str, ServiceProcess] = {}
         self._lock: IO[str] | None = None
         self._wiped = False
         self.servers: dict[str, Server] = self._make_servers()
@@ -324,6 +326,7 @@ class Stack:
             *self.servers.values(),
             *self.services.values(),
             *self.extra_gateways.values(),
+            *self.extra_workers.values(),
         ]
 
     # --- start and stop ----------------------------------------------------------------------
@@ -366,6 +369,8 @@ class Stack:
         """Stop gateways and workers, then servers, in reverse start order. Safe to repeat."""
         for name in reversed(self.extra_gateways):
             self._stop(self.extra_gateways[name], name)
+        for name in reversed(self.extra_workers):
+            self._stop(self.extra_workers[name], name)
         for name in reversed(self.services):
             self._stop(self.services[name], name)
         for name in reversed(self.servers):
@@ -478,6 +483,32 @@ class Stack:
             yield gateway
         finally:
             gateway.stop()
+
+    def start_extra_worker(self, name: str, timeout: float = 30.0) -> ServiceProcess:
+        """Start another replica of the worker ``name`` (``pg-provisioner``...) in its queue group.
+
+        It has the worker's NATS name and environment, and a log and pid file of its own
+        (``<name>-2.log``...). The handle has ``stop()``, ``kill()`` and ``is_running()``;
+        ``stop`` of the stack stops it too.
+        """
+        spec = self.services[name].spec
+        replica = 2 + sum(1 for key in self.extra_workers if key.rsplit("-", 1)[0] == name)
+        label = f"{name}-{replica}"
+        # Named like the worker itself: the readiness check looks for that NATS client name.
+        worker = ServiceProcess(
+            name,
+            spec=spec,
+            python=self.python,
+            root=self.profile.root,
+            log_path=self.profile.logs_dir / f"{label}.log",
+            pid_path=self.profile.run_dir / f"{label}.pid",
+            nats_monitor_url=f"http://127.0.0.1:{self.profile.ports.nats_monitor}",
+        )
+        self.extra_workers[label] = worker
+        with self._step(f"starting {label}"):
+            worker.start(self._process_env(name))
+            worker.wait_ready(timeout)
+        return worker
 
 
 def _write_roomy_plans(source: Path, target: Path) -> None:

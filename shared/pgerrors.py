@@ -16,4 +16,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # A connection the server closed in the middle of a query (a shutdown) can leave asyncpg's
+    # protocol half-way and fail the next use with this ("cannot switch to state ..."): seen as
+    # a 500 when the platform Postgres was stopped under load (tests/e2e/test_crashes_and_outages).
+    asyncpg.InternalClientError,
 )
