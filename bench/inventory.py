@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import asyncpg
-from miniopy_async import Minio
+from miniopy_async.api import Minio
 from redis.asyncio import Redis
 
 from shared.contracts.kinds import ResourceKind, ResourceStatus
@@ -56,7 +56,7 @@ async def redis_tenants(env: Mapping[str, str]) -> set[uuid.UUID]:
         users = await client.acl_users()
     finally:
         await client.aclose()
-    return _ids(list(users))
+    return _ids([user if isinstance(user, str) else user.decode() for user in users])
 
 
 async def s3_tenants(env: Mapping[str, str]) -> set[uuid.UUID]:
