@@ -334,4 +334,6 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:  # noqa: A
         "DOCKER_HOST": docker_host(),
         "SPINUP_STACK_SCOPE": scope_label(profile),
         "SPINUP_STACK_BASE_IMAGE": BASE_IMAGE,
+        # The customer servers listen on this machine: containers reach it by this name.
+        "SPINUP_STACK_LOOPBACK_ALIAS": "host.docker.internal",
     }

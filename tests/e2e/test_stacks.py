@@ -114,16 +114,6 @@ async def sse_lines(http: httpx.AsyncClient, token: str) -> list[dict[str, Any]]
         ]
 
 
-# The backing servers of a devstack profile listen on 127.0.0.1 only, and the URLs injected
-# into a stack's containers name 127.0.0.1, which inside a container is the container itself:
-# the example app cannot reach its database yet. Strict, so these fail loudly once it can.
-NEEDS_REACHABLE_BACKING = pytest.mark.xfail(
-    strict=True,
-    reason="backing services on 127.0.0.1 are unreachable from stack containers (to fix in"
-    " devstack + stack-deployer)",
-)
-
-
 @pytest.fixture(scope="module")
 async def notes(stack: Stack) -> AsyncIterator[dict[str, Any]]:
     """The example app, deployed and running (deleted at the end of the module)."""
@@ -187,7 +177,6 @@ async def test_an_unknown_app_url_is_a_json_404(http: httpx.AsyncClient) -> None
 # -- the example app ---------------------------------------------------------------------------
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_the_example_app_serves_its_public_url_and_uses_its_database(
     http: httpx.AsyncClient, notes: dict[str, Any]
 ) -> None:
@@ -226,7 +215,6 @@ async def test_the_example_app_serves_its_public_url_and_uses_its_database(
     assert services["worker"]["status"] == "running"
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_the_app_url_without_its_trailing_slash_redirects(
     notes: dict[str, Any],
 ) -> None:
@@ -236,7 +224,6 @@ async def test_the_app_url_without_its_trailing_slash_redirects(
     assert response.headers["location"].endswith(f"/apps/{notes['id']}/web/")
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_the_backing_resources_are_children_of_the_stack(
     http: httpx.AsyncClient, notes: dict[str, Any], platform_db: asyncpg.Pool
 ) -> None:
@@ -251,7 +238,6 @@ async def test_the_backing_resources_are_children_of_the_stack(
     assert all(row["expires_at"] == stack_expiry for row in rows)
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_logs_stream_the_build_and_the_containers(
     http: httpx.AsyncClient, notes: dict[str, Any]
 ) -> None:
@@ -261,7 +247,6 @@ async def test_logs_stream_the_build_and_the_containers(
     assert any("notes web listening" in line["line"] for line in lines)
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_stop_and_start_keep_the_data(http: httpx.AsyncClient, notes: dict[str, Any]) -> None:
     web = notes["urls"]["web"]
     async with httpx.AsyncClient(timeout=30) as client:
@@ -280,7 +265,6 @@ async def test_stop_and_start_keep_the_data(http: httpx.AsyncClient, notes: dict
     assert made in listed["notes"]
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_redeploy_replaces_the_containers_and_keeps_the_data(
     http: httpx.AsyncClient, notes: dict[str, Any]
 ) -> None:
@@ -302,7 +286,6 @@ async def test_redeploy_replaces_the_containers_and_keeps_the_data(
     assert made in listed["notes"]
 
 
-@NEEDS_REACHABLE_BACKING
 async def test_an_unknown_action_is_refused(http: httpx.AsyncClient, notes: dict[str, Any]) -> None:
     response = await http.post(f"/stacks/{notes['token']}/explode")
     assert response.status_code == 404

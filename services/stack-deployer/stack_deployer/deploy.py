@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 import uuid
 from collections.abc import Coroutine
@@ -61,6 +62,11 @@ _APPEND_ATTEMPTS = 5
 PUBLISHED_HOST = "127.0.0.1"
 
 
+# A loopback host in a URL (``…@127.0.0.1:5432``, ``http://localhost:8333``): inside a container
+# it would name the container itself.
+_LOOPBACK = re.compile(r"(?<=[/@])(?:127\.0\.0\.1|localhost)(?=[:/]|$)")
+
+
 @dataclass(frozen=True, slots=True)
 class CommandIds:
     """The command a deploy's events are recorded under."""
@@ -98,6 +104,7 @@ class Deployer:
         settle_s: float,
         max_parallel_builds: int,
         stop_timeout_s: int,
+        loopback_alias: str = "",
     ) -> None:
         self._store = store
         self._keyring = keyring
@@ -108,6 +115,7 @@ class Deployer:
         self._settle_s = settle_s
         self._build_slots = asyncio.Semaphore(max_parallel_builds)
         self._stop_timeout_s = stop_timeout_s
+        self._loopback_alias = loopback_alias
         self._locks: dict[UUID, asyncio.Lock] = {}
         #: Deploys running on this replica, by stack.
         self._running: dict[UUID, asyncio.Task[None]] = {}
@@ -452,7 +460,10 @@ class Deployer:
                 raise ServiceFailedError(None, reason)
             plain = self._keyring.open(state.credentials_sealed, aad=resource_id.bytes)
             credentials[name] = _credentials.decode(plain)
-        return injected_env(manifest, credentials)
+        env = injected_env(manifest, credentials)
+        if not self._loopback_alias:
+            return env
+        return {key: _LOOPBACK.sub(self._loopback_alias, value) for key, value in env.items()}
 
     # -- logs ---------------------------------------------------------------------------------
 

@@ -99,12 +99,14 @@ def image_tag(stack_id: str, service: str, revision: int) -> str:
 class Engine:
     """The engine API through aiodocker, limited to one scope."""
 
-    def __init__(self, docker: aiodocker.Docker, scope: str) -> None:
+    def __init__(self, docker: aiodocker.Docker, scope: str, loopback_alias: str = "") -> None:
         self._docker = docker
         self._scope = scope
+        # "<name>:host-gateway": the engine resolves it to its own host's address.
+        self._extra_hosts = [f"{loopback_alias}:host-gateway"] if loopback_alias else []
 
     @classmethod
-    async def connect(cls, url: str, scope: str) -> Engine:
+    async def connect(cls, url: str, scope: str, loopback_alias: str = "") -> Engine:
         """Connect and check the engine answers.
 
         Raises:
@@ -117,7 +119,7 @@ class Engine:
             await docker.close()
             msg = "The container engine is unreachable."
             raise BackendUnavailableError(msg) from exc
-        return cls(docker, scope)
+        return cls(docker, scope, loopback_alias)
 
     async def close(self) -> None:
         """Close the engine connection."""
@@ -261,6 +263,7 @@ class Engine:
             "SecurityOpt": ["no-new-privileges"],
             "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": _RESTART_RETRIES},
             "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
+            "ExtraHosts": self._extra_hosts,
         }
         config: dict[str, Any] = {
             "Image": spec.image,

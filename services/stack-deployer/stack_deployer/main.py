@@ -28,7 +28,8 @@ async def run(settings: Settings) -> None:
     after the commands that began them were answered.
     """
     engine = await connect_with_retry(
-        "container engine", lambda: Engine.connect(settings.docker_host, settings.scope)
+        "container engine",
+        lambda: Engine.connect(settings.docker_host, settings.scope, settings.loopback_alias),
     )
     bus = await connect_with_retry(
         "platform nats", lambda: Bus.connect(settings.worker.nats_url, name=f"{SERVICE}-deploys")
@@ -51,6 +52,7 @@ async def run(settings: Settings) -> None:
         settle_s=settings.settle_s,
         max_parallel_builds=settings.max_parallel_builds,
         stop_timeout_s=settings.stop_timeout_s,
+        loopback_alias=settings.loopback_alias,
     )
     driver = StackDriver(engine, uploads, deployer, public_base=settings.public_url)
     try:

@@ -30,6 +30,10 @@ class Settings:
     max_parallel_builds: int
     #: Seconds a container gets to stop on SIGTERM before it is killed.
     stop_timeout_s: int
+    #: When the backing servers listen on the engine's own host (development), the name
+    #: containers reach that host by: loopback addresses in injected URLs become this name,
+    #: mapped to the engine's host gateway. Empty: injected URLs are used as they are.
+    loopback_alias: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -55,4 +59,5 @@ class Settings:
             settle_s=env.number("SPINUP_STACK_SETTLE_S", 3.0),
             max_parallel_builds=env.integer("SPINUP_STACK_MAX_PARALLEL_BUILDS", 2),
             stop_timeout_s=env.integer("SPINUP_STACK_STOP_TIMEOUT_S", 5),
+            loopback_alias=environ.get("SPINUP_STACK_LOOPBACK_ALIAS", "").strip(),
         )
