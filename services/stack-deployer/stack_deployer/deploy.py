@@ -406,7 +406,10 @@ class Deployer:
             if state.running and state.restarts == 0:
                 continue
             tail = await self._engine.logs_tail(container_id, TAIL_LINES)
-            reason = f"exited with code {state.exit_code} while starting"
+            # Inspected between two restarts, the engine may not show the exit code yet.
+            reason = "exited while starting"
+            if state.exit_code:
+                reason = f"exited with code {state.exit_code} while starting"
             if state.restarts:
                 reason += f" (restarted {state.restarts} times: a crash loop)"
             if state.error:
