@@ -51,6 +51,7 @@ def _banner(stack: Stack) -> str:
         "\nSpinup is running.\n"
         f"  API    {url}  (OpenAPI: {url}/schema)\n"
         f"  try    curl -s -X POST {url}/db/new   (or /cache /nosql /queue /storage /webhook)\n"
+        f"  stacks curl -s -F spinup.yaml=@spinup.yaml -F web.tar=@web.tar {url}/stacks/new\n"
         f"  logs   {logs}/  (e.g. tail -f {logs}/gateway.log)\n"
         f'  env    eval "$({_relative(Path(sys.executable))} -m devstack env)"\n'
         "Ctrl-C to stop.\n\n"

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import aiodocker
 import httpx
+import msgspec
 import pytest
 from aiodocker.exceptions import DockerError
 
@@ -26,8 +27,8 @@ from shared.contracts.commands import (
     ProvisionResource,
     StackAction,
 )
-from shared.contracts.kinds import DeprovisionReason, ResourceKind, StackLimits
-from shared.contracts.stacks import MANIFEST_NAME, StackLogLine
+from shared.contracts.kinds import DeprovisionReason, RedisLimits, ResourceKind, StackLimits
+from shared.contracts.stacks import MANIFEST_NAME, StackLogLine, backing_resource_id
 from shared.contracts.subjects import (
     ENDPOINTS,
     STACK_CONTROL,
@@ -37,8 +38,10 @@ from shared.contracts.subjects import (
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 from shared.stack_state import StackStatus, StackView
+from shared.testing.factories import provision_command
 
-pytestmark = pytest.mark.integration
+# Builds on a busy 2-core machine, and the first test also waits for the whole stack to start.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 LIMITS = StackLimits(services=3, memory_mb=128, cpu_millis=250, pids=64, upload_mb=10)
 ENDPOINT = ENDPOINTS[ResourceKind.STACK]
@@ -347,3 +350,60 @@ async def test_recover_finishes_a_deploy_whose_worker_was_killed(
         await delete(bus, stack_id)
     with pytest.raises(DockerError):
         await docker.networks.get(f"spinup-{stack_id}")
+
+
+async def test_containers_use_their_backing_postgres_and_redis_through_the_injected_urls(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    manifest = b"""services:
+  web: {build: web.tar, port: 8080}
+resources:
+  db: {type: postgres}
+  cache: {type: redis}
+"""
+    stack_id = uuid.uuid4()
+    # What the gateway does before it asks for the stack: each backing resource, by its id.
+    db = provision_command(resource_id=backing_resource_id(stack_id, "db"), parent_id=stack_id)
+    await bus.request(ENDPOINTS[ResourceKind.POSTGRES].provision, db)
+    cache = msgspec.structs.replace(
+        db,
+        command_id=uuid.uuid4(),
+        deadline=time.time() + 15,
+        token_hash=uuid.uuid4().hex,
+        resource_id=backing_resource_id(stack_id, "cache"),
+        kind=ResourceKind.REDIS,
+        limits=RedisLimits(memory_mb=8),
+    )
+    await bus.request(ENDPOINTS[ResourceKind.REDIS].provision, cache)
+    await upload(bus, stack_id, manifest, {"web.tar": web_context()})
+    await provision(bus, stack_id)
+    view = await settled(store, stack_id)
+    try:
+        assert view.status is StackStatus.RUNNING, view
+        web = await docker.containers.get(view.services["web"].container or "")
+        env = dict(item.split("=", 1) for item in web._container["Config"]["Env"])
+        assert "127.0.0.1" not in env["DATABASE_URL"]
+        assert env["DB_DATABASE_URL"] == env["DATABASE_URL"]
+        use_db = (
+            "import os, psycopg2; c = psycopg2.connect(os.environ['DATABASE_URL']);"
+            " c.cursor().execute('CREATE TABLE t (x int)'); c.commit()"
+        )
+        assert await exec_python(web, use_db) == 0
+        use_cache = (
+            "import os, redis; r = redis.Redis.from_url(os.environ['REDIS_URL']);"
+            " r.set(os.environ['REDIS_KEY_PREFIX'] + 'k', 'v')"
+        )
+        assert await exec_python(web, use_cache) == 0
+    finally:
+        await delete(bus, stack_id)
+        for backing in (db, cache):
+            await bus.request(
+                ENDPOINTS[backing.kind].deprovision,
+                DeprovisionResource(
+                    command_id=uuid.uuid4(),
+                    correlation_id="test-stack",
+                    deadline=time.time() + 30,
+                    resource_id=backing.resource_id,
+                    reason=DeprovisionReason.DELETED,
+                ),
+            )
