@@ -43,6 +43,9 @@ TOOLS = {
     "rotate_credentials",
     "read_webhook_requests",
     "claim",
+    "deploy_stack",
+    "read_logs",
+    "control_stack",
 }
 
 
@@ -215,3 +218,45 @@ async def test_streamable_http_lists_tools_and_creates_a_webhook(
         assert read["count"] == 1
         assert read["requests"][0]["path"] == "/hello"
         answer(await client.call_tool("delete_resource", {"resource": created["token"]}))
+
+
+async def test_stdio_tools_deploy_a_stack_read_its_logs_stop_it_and_delete_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    (app / "web").mkdir(parents=True)
+    (app / "web" / "Dockerfile").write_text(
+        "FROM spinup/base:bookworm\n"
+        "RUN echo hello from mcp > /srv/index.html\n"
+        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/srv"]\n'
+    )
+    (app / "spinup.yaml").write_text("services:\n  web: {build: web.tar, port: 8080}\n")
+    async with stdio_mcp(stack.gateway_url) as client:
+        refused, body = refusal(
+            await client.call_tool("deploy_stack", {"directory": str(tmp_path / "nowhere")})
+        )
+        assert "spinup.yaml" in refused
+        assert body["error"] == "invalid_request"
+
+        created = answer(await client.call_tool("deploy_stack", {"directory": str(app)}))
+        token = created["token"]
+        assert created["status"] == "building"
+
+        async def running() -> dict[str, Any]:
+            shown = answer(await client.call_tool("get_resource", {"resource": token}))
+            return shown if shown["stack"]["status"] in {"running", "failed"} else {}
+
+        shown = await eventually(running, within=180, interval=1)
+        assert shown["stack"]["status"] == "running", shown
+        async with httpx.AsyncClient(timeout=10) as http:
+            page = await http.get(created["urls"]["web"])
+        assert page.text.strip() == "hello from mcp"
+
+        logs = answer(await client.call_tool("read_logs", {"resource": token}))["events"]
+        assert any(event["data"]["source"] == "build:web" for event in logs), logs
+
+        stopped = answer(
+            await client.call_tool("control_stack", {"resource": token, "action": "stop"})
+        )
+        assert stopped["status"] == "stopped"
+        answer(await client.call_tool("delete_resource", {"resource": token}))

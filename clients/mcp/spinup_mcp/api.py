@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,27 @@ def _api_error(response: httpx.Response) -> ApiError:
 
 
 @cache
+def _sse_events(text: str) -> list[dict[str, Any]]:
+    """A finished Server-Sent Events body as ``[{event, data}]`` (JSON data decoded)."""
+    events: list[dict[str, Any]] = []
+    fields: dict[str, str] = {}
+    # A blank line ends an event; splitlines takes \n, \r\n and \r alike, as SSE allows.
+    for line in [*text.splitlines(), ""]:
+        if line:
+            key, _, value = line.partition(":")
+            if key in {"event", "data"}:
+                fields[key] = value.removeprefix(" ")
+            continue
+        if "data" in fields:
+            try:
+                data: Any = json.loads(fields["data"])
+            except ValueError:
+                data = fields["data"]
+            events.append({"event": fields.get("event", "message"), "data": data})
+        fields = {}
+    return events
+
+
 def user_agent() -> str:
     """``spinup-mcp/<version>``; the installed metadata is read once, not on every call."""
     return f"spinup-mcp/{version('spinup')}"
@@ -90,8 +112,9 @@ class SpinupApi:
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
         token: str | None = None,
+        files: dict[str, tuple[str, bytes]] | None = None,
     ) -> dict[str, Any]:
-        """One request; the JSON body of a 2xx answer.
+        """One request; the JSON body of a 2xx answer (``files``: a multipart upload).
 
         ``token`` overrides ``SPINUP_TOKEN`` for this request.
 
@@ -107,7 +130,7 @@ class SpinupApi:
                 base_url=self.base_url, timeout=REQUEST_TIMEOUT_S
             ) as client:
                 response = await client.request(
-                    method, path, json=json, params=params, headers=sent_headers
+                    method, path, json=json, params=params, headers=sent_headers, files=files
                 )
         except httpx.HTTPError as exc:
             text = (
@@ -118,6 +141,8 @@ class SpinupApi:
             raise ApiError(text, {"ok": False, "error": "unreachable", "message": text}) from exc
         if response.is_error:
             raise _api_error(response)
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return {"events": _sse_events(response.text)}
         body = response.json()
         if not isinstance(body, dict):  # pragma: no cover  (every route answers an object)
             msg = f"Unexpected answer from {path}: {response.text[:300]}"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from typing import Annotated, Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
+from spinup_cli.api import CliError
+from spinup_cli.main import stack_upload
 
 from spinup_mcp.api import ApiError, SpinupApi, segment
 
@@ -21,7 +25,9 @@ Spinup gives real, isolated backing services in one call: Postgres (create_datab
 webhook receivers (create_webhook). Each create returns a connection_url and credentials to use
 at once, and a token (spn_...) to keep: it is the key to get_resource, rotate_credentials and
 delete_resource. Without SPINUP_TOKEN resources are anonymous and are deleted at expires_at
-unless claimed into an account with the claim tool. Errors say what to do next (agent_action).
+unless claimed into an account with the claim tool. Whole apps: deploy_stack builds and runs a
+local directory's spinup.yaml with its own databases; read_logs and control_stack manage it.
+Errors say what to do next (agent_action).
 """
 
 _CREATE_ANSWER = (
@@ -207,6 +213,7 @@ def build_server(api: SpinupApi) -> MCPServer:
     _add_create_tools(server, api)
     _add_resource_tools(server, api)
     _add_account_tools(server, api)
+    _add_stack_tools(server, api)
     return server
 
 
@@ -348,3 +355,73 @@ def _add_account_tools(server: MCPServer, api: SpinupApi) -> None:
         ...}}}. anonymous_tier is the tier of resources made without SPINUP_TOKEN.
         """
         return await _answer(api.call("GET", "/plans"))
+
+
+StackAction = Annotated[
+    Literal["stop", "start", "restart", "redeploy"],
+    Field(
+        description="stop: containers stopped, data kept; start: started again; restart: stop"
+        " then start; redeploy: build again from the stored upload (a new revision)."
+    ),
+]
+
+
+def _pack(directory: str) -> dict[str, tuple[str, bytes]]:
+    """The upload of the app in ``directory``, packed as ``spinup deploy`` packs it."""
+    return stack_upload(Path(directory).expanduser())
+
+
+def _add_stack_tools(server: MCPServer, api: SpinupApi) -> None:
+    @_tool(server, title="Deploy an app (stack)", annotations=_CREATES)
+    async def deploy_stack(
+        directory: Annotated[
+            str,
+            Field(
+                description="A local directory holding spinup.yaml and, for each service's"
+                " `build:`, that tarball or a directory of that name (or named after the"
+                " service) with a Dockerfile."
+            ),
+        ],
+    ) -> CallToolResult:
+        """Deploys a multi-service app from a local directory: builds, runs, serves it.
+
+        spinup.yaml lists `services` (build or image, port, env, command, depends_on, limits)
+        and `resources` (postgres, redis, mongo, nats, s3), whose credentials reach every
+        container as DATABASE_URL, REDIS_URL, MONGODB_URL, NATS_URL, S3_*. Dockerfiles build
+        FROM spinup/base:bookworm (nothing is pulled). Returns JSON: id, token, status
+        ("building"), status_url, urls {service: public URL}, resources, expires_at, claim_url.
+        Building goes on after the answer: poll get_resource until stack.status is running or
+        failed (then stack.failure and stack.logs_tail say why), and read_logs for the output.
+        """
+        try:
+            files = await asyncio.to_thread(_pack, directory)
+        except CliError as exc:
+            text = f"{exc}\nWhat to do: fix the directory, then call deploy_stack again."
+            return _error(
+                ApiError(text, {"ok": False, "error": "invalid_request", "message": text})
+            )
+        return await _answer(api.call("POST", "/stacks/new", files=files))
+
+    @_tool(server, title="Read a stack's logs", annotations=_READS)
+    async def read_logs(resource: TokenOrId) -> CallToolResult:
+        """Reads a stack's build and container logs stored so far, oldest first.
+
+        Returns JSON {events: [{event: "log", data: {at, source, line}}, ...]}; source is
+        "deploy", "build:<service>" or the service name. Only stacks have logs.
+        """
+        return await _answer(api.call("GET", f"/resources/{segment(resource)}/logs"))
+
+    @_tool(
+        server,
+        title="Stop, start, restart or redeploy a stack",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
+    )
+    async def control_stack(resource: TokenOrId, action: StackAction) -> CallToolResult:
+        """Stops, starts, restarts or redeploys a stack; backing resources and data stay.
+
+        Returns JSON {id, status, revision}. A stack that is still building answers stack_busy:
+        wait until get_resource shows running or failed, then try again.
+        """
+        return await _answer(api.call("POST", f"/stacks/{segment(resource)}/{action}"))
