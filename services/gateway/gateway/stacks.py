@@ -30,7 +30,6 @@ import yaml
 from litestar import Request, Response, get, post, route
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import UploadFile
-from litestar.enums import HttpMethod
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
@@ -58,7 +57,7 @@ from gateway.routes import (
 )
 from gateway.schemas import BackingResourceInfo, StackControlledView, StackCreated
 from gateway.stack_plumbing import StackPlumbing
-from gateway.webhooks import HOP_BY_HOP_HEADERS, KEEPALIVE_S
+from gateway.webhooks import HOP_BY_HOP_HEADERS, KEEPALIVE_S, RECEIVE_METHODS
 from shared.contracts.commands import ControlStack, StackAction
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import ResourceKind, ResourceStatus, StackCredentials, StackLimits
@@ -91,15 +90,6 @@ _FILE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CLIENT_ACTIONS = (StackAction.STOP, StackAction.START, StackAction.RESTART, StackAction.REDEPLOY)
 # `POST /deploy/new` names each backing resource after its kind's create route (db, cache...).
 _BACKING_NAMES = {route.kind: route.path for route in KIND_ROUTES}
-PROXY_METHODS = [
-    HttpMethod.GET,
-    HttpMethod.POST,
-    HttpMethod.PUT,
-    HttpMethod.PATCH,
-    HttpMethod.DELETE,
-    HttpMethod.HEAD,
-    HttpMethod.OPTIONS,
-]
 # Headers the gateway sets itself on a proxied request.
 _FORWARDED_HEADERS = frozenset(
     {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-prefix", "host"}
@@ -695,7 +685,8 @@ def _proxy_handler(max_body_bytes: int) -> HTTPRouteHandler:
             "/apps/{stack_id:uuid}/{service:str}",
             "/apps/{stack_id:uuid}/{service:str}/{path:path}",
         ],
-        http_method=PROXY_METHODS,
+        # Every method a webhook receiver takes, for the same reason: the app decides.
+        http_method=RECEIVE_METHODS,
         request_max_body_size=max_body_bytes,
         summary="A stack service's public URL",
         description="Proxied to the service's container: any method, path and body. The app"
