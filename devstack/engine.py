@@ -105,9 +105,14 @@ def ensure_engine(root: Path) -> None:
     log_path = directory / "dockerd.log"
     argv = [dockerd, "--host", docker_host(), "--pidfile", str(directory / "dockerd.pid")]
     with log_path.open("ab") as log:
-        # A new session: the engine outlives the supervisor that started it, like a system service.
-        subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        # `setsid --fork` detaches dockerd and returns at once: the engine outlives the supervisor
+        # that started it, like a system service, and no child of ours is left unwaited.
+        subprocess.run(
+            ["setsid", "--fork", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            check=True,
         )
     try:
         wait_until(engine_answers, timeout=_START_TIMEOUT_S, what="dockerd to answer")
