@@ -16,7 +16,7 @@ import msgspec
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
-from shared.eventlog.schema import APPEND_LOCK
+from shared.eventlog.schema import HOLD_APPENDS
 from shared.resources import ResourceState
 
 _STREAM_PREFIX = "resource-"
@@ -124,11 +124,11 @@ class ResourceProjection:
 async def rebuild_resources(pool: asyncpg.Pool) -> int:
     """Recompute ``resources`` from the log alone; returns the number of rows written.
 
-    Holds the append lock, so nothing is appended while it runs.
+    Holds appends back (``HOLD_APPENDS``), so the log stands still while it runs.
     """
     written = 0
     async with platform_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+        await conn.execute(HOLD_APPENDS)
         await conn.execute("TRUNCATE resources")
         current: ResourceState | None = None
         async for r in conn.cursor(

@@ -1,9 +1,11 @@
 """Relay committed events from the platform Postgres to JetStream, in log order.
 
 One relay is active per platform database (a session advisory lock); the others wait on the
-lock. It wakes on NOTIFY from each append (with a poll as a safety net), publishes a batch with
-``Nats-Msg-Id`` = event id so the server drops re-publishes, then records how far it got. After
-a restart it resumes from that position.
+lock. It wakes on NOTIFY after appends (with a poll as a safety net), publishes a batch with
+``Nats-Msg-Id`` = event id so the server drops re-publishes, then records how far it got: the
+cursor (appending transaction, position) of the last event. After a restart it resumes from
+there. Log order is the order of that cursor, which keeps every stream's versions in order; an
+event is relayed once every older transaction has ended (``read_committed_after``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from nats.errors import Error as NatsError
 
 from shared.contracts.subjects import event_subject
 from shared.eventlog.schema import NOTIFY_CHANNEL, RELAY_LOCK
-from shared.eventlog.store import read_events_after
+from shared.eventlog.store import read_committed_after
 from shared.eventlog.stream import ensure_events_stream
 from shared.pgerrors import CONNECTION_ERRORS
 
@@ -87,13 +89,17 @@ class Relay:
         self._wake.set()
 
     async def relay_once(self, conn: Any) -> int:  # noqa: ANN401  (asyncpg connection)
-        """Publish the next batch after the recorded position; return how many were relayed."""
-        position = await conn.fetchval(
-            "SELECT position FROM relay_positions WHERE relay = $1", self._name
+        """Publish the next batch after the recorded cursor; return how many were relayed."""
+        recorded_cursor = await conn.fetchrow(
+            "SELECT txid, position FROM relay_positions WHERE relay = $1", self._name
         )
-        events = await read_events_after(conn, position or 0, self._batch_size)
-        if not events:
+        cursor = (
+            (recorded_cursor["txid"], recorded_cursor["position"]) if recorded_cursor else (0, 0)
+        )
+        batch = await read_committed_after(conn, cursor, self._batch_size)
+        if not batch:
             return 0
+        events = [recorded for _, recorded in batch]
         # Publishes are written to the socket in order, so the stream keeps log order.
         await asyncio.gather(
             *(
@@ -105,11 +111,13 @@ class Relay:
                 for recorded in events
             )
         )
+        last_txid, last_position = batch[-1][0]
         await conn.execute(
-            "INSERT INTO relay_positions (relay, position) VALUES ($1, $2)"
-            " ON CONFLICT (relay) DO UPDATE SET position = EXCLUDED.position",
+            "INSERT INTO relay_positions (relay, txid, position) VALUES ($1, $2::xid8, $3)"
+            " ON CONFLICT (relay) DO UPDATE SET txid = EXCLUDED.txid, position = EXCLUDED.position",
             self._name,
-            events[-1].position,
+            last_txid,
+            last_position,
         )
-        log.debug("eventlog.relay.published", count=len(events), position=events[-1].position)
+        log.debug("eventlog.relay.published", count=len(events), position=last_position)
         return len(events)

@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncpg
 
-# Every append takes this transaction-level lock, so global positions are assigned in commit
-# order and the relay can never skip an event committed "behind" one it already relayed.
-# docs/adr/0002-event-log.md explains the trade-off.
-APPEND_LOCK = 0x5350_4E55_0001
+#: Run in a transaction, holds every append until it ends (a rebuild reads a log that stands
+#: still): SHARE mode conflicts with the ROW EXCLUSIVE lock each INSERT takes.
+HOLD_APPENDS = "LOCK TABLE events IN SHARE MODE"
 RELAY_LOCK = 0x5350_4E55_0002
 MIGRATE_LOCK = 0x5350_4E55_0003
 NOTIFY_CHANNEL = "spinup_events"
@@ -26,8 +25,14 @@ CREATE TABLE IF NOT EXISTS events (
     command_id      uuid        NOT NULL,
     correlation_id  text        NOT NULL,
     recorded_at     timestamptz NOT NULL DEFAULT now(),
+    -- The appending transaction: the relay's order and watermark (docs/adr/0012).
+    txid            xid8        NOT NULL DEFAULT pg_current_xact_id(),
     PRIMARY KEY (stream_id, version)
 );
+-- A log made before the watermark: its events get the migrating transaction's id, newer than
+-- every id they were appended with and older than every later append, in position order.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX IF NOT EXISTS events_relay_order ON events (txid, position);
 
 CREATE TABLE IF NOT EXISTS command_replies (
     command_id  uuid PRIMARY KEY,
@@ -39,6 +44,7 @@ CREATE TABLE IF NOT EXISTS relay_positions (
     relay    text PRIMARY KEY,
     position bigint NOT NULL
 );
+ALTER TABLE relay_positions ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT '0';
 
 CREATE TABLE IF NOT EXISTS resources (
     id                   uuid PRIMARY KEY,

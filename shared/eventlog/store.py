@@ -2,10 +2,16 @@
 
 Projections are updated in the appending transaction, and the reply of every command that
 succeeded is stored with it (sealed, since replies hold credentials).
+
+Appends run concurrently: nothing global is locked, so commits on different streams group into
+one WAL flush. The relay orders by the appending transaction (``txid``) below the oldest one
+still running, so it never skips an event committed late (docs/adr/0012).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -17,7 +23,7 @@ from shared.contracts.events import Event, RecordedEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
-from shared.eventlog.schema import APPEND_LOCK, NOTIFY_CHANNEL
+from shared.eventlog.schema import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -29,7 +35,7 @@ _encoder = msgspec.json.Encoder()
 
 _SELECT = (
     "SELECT position, stream_id, version, event_id, event_type, data, command_id, correlation_id,"
-    " recorded_at FROM events"
+    " recorded_at"
 )
 
 
@@ -47,12 +53,26 @@ def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
     )
 
 
-async def read_events_after(conn: Any, position: int, limit: int) -> list[RecordedEvent]:  # noqa: ANN401  (asyncpg connection)
-    """Events after ``position`` in log order (for the relay and replays)."""
+async def read_committed_after(
+    conn: Any,  # noqa: ANN401  (asyncpg connection)
+    cursor: tuple[int, int],
+    limit: int,
+) -> list[tuple[tuple[int, int], RecordedEvent]]:
+    """Events after ``cursor`` (txid, position) in relay order, each with its own cursor.
+
+    Only events of transactions older than every transaction still running are returned: no
+    event can later commit before them, so a reader that resumes from the last cursor it saw
+    misses nothing.
+    """
     rows = await conn.fetch(
-        f"{_SELECT} WHERE position > $1 ORDER BY position LIMIT $2", position, limit
+        f"{_SELECT}, txid FROM events"
+        " WHERE (txid, position) > ($1::xid8, $2)"
+        " AND txid < pg_snapshot_xmin(pg_current_snapshot())"
+        " ORDER BY txid, position LIMIT $3",
+        *cursor,
+        limit,
     )
-    return [_row_to_recorded(row) for row in rows]
+    return [((row["txid"], row["position"]), _row_to_recorded(row)) for row in rows]
 
 
 class Projection(Protocol):
@@ -76,12 +96,14 @@ class EventStore:
         self._pool = pool
         self._keyring = keyring
         self._projections = tuple(projections)
+        self._nudge_wanted = False
+        self._nudger: asyncio.Task[None] | None = None
 
     async def load(self, stream_id: str) -> list[RecordedEvent]:
         """Every event of a stream, oldest first."""
         async with platform_errors():
             rows = await self._pool.fetch(
-                f"{_SELECT} WHERE stream_id = $1 ORDER BY version", stream_id
+                f"{_SELECT} FROM events WHERE stream_id = $1 ORDER BY version", stream_id
             )
         return [_row_to_recorded(row) for row in rows]
 
@@ -107,7 +129,6 @@ class EventStore:
         async with platform_errors(), self._pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
                     for offset, event in enumerate(events, start=1):
                         row = await conn.fetchrow(
                             "INSERT INTO events (stream_id, version, event_id, event_type,"
@@ -137,11 +158,28 @@ class EventStore:
                             command_id,
                             self._keyring.seal(_encoder.encode(reply), aad=command_id.bytes),
                         )
-                    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
             except asyncpg.UniqueViolationError as exc:
                 msg = f"stream {stream_id} is past version {expected_version}"
                 raise ConcurrencyConflictError(msg) from exc
+        self._nudge_relay()
         return recorded
+
+    def _nudge_relay(self) -> None:
+        """Wake the relay after a commit, without making the append wait for it.
+
+        A NOTIFY takes a lock every notifying commit queues on, flush included, so it is sent
+        after the append's commit, one at a time per store: appends made while one is in flight
+        share the next. The relay's poll covers a nudge that is lost.
+        """
+        self._nudge_wanted = True
+        if self._nudger is None or self._nudger.done():
+            self._nudger = asyncio.create_task(self._send_nudges(), name="eventlog-nudge")
+
+    async def _send_nudges(self) -> None:
+        while self._nudge_wanted:
+            self._nudge_wanted = False
+            with contextlib.suppress(Exception):
+                await self._pool.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
     async def stored_reply(self, command_id: UUID, reply_type: type[R]) -> R | None:
         """The reply stored for ``command_id`` when it succeeded, if any."""

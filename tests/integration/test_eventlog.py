@@ -13,9 +13,10 @@ from shared.contracts.kinds import (
     ResourceStatus,
 )
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
+from shared.eventlog.codec import encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError
 from shared.eventlog.projections import ResourceReadModel
-from shared.eventlog.store import EventStore
+from shared.eventlog.store import EventStore, read_committed_after
 from shared.naming import resource_stream
 from shared.testing.factories import LIMITS, provision_requested
 
@@ -118,3 +119,49 @@ async def test_events_are_stored_as_inspectable_json_with_their_type(
     )
     assert row["event_type"] == "ResourceProvisionRequested"
     assert msgspec.json.decode(row["data"])["type"] == "ResourceProvisionRequested"
+
+
+async def _streams_relayed_after(
+    platform_db: asyncpg.Pool, cursor: tuple[int, int], streams: set[str]
+) -> list[str]:
+    async with platform_db.acquire() as conn:
+        batch = await read_committed_after(conn, cursor, 100_000)
+    return [recorded.stream_id for _, recorded in batch if recorded.stream_id in streams]
+
+
+async def test_the_relay_order_waits_for_a_transaction_that_appended_earlier_and_commits_later(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    """Appends run concurrently; the relay must still never pass an event that commits late."""
+    end = await platform_db.fetchrow(
+        "SELECT txid, position FROM events ORDER BY txid DESC, position DESC LIMIT 1"
+    )
+    cursor = (end["txid"], end["position"]) if end else (0, 0)
+    early, late = uuid.uuid4(), uuid.uuid4()
+    streams = {resource_stream(early), resource_stream(late)}
+    async with platform_db.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        event = provision_requested(early)
+        await conn.execute(
+            "INSERT INTO events (stream_id, version, event_id, event_type, data, command_id,"
+            " correlation_id) VALUES ($1, 1, $2, $3, $4::jsonb, $2, 'early')",
+            resource_stream(early),
+            uuid.uuid4(),
+            event_type(event),
+            encode_event(event),
+        )
+        await store.append(
+            resource_stream(late),
+            0,
+            [provision_requested(late)],
+            command_id=uuid.uuid4(),
+            correlation_id="late",
+        )
+        # Committed, but behind a transaction still running: not relayable yet.
+        assert await _streams_relayed_after(platform_db, cursor, streams) == []
+        await transaction.commit()
+    assert await _streams_relayed_after(platform_db, cursor, streams) == [
+        resource_stream(early),
+        resource_stream(late),
+    ]

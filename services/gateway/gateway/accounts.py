@@ -36,7 +36,7 @@ from shared.contracts.events import (
 )
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
-from shared.eventlog.schema import APPEND_LOCK
+from shared.eventlog.schema import HOLD_APPENDS
 from shared.eventlog.store import EventStore
 
 ACCOUNT_STREAM_PREFIX = "account-"
@@ -165,11 +165,11 @@ class AccountProjection:
 async def rebuild_accounts(pool: asyncpg.Pool) -> int:
     """Recompute the account tables from the log alone; returns the number of accounts.
 
-    Holds the append lock, so nothing is appended while it runs.
+    Holds appends back (``HOLD_APPENDS``), so the log stands still while it runs.
     """
     projection = AccountProjection()
     async with platform_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", APPEND_LOCK)
+        await conn.execute(HOLD_APPENDS)
         await conn.execute("TRUNCATE accounts, access_tokens, revoked_sessions")
         streams = await conn.fetch(
             "SELECT DISTINCT stream_id FROM events WHERE stream_id LIKE $1 ORDER BY stream_id",
