@@ -64,6 +64,7 @@ if TYPE_CHECKING:
         RotateCredentials,
         SweepUsage,
     )
+    from shared.contracts.events import RecordedEvent
     from shared.crypto.sealing import Keyring
     from shared.eventlog.projections import ResourceReadModel
     from shared.eventlog.store import EventStore
@@ -161,6 +162,15 @@ class ResourceLifecycle:
     async def provision(self, command: ProvisionResource) -> ResourceProvisioned:
         """Create the resource named by the command, or return what an earlier try created."""
         self._ensure_own_kind(command.kind, command.limits)
+        # Nearly every command names a resource nobody has seen: record the intent at version 0
+        # straight away, and read the stream only when that loses (a retry, a duplicate).
+        if time.time() < command.deadline:
+            try:
+                recorded = await self._record_intent(command, 0)
+            except ConcurrencyConflictError:
+                pass
+            else:
+                return await self._carry_out(command, 1, recorded[0].recorded_at)
         state = await self._state(command.resource_id)
         if state.status is ResourceStatus.ACTIVE:
             return await self._replay(state)
@@ -169,8 +179,18 @@ class ResourceLifecycle:
         if state.status is ResourceStatus.PROVISIONING:
             return await self._await_outcome(command)
         _ensure_before_deadline(command, "The request waited too long to be picked up")
+        # A create that failed before: this try makes it again, after the failure.
+        try:
+            recorded = await self._record_intent(command, state.version)
+        except ConcurrencyConflictError:
+            return await self._await_outcome(command)
+        return await self._carry_out(
+            command, state.version + 1, state.created_at or recorded[0].recorded_at
+        )
 
-        stream = resource_stream(command.resource_id)
+    async def _record_intent(
+        self, command: ProvisionResource, expected_version: int
+    ) -> list[RecordedEvent]:
         requested = ResourceProvisionRequested(
             resource_id=command.resource_id,
             kind=command.kind,
@@ -184,19 +204,19 @@ class ResourceLifecycle:
             account_id=command.account_id,
             parent_id=command.parent_id,
         )
-        try:
-            recorded = await self._store.append(
-                stream,
-                state.version,
-                [requested],
-                command_id=command.command_id,
-                correlation_id=command.correlation_id,
-            )
-        except ConcurrencyConflictError:
-            return await self._await_outcome(command)
-        version = state.version + 1
-        created_at = state.created_at or recorded[0].recorded_at
+        return await self._store.append(
+            resource_stream(command.resource_id),
+            expected_version,
+            [requested],
+            command_id=command.command_id,
+            correlation_id=command.correlation_id,
+        )
 
+    async def _carry_out(
+        self, command: ProvisionResource, version: int, created_at: datetime
+    ) -> ResourceProvisioned:
+        """The intent is recorded at ``version``: create, then record the outcome."""
+        stream = resource_stream(command.resource_id)
         credentials = await self._create(command, version)
         reply = ResourceProvisioned(
             resource_id=command.resource_id,
