@@ -30,6 +30,7 @@ import nats
 from bench import drivers, profile
 from bench.machine import describe_machine, versions
 from bench.measure import KEPT_ERRORS, Measurement, measure
+from bench.pg_pool import pool_members_taken, wait_for_pool
 from devstack.stack import Stack
 from gateway.routes import KIND_ROUTES
 from shared.contracts.kinds import ResourceKind
@@ -38,11 +39,12 @@ from shared.plans import load_plans
 #: Path of ``POST /<kind>/new`` for every kind, from the gateway's own route table.
 NEW_PATH = {route.kind: f"/{route.path}/new" for route in KIND_ROUTES}
 
-#: pg-provisioner's setting that sizes its warm pool of databases (issue 6), once main has one.
-#: When it is set and the bench started the stack, ``POST /db/new`` is measured twice: from the
-#: pool (the stack's own setting) and cold (pg-provisioner restarted with the setting at 0).
-#: Until then the bench measures the only path there is, cold.
-PG_POOL_SETTING: str | None = "SPINUP_PG_POOL_SIZE"
+#: pg-provisioner's setting that sizes its warm pool of databases. When the bench started the
+#: stack, ``POST /db/new`` is measured twice: from the pool (pg-provisioner restarted with
+#: ``Sizes.pool_size``, the pool full before each level) and cold (restarted with 0).
+PG_POOL_SETTING = "SPINUP_PG_POOL_SIZE"
+#: How long the pool may take to fill before a level (a refill is a CREATE DATABASE each).
+POOL_FILL_TIMEOUT_S = 300.0
 
 # Webhook capture sends bodies of this size (issue 6: 1 KB).
 WEBHOOK_BODY = b"x" * 1024
@@ -64,6 +66,8 @@ class Sizes:
         reaped: databases made to expire for the reaper measurement.
         reaper_probes: ``POST /db/new`` calls that measure the idle latency.
         reaper_wait_s: how long the reaper may take to delete them all (reported if reached).
+        pool_size: pg-provisioner's warm pool while ``POST /db/new`` (pool) is measured; a level
+            makes at most this many calls, all of them from the full pool.
     """
 
     levels: tuple[int, ...]
@@ -75,6 +79,7 @@ class Sizes:
     reaped: int
     reaper_probes: int
     reaper_wait_s: float
+    pool_size: int
 
     @property
     def top(self) -> int:
@@ -92,6 +97,7 @@ FULL = Sizes(
     reaped=1000,
     reaper_probes=100,
     reaper_wait_s=300.0,
+    pool_size=200,
 )
 SMOKE = Sizes(
     levels=(1, 4),
@@ -103,6 +109,7 @@ SMOKE = Sizes(
     reaped=3,
     reaper_probes=3,
     reaper_wait_s=60.0,
+    pool_size=4,
 )
 
 #: ``POST /db/new`` probes of the reaper measurement start at most this often: a sample of the
@@ -419,9 +426,20 @@ class Bench:
                 Row(group="raw delete", kind=kind, measurement=measured), self.progress
             )
 
-    async def _end_to_end(self, kind: ResourceKind, *, label: str) -> None:
+    async def _end_to_end(
+        self,
+        kind: ResourceKind,
+        *,
+        label: str,
+        calls: Callable[[int], int] | None = None,
+        before_level: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``POST /<kind>/new`` at every level; ``calls`` and ``before_level`` adjust a level."""
         path = NEW_PATH[kind]
         for level in self.sizes.levels:
+            if before_level is not None:
+                await before_level()
+            count = calls(level) if calls else self.sizes.calls[level]
             async with _http(self.target.gateway_url, level) as http:
 
                 async def new(_: int, http: aiohttp.ClientSession = http) -> None:
@@ -430,7 +448,7 @@ class Bench:
                     self.created[kind].append(_created.decode(body))
 
                 measured = await self._measure(
-                    f"POST {path}{label}", new, calls=self.sizes.calls[level], concurrency=level
+                    f"POST {path}{label}", new, calls=count, concurrency=level
                 )
             floor = self.results.find("raw create", kind, level)
             self.results.add(
@@ -444,11 +462,8 @@ class Bench:
             )
 
     async def _db_new_variants(self) -> None:
-        """``POST /db/new`` cold, and from the warm pool once pg-provisioner has one."""
+        """``POST /db/new`` from a full warm pool at every level, then cold (pool off)."""
         stack = self.target.stack
-        if PG_POOL_SETTING is None:
-            await self._end_to_end(ResourceKind.POSTGRES, label="")
-            return
         if stack is None:
             self.results.notes.append(
                 "POST /db/new was measured as the reused stack runs (pool or not): the bench"
@@ -456,24 +471,48 @@ class Bench:
             )
             await self._end_to_end(ResourceKind.POSTGRES, label="")
             return
-        await self._wait_for_pool_fill()
-        await self._end_to_end(ResourceKind.POSTGRES, label=" (pool)")
         had = stack.service_env_overrides.get(PG_POOL_SETTING)
-        stack.service_env_overrides[PG_POOL_SETTING] = "0"
-        await asyncio.to_thread(_restart, stack, "pg-provisioner")
+        pool_size = self.sizes.pool_size
         try:
+            stack.service_env_overrides[PG_POOL_SETTING] = str(pool_size)
+            await asyncio.to_thread(_restart, stack, "pg-provisioner")
+            platform = await asyncpg.create_pool(
+                self.target.env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2
+            )
+            try:
+                taken_before = await pool_members_taken(platform)
+
+                async def fill() -> None:
+                    self.progress.step(f"waiting for the warm pool to fill ({pool_size})")
+                    await wait_for_pool(platform, pool_size, within_s=POOL_FILL_TIMEOUT_S)
+
+                await self._end_to_end(
+                    ResourceKind.POSTGRES,
+                    label=" (pool)",
+                    calls=lambda level: min(self.sizes.calls[level], pool_size),
+                    before_level=fill,
+                )
+                taken = await pool_members_taken(platform) - taken_before
+            finally:
+                await platform.close()
+            made = sum(
+                row.measurement.calls
+                for row in self.results.rows
+                if row.group == "end to end (pool)"
+            )
+            self.results.notes.append(
+                f"POST /db/new (pool): a pool of {pool_size}, full before each level;"
+                f" {taken} of {made} calls were served from it (PoolMemberTaken events)."
+            )
+            stack.service_env_overrides[PG_POOL_SETTING] = "0"
+            await asyncio.to_thread(_restart, stack, "pg-provisioner")
             await self._end_to_end(ResourceKind.POSTGRES, label=" (cold)")
         finally:
             if had is None:
-                del stack.service_env_overrides[PG_POOL_SETTING]
+                stack.service_env_overrides.pop(PG_POOL_SETTING, None)
             else:
                 stack.service_env_overrides[PG_POOL_SETTING] = had
             await asyncio.to_thread(_restart, stack, "pg-provisioner")
-
-    async def _wait_for_pool_fill(self) -> None:
-        """Hook: wait until pg-provisioner's pool is full (how to tell depends on the pool)."""
-        self.progress.step("waiting for the warm pool to fill")
-        await asyncio.sleep(5 if self.sizes is FULL else 1)
 
     # --- reads, webhook capture ---------------------------------------------------------------
 

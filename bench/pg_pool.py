@@ -43,13 +43,37 @@ def _stack(name: str, pool_size: int) -> Stack:
     return Stack(profile)
 
 
-async def _ready_members(platform: asyncpg.Pool) -> int:
+async def ready_pool_members(platform: asyncpg.Pool) -> int:
+    """Members whose stream ends in ``PoolMemberReady``: what the pool could hand out now."""
     count: int = await platform.fetchval(
         "SELECT count(*) FROM events e WHERE e.stream_id LIKE 'pool-%'"
         " AND e.event_type = 'PoolMemberReady' AND NOT EXISTS (SELECT 1 FROM events later"
         " WHERE later.stream_id = e.stream_id AND later.version > e.version)"
     )
     return count
+
+
+async def pool_members_taken(platform: asyncpg.Pool) -> int:
+    """``PoolMemberTaken`` events so far: every one is a ``/db/new`` served from the pool."""
+    count: int = await platform.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
+    )
+    return count
+
+
+async def wait_for_pool(platform: asyncpg.Pool, size: int, *, within_s: float) -> float:
+    """Wait until ``size`` members are ready; the seconds it took.
+
+    Raises:
+        TimeoutError: the pool did not fill within ``within_s``.
+    """
+    began = time.monotonic()
+    while await ready_pool_members(platform) < size:
+        if time.monotonic() - began > within_s:
+            msg = f"the warm pool did not fill to {size} within {within_s:.0f} s"
+            raise TimeoutError(msg)
+        await asyncio.sleep(0.25)
+    return time.monotonic() - began
 
 
 async def _burst(url: str, requests: int, concurrency: int) -> tuple[list[float], float]:
@@ -77,17 +101,10 @@ async def _warm(stack: Stack, requests: int, concurrency: int) -> None:
     env = stack.env()
     platform = await asyncpg.create_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
     try:
-        began = time.monotonic()
-        while await _ready_members(platform) < requests:
-            if time.monotonic() - began > FILL_TIMEOUT_S:
-                msg = f"the warm pool did not fill within {FILL_TIMEOUT_S} s"
-                raise RuntimeError(msg)
-            await asyncio.sleep(0.5)
-        print(f"pool of {requests} filled in {time.monotonic() - began:.1f} s")  # noqa: T201
+        filled_s = await wait_for_pool(platform, requests, within_s=FILL_TIMEOUT_S)
+        print(f"pool of {requests} filled in {filled_s:.1f} s")  # noqa: T201
         samples, wall = await _burst(stack.gateway_url, requests, concurrency)
-        taken = await platform.fetchval(
-            "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
-        )
+        taken = await pool_members_taken(platform)
         _report(f"/db/new from the pool, c={concurrency}", samples, wall)
         print(f"  served from the pool: {taken} of {requests}")  # noqa: T201
     finally:
