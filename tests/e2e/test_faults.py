@@ -112,17 +112,20 @@ async def relayed_events(nc: NatsClient) -> list[RecordedEvent]:
 
 async def assert_relayed_exactly_once_in_order(nc: NatsClient, platform_db: asyncpg.Pool) -> None:
     """Once the relay has caught up with the log as it is now, the stream holds the log's
-    events, each once, in position order (later appends may still be on their way)."""
-    target = await platform_db.fetchval("SELECT max(position) FROM events")
+    events, each once, in relay order: by appending transaction, then position (ADR 0012).
+    Later appends may still be on their way."""
+    present = {row["position"] for row in await platform_db.fetch("SELECT position FROM events")}
 
     async def caught_up() -> list[RecordedEvent] | None:
         relayed = await relayed_events(nc)
-        return relayed if relayed and relayed[-1].position >= target else None
+        return relayed if present <= {event.position for event in relayed} else None
 
     relayed = await eventually(caught_up)
     assert relayed, "the relay did not catch up"
     stored = await platform_db.fetch(
-        "SELECT event_id, position FROM events WHERE position <= $1 ORDER BY position",
+        "SELECT event_id, position FROM events"
+        " WHERE (txid, position) <= (SELECT txid, position FROM events WHERE position = $1)"
+        " ORDER BY txid, position",
         relayed[-1].position,
     )
     assert [(r.event_id, r.position) for r in relayed] == [
