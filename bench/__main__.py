@@ -6,9 +6,10 @@
     .venv/bin/python -m bench --reuse [--url http://127.0.0.1:8080]
 
 The stack the bench starts is ``.spinup/bench``: free ports, wiped at start, plans with caps and
-rate limits raised (one client address makes every call), and Postgres with fsync on, as in
-production. A reused stack must allow that many calls from one address (``make run`` serves the
-real plans, whose rate limits stop a full run early: errors are counted, not hidden).
+rate limits raised (one client address makes every call), and Postgres with fsync off unless
+``--fsync`` (production's setting). A reused stack must allow that many calls from one address
+(``make run`` serves the real plans, whose rate limits stop a full run early: errors are counted,
+not hidden).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def main() -> None:
     print("starting the bench stack (.spinup/bench)…", flush=True)  # noqa: T201
     with bench_stack(durable=args.fsync) as stack:
         target = Target(gateway_url=stack.gateway_url, env=stack.env(), stack=stack, clean_up=False)
-        uvloop.run(measure(target, smoke=args.smoke, out=args.out))
+        uvloop.run(measure(target, smoke=args.smoke, out=args.out, profile=args.profile))
 
 
 if __name__ == "__main__":
