@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import asyncpg
 import structlog
 import uvloop
 
@@ -22,6 +21,7 @@ from shared.config import Env
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
+from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
@@ -117,7 +117,7 @@ async def serve_kind(
     keyring = Keyring.from_setting(settings.seal_keys)
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: asyncpg.create_pool(settings.platform_dsn, min_size=1, max_size=8),
+        lambda: create_platform_pool(settings.platform_dsn, min_size=1, max_size=8),
     )
     try:
         await migrate(platform)

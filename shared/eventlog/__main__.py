@@ -7,16 +7,15 @@ import asyncio
 import os
 import sys
 
-import asyncpg
-
 from shared.config import Env
+from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import rebuild_resources
 from shared.eventlog.schema import migrate
 
 
 async def _main(action: str) -> int:
     dsn = Env(os.environ).string("SPINUP_PLATFORM_DSN")
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    pool = await create_platform_pool(dsn, min_size=1, max_size=2)
     try:
         await migrate(pool)
         if action == "rebuild":

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from importlib.metadata import version
 from types import FrameType
 
-import asyncpg
 import structlog
 import uvicorn
 from litestar import Litestar
@@ -37,6 +36,7 @@ from gateway.webhook_driver import WebhookDriver
 from gateway.webhooks import serve_webhook_commands, webhook_routes
 from shared.bus import Bus, ensure_stack_stores
 from shared.crypto.sealing import Keyring
+from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import migrate
@@ -59,7 +59,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await connect_with_retry(
             "platform postgres",
-            lambda: asyncpg.create_pool(settings.platform_dsn, min_size=2, max_size=10),
+            lambda: create_platform_pool(settings.platform_dsn, min_size=2, max_size=10),
         )
         await migrate(pool)
         await migrate(pool, ACCOUNTS_SCHEMA)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
 from shared.crypto.sealing import Keyring
+from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.runtime import connect_with_retry
@@ -34,7 +33,7 @@ async def run(settings: Settings) -> None:
     # The pool records its members in the event log through a small platform pool of its own.
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: asyncpg.create_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
+        lambda: create_platform_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
     )
     try:
         await driver.harden()

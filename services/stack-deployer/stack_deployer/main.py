@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from shared.bus import Bus, ensure_stack_stores
 from shared.crypto.sealing import Keyring
+from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
@@ -36,7 +35,7 @@ async def run(settings: Settings) -> None:
     )
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: asyncpg.create_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
+        lambda: create_platform_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
     )
     keyring = Keyring.from_setting(settings.worker.seal_keys)
     js = bus.nc.jetstream()
