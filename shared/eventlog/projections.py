@@ -6,8 +6,9 @@ event data, never from the clock, so a rebuild from the log gives the same table
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import asyncpg
@@ -18,6 +19,9 @@ from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
 from shared.eventlog.schema import HOLD_APPENDS
 from shared.resources import ResourceState
+
+if TYPE_CHECKING:
+    from shared.contracts.events import RecordedEvent
 
 _STREAM_PREFIX = "resource-"
 _GONE = (ResourceStatus.DELETED, ResourceStatus.EXPIRED, ResourceStatus.NONE)
@@ -35,6 +39,22 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15,
         $19, $20, $21, $22)
 ON CONFLICT (id) DO UPDATE SET
 """ + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
+
+
+# The statuses a plan's active cap counts, as SQL literals: the partial indexes below name the
+# same set (schema.py), which a generic plan matches against constants only, not a parameter.
+_LIVE = ", ".join(f"'{s.value}'" for s in (ResourceStatus.PROVISIONING, ResourceStatus.ACTIVE))
+_COUNT_HELD = """
+SELECT
+  (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {holder} AND kind = $2
+     AND status IN ({live}) LIMIT $3) AS l) AS live,
+  (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {holder}
+     AND created_at > now() - interval '1 day' LIMIT $4) AS t) AS today
+"""
+_COUNT_HELD_ANONYMOUS = _COUNT_HELD.format(
+    holder="fingerprint = $1 AND account_id IS NULL", live=_LIVE
+)
+_COUNT_HELD_BY_ACCOUNT = _COUNT_HELD.format(holder="account_id = $1", live=_LIVE)
 
 
 def _row_values(state: ResourceState) -> tuple[Any, ...]:
@@ -104,20 +124,29 @@ class ResourceProjection:
         """Resource streams only."""
         return stream_id.startswith(_STREAM_PREFIX)
 
-    async def project(self, conn: Any, stream_id: str) -> None:  # noqa: ANN401
-        """Re-fold the stream (a handful of events) and upsert its row."""
-        rows = await conn.fetch(
-            "SELECT event_type, data, command_id, recorded_at FROM events"
-            " WHERE stream_id = $1 ORDER BY version",
-            stream_id,
-        )
-        state = ResourceState.fold(
-            _resource_id(stream_id),
-            (
+    async def project(
+        self,
+        conn: Any,  # noqa: ANN401  (asyncpg connection)
+        stream_id: str,
+        appended: Sequence[RecordedEvent],
+    ) -> None:
+        """Re-fold the stream (a handful of events) and upsert its row.
+
+        A stream this append began (every create's first event) is just ``appended``: no read.
+        """
+        if appended and appended[0].version == 1:
+            history = [(e.event, e.command_id, e.recorded_at) for e in appended]
+        else:
+            rows = await conn.fetch(
+                "SELECT event_type, data, command_id, recorded_at FROM events"
+                " WHERE stream_id = $1 ORDER BY version",
+                stream_id,
+            )
+            history = [
                 (decode_event(r["event_type"], r["data"]), r["command_id"], r["recorded_at"])
                 for r in rows
-            ),
-        )
+            ]
+        state = ResourceState.fold(_resource_id(stream_id), history)
         await conn.execute(_UPSERT, *_row_values(state))
 
 
@@ -211,25 +240,26 @@ class ResourceReadModel:
         return [_state_from_row(row) for row in rows]
 
     async def count_held(
-        self, kind: ResourceKind, *, account_id: UUID | None, fingerprint: str
+        self,
+        kind: ResourceKind,
+        *,
+        account_id: UUID | None,
+        fingerprint: str,
+        live_up_to: int,
+        today_up_to: int,
     ) -> tuple[int, int]:
         """(live resources of ``kind``, resources made in the last 24 h) of one holder.
 
         The holder is the account when ``account_id`` is given, else the anonymous resources of
-        the client network ``fingerprint``.
+        the client network ``fingerprint``. Each count stops at its ``..._up_to`` (a plan's cap:
+        past it the answer is the same), so the cost is bounded by the plan, not by how many
+        resources the holder has made; both are index scans (``resources_*_live``, ``*_made``).
         """
+        query = _COUNT_HELD_BY_ACCOUNT if account_id is not None else _COUNT_HELD_ANONYMOUS
+        holder = account_id if account_id is not None else fingerprint
         async with platform_errors():
-            row = await self._pool.fetchrow(
-                "SELECT count(*) FILTER (WHERE kind = $1 AND status = ANY($4::text[])) AS live,"
-                " count(*) FILTER (WHERE created_at > now() - interval '1 day') AS today"
-                " FROM resources WHERE CASE WHEN $2::uuid IS NULL"
-                " THEN account_id IS NULL AND fingerprint = $3 ELSE account_id = $2 END",
-                kind.value,
-                account_id,
-                fingerprint,
-                [ResourceStatus.PROVISIONING.value, ResourceStatus.ACTIVE.value],
-            )
-        if row is None:  # pragma: no cover  (an aggregate always returns a row)
+            row = await self._pool.fetchrow(query, holder, kind.value, live_up_to, today_up_to)
+        if row is None:  # pragma: no cover  (a SELECT of two subqueries always returns a row)
             return 0, 0
         return int(row["live"]), int(row["today"])
 

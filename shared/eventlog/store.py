@@ -82,8 +82,17 @@ class Projection(Protocol):
         """Whether this projection reads this stream."""
         ...
 
-    async def project(self, conn: Any, stream_id: str) -> None:  # noqa: ANN401  (asyncpg conn)
-        """Bring the read model of ``stream_id`` up to date, on ``conn``'s transaction."""
+    async def project(
+        self,
+        conn: Any,  # noqa: ANN401  (asyncpg connection)
+        stream_id: str,
+        appended: Sequence[RecordedEvent],
+    ) -> None:
+        """Bring the read model of ``stream_id`` up to date, on ``conn``'s transaction.
+
+        ``appended``: the events this transaction just added, oldest first (none in a rebuild);
+        when the first is version 1 they are the whole stream.
+        """
         ...
 
 
@@ -150,7 +159,7 @@ class EventStore:
                         recorded.append(_row_to_recorded(row))
                     for projection in self._projections:
                         if projection.handles(stream_id):
-                            await projection.project(conn, stream_id)
+                            await projection.project(conn, stream_id, recorded)
                     if reply is not None:
                         await conn.execute(
                             "INSERT INTO command_replies (command_id, reply) VALUES ($1, $2)"

@@ -144,7 +144,12 @@ class AccountProjection:
         """Account streams only."""
         return stream_id.startswith(ACCOUNT_STREAM_PREFIX)
 
-    async def project(self, conn: Any, stream_id: str) -> None:  # noqa: ANN401  (asyncpg connection)
+    async def project(
+        self,
+        conn: Any,  # noqa: ANN401  (asyncpg connection)
+        stream_id: str,
+        appended: Sequence[RecordedEvent],  # noqa: ARG002  (it reads from the tables' version on)
+    ) -> None:
         """Apply the stream's events the tables have not seen yet."""
         account_id = UUID(stream_id.removeprefix(ACCOUNT_STREAM_PREFIX))
         rows = await conn.fetch(
@@ -176,7 +181,7 @@ async def rebuild_accounts(pool: asyncpg.Pool) -> int:
             f"{ACCOUNT_STREAM_PREFIX}%",
         )
         for row in streams:
-            await projection.project(conn, row["stream_id"])
+            await projection.project(conn, row["stream_id"], ())
     return len(streams)
 
 
