@@ -76,6 +76,15 @@ CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
 CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);
 CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);
 CREATE INDEX IF NOT EXISTS resources_kind_status ON resources (kind, status);
+-- What a plan's caps count (gateway admission, ResourceReadModel.count_held): live resources of
+-- a kind, and resources made in the last day, per client network or per account.
+CREATE INDEX IF NOT EXISTS resources_anonymous_live ON resources (fingerprint, kind)
+    WHERE account_id IS NULL AND status IN ('provisioning', 'active');
+CREATE INDEX IF NOT EXISTS resources_account_live ON resources (account_id, kind)
+    WHERE status IN ('provisioning', 'active');
+CREATE INDEX IF NOT EXISTS resources_anonymous_made ON resources (fingerprint, created_at)
+    WHERE account_id IS NULL;
+CREATE INDEX IF NOT EXISTS resources_account_made ON resources (account_id, created_at);
 
 -- Which claims name a resource (the Neon-compatible API's CLAIMING status).
 CREATE INDEX IF NOT EXISTS events_claim_started ON events USING gin ((data -> 'resource_ids'))

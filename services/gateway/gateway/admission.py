@@ -122,7 +122,11 @@ async def admit(
     caps = tier.caps
     for each_kind, adding in made.items():
         live, today = await ctx.resources.count_held(
-            each_kind, account_id=account_id, fingerprint=fingerprint
+            each_kind,
+            account_id=account_id,
+            fingerprint=fingerprint,
+            live_up_to=caps.active_per_kind,
+            today_up_to=caps.provisions_per_day,
         )
         if live + adding > caps.active_per_kind:
             raise _over_active_cap(tier_name, tier, each_kind, live, anonymous=account_id is None)
