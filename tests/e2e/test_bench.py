@@ -9,6 +9,7 @@ import pytest
 
 from bench import drivers
 from bench.__main__ import measure
+from bench.breakdown import breakdown
 from bench.harness import NEW_PATH, SMOKE, Target
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from devstack.stack import Stack
@@ -55,3 +56,9 @@ async def test_the_smoke_run_measures_everything_without_errors(
     assert reaper["deleted_within_s"] > 0
     assert results["versions"]["postgres"][0].isdigit()
     assert results["machine"]["cores"] >= 1
+
+
+async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None:
+    lines = await breakdown(stack.gateway_url, stack.env(), calls=2)
+    assert len(lines) == 6
+    assert all("n=2 " in line for line in lines), lines

@@ -1,0 +1,150 @@
+"""Where the time of one ``POST /cache/new`` goes: each layer of the path timed on its own.
+
+    .venv/bin/python -m bench.breakdown [--calls 200] [--url URL]
+
+On one throwaway stack (``.spinup/breakdown``, the test profile), one call at a time, from the
+inside out: the Redis driver's ``create`` (the backend floor), one event-log append, the worker's
+whole ``provision`` run in this process (two appends around the driver), the same command sent
+over NATS to the running redis-provisioner, and the HTTP call through the gateway, beside
+``GET /healthz``. Each line's median minus the one before it is what that layer adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import uvloop
+
+from bench.drivers import connected
+from bench.measure import REPO_ROOT, summary
+from devstack.stack import Stack
+from redis_provisioner.driver import RedisDriver
+from shared.bus import Bus
+from shared.contracts.commands import ProvisionResource
+from shared.contracts.events import ResourceDeprovisionRequested
+from shared.contracts.kinds import DeprovisionReason, RedisLimits, ResourceKind
+from shared.contracts.subjects import ENDPOINTS
+from shared.crypto.sealing import Keyring
+from shared.eventlog.connection import create_platform_pool
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.store import EventStore
+from shared.lifecycle import ResourceLifecycle
+from shared.plans import load_plans
+
+
+async def _timed(calls: int, call: Callable[[], Awaitable[object]]) -> list[float]:
+    samples = []
+    for _ in range(calls):
+        began = time.perf_counter()
+        await call()
+        samples.append(time.perf_counter() - began)
+    return samples
+
+
+async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
+    """One summary line per layer, inside out."""
+    plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
+    tier_name = plans.anonymous_tier
+    limits = plans.tiers[tier_name].limits(ResourceKind.REDIS)
+    if not isinstance(limits, RedisLimits):  # pragma: no cover
+        msg = "the plans gave a Redis resource limits of another kind"
+        raise TypeError(msg)
+    keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
+
+    def command() -> ProvisionResource:
+        return ProvisionResource(
+            command_id=uuid.uuid4(),
+            correlation_id="bench-breakdown",
+            deadline=time.time() + 10,
+            resource_id=uuid.uuid4(),
+            kind=ResourceKind.REDIS,
+            tier=tier_name,
+            limits=limits,
+            token_hash=uuid.uuid4().hex,
+            fingerprint="bench-breakdown",
+        )
+
+    async def append() -> None:
+        resource_id = uuid.uuid4()
+        reason = ResourceDeprovisionRequested(
+            resource_id=resource_id, reason=DeprovisionReason.DELETED
+        )
+        await store.append(
+            f"bench-{resource_id}",
+            0,
+            [reason],
+            command_id=uuid.uuid4(),
+            correlation_id="bench-breakdown",
+        )
+
+    lines = []
+    platform = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=8)
+    bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
+    try:
+        store = EventStore(platform, keyring, [ResourceProjection()])
+        async with connected(ResourceKind.REDIS, env) as driver:
+            if not isinstance(driver, RedisDriver):  # pragma: no cover
+                msg = "bench.drivers connected Redis with another driver"
+                raise TypeError(msg)
+            lifecycle = ResourceLifecycle(
+                store,
+                keyring,
+                driver,
+                resources=ResourceReadModel(platform),
+                create_concurrency=8,
+                delete_concurrency=4,
+            )
+            made: list[uuid.UUID] = []
+
+            async def raw_create() -> None:
+                made.append(uuid.uuid4())
+                await driver.create(made[-1], limits)
+
+            lines.append(summary("redis driver create", await _timed(calls, raw_create)))
+            for tenant in made:  # the log knows nothing of these: leave no orphan behind
+                await driver.delete(tenant)
+            lines.append(summary("one event-log append", await _timed(calls, append)))
+            lines.append(
+                summary(
+                    "provision in-process (2 appends + driver)",
+                    await _timed(calls, lambda: lifecycle.provision(command())),
+                )
+            )
+        endpoint = ENDPOINTS[ResourceKind.REDIS].provision
+        lines.append(
+            summary(
+                "+ NATS to redis-provisioner",
+                await _timed(calls, lambda: bus.request(endpoint, command())),
+            )
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            lines.append(summary("GET /healthz", await _timed(calls, lambda: http.get("/healthz"))))
+            lines.append(
+                summary(
+                    "+ HTTP, admission: POST /cache/new",
+                    await _timed(calls, lambda: http.post("/cache/new")),
+                )
+            )
+    finally:
+        await bus.close()
+        await platform.close()
+    return lines
+
+
+def main() -> None:
+    """Start the stack (or use ``--url`` with this shell's ``SPINUP_*``), measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=200, help="calls per layer")
+    args = parser.parse_args()
+    with Stack.for_tests(REPO_ROOT, name="breakdown") as stack:
+        lines = uvloop.run(breakdown(stack.gateway_url, stack.env(), args.calls))
+    print("\n".join(lines))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
