@@ -145,8 +145,9 @@ def chart(rows: list[Row], path: Path) -> None:
     mpl.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    levels = sorted({row.measurement.concurrency for row in rows})
-    kinds = sorted({row.kind for row in rows if row.kind is not None})
+    plotted = [row for row in rows if row.kind is not None and row.measurement.latencies_s]
+    levels = sorted({row.measurement.concurrency for row in plotted})
+    kinds = sorted({row.kind for row in plotted if row.kind is not None})
     palette = plt.get_cmap("tab10")
     colours = {kind: palette(i) for i, kind in enumerate(kinds)}
     figure, axes = plt.subplots(1, len(levels), figsize=(6 * len(levels), 4.8), squeeze=False)
