@@ -381,3 +381,32 @@ def test_env_block_replaced_in_place_and_values_quoted(tmp_path: Path) -> None:
     ]
     assert quoted("pass word$x") == "'pass word$x'"
     assert read_env(env_file)["DATABASE_URL"] == "it's $HOME"
+
+
+async def test_deploy_builds_a_stack_waits_until_it_runs_and_rm_removes_it(
+    stack: Stack, tmp_path: Path
+) -> None:
+    app = tmp_path / "app"
+    (app / "web").mkdir(parents=True)
+    (app / "web" / "Dockerfile").write_text(
+        "FROM spinup/base:bookworm\n"
+        "RUN echo hello from the cli > /srv/index.html\n"
+        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/srv"]\n'
+    )
+    (app / "spinup.yaml").write_text("services:\n  web: {build: web.tar, port: 8080}\n")
+
+    deploying = await spinup_process(stack, tmp_path, "deploy", str(app), "--json")
+    out, err = await asyncio.wait_for(deploying.communicate(), timeout=100)
+    assert deploying.returncode == 0, err.decode()
+    deployed = json.loads(out)
+    assert deployed["shown"]["stack"]["status"] == "running", deployed["shown"]
+    async with httpx.AsyncClient(timeout=10) as http:
+        page = await http.get(deployed["urls"]["web"])
+    assert page.text.strip() == "hello from the cli"
+
+    removing = await spinup_process(stack, tmp_path, "rm", deployed["token"])
+    _, err = await asyncio.wait_for(removing.communicate(), timeout=60)
+    assert removing.returncode == 0, err.decode()
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as http:
+        gone = await http.get(f"/resources/{deployed['token']}")
+    assert gone.status_code == 404
