@@ -1,12 +1,14 @@
 """Where the time of one ``POST /cache/new`` goes: each layer of the path timed on its own.
 
-    .venv/bin/python -m bench.breakdown [--calls 200] [--url URL]
+    .venv/bin/python -m bench.breakdown [--calls 200]
 
 On one throwaway stack (``.spinup/breakdown``, the test profile), one call at a time, from the
-inside out: the Redis driver's ``create`` (the backend floor), one event-log append, the worker's
-whole ``provision`` run in this process (two appends around the driver), the same command sent
-over NATS to the running redis-provisioner, and the HTTP call through the gateway, beside
-``GET /healthz``. Each line's median minus the one before it is what that layer adds.
+inside out: the Redis driver's ``create`` (the backend floor), the worker's whole ``provision``
+run in this process (two event-log appends around the driver), the same command sent over NATS
+to the running redis-provisioner, and the HTTP call through the gateway, beside
+``GET /healthz``. Each line's median minus the one before it is what that layer adds. Every
+create is a real resource in the log (the driver's own are deleted again): nothing is appended
+that the platform would not append itself.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from devstack.stack import Stack
 from redis_provisioner.driver import RedisDriver
 from shared.bus import Bus
 from shared.contracts.commands import ProvisionResource
-from shared.contracts.events import ResourceDeprovisionRequested
-from shared.contracts.kinds import DeprovisionReason, RedisLimits, ResourceKind
+from shared.contracts.kinds import RedisLimits, ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
 from shared.eventlog.connection import create_platform_pool
@@ -69,19 +70,6 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
             fingerprint="bench-breakdown",
         )
 
-    async def append() -> None:
-        resource_id = uuid.uuid4()
-        reason = ResourceDeprovisionRequested(
-            resource_id=resource_id, reason=DeprovisionReason.DELETED
-        )
-        await store.append(
-            f"bench-{resource_id}",
-            0,
-            [reason],
-            command_id=uuid.uuid4(),
-            correlation_id="bench-breakdown",
-        )
-
     lines = []
     platform = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=8)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
@@ -108,7 +96,6 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
             lines.append(summary("redis driver create", await _timed(calls, raw_create)))
             for tenant in made:  # the log knows nothing of these: leave no orphan behind
                 await driver.delete(tenant)
-            lines.append(summary("one event-log append", await _timed(calls, append)))
             lines.append(
                 summary(
                     "provision in-process (2 appends + driver)",
@@ -137,7 +124,7 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
 
 
 def main() -> None:
-    """Start the stack (or use ``--url`` with this shell's ``SPINUP_*``), measure, print."""
+    """Start a throwaway stack, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per layer")
     args = parser.parse_args()

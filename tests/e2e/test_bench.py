@@ -60,5 +60,5 @@ async def test_the_smoke_run_measures_everything_without_errors(
 
 async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None:
     lines = await breakdown(stack.gateway_url, stack.env(), calls=2)
-    assert len(lines) == 6
+    assert len(lines) == 5
     assert all("n=2 " in line for line in lines), lines
