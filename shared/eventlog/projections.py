@@ -17,7 +17,7 @@ import msgspec
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
-from shared.eventlog.schema import HOLD_APPENDS
+from shared.eventlog.schema import HOLD_APPENDS, LIVE_STATUSES
 from shared.resources import ResourceState
 
 if TYPE_CHECKING:
@@ -41,9 +41,6 @@ ON CONFLICT (id) DO UPDATE SET
 """ + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
 
 
-# The statuses a plan's active cap counts, as SQL literals: the partial indexes below name the
-# same set (schema.py), which a generic plan matches against constants only, not a parameter.
-_LIVE = ", ".join(f"'{s.value}'" for s in (ResourceStatus.PROVISIONING, ResourceStatus.ACTIVE))
 _COUNT_HELD = """
 SELECT
   (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {holder} AND kind = $2
@@ -52,9 +49,9 @@ SELECT
      AND created_at > now() - interval '1 day' LIMIT $4) AS t) AS today
 """
 _COUNT_HELD_ANONYMOUS = _COUNT_HELD.format(
-    holder="fingerprint = $1 AND account_id IS NULL", live=_LIVE
+    holder="fingerprint = $1 AND account_id IS NULL", live=LIVE_STATUSES
 )
-_COUNT_HELD_BY_ACCOUNT = _COUNT_HELD.format(holder="account_id = $1", live=_LIVE)
+_COUNT_HELD_BY_ACCOUNT = _COUNT_HELD.format(holder="account_id = $1", live=LIVE_STATUSES)
 
 
 def _row_values(state: ResourceState) -> tuple[Any, ...]:

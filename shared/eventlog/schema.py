@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from shared.contracts.kinds import ResourceStatus
+
 if TYPE_CHECKING:
     import asyncpg
 
@@ -13,8 +15,14 @@ HOLD_APPENDS = "LOCK TABLE events IN SHARE MODE"
 RELAY_LOCK = 0x5350_4E55_0002
 MIGRATE_LOCK = 0x5350_4E55_0003
 NOTIFY_CHANNEL = "spinup_events"
+#: The statuses a plan's active cap counts, as SQL literals: the partial indexes of the caps and
+#: the query that counts them (``ResourceReadModel.count_held``) name the same set, and a generic
+#: plan matches a partial index against constants only, never against a parameter.
+LIVE_STATUSES = ", ".join(
+    f"'{status.value}'" for status in (ResourceStatus.PROVISIONING, ResourceStatus.ACTIVE)
+)
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
     position        bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
     stream_id       text        NOT NULL,
@@ -79,9 +87,9 @@ CREATE INDEX IF NOT EXISTS resources_kind_status ON resources (kind, status);
 -- What a plan's caps count (gateway admission, ResourceReadModel.count_held): live resources of
 -- a kind, and resources made in the last day, per client network or per account.
 CREATE INDEX IF NOT EXISTS resources_anonymous_live ON resources (fingerprint, kind)
-    WHERE account_id IS NULL AND status IN ('provisioning', 'active');
+    WHERE account_id IS NULL AND status IN ({LIVE_STATUSES});
 CREATE INDEX IF NOT EXISTS resources_account_live ON resources (account_id, kind)
-    WHERE status IN ('provisioning', 'active');
+    WHERE status IN ({LIVE_STATUSES});
 CREATE INDEX IF NOT EXISTS resources_anonymous_made ON resources (fingerprint, created_at)
     WHERE account_id IS NULL;
 CREATE INDEX IF NOT EXISTS resources_account_made ON resources (account_id, created_at);
