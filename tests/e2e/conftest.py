@@ -58,6 +58,19 @@ def s3_client(
     )
 
 
+def one_service_app(directory: Path, page: str) -> Path:
+    """An app directory for ``spinup deploy`` or ``deploy_stack``: one web service from
+    ``spinup/base:bookworm`` that serves ``page`` on its public URL."""
+    (directory / "web").mkdir(parents=True)
+    (directory / "web" / "Dockerfile").write_text(
+        "FROM spinup/base:bookworm\n"
+        f"RUN echo {page} > /srv/index.html\n"
+        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/srv"]\n'
+    )
+    (directory / "spinup.yaml").write_text("services:\n  web: {build: web.tar, port: 8080}\n")
+    return directory
+
+
 def new_email(label: str = "user") -> str:
     """An address no account has yet."""
     return f"{label}-{uuid.uuid4().hex[:12]}@example.com"

@@ -29,7 +29,7 @@ from spinup_cli.dotenv import KeyExistsError, quoted, write_block
 from spinup_cli.main import main
 
 from devstack.stack import Stack
-from tests.e2e.conftest import PASSWORD, new_email, register
+from tests.e2e.conftest import PASSWORD, new_email, one_service_app, register
 
 SPINUP = Path(sys.executable).parent / "spinup"
 
@@ -386,14 +386,7 @@ def test_env_block_replaced_in_place_and_values_quoted(tmp_path: Path) -> None:
 async def test_deploy_builds_a_stack_waits_until_it_runs_and_rm_removes_it(
     stack: Stack, tmp_path: Path
 ) -> None:
-    app = tmp_path / "app"
-    (app / "web").mkdir(parents=True)
-    (app / "web" / "Dockerfile").write_text(
-        "FROM spinup/base:bookworm\n"
-        "RUN echo hello from the cli > /srv/index.html\n"
-        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/srv"]\n'
-    )
-    (app / "spinup.yaml").write_text("services:\n  web: {build: web.tar, port: 8080}\n")
+    app = one_service_app(tmp_path / "app", "hello from the cli")
 
     deploying = await spinup_process(stack, tmp_path, "deploy", str(app), "--json")
     out, err = await asyncio.wait_for(deploying.communicate(), timeout=100)

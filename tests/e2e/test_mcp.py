@@ -25,7 +25,7 @@ from mcp_types import CallToolResult, TextContent
 from devstack.procs import free_ports
 from devstack.stack import Stack
 from shared.testing.polling import eventually
-from tests.e2e.conftest import new_email, register
+from tests.e2e.conftest import new_email, one_service_app, register
 
 pytestmark = pytest.mark.e2e
 
@@ -223,14 +223,7 @@ async def test_streamable_http_lists_tools_and_creates_a_webhook(
 async def test_stdio_tools_deploy_a_stack_read_its_logs_stop_it_and_delete_it(
     stack: Stack, tmp_path: Path
 ) -> None:
-    app = tmp_path / "app"
-    (app / "web").mkdir(parents=True)
-    (app / "web" / "Dockerfile").write_text(
-        "FROM spinup/base:bookworm\n"
-        "RUN echo hello from mcp > /srv/index.html\n"
-        'CMD ["python3", "-m", "http.server", "8080", "--directory", "/srv"]\n'
-    )
-    (app / "spinup.yaml").write_text("services:\n  web: {build: web.tar, port: 8080}\n")
+    app = one_service_app(tmp_path / "app", "hello from mcp")
     async with stdio_mcp(stack.gateway_url) as client:
         refused, body = refusal(
             await client.call_tool("deploy_stack", {"directory": str(tmp_path / "nowhere")})
