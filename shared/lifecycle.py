@@ -170,7 +170,7 @@ class ResourceLifecycle:
             except ConcurrencyConflictError:
                 pass
             else:
-                return await self._carry_out(command, 1, recorded[0].recorded_at)
+                return await self._carry_out(command, 1, recorded[0].recorded_at, intent=recorded)
         state = await self._state(command.resource_id)
         if state.status is ResourceStatus.ACTIVE:
             return await self._replay(state)
@@ -213,9 +213,16 @@ class ResourceLifecycle:
         )
 
     async def _carry_out(
-        self, command: ProvisionResource, version: int, created_at: datetime
+        self,
+        command: ProvisionResource,
+        version: int,
+        created_at: datetime,
+        intent: Sequence[RecordedEvent] | None = None,
     ) -> ResourceProvisioned:
-        """The intent is recorded at ``version``: create, then record the outcome."""
+        """The intent is recorded at ``version``: create, then record the outcome.
+
+        ``intent``: the whole stream so far, when this command began it (saves a read).
+        """
         stream = resource_stream(command.resource_id)
         credentials = await self._create(command, version)
         reply = ResourceProvisioned(
@@ -236,6 +243,7 @@ class ResourceLifecycle:
                 command_id=command.command_id,
                 correlation_id=command.correlation_id,
                 reply=reply,
+                prior=intent,
             )
         except (ConcurrencyConflictError, PlatformUnavailableError) as exc:
             # Deprovisioning began meanwhile, or the outcome cannot be recorded: never hand out

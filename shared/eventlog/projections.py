@@ -6,6 +6,7 @@ event data, never from the clock, so a rebuild from the log gives the same table
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,12 +34,24 @@ _COLUMNS = (
     " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
     " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded, parent_id"
 )
-_UPSERT = f"""
-INSERT INTO resources ({_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22)
-ON CONFLICT (id) DO UPDATE SET
-""" + ", ".join(f"{c} = EXCLUDED.{c}" for c in _COLUMNS.split(", ")[1:])
+
+
+@functools.cache
+def _upsert(first_parameter: int) -> str:
+    """The row's upsert, its parameters numbered from ``$first_parameter``."""
+    names = _COLUMNS.split(", ")
+    values = ", ".join(
+        f"${first_parameter + i}" + ("::jsonb" if name == "limits" else "")
+        for i, name in enumerate(names)
+    )
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in names[1:])
+    return (
+        f"INSERT INTO resources ({_COLUMNS}) VALUES ({values})"
+        f" ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
+
+
+_UPSERT = _upsert(1)
 
 
 _COUNT_HELD = """
@@ -115,36 +128,23 @@ def _resource_id(stream_id: str) -> UUID:
 
 
 class ResourceProjection:
-    """Keeps ``resources`` equal to the fold of every ``resource-*`` stream."""
+    """Keeps ``resources`` equal to the fold of every ``resource-*`` stream.
+
+    A ``shared.eventlog.store.FoldedProjection``: every append writes the row in its own statement.
+    """
 
     def handles(self, stream_id: str) -> bool:
         """Resource streams only."""
         return stream_id.startswith(_STREAM_PREFIX)
 
-    async def project(
-        self,
-        conn: Any,  # noqa: ANN401  (asyncpg connection)
-        stream_id: str,
-        appended: Sequence[RecordedEvent],
-    ) -> None:
-        """Re-fold the stream (a handful of events) and upsert its row.
-
-        A stream this append began (every create's first event) is just ``appended``: no read.
-        """
-        if appended and appended[0].version == 1:
-            history = [(e.event, e.command_id, e.recorded_at) for e in appended]
-        else:
-            rows = await conn.fetch(
-                "SELECT event_type, data, command_id, recorded_at FROM events"
-                " WHERE stream_id = $1 ORDER BY version",
-                stream_id,
-            )
-            history = [
-                (decode_event(r["event_type"], r["data"]), r["command_id"], r["recorded_at"])
-                for r in rows
-            ]
-        state = ResourceState.fold(_resource_id(stream_id), history)
-        await conn.execute(_UPSERT, *_row_values(state))
+    def upsert(
+        self, stream_id: str, history: Sequence[RecordedEvent], first_parameter: int
+    ) -> tuple[str, Sequence[Any]]:
+        """The row of the stream's fold, written by the append that made ``history`` whole."""
+        state = ResourceState.fold(
+            _resource_id(stream_id), ((e.event, e.command_id, e.recorded_at) for e in history)
+        )
+        return _upsert(first_parameter), _row_values(state)
 
 
 async def rebuild_resources(pool: asyncpg.Pool) -> int:

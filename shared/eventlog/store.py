@@ -1,7 +1,13 @@
 """Append-only event store with optimistic concurrency.
 
-Projections are updated in the appending transaction, and the reply of every command that
+Projections are updated with the append, atomically, and the reply of every command that
 succeeded is stored with it (sealed, since replies hold credentials).
+
+An append is one statement, and so one round trip and one implicit transaction, when every
+projection of its stream is a ``FoldedProjection`` (a row folded from the stream's events alone,
+as the ``resources`` read model is): the events, the projected row and the reply are written by
+one data-modifying ``WITH``. Appends to streams with a ``Projection`` that reads its tables (the
+accounts') run in an explicit transaction instead (docs/adr/0013).
 
 Appends run concurrently: nothing global is locked, so commits on different streams group into
 one WAL flush. The relay orders by the appending transaction (``txid``) below the oldest one
@@ -14,7 +20,9 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import asyncpg
 import msgspec
@@ -33,10 +41,11 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound=Reply)
 _encoder = msgspec.json.Encoder()
 
-_SELECT = (
-    "SELECT position, stream_id, version, event_id, event_type, data, command_id, correlation_id,"
+_COLUMNS = (
+    "position, stream_id, version, event_id, event_type, data, command_id, correlation_id,"
     " recorded_at"
 )
+_SELECT = f"SELECT {_COLUMNS}"
 
 
 def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
@@ -75,6 +84,61 @@ async def read_committed_after(
     return [((row["txid"], row["position"]), _row_to_recorded(row)) for row in rows]
 
 
+# $1 stream, $2 expected version, $3 event ids, $4 types, $5 data, $6 command, $7 correlation,
+# $8 recorded at, $9 sealed reply (NULL: none). A folded projection's statement follows as one
+# more WITH item, its parameters numbered from $10 (``_FIRST_PROJECTION_PARAMETER``).
+_APPEND = """
+WITH appended AS (
+  INSERT INTO events (stream_id, version, event_id, event_type, data, command_id, correlation_id,
+                      recorded_at)
+  SELECT $1, $2::integer + e.n::integer, e.event_id, e.event_type, e.data, $6, $7, $8
+  FROM unnest($3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(event_id, event_type,
+                                                                          data, n)
+  RETURNING position, version
+), replied AS (
+  INSERT INTO command_replies (command_id, reply)
+  SELECT $6, $9::text WHERE $9::text IS NOT NULL
+  ON CONFLICT (command_id) DO NOTHING
+){projected}
+SELECT position FROM appended ORDER BY version
+"""
+_FIRST_PROJECTION_PARAMETER = 10
+
+
+@dataclass(frozen=True, slots=True)
+class _Append:
+    """One append's writes, as ``EventStore.append`` was given them (the reply sealed)."""
+
+    stream_id: str
+    expected_version: int
+    events: Sequence[Event]
+    command_id: UUID
+    correlation_id: str
+    sealed_reply: str | None
+
+
+@runtime_checkable
+class FoldedProjection(Protocol):
+    """A read model whose rows are a fold of one stream's events and nothing else.
+
+    Written by the append's own statement: the store hands it the stream's whole history
+    (what was there before, then what this append adds) and runs the statement it returns.
+    """
+
+    def handles(self, stream_id: str) -> bool:
+        """Whether this projection reads this stream."""
+        ...
+
+    def upsert(
+        self, stream_id: str, history: Sequence[RecordedEvent], first_parameter: int
+    ) -> tuple[str, Sequence[Any]]:
+        """A data-modifying statement that writes the fold of ``history``, and its arguments.
+
+        Its parameters are numbered from ``$first_parameter`` on.
+        """
+        ...
+
+
 class Projection(Protocol):
     """A read model kept in step with the log inside the appending transaction."""
 
@@ -100,11 +164,15 @@ class EventStore:
     """The platform's event log."""
 
     def __init__(
-        self, pool: asyncpg.Pool, keyring: Keyring, projections: Sequence[Projection] = ()
+        self,
+        pool: asyncpg.Pool,
+        keyring: Keyring,
+        projections: Sequence[Projection | FoldedProjection] = (),
     ) -> None:
         self._pool = pool
         self._keyring = keyring
-        self._projections = tuple(projections)
+        self._folded = tuple(p for p in projections if isinstance(p, FoldedProjection))
+        self._projections = tuple(p for p in projections if not isinstance(p, FoldedProjection))
         self._nudge_wanted = False
         self._nudger: asyncio.Task[None] | None = None
 
@@ -125,52 +193,131 @@ class EventStore:
         command_id: UUID,
         correlation_id: str,
         reply: Reply | None = None,
+        prior: Sequence[RecordedEvent] | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` after ``expected_version``, update projections, store ``reply``.
 
-        All in one transaction.
+        All or nothing. ``prior``: the stream's events up to ``expected_version``, when the
+        caller already holds them (a folded projection needs them; otherwise they are read).
 
         Raises:
-            ConcurrencyConflictError: the stream moved past ``expected_version``.
+            ConcurrencyConflictError: the stream is not at ``expected_version``.
             PlatformUnavailableError: the database is unreachable.
         """
-        recorded: list[RecordedEvent] = []
-        async with platform_errors(), self._pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    for offset, event in enumerate(events, start=1):
-                        row = await conn.fetchrow(
-                            "INSERT INTO events (stream_id, version, event_id, event_type,"
-                            " data, command_id, correlation_id)"
-                            " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
-                            " RETURNING position, stream_id, version, event_id, event_type, data,"
-                            " command_id, correlation_id, recorded_at",
-                            stream_id,
-                            expected_version + offset,
-                            uuid.uuid4(),
-                            event_type(event),
-                            encode_event(event),
-                            command_id,
-                            correlation_id,
-                        )
-                        if row is None:  # pragma: no cover  (INSERT ... RETURNING always returns)
-                            msg = "INSERT returned no row"
-                            raise AssertionError(msg)
-                        recorded.append(_row_to_recorded(row))
-                    for projection in self._projections:
-                        if projection.handles(stream_id):
-                            await projection.project(conn, stream_id, recorded)
-                    if reply is not None:
-                        await conn.execute(
-                            "INSERT INTO command_replies (command_id, reply) VALUES ($1, $2)"
-                            " ON CONFLICT (command_id) DO NOTHING",
-                            command_id,
-                            self._keyring.seal(_encoder.encode(reply), aad=command_id.bytes),
-                        )
-            except asyncpg.UniqueViolationError as exc:
-                msg = f"stream {stream_id} is past version {expected_version}"
-                raise ConcurrencyConflictError(msg) from exc
+        sealed_reply = (
+            self._keyring.seal(_encoder.encode(reply), aad=command_id.bytes)
+            if reply is not None
+            else None
+        )
+        write = _Append(
+            stream_id, expected_version, events, command_id, correlation_id, sealed_reply
+        )
+        try:
+            if any(p.handles(stream_id) for p in self._projections):
+                recorded = await self._append_in_transaction(write)
+            else:
+                recorded = await self._append_in_one_statement(write, prior)
+        except asyncpg.UniqueViolationError as exc:
+            msg = f"stream {stream_id} is past version {expected_version}"
+            raise ConcurrencyConflictError(msg) from exc
         self._nudge_relay()
+        return recorded
+
+    async def _append_in_one_statement(
+        self, write: _Append, prior: Sequence[RecordedEvent] | None
+    ) -> list[RecordedEvent]:
+        stream_id, expected_version = write.stream_id, write.expected_version
+        folded = [p for p in self._folded if p.handles(stream_id)]
+        before: Sequence[RecordedEvent] = ()
+        if folded and expected_version > 0:
+            before = prior if prior is not None else await self.load(stream_id)
+            if len(before) != expected_version:
+                msg = f"stream {stream_id} is at version {len(before)}, not {expected_version}"
+                raise ConcurrencyConflictError(msg)
+        # The appender's clock, not the server's: the projected row is folded before the
+        # statement runs, from the same time the events are stored with (docs/adr/0013).
+        recorded_at = datetime.now(UTC)
+        types = [event_type(event) for event in write.events]
+        data = [encode_event(event) for event in write.events]
+        appended = [
+            RecordedEvent(
+                position=0,  # the identity the insert assigns; filled in below
+                stream_id=stream_id,
+                version=expected_version + offset,
+                event_id=uuid.uuid4(),
+                command_id=write.command_id,
+                correlation_id=write.correlation_id,
+                recorded_at=recorded_at,
+                event=decode_event(tag, text),
+            )
+            for offset, (tag, text) in enumerate(zip(types, data, strict=True), start=1)
+        ]
+        arguments: list[Any] = [
+            stream_id,
+            expected_version,
+            [e.event_id for e in appended],
+            types,
+            data,
+            write.command_id,
+            write.correlation_id,
+            recorded_at,
+            write.sealed_reply,
+        ]
+        projected = ""
+        for index, projection in enumerate(folded):
+            statement, values = projection.upsert(
+                stream_id, [*before, *appended], len(arguments) + 1
+            )
+            projected += f", projected_{index} AS ({statement})"
+            arguments.extend(values)
+        async with platform_errors():
+            rows = await self._pool.fetch(_APPEND.format(projected=projected), *arguments)
+        return [
+            msgspec.structs.replace(e, position=row["position"])
+            for e, row in zip(appended, rows, strict=True)
+        ]
+
+    async def _append_in_transaction(self, write: _Append) -> list[RecordedEvent]:
+        stream_id = write.stream_id
+        recorded: list[RecordedEvent] = []
+        async with platform_errors(), self._pool.acquire() as conn, conn.transaction():
+            for offset, event in enumerate(write.events, start=1):
+                row = await conn.fetchrow(
+                    "INSERT INTO events (stream_id, version, event_id, event_type,"
+                    " data, command_id, correlation_id)"
+                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
+                    f" RETURNING {_COLUMNS}",
+                    stream_id,
+                    write.expected_version + offset,
+                    uuid.uuid4(),
+                    event_type(event),
+                    encode_event(event),
+                    write.command_id,
+                    write.correlation_id,
+                )
+                if row is None:  # pragma: no cover  (INSERT ... RETURNING always returns)
+                    msg = "INSERT returned no row"
+                    raise AssertionError(msg)
+                recorded.append(_row_to_recorded(row))
+            for projection in self._projections:
+                if projection.handles(stream_id):
+                    await projection.project(conn, stream_id, recorded)
+            for folded in self._folded:
+                if folded.handles(stream_id):
+                    rows = await conn.fetch(
+                        f"{_SELECT} FROM events WHERE stream_id = $1 ORDER BY version", stream_id
+                    )
+                    statement, values = folded.upsert(
+                        stream_id, [_row_to_recorded(r) for r in rows], 1
+                    )
+                    await conn.execute(statement, *values)
+            if write.sealed_reply is not None:
+                await conn.execute(
+                    "INSERT INTO command_replies (command_id, reply) VALUES ($1, $2)"
+                    " ON CONFLICT (command_id) DO NOTHING",
+                    write.command_id,
+                    write.sealed_reply,
+                )
         return recorded
 
     def _nudge_relay(self) -> None:
