@@ -27,6 +27,7 @@ from shared.contracts.commands import Command
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.replies import CommandFailed, Reply
 from shared.contracts.subjects import (
+    LOG_APPENDED,
     REPLY_GRACE_S,
     STACK_LOGS_FILTER,
     STACK_LOGS_STREAM,
@@ -118,6 +119,10 @@ class Bus:
             raise error_from_failure(reply)
         result: R = reply
         return result
+
+    async def nudge_relay(self) -> None:
+        """Tell the active relay that the event log has grown (an ``EventStore``'s ``nudge``)."""
+        await self.nc.publish(LOG_APPENDED, b"")
 
     async def serve(
         self,

@@ -121,18 +121,18 @@ async def serve_kind(
     )
     try:
         await migrate(platform)
-        lifecycle = ResourceLifecycle(
-            EventStore(platform, keyring, [ResourceProjection()]),
-            keyring,
-            driver,
-            resources=ResourceReadModel(platform),
-            create_concurrency=settings.create_concurrency,
-            delete_concurrency=settings.delete_concurrency,
-        )
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=service)
         )
         try:
+            lifecycle = ResourceLifecycle(
+                EventStore(platform, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
+                keyring,
+                driver,
+                resources=ResourceReadModel(platform),
+                create_concurrency=settings.create_concurrency,
+                delete_concurrency=settings.delete_concurrency,
+            )
             await register(bus, lifecycle)
             log.info(
                 "worker.started",

@@ -150,6 +150,9 @@ PROVISION_POSTGRES = PROVISION_ENDPOINTS[ResourceKind.POSTGRES]
 
 EVENTS_STREAM = "PLATFORM_EVENTS"
 EVENTS_SUBJECT_FILTER = "evt.v1.>"
+#: Core NATS, no stream: "the log has new events", sent by every appender after its commit and
+#: heard by the active relay (``shared.eventlog.relay``), whose poll covers a nudge that is lost.
+LOG_APPENDED = "log.v1.appended"
 RESOURCE_EVENTS_FILTER = "evt.v1.resource.>"
 
 EVENT_SUBJECTS: dict[type[events.Event], str] = {

@@ -16,10 +16,9 @@ still running, so it never skips an event committed late (docs/adr/0012).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -31,7 +30,6 @@ from shared.contracts.events import Event, RecordedEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
-from shared.eventlog.schema import NOTIFY_CHANNEL
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -168,13 +166,15 @@ class EventStore:
         pool: asyncpg.Pool,
         keyring: Keyring,
         projections: Sequence[Projection | FoldedProjection] = (),
+        *,
+        nudge: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """``nudge``: tells the relay that the log has grown (``Bus.nudge_relay``)."""
         self._pool = pool
         self._keyring = keyring
         self._folded = tuple(p for p in projections if isinstance(p, FoldedProjection))
         self._projections = tuple(p for p in projections if not isinstance(p, FoldedProjection))
-        self._nudge_wanted = False
-        self._nudger: asyncio.Task[None] | None = None
+        self._nudge = nudge
 
     async def load(self, stream_id: str) -> list[RecordedEvent]:
         """Every event of a stream, oldest first."""
@@ -220,7 +220,10 @@ class EventStore:
         except asyncpg.UniqueViolationError as exc:
             msg = f"stream {stream_id} is past version {expected_version}"
             raise ConcurrencyConflictError(msg) from exc
-        self._nudge_relay()
+        if self._nudge is not None:
+            # After the commit, outside it: a lost nudge only delays the relay to its poll.
+            with contextlib.suppress(Exception):
+                await self._nudge()
         return recorded
 
     async def _append_in_one_statement(
@@ -319,23 +322,6 @@ class EventStore:
                     write.sealed_reply,
                 )
         return recorded
-
-    def _nudge_relay(self) -> None:
-        """Wake the relay after a commit, without making the append wait for it.
-
-        A NOTIFY takes a lock every notifying commit queues on, flush included, so it is sent
-        after the append's commit, one at a time per store: appends made while one is in flight
-        share the next. The relay's poll covers a nudge that is lost.
-        """
-        self._nudge_wanted = True
-        if self._nudger is None or self._nudger.done():
-            self._nudger = asyncio.create_task(self._send_nudges(), name="eventlog-nudge")
-
-    async def _send_nudges(self) -> None:
-        while self._nudge_wanted:
-            self._nudge_wanted = False
-            with contextlib.suppress(Exception):
-                await self._pool.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
 
     async def stored_reply(self, command_id: UUID, reply_type: type[R]) -> R | None:
         """The reply stored for ``command_id`` when it succeeded, if any."""

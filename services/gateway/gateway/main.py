@@ -85,7 +85,9 @@ def create_app(settings: Settings) -> Litestar:
             redis, public_url=settings.public_url, token_key=settings.token_key, live=live
         )
         # One log for everything the gateway appends; each projection picks its own streams.
-        store = EventStore(pool, keyring, [ResourceProjection(), AccountProjection()])
+        store = EventStore(
+            pool, keyring, [ResourceProjection(), AccountProjection()], nudge=bus.nudge_relay
+        )
         resources = ResourceReadModel(pool)
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
         # passing /readyz means this replica answers webhook commands too.
@@ -109,7 +111,7 @@ def create_app(settings: Settings) -> Litestar:
         # Stack uploads and logs live in JetStream next to the events.
         await ensure_stack_stores(bus.nc.jetstream())
         stacks = StackPlumbing()
-        relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc.jetstream()).run())
+        relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc).run())
         app.state.context = GatewayContext(
             settings=settings,
             plans=plans,

@@ -31,6 +31,8 @@ async def run(settings: Settings) -> None:
         ),
     )
     # The pool records its members in the event log through a small platform pool of its own.
+    # Its store sends the relay no nudge: a take is followed by the create's own outcome append,
+    # which does, and refills are relayed by the next nudge or the relay's poll.
     platform = await connect_with_retry(
         "platform postgres",
         lambda: create_platform_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
