@@ -192,6 +192,25 @@ class ResourceReadModel:
             )
         return _state_from_row(row) if row else None
 
+    async def measured_by_token_hash(
+        self, token_hash: str
+    ) -> tuple[ResourceState, tuple[int, datetime] | None] | None:
+        """The resource a token belongs to, with its last measured usage (``usage_of``) if any.
+
+        One query: what ``GET /resources/{token}`` shows, on the gateway's busiest read.
+        """
+        columns = ", ".join(f"r.{column}" for column in _COLUMNS.split(", "))
+        async with platform_errors():
+            row = await self._pool.fetchrow(
+                f"SELECT {columns}, u.usage_bytes, u.measured_at FROM resources r"
+                " LEFT JOIN resource_usage u ON u.resource_id = r.id WHERE r.token_hash = $1",
+                token_hash,
+            )
+        if row is None:
+            return None
+        measured = (row["usage_bytes"], row["measured_at"]) if row["measured_at"] else None
+        return _state_from_row(row), measured
+
     async def by_id(self, resource_id: UUID) -> ResourceState | None:
         """One resource by id."""
         async with platform_errors():

@@ -384,8 +384,12 @@ async def show_resource(
     request: Request[Any, Any, Any], ctx: GatewayContext, token: str = TokenOrIdParam
 ) -> ResourceInfo:
     """``GET /resources/{token}``."""
-    state = await resource_for(request, ctx, token, Scope.READ)
-    measured = (await ctx.resources.usage_of([state.resource_id])).get(state.resource_id)
+    if looks_like_token(token):
+        found = await ctx.resources.measured_by_token_hash(hash_token(token))
+        state, measured = _live(found[0] if found else None), found[1] if found else None
+    else:
+        state = await resource_for(request, ctx, token, Scope.READ)
+        measured = (await ctx.resources.usage_of([state.resource_id])).get(state.resource_id)
     info = resource_info(state, open_credentials(ctx, state), measured)
     if state.kind is ResourceKind.STACK:
         details = await stack_details(ctx, state, token)
