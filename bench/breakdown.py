@@ -9,14 +9,20 @@ to the running redis-provisioner, and the HTTP call through the gateway, beside
 ``GET /healthz``. Each line's median minus the one before it is what that layer adds. Every
 create is a real resource in the log (the driver's own are deleted again): nothing is appended
 that the platform would not append itself.
+
+Then where the CPU goes: the same ``POST /cache/new`` one at a time, with the CPU time every
+process of the stack (with its children: Postgres backends) spent meanwhile, per create. Their
+sum over the machine's cores is the most creates a second the stack could do if nothing waited,
+which is what bounds the rate at c = 16 and 64.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -123,13 +129,69 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
     return lines
 
 
+def _cpu_seconds_by_tree(roots: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each root process and its descendants have used so far.
+
+    Descendants that ended count through their parent's ``cutime``/``cstime`` once reaped.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    totals = {}
+    for name, root in roots.items():
+        tree, frontier = {root}, [root]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, ppid in parents.items() if ppid == parent]
+            tree.update(children)
+            frontier.extend(children)
+        totals[name] = sum(used.get(pid, 0.0) for pid in tree)
+    return totals
+
+
+async def cpu_per_create(url: str, processes: Mapping[str, int], calls: int) -> list[str]:
+    """CPU milliseconds each process spent per ``POST /cache/new``, made one at a time."""
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        before = _cpu_seconds_by_tree(processes)
+        for _ in range(calls):
+            (await http.post("/cache/new")).raise_for_status()
+        after = _cpu_seconds_by_tree(processes)
+    spent = {name: (after[name] - before[name]) * 1000 / calls for name in processes}
+    total = sum(spent.values())
+    cores = os.cpu_count() or 1
+    lines = [
+        f"  {name:<24} {ms:6.2f} ms"
+        for name, ms in sorted(spent.items(), key=lambda item: -item[1])
+        if ms >= 0.05  # noqa: PLR2004  (below a twentieth of a millisecond: idle)
+    ]
+    lines.append(f"  {'all of the stack':<24} {total:6.2f} ms")
+    ceiling = cores * 1000 / total if total else float("inf")
+    lines.append(f"  at most {ceiling:.0f} creates/s on {cores} cores if nothing waited")
+    return [f"CPU per POST /cache/new (n={calls}, one at a time):", *lines]
+
+
 def main() -> None:
     """Start a throwaway stack, measure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per layer")
     args = parser.parse_args()
     with Stack.for_tests(REPO_ROOT, name="breakdown") as stack:
+        processes = {
+            name: process.pid
+            for name, process in {**stack.servers, **stack.services}.items()
+            if process.pid is not None
+        }
         lines = uvloop.run(breakdown(stack.gateway_url, stack.env(), args.calls))
+        lines += uvloop.run(cpu_per_create(stack.gateway_url, processes, args.calls))
     print("\n".join(lines))  # noqa: T201
 
 

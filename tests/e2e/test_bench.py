@@ -9,7 +9,7 @@ import pytest
 
 from bench import drivers
 from bench.__main__ import measure
-from bench.breakdown import breakdown
+from bench.breakdown import breakdown, cpu_per_create
 from bench.harness import NEW_PATH, SMOKE, Target
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from devstack.stack import Stack
@@ -62,3 +62,12 @@ async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None
     lines = await breakdown(stack.gateway_url, stack.env(), calls=2)
     assert len(lines) == 5
     assert all("n=2 " in line for line in lines), lines
+    processes = {
+        name: process.pid
+        for name, process in {**stack.servers, **stack.services}.items()
+        if process.pid is not None
+    }
+    cpu = await cpu_per_create(stack.gateway_url, processes, calls=5)
+    assert cpu[0] == "CPU per POST /cache/new (n=5, one at a time):"
+    assert "all of the stack" in cpu[-2]
+    assert cpu[-1].startswith("  at most ")

@@ -10,6 +10,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import aiohttp
@@ -30,6 +31,7 @@ from shared.contracts.errors import (
 from shared.contracts.kinds import S3Credentials, S3Limits
 from storage_provisioner.driver import (
     FILER_CONF_PATH,
+    QuotaSetter,
     S3Driver,
     WeedShell,
     bucket_location,
@@ -41,6 +43,17 @@ from storage_provisioner.driver import (
 pytestmark = pytest.mark.integration
 
 LIMITS = S3Limits(storage_mb=3)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingShell(WeedShell):
+    """The real shell, remembering every script it ran."""
+
+    scripts: list[str] = field(default_factory=list)
+
+    async def run(self, script: str, *, check: bool = True) -> str:
+        self.scripts.append(script)
+        return await WeedShell.run(self, script, check=check)
 
 
 @pytest.fixture
@@ -91,6 +104,42 @@ async def test_create_twice_gives_one_bucket_and_only_the_newest_key_works(
         await tenant_client(first, http_session).list_objects(first.bucket)
     assert refused.value.code == "InvalidAccessKeyId"
     await s3_driver.delete(rid)
+
+
+async def test_concurrent_creates_share_admin_shells_and_each_bucket_gets_its_own_quota(
+    s3_driver: S3Driver, env: dict[str, str]
+) -> None:
+    """Twelve creates at once all succeed, each bucket with the quota it asked for; then twelve
+    quotas asked at once go to SeaweedFS in one ``weed shell``, each confirmed on its own."""
+    limits = [S3Limits(storage_mb=3 + i) for i in range(12)]
+    rids = [uuid.uuid4() for _ in limits]
+    made = await asyncio.gather(
+        *(s3_driver.create(r, lim) for r, lim in zip(rids, limits, strict=True))
+    )
+    try:
+        assert [m.bucket for m in made] == [bucket_name(r) for r in rids]
+        quotas = [await s3_driver.quota_bytes(r) for r in rids]
+        assert quotas == [lim.storage_mb * 1024 * 1024 for lim in limits]
+
+        shell = RecordingShell(
+            weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
+        )
+        setter = QuotaSetter(shell)
+        await asyncio.gather(*(setter.set(bucket_name(r), 20 + i) for i, r in enumerate(rids)))
+        assert len(shell.scripts) == 1
+        quotas = [await s3_driver.quota_bytes(r) for r in rids]
+        assert quotas == [(20 + i) * 1024 * 1024 for i in range(len(rids))]
+        # A bucket that is not there is refused on its own line; the others still get theirs.
+        missing = bucket_name(uuid.uuid4())
+        outcomes = await asyncio.gather(
+            setter.set(missing, 5), setter.set(bucket_name(rids[0]), 6), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], SpinupError)
+        assert outcomes[0].code is ErrorCode.BACKEND_ERROR
+        assert outcomes[1] is None
+        assert await s3_driver.quota_bytes(rids[0]) == 6 * 1024 * 1024
+    finally:
+        await asyncio.gather(*(s3_driver.delete(r) for r in rids))
 
 
 async def test_delete_is_idempotent_and_removes_bucket_objects_and_user(
