@@ -131,10 +131,10 @@ async def test_a_taken_member_logs_in_only_with_its_new_password(
 async def test_a_ready_member_is_reachable_by_nobody(
     warm: PostgresDriver, customer_admin: asyncpg.Connection, env: dict[str, str]
 ) -> None:
-    name = await customer_admin.fetchval(
-        "SELECT datname FROM pg_database WHERE datname LIKE 'p\\_%' LIMIT 1"
-    )
-    assert name is not None
+    pool = warm.warm_pool
+    assert pool is not None
+    member = pool.members()[0]
+    name = member.name
     row = await customer_admin.fetchrow(
         "SELECT a.rolcanlogin, a.rolpassword, d.datacl::text AS acl,"
         " pg_get_userbyid(d.datdba) AS owner FROM pg_authid a"
@@ -143,14 +143,18 @@ async def test_a_ready_member_is_reachable_by_nobody(
     )
     assert row is not None
     assert not row["rolcanlogin"]
-    assert row["rolpassword"] is None
+    # Its password is set ahead of the take, as a verifier only, and opens nothing yet.
+    assert row["rolpassword"].startswith("SCRAM-SHA-256$4096:")
+    assert member.password not in row["rolpassword"]
     assert row["owner"] == name
     # No ACL entry for PUBLIC (an entry with an empty grantee, "=Tc/owner"): nobody may connect.
     assert not [item for item in row["acl"].strip("{}").split(",") if item.startswith("=")]
     host, port = env["SPINUP_CUSTOMER_PG_HOST"], env["SPINUP_CUSTOMER_PG_PORT"]
-    with pytest.raises(asyncpg.PostgresError):
+    with pytest.raises(asyncpg.InvalidPasswordError):
         await asyncpg.connect(f"postgresql://{name}:x@{host}:{port}/{name}")
-    assert warm is not None
+    # Not even with the password it will be handed out with: the role may not log in.
+    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="not permitted"):
+        await asyncpg.connect(f"postgresql://{name}:{member.password}@{host}:{port}/{name}")
 
 
 async def test_the_pool_refills_after_takes(

@@ -29,6 +29,7 @@ import asyncpg
 import structlog
 
 from pg_provisioner.pool import DropQueue, Member, WarmPool
+from pg_provisioner.sql import quote_ident, quote_literal
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
 from shared.naming import guard_tenant_name, retired_name, tenant_name
@@ -72,15 +73,6 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
 #: moment to notice the signal. Most are gone within one poll.
 _TERMINATE_WAIT_S = 5.0
 _TERMINATE_POLL_S = 0.005
-
-
-def _ident(name: str) -> str:
-    # Names are tenant names (checked by regex) or fixed words; quote anyway.
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class PostgresDriver:
@@ -243,7 +235,7 @@ class PostgresDriver:
         if member is not None and await self._adopt(member, name, limits):
             return self._credentials(name, member.password)
         password, verifier = await asyncio.to_thread(_new_password)
-        role, pw = _ident(name), _literal(verifier)
+        role, pw = quote_ident(name), quote_literal(verifier)
 
         async def make(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             if await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
@@ -263,18 +255,20 @@ class PostgresDriver:
         return self._credentials(name, password)
 
     async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> bool:
-        """Rename a taken member to ``name`` with its password and ``limits``, in one transaction.
+        """Rename a taken member to ``name``, let it log in, give it ``limits``: one transaction.
+
+        The member's role has its password already (``WarmPool``): setting a SCRAM verifier here
+        would cost the server 8 ms per take (bench/README.md).
 
         False (and the member spoiled) when Postgres refuses: the tenant name exists already (a
         retried create, which the cold path resets) or the member vanished.
         """
-        pooled, tenant = _ident(member.name), _ident(name)
+        pooled, tenant = quote_ident(member.name), quote_ident(name)
         # One simple-protocol query is one implicit transaction: all of it or none, one commit.
         statements = (
             f"ALTER DATABASE {pooled} RENAME TO {tenant};"
             f" ALTER ROLE {pooled} RENAME TO {tenant};"
-            f" ALTER ROLE {tenant} LOGIN PASSWORD {_literal(member.verifier)};"
-            f" {_limits_sql(tenant, limits)}"
+            f" {_limits_sql(tenant, limits, login=True)}"
         )
         try:
             async with self._backend_errors("created"), self._pool.acquire() as conn:
@@ -298,7 +292,7 @@ class PostgresDriver:
         the request path (``DROP DATABASE`` forces a checkpoint). Missing ones are fine.
         """
         name = guard_tenant_name(tenant_name(resource_id))
-        ident = _ident(name)
+        ident = quote_ident(name)
 
         async def retire(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             row = await conn.fetchrow(
@@ -320,9 +314,9 @@ class PostgresDriver:
             retired = retired_name()
             renames = []
             if has_database:
-                renames.append(f"ALTER DATABASE {ident} RENAME TO {_ident(retired)}")
+                renames.append(f"ALTER DATABASE {ident} RENAME TO {quote_ident(retired)}")
             if has_role:
-                renames.append(f"ALTER ROLE {ident} RENAME TO {_ident(retired)}")
+                renames.append(f"ALTER ROLE {ident} RENAME TO {quote_ident(retired)}")
             try:
                 await conn.execute("; ".join(renames))
             except asyncpg.ObjectInUseError:
@@ -353,7 +347,7 @@ class PostgresDriver:
                 name,
             ):
                 raise _missing(resource_id)
-            await _apply_limits(conn, _ident(name), limits)
+            await _apply_limits(conn, quote_ident(name), limits)
 
         await self._run("changed", change)
 
@@ -377,7 +371,7 @@ class PostgresDriver:
         async def change(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
                 raise _missing(resource_id)
-            await conn.execute(f"ALTER ROLE {_ident(name)} PASSWORD {_literal(verifier)}")
+            await conn.execute(f"ALTER ROLE {quote_ident(name)} PASSWORD {quote_literal(verifier)}")
             # Terminate after the commit above: a session logging in from here on needs the
             # new password, so nothing opened with the old one outlives this call.
             await _terminate_sessions(conn, name)
@@ -435,7 +429,7 @@ class PostgresDriver:
         up is not cut off by every sweep pass. A missing database is left alone.
         """
         name = guard_tenant_name(tenant_name(resource_id))
-        database = _ident(name)
+        database = quote_ident(name)
         hard = usage >= HARD_BLOCK_USAGE_FACTOR * quota
 
         async def block(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
@@ -468,7 +462,7 @@ class PostgresDriver:
         blocked, or missing, is left alone.
         """
         name = guard_tenant_name(tenant_name(resource_id))
-        database = _ident(name)
+        database = quote_ident(name)
 
         async def allow(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
             state = await _write_block_state(conn, name)
@@ -506,13 +500,14 @@ def _new_password() -> tuple[str, str]:
     return password, scram_sha256_verifier(password)
 
 
-def _limits_sql(role: str, limits: PostgresLimits) -> str:
+def _limits_sql(role: str, limits: PostgresLimits, *, login: bool = False) -> str:
     """The statements that set every limit Postgres enforces itself on role and database.
 
-    ``role`` is the quoted name of both. A write block lives in other settings and stays.
+    ``role`` is the quoted name of both; ``login`` lets the role log in too. A write block lives
+    in other settings and stays.
     """
     return (
-        f"ALTER ROLE {role} CONNECTION LIMIT {limits.connections};"
+        f"ALTER ROLE {role}{' LOGIN' if login else ''} CONNECTION LIMIT {limits.connections};"
         f" ALTER ROLE {role} SET statement_timeout = {limits.statement_timeout_ms};"
         f" ALTER ROLE {role} SET temp_file_limit = '{limits.temp_file_limit_mb}MB';"
         f" ALTER DATABASE {role} CONNECTION LIMIT {limits.connections}"
