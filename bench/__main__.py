@@ -39,13 +39,13 @@ BENCH_OVERRIDES = {
 }
 
 
-def bench_stack(*, durable: bool) -> Stack:
+def bench_stack(*, durable: bool, name: str = "bench") -> Stack:
     """The stack ``make bench`` starts: the test profile's, named ``bench``.
 
     ``durable``: Postgres with fsync on, as in production. Off by default: on a disk other
     stacks write to, a ``DROP DATABASE`` (which forces a checkpoint) took minutes with it on.
     """
-    profile = Profile.test(REPO_ROOT, BENCH_OVERRIDES, name="bench")
+    profile = Profile.test(REPO_ROOT, BENCH_OVERRIDES, name=name)
     return Stack(dataclasses.replace(profile, durable=durable))
 
 

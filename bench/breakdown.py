@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.breakdown [--calls 200]
 
-On one throwaway stack (``.spinup/breakdown``, the test profile), one call at a time, from the
+On one throwaway stack (``.spinup/breakdown``, configured as ``make bench``'s: the usage sweep at
+its production interval), one call at a time, from the
 inside out: the Redis driver's ``create`` (the backend floor), the worker's whole ``provision``
 run in this process (two event-log appends around the driver), the same command sent over NATS
 to the running redis-provisioner, and the HTTP call through the gateway, beside
@@ -28,9 +29,9 @@ from pathlib import Path
 import httpx
 import uvloop
 
+from bench.__main__ import bench_stack
 from bench.drivers import connected
-from bench.measure import REPO_ROOT, summary
-from devstack.stack import Stack
+from bench.measure import summary
 from redis_provisioner.driver import RedisDriver
 from shared.bus import Bus
 from shared.contracts.commands import ProvisionResource
@@ -184,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=200, help="calls per layer")
     args = parser.parse_args()
-    with Stack.for_tests(REPO_ROOT, name="breakdown") as stack:
+    with bench_stack(durable=False, name="breakdown") as stack:
         processes = {
             name: process.pid
             for name, process in {**stack.servers, **stack.services}.items()
