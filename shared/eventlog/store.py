@@ -83,8 +83,8 @@ async def read_committed_after(
 
 
 # $1 stream, $2 expected version, $3 event ids, $4 types, $5 data, $6 command, $7 correlation,
-# $8 recorded at, $9 sealed reply (NULL: none). A folded projection's statement follows as one
-# more WITH item, its parameters numbered from $10 (``_FIRST_PROJECTION_PARAMETER``).
+# $8 recorded at, $9 sealed reply (NULL: none). Each folded projection's statement follows as one
+# more WITH item, its parameters numbered on from $10.
 _APPEND = """
 WITH appended AS (
   INSERT INTO events (stream_id, version, event_id, event_type, data, command_id, correlation_id,
@@ -100,7 +100,6 @@ WITH appended AS (
 ){projected}
 SELECT position FROM appended ORDER BY version
 """
-_FIRST_PROJECTION_PARAMETER = 10
 
 
 @dataclass(frozen=True, slots=True)
