@@ -34,6 +34,7 @@ from bench.pg_pool import pool_members_taken, wait_for_pool
 from devstack.stack import Stack
 from gateway.routes import KIND_ROUTES
 from shared.contracts.kinds import ResourceKind
+from shared.naming import RETIRED_PREFIX
 from shared.plans import load_plans
 
 #: Path of ``POST /<kind>/new`` for every kind, from the gateway's own route table.
@@ -45,6 +46,8 @@ NEW_PATH = {route.kind: f"/{route.path}/new" for route in KIND_ROUTES}
 PG_POOL_SETTING = "SPINUP_PG_POOL_SIZE"
 #: How long the pool may take to fill before a level (a refill is a CREATE DATABASE each).
 POOL_FILL_TIMEOUT_S = 300.0
+#: How long the cold ``/db/new`` waits for the drop queue to finish the run's earlier deletes.
+DROPS_TIMEOUT_S = 600.0
 
 # Webhook capture sends bodies of this size (issue 6: 1 KB).
 WEBHOOK_BODY = b"x" * 1024
@@ -494,6 +497,7 @@ class Bench:
         try:
             stack.service_env_overrides[PG_POOL_SETTING] = str(pool_size)
             await asyncio.to_thread(_restart, stack, "pg-provisioner")
+            await self._wait_for_drops()
             platform = await asyncpg.create_pool(
                 self.target.env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2
             )
@@ -524,6 +528,7 @@ class Bench:
             )
             stack.service_env_overrides[PG_POOL_SETTING] = "0"
             await asyncio.to_thread(_restart, stack, "pg-provisioner")
+            await self._wait_for_drops()
             await self._end_to_end(ResourceKind.POSTGRES, label=" (cold)")
         finally:
             if had is None:
@@ -531,6 +536,30 @@ class Bench:
             else:
                 stack.service_env_overrides[PG_POOL_SETTING] = had
             await asyncio.to_thread(_restart, stack, "pg-provisioner")
+
+    async def _wait_for_drops(self) -> None:
+        """Until no retired database is left on the customer cluster to drop.
+
+        The raw creates ``POST /db/new`` is compared with ran on a cluster with nothing to drop;
+        the raw deletes since then left hundreds of ``DROP DATABASE`` (each forcing a
+        checkpoint) to pg-provisioner's drop queue, which would otherwise run under the pooled
+        and cold creates, and under every kind measured after them.
+        """
+        self.progress.step("waiting for the drop queue to finish the run's deletes")
+        conn = await asyncpg.connect(self.target.env["SPINUP_CUSTOMER_PG_ADMIN_DSN"])
+        try:
+            deadline = time.monotonic() + DROPS_TIMEOUT_S
+            while left := await conn.fetchval(
+                "SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)", RETIRED_PREFIX
+            ):
+                if time.monotonic() > deadline:
+                    self.results.notes.append(
+                        f"POST /db/new was measured with {left} databases still to drop."
+                    )
+                    return
+                await asyncio.sleep(1.0)
+        finally:
+            await conn.close()
 
     # --- reads, webhook capture ---------------------------------------------------------------
 
