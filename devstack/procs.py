@@ -99,7 +99,11 @@ def free_port_pairs(count: int, *, offset: int = 10000, below: int = 55536) -> l
     """Return ``count`` ports ``p`` under ``below`` with both ``p`` and ``p + offset`` free.
 
     For servers that open a second listener at a fixed offset (SeaweedFS: gRPC at port + 10000).
+    Both stay below the kernel's ephemeral range when there is room: between this choice and the
+    server's start, the other servers' clients open connections whose local ports come from that
+    range, and one took a gRPC port that was free when it was chosen.
     """
+    below = min(below, max(_ephemeral_start(), 20000 + offset + 2000))
     chosen: list[int] = []
     candidate = random.randrange(20000, below - offset - 1000)  # noqa: S311 (not security)
     while len(chosen) < count:
@@ -111,6 +115,14 @@ def free_port_pairs(count: int, *, offset: int = 10000, below: int = 55536) -> l
         if _bindable(candidate) and _bindable(candidate + offset):
             chosen.append(candidate)
     return chosen
+
+
+def _ephemeral_start() -> int:
+    """The first local port the kernel gives outgoing connections (Linux default: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _bindable(port: int) -> bool:
