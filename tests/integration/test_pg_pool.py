@@ -133,28 +133,33 @@ async def test_a_ready_member_is_reachable_by_nobody(
 ) -> None:
     pool = warm.warm_pool
     assert pool is not None
-    member = pool.members()[0]
-    name = member.name
-    row = await customer_admin.fetchrow(
-        "SELECT a.rolcanlogin, a.rolpassword, d.datacl::text AS acl,"
-        " pg_get_userbyid(d.datdba) AS owner FROM pg_authid a"
-        " JOIN pg_database d ON d.datname = a.rolname WHERE a.rolname = $1",
-        name,
-    )
-    assert row is not None
-    assert not row["rolcanlogin"]
-    # Its password is set ahead of the take, as a verifier only, and opens nothing yet.
-    assert row["rolpassword"].startswith("SCRAM-SHA-256$4096:")
-    assert member.password not in row["rolpassword"]
-    assert row["owner"] == name
-    # No ACL entry for PUBLIC (an entry with an empty grantee, "=Tc/owner"): nobody may connect.
-    assert not [item for item in row["acl"].strip("{}").split(",") if item.startswith("=")]
+    assert pool.members()
     host, port = env["SPINUP_CUSTOMER_PG_HOST"], env["SPINUP_CUSTOMER_PG_PORT"]
-    with pytest.raises(asyncpg.InvalidPasswordError):
-        await asyncpg.connect(f"postgresql://{name}:x@{host}:{port}/{name}")
-    # Not even with the password it will be handed out with: the role may not log in.
-    with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="not permitted"):
-        await asyncpg.connect(f"postgresql://{name}:{member.password}@{host}:{port}/{name}")
+    for member in pool.members():
+        name = member.name
+        row = await customer_admin.fetchrow(
+            "SELECT a.rolcanlogin, a.rolpassword, d.datacl::text AS acl,"
+            " pg_get_userbyid(d.datdba) AS owner FROM pg_authid a"
+            " JOIN pg_database d ON d.datname = a.rolname WHERE a.rolname = $1",
+            name,
+        )
+        assert row is not None
+        assert not row["rolcanlogin"]
+        assert row["owner"] == name
+        # No ACL entry for PUBLIC (an entry with an empty grantee, "=Tc/owner"): nobody connects.
+        assert not [item for item in row["acl"].strip("{}").split(",") if item.startswith("=")]
+        url = f"postgresql://{name}:{member.password}@{host}:{port}/{name}"
+        if member.verifier is None:
+            # Made by this process: the password is set ahead of the take, as a verifier only,
+            # and opens nothing, not even with itself, until the take adds LOGIN.
+            assert row["rolpassword"].startswith("SCRAM-SHA-256$4096:")
+            assert member.password not in row["rolpassword"]
+            with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="permitted"):
+                await asyncpg.connect(url)
+        else:
+            # Found on the cluster (an earlier process made it): its take sets the password.
+            with pytest.raises(asyncpg.PostgresError):
+                await asyncpg.connect(url)
 
 
 async def test_the_pool_refills_after_takes(
@@ -215,6 +220,32 @@ async def test_a_deleted_pooled_tenant_is_cut_off_at_once_and_dropped_later(
     assert not await warm.exists(rid)
     assert await warm.drops.join(within_s=30)
     assert not await customer_admin.fetchval("SELECT 1 FROM pg_database WHERE oid = $1", oid)
+
+
+async def test_a_member_found_after_a_restart_is_handed_out_with_a_password_that_works(
+    env: dict[str, str], store: EventStore
+) -> None:
+    """Its first password went with the old process: the take sets the new one."""
+    first = await connect_driver(env)
+    pool = first.start_pool(store, size=2, refill_concurrency=2, reconcile_interval_s=3600)
+    assert await pool.wait_filled(within_s=30), "the pool never filled"
+    made = {member.member_id for member in pool.members()}
+    await first.close()
+
+    second = await connect_driver(env)
+    try:
+        found = second.start_pool(store, size=1, refill_concurrency=1, reconcile_interval_s=3600)
+        assert await found.wait_filled(within_s=30), "the restarted pool found no member"
+        assert made <= {member.member_id for member in found.members()}
+        assert all(member.verifier is not None for member in found.members())
+        rid = uuid.uuid4()
+        credentials = await second.create(rid, LIMITS)
+        done = psql_select_one(credentials)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == tenant_name(rid)
+        await second.delete(rid)
+    finally:
+        await second.close()
 
 
 async def test_reconcile_drops_unknown_and_orphaned_objects_and_keeps_members(

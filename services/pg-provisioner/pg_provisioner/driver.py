@@ -257,18 +257,21 @@ class PostgresDriver:
     async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> bool:
         """Rename a taken member to ``name``, let it log in, give it ``limits``: one transaction.
 
-        The member's role has its password already (``WarmPool``): setting a SCRAM verifier here
-        would cost the server 8 ms per take (bench/README.md).
+        A member this process made has its password already (``WarmPool``): setting a SCRAM
+        verifier costs the server 8 ms (bench/README.md), so only one found after a restart
+        gets it here.
 
         False (and the member spoiled) when Postgres refuses: the tenant name exists already (a
         retried create, which the cold path resets) or the member vanished.
         """
         pooled, tenant = quote_ident(member.name), quote_ident(name)
+        password = f" PASSWORD {quote_literal(member.verifier)}" if member.verifier else ""
         # One simple-protocol query is one implicit transaction: all of it or none, one commit.
         statements = (
             f"ALTER DATABASE {pooled} RENAME TO {tenant};"
             f" ALTER ROLE {pooled} RENAME TO {tenant};"
-            f" {_limits_sql(tenant, limits, login=True)}"
+            f" ALTER ROLE {tenant} LOGIN{password};"
+            f" {_limits_sql(tenant, limits)}"
         )
         try:
             async with self._backend_errors("created"), self._pool.acquire() as conn:
@@ -500,14 +503,13 @@ def _new_password() -> tuple[str, str]:
     return password, scram_sha256_verifier(password)
 
 
-def _limits_sql(role: str, limits: PostgresLimits, *, login: bool = False) -> str:
+def _limits_sql(role: str, limits: PostgresLimits) -> str:
     """The statements that set every limit Postgres enforces itself on role and database.
 
-    ``role`` is the quoted name of both; ``login`` lets the role log in too. A write block lives
-    in other settings and stays.
+    ``role`` is the quoted name of both. A write block lives in other settings and stays.
     """
     return (
-        f"ALTER ROLE {role}{' LOGIN' if login else ''} CONNECTION LIMIT {limits.connections};"
+        f"ALTER ROLE {role} CONNECTION LIMIT {limits.connections};"
         f" ALTER ROLE {role} SET statement_timeout = {limits.statement_timeout_ms};"
         f" ALTER ROLE {role} SET temp_file_limit = '{limits.temp_file_limit_mb}MB';"
         f" ALTER DATABASE {role} CONNECTION LIMIT {limits.connections}"

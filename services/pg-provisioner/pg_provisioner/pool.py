@@ -5,7 +5,7 @@
 ones are renamed out of the way and dropped later, a few at a time.
 
 Pool members: a role and a database both named ``pool_name(member_id)``, the role with no login
-(its password is set, and useless, until a take adds LOGIN), the database with CONNECT revoked
+(its password, if set, is useless until a take adds LOGIN), the database with CONNECT revoked
 from PUBLIC: owned by nobody, reachable by nobody. Each member has its own event stream
 (``pool_stream``): ``PoolMemberRequested`` before the DDL, ``PoolMemberReady`` after it,
 ``PoolMemberTaken`` before a request renames it to its tenant name (from then on it is that
@@ -13,10 +13,11 @@ resource's), ``PoolMemberDropped`` when it is discarded.
 Which replica takes a member is settled by the ``Taken`` append (optimistic concurrency on the
 member's stream), so replicas may share one cluster.
 
-The password of a member is made in this process when the member becomes ready, with its SCRAM
-verifier computed then (3.5 ms of CPU), and the verifier is set on the role then too (8 ms of the
-server's: ``_add_ready``), all off the request path. The password is kept in memory only and
-handed to the one request that takes the member: nobody has seen it before.
+The password of a member is made in this process when the member is made, with its SCRAM
+verifier computed then (3.5 ms of CPU), and the verifier is set by the member's ``CREATE ROLE``
+(8 ms of the server's: ``_create_member``), all off the request path. A member found by
+reconcile after a restart gets a new password that its take sets. The password is kept in memory
+only and handed to the one request that takes the member: nobody has seen it before.
 
 Reconcile, at start and then periodically, makes the cluster and the log agree: a ``p_`` object
 whose stream ends in ``Ready`` is a member; one with no stream at all is unknown and dropped; one
@@ -159,11 +160,16 @@ class DropQueue:
 
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A ready pool member, with the password its role already has (without LOGIN)."""
+    """A ready pool member and the password it will be handed out with.
+
+    ``verifier``: what the take must set as the role's password; ``None`` when the role has it
+    already (every member this process made).
+    """
 
     member_id: UUID
     version: int
     password: str
+    verifier: str | None
 
     @property
     def name(self) -> str:
@@ -299,9 +305,17 @@ class WarmPool:
             self._wanted.set()
 
     async def _create_member(self) -> None:
+        """Make a member whose role already has the password it will be handed out with.
+
+        Setting a SCRAM verifier costs the server 8 ms however it was computed: Postgres checks
+        that it is not the verifier of an empty password, which runs the verifier's 4,096
+        iterations. Here it is part of the refill's ``CREATE ROLE``, off the request path; the
+        role stays ``NOLOGIN``, so the password opens nothing until a take adds ``LOGIN``.
+        """
         member_id = uuid.uuid4()
         name = pool_name(member_id)
         ident = quote_ident(name)
+        password, verifier = await asyncio.to_thread(self._make_password)
         requested = PoolMemberRequested(
             member_id=member_id, kind=ResourceKind.POSTGRES, server=self._server
         )
@@ -309,7 +323,7 @@ class WarmPool:
         try:
             async with self._ddl_slots, self._admin.acquire() as conn:
                 await conn.execute(
-                    f"CREATE ROLE {ident} NOLOGIN"
+                    f"CREATE ROLE {ident} NOLOGIN PASSWORD {quote_literal(verifier)}"
                     " NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
                 )
                 await conn.execute(f"CREATE DATABASE {ident} OWNER {ident} STRATEGY wal_log")
@@ -323,21 +337,20 @@ class WarmPool:
         await self._append(
             member_id, 1, PoolMemberReady(member_id=member_id), correlation_id="pool-refill"
         )
-        await self._add_ready(member_id, version=2)
+        self._ready.append(Member(member_id=member_id, version=2, password=password, verifier=None))
 
     async def _add_ready(self, member_id: UUID, *, version: int) -> None:
-        """Give the member its password, still without LOGIN, and offer it to requests.
+        """Offer a member found on the cluster (reconcile) with a new password.
 
-        Setting a SCRAM verifier costs the server 8 ms however it was computed: Postgres checks
-        that it is not the verifier of an empty password, which runs the verifier's 4,096
-        iterations. Here that is off the request path; a take only adds LOGIN. After a restart
-        the plaintext is gone with the old process, so a reconciled member gets a new one.
+        Its old password went with the process that made it. The new one is set by the take
+        (``verifier``), never here: a member found here may be in another take already (the
+        stream read is a moment old), and changing its password under that take would hand
+        out credentials that do not work. Such a duplicate loses its own ``Taken`` append.
         """
         password, verifier = await asyncio.to_thread(self._make_password)
-        await self._admin.execute(
-            f"ALTER ROLE {quote_ident(pool_name(member_id))} PASSWORD {quote_literal(verifier)}"
+        self._ready.append(
+            Member(member_id=member_id, version=version, password=password, verifier=verifier)
         )
-        self._ready.append(Member(member_id=member_id, version=version, password=password))
 
     async def _reconcile_logged(self) -> None:
         try:
