@@ -70,4 +70,4 @@ async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None
     cpu = await cpu_per_create(stack.gateway_url, processes, calls=5)
     assert cpu[0] == "CPU per POST /cache/new (n=5, one at a time):"
     assert "all of the stack" in cpu[-2]
-    assert cpu[-1].startswith("  at most ")
+    assert cpu[-1].startswith("  at this cost ")
