@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
 
 import asyncpg
 import msgspec
 
-from shared.contracts.events import Event, RecordedEvent
+from shared.contracts.events import Event, RecordedEvent, StoredEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
@@ -239,8 +239,9 @@ class EventStore:
         # The appender's clock, not the server's: the projected row is folded before the
         # statement runs, from the same time the events are stored with (docs/adr/0013).
         recorded_at = datetime.now(UTC)
-        types = [event_type(event) for event in write.events]
-        data = [encode_event(event) for event in write.events]
+        # Every event appended is one of the stored kinds (``StoredEvent``): the objects are
+        # what a read would decode, without encoding and decoding them again.
+        stored = cast("Sequence[StoredEvent]", write.events)
         appended = [
             RecordedEvent(
                 position=0,  # the identity the insert assigns; filled in below
@@ -250,16 +251,16 @@ class EventStore:
                 command_id=write.command_id,
                 correlation_id=write.correlation_id,
                 recorded_at=recorded_at,
-                event=decode_event(tag, text),
+                event=event,
             )
-            for offset, (tag, text) in enumerate(zip(types, data, strict=True), start=1)
+            for offset, event in enumerate(stored, start=1)
         ]
         arguments: list[Any] = [
             stream_id,
             expected_version,
             [e.event_id for e in appended],
-            types,
-            data,
+            [event_type(event) for event in stored],
+            [encode_event(event) for event in stored],
             write.command_id,
             write.correlation_id,
             recorded_at,
