@@ -10,7 +10,6 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from http import HTTPStatus
 
 import aiohttp
@@ -31,7 +30,6 @@ from shared.contracts.errors import (
 from shared.contracts.kinds import S3Credentials, S3Limits
 from storage_provisioner.driver import (
     FILER_CONF_PATH,
-    QuotaSetter,
     S3Driver,
     WeedShell,
     bucket_location,
@@ -43,17 +41,7 @@ from storage_provisioner.driver import (
 pytestmark = pytest.mark.integration
 
 LIMITS = S3Limits(storage_mb=3)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordingShell(WeedShell):
-    """The real shell, remembering every script it ran."""
-
-    scripts: list[str] = field(default_factory=list)
-
-    async def run(self, script: str, *, check: bool = True) -> str:
-        self.scripts.append(script)
-        return await WeedShell.run(self, script, check=check)
+MIB = 1024 * 1024
 
 
 @pytest.fixture
@@ -63,16 +51,31 @@ async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 @pytest.fixture
-def seaweedfs_quota_pass(env: dict[str, str]) -> Callable[[], Awaitable[str]]:
-    """Run SeaweedFS's own quota pass now, as its S3 gateway does about once a minute."""
-    shell = WeedShell(
+def admin_shell(env: dict[str, str]) -> WeedShell:
+    """SeaweedFS's own admin tool, to check what the driver did by another way than its own."""
+    return WeedShell(
         weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
     )
 
+
+@pytest.fixture
+def seaweedfs_quota_pass(admin_shell: WeedShell) -> Callable[[], Awaitable[str]]:
+    """Run SeaweedFS's own quota pass now, as its S3 gateway does about once a minute."""
+
     async def run_pass() -> str:
-        return await shell.run("lock\ns3.bucket.quota.enforce -apply\nunlock\n")
+        return await admin_shell.run("lock\ns3.bucket.quota.enforce -apply\nunlock\n")
 
     return run_pass
+
+
+async def quotas_in_bucket_list(shell: WeedShell) -> dict[str, int]:
+    """Every bucket's quota in bytes, as ``weed shell``'s ``s3.bucket.list`` prints them."""
+    quotas = {}
+    for line in (await shell.run("s3.bucket.list\n")).splitlines():
+        fields = line.split()
+        for quota in (f.removeprefix("quota:") for f in fields if f.startswith("quota:")):
+            quotas[fields[0]] = int(quota)
+    return quotas
 
 
 def tenant_client(creds: S3Credentials, session: aiohttp.ClientSession) -> Minio:
@@ -106,11 +109,11 @@ async def test_create_twice_gives_one_bucket_and_only_the_newest_key_works(
     await s3_driver.delete(rid)
 
 
-async def test_concurrent_creates_share_admin_shells_and_each_bucket_gets_its_own_quota(
-    s3_driver: S3Driver, env: dict[str, str]
+async def test_concurrent_creates_each_get_their_own_quota_as_seaweedfs_lists_it(
+    s3_driver: S3Driver, admin_shell: WeedShell
 ) -> None:
-    """Twelve creates at once all succeed, each bucket with the quota it asked for; then twelve
-    quotas asked at once go to SeaweedFS in one ``weed shell``, each confirmed on its own."""
+    """Twelve creates at once all succeed, each bucket with the quota it asked for, as the
+    driver reads it and as SeaweedFS's admin shell lists it; then twelve changes at once."""
     limits = [S3Limits(storage_mb=3 + i) for i in range(12)]
     rids = [uuid.uuid4() for _ in limits]
     made = await asyncio.gather(
@@ -118,26 +121,18 @@ async def test_concurrent_creates_share_admin_shells_and_each_bucket_gets_its_ow
     )
     try:
         assert [m.bucket for m in made] == [bucket_name(r) for r in rids]
-        quotas = [await s3_driver.quota_bytes(r) for r in rids]
-        assert quotas == [lim.storage_mb * 1024 * 1024 for lim in limits]
+        expected = {
+            bucket_name(r): lim.storage_mb * MIB for r, lim in zip(rids, limits, strict=True)
+        }
+        assert [await s3_driver.quota_bytes(r) for r in rids] == list(expected.values())
+        listed = await quotas_in_bucket_list(admin_shell)
+        assert {bucket: listed.get(bucket) for bucket in expected} == expected
 
-        shell = RecordingShell(
-            weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
+        await asyncio.gather(
+            *(s3_driver.set_limits(r, S3Limits(storage_mb=20 + i)) for i, r in enumerate(rids))
         )
-        setter = QuotaSetter(shell)
-        await asyncio.gather(*(setter.set(bucket_name(r), 20 + i) for i, r in enumerate(rids)))
-        assert len(shell.scripts) == 1
-        quotas = [await s3_driver.quota_bytes(r) for r in rids]
-        assert quotas == [(20 + i) * 1024 * 1024 for i in range(len(rids))]
-        # A bucket that is not there is refused on its own line; the others still get theirs.
-        missing = bucket_name(uuid.uuid4())
-        outcomes = await asyncio.gather(
-            setter.set(missing, 5), setter.set(bucket_name(rids[0]), 6), return_exceptions=True
-        )
-        assert isinstance(outcomes[0], SpinupError)
-        assert outcomes[0].code is ErrorCode.BACKEND_ERROR
-        assert outcomes[1] is None
-        assert await s3_driver.quota_bytes(rids[0]) == 6 * 1024 * 1024
+        listed = await quotas_in_bucket_list(admin_shell)
+        assert [listed.get(bucket_name(r)) for r in rids] == [(20 + i) * MIB for i in range(12)]
     finally:
         await asyncio.gather(*(s3_driver.delete(r) for r in rids))
 
@@ -152,6 +147,9 @@ async def test_delete_is_idempotent_and_removes_bucket_objects_and_user(
         await tenant.put_object(creds.bucket, f"dir/{i}", io.BytesIO(b"x"), 1)
     assert await s3_driver.exists(rid)
     await s3_driver.delete(rid)
+    # The user went in one IAM call, its key with it: refused at once, on any bucket.
+    assert await refusal(tenant.list_buckets()) == "InvalidAccessKeyId"
+    assert await refusal(tenant.make_bucket(bucket_name(uuid.uuid4()))) == "InvalidAccessKeyId"
     await s3_driver.delete(rid)
     assert not await s3_driver.exists(rid)
 

