@@ -22,7 +22,7 @@ from shared.contracts.events import (
     QuotaExceeded,
     QuotaRestored,
     ResourceDeprovisionRequested,
-    ResourceEventBase,
+    ResourceEvent,
     ResourceProvisionFailed,
     ResourceProvisionRequested,
 )
@@ -524,7 +524,7 @@ class ResourceLifecycle:
         return None
 
     async def _append_after(
-        self, state: ResourceState, event: ResourceEventBase, command: Command
+        self, state: ResourceState, event: ResourceEvent, command: Command
     ) -> None:
         """Record ``event`` right after ``state``; ``ConcurrencyConflictError`` if it moved on."""
         await self._store.append(

@@ -21,12 +21,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import asyncpg
 import msgspec
 
-from shared.contracts.events import Event, RecordedEvent, StoredEvent
+from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
@@ -108,7 +108,7 @@ class _Append:
 
     stream_id: str
     expected_version: int
-    events: Sequence[Event]
+    events: Sequence[StoredEvent]
     command_id: UUID
     correlation_id: str
     sealed_reply: str | None
@@ -187,7 +187,7 @@ class EventStore:
         self,
         stream_id: str,
         expected_version: int,
-        events: Sequence[Event],
+        events: Sequence[StoredEvent],
         *,
         command_id: UUID,
         correlation_id: str,
@@ -239,9 +239,8 @@ class EventStore:
         # The appender's clock, not the server's: the projected row is folded before the
         # statement runs, from the same time the events are stored with (docs/adr/0013).
         recorded_at = datetime.now(UTC)
-        # Every event appended is one of the stored kinds (``StoredEvent``): the objects are
-        # what a read would decode, without encoding and decoding them again.
-        stored = cast("Sequence[StoredEvent]", write.events)
+        # The objects are what a read would decode: no need to encode and decode them again.
+        stored = write.events
         appended = [
             RecordedEvent(
                 position=0,  # the identity the insert assigns; filled in below

@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from uuid import UUID
 
-    from shared.contracts.events import Event
+    from shared.contracts.events import PoolEvent
     from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("pg_provisioner.pool")
@@ -394,7 +394,7 @@ class WarmPool:
         return counts
 
     async def _append(
-        self, member_id: UUID, expected_version: int, event: Event, *, correlation_id: str
+        self, member_id: UUID, expected_version: int, event: PoolEvent, *, correlation_id: str
     ) -> None:
         await self._store.append(
             pool_stream(member_id),

@@ -28,7 +28,7 @@ from aiodocker.exceptions import DockerError
 from shared.contracts.commands import StackAction
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.events import (
-    Event,
+    ResourceEvent,
     StackDeployStarted,
     StackFailed,
     StackReady,
@@ -137,7 +137,7 @@ class Deployer:
         self,
         stack_id: UUID,
         revision: int,
-        events: list[Event],
+        events: list[ResourceEvent],
         ids: CommandIds,
     ) -> None:
         """Append while the stack is live and at ``revision``; raise ``SupersededError`` if not."""
@@ -202,7 +202,7 @@ class Deployer:
                 try:
                     manifest = await self._uploads.manifest(stack_id)
                 except SpinupError as exc:
-                    events: list[Event] = [
+                    events: list[ResourceEvent] = [
                         StackDeployStarted(resource_id=stack_id, revision=revision, services=[]),
                         StackFailed(
                             resource_id=stack_id,
@@ -562,7 +562,7 @@ class Deployer:
         else:
             await self._engine.start(containers)
         await stack_log.line("deploy", f"revision {revision}: {action.value}")
-        events: list[Event] = []
+        events: list[ResourceEvent] = []
         for container_id in containers:
             state = await self._engine.state(container_id)
             self._follow(stack_id, container_id, state.service, since=int(time.time()) - 1)
