@@ -88,16 +88,22 @@ async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
 
 
 @pytest.fixture
-async def s3_driver(env: dict[str, str]) -> AsyncIterator[S3Driver]:
+def admin_shell(env: dict[str, str]) -> WeedShell:
+    """SeaweedFS's own admin tool, against the session's master and filer."""
+    return WeedShell(
+        weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
+    )
+
+
+@pytest.fixture
+async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterator[S3Driver]:
     connected = await S3Driver.connect(
         endpoint=env["SPINUP_S3_ENDPOINT"],
         public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
         region=env["SPINUP_S3_REGION"],
         access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
         secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
-        shell=WeedShell(
-            weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
-        ),
+        shell=admin_shell,
     )
     yield connected
     await connected.close()

@@ -19,7 +19,6 @@ from miniopy_async.commonconfig import CopySource
 from miniopy_async.deleteobjects import DeleteObject
 from miniopy_async.error import S3Error
 
-from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from shared.contracts.errors import (
     BackendUnavailableError,
@@ -48,14 +47,6 @@ MIB = 1024 * 1024
 async def http_session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
-
-
-@pytest.fixture
-def admin_shell(env: dict[str, str]) -> WeedShell:
-    """SeaweedFS's own admin tool, to check what the driver did by another way than its own."""
-    return WeedShell(
-        weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
-    )
 
 
 @pytest.fixture
