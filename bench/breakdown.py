@@ -3,13 +3,19 @@
     .venv/bin/python -m bench.breakdown [--calls 200]
 
 On one throwaway stack (``.spinup/breakdown``, configured as ``make bench``'s: the usage sweep at
-its production interval), one call at a time, from the
-inside out: the Redis driver's ``create`` (the backend floor), the worker's whole ``provision``
-run in this process (two event-log appends around the driver), the same command sent over NATS
-to the running redis-provisioner, and the HTTP call through the gateway, beside
-``GET /healthz``. Each line's median minus the one before it is what that layer adds. Every
-create is a real resource in the log (the driver's own are deleted again): nothing is appended
-that the platform would not append itself.
+its production interval), one call at a time, from the inside out: the Redis driver's
+``create`` (the backend floor); the worker's whole ``provision`` run in this process (two
+event-log appends around the driver), first alone, then nudging the relay after each append as
+the worker does (the relay, the events stream and the reaper then work while the create runs);
+the same command sent over NATS to the running redis-provisioner; and the HTTP call through the
+gateway, beside ``GET /healthz``. Each line's median minus the one before it is what that layer
+adds. Every create is a real resource in the log (the driver's own are deleted again): nothing is
+appended that the platform would not append itself.
+
+Then the steps a create cannot do without, each alone: admission's rate limit (one ``EVALSHA``)
+and caps (one count), and a NATS request-reply to another process. Their medians plus
+``GET /healthz`` and the in-process ``provision`` are the floor of this design at c = 1: what a
+create would take if nothing but its own steps ran and no layer added a microsecond of its own.
 
 Then where the CPU goes: the same ``POST /cache/new`` one at a time, with the CPU time every
 process of the stack (with its children: Postgres backends) spent meanwhile, per create. The
@@ -20,18 +26,27 @@ machine's cores over their sum is the rate at that cost; under load some of it i
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
+import itertools
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
+import aiohttp
+import nats
 import uvloop
+from redis.asyncio import Redis
 
 from bench.__main__ import bench_stack
 from bench.drivers import connected
+from bench.harness import caller, echo_responder
 from bench.measure import summary
+from gateway.admission import RateLimiter
 from redis_provisioner.driver import RedisDriver
 from shared.bus import Bus
 from shared.contracts.commands import ProvisionResource
@@ -44,6 +59,11 @@ from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.plans import load_plans
 
+if TYPE_CHECKING:
+    import asyncpg
+
+    from shared.plans import Tier
+
 
 async def _timed(calls: int, call: Callable[[], Awaitable[object]]) -> list[float]:
     samples = []
@@ -55,10 +75,11 @@ async def _timed(calls: int, call: Callable[[], Awaitable[object]]) -> list[floa
 
 
 async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
-    """One summary line per layer, inside out."""
+    """One summary line per layer, inside out, then each step alone and their sum."""
     plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
     tier_name = plans.anonymous_tier
-    limits = plans.tiers[tier_name].limits(ResourceKind.REDIS)
+    tier = plans.tiers[tier_name]
+    limits = tier.limits(ResourceKind.REDIS)
     if not isinstance(limits, RedisLimits):  # pragma: no cover
         msg = "the plans gave a Redis resource limits of another kind"
         raise TypeError(msg)
@@ -77,57 +98,125 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
             fingerprint="bench-breakdown",
         )
 
-    lines = []
+    layers: dict[str, list[float]] = {}
     platform = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=8)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
     try:
-        store = EventStore(platform, keyring, [ResourceProjection()])
         async with connected(ResourceKind.REDIS, env) as driver:
             if not isinstance(driver, RedisDriver):  # pragma: no cover
                 msg = "bench.drivers connected Redis with another driver"
                 raise TypeError(msg)
-            lifecycle = ResourceLifecycle(
-                store,
-                keyring,
-                driver,
-                resources=ResourceReadModel(platform),
-                create_concurrency=8,
-                delete_concurrency=4,
-            )
             made: list[uuid.UUID] = []
 
             async def raw_create() -> None:
                 made.append(uuid.uuid4())
                 await driver.create(made[-1], limits)
 
-            lines.append(summary("redis driver create", await _timed(calls, raw_create)))
+            layers[_DRIVER] = await _timed(calls, raw_create)
             for tenant in made:  # the log knows nothing of these: leave no orphan behind
                 await driver.delete(tenant)
-            lines.append(
-                summary(
-                    "provision in-process (2 appends + driver)",
-                    await _timed(calls, lambda: lifecycle.provision(command())),
+            for label, nudge in ((_IN_PROCESS, None), (_NUDGED, bus.nudge_relay)):
+                lifecycle = ResourceLifecycle(
+                    EventStore(platform, keyring, [ResourceProjection()], nudge=nudge),
+                    keyring,
+                    driver,
+                    resources=ResourceReadModel(platform),
+                    create_concurrency=8,
+                    delete_concurrency=4,
                 )
-            )
+                layers[label] = await _timed(
+                    calls, functools.partial(_provision_new, lifecycle, command)
+                )
         endpoint = ENDPOINTS[ResourceKind.REDIS].provision
-        lines.append(
-            summary(
-                "+ NATS to redis-provisioner",
-                await _timed(calls, lambda: bus.request(endpoint, command())),
-            )
-        )
-        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            lines.append(summary("GET /healthz", await _timed(calls, lambda: http.get("/healthz"))))
-            lines.append(
-                summary(
-                    "+ HTTP, admission: POST /cache/new",
-                    await _timed(calls, lambda: http.post("/cache/new")),
-                )
-            )
+        layers[_OVER_NATS] = await _timed(calls, lambda: bus.request(endpoint, command()))
+        async with aiohttp.ClientSession(url) as http:
+
+            async def get_healthz() -> None:
+                async with http.get("/healthz") as response:
+                    response.raise_for_status()
+
+            created = itertools.count()
+
+            async def post_cache_new() -> None:
+                # Each create from its own network, as in the harness: one holder's caps would
+                # count every resource made before it.
+                async with http.post("/cache/new", headers=caller(next(created))) as response:
+                    response.raise_for_status()
+
+            layers[_HEALTHZ] = await _timed(calls, get_healthz)
+            layers[_OVER_HTTP] = await _timed(calls, post_cache_new)
+        # The creates above leave the relay and the reaper a backlog: let it drain first, so
+        # the steps alone are timed on a stack as idle as the layers' first calls found it.
+        await asyncio.sleep(_SETTLE_S)
+        layers.update(await _steps_alone(env, platform, tier, calls))
     finally:
         await bus.close()
         await platform.close()
-    return lines
+    floor_ms = 1000 * sum(statistics.median(layers[step]) for step in _DESIGN_FLOOR)
+    whole_ms = 1000 * statistics.median(layers[_OVER_HTTP])
+    floor_line = (
+        f"{'the steps alone, summed':<{_WIDTH}}         median {floor_ms:7.2f} ms"
+        f"  ({' + '.join(_DESIGN_FLOOR_SHORT)}; POST /cache/new is {whole_ms / floor_ms:.1f}x)"
+    )
+    return [*(summary(label, s, width=_WIDTH) for label, s in layers.items()), floor_line]
+
+
+async def _provision_new(
+    lifecycle: ResourceLifecycle, command: Callable[[], ProvisionResource]
+) -> None:
+    await lifecycle.provision(command())
+
+
+_SETTLE_S = 2.0
+_WIDTH = 48
+_DRIVER = "redis driver create"
+_IN_PROCESS = "provision in-process (2 appends + driver)"
+_NUDGED = "same, nudging the relay after each append"
+_OVER_NATS = "+ NATS to redis-provisioner"
+_HEALTHZ = "GET /healthz"
+_OVER_HTTP = "+ HTTP, admission: POST /cache/new"
+_RATE = "alone: rate limit (one EVALSHA)"
+_CAPS = "alone: caps (one count)"
+_ECHO = "alone: NATS request-reply to another process"
+#: What a create cannot do without, each measured alone: the HTTP request, admission's two
+#: lookups, one request-reply, and the worker's provision (two appends around the driver).
+_DESIGN_FLOOR = (_HEALTHZ, _RATE, _CAPS, _ECHO, _IN_PROCESS)
+_DESIGN_FLOOR_SHORT = ("healthz", "rate", "caps", "echo", "provision")
+
+
+async def _steps_alone(
+    env: Mapping[str, str], platform: asyncpg.Pool, tier: Tier, calls: int
+) -> dict[str, list[float]]:
+    """Admission's two lookups and a request-reply, each alone, as the gateway makes them."""
+    steps: dict[str, list[float]] = {}
+    redis = Redis.from_url(env["SPINUP_REDIS_URL"])
+    try:
+        limiter = RateLimiter(redis)
+        holders = itertools.count()
+        steps[_RATE] = await _timed(
+            calls,
+            lambda: limiter.spend(f"bench-breakdown:{next(holders)}", 1_000_000),
+        )
+    finally:
+        await redis.aclose()
+    resources = ResourceReadModel(platform)
+    steps[_CAPS] = await _timed(
+        calls,
+        lambda: resources.count_held(
+            ResourceKind.REDIS,
+            account_id=None,
+            fingerprint=uuid.uuid4().hex,
+            live_up_to=tier.caps.active_per_kind,
+            today_up_to=tier.caps.provisions_per_day,
+        ),
+    )
+    async with echo_responder(env["SPINUP_NATS_URL"]) as subject:
+        client = await nats.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
+        try:
+            steps[_ECHO] = await _timed(calls, lambda: client.request(subject, b"ping", timeout=5))
+        finally:
+            await client.close()
+    return steps
 
 
 def _cpu_seconds_by_tree(roots: Mapping[str, int]) -> dict[str, float]:
@@ -161,10 +250,11 @@ def _cpu_seconds_by_tree(roots: Mapping[str, int]) -> dict[str, float]:
 
 async def cpu_per_create(url: str, processes: Mapping[str, int], calls: int) -> list[str]:
     """CPU milliseconds each process spent per ``POST /cache/new``, made one at a time."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+    async with aiohttp.ClientSession(url) as http:
         before = _cpu_seconds_by_tree(processes)
-        for _ in range(calls):
-            (await http.post("/cache/new")).raise_for_status()
+        for index in range(calls):
+            async with http.post("/cache/new", headers=caller(index)) as response:
+                response.raise_for_status()
         after = _cpu_seconds_by_tree(processes)
     spent = {name: (after[name] - before[name]) * 1000 / calls for name in processes}
     total = sum(spent.values())

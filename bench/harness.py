@@ -378,7 +378,7 @@ class Bench:
                     "GET /healthz", healthz, calls=self.sizes.floor_calls[level], concurrency=level
                 )
                 self.results.add(Row(group="floor", measurement=measured), self.progress)
-        async with _echo_responder(self.target.env["SPINUP_NATS_URL"]) as subject:
+        async with echo_responder(self.target.env["SPINUP_NATS_URL"]) as subject:
             client = await nats.connect(self.target.env["SPINUP_NATS_URL"], name="bench")
             try:
 
@@ -401,7 +401,7 @@ class Bench:
     async def provisioning(self, kind: ResourceKind) -> None:
         """``kind``'s driver create at each level (then its deletes), then ``POST /<kind>/new``."""
         if kind in drivers.KINDS:
-            await self._raw(kind)
+            await self.raw(kind)
         else:
             self.results.notes.append(f"{kind}: no driver in bench/drivers.py, so no raw floor.")
         if kind is ResourceKind.POSTGRES:
@@ -409,7 +409,8 @@ class Bench:
         else:
             await self._end_to_end(kind, label="")
 
-    async def _raw(self, kind: ResourceKind) -> None:
+    async def raw(self, kind: ResourceKind) -> None:
+        """``kind``'s driver create at each level, then every tenant it made deleted."""
         limits = _anonymous_limits(self.target.env, kind)
         async with drivers.connected(kind, self.target.env) as driver:
             made: list[uuid.UUID] = []
@@ -492,12 +493,28 @@ class Bench:
             )
             await self._end_to_end(ResourceKind.POSTGRES, label="")
             return
+        await self._pooled_db_new(stack)
+        await self.cold_db_new(stack)
+
+    @contextlib.asynccontextmanager
+    async def _pg_pool_of(self, stack: Stack, size: int) -> AsyncIterator[None]:
+        """pg-provisioner restarted with a warm pool of ``size``; afterwards, as it was."""
         had = stack.service_env_overrides.get(PG_POOL_SETTING)
-        pool_size = self.sizes.pool_size
+        stack.service_env_overrides[PG_POOL_SETTING] = str(size)
         try:
-            stack.service_env_overrides[PG_POOL_SETTING] = str(pool_size)
             await asyncio.to_thread(_restart, stack, "pg-provisioner")
-            await self._wait_for_drops()
+            yield
+        finally:
+            if had is None:
+                stack.service_env_overrides.pop(PG_POOL_SETTING, None)
+            else:
+                stack.service_env_overrides[PG_POOL_SETTING] = had
+            await asyncio.to_thread(_restart, stack, "pg-provisioner")
+
+    async def _pooled_db_new(self, stack: Stack) -> None:
+        pool_size = self.sizes.pool_size
+        async with self._pg_pool_of(stack, pool_size):
+            await self.wait_for_drops()
             platform = await asyncpg.create_pool(
                 self.target.env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2
             )
@@ -517,27 +534,21 @@ class Bench:
                 taken = await pool_members_taken(platform) - taken_before
             finally:
                 await platform.close()
-            made = sum(
-                row.measurement.calls
-                for row in self.results.rows
-                if row.group == "end to end (pool)"
-            )
-            self.results.notes.append(
-                f"POST /db/new (pool): a pool of {pool_size}, full before each level;"
-                f" {taken} of {made} calls were served from it (PoolMemberTaken events)."
-            )
-            stack.service_env_overrides[PG_POOL_SETTING] = "0"
-            await asyncio.to_thread(_restart, stack, "pg-provisioner")
-            await self._wait_for_drops()
-            await self._end_to_end(ResourceKind.POSTGRES, label=" (cold)")
-        finally:
-            if had is None:
-                stack.service_env_overrides.pop(PG_POOL_SETTING, None)
-            else:
-                stack.service_env_overrides[PG_POOL_SETTING] = had
-            await asyncio.to_thread(_restart, stack, "pg-provisioner")
+        made = sum(
+            row.measurement.calls for row in self.results.rows if row.group == "end to end (pool)"
+        )
+        self.results.notes.append(
+            f"POST /db/new (pool): a pool of {pool_size}, full before each level;"
+            f" {taken} of {made} calls were served from it (PoolMemberTaken events)."
+        )
 
-    async def _wait_for_drops(self) -> None:
+    async def cold_db_new(self, stack: Stack) -> None:
+        """``POST /db/new`` at every level with pg-provisioner's pool off."""
+        async with self._pg_pool_of(stack, 0):
+            await self.wait_for_drops()
+            await self._end_to_end(ResourceKind.POSTGRES, label=" (cold)")
+
+    async def wait_for_drops(self) -> None:
         """Until no retired database is left on the customer cluster to drop.
 
         The raw creates ``POST /db/new`` is compared with ran on a cluster with nothing to drop;
@@ -853,7 +864,7 @@ def tmp_dir() -> Iterator[Path]:
 
 
 @contextlib.asynccontextmanager
-async def _echo_responder(nats_url: str) -> AsyncIterator[str]:
+async def echo_responder(nats_url: str) -> AsyncIterator[str]:
     """A separate process answering requests on a fresh subject with their own payload."""
     subject = f"bench.echo.{uuid.uuid4().hex}"
     process = await asyncio.create_subprocess_exec(

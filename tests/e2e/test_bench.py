@@ -10,8 +10,9 @@ import pytest
 from bench import drivers
 from bench.__main__ import measure
 from bench.breakdown import breakdown, cpu_per_create
-from bench.harness import NEW_PATH, SMOKE, Target
+from bench.harness import NEW_PATH, SMOKE, Progress, Target
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
+from bench.tails import one_run, report
 from devstack.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -60,8 +61,10 @@ async def test_the_smoke_run_measures_everything_without_errors(
 
 async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None:
     lines = await breakdown(stack.gateway_url, stack.env(), calls=2)
-    assert len(lines) == 5
-    assert all("n=2 " in line for line in lines), lines
+    *layers, floor = lines
+    assert len(layers) == 9
+    assert all("n=2 " in line for line in layers), layers
+    assert floor.startswith("the steps alone, summed"), floor
     processes = {
         name: process.pid
         for name, process in {**stack.servers, **stack.services}.items()
@@ -71,3 +74,19 @@ async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None
     assert cpu[0] == "CPU per POST /cache/new (n=5, one at a time):"
     assert "all of the stack" in cpu[-2]
     assert cpu[-1].startswith("  at this cost ")
+
+
+async def test_the_tails_run_measures_both_ratios_and_reports_their_spread(stack: Stack) -> None:
+    target = Target(gateway_url=stack.gateway_url, env=stack.env(), stack=stack)
+    run = await one_run(target, SMOKE, Progress(quiet=True))
+
+    assert set(run["cold_p50_ratio"]) == set(SMOKE.levels)
+    assert all(ratio > 0 for ratio in run["cold_p50_ratio"].values()), run
+    assert run["reaper_p99_ratio"] > 0
+    assert run["reaper_deleted"] == SMOKE.reaped
+    assert [row for row in run["rows"] if row["errors"]] == []
+    *per_run, cold_1, cold_4, reaper = report([run, run], SMOKE)
+    assert len(per_run) == 2
+    assert cold_1.startswith("cold /db/new c=1, p50 / raw (target <= 1.15x): median ")
+    assert cold_4.startswith("cold /db/new c=4")
+    assert reaper.startswith("reaper, /db/new p99 busy / idle (target <= 2x): median ")
