@@ -67,7 +67,10 @@ class Sizes:
         reads: ``GET /resources/{token}`` calls, at the highest level.
         webhook_sends: 1 KB requests sent to webhook receivers, at the highest level.
         reaped: databases made to expire for the reaper measurement.
-        reaper_probes: ``POST /db/new`` calls that measure the idle latency.
+        reaper_probes: ``POST /db/new`` calls that measure the idle latency: about as many as
+            the busy phase makes (1,000 deletes take about a minute, 300 probes), so both p99s
+            rest on as many samples (with 100, the idle p99 was the second slowest call, and
+            one stall of the VM set it: 34-914 ms over seven runs).
         reaper_wait_s: how long the reaper may take to delete them all (reported if reached).
         pool_size: pg-provisioner's warm pool while ``POST /db/new`` (pool) is measured; a level
             makes at most this many calls, all of them from the full pool.
@@ -98,7 +101,7 @@ FULL = Sizes(
     reads=3000,
     webhook_sends=3000,
     reaped=1000,
-    reaper_probes=100,
+    reaper_probes=300,
     reaper_wait_s=300.0,
     pool_size=200,
 )

@@ -48,6 +48,8 @@ async def one_run(target: Target, sizes: Sizes, progress: Progress) -> dict[str,
     return {
         "cold_p50_ratio": cold,
         "reaper_p99_ratio": reaper.get("p99_ratio"),
+        "reaper_idle_p50_ms": reaper.get("idle_p50_ms"),
+        "reaper_busy_p50_ms": reaper.get("busy_p50_ms"),
         "reaper_idle_p99_ms": reaper.get("idle_p99_ms"),
         "reaper_busy_p99_ms": reaper.get("busy_p99_ms"),
         "reaper_deleted": reaper.get("deleted"),
@@ -70,7 +72,8 @@ def report(runs: list[dict[str, Any]], sizes: Sizes) -> list[str]:
         lines.append(
             f"run {number}: cold /db/new p50 / raw: {cold}; reaper p99 busy / idle:"
             f" {run['reaper_p99_ratio']}x ({run['reaper_busy_p99_ms']} /"
-            f" {run['reaper_idle_p99_ms']} ms, {run['reaper_deleted']} deleted)"
+            f" {run['reaper_idle_p99_ms']} ms; p50 {run['reaper_busy_p50_ms']} /"
+            f" {run['reaper_idle_p50_ms']} ms; {run['reaper_deleted']} deleted)"
         )
     for level in sizes.levels:
         ratios = [r["cold_p50_ratio"][level] for r in runs if r["cold_p50_ratio"].get(level)]
