@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import functools
 import itertools
-import os
 import statistics
 import time
 import uuid
@@ -43,6 +42,7 @@ import uvloop
 from redis.asyncio import Redis
 
 from bench.__main__ import bench_stack
+from bench.cpu import LOAD_GENERATOR, CpuMeter, cores, cpu_bound_per_s, stack_processes
 from bench.drivers import connected
 from bench.harness import caller, echo_responder
 from bench.measure import summary
@@ -219,54 +219,27 @@ async def _steps_alone(
     return steps
 
 
-def _cpu_seconds_by_tree(roots: Mapping[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) each root process and its descendants have used so far.
-
-    Descendants that ended count through their parent's ``cutime``/``cstime`` once reaped.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended while we looked
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
-    totals = {}
-    for name, root in roots.items():
-        tree, frontier = {root}, [root]
-        while frontier:
-            parent = frontier.pop()
-            children = [pid for pid, ppid in parents.items() if ppid == parent]
-            tree.update(children)
-            frontier.extend(children)
-        totals[name] = sum(used.get(pid, 0.0) for pid in tree)
-    return totals
-
-
 async def cpu_per_create(url: str, processes: Mapping[str, int], calls: int) -> list[str]:
     """CPU milliseconds each process spent per ``POST /cache/new``, made one at a time."""
+    meter = CpuMeter(processes)
     async with aiohttp.ClientSession(url) as http:
-        before = _cpu_seconds_by_tree(processes)
+        meter.start()
         for index in range(calls):
             async with http.post("/cache/new", headers=caller(index)) as response:
                 response.raise_for_status()
-        after = _cpu_seconds_by_tree(processes)
-    spent = {name: (after[name] - before[name]) * 1000 / calls for name in processes}
+        spent = meter.per_call(calls)
+    spent.pop(LOAD_GENERATOR, None)
     total = sum(spent.values())
-    cores = os.cpu_count() or 1
     lines = [
         f"  {name:<24} {ms:6.2f} ms"
-        for name, ms in sorted(spent.items(), key=lambda item: -item[1])
+        for name, ms in spent.items()
         if ms >= 0.05  # noqa: PLR2004  (below a twentieth of a millisecond: idle)
     ]
     lines.append(f"  {'all of the stack':<24} {total:6.2f} ms")
-    rate = cores * 1000 / total if total else float("inf")
-    lines.append(f"  at this cost {cores} cores make {rate:.0f} creates/s (load shares some of it)")
+    rate = cpu_bound_per_s(total) or float("inf")
+    lines.append(
+        f"  at this cost {cores()} cores make {rate:.0f} creates/s (load shares some of it)"
+    )
     return [f"CPU per POST /cache/new (n={calls}, one at a time):", *lines]
 
 
@@ -276,11 +249,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200, help="calls per layer")
     args = parser.parse_args()
     with bench_stack(durable=False, name="breakdown") as stack:
-        processes = {
-            name: process.pid
-            for name, process in {**stack.servers, **stack.services}.items()
-            if process.pid is not None
-        }
+        processes = stack_processes(stack)
         lines = uvloop.run(breakdown(stack.gateway_url, stack.env(), args.calls))
         lines += uvloop.run(cpu_per_create(stack.gateway_url, processes, args.calls))
     print("\n".join(lines))  # noqa: T201

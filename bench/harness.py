@@ -28,6 +28,7 @@ import msgspec
 import nats
 
 from bench import drivers, profile
+from bench.cpu import stack_processes
 from bench.machine import describe_machine, versions
 from bench.measure import KEPT_ERRORS, Measurement, measure
 from bench.pg_pool import pool_members_taken, wait_for_pool
@@ -144,6 +145,7 @@ class Row:
             "kind": self.kind,
             "concurrency": m.concurrency,
             **m.figures(),
+            "cpu_ms_by_process": m.cpu_ms_by_process,
             "error_samples": m.error_samples,
         }
         if self.floor is not None:
@@ -261,6 +263,11 @@ class Target:
     stack: Stack | None = None
     clean_up: bool = True
 
+    @property
+    def processes(self) -> dict[str, int]:
+        """The stack's processes by name, whose CPU each measurement counts (none if reused)."""
+        return stack_processes(self.stack) if self.stack is not None else {}
+
 
 #: How many client networks the creates come from (``caller``).
 CALLER_NETWORKS = 512
@@ -364,6 +371,7 @@ class Bench:
             concurrency=concurrency,
             max_seconds=self.sizes.max_seconds if max_seconds is None else max_seconds,
             progress=self.progress.count(calls),
+            processes=self.target.processes,
         )
 
     # --- the gateway's floor ------------------------------------------------------------------
@@ -828,7 +836,11 @@ class Bench:
 async def _probe(
     name: str, call: Callable[[], Awaitable[None]], *, until: Callable[[Measurement], bool]
 ) -> Measurement:
-    """One ``call`` at a time, starting at most every ``PROBE_INTERVAL_S``, until ``until``."""
+    """One ``call`` at a time, starting at most every ``PROBE_INTERVAL_S``, until ``until``.
+
+    Its CPU is not counted: paced calls leave the cores mostly to whatever else runs (the
+    reaper), so the CPU per call would be theirs.
+    """
     result = Measurement(name=name, concurrency=1)
     began = time.perf_counter()
     while not until(result):

@@ -7,12 +7,13 @@ import contextlib
 import math
 import statistics
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from bench.cpu import CpuMeter, cpu_bound_per_s
 from devstack.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +40,8 @@ class Measurement:
         errors: how many calls failed (an exception or an unexpected answer).
         error_samples: the first few failures' messages.
         wall_s: seconds from the first call's start to the last call's end.
+        cpu_ms_by_process: CPU milliseconds each process spent per call (``bench.cpu``); empty
+            when the stack's processes are not known (a reused stack).
     """
 
     name: str
@@ -47,6 +50,7 @@ class Measurement:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_ms_by_process: dict[str, float] = field(default_factory=dict)
 
     @property
     def calls(self) -> int:
@@ -62,9 +66,18 @@ class Measurement:
         """Successful calls per second of wall time."""
         return len(self.latencies_s) / self.wall_s if self.wall_s > 0 else 0.0
 
-    def figures(self) -> dict[str, float | int]:
-        """The numbers a report shows: p50, p90, p99, max (ms), req/s, calls and errors."""
+    @property
+    def cpu_ms_per_call(self) -> float | None:
+        """CPU milliseconds per call, every process of the stack and the load generator."""
+        return round(sum(self.cpu_ms_by_process.values()), 3) if self.cpu_ms_by_process else None
+
+    def figures(self) -> dict[str, float | int | None]:
+        """The numbers a report shows: p50, p90, p99, max (ms), req/s, calls and errors.
+
+        With the CPU counted, also the CPU per call and the rate it allows on this machine.
+        """
         ordered = sorted(self.latencies_s)
+        cpu = self.cpu_ms_per_call
         return {
             "calls": self.calls,
             "errors": self.errors,
@@ -73,15 +86,19 @@ class Measurement:
             "p99_ms": round(1000 * percentile(ordered, 0.99), 3),
             "max_ms": round(1000 * ordered[-1], 3) if ordered else math.nan,
             "per_s": round(self.per_second, 1),
+            "cpu_ms_per_call": cpu,
+            "cpu_bound_per_s": cpu_bound_per_s(cpu) if cpu is not None else None,
         }
 
     def line(self, width: int = 44) -> str:
         """One line for a terminal: name, concurrency and the figures."""
         f = self.figures()
+        cpu = self.cpu_ms_per_call
         return (
             f"{self.name:<{width}} c={self.concurrency:<3} n={f['calls']:<5} "
             f"p50 {f['p50_ms']:8.2f}  p90 {f['p90_ms']:8.2f}  p99 {f['p99_ms']:8.2f}  "
             f"max {f['max_ms']:8.2f} ms  {f['per_s']:8.1f}/s  errors {f['errors']}"
+            + (f"  cpu {cpu:6.2f} ms/call" if cpu is not None else "")
         )
 
 
@@ -93,14 +110,19 @@ async def measure(
     concurrency: int,
     max_seconds: float = math.inf,
     progress: Callable[[int], None] | None = None,
+    processes: Mapping[str, int] | None = None,
 ) -> Measurement:
     """Make ``calls`` calls of ``call(i)``, ``concurrency`` at a time, timing each one.
 
     A call fails by raising; failures are counted, never retried. No new call starts after
     ``max_seconds`` (the ones running finish), so a slow backend bounds the run, not the count.
-    ``progress`` is told how many calls have finished, now and then.
+    ``progress`` is told how many calls have finished, now and then. With ``processes`` (name to
+    pid), the CPU each of them and this process spent is counted too.
     """
     result = Measurement(name=name, concurrency=concurrency)
+    meter = CpuMeter(processes) if processes else None
+    if meter is not None:
+        meter.start()
     next_index = 0
     began = time.perf_counter()
     deadline = began + max_seconds
@@ -124,6 +146,8 @@ async def measure(
 
     await asyncio.gather(*(caller() for _ in range(min(concurrency, calls))))
     result.wall_s = time.perf_counter() - began
+    if meter is not None:
+        result.cpu_ms_by_process = meter.per_call(result.calls)
     return result
 
 

@@ -34,6 +34,10 @@ def _ms(value: float | None) -> str:
 def _table(rows: list[dict[str, Any]], *, with_floor: bool) -> list[str]:
     head = "| What | c | calls | errors | p50 ms | p90 ms | p99 ms | max ms | req/s |"
     rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    with_cpu = any(row.get("cpu_ms_per_call") is not None for row in rows)
+    if with_cpu:
+        head += " CPU ms/call | CPU allows /s |"
+        rule += "---:|---:|"
     if with_floor:
         head += " floor p50 ms | floor req/s | p50 x floor | req/s x floor |"
         rule += "---:|---:|---:|---:|"
@@ -44,6 +48,10 @@ def _table(rows: list[dict[str, Any]], *, with_floor: bool) -> list[str]:
             f"| {_ms(row['p50_ms'])} | {_ms(row['p90_ms'])} | {_ms(row['p99_ms'])} "
             f"| {_ms(row['max_ms'])} | {row['per_s']:.0f} |"
         )
+        if with_cpu:
+            allows = row.get("cpu_bound_per_s")
+            shown = "-" if allows is None else f"{allows:.0f}"
+            line += f" {_ms(row.get('cpu_ms_per_call'))} | {shown} |"
         if with_floor:
             floor = row.get("floor")
             if floor is None:
@@ -81,7 +89,10 @@ def markdown(data: dict[str, Any]) -> str:
             "Latencies in milliseconds; `c` is how many callers ran at once; `req/s` counts"
             " successful calls per second of wall time. The floor of `POST /<kind>/new` is the same"
             " kind's driver `create` at the same `c`; `p50 x floor` is the end-to-end median"
-            " divided by the floor's."
+            " divided by the floor's. `CPU ms/call` is the CPU every process of the stack and the"
+            " load generator spent during the measurement, per call (`bench/cpu.py`); `CPU allows"
+            " /s` is the cores over it: the most calls a second this machine could make at that"
+            " cost, so a `req/s` near it is bound by the CPU of the whole path."
         ),
         "",
     ]

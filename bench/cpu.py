@@ -1,0 +1,105 @@
+"""The CPU a measurement costs the machine: every process of the stack, and the load generator.
+
+A rate measured on two shared cores says little by itself: the same code makes twice the calls
+on a machine with twice the cores, and a slow row may be one waiting on a lock or one with the
+CPU spent. Counting the CPU each process used during a measurement (``/proc``, with the
+children each process made: Postgres's backends) tells them apart: ``cores / CPU per call`` is
+the most calls a second this machine could make if nothing but the measurement ran, so a rate
+near it is bound by the CPU of the whole path, and one far below it by something else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devstack.stack import Stack
+
+#: The name of the bench's own process in a measurement's CPU, beside the stack's processes.
+LOAD_GENERATOR = "load generator"
+
+
+def cores() -> int:
+    """How many cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def stack_processes(stack: Stack) -> dict[str, int]:
+    """The pid of every server and service ``stack`` runs, by name."""
+    return {
+        name: process.pid
+        for name, process in {**stack.servers, **stack.services}.items()
+        if process.pid is not None
+    }
+
+
+def cpu_seconds_by_tree(roots: Mapping[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each root process and its descendants have used so far.
+
+    Descendants that ended count through their parent's ``cutime``/``cstime`` once reaped.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    used: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended while we looked
+        parents[int(entry.name)] = int(fields[1])
+        used[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    totals = {}
+    for name, root in roots.items():
+        tree, frontier = {root}, [root]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, ppid in parents.items() if ppid == parent]
+            tree.update(children)
+            frontier.extend(children)
+        totals[name] = sum(used.get(pid, 0.0) for pid in tree)
+    return totals
+
+
+@dataclass
+class CpuMeter:
+    """CPU used between ``start`` and ``per_call`` by ``processes`` and by this process."""
+
+    processes: Mapping[str, int]
+    _before: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Read every counter now."""
+        self._before = self._read()
+
+    def per_call(self, calls: int) -> dict[str, float]:
+        """Milliseconds of CPU each process spent per call since ``start``, largest first.
+
+        Processes that spent under a hundredth of a millisecond per call are left out: idle.
+        """
+        after = self._read()
+        spent = {
+            name: (after[name] - self._before.get(name, after[name])) * 1000 / max(calls, 1)
+            for name in after
+        }
+        return {
+            name: round(ms, 3)
+            for name, ms in sorted(spent.items(), key=lambda item: -item[1])
+            if ms >= 0.01  # noqa: PLR2004  (a hundredth of a millisecond per call: idle)
+        }
+
+    def _read(self) -> dict[str, float]:
+        counters = cpu_seconds_by_tree(self.processes)
+        counters[LOAD_GENERATOR] = time.process_time()
+        return counters
+
+
+def cpu_bound_per_s(cpu_ms_per_call: float) -> float | None:
+    """The calls a second this machine's cores allow at this much CPU per call."""
+    return round(cores() * 1000 / cpu_ms_per_call, 0) if cpu_ms_per_call > 0 else None
