@@ -218,6 +218,9 @@ class Stack:
             "SPINUP_JWT_KEY": secrets.jwt_key,
             "SPINUP_HTTP_HOST": "127.0.0.1",
             "SPINUP_HTTP_PORT": str(ports.gateway),
+            # Two gateway processes on the one port, as two replicas behind a load balancer: the
+            # HTTP path is CPU, and one process uses one core (bench/README.md).
+            "SPINUP_HTTP_PROCESSES": "2",
             "SPINUP_PUBLIC_URL": self.gateway_url,
             "SPINUP_PLANS_FILE": str(self._plans_file),
             "SPINUP_LOG_FORMAT": "json",

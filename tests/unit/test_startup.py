@@ -30,3 +30,17 @@ def test_missing_setting_stops_start_up_with_its_name(module: str, first_missing
     assert result.returncode == 2
     assert first_missing in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_gateway_of_no_processes_stops_start_up_with_the_setting_named() -> None:
+    result = subprocess.run(  # noqa: S603  (our own interpreter and module name)
+        [sys.executable, "-m", "gateway"],
+        env={"PATH": "/usr/bin:/bin", "SPINUP_HTTP_PROCESSES": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SPINUP_HTTP_PROCESSES must be 1 or more" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import socket
 from collections.abc import AsyncIterator
 from importlib.metadata import version
 from types import FrameType
@@ -186,6 +188,14 @@ def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
     settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
+    if settings.http_processes == 1:
+        _serve(settings)
+        return 0
+    return _serve_in_processes(settings)
+
+
+def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Build the app and serve it on the settings' address, or on ``sockets`` when given."""
     app = create_app(settings)
     # The request-id wrapper sits outside Litestar so even routing errors (404/405) carry an id.
     config = uvicorn.Config(
@@ -201,5 +211,53 @@ def main() -> int:
         # gateway.clients believes it only from SPINUP_TRUSTED_PROXIES.
         proxy_headers=False,
     )
-    _GatewayServer(config, app).run()
-    return 0
+    _GatewayServer(config, app).run(sockets)
+
+
+def _serve_in_processes(settings: Settings) -> int:
+    """``settings.http_processes`` gateways accepting on one listening socket, ending together.
+
+    Each is a whole gateway with its own connections, as a replica behind a load balancer is;
+    the kernel hands each connection to whichever process accepts it first, so one still
+    starting takes nothing. This process only forks, forwards a stop and waits: when one of
+    them ends by itself, it stops the rest and exits with an error, and whatever supervises the
+    gateway restarts it whole.
+    """
+    family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
+    listening = socket.create_server(
+        (settings.http_host, settings.http_port), family=family, backlog=2048
+    )
+    children: set[int] = set()
+    for _ in range(settings.http_processes):
+        pid = os.fork()
+        if pid == 0:  # a gateway process
+            code = 0
+            try:
+                _serve(settings, [listening])
+            except BaseException:
+                log.exception("gateway.process.failed")
+                code = 1
+            os._exit(code)
+        children.add(pid)
+    listening.close()
+    stopping = False
+
+    def stop(_signal: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("gateway.processes.started", processes=sorted(children))
+    exit_code = 0
+    while children:
+        pid, status = os.wait()
+        children.discard(pid)
+        if not stopping:
+            log.error("gateway.process.ended", pid=pid, exit_code=os.waitstatus_to_exitcode(status))
+            exit_code = 1
+            stop()
+    return exit_code

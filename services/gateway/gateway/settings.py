@@ -16,6 +16,7 @@ class Settings:
 
     http_host: str
     http_port: int
+    http_processes: int
     public_url: str
     nats_url: str
     platform_dsn: str
@@ -41,9 +42,17 @@ class Settings:
             SettingsError: naming the missing or malformed variable.
         """
         env = Env(environ)
+        http_processes = env.integer("SPINUP_HTTP_PROCESSES", 1)
+        if http_processes < 1:
+            msg = f"SPINUP_HTTP_PROCESSES must be 1 or more, got {http_processes}"
+            raise SettingsError(msg)
         return cls(
             http_host=env.string("SPINUP_HTTP_HOST", "127.0.0.1"),
             http_port=env.integer("SPINUP_HTTP_PORT", 8080),
+            # Processes serving the one port: a process uses one core at most, and the HTTP path
+            # is the gateway's cost. More than one is a replica set on one machine (each one
+            # connects on its own), like replicas behind a load balancer.
+            http_processes=http_processes,
             public_url=env.string("SPINUP_PUBLIC_URL").rstrip("/"),
             nats_url=env.string("SPINUP_NATS_URL"),
             platform_dsn=env.string("SPINUP_PLATFORM_DSN"),

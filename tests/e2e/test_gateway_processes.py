@@ -1,0 +1,87 @@
+"""A gateway of several processes on one port (``SPINUP_HTTP_PROCESSES``).
+
+They all serve, and they end together: a stop ends them all, and one ending by itself ends the
+gateway, so whatever supervises it restarts it whole rather than run it short of a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.procs import free_ports
+from devstack.stack import Stack
+from shared.testing.polling import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes ``pid`` forked that are still running."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def cpu_ticks(pid: int) -> int:
+    """User plus system clock ticks ``pid`` has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_every_process_serves_and_a_stop_ends_them_all(stack: Stack) -> None:
+    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_HTTP_PROCESSES": "3"})
+    try:
+        assert gateway.pid is not None
+        processes = children_of(gateway.pid)
+        assert len(processes) == 3
+        before = {pid: cpu_ticks(pid) for pid in processes}
+        # One connection per request, many at once: each process accepts a share of them.
+        async with httpx.AsyncClient(
+            base_url=str(gateway.url),
+            timeout=30,
+            limits=httpx.Limits(max_keepalive_connections=0, max_connections=32),
+        ) as http:
+
+            async def caller() -> list[int]:
+                return [(await http.get("/healthz")).status_code for _ in range(40)]
+
+            answers = await asyncio.gather(*(caller() for _ in range(32)))
+        assert {status for statuses in answers for status in statuses} == {200}
+        spent = {pid: cpu_ticks(pid) - before[pid] for pid in processes}
+        assert min(spent.values()) > sum(spent.values()) / 10, spent
+    finally:
+        gateway.stop()
+    assert gateway.returncode() == 0
+    assert [pid for pid in processes if alive(pid)] == []
+
+
+async def test_one_process_ending_ends_the_gateway_so_it_is_restarted_whole(
+    stack: Stack,
+) -> None:
+    gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_HTTP_PROCESSES": "2"})
+    try:
+        assert gateway.pid is not None
+        first, second = children_of(gateway.pid)
+        os.kill(first, signal.SIGKILL)
+
+        async def ended() -> bool:
+            return not gateway.is_running()
+
+        assert await eventually(ended)
+        assert gateway.returncode() == 1
+        assert not alive(second)
+        assert "gateway.process.ended" in gateway.log_path.read_text()
+    finally:
+        gateway.stop()
