@@ -33,7 +33,7 @@ def test_missing_setting_stops_start_up_with_its_name(module: str, first_missing
 
 
 def test_a_gateway_of_no_processes_stops_start_up_with_the_setting_named() -> None:
-    result = subprocess.run(  # noqa: S603  (our own interpreter and module name)
+    result = subprocess.run(
         [sys.executable, "-m", "gateway"],
         env={"PATH": "/usr/bin:/bin", "SPINUP_HTTP_PROCESSES": "0"},
         capture_output=True,
