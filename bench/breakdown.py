@@ -210,7 +210,7 @@ async def _steps_alone(
             today_up_to=tier.caps.provisions_per_day,
         ),
     )
-    async with echo_responder(env["SPINUP_NATS_URL"]) as subject:
+    async with echo_responder(env["SPINUP_NATS_URL"]) as (subject, _):
         client = await nats.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
         try:
             steps[_ECHO] = await _timed(calls, lambda: client.request(subject, b"ping", timeout=5))

@@ -10,6 +10,7 @@ near it is bound by the CPU of the whole path, and one far below it by something
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Mapping
@@ -103,3 +104,23 @@ class CpuMeter:
 def cpu_bound_per_s(cpu_ms_per_call: float) -> float | None:
     """The calls a second this machine's cores allow at this much CPU per call."""
     return round(cores() * 1000 / cpu_ms_per_call, 0) if cpu_ms_per_call > 0 else None
+
+
+async def until_quiet(
+    processes: Mapping[str, int], *, below_cores: float, within_s: float, window_s: float = 1.0
+) -> tuple[float, float]:
+    """Wait until ``processes`` together use under ``below_cores`` over a ``window_s`` window.
+
+    Work one measurement leaves behind (SeaweedFS still serving the IAM changes of creates the
+    worker gave up on, a queue of drops) runs under the next one and is counted in its CPU.
+    Returns how long it waited and the cores the last window used; gives up after ``within_s``.
+    """
+    began = time.perf_counter()
+    while True:
+        meter = CpuMeter(processes)
+        meter.start()
+        await asyncio.sleep(window_s)
+        used = sum(meter.per_call(1).values()) / 1000 / window_s
+        waited = time.perf_counter() - began
+        if used < below_cores or waited >= within_s:
+            return waited, used

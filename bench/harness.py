@@ -28,7 +28,7 @@ import msgspec
 import nats
 
 from bench import drivers, profile
-from bench.cpu import stack_processes
+from bench.cpu import stack_processes, until_quiet
 from bench.machine import describe_machine, versions
 from bench.measure import KEPT_ERRORS, Measurement, measure
 from bench.pg_pool import pool_members_taken, wait_for_pool
@@ -73,6 +73,7 @@ class Sizes:
             rest on as many samples (with 100, the idle p99 was the second slowest call, and
             one stall of the VM set it: 34-914 ms over seven runs).
         reaper_wait_s: how long the reaper may take to delete them all (reported if reached).
+        settle_s: how long a phase waits for the work of the ones before it to end (``settle``).
         pool_size: pg-provisioner's warm pool while ``POST /db/new`` (pool) is measured; a level
             makes at most this many calls, all of them from the full pool.
     """
@@ -86,6 +87,7 @@ class Sizes:
     reaped: int
     reaper_probes: int
     reaper_wait_s: float
+    settle_s: float
     pool_size: int
 
     @property
@@ -104,6 +106,7 @@ FULL = Sizes(
     reaped=1000,
     reaper_probes=300,
     reaper_wait_s=300.0,
+    settle_s=180.0,
     pool_size=200,
 )
 SMOKE = Sizes(
@@ -116,8 +119,14 @@ SMOKE = Sizes(
     reaped=3,
     reaper_probes=3,
     reaper_wait_s=60.0,
+    settle_s=5.0,
     pool_size=4,
 )
+
+#: A phase starts once the stack uses less than this many cores (idle, it uses a few hundredths).
+QUIET_CORES = 0.15
+#: Waits for quiet longer than this are noted in the results.
+SETTLE_NOTED_S = 3.0
 
 #: ``POST /db/new`` probes of the reaper measurement start at most this often: a sample of the
 #: latency, not a second load on the cluster the reaper is busy with.
@@ -341,11 +350,16 @@ class Bench:
         try:
             await self.gateway_floor()
             for kind in NEW_PATH:
+                await self.settle(f"{kind.value}")
                 await self.provisioning(kind)
+            await self.settle("the reads")
             await self.reads()
+            await self.settle("webhook capture")
             await self.webhook_capture()
+            await self.settle("the reaper measurement")
             await self.reaper_effect()
             if self.profile:
+                await self.settle("the profile")
                 await self.profile_cache_new()
             await self.clean_up()
         finally:
@@ -353,6 +367,23 @@ class Bench:
         return self.results
 
     # --- helpers ------------------------------------------------------------------------------
+
+    async def settle(self, phase: str) -> None:
+        """Wait for the stack to go quiet before ``phase``; the notes say when that took long."""
+        processes = self.target.processes
+        if not processes:
+            return
+        self.progress.step(f"waiting for the stack to go quiet before {phase}")
+        waited, cores = await until_quiet(
+            processes, below_cores=QUIET_CORES, within_s=self.sizes.settle_s
+        )
+        if cores >= QUIET_CORES:
+            self.results.notes.append(
+                f"{phase} was measured with the stack still using {cores:.2f} cores after"
+                f" {waited:.0f} s of waiting for the work before it to end."
+            )
+        elif waited > SETTLE_NOTED_S:
+            self.results.notes.append(f"The stack took {waited:.0f} s to go quiet before {phase}.")
 
     async def _measure(
         self,
@@ -362,8 +393,11 @@ class Bench:
         calls: int,
         concurrency: int,
         max_seconds: float | None = None,
+        helpers: Mapping[str, int] | None = None,
     ) -> Measurement:
+        """``measure``, counting the CPU of the stack's processes and of the bench's ``helpers``."""
         self.progress.step(f"{name} c={concurrency}")
+        processes = self.target.processes
         return await measure(
             name,
             call,
@@ -371,7 +405,8 @@ class Bench:
             concurrency=concurrency,
             max_seconds=self.sizes.max_seconds if max_seconds is None else max_seconds,
             progress=self.progress.count(calls),
-            processes=self.target.processes,
+            # Without the stack's processes (a reused stack) a helper's CPU alone would mislead.
+            processes={**processes, **(helpers or {})} if processes else None,
         )
 
     # --- the gateway's floor ------------------------------------------------------------------
@@ -389,7 +424,7 @@ class Bench:
                     "GET /healthz", healthz, calls=self.sizes.floor_calls[level], concurrency=level
                 )
                 self.results.add(Row(group="floor", measurement=measured), self.progress)
-        async with echo_responder(self.target.env["SPINUP_NATS_URL"]) as subject:
+        async with echo_responder(self.target.env["SPINUP_NATS_URL"]) as (subject, responder):
             client = await nats.connect(self.target.env["SPINUP_NATS_URL"], name="bench")
             try:
 
@@ -402,6 +437,7 @@ class Bench:
                         echo,
                         calls=self.sizes.floor_calls[level],
                         concurrency=level,
+                        helpers={"echo responder": responder},
                     )
                     self.results.add(Row(group="floor", measurement=measured), self.progress)
             finally:
@@ -879,8 +915,11 @@ def tmp_dir() -> Iterator[Path]:
 
 
 @contextlib.asynccontextmanager
-async def echo_responder(nats_url: str) -> AsyncIterator[str]:
-    """A separate process answering requests on a fresh subject with their own payload."""
+async def echo_responder(nats_url: str) -> AsyncIterator[tuple[str, int]]:
+    """A separate process answering requests on a fresh subject with their own payload.
+
+    Yields the subject and the process's pid.
+    """
     subject = f"bench.echo.{uuid.uuid4().hex}"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -896,7 +935,7 @@ async def echo_responder(nats_url: str) -> AsyncIterator[str]:
         if ready.strip() != b"ready":
             msg = f"the echo responder did not start: {ready!r}"
             raise RuntimeError(msg)
-        yield subject
+        yield subject, process.pid
     finally:
         process.terminate()
         await process.wait()

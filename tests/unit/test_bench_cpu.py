@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
 
-from bench.cpu import LOAD_GENERATOR, CpuMeter, cores, cpu_bound_per_s
+from bench.cpu import LOAD_GENERATOR, CpuMeter, cores, cpu_bound_per_s, until_quiet
 
 #: A child that spins on the CPU for about half a second, then waits to be ended.
 _SPIN_THEN_WAIT = (
@@ -54,3 +55,32 @@ def test_processes_idle_during_a_measurement_are_left_out() -> None:
         spent = meter.per_call(1)
         sleeper.kill()
     assert "sleeper" not in spent
+
+
+#: A child that spins on the CPU for about a second, then sleeps until it is ended.
+_SPIN_THEN_SLEEP = (
+    "import time\n"
+    "end = time.process_time() + 1.0\n"
+    "while time.process_time() < end: pass\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_waiting_for_quiet_lasts_as_long_as_the_work_left_behind() -> None:
+    with subprocess.Popen([sys.executable, "-c", _SPIN_THEN_SLEEP]) as busy:  # noqa: S603
+        waited, used = asyncio.run(
+            until_quiet({"busy": busy.pid}, below_cores=0.2, within_s=10, window_s=0.25)
+        )
+        busy.kill()
+    assert 0.75 <= waited < 5, waited
+    assert used < 0.2
+
+
+def test_waiting_for_quiet_gives_up_and_says_how_busy_it_still_was() -> None:
+    with subprocess.Popen([sys.executable, "-c", _SPIN_THEN_SLEEP]) as busy:  # noqa: S603
+        waited, used = asyncio.run(
+            until_quiet({"busy": busy.pid}, below_cores=0.2, within_s=0.25, window_s=0.25)
+        )
+        busy.kill()
+    assert waited < 1
+    assert used > 0.5
