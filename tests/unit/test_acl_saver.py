@@ -97,3 +97,23 @@ async def test_close_saves_what_is_pending() -> None:
     saver.changed()
     await saver.close()
     assert recorder.saves == 1
+
+
+async def test_close_returns_even_when_a_save_swallows_the_cancel() -> None:
+    swallowed = asyncio.Event()
+
+    async def save_that_swallows_a_cancel() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            # What a client's timeout handling can make of a cancel: an error, or nothing.
+            swallowed.set()
+
+    saver = AclSaver(save_that_swallows_a_cancel, delay=0.0, max_duty=1.0)
+    saver.start()
+    saver.changed()
+    await asyncio.sleep(0.05)  # the save is running
+    closing = asyncio.create_task(saver.close())
+    done, _ = await asyncio.wait({closing}, timeout=2)
+    assert done == {closing}, "close waited for a task that went back to waiting for changes"
+    assert swallowed.is_set()

@@ -170,6 +170,7 @@ class AclSaver:
         self._waiters: list[asyncio.Future[None]] = []
         self._next_allowed = -math.inf
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         """Start the background task (in the running event loop)."""
@@ -194,6 +195,10 @@ class AclSaver:
     async def close(self) -> None:
         """Stop the task and save what is still pending (errors are logged, not raised)."""
         if self._task is not None:
+            # The flag as well as the cancel: a cancel that lands inside the client's own timeout
+            # handling can come out as a timeout (asyncio.timeout on Python 3.11), and the task
+            # would then go back to waiting for changes, with ``close`` waiting on it forever.
+            self._closing = True
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -202,8 +207,10 @@ class AclSaver:
             await self._save_pending()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self._changed.wait()
+            if self._closing:
+                return
             rest = self._next_allowed - time.monotonic()
             await asyncio.sleep(max(self._delay, rest))
             await self._save_pending()
