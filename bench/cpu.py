@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devstack.procs import stat_fields
+
 if TYPE_CHECKING:
     from devstack.stack import Stack
 
@@ -45,25 +47,22 @@ def cpu_seconds_by_tree(roots: Mapping[str, int]) -> dict[str, float]:
     Descendants that ended count through their parent's ``cutime``/``cstime`` once reaped.
     """
     tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
+    children: dict[int, list[int]] = {}
     used: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # it ended while we looked
-        parents[int(entry.name)] = int(fields[1])
-        used[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+        if not entry.name.isdigit() or not (fields := stat_fields(int(entry.name))):
+            continue  # not a process, or one that ended while we looked
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        # utime, stime, and cutime, cstime: the children it has reaped.
+        used[pid] = sum(int(f) for f in fields[11:15]) / tick
     totals = {}
     for name, root in roots.items():
         tree, frontier = {root}, [root]
         while frontier:
-            parent = frontier.pop()
-            children = [pid for pid, ppid in parents.items() if ppid == parent]
-            tree.update(children)
-            frontier.extend(children)
+            below = children.get(frontier.pop(), [])
+            tree.update(below)
+            frontier.extend(below)
         totals[name] = sum(used.get(pid, 0.0) for pid in tree)
     return totals
 

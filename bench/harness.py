@@ -350,7 +350,7 @@ class Bench:
         try:
             await self.gateway_floor()
             for kind in NEW_PATH:
-                await self.settle(f"{kind.value}")
+                await self.settle(kind.value)
                 await self.provisioning(kind)
             await self.settle("the reads")
             await self.reads()

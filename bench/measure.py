@@ -93,7 +93,7 @@ class Measurement:
     def line(self, width: int = 44) -> str:
         """One line for a terminal: name, concurrency and the figures."""
         f = self.figures()
-        cpu = self.cpu_ms_per_call
+        cpu = f["cpu_ms_per_call"]
         return (
             f"{self.name:<{width}} c={self.concurrency:<3} n={f['calls']:<5} "
             f"p50 {f['p50_ms']:8.2f}  p90 {f['p90_ms']:8.2f}  p99 {f['p99_ms']:8.2f}  "

@@ -156,7 +156,7 @@ def http_ok(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _stat(pid: int) -> list[str]:
+def stat_fields(pid: int) -> list[str]:
     """Return the fields of /proc/<pid>/stat after the command name ([] if no such process)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -167,16 +167,16 @@ def _stat(pid: int) -> list[str]:
 
 def _identity(pid: int) -> str | None:
     """Return ``pid``'s start time (clock ticks since boot): with the pid, a unique identity."""
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     # After ")": state is field 3 of stat(5), starttime field 22.
     if len(fields) <= _STARTTIME or fields[0] == "Z":
         return None
     return fields[_STARTTIME]
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Return whether ``pid`` exists and is no zombie (also for processes not our children)."""
-    fields = _stat(pid)
+    fields = stat_fields(pid)
     return bool(fields) and fields[0] != "Z"
 
 
@@ -295,7 +295,7 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, self.stop_signal)
             deadline = time.monotonic() + timeout
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             _signal_group(pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ import pytest
 from bench import drivers
 from bench.__main__ import measure
 from bench.breakdown import breakdown, cpu_per_create
+from bench.cpu import stack_processes
 from bench.harness import NEW_PATH, SMOKE, Progress, Target
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from bench.tails import one_run, report
@@ -73,12 +74,7 @@ async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None
     assert len(layers) == 9
     assert all("n=2 " in line for line in layers), layers
     assert floor.startswith("the steps alone, summed"), floor
-    processes = {
-        name: process.pid
-        for name, process in {**stack.servers, **stack.services}.items()
-        if process.pid is not None
-    }
-    cpu = await cpu_per_create(stack.gateway_url, processes, calls=5)
+    cpu = await cpu_per_create(stack.gateway_url, stack_processes(stack), calls=5)
     assert cpu[0] == "CPU per POST /cache/new (n=5, one at a time):"
     assert "all of the stack" in cpu[-2]
     assert cpu[-1].startswith("  at this cost ")

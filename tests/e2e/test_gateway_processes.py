@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.procs import free_ports
+from bench.cpu import cpu_seconds_by_tree
+from devstack.procs import free_ports, process_alive
 from devstack.stack import Stack
 from shared.testing.polling import eventually
 
@@ -26,27 +27,14 @@ def children_of(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def cpu_ticks(pid: int) -> int:
-    """User plus system clock ticks ``pid`` has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 async def test_every_process_serves_and_a_stop_ends_them_all(stack: Stack) -> None:
     gateway = stack.start_extra_gateway(free_ports(1)[0], {"SPINUP_HTTP_PROCESSES": "3"})
     try:
         assert gateway.pid is not None
         processes = children_of(gateway.pid)
         assert len(processes) == 3
-        before = {pid: cpu_ticks(pid) for pid in processes}
+        named = {str(pid): pid for pid in processes}
+        before = cpu_seconds_by_tree(named)
         # One connection per request, many at once: each process accepts a share of them.
         async with httpx.AsyncClient(
             base_url=str(gateway.url),
@@ -59,12 +47,13 @@ async def test_every_process_serves_and_a_stop_ends_them_all(stack: Stack) -> No
 
             answers = await asyncio.gather(*(caller() for _ in range(32)))
         assert {status for statuses in answers for status in statuses} == {200}
-        spent = {pid: cpu_ticks(pid) - before[pid] for pid in processes}
+        after = cpu_seconds_by_tree(named)
+        spent = {name: after[name] - before[name] for name in named}
         assert min(spent.values()) > sum(spent.values()) / 10, spent
     finally:
         gateway.stop()
     assert gateway.returncode() == 0
-    assert [pid for pid in processes if alive(pid)] == []
+    assert [pid for pid in processes if process_alive(pid)] == []
 
 
 async def test_one_process_ending_ends_the_gateway_so_it_is_restarted_whole(
@@ -81,7 +70,7 @@ async def test_one_process_ending_ends_the_gateway_so_it_is_restarted_whole(
 
         assert await eventually(ended)
         assert gateway.returncode() == 1
-        assert not alive(second)
+        assert not process_alive(second)
         assert "gateway.process.ended" in gateway.log_path.read_text()
     finally:
         gateway.stop()
