@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from devstack.network import tenant_host
 from devstack.procs import http_ok
-from devstack.servers import CUSTOMER_LISTEN_HOST, Server, nats_server_binary, write_private
+from devstack.servers import Server, nats_server_binary, write_private
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -108,7 +109,8 @@ class CustomerNatsServer(Server):
         (self.data_dir / "jwt").mkdir(exist_ok=True)
         conf = (
             f"server_name: spinup_customer_{self.port}\n"
-            f"listen: {CUSTOMER_LISTEN_HOST}:{self.port}\n"
+            # One client listener only (nats-server binds one address): the tenant address.
+            f"listen: {tenant_host()}:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
             "jetstream {\n"
             f'  store_dir: "{self.data_dir / "js"}"\n'
@@ -155,7 +157,7 @@ def make_server(profile: Profile, secrets: Secrets) -> CustomerNatsServer:  # no
 def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
     """queue-provisioner's SYS creds, operator seed, and the address tenants are given."""
     server = make_server(profile, secrets)
-    url = f"nats://127.0.0.1:{profile.ports.customer_nats}"
+    url = f"nats://{tenant_host()}:{profile.ports.customer_nats}"
     return {
         "SPINUP_CUSTOMER_NATS_URL": url,
         "SPINUP_CUSTOMER_NATS_SYSTEM_CREDS": str(server.system_creds_path),

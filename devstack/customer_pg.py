@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from devstack.servers import CONTAINER_NETWORKS, CUSTOMER_LISTEN_HOST, PostgresCluster
+from devstack.network import tenant_host
+from devstack.servers import CONTAINER_NETWORKS, PostgresCluster
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -28,11 +29,14 @@ def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
             "local all all peer",
             "host all postgres 127.0.0.1/32 scram-sha-256",
             "host sameuser all 127.0.0.1/32 scram-sha-256",
+            # A client on this machine reaching the tenant address may come from any of its own.
+            "host sameuser all samehost scram-sha-256",
             # Stack containers reach their own backing databases, as tenants, never as admin.
             *(f"host sameuser all {network} scram-sha-256" for network in CONTAINER_NETWORKS),
         ],
+        # Loopback for pg-provisioner's admin connection, the tenant address for everyone else.
+        listen_hosts=lambda: ("127.0.0.1", tenant_host()),
         settings={
-            "listen_addresses": f"'{CUSTOMER_LISTEN_HOST}'",
             "max_connections": "300",
             **speed,
         },
@@ -47,6 +51,6 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
         "SPINUP_CUSTOMER_PG_ADMIN_DSN": (
             f"postgresql://postgres:{secrets.customer_pg_superuser}@127.0.0.1:{port}/postgres"
         ),
-        "SPINUP_CUSTOMER_PG_HOST": "127.0.0.1",
+        "SPINUP_CUSTOMER_PG_HOST": tenant_host(),
         "SPINUP_CUSTOMER_PG_PORT": str(port),
     }

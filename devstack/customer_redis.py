@@ -12,7 +12,8 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from devstack.servers import CUSTOMER_LISTEN_HOST, RedisServer, write_private
+from devstack.network import tenant_host
+from devstack.servers import RedisServer, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -102,7 +103,8 @@ class CustomerRedisServer(RedisServer):
             else 'appendonly no\nsave ""\n'
         )
         return (
-            f"bind {CUSTOMER_LISTEN_HOST}\n"
+            # Loopback for redis-provisioner's admin connection, the tenant address for tenants.
+            f"bind 127.0.0.1 {tenant_host()}\n"
             f"port {self.port}\n"
             "protected-mode yes\n"
             f'aclfile "{self.acl_path}"\n'
@@ -148,6 +150,6 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
         "SPINUP_CUSTOMER_REDIS_URL": (
             f"redis://{ADMIN_USER}:{secrets.customer_redis}@127.0.0.1:{port}/0"
         ),
-        "SPINUP_CUSTOMER_REDIS_HOST": "127.0.0.1",
+        "SPINUP_CUSTOMER_REDIS_HOST": tenant_host(),
         "SPINUP_CUSTOMER_REDIS_PORT": str(port),
     }

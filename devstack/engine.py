@@ -7,6 +7,11 @@ running after a stack stops, like the image cache it holds (``python -m devstack
 ends it). Each profile labels what it makes with ``scope_label(profile)``, so a profile's stop
 removes its own containers and nothing of anyone else's.
 
+Before it starts ``dockerd`` it installs the stack deployer's deny-by-default egress chains
+(``stack_deployer.firewall``), so no stack container the engine restarts can reach anything
+before its deployer is back; and it starts ``dockerd`` with user-namespace remapping, so root in
+a container is an unprivileged user on the host (docs/adr/0018-containment.md).
+
 No registry is reachable, so no image is pulled: ``ensure_base_image`` builds
 ``spinup/base:<digest>`` with ``debootstrap`` from the machine's configured Debian mirror (about
 45 s the first time, then cached in the engine) and tags it ``spinup/base:bookworm``, the tag the
@@ -20,6 +25,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -103,7 +109,16 @@ def ensure_engine(root: Path) -> None:
     directory = engine_dir(root)
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "dockerd.log"
-    argv = [dockerd, "--host", docker_host(), "--pidfile", str(directory / "dockerd.pid")]
+    install_egress_rules()
+    argv = [
+        dockerd,
+        "--host",
+        docker_host(),
+        "--pidfile",
+        str(directory / "dockerd.pid"),
+        # Root in a container is an unprivileged user of the host (the deployer requires it).
+        "--userns-remap=default",
+    ]
     with log_path.open("ab") as log:
         # `setsid --fork` detaches dockerd and returns at once: the engine outlives the supervisor
         # that started it, like a system service, and no child of ours is left unwaited.
@@ -119,6 +134,23 @@ def ensure_engine(root: Path) -> None:
     except DevstackError as exc:
         msg = f"dockerd did not start; last lines of {log_path}:\n{tail(log_path)}"
         raise DevstackError(msg) from exc
+
+
+def install_egress_rules() -> None:
+    """The stack deployer's deny-by-default egress chains, before any stack container can start.
+
+    Raises:
+        DevstackError: the rules could not be installed (iptables missing, not root).
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "stack_deployer.firewall"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        msg = f"stack egress rules not installed: {done.stderr.strip() or done.stdout.strip()}"
+        raise DevstackError(msg)
 
 
 def stop_engine(root: Path) -> bool:
@@ -138,7 +170,12 @@ def stop_engine(root: Path) -> bool:
     return True
 
 
-def _docker(*args: str, stdin: bytes | None = None) -> str:
+def docker_cli(*args: str, stdin: bytes | None = None) -> str:
+    """Run the docker CLI against the engine; its standard output.
+
+    Raises:
+        DevstackError: the command failed (its stderr is the message).
+    """
     completed = subprocess.run(
         ["docker", *args],
         input=stdin,
@@ -154,7 +191,7 @@ def _docker(*args: str, stdin: bytes | None = None) -> str:
 
 def _image_exists(tag: str) -> bool:
     try:
-        _docker("image", "inspect", "--format", "{{.Id}}", tag)
+        docker_cli("image", "inspect", "--format", "{{.Id}}", tag)
     except DevstackError:
         return False
     return True
@@ -190,7 +227,7 @@ def ensure_base_image(root: Path) -> str:
     versioned = f"spinup/base:{base_image_digest()}"
     if _image_exists(versioned):
         if not _image_exists(BASE_IMAGE):
-            _docker("tag", versioned, BASE_IMAGE)
+            docker_cli("tag", versioned, BASE_IMAGE)
         return BASE_IMAGE
     directory = engine_dir(root)
     directory.mkdir(parents=True, exist_ok=True)
@@ -219,7 +256,7 @@ def ensure_base_image(root: Path) -> str:
             capture_output=True,
             check=True,
         ).stdout
-    _docker(
+    docker_cli(
         "import",
         "--change",
         'CMD ["/bin/sh"]',
@@ -229,7 +266,7 @@ def ensure_base_image(root: Path) -> str:
         versioned,
         stdin=archive,
     )
-    _docker("tag", versioned, BASE_IMAGE)
+    docker_cli("tag", versioned, BASE_IMAGE)
     return BASE_IMAGE
 
 
@@ -243,25 +280,25 @@ def remove_scope(scope: str, *, keep_images: bool = False) -> None:
     if not engine_answers():
         return
     selector = f"label={SCOPE_LABEL}={scope}"
-    containers = _docker("ps", "-aq", "--filter", selector).split()
+    containers = docker_cli("ps", "-aq", "--filter", selector).split()
     if containers:
-        _docker("rm", "-f", "-v", *containers)
-    networks = _docker("network", "ls", "-q", "--filter", selector).split()
+        docker_cli("rm", "-f", "-v", *containers)
+    networks = docker_cli("network", "ls", "-q", "--filter", selector).split()
     if networks:
-        _docker("network", "rm", *networks)
+        docker_cli("network", "rm", *networks)
     if not keep_images:
-        images = _docker("images", "-q", "--filter", selector).split()
+        images = docker_cli("images", "-q", "--filter", selector).split()
         if images:
-            _docker("rmi", "-f", *sorted(set(images)))
+            docker_cli("rmi", "-f", *sorted(set(images)))
 
 
 def stop_scope(scope: str) -> None:
     """Stop (keep) every container labelled with ``scope``: ``make run``'s Ctrl-C."""
     if not engine_answers():
         return
-    running = _docker("ps", "-q", "--filter", f"label={SCOPE_LABEL}={scope}").split()
+    running = docker_cli("ps", "-q", "--filter", f"label={SCOPE_LABEL}={scope}").split()
     if running:
-        _docker("stop", "--time", "5", *running)
+        docker_cli("stop", "--time", "5", *running)
 
 
 # --- the engine as the stack deployer's backend ----------------------------------------------

@@ -4,8 +4,9 @@ SecantusDB (the ``secantusdb`` wheel) speaks the MongoDB wire protocol with SCRA
 roles. Unlike mongod it has no localhost exception: a fresh ``--auth`` server refuses even the
 first ``createUser``. So the first ``init`` runs it once WITHOUT ``--auth`` on a throwaway port
 (127.0.0.1 only), creates the root user, stops it and leaves a marker; every real start uses
-``--auth``. It runs through ``devstack.secantusd``, which closes the authorisation gaps of
-0.7.0b3 (see that module) before starting the unchanged server.
+``--auth`` on the tenant address (``devstack.network``). It runs through ``devstack.secantusd``,
+which closes the authorisation gaps of 0.7.0b3 (see that module) before starting the unchanged
+server.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from devstack.network import tenant_host
 from devstack.procs import DevstackError, free_ports, wait_until
-from devstack.servers import CUSTOMER_LISTEN_HOST, Server
+from devstack.servers import Server
 
 if TYPE_CHECKING:
     from pymongo import MongoClient
@@ -45,13 +47,15 @@ def secantusdb_installed() -> None:
         raise DevstackError(msg)
 
 
-def _root_client(port: int, password: str | None, timeout_ms: int) -> MongoClient[dict[str, Any]]:
-    """A pymongo client for the server on ``port`` (root when a password is given)."""
+def _root_client(
+    host: str, port: int, password: str | None, timeout_ms: int
+) -> MongoClient[dict[str, Any]]:
+    """A pymongo client for the server at ``host:port`` (root when a password is given)."""
     import pymongo  # noqa: PLC0415 (devstack is stdlib-only at import time)
 
     login = "" if password is None else f"{ROOT_USER}:{quote(password, safe='')}@"
     return pymongo.MongoClient(
-        f"mongodb://{login}127.0.0.1:{port}/?authSource=admin",
+        f"mongodb://{login}{host}:{port}/?authSource=admin",
         directConnection=True,
         serverSelectionTimeoutMS=timeout_ms,
         connectTimeoutMS=timeout_ms,
@@ -98,8 +102,7 @@ class SecantusServer(Server):
             "--config",
             str(self.config_path),
             "--host",
-            # The root user is made without auth: that one start stays on loopback.
-            CUSTOMER_LISTEN_HOST if auth else "127.0.0.1",
+            _listen_host(auth=auth),
             "--port",
             str(port),
             "--storage-path",
@@ -135,7 +138,7 @@ class SecantusServer(Server):
         try:
             self._create_root(bootstrap_port)
         finally:
-            self._stop_fast(bootstrap_port)
+            self._stop_fast(_listen_host(auth=False), bootstrap_port)
         self.marker.write_text("root user created\n")
         return True
 
@@ -144,13 +147,13 @@ class SecantusServer(Server):
 
         user_exists = 51003  # an earlier bootstrap died after createUser: set the password again
         wait_until(
-            lambda: _pings(port, None),
+            lambda: _pings(_listen_host(auth=False), port, None),
             timeout=_BOOTSTRAP_TIMEOUT_S,
             what=f"{self.label} (bootstrap)",
             alive=self.is_running,
             log=self.log_path,
         )
-        client = _root_client(port, None, 5000)
+        client = _root_client(_listen_host(auth=False), port, None, 5000)
         try:
             admin = client.admin
             try:
@@ -178,7 +181,7 @@ class SecantusServer(Server):
 
     def ready(self) -> bool:
         """Return whether root can authenticate and ``ping``."""
-        return _pings(self.port, self.root_password)
+        return _pings(_listen_host(auth=True), self.port, self.root_password)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop the server in well under a second instead of two.
@@ -187,11 +190,11 @@ class SecantusServer(Server):
         that does not wake the thread blocked in ``accept()``, so it waits 2 s for that thread
         before closing storage. One connection attempt wakes it; it then sees the stop flag.
         """
-        self._stop_fast(self.port, timeout)
+        self._stop_fast(_listen_host(auth=True), self.port, timeout)
 
-    def _stop_fast(self, port: int, timeout: float = 15.0) -> None:
+    def _stop_fast(self, host: str, port: int, timeout: float = 15.0) -> None:
         done = threading.Event()
-        poker = threading.Thread(target=_poke_until_closed, args=(port, done), daemon=True)
+        poker = threading.Thread(target=_poke_until_closed, args=(host, port, done), daemon=True)
         if self.is_running():
             poker.start()
         try:
@@ -202,16 +205,16 @@ class SecantusServer(Server):
                 poker.join()
 
 
-def _pings(port: int, password: str | None) -> bool:
-    """Return whether the server on ``port`` answers ``ping`` (as root when a password is given)."""
+def _pings(host: str, port: int, password: str | None) -> bool:
+    """Whether the server at ``host:port`` answers ``ping`` (as root when a password is given)."""
     from pymongo.errors import PyMongoError  # noqa: PLC0415
 
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             pass
     except OSError:
         return False
-    client = _root_client(port, password, 1000)
+    client = _root_client(host, port, password, 1000)
     try:
         client.admin.command("ping")
     except PyMongoError:
@@ -221,15 +224,20 @@ def _pings(port: int, password: str | None) -> bool:
     return True
 
 
-def _poke_until_closed(port: int, done: threading.Event) -> None:
+def _poke_until_closed(host: str, port: int, done: threading.Event) -> None:
     """Connect to ``port`` every few ms until it refuses (the listener is gone) or ``done``."""
     while not done.is_set():
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 pass
         except OSError:
             return
         done.wait(_STOP_POKE_INTERVAL_S)
+
+
+def _listen_host(*, auth: bool) -> str:
+    """The tenant address (SecantusDB binds one); loopback for the bootstrap start without auth."""
+    return tenant_host() if auth else "127.0.0.1"
 
 
 def make_server(profile: Profile, secrets: Secrets) -> SecantusServer:
@@ -249,8 +257,8 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
     port = profile.ports.mongo
     return {
         "SPINUP_MONGO_ADMIN_URL": (
-            f"mongodb://{ROOT_USER}:{secrets.mongo_root}@127.0.0.1:{port}/?authSource=admin"
+            f"mongodb://{ROOT_USER}:{secrets.mongo_root}@{tenant_host()}:{port}/?authSource=admin"
         ),
-        "SPINUP_MONGO_HOST": "127.0.0.1",
+        "SPINUP_MONGO_HOST": tenant_host(),
         "SPINUP_MONGO_PORT": str(port),
     }

@@ -30,8 +30,9 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devstack.network import tenant_host
 from devstack.procs import port_open
-from devstack.servers import CUSTOMER_LISTEN_HOST, Server, wheel_binary, write_private
+from devstack.servers import Server, wheel_binary, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -95,7 +96,7 @@ class SeaweedServer(Server):
     @property
     def endpoint(self) -> str:
         """The S3 (and IAM) endpoint URL."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{tenant_host()}:{self.port}"
 
     def needs_init(self) -> bool:
         """Return whether the data directory is missing."""
@@ -148,7 +149,9 @@ class SeaweedServer(Server):
                 "server",
                 f"-dir={self.data_dir}",
                 "-ip=127.0.0.1",
-                f"-ip.bind={CUSTOMER_LISTEN_HOST}",
+                # Master, volume, filer and every gRPC port: loopback. S3 alone faces tenants.
+                "-ip.bind=127.0.0.1",
+                f"-s3.ip.bind={tenant_host()}",
                 f"-master.port={self.master_port}",
                 "-master.electionTimeout=1s",
                 f"-master.volumeSizeLimitMB={VOLUME_SIZE_LIMIT_MB}",
@@ -171,7 +174,7 @@ class SeaweedServer(Server):
 
     def ready(self) -> bool:
         """Return whether the S3 port answers and the IAM API accepts the admin key."""
-        if not port_open(self.port):
+        if not port_open(self.port, tenant_host()):
             return False
         # botocore is a venv package: imported here, never when devstack is imported.
         import botocore.exceptions  # noqa: PLC0415
@@ -228,7 +231,7 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
     The worker finds ``weed`` beside its own interpreter (``SPINUP_S3_WEED`` overrides it).
     """
     ports = profile.ports
-    endpoint = f"http://127.0.0.1:{ports.seaweed_s3}"
+    endpoint = f"http://{tenant_host()}:{ports.seaweed_s3}"
     return {
         "SPINUP_S3_ENDPOINT": endpoint,
         "SPINUP_S3_PUBLIC_ENDPOINT": endpoint,

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,9 @@ from devstack.procs import DevstackError, ManagedProcess, http_ok, wait_until
 # A Unix socket path must fit in sun_path (108 bytes on Linux).
 _MAX_SOCKET_PATH = 100
 _PG_SYSTEM_USER = "postgres"
-#: Customer servers (what tenants connect to) listen on every interface, so that a stack's
-#: containers reach them through the engine's host gateway (ADR 0011); every one of them
-#: requires authentication. Platform servers listen on loopback only: no tenant and no
-#: container reaches them.
-CUSTOMER_LISTEN_HOST = "0.0.0.0"  # noqa: S104
-#: The engine's default address pools, where stack containers connect from.
+#: The engine's default address pools, where stack containers connect from. Customer servers
+#: listen on the engine's bridge address (``devstack.network``); platform servers listen on
+#: loopback only: no tenant and no container reaches them.
 CONTAINER_NETWORKS = ("172.16.0.0/12", "192.168.0.0/16")
 
 _SAFE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
@@ -154,10 +152,12 @@ class PostgresCluster(Server):
         settings: dict[str, str],
         app: AppDatabase | None = None,
         durable: bool = True,
+        listen_hosts: Callable[[], Sequence[str]] = lambda: ("127.0.0.1",),
     ) -> None:
         """Describe the cluster; ``init`` and ``start`` create and run it.
 
         ``durable=False`` (throwaway stacks) skips initdb's fsync; pair it with ``fsync = off``.
+        ``listen_hosts`` is asked at each start (an address may exist only once the engine runs).
         """
         super().__init__(name, log_path=log_path, pid_path=run_dir / f"{name}.pid")
         self.label = label
@@ -168,6 +168,7 @@ class PostgresCluster(Server):
         self.settings = settings
         self.app = app
         self.durable = durable
+        self.listen_hosts = listen_hosts
         self.run_user = _PG_SYSTEM_USER if os.geteuid() == 0 else None
         self.socket_dir = run_dir / name
         if len(str(self.socket_dir / ".s.PGSQL.65535")) > _MAX_SOCKET_PATH:
@@ -261,7 +262,7 @@ class PostgresCluster(Server):
     def _write_config(self) -> None:
         self._own(self.socket_dir, 0o700)
         settings = {
-            "listen_addresses": "'127.0.0.1'",
+            "listen_addresses": f"'{', '.join(self.listen_hosts())}'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.socket_dir}'",
             **self.settings,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
 from devstack.backends import BACKENDS
+from devstack.engine import ensure_engine
 from devstack.procs import DevstackError, ManagedProcess, free_ports, pidfile_alive, port_open
 from devstack.profile import ROOMY_FACTOR, SPINUP_DIR, Profile, Secrets
 from devstack.servers import (
@@ -349,8 +350,13 @@ class Stack:
             raise
 
     def start_servers(self) -> None:
-        """Initialise (first run only) and start the servers in order, each checked ready."""
+        """Initialise (first run only) and start the servers in order, each checked ready.
+
+        The engine comes first: the customer servers listen on its bridge (``devstack.network``).
+        """
         self._acquire()
+        with self._step("checking the container engine"):
+            ensure_engine(self.profile.root)
         fresh = [server for server in self.servers.values() if server.needs_init()]
         if fresh:
             # initdb is the slow part of a first start (about 1.5 s per cluster): run them together.

@@ -118,6 +118,8 @@ def _positive(path: str, section: msgspec.Struct) -> None:
         value = getattr(section, field.name)
         if value is None and field.default is None:
             continue  # an optional limit left out
+        if isinstance(value, bool):
+            continue  # a switch, not an amount
         if value <= 0:
             msg = f"{path}.{field.name} must be positive, got {value}"
             raise PlanError(msg)

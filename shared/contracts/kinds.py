@@ -96,7 +96,8 @@ class StackLimits(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
 
     ``memory_mb``, ``cpu_millis`` (1000 = one core) and ``pids`` bound every container; a
     manifest may ask for less, never more. ``ttl_seconds`` shortens the tier's TTL for stacks
-    (null: stacks live as long as the tier's other resources).
+    (null: stacks live as long as the tier's other resources). ``internet`` lets containers and
+    builds reach the public internet; without it they reach only their own stack and resources.
     """
 
     services: int
@@ -105,6 +106,7 @@ class StackLimits(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
     pids: int
     upload_mb: int
     ttl_seconds: int | None = None
+    internet: bool = False
 
 
 Limits = (

@@ -81,6 +81,9 @@ class ServiceManifest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     port: int | None = None
     depends_on: list[str] = msgspec.field(default_factory=list)
     limits: ServiceLimits = msgspec.field(default_factory=ServiceLimits)
+    #: The root filesystem is read-only (``/tmp`` is writable): false for an app that writes
+    #: elsewhere in its image.
+    read_only: bool = True
 
 
 class BackingResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -44,6 +44,7 @@ from shared.naming import resource_stream
 from shared.resources import ResourceState
 from shared.stack_state import StackStatus, StackView
 from stack_deployer.engine import BuildFailedError, ContainerSpec
+from stack_deployer.firewall import Egress, endpoints_of
 from stack_deployer.jetstream import TAIL_LINES, StackLog, purge_logs
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from shared.crypto.sealing import Keyring
     from shared.eventlog.store import EventStore
     from stack_deployer.engine import Engine
+    from stack_deployer.firewall import Firewall
     from stack_deployer.jetstream import Uploads
 
 log = structlog.get_logger("stack_deployer.deploy")
@@ -98,6 +100,7 @@ class Deployer:
         store: EventStore,
         keyring: Keyring,
         engine: Engine,
+        firewall: Firewall,
         uploads: Uploads,
         nc: NatsClient,
         build_timeout_s: float,
@@ -109,6 +112,7 @@ class Deployer:
         self._store = store
         self._keyring = keyring
         self._engine = engine
+        self._firewall = firewall
         self._uploads = uploads
         self._nc = nc
         self._build_timeout_s = build_timeout_s
@@ -299,6 +303,10 @@ class Deployer:
         order = manifest.start_order()
         await stack_log.line("deploy", f"revision {revision}: deploying {', '.join(order)}")
         backing = await self._backing_env(stack_id, manifest)
+        # Only what Spinup injected names an endpoint: a manifest's own env allows nothing.
+        egress = Egress(endpoints=endpoints_of(backing.values()), internet=limits.internet)
+        # Before the builds and the containers: neither ever runs without its rules.
+        await self._firewall.allow(sid, egress)
         await self._engine.ensure_network(sid)
         images = dict(
             await asyncio.gather(
@@ -326,6 +334,8 @@ class Deployer:
                 memory_mb=chosen.memory_mb or limits.memory_mb,
                 cpu_millis=chosen.cpu_millis or limits.cpu_millis,
                 pids=chosen.pids or limits.pids,
+                egress=egress,
+                read_only=service.read_only,
             )
             try:
                 started = await self._engine.run(spec)
@@ -606,6 +616,7 @@ class Deployer:
         sid = str(stack_id)
         await self._engine.remove_containers(sid)
         await self._engine.remove_network(sid)
+        await self._firewall.forget(sid)
         await self._engine.remove_images(sid)
         await self._uploads.delete(stack_id)
         await purge_logs(self._nc.jetstream(), stack_id)

@@ -4,10 +4,16 @@ Everything made here carries ``io.spinup.scope=<scope>`` (what devstack removes 
 profile stops) and ``io.spinup.stack=<stack id>`` (what a stack's teardown removes), so a stack's
 whole footprint is found by label, even after a worker crash lost its in-memory state.
 
-Hardening, the same on every container: all capabilities dropped, ``no-new-privileges``, memory
+Hardening, the same on every container: root in a container is not root on the host (the
+engine must remap user namespaces: ``Engine.connect`` refuses one that does not), all
+capabilities dropped, ``no-new-privileges``, the engine's default seccomp profile (never
+``unconfined``), no privileged mode and no host mounts, a private IPC namespace, a read-only
+root filesystem with a small ``/tmp`` unless the manifest says ``read_only: false``, memory
 (without extra swap), CPU and pids limits, the HTTP port published on 127.0.0.1 only (the gateway
-proxies the public URL to it), and the stack's own bridge network, whose name resolves only
-its own services (the engine's isolation rules keep stacks from reaching each other by IP).
+proxies the public URL to it), and the stack's own bridge network (``sp-<id>``), whose name
+resolves only its own services. What a container may connect to beyond its network is the
+firewall's (``stack_deployer.firewall``): its builds run on that same network, under the same
+rules, so a build reaches the internet only when the stack's plan allows it.
 
 Nothing is ever pulled: a ``FROM`` or ``image`` must already be on the engine.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
+import ipaddress
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,8 +31,10 @@ from typing import Any
 import aiodocker
 import structlog
 from aiodocker.exceptions import DockerError
+from aiodocker.types import SENTINEL
 
 from shared.contracts.errors import BackendUnavailableError
+from stack_deployer.firewall import Egress, bridge_name, decode_egress, encode_egress
 
 log = structlog.get_logger("stack_deployer.engine")
 
@@ -36,6 +44,11 @@ SCOPE_LABEL = "io.spinup.scope"
 STACK_LABEL = "io.spinup.stack"
 SERVICE_LABEL = "io.spinup.service"
 REVISION_LABEL = "io.spinup.revision"
+#: What the container may reach (``stack_deployer.firewall.Egress`` as JSON): rules are rebuilt
+#: from it after a restart.
+EGRESS_LABEL = "io.spinup.egress"
+#: Writable scratch space of a container whose root filesystem is read-only.
+_TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}  # noqa: S108 (inside the container)
 
 _MB = 1024 * 1024
 # The engine's CPU quota is in billionths of a core; plans give thousandths.
@@ -65,6 +78,8 @@ class ContainerSpec:
     memory_mb: int
     cpu_millis: int
     pids: int
+    egress: Egress
+    read_only: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +129,35 @@ class Engine:
         """
         docker = aiodocker.Docker(url=url)
         try:
-            await docker.version()
+            info = await docker.system.info()
         except (DockerError, OSError) as exc:
             await docker.close()
             msg = "The container engine is unreachable."
             raise BackendUnavailableError(msg) from exc
+        if not _remaps_root(info):
+            await docker.close()
+            msg = (
+                "The container engine runs containers as the host's root: start dockerd with "
+                '--userns-remap=default (daemon.json: "userns-remap": "default").'
+            )
+            raise BackendUnavailableError(msg)
         return cls(docker, scope, loopback_alias)
+
+    async def host_gateway(self) -> str | None:
+        """The address ``host-gateway`` stands for: the default bridge's gateway."""
+        try:
+            details = await (await self._docker.networks.get("bridge")).show()
+        except DockerError:
+            return None
+        for pool in (details.get("IPAM") or {}).get("Config") or []:
+            gateway = pool.get("Gateway")
+            if isinstance(gateway, str) and gateway:
+                return gateway
+            # Unless configured, the engine does not name it: the first address of the subnet.
+            subnet = pool.get("Subnet")
+            if isinstance(subnet, str) and subnet:
+                return str(next(ipaddress.IPv4Network(subnet).hosts()))
+        return None
 
     async def close(self) -> None:
         """Close the engine connection."""
@@ -150,6 +188,8 @@ class Engine:
                 {
                     "Name": name,
                     "Driver": "bridge",
+                    # The firewall matches every stack's traffic by this interface name.
+                    "Options": {"com.docker.network.bridge.name": bridge_name(stack_id)},
                     "CheckDuplicate": True,
                     "Labels": self.labels(stack_id),
                 }
@@ -206,18 +246,28 @@ class Engine:
         """
         tag = image_tag(stack_id, service, revision)
         labels = self.labels(stack_id, **{SERVICE_LABEL: service, REVISION_LABEL: str(revision)})
+        params = {
+            "t": tag,
+            "labels": json.dumps(labels),
+            "pull": "0",
+            "rm": "1",
+            "forcerm": "1",
+            # RUN steps get the stack's own network and so its egress rules: without this they
+            # would run on the engine's default bridge, where nothing limits them.
+            "networkmode": network_name(stack_id),
+        }
         try:
+            # aiodocker's images.build() cannot name the network, so the same call is made here.
             # The engine detects gzip, bzip2 and xz contexts itself: "identity" sends them as is.
-            stream = self._docker.images.build(
-                fileobj=io.BytesIO(context),
-                encoding="identity",
-                tag=tag,
-                labels=labels,
-                pull=False,
-                rm=True,
-                forcerm=True,
-                stream=True,
+            response = self._docker._query(  # noqa: SLF001
+                "build",
+                "POST",
+                params=params,
+                headers={"content-type": "application/x-tar", "Content-Encoding": "identity"},
+                data=context,
+                timeout=self._docker._resolve_long_running_timeout(SENTINEL),  # noqa: SLF001
             )
+            stream = self._docker.images._handle_stream(response)  # type: ignore[no-untyped-call]  # noqa: SLF001
             async for chunk in stream:
                 text = chunk.get("stream")
                 if isinstance(text, str):
@@ -261,6 +311,10 @@ class Engine:
             "PidsLimit": spec.pids,
             "CapDrop": ["ALL"],
             "SecurityOpt": ["no-new-privileges"],
+            "Privileged": False,
+            "IpcMode": "private",
+            "ReadonlyRootfs": spec.read_only,
+            "Tmpfs": _TMPFS if spec.read_only else {},
             "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": _RESTART_RETRIES},
             "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
             "ExtraHosts": self._extra_hosts,
@@ -271,7 +325,11 @@ class Engine:
             "Env": [f"{key}={value}" for key, value in spec.env.items()],
             "Labels": self.labels(
                 spec.stack_id,
-                **{SERVICE_LABEL: spec.service, REVISION_LABEL: str(spec.revision)},
+                **{
+                    SERVICE_LABEL: spec.service,
+                    REVISION_LABEL: str(spec.revision),
+                    EGRESS_LABEL: encode_egress(spec.egress),
+                },
             ),
             "HostConfig": host_config,
             "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": [spec.service]}}},
@@ -311,6 +369,18 @@ class Engine:
             (container.id, str(container._container.get("Labels", {}).get(STACK_LABEL, "")))  # noqa: SLF001
             for container in found
         ]
+
+    async def egress_by_stack(self) -> dict[str, Egress]:
+        """What each stack of this scope with a container may reach, from the containers' labels."""
+        selector = {"label": [f"{SCOPE_LABEL}={self._scope}"]}
+        found = await self._docker.containers.list(all=True, filters=_filters(selector))
+        egress: dict[str, Egress] = {}
+        for container in found:
+            labels = container._container.get("Labels") or {}  # noqa: SLF001
+            stack_id = str(labels.get(STACK_LABEL, ""))
+            if stack_id:
+                egress[stack_id] = decode_egress(str(labels.get(EGRESS_LABEL, "")))
+        return egress
 
     async def stop(self, container_ids: list[str], *, timeout_s: int) -> None:
         """Stop containers; they keep their image, name and log."""
@@ -372,6 +442,11 @@ class Engine:
         except DockerError as exc:
             if exc.status not in {_NOT_FOUND, _NOT_MODIFIED, _CONFLICT}:
                 raise
+
+
+def _remaps_root(info: Mapping[str, Any]) -> bool:
+    """Whether the engine maps a container's root to an unprivileged host user."""
+    return any("name=userns" in option for option in info.get("SecurityOptions") or [])
 
 
 def _filters(selector: Mapping[str, list[str]]) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from shared.bus import Bus, ensure_stack_stores
 from shared.crypto.sealing import Keyring
 from shared.eventlog.connection import create_platform_pool
@@ -13,6 +15,7 @@ from shared.worker import serve_kind, worker_main
 from stack_deployer.deploy import Deployer
 from stack_deployer.driver import StackDriver
 from stack_deployer.engine import Engine
+from stack_deployer.firewall import Firewall, watch
 from stack_deployer.handlers import register
 from stack_deployer.jetstream import Uploads
 from stack_deployer.settings import Settings
@@ -30,6 +33,16 @@ async def run(settings: Settings) -> None:
         "container engine",
         lambda: Engine.connect(settings.docker_host, settings.scope, settings.loopback_alias),
     )
+    aliases = {}
+    if settings.loopback_alias:
+        gateway = await engine.host_gateway()
+        aliases = {settings.loopback_alias: gateway} if gateway else {}
+    firewall = Firewall(aliases)
+    # Nothing of this deployer runs before every rule is in place: the shared chains, then each
+    # stack's, from what its containers' labels say it may reach.
+    await firewall.install_base()
+    for stack_id, egress in (await engine.egress_by_stack()).items():
+        await firewall.allow(stack_id, egress)
     bus = await connect_with_retry(
         "platform nats", lambda: Bus.connect(settings.worker.nats_url, name=f"{SERVICE}-deploys")
     )
@@ -45,6 +58,7 @@ async def run(settings: Settings) -> None:
         store=EventStore(platform, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
         keyring=keyring,
         engine=engine,
+        firewall=firewall,
         uploads=uploads,
         nc=bus.nc,
         build_timeout_s=settings.build_timeout_s,
@@ -54,6 +68,7 @@ async def run(settings: Settings) -> None:
         loopback_alias=settings.loopback_alias,
     )
     driver = StackDriver(engine, uploads, deployer, public_base=settings.public_url)
+    watching = asyncio.create_task(watch(firewall, settings.firewall_check_s))
     try:
         await deployer.resume_logs()
 
@@ -62,6 +77,7 @@ async def run(settings: Settings) -> None:
 
         await serve_kind(SERVICE, settings.worker, driver, register_all)
     finally:
+        watching.cancel()
         await deployer.close()
         await platform.close()
         await bus.close()

@@ -34,6 +34,8 @@ class Settings:
     #: containers reach that host by: loopback addresses in injected URLs become this name,
     #: mapped to the engine's host gateway. Empty: injected URLs are used as they are.
     loopback_alias: str
+    #: How often the egress rules are checked and whatever is missing is put back.
+    firewall_check_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -60,4 +62,5 @@ class Settings:
             max_parallel_builds=env.integer("SPINUP_STACK_MAX_PARALLEL_BUILDS", 2),
             stop_timeout_s=env.integer("SPINUP_STACK_STOP_TIMEOUT_S", 5),
             loopback_alias=environ.get("SPINUP_STACK_LOOPBACK_ALIAS", "").strip(),
+            firewall_check_s=env.number("SPINUP_STACK_FIREWALL_CHECK_S", 5.0),
         )

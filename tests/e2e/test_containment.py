@@ -1,0 +1,344 @@
+"""Containment, tried from inside: an anonymous stack's container looks for a way out.
+
+The probe is an ordinary anonymous deploy (``POST /stacks/new``) of a small Python app given a
+Postgres database and an S3 bucket. Asked over its public URL, it opens TCP connections to what
+the test names and fetches URLs without credentials, from inside its container. The test names
+every TCP port this host listens on, at every address of the host, the container's own gateway
+included, and another stack's container: only the two endpoints its stack was given answer, and
+its own stack's other service. What it gets through the S3 port without a key is a refusal, and
+no answer it gets holds another tenant's S3 secret.
+
+The same container shows the defence in depth of docs/security.md: root inside is an
+unprivileged user of the host, its root filesystem is read-only, it has no capabilities.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import json
+import os
+import subprocess
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devstack.engine import docker_host
+from devstack.network import tenant_host
+from devstack.stack import Stack
+from tests.e2e.conftest import new_resource
+from tests.e2e.test_stacks import wait_for_status
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+PROBE_APP = """\
+import json, os, socket, urllib.error, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def connect(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        return f"error {exc.errno}"
+
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return [answer.status, answer.read(65536).decode(errors="replace")]
+    except urllib.error.HTTPError as exc:
+        return [exc.code, exc.read(65536).decode(errors="replace")]
+    except OSError as exc:
+        return [0, type(exc).__name__]
+
+
+def writable(path):
+    try:
+        with open(path, "w") as handle:
+            handle.write("x")
+        return True
+    except OSError:
+        return False
+
+
+class Probe(BaseHTTPRequestHandler):
+    def answer(self, body):
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.answer({
+            "uid": os.getuid(),
+            "env": dict(os.environ),
+            "root_writable": writable("/probe-was-here"),
+            "tmp_writable": writable("/tmp/probe-was-here"),
+            "capabilities": open("/proc/self/status").read(),
+        })
+
+    def do_POST(self):
+        asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        with ThreadPoolExecutor(64) as pool:
+            connects = list(pool.map(connect, asked.get("connect", [])))
+            fetches = list(pool.map(fetch, asked.get("fetch", [])))
+        self.answer({
+            "connect": dict(zip(asked.get("connect", []), connects)),
+            "fetch": dict(zip(asked.get("fetch", []), fetches)),
+        })
+
+
+ThreadingHTTPServer(("0.0.0.0", 8080), Probe).serve_forever()
+"""
+
+DOCKERFILE = """\
+FROM spinup/base:bookworm
+COPY app.py /srv/app.py
+CMD ["python3", "/srv/app.py"]
+"""
+
+PROBE_MANIFEST = """\
+services:
+  probe:
+    build: app.tar
+    port: 8080
+  peer:
+    build: app.tar
+resources:
+  db: {type: postgres}
+  files: {type: s3}
+"""
+
+VICTIM_MANIFEST = """\
+services:
+  victim:
+    build: app.tar
+    port: 8080
+"""
+
+_LISTEN = "0A"
+
+
+def app_context() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in (("Dockerfile", DOCKERFILE), ("app.py", PROBE_APP)):
+            data = text.encode()
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def listening_tcp_ports() -> set[int]:
+    """Every TCP port something on this host listens on, at any address, IPv4 or IPv6."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == _LISTEN:
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def host_addresses() -> set[str]:
+    """Every IPv4 address of this host except loopback (docker0, stack bridges, eth0...)."""
+    listing = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = set()
+    for line in listing.splitlines():
+        address = line.split()[3].split("/")[0]
+        if not ipaddress.IPv4Address(address).is_loopback:
+            found.add(address)
+    return found
+
+
+def docker(*args: str) -> str:
+    return subprocess.run(  # noqa: S603
+        ["docker", *args],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "DOCKER_HOST": docker_host()},
+    ).stdout
+
+
+def container_of(stack_id: str, service: str) -> dict[str, Any]:
+    found = docker(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=io.spinup.stack={stack_id}",
+        "--filter",
+        f"label=io.spinup.service={service}",
+    ).split()
+    assert len(found) == 1, found
+    inspected: list[dict[str, Any]] = json.loads(docker("inspect", found[0]))
+    return inspected[0]
+
+
+async def deployed(http: httpx.AsyncClient, manifest: str) -> dict[str, Any]:
+    files = {
+        "spinup.yaml": ("spinup.yaml", manifest.encode()),
+        "app.tar": ("app.tar", app_context()),
+    }
+    response = await http.post("/stacks/new", files=files)
+    assert response.status_code == 202, response.text
+    created: dict[str, Any] = response.json()
+    running = await wait_for_status(http, created["token"], {"running", "failed"})
+    assert running["stack"]["status"] == "running", running["stack"]
+    return created
+
+
+@pytest.fixture(scope="module")
+async def stacks(stack: Stack) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """The probe's stack and a victim stack, both anonymous, both running."""
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120) as http:
+        probe = await deployed(http, PROBE_MANIFEST)
+        victim = await deployed(http, VICTIM_MANIFEST)
+        yield probe, victim
+        for created in (probe, victim):
+            await http.delete(f"/resources/{created['token']}")
+
+
+async def ask(probe: dict[str, Any], **asked: list[str]) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=300) as client:
+        answer = await client.post(probe["urls"]["probe"], json=asked)
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+async def about(probe: dict[str, Any]) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        answer = await client.get(probe["urls"]["probe"])
+    assert answer.status_code == 200, answer.text
+    result: dict[str, Any] = answer.json()
+    return result
+
+
+def given_endpoints(env: dict[str, str]) -> set[str]:
+    """host:port of the Postgres database and the S3 endpoint the probe's stack was given."""
+    pg = f"{tenant_host()}:{env['SPINUP_CUSTOMER_PG_PORT']}"
+    s3 = env["SPINUP_S3_PUBLIC_ENDPOINT"].removeprefix("http://")
+    return {pg, s3}
+
+
+async def test_only_the_stacks_own_endpoints_answer_from_its_container(
+    stacks: tuple[dict[str, Any], dict[str, Any]], env: dict[str, str]
+) -> None:
+    probe, victim = stacks
+    own = container_of(probe["id"], "probe")
+    victim_networks = container_of(victim["id"], "victim")["NetworkSettings"]["Networks"]
+    victim_ip = next(iter(victim_networks.values()))["IPAddress"]
+    own_gateway = next(iter(own["NetworkSettings"]["Networks"].values()))["Gateway"]
+    addresses = host_addresses() | {own_gateway}
+    targets = [
+        f"{address}:{port}" for address in sorted(addresses) for port in listening_tcp_ports()
+    ]
+    targets += [f"{victim_ip}:8080", "peer:8080"]
+
+    answered = await ask(probe, connect=targets)
+    reachable = {target for target, outcome in answered["connect"].items() if outcome == "open"}
+
+    assert reachable == given_endpoints(env) | {"peer:8080"}, answered["connect"]
+    # Refused at once by the host's rules, not left to time out.
+    assert answered["connect"][f"{victim_ip}:8080"] in {"refused", "error 113"}
+
+
+async def test_seaweedfs_internals_do_not_answer_and_s3_gives_nothing_without_a_key(
+    stacks: tuple[dict[str, Any], dict[str, Any]], stack: Stack, http: httpx.AsyncClient
+) -> None:
+    probe, _ = stacks
+    env = stack.env()
+    other = await new_resource(http, "storage")
+    secret = other["credentials"]["secret_key"]
+    ports = stack.profile.ports
+    internal = [ports.seaweed_master, ports.seaweed_volume, ports.seaweed_filer]
+    internal += [port + 10000 for port in internal]  # their gRPC twins
+    own = container_of(probe["id"], "probe")
+    own_gateway = next(iter(own["NetworkSettings"]["Networks"].values()))["Gateway"]
+    s3 = env["SPINUP_S3_PUBLIC_ENDPOINT"]
+    paths = ["/", "/etc/iam/identities/", "/buckets/", "/dir/status", f"/{other_bucket(other)}"]
+    fetches = [f"{s3}{path}" for path in paths]
+    fetches += [
+        f"http://{address}:{port}{path}"
+        for address in (tenant_host(), own_gateway)
+        for port in internal
+        for path in paths
+    ]
+
+    answered = await ask(probe, fetch=fetches)
+
+    for url, (status, body) in answered["fetch"].items():
+        assert secret not in body, url
+        if url.startswith(s3):
+            assert status == 403, (url, status, body)
+        else:
+            assert status == 0, (url, status, body)  # no connection at all
+    await http.delete(f"/resources/{other['token']}")
+
+
+def other_bucket(resource: dict[str, Any]) -> str:
+    bucket: str = resource["credentials"]["bucket"]
+    return bucket
+
+
+async def test_root_in_the_container_is_not_root_on_the_host(
+    stacks: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    probe, _ = stacks
+    inside = await about(probe)
+    assert inside["uid"] == 0
+    pid = container_of(probe["id"], "probe")["State"]["Pid"]
+    host_uid, uid_map = host_view_of(pid)
+    assert host_uid != 0
+    assert uid_map[:2] == ["0", str(host_uid)]
+
+
+def host_view_of(pid: int) -> tuple[int, list[str]]:
+    """The host uid a process runs as, and its user namespace's uid map."""
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    uid = int(next(line.split()[1] for line in status if line.startswith("Uid:")))
+    return uid, Path(f"/proc/{pid}/uid_map").read_text().split()
+
+
+async def test_the_container_is_hardened_as_docs_security_says(
+    stacks: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    probe, _ = stacks
+    inside = await about(probe)
+    assert inside["root_writable"] is False
+    assert inside["tmp_writable"] is True
+    capabilities = dict(
+        line.split(":\t", 1) for line in inside["capabilities"].splitlines() if ":\t" in line
+    )
+    assert int(capabilities["CapEff"], 16) == 0
+    assert int(capabilities["CapBnd"], 16) == 0
+    assert capabilities["NoNewPrivs"] == "1"
+
+    host_config = container_of(probe["id"], "probe")["HostConfig"]
+    assert host_config["Privileged"] is False
+    assert host_config["ReadonlyRootfs"] is True
+    assert not host_config.get("Binds")
+    assert "seccomp=unconfined" not in (host_config.get("SecurityOpt") or [])
+    assert host_config["CapDrop"] == ["ALL"]
+    assert host_config["NetworkMode"].startswith("spinup-")
