@@ -19,6 +19,13 @@ writing after the provisioner took ``readWrite`` away (the over-quota write bloc
 the user. mongod updates its user cache at once and every connection's next command sees the
 change (SERVER-11980); a user that no longer exists is logged out.
 
+And it refuses ``listDatabases`` to every user without the cluster-wide ``listDatabases``
+privilege, even for the user's own database. mongod checks no privilege before the command;
+the command itself lists only the databases the user has some privilege on when it lacks that
+privilege (``authorizedDatabases`` defaults to true for such a user), and refuses only an
+explicit ``authorizedDatabases: false`` from it. Drivers and tools (``list_database_names``,
+Compass) call it first.
+
 This launcher adds the missing checks, with mongod's semantics, then runs the unchanged
 ``secantus.cli.main``. Nothing else changes: the provisioner speaks standard MongoDB and would
 run unchanged against a real mongod, which refuses all of the above by itself. Imports of
@@ -27,6 +34,7 @@ run unchanged against a real mongod, which refuses all of the above by itself. I
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Mapping
@@ -46,6 +54,15 @@ _CLUSTER_ONLY = {
 }
 #: The action each kind of ``bulkWrite`` operation needs on its namespace.
 _BULK_WRITE_ACTIONS = {"insert": "insert", "update": "update", "delete": "remove"}
+
+
+#: mongod's answer to ``authorizedDatabases: false`` from a user who may not list every database.
+_LIST_ALL_REFUSAL: Reply = {
+    "ok": 0.0,
+    "errmsg": "Insufficient permissions to list all databases",
+    "code": _UNAUTHORIZED,
+    "codeName": "Unauthorized",
+}
 
 
 def _refusal(action: str, database: str) -> Reply:
@@ -167,6 +184,68 @@ def guarded(
     return guarded_dispatch
 
 
+class _ListedOnly:
+    """A ``Storage`` whose ``list_databases`` answers ``names``; everything else is the real one.
+
+    Given to SecantusDB's own ``listDatabases`` handler, so the reply keeps its shape (sizes,
+    ``filter``, ``nameOnly``) and sizes are computed for the listed databases only: sizing
+    scans every document, and a tenant must not make the server scan every tenant's data.
+    """
+
+    def __init__(self, storage: Any, names: list[str]) -> None:  # noqa: ANN401 (secantus type)
+        self._storage = storage
+        self._names = names
+
+    def list_databases(self) -> list[str]:
+        return list(self._names)
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 (whatever Storage has)
+        return getattr(self._storage, name)
+
+
+def authorized_listing(
+    list_databases: Dispatch, check_privilege: Callable[..., bool], actions: frozenset[str]
+) -> Dispatch:
+    """Wrap SecantusDB's ``listDatabases`` handler with mongod's ``authorizedDatabases``.
+
+    A user with the cluster-wide ``listDatabases`` privilege gets every database, unless it
+    asks for ``authorizedDatabases: true``. Any other user gets the databases on which one of
+    its roles grants some action (any of ``actions``), and is refused if it asks for
+    ``authorizedDatabases: false``. Without ``--auth`` nothing changes.
+    """
+
+    def listing(doc: dict[str, Any], ctx: Any) -> Reply:  # noqa: ANN401 (secantus type)
+        auth = ctx.connection_auth
+        if not ctx.require_auth or auth is None or not auth.is_authenticated:
+            return list_databases(doc, ctx)
+
+        def grants(action: str, database: str | None) -> bool:
+            return check_privilege(
+                auth.effective_roles,
+                action,
+                target_db=database,
+                cluster=database is None,
+                role_resolver=ctx.storage.get_role,
+            )
+
+        may_list_all = grants("listDatabases", None)
+        asked = doc.get("authorizedDatabases")
+        if asked is not None and not asked and not may_list_all:
+            return dict(_LIST_ALL_REFUSAL)
+        if not (bool(asked) if asked is not None else not may_list_all):
+            return list_databases(doc, ctx)
+        names = [
+            name
+            for name in ctx.storage.list_databases()
+            if any(grants(action, name) for action in actions)
+        ]
+        return list_databases(
+            doc, dataclasses.replace(ctx, storage=_ListedOnly(ctx.storage, names))
+        )
+
+    return listing
+
+
 def main() -> int:
     """Close the gaps, then run SecantusDB's own command line (same flags)."""
     commands: Any = importlib.import_module("secantus.commands")
@@ -176,6 +255,14 @@ def main() -> int:
     storage: Any = importlib.import_module("secantus.storage")
     for name, action in _CLUSTER_ONLY.items():
         commands._COMMAND_ACTIONS.setdefault(name, (action, rbac.SCOPE_CLUSTER))  # noqa: SLF001
+    # listDatabases needs no privilege up front, as on mongod: the command decides what to list.
+    commands._COMMAND_ACTIONS.pop("listDatabases", None)  # noqa: SLF001
+    every_action = frozenset().union(*(role.actions for role in rbac.BUILT_IN_ROLES.values()))
+    commands._HANDLERS["listDatabases"] = authorized_listing(  # noqa: SLF001
+        commands._HANDLERS["listDatabases"],  # noqa: SLF001
+        rbac.check_privilege,
+        every_action,
+    )
     # Every user command (createUser, updateUser, grant/revoke, dropUser, dropAllUsers...)
     # writes through these two methods.
     user_changes = UserChanges()

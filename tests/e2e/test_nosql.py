@@ -7,6 +7,7 @@ tests/integration/test_mongo_driver.py).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from devstack.stack import Stack
@@ -183,21 +185,66 @@ async def test_tenant_cannot_escape_into_another_tenant_or_the_server(
         assert not (await root[database].command("usersInfo", "intruder"))["users"]
 
 
-async def test_tenant_cannot_list_or_name_other_databases(
-    two_tenants: tuple[dict[str, Any], ...],
+@pytest.mark.parametrize(
+    "options",
+    [{"nameOnly": True}, {"nameOnly": False}, {}, {"authorizedDatabases": True}],
+    ids=["nameOnly", "with sizes", "no options", "authorizedDatabases"],
+)
+async def test_tenant_lists_exactly_its_own_database(
+    two_tenants: tuple[dict[str, Any], ...], options: dict[str, bool]
 ) -> None:
-    a, b = two_tenants
+    # As mongod: a user without the listDatabases privilege is answered with the databases it
+    # has privileges on (authorizedDatabases defaults to true for it), so drivers and Compass,
+    # which call it first, work; other tenants' names never appear.
+    a, _b = two_tenants
     client_a = client_of(a["connection_url"])
     try:
-        # mongod answers listDatabases with the caller's own databases only; SecantusDB refuses.
-        # Either is fine: B's name must never appear.
-        reply = await client_a.admin.command("listDatabases", nameOnly=True, check=False)
-        if reply["ok"]:
-            assert b["credentials"]["database"] not in {db["name"] for db in reply["databases"]}
-        else:
-            assert reply["code"] == UNAUTHORIZED
+        reply = await client_a.admin.command({"listDatabases": 1, **options})
+        assert [db["name"] for db in reply["databases"]] == [a["credentials"]["database"]]
+        if not options.get("nameOnly"):
+            (own,) = reply["databases"]
+            assert own["sizeOnDisk"] > 0
+            assert reply["totalSize"] == own["sizeOnDisk"]
     finally:
         client_a.close()
+
+
+async def test_tenant_is_refused_the_list_of_all_databases(
+    two_tenants: tuple[dict[str, Any], ...],
+) -> None:
+    a, _b = two_tenants
+    client_a = client_of(a["connection_url"])
+    try:
+        with pytest.raises(OperationFailure) as refused:
+            await client_a.admin.command("listDatabases", authorizedDatabases=False)
+        assert refused.value.code == UNAUTHORIZED
+    finally:
+        client_a.close()
+
+
+async def test_list_database_names_works_for_a_tenant_and_the_admin(
+    two_tenants: tuple[dict[str, Any], ...], root: Client
+) -> None:
+    a, b = two_tenants
+    names = [a["credentials"]["database"], b["credentials"]["database"]]
+    client_a = client_of(a["connection_url"])
+    try:
+        assert await client_a.list_database_names() == names[:1]
+    finally:
+        client_a.close()
+
+    def with_pymongo() -> list[str]:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            a["connection_url"], serverSelectionTimeoutMS=2000
+        )
+        with client:
+            return client.list_database_names()
+
+    assert await asyncio.to_thread(with_pymongo) == names[:1]
+    # The admin (root: the cluster-wide privilege) still sees every database.
+    assert set(names) <= set(await root.list_database_names())
+    reply = await root.admin.command("listDatabases", nameOnly=True, authorizedDatabases=False)
+    assert set(names) <= {db["name"] for db in reply["databases"]}
 
 
 async def test_wrong_password_or_another_tenants_auth_source_is_refused(

@@ -60,6 +60,64 @@ async def test_cluster_is_hardened_against_maintenance_databases(
             )
 
 
+async def public_can_still_use(env: dict[str, str], database: str) -> list[str]:
+    """Which of the hidden catalogs, views and functions PUBLIC may still use in ``database``."""
+    conn = await asyncpg.connect(env["SPINUP_CUSTOMER_PG_ADMIN_DSN"], database=database)
+    try:
+        relations: list[str] = await conn.fetchval(
+            "SELECT coalesce(array_agg(r), '{}') FROM unnest($1::text[]) r"
+            " WHERE has_table_privilege('public', 'pg_catalog.' || r, 'SELECT')",
+            list(driver_module._HIDDEN_RELATIONS),
+        )
+        functions: list[str] = await conn.fetchval(
+            "SELECT coalesce(array_agg(f), '{}') FROM unnest($1::text[]) f"
+            " WHERE has_function_privilege('public', 'pg_catalog.' || f, 'EXECUTE')",
+            list(driver_module._HIDDEN_FUNCTIONS),
+        )
+    finally:
+        await conn.close()
+    return relations + functions
+
+
+async def test_template1_and_every_new_database_hide_other_roles_and_databases(
+    driver: PostgresDriver, env: dict[str, str]
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    for database in ("template1", credentials.database):
+        assert await public_can_still_use(env, database) == [], database
+    conn = await asyncpg.connect(credentials.connection_url)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT rolname FROM pg_roles")
+        assert await conn.fetchval("SELECT current_user") == credentials.username
+    finally:
+        await conn.close()
+    await driver.delete(rid)
+
+
+async def test_harden_hides_the_catalogs_of_databases_made_before_it(
+    driver: PostgresDriver, env: dict[str, str]
+) -> None:
+    # A database made before this hardening existed, then soft-blocked (its sessions start
+    # read-only, the admin's too): harden reaches it all the same.
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    old = await asyncpg.connect(env["SPINUP_CUSTOMER_PG_ADMIN_DSN"], database=credentials.database)
+    await old.execute(
+        "GRANT SELECT ON pg_catalog.pg_roles, pg_catalog.pg_stat_activity TO PUBLIC;"
+        " GRANT EXECUTE ON FUNCTION pg_catalog.pg_describe_object(oid, oid, integer) TO PUBLIC"
+    )
+    await old.close()
+    assert len(await public_can_still_use(env, credentials.database)) == 3
+    await driver.block_writes(rid, usage=11, quota=10)
+
+    await driver.harden()
+
+    assert await public_can_still_use(env, credentials.database) == []
+    await driver.delete(rid)
+
+
 # -- issue 4: set_limits, rotate, usage, block_writes, allow_writes ---------------------------
 
 RAISED = msgspec.structs.replace(

@@ -162,6 +162,21 @@ async def test_a_ready_member_is_reachable_by_nobody(
                 await asyncpg.connect(url)
 
 
+async def test_a_taken_member_lists_no_other_role_or_database(warm: PostgresDriver) -> None:
+    # Members are made from template1 after harden, so they hide the catalogs like any database.
+    rid = uuid.uuid4()
+    credentials = await warm.create(rid, LIMITS)
+    conn = await asyncpg.connect(credentials.connection_url)
+    try:
+        for catalog in ("pg_database", "pg_roles", "pg_group", "pg_stat_activity"):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch(f"SELECT * FROM pg_catalog.{catalog}")
+        assert await conn.fetchval("SELECT current_user") == tenant_name(rid)
+    finally:
+        await conn.close()
+    await warm.delete(rid)
+
+
 async def test_the_pool_refills_after_takes(
     warm: PostgresDriver, store: EventStore, platform_db: asyncpg.Pool
 ) -> None:

@@ -10,6 +10,10 @@ Quota (research/backends.md, "Storage quotas"): Postgres has none, so the usage 
 start read-only (``default_transaction_read_only``); reads work and the tenant can clean up.
 If the database keeps growing to ``HARD_BLOCK_USAGE_FACTOR`` times its quota (the tenant turned
 read-only off and went on writing), a hard block: the database accepts no connections at all.
+
+It also revokes, in every database, what would let a tenant list other tenants' roles and
+databases (``_HIDDEN_RELATIONS``, ``_HIDDEN_FUNCTIONS``; see
+docs/adr/0016-tenant-catalog-visibility.md for what is hidden and what it breaks).
 """
 
 from __future__ import annotations
@@ -53,6 +57,77 @@ SCRAM_ITERATIONS = 4096
 #: reaching double means writes went on past the block on purpose. The hard block stops
 #: cleanup too, so it is kept for that case.
 HARD_BLOCK_USAGE_FACTOR = 2
+
+
+#: Catalogs and views a tenant could read every role's or database's name from (or another
+#: tenant's sessions, settings, comments, ownership). Roles and databases are cluster-wide, and
+#: Postgres keeps no per-row rights on them: these are refused to tenants as a whole. The ACL of
+#: a catalog or view lives in each database's own pg_class, shared catalogs included, so every
+#: database needs the REVOKE; template1 passes it on to every database created from now on.
+_HIDDEN_RELATIONS = (
+    "pg_database",  # every database's name, owner, settings
+    "pg_roles",  # every role's name
+    "pg_user",  # every login role's name
+    "pg_group",  # every NOLOGIN role's name (warm-pool members)
+    "pg_auth_members",  # who is a member of which role
+    "pg_db_role_setting",  # every tenant's settings, a write block among them
+    "pg_shdescription",  # comments on other tenants' databases and roles
+    "pg_shdepend",  # who owns which database, by oid
+    "pg_stat_activity",  # every session's user and database names (no view limits the rows)
+    "pg_stat_database",  # every database's name and activity
+    "pg_stat_database_conflicts",  # every database's name
+    "pg_stat_progress_analyze",  # the database name of every running command of these kinds
+    "pg_stat_progress_basebackup",
+    "pg_stat_progress_cluster",
+    "pg_stat_progress_copy",
+    "pg_stat_progress_create_index",
+    "pg_stat_progress_vacuum",
+    "pg_prepared_xacts",  # owner and database of prepared transactions
+    "pg_replication_slots",  # the database of logical slots
+)
+#: Functions behind those views (a view calls its functions with the caller's rights), and those
+#: that turn a database's oid (which ``pg_tablespace_databases`` lists to anyone) into its name.
+_HIDDEN_FUNCTIONS = (
+    "pg_stat_get_activity(integer)",
+    "pg_stat_get_progress_info(text)",
+    "pg_prepared_xact()",
+    "pg_get_replication_slots()",
+    "pg_describe_object(oid, oid, integer)",
+    "pg_identify_object(oid, oid, integer)",
+    "pg_identify_object_as_address(oid, oid, integer)",
+    # Refused for another database, but its error message names it ("permission denied for
+    # database t_..."). pg_database_size(name), the one a tenant uses on itself, stays.
+    "pg_database_size(oid)",
+)
+_HIDE_CATALOGS = (
+    "REVOKE SELECT ON "
+    + ", ".join(f"pg_catalog.{name}" for name in _HIDDEN_RELATIONS)
+    + " FROM PUBLIC; REVOKE EXECUTE ON FUNCTION "
+    + ", ".join(f"pg_catalog.{name}" for name in _HIDDEN_FUNCTIONS)
+    + " FROM PUBLIC"
+)
+#: True when this database still lets PUBLIC use one of them; then ``_HIDE_CATALOGS`` runs.
+_CATALOGS_VISIBLE = (
+    "SELECT EXISTS (SELECT FROM unnest($1::text[]) r"
+    "   WHERE has_table_privilege('public', 'pg_catalog.' || r, 'SELECT'))"
+    " OR EXISTS (SELECT FROM unnest($2::text[]) f"
+    "   WHERE has_function_privilege('public', 'pg_catalog.' || f, 'EXECUTE'))"
+)
+#: Tenant and pool databases whose catalogs ``harden`` checks: those that accept connections
+#: (retired ones are about to be dropped; a hard-blocked one admits nobody, its tenant included,
+#: and is checked at the first start after it is unblocked).
+_EXISTING_DATABASES = (
+    "SELECT datname FROM pg_database WHERE datallowconn AND datname ~ '^[tp]_[0-9a-f]{32}$'"
+)
+#: How many existing databases ``harden`` checks at once.
+_HARDEN_CONCURRENCY = 4
+#: A database that went away (dropped, renamed, blocked) between listing and checking it.
+_VANISHED = (
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.ObjectNotInPrerequisiteStateError,
+    asyncpg.AdminShutdownError,
+    asyncpg.ConnectionDoesNotExistError,
+)
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
@@ -207,23 +282,54 @@ class PostgresDriver:
             raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
 
     async def harden(self) -> None:
-        """One-time cluster hardening (idempotent).
+        """Cluster hardening, at every start (idempotent).
 
-        Tenants cannot enter the maintenance databases, and databases cloned from template1
-        hide the list of other databases.
+        Tenants cannot enter the maintenance databases, and no tenant database lists other
+        roles or databases (``_HIDDEN_RELATIONS``, ``_HIDDEN_FUNCTIONS``): template1 passes that
+        on to every database and pool member created from it, and databases made before this
+        version get it here. A database already hardened costs one query, no write.
         """
         async with self._backend_errors("changed"):
             await self._pool.execute(
                 "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC;"
                 " REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC"
             )
-            # ACLs on shared catalogs are per database: revoke inside template1 so every new
-            # database inherits it (research/backends.md, "Hide pg_database").
-            conn = await asyncpg.connect(self._admin_dsn, database="template1")
-            try:
-                await conn.execute("REVOKE SELECT ON pg_catalog.pg_database FROM PUBLIC")
-            finally:
-                await conn.close()
+            # ACLs on shared catalogs are per database: revoke inside each database, template1
+            # first so every new one inherits it (research/backends.md, "Hide pg_database").
+            await self._hide_catalogs("template1")
+            names = [row["datname"] for row in await self._pool.fetch(_EXISTING_DATABASES)]
+            slots = asyncio.Semaphore(_HARDEN_CONCURRENCY)
+
+            async def harden_existing(database: str) -> bool:
+                async with slots:
+                    try:
+                        return await self._hide_catalogs(database)
+                    except _VANISHED:
+                        # Dropped or renamed by another replica meanwhile: a new database gets
+                        # the hardening from template1, a renamed one keeps its own.
+                        log.info("pg_provisioner.harden.skipped", database=database)
+                        return False
+
+            changed = await asyncio.gather(*(harden_existing(name) for name in names))
+            log.info("pg_provisioner.cluster.hardened", databases=len(names), changed=sum(changed))
+
+    async def _hide_catalogs(self, database: str) -> bool:
+        """Revoke ``_HIDE_CATALOGS`` in ``database`` unless done already; True if it was not."""
+        # A soft-blocked database starts every session read-only, the admin's too.
+        conn = await asyncpg.connect(
+            self._admin_dsn,
+            database=database,
+            server_settings={"default_transaction_read_only": "off"},
+        )
+        try:
+            if not await conn.fetchval(
+                _CATALOGS_VISIBLE, list(_HIDDEN_RELATIONS), list(_HIDDEN_FUNCTIONS)
+            ):
+                return False
+            await conn.execute(_HIDE_CATALOGS)
+            return True
+        finally:
+            await conn.close()
 
     async def create(self, resource_id: UUID, limits: PostgresLimits) -> PostgresCredentials:
         """Create (or reset) the tenant role and database; return fresh credentials.
