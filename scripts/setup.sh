@@ -9,8 +9,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # docker.io: the engine stacks run on; debootstrap: their base image, made from Debian packages
-# (no registry is reachable); docker-compose: validates compose/compose.yaml in the tests.
-APT_PACKAGES=(postgresql redis-server docker.io debootstrap docker-compose)
+# (no registry is reachable); docker-compose: validates compose/compose.yaml in the tests;
+# iptables: the stack deployer's egress rules (docs/security.md); iproute2: the containment
+# tests list the host's addresses.
+APT_PACKAGES=(postgresql redis-server docker.io debootstrap docker-compose iptables iproute2)
 VENV=.venv
 STAMP="$VENV/.spinup-stamp"
 

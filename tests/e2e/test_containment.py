@@ -14,6 +14,7 @@ unprivileged user of the host, its root filesystem is read-only, it has no capab
 
 from __future__ import annotations
 
+import asyncio
 import io
 import ipaddress
 import json
@@ -24,13 +25,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import botocore.exceptions
+import botocore.session
 import httpx
 import pytest
 
-from devstack.engine import docker_host
+from devstack.engine import docker_host, ensure_engine, stop_engine
 from devstack.network import tenant_host
 from devstack.stack import Stack
-from tests.e2e.conftest import new_resource
+from shared.testing.polling import eventually
+from tests.e2e.conftest import new_resource, s3_client
 from tests.e2e.test_stacks import wait_for_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
@@ -297,6 +302,49 @@ async def test_seaweedfs_internals_do_not_answer_and_s3_gives_nothing_without_a_
     await http.delete(f"/resources/{other['token']}")
 
 
+async def test_a_buckets_secret_is_given_by_its_own_token_and_no_other_route(
+    http: httpx.AsyncClient, stack: Stack
+) -> None:
+    victim = await new_resource(http, "storage")
+    attacker = await new_resource(http, "storage")
+    secret = victim["credentials"]["secret_key"]
+    claim = attacker["claim_url"].split("t=", 1)[1]
+    routes = [
+        f"/resources/{attacker['token']}",
+        f"/resources/{victim['id']}",
+        "/resources?kind=s3",
+        f"/claim/preview?t={claim}",
+        "/plans",
+        "/llms.txt",
+        "/schema/openapi.json",
+        "/healthz",
+        "/readyz",
+    ]
+    for route in routes:
+        answer = await http.get(route)
+        assert secret not in answer.text, route
+    # The attacker's own key, against the S3 and IAM API of the same server.
+    async with aiohttp.ClientSession() as session:
+        client = s3_client(attacker, session)
+        assert [b.name for b in await client.list_buckets()] == [attacker["credentials"]["bucket"]]
+    iam = botocore.session.get_session().create_client(
+        "iam",
+        endpoint_url=stack.env()["SPINUP_S3_PUBLIC_ENDPOINT"],
+        region_name=attacker["credentials"]["region"],
+        aws_access_key_id=attacker["credentials"]["access_key"],
+        aws_secret_access_key=attacker["credentials"]["secret_key"],
+    )
+    for call in (iam.list_users, iam.list_access_keys):
+        with pytest.raises(botocore.exceptions.ClientError):
+            await asyncio.to_thread(call)
+    iam.close()
+    # Its own token is the one route that gives it.
+    own = await http.get(f"/resources/{victim['token']}")
+    assert own.json()["credentials"]["secret_key"] == secret
+    for resource in (victim, attacker):
+        await http.delete(f"/resources/{resource['token']}")
+
+
 def other_bucket(resource: dict[str, Any]) -> str:
     bucket: str = resource["credentials"]["bucket"]
     return bucket
@@ -342,3 +390,64 @@ async def test_the_container_is_hardened_as_docs_security_says(
     assert "seccomp=unconfined" not in (host_config.get("SecurityOpt") or [])
     assert host_config["CapDrop"] == ["ALL"]
     assert host_config["NetworkMode"].startswith("spinup-")
+
+
+def egress_rules() -> str:
+    """The host's IPv4 filter rules, as ``iptables-save`` prints them."""
+    return subprocess.run(
+        ["iptables-save", "-t", "filter"],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def wipe_egress_rules() -> None:
+    """Remove every rule and chain of ours, as a host restart would."""
+    hooks = [("INPUT", "SPINUP-EGRESS"), ("DOCKER-USER", "SPINUP-EGRESS")]
+    for chain, target in hooks:
+        subprocess.run(  # noqa: S603
+            ["iptables", "-w", "-D", chain, "-i", "sp-+", "-j", target],  # noqa: S607
+            capture_output=True,
+            check=False,
+        )
+    chains = [
+        line.split()[0][1:] for line in egress_rules().splitlines() if line.startswith(":SPINUP")
+    ]
+    for flag in ("-F", "-X"):
+        for chain in chains:
+            subprocess.run(["iptables", "-w", flag, chain], capture_output=True, check=True)  # noqa: S603, S607
+    assert "SPINUP" not in egress_rules()
+
+
+async def test_after_an_engine_restart_the_rules_are_back_before_any_stack_container_starts(
+    stacks: tuple[dict[str, Any], dict[str, Any]], stack: Stack, http: httpx.AsyncClient
+) -> None:
+    # This restarts the machine's engine: every stack on it stops. It is the last test here and
+    # no other test of the session runs beside it.
+    probe, _ = stacks
+    before = await ask(probe, connect=sorted(given_endpoints(stack.env())))
+    wipe_egress_rules()
+    assert stop_engine(stack.profile.root), "the engine was not started by devstack"
+
+    await asyncio.to_thread(ensure_engine, stack.profile.root)
+
+    # The moment the engine answers, before the deployer is back to any stack, all is refused.
+    rules = egress_rules()
+    assert "-A INPUT -i sp-+ -j SPINUP-EGRESS" in rules
+    assert "-A DOCKER-USER -i sp-+ -j SPINUP-EGRESS" in rules
+    assert "-A SPINUP-EGRESS -p tcp -j REJECT --reject-with tcp-reset" in rules
+    # Then the deployer puts the stack's own rules back, from its containers' labels.
+    jump = f"-j SPINUP-S-{probe['id'].replace('-', '')[:12]}"
+
+    async def restored() -> bool:
+        return jump in await asyncio.to_thread(egress_rules)
+
+    assert await eventually(restored, within=60)
+    restarted = await http.post(f"/stacks/{probe['token']}/restart")
+    assert restarted.status_code in {200, 202}, restarted.text
+    await wait_for_status(http, probe["token"], {"running"})
+
+    after = await ask(probe, connect=sorted(given_endpoints(stack.env())))
+    assert after == before
+    assert set(after["connect"].values()) == {"open"}
