@@ -2,7 +2,7 @@
 
 The devstack's own pg-provisioner is stopped first, so a /db/new that succeeds was answered by the
 containerised worker (otherwise the gateway answers 503 worker_unavailable). Both containers use
-the host's network, where the test stack's servers listen on 127.0.0.1.
+the host's network, where the test stack's servers listen (on 127.0.0.1 and the tenant address).
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def _run(stack: Stack, image: str, service: str, extra: dict[str, str]) -> str:
         for key, value in stack._process_env(service, extra).items()
         if key.startswith("SPINUP_")
     }
-    args = ["run", "--detach", "--network", "host", "--health-interval", "1s"]
+    # The platform's own services, not tenant code: the host's network, which an engine that
+    # remaps user namespaces (ADR 0018) allows only outside the remapping.
+    args = ["run", "--detach", "--network", "host", "--userns", "host", "--health-interval", "1s"]
     args += ["--label", f"{SCOPE_LABEL}={scope_label(stack.profile)}"]
     for key, value in env.items():
         args += ["--env", f"{key}={value}"]

@@ -4,8 +4,9 @@ The probe is an ordinary anonymous deploy (``POST /stacks/new``) of a small Pyth
 Postgres database and an S3 bucket. Asked over its public URL, it opens TCP connections to what
 the test names and fetches URLs without credentials, from inside its container. The test names
 every TCP port this host listens on, at every address of the host, the container's own gateway
-included, and another stack's container: only the two endpoints its stack was given answer, and
-its own stack's other service. What it gets through the S3 port without a key is a refusal, and
+included, another stack's container, and a test host of the run's own (a network namespace) at
+the cloud-metadata address 169.254.169.254 and at a private address, which answer the host:
+only the two endpoints its stack was given answer, and its own stack's other service. What it gets through the S3 port without a key is a refusal, and
 no answer it gets holds another tenant's S3 secret.
 
 The same container shows the defence in depth of docs/security.md: root inside is an
@@ -20,8 +21,10 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
 import tarfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ import pytest
 
 from devstack.engine import docker_host, ensure_engine, stop_engine
 from devstack.network import tenant_host
+from devstack.procs import port_open, wait_until
 from devstack.stack import Stack
 from shared.testing.polling import eventually
 from tests.e2e.conftest import new_resource, s3_client
@@ -213,6 +217,56 @@ async def deployed(http: httpx.AsyncClient, manifest: str) -> dict[str, Any]:
     return created
 
 
+#: A test host of the run's own, in a network namespace: a cloud-metadata and a private address.
+OUTSIDE_NETNS = "spinup-outside"
+METADATA_ADDRESS = "169.254.169.254"
+PRIVATE_ADDRESS = "10.255.255.2"
+_OUTSIDE_GATEWAY = "10.255.255.1"
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    subprocess.run(["ip", *args], check=check, capture_output=True)  # noqa: S603, S607
+
+
+@pytest.fixture(scope="module")
+def outside_host() -> Iterator[list[str]]:
+    """A web server on this machine at a link-local and a private address, reachable from the host.
+
+    The addresses belong to a network namespace this fixture makes (veth ``smd0``/``smd1``), so
+    a probe that got through would reach it and never leave the machine.
+    """
+    _ip("netns", "del", OUTSIDE_NETNS, check=False)
+    _ip("netns", "add", OUTSIDE_NETNS)
+    _ip("link", "add", "smd0", "type", "veth", "peer", "name", "smd1")
+    _ip("link", "set", "smd1", "netns", OUTSIDE_NETNS)
+    _ip("addr", "add", f"{_OUTSIDE_GATEWAY}/30", "dev", "smd0")
+    _ip("link", "set", "smd0", "up")
+    for command in (
+        ("addr", "add", f"{PRIVATE_ADDRESS}/30", "dev", "smd1"),
+        ("addr", "add", f"{METADATA_ADDRESS}/32", "dev", "smd1"),
+        ("link", "set", "smd1", "up"),
+        ("link", "set", "lo", "up"),
+        ("route", "add", "default", "via", _OUTSIDE_GATEWAY),
+    ):
+        _ip("netns", "exec", OUTSIDE_NETNS, "ip", *command)
+    _ip("route", "add", f"{METADATA_ADDRESS}/32", "via", PRIVATE_ADDRESS)
+    server = subprocess.Popen(  # noqa: S603
+        ["ip", "netns", "exec", OUTSIDE_NETNS, sys.executable, "-m", "http.server", "80"],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # From the host it answers: a refusal seen from a container is the rules' doing.
+        for address in (METADATA_ADDRESS, PRIVATE_ADDRESS):
+            wait_until(partial(port_open, 80, address), timeout=10, what=f"{address}:80")
+        yield [f"{METADATA_ADDRESS}:80", f"{PRIVATE_ADDRESS}:80"]
+    finally:
+        server.kill()
+        server.wait()
+        _ip("route", "del", f"{METADATA_ADDRESS}/32", check=False)
+        _ip("netns", "del", OUTSIDE_NETNS, check=False)
+
+
 @pytest.fixture(scope="module")
 async def stacks(stack: Stack) -> AsyncIterator[tuple[dict[str, Any], dict[str, Any]]]:
     """The probe's stack and a victim stack, both anonymous, both running."""
@@ -248,7 +302,7 @@ def given_endpoints(env: dict[str, str]) -> set[str]:
 
 
 async def test_only_the_stacks_own_endpoints_answer_from_its_container(
-    stacks: tuple[dict[str, Any], dict[str, Any]], env: dict[str, str]
+    stacks: tuple[dict[str, Any], dict[str, Any]], env: dict[str, str], outside_host: list[str]
 ) -> None:
     probe, victim = stacks
     own = container_of(probe["id"], "probe")
@@ -259,14 +313,15 @@ async def test_only_the_stacks_own_endpoints_answer_from_its_container(
     targets = [
         f"{address}:{port}" for address in sorted(addresses) for port in listening_tcp_ports()
     ]
-    targets += [f"{victim_ip}:8080", "peer:8080"]
+    targets += [f"{victim_ip}:8080", "peer:8080", *outside_host]
 
     answered = await ask(probe, connect=targets)
     reachable = {target for target, outcome in answered["connect"].items() if outcome == "open"}
 
     assert reachable == given_endpoints(env) | {"peer:8080"}, answered["connect"]
     # Refused at once by the host's rules, not left to time out.
-    assert answered["connect"][f"{victim_ip}:8080"] in {"refused", "error 113"}
+    for target in (f"{victim_ip}:8080", *outside_host):
+        assert answered["connect"][target] == "refused", target
 
 
 async def test_seaweedfs_internals_do_not_answer_and_s3_gives_nothing_without_a_key(
@@ -334,9 +389,16 @@ async def test_a_buckets_secret_is_given_by_its_own_token_and_no_other_route(
         aws_access_key_id=attacker["credentials"]["access_key"],
         aws_secret_access_key=attacker["credentials"]["secret_key"],
     )
-    for call in (iam.list_users, iam.list_access_keys):
-        with pytest.raises(botocore.exceptions.ClientError):
-            await asyncio.to_thread(call)
+    victim_user = "t_" + victim["id"].replace("-", "")
+    with pytest.raises(botocore.exceptions.ClientError):
+        await asyncio.to_thread(iam.list_users)
+    with pytest.raises(botocore.exceptions.ClientError):
+        await asyncio.to_thread(iam.list_access_keys, UserName=victim_user)
+    # IAM's self-service answers about the caller alone.
+    own_keys = await asyncio.to_thread(iam.list_access_keys)
+    assert [key["AccessKeyId"] for key in own_keys["AccessKeyMetadata"]] == [
+        attacker["credentials"]["access_key"]
+    ]
     iam.close()
     # Its own token is the one route that gives it.
     own = await http.get(f"/resources/{victim['token']}")

@@ -34,9 +34,11 @@ _SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
 def inventory() -> dict[tuple[str, str], set[str]]:
     """(component, port) -> the address classes the row allows, from docs/security.md."""
     text = SECURITY_DOC.read_text()
-    section = text.split(INVENTORY_HEADING, 1)[1].split("\n## ", 1)[0]
+    section = text.split(INVENTORY_HEADING, 1)[1]
+    # The first table after the heading: its lines start with "|", a blank line ends it.
+    table = section.split("\n|", 1)[1].split("\n\n", 1)[0]
     rows: dict[tuple[str, str], set[str]] = {}
-    for line in section.splitlines():
+    for line in table.splitlines():
         cells = [cell.strip().strip("`") for cell in line.strip().strip("|").split("|")]
         if len(cells) < 3 or cells[0] in {"Component", ""} or set(cells[0]) <= {"-", ":"}:
             continue
