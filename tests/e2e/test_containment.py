@@ -6,11 +6,13 @@ the test names and fetches URLs without credentials, from inside its container. 
 every TCP port this host listens on, at every address of the host, the container's own gateway
 included, another stack's container, and a test host of the run's own (a network namespace) at
 the cloud-metadata address 169.254.169.254 and at a private address, which answer the host:
-only the two endpoints its stack was given answer, and its own stack's other service. What it gets through the S3 port without a key is a refusal, and
-no answer it gets holds another tenant's S3 secret.
+only the two endpoints its stack was given answer, and its own stack's other service. What it
+gets through the S3 port without a key is a refusal, and no answer it gets holds another
+tenant's S3 secret.
 
 The same container shows the defence in depth of docs/security.md: root inside is an
-unprivileged user of the host, its root filesystem is read-only, it has no capabilities.
+unprivileged user of the host, its root filesystem is read-only, it has no capabilities. The
+last test restarts the machine's engine as a host restart would (rules gone, deployer down).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from devstack.engine import docker_host, ensure_engine, stop_engine
 from devstack.network import tenant_host
 from devstack.procs import port_open, wait_until
 from devstack.stack import Stack
-from shared.testing.polling import eventually
 from tests.e2e.conftest import new_resource, s3_client
 from tests.e2e.test_stacks import wait_for_status
 
@@ -489,23 +490,24 @@ async def test_after_an_engine_restart_the_rules_are_back_before_any_stack_conta
     # no other test of the session runs beside it.
     probe, _ = stacks
     before = await ask(probe, connect=sorted(given_endpoints(stack.env())))
+    # A host restart: the deployer is down, every rule is gone, the engine starts again.
+    await asyncio.to_thread(stack.stop_service, "stack-deployer")
     wipe_egress_rules()
     assert stop_engine(stack.profile.root), "the engine was not started by devstack"
 
     await asyncio.to_thread(ensure_engine, stack.profile.root)
 
-    # The moment the engine answers, before the deployer is back to any stack, all is refused.
+    # The moment the engine answers, with no deployer running, all is refused.
     rules = egress_rules()
     assert "-A INPUT -i sp-+ -j SPINUP-EGRESS" in rules
     assert "-A DOCKER-USER -i sp-+ -j SPINUP-EGRESS" in rules
     assert "-A SPINUP-EGRESS -p tcp -j REJECT --reject-with tcp-reset" in rules
-    # Then the deployer puts the stack's own rules back, from its containers' labels.
     jump = f"-j SPINUP-S-{probe['id'].replace('-', '')[:12]}"
-
-    async def restored() -> bool:
-        return jump in await asyncio.to_thread(egress_rules)
-
-    assert await eventually(restored, within=60)
+    assert jump not in rules
+    # The deployer, started again, rebuilds the stack's own rules from its containers' labels
+    # before it serves anything.
+    await asyncio.to_thread(stack.start_service, "stack-deployer")
+    assert jump in egress_rules()
     restarted = await http.post(f"/stacks/{probe['token']}/restart")
     assert restarted.status_code in {200, 202}, restarted.text
     await wait_for_status(http, probe["token"], {"running"})
