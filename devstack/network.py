@@ -31,7 +31,6 @@ from devstack.procs import DevstackError
 OVERRIDE_VARIABLE = "SPINUP_CUSTOMER_HOST"
 
 
-@functools.cache
 def tenant_host() -> str:
     """The address every customer server listens on and every tenant URL names.
 
@@ -40,21 +39,31 @@ def tenant_host() -> str:
     """
     chosen = os.environ.get(OVERRIDE_VARIABLE, "").strip()
     if not chosen:
-        # The engine names the default bridge's gateway only when it was configured; otherwise
-        # the gateway is the first address of its subnet.
-        pool = docker_cli(
-            "network",
-            "inspect",
-            "bridge",
-            "--format",
-            "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
-        ).split()
-        chosen = pool[0] if len(pool) > 1 else ""
-        if len(pool) == 1:
-            chosen = str(next(ipaddress.IPv4Network(pool[0]).hosts()))
+        return _bridge_address()
     try:
         return str(ipaddress.IPv4Address(chosen))
     except ValueError as exc:
-        source = OVERRIDE_VARIABLE if os.environ.get(OVERRIDE_VARIABLE) else "the engine's bridge"
-        msg = f"{source} gave {chosen!r}, not an IPv4 address"
+        msg = f"{OVERRIDE_VARIABLE} is {chosen!r}, not an IPv4 address"
         raise DevstackError(msg) from exc
+
+
+@functools.cache
+def _bridge_address() -> str:
+    """The engine's default bridge's gateway (asked once: it moves only with the engine's config).
+
+    Raises:
+        DevstackError: no engine answers.
+    """
+    # The engine names the default bridge's gateway only when it was configured; otherwise the
+    # gateway is the first address of its subnet.
+    pool = docker_cli(
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+    ).split()
+    if not pool:
+        msg = "the engine's default bridge has no IPv4 subnet"
+        raise DevstackError(msg)
+    return pool[0] if len(pool) > 1 else str(next(ipaddress.IPv4Network(pool[0]).hosts()))

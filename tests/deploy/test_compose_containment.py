@@ -21,15 +21,23 @@ from devstack.mongo import SecantusServer
 COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 PLATFORM_SERVERS = {"platform-pg", "platform-redis", "platform-nats"}
 CUSTOMER_SERVERS = {"customer-pg", "customer-redis", "customer-nats", "mongo", "seaweedfs"}
-#: The one port each service may publish: the API, and the client port of each customer server.
+#: The one port each service may publish: the API, the client port of each customer server, and
+#: platform Postgres and NATS for stack-deployer (host network), on loopback only.
 PUBLISHABLE = {
     "gateway": 8080,
+    "platform-pg": 5432,
+    "platform-nats": 4222,
     "customer-pg": 5432,
     "customer-redis": 6379,
     "customer-nats": 4222,
     "mongo": 27017,
     "seaweedfs": 8333,
 }
+#: Published on 127.0.0.1 whatever .env says: only this machine (stack-deployer) reaches them.
+LOOPBACK_ONLY = {"platform-pg", "platform-nats"}
+#: The one network of the platform's servers that is not internal: it exists for their loopback
+#: ports only (a port cannot be published on an internal network).
+PLATFORM_LOOPBACK = "platform-loopback"
 #: Each provisioner and the one customer server it may share a network with.
 PROVISIONERS = {
     "pg-provisioner": "customer-pg",
@@ -139,6 +147,8 @@ def test_every_published_port_listens_on_the_configured_address(tmp_path: Path) 
     ):
         for name, service in rendered["services"].items():
             expected = api if name == "gateway" else customer
+            if name in LOOPBACK_ONLY:
+                expected = "127.0.0.1"
             for address, target in _published(service):
                 assert address == expected, f"{name}:{target} listens on {address or 'all'}"
     example = dict(
@@ -158,8 +168,13 @@ def test_platform_servers_share_no_network_with_customer_servers(
     for name in CUSTOMER_SERVERS:
         shared = platform & _networks(services[name])
         assert not shared, f"{name} is on the platform's network {shared}"
-    for network in platform:
+    for network in platform - {PLATFORM_LOOPBACK}:
         assert config["networks"][network].get("internal") is True, network
+    # The loopback-port network holds platform servers only, and they publish on 127.0.0.1 only.
+    members = {name for name, spec in services.items() if PLATFORM_LOOPBACK in _networks(spec)}
+    assert members <= PLATFORM_SERVERS, members
+    for name in members:
+        assert {address for address, _ in _published(services[name])} <= {"127.0.0.1"}, name
     # Only Spinup's own services join the platform's servers.
     for name, service in services.items():
         if _networks(service) & platform:
@@ -199,12 +214,6 @@ def test_mongo_runs_the_devstack_launcher_with_the_devstack_flags(
     # The dev stack's own command line, asked of devstack/mongo.py (its tenant address pinned,
     # so no engine is needed to compute it).
     monkeypatch.setenv("SPINUP_CUSTOMER_HOST", "192.0.2.10")
-    try:
-        from devstack.network import tenant_host  # noqa: PLC0415  (present once devstack has it)
-    except ImportError:
-        pass
-    else:
-        tenant_host.cache_clear()
     server = SecantusServer(
         "mongo",
         data_dir=tmp_path / "mongo",
