@@ -28,6 +28,8 @@ def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
         hba=[
             "local all all peer",
             "host all postgres 127.0.0.1/32 scram-sha-256",
+            # The admin from anywhere else (the tenant address, a container) is refused outright.
+            "host all postgres all reject",
             "host sameuser all 127.0.0.1/32 scram-sha-256",
             # A client on this machine reaching the tenant address may come from any of its own.
             "host sameuser all samehost scram-sha-256",

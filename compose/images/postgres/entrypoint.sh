@@ -1,12 +1,19 @@
 #!/bin/sh
-# First start: initdb with the superuser password from POSTGRES_PASSWORD_FILE (a compose secret),
-# an application role and database when POSTGRES_APP_USER is set, and password logins from the
-# network. Later starts only run the server.
+# Postgres the way devstack.servers.PostgresCluster runs it:
+# - first start: initdb with the same flags (peer locally, scram-sha-256 over TCP, UTF8, C.UTF-8),
+#   the superuser `postgres` with the password of POSTGRES_PASSWORD_FILE (a compose secret), and
+#   an application role and database when POSTGRES_APP_USER is set (the platform's);
+# - every start: pg_hba.conf is written whole from POSTGRES_HBA (compose.yaml holds each
+#   cluster's rules: the customer one is devstack/customer_pg.py's `sameuser` for tenants, the
+#   admin only from pg-provisioner), so a changed rule takes effect on the next start and no
+#   rule of an older image survives;
+# - the server runs with the arguments given (the settings, as `-c name=value`).
 set -eu
+: "${POSTGRES_HBA:?POSTGRES_HBA must hold the whole of pg_hba.conf (compose.yaml)}"
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     initdb --auth-local=peer --auth-host=scram-sha-256 --username=postgres \
+        --encoding=UTF8 --locale=C.UTF-8 \
         --pwfile="$POSTGRES_PASSWORD_FILE" -D "$PGDATA" >/dev/null
-    echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
     if [ -n "${POSTGRES_APP_USER:-}" ]; then
         pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
         password="$(cat "$POSTGRES_APP_PASSWORD_FILE")"
@@ -16,4 +23,6 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
     fi
 fi
-exec postgres -D "$PGDATA" -c listen_addresses='*'
+umask 077
+printf '%s\n' "$POSTGRES_HBA" >"$PGDATA/pg_hba.conf"
+exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"
