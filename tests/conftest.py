@@ -91,7 +91,11 @@ async def driver(env: dict[str, str]) -> AsyncIterator[PostgresDriver]:
 def admin_shell(env: dict[str, str]) -> WeedShell:
     """SeaweedFS's own admin tool, against the session's master and filer."""
     return WeedShell(
-        weed=weed_binary(), master=env["SPINUP_S3_MASTER"], filer=env["SPINUP_S3_FILER"]
+        weed=weed_binary(),
+        master=env["SPINUP_S3_MASTER"],
+        filer=env["SPINUP_S3_FILER"],
+        # The servers' security.toml: without its gRPC certificate the shell is refused.
+        config_dir=Path(env["SPINUP_S3_CONFIG_DIR"]),
     )
 
 
@@ -104,6 +108,7 @@ async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterato
         access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
         secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
         shell=admin_shell,
+        filer_read_key=env["SPINUP_S3_FILER_READ_KEY"],
     )
     yield connected
     await connected.close()

@@ -33,6 +33,7 @@ from storage_provisioner.driver import (
     WeedShell,
     bucket_location,
     bucket_name,
+    filer_jwt,
     guard_bucket_name,
     read_only_locations,
 )
@@ -353,7 +354,10 @@ async def test_block_writes_refuses_uploads_of_every_kind_but_reads_and_deletes_
 async def read_only_in_seaweedfs(
     session: aiohttp.ClientSession, env: dict[str, str], bucket: str
 ) -> bool:
-    async with session.get(f"http://{env['SPINUP_S3_FILER']}{FILER_CONF_PATH}") as response:
+    url = f"http://{env['SPINUP_S3_FILER']}{FILER_CONF_PATH}"
+    # The filer takes only signed reads (security.toml's [jwt.filer_signing.read]).
+    token = filer_jwt(env["SPINUP_S3_FILER_READ_KEY"])
+    async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as response:
         if response.status == HTTPStatus.NOT_FOUND:
             return False
         return bucket_location(bucket) in read_only_locations(await response.text())

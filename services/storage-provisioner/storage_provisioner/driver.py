@@ -30,9 +30,13 @@ by a volume heartbeat (measured 3-5 s), so it would keep refusing until its next
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -84,6 +88,8 @@ SHELL_TIMEOUT_S = 15.0
 # per-path rules (the quota pass's read-only flags among them).
 FILER_BUCKETS_PATH = "/buckets"
 FILER_CONF_PATH = "/etc/seaweedfs/filer.conf"
+# How long a filer token this driver signs is good for (SeaweedFS's own default lifetime).
+FILER_JWT_TTL_S = 10
 
 # What "the S3 server cannot be reached" looks like from each client library.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -144,6 +150,24 @@ def read_only_locations(filer_conf: str) -> set[str]:
         for rule in locations
         if isinstance(rule, dict) and rule.get("readOnly") and rule.get("locationPrefix")
     }
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def filer_jwt(key: str, ttl_s: int = FILER_JWT_TTL_S) -> str:
+    """A token the filer accepts for ``security.toml``'s ``[jwt.filer_signing*]`` ``key``.
+
+    An HS256 JWT with only an expiry: SeaweedFS's filer claims (allowed path prefixes and
+    methods) are optional, and without them it grants every path. Signed here rather than with
+    a JWT library: the worker signs this one token and needs no dependency for it.
+    """
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = _b64url(json.dumps({"exp": int(time.time()) + ttl_s}).encode())
+    signed = f"{header}.{claims}"
+    signature = hmac.new(key.encode(), signed.encode(), hashlib.sha256).digest()
+    return f"{signed}.{_b64url(signature)}"
 
 
 def write_block_policy(bucket: str) -> str:
@@ -294,11 +318,17 @@ class AwsIamAdmin:
 
 @dataclass(frozen=True, slots=True)
 class WeedShell:
-    """``weed shell`` against one master and filer: SeaweedFS's admin commands (filer.conf)."""
+    """``weed shell`` against one master and filer: SeaweedFS's admin commands (filer.conf).
+
+    ``config_dir`` holds the ``security.toml`` the servers read (their gRPC certificate among
+    it): without it the shell's calls are refused. None leaves weed to its own search (the
+    working directory, ``~/.seaweedfs``, ``/etc/seaweedfs``), as when the file is mounted there.
+    """
 
     weed: Path
     master: str
     filer: str
+    config_dir: Path | None = None
     timeout: float = SHELL_TIMEOUT_S
 
     async def run(self, script: str) -> str:
@@ -308,8 +338,10 @@ class WeedShell:
             BackendUnavailableError: it did not finish in time (the master or filer is down).
             SpinupError: it failed.
         """
+        config = [f"-config_dir={self.config_dir}"] if self.config_dir else []
         process = await asyncio.create_subprocess_exec(
             str(self.weed),
+            *config,  # a global flag: before the command
             "shell",
             f"-master={self.master}",
             f"-filer={self.filer}",
@@ -429,6 +461,7 @@ class S3Driver:
         http: aiohttp.ClientSession,
         public_endpoint: str,
         region: str,
+        filer_read_key: str,
         close: Callable[[], Awaitable[None]],
     ) -> None:
         self._admin = admin
@@ -438,6 +471,7 @@ class S3Driver:
         self._http = http
         self._public_endpoint = public_endpoint
         self._region = region
+        self._filer_read_key = filer_read_key
         self._close = close
 
     @classmethod
@@ -450,8 +484,13 @@ class S3Driver:
         access_key: str,
         secret_key: str,
         shell: WeedShell,
+        filer_read_key: str = "",
     ) -> S3Driver:
-        """Open the admin clients (S3 data plane, IAM) against ``endpoint`` (``http://host:port``)."""
+        """Open the admin clients (S3 data plane, IAM) against ``endpoint`` (``http://host:port``).
+
+        ``filer_read_key`` signs the driver's one filer read (filer.conf); empty when the filer
+        takes unsigned reads.
+        """
         stack = contextlib.AsyncExitStack()
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S, connect=CONNECT_TIMEOUT_S)
@@ -493,6 +532,7 @@ class S3Driver:
             http=session,
             public_endpoint=public_endpoint,
             region=region,
+            filer_read_key=filer_read_key,
             close=stack.aclose,
         )
 
@@ -676,9 +716,12 @@ class S3Driver:
         await self._run("unblocked", allow)
 
     async def _read_only_locations(self) -> set[str]:
-        """What filer.conf marks read-only: one HTTP GET, not a shell."""
+        """What filer.conf marks read-only: one HTTP GET (signed if a key is set), not a shell."""
         url = f"http://{self._shell.filer}{FILER_CONF_PATH}"
-        async with self._http.get(url) as response:
+        headers = {}
+        if self._filer_read_key:
+            headers["Authorization"] = f"Bearer {filer_jwt(self._filer_read_key)}"
+        async with self._http.get(url, headers=headers) as response:
             if response.status == HTTPStatus.NOT_FOUND:  # no rule was ever written
                 return set()
             text = await response.text()

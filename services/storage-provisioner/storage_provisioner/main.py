@@ -22,7 +22,13 @@ async def run(settings: Settings) -> None:
         region=settings.region,
         access_key=settings.admin_access_key,
         secret_key=settings.admin_secret_key,
-        shell=WeedShell(weed=settings.weed, master=settings.master, filer=settings.filer),
+        shell=WeedShell(
+            weed=settings.weed,
+            master=settings.master,
+            filer=settings.filer,
+            config_dir=settings.config_dir,
+        ),
+        filer_read_key=settings.filer_read_key,
     )
     try:
         await serve_kind(SERVICE, settings.worker, driver, register)

