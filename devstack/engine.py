@@ -153,12 +153,37 @@ def install_egress_rules() -> None:
         raise DevstackError(msg)
 
 
+def _started_engine(root: Path) -> int | None:
+    """The pid of the ``dockerd`` an ``ensure_engine`` started on this socket, from any checkout.
+
+    The engine belongs to the machine: another checkout's ``make run`` may have started the one
+    this checkout uses. One that devstack did not start (a system service) is never named.
+    """
+    try:
+        return int((engine_dir(root) / "dockerd.pid").read_text().strip())
+    except (FileNotFoundError, ValueError):
+        pass
+    ours = engine_dir(Path()).as_posix() + "/dockerd.pid"
+    for entry in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = entry.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [word.decode(errors="replace") for word in argv if word]
+        if (
+            words
+            and Path(words[0]).name == "dockerd"
+            and docker_host() in words
+            and any(word.endswith(ours) for word in words)
+        ):
+            return int(entry.parent.name)
+    return None
+
+
 def stop_engine(root: Path) -> bool:
     """Stop a ``dockerd`` that ``ensure_engine`` started (True if there was one)."""
-    pid_path = engine_dir(root) / "dockerd.pid"
-    try:
-        pid = int(pid_path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+    pid = _started_engine(root)
+    if pid is None:
         return False
     try:
         os.kill(pid, 15)
