@@ -3,9 +3,9 @@
     .venv/bin/python bench/admission.py [--rounds 2000]
 
 Starts its own platform-style ``redis-server`` (devstack config, ``.spinup/admission-bench``),
-measures the gateway's rate-limit step (``gateway.admission.RateLimiter.spend``, the sliding-log Lua
-script) sequentially and under concurrency, then stops Redis and measures the fail-open path:
-the first request that finds Redis gone (it warns) and the ones after it (quiet).
+measures the gateway's rate-limit step (``gateway.admission.ratelimit.RateLimiter.spend``, the
+sliding-log Lua script) sequentially and under concurrency, then stops Redis and measures the
+fail-open path: the first request that finds Redis gone (it warns) and the ones after it (quiet).
 The caps' Postgres count is not included: it is the read model's query, not admission's.
 """
 
@@ -26,7 +26,7 @@ from bench.measure import summary
 from devstack.procs import free_ports
 from devstack.profile import Profile, Secrets
 from devstack.servers import RedisServer
-from gateway.admission import RateLimiter
+from gateway.admission.ratelimit import RateLimiter
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PER_MINUTE = 10**9  # never refuse: the bench measures the admitted path

@@ -19,7 +19,7 @@ from functools import partial
 import httpx
 
 from bench.measure import gateway_url, summary, timed_http
-from gateway.accounts import Passwords
+from gateway.accounts.store import Passwords
 
 PASSWORD = "correct horse battery staple"  # noqa: S105  (a bench account's)
 

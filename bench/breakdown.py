@@ -46,7 +46,7 @@ from bench.cpu import LOAD_GENERATOR, CpuMeter, cores, cpu_bound_per_s, stack_pr
 from bench.drivers import connected
 from bench.harness import caller, echo_responder
 from bench.measure import summary
-from gateway.admission import RateLimiter
+from gateway.admission.ratelimit import RateLimiter
 from redis_provisioner.driver import RedisDriver
 from shared.bus import Bus
 from shared.contracts.commands import ProvisionResource

@@ -20,7 +20,7 @@ import pg_provisioner.settings
 import queue_provisioner.settings
 import redis_provisioner.settings
 import storage_provisioner.settings
-from gateway.webhook_driver import WebhookDriver
+from gateway.webhooks.driver import WebhookDriver
 from mongo_provisioner.driver import MongoDriver
 from pg_provisioner.driver import PostgresDriver
 from queue_provisioner.driver import NatsAccountDriver
@@ -94,7 +94,13 @@ async def _s3(env: Mapping[str, str]) -> tuple[Driver, Closer]:
         region=settings.region,
         access_key=settings.admin_access_key,
         secret_key=settings.admin_secret_key,
-        shell=WeedShell(weed=settings.weed, master=settings.master, filer=settings.filer),
+        shell=WeedShell(
+            weed=settings.weed,
+            master=settings.master,
+            filer=settings.filer,
+            config_dir=settings.config_dir,
+        ),
+        filer_read_key=settings.filer_read_key,
     )
     return driver, driver.close
 

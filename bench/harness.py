@@ -33,7 +33,7 @@ from bench.machine import describe_machine, versions
 from bench.measure import KEPT_ERRORS, Measurement, measure
 from bench.pg_pool import pool_members_taken, wait_for_pool
 from devstack.stack import Stack
-from gateway.routes import KIND_ROUTES
+from gateway.resources.routes import KIND_ROUTES
 from shared.contracts.kinds import ResourceKind
 from shared.naming import RETIRED_PREFIX
 from shared.plans import load_plans
@@ -479,7 +479,7 @@ class Bench:
                 )
 
             # Deletes after every create: a DROP DATABASE between creates slows the ones after
-            # it (shared/research/perf.md), and the floor is the create alone.
+            # it (docs/floors.md), and the floor is the create alone.
             async def delete(i: int) -> None:
                 await driver.delete(made[i])
 

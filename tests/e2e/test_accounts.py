@@ -30,8 +30,8 @@ from nats.aio.client import RawCredentials
 from pymongo.errors import OperationFailure
 from redis.exceptions import AuthenticationError
 
-from gateway.accounts import AccountProjection, account_stream, rebuild_accounts
-from gateway.auth import SESSION_AUDIENCE, SESSION_ISSUER
+from gateway.accounts.auth import SESSION_AUDIENCE, SESSION_ISSUER
+from gateway.accounts.store import AccountProjection, account_stream, rebuild_accounts
 from shared.config import Env
 from shared.contracts.events import AccessTokenCreated
 from shared.crypto.sealing import Keyring

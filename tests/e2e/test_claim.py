@@ -29,7 +29,7 @@ from nats.js.errors import APIError
 
 from devstack.procs import free_ports
 from devstack.stack import Stack
-from gateway.claims import mint_claim_token
+from gateway.claims.routes import mint_claim_token
 from shared.config import Env
 from shared.plans import Plans, Tier, load_plans
 from storage_provisioner.driver import S3Driver

@@ -11,7 +11,7 @@ import pytest
 
 from devstack.stack import Stack
 from gateway.errors import HTTP_STATUS
-from gateway.routes import KIND_ROUTES
+from gateway.resources.routes import KIND_ROUTES
 from tests.e2e.conftest import gateway_with_plans
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 
 from devstack.procs import free_ports
 from devstack.stack import Stack
-from gateway.webhook_driver import WebhookDriver
+from gateway.webhooks.driver import WebhookDriver
 from shared.testing.polling import eventually
 from tests.e2e.conftest import SHORT_TTL_S, gateway_with_plans
 

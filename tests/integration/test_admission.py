@@ -18,8 +18,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from structlog.testing import capture_logs
 
 from devstack.procs import free_ports
-from gateway import admission
-from gateway.admission import RateLimiter
+from gateway.admission import policy
+from gateway.admission.ratelimit import RateLimiter
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import ResourceKind
 from shared.plans import load_plans
@@ -158,7 +158,7 @@ def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     plans = load_plans(REPO_ROOT / "plans.yaml")
     anonymous, account = plans.anonymous, plans.account
 
-    error = admission._over_active_cap(
+    error = policy._over_active_cap(
         plans.anonymous_tier, anonymous, ResourceKind.POSTGRES, 7, anonymous=True
     )
     assert error.code is ErrorCode.PLAN_LIMIT_REACHED
@@ -168,7 +168,7 @@ def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     assert "claim_url" in error.agent_action
     assert "DELETE /resources/{token}" in error.agent_action
 
-    error = admission._over_active_cap(
+    error = policy._over_active_cap(
         plans.account_tier, account, ResourceKind.REDIS, 7, anonymous=False
     )
     assert f"the {plans.account_tier} plan allows {account.caps.active_per_kind}" in error.message
@@ -176,19 +176,19 @@ def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     assert "GET /plans" in error.agent_action
     assert "GET /resources?kind=redis" in error.agent_action
 
-    error = admission._over_daily_cap(plans.account_tier, account, 9, anonymous=False)
+    error = policy._over_daily_cap(plans.account_tier, account, 9, anonymous=False)
     assert f"{account.caps.provisions_per_day} new resources in 24 hours" in error.message
     assert error.agent_action is not None
     assert "GET /plans" in error.agent_action
 
-    error = admission._rate_limited(anonymous, 1500, anonymous=True)
+    error = policy._rate_limited(anonymous, 1500, anonymous=True)
     assert error.code is ErrorCode.RATE_LIMITED
     assert error.retry_after_s == 2  # rounded up: never tell a client to come back too early
     assert f"{anonymous.rate_limit.provisions_per_minute} per minute" in error.message
     assert error.agent_action is not None
     assert error.agent_action.startswith("Wait 2 seconds and retry")
     assert "POST /auth/register" in error.agent_action
-    account_error = admission._rate_limited(account, 1, anonymous=False)
+    account_error = policy._rate_limited(account, 1, anonymous=False)
     assert account_error.retry_after_s == 1
     assert account_error.agent_action is not None
     assert "GET /plans" in account_error.agent_action

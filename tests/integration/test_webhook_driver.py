@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from devstack.procs import free_ports
-from gateway.webhook_driver import (
+from gateway.webhooks.driver import (
     ReceiveKey,
     RecordOutcome,
     StoredRequest,

@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from gateway.accounts import Passwords, check_new_password, normalise_email
-from gateway.auth import (
+from gateway.accounts.auth import (
     ACCESS_TOKEN_PREFIX,
     ALL_SCOPES,
     SESSION_AUDIENCE,
@@ -24,6 +23,7 @@ from gateway.auth import (
     mint_access_token,
     read_session,
 )
+from gateway.accounts.store import Passwords, check_new_password, normalise_email
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.crypto.tokens import hash_token
 

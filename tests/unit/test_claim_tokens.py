@@ -4,7 +4,7 @@ import uuid
 import jwt
 import pytest
 
-from gateway.claims import (
+from gateway.claims.routes import (
     CLAIM_AUDIENCE,
     CLAIM_ISSUER,
     ClaimToken,
@@ -12,7 +12,7 @@ from gateway.claims import (
     read_claim_token,
     token_text,
 )
-from gateway.neon import _parse_id, resource_id_of
+from gateway.neon.routes import _parse_id, resource_id_of
 from shared.contracts.errors import ErrorCode, SpinupError
 
 KEY = b"k" * 32

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from litestar import Request
 
-from gateway.clients import UNKNOWN, client_ip
+from gateway.admission.clients import UNKNOWN, client_ip
 from shared.crypto.tokens import fingerprint
 
 LOOPBACK = (ip_network("127.0.0.1/32"),)

@@ -4,14 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.webhook_driver import (
+from gateway.webhooks.driver import (
     ReceiveKey,
     encode_body,
     parse_receive_key,
     receive_key,
     receive_key_of_url,
 )
-from gateway.webhooks import largest_webhook_body
+from gateway.webhooks.routes import largest_webhook_body
 from shared.logging import redact_text
 from shared.plans import parse_plans
 

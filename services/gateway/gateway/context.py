@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncpg
 from redis.asyncio import Redis
 
-from gateway.accounts import Accounts
-from gateway.admission import RateLimiter
+from gateway.accounts.store import Accounts
+from gateway.admission.ratelimit import RateLimiter
 from gateway.settings import Settings
-from gateway.stack_plumbing import StackPlumbing
-from gateway.webhook_driver import WebhookDriver
+from gateway.stacks.plumbing import StackPlumbing
+from gateway.webhooks.driver import WebhookDriver
 from shared.bus import Bus
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceReadModel

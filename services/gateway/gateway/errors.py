@@ -16,8 +16,8 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.routes import HTTPRoute
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 
-from gateway.middleware import request_id_of
-from gateway.schemas import ErrorBody
+from gateway.http.middleware import request_id_of
+from gateway.http.schemas import ErrorBody
 from shared.contracts.errors import ErrorCode, SpinupError
 
 log = structlog.get_logger("gateway.errors")

@@ -20,22 +20,22 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.account_routes import AUTH_ROUTES
-from gateway.accounts import SCHEMA as ACCOUNTS_SCHEMA
-from gateway.accounts import AccountProjection, Accounts, Passwords
-from gateway.admission import RateLimiter
-from gateway.claims import CLAIM_ROUTES
+from gateway.accounts.routes import AUTH_ROUTES
+from gateway.accounts.store import SCHEMA as ACCOUNTS_SCHEMA
+from gateway.accounts.store import AccountProjection, Accounts, Passwords
+from gateway.admission.ratelimit import RateLimiter
+from gateway.claims.routes import CLAIM_ROUTES
 from gateway.context import GatewayContext
 from gateway.errors import document_errors, error_response
-from gateway.llms import LLMS_ROUTES
-from gateway.middleware import request_id_middleware
-from gateway.neon import NEON_ROUTES
-from gateway.routes import ROUTES, dependencies
+from gateway.http.middleware import request_id_middleware
+from gateway.llms.routes import LLMS_ROUTES
+from gateway.neon.routes import NEON_ROUTES
+from gateway.resources.routes import ROUTES, dependencies
 from gateway.settings import Settings
-from gateway.stack_plumbing import StackPlumbing
-from gateway.stacks import stack_routes
-from gateway.webhook_driver import WebhookDriver
-from gateway.webhooks import serve_webhook_commands, webhook_routes
+from gateway.stacks.plumbing import StackPlumbing
+from gateway.stacks.routes import stack_routes
+from gateway.webhooks.driver import WebhookDriver
+from gateway.webhooks.routes import serve_webhook_commands, webhook_routes
 from shared.bus import Bus, ensure_stack_stores
 from shared.crypto.sealing import Keyring
 from shared.eventlog.connection import create_platform_pool
@@ -208,7 +208,7 @@ def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> No
         access_log=False,
         server_header=False,
         # uvicorn would rewrite the client address from X-Forwarded-For of any local peer;
-        # gateway.clients believes it only from SPINUP_TRUSTED_PROXIES.
+        # gateway.admission.clients believes it only from SPINUP_TRUSTED_PROXIES.
         proxy_headers=False,
     )
     _GatewayServer(config, app).run(sockets)

@@ -13,11 +13,11 @@ import msgspec
 from litestar import get
 from litestar.enums import MediaType
 
-from gateway.accounts import PASSWORD_LENGTHS
-from gateway.auth import Scope
+from gateway.accounts.auth import Scope
+from gateway.accounts.store import PASSWORD_LENGTHS
 from gateway.context import GatewayContext
 from gateway.errors import HTTP_STATUS
-from gateway.routes import KIND_ROUTES
+from gateway.resources.routes import KIND_ROUTES
 from shared.contracts.kinds import Credentials, ResourceKind
 from shared.plans import Plans, Tier
 

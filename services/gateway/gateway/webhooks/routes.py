@@ -1,8 +1,8 @@
 """Webhook receivers over HTTP, and the provisioning commands the gateway itself serves for them.
 
-``POST /webhook/new`` is the generic create route (``routes.py``); it reaches the lifecycle
-below over NATS like every other kind. Here: the receive URL (any method), reading the captured
-requests back, and following them live as Server-Sent Events.
+``POST /webhook/new`` is the generic create route (``resources/routes.py``); it reaches the
+lifecycle below over NATS like every other kind. Here: the receive URL (any method), reading the
+captured requests back, and following them live as Server-Sent Events.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from gateway.clients import client_ip
+from gateway.admission.clients import client_ip
 from gateway.context import GatewayContext
-from gateway.routes import TokenParam, open_credentials, resource_for_token
-from gateway.webhook_driver import (
+from gateway.resources.routes import TokenParam, open_credentials, resource_for_token
+from gateway.webhooks.driver import (
     LiveRequests,
     RecordOutcome,
     StoredRequest,

@@ -37,9 +37,9 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
-from gateway.auth import Principal, Scope, authenticate
+from gateway.accounts.auth import Principal, Scope, authenticate
 from gateway.context import GatewayContext
-from gateway.middleware import request_id_of
+from gateway.http.middleware import request_id_of
 from shared.contracts.commands import ClaimResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.events import ClaimCompleted, ClaimStarted, RecordedEvent

@@ -16,8 +16,7 @@ from litestar import Request, delete, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
-from gateway.accounts import AccessToken, Account, check_new_password, normalise_email
-from gateway.auth import (
+from gateway.accounts.auth import (
     Principal,
     Scope,
     issue_session,
@@ -25,10 +24,11 @@ from gateway.auth import (
     require_principal,
     require_session_principal,
 )
+from gateway.accounts.store import AccessToken, Account, check_new_password, normalise_email
 from gateway.context import GatewayContext
-from gateway.middleware import request_id_of
-from gateway.routes import open_credentials, resource_for, resource_info
-from gateway.schemas import ResourceInfo
+from gateway.http.middleware import request_id_of
+from gateway.http.schemas import ResourceInfo
+from gateway.resources.routes import open_credentials, resource_for, resource_info
 from shared.contracts.commands import RotateCredentials
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import Credentials, ResourceKind, connection_url_of

@@ -17,13 +17,13 @@ from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
-from gateway.admission import admit
-from gateway.auth import Principal, Scope, authenticate
-from gateway.claims import claim_url
-from gateway.clients import client_ip
+from gateway.accounts.auth import Principal, Scope, authenticate
+from gateway.admission.clients import client_ip
+from gateway.admission.policy import admit
+from gateway.claims.routes import claim_url
 from gateway.context import GatewayContext
-from gateway.middleware import request_id_of
-from gateway.schemas import (
+from gateway.http.middleware import request_id_of
+from gateway.http.schemas import (
     BackingResourceInfo,
     Health,
     NewResource,

@@ -37,13 +37,14 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.errors import ObjectNotFoundError
 
-from gateway.admission import admit
-from gateway.auth import Principal, Scope, authenticate
-from gateway.claims import claim_url
-from gateway.clients import client_ip
+from gateway.accounts.auth import Principal, Scope, authenticate
+from gateway.admission.clients import client_ip
+from gateway.admission.policy import admit
+from gateway.claims.routes import claim_url
 from gateway.context import GatewayContext
-from gateway.middleware import request_id_of
-from gateway.routes import (
+from gateway.http.middleware import request_id_of
+from gateway.http.schemas import BackingResourceInfo, StackControlledView, StackCreated
+from gateway.resources.routes import (
     IDEMPOTENCY_NAMESPACE,
     KIND_ROUTES,
     StackPart,
@@ -55,9 +56,8 @@ from gateway.routes import (
     provision,
     resource_for,
 )
-from gateway.schemas import BackingResourceInfo, StackControlledView, StackCreated
-from gateway.stack_plumbing import StackPlumbing
-from gateway.webhooks import HOP_BY_HOP_HEADERS, KEEPALIVE_S, RECEIVE_METHODS
+from gateway.stacks.plumbing import StackPlumbing
+from gateway.webhooks.routes import HOP_BY_HOP_HEADERS, KEEPALIVE_S, RECEIVE_METHODS
 from shared.contracts.commands import ControlStack, StackAction
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import ResourceKind, ResourceStatus, StackCredentials, StackLimits

@@ -13,7 +13,7 @@ works here unchanged:
 
 Like Neon's, these routes are anonymous: an ``Authorization`` header is not read, and every
 database is made on the anonymous tier by the same recipe as ``/db/new``
-(``routes.provision``: admission, rate limits and caps included).
+(``resources.routes.provision``: admission, rate limits and caps included).
 
 **The database id is its only key.** Whoever knows it reads the connection string, exactly as
 on Neon. So:
@@ -54,11 +54,11 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 from litestar.types import ExceptionHandlersMap
 
-from gateway.claims import claim_url
-from gateway.clients import client_ip
+from gateway.admission.clients import client_ip
+from gateway.claims.routes import claim_url
 from gateway.context import GatewayContext
 from gateway.errors import error_response, error_responses
-from gateway.routes import open_credentials, provision
+from gateway.resources.routes import open_credentials, provision
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.events import ClaimCompleted, ClaimStarted
 from shared.contracts.kinds import ResourceKind, ResourceStatus, connection_url_of

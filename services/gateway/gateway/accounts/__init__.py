@@ -1,0 +1,1 @@
+"""Accounts and who the caller is: the account read model, auth, and the ``/auth`` routes."""

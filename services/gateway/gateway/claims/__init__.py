@@ -1,0 +1,1 @@
+"""Claim: moving anonymous resources into an account (``/claim``)."""

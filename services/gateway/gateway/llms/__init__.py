@@ -1,0 +1,1 @@
+"""``GET /llms.txt``: the guide for coding agents."""

@@ -1,0 +1,1 @@
+"""The Neon-compatible claimable Postgres API (``/api/v1/database``)."""

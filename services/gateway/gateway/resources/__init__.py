@@ -1,0 +1,1 @@
+"""Provisioning (``POST /<kind>/new``), resource management (``/resources``), plans and health."""

@@ -1,0 +1,1 @@
+"""Stacks: deploying uploaded apps (``/stacks``, ``/deploy``) and serving them (``/apps``)."""

@@ -1,0 +1,1 @@
+"""Webhook receivers: their Redis driver (the gateway is their worker) and ``/webhook`` routes."""
