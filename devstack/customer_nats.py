@@ -3,7 +3,7 @@
 Separate from the platform NATS (DESIGN.md: control plane and customer data never share a
 server). It runs in operator/JWT mode with the full resolver: accounts are JWTs signed by the
 operator, pushed at run time over ``$SYS.REQ.CLAIMS.UPDATE`` and removed with
-``$SYS.REQ.CLAIMS.DELETE`` (research/backends.md, section 3).
+``$SYS.REQ.CLAIMS.DELETE`` (docs/backends.md, NATS).
 
 The first ``init`` mints the operator, the system account (SYS) and a SYS user, and keeps them
 under ``<data>/keys`` (0700, files 0600): the operator seed and the SYS user's ``.creds`` reach

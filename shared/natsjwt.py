@@ -9,7 +9,7 @@ only in their ``nats`` section (new limits within one second) still get distinct
 server's JWT store ignores an update whose ``jti`` equals the stored one.
 
 Why not the PyPI ``nats-jwt`` package: it writes ``memory_storage`` where the server reads
-``mem_storage``, which silently disables memory streams (research/backends.md, section 3).
+``mem_storage``, which silently disables memory streams (docs/backends.md, NATS).
 """
 
 from __future__ import annotations

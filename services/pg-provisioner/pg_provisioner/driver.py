@@ -5,7 +5,7 @@ passes ``guard_tenant_name`` before any DROP. Statements run one by one outside 
 (CREATE/DROP DATABASE cannot run inside one). Passwords reach Postgres only as SCRAM verifiers
 computed here, so the plaintext never appears in the server's logs or catalogs.
 
-Quota (research/backends.md, "Storage quotas"): Postgres has none, so the usage sweep measures
+Quota (docs/backends.md, Postgres): Postgres has none, so the usage sweep measures
 ``pg_database_size`` and blocks writes in two steps. First a soft block: the database's sessions
 start read-only (``default_transaction_read_only``); reads work and the tenant can clean up.
 If the database keeps growing to ``HARD_BLOCK_USAGE_FACTOR`` times its quota (the tenant turned
@@ -175,7 +175,7 @@ class PostgresDriver:
         self._public_host = public_host
         self._public_port = public_port
         # CREATE DATABASE of requests and of refills alike: wal_log creates stop gaining
-        # throughput beyond a few at once per cluster (research/perf.md).
+        # throughput beyond a few at once per cluster (docs/floors.md).
         self._ddl_slots = asyncio.Semaphore(ddl_concurrency)
         self._drops = DropQueue(pool, concurrency=drop_concurrency)
         self._warm: WarmPool | None = None
@@ -295,7 +295,7 @@ class PostgresDriver:
                 " REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC"
             )
             # ACLs on shared catalogs are per database: revoke inside each database, template1
-            # first so every new one inherits it (research/backends.md, "Hide pg_database").
+            # first so every new one inherits it (docs/backends.md, Postgres).
             await self._hide_catalogs("template1")
             names = [row["datname"] for row in await self._pool.fetch(_EXISTING_DATABASES)]
             slots = asyncio.Semaphore(_HARDEN_CONCURRENCY)

@@ -1,7 +1,7 @@
 """Warm pool and drop queue: the slow DDL of the customer cluster, kept off the request path.
 
 ``CREATE DATABASE`` costs 30 to 80 ms and ``DROP DATABASE`` forces a checkpoint every tenant feels
-(research/perf.md). So databases are made ahead of time and handed out by renaming, and deleted
+(docs/floors.md). So databases are made ahead of time and handed out by renaming, and deleted
 ones are renamed out of the way and dropped later, a few at a time.
 
 Pool members: a role and a database both named ``pool_name(member_id)``, the role with no login

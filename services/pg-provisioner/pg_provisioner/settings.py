@@ -36,7 +36,7 @@ class Settings:
             worker=WorkerSettings.from_env(
                 env,
                 prefix="PG",
-                # wal_log creates stop gaining throughput beyond a few at once (research/perf.md).
+                # wal_log creates stop gaining throughput beyond a few at once (docs/floors.md).
                 create_concurrency=4,
                 # DROP DATABASE forces a checkpoint every tenant feels: keep drops few at a time.
                 delete_concurrency=2,

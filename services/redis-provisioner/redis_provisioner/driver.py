@@ -4,7 +4,7 @@ Why care: this module deletes users and keys. Every name comes from ``shared.nam
 and passes ``guard_tenant_name`` before any ``ACL DELUSER`` or ``UNLINK``; keys are only ever
 matched by the tenant's own ``t_<hex>:`` prefix.
 
-Isolation is the ACL below (research/backends.md §2): keys and channels under the prefix only,
+Isolation is the ACL below (docs/backends.md, Redis): keys and channels under the prefix only,
 and every keyless command that lists or counts the whole keyspace denied one by one, because
 ``-@dangerous`` alone still lets ``SCAN``, ``RANDOMKEY`` and ``DBSIZE`` through. ``PUBSUB`` is
 denied as well: ``PUBSUB CHANNELS`` ignores channel permissions and lists every tenant's active
