@@ -150,7 +150,13 @@ async def _reopen_if_active(ctx: GatewayContext, resource_id: uuid.UUID) -> None
     await ctx.webhooks.reopen(recorded, state.limits)
 
 
-def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
+def _receive_handlers(max_body_bytes: int) -> list[HTTPRouteHandler]:
+    """The receive URL and every path below it: one handler each, so both are documented.
+
+    (One handler with both paths is documented under whichever path its set yields first, which
+    changes with the interpreter's hash seed.)
+    """
+
     async def receive_webhook(
         request: Request[Any, Any, Any], ctx: GatewayContext, key: str, subpath: str = "/"
     ) -> Response[RequestReceived | None]:
@@ -175,19 +181,22 @@ def _receive_handler(max_body_bytes: int) -> HTTPRouteHandler:
             return Response(None, status_code=200, headers=headers)
         return Response(RequestReceived(id=stored.id), status_code=200, headers=headers)
 
-    return route(
-        ["/webhook/receive/{key:str}", "/webhook/receive/{key:str}/{subpath:path}"],
-        http_method=RECEIVE_METHODS,
-        status_code=200,
-        # The app-wide cap is smaller than a webhook body may be; each receiver's own plan
-        # limit is checked again before anything is stored.
-        request_max_body_size=max_body_bytes,
-        summary="Send a request to a webhook receiver",
-        description="Any method, any path below the receive URL, any body up to the receiver's"
-        " `max_body_kb`. The request is stored (the oldest beyond `requests_kept` are dropped)"
-        " and streamed to open `GET /webhook/{token}/stream` connections.",
-        tags=["webhooks"],
-    )(receive_webhook)
+    return [
+        route(
+            path,
+            http_method=RECEIVE_METHODS,
+            status_code=200,
+            # The app-wide cap is smaller than a webhook body may be; each receiver's own plan
+            # limit is checked again before anything is stored.
+            request_max_body_size=max_body_bytes,
+            summary="Send a request to a webhook receiver",
+            description="Any method, any path below the receive URL, any body up to the"
+            " receiver's `max_body_kb`. The request is stored (the oldest beyond `requests_kept`"
+            " are dropped) and streamed to open `GET /webhook/{token}/stream` connections.",
+            tags=["webhooks"],
+        )(receive_webhook)
+        for path in ("/webhook/receive/{key:str}", "/webhook/receive/{key:str}/{subpath:path}")
+    ]
 
 
 async def _receiver_for(ctx: GatewayContext, token: str) -> tuple[ResourceState, WebhookLimits]:
@@ -254,4 +263,4 @@ def largest_webhook_body(plans: Plans) -> int:
 
 def webhook_routes(plans: Plans) -> list[HTTPRouteHandler]:
     """The webhook routes; the receive route's body cap comes from the plans."""
-    return [_receive_handler(largest_webhook_body(plans)), list_requests, stream_requests]
+    return [*_receive_handlers(largest_webhook_body(plans)), list_requests, stream_requests]
