@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bench import drivers
@@ -12,6 +14,7 @@ from bench.__main__ import measure
 from bench.breakdown import breakdown, cpu_per_create
 from bench.cpu import stack_processes
 from bench.harness import NEW_PATH, SMOKE, Progress, Target
+from bench.pg_floors import QUICK, pg_floors
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from bench.tails import one_run, report
 from devstack.stack import Stack
@@ -94,3 +97,54 @@ async def test_the_tails_run_measures_both_ratios_and_reports_their_spread(stack
     assert cold_1.startswith("cold /db/new c=1, p50 / raw (target <= 1.15x): median ")
     assert cold_4.startswith("cold /db/new c=4")
     assert reaper.startswith("reaper, /db/new p99 busy / idle (target <= 2x): median ")
+
+
+async def test_every_postgres_floor_prints_a_positive_median_p99_and_rate(stack: Stack) -> None:
+    env = stack.env()
+    header, floors = await pg_floors(env, QUICK)
+
+    assert [line.split(":")[0] for line in header] == ["platform cluster", "customer cluster"]
+    labels = [floor.label.strip() for floor in floors]
+    assert labels == [
+        "event-log INSERT ... RETURNING, one at a time",
+        "the same, 32 tasks over a pool of 10",
+        "CREATE ROLE + DATABASE file_copy, c=1",
+        "CREATE ROLE + DATABASE file_copy, c=8",
+        "CREATE ROLE + DATABASE wal_log, c=1",
+        "CREATE ROLE + DATABASE wal_log, c=8",
+        "file_copy again, right after the wal_log ones",
+        "create + drop cycle (wal_log), c=1",
+        "its first 1 cycles",
+        "its last 1 cycles",
+        "CREATE ROLE ... PASSWORD (server hashes it)",
+        "CREATE ROLE ... PASSWORD 'SCRAM-SHA-256$...'",
+        "CREATE ROLE ... (no password)",
+        "first connection after CREATE DATABASE",
+        "the next connection",
+    ]
+    for floor in floors:
+        line = floor.line()
+        printed = dict(re.findall(r"(median|p90|p99) +([0-9.]+) ms", line))
+        assert set(printed) == ({"median", "p90", "p99"} if floor.p90 else {"median", "p99"})
+        assert all(float(ms) > 0 for ms in printed.values()), line
+        rate = re.search(r"([0-9.]+)/s", line)
+        assert (rate is not None) == (floor.per_s is not None), line
+        assert rate is None or float(rate.group(1)) > 0, line
+    # The rates the doc gives: the event log's from 32 tasks, the creates', the cycles'.
+    assert sum(floor.per_s is not None for floor in floors) == 7
+    # Everything the run made is gone: the customer cluster's roles and databases, the
+    # platform's copy of the events table.
+    leftovers = {
+        "SPINUP_CUSTOMER_PG_ADMIN_DSN": "SELECT datname FROM pg_database"
+        " UNION ALL SELECT rolname FROM pg_roles",
+        "SPINUP_PLATFORM_DSN": "SELECT tablename FROM pg_tables",
+    }
+    for dsn, names in leftovers.items():
+        conn = await asyncpg.connect(env[dsn])
+        try:
+            left = await conn.fetch(
+                f"SELECT * FROM ({names}) AS n(name) WHERE name LIKE 'floor\\_%'"
+            )
+        finally:
+            await conn.close()
+        assert left == [], dsn
