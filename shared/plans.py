@@ -118,6 +118,8 @@ def _positive(path: str, section: msgspec.Struct) -> None:
         value = getattr(section, field.name)
         if value is None and field.default is None:
             continue  # an optional limit left out
+        if value == 0 and field.default == 0:
+            continue  # an allowance left out (or set to 0): none allowed
         if isinstance(value, bool):
             continue  # a switch, not an amount
         if value <= 0:

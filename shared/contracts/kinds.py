@@ -85,10 +85,15 @@ class S3Limits(msgspec.Struct, frozen=True, kw_only=True, tag="s3"):
 
 
 class WebhookLimits(msgspec.Struct, frozen=True, kw_only=True, tag="webhook"):
-    """Per-receiver limits: how many requests are kept (newest first) and how big one may be."""
+    """Per-receiver limits: how many requests are kept (newest first) and how big one may be.
+
+    ``response_delay_ms_max`` bounds the delay of a custom response; 0 (the default, for limits
+    recorded before it existed) allows none.
+    """
 
     requests_kept: int
     max_body_kb: int
+    response_delay_ms_max: int = 0
 
 
 class StackLimits(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):

@@ -1,10 +1,12 @@
 """No issued secret is stored or logged in plaintext anywhere the platform keeps things.
 
 One full workload (every kind created, rotated, claimed and deleted; an account with a password,
-a session and an access token) runs first; every secret the API handed out is collected from its
-answers. Then the platform database (every row of every table, event payloads included), the
-JetStream streams the relay fills and every log file of the stack are searched for each of them,
-as text and as hex (a bytea column renders as hex): zero hits.
+a session and an access token; a webhook signing secret given to ``PUT /webhook/{token}/verify``)
+runs first; every secret the API handed out or was given is collected. Then the platform
+database (every row of every table, event payloads included), the JetStream streams the relay
+fills, the platform Redis (read while the signing secret's receiver still exists) and every log
+file of the stack are searched for each of them, as text and as hex (a bytea column renders as
+hex): zero hits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import httpx
 import nats
 import pytest
 from nats.js.errors import NotFoundError
+from redis.asyncio import Redis
 
 from devstack.stack import Stack
 from tests.e2e.conftest import PASSWORD, new_email, new_resource
@@ -27,6 +30,8 @@ KINDS = ("db", "cache", "nosql", "queue", "storage", "webhook")
 # The credential fields that are secrets (usernames, hosts and bucket names are not).
 SECRET_FIELDS = ("password", "secret_key", "user_seed", "creds", "user_jwt", "connection_url")
 SHORTEST_SECRET = 12
+# Given by the user, not issued: a webhook signing secret must be sealed at rest all the same.
+SIGNING_SECRET = "whsec_c2VjcmV0LXNjYW4tc2lnbmluZy1zZWNyZXQ="  # base64, as Standard Webhooks wants
 
 
 def secrets_of(answer: dict[str, Any]) -> set[str]:
@@ -42,13 +47,37 @@ def secrets_of(answer: dict[str, Any]) -> set[str]:
     return found
 
 
-async def full_workload(http: httpx.AsyncClient) -> tuple[set[str], set[str]]:
+async def platform_redis(redis_url: str) -> list[bytes]:
+    """Every key and value of the platform Redis (hashes and lists element by element)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        found: list[bytes] = []
+        async for key in redis.scan_iter():
+            found.append(key)
+            kind = await redis.type(key)
+            if kind == b"hash":
+                for field, value in (await redis.hgetall(key)).items():
+                    found += [field, value]
+            elif kind == b"list":
+                found += await redis.lrange(key, 0, -1)
+            elif kind == b"string":
+                found.append(await redis.get(key) or b"")
+        assert found, "the platform Redis is empty: the scan would prove nothing"
+        return found
+    finally:
+        await redis.aclose()
+
+
+async def full_workload(
+    http: httpx.AsyncClient, redis_url: str
+) -> tuple[set[str], set[str], list[bytes]]:
     """Every kind made, rotated, claimed into a new account and deleted.
 
-    Returns the secrets issued, and the ids of the resources (not secret: they must be found,
-    which proves the scan reads where the platform writes).
+    Returns the secrets issued or given, the ids of the resources (not secret: they must be
+    found, which proves the scan reads where the platform writes), and the platform Redis as it
+    was while the webhook receivers (and their signing secret) existed.
     """
-    issued: set[str] = {PASSWORD}
+    issued: set[str] = {PASSWORD, SIGNING_SECRET}
     made = []
     for kind in KINDS:
         body = await new_resource(http, kind)
@@ -57,6 +86,15 @@ async def full_workload(http: httpx.AsyncClient) -> tuple[set[str], set[str]]:
         assert rotated.status_code == 200, rotated.text
         issued |= secrets_of(rotated.json())
         made.append(body)
+        if kind == "webhook":
+            check = {"scheme": "standard-webhooks", "secret": SIGNING_SECRET}
+            verify = await http.put(f"/webhook/{body['token']}/verify", json=check)
+            assert verify.status_code == 200, verify.text
+            sent = await http.post(rotated.json()["credentials"]["receive_url"], content=b"{}")
+            assert sent.status_code == 200, sent.text
+            read = await http.get(f"/webhook/{body['token']}/requests")
+            assert read.json()["requests"][0]["signature"]["status"] == "missing"
+    redis_contents = await platform_redis(redis_url)
     registered = await http.post(
         "/auth/register", json={"email": new_email(), "password": PASSWORD}
     )
@@ -84,7 +122,7 @@ async def full_workload(http: httpx.AsyncClient) -> tuple[set[str], set[str]]:
         assert deleted.status_code == 200, deleted.text
     assert (await http.post("/auth/logout", headers=bearer)).status_code == 200
     assert all(len(secret) >= SHORTEST_SECRET for secret in issued)
-    return issued, {body["id"] for body in [*made, owned]}
+    return issued, {body["id"] for body in [*made, owned]}, redis_contents
 
 
 async def platform_rows(dsn: str) -> list[bytes]:
@@ -141,10 +179,11 @@ def hits(secrets: set[str], haystacks: dict[str, list[bytes]]) -> list[str]:
 async def test_no_issued_secret_is_in_the_database_the_event_stream_or_any_log(
     stack: Stack, env: dict[str, str], http: httpx.AsyncClient
 ) -> None:
-    issued, ids = await full_workload(http)
+    issued, ids, redis_contents = await full_workload(http, env["SPINUP_REDIS_URL"])
     haystacks = {
         "platform database": await platform_rows(env["SPINUP_PLATFORM_DSN"]),
         "JetStream": await jetstream_messages(env["SPINUP_NATS_URL"]),
+        "platform Redis": redis_contents,
     }
     logs = sorted(path for path in stack.logs_dir.rglob("*") if path.is_file())
     assert logs

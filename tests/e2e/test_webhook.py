@@ -65,7 +65,12 @@ async def test_new_receiver_has_a_receive_url_without_the_token(
     url = receive_url(receiver)
     assert url.startswith(f"{stack.gateway_url}/webhook/receive/whk_")
     assert receiver["token"] not in url
-    assert set(receiver["limits"]) == {"requests_kept", "max_body_kb", "expires_in"}
+    assert set(receiver["limits"]) == {
+        "requests_kept",
+        "max_body_kb",
+        "response_delay_ms_max",
+        "expires_in",
+    }
     shown = (await http.get(f"/resources/{receiver['token']}")).json()
     assert shown["kind"] == "webhook"
     assert shown["credentials"]["receive_url"] == url

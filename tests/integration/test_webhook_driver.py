@@ -11,6 +11,7 @@ from devstack.procs import free_ports
 from gateway.webhooks.driver import (
     ReceiveKey,
     RecordOutcome,
+    Setting,
     StoredRequest,
     WebhookDriver,
     encode_body,
@@ -300,3 +301,31 @@ async def test_live_streams_have_a_bounded_pool_of_their_own(
     finally:
         await bounded.delete(rid)
         await live.aclose()
+
+
+async def test_settings_come_back_with_the_stored_request_and_go_with_the_receiver(
+    webhooks: WebhookDriver, redis: Redis
+) -> None:
+    rid = uuid.uuid4()
+    assert not await webhooks.set_setting(rid, Setting.RESPONSE, b'{"status": 202}')
+    assert await webhooks.stored_keys(rid) == 0
+    key = key_of(await webhooks.create(rid, LIMITS))
+    assert await webhooks.receive(key, a_request()) == (RecordOutcome.STORED, None)
+    assert await webhooks.set_setting(rid, Setting.RESPONSE, b'{"status": 202}')
+    assert await webhooks.set_setting(rid, Setting.VERIFY, b"{}")
+    assert await webhooks.receive(key, a_request()) == (RecordOutcome.STORED, b'{"status": 202}')
+    too_big = a_request(b"x" * (LIMITS.max_body_kb * 1024 + 1))
+    assert await webhooks.receive(key, too_big) == (RecordOutcome.TOO_LARGE, None)
+    # A rotation changes the URL, not the receiver: its settings stay.
+    rotated = key_of(await webhooks.rotate(rid, LIMITS))
+    assert await webhooks.setting(rid, Setting.RESPONSE) == b'{"status": 202}'
+    assert await webhooks.receive(rotated, a_request()) == (
+        RecordOutcome.STORED,
+        b'{"status": 202}',
+    )
+    await webhooks.clear_setting(rid, Setting.RESPONSE)
+    assert await webhooks.receive(rotated, a_request()) == (RecordOutcome.STORED, None)
+    await webhooks.delete(rid)
+    assert await webhooks.setting(rid, Setting.VERIFY) is None
+    assert not await webhooks.set_setting(rid, Setting.VERIFY, b"{}")
+    assert await redis.exists(f"webhook:t_{rid.hex}:limits") == 0

@@ -97,7 +97,14 @@ def _client_error(exc: HTTPException) -> SpinupError:
     details: list[str] = []
     extra: Any = exc.extra
     if isinstance(extra, list):
-        details.extend(str(item.get("message", "")) for item in extra if isinstance(item, dict))
+        # The key names the field ("status", "headers.X"): a 400 must say what to fix.
+        details.extend(
+            f"`{item['key']}`: {item.get('message', '')}"
+            if item.get("key")
+            else str(item.get("message", ""))
+            for item in extra
+            if isinstance(item, dict)
+        )
     text = "; ".join(d for d in details if d) or str(exc.detail)
     if "JSON is malformed" in text:
         return SpinupError(ErrorCode.INVALID_JSON, f"The request body is not valid JSON: {text}")

@@ -87,6 +87,17 @@ Webhook receivers: send any method to `credentials.receive_url`; then
 - `GET /webhook/{token}/requests?limit=N`: the captured requests, newest first.
 - `GET /webhook/{token}/stream`: Server-Sent Events, one `request` event per request from now
   on, a keep-alive comment now and then, and a final `closed` event when the receiver goes.
+- `PUT /webhook/{token}/response` `{"status": 200-599, "headers": {...}, "body": "...",
+  "delay_ms": N}`: the receive URL answers with this from now on (HEAD: no body). Refused (400
+  `invalid_request`, the field named): hop-by-hop headers, `Content-Length`, `Set-Cookie`, a body
+  with 204/205/304, a body over the plan's `max_body_kb`, a delay over its
+  `response_delay_ms_max`. `GET` shows it (`custom`, `response`); `DELETE` goes back to `{ok, id}`.
+- `PUT /webhook/{token}/verify` `{"scheme": "stripe"|"github"|"slack"|"shopify"|
+  "standard-webhooks", "secret": "...", "tolerance_s": N}` (`tolerance_s` optional: the
+  provider's 300 s): requests received from now on are read back with `signature: {"status":
+  "valid"|"invalid"|"missing", "reason"}`; reasons `signature_mismatch` (wrong secret or body
+  changed), `timestamp_outside_tolerance`, `malformed_header`. The secret is stored sealed and
+  never shown again. `GET` shows the scheme; `DELETE` turns the check off.
 """
 
 _STACKS = """\

@@ -6,8 +6,10 @@ it touches is built from ``tenant_name`` and passes ``guard_tenant_name`` first.
 One receiver is three Redis names, all derived from the resource id:
 
 - ``webhook:<tenant>:limits``: a hash with the receiver's ``requests_kept``, ``max_body_kb`` and
-  ``generation`` (of its receive URL). It exists exactly while the receiver can take requests,
-  so receiving needs no lookup in the platform Postgres;
+  ``generation`` (of its receive URL), and its settings when set: ``response`` (the custom
+  answer, JSON) and ``verify`` (the signature check, its secret sealed). It exists exactly while
+  the receiver can take requests, so receiving needs no lookup in the platform Postgres, and a
+  delete removes the settings with it;
 - ``webhook:<tenant>:requests``: a list of stored requests (JSON), newest first, trimmed to
   ``requests_kept`` by every push;
 - ``webhook:<tenant>:live``: the pub/sub channel that streams each new request, and a final
@@ -42,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from gateway.webhooks.signatures import SignatureCheck
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import ResourceKind, WebhookCredentials, WebhookLimits
 from shared.naming import guard_tenant_name, tenant_name
@@ -66,15 +69,18 @@ _CLOSED = b"closed"
 # racing a rotate is stored before it or refused after it.
 # KEYS: limits hash, requests list.
 # ARGV: stored request, body size in bytes, live channel, the key's generation.
+# Returns {outcome, the custom response (JSON) or nil}: the answer comes back in the same round
+# trip, so a custom response costs the receive path nothing.
 _RECORD_SCRIPT = """
-local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb', 'generation')
-if not limits[1] or not limits[2] or not limits[3] then return 0 end
-if limits[3] ~= ARGV[4] then return -2 end
-if tonumber(ARGV[2]) > tonumber(limits[2]) * 1024 then return -1 end
+local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb', 'generation',
+                          'response')
+if not limits[1] or not limits[2] or not limits[3] then return {0, false} end
+if limits[3] ~= ARGV[4] then return {-2, false} end
+if tonumber(ARGV[2]) > tonumber(limits[2]) * 1024 then return {-1, false} end
 redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('LTRIM', KEYS[2], 0, tonumber(limits[1]) - 1)
 redis.call('PUBLISH', ARGV[3], ARGV[1])
-return 1
+return {1, limits[4]}
 """
 # Only an existing receiver: writing to a missing hash would open a deleted receiver again.
 # KEYS: limits hash. ARGV: requests_kept, max_body_kb. Returns the new generation, or 0.
@@ -92,6 +98,14 @@ return 1
 # Restore a lost hash, never overwrite one: a restore that read the log before a rotation
 # would otherwise bring the retired URL back.
 # KEYS: limits hash. ARGV: requests_kept, max_body_kb, generation.
+# A setting of the receiver (custom response, signature check), only on an existing receiver:
+# it lives in the limits hash so that a delete removes it with the receiver.
+# KEYS: limits hash. ARGV: field, value. Returns 1 when the receiver exists.
+_SET_FIELD_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 _REOPEN_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'requests_kept', ARGV[1], 'max_body_kb', ARGV[2],
@@ -148,7 +162,9 @@ class StoredRequest(msgspec.Struct, frozen=True, kw_only=True):
     ``path`` is what followed the receive URL ("/" for the URL itself); ``query`` is the raw
     query string and ``query_params`` the same parsed, every value of a repeated name kept.
     ``body`` is the body as text when it is UTF-8, else base64 (``body_encoding`` says which);
-    ``size`` is its length in bytes.
+    ``size`` is its length in bytes. ``signature`` is the verdict of the receiver's signature
+    check, for requests received since it was set (null otherwise); it is worked out when the
+    request is read, never stored.
     """
 
     id: str
@@ -162,6 +178,7 @@ class StoredRequest(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     received_at: datetime
     client_ip: str
+    signature: SignatureCheck | None = None
 
 
 def encode_body(body: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
@@ -170,6 +187,13 @@ def encode_body(body: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
         return body.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         return base64.b64encode(body).decode("ascii"), "base64"
+
+
+class Setting(enum.StrEnum):
+    """A receiver's optional settings: fields of its limits hash."""
+
+    RESPONSE = "response"
+    VERIFY = "verify"
 
 
 class RecordOutcome(enum.Enum):
@@ -298,6 +322,7 @@ class WebhookDriver:
         self._rotate = redis.register_script(_ROTATE_SCRIPT)
         self._set_limits = redis.register_script(_SET_LIMITS_SCRIPT)
         self._reopen = redis.register_script(_REOPEN_SCRIPT)
+        self._set_field = redis.register_script(_SET_FIELD_SCRIPT)
         self._stopping = asyncio.Event()
 
     @property
@@ -398,13 +423,38 @@ class WebhookDriver:
 
         Only through a key of the receiver's current generation (else ``RETIRED_KEY``).
         """
+        outcome, _ = await self.receive(key, request)
+        return outcome
+
+    async def receive(
+        self, key: ReceiveKey, request: StoredRequest
+    ) -> tuple[RecordOutcome, bytes | None]:
+        """``record``, and the receiver's custom response (JSON) if it has one: one round trip."""
         names = _Names.of(key.resource_id)
         with _redis_errors():
-            outcome = await self._record(
+            outcome, response = await self._record(
                 keys=[names.limits, names.requests],
                 args=[_encoder.encode(request), request.size, names.live, key.generation],
             )
-        return RecordOutcome(int(outcome))
+        return RecordOutcome(int(outcome)), response
+
+    async def set_setting(self, resource_id: UUID, setting: Setting, value: bytes) -> bool:
+        """Set one of the receiver's settings; False (nothing written) when its hash is missing."""
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            done = await self._set_field(keys=[names.limits], args=[setting.value, value])
+        return bool(done)
+
+    async def clear_setting(self, resource_id: UUID, setting: Setting) -> None:
+        """Back to the default (a missing receiver has nothing to clear)."""
+        with _redis_errors():
+            await self._redis.hdel(_Names.of(resource_id).limits, setting.value)
+
+    async def setting(self, resource_id: UUID, setting: Setting) -> bytes | None:
+        """The setting's stored value, or None when it is not set."""
+        with _redis_errors():
+            value = await self._redis.hget(_Names.of(resource_id).limits, setting.value)
+        return None if value is None else value.encode() if isinstance(value, str) else value
 
     async def recent(self, resource_id: UUID, limit: int) -> list[StoredRequest]:
         """The newest ``limit`` stored requests, newest first."""

@@ -2,18 +2,23 @@
 
 ``POST /webhook/new`` is the generic create route (``resources/routes.py``); it reaches the
 lifecycle below over NATS like every other kind. Here: the receive URL (any method), reading the
-captured requests back, and following them live as Server-Sent Events.
+captured requests back, following them live as Server-Sent Events, and the receiver's settings:
+a custom response (answered on the receive path, read in the same Redis round trip that stores
+the request) and a signature check (applied when requests are read: ADR 0020).
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, get, route
+import structlog
+from litestar import Request, Response, delete, get, put, route
 from litestar.enums import HttpMethod
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
@@ -25,11 +30,23 @@ from gateway.resources.routes import TokenParam, open_credentials, resource_for_
 from gateway.webhooks.driver import (
     LiveRequests,
     RecordOutcome,
+    Setting,
     StoredRequest,
     encode_body,
     parse_receive_key,
     receive_key_of_url,
 )
+from gateway.webhooks.responses import (
+    SANDBOX_HEADERS,
+    CustomResponse,
+    ResponseSetting,
+    StoredVerify,
+    VerifyRequest,
+    VerifySetting,
+    check_response,
+    verify_aad,
+)
+from gateway.webhooks.signatures import InvalidSecretError, check_secret, verify
 from shared.bus import Bus
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
@@ -38,10 +55,13 @@ from shared.contracts.kinds import (
     WebhookCredentials,
     WebhookLimits,
 )
+from shared.crypto.sealing import SealError
 from shared.lifecycle import ResourceLifecycle
 from shared.plans import Plans
 from shared.resources import ResourceState
 from shared.worker import serve_lifecycle
+
+log = structlog.get_logger("gateway.webhooks")
 
 # Handlers waiting for a slot; beyond this, commands wait in NATS.
 MAX_IN_FLIGHT = 256
@@ -150,6 +170,29 @@ async def _reopen_if_active(ctx: GatewayContext, resource_id: uuid.UUID) -> None
     await ctx.webhooks.reopen(recorded, state.limits)
 
 
+_response_decoder = msgspec.json.Decoder(CustomResponse)
+_verify_decoder = msgspec.json.Decoder(StoredVerify)
+
+
+async def _custom_answer(
+    custom: CustomResponse, headers: dict[str, str], *, head: bool
+) -> Response[Any]:
+    """The receiver's custom response, after its delay (the request is already stored)."""
+    if custom.delay_ms:
+        await asyncio.sleep(custom.delay_ms / 1000)
+    media_type = "text/plain; charset=utf-8"
+    for name, value in custom.headers.items():
+        if name.lower() == "content-type":
+            media_type = value
+        else:
+            headers[name] = value
+    # A tenant's body is served from the API's own origin: a browser opening the receive URL
+    # must not run it there (an HTML body with a script would otherwise act as the API's page).
+    headers.update(SANDBOX_HEADERS)
+    body = b"" if head else custom.body.encode()
+    return Response(body, status_code=custom.status, headers=headers, media_type=media_type)
+
+
 def _receive_handlers(max_body_bytes: int) -> list[HTTPRouteHandler]:
     """The receive URL and every path below it: one handler each, so both are documented.
 
@@ -165,10 +208,10 @@ def _receive_handlers(max_body_bytes: int) -> list[HTTPRouteHandler]:
             raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
         sender = client_ip(request, ctx.settings.trusted_proxies)
         stored = _stored_request(request, await request.body(), subpath, sender)
-        outcome = await ctx.webhooks.record(receiver, stored)
+        outcome, custom = await ctx.webhooks.receive(receiver, stored)
         if outcome is RecordOutcome.NO_RECEIVER:
             await _reopen_if_active(ctx, receiver.resource_id)
-            outcome = await ctx.webhooks.record(receiver, stored)
+            outcome, custom = await ctx.webhooks.receive(receiver, stored)
         if outcome is RecordOutcome.NO_RECEIVER:
             raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
         if outcome is RecordOutcome.RETIRED_KEY:
@@ -177,6 +220,10 @@ def _receive_handlers(max_body_bytes: int) -> list[HTTPRouteHandler]:
             msg = "The body is larger than this receiver's plan allows; it was not stored."
             raise SpinupError(ErrorCode.PAYLOAD_TOO_LARGE, msg)
         headers = {"X-Webhook-Request-Id": stored.id}
+        if custom is not None:
+            return await _custom_answer(
+                _response_decoder.decode(custom), headers, head=request.method == "HEAD"
+            )
         if request.method == "HEAD":
             return Response(None, status_code=200, headers=headers)
         return Response(RequestReceived(id=stored.id), status_code=200, headers=headers)
@@ -192,7 +239,9 @@ def _receive_handlers(max_body_bytes: int) -> list[HTTPRouteHandler]:
             summary="Send a request to a webhook receiver",
             description="Any method, any path below the receive URL, any body up to the"
             " receiver's `max_body_kb`. The request is stored (the oldest beyond `requests_kept`"
-            " are dropped) and streamed to open `GET /webhook/{token}/stream` connections.",
+            " are dropped) and streamed to open `GET /webhook/{token}/stream` connections. The"
+            " answer is `{ok, id}`, or the receiver's custom response (`PUT"
+            " /webhook/{token}/response`); HEAD gets no body.",
             tags=["webhooks"],
         )(receive_webhook)
         for path in ("/webhook/receive/{key:str}", "/webhook/receive/{key:str}/{subpath:path}")
@@ -219,6 +268,13 @@ async def list_requests(
     state, limits = await _receiver_for(ctx, token)
     wanted = min(limit or limits.requests_kept, limits.requests_kept)
     requests = await ctx.webhooks.recent(state.resource_id, wanted)
+    check = await _signature_checker(ctx, state.resource_id)
+    if check is not None:
+        if sum(request.size for request in requests) > _HASH_INLINE_BYTES:
+            # hashlib lets go of the GIL on large inputs: a thread keeps the loop serving.
+            requests = await asyncio.to_thread(lambda: [check(r) for r in requests])
+        else:
+            requests = [check(request) for request in requests]
     return ReceivedRequests(
         id=state.resource_id,
         count=len(requests),
@@ -227,14 +283,22 @@ async def list_requests(
     )
 
 
-async def _sse_messages(live: LiveRequests) -> AsyncIterator[ServerSentEventMessage]:
+async def _sse_messages(
+    ctx: GatewayContext, resource_id: uuid.UUID, live: LiveRequests
+) -> AsyncIterator[ServerSentEventMessage]:
     async for request in live.events(KEEPALIVE_S):
         if request is None:
             yield ServerSentEventMessage(data=None, comment="keep-alive")
-        else:
-            yield ServerSentEventMessage(
-                event="request", id=request.id, data=msgspec.json.encode(request).decode()
-            )
+            continue
+        # Read per request, so a check set or removed while the stream is open applies at once.
+        try:
+            check = await _signature_checker(ctx, resource_id)
+        except SpinupError:
+            check = None  # a started stream cannot turn into an error page: shown unchecked
+        shown = request if check is None else check(request)
+        yield ServerSentEventMessage(
+            event="request", id=shown.id, data=msgspec.json.encode(shown).decode()
+        )
     if live.receiver_gone:
         yield ServerSentEventMessage(event="closed", data="The receiver was deleted.")
 
@@ -253,7 +317,160 @@ async def stream_requests(ctx: GatewayContext, token: str = TokenParam) -> Serve
     state, _ = await _receiver_for(ctx, token)
     # Subscribed before the response starts, so an unreachable Redis is still an honest 503.
     live = await ctx.webhooks.subscribe(state.resource_id)
-    return ServerSentEvent(_sse_messages(live))
+    return ServerSentEvent(_sse_messages(ctx, state.resource_id, live))
+
+
+def _raw_body(request: StoredRequest) -> bytes:
+    if request.body_encoding == "base64":
+        return base64.b64decode(request.body)
+    return request.body.encode()
+
+
+async def _signature_checker(
+    ctx: GatewayContext, resource_id: uuid.UUID
+) -> Callable[[StoredRequest], StoredRequest] | None:
+    """What adds ``signature`` to a request read back, or None when no check is set.
+
+    Verifying on read keeps the receive path as it was (no secret to open, no HMAC per
+    request) and judges each timestamp against the time the request arrived (ADR 0020).
+    """
+    raw = await ctx.webhooks.setting(resource_id, Setting.VERIFY)
+    if raw is None:
+        return None
+    stored = _verify_decoder.decode(raw)
+    try:
+        secret = ctx.keyring.open(stored.secret_sealed, aad=verify_aad(resource_id)).decode()
+    except SealError:
+        # Its key left the keyring: reading must still work; the owner sets the check again.
+        log.warning("webhooks.verify.unsealable", resource_id=str(resource_id))
+        return None
+
+    def check(request: StoredRequest) -> StoredRequest:
+        if request.received_at < stored.since:
+            return request
+        verdict = verify(
+            stored.scheme,
+            secret,
+            request.headers,
+            _raw_body(request),
+            received_at=request.received_at.timestamp(),
+            tolerance_s=stored.tolerance_s,
+        )
+        return msgspec.structs.replace(request, signature=verdict)
+
+    return check
+
+
+async def _set_setting(
+    ctx: GatewayContext, resource_id: uuid.UUID, setting: Setting, value: bytes
+) -> None:
+    """Write a setting; a receiver whose hash Redis lost is opened again from the log first."""
+    if await ctx.webhooks.set_setting(resource_id, setting, value):
+        return
+    await _reopen_if_active(ctx, resource_id)
+    if not await ctx.webhooks.set_setting(resource_id, setting, value):
+        raise SpinupError(ErrorCode.NOT_FOUND, _NO_RECEIVER)
+
+
+# Up to this many body bytes are verified on the event loop (well under a millisecond).
+_HASH_INLINE_BYTES = 1024 * 1024
+_RESPONSE_PATH = "/webhook/{token:str}/response"
+# Room for the status, headers and delay beside the body.
+_RESPONSE_OVERHEAD = 64 * 1024
+_VERIFY_PATH = "/webhook/{token:str}/verify"
+
+
+async def _response_setting(ctx: GatewayContext, resource_id: uuid.UUID) -> ResponseSetting:
+    raw = await ctx.webhooks.setting(resource_id, Setting.RESPONSE)
+    response = None if raw is None else _response_decoder.decode(raw)
+    return ResponseSetting(id=resource_id, custom=response is not None, response=response)
+
+
+@get(_RESPONSE_PATH, summary="Show a receiver's custom response", tags=["webhooks"])
+async def show_response(ctx: GatewayContext, token: str = TokenParam) -> ResponseSetting:
+    """``GET /webhook/{token}/response``: the custom response, or ``custom`` false."""
+    state, _ = await _receiver_for(ctx, token)
+    return await _response_setting(ctx, state.resource_id)
+
+
+async def set_response(
+    ctx: GatewayContext, data: CustomResponse, token: str = TokenParam
+) -> ResponseSetting:
+    """``PUT /webhook/{token}/response``."""
+    state, limits = await _receiver_for(ctx, token)
+    check_response(data, limits)
+    await _set_setting(ctx, state.resource_id, Setting.RESPONSE, msgspec.json.encode(data))
+    return ResponseSetting(id=state.resource_id, custom=True, response=data)
+
+
+@delete(
+    _RESPONSE_PATH,
+    status_code=200,
+    summary="Answer with the default response again",
+    tags=["webhooks"],
+)
+async def reset_response(ctx: GatewayContext, token: str = TokenParam) -> ResponseSetting:
+    """``DELETE /webhook/{token}/response``: back to ``{ok, id}``."""
+    state, _ = await _receiver_for(ctx, token)
+    await ctx.webhooks.clear_setting(state.resource_id, Setting.RESPONSE)
+    return ResponseSetting(id=state.resource_id, custom=False, response=None)
+
+
+@get(_VERIFY_PATH, summary="Show a receiver's signature check", tags=["webhooks"])
+async def show_verify(ctx: GatewayContext, token: str = TokenParam) -> VerifySetting:
+    """``GET /webhook/{token}/verify``: the scheme and tolerance, never the secret."""
+    state, _ = await _receiver_for(ctx, token)
+    raw = await ctx.webhooks.setting(state.resource_id, Setting.VERIFY)
+    if raw is None:
+        return VerifySetting(id=state.resource_id, scheme=None)
+    stored = _verify_decoder.decode(raw)
+    return VerifySetting(
+        id=state.resource_id,
+        scheme=stored.scheme,
+        tolerance_s=stored.tolerance_s,
+        since=stored.since,
+    )
+
+
+@put(
+    _VERIFY_PATH,
+    summary="Check the signature of every request received from now on",
+    description="`scheme`: `stripe`, `github`, `slack`, `shopify` or `standard-webhooks`;"
+    " `secret`: the provider's signing secret (stored sealed, never shown again);"
+    " `tolerance_s`: optional, the provider's default otherwise. Requests read back then"
+    " carry `signature: {status: valid|invalid|missing, reason}`.",
+    tags=["webhooks"],
+)
+async def set_verify(
+    ctx: GatewayContext, data: VerifyRequest, token: str = TokenParam
+) -> VerifySetting:
+    """``PUT /webhook/{token}/verify``."""
+    state, _ = await _receiver_for(ctx, token)
+    try:
+        check_secret(data.scheme, data.secret)
+    except InvalidSecretError as exc:
+        raise SpinupError(ErrorCode.INVALID_REQUEST, f"`secret`: {exc}.") from None
+    stored = StoredVerify(
+        scheme=data.scheme,
+        secret_sealed=ctx.keyring.seal(data.secret.encode(), aad=verify_aad(state.resource_id)),
+        tolerance_s=data.tolerance_s,
+        since=datetime.now(UTC),
+    )
+    await _set_setting(ctx, state.resource_id, Setting.VERIFY, msgspec.json.encode(stored))
+    return VerifySetting(
+        id=state.resource_id,
+        scheme=stored.scheme,
+        tolerance_s=stored.tolerance_s,
+        since=stored.since,
+    )
+
+
+@delete(_VERIFY_PATH, status_code=200, summary="Stop checking signatures", tags=["webhooks"])
+async def stop_verify(ctx: GatewayContext, token: str = TokenParam) -> VerifySetting:
+    """``DELETE /webhook/{token}/verify``: requests read back carry no ``signature`` again."""
+    state, _ = await _receiver_for(ctx, token)
+    await ctx.webhooks.clear_setting(state.resource_id, Setting.VERIFY)
+    return VerifySetting(id=state.resource_id, scheme=None)
 
 
 def largest_webhook_body(plans: Plans) -> int:
@@ -263,4 +480,25 @@ def largest_webhook_body(plans: Plans) -> int:
 
 def webhook_routes(plans: Plans) -> list[HTTPRouteHandler]:
     """The webhook routes; the receive route's body cap comes from the plans."""
-    return [*_receive_handlers(largest_webhook_body(plans)), list_requests, stream_requests]
+    return [
+        *_receive_handlers(largest_webhook_body(plans)),
+        list_requests,
+        stream_requests,
+        show_response,
+        put(
+            _RESPONSE_PATH,
+            # A custom body may be as large as the receiver's plan allows a request body to be,
+            # above the app-wide cap; JSON escaping may double it. The plan limit is checked again.
+            request_max_body_size=2 * largest_webhook_body(plans) + _RESPONSE_OVERHEAD,
+            summary="Set what the receive URL answers",
+            description="From the next request on, the receive URL answers with this `status`,"
+            " `headers` and `body` (HEAD: no body) after `delay_ms` (at most the plan's"
+            " `response_delay_ms_max`); the request is stored as before."
+            " `X-Webhook-Request-Id` is always added.",
+            tags=["webhooks"],
+        )(set_response),
+        reset_response,
+        show_verify,
+        set_verify,
+        stop_verify,
+    ]
