@@ -40,6 +40,9 @@ class Driver(Protocol):
     async def delete(self, resource_id: UUID, /) -> None:
         """Remove the tenant."""
 
+    async def rotate(self, resource_id: UUID, limits: Any, /) -> object:  # noqa: ANN401 (its kind's)
+        """Give the tenant a new credential; the old one stops working."""
+
 
 async def _postgres(env: Mapping[str, str]) -> tuple[Driver, Closer]:
     settings = pg_provisioner.settings.Settings.from_env(env)
@@ -101,6 +104,7 @@ async def _s3(env: Mapping[str, str]) -> tuple[Driver, Closer]:
             config_dir=settings.config_dir,
         ),
         filer_read_key=settings.filer_read_key,
+        filer_iam=settings.filer_iam,
     )
     return driver, driver.close
 

@@ -76,6 +76,9 @@ class Sizes:
         settle_s: how long a phase waits for the work of the ones before it to end (``settle``).
         pool_size: pg-provisioner's warm pool while ``POST /db/new`` (pool) is measured; a level
             makes at most this many calls, all of them from the full pool.
+        s3_base_tenants: the S3 tenants (identities) pre-loaded for the "few tenants" create.
+        s3_tenants: the S3 tenants pre-loaded for the "many tenants" create (issue 18: 5,000).
+        s3_probes: S3 creates at c=1 timed at each of the two sizes (and rotates at c=16).
     """
 
     levels: tuple[int, ...]
@@ -89,6 +92,9 @@ class Sizes:
     reaper_wait_s: float
     settle_s: float
     pool_size: int
+    s3_base_tenants: int
+    s3_tenants: int
+    s3_probes: int
 
     @property
     def top(self) -> int:
@@ -108,6 +114,9 @@ FULL = Sizes(
     reaper_wait_s=300.0,
     settle_s=180.0,
     pool_size=200,
+    s3_base_tenants=50,
+    s3_tenants=5000,
+    s3_probes=50,
 )
 SMOKE = Sizes(
     levels=(1, 4),
@@ -121,8 +130,13 @@ SMOKE = Sizes(
     reaper_wait_s=60.0,
     settle_s=5.0,
     pool_size=4,
+    s3_base_tenants=50,
+    s3_tenants=80,
+    s3_probes=3,
 )
 
+#: How many S3 creates (and rotates, deletes) at once pre-load the tenants of ``s3_tenant_scaling``.
+PRELOAD_CONCURRENCY = 16
 #: A phase starts once the stack uses less than this many cores (idle, it uses a few hundredths).
 QUIET_CORES = 0.15
 #: Waits for quiet longer than this are noted in the results.
@@ -181,6 +195,7 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     webhook_capture: dict[str, Any] = field(default_factory=dict)
     reaper: dict[str, Any] = field(default_factory=dict)
+    s3_tenants: dict[str, Any] = field(default_factory=dict)
     profile: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     started_at: str = ""
@@ -210,6 +225,7 @@ class Results:
             "rows": [row.as_dict() for row in self.rows],
             "webhook_capture": self.webhook_capture,
             "reaper": self.reaper,
+            "s3_tenants": self.s3_tenants,
             "profile": self.profile,
             "notes": self.notes,
         }
@@ -451,6 +467,8 @@ class Bench:
             await self.raw(kind)
         else:
             self.results.notes.append(f"{kind}: no driver in bench/drivers.py, so no raw floor.")
+        if kind is ResourceKind.S3:
+            await self.s3_tenant_scaling()
         if kind is ResourceKind.POSTGRES:
             await self._db_new_variants()
         else:
@@ -494,6 +512,92 @@ class Bench:
             self.results.add(
                 Row(group="raw delete", kind=kind, measurement=measured), self.progress
             )
+
+    async def s3_tenant_scaling(self) -> None:
+        """One S3 create at c=1 with few tenants and with many, pre-loaded by the driver at c=16.
+
+        Issue 18: with identities rewritten in full on each change, a create cost grew with the
+        tenants the cluster holds. The ratio of the two medians says whether it still does. At
+        the many tenants, rotates at c=16 too; then every tenant made here is deleted at c=16.
+        """
+        kind, sizes = ResourceKind.S3, self.sizes
+        limits = _anonymous_limits(self.target.env, kind)
+        group = "s3 tenants"
+        async with drivers.connected(kind, self.target.env) as driver:
+            made: list[uuid.UUID] = []
+
+            async def create_into(
+                name: str, count: int, concurrency: int, *, timed: bool = True
+            ) -> Measurement:
+                ids = [uuid.uuid4() for _ in range(count)]
+
+                async def create(i: int) -> None:
+                    await driver.create(ids[i], limits)
+                    made.append(ids[i])
+
+                measured = await self._measure(
+                    name,
+                    create,
+                    calls=count,
+                    concurrency=concurrency,
+                    max_seconds=self.sizes.max_seconds if timed else math.inf,
+                )
+                self.results.add(Row(group=group, kind=kind, measurement=measured), self.progress)
+                return measured
+
+            try:
+                probes: list[Measurement] = []
+                fills: list[Measurement] = []
+                for tenants in (sizes.s3_base_tenants, sizes.s3_tenants):
+                    fills.append(
+                        await create_into(
+                            f"s3 pre-load to {tenants} tenants (driver)",
+                            max(tenants - len(made), 0),
+                            PRELOAD_CONCURRENCY,
+                            timed=False,
+                        )
+                    )
+                    probes.append(
+                        await create_into(
+                            f"s3 create (driver) at {len(made)} tenants", sizes.s3_probes, 1
+                        )
+                    )
+                rotating = made[: sizes.s3_probes * PRELOAD_CONCURRENCY]
+
+                async def rotate(i: int) -> None:
+                    await driver.rotate(rotating[i], limits)
+
+                rotated = await self._measure(
+                    f"s3 rotate (driver) at {len(made)} tenants",
+                    rotate,
+                    calls=len(rotating),
+                    concurrency=PRELOAD_CONCURRENCY,
+                )
+                self.results.add(Row(group=group, kind=kind, measurement=rotated), self.progress)
+                few, many = probes
+                self.results.s3_tenants = {
+                    "few_tenants": sizes.s3_base_tenants,
+                    "many_tenants": sizes.s3_tenants,
+                    "few_p50_ms": round(few.ms(0.5), 2),
+                    "many_p50_ms": round(many.ms(0.5), 2),
+                    "ratio": _ratio(many.ms(0.5), few.ms(0.5)),
+                    "preload_per_s": round(fills[-1].per_second, 1),
+                    "rotate_p50_ms": round(rotated.ms(0.5), 2),
+                }
+            finally:
+                count = len(made)
+
+                async def delete(i: int) -> None:
+                    await driver.delete(made[i])
+
+                deleted = await self._measure(
+                    f"s3 delete (driver) of {count} tenants",
+                    delete,
+                    calls=count,
+                    concurrency=PRELOAD_CONCURRENCY,
+                    max_seconds=math.inf,
+                )
+                self.results.add(Row(group=group, kind=kind, measurement=deleted), self.progress)
 
     async def _end_to_end(
         self,

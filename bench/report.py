@@ -108,6 +108,7 @@ def markdown(data: dict[str, Any]) -> str:
         "read": "GET /resources/{token}",
         "webhook capture": "Webhook capture",
         "reaper": "POST /db/new while the reaper deletes expired databases",
+        "s3 tenants": "S3 with few and many tenants (the driver; issue 18)",
         "delete": "DELETE /resources/{token} of everything the run made",
         "profile": "POST /cache/new while py-spy records the gateway",
     }
@@ -125,6 +126,18 @@ def markdown(data: dict[str, Any]) -> str:
                 f" c={capture['concurrency']} over {capture['receivers']} receivers:"
                 f" {capture['answered']} answered, {capture['stored']} stored,"
                 f" {capture['lost']} lost, {capture['per_s']:.0f} req/s."
+            ),
+            "",
+        ]
+    scaling = data.get("s3_tenants")
+    if scaling:
+        lines += [
+            (
+                f"S3 create (driver, c=1) with {scaling['few_tenants']} tenants: p50"
+                f" {scaling['few_p50_ms']} ms; with {scaling['many_tenants']}:"
+                f" {scaling['many_p50_ms']} ms (ratio {scaling['ratio']}). Pre-load at c=16:"
+                f" {scaling['preload_per_s']}/s; rotate at c=16 with"
+                f" {scaling['many_tenants']}: p50 {scaling['rotate_p50_ms']} ms."
             ),
             "",
         ]

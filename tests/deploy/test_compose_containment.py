@@ -300,6 +300,8 @@ def test_storage_provisioner_reaches_master_and_filer_with_the_same_security(
     # The filer refuses unsigned reads: the driver signs its filer.conf read with the same key.
     read_key = seaweedfs["environment"]["WEED_JWT_FILER_SIGNING_READ_KEY"]
     assert environment["SPINUP_S3_FILER_READ_KEY"] == read_key
+    write_key = seaweedfs["environment"]["WEED_JWT_FILER_SIGNING_KEY"]
+    assert environment["SPINUP_S3_FILER_WRITE_KEY"] == write_key
     assert _networks(provisioner) & _networks(seaweedfs)
     # No Iceberg or Lance listener beside S3 (they would be unauthenticated extra ports).
     assert "-s3.port.iceberg=0" in seaweedfs["command"]

@@ -1,7 +1,8 @@
 """SeaweedFS's internal surfaces, probed from this machine without its keys (ADR 0017).
 
-The filer holds every tenant's S3 key and secret (``/etc/iam/identities/<user>.json``) and every
-object (``/buckets/``); the volume server serves any object by its file id. Both answered anyone
+The filer holds every object (``/buckets/``), and held every tenant's S3 key and secret
+(``/etc/iam/identities/<user>.json``) until they moved to the platform Postgres (ADR 0019); the
+volume server serves any object by its file id. Both answered anyone
 who could connect. Now master, volume server and filer listen on loopback only, and behind that
 ``security.toml`` asks a JWT of every filer and volume request and a certificate of every gRPC
 client. Each test here was checked against the old configuration (every interface, no
@@ -26,12 +27,13 @@ from http import HTTPStatus
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import pytest
 from miniopy_async.api import Minio
 
 from devstack.network import tenant_host
 from devstack.procs import stat_fields
-from devstack.seaweed import NAME, weed_binary
+from devstack.seaweed import CREDENTIAL_DATABASE, CREDENTIAL_ROLE, NAME, weed_binary
 from devstack.stack import Stack
 from shared.contracts.kinds import S3Limits
 from shared.naming import tenant_name
@@ -145,9 +147,6 @@ async def test_filer_refuses_unsigned_reads_of_identities_and_buckets_and_unsign
     # The same reads, signed, find what the unsigned ones were refused; nothing was planted or
     # deleted.
     read_key = env["SPINUP_S3_FILER_READ_KEY"]
-    status, body = await status_and_body(http, "GET", identity, headers=bearer(filer_jwt(read_key)))
-    assert status == HTTPStatus.OK
-    assert stored.secret_key.encode() in body
     status, body = await status_and_body(http, "GET", obj, headers=bearer(filer_jwt(read_key)))
     assert (status, body) == (HTTPStatus.OK, stored.body)
     status, _ = await status_and_body(http, "GET", planted, headers=bearer(filer_jwt(read_key)))
@@ -207,9 +206,9 @@ def _process_tree(root: int) -> list[int]:
     return pids
 
 
-def seaweed_listeners(stack: Stack) -> dict[int, set[str]]:
-    """Port -> the addresses SeaweedFS's processes listen on it at."""
-    pid = stack.servers[NAME].pid
+def seaweed_listeners(stack: Stack, server: str = NAME) -> dict[int, set[str]]:
+    """Port -> the addresses SeaweedFS's (or another server's) processes listen on it at."""
+    pid = stack.servers[server].pid
     assert pid is not None
     inodes: set[int] = set()
     for each in _process_tree(pid):
@@ -299,7 +298,7 @@ async def test_weed_shell_without_the_grpc_certificate_reads_nothing(
     stored: Stored, admin_shell: WeedShell, tmp_path: Path
 ) -> None:
     """The filer's gRPC (what ``weed shell`` speaks) wants the certificate of security.toml."""
-    command = f"fs.cat {IDENTITIES}/{stored.user}.json\n"
+    command = f"fs.cat /buckets/{stored.bucket}/{stored.key}\n"
     # No security.toml where weed looks by itself: the working directory and ~/.seaweedfs.
     process = await asyncio.create_subprocess_exec(
         str(weed_binary()),
@@ -318,6 +317,60 @@ async def test_weed_shell_without_the_grpc_certificate_reads_nothing(
     except TimeoutError:
         process.kill()
         output, _ = await process.communicate()
-    assert stored.secret_key.encode() not in output
-    # With the certificate, the same command reads the identity.
-    assert stored.secret_key in await admin_shell.run(command)
+    assert stored.body not in output
+    # With the certificate, the same command reads the object.
+    assert stored.body.decode() in await admin_shell.run(command)
+
+
+async def filer_files(shell: WeedShell, folder: str) -> list[str]:
+    """Every file under ``folder`` of the filer, as ``weed shell``'s ``fs.ls -l`` walks it."""
+    files: list[str] = []
+    for line in (await shell.run(f"fs.ls -l {folder}\n")).splitlines():
+        fields = line.split()
+        if not fields or fields[0][:1] not in {"d", "-"}:
+            continue
+        name = fields[-1]  # fs.ls -l prints the full path
+        path = name if name.startswith("/") else f"{folder.rstrip('/')}/{name}"
+        if fields[0].startswith("d"):
+            files += await filer_files(shell, path)
+        else:
+            files.append(path)
+    return files
+
+
+async def test_a_tenants_secret_is_in_no_filer_file_only_in_the_platform_credential_database(
+    stored: Stored, stack: Stack, admin_shell: WeedShell
+) -> None:
+    """ADR 0019: identities live in SeaweedFS's Postgres store, on the loopback platform cluster."""
+    # Every filer file but the objects (the tenant's own data, which holds no key): with the
+    # gRPC certificate, i.e. more than any tenant can read.
+    every = await filer_files(admin_shell, "/")
+    assert f"/buckets/{stored.bucket}/{stored.key}" in every, "the walk missed a known file"
+    files = [path for path in every if not path.startswith("/buckets/")]
+    for path in files:
+        content = await admin_shell.run(f"fs.cat {path}\n")
+        assert stored.secret_key not in content, path
+        assert stored.access_key not in content, path
+    assert not [path for path in files if path.startswith("/etc/iam/identities/")]
+    # The secret is a row of the seaweedfs database of the platform cluster...
+    ports = stack.profile.ports
+    conn = await asyncpg.connect(
+        host=LOOPBACK,
+        port=ports.platform_pg,
+        user=CREDENTIAL_ROLE,
+        password=stack.secrets.seaweed_credential_pg,
+        database=CREDENTIAL_DATABASE,
+    )
+    try:
+        row = await conn.fetchrow(
+            "SELECT username, secret_key FROM credentials WHERE access_key = $1", stored.access_key
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    assert (row["username"], row["secret_key"]) == (stored.user, stored.secret_key)
+    # ...which listens on loopback only, and is not the customer cluster tenants log in to.
+    listening = seaweed_listeners(stack, "platform-pg")
+    assert ports.platform_pg in listening
+    assert all(addresses == {LOOPBACK} for addresses in listening.values()), listening
+    assert ports.customer_pg != ports.platform_pg

@@ -129,6 +129,86 @@ async def test_concurrent_creates_each_get_their_own_quota_as_seaweedfs_lists_it
         await asyncio.gather(*(s3_driver.delete(r) for r in rids))
 
 
+async def key_works(creds: S3Credentials, session: aiohttp.ClientSession) -> bool:
+    """Whether a listing of the bucket with this key succeeds (False: the key is unknown)."""
+    try:
+        await object_names(tenant_client(creds, session), creds.bucket)
+    except S3Error as exc:
+        if exc.code != "InvalidAccessKeyId":
+            raise
+        return False
+    return True
+
+
+async def create_and_try(
+    driver: S3Driver, rid: uuid.UUID, session: aiohttp.ClientSession
+) -> tuple[S3Credentials, bool]:
+    creds = await driver.create(rid, LIMITS)
+    return creds, await key_works(creds, session)
+
+
+async def rotate_and_try(
+    driver: S3Driver, rid: uuid.UUID, old: S3Credentials, session: aiohttp.ClientSession
+) -> tuple[bool, bool]:
+    new = await driver.rotate(rid, LIMITS)
+    return await key_works(new, session), await key_works(old, session)
+
+
+async def test_64_creates_at_once_through_one_driver_each_give_a_key_that_works_at_once(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    """No identity push is lost (ADR 0019): each key works on the request right after its create,
+    and each old key is refused on the request right after its rotate, all 64 at once."""
+    rids = [uuid.uuid4() for _ in range(64)]
+    try:
+        made = await asyncio.gather(*(create_and_try(s3_driver, r, http_session) for r in rids))
+        assert [works for _, works in made] == [True] * 64
+        assert [await key_works(creds, http_session) for creds, _ in made] == [True] * 64
+        rotated = await asyncio.gather(
+            *(
+                rotate_and_try(s3_driver, r, creds, http_session)
+                for r, (creds, _) in zip(rids, made, strict=True)
+            )
+        )
+        assert rotated == [(True, False)] * 64
+    finally:
+        await asyncio.gather(*(s3_driver.delete(r) for r in rids))
+    assert [await key_works(creds, http_session) for creds, _ in made] == [False] * 64
+
+
+async def test_two_drivers_at_once_like_two_replicas_still_give_keys_that_work_at_once(
+    s3_driver: S3Driver, env: dict[str, str], http_session: aiohttp.ClientSession
+) -> None:
+    """Nothing serialises two replicas' identity calls: each checks its change and pushes again."""
+    other = await S3Driver.connect(
+        endpoint=env["SPINUP_S3_ENDPOINT"],
+        public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
+        region=env["SPINUP_S3_REGION"],
+        access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
+        secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
+        shell=s3_driver._shell,
+        filer_read_key=env["SPINUP_S3_FILER_READ_KEY"],
+        filer_iam=s3_driver._iam._target,
+    )
+    rids = [uuid.uuid4() for _ in range(32)]
+    drivers = [s3_driver, other] * 16
+    try:
+        made = await asyncio.gather(
+            *(create_and_try(d, r, http_session) for d, r in zip(drivers, rids, strict=True))
+        )
+        assert [works for _, works in made] == [True] * 32
+        rotated = await asyncio.gather(
+            *(
+                rotate_and_try(d, r, creds, http_session)
+                for d, r, (creds, _) in zip(drivers, rids, made, strict=True)
+            )
+        )
+        assert rotated == [(True, False)] * 32
+    finally:
+        await asyncio.gather(*(d.delete(r) for d, r in zip(drivers, rids, strict=True)))
+        await other.close()
+
+
 async def test_delete_is_idempotent_and_removes_bucket_objects_and_user(
     s3_driver: S3Driver, http_session: aiohttp.ClientSession
 ) -> None:
@@ -139,7 +219,7 @@ async def test_delete_is_idempotent_and_removes_bucket_objects_and_user(
         await tenant.put_object(creds.bucket, f"dir/{i}", io.BytesIO(b"x"), 1)
     assert await s3_driver.exists(rid)
     await s3_driver.delete(rid)
-    # The user went in one IAM call, its key with it: refused at once, on any bucket.
+    # The identity went in one call, its key with it: refused at once, on any bucket.
     assert await refusal(tenant.list_buckets()) == "InvalidAccessKeyId"
     assert await refusal(tenant.make_bucket(bucket_name(uuid.uuid4()))) == "InvalidAccessKeyId"
     await s3_driver.delete(rid)

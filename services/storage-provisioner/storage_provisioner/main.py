@@ -29,6 +29,7 @@ async def run(settings: Settings) -> None:
             config_dir=settings.config_dir,
         ),
         filer_read_key=settings.filer_read_key,
+        filer_iam=settings.filer_iam,
     )
     try:
         await serve_kind(SERVICE, settings.worker, driver, register)

