@@ -5,47 +5,19 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import yaml
-
 from devstack.images import SERVICE_IMAGES
 from devstack.servers import nats_server_binary
-
-COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
-
-
-def _compose(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # Debian's docker-compose 1.29, as a host without the compose plugin has it.
-    return subprocess.run(  # noqa: S603  (our own arguments)
-        [  # noqa: S607  (docker-compose from PATH, where Debian puts it)
-            "docker-compose",
-            "--file",
-            str(COMPOSE_DIR / "compose.yaml"),
-            "--env-file",
-            str(COMPOSE_DIR / ".env.example"),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-    )
-
-
-def _config(tmp_path: Path) -> dict[str, object]:
-    done = _compose(tmp_path, "config")
-    assert done.returncode == 0, done.stderr
-    config: dict[str, object] = yaml.safe_load(done.stdout)
-    return config
+from tests.deploy.compose_files import COMPOSE_DIR, compose, rendered
 
 
 def test_compose_file_is_valid_and_quiet(tmp_path: Path) -> None:
-    done = _compose(tmp_path, "config", "-q")
+    done = compose(tmp_path, "config", "-q")
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
 
 
 def test_every_service_and_server_is_in_compose(tmp_path: Path) -> None:
-    services = _config(tmp_path)["services"]
+    services = rendered(tmp_path)["services"]
     assert isinstance(services, dict)
     servers = {
         "platform-pg",
@@ -63,7 +35,7 @@ def test_every_service_and_server_is_in_compose(tmp_path: Path) -> None:
 def test_spinup_services_wait_for_healthy_dependencies_and_use_their_dockerfile(
     tmp_path: Path,
 ) -> None:
-    services = _config(tmp_path)["services"]
+    services = rendered(tmp_path)["services"]
     assert isinstance(services, dict)
     for name, spec in SERVICE_IMAGES.items():
         service = services[name]

@@ -7,18 +7,16 @@ variables substituted), never from the raw text.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from devstack.images import SERVICE_IMAGES
 from devstack.mongo import SecantusServer
+from tests.deploy.compose_files import COMPOSE_DIR, rendered
 
-COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
 PLATFORM_SERVERS = {"platform-pg", "platform-redis", "platform-nats"}
 CUSTOMER_SERVERS = {"customer-pg", "customer-redis", "customer-nats", "mongo", "seaweedfs"}
 #: The one port each service may publish: the API, the client port of each customer server, and
@@ -56,37 +54,6 @@ JWT_VARIABLES = (
 # Addresses from the documentation ranges (RFC 5737): set in an env file, they must reach `ports`.
 API_ADDRESS = "192.0.2.80"
 CUSTOMER_ADDRESS = "198.51.100.7"
-
-
-def _config(tmp_path: Path, **overrides: str) -> dict[str, Any]:
-    """`docker-compose config` with .env.example, some of its variables replaced."""
-    lines = (COMPOSE_DIR / ".env.example").read_text().splitlines()
-    env = [line for line in lines if line.split("=", 1)[0] not in overrides]
-    env += [f"{key}={value}" for key, value in overrides.items()]
-    env_file = tmp_path / "compose.env"
-    env_file.write_text("\n".join(env) + "\n")
-    done = subprocess.run(  # noqa: S603  (our own arguments)
-        [  # noqa: S607  (docker-compose from PATH, where Debian puts it)
-            "docker-compose",
-            "--file",
-            str(COMPOSE_DIR / "compose.yaml"),
-            "--env-file",
-            str(env_file),
-            "config",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    config: dict[str, Any] = yaml.safe_load(done.stdout)
-    return config
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> dict[str, Any]:
-    return _config(tmp_path)
 
 
 def _published(service: dict[str, Any]) -> list[tuple[str, int]]:
@@ -139,13 +106,13 @@ def test_only_the_api_and_the_customer_client_ports_are_published(
 
 
 def test_every_published_port_listens_on_the_configured_address(tmp_path: Path) -> None:
-    defaults = _config(tmp_path)
-    chosen = _config(tmp_path, SPINUP_API_BIND=API_ADDRESS, SPINUP_CUSTOMER_BIND=CUSTOMER_ADDRESS)
-    for rendered, api, customer in (
+    defaults = rendered(tmp_path)
+    chosen = rendered(tmp_path, SPINUP_API_BIND=API_ADDRESS, SPINUP_CUSTOMER_BIND=CUSTOMER_ADDRESS)
+    for config, api, customer in (
         (defaults, "127.0.0.1", "127.0.0.1"),
         (chosen, API_ADDRESS, CUSTOMER_ADDRESS),
     ):
-        for name, service in rendered["services"].items():
+        for name, service in config["services"].items():
             expected = api if name == "gateway" else customer
             if name in LOOPBACK_ONLY:
                 expected = "127.0.0.1"
@@ -285,7 +252,7 @@ def test_seaweedfs_signs_every_read_and_write_and_guards_its_master(
 
 def test_the_seaweedfs_keys_are_required_and_not_committed(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="SPINUP_SEAWEEDFS_JWT_SIGNING_KEY"):
-        _config(tmp_path, SPINUP_SEAWEEDFS_JWT_SIGNING_KEY="")
+        rendered(tmp_path, SPINUP_SEAWEEDFS_JWT_SIGNING_KEY="")
 
 
 def test_storage_provisioner_reaches_master_and_filer_with_the_same_security(

@@ -12,21 +12,19 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import shlex
-import subprocess
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from devstack import customer_pg, customer_redis
 from devstack.network import OVERRIDE_VARIABLE
 from devstack.profile import Ports, Profile, Secrets
+from tests.deploy.compose_files import COMPOSE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_DIR = REPO_ROOT / "compose"
 REDIS_LAUNCHER = COMPOSE_DIR / "images" / "redis" / "customer_redis.py"
 REDIS_LAUNCHER_IN_IMAGE = "/usr/local/bin/spinup-customer-redis"
 STACK_DEPLOYER_DOCKERFILE = REPO_ROOT / "services" / "stack-deployer" / "Dockerfile"
@@ -34,27 +32,6 @@ STACK_DEPLOYER_DOCKERFILE = REPO_ROOT / "services" / "stack-deployer" / "Dockerf
 CONTAINER_OWN = {"bind", "port", "dir", "aclfile"}
 #: Where a client of the customer Postgres may come from, besides the customer-pg network.
 ELSEWHERE = ("127.0.0.1", "198.51.100.7", "172.17.0.2", "192.168.1.20", "10.0.0.5", "::1")
-
-
-@pytest.fixture
-def config(tmp_path: Path) -> dict[str, Any]:
-    done = subprocess.run(  # noqa: S603  (our own arguments)
-        [  # noqa: S607  (docker-compose from PATH, where Debian puts it)
-            "docker-compose",
-            "--file",
-            str(COMPOSE_DIR / "compose.yaml"),
-            "--env-file",
-            str(COMPOSE_DIR / ".env.example"),
-            "config",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    rendered: dict[str, Any] = yaml.safe_load(done.stdout)
-    return rendered
 
 
 @pytest.fixture
