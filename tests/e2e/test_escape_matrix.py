@@ -236,21 +236,18 @@ async def naming_leaks(conn: asyncpg.Connection, sql: str, b: dict[str, str]) ->
     )
 
 
-@pytest.mark.parametrize(("what", "sql"), PG_NAMING, ids=[row[0] for row in PG_NAMING])
+# The rows Postgres cannot be made to refuse: strict, so closing one fails until it moves up.
+_STILL_NAMING = pytest.mark.xfail(
+    strict=True, reason="Postgres names any role oid for anyone (ADR 0016)"
+)
+
+
+@pytest.mark.parametrize(
+    ("what", "sql"),
+    [pytest.param(what, sql, id=what) for what, sql in PG_NAMING]
+    + [pytest.param(what, sql, id=what, marks=_STILL_NAMING) for what, sql in PG_STILL_NAMING],
+)
 async def test_postgres_tenant_cannot_name_other_roles_or_databases(
-    two_databases: tuple[dict[str, Any], ...], b_busy: dict[str, str], what: str, sql: str
-) -> None:
-    a, _b = two_databases
-    conn = await asyncpg.connect(a["connection_url"])
-    try:
-        assert await naming_leaks(conn, sql.format(**b_busy), b_busy) == [], what
-    finally:
-        await conn.close()
-
-
-@pytest.mark.xfail(strict=True, reason="Postgres names any role oid for anyone (ADR 0016)")
-@pytest.mark.parametrize(("what", "sql"), PG_STILL_NAMING, ids=[r[0] for r in PG_STILL_NAMING])
-async def test_postgres_tenant_still_names_a_role_from_its_oid(
     two_databases: tuple[dict[str, Any], ...], b_busy: dict[str, str], what: str, sql: str
 ) -> None:
     a, _b = two_databases
