@@ -185,6 +185,10 @@ password = {quoted(password)}
 database = {quoted(CREDENTIAL_DATABASE)}
 schema = "public"
 sslmode = "disable"
+# SeaweedFS opens up to 25 per store by default, and the filer and the S3 gateway each have one:
+# at 64 creates at once that took the platform cluster past its max_connections.
+connection_max_open = 8
+connection_max_idle = 2
 """
 
 
