@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, and nothing that is already there:
 #   - Debian packages: postgresql (the server binaries), redis-server, and for stacks the
-#     docker.io engine, debootstrap (base images from Debian) and docker-compose;
+#     docker.io engine, debootstrap (base images from Debian) and docker-compose; chromium and
+#     prometheus (promtool) for the tests;
 #   - .venv with every pinned dependency (requirements.lock) and this repo installed editable.
 # Idempotent and fast on a second run: no apt, no pip when nothing changed.
 set -euo pipefail
@@ -11,8 +12,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # docker.io: the engine stacks run on; debootstrap: their base image, made from Debian packages
 # (no registry is reachable); docker-compose: validates compose/compose.yaml in the tests;
 # iptables: the stack deployer's egress rules (docs/security.md); iproute2: the containment
-# tests list the host's addresses.
-APT_PACKAGES=(postgresql redis-server docker.io debootstrap docker-compose iptables iproute2)
+# tests list the host's addresses; chromium: the web console's tests drive it headless (Playwright
+# pointed at Debian's browser, nothing downloaded); prometheus: promtool checks the alert rules.
+APT_PACKAGES=(postgresql redis-server docker.io debootstrap docker-compose iptables iproute2
+    chromium prometheus)
 VENV=.venv
 STAMP="$VENV/.spinup-stamp"
 
