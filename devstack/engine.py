@@ -160,24 +160,32 @@ def _started_engine(root: Path) -> int | None:
     this checkout uses. One that devstack did not start (a system service) is never named.
     """
     try:
-        return int((engine_dir(root) / "dockerd.pid").read_text().strip())
+        recorded = int((engine_dir(root) / "dockerd.pid").read_text().strip())
     except (FileNotFoundError, ValueError):
-        pass
-    ours = engine_dir(Path()).as_posix() + "/dockerd.pid"
+        recorded = None
+    # A pidfile outlives its engine (a machine restart, a kill): trust it only while it names one.
+    if recorded is not None and _is_our_engine(Path(f"/proc/{recorded}/cmdline")):
+        return recorded
     for entry in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = entry.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        words = [word.decode(errors="replace") for word in argv if word]
-        if (
-            words
-            and Path(words[0]).name == "dockerd"
-            and docker_host() in words
-            and any(word.endswith(ours) for word in words)
-        ):
+        if _is_our_engine(entry):
             return int(entry.parent.name)
     return None
+
+
+def _is_our_engine(cmdline: Path) -> bool:
+    """Whether ``/proc/<pid>/cmdline`` is of a ``dockerd`` some checkout's devstack started."""
+    try:
+        argv = cmdline.read_bytes().split(b"\0")
+    except OSError:
+        return False
+    words = [word.decode(errors="replace") for word in argv if word]
+    ours = engine_dir(Path()).as_posix() + "/dockerd.pid"
+    return bool(
+        words
+        and Path(words[0]).name == "dockerd"
+        and docker_host() in words
+        and any(word.endswith(ours) for word in words)
+    )
 
 
 def stop_engine(root: Path) -> bool:

@@ -490,23 +490,27 @@ async def test_after_an_engine_restart_the_rules_are_back_before_any_stack_conta
     # no other test of the session runs beside it.
     probe, _ = stacks
     before = await ask(probe, connect=sorted(given_endpoints(stack.env())))
+    jump = f"-j SPINUP-S-{probe['id'].replace('-', '')[:12]}"
     # A host restart: the deployer is down, every rule is gone, the engine starts again.
     await asyncio.to_thread(stack.stop_service, "stack-deployer")
-    wipe_egress_rules()
-    assert stop_engine(stack.profile.root), "the engine was not started by devstack"
+    try:
+        wipe_egress_rules()
+        assert stop_engine(stack.profile.root), "the engine was not started by devstack"
 
-    await asyncio.to_thread(ensure_engine, stack.profile.root)
+        await asyncio.to_thread(ensure_engine, stack.profile.root)
 
-    # The moment the engine answers, with no deployer running, all is refused.
-    rules = egress_rules()
-    assert "-A INPUT -i sp-+ -j SPINUP-EGRESS" in rules
-    assert "-A DOCKER-USER -i sp-+ -j SPINUP-EGRESS" in rules
-    assert "-A SPINUP-EGRESS -p tcp -j REJECT --reject-with tcp-reset" in rules
-    jump = f"-j SPINUP-S-{probe['id'].replace('-', '')[:12]}"
-    assert jump not in rules
-    # The deployer, started again, rebuilds the stack's own rules from its containers' labels
-    # before it serves anything.
-    await asyncio.to_thread(stack.start_service, "stack-deployer")
+        # The moment the engine answers, with no deployer running, all is refused.
+        rules = egress_rules()
+        assert "-A INPUT -i sp-+ -j SPINUP-EGRESS" in rules
+        assert "-A DOCKER-USER -i sp-+ -j SPINUP-EGRESS" in rules
+        assert "-A SPINUP-EGRESS -p tcp -j REJECT --reject-with tcp-reset" in rules
+        assert jump not in rules
+    finally:
+        # Whatever failed above, the tests after this one find an engine and a deployer.
+        await asyncio.to_thread(ensure_engine, stack.profile.root)
+        # The deployer, started again, rebuilds the stack's own rules from its containers'
+        # labels before it serves anything.
+        await asyncio.to_thread(stack.start_service, "stack-deployer")
     assert jump in egress_rules()
     restarted = await http.post(f"/stacks/{probe['token']}/restart")
     assert restarted.status_code in {200, 202}, restarted.text

@@ -210,15 +210,18 @@ async def test_two_drivers_at_once_like_two_replicas_still_give_keys_that_work_a
 
 
 async def test_delete_is_idempotent_and_removes_bucket_objects_and_user(
-    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession, admin_shell: WeedShell
 ) -> None:
     rid = uuid.uuid4()
     creds = await s3_driver.create(rid, LIMITS)
     tenant = tenant_client(creds, http_session)
     for i in range(5):
         await tenant.put_object(creds.bucket, f"dir/{i}", io.BytesIO(b"x"), 1)
+    assert creds.bucket in await admin_shell.run("collection.list")
     assert await s3_driver.exists(rid)
     await s3_driver.delete(rid)
+    # Dropped through the filer (not S3's DeleteBucket): the volumes of its data went too.
+    assert creds.bucket not in await admin_shell.run("collection.list")
     # The identity went in one call, its key with it: refused at once, on any bucket.
     assert await refusal(tenant.list_buckets()) == "InvalidAccessKeyId"
     assert await refusal(tenant.make_bucket(bucket_name(uuid.uuid4()))) == "InvalidAccessKeyId"

@@ -56,7 +56,6 @@ from botocore.credentials import Credentials
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from miniopy_async.api import Minio
-from miniopy_async.deleteobjects import DeleteObject
 from miniopy_async.error import MinioException, S3Error
 
 from shared.contracts.errors import (
@@ -67,7 +66,7 @@ from shared.contracts.errors import (
 )
 from shared.contracts.kinds import ResourceKind, S3Credentials, S3Limits
 from shared.naming import guard_tenant_name, tenant_name
-from storage_provisioner.seaweed_pb import iam_pb2, iam_pb2_grpc
+from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -79,8 +78,6 @@ BUCKET_PREFIX = "t-"
 _BUCKET_NAME_RE = re.compile(r"^t-[0-9a-f]{32}$")
 # The query word of SeaweedFS's quota extension to the S3 API (its gateway, 4.x).
 QUOTA_SUBRESOURCE = "seaweedfs-quota"
-# Objects removed per DeleteObjects request (the S3 maximum).
-DELETE_BATCH = 1000
 # Buckets listed at once by a usage sweep.
 USAGE_CONCURRENCY = 8
 # Short, so a server that does not answer becomes a 503 well within the endpoint's timeout.
@@ -244,6 +241,26 @@ def _channel(target: FilerIamTarget) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target.address, credentials, options=options)
 
 
+async def _filer_call(call: Any, request: Any, write_key: str) -> Any:  # noqa: ANN401 (protobuf)
+    """One unary call to the filer's gRPC, signed when the filer takes signed writes only."""
+    metadata: list[tuple[str, str]] = []
+    if write_key:
+        metadata.append(("authorization", f"Bearer {filer_jwt(write_key)}"))
+    try:
+        try:
+            return await call(request, metadata=metadata, timeout=REQUEST_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        # A channel whose filer went away fails at once until it has connected again
+        # (after a restart, within its reconnect backoff): wait that long, no longer.
+        return await call(request, metadata=metadata, timeout=RECONNECT_WAIT_S, wait_for_ready=True)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}:
+            raise FilerUnreachableError(exc.code().name) from exc
+        raise
+
+
 class FilerIam:
     """Tenant identities through the filer's IAM gRPC service (``SeaweedIdentityAccessManagement``).
 
@@ -275,25 +292,7 @@ class FilerIam:
             return await self._send(method, request)
 
     async def _send(self, method: str, request: Any) -> Any:  # noqa: ANN401 (protobuf messages)
-        metadata: list[tuple[str, str]] = []
-        if self._target.write_key:
-            metadata.append(("authorization", f"Bearer {filer_jwt(self._target.write_key)}"))
-        call = getattr(self._stub, method)
-        try:
-            try:
-                return await call(request, metadata=metadata, timeout=REQUEST_TIMEOUT_S)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-            # A channel whose filer went away fails at once until it has connected again
-            # (after a restart, within its reconnect backoff): wait that long, no longer.
-            return await call(
-                request, metadata=metadata, timeout=RECONNECT_WAIT_S, wait_for_ready=True
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}:
-                raise FilerUnreachableError(exc.code().name) from exc
-            raise
+        return await _filer_call(getattr(self._stub, method), request, self._target.write_key)
 
     @staticmethod
     def _identity(user: str, bucket: str, access_key: str, secret_key: str) -> Any:  # noqa: ANN401
@@ -350,6 +349,49 @@ class FilerIam:
                 return False
             raise
         return True
+
+
+class FilerBuckets:
+    """Buckets dropped through the filer's gRPC, as ``weed shell``'s ``s3.bucket.delete`` does.
+
+    Not the S3 ``DeleteBucket``: in 4.48 it also prunes the bucket from every identity's actions,
+    reading each identity of the credential store with a query of its own, so one delete cost
+    O(tenants) (8 s at 5,000, ADR 0019). Tenant identities here name only their own bucket and are
+    deleted before it, so that prune never had anything to do. The S3 gateways learn of the drop
+    from the filer's metadata stream, as they do of a ``weed shell`` one.
+    """
+
+    def __init__(self, target: FilerIamTarget) -> None:
+        self._target = target
+        self._channel = _channel(target)
+        # Generated code (seaweed_pb) carries no annotations.
+        stub = filer_pb2_grpc.SeaweedFilerStub
+        self._stub = stub(self._channel)  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def drop(self, bucket: str) -> None:
+        """Delete the bucket's directory with every object's data, then its collection.
+
+        A bucket that is not there is fine (a retry, or one deleted before).
+        """
+        request = filer_pb2.DeleteEntryRequest(
+            directory=FILER_BUCKETS_PATH,
+            name=guard_bucket_name(bucket),
+            is_delete_data=True,
+            is_recursive=True,
+        )
+        answer = await _filer_call(self._stub.DeleteEntry, request, self._target.write_key)
+        if answer.error:
+            log.warning("storage_provisioner.bucket.not_dropped", error=answer.error)
+            msg = "The S3 server kept the bucket's directory; the bucket was not deleted."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+        # SeaweedFS's own order: with the directory gone first, a failed collection drop leaves
+        # only volumes nobody names, which a bucket made again would reuse.
+        collection = filer_pb2.DeleteCollectionRequest(collection=bucket)
+        await _filer_call(self._stub.DeleteCollection, collection, self._target.write_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +534,7 @@ class S3Driver:
         *,
         admin: Minio,
         iam: FilerIam,
+        buckets: FilerBuckets,
         quotas: BucketQuotas,
         shell: WeedShell,
         http: aiohttp.ClientSession,
@@ -503,6 +546,7 @@ class S3Driver:
     ) -> None:
         self._admin = admin
         self._iam = iam
+        self._buckets = buckets
         self._shell = shell
         self._quotas = quotas
         self._http = http
@@ -546,9 +590,12 @@ class S3Driver:
         )
         iam = FilerIam(filer_iam)
         stack.push_async_callback(iam.close)
+        buckets = FilerBuckets(filer_iam)
+        stack.push_async_callback(buckets.close)
         return cls(
             admin=admin,
             iam=iam,
+            buckets=buckets,
             quotas=BucketQuotas(
                 session,
                 endpoint=endpoint,
@@ -848,39 +895,9 @@ class S3Driver:
             older = await self._iam.keys(user) or []
             await self._iam.remove(user)
             await self._settle(bucket, valid=[], revoked=older, push=again)
-            await self._empty_and_remove(bucket)
+            await self._buckets.drop(bucket)
 
         await self._run("deleted", drop)
-
-    async def _next_batch(self, bucket: str) -> list[DeleteObject] | None:
-        """Up to ``DELETE_BATCH`` object names of ``bucket`` (None: there is no such bucket)."""
-        batch: list[DeleteObject] = []
-        listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
-        try:
-            async with contextlib.aclosing(listing) as objects:
-                async for obj in objects:
-                    if obj.object_name is not None:
-                        batch.append(DeleteObject(obj.object_name))
-                    if len(batch) >= DELETE_BATCH:
-                        break
-        except S3Error as exc:
-            if exc.code == "NoSuchBucket":
-                return None
-            raise
-        return batch
-
-    async def _empty_and_remove(self, bucket: str) -> None:
-        while batch := await self._next_batch(bucket):
-            errors = [error async for error in self._admin.remove_objects(bucket, batch)]
-            if errors:
-                log.warning("storage_provisioner.objects.not_deleted", count=len(errors))
-                msg = "The S3 server kept some objects; the bucket was not deleted."
-                raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
-        try:
-            await self._admin.remove_bucket(bucket)
-        except S3Error as exc:
-            if exc.code != "NoSuchBucket":
-                raise
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the bucket or the user of this resource exists (for sweeps and tests)."""
