@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, and nothing that is already there:
 #   - Debian packages: postgresql (the server binaries), redis-server, and for stacks the
-#     docker.io engine, debootstrap (base images from Debian) and docker-compose; chromium and
-#     prometheus (promtool) for the tests;
+#     docker.io engine, debootstrap (base images from Debian) and docker-compose; chromium,
+#     prometheus (promtool) and, where no kubectl exists, kubernetes-client for the tests;
 #   - .venv with every pinned dependency (requirements.lock) and this repo installed editable.
 # Idempotent and fast on a second run: no apt, no pip when nothing changed.
 set -euo pipefail
@@ -32,6 +32,11 @@ done
 # Debian's own python3 makes virtualenvs only with python3-venv installed.
 if ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
     missing+=(python3-venv)
+fi
+# kubectl renders k8s/ in the tests (`kubectl kustomize`): any kubectl from 1.20 on (ADR 0023).
+# Debian's kubernetes-client only where none is on PATH, so a newer one is never replaced.
+if ! command -v kubectl >/dev/null 2>&1; then
+    missing+=(kubernetes-client)
 fi
 
 if ((${#missing[@]})); then

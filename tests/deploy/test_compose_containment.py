@@ -19,8 +19,9 @@ from tests.deploy.compose_files import COMPOSE_DIR, rendered
 
 PLATFORM_SERVERS = {"platform-pg", "platform-redis", "platform-nats"}
 CUSTOMER_SERVERS = {"customer-pg", "customer-redis", "customer-nats", "mongo", "seaweedfs"}
-#: The one port each service may publish: the API, the client port of each customer server, and
-#: platform Postgres and NATS for stack-deployer (host network), on loopback only.
+#: The one port each service may publish: the API, the client port of each customer server,
+#: platform Postgres and NATS for stack-deployer (host network) and Prometheus' UI (the
+#: `monitoring` profile), the last three on loopback only.
 PUBLISHABLE = {
     "gateway": 8080,
     "platform-pg": 5432,
@@ -30,9 +31,11 @@ PUBLISHABLE = {
     "customer-nats": 4222,
     "mongo": 27017,
     "seaweedfs": 8333,
+    "prometheus": 9090,
 }
-#: Published on 127.0.0.1 whatever .env says: only this machine (stack-deployer) reaches them.
-LOOPBACK_ONLY = {"platform-pg", "platform-nats"}
+#: Published on 127.0.0.1 whatever .env says: only this machine (stack-deployer, an operator's
+#: browser) reaches them.
+LOOPBACK_ONLY = {"platform-pg", "platform-nats", "prometheus"}
 #: The one network of the platform's servers that is not internal: it exists for their loopback
 #: ports only (a port cannot be published on an internal network).
 PLATFORM_LOOPBACK = "platform-loopback"
