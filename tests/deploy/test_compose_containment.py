@@ -19,6 +19,9 @@ from tests.deploy.compose_files import COMPOSE_DIR, rendered
 
 PLATFORM_SERVERS = {"platform-pg", "platform-redis", "platform-nats"}
 CUSTOMER_SERVERS = {"customer-pg", "customer-redis", "customer-nats", "mongo", "seaweedfs"}
+#: Servers that only a customer server reaches (never a tenant, a provisioner or the platform):
+#: SeaweedFS's credential store, on a network with seaweedfs alone.
+BEHIND_CUSTOMER_SERVERS = {"s3-credentials-pg": "seaweedfs"}
 #: The one port each service may publish: the API, the client port of each customer server,
 #: platform Postgres and NATS for stack-deployer (host network) and Prometheus' UI (the
 #: `monitoring` profile), the last three on loopback only.
@@ -158,12 +161,39 @@ def test_each_provisioner_meets_only_its_own_customer_server(config: dict[str, A
         for other in CUSTOMER_SERVERS:
             shared = mine & _networks(services[other])
             assert bool(shared) == (other == server), (provisioner, other, shared)
-    # A customer server's network holds that server and its provisioner, nothing else.
+    # A customer server's network holds that server and its provisioner, nothing else; or that
+    # server and what stands behind it, nothing else.
     for server in CUSTOMER_SERVERS:
         for network in _networks(services[server]):
             members = {name for name, spec in services.items() if network in _networks(spec)}
             owners = {p for p, s in PROVISIONERS.items() if s == server}
-            assert members == {server} | owners, (network, members)
+            behind = {b for b, s in BEHIND_CUSTOMER_SERVERS.items() if s == server}
+            assert members in ({server} | owners, {server} | behind), (network, members)
+            if members == {server} | behind:
+                assert config["networks"][network].get("internal") is True, network
+
+
+def test_seaweedfs_keeps_identities_in_its_own_postgres_and_takes_no_iam_writes(
+    config: dict[str, Any],
+) -> None:
+    services = config["services"]
+    seaweedfs, store = services["seaweedfs"], services["s3-credentials-pg"]
+    assert "-s3.iam.readOnly=true" in seaweedfs["command"]
+    assert not _published(store)
+    (network,) = _networks(store)
+    assert network in _networks(seaweedfs)
+    credential = _mounted_toml(config, "seaweedfs", "/etc/seaweedfs/credential.toml")
+    postgres = credential["credential"]["postgres"]
+    assert postgres["enabled"] is True
+    assert credential["credential"]["filer_etc"]["enabled"] is False
+    assert postgres["hostname"] == "s3-credentials-pg"
+    assert "password" not in postgres  # from the secret file, never committed
+    # The role SeaweedFS logs in with reaches its own database only.
+    assert store["environment"]["POSTGRES_APP_USER"] == postgres["username"] == "seaweedfs"
+    hba = store["environment"]["POSTGRES_HBA"].splitlines()
+    assert [line for line in hba if line.startswith("host")] == [
+        "host seaweedfs seaweedfs all scram-sha-256"
+    ]
 
 
 def test_tenant_containers_get_no_compose_network(config: dict[str, Any]) -> None:
@@ -215,12 +245,17 @@ def test_the_mongo_image_can_run_the_launcher() -> None:
     assert (COMPOSE_DIR / "images" / "secantusdb" / "entrypoint.py").is_file()
 
 
-def _security_toml(config: dict[str, Any], service: str) -> dict[str, Any]:
+def _mounted_toml(config: dict[str, Any], service: str, target: str) -> dict[str, Any]:
+    """The TOML file the service has mounted at ``target``, parsed."""
     for volume in config["services"][service].get("volumes", []):
-        source, target, *_ = str(volume).split(":")
-        if target == "/etc/seaweedfs/security.toml":
+        source, mounted_at, *_ = str(volume).split(":")
+        if mounted_at == target:
             return tomllib.loads(Path(source).read_text())
-    pytest.fail(f"{service} has no /etc/seaweedfs/security.toml")
+    pytest.fail(f"{service} has no {target}")
+
+
+def _security_toml(config: dict[str, Any], service: str) -> dict[str, Any]:
+    return _mounted_toml(config, service, "/etc/seaweedfs/security.toml")
 
 
 def test_seaweedfs_signs_every_read_and_write_and_guards_its_master(
@@ -242,8 +277,7 @@ def test_seaweedfs_signs_every_read_and_write_and_guards_its_master(
     assert security["access"]["ui"] is False
     assert security["filer"]["expose_directory_metadata"]["enabled"] is False
     # The guard lets in the customer-s3 network (and "@", weed server's in-process gRPC) only.
-    (network,) = _networks(config["services"]["seaweedfs"])
-    subnets = [pool["subnet"] for pool in config["networks"][network]["ipam"]["config"]]
+    subnets = [pool["subnet"] for pool in config["networks"]["customer-s3"]["ipam"]["config"]]
     entries = [entry.strip() for entry in security["guard"]["white_list"].split(",")]
     assert entries
     for entry in entries:
