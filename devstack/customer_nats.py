@@ -31,6 +31,11 @@ _OPERATOR_JWT = "operator.jwt"
 _SYSTEM_ACCOUNT = "system_account.pub"
 _SYSTEM_ACCOUNT_JWT = "system_account.jwt"
 _SYSTEM_USER_CREDS = "system_user.creds"
+#: The largest message the server takes, in KiB: what it advertises to every client in INFO
+#: before the client logs in, so every tier's ``nats.max_payload_kb`` in plans.yaml must equal
+#: it (ADR 0025; tests/unit/test_first_try_limits.py). An account allowing less than the server
+#: advertises sees a bigger publish leave the client and lose its connection.
+MAX_PAYLOAD_KB = 1024
 
 
 class CustomerNatsServer(Server):
@@ -112,6 +117,7 @@ class CustomerNatsServer(Server):
             # One client listener only (nats-server binds one address): the tenant address.
             f"listen: {tenant_host()}:{self.port}\n"
             f"http: 127.0.0.1:{self.monitor_port}\n"
+            f"max_payload: {MAX_PAYLOAD_KB * 1024}\n"
             "jetstream {\n"
             f'  store_dir: "{self.data_dir / "js"}"\n'
             "  max_memory_store: 256MB\n"

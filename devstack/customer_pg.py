@@ -11,6 +11,10 @@ if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
 
 NAME = "customer-pg"
+#: Backend processes the cluster allows. Per-database limits (plans.yaml ``postgres.connections``)
+#: are overcommitted against it: one anonymous client network's databases may hold a tenth of it
+#: at most (ADR 0025; tests/unit/test_first_try_limits.py).
+MAX_CONNECTIONS = 500
 
 
 def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
@@ -39,7 +43,7 @@ def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
         # Loopback for pg-provisioner's admin connection, the tenant address for everyone else.
         listen_hosts=lambda: ("127.0.0.1", tenant_host()),
         settings={
-            "max_connections": "300",
+            "max_connections": str(MAX_CONNECTIONS),
             **speed,
         },
         durable=profile.durable,

@@ -6,6 +6,8 @@ enforced: the usage sweep that will enforce it does not exist yet.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
@@ -15,13 +17,20 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.connection import Connection
-from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.lock import Lock
 
+from redis_provisioner.driver import VETTED_SCRIPTS
 from shared.testing.polling import eventually
 from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
+
+
+def sha1_of(script: str) -> str:
+    """The name Redis gives a script."""
+    return hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
 
 
 def client_of(cache: dict[str, Any]) -> aioredis.Redis:
@@ -121,7 +130,19 @@ ESCAPES: list[tuple[str, ...]] = [
     ("INFO", "keyspace"),
     ("EVAL", "return redis.call('GET', KEYS[1])", "1", "{a}k"),
     ("EVAL_RO", "return 1", "0"),
+    # Only scripts already in the cache run (ADR 0025): none can be added, flushed or killed.
+    ("SCRIPT", "LOAD", "return 1"),
+    ("SCRIPT", "FLUSH"),
+    ("SCRIPT", "KILL"),
+    ("SCRIPT", "EXISTS", "{release_sha}"),
+    ("SCRIPT", "DEBUG", "YES"),
+    # redis-py's Lock release, vetted and loaded, with B's key declared.
+    ("EVALSHA", "{release_sha}", "1", "{b}secret", "token"),
+    ("EVALSHA_RO", "{release_sha}", "1", "{b}secret", "token"),
+    ("FCALL", "f", "0"),
+    ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('f', function() return 1 end)"),
     ("FUNCTION", "LIST"),
+    ("FUNCTION", "FLUSH"),
     ("SELECT", "1"),
     ("SWAPDB", "0", "1"),
     ("MOVE", "{a}k", "1"),
@@ -132,8 +153,13 @@ ESCAPES: list[tuple[str, ...]] = [
     ("CONFIG", "SET", "maxmemory", "1"),
     ("SORT", "{a}list", "BY", "{b}*"),
     ("OBJECT", "ENCODING", "{a}k"),
-    ("MEMORY", "USAGE", "{a}k"),
+    # MEMORY USAGE is key-checked (ADR 0025): its own keys only; the rest of MEMORY stays out.
+    ("MEMORY", "USAGE", "{b}secret"),
     ("MEMORY", "STATS"),
+    ("MEMORY", "DOCTOR"),
+    ("MEMORY", "MALLOC-STATS"),
+    ("MEMORY", "PURGE"),
+    ("SCAN", "0", "MATCH", "{a}*"),
     ("PUBLISH", "{b}events", "spoofed"),
     ("SPUBLISH", "{b}events", "spoofed"),
     ("PUBSUB", "CHANNELS"),
@@ -171,6 +197,7 @@ async def test_tenant_command_against_another_tenant_or_the_server_is_refused(
         "b": b["credentials"]["key_prefix"],
         "a_user": a["credentials"]["username"],
         "b_user": b["credentials"]["username"],
+        "release_sha": sha1_of(Lock.LUA_RELEASE_SCRIPT),
     }
     attacker = client_of(a)
     try:
@@ -178,6 +205,94 @@ async def test_tenant_command_against_another_tenant_or_the_server_is_refused(
             await attacker.execute_command(*(word.format(**names) for word in escape))
     finally:
         await attacker.aclose()
+
+
+# Scripts a tenant cannot load but runs if they are in the cache: each takes what it touches from
+# ARGV (undeclared keys) or touches the keyspace as a whole; {b} is B's prefix.
+HOSTILE_SCRIPTS: list[tuple[str, str]] = [
+    ("undeclared key of B", "return redis.call('GET', ARGV[1] .. 'secret')"),
+    ("write B's key", "return redis.call('SET', ARGV[1] .. 'secret', 'overwritten')"),
+    ("delete B's key", "return redis.call('DEL', ARGV[1] .. 'secret')"),
+    ("KEYS", "return redis.call('KEYS', '*')"),
+    ("SCAN", "return redis.call('SCAN', '0')"),
+    ("DBSIZE", "return redis.call('DBSIZE')"),
+    ("INFO", "return redis.call('INFO')"),
+    ("FLUSHALL", "return redis.call('FLUSHALL')"),
+    ("CONFIG", "return redis.call('CONFIG', 'GET', '*')"),
+    ("ACL", "return redis.call('ACL', 'LIST')"),
+    ("SELECT", "return redis.call('SELECT', '1')"),
+    ("PUBLISH to B", "return redis.call('PUBLISH', ARGV[1] .. 'events', 'spoofed')"),
+    ("EVAL inside", "return redis.call('EVAL', 'return 1', '0')"),
+    ("pcall hides nothing", "local r = redis.pcall('GET', ARGV[1] .. 'secret') return r.err"),
+]
+
+
+# The ACL's words inside a script; "not allowed from script" is the noscript flag (CONFIG, ACL).
+ACL_REFUSAL = re.compile(r"no permissions|can't (run|access|publish)|not allowed from script")
+
+
+@pytest.mark.parametrize(
+    ("what", "script"), HOSTILE_SCRIPTS, ids=[row[0] for row in HOSTILE_SCRIPTS]
+)
+async def test_a_cached_script_runs_with_the_callers_permissions_only(
+    two_tenants: tuple[dict[str, Any], ...],
+    redis_admin: aioredis.Redis,
+    what: str,
+    script: str,
+) -> None:
+    a, b = two_tenants
+    b_prefix = b["credentials"]["key_prefix"]
+    # Only the admin can put a script in the cache; suppose one that trusts ARGV got there.
+    sha = await redis_admin.script_load(script)
+    attacker = client_of(a)
+    try:
+        if what == "pcall hides nothing":
+            # pcall returns the error instead of raising it: it must be the ACL's.
+            assert ACL_REFUSAL.search(str(await attacker.evalsha(sha, 0, b_prefix)))
+        else:
+            with pytest.raises((NoPermissionError, ResponseError), match=ACL_REFUSAL):
+                await attacker.evalsha(sha, 0, b_prefix)
+    finally:
+        await attacker.aclose()
+    victim = client_of(b)
+    assert await victim.get(f"{b_prefix}secret") == "b's secret"
+    await victim.aclose()
+
+
+async def test_only_the_vetted_scripts_are_in_the_cache_for_tenants(
+    two_tenants: tuple[dict[str, Any], ...], redis_admin: aioredis.Redis
+) -> None:
+    a, _ = two_tenants
+    vetted = [sha1_of(script) for script in VETTED_SCRIPTS]
+    assert await redis_admin.script_exists(*vetted) == [True] * len(vetted)
+    attacker = client_of(a)
+    try:
+        # A script of its own, by SHA: never loaded, so there is nothing to run.
+        with pytest.raises(NoScriptError):
+            await attacker.evalsha(sha1_of(f"return '{uuid.uuid4().hex}'"), 0)
+    finally:
+        await attacker.aclose()
+
+
+async def test_vetted_scripts_come_back_after_the_cache_is_emptied(
+    two_tenants: tuple[dict[str, Any], ...], redis_admin: aioredis.Redis
+) -> None:
+    a, _ = two_tenants
+    # What a server restart does to the cache; redis-provisioner loads them again.
+    await redis_admin.script_flush()
+
+    async def lock_works() -> bool:
+        tenant = client_of(a)
+        try:
+            async with tenant.lock(f"{a['credentials']['key_prefix']}lock", timeout=5):
+                pass
+        except (NoPermissionError, NoScriptError):
+            return False
+        finally:
+            await tenant.aclose()
+        return True
+
+    assert await eventually(lock_works, within=15)
 
 
 async def test_debug_is_off_for_everyone_and_denied_to_tenants_too(

@@ -5,10 +5,13 @@ every one must be refused by the backend itself. The rows of the other kinds liv
 kind's fixtures and are the same kind of matrix (one parametrised test, one row per attempt):
 
 - Redis: ``tests/e2e/test_cache.py`` ``ESCAPES`` (keys, KEYS, SCAN, CONFIG, MODULE, DEBUG,
-  PUBSUB CHANNELS, ACL, CLIENT LIST/KILL, EVAL, FUNCTION, ...) and the channel/pattern test.
+  PUBSUB CHANNELS, ACL, CLIENT LIST/KILL, EVAL, SCRIPT, EVALSHA with B's keys, FUNCTION, MEMORY,
+  ...), ``HOSTILE_SCRIPTS`` (a cached script run by A against B's keys and the server; ADR 0025)
+  and the channel/pattern test.
 - MongoDB: ``tests/e2e/test_nosql.py`` ``ESCAPES`` (other databases, listDatabases, admin
   commands, bulkWrite, renameCollection, killSessions, currentOp, ...).
-- NATS: ``tests/e2e/test_queue.py`` (other accounts' subjects, $SYS, JetStream API, logins).
+- NATS: ``tests/e2e/test_queue.py`` (other accounts' subjects, $SYS, JetStream API, logins,
+  unsized streams past the account's storage, payloads past the server's).
 - S3: ``tests/e2e/test_storage.py`` (other buckets, ListBuckets, bucket policy, deleting its own
   bucket, IAM).
 - Webhooks: ``tests/e2e/test_webhook.py`` (other receivers, forged receive keys).

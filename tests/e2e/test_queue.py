@@ -16,6 +16,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
+from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from devstack.stack import Stack
@@ -30,7 +31,8 @@ pytestmark = pytest.mark.e2e
 MAX_STREAMS_REACHED = 10027
 INSUFFICIENT_STORAGE = 10047
 INSUFFICIENT_MEMORY = 10028
-MAX_BYTES_REQUIRED = 10113
+# A write that would take the account past its storage (``NewJSAccountResourcesExceededError``).
+ACCOUNT_RESOURCES_EXCEEDED = 10002
 
 
 @pytest.fixture
@@ -197,9 +199,6 @@ async def test_stream_count_and_sizes_from_the_plan_are_enforced_by_the_server(
     limits = queue["limits"]
     async with tenant(queue) as client:
         js = client.jetstream()
-        with pytest.raises(APIError) as unsized:
-            await js.add_stream(name="UNSIZED", subjects=["unsized"])
-        assert unsized.value.err_code == MAX_BYTES_REQUIRED
         with pytest.raises(APIError) as too_big:
             await js.add_stream(
                 name="HUGE", subjects=["huge"], max_bytes=limits["disk_storage_mb"] * MIB + 1
@@ -237,20 +236,67 @@ async def test_connection_count_from_the_plan_is_enforced_by_the_server(
             await client.close()
 
 
-async def test_payload_over_the_plan_limit_closes_the_connection(http: httpx.AsyncClient) -> None:
+async def test_payload_limit_is_what_the_client_is_told_and_the_server_holds_it(
+    http: httpx.AsyncClient,
+) -> None:
     queue = await new_resource(http, "queue")
     limit = queue["limits"]["max_payload_kb"] * KIB
     async with tenant(queue) as client:
+        # The server's INFO (sent before login) and the account agree (ADR 0025): nats-py
+        # refuses a bigger message itself, and the connection stays up.
+        assert client.max_payload == limit
         subscription = await client.subscribe("big")
         await client.publish("big", b"x" * limit)
         assert len((await subscription.next_msg(timeout=2)).data) == limit
+        with pytest.raises(nats.errors.MaxPayloadError):
+            await client.publish("big", b"x" * (limit + 1))
+        await client.flush(timeout=2)
+        assert client.is_connected
+    # A client that ignores the INFO is cut off by the server.
     client = await connect(queue)
+    client._max_payload = 2 * limit
     with contextlib.suppress(nats.errors.Error, OSError):
         await client.publish("big", b"x" * (limit + 1))
         await client.flush(timeout=2)
     assert await eventually(async_check(lambda: client.is_closed)), (
         "the server accepted an oversized message"
     )
+
+
+async def refusal_when_filling(js: JetStreamContext, subject: str, chunk: bytes) -> int | None:
+    """Publish ``chunk`` until JetStream refuses (at most 1000 times); the refusal's code."""
+    for _ in range(1000):
+        try:
+            await js.publish(subject, chunk)
+        except APIError as refused:
+            return refused.err_code
+    return None
+
+
+async def test_unsized_streams_of_a_full_account_take_nothing_from_another(
+    http: httpx.AsyncClient,
+) -> None:
+    a, b = await new_resource(http, "queue"), await new_resource(http, "queue")
+    quota = a["limits"]["disk_storage_mb"] * MIB
+    chunk = b"z" * (256 * KIB)
+    async with tenant(a) as client:
+        js = client.jetstream()
+        # No max_bytes (ADR 0025): the stream reserves nothing and stops at the account's quota.
+        await js.add_stream(name="FILL", subjects=["fill"])
+        await js.add_stream(name="MEM", subjects=["mem"], storage="memory")
+        assert await refusal_when_filling(js, "fill", chunk) == ACCOUNT_RESOURCES_EXCEEDED
+        assert (await js.stream_info("FILL")).state.bytes <= quota
+        assert await refusal_when_filling(js, "mem", chunk) == ACCOUNT_RESOURCES_EXCEEDED
+        assert (await js.stream_info("MEM")).state.bytes <= a["limits"]["memory_storage_mb"] * MIB
+        # Updating the stream to a size past the quota is refused too.
+        with pytest.raises(APIError):
+            await js.update_stream(name="FILL", subjects=["fill"], max_bytes=quota + 1)
+    async with tenant(b) as client:
+        js = client.jetstream()
+        await js.add_stream(name="FILL", subjects=["fill"])
+        for _ in range(quota // len(chunk) - 1):
+            await js.publish("fill", chunk)
+        assert (await js.stream_info("FILL")).state.messages == quota // len(chunk) - 1
 
 
 async def test_delete_closes_open_connections_and_the_credentials_stop_working(

@@ -112,7 +112,7 @@ async def test_create_twice_gives_one_account_with_the_plan_limits_in_the_server
         assert info.limits.max_consumers == LIMITS.consumers
         assert info.limits.max_memory == LIMITS.memory_storage_mb * MIB
         assert info.limits.max_storage == LIMITS.disk_storage_mb * MIB
-        assert info.limits.max_bytes_required is True
+        assert not info.limits.max_bytes_required  # ADR 0025: unsized streams allowed
     finally:
         await client.close()
     await queue_driver.delete(rid)
@@ -351,8 +351,6 @@ async def test_the_server_refuses_writes_past_the_quota_by_itself(
     client = await connect_tenant(credentials)
     try:
         js = client.jetstream()
-        with pytest.raises(APIError, match="max bytes set"):
-            await js.add_stream(name="UNSIZED", subjects=["unsized.>"])
         await js.add_stream(
             name="FULL", subjects=["full.>"], max_bytes=quota, discard=DiscardPolicy.NEW
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.lock import Lock
 
 from devstack.customer_redis import NAME, CustomerRedisServer
 from devstack.stack import Stack
@@ -28,6 +30,7 @@ from shared.naming import tenant_name
 pytestmark = pytest.mark.integration
 
 LIMITS = RedisLimits(memory_mb=8)
+RELEASE_SHA = hashlib.sha1(Lock.LUA_RELEASE_SCRIPT.encode(), usedforsecurity=False).hexdigest()
 
 
 @pytest.fixture
@@ -130,14 +133,19 @@ async def test_user_may_use_only_its_prefix_and_is_stored_with_a_hashed_password
     denied = [
         ["SELECT", "1"], ["SWAPDB", "0", "1"], ["SCAN", "0"], ["RANDOMKEY"], ["DBSIZE"],
         ["MOVE", own, "1"], ["COPY", own, f"{credentials.key_prefix}c"],
-        ["OBJECT", "ENCODING", own], ["MEMORY", "USAGE", own], ["WAIT", "0", "0"],
+        ["OBJECT", "ENCODING", own], ["MEMORY", "USAGE", "t_other:k"], ["MEMORY", "STATS"],
+        ["WAIT", "0", "0"],
         ["CLIENT", "LIST"], ["CLIENT", "KILL", "ID", "1"], ["PUBSUB", "CHANNELS"],
-        ["EVAL", "return 1", "0"], ["KEYS", "*"], ["INFO"], ["CONFIG", "GET", "*"],
+        ["EVAL", "return 1", "0"], ["SCRIPT", "LOAD", "return 1"], ["SCRIPT", "FLUSH"],
+        ["EVALSHA", RELEASE_SHA, "1", "t_other:k", "x"],
+        ["KEYS", "*"], ["INFO"], ["CONFIG", "GET", "*"],
         ["FLUSHALL"], ["ACL", "LIST"], ["GET", "t_other:k"], ["PUBLISH", "t_other:ch", "x"],
     ]  # fmt: skip
     allowed = [
         ["GET", own], ["PUBLISH", f"{credentials.key_prefix}ch", "x"],
         ["CLIENT", "SETNAME", "app"], ["CLIENT", "GETNAME"], ["CLIENT", "ID"],
+        # ADR 0025: its own keys' size, and the vetted Lock scripts on its own keys.
+        ["MEMORY", "USAGE", own], ["EVALSHA", RELEASE_SHA, "1", own, "x"],
     ]  # fmt: skip
     for command in denied + allowed:
         verdict = await redis_admin.execute_command("ACL", "DRYRUN", credentials.username, *command)
@@ -378,9 +386,11 @@ async def test_every_isolation_rule_holds_in_both_rule_sets(
     denied = [
         ["SELECT", "1"], ["SWAPDB", "0", "1"], ["SCAN", "0"], ["RANDOMKEY"], ["DBSIZE"],
         ["MOVE", own, "1"], ["COPY", own, f"{credentials.key_prefix}c"],
-        ["OBJECT", "ENCODING", own], ["MEMORY", "USAGE", own], ["WAIT", "0", "0"],
+        ["OBJECT", "ENCODING", own], ["MEMORY", "USAGE", "t_other:k"], ["WAIT", "0", "0"],
         ["CLIENT", "LIST"], ["CLIENT", "KILL", "ID", "1"], ["PUBSUB", "CHANNELS"],
-        ["EVAL", "return 1", "0"], ["FUNCTION", "LIST"], ["KEYS", "*"], ["INFO"],
+        ["EVAL", "return 1", "0"], ["SCRIPT", "LOAD", "return 1"],
+        ["EVALSHA", RELEASE_SHA, "1", "t_other:k", "x"],
+        ["FUNCTION", "LIST"], ["KEYS", "*"], ["INFO"],
         ["CONFIG", "GET", "*"], ["FLUSHALL"], ["FLUSHDB"], ["ACL", "LIST"],
         ["GET", "t_other:k"], ["DEL", "t_other:k"], ["PUBLISH", "t_other:ch", "x"],
     ]  # fmt: skip

@@ -6,10 +6,11 @@ passes ``guard_tenant_name`` before any DROP. Statements run one by one outside 
 computed here, so the plaintext never appears in the server's logs or catalogs.
 
 Quota (docs/backends.md, Postgres): Postgres has none, so the usage sweep measures
-``pg_database_size`` and blocks writes in two steps. First a soft block: the database's sessions
-start read-only (``default_transaction_read_only``); reads work and the tenant can clean up.
-If the database keeps growing to ``HARD_BLOCK_USAGE_FACTOR`` times its quota (the tenant turned
-read-only off and went on writing), a hard block: the database accepts no connections at all.
+``pg_database_size`` above an empty database's (``usage``) and blocks writes in two steps. First
+a soft block: the database's sessions start read-only (``default_transaction_read_only``); reads
+work and the tenant can clean up. If the database keeps growing to ``HARD_BLOCK_USAGE_FACTOR``
+times its quota (the tenant turned read-only off and went on writing), a hard block: the
+database accepts no connections at all.
 
 It also revokes, in every database, what would let a tenant list other tenants' roles and
 databases (``_HIDDEN_RELATIONS``, ``_HIDDEN_FUNCTIONS``; see
@@ -500,13 +501,20 @@ class PostgresDriver:
         )
 
     async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
-        """``pg_database_size`` of each asked database, all in one query; missing ones left out."""
+        """What each asked database holds above an empty one, in one query; missing ones left out.
+
+        ``pg_database_size`` less ``template1``'s, which every tenant database is copied from
+        (ADR 0025): the catalogs of an empty database take ~7.5 MB, which would otherwise be
+        three quarters of the anonymous tier's 10 MB before the tenant wrote a row. Tenants
+        cannot connect to template1, so they cannot move the baseline.
+        """
         by_name = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
 
         async def measure(conn: PoolConnectionProxy[asyncpg.Record]) -> dict[UUID, int]:
             rows = await conn.fetch(
-                "SELECT datname, pg_database_size(oid) AS size FROM pg_database"
-                " WHERE datname = ANY($1::text[])",
+                "SELECT datname,"
+                " greatest(pg_database_size(oid) - pg_database_size('template1'), 0) AS size"
+                " FROM pg_database WHERE datname = ANY($1::text[])",
                 list(by_name),
             )
             return {by_name[row["datname"]]: row["size"] for row in rows}

@@ -19,8 +19,9 @@ whole seconds, so the new user is issued one second after it (``_revocation_time
 limits keeps the revocation the resolver holds.
 
 Quotas need no help from here: JetStream refuses a stream whose ``max_bytes`` does not fit in the
-account's storage and a write past a full stream's ``max_bytes``, so ``block_writes`` has nothing
-to add (see its docstring).
+account's storage, a write past a full stream's ``max_bytes``, and a write to any stream (sized or
+not) once the account's storage is full, so ``block_writes`` has nothing to add (see its
+docstring).
 """
 
 from __future__ import annotations
@@ -93,8 +94,10 @@ def account_limits(limits: NatsLimits) -> natsjwt.AccountLimits:
         consumers=limits.consumers,
         memory_storage_bytes=limits.memory_storage_mb * MIB,
         disk_storage_bytes=limits.disk_storage_mb * MIB,
-        # Every stream must declare its size, so one stream cannot take the whole quota unasked.
-        max_bytes_required=True,
+        # A stream need not declare its size (ADR 0025): ``add_stream(name, subjects)`` as every
+        # client README writes it. An unsized stream reserves nothing and its writes stop where
+        # the account's storage ends, so one stream may use the whole quota, never more.
+        max_bytes_required=False,
     )
 
 
@@ -390,10 +393,11 @@ class NatsAccountDriver:
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
         """Nothing to do: the NATS server already refuses writes past the account's storage.
 
-        With ``max_bytes_required`` every stream declares its size, and the server refuses a
-        stream whose size does not fit in what the account has left, then refuses a write past
-        a full stream's size (``discard: new``) or drops its oldest messages (``discard: old``).
-        Stored bytes never exceed the quota, for open connections too; reads and deletes work.
+        The server refuses a stream whose declared size does not fit in what the account has
+        left, a write past a full stream's size (``discard: new``, or it drops the oldest
+        messages with ``discard: old``), and any write, to a sized or an unsized stream, that
+        would take the account past its storage. Stored bytes never exceed the quota, for open
+        connections too; reads and deletes work.
         """
 
     async def allow_writes(self, resource_id: UUID) -> None:

@@ -8,7 +8,8 @@ Isolation is the ACL below (docs/backends.md, Redis): keys and channels under th
 and every keyless command that lists or counts the whole keyspace denied one by one, because
 ``-@dangerous`` alone still lets ``SCAN``, ``RANDOMKEY`` and ``DBSIZE`` through. ``PUBSUB`` is
 denied as well: ``PUBSUB CHANNELS`` ignores channel permissions and lists every tenant's active
-channels (found while writing the tests; not in the research's rule set).
+channels (found while writing the tests; not in the research's rule set). Lua runs only by
+``EVALSHA`` of scripts this driver put in the server's cache (``VETTED_SCRIPTS``, ADR 0025).
 
 Passwords reach Redis only as SHA-256 (``#<hex>``), so neither ``ACL LIST`` nor the aclfile
 holds the plaintext.
@@ -43,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.lock import Lock
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import RedisCredentials, RedisLimits, ResourceKind
@@ -59,6 +61,10 @@ TENANT_COMMAND_RULES: tuple[str, ...] = (
     "-@dangerous",
     "-@admin",
     "-@scripting",
+    # Runs only scripts already in the server's cache, which only the admin fills
+    # (``VETTED_SCRIPTS``): EVAL, SCRIPT LOAD and FUNCTION stay denied (ADR 0025).
+    "+evalsha",
+    "+evalsha_ro",
     # Keyless commands that see the whole keyspace or another database (not in @dangerous).
     "-select",
     "-swapdb",
@@ -69,6 +75,8 @@ TENANT_COMMAND_RULES: tuple[str, ...] = (
     "-copy",
     "-object",
     "-memory",
+    # Key-checked like GET: the size of one of its own keys (MEMORY STATS and the rest stay out).
+    "+memory|usage",
     "-wait",
     # CLIENT LIST / KILL / INFO show or end other tenants' connections; keep the harmless three.
     "-client",
@@ -77,6 +85,18 @@ TENANT_COMMAND_RULES: tuple[str, ...] = (
     "+client|id",
     # PUBSUB CHANNELS / NUMSUB / NUMPAT skip channel permissions and name other tenants' channels.
     "-pubsub",
+)
+
+#: The only Lua a tenant can run, by ``EVALSHA``: redis-py's ``Lock`` release, extend and
+#: reacquire, taken from the installed redis-py so their SHA-1s are the ones its clients send.
+#: Each touches ``KEYS[1]`` alone with GET, PTTL, PEXPIRE and DEL, with no loop, and runs as the
+#: caller (Redis 7 checks the ACL inside scripts). Arbitrary Lua stays out (ADR 0025): a script
+#: that writes and then loops is unkillable and freezes the whole server for every tenant until
+#: ``SHUTDOWN NOSAVE`` (measured on 7.0.15), and Lua is where Redis' cross-user CVEs live.
+VETTED_SCRIPTS: tuple[str, ...] = (
+    Lock.LUA_RELEASE_SCRIPT,
+    Lock.LUA_EXTEND_SCRIPT,
+    Lock.LUA_REACQUIRE_SCRIPT,
 )
 
 #: Appended to the tenant's rules while it is over its memory quota. ``-@write`` takes effect on
@@ -123,6 +143,9 @@ _SCAN_COUNT = 1000
 #: that, a tenant hiding a few huge keys among many tiny ones can be under-counted.
 _USAGE_SAMPLE_KEYS = 1000
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+#: How often the vetted scripts are checked for (and loaded again): a server restart empties its
+#: script cache, and until they are back a tenant's ``Lock.release`` fails with NOSCRIPT.
+_SCRIPT_CHECK_INTERVAL_S = 2.0
 
 
 def command_rules(*, writes_blocked: bool) -> tuple[str, ...]:
@@ -262,6 +285,7 @@ class RedisDriver:
         self._public_host = public_host
         self._public_port = public_port
         self._saver = AclSaver(self._acl_save, delay=save_delay, max_duty=save_max_duty)
+        self._script_keeper: asyncio.Task[None] | None = None
 
     @classmethod
     async def connect(
@@ -300,16 +324,49 @@ class RedisDriver:
         )
         try:
             await driver._acl_save()
+            await driver.load_vetted_scripts()
         except BaseException:
             await admin.aclose()
             raise
         driver._saver.start()
+        driver._script_keeper = asyncio.create_task(driver._keep_scripts(), name="script-keeper")
         return driver
 
     async def close(self) -> None:
         """Save pending ACL changes, then close the admin pool."""
+        if self._script_keeper is not None:
+            self._script_keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._script_keeper
         await self._saver.close()
         await self._admin.aclose()
+
+    async def load_vetted_scripts(self) -> None:
+        """Put ``VETTED_SCRIPTS`` in the server's script cache (idempotent).
+
+        Raises:
+            BackendUnavailableError: the server cannot be reached.
+        """
+        async with self._backend_errors("loaded"):
+            for script in VETTED_SCRIPTS:
+                await self._command("SCRIPT", "LOAD", script)
+
+    async def _keep_scripts(self) -> None:
+        """Load the vetted scripts again whenever the server has lost them (a restart)."""
+        # Redis names a script by the SHA-1 of its text.
+        shas = [
+            hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()
+            for script in VETTED_SCRIPTS
+        ]
+        while True:
+            await asyncio.sleep(_SCRIPT_CHECK_INTERVAL_S)
+            try:
+                present = await self._command("SCRIPT", "EXISTS", *shas)
+                if not isinstance(present, list) or not all(present):
+                    await self.load_vetted_scripts()
+                    log.info("redis_provisioner.scripts.reloaded")
+            except (SpinupError, RedisError, *_CONNECTION_ERRORS) as exc:
+                log.info("redis_provisioner.scripts.unchecked", error=type(exc).__name__)
 
     @contextlib.asynccontextmanager
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
