@@ -47,12 +47,15 @@ def _relative(path: Path) -> str:
 def _banner(stack: Stack) -> str:
     url = stack.gateway_url
     logs = _relative(stack.logs_dir)
+    # Prometheus targets: the gateway's own port, and one port per worker and the reaper.
+    scrape = "\n         ".join(f"{url}  ({name})" for name, url in stack.metrics_urls.items())
     return (
         "\nSpinup is running.\n"
         f"  API    {url}  (OpenAPI: {url}/schema)\n"
         f"  try    curl -s -X POST {url}/db/new   (or /cache /nosql /queue /storage /webhook)\n"
         f"  stacks curl -s -F spinup.yaml=@spinup.yaml -F web.tar=@web.tar {url}/stacks/new\n"
         f"  logs   {logs}/  (e.g. tail -f {logs}/gateway.log)\n"
+        f"  scrape {scrape}\n"
         f'  env    eval "$({_relative(Path(sys.executable))} -m devstack env)"\n'
         "Ctrl-C to stop.\n\n"
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
 
 _POLL_INTERVAL_S = 0.05
@@ -113,6 +113,28 @@ def free_port_pairs(count: int, *, offset: int = 10000, below: int = 55536) -> l
         if candidate in chosen or candidate + offset in chosen:
             continue
         if _bindable(candidate) and _bindable(candidate + offset):
+            chosen.append(candidate)
+    return chosen
+
+
+def free_listen_ports(count: int, *, avoid: Collection[int] = ()) -> list[int]:
+    """Return ``count`` free ports below the kernel's ephemeral range, none of them in ``avoid``.
+
+    For listeners that start well after the choice (a stack's metrics ports): by then the
+    stack's own clients have opened many connections, and a port from ``free_ports`` (the
+    ephemeral range) was taken by one of them. ``avoid``: ports already promised to servers
+    that have not bound them yet.
+    """
+    below = max(_ephemeral_start(), 21000)
+    chosen: list[int] = []
+    candidate = random.randrange(20000, below - 1)  # noqa: S311 (not security)
+    while len(chosen) < count:
+        candidate += 1
+        if candidate >= below:
+            candidate = 20000
+        if candidate in chosen or candidate in avoid:
+            continue
+        if _bindable(candidate):
             chosen.append(candidate)
     return chosen
 

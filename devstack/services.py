@@ -95,8 +95,13 @@ class ServiceProcess(ManagedProcess):
         pid_path: Path,
         nats_monitor_url: str,
         http_url: str | None = None,
+        metrics_port: int | None = None,
     ) -> None:
-        """Describe the service; ``start`` runs it. ``http_url`` is required for HTTP readiness."""
+        """Describe the service; ``start`` runs it. ``http_url`` is required for HTTP readiness.
+
+        ``metrics_port``: where a service without HTTP serves ``/metrics`` (a gateway serves it
+        on ``http_url``).
+        """
         super().__init__(name, log_path=log_path, pid_path=pid_path)
         if spec.readiness is Readiness.HTTP and http_url is None:
             msg = f"{name}: HTTP readiness needs an http_url"
@@ -106,12 +111,22 @@ class ServiceProcess(ManagedProcess):
         self.root = root
         self.nats_monitor_url = nats_monitor_url
         self.http_url = http_url
+        self.metrics_port = metrics_port
         self._cid_floor = 0
 
     @property
     def url(self) -> str | None:
         """The service's base HTTP URL (gateways only)."""
         return self.http_url
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes this service (None: it serves no metrics)."""
+        if self.http_url is not None:
+            return f"{self.http_url}/metrics"
+        if self.metrics_port is not None:
+            return f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return None
 
     def start(self, env: Mapping[str, str]) -> None:
         """Start ``<python> -m <module>`` in the repo root with exactly ``env``.

@@ -23,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
+from shared import metrics, tracing
 from shared.contracts.commands import Command
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.replies import CommandFailed, Reply
@@ -100,10 +101,36 @@ class Bus:
         """
         if not self.nc.is_connected:
             msg = "The platform message bus is unreachable; try again shortly."
+            metrics.record_command(endpoint.subject, ErrorCode.PLATFORM_UNAVAILABLE)
             raise SpinupError(ErrorCode.PLATFORM_UNAVAILABLE, msg, retryable=True)
+        in_flight, duration = metrics.nats_series(endpoint.subject)
+        started = time.perf_counter()
+        failure: ErrorCode | None = None
+        in_flight.inc()
+        try:
+            with tracing.span(
+                f"nats request {endpoint.subject}",
+                kind=tracing.SpanKind.CLIENT,
+                attributes={"messaging.system": "nats", "messaging.destination": endpoint.subject},
+            ):
+                reply = await self._request(endpoint, command)
+        except SpinupError as exc:
+            failure = exc.code
+            raise
+        finally:
+            in_flight.dec()
+            duration.observe(time.perf_counter() - started)
+            metrics.record_command(endpoint.subject, failure)
+        return reply
+
+    async def _request(self, endpoint: Endpoint[C, R], command: C) -> R:
         try:
             message = await self.nc.request(
-                endpoint.subject, _encoder.encode(command), timeout=endpoint.timeout + REPLY_GRACE_S
+                endpoint.subject,
+                _encoder.encode(command),
+                timeout=endpoint.timeout + REPLY_GRACE_S,
+                # W3C traceparent: the worker's span continues this trace (none while off).
+                headers=tracing.inject(),
             )
         except NoRespondersError as exc:
             msg = f"No {endpoint.queue} is running to handle this request; try again shortly."
@@ -167,8 +194,16 @@ class Bus:
             )
             await message.respond(_encoder.encode(reply))
             return
-        with structlog.contextvars.bound_contextvars(
-            correlation_id=command.correlation_id, command_id=str(command.command_id)
+        with (
+            structlog.contextvars.bound_contextvars(
+                correlation_id=command.correlation_id, command_id=str(command.command_id)
+            ),
+            tracing.span(
+                f"nats handle {endpoint.subject}",
+                kind=tracing.SpanKind.SERVER,
+                attributes={"messaging.system": "nats", "messaging.destination": endpoint.subject},
+                parent=tracing.extract(message.headers),
+            ),
         ):
             async with slots:
                 try:

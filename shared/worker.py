@@ -7,15 +7,19 @@ in the worker's queue group until SIGINT or SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
+from uuid import UUID
 
 import structlog
 import uvloop
 
+from shared import metrics, tracing
 from shared.bus import Bus
 from shared.config import Env
 from shared.contracts.kinds import ResourceKind
@@ -32,6 +36,12 @@ from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdo
 
 log = structlog.get_logger("shared.worker")
 
+#: How often a worker checks its backend for ``spinup_backend_up``, and how long it waits.
+BACKEND_PROBE_INTERVAL_S = 10.0
+BACKEND_PROBE_TIMEOUT_S = 5.0
+# No resource has the nil id: the probe looks for something that is never there.
+_PROBE_ID = UUID(int=0)
+
 
 @dataclass(frozen=True, slots=True)
 class WorkerSettings:
@@ -45,6 +55,8 @@ class WorkerSettings:
     log_format: str
     log_level: str
     heartbeat_file: Path | None
+    metrics_host: str
+    metrics_port: int
 
     @classmethod
     def from_env(
@@ -71,6 +83,8 @@ class WorkerSettings:
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
             heartbeat_file=heartbeat_file(env),
+            metrics_host=metrics.metrics_host(env),
+            metrics_port=metrics.metrics_port(env),
         )
 
 
@@ -128,7 +142,7 @@ async def serve_kind(
             lifecycle = ResourceLifecycle(
                 EventStore(platform, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
                 keyring,
-                driver,
+                tracing.trace_driver(driver),
                 resources=ResourceReadModel(platform),
                 create_concurrency=settings.create_concurrency,
                 delete_concurrency=settings.delete_concurrency,
@@ -140,13 +154,57 @@ async def serve_kind(
                 kind=driver.kind.value,
                 create_concurrency=settings.create_concurrency,
             )
-            async with heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected):
-                await wait_for_shutdown()
+            with metrics.serve_metrics(settings.metrics_host, settings.metrics_port):
+                async with (
+                    heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected),
+                    probe_backend(driver),
+                ):
+                    await wait_for_shutdown()
         finally:
             await bus.close()
     finally:
         await platform.close()
         log.info("worker.stopped", service=service)
+
+
+@contextlib.asynccontextmanager
+async def probe_backend(
+    driver: ResourceDriver[Any], interval_s: float = BACKEND_PROBE_INTERVAL_S
+) -> AsyncIterator[None]:
+    """Keep ``spinup_backend_up{backend=<kind>}`` current while the block runs.
+
+    The probe is the driver's own read-only ``exists`` check on an id no resource has: one round
+    trip to the backend through the driver's admin connection. A driver without one (the stack
+    deployer) is not probed.
+    """
+    exists: Callable[[UUID], Awaitable[bool]] | None = getattr(driver, "exists", None)
+    if exists is None:
+        yield
+        return
+    up = metrics.BACKEND_UP.labels(backend=driver.kind.value)
+
+    async def probe() -> None:
+        was_up = True
+        while True:
+            try:
+                await asyncio.wait_for(exists(_PROBE_ID), BACKEND_PROBE_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001  (any failure means the backend is not usable)
+                if was_up:
+                    log.warning("worker.backend.down", kind=driver.kind.value, error=repr(exc))
+                up.set(0)
+                was_up = False
+            else:
+                up.set(1)
+                was_up = True
+            await asyncio.sleep(interval_s)
+
+    task = asyncio.create_task(probe())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def worker_main(
@@ -157,5 +215,6 @@ def worker_main(
     """Entry point: settings first, so a missing variable stops start-up with its name."""
     settings = settings_or_exit(service, lambda: read_settings(os.environ))
     configure_logging(service, fmt=settings.worker.log_format, level=settings.worker.log_level)
+    tracing.configure_tracing(service, os.environ)
     uvloop.run(run(settings))
     return 0

@@ -23,6 +23,7 @@ import msgspec
 import structlog
 from nats.errors import Error as NatsError
 
+from shared import metrics
 from shared.contracts.subjects import LOG_APPENDED, event_subject
 from shared.eventlog.schema import RELAY_LOCK
 from shared.eventlog.store import read_committed_after
@@ -42,6 +43,8 @@ _INTERRUPTIONS: tuple[type[BaseException], ...] = (
 )
 #: The recorded cursor trails the published one by at most this long while the relay is busy.
 _RECORD_EVERY_S = 1.0
+#: The lag gauge counts at most this many events: past it the relay is simply far behind.
+_LAG_COUNT_CAP = 100_000
 
 
 class Relay:
@@ -83,25 +86,29 @@ class Relay:
             # relay's session ends, however it ends.
             await conn.execute("SELECT pg_advisory_lock($1)", RELAY_LOCK)
             log.info("eventlog.relay.started", relay=self._name)
-            await ensure_events_stream(self._js)
-            subscription = await self._nc.subscribe(LOG_APPENDED, cb=self._on_nudge)
             recorded = await conn.fetchrow(
                 "SELECT txid, position FROM relay_positions WHERE relay = $1", self._name
             )
             self._cursor = (recorded["txid"], recorded["position"]) if recorded else (0, 0)
             self._recorded = self._cursor
+            # Before NATS is needed: while it is down, each retry still shows the lag growing.
+            await self._measure_lag(conn)
+            await ensure_events_stream(self._js)
+            subscription = await self._nc.subscribe(LOG_APPENDED, cb=self._on_nudge)
             next_record = time.monotonic() + _RECORD_EVERY_S
             while True:
                 self._wake.clear()
                 relayed = await self.relay_once(conn)
                 if relayed and time.monotonic() >= next_record:
                     await self._record_cursor(conn)
+                    await self._measure_lag(conn)
                     next_record = time.monotonic() + _RECORD_EVERY_S
                 if relayed < self._batch_size:
                     try:
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval)
                     except TimeoutError:
                         await self._record_cursor(conn)
+                        await self._measure_lag(conn)
         finally:
             if subscription is not None:
                 with contextlib.suppress(Exception):
@@ -132,6 +139,19 @@ class Relay:
         self._cursor = batch[-1][0]
         log.debug("eventlog.relay.published", count=len(events), position=self._cursor[1])
         return len(events)
+
+    async def _measure_lag(self, conn: Any) -> None:  # noqa: ANN401  (asyncpg connection)
+        """Set ``spinup_relay_lag_events``: committed events past the cursor (capped count).
+
+        Counted, not subtracted: positions have gaps (a failed append uses one up). An event of a
+        transaction that ends after a younger one was relayed may be missed for a moment.
+        """
+        behind = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM events WHERE position > $1 LIMIT $2) AS ahead",
+            self._cursor[1],
+            _LAG_COUNT_CAP,
+        )
+        metrics.RELAY_LAG.set(int(behind))
 
     async def _record_cursor(self, conn: Any) -> None:  # noqa: ANN401  (asyncpg connection)
         """Store the cursor, so a restart resumes there (a no-op when it has not moved)."""

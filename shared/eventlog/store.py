@@ -17,6 +17,7 @@ still running, so it never skips an event committed late (docs/adr/0012).
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import asyncpg
 import msgspec
 
+from shared import metrics, tracing
 from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
@@ -211,14 +213,18 @@ class EventStore:
         write = _Append(
             stream_id, expected_version, events, command_id, correlation_id, sealed_reply
         )
+        started = time.perf_counter()
         try:
-            if any(p.handles(stream_id) for p in self._projections):
-                recorded = await self._append_in_transaction(write)
-            else:
-                recorded = await self._append_in_one_statement(write, prior)
+            with tracing.span("eventlog.append", attributes={"spinup.events": len(events)}):
+                if any(p.handles(stream_id) for p in self._projections):
+                    recorded = await self._append_in_transaction(write)
+                else:
+                    recorded = await self._append_in_one_statement(write, prior)
         except asyncpg.UniqueViolationError as exc:
             msg = f"stream {stream_id} is past version {expected_version}"
             raise ConcurrencyConflictError(msg) from exc
+        finally:
+            metrics.EVENTLOG_APPEND_DURATION.observe(time.perf_counter() - started)
         if self._nudge is not None:
             # After the commit, outside it: a lost nudge only delays the relay to its poll.
             with contextlib.suppress(Exception):

@@ -91,13 +91,19 @@ def sockets_of(pids: list[int]) -> set[int]:
 
 
 def port_names(stack: Stack) -> dict[int, str]:
-    """Every port of the profile by its ``Ports`` field name, gRPC twins as ``<name>+grpc``."""
+    """Every port of the profile by its ``Ports`` field name, gRPC twins as ``<name>+grpc``.
+
+    A service's metrics port (not a ``Ports`` field: one per service) is ``metrics``.
+    """
     named = {}
     for field in dataclasses.fields(stack.profile.ports):
         port = getattr(stack.profile.ports, field.name)
         named[port] = field.name
         if field.name.startswith("seaweed_"):
             named[port + _GRPC_OFFSET] = f"{field.name}+grpc"
+    for service in stack.services.values():  # a worker's or the reaper's /metrics listener
+        if service.metrics_port is not None:
+            named[service.metrics_port] = "metrics"
     return named
 
 

@@ -42,6 +42,7 @@ import asyncpg
 import structlog
 
 from pg_provisioner.sql import quote_ident, quote_literal
+from shared import metrics
 from shared.contracts.events import (
     PoolMemberDropped,
     PoolMemberReady,
@@ -208,6 +209,10 @@ class WarmPool:
         self._filling = 0
         self._wanted = asyncio.Event()
         self._last_take = 0.0
+        # Read at each scrape: never stale, and nothing to update on the take path.
+        metrics.POOL_AVAILABLE.labels(kind=ResourceKind.POSTGRES.value).set_function(
+            lambda: len(self._ready)
+        )
 
     @property
     def ready(self) -> int:
@@ -338,6 +343,7 @@ class WarmPool:
             member_id, 1, PoolMemberReady(member_id=member_id), correlation_id="pool-refill"
         )
         self._ready.append(Member(member_id=member_id, version=2, password=password, verifier=None))
+        metrics.POOL_REFILLS.labels(kind=ResourceKind.POSTGRES.value).inc()
 
     async def _add_ready(self, member_id: UUID, *, version: int) -> None:
         """Offer a member found on the cluster (reconcile) with a new password.

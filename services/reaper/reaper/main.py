@@ -21,7 +21,9 @@ from shared.contracts.subjects import RESOURCE_EVENTS_FILTER
 from shared.eventlog.stream import ensure_events_stream
 from shared.health import heartbeat
 from shared.logging import configure_logging
+from shared.metrics import serve_metrics
 from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
+from shared.tracing import configure_tracing
 
 SERVICE = "reaper"
 log = structlog.get_logger("reaper")
@@ -59,8 +61,9 @@ async def run(settings: Settings) -> None:
         "reaper.started", interval_s=settings.interval_s, usage_interval_s=settings.usage_interval_s
     )
     try:
-        async with heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected):
-            await wait_for_shutdown()
+        with serve_metrics(settings.metrics_host, settings.metrics_port):
+            async with heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected):
+                await wait_for_shutdown()
     finally:
         for task in tasks:
             task.cancel()
@@ -76,5 +79,6 @@ def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
     settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
     configure_logging(SERVICE, fmt=settings.log_format, level=settings.log_level)
+    configure_tracing(SERVICE, os.environ)
     uvloop.run(run(settings))
     return 0

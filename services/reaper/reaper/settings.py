@@ -8,6 +8,7 @@ from pathlib import Path
 
 from shared.config import Env
 from shared.health import heartbeat_file
+from shared.metrics import metrics_host, metrics_port
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +24,8 @@ class Settings:
     log_format: str
     log_level: str
     heartbeat_file: Path | None
+    metrics_host: str
+    metrics_port: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -46,4 +49,6 @@ class Settings:
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
             heartbeat_file=heartbeat_file(env),
+            metrics_host=metrics_host(env),
+            metrics_port=metrics_port(env),
         )

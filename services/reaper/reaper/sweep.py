@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from shared import metrics
 from shared.contracts.commands import ControlStack, DeprovisionResource, StackAction, SweepUsage
 from shared.contracts.errors import SpinupError
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS, STACK_CONTROL
@@ -60,9 +61,11 @@ class Sweeper:
         """One pass; returns how many resources were deprovisioned."""
         clock = time.monotonic()
         now = datetime.now(UTC)
+        every_due = self._index.due(now, self._grace)
+        metrics.REAPER_BACKLOG.set(len(every_due))
         due = [
             (state, reason)
-            for state, reason in self._index.due(now, self._grace)
+            for state, reason in every_due
             if self._not_before.get(state.resource_id, 0.0) <= clock
         ]
         for state, _ in due:
@@ -127,6 +130,7 @@ class Sweeper:
                     error=exc.code.value,
                 )
                 return False
+        metrics.REAPER_DELETES.labels(kind=state.kind.value, reason=reason.value).inc()
         log.info(
             "reaper.resource.reaped",
             resource_id=str(state.resource_id),

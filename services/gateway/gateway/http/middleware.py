@@ -1,4 +1,4 @@
-"""Request id on every response, and one log line per request."""
+"""Request id on every response; one log line, metrics and a trace span per request."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from litestar.enums import ScopeType
+
+from shared import metrics, tracing
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -49,16 +51,39 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 message["headers"] = headers
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(correlation_id=request_id):
+        method = scope.get("method", "")
+        with (
+            structlog.contextvars.bound_contextvars(correlation_id=request_id),
+            tracing.span(f"HTTP {method}", kind=tracing.SpanKind.SERVER) as span,
+        ):
             try:
                 await app(scope, receive, send_with_id)
             finally:
+                duration = time.perf_counter() - started
+                # Set by Litestar's router once a route matched (absent for a 404 or 405).
+                template = scope.get("path_template")
+                series = metrics.http_series(template, method, status)
+                series.requests.inc()
+                series.duration.observe(duration)
+                if series.rate_limited is not None:
+                    series.rate_limited.inc()
+                if span is not None:
+                    route = metrics.route_label(template)
+                    method_label = metrics.method_label(method)
+                    span.update_name(f"HTTP {method_label} {route}")
+                    span.set_attributes(
+                        {
+                            "http.request.method": method_label,
+                            "http.route": route,
+                            "http.response.status_code": status,
+                        }
+                    )
                 log.info(
                     "gateway.request.handled",
-                    method=scope.get("method", ""),
+                    method=method,
                     path=scope["path"],
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(duration * 1000, 2),
                 )
 
     return middleware
