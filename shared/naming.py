@@ -82,3 +82,8 @@ def pool_stream(member_id: UUID) -> str:
 def resource_stream(resource_id: UUID) -> str:
     """The event stream id of one resource."""
     return f"resource-{resource_id}"
+
+
+def notification_stream(resource_id: UUID) -> str:
+    """The event stream id of one resource's notifications (its outbox, docs/adr/0027)."""
+    return f"notification-{resource_id}"

@@ -38,6 +38,20 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     provisions_per_minute: int
 
 
+class Lifetime(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a temporary resource's lifetime may be chosen, extended and warned about (ADR 0027)."""
+
+    #: ``ttl_seconds`` a create may ask for (the tier's ``ttl_seconds`` is the default).
+    ttl_min_seconds: int
+    ttl_max_seconds: int
+    #: From creation to the latest ``expires_at`` extensions may reach.
+    total_max_seconds: int
+    #: ``POST /resources/{token}/extend`` calls allowed per resource.
+    extensions: int
+    #: ``resource.expiring`` is sent this long before expiry (each lead shorter than the life).
+    notify_lead_seconds: list[int] = msgspec.field(default_factory=list)
+
+
 class Tier(msgspec.Struct, frozen=True, kw_only=True):
     """One tier: a TTL (null: permanent), caps, a rate limit and the limits of every kind."""
 
@@ -52,6 +66,8 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     webhook: WebhookLimits
     stack: StackLimits
     description: str = ""
+    #: Lifetime choices of a tier whose resources expire; None: ``ttl_seconds`` is fixed.
+    lifetime: Lifetime | None = None
 
     def limits(self, kind: ResourceKind) -> Limits:
         """The limits this tier gives a resource of ``kind``."""
@@ -88,6 +104,7 @@ _TIER_KEYS = {
     "description",
     "caps",
     "rate_limit",
+    "lifetime",
     *(kind.value for kind in ResourceKind),
 }
 
@@ -127,6 +144,23 @@ def _positive(path: str, section: msgspec.Struct) -> None:
             raise PlanError(msg)
 
 
+def _validate_lifetime(path: str, tier: Tier) -> None:
+    lifetime = tier.lifetime
+    if lifetime is None:  # pragma: no cover  (the caller checks)
+        return
+    if tier.ttl_seconds is None:
+        msg = f"{path} needs the tier's ttl_seconds (its resources must expire)"
+        raise PlanError(msg)
+    numbers = (lifetime.ttl_min_seconds, lifetime.extensions, *lifetime.notify_lead_seconds)
+    if min(numbers) < 0 or lifetime.ttl_min_seconds == 0:
+        msg = f"{path}: every number must be positive (extensions may be 0)"
+        raise PlanError(msg)
+    # The tier's ttl_seconds (the default) may lie outside: a test plan shortens it alone.
+    if not lifetime.ttl_min_seconds <= lifetime.ttl_max_seconds <= lifetime.total_max_seconds:
+        msg = f"{path}: expected ttl_min_seconds <= ttl_max_seconds <= total_max_seconds"
+        raise PlanError(msg)
+
+
 def _validate(plans: Plans) -> None:
     for setting in ("anonymous_tier", "account_tier"):
         name = getattr(plans, setting)
@@ -140,6 +174,8 @@ def _validate(plans: Plans) -> None:
         if tier.ttl_seconds is not None and tier.ttl_seconds <= 0:
             msg = f"tiers.{name}.ttl_seconds must be positive or null"
             raise PlanError(msg)
+        if tier.lifetime is not None:
+            _validate_lifetime(f"tiers.{name}.lifetime", tier)
         _positive(f"tiers.{name}.caps", tier.caps)
         _positive(f"tiers.{name}.rate_limit", tier.rate_limit)
         for kind in ResourceKind:

@@ -19,6 +19,7 @@ from shared.contracts.events import (
     ResourceClaimed,
     ResourceDeprovisioned,
     ResourceDeprovisionRequested,
+    ResourceExtended,
     ResourceProvisioned,
     ResourceProvisionFailed,
     ResourceProvisionRequested,
@@ -53,8 +54,10 @@ class ResourceState:
     quota_exceeded: bool = False
     #: The stack this resource backs (None: a resource of its own).
     parent_id: UUID | None = None
+    #: How many times ``expires_at`` was moved on request (``ResourceExtended``).
+    extensions: int = 0
 
-    def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:  # noqa: PLR0911  (one return per event type)
+    def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:  # noqa: C901, PLR0911  (one return per event type)
         """The state after ``event``."""
         state = replace(self, version=self.version + 1, updated_at=recorded_at)
         match event:
@@ -122,6 +125,8 @@ class ResourceState:
                 return replace(state, quota_exceeded=True)
             case QuotaRestored():
                 return replace(state, quota_exceeded=False)
+            case ResourceExtended():
+                return replace(state, expires_at=event.expires_at, extensions=event.extensions)
         return state
 
     @classmethod

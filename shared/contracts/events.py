@@ -152,6 +152,32 @@ class StackStopped(ResourceEventBase, frozen=True, kw_only=True):
     revision: int
 
 
+# -- lifetime: more facts in a resource's stream (docs/adr/0027) --------------------------------
+
+
+class ResourceExtended(ResourceEventBase, frozen=True, kw_only=True):
+    """``expires_at`` moved later on request; ``extensions``: how many so far, this one included.
+
+    A stack's backing resources get one each time their stack does.
+    """
+
+    expires_at: datetime
+    extensions: int
+
+
+class NotifyTargetSet(ResourceEventBase, frozen=True, kw_only=True):
+    """Notifications about this resource go to ``url`` (None: nowhere any more).
+
+    Signed with the secret of ``secret_generation`` (derived from the platform's token key, never
+    stored). ``lead_seconds``: how long before expiry ``resource.expiring`` is sent, from the
+    plan at the time the target was set, so whichever gateway delivers sends the same.
+    """
+
+    url: str | None
+    secret_generation: int
+    lead_seconds: list[int]
+
+
 ResourceEvent = (
     ResourceProvisionRequested
     | ResourceProvisioned
@@ -168,7 +194,52 @@ ResourceEvent = (
     | StackReady
     | StackFailed
     | StackStopped
+    | ResourceExtended
+    | NotifyTargetSet
 )
+
+
+# -- notifications: stream ``notification-<resource id>``, the outbox of one resource -----------
+# Only the gateway's notifier appends here, so its writes never race a worker's on the resource's
+# own stream. Delivery is at least once: a receiver dedupes on ``webhook-id``.
+
+
+class NotificationEventBase(Event, frozen=True, kw_only=True):
+    """Fields of every event in a resource's notification stream."""
+
+    resource_id: UUID
+    notification_id: UUID
+
+
+class NotificationQueued(NotificationEventBase, frozen=True, kw_only=True):
+    """A notification is due: ``body`` (JSON text, signed as is) goes to ``url``.
+
+    ``notification_type`` (the body's ``type``): ``resource.expiring``, ``resource.over_quota``,
+    ``resource.expired`` or ``resource.deleted``.
+    """
+
+    notification_type: str
+    url: str
+    secret_generation: int
+    body: str
+
+
+class NotificationDelivered(NotificationEventBase, frozen=True, kw_only=True):
+    """The receiver answered 2xx on attempt ``attempt``."""
+
+    attempt: int
+    status_code: int
+
+
+class NotificationAttemptFailed(NotificationEventBase, frozen=True, kw_only=True):
+    """Attempt ``attempt`` failed (``error`` says how); ``retry_at`` None: given up."""
+
+    attempt: int
+    error: str
+    retry_at: datetime | None
+
+
+NotificationEvent = NotificationQueued | NotificationDelivered | NotificationAttemptFailed
 
 
 # -- warm pools: stream ``pool-<member id>``, one per pooled backend object ----------------------
@@ -277,7 +348,7 @@ class ClaimCompleted(ClaimEventBase, frozen=True, kw_only=True):
 
 ClaimEvent = ClaimStarted | ClaimCompleted
 
-StoredEvent = ResourceEvent | PoolEvent | AccountEvent | ClaimEvent
+StoredEvent = ResourceEvent | NotificationEvent | PoolEvent | AccountEvent | ClaimEvent
 
 
 class RecordedEvent(msgspec.Struct, frozen=True, kw_only=True):

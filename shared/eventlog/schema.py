@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 HOLD_APPENDS = "LOCK TABLE events IN SHARE MODE"
 RELAY_LOCK = 0x5350_4E55_0002
 MIGRATE_LOCK = 0x5350_4E55_0003
+#: Held by the one gateway process that delivers notifications (docs/adr/0027).
+NOTIFIER_LOCK = 0x5350_4E55_0004
 #: The statuses a plan's active cap counts, as SQL literals: the partial indexes of the caps and
 #: the query that counts them (``ResourceReadModel.count_held``) name the same set, and a generic
 #: plan matches a partial index against constants only, never against a parameter.

@@ -1,0 +1,123 @@
+"""Lifetime rules without servers: plan bounds, the notify URL guard, when warnings are due."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
+from pathlib import Path
+
+import pytest
+from spinup_cli.main import ttl_seconds
+
+from gateway.resources.lifetime import expires_at_for, notify_secret
+from gateway.resources.notifier import _due, _Watched
+from gateway.resources.outbound import UnsafeTargetError, resolve
+from shared.contracts.errors import SpinupError
+from shared.contracts.events import NotifyTargetSet
+from shared.contracts.kinds import ResourceKind, ResourceStatus
+from shared.plans import PlanError, load_plans, parse_plans
+from shared.resources import ResourceState
+
+PLANS = load_plans(Path(__file__).parents[2] / "plans.yaml")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_ttl_at_create_within_the_anonymous_bounds() -> None:
+    tier = PLANS.anonymous
+    made = expires_at_for("anonymous", tier, ResourceKind.REDIS, 3600, NOW)
+    assert made == NOW + timedelta(hours=1)
+    assert expires_at_for("anonymous", tier, ResourceKind.REDIS, None, NOW) == NOW + timedelta(
+        seconds=tier.ttl_seconds or 0
+    )
+    with pytest.raises(SpinupError, match=r"between 600 \(10 min\) and 86400 \(24 h\)"):
+        expires_at_for("anonymous", tier, ResourceKind.REDIS, 599, NOW)
+    # A stack stays within its own, shorter TTL.
+    with pytest.raises(SpinupError, match="and 21600"):
+        expires_at_for("anonymous", tier, ResourceKind.STACK, 21601, NOW)
+    with pytest.raises(SpinupError, match="permanent"):
+        expires_at_for("free", PLANS.account, ResourceKind.REDIS, 3600, NOW)
+
+
+def test_a_lifetime_whose_bounds_cross_is_refused() -> None:
+    text = (Path(__file__).parents[2] / "plans.yaml").read_text()
+    crossed = text.replace("ttl_max_seconds: 86400", "ttl_max_seconds: 300")
+    with pytest.raises(PlanError, match="ttl_min_seconds <= ttl_max_seconds"):
+        parse_plans(crossed)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/x",
+        "http://[::1]/x",
+        "http://[::ffff:10.0.0.1]/x",
+        "http://10.0.0.1/x",
+        "http://100.64.0.1/x",
+        "http://169.254.169.254/x",
+        "http://224.0.0.1/x",
+        "http://localhost/x",
+        "file:///etc/passwd",
+        "http://a:b@8.8.8.8/x",
+        "http:///x",
+    ],
+)
+async def test_non_public_targets_are_refused(url: str) -> None:
+    with pytest.raises(UnsafeTargetError):
+        await resolve(url, [])
+
+
+async def test_a_public_address_and_the_allowlist_pass() -> None:
+    assert str((await resolve("https://8.8.8.8/hook", [])).address) == "8.8.8.8"
+    allowed = [ip_network("127.0.0.2/32")]
+    target = await resolve("http://127.0.0.2:9000/hook", allowed)
+    assert target.port == 9000
+    with pytest.raises(UnsafeTargetError):
+        await resolve("http://127.0.0.1:9000/hook", allowed)
+
+
+def test_secrets_differ_per_resource_and_generation() -> None:
+    key, resource = b"k" * 32, uuid.uuid4()
+    first = notify_secret(key, resource, 3)
+    assert first.startswith("whsec_")
+    assert first == notify_secret(key, resource, 3)
+    assert first != notify_secret(key, resource, 4)
+    assert first != notify_secret(key, uuid.uuid4(), 3)
+
+
+def _watched(lifetime_s: int, leads: list[int]) -> _Watched:
+    resource = uuid.uuid4()
+    state = ResourceState(
+        resource_id=resource,
+        status=ResourceStatus.ACTIVE,
+        kind=ResourceKind.REDIS,
+        created_at=NOW,
+        expires_at=NOW + timedelta(seconds=lifetime_s),
+    )
+    target = NotifyTargetSet(
+        resource_id=resource, url="https://example.com/h", secret_generation=1, lead_seconds=leads
+    )
+    return _Watched(state=state, target=target)
+
+
+def test_only_the_shortest_due_lead_shorter_than_the_life_is_sent() -> None:
+    # 15 minutes to live: the hour's warning never applies, the 10 minutes' does at 5 min.
+    watched = _watched(900, [3600, 600])
+    assert _due(watched, NOW + timedelta(seconds=299)) == []
+    due = _due(watched, NOW + timedelta(seconds=300))
+    assert [(kind, data["lead_seconds"]) for _, kind, data in due] == [("resource.expiring", 600)]
+    # Two hours to live, first seen 5 minutes before the end: one warning, the 10 minutes'.
+    late = _watched(7200, [3600, 600])
+    due = _due(late, NOW + timedelta(seconds=6900))
+    assert [data["lead_seconds"] for _, _, data in due] == [600]
+
+
+def test_the_cli_reads_ttl_durations() -> None:
+    assert ttl_seconds("2h") == 7200
+    assert ttl_seconds("30m") == 1800
+    assert ttl_seconds("1d") == 86400
+    assert ttl_seconds("900") == 900
+    for wrong in ("", "0", "2x", "-5m", "h"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            ttl_seconds(wrong)
