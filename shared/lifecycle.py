@@ -36,6 +36,7 @@ from shared.contracts.events import (
 from shared.contracts.kinds import (
     LIMITS_BY_KIND,
     Credentials,
+    DeprovisionReason,
     Limits,
     ResourceKind,
     ResourceStatus,
@@ -360,6 +361,12 @@ class ResourceLifecycle:
         if state.status is ResourceStatus.DELETING and state.deprovision_reason is not None:
             reason = state.deprovision_reason
         else:
+            # The reaper's view trails the log by the relay's lag: an extension (or a claim,
+            # which drops the expiry) appended since may have saved it. The append below is
+            # conditional on this version, so one that lands after this read fails it instead.
+            if reason is DeprovisionReason.EXPIRED and not _has_expired(state):
+                msg = f"Not expired: it now expires at {state.expires_at or 'never'}."
+                raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
             try:
                 await self._store.append(
                     stream,
@@ -534,6 +541,10 @@ class ResourceLifecycle:
             command_id=command.command_id,
             correlation_id=command.correlation_id,
         )
+
+
+def _has_expired(state: ResourceState) -> bool:
+    return state.expires_at is not None and state.expires_at <= datetime.now(UTC)
 
 
 def _already_gone(state: ResourceState, command: DeprovisionResource) -> ResourceDeprovisioned:

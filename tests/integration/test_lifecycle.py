@@ -4,16 +4,24 @@ real worker: duplicates, deadlines, cleanup."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
 from pg_provisioner.driver import PostgresDriver
 from shared.bus import Bus
+from shared.contracts.commands import DeprovisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
-from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
-from shared.contracts.subjects import PROVISION_POSTGRES
+from shared.contracts.kinds import (
+    DeprovisionReason,
+    PostgresCredentials,
+    PostgresLimits,
+    ResourceKind,
+)
+from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_POSTGRES
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
@@ -100,3 +108,31 @@ async def test_worker_finishing_past_the_deadline_undoes_its_work_and_records_it
     ]
     assert events[-1].cleaned_up is True  # type: ignore[union-attr]
     assert events[-1].code == "deadline_exceeded"  # type: ignore[union-attr]
+
+
+async def test_an_expiry_delete_is_refused_once_the_log_says_it_no_longer_expires(
+    bus: Bus, driver: PostgresDriver
+) -> None:
+    # The reaper sends it from its view of the log, which trails the log by the relay's lag:
+    # an extension appended in between must win.
+    command = provision_command(expires_at=datetime.now(UTC) + timedelta(hours=1))
+    reply = await bus.request(PROVISION_POSTGRES, command)
+    endpoint = DEPROVISION_ENDPOINTS[ResourceKind.POSTGRES]
+
+    def deprovision(reason: DeprovisionReason) -> DeprovisionResource:
+        return DeprovisionResource(
+            command_id=uuid.uuid4(),
+            correlation_id=f"test-{uuid.uuid4().hex[:8]}",
+            deadline=time.time() + endpoint.timeout,
+            resource_id=command.resource_id,
+            reason=reason,
+        )
+
+    with pytest.raises(SpinupError) as caught:
+        await bus.request(endpoint, deprovision(DeprovisionReason.EXPIRED))
+    assert caught.value.code is ErrorCode.INVALID_COMMAND
+    assert "Not expired" in caught.value.message
+    conn = await asyncpg.connect(reply.credentials.connection_url)
+    await conn.close()
+    await bus.request(endpoint, deprovision(DeprovisionReason.DELETED))
+    assert not await driver.exists(command.resource_id)
