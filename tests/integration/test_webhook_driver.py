@@ -4,6 +4,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -87,7 +88,9 @@ async def test_requests_are_kept_newest_first_up_to_the_cap(webhooks: WebhookDri
         assert await webhooks.record(key, request) is RecordOutcome.STORED
     kept = await webhooks.recent(rid, 100)
     assert [r.id for r in kept] == [r.id for r in reversed(sent)][: LIMITS.requests_kept]
-    assert kept[0] == sent[-1]
+    # Numbered in the order stored, from 1 (the gateway sends 0; the record script numbers it).
+    assert [r.seq for r in kept] == list(range(len(sent), len(sent) - LIMITS.requests_kept, -1))
+    assert kept[0] == msgspec.structs.replace(sent[-1], seq=len(sent))
     await webhooks.delete(rid)
 
 
@@ -129,7 +132,7 @@ async def test_live_feed_gets_new_requests_and_ends_when_the_receiver_is_deleted
     sent = a_request(b"live")
     await webhooks.record(key, sent)
     events = live.events(keepalive_s=0.2)
-    assert await anext(events) == sent
+    assert await anext(events) == msgspec.structs.replace(sent, seq=1)
     assert await anext(events) is None  # quiet: a keep-alive tick
     await webhooks.delete(rid)
     assert [event async for event in events] == []
@@ -194,6 +197,7 @@ async def test_set_limits_changes_the_cap_and_body_size_but_not_the_url_or_the_r
         b"requests_kept": b"5",
         b"max_body_kb": b"4",
         b"generation": b"1",
+        b"seq": b"1",
     }
     # The same URL takes a body the old limit refused, and keeps more requests.
     assert await webhooks.record(key, a_request(b"x" * 3 * 1024)) is RecordOutcome.STORED
@@ -261,7 +265,8 @@ async def test_usage_is_empty_and_the_write_block_changes_nothing(
     assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == before
     assert await webhooks.record(key, a_request()) is RecordOutcome.STORED
     await webhooks.allow_writes(rid)
-    assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == before
+    # Only the request counter moved (by the one request stored).
+    assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == {**before, b"seq": b"2"}
     await webhooks.delete(rid)
 
 

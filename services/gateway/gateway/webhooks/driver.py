@@ -6,10 +6,10 @@ it touches is built from ``tenant_name`` and passes ``guard_tenant_name`` first.
 One receiver is three Redis names, all derived from the resource id:
 
 - ``webhook:<tenant>:limits``: a hash with the receiver's ``requests_kept``, ``max_body_kb`` and
-  ``generation`` (of its receive URL), and its settings when set: ``response`` (the custom
-  answer, JSON) and ``verify`` (the signature check, its secret sealed). It exists exactly while
-  the receiver can take requests, so receiving needs no lookup in the platform Postgres, and a
-  delete removes the settings with it;
+  ``generation`` (of its receive URL), ``seq`` (the number of its newest request), and its
+  settings when set: ``response`` (the custom answer, JSON) and ``verify`` (the signature
+  check, its secret sealed). It exists exactly while the receiver can take requests, so
+  receiving needs no lookup in the platform Postgres, and a delete removes the settings with it;
 - ``webhook:<tenant>:requests``: a list of stored requests (JSON), newest first, trimmed to
   ``requests_kept`` by every push;
 - ``webhook:<tenant>:live``: the pub/sub channel that streams each new request, and a final
@@ -45,6 +45,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.webhooks.signatures import SignatureCheck
+from shared import metrics
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import ResourceKind, WebhookCredentials, WebhookLimits
 from shared.naming import guard_tenant_name, tenant_name
@@ -66,9 +67,13 @@ _CLOSED = b"closed"
 
 # Atomic, so a request racing a delete either lands before it (and is deleted with the list) or
 # finds no limits hash and is refused: a delete never leaves a list behind. Likewise a request
-# racing a rotate is stored before it or refused after it.
+# racing a rotate is stored before it or refused after it. Each stored request gets the next
+# ``seq`` of its receiver (a counter in the limits hash), written over the ``"seq":0`` the
+# gateway encoded first: the list is then in ``seq`` order, without gaps, newest first, which is
+# what lets cursors address it by index (ADR 0024).
 # KEYS: limits hash, requests list.
-# ARGV: stored request, body size in bytes, live channel, the key's generation.
+# ARGV: stored request (beginning ``{"seq":0``), body size in bytes, live channel, the key's
+# generation.
 # Returns {outcome, the custom response (JSON) or nil}: the answer comes back in the same round
 # trip, so a custom response costs the receive path nothing.
 _RECORD_SCRIPT = """
@@ -77,10 +82,26 @@ local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb', 'gen
 if not limits[1] or not limits[2] or not limits[3] then return {0, false} end
 if limits[3] ~= ARGV[4] then return {-2, false} end
 if tonumber(ARGV[2]) > tonumber(limits[2]) * 1024 then return {-1, false} end
-redis.call('LPUSH', KEYS[2], ARGV[1])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local stored = '{"seq":' .. seq .. string.sub(ARGV[1], 9)
+redis.call('LPUSH', KEYS[2], stored)
 redis.call('LTRIM', KEYS[2], 0, tonumber(limits[1]) - 1)
-redis.call('PUBLISH', ARGV[3], ARGV[1])
+redis.call('PUBLISH', ARGV[3], stored)
 return {1, limits[4]}
+"""
+# Up to ``count`` kept requests from the one numbered ``newest`` down, addressed by index: the
+# list holds ``seq`` head, head - 1, ... from index 0, so that is one LRANGE, read with the head
+# in one atomic step (a request stored meanwhile cannot shift it).
+# KEYS: limits hash, requests list. ARGV: newest ``seq`` wanted (0: the newest there is), count.
+# Returns {head, length of the list, the requests newest first}.
+_RANGE_SCRIPT = """
+local head = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local length = redis.call('LLEN', KEYS[2])
+local newest = tonumber(ARGV[1])
+if newest <= 0 or newest > head then newest = head end
+if tonumber(ARGV[2]) <= 0 then return {head, length, {}} end
+local start = head - newest
+return {head, length, redis.call('LRANGE', KEYS[2], start, start + tonumber(ARGV[2]) - 1)}
 """
 # Only an existing receiver: writing to a missing hash would open a deleted receiver again.
 # KEYS: limits hash. ARGV: requests_kept, max_body_kb. Returns the new generation, or 0.
@@ -165,8 +186,13 @@ class StoredRequest(msgspec.Struct, frozen=True, kw_only=True):
     ``size`` is its length in bytes. ``signature`` is the verdict of the receiver's signature
     check, for requests received since it was set (null otherwise); it is worked out when the
     request is read, never stored.
+    ``seq`` numbers a receiver's requests in the order they were stored, from 1 (0: stored
+    before requests were numbered); cursors are made from it.
     """
 
+    # First, so that the gateway's encoding begins with ``"seq":0``, which the record script
+    # overwrites with the real number.
+    seq: int = 0
     id: str
     method: str
     path: str
@@ -239,8 +265,24 @@ def _limit_fields(limits: WebhookLimits) -> list[str | int]:
     return ["requests_kept", limits.requests_kept, "max_body_kb", limits.max_body_kb]
 
 
+# How the gateway's encoding of a request with ``seq`` 0 begins; the record script keeps what
+# follows it (``string.sub(ARGV[1], 9)``).
+_SEQ_PLACEHOLDER = b'{"seq":0'
 _request_decoder = msgspec.json.Decoder(StoredRequest)
 _encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A slice of a receiver's kept requests, and the ``seq`` range kept when it was read.
+
+    ``latest`` is the ``seq`` of the newest request stored (0: none yet); ``oldest`` that of the
+    oldest still kept (``latest + 1`` when none is kept).
+    """
+
+    latest: int
+    oldest: int
+    requests: list[StoredRequest]
 
 
 class LiveRequests:
@@ -323,6 +365,7 @@ class WebhookDriver:
         self._set_limits = redis.register_script(_SET_LIMITS_SCRIPT)
         self._reopen = redis.register_script(_REOPEN_SCRIPT)
         self._set_field = redis.register_script(_SET_FIELD_SCRIPT)
+        self._range = redis.register_script(_RANGE_SCRIPT)
         self._stopping = asyncio.Event()
 
     @property
@@ -407,6 +450,12 @@ class WebhookDriver:
                 pipe.publish(names.live, _CLOSED)
                 await pipe.execute()
 
+    async def clear(self, resource_id: UUID) -> None:
+        """Forget the receiver's stored requests; the receiver itself keeps taking new ones."""
+        guard_tenant_name(tenant_name(resource_id))
+        with _redis_errors():
+            await self._redis.delete(_Names.of(resource_id).requests)
+
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the receiver takes requests (its limits hash is there)."""
         with _redis_errors():
@@ -431,12 +480,21 @@ class WebhookDriver:
     ) -> tuple[RecordOutcome, bytes | None]:
         """``record``, and the receiver's custom response (JSON) if it has one: one round trip."""
         names = _Names.of(key.resource_id)
+        encoded = _encoder.encode(
+            msgspec.structs.replace(request, seq=0) if request.seq else request
+        )
+        if not encoded.startswith(_SEQ_PLACEHOLDER):  # pragma: no cover  (field order changed)
+            msg = "StoredRequest must encode `seq` first"
+            raise AssertionError(msg)
         with _redis_errors():
             outcome, response = await self._record(
                 keys=[names.limits, names.requests],
-                args=[_encoder.encode(request), request.size, names.live, key.generation],
+                args=[encoded, request.size, names.live, key.generation],
             )
-        return RecordOutcome(int(outcome)), response
+        recorded = RecordOutcome(int(outcome))
+        if recorded is RecordOutcome.STORED:
+            metrics.WEBHOOK_CAPTURES.inc()
+        return recorded, response
 
     async def set_setting(self, resource_id: UUID, setting: Setting, value: bytes) -> bool:
         """Set one of the receiver's settings; False (nothing written) when its hash is missing."""
@@ -462,6 +520,32 @@ class WebhookDriver:
             raw = await self._redis.lrange(_Names.of(resource_id).requests, 0, limit - 1)
         return [_request_decoder.decode(item) for item in raw]
 
+    async def history(self, resource_id: UUID, newest: int | None, count: int) -> History:
+        """Up to ``count`` kept requests numbered ``newest`` and below, newest first.
+
+        ``newest`` None starts at the newest request. One atomic read, which also says where
+        the kept history stands.
+        """
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            head, length, raw = await self._range(
+                keys=[names.limits, names.requests], args=[newest or 0, count]
+            )
+        top = int(head) if newest is None else min(newest, int(head))
+        requests = [_request_decoder.decode(item) for item in raw]
+        return History(
+            latest=int(head),
+            # Requests stored before they were numbered (seq 0) are not addressable.
+            oldest=max(int(head) - int(length) + 1, 1),
+            requests=[r for r in requests if 1 <= r.seq <= top],
+        )
+
+    async def latest_seq(self, resource_id: UUID) -> int:
+        """The ``seq`` of the receiver's newest request (0 when it has stored none)."""
+        with _redis_errors():
+            head = await self._redis.hget(_Names.of(resource_id).limits, "seq")
+        return int(head or 0)
+
     async def subscribe(self, resource_id: UUID) -> LiveRequests:
         """Subscribe to new requests; a receiver deleted meanwhile gives an already-ended feed.
 
@@ -475,6 +559,7 @@ class WebhookDriver:
                 try:
                     await pubsub.subscribe(names.live)
                 except MaxConnectionsError:
+                    metrics.WEBHOOK_STREAM_DROPPED.inc()
                     msg = (
                         "This gateway is following as many live streams as it may; try again"
                         " shortly, or read GET /webhook/{token}/requests."

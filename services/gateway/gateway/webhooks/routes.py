@@ -14,14 +14,14 @@ import base64
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import structlog
 from litestar import Request, Response, delete, get, put, route
 from litestar.enums import HttpMethod
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, Parameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from gateway.admission.clients import client_ip
@@ -35,6 +35,18 @@ from gateway.webhooks.driver import (
     encode_body,
     parse_receive_key,
     receive_key_of_url,
+)
+from gateway.webhooks.history import (
+    CatchUp,
+    RequestFilter,
+    catch_up,
+    decode_cursor,
+    encode_cursor,
+    find,
+    find_seq,
+    invalid,
+    page,
+    requests_after,
 )
 from gateway.webhooks.responses import (
     SANDBOX_HEADERS,
@@ -110,13 +122,19 @@ class RequestReceived(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ReceivedRequests(msgspec.Struct, frozen=True, kw_only=True):
-    """``GET /webhook/{token}/requests``: the newest requests first."""
+    """``GET /webhook/{token}/requests``: one page of matching requests, newest first.
+
+    ``next_cursor`` lists the older ones (null: there are none); ``latest_cursor`` follows the
+    ones received from now on (``GET /webhook/{token}/stream?after=``).
+    """
 
     ok: bool = True
     id: uuid.UUID
     count: int
     requests_kept: int
     requests: list[StoredRequest]
+    next_cursor: str | None
+    latest_cursor: str
 
 
 def _stored_request(
@@ -256,51 +274,189 @@ async def _receiver_for(ctx: GatewayContext, token: str) -> tuple[ResourceState,
     return state, state.limits
 
 
-@get("/webhook/{token:str}/requests", summary="Read captured requests", tags=["webhooks"])
-async def list_requests(
+_REQUESTS_PATH = "/webhook/{token:str}/requests"
+
+
+async def _with_signatures(
+    ctx: GatewayContext, resource_id: uuid.UUID, requests: list[StoredRequest]
+) -> list[StoredRequest]:
+    """The requests with their ``signature`` verdicts, when the receiver checks signatures."""
+    check = await _signature_checker(ctx, resource_id)
+    if check is None:
+        return requests
+    if sum(request.size for request in requests) > _HASH_INLINE_BYTES:
+        # hashlib lets go of the GIL on large inputs: a thread keeps the loop serving.
+        return await asyncio.to_thread(lambda: [check(r) for r in requests])
+    return [check(request) for request in requests]
+
+
+@get(
+    _REQUESTS_PATH,
+    summary="Find captured requests",
+    description="Newest first, one page at a time: pass `next_cursor` back as `cursor` for the"
+    " next (older) page until it is null. A page may be shorter than `limit` while"
+    " `next_cursor` is set (a filter that matches little stops after 8 MB of bodies scanned)."
+    " Filters, all optional, all must hold: `method` (one or several, comma-separated),"
+    " `path_prefix` (of the path after the receive URL), `header` (a substring of some"
+    " `name: value` line, any case), `body` (a substring of the raw body), `since` (inclusive)"
+    " and `until` (exclusive), ISO 8601 times. `latest_cursor` is where"
+    " `GET /webhook/{token}/stream?after=` picks up.",
+    tags=["webhooks"],
+)
+async def list_requests(  # noqa: PLR0917  (one argument per query parameter)
     ctx: GatewayContext,
     token: str = TokenParam,
     limit: int | None = Parameter(
-        ge=1, required=False, description="At most this many (newest first)."
+        ge=1, required=False, description="At most this many (default and cap: requests_kept)."
     ),
+    cursor: str | None = Parameter(
+        required=False, description="A `next_cursor`: the page of older requests."
+    ),
+    method: str | None = Parameter(required=False, description="e.g. `POST` or `POST,PUT`."),
+    path_prefix: str | None = Parameter(required=False, description="e.g. `/stripe`."),
+    header: str | None = Parameter(
+        required=False, description="e.g. `x-github-event: push` or `stripe-signature`."
+    ),
+    # Named apart from its query parameter: `body` is the framework's raw request body.
+    body_contains: Annotated[
+        str | None,
+        QueryParameter(name="body", required=False, description="e.g. `invoice.paid`."),
+    ] = None,
+    since: str | None = Parameter(required=False, description="e.g. `2026-12-04T08:00:00Z`."),
+    until: str | None = Parameter(required=False, description="e.g. `2026-12-04T09:00:00Z`."),
 ) -> ReceivedRequests:
-    """``GET /webhook/{token}/requests``: newest first, at most the plan's ``requests_kept``."""
+    """``GET /webhook/{token}/requests``."""
+    wanted = RequestFilter.parse(
+        method=method,
+        path_prefix=path_prefix,
+        header=header,
+        body=body_contains,
+        since=since,
+        until=until,
+        known_methods=[m.value for m in RECEIVE_METHODS],
+    )
+    before = None if cursor is None else decode_cursor("cursor", cursor)
     state, limits = await _receiver_for(ctx, token)
-    wanted = min(limit or limits.requests_kept, limits.requests_kept)
-    requests = await ctx.webhooks.recent(state.resource_id, wanted)
-    check = await _signature_checker(ctx, state.resource_id)
-    if check is not None:
-        if sum(request.size for request in requests) > _HASH_INLINE_BYTES:
-            # hashlib lets go of the GIL on large inputs: a thread keeps the loop serving.
-            requests = await asyncio.to_thread(lambda: [check(r) for r in requests])
-        else:
-            requests = [check(request) for request in requests]
+    found = await page(
+        ctx.webhooks,
+        state.resource_id,
+        before=before,
+        limit=min(limit or limits.requests_kept, limits.requests_kept),
+        wanted=wanted,
+    )
+    requests = await _with_signatures(ctx, state.resource_id, found.requests)
     return ReceivedRequests(
         id=state.resource_id,
         count=len(requests),
         requests_kept=limits.requests_kept,
         requests=requests,
+        next_cursor=None if found.next_seq is None else encode_cursor(found.next_seq),
+        latest_cursor=encode_cursor(found.latest),
     )
 
 
-async def _sse_messages(
-    ctx: GatewayContext, resource_id: uuid.UUID, live: LiveRequests
-) -> AsyncIterator[ServerSentEventMessage]:
-    async for request in live.events(KEEPALIVE_S):
-        if request is None:
-            yield ServerSentEventMessage(data=None, comment="keep-alive")
-            continue
-        # Read per request, so a check set or removed while the stream is open applies at once.
-        try:
-            check = await _signature_checker(ctx, resource_id)
-        except SpinupError:
-            check = None  # a started stream cannot turn into an error page: shown unchecked
-        shown = request if check is None else check(request)
-        yield ServerSentEventMessage(
-            event="request", id=shown.id, data=msgspec.json.encode(shown).decode()
+@get(
+    _REQUESTS_PATH + "/{request_id:str}",
+    summary="Read one captured request",
+    description="By the `id` its sender got back (`X-Webhook-Request-Id`), while it is kept.",
+    tags=["webhooks"],
+)
+async def show_request(
+    ctx: GatewayContext, request_id: str, token: str = TokenParam
+) -> StoredRequest:
+    """``GET /webhook/{token}/requests/{request_id}``: what ``spinup webhook replay`` sends."""
+    state, limits = await _receiver_for(ctx, token)
+    found = await find(ctx.webhooks, state.resource_id, request_id)
+    if found is None:
+        msg = (
+            f"This receiver keeps no request with id {request_id!r}: it keeps only its newest"
+            f" {limits.requests_kept}. List them with GET /webhook/{{token}}/requests."
         )
-    if live.receiver_gone:
-        yield ServerSentEventMessage(event="closed", data="The receiver was deleted.")
+        raise SpinupError(ErrorCode.NOT_FOUND, msg)
+    (shown,) = await _with_signatures(ctx, state.resource_id, [found])
+    return shown
+
+
+def _request_event(request: StoredRequest) -> ServerSentEventMessage:
+    return ServerSentEventMessage(
+        event="request",
+        # Its cursor: a client that reconnects with it as Last-Event-ID misses nothing.
+        id=encode_cursor(request.seq) if request.seq else None,
+        data=msgspec.json.encode(request).decode(),
+    )
+
+
+class RequestsCleared(msgspec.Struct, frozen=True, kw_only=True):
+    """The receiver's stored requests are gone; it keeps capturing new ones."""
+
+    ok: bool = True
+    id: uuid.UUID
+
+
+@delete(
+    "/webhook/{token:str}/requests",
+    status_code=200,
+    summary="Clear captured requests",
+    description="Forgets every stored request; the receive URL keeps working.",
+    tags=["webhooks"],
+)
+async def clear_requests(ctx: GatewayContext, token: str = TokenParam) -> RequestsCleared:
+    """``DELETE /webhook/{token}/requests``: the console's "clear history"."""
+    state, _ = await _receiver_for(ctx, token)
+    await ctx.webhooks.clear(state.resource_id)
+    return RequestsCleared(id=state.resource_id)
+
+
+async def _sse_messages(
+    ctx: GatewayContext,
+    resource_id: uuid.UUID,
+    live: LiveRequests,
+    *,
+    after: int,
+    catch: CatchUp | None,
+) -> AsyncIterator[ServerSentEventMessage]:
+    """The catch-up (when resumed), then each live request not already sent, in ``seq`` order.
+
+    The subscription is open before the catch-up is read, so a request stored meanwhile is in
+    both: the ``seq`` already sent tells which to skip.
+    """
+    sent = after
+    try:
+        if catch is not None:
+            sent = catch.after
+            if catch.lost:
+                note = (
+                    f"{catch.lost} requests after the cursor were dropped (beyond requests_kept)"
+                    " before this stream resumed; the rest follow."
+                )
+                yield ServerSentEventMessage(
+                    event="lost",
+                    data=msgspec.json.encode({"missed": catch.lost, "message": note}).decode(),
+                )
+            try:
+                check = await _signature_checker(ctx, resource_id)
+                async for kept in requests_after(ctx.webhooks, resource_id, sent):
+                    yield _request_event(kept if check is None else check(kept))
+                    sent = kept.seq
+            except SpinupError:
+                return  # a started stream cannot become an error page: the client resumes
+        async for request in live.events(KEEPALIVE_S):
+            if request is None:
+                yield ServerSentEventMessage(data=None, comment="keep-alive")
+                continue
+            if request.seq and request.seq <= sent:
+                continue
+            # Read per request, so a check set or removed while the stream is open applies.
+            try:
+                check = await _signature_checker(ctx, resource_id)
+            except SpinupError:
+                check = None  # a started stream cannot turn into an error page: shown unchecked
+            yield _request_event(request if check is None else check(request))
+            sent = max(sent, request.seq)
+        if live.receiver_gone:
+            yield ServerSentEventMessage(event="closed", data="The receiver was deleted.")
+    finally:
+        await live.close()
 
 
 @get(
@@ -308,16 +464,65 @@ async def _sse_messages(
     summary="Follow captured requests live",
     description="Server-Sent Events: one `request` event per request received from now on,"
     " a comment every 15 s to keep the connection open, and a final `closed` event when the"
-    " receiver is deleted or expires.",
+    " receiver is deleted or expires. Each event's `id` is a cursor: reconnect with it as"
+    " `Last-Event-ID` (or `?after=`) and the stream first sends every kept request after it,"
+    " oldest first, then goes on live, so none is missed or sent twice; a `lost` event says"
+    " how many were dropped meanwhile (beyond `requests_kept`). `?from_id=` starts with that"
+    " kept request instead. `?after=` takes `latest_cursor` of `GET /webhook/{token}/requests`.",
     media_type="text/event-stream",
     tags=["webhooks"],
 )
-async def stream_requests(ctx: GatewayContext, token: str = TokenParam) -> ServerSentEvent:
+async def stream_requests(
+    ctx: GatewayContext,
+    token: str = TokenParam,
+    after: str | None = Parameter(
+        required=False, description="A cursor: send the kept requests after it first."
+    ),
+    from_id: str | None = Parameter(
+        required=False, description="A kept request's id: send it and those after it first."
+    ),
+    last_event_id: Annotated[
+        str | None,
+        HeaderParameter(
+            name="Last-Event-ID",
+            required=False,
+            description="Set by an SSE client when it reconnects; wins over `after` and `from_id`.",
+        ),
+    ] = None,
+) -> ServerSentEvent:
     """``GET /webhook/{token}/stream``."""
-    state, _ = await _receiver_for(ctx, token)
-    # Subscribed before the response starts, so an unreachable Redis is still an honest 503.
+    resume: int | None = None
+    if last_event_id:
+        resume = decode_cursor("Last-Event-ID", last_event_id)
+    elif after is not None and from_id is not None:
+        raise invalid("from_id", "give `from_id` or `after`, not both.")
+    elif after is not None:
+        resume = decode_cursor("after", after)
+    state, limits = await _receiver_for(ctx, token)
+    if resume is None and from_id is not None and not last_event_id:
+        seq = await find_seq(ctx.webhooks, state.resource_id, from_id)
+        if seq is None:
+            problem = (
+                f"this receiver keeps no request with id {from_id!r} (it keeps only its newest"
+                f" {limits.requests_kept})."
+            )
+            raise invalid("from_id", problem)
+        resume = seq - 1
+    # Subscribed before the response starts, so an unreachable Redis is still an honest 503; and
+    # before the history is read, so nothing stored in between is missed.
     live = await ctx.webhooks.subscribe(state.resource_id)
-    return ServerSentEvent(_sse_messages(ctx, state.resource_id, live))
+    try:
+        if resume is None:
+            after_seq, catch = await ctx.webhooks.latest_seq(state.resource_id), None
+        else:
+            catch = await catch_up(ctx.webhooks, state.resource_id, resume)
+            after_seq = catch.after
+    except BaseException:
+        await live.close()
+        raise
+    return ServerSentEvent(
+        _sse_messages(ctx, state.resource_id, live, after=after_seq, catch=catch)
+    )
 
 
 def _raw_body(request: StoredRequest) -> bytes:
@@ -483,6 +688,8 @@ def webhook_routes(plans: Plans) -> list[HTTPRouteHandler]:
     return [
         *_receive_handlers(largest_webhook_body(plans)),
         list_requests,
+        show_request,
+        clear_requests,
         stream_requests,
         show_response,
         put(
