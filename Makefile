@@ -23,8 +23,8 @@ check: setup ## Lint and type-check: ruff format --check, ruff check, mypy --str
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-test: check ## check, then pytest (tests start their own servers on free ports)
-	$(BIN)/pytest
+test: check ## check, then pytest in two groups side by side (each starts its own servers)
+	@bash scripts/test.sh
 
 bench: setup ## Measure every kind against its floor on a stack of its own (bench/README.md)
 	$(BIN)/python -m bench --profile $(BENCH_ARGS)

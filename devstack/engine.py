@@ -20,6 +20,8 @@ examples and the service Dockerfiles start ``FROM``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -35,6 +37,8 @@ from devstack.procs import DevstackError, tail, wait_until
 from devstack.servers import Server
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from devstack.profile import Profile, Secrets
 
 #: The engine's API socket when ``DOCKER_HOST`` does not name another.
@@ -55,6 +59,20 @@ BASE_PACKAGES = (
 SCOPE_LABEL = "io.spinup.scope"
 
 _START_TIMEOUT_S = 60.0
+
+
+@contextlib.contextmanager
+def _machine_lock(name: str) -> Iterator[None]:
+    """Held by one process of the machine at a time, whichever checkout it runs from.
+
+    The engine and its images are the machine's: two stacks starting at once (make test's two
+    groups, two checkouts) must start one ``dockerd`` and build the base image once.
+    """
+    with (Path(tempfile.gettempdir()) / f"spinup-{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 # `deb <uri> <suite>...`: a sources.list line names at least a URI and a suite.
 _DEB_LINE_WORDS = 3
 
@@ -106,7 +124,12 @@ def ensure_engine(root: Path) -> None:
             "run `sudo systemctl start docker` (or `sudo dockerd &`) and retry"
         )
         raise DevstackError(msg)
-    directory = engine_dir(root)
+    with _machine_lock("engine-start"):
+        if not engine_answers():
+            _start_dockerd(dockerd, engine_dir(root))
+
+
+def _start_dockerd(dockerd: str, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "dockerd.log"
     install_egress_rules()
@@ -258,11 +281,15 @@ def ensure_base_image(root: Path) -> str:
         DevstackError: ``debootstrap`` failed (its log is named) or the engine refused the import.
     """
     versioned = f"spinup/base:{base_image_digest()}"
-    if _image_exists(versioned):
-        if not _image_exists(BASE_IMAGE):
-            docker_cli("tag", versioned, BASE_IMAGE)
-        return BASE_IMAGE
-    directory = engine_dir(root)
+    with _machine_lock("base-image"):
+        if not _image_exists(versioned):
+            _build_base_image(engine_dir(root), versioned)
+    if not _image_exists(BASE_IMAGE):
+        docker_cli("tag", versioned, BASE_IMAGE)
+    return BASE_IMAGE
+
+
+def _build_base_image(directory: Path, versioned: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     log_path = directory / "debootstrap.log"
     with tempfile.TemporaryDirectory(dir=directory, prefix="rootfs-") as rootfs:
@@ -299,8 +326,6 @@ def ensure_base_image(root: Path) -> str:
         versioned,
         stdin=archive,
     )
-    docker_cli("tag", versioned, BASE_IMAGE)
-    return BASE_IMAGE
 
 
 def scope_label(profile: Profile) -> str:
