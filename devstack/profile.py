@@ -32,6 +32,11 @@ TEST_OVERRIDES: dict[str, str] = {
     "SPINUP_REAPER_INTERVAL_S": "0.5",
     "SPINUP_REAPER_ORPHAN_GRACE_S": "2",
     "SPINUP_REAPER_USAGE_INTERVAL_S": "5",
+    # Test-only: notify URLs are refused on loopback, except this one address that tests bind
+    # their notification receiver to (never set in production; docs/adr/0027).
+    "SPINUP_NOTIFY_ALLOWED_NETWORKS": "127.0.0.2/32",
+    "SPINUP_NOTIFY_RETRY_S": "1,1,2",
+    "SPINUP_NOTIFY_POLL_S": "0.2",
 }
 
 

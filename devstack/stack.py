@@ -24,8 +24,15 @@ from typing import IO, TYPE_CHECKING, Any, Self
 from devstack import seaweed
 from devstack.backends import BACKENDS
 from devstack.engine import ensure_engine
-from devstack.procs import DevstackError, ManagedProcess, free_ports, pidfile_alive, port_open
-from devstack.profile import ROOMY_FACTOR, SPINUP_DIR, Profile, Secrets
+from devstack.procs import (
+    DevstackError,
+    ManagedProcess,
+    free_listen_ports,
+    free_ports,
+    pidfile_alive,
+    port_open,
+)
+from devstack.profile import ROOMY_FACTOR, SPINUP_DIR, Ports, Profile, Secrets
 from devstack.servers import (
     AppDatabase,
     NatsServer,
@@ -99,9 +106,13 @@ class Stack:
         self._wiped = False
         self.servers: dict[str, Server] = self._make_servers()
         specs = {backend.worker: backend.worker_spec for backend in BACKENDS} | SERVICES
+        metrics_ports = _metrics_ports(profile, [name for name in specs if name != "gateway"])
         self.services: dict[str, ServiceProcess] = {
             name: self._make_service(
-                name, spec, http_port=profile.ports.gateway if name == "gateway" else None
+                name,
+                spec,
+                http_port=profile.ports.gateway if name == "gateway" else None,
+                metrics_port=metrics_ports.get(name),
             )
             for name, spec in specs.items()
         }
@@ -180,7 +191,12 @@ class Stack:
         return {server.name: server for server in servers}
 
     def _make_service(
-        self, name: str, spec: ServiceSpec, *, http_port: int | None
+        self,
+        name: str,
+        spec: ServiceSpec,
+        *,
+        http_port: int | None,
+        metrics_port: int | None = None,
     ) -> ServiceProcess:
         return ServiceProcess(
             name,
@@ -191,6 +207,7 @@ class Stack:
             pid_path=self.profile.run_dir / f"{name}.pid",
             nats_monitor_url=f"http://127.0.0.1:{self.profile.ports.nats_monitor}",
             http_url=f"http://127.0.0.1:{http_port}" if http_port is not None else None,
+            metrics_port=metrics_port,
         )
 
     # --- read-only facts ---------------------------------------------------------------------
@@ -204,6 +221,15 @@ class Stack:
     def gateway_url(self) -> str:
         """Base URL of the gateway, e.g. ``http://127.0.0.1:8080``."""
         return f"http://127.0.0.1:{self.profile.ports.gateway}"
+
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Where Prometheus scrapes each service (``GET /metrics``), by service name."""
+        return {
+            name: url
+            for name, service in {**self.services, **self.extra_workers}.items()
+            if (url := service.metrics_url) is not None
+        }
 
     @property
     def logs_dir(self) -> Path:
@@ -257,8 +283,21 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **common,
             **self._workers_env(only=service),
+            **self._metrics_env(service),
             **(extra or {}),
         }
+
+    def _metrics_env(self, service: str) -> dict[str, str]:
+        """Where ``service`` serves its metrics: its own port, or the gateway's HTTP port.
+
+        A gateway of several processes keeps their shared metrics files under the run dir.
+        """
+        if service == "gateway":
+            return {"SPINUP_METRICS_DIR": str(self.profile.run_dir / "metrics")}
+        port = self.services[service].metrics_port
+        if port is None:
+            return {}
+        return {"SPINUP_METRICS_HOST": "127.0.0.1", "SPINUP_METRICS_PORT": str(port)}
 
     # --- steps -------------------------------------------------------------------------------
 
@@ -499,6 +538,13 @@ class Stack:
         finally:
             gateway.stop()
 
+    def _ports_in_use(self) -> set[int]:
+        """Every port this stack's servers and services listen on, or will."""
+        processes = [*self.services.values(), *self.extra_workers.values()]
+        return _promised(self.profile) | {
+            process.metrics_port for process in processes if process.metrics_port is not None
+        }
+
     def start_extra_worker(self, name: str, timeout: float = 30.0) -> ServiceProcess:
         """Start another replica of the worker ``name`` (``pg-provisioner``...) in its queue group.
 
@@ -518,12 +564,34 @@ class Stack:
             log_path=self.profile.logs_dir / f"{label}.log",
             pid_path=self.profile.run_dir / f"{label}.pid",
             nats_monitor_url=f"http://127.0.0.1:{self.profile.ports.nats_monitor}",
+            metrics_port=free_listen_ports(1, avoid=self._ports_in_use())[0],
         )
         self.extra_workers[label] = worker
         with self._step(f"starting {label}"):
-            worker.start(self._process_env(name))
+            worker.start(self._process_env(name, {"SPINUP_METRICS_PORT": str(worker.metrics_port)}))
             worker.wait_ready(timeout)
         return worker
+
+
+#: ``make run``'s metrics ports, one per service without an HTTP port, in start order.
+DEV_METRICS_PORT_BASE = 59101
+
+
+def _metrics_ports(profile: Profile, services: list[str]) -> dict[str, int]:
+    """A metrics port for each of ``services``: fixed for ``make run``, free ones otherwise."""
+    if profile.ports == Ports.dev():
+        return {name: DEV_METRICS_PORT_BASE + index for index, name in enumerate(services)}
+    return dict(
+        zip(services, free_listen_ports(len(services), avoid=_promised(profile)), strict=True)
+    )
+
+
+def _promised(profile: Profile) -> set[int]:
+    """The profile's ports, and SeaweedFS's gRPC ports beside its own (port + 10000)."""
+    ports = set(profile.ports.as_dict().values())
+    return ports | {
+        port + 10000 for name, port in profile.ports.as_dict().items() if "seaweed" in name
+    }
 
 
 def _write_roomy_plans(source: Path, target: Path) -> None:

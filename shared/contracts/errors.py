@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RESOURCE_GONE = "resource_gone"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    #: The Idempotency-Key was first sent with another body (IETF httpapi-idempotency-key: 422).
+    IDEMPOTENCY_KEY_MISMATCH = "idempotency_key_mismatch"
     WORKER_UNAVAILABLE = "worker_unavailable"
     WORKER_TIMEOUT = "worker_timeout"
     COMMAND_IN_PROGRESS = "command_in_progress"
@@ -34,6 +36,8 @@ class ErrorCode(StrEnum):
     INVALID_CREDENTIALS = "invalid_credentials"
     INSUFFICIENT_SCOPE = "insufficient_scope"
     FORBIDDEN = "forbidden"
+    #: A console form without this browser's CSRF token (ADR 0021).
+    CSRF_FAILED = "csrf_failed"
     EMAIL_TAKEN = "email_taken"
     # plans, quotas and abuse controls
     RATE_LIMITED = "rate_limited"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
@@ -76,3 +78,89 @@ async def test_health_readiness_and_openapi(http: httpx.AsyncClient) -> None:
     assert ready["checks"]["nats"] == ready["checks"]["postgres"] == "ok"
     schema = (await http.get("/schema/openapi.json")).json()
     assert "/db/new" in schema["paths"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field", "says"),
+    [
+        (b'{"name": 42}', "`name`", "got a number"),
+        (b'{"name": "a/b\\u0000"}', "`name`", "1 to 64 characters"),
+        (b'{"name": "   "}', "`name`", "not starting or ending with a space"),
+        (b'{"name": " padded"}', "`name`", "not starting or ending with a space"),
+        (b'{"colour": "red"}', "`colour`", "This body takes: `name`"),
+        (b"[1, 2]", "JSON object", "not an array"),
+    ],
+)
+async def test_a_bad_field_is_named_with_what_it_takes(
+    http: httpx.AsyncClient, content: bytes, field: str, says: str
+) -> None:
+    response = await http.post(
+        "/db/new", content=content, headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "invalid_request")
+    message = response.json()["message"]
+    assert field in message, message
+    assert says in message, message
+    # Never the schema's raw regex or msgspec's type notation.
+    assert "^[" not in message, message
+    assert "str | null" not in message, message
+
+
+async def test_a_wrong_method_is_told_the_methods_the_route_takes(http: httpx.AsyncClient) -> None:
+    response = await http.get("/db/new")
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["allow"].split(", ")
+    assert "POST" in response.json()["message"]
+
+
+async def test_an_oversized_body_is_told_the_limit(http: httpx.AsyncClient) -> None:
+    response = await http.post(
+        "/db/new",
+        content=b'{"name": "' + b"x" * 100_000 + b'"}',
+        headers={"content-type": "application/json"},
+    )
+    assert_error(response, 413, "payload_too_large")
+    message = response.json()["message"]
+    assert "at most" in message, message
+    assert any(word.isdigit() for word in message.split()), message
+
+
+async def test_the_name_asked_for_is_echoed_in_the_201(http: httpx.AsyncClient) -> None:
+    created = await http.post("/webhook/new", json={"name": "orders hook"})
+    assert created.status_code == 201, created.text
+    assert created.json()["name"] == "orders hook"
+    unnamed = await http.post("/webhook/new")
+    assert unnamed.status_code == 201, unnamed.text
+    assert unnamed.json()["name"] is None
+    for made in (created, unnamed):
+        await http.delete(f"/resources/{made.json()['token']}")
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_a_422(
+    http: httpx.AsyncClient,
+) -> None:
+    key = {"Idempotency-Key": f"i25-{uuid.uuid4()}"}
+    first = await http.post("/webhook/new", json={"name": "first"}, headers=key)
+    assert first.status_code == 201, first.text
+    again = await http.post("/webhook/new", json={"name": "first"}, headers=key)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert (again.json()["id"], again.json()["token"]) == (
+        first.json()["id"],
+        first.json()["token"],
+    )
+    for other in ({"name": "second"}, None):
+        refused = await http.post("/webhook/new", json=other, headers=key)
+        assert_error(refused, 422, "idempotency_key_mismatch")
+        assert "Idempotency-Key" in refused.json()["message"]
+        assert refused.json()["agent_action"]
+        assert first.json()["token"] not in refused.text
+    # Equivalent bodies are the same request: an explicit null is the field left out.
+    bare_key = {"Idempotency-Key": f"i25-{uuid.uuid4()}"}
+    bare = await http.post("/webhook/new", headers=bare_key)
+    assert bare.status_code == 201, bare.text
+    same = await http.post("/webhook/new", json={"name": None}, headers=bare_key)
+    assert same.status_code == 201, same.text
+    assert same.json()["id"] == bare.json()["id"]
+    for made in (first, bare):
+        await http.delete(f"/resources/{made.json()['token']}")

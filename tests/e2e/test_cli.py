@@ -18,12 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import asyncpg
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from miniopy_async import Minio
+from aiobotocore.session import get_session
 from nats.aio.client import Client as NatsClient
 from spinup_cli.dotenv import KeyExistsError, quoted, write_block
 from spinup_cli.main import main
@@ -135,6 +134,22 @@ async def test_db_new_writes_env_refuses_overwrite_and_forces(
     assert new_url != url
     assert await select_one(new_url) == 1
 
+    # --force never loses the old token: the old database lives on (its data may matter), the
+    # CLI says so and how to delete it, and the local record keeps its token.
+    old_token = next(
+        line.split("rm ", 1)[1].strip() for line in comments if "spinup show|rotate|rm" in line
+    )
+    assert "still exists" in err, err
+    assert f"spinup rm {old_token}" in err, err
+    assert await select_one(url) == 1
+    code, out, err = cli("ls")
+    assert code == 0, err
+    assert old_token in out
+    code, out, err = cli("rm", old_token)
+    assert code == 0, err
+    # Removing the old one leaves the new settings alone.
+    assert read_env(env_file)["DATABASE_URL"] == new_url
+
 
 async def test_new_env_file_is_created_private_under_another_key(cli: Run, tmp_path: Path) -> None:
     code, _, err = cli("db", "new", "--env", "app.env", "--key", "TEST_DATABASE_URL")
@@ -144,7 +159,9 @@ async def test_new_env_file_is_created_private_under_another_key(cli: Run, tmp_p
     assert await select_one(read_env(env_file)["TEST_DATABASE_URL"]) == 1
 
 
-async def test_queue_and_storage_env_settings_work(cli: Run, tmp_path: Path) -> None:
+async def test_queue_and_storage_env_settings_work(
+    cli: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, err = cli("queue", "new", "--env", ".env")
     assert code == 0, err
     assert "Wrote NATS_URL, NATS_CREDS to .env" in out
@@ -168,19 +185,23 @@ async def test_queue_and_storage_env_settings_work(cli: Run, tmp_path: Path) -> 
     finally:
         await nats_client.close()
 
-    assert {"S3_ENDPOINT", "S3_REGION", "S3_BUCKET", "S3_ACCESS_KEY_ID"} <= settings.keys()
-    async with aiohttp.ClientSession() as session:
-        s3 = Minio(
-            settings["S3_ENDPOINT"].removeprefix("http://"),
-            access_key=settings["S3_ACCESS_KEY_ID"],
-            secret_key=settings["S3_SECRET_ACCESS_KEY"],
-            secure=False,
-            region=settings["S3_REGION"],
-            session=session,
-        )
-        await s3.put_object(settings["S3_BUCKET"], "hello.txt", io.BytesIO(b"hello"), 5)
-        listed = [item.object_name async for item in s3.list_objects(settings["S3_BUCKET"])]
-    assert listed == ["hello.txt"]
+    assert {
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+        "S3_BUCKET",
+    } <= settings.keys()
+    # An AWS SDK given nothing but the environment finds the endpoint, keys and region itself.
+    for name, value in settings.items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    async with get_session().create_client("s3") as s3:
+        await s3.put_object(Bucket=settings["S3_BUCKET"], Key="hello.txt", Body=b"hello")
+        listed = await s3.list_objects_v2(Bucket=settings["S3_BUCKET"])
+    assert [item["Key"] for item in listed["Contents"]] == ["hello.txt"]
 
 
 async def test_seed_creates_a_table(cli: Run, tmp_path: Path) -> None:
@@ -236,9 +257,12 @@ async def test_login_ls_claim_rm_show_logout(
     assert code == 0, err
     anonymous: dict[str, Any] = json.loads(out)
 
-    code, _, err = cli("ls")
-    assert code == 1
-    assert "spinup login" in err
+    # Without an account: what this machine made, from the local record.
+    code, out, err = cli("ls")
+    assert code == 0, err
+    assert "Made from this machine" in out
+    assert anonymous["token"] in out
+    assert "active" in out
 
     code, out, err = cli("login", "--email", email, "--password", PASSWORD)
     assert code == 0, err
@@ -271,9 +295,11 @@ async def test_login_ls_claim_rm_show_logout(
 
     code, out, err = cli("logout")
     assert code == 0, err
-    code, _, err = cli("ls")
-    assert code == 1
-    assert "spinup login" in err
+    code, out, err = cli("ls")
+    assert code == 0, err
+    assert "Made from this machine" in out
+    # Deleted with rm: gone from the record too.
+    assert owned["token"] not in out
 
 
 async def test_webhook_logs_and_follow(cli: Run, stack: Stack, tmp_path: Path) -> None:
@@ -353,6 +379,16 @@ async def test_errors_unreachable_and_usage(cli: Run, monkeypatch: pytest.Monkey
         ["show"],
         ["rm"],
         ["rotate"],
+        ["stop"],
+        ["start"],
+        ["restart"],
+        ["redeploy"],
+        ["plans"],
+        ["whoami"],
+        ["tokens"],
+        ["tokens", "ls"],
+        ["tokens", "new"],
+        ["tokens", "rm"],
         ["logs"],
         ["claim"],
         ["login"],
@@ -397,9 +433,137 @@ async def test_deploy_builds_a_stack_waits_until_it_runs_and_rm_removes_it(
         page = await http.get(deployed["urls"]["web"])
     assert page.text.strip() == "hello from the cli"
 
+    # Every stack action has its command.
+    stopping = await spinup_process(stack, tmp_path, "stop", deployed["token"], "--json")
+    out, err = await asyncio.wait_for(stopping.communicate(), timeout=60)
+    assert stopping.returncode == 0, err.decode()
+    assert json.loads(out)["action"] == "stop"
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as http:
+        shown = (await http.get(f"/resources/{deployed['token']}")).json()
+    assert shown["stack"]["status"] == "stopped", shown["stack"]
+
     removing = await spinup_process(stack, tmp_path, "rm", deployed["token"])
     _, err = await asyncio.wait_for(removing.communicate(), timeout=60)
     assert removing.returncode == 0, err.decode()
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=10) as http:
         gone = await http.get(f"/resources/{deployed['token']}")
     assert gone.status_code == 404
+
+
+async def test_cache_env_has_the_prefix_and_rotate_and_rm_keep_it_true(
+    cli: Run, tmp_path: Path
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("APP_MODE=dev\n")
+    code, out, err = cli("cache", "new", "--env", ".env", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    settings = read_env(env_file)
+    prefix = settings["REDIS_KEY_PREFIX"]
+    assert prefix == created["credentials"]["key_prefix"]
+    first = aioredis.Redis.from_url(settings["REDIS_URL"], decode_responses=True)
+    try:
+        await first.set(f"{prefix}greeting", "hi")
+    finally:
+        await first.aclose()
+
+    code, out, err = cli("rotate", created["token"])
+    assert code == 0, err
+    assert "Updated REDIS_URL" in out, out
+    rotated = read_env(env_file)
+    assert rotated["REDIS_URL"] != settings["REDIS_URL"]
+    assert rotated["REDIS_KEY_PREFIX"] == prefix
+    fresh = aioredis.Redis.from_url(rotated["REDIS_URL"], decode_responses=True)
+    try:
+        assert await fresh.get(f"{prefix}greeting") == "hi"
+    finally:
+        await fresh.aclose()
+
+    code, out, err = cli("rm", created["token"])
+    assert code == 0, err
+    assert "Removed REDIS_URL, REDIS_KEY_PREFIX from" in out, out
+    assert env_file.read_text() == "APP_MODE=dev\n"
+    code, out, err = cli("ls", "--json")
+    assert code == 0, err
+    assert json.loads(out) == []
+
+
+async def test_rotate_rewrites_an_env_file_named_with_env(cli: Run, tmp_path: Path) -> None:
+    code, out, err = cli("db", "new", "--env", "app.env", "--key", "TEST_DATABASE_URL", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    # A copy the local record does not know of, named on the command line.
+    copy = tmp_path / "copy.env"
+    copy.write_text((tmp_path / "app.env").read_text())
+    code, out, err = cli("rotate", created["token"], "--env", "copy.env")
+    assert code == 0, err
+    new_url = read_env(tmp_path / "app.env")["TEST_DATABASE_URL"]
+    assert read_env(copy)["TEST_DATABASE_URL"] == new_url
+    assert await select_one(new_url) == 1
+    code, _, err = cli("rm", created["token"])
+    assert code == 0, err
+
+
+async def test_access_token_commands(cli: Run, http: httpx.AsyncClient) -> None:
+    email = new_email("cli-tokens")
+    await register(http, email)
+    code, _, err = cli("login", "--email", email, "--password", PASSWORD)
+    assert code == 0, err
+    code, out, err = cli("whoami")
+    assert code == 0, err
+    assert email in out
+
+    code, out, err = cli("tokens", "new", "--name", "ci", "--json")
+    assert code == 0, err
+    issued = json.loads(out)
+    assert issued["token"].startswith("spp_")
+    assert sorted(issued["access_token"]["scopes"]) == ["provision", "read"]
+    code, out, err = cli("tokens", "ls")
+    assert code == 0, err
+    assert issued["access_token"]["id"] in out
+    assert "ci" in out
+
+    code, out, err = cli("tokens", "rm", issued["access_token"]["id"])
+    assert code == 0, err
+    assert "Revoked" in out
+    refused = await http.get("/auth/user", headers={"Authorization": f"Bearer {issued['token']}"})
+    assert refused.status_code == 401
+
+    code, out, err = cli("plans")
+    assert code == 0, err
+    assert "resources live" in out
+
+
+async def nats_account_storage(url: str, creds_file: Path) -> int:
+    client = NatsClient()
+    try:
+        await client.connect(
+            url, user_credentials=str(creds_file), allow_reconnect=False, connect_timeout=5
+        )
+        info = await client.jetstream().account_info()
+        return int(info.limits.max_storage)
+    finally:
+        await client.close()
+
+
+async def test_queue_rotate_rewrites_the_creds_file_and_rm_removes_it(
+    cli: Run, tmp_path: Path
+) -> None:
+    code, out, err = cli("queue", "new", "--env", ".env", "--json")
+    assert code == 0, err
+    created = json.loads(out)
+    settings = read_env(tmp_path / ".env")
+    # Beside the .env (test_queue_and_storage_env_settings_work checks the path).
+    creds_file = tmp_path / settings["NATS_CREDS"].rsplit("/", 1)[-1]
+    old_creds = creds_file.read_text()
+
+    code, out, err = cli("rotate", created["token"])
+    assert code == 0, err
+    assert creds_file.read_text() != old_creds
+    assert file_mode(creds_file) == 0o600
+    assert await nats_account_storage(read_env(tmp_path / ".env")["NATS_URL"], creds_file) > 0
+
+    code, out, err = cli("rm", created["token"])
+    assert code == 0, err
+    assert not creds_file.exists()
+    assert "NATS" not in (tmp_path / ".env").read_text()

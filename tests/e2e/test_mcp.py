@@ -213,10 +213,20 @@ async def test_streamable_http_lists_tools_and_creates_a_webhook(
         sent = await http.post(created["credentials"]["receive_url"] + "/hello", json={"n": 1})
         assert sent.status_code < 300, sent.text
         read = answer(
-            await client.call_tool("read_webhook_requests", {"token": created["token"], "limit": 5})
+            await client.call_tool(
+                "read_webhook_requests", {"resource": created["token"], "limit": 5}
+            )
         )
         assert read["count"] == 1
         assert read["requests"][0]["path"] == "/hello"
+        # The old argument name gets an answer that names the right one, not pydantic's text.
+        wrong = await client.call_tool("read_webhook_requests", {"token": created["token"]})
+        assert wrong.is_error
+        text = text_of(wrong)
+        assert "`token` is not an argument of read_webhook_requests" in text, text
+        assert "`resource` is required" in text, text
+        assert "validation error" not in text
+        assert "input_value" not in text
         answer(await client.call_tool("delete_resource", {"resource": created["token"]}))
 
 

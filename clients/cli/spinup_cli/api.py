@@ -107,6 +107,65 @@ def forget_session(url: str) -> bool:
     return True
 
 
+def records_path() -> Path:
+    """The local record of the resources this machine made, one list per API URL (mode 0600).
+
+    Anonymous resources belong to no account, so this is the only list of them: ``spinup ls``
+    shows it, and ``rotate``, ``rm`` and ``new --force`` use it to keep ``.env`` files true and
+    never lose a token.
+    """
+    return config_dir() / "resources.json"
+
+
+def _read_records() -> dict[str, list[dict[str, Any]]]:
+    path = records_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError:
+        msg = f"{path} is not valid JSON: move it away (it lists the tokens this machine made)."
+        raise CliError(msg) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _write_records(records: dict[str, list[dict[str, Any]]]) -> None:
+    path = records_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_private(path, json.dumps(records, indent=2))
+
+
+def recorded_resources(url: str) -> list[dict[str, Any]]:
+    """What this machine made at this API URL and has not deleted, oldest first."""
+    return list(_read_records().get(url, []))
+
+
+def find_record(url: str, token_or_id: str) -> dict[str, Any] | None:
+    """The record of the resource with this token or id, if this machine made it."""
+    return next(
+        (r for r in recorded_resources(url) if token_or_id in {r.get("token"), r.get("id")}), None
+    )
+
+
+def remember_resource(url: str, record: dict[str, Any]) -> None:
+    """Add (or update, by id) a resource in the local record."""
+    records = _read_records()
+    kept = [r for r in records.get(url, []) if r.get("id") != record["id"]]
+    records[url] = [*kept, record]
+    _write_records(records)
+
+
+def forget_resource(url: str, resource_id: str) -> dict[str, Any] | None:
+    """Drop a deleted resource from the local record; its record, if there was one."""
+    records = _read_records()
+    listed = records.get(url, [])
+    found = next((r for r in listed if r.get("id") == resource_id), None)
+    if found is not None:
+        records[url] = [r for r in listed if r.get("id") != resource_id]
+        _write_records(records)
+    return found
+
+
 @contextmanager
 def spinner(label: str) -> Iterator[None]:
     """A small spinner on stderr while a slow call runs; nothing when stderr is not a terminal."""

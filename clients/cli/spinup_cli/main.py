@@ -1,4 +1,7 @@
-"""The ``spinup`` commands: create, deploy, list, show, delete, rotate, logs, claim, login.
+"""The ``spinup`` commands: every API action, from ``db new`` to ``tokens rm``.
+
+Create, deploy, list, show, delete, rotate, logs, claim, login; stack control (stop, start,
+restart, redeploy), access tokens, whoami, plans.
 
 ``spinup <kind> new --env .env`` writes the new resource into ``.env`` like ``npx get-db``.
 
@@ -32,12 +35,27 @@ from spinup_cli.api import (
     EXIT_USAGE,
     CliError,
     SpinupClient,
+    find_record,
+    forget_resource,
     forget_session,
+    recorded_resources,
+    records_path,
+    remember_resource,
     spinner,
     store_session,
     stored_session,
 )
-from spinup_cli.dotenv import KeyExistsError, assigned_key, write_block, write_private
+from spinup_cli.dotenv import (
+    KeyExistsError,
+    assigned_key,
+    block_ids,
+    block_keys,
+    remove_block,
+    replace_values,
+    write_block,
+    write_private,
+)
+from spinup_cli.webhook import add_webhook_commands
 
 
 @dataclass(frozen=True)
@@ -63,20 +81,32 @@ KINDS = {
         Kind("cache", "redis", "Redis cache", "REDIS_URL"),
         Kind("nosql", "mongo", "MongoDB database", "MONGODB_URL"),
         Kind("queue", "nats", "NATS JetStream account", "NATS_URL"),
-        # For storage --key is a prefix: S3_ENDPOINT, S3_BUCKET, ...
+        # For storage --key names the bucket's setting: S3 -> S3_BUCKET (and the AWS_* names).
         Kind("storage", "s3", "S3 bucket", "S3", article="an"),
         Kind("webhook", "webhook", "webhook receiver", "WEBHOOK_URL"),
     )
 }
 
-# The S3 settings most SDKs and tools read, from the storage credentials.
+KINDS_BY_API_KIND = {kind.api_kind: kind for kind in KINDS.values()}
+
+# The names boto3 and the other AWS SDKs read by themselves (AWS_ENDPOINT_URL_S3: botocore 1.31+,
+# AWS SDK for JS v3, Go v2, Java 2.x...), from the storage credentials; the bucket has no
+# standard name. AWS_DEFAULT_REGION too: boto3 reads only that one.
 S3_SETTINGS = {
-    "ENDPOINT": "endpoint",
-    "REGION": "region",
-    "BUCKET": "bucket",
+    "AWS_ACCESS_KEY_ID": "access_key",
+    "AWS_SECRET_ACCESS_KEY": "secret_key",
+    "AWS_ENDPOINT_URL_S3": "endpoint",
+    "AWS_REGION": "region",
+    "AWS_DEFAULT_REGION": "region",
+}
+# With --key other than S3, one .env holds several buckets: every setting carries the prefix.
+S3_PREFIXED = {
     "ACCESS_KEY_ID": "access_key",
     "SECRET_ACCESS_KEY": "secret_key",
+    "ENDPOINT_URL": "endpoint",
+    "REGION": "region",
 }
+S3_FIELDS = ("endpoint", "region", "bucket", "access_key", "secret_key")
 
 
 HOUR_S = 3600
@@ -120,17 +150,36 @@ def connect_url(created: dict[str, Any]) -> str:
     return str(created.get("connection_url") or credentials.get("receive_url"))
 
 
+def creds_file_name(resource_id: str) -> str:
+    """The file beside the ``.env`` holding a queue's ``.creds`` text."""
+    return f"spinup-queue-{resource_id[:8]}.creds"
+
+
 def creds_key(key: str) -> str:
     """The setting holding a queue's ``.creds`` path: ``NATS_URL`` → ``NATS_CREDS``."""
     return f"{key.removesuffix('_URL')}_CREDS"
 
 
+def prefix_key(key: str) -> str:
+    """The setting holding a cache's key prefix: ``REDIS_URL`` → ``REDIS_KEY_PREFIX``."""
+    return f"{key.removesuffix('_URL')}_KEY_PREFIX"
+
+
+def s3_names(key: str) -> dict[str, str]:
+    """Setting name → credentials field of a bucket written under ``--key``."""
+    if key == KINDS["storage"].default_key:
+        return {**S3_SETTINGS, f"{key}_BUCKET": "bucket"}
+    return {f"{key}_{name}": field for name, field in {**S3_PREFIXED, "BUCKET": "bucket"}.items()}
+
+
 def env_keys(kind: Kind, key: str) -> set[str]:
     """Every setting ``env_values`` may write for this kind under ``--key``."""
     if kind.path == "storage":
-        return {f"{key}_{name}" for name in S3_SETTINGS}
+        return set(s3_names(key))
     if kind.path == "queue":
         return {key, creds_key(key)}
+    if kind.path == "cache":
+        return {key, prefix_key(key)}
     return {key}
 
 
@@ -143,14 +192,17 @@ def env_values(kind: Kind, key: str, created: dict[str, Any], env_file: Path) ->
     credentials: dict[str, Any] = created.get("credentials") or {}
     if kind.path == "storage":
         return {
-            f"{key}_{name}": str(credentials[field])
-            for name, field in S3_SETTINGS.items()
+            name: str(credentials[field])
+            for name, field in s3_names(key).items()
             if credentials.get(field) is not None
         }
     values = {key: connect_url(created)}
+    if kind.path == "cache" and credentials.get("key_prefix"):
+        # Every key the app uses must start with it: the cache refuses all others.
+        values[prefix_key(key)] = str(credentials["key_prefix"])
     if kind.path == "queue" and credentials.get("creds"):
         # An absolute path: the app reading the .env may run from another directory.
-        creds_file = env_file.parent.resolve() / f"spinup-queue-{str(created['id'])[:8]}.creds"
+        creds_file = env_file.parent.resolve() / creds_file_name(str(created["id"]))
         write_private(creds_file, str(credentials["creds"]))
         values[creds_key(key)] = str(creds_file)
     return values
@@ -195,6 +247,18 @@ def run_seed(url: str, seed: Path) -> None:
         raise CliError(msg)
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def ttl_seconds(text: str) -> int:
+    """``--ttl``: ``90``, ``90s``, ``30m``, ``2h`` or ``1d``, as seconds."""
+    number, unit = (text[:-1], text[-1]) if text[-1:] in _DURATION_UNITS else (text, "s")
+    if not number.isdigit() or int(number) == 0:
+        msg = f"{text!r} is not a duration such as 30m, 2h or 1d"
+        raise argparse.ArgumentTypeError(msg)
+    return int(number) * _DURATION_UNITS[unit]
+
+
 def cmd_new(client: SpinupClient, args: argparse.Namespace) -> int:
     """``spinup <kind> new``: create one, print it, optionally write ``.env`` and seed it."""
     kind = KINDS[args.kind]
@@ -208,11 +272,18 @@ def cmd_new(client: SpinupClient, args: argparse.Namespace) -> int:
     if env_file is not None and not args.force and env_file.exists():
         # Checked before creating, so a refusal leaves nothing behind on the server.
         _refuse_taken_keys(env_file, kind, key)
+    replaced = (
+        block_ids(env_file, env_keys(kind, key)) if env_file is not None and args.force else []
+    )
 
-    body = {"name": args.name} if args.name else None
+    asked = {"name": args.name, "ttl_seconds": args.ttl}
+    body = {field: value for field, value in asked.items() if value is not None} or None
     created = client.request(
         "POST", f"/{kind.path}/new", json_body=body, slow=f"creating {kind.one}"
     )
+    # Recorded before anything else can fail: the token is the only key to the resource.
+    record = _record_of(created, kind)
+    remember_resource(client.url, record)
 
     if env_file is not None:
         values = env_values(kind, key, created, env_file)
@@ -221,6 +292,9 @@ def cmd_new(client: SpinupClient, args: argparse.Namespace) -> int:
         except KeyExistsError as taken:
             msg = f"{taken}; use --force to replace."
             raise CliError(msg) from None
+        record["env"] = [{"file": str(env_file.resolve()), "key": key}]
+        remember_resource(client.url, record)
+        _tell_replaced(client, env_file, replaced)
     if seed is not None:
         run_seed(str(created["connection_url"]), seed)
 
@@ -233,6 +307,45 @@ def cmd_new(client: SpinupClient, args: argparse.Namespace) -> int:
         if seed is not None:
             say(f"Seeded with {seed}")
     return 0
+
+
+def _record_of(created: dict[str, Any], kind: Kind) -> dict[str, Any]:
+    """What the local record keeps of a new resource (its token above all)."""
+    return {
+        "id": str(created["id"]),
+        "kind": kind.api_kind,
+        "name": created.get("name"),
+        "token": created["token"],
+        "tier": created.get("tier"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "expires_at": created.get("expires_at"),
+        "env": [],
+    }
+
+
+def _tell_replaced(client: SpinupClient, env_file: Path, replaced: list[str]) -> None:
+    """After ``--force``: the resources whose settings were replaced still exist; say so.
+
+    They are not deleted (their data may matter) and their tokens are not lost: the local record
+    keeps them, and this names the command that deletes each.
+    """
+    for old_id in replaced:
+        old = find_record(client.url, old_id)
+        if old is None:
+            say(
+                f"Replaced the settings of resource {old_id} in {env_file}; it still exists."
+                " It was not made from this machine: delete it with its token or id.",
+                err=True,
+            )
+            continue
+        old["env"] = [e for e in old.get("env", []) if e.get("file") != str(env_file.resolve())]
+        remember_resource(client.url, old)
+        say(
+            f"Replaced the settings of {old['kind']} {old_id} in {env_file}. It still exists"
+            f" (and counts against your caps): its token is kept in {records_path()}"
+            f" (spinup ls). Delete it: spinup rm {old['token']}",
+            err=True,
+        )
 
 
 def _refuse_taken_keys(env_file: Path, kind: Kind, key: str) -> None:
@@ -255,7 +368,9 @@ def _print_created(kind: Kind, created: dict[str, Any]) -> None:
         rows = [("receive_url", connect_url(created))]
     credentials = created.get("credentials") or {}
     if kind.path == "storage":
-        rows += [(field, credentials.get(field)) for field in S3_SETTINGS.values()]
+        rows += [(field, credentials.get(field)) for field in S3_FIELDS]
+    if kind.path == "cache":
+        rows.append(("key_prefix", credentials.get("key_prefix")))
     rows += [
         ("token", f"{created['token']}  (keep it: spinup show|rotate|rm TOKEN)"),
         ("expires", _when(created.get("expires_at"))),
@@ -271,8 +386,12 @@ def _print_created(kind: Kind, created: dict[str, Any]) -> None:
 
 
 def cmd_ls(client: SpinupClient, args: argparse.Namespace) -> int:
-    """``spinup ls``: the account's resources."""
-    client.require_login("list your resources")
+    """``spinup ls``: the account's resources.
+
+    Without an account (or with ``--local``): what this machine made, from the local record.
+    """
+    if args.local or not client.token:
+        return _ls_local(client, args)
     path = f"/resources?kind={KINDS[args.kind].api_kind}" if args.kind else "/resources"
     resources = client.request("GET", path)["resources"]
     if args.json:
@@ -289,6 +408,42 @@ def cmd_ls(client: SpinupClient, args: argparse.Namespace) -> int:
             f"  {_when(item.get('expires_at'))}"
         )
     return 0
+
+
+def _ls_local(client: SpinupClient, args: argparse.Namespace) -> int:
+    """The local record, each resource's status asked with its own token."""
+    records = [
+        r
+        for r in recorded_resources(client.url)
+        if not args.kind or r.get("kind") == KINDS[args.kind].api_kind
+    ]
+    for record in records:
+        record["status"] = _status_of(client, str(record["token"]))
+    if args.json:
+        _print_json(records)
+        return 0
+    if not records:
+        say(f"Nothing made from this machine at {client.url}. Create one: spinup db new")
+        return 0
+    say(f"Made from this machine (recorded in {records_path()}):")
+    say(f"{'TOKEN':<48}  {'KIND':<8}  {'STATUS':<8}  {'NAME':<16}  EXPIRES")
+    for item in records:
+        name = item.get("name") or "-"
+        say(
+            f"{item['token']:<48}  {item['kind']:<8}  {item['status']:<8}  {name:<16}"
+            f"  {_when(item.get('expires_at'))}"
+        )
+    return 0
+
+
+def _status_of(client: SpinupClient, token: str) -> str:
+    try:
+        return str(client.request("GET", f"/resources/{token}").get("status", "?"))
+    except CliError as refused:
+        text = str(refused)
+        if "resource_gone" in text:
+            return "expired"
+        return "deleted" if "not_found" in text else "unknown"
 
 
 def cmd_show(client: SpinupClient, args: argparse.Namespace) -> int:
@@ -315,22 +470,149 @@ def cmd_show(client: SpinupClient, args: argparse.Namespace) -> int:
 
 
 def cmd_rm(client: SpinupClient, args: argparse.Namespace) -> int:
-    """``spinup rm``: delete a resource now."""
+    """``spinup rm``: delete a resource now.
+
+    Its settings leave the ``.env`` files holding them (those the local record knows, and
+    ``--env``), so no file names credentials that no longer work.
+    """
     gone = client.request("DELETE", f"/resources/{args.resource}", slow="deleting")
-    say(f"Deleted {gone['id']} (status {gone['status']}); its credentials no longer work.")
+    resource_id = str(gone["id"])
+    say(f"Deleted {resource_id} (status {gone['status']}); its credentials no longer work.")
+    record = forget_resource(client.url, resource_id)
+    for env_file, _key in _env_targets(record, args.env):
+        if removed := remove_block(env_file, resource_id):
+            say(f"Removed {', '.join(removed)} from {env_file}")
+            # A queue's .creds file beside it holds credentials that no longer work.
+            creds_file = env_file.parent / creds_file_name(resource_id)
+            if creds_file.exists():
+                creds_file.unlink()
+                say(f"Removed {creds_file}")
     return 0
 
 
+def _env_targets(record: dict[str, Any] | None, extra: Path | None) -> list[tuple[Path, str]]:
+    """The ``.env`` files (and the ``--key`` each was written with) to keep true.
+
+    Those the local record knows, ``--env``, and ``./.env``: a block is changed only where its
+    comment names the resource's id, so looking at one more file is harmless.
+    """
+    targets = [(Path(e["file"]), str(e.get("key", ""))) for e in (record or {}).get("env", [])]
+    for candidate in (extra, Path(".env")):
+        if candidate is not None and all(candidate.resolve() != path for path, _ in targets):
+            targets.append((candidate.resolve(), ""))
+    return targets
+
+
+def _key_in_block(kind: Kind, keys: list[str]) -> str:
+    """The ``--key`` a block was written with, from the keys it sets."""
+    if kind.path == "storage":
+        bucket = next((k for k in keys if k.endswith("_BUCKET")), None)
+        return bucket.removesuffix("_BUCKET") if bucket else kind.default_key
+    suffixed = ("_CREDS", "_KEY_PREFIX")
+    return next((k for k in keys if not k.endswith(suffixed)), kind.default_key)
+
+
 def cmd_rotate(client: SpinupClient, args: argparse.Namespace) -> int:
-    """``spinup rotate``: new credentials; the old ones stop working at once."""
+    """``spinup rotate``: new credentials; the old ones stop working at once.
+
+    The ``.env`` files holding the old ones (those the local record knows, and ``--env``) get
+    the new ones.
+    """
     issued = client.request("POST", f"/resources/{args.resource}/rotate", slow="rotating")
+    resource_id = str(issued["id"])
+    record = find_record(client.url, args.resource) or find_record(client.url, resource_id)
+    kind = KINDS_BY_API_KIND.get(str(issued.get("kind")))
+    updated: list[tuple[Path, list[str]]] = []
+    if kind is not None:
+        for env_file, recorded_key in _env_targets(record, args.env):
+            keys = block_keys(env_file, resource_id)
+            if not keys:  # this file does not hold it (and a queue's .creds is not written)
+                continue
+            key = recorded_key or _key_in_block(kind, keys)
+            values = env_values(kind, key, issued, env_file)
+            if changed := replace_values(env_file, resource_id, values):
+                updated.append((env_file, changed))
     if args.json:
         _print_json(issued)
         return 0
-    say(f"New credentials for {issued['kind']} {issued['id']}; the old ones no longer work.")
+    say(f"New credentials for {issued['kind']} {resource_id}; the old ones no longer work.")
     if issued.get("connection_url"):
         say(f"  connection_url: {issued['connection_url']}")
     say(f"  {issued.get('note', '')}")
+    for env_file, changed in updated:
+        say(f"Updated {', '.join(changed)} in {env_file}")
+    return 0
+
+
+def cmd_stack_action(client: SpinupClient, args: argparse.Namespace) -> int:
+    """``spinup stop|start|restart|redeploy``: control a stack; its data stays."""
+    done = client.request(
+        "POST", f"/stacks/{args.resource}/{args.command}", slow=f"{args.command} in progress"
+    )
+    if args.json:
+        _print_json(done)
+        return 0
+    say(f"Stack {done['id']}: {done['status']} (revision {done.get('revision')}).")
+    if done.get("status") == "building":
+        say(f"  Follow it: spinup logs -f {args.resource}")
+    return 0
+
+
+def cmd_plans(client: SpinupClient, args: argparse.Namespace) -> int:
+    """``spinup plans``: every tier's lifetime and limits."""
+    plans = client.request("GET", "/plans")
+    if args.json:
+        _print_json(plans)
+        return 0
+    for name, tier in plans["tiers"].items():
+        anonymous = " (without an account)" if name == plans["anonymous_tier"] else ""
+        ttl = tier.get("ttl_seconds")
+        lifetime = f"{round(ttl / HOUR_S)} h" if ttl else "permanent"
+        say(f"{name}{anonymous}: resources live {lifetime}")
+    say("All limits: spinup plans --json")
+    return 0
+
+
+def cmd_whoami(client: SpinupClient, _args: argparse.Namespace) -> int:
+    """``spinup whoami``: the account the CLI acts for."""
+    client.require_login("see your account")
+    user = client.request("GET", "/auth/user")
+    account = user.get("account", user)
+    say(f"{account.get('email', '?')} (tier {account.get('tier', '?')}) at {client.url}")
+    return 0
+
+
+def cmd_tokens(client: SpinupClient, args: argparse.Namespace) -> int:
+    """``spinup tokens ls|new|rm``: personal access tokens (for SPINUP_TOKEN, CI, agents)."""
+    client.require_login("manage access tokens")
+    if args.action == "new":
+        body: dict[str, Any] = {"name": args.name, "scopes": args.scope or ["provision", "read"]}
+        if args.expires_in_days:
+            body["expires_in_days"] = args.expires_in_days
+        issued = client.request("POST", "/auth/tokens", json_body=body)
+        if args.json:
+            _print_json(issued)
+            return 0
+        view = issued["access_token"]
+        say(f"Access token {view['name']!r} (id {view['id']}, scopes {', '.join(view['scopes'])}):")
+        say(f"  {issued['token']}")
+        say("  Shown once: keep it, e.g. as SPINUP_TOKEN. Revoke it: spinup tokens rm ID")
+        return 0
+    if args.action == "rm":
+        revoked = client.request("DELETE", f"/auth/tokens/{args.token_id}")
+        say(f"Revoked access token {revoked['access_token']['id']}; it no longer works.")
+        return 0
+    tokens = client.request("GET", "/auth/tokens")["access_tokens"]
+    if args.json:
+        _print_json(tokens)
+        return 0
+    if not tokens:
+        say("No access tokens. Make one: spinup tokens new --name ci")
+    for token in tokens:
+        state = (
+            "revoked" if token.get("revoked_at") else f"expires {_when(token.get('expires_at'))}"
+        )
+        say(f"{token['id']}  {token['name']:<16}  {','.join(token['scopes']):<24}  {state}")
     return 0
 
 
@@ -538,6 +820,16 @@ def cmd_logout(client: SpinupClient, _args: argparse.Namespace) -> int:
 Command = Callable[[SpinupClient, argparse.Namespace], int]
 
 
+def _add_name_and_ttl(new: argparse.ArgumentParser) -> None:
+    new.add_argument("--name", help="a name to recognise it by")
+    new.add_argument(
+        "--ttl",
+        type=ttl_seconds,
+        metavar="DURATION",
+        help="how long it lives without an account, e.g. 30m, 2h, 1d (bounds: GET /plans)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line; each command's ``--help`` comes from here."""
     common = argparse.ArgumentParser(add_help=False)
@@ -569,14 +861,21 @@ def build_parser() -> argparse.ArgumentParser:
         new.add_argument(
             "--env", type=Path, metavar="FILE", help="write the settings into this .env file"
         )
-        key_help = (
-            f"prefix of the S3_* settings (default {kind.default_key})"
-            if kind.path == "storage"
-            else f"the variable to set (default {kind.default_key})"
-        )
+        key_help = {
+            "storage": "S3 (default): AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,"
+            " AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_DEFAULT_REGION and S3_BUCKET; another VAR:"
+            " VAR_ACCESS_KEY_ID, VAR_SECRET_ACCESS_KEY, VAR_ENDPOINT_URL, VAR_REGION, VAR_BUCKET",
+            "cache": "the variable to set (default REDIS_URL; the key prefix goes in"
+            " REDIS_KEY_PREFIX, after VAR without _URL)",
+            "queue": "the variable to set (default NATS_URL; the .creds file's path goes in"
+            " NATS_CREDS, after VAR without _URL)",
+        }.get(kind.path, f"the variable to set (default {kind.default_key})")
         new.add_argument("--key", metavar="VAR", help=key_help)
         new.add_argument(
-            "--force", action="store_true", help="replace the key if FILE already sets it"
+            "--force",
+            action="store_true",
+            help="replace the settings if FILE already sets them; the resource they named is"
+            " kept (not deleted) and its token stays in the local record: spinup ls",
         )
         if kind.path == "db":
             new.add_argument(
@@ -584,26 +883,34 @@ def build_parser() -> argparse.ArgumentParser:
             )
         else:
             new.set_defaults(seed=None)
-        new.add_argument("--name", help="a name to recognise it by")
+        _add_name_and_ttl(new)
         new.add_argument("--json", action="store_true", help="print the API's JSON answer")
+        if kind.path == "webhook":
+            add_webhook_commands(actions, common)
 
-    ls = commands.add_parser("ls", parents=[common], help="list your account's resources")
-    ls.add_argument("--kind", choices=list(KINDS), help="only this kind")
-    ls.add_argument("--json", action="store_true", help="print JSON")
-    ls.set_defaults(handler=cmd_ls)
+    _add_ls(commands, common)
 
     for name, handler, text in (
         ("show", cmd_show, "show a resource: status, limits, usage, credentials"),
-        ("rm", cmd_rm, "delete a resource now"),
-        ("rotate", cmd_rotate, "issue new credentials (the old ones stop working)"),
+        ("rm", cmd_rm, "delete a resource now, and its settings from .env"),
+        ("rotate", cmd_rotate, "issue new credentials (the old ones stop working); .env follows"),
     ):
         sub = commands.add_parser(name, parents=[common], help=text, description=text)
         sub.add_argument(
             "resource", metavar="TOKEN_OR_ID", help="its token, or its id when logged in"
         )
+        if name != "show":
+            sub.add_argument(
+                "--env",
+                type=Path,
+                metavar="FILE",
+                help="also keep this .env file true (the files `new --env` wrote are known)",
+            )
         if name != "rm":
             sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=handler)
+
+    _add_stack_and_account_commands(commands, common)
 
     logs = commands.add_parser(
         "logs", parents=[common], help="a stack's logs, or the requests a webhook captured"
@@ -643,6 +950,69 @@ def build_parser() -> argparse.ArgumentParser:
     logout = commands.add_parser("logout", parents=[common], help="end the stored session")
     logout.set_defaults(handler=cmd_logout)
     return parser
+
+
+def _add_ls(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    """``spinup ls``: the account's list, or the local record of what this machine made."""
+    ls = commands.add_parser(
+        "ls",
+        parents=[common],
+        help="list your account's resources (without an account: what this machine made)",
+    )
+    ls.add_argument("--kind", choices=list(KINDS), help="only this kind")
+    ls.add_argument(
+        "--local", action="store_true", help="list what this machine made, even when logged in"
+    )
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(handler=cmd_ls)
+
+
+def _add_stack_and_account_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    """Stack control, plans, whoami and access tokens: one command per API action."""
+    for action, text in (
+        ("stop", "stop a stack's containers (data kept)"),
+        ("start", "start a stopped stack"),
+        ("restart", "stop, then start a stack"),
+        ("redeploy", "build and run a stack again from its stored upload"),
+    ):
+        sub = commands.add_parser(action, parents=[common], help=text, description=text)
+        sub.add_argument("resource", metavar="TOKEN_OR_ID", help="the stack's token, or its id")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        sub.set_defaults(handler=cmd_stack_action)
+
+    plans = commands.add_parser("plans", parents=[common], help="tiers, lifetimes and limits")
+    plans.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    plans.set_defaults(handler=cmd_plans)
+
+    whoami = commands.add_parser("whoami", parents=[common], help="the account you act for")
+    whoami.set_defaults(handler=cmd_whoami)
+
+    tokens = commands.add_parser(
+        "tokens", help="personal access tokens (for SPINUP_TOKEN, CI and agents)"
+    )
+    token_actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
+    tokens_ls = token_actions.add_parser("ls", parents=[common], help="list them")
+    tokens_ls.add_argument("--json", action="store_true", help="print JSON")
+    tokens_new = token_actions.add_parser("new", parents=[common], help="make one (shown once)")
+    tokens_new.add_argument("--name", required=True, help="a name to recognise it by")
+    tokens_new.add_argument(
+        "--scope",
+        action="append",
+        choices=["provision", "read", "delete"],
+        help="what it may do; repeat it (default: provision and read)",
+    )
+    tokens_new.add_argument("--expires-in-days", type=int, metavar="N", help="default: never")
+    tokens_new.add_argument("--json", action="store_true", help="print JSON")
+    tokens_rm = token_actions.add_parser("rm", parents=[common], help="revoke one")
+    tokens_rm.add_argument("token_id", metavar="ID", help="its id (spinup tokens ls)")
+    for sub in (tokens_ls, tokens_new, tokens_rm):
+        sub.set_defaults(handler=cmd_tokens)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

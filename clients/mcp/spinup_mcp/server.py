@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
-from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import Field
+from mcp.server.mcpserver.context import Context
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import CallToolResult, InputRequiredResult, TextContent, ToolAnnotations
+from pydantic import Field, ValidationError
 from spinup_cli.api import CliError
 from spinup_cli.main import stack_upload
 
@@ -45,15 +47,16 @@ ResourceName = Annotated[
     str | None,
     Field(
         description="Optional label shown in listings (1-64 characters: letters, digits,"
-        " space and _ . : / @ -).",
+        " space and _ . : / @ -, not starting or ending with a space).",
     ),
 ]
 IdempotencyKey = Annotated[
     str | None,
     Field(
         description="Optional. Send the same key again (e.g. after a timeout) to get the same"
-        " resource back instead of a second one. 1-255 visible ASCII characters; a UUID is"
-        " ideal.",
+        " resource back instead of a second one; the retry must repeat the other arguments"
+        " (another name with the same key is refused: idempotency_key_mismatch). 1-255 visible"
+        " ASCII characters; a UUID is ideal.",
     ),
 ]
 TokenOrId = Annotated[
@@ -94,7 +97,9 @@ KIND_TOOLS = [
         "cache",
         "Create a Redis cache",
         "Creates a Redis ACL user on a shared Redis. connection_url is a redis:// URL; every key"
-        " and pub/sub channel MUST start with credentials.key_prefix, other keys are refused.",
+        " and pub/sub channel MUST start with credentials.key_prefix, other keys are refused."
+        " redis-py's Lock works; EVAL, SCRIPT LOAD (BullMQ, Lua rate limiters), SCAN, KEYS, INFO"
+        " and DBSIZE are refused: keep a set of your keys instead of scanning.",
     ),
     KindTool(
         "create_nosql",
@@ -109,7 +114,8 @@ KIND_TOOLS = [
         "Create a NATS JetStream account",
         "Creates a NATS account of its own with JetStream enabled. connection_url is a nats://"
         " URL; authenticate with credentials.creds (the text of a standard .creds file; also"
-        " user_jwt and user_seed).",
+        " user_jwt and user_seed). Streams and KV buckets need no max_bytes (together they"
+        " stop at the account's storage).",
     ),
     KindTool(
         "create_storage",
@@ -202,9 +208,58 @@ def _tool(
     return register
 
 
+class SpinupMCPServer(MCPServer):
+    """The MCP server, answering wrong tool arguments in words an agent can act on.
+
+    The SDK answers them with pydantic's own text (``1 validation error for ...Arguments``,
+    ``Field required [type=missing, input_value=...]``), which names neither the tool's
+    arguments nor what they take.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call the tool; a validation failure becomes one clear sentence per problem."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            tool = self._tool_manager.get_tool(name)
+            if tool is None or not isinstance(exc.__cause__, ValidationError):
+                raise
+            raise ToolError(
+                wrong_arguments(name, tool.parameters, arguments, exc.__cause__)
+            ) from exc
+
+
+def wrong_arguments(
+    name: str, schema: dict[str, Any], arguments: dict[str, Any], error: ValidationError
+) -> str:
+    """What was wrong with a tool call's arguments, and what the tool takes."""
+    properties: dict[str, Any] = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    problems = [
+        f"`{argument}` is not an argument of {name}"
+        for argument in sorted(set(arguments) - set(properties))
+    ]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "arguments"
+        if item["type"] == "missing":
+            problems.append(f"`{field}` is required")
+        else:
+            # pydantic's msg says the rule ("Input should be greater than or equal to 1"); the
+            # rejected value is the caller's own and stays out of the answer.
+            problems.append(f"`{field}`: {item['msg'].replace('Input should', 'it should')}")
+    takes = "; ".join(
+        f"`{arg}`{' (required)' if arg in required else ''}: {spec.get('description', '')}"
+        for arg, spec in properties.items()
+    )
+    listed = takes or "no arguments"
+    return f"Wrong arguments for {name}: {', '.join(problems)}. It takes: {listed}."
+
+
 def build_server(api: SpinupApi) -> MCPServer:
     """The MCP server with every tool, each calling the API at ``api``."""
-    server = MCPServer(
+    server = SpinupMCPServer(
         "spinup",
         title="Spinup",
         instructions=INSTRUCTIONS,
@@ -214,6 +269,7 @@ def build_server(api: SpinupApi) -> MCPServer:
     _add_resource_tools(server, api)
     _add_account_tools(server, api)
     _add_stack_tools(server, api)
+    _add_webhook_tools(server, api)
     return server
 
 
@@ -298,7 +354,7 @@ def _add_resource_tools(server: MCPServer, api: SpinupApi) -> None:
 
     @_tool(server, title="Read a webhook's requests", annotations=_READS)
     async def read_webhook_requests(
-        token: Annotated[
+        resource: Annotated[
             str, Field(description="The webhook receiver's token (spn_...) from create_webhook.")
         ],
         limit: Annotated[
@@ -314,7 +370,9 @@ def _add_resource_tools(server: MCPServer, api: SpinupApi) -> None:
         receiver keeps only the newest requests_kept requests.
         """
         params = {"limit": limit} if limit else None
-        return await _answer(api.call("GET", f"/webhook/{segment(token)}/requests", params=params))
+        return await _answer(
+            api.call("GET", f"/webhook/{segment(resource)}/requests", params=params)
+        )
 
 
 def _add_account_tools(server: MCPServer, api: SpinupApi) -> None:
@@ -425,3 +483,153 @@ def _add_stack_tools(server: MCPServer, api: SpinupApi) -> None:
         wait until get_resource shows running or failed, then try again.
         """
         return await _answer(api.call("POST", f"/stacks/{segment(resource)}/{action}"))
+
+
+WebhookToken = Annotated[
+    str, Field(description="The webhook receiver's token (spn_...) from create_webhook.")
+]
+VerifyScheme = Annotated[
+    Literal["stripe", "github", "slack", "shopify", "standard-webhooks", "off"],
+    Field(
+        description="The provider's signing scheme (standard-webhooks: webhook-id,"
+        " webhook-timestamp and webhook-signature headers); off stops checking."
+    ),
+]
+
+
+def _add_webhook_tools(server: MCPServer, api: SpinupApi) -> None:
+    @_tool(server, title="Find a webhook's requests", annotations=_READS)
+    async def find_webhook_requests(  # noqa: PLR0917  (one argument per filter)
+        resource: WebhookToken,
+        method: Annotated[
+            str | None, Field(description="Only these methods, e.g. POST or POST,PUT.")
+        ] = None,
+        path_prefix: Annotated[
+            str | None,
+            Field(description="Only paths (after the receive_url) starting so, e.g. /stripe."),
+        ] = None,
+        header: Annotated[
+            str | None,
+            Field(
+                description="Only requests with a header line `name: value` containing this"
+                " (any case), e.g. 'x-github-event: push' or 'stripe-signature'."
+            ),
+        ] = None,
+        body: Annotated[
+            str | None, Field(description="Only bodies containing this, e.g. invoice.paid.")
+        ] = None,
+        since: Annotated[
+            str | None, Field(description="Received at or after this ISO 8601 time.")
+        ] = None,
+        until: Annotated[
+            str | None, Field(description="Received before this ISO 8601 time.")
+        ] = None,
+        limit: Annotated[
+            int | None, Field(ge=1, description="At most this many in this page.")
+        ] = None,
+        cursor: Annotated[
+            str | None,
+            Field(description="next_cursor of the previous page, for the older requests."),
+        ] = None,
+    ) -> CallToolResult:
+        """Finds captured requests of a webhook receiver, newest first, a page at a time.
+
+        All filters given must hold. Returns JSON {id, count, requests_kept, requests: [...],
+        next_cursor, latest_cursor}; each request has id, seq, received_at, method, path,
+        query, query_params, headers, body, body_encoding ("utf-8", or "base64" for binary),
+        size, client_ip and signature (valid|invalid|missing with a reason, once
+        set_webhook_verification is set). While next_cursor is not null, call again with it as
+        cursor (a page may be short). To re-send a request to local code, the user runs
+        `spinup webhook replay TOKEN ID --to URL` (or `spinup webhook forward TOKEN URL` for all
+        of them, live): the server never sends captured requests anywhere itself.
+        """
+        given = {
+            "method": method,
+            "path_prefix": path_prefix,
+            "header": header,
+            "body": body,
+            "since": since,
+            "until": until,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        params = {name: value for name, value in given.items() if value is not None}
+        path = f"/webhook/{segment(resource)}/requests"
+        return await _answer(api.call("GET", path, params=params or None))
+
+    @_tool(
+        server,
+        title="Set what a webhook answers",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
+    )
+    async def set_webhook_response(  # noqa: PLR0917  (one argument per field)
+        resource: WebhookToken,
+        status: Annotated[int, Field(ge=200, le=599, description="HTTP status.")] = 200,
+        headers: Annotated[
+            dict[str, str] | None,
+            Field(description='Response headers, e.g. {"Content-Type": "application/json"}.'),
+        ] = None,
+        body: Annotated[str, Field(description="Response body (text).")] = "",
+        delay_ms: Annotated[
+            int, Field(ge=0, description="Wait this long before answering (plan-bounded).")
+        ] = 0,
+        reset: Annotated[
+            bool, Field(description="True: answer the default {ok, id} again (others ignored).")
+        ] = False,
+    ) -> CallToolResult:
+        """Sets what the receive_url answers from the next request on, like the real endpoint.
+
+        E.g. a provider that retries unless it gets 2xx, or expects a JSON acknowledgement.
+        Requests are still captured. Headers may not be hop-by-hop, Content-Length or
+        Set-Cookie; the body is at most the plan's max_body_kb and delay_ms at most its
+        response_delay_ms_max (get_plans). Returns JSON {id, custom, response}.
+        """
+        path = f"/webhook/{segment(resource)}/response"
+        if reset:
+            return await _answer(api.call("DELETE", path))
+        response = {"status": status, "headers": headers or {}, "body": body, "delay_ms": delay_ms}
+        return await _answer(api.call("PUT", path, json=response))
+
+    @_tool(
+        server,
+        title="Check a webhook's signatures",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=True
+        ),
+    )
+    async def set_webhook_verification(
+        resource: WebhookToken,
+        scheme: VerifyScheme,
+        secret: Annotated[
+            str | None,
+            Field(
+                description="The provider's signing secret (e.g. whsec_... for Stripe); needed"
+                " unless scheme is off. Stored sealed, never shown again."
+            ),
+        ] = None,
+        tolerance_s: Annotated[
+            int | None,
+            Field(ge=1, description="Accepted timestamp age; the provider's default otherwise."),
+        ] = None,
+    ) -> CallToolResult:
+        """Checks the signature of every request received from now on, as the provider signs.
+
+        Requests read back (find_webhook_requests) then carry signature {status: valid |
+        invalid | missing, reason: signature_mismatch (wrong secret or changed body) |
+        timestamp_outside_tolerance | malformed_header}. Returns JSON {id, scheme,
+        tolerance_s, since}; scheme off stops checking (scheme null).
+        """
+        path = f"/webhook/{segment(resource)}/verify"
+        if scheme == "off":
+            return await _answer(api.call("DELETE", path))
+        if not secret:
+            text = "set_webhook_verification needs the provider's secret unless scheme is off."
+            return _error(
+                ApiError(text, {"ok": False, "error": "invalid_request", "message": text})
+            )
+        verify: dict[str, Any] = {"scheme": scheme, "secret": secret}
+        if tolerance_s is not None:
+            verify["tolerance_s"] = tolerance_s
+        return await _answer(api.call("PUT", path, json=verify))

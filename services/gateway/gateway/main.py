@@ -14,7 +14,6 @@ from types import FrameType
 import structlog
 import uvicorn
 from litestar import Litestar
-from litestar.openapi import OpenAPIConfig
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -25,11 +24,16 @@ from gateway.accounts.store import SCHEMA as ACCOUNTS_SCHEMA
 from gateway.accounts.store import AccountProjection, Accounts, Passwords
 from gateway.admission.ratelimit import RateLimiter
 from gateway.claims.routes import CLAIM_ROUTES
+from gateway.console.routes import claim_link, console_router, template_config
 from gateway.context import GatewayContext
 from gateway.errors import document_errors, error_response
+from gateway.http.metrics import METRICS_ROUTES
 from gateway.http.middleware import request_id_middleware
+from gateway.http.openapi import complete_document, openapi_config
 from gateway.llms.routes import LLMS_ROUTES
 from gateway.neon.routes import NEON_ROUTES
+from gateway.resources.lifetime_routes import LIFETIME_ROUTES, end_event_streams
+from gateway.resources.notifier import Notifier
 from gateway.resources.routes import ROUTES, dependencies
 from gateway.settings import Settings
 from gateway.stacks.plumbing import StackPlumbing
@@ -47,6 +51,7 @@ from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
 from shared.plans import load_plans
 from shared.runtime import connect_with_retry, settings_or_exit
+from shared.tracing import configure_tracing, trace_driver
 
 SERVICE = "gateway"
 log = structlog.get_logger("gateway")
@@ -98,7 +103,7 @@ def create_app(settings: Settings) -> Litestar:
             ResourceLifecycle(
                 store,
                 keyring,
-                webhooks,
+                trace_driver(webhooks),
                 resources=resources,
                 create_concurrency=settings.webhook_create_concurrency,
                 delete_concurrency=settings.webhook_delete_concurrency,
@@ -114,6 +119,17 @@ def create_app(settings: Settings) -> Litestar:
         await ensure_stack_stores(bus.nc.jetstream())
         stacks = StackPlumbing()
         relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc).run())
+        # One process of all the gateways delivers notifications (a lock, like the relay).
+        notifier_task = asyncio.create_task(
+            Notifier(
+                settings.platform_dsn,
+                store,
+                token_key=settings.token_key,
+                allowed=settings.notify_allowed_networks,
+                retry_s=settings.notify_retry_s,
+                poll_s=settings.notify_poll_s,
+            ).run()
+        )
         app.state.context = GatewayContext(
             settings=settings,
             plans=plans,
@@ -133,6 +149,9 @@ def create_app(settings: Settings) -> Litestar:
             yield
         finally:
             relay_task.cancel()
+            notifier_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await notifier_task
             with contextlib.suppress(asyncio.CancelledError):
                 await relay_task
             await stacks.close()
@@ -145,20 +164,26 @@ def create_app(settings: Settings) -> Litestar:
     app = Litestar(
         route_handlers=[
             *ROUTES,
+            *LIFETIME_ROUTES,
             *webhook_routes(plans),
             *stack_routes(plans),
             *AUTH_ROUTES,
             *CLAIM_ROUTES,
             *NEON_ROUTES,
             *LLMS_ROUTES,
+            *METRICS_ROUTES,
+            claim_link,
+            console_router(),
         ],
         dependencies=dependencies,
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},
-        openapi_config=OpenAPIConfig(title="Spinup", version=version("spinup"), path="/schema"),
+        openapi_config=openapi_config(version("spinup")),
         request_max_body_size=settings.max_body_bytes,
+        template_config=template_config(),
     )
     document_errors(app)
+    complete_document(app)
     return app
 
 
@@ -181,6 +206,7 @@ class _GatewayServer(uvicorn.Server):
                 loop = asyncio.get_running_loop()
                 loop.call_soon_threadsafe(context.webhooks.end_streams)
                 loop.call_soon_threadsafe(context.stacks.end_streams)
+                loop.call_soon_threadsafe(end_event_streams)
         super().handle_exit(sig, frame)
 
 
@@ -196,6 +222,8 @@ def main() -> int:
 
 def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> None:
     """Build the app and serve it on the settings' address, or on ``sockets`` when given."""
+    # Here, in each process: an exporter's thread does not survive the fork.
+    configure_tracing(SERVICE, os.environ)
     app = create_app(settings)
     # The request-id wrapper sits outside Litestar so even routing errors (404/405) carry an id.
     config = uvicorn.Config(

@@ -31,6 +31,9 @@ class Settings:
     max_live_streams: int
     webhook_create_concurrency: int
     webhook_delete_concurrency: int
+    notify_allowed_networks: tuple[IPv4Network | IPv6Network, ...]
+    notify_retry_s: tuple[float, ...]
+    notify_poll_s: float
     log_format: str
     log_level: str
 
@@ -72,6 +75,17 @@ class Settings:
             # A webhook create or delete is one or two Redis round trips: many may run at once.
             webhook_create_concurrency=env.integer("SPINUP_WEBHOOK_CREATE_CONCURRENCY", 64),
             webhook_delete_concurrency=env.integer("SPINUP_WEBHOOK_DELETE_CONCURRENCY", 64),
+            # Notify URLs are untrusted: private, loopback and link-local targets are refused.
+            # A test stack alone lets its receiver's address through (devstack's TEST_OVERRIDES);
+            # production leaves this empty (docs/adr/0027).
+            notify_allowed_networks=_networks(
+                "SPINUP_NOTIFY_ALLOWED_NETWORKS", env.string("SPINUP_NOTIFY_ALLOWED_NETWORKS", "")
+            ),
+            # Seconds before each retry of a failed notification; after the last, it is dropped.
+            notify_retry_s=_seconds_list(
+                "SPINUP_NOTIFY_RETRY_S", env.string("SPINUP_NOTIFY_RETRY_S", "10,60,300,1800,7200")
+            ),
+            notify_poll_s=env.number("SPINUP_NOTIFY_POLL_S", 1.0),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )
@@ -84,3 +98,16 @@ def _networks(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:
     except ValueError as exc:
         msg = f"{name} must be comma-separated IP networks such as 10.0.0.0/8: {exc}"
         raise SettingsError(msg) from exc
+
+
+def _seconds_list(name: str, raw: str) -> tuple[float, ...]:
+    """Comma-separated positive seconds, such as ``10,60,300``."""
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError as exc:
+        msg = f"{name} must be comma-separated seconds such as 10,60,300: {exc}"
+        raise SettingsError(msg) from exc
+    if any(value <= 0 for value in values):
+        msg = f"{name} must hold positive seconds, got {raw!r}"
+        raise SettingsError(msg)
+    return values

@@ -199,7 +199,7 @@ async def authenticate(request: Request[Any, Any, Any], ctx: GatewayContext) -> 
     if looks_like_access_token(credential):
         return await _access_token_principal(ctx, credential)
     if credential.count(".") == 2:  # noqa: PLR2004  (header.payload.signature)
-        return await _session_principal(ctx, credential)
+        return await session_principal(ctx, credential)
     if credential.startswith(TOKEN_PREFIX):
         msg = (
             "A resource token (spn_…) goes in the URL, as in GET /resources/{token}, not in"
@@ -213,7 +213,12 @@ async def authenticate(request: Request[Any, Any, Any], ctx: GatewayContext) -> 
     raise _unauthorized(msg)
 
 
-async def _session_principal(ctx: GatewayContext, token: str) -> Principal:
+async def session_principal(ctx: GatewayContext, token: str) -> Principal:
+    """The account a session JWT (from a header or the console's cookie) authenticates.
+
+    Raises:
+        SpinupError: UNAUTHORIZED for an expired, logged-out or unknown session.
+    """
     session = read_session(ctx.settings.jwt_key, token)
     account = await ctx.accounts.session_account(session.account_id, session.jti)
     if account is None:

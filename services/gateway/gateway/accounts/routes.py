@@ -35,6 +35,7 @@ from shared.contracts.kinds import Credentials, ResourceKind, connection_url_of
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.tokens import hash_token
 from shared.plans import Tier
+from shared.resources import ResourceState
 
 # -- bodies -------------------------------------------------------------------------------------
 
@@ -189,15 +190,19 @@ async def register(
     request: Request[Any, Any, Any], ctx: GatewayContext, data: EmailPassword
 ) -> SessionIssued:
     """``POST /auth/register``."""
+    account = await register_account(ctx, data, request_id_of(request.scope))
+    return _session_issued(ctx, account)
+
+
+async def register_account(
+    ctx: GatewayContext, data: EmailPassword, correlation_id: str
+) -> Account:
+    """A new account on the plan new accounts get (the email and password checked first)."""
     email = normalise_email(data.email)
     check_new_password(data.password)
-    account = await ctx.accounts.register(
-        email,
-        data.password,
-        tier=ctx.plans.account_tier,
-        correlation_id=request_id_of(request.scope),
+    return await ctx.accounts.register(
+        email, data.password, tier=ctx.plans.account_tier, correlation_id=correlation_id
     )
-    return _session_issued(ctx, account)
 
 
 @post(
@@ -281,6 +286,13 @@ async def create_access_token(
 ) -> AccessTokenIssued:
     """``POST /auth/tokens``."""
     principal = await require_session_principal(request, ctx, "create access tokens")
+    return await issue_access_token(ctx, principal, data, request_id_of(request.scope))
+
+
+async def issue_access_token(
+    ctx: GatewayContext, principal: Principal, data: NewAccessToken, correlation_id: str
+) -> AccessTokenIssued:
+    """A new personal access token of ``principal``'s account (its secret shown this once)."""
     token = mint_access_token()
     expires_at = (
         datetime.now(UTC).replace(microsecond=0) + timedelta(days=data.expires_in_days)
@@ -294,7 +306,7 @@ async def create_access_token(
         scopes=[scope.value for scope in Scope if scope in data.scopes],
         token_hash=hash_token(token),
         expires_at=expires_at,
-        correlation_id=request_id_of(request.scope),
+        correlation_id=correlation_id,
     )
     return AccessTokenIssued(
         token=token,
@@ -330,20 +342,24 @@ async def revoke_access_token(
 ) -> AccessTokenRevokedView:
     """``DELETE /auth/tokens/{id}``: revoking twice is harmless."""
     principal = await require_session_principal(request, ctx, "revoke access tokens")
+    revoked = await revoke_access_token_of(ctx, principal, token_id, request_id_of(request.scope))
+    return AccessTokenRevokedView(access_token=_token_view(revoked))
+
+
+async def revoke_access_token_of(
+    ctx: GatewayContext, principal: Principal, token_id: uuid.UUID, correlation_id: str
+) -> AccessToken:
+    """Revoke one of ``principal``'s access tokens (revoking twice is harmless)."""
     token = await ctx.accounts.access_token(principal.account_id, token_id)
     if token is None:
         msg = "This account has no access token with this id. GET /auth/tokens lists them."
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
-    revoked = await ctx.accounts.revoke_access_token(
-        token, correlation_id=request_id_of(request.scope)
-    )
-    return AccessTokenRevokedView(access_token=_token_view(revoked))
+    return await ctx.accounts.revoke_access_token(token, correlation_id=correlation_id)
 
 
 # -- the account's resources --------------------------------------------------------------------
 
 KindParam = Parameter(
-    query="kind",
     description="Only resources of this kind: " + ", ".join(kind.value for kind in ResourceKind),
 )
 
@@ -395,6 +411,13 @@ async def rotate_credentials(
 ) -> CredentialsIssued:
     """``POST /resources/{token}/rotate``."""
     state = await resource_for(request, ctx, token, Scope.PROVISION)
+    return await rotate(ctx, state, request_id_of(request.scope))
+
+
+async def rotate(
+    ctx: GatewayContext, state: ResourceState, correlation_id: str
+) -> CredentialsIssued:
+    """New credentials for a live resource; the old ones stop working before this returns."""
     if state.kind is None:  # pragma: no cover  (a live resource has a kind)
         msg = "This resource was never created."
         raise SpinupError(ErrorCode.NOT_FOUND, msg)
@@ -409,7 +432,7 @@ async def rotate_credentials(
     endpoint = ENDPOINTS[state.kind].rotate
     command = RotateCredentials(
         command_id=uuid.uuid4(),
-        correlation_id=request_id_of(request.scope),
+        correlation_id=correlation_id,
         deadline=time.time() + endpoint.timeout,
         resource_id=state.resource_id,
     )

@@ -287,19 +287,28 @@ TokenQuery = Parameter(
 )
 
 
-@get(
-    ["/claim", "/claim/preview"],
-    summary="Preview a claim",
-    description="Which anonymous resources a claim token would move into an account, with their"
-    " limits now and after the claim. Nothing changes; no credentials are shown.",
-    tags=["claim"],
+PREVIEW_SUMMARY = "Preview a claim"
+PREVIEW_DESCRIPTION = (
+    "Which anonymous resources a claim token would move into an account, with their"
+    " limits now and after the claim. Nothing changes; no credentials are shown."
 )
+
+
+@get("/claim/preview", summary=PREVIEW_SUMMARY, description=PREVIEW_DESCRIPTION, tags=["claim"])
 async def preview_claim(
     request: Request[Any, Any, Any], ctx: GatewayContext, t: str = TokenQuery
 ) -> ClaimPreview:
-    """``GET /claim/preview?t=…`` (and ``GET /claim?t=…``, where claim URLs point)."""
+    """``GET /claim/preview?t=…``.
+
+    ``GET /claim?t=…``, where claim URLs point, is the console's: this same preview for API
+    clients, the claim page for browsers.
+    """
+    return await claim_preview(ctx, await authenticate(request, ctx), t)
+
+
+async def claim_preview(ctx: GatewayContext, principal: Principal | None, t: str) -> ClaimPreview:
+    """What a claim token would move, with the limits ``principal``'s plan would give them."""
     token = read_claim_token(ctx.settings.jwt_key, token_text(t))
-    principal = await authenticate(request, ctx)
     tier_name = principal.tier if principal else ctx.plans.account_tier
     tier = ctx.plans.tiers[tier_name]
     resources = [
@@ -345,8 +354,14 @@ async def claim(
         msg = "Claiming needs an account: this request carries no Authorization header."
         raise SpinupError(ErrorCode.UNAUTHORIZED, msg, agent_action=_REGISTER_FIRST)
     principal.require(Scope.PROVISION)
-    token = read_claim_token(ctx.settings.jwt_key, token_text(data.token))
-    correlation_id = request_id_of(request.scope)
+    return await claim_resources(ctx, principal, data.token, request_id_of(request.scope))
+
+
+async def claim_resources(
+    ctx: GatewayContext, principal: Principal, raw_token: str, correlation_id: str
+) -> ClaimResult:
+    """Move what the claim token (or the claim URL) names into ``principal``'s account."""
+    token = read_claim_token(ctx.settings.jwt_key, token_text(raw_token))
     store = ctx.store
     stream = claim_stream(token.claim_id)
 

@@ -11,13 +11,27 @@ import msgspec
 from shared.contracts.kinds import Credentials
 from shared.plans import Tier
 
+#: A label shown in listings. Spaces only inside, so a name is never blank or padded.
+ResourceName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[\w.:/@-]([\w .:/@-]*[\w.:/@-])?$",
+        description="must be 1 to 64 characters: letters, digits, spaces and _ . : / @ -,"
+        ' not starting or ending with a space (for example "orders-db")',
+    ),
+]
+
 
 class NewResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Optional body of every ``POST /<kind>/new``."""
 
-    name: (
-        Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\w .:/@-]+$")] | None
-    ) = None
+    name: ResourceName | None = None
+    #: Seconds until it expires, within the plan's bounds (``GET /plans``: ``lifetime``).
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    #: Where signed notifications about it are sent (``resource.expiring``...; ADR 0027).
+    notify_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)] | None = None
 
 
 class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,6 +45,7 @@ class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool = True
     id: UUID
     kind: str
+    name: str | None = None
     token: str
     connection_url: str | None
     credentials: Credentials
@@ -39,6 +54,12 @@ class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None
     claim_url: str | None
     note: str
+    #: The resource's page in the web console, reached by the token in its fragment (which a
+    #: browser never sends to a server): a link an agent can hand to its human.
+    console_url: str | None = None
+    #: With ``notify_url``: the ``whsec_`` secret its notifications are signed with (Standard
+    #: Webhooks); shown once, here.
+    notify_secret: str | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,7 +128,8 @@ class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     tier: str
     name: str | None
-    limits: dict[str, int | None]
+    #: A stack's limits include ``internet`` (true or false); every other limit is a number.
+    limits: dict[str, int | bool | None]
     usage: Usage
     created_at: datetime | None
     expires_at: datetime | None
@@ -116,6 +138,8 @@ class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     credentials: Credentials | None
     parent_id: UUID | None = None
     stack: StackDetails | None = None
+    #: The resource's page in the web console (the account's console when asked by id).
+    console_url: str | None = None
 
 
 class StackCreated(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,10 +159,13 @@ class StackCreated(msgspec.Struct, frozen=True, kw_only=True):
     urls: dict[str, str]
     resources: dict[str, BackingResourceInfo]
     tier: str
-    limits: dict[str, int | None]
+    #: Numbers, and ``internet`` (true or false).
+    limits: dict[str, int | bool | None]
     expires_at: datetime | None
     claim_url: str | None
     note: str
+    #: The stack's page in the web console: status, URLs, live logs, stop/start/restart/delete.
+    console_url: str | None = None
 
 
 class StackControlledView(msgspec.Struct, frozen=True, kw_only=True):
@@ -183,3 +210,41 @@ class PlansInfo(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool = True
     anonymous_tier: str
     tiers: dict[str, Tier]
+
+
+class ExtendResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /resources/{token}/extend``: seconds added to ``expires_at``."""
+
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class ResourceExtendedInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The new expiry, and how much more extending the plan allows before a claim is needed."""
+
+    ok: bool = True
+    id: UUID
+    expires_at: datetime
+    extensions_used: int
+    extensions_left: int
+    #: The latest ``expires_at`` extending can reach (creation + the plan's total lifetime).
+    latest_expires_at: datetime
+    #: A stack's backing resources, extended with it.
+    extended_with: list[UUID] = msgspec.field(default_factory=list)
+
+
+class NotifyTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``PUT /resources/{token}/notify``; ``url`` null stops notifications."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)] | None
+
+
+class NotifyTargetInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """The target set; ``secret`` (``whsec_...``, shown once) signs every notification."""
+
+    ok: bool = True
+    id: UUID
+    url: str | None
+    secret: str | None
+    #: Notification types sent, and the leads (seconds before expiry) of ``resource.expiring``.
+    types: list[str]
+    expiring_lead_seconds: list[int]

@@ -29,15 +29,18 @@ _INTRO = """\
 > made without one expire (see Limits); claim them into an account to keep them.
 
 Base URL: {base}
-OpenAPI: {base}/schema/openapi.json (Swagger UI at {base}/schema/swagger)
+OpenAPI: {base}/schema/openapi.json (each operation's body, headers and the errors it can
+return; a readable page at {base}/schema)
 Every request and response body is JSON unless said otherwise. Times are ISO 8601 UTC.
 """
 
 _CREATE = """\
 ## Create a resource
 
-Send `POST /<path>/new`. The body is optional: `{{"name": "..."}}` (a label of your choice; its
-rules are in the OpenAPI schema). Without `Authorization` the resource belongs to nobody and
+Send `POST /<path>/new`. The body is optional: `{{"name": "..."}}` (a label of your choice: 1-64
+letters, digits, spaces and `_ . : / @ -`, not starting or ending with a space; it is echoed as
+`name` in the answer). A field that is wrong is a 400 `invalid_request` whose message names it
+and says what it takes. Without `Authorization` the resource belongs to nobody and
 expires; with `Authorization: Bearer <token>` it belongs to that account, on its plan.
 
 {kinds}
@@ -56,13 +59,18 @@ The answer is `201` with these fields:
 - `limits`: the tier's limits for this kind, plus `expires_in` (seconds left; null: permanent).
 - `expires_at`: when it is deleted (null: permanent).
 - `claim_url`: for resources made without an account, the link that moves them into one
-  (see Claim); null otherwise.
+  (see Claim); null otherwise. Opened in a browser it is a page with sign-up and a Claim button.
 - `note`: one sentence to show the user.
+- `console_url`: the resource's page in the web console (credentials revealed on request, usage,
+  expiry, rotate, delete; for a webhook receiver, its live request inspector). The token rides in
+  the URL's `#fragment`, which browsers never send to a server. Give this link to your human.
 
 Idempotency: send an `Idempotency-Key` header (1-255 visible ASCII characters; a UUID is ideal)
 to make a retry safe. The same key on the same route by the same caller returns the same
 resource, with the header `Idempotent-Replayed: true`, and is not counted against the caps
-again. Always send one when you may retry after a timeout.
+again. Always send one when you may retry after a timeout. A retry must send the same body: the
+same key with another body is a 422 `idempotency_key_mismatch` (use a new key for a new
+resource); a key whose resource was since deleted or expired is a 409 `idempotency_key_reused`.
 """
 
 _MANAGE = """\
@@ -73,7 +81,7 @@ the account that owns it) the resource's `id`.
 
 - `GET /resources/{token}`: `id, kind, status, tier, name, limits, usage{bytes, quota_bytes,
   measured_at, over_quota, note}, created_at, expires_at, claimed, connection_url,
-  credentials`. Credentials are shown only while `status` is `active`. When
+  credentials, console_url`. Credentials are shown only while `status` is `active`. When
   `usage.over_quota` is true the server refuses writes until space is released; `usage.note`
   says how for that kind.
 - `DELETE /resources/{token}`: deletes it now; open connections are cut and the credentials
@@ -84,9 +92,28 @@ the account that owns it) the resource's `id`.
   in `GET /resources/{token}`.
 
 Webhook receivers: send any method to `credentials.receive_url`; then
-- `GET /webhook/{token}/requests?limit=N`: the captured requests, newest first.
+- `GET /webhook/{token}/requests`: the captured requests, newest first, one page at a time:
+  `limit=N`, and `cursor=` the answer's `next_cursor` for the older ones (null: no more; a page
+  may be short while it is set). Filters, all optional, all must hold: `method=POST,PUT`,
+  `path_prefix=/stripe`, `header=x-github-event: push` (a substring of a `name: value` line,
+  any case), `body=invoice.paid` (a substring of the raw body), `since=`/`until=` (ISO 8601,
+  inclusive/exclusive). A bad one is a 400 naming it. Each request: `id, seq, method, path,
+  query, query_params, headers` (repeats kept, in order), `body, body_encoding` ("utf-8", or
+  "base64" for binary), `size, received_at, client_ip, signature`. `latest_cursor` is where the
+  stream picks up. A body over the plan's `max_body_kb` is refused with 413 `payload_too_large`.
+- `GET /webhook/{token}/requests/{id}`: one kept request, by the id its sender got back
+  (`X-Webhook-Request-Id`).
+- `DELETE /webhook/{token}/requests`: forget them all (the receive URL keeps working).
 - `GET /webhook/{token}/stream`: Server-Sent Events, one `request` event per request from now
   on, a keep-alive comment now and then, and a final `closed` event when the receiver goes.
+  Each event's `id` is a cursor: reconnect with `Last-Event-ID: <id>` (or `?after=<cursor>`,
+  e.g. `latest_cursor`) and the kept requests after it come first, oldest first, then live
+  ones: none missed, none twice (a `lost` event counts those dropped beyond `requests_kept`).
+  `?from_id=<request id>` starts with that kept request.
+- To receive them on your machine: `spinup webhook forward TOKEN http://localhost:3000/hooks`
+  re-sends each request live (same method, path below the receive URL, query, headers, body)
+  and resumes after drops; `spinup webhook replay TOKEN ID --to URL` re-sends one. The server
+  never sends captured requests anywhere itself.
 - `PUT /webhook/{token}/response` `{"status": 200-599, "headers": {...}, "body": "...",
   "delay_ms": N}`: the receive URL answers with this from now on (HEAD: no body). Refused (400
   `invalid_request`, the field named): hop-by-hop headers, `Content-Length`, `Set-Cookie`, a body
@@ -98,6 +125,33 @@ Webhook receivers: send any method to `credentials.receive_url`; then
   "valid"|"invalid"|"missing", "reason"}`; reasons `signature_mismatch` (wrong secret or body
   changed), `timestamp_outside_tolerance`, `malformed_header`. The secret is stored sealed and
   never shown again. `GET` shows the scheme; `DELETE` turns the check off.
+"""
+
+_LIFETIME = """\
+## Lifetime: choose it, extend it, be warned
+
+- At create: `{"ttl_seconds": N}` in the body of `POST /<path>/new` (`?ttl_seconds=N` on
+  `POST /stacks/new`), within the tier's `lifetime.ttl_min_seconds`..`ttl_max_seconds` (see
+  Limits); out of bounds is a 400 `invalid_request` naming them. Without it: the tier's
+  `ttl_seconds`. CLI: `spinup db new --ttl 2h`.
+- `POST /resources/{token}/extend {"ttl_seconds": N}` adds N seconds to `expires_at`, up to
+  `lifetime.total_max_seconds` after creation and `lifetime.extensions` times. Answers `{ok, id,
+  expires_at, extensions_used, extensions_left, latest_expires_at, extended_with}`. Past either
+  limit: 402 `plan_limit_reached`; claim the resource to keep it (see Claim). A stack's backing
+  resources are extended with it.
+- Notifications: `"notify_url": "https://..."` at create (the answer's `notify_secret`, shown
+  once) or `PUT /resources/{token}/notify {"url": "https://..."}` (answers a new `secret`; `url`
+  null stops them). Each is a JSON `POST` `{type, timestamp, data{resource_id, kind, name,
+  expires_at, ...}}` with `type` one of `resource.expiring` (`lifetime.notify_lead_seconds`
+  before expiry; `data.seconds_left`), `resource.over_quota`, `resource.expired`,
+  `resource.deleted`, signed per Standard Webhooks: verify `webhook-signature` (`v1,<base64>`)
+  as HMAC-SHA256 of `"{webhook-id}.{webhook-timestamp}.{body}"` keyed with the base64 part of the
+  `whsec_` secret; dedupe on `webhook-id` (delivery is at least once). Answer 2xx within 5 s;
+  anything else, a timeout or a redirect is retried with backoff. The URL must reach the public
+  internet (private, loopback and link-local addresses are refused, redirects not followed).
+- `GET /resources/{token}/events`: the same notifications as Server-Sent Events (`event` = type,
+  `data` = body, `id` for `Last-Event-ID`); the stream ends after `resource.expired` or
+  `resource.deleted`, and can still be read after expiry.
 """
 
 _STACKS = """\
@@ -190,6 +244,9 @@ without an account use the `{anonymous}` tier; new accounts start on `{account}`
 - `rate_limit.provisions_per_minute`: create calls per minute.
 Past a cap the answer is `402 plan_limit_reached`; past the rate limit, `429 rate_limited`.
 Sizes are measured regularly against the kind's quota (`usage` in `GET /resources/{{token}}`).
+Postgres `storage_mb` counts what you stored, not the empty database; `connections` is per
+database and fits a default client pool. NATS `max_payload_kb` is the `max_payload` the server
+announces to every client; streams and KV buckets need no `max_bytes`.
 
 {tiers}
 """
@@ -248,6 +305,7 @@ def _tier_text(name: str, tier: Tier) -> str:
         *([tier.description] if tier.description else []),
         f"- ttl_seconds: {lifetime}",
         f"- caps: {_section(tier.caps)}; rate_limit: {_section(tier.rate_limit)}",
+        *([f"- lifetime: {_section(tier.lifetime)}"] if tier.lifetime else []),
         *(f"- {kind.value}: {_section(tier.limits(kind))}" for kind in ResourceKind),
     ]
     return "\n".join(lines)
@@ -264,6 +322,7 @@ def llms_text(plans: Plans, base_url: str) -> str:
                 kinds=_kinds_text(), kind_values=kind_values, credentials=_credentials_text()
             ),
             _MANAGE,
+            _LIFETIME,
             _STACKS,
             _ACCOUNTS.format(
                 password_min=PASSWORD_LENGTHS.start,

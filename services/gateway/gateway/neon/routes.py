@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.types import ExceptionHandlersMap
 
@@ -319,7 +320,10 @@ DatabaseIdParam = Parameter(description="The database id: a random UUID (version
     description=_CREATE_DESCRIPTION + " The same id again returns the same database (200).",
     tags=["neon"],
     exception_handlers=_NEON_ERRORS,
-    responses=_NEON_ERROR_RESPONSES,
+    responses={
+        **_NEON_ERROR_RESPONSES,
+        200: ResponseSpec(NeonDatabase, description="The database this id already names."),
+    },
 )
 async def create_database_with_id(
     request: Request[Any, Any, Any], ctx: GatewayContext, database_id: str = DatabaseIdParam

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -15,12 +16,14 @@ from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from gateway.accounts.auth import Principal, Scope, authenticate
 from gateway.admission.clients import client_ip
 from gateway.admission.policy import admit
 from gateway.claims.routes import claim_url
+from gateway.console.links import DASHBOARD_PATH, console_url
 from gateway.context import GatewayContext
 from gateway.http.middleware import request_id_of
 from gateway.http.schemas import (
@@ -35,6 +38,9 @@ from gateway.http.schemas import (
     StackServiceInfo,
     Usage,
 )
+from gateway.resources.lifetime import expires_at_for, notify_target_at_create
+from gateway.resources.outbound import check_url
+from shared import metrics
 from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
@@ -70,12 +76,14 @@ dependencies = {"ctx": Provide(provide_context, sync_to_thread=False)}
 
 
 def _command_ids(
-    request: Request[Any, Any, Any], route: str, holder: str
+    request: Request[Any, Any, Any], route: str, holder: str, body: msgspec.Struct | None = None
 ) -> tuple[uuid.UUID, uuid.UUID]:
     """(command id, resource id): derived from the Idempotency-Key when one is given.
 
     The key is scoped to the holder (the account, or the client address) and the route, so two
-    clients who pick the same key never share a resource.
+    clients who pick the same key never share a resource. The command id (and so the token) also
+    derives from the decoded ``body``: the same key with another body yields another token than
+    the resource's, which ``provision`` answers with 422 (ADR 0026). An empty body counts as none.
     """
     key = request.headers.get("idempotency-key")
     if key is None:
@@ -84,10 +92,30 @@ def _command_ids(
         msg = "Idempotency-Key must be 1 to 255 visible ASCII characters (a UUID is ideal)."
         raise SpinupError(ErrorCode.INVALID_IDEMPOTENCY_KEY, msg)
     scope = f"{holder}|{route}|{key}"
+    sent = {k: v for k, v in msgspec.structs.asdict(body).items() if v is not None} if body else {}
+    # Fields left out do not count, so a field added to the body later changes no digest.
+    digest = hashlib.sha256(msgspec.json.encode(sent, order="sorted")).hexdigest() if sent else ""
     return (
-        uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"command|{scope}"),
+        uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"command|{scope}" + (f"|{digest}" if digest else "")),
         uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"resource|{scope}"),
     )
+
+
+def _ensure_same_request(state: ResourceState | None, token: str) -> None:
+    """Refuse a reused Idempotency-Key whose first request had another body (422).
+
+    The resource's token derives from its first request's body (``_command_ids``): another
+    body, another token. Handing it back would give the caller a token that is not this
+    resource's; silently making a second resource would break the key's promise.
+    """
+    if state is None or state.token_hash is None or state.token_hash == hash_token(token):
+        return
+    msg = (
+        "This Idempotency-Key was first used with a different request body; a retry must send"
+        " the same body."
+    )
+    action = "Resend the first request's body with this key, or use a new key for a new resource."
+    raise SpinupError(ErrorCode.IDEMPOTENCY_KEY_MISMATCH, msg, agent_action=action)
 
 
 def _seconds_left(expires_at: datetime | None) -> int | None:
@@ -136,7 +164,10 @@ KIND_ROUTES = [
         noun="cache",
         summary="Create a Redis cache",
         description="An ACL user on a shared Redis that may use only keys and channels starting"
-        " with `credentials.key_prefix`; `connection_url` is a redis:// URL.",
+        " with `credentials.key_prefix`; `connection_url` is a redis:// URL. redis-py's Lock and"
+        " MEMORY USAGE work; EVAL and SCRIPT LOAD (BullMQ, Lua rate limiters), SCAN, KEYS, INFO"
+        " and DBSIZE are refused with NoPermissionError: keep a set of your keys instead of"
+        " scanning.",
         over_quota=(
             "Write commands are refused; reads work. DEL, UNLINK or EXPIRE keys to free memory."
         ),
@@ -159,7 +190,8 @@ KIND_ROUTES = [
         noun="NATS account",
         summary="Create a NATS JetStream account",
         description="A NATS account of its own with JetStream limits from the plan;"
-        " `credentials.creds` is the text of a standard .creds file.",
+        " `credentials.creds` is the text of a standard .creds file. Streams and KV buckets need"
+        " no max_bytes: together they stop at the account's storage.",
         over_quota=(
             "The server refuses new JetStream messages; purge or delete streams to free storage."
         ),
@@ -214,6 +246,7 @@ async def provision(
     ids: tuple[uuid.UUID, uuid.UUID],
     name: str | None,
     part_of_stack: StackPart | None = None,
+    ttl_seconds: int | None = None,
 ) -> tuple[ResourceProvisioned, str]:
     """Admit and provision one resource: the recipe every create route follows.
 
@@ -221,31 +254,37 @@ async def provision(
     (command id, resource id). Returns the worker's reply and the resource's token.
 
     ``part_of_stack``: the stack route admitted this resource with its whole stack and fixed its
-    expiry (a stack and its backing resources expire together).
+    expiry (a stack and its backing resources expire together). ``ttl_seconds``: the lifetime
+    asked for, within the tier's ``lifetime`` bounds (checked before admission: a 400 costs
+    nothing).
     """
     endpoint = PROVISION_ENDPOINTS[kind]
     account_id = principal.account_id if principal else None
     tier_name = principal.tier if principal else ctx.plans.anonymous_tier
     tier = ctx.plans.tiers[tier_name]
+    asked_expiry = expires_at_for(tier_name, tier, kind, ttl_seconds, datetime.now(UTC))
     command_id, resource_id = ids
     # A retry of a create already made (same Idempotency-Key) gets its stored reply: caps and
     # rate limits counted it the first time. Without a key the ids are new: nothing to look up.
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(resource_id)
+    if retried:
+        _ensure_same_request(retried, mint_token(ctx.settings.token_key, command_id))
     if not retried and part_of_stack is None:
-        await admit(
-            ctx,
-            kind=kind,
-            tier_name=tier_name,
-            tier=tier,
-            account_id=account_id,
-            fingerprint=client,
-        )
+        try:
+            await admit(
+                ctx,
+                kind=kind,
+                tier_name=tier_name,
+                tier=tier,
+                account_id=account_id,
+                fingerprint=client,
+            )
+        except SpinupError as exc:
+            # Refused before any command: counted here, the worker's outcomes by the bus.
+            metrics.PROVISIONS.labels(kind=kind.value, outcome=exc.code.value).inc()
+            raise
     token = mint_token(ctx.settings.token_key, command_id)
-    now = datetime.now(UTC)
-    if part_of_stack is not None:
-        expires_at = part_of_stack.expires_at
-    else:
-        expires_at = now + timedelta(seconds=ttl) if (ttl := tier.ttl_of(kind)) else None
+    expires_at = part_of_stack.expires_at if part_of_stack is not None else asked_expiry
     command = ProvisionResource(
         command_id=command_id,
         correlation_id=request_id_of(request.scope),
@@ -261,7 +300,11 @@ async def provision(
         account_id=account_id,
         parent_id=part_of_stack.parent_id if part_of_stack else None,
     )
-    return await ctx.bus.request(endpoint, command), token
+    reply = await ctx.bus.request(endpoint, command)
+    if reply.replayed and not retried:
+        # Two first tries with one key raced and this one lost: is it the same request?
+        _ensure_same_request(await ctx.resources.by_id(resource_id), token)
+    return reply, token
 
 
 def _create_handler(route: KindRoute) -> HTTPRouteHandler:
@@ -277,18 +320,31 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
         client = fingerprint(ctx.settings.token_key, address)
         account_id = principal.account_id if principal else None
         holder = f"account:{account_id}" if account_id else address
+        notify_url = data.notify_url if data else None
+        if notify_url is not None:
+            await check_url(notify_url, ctx.settings.notify_allowed_networks)
         reply, token = await provision(
             request,
             ctx,
             kind=route.kind,
             principal=principal,
             client=client,
-            ids=_command_ids(request, route_key, holder),
+            ids=_command_ids(request, route_key, holder, data),
             name=data.name if data else None,
+            ttl_seconds=data.ttl_seconds if data else None,
+        )
+        notify_secret = (
+            await notify_target_at_create(
+                ctx, reply.resource_id, notify_url, request_id_of(request.scope)
+            )
+            if notify_url is not None
+            else None
         )
         body = ResourceCreated(
             id=reply.resource_id,
             kind=reply.kind.value,
+            # The same key returns the same resource, so the name asked for is its name.
+            name=data.name if data else None,
             token=token,
             connection_url=connection_url_of(reply.credentials),
             credentials=reply.credentials,
@@ -301,6 +357,8 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
                 else None
             ),
             note=_note(route.noun, reply.tier, reply.expires_at),
+            console_url=console_url(ctx.settings.public_url, reply.kind, token),
+            notify_secret=notify_secret,
         )
         headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
         return Response(body, status_code=201, headers=headers)
@@ -311,7 +369,9 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
         status_code=201,
         summary=route.summary,
         description=(
-            f"{route.description} Without an account it lives for the anonymous tier's TTL."
+            f"{route.description} Without an account it lives for the anonymous tier's TTL,"
+            " or `ttl_seconds` within the plan's lifetime bounds (GET /plans); `notify_url`"
+            " receives signed notifications before it expires (the answer's notify_secret)."
             " Send an Idempotency-Key header to make retries safe: the same key returns the"
             f" same {route.noun}."
         ),
@@ -368,8 +428,20 @@ async def _owned_resource(
         msg = "A resource id needs Authorization: Bearer of its account; or use its spn_ token."
         raise SpinupError(ErrorCode.UNAUTHORIZED, msg)
     principal.require(scope)
-    state = await ctx.resources.by_id(parsed)
+    return await owned_by(ctx, principal, parsed)
+
+
+async def owned_by(
+    ctx: GatewayContext, principal: Principal, resource_id: uuid.UUID
+) -> ResourceState | None:
+    """The resource with this id if ``principal``'s account owns it (else None, as if absent)."""
+    state = await ctx.resources.by_id(resource_id)
     return state if state is not None and state.account_id == principal.account_id else None
+
+
+def live(state: ResourceState | None) -> ResourceState:
+    """The resource if it is live, else the right 404 (absent, deleted) or 410 (expired)."""
+    return _live(state)
 
 
 TokenParam = Parameter(description="The token returned when the resource was created.")
@@ -391,6 +463,15 @@ async def show_resource(
         state = await resource_for(request, ctx, token, Scope.READ)
         measured = (await ctx.resources.usage_of([state.resource_id])).get(state.resource_id)
     info = resource_info(state, open_credentials(ctx, state), measured)
+    info = msgspec.structs.replace(
+        info,
+        console_url=(
+            console_url(ctx.settings.public_url, state.kind, token)
+            if looks_like_token(token)
+            # Asked by id, for its account: the account's console lists it.
+            else f"{ctx.settings.public_url}{DASHBOARD_PATH}"
+        ),
+    )
     if state.kind is ResourceKind.STACK:
         details = await stack_details(ctx, state, token)
         info = msgspec.structs.replace(info, stack=details)
@@ -492,12 +573,17 @@ async def delete_resource(
 ) -> ResourceDeleted:
     """``DELETE /resources/{token}``: the credentials stop working at once."""
     state = await resource_for(request, ctx, token, Scope.DELETE)
-    deleted = await deprovision(ctx, state, request_id_of(request.scope))
+    return await delete_with_backing(ctx, state, request_id_of(request.scope))
+
+
+async def delete_with_backing(
+    ctx: GatewayContext, state: ResourceState, correlation_id: str
+) -> ResourceDeleted:
+    """Delete a resource and, for a stack, its backing resources: the credentials stop working."""
+    deleted = await deprovision(ctx, state, correlation_id)
     # A stack's backing resources go with it: after its containers, which use them, are gone.
     children = await ctx.resources.children_of(state.resource_id)
-    await asyncio.gather(
-        *(deprovision(ctx, child, request_id_of(request.scope)) for child in children)
-    )
+    await asyncio.gather(*(deprovision(ctx, child, correlation_id) for child in children))
     return ResourceDeleted(id=deleted, status=ResourceStatus.DELETED.value)
 
 
@@ -540,7 +626,12 @@ async def healthz() -> Health:
     return Health(ok=True, checks={"process": "ok"})
 
 
-@get("/readyz", summary="Readiness: NATS and the platform database", tags=["health"])
+@get(
+    "/readyz",
+    summary="Readiness: NATS and the platform database",
+    tags=["health"],
+    responses={503: ResponseSpec(Health, description="Not ready: `checks` says what is down.")},
+)
 async def readyz(ctx: GatewayContext) -> Response[Health]:
     """Ready when NATS is connected and the platform database answers.
 

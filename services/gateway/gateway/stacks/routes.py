@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -41,9 +41,11 @@ from gateway.accounts.auth import Principal, Scope, authenticate
 from gateway.admission.clients import client_ip
 from gateway.admission.policy import admit
 from gateway.claims.routes import claim_url
+from gateway.console.links import console_url
 from gateway.context import GatewayContext
 from gateway.http.middleware import request_id_of
 from gateway.http.schemas import BackingResourceInfo, StackControlledView, StackCreated
+from gateway.resources.lifetime import expires_at_for, ttl_seconds_param
 from gateway.resources.routes import (
     IDEMPOTENCY_NAMESPACE,
     KIND_ROUTES,
@@ -307,6 +309,10 @@ async def _create(
     account_id = principal.account_id if principal else None
     tier_name = principal.tier if principal else ctx.plans.anonymous_tier
     tier = ctx.plans.tiers[tier_name]
+    # ``?ttl_seconds=N``: the body is the upload. Checked first: a 400 costs nothing.
+    expires_at = expires_at_for(
+        tier_name, tier, ResourceKind.STACK, ttl_seconds_param(request), datetime.now(UTC)
+    )
     upload: Upload = await read_upload(request, tier.stack)
     holder = f"account:{account_id}" if account_id else address
     command_id, stack_id = _command_ids(request, route_key, holder)
@@ -322,8 +328,6 @@ async def _create(
             with_children=[resource.type for resource in upload.manifest.resources.values()],
         )
     await store_upload(ctx, stack_id, upload)
-    ttl = tier.ttl_of(ResourceKind.STACK)
-    expires_at = datetime.now(UTC) + timedelta(seconds=ttl) if ttl else None
     correlation_id = request_id_of(request.scope)
     made: list[ResourceState] = []
     backing: dict[str, BackingResourceInfo] = {}
@@ -383,6 +387,7 @@ async def _create(
             else None
         ),
         note=_stack_note(reply.tier, reply.expires_at),
+        console_url=console_url(base, ResourceKind.STACK, token),
     )
     headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
     return Response(body, status_code=202, headers=headers)
