@@ -173,6 +173,10 @@ async def test_ttl_at_create_is_held_to_the_plan_bounds(
 async def test_extend_up_to_the_plan_then_402_saying_to_claim(short: httpx.AsyncClient) -> None:
     made = await new_receiver(short, ttl_seconds=60)
     token, created_expiry = made["token"], datetime.fromisoformat(made["expires_at"])
+    # A number no plan allows is a 400 naming the field, never date arithmetic (the fuzzer's).
+    absurd = await short.post(f"/resources/{token}/extend", json={"ttl_seconds": 505055026204686})
+    assert absurd.status_code == 400, absurd.text
+    assert "ttl_seconds" in absurd.json()["message"]
     first = await short.post(f"/resources/{token}/extend", json={"ttl_seconds": 30})
     assert first.status_code == 200, first.text
     assert datetime.fromisoformat(first.json()["expires_at"]) == created_expiry + timedelta(

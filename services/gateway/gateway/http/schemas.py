@@ -24,12 +24,17 @@ ResourceName = Annotated[
 ]
 
 
+#: Seconds a lifetime may be asked in at all (a year): the plan's own bounds are checked after
+#: decoding, and this keeps an absurd number from reaching date arithmetic (an overflow, a 500).
+TtlSeconds = Annotated[int, msgspec.Meta(ge=1, le=366 * 24 * 3600)]
+
+
 class NewResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Optional body of every ``POST /<kind>/new``."""
 
     name: ResourceName | None = None
     #: Seconds until it expires, within the plan's bounds (``GET /plans``: ``lifetime``).
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    ttl_seconds: TtlSeconds | None = None
     #: Where signed notifications about it are sent (``resource.expiring``...; ADR 0027).
     notify_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)] | None = None
 
@@ -215,7 +220,7 @@ class PlansInfo(msgspec.Struct, frozen=True, kw_only=True):
 class ExtendResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /resources/{token}/extend``: seconds added to ``expires_at``."""
 
-    ttl_seconds: Annotated[int, msgspec.Meta(ge=1)]
+    ttl_seconds: TtlSeconds
 
 
 class ResourceExtendedInfo(msgspec.Struct, frozen=True, kw_only=True):
