@@ -104,6 +104,7 @@ SERVER_IMAGES: dict[str, ImageSpec] = {
 IMAGES: dict[str, ImageSpec] = SERVICE_IMAGES | SERVER_IMAGES
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*")
+_EXTRAS = re.compile(r"^\s*\[[A-Za-z0-9._,\s-]*\]")
 
 
 def _normalise(requirement: str) -> str:
@@ -112,6 +113,14 @@ def _normalise(requirement: str) -> str:
         msg = f"cannot read a package name from {requirement!r}"
         raise DevstackError(msg)
     return re.sub(r"[-_.]+", "-", match.group(0)).lower()
+
+
+def _extras(requirement: str) -> str:
+    """``[jinja]`` of ``litestar[jinja]>=2.25``; empty when it names none."""
+    requirement = requirement.strip()
+    name = _NAME.match(requirement)
+    extras = _EXTRAS.match(requirement[name.end() :]) if name else None
+    return re.sub(r"\s+", "", extras.group(0)) if extras else ""
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,8 @@ def image_requirements(spec: ImageSpec, root: Path = REPO_ROOT) -> list[str]:
         if name not in pins:
             msg = f"{spec.name}: {name} is not in requirements.lock; run `make lock`"
             raise DevstackError(msg)
-        pinned.append(f"{name}=={pins[name]}")
+        # The extras stay: `litestar[jinja]` brings Jinja, which the lock pins on its own.
+        pinned.append(f"{name}{_extras(requirement)}=={pins[name]}")
     return sorted(set(pinned))
 
 

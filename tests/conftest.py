@@ -25,6 +25,42 @@ from storage_provisioner.driver import FilerIamTarget, S3Driver, WeedShell
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+#: Files that use the container engine, or restart it (test_containment): `make test` runs them
+#: as a group of their own beside everything else (scripts/test.sh, SPINUP_TEST_GROUP), so no
+#: other test is using the engine when it restarts. A new file that deploys stacks goes here.
+ENGINE_GROUP = (
+    "tests/browser/",
+    "tests/deploy/test_images.py",
+    "tests/e2e/test_cli.py",
+    "tests/e2e/test_containment.py",
+    "tests/e2e/test_every_kind.py",
+    "tests/e2e/test_lifetime.py",
+    "tests/e2e/test_mcp.py",
+    "tests/e2e/test_openapi.py",
+    "tests/e2e/test_secret_scan.py",
+    "tests/e2e/test_stacks.py",
+    "tests/integration/test_stack_deployer.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With SPINUP_TEST_GROUP=engine or rest, keep only that group's tests (scripts/test.sh)."""
+    group = os.environ.get("SPINUP_TEST_GROUP")
+    if not group:
+        return
+    if group not in {"engine", "rest"}:
+        msg = f"SPINUP_TEST_GROUP must be engine or rest, not {group!r}"
+        raise pytest.UsageError(msg)
+
+    def in_engine_group(item: pytest.Item) -> bool:
+        path = item.path.relative_to(REPO_ROOT).as_posix()
+        return path.startswith(ENGINE_GROUP)
+
+    kept = [item for item in items if in_engine_group(item) == (group == "engine")]
+    config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+    items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     # Two pytest runs in one checkout need distinct stacks: SPINUP_TEST_STACK=<name> picks one.

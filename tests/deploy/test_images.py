@@ -70,7 +70,8 @@ def _run(stack: Stack, image: str, service: str, extra: dict[str, str]) -> str:
     env = {
         key: value
         for key, value in stack._process_env(service, extra).items()
-        if key.startswith("SPINUP_")
+        # A directory of the host's: the container keeps its metrics files in its own /tmp.
+        if key.startswith("SPINUP_") and key != "SPINUP_METRICS_DIR"
     }
     # The platform's own services, not tenant code: the host's network, which an engine that
     # remaps user namespaces (ADR 0018) allows only outside the remapping.
