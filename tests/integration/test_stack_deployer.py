@@ -39,6 +39,7 @@ from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 from shared.stack_state import StackStatus, StackView
 from shared.testing.factories import provision_command
+from stack_deployer.engine import REGISTRY_HINT
 
 # Builds on a busy 2-core machine, and the first test also waits for the whole stack to start.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -192,6 +193,13 @@ async def test_a_stack_builds_runs_hardened_and_answers_on_its_published_port(
         bindings = container._container["NetworkSettings"]["Ports"]["8080/tcp"]
         assert {binding["HostIp"] for binding in bindings} == {"127.0.0.1"}
         assert "GREETING=hello" in container._container["Config"]["Env"]
+        # The HTTP port as PORT; an init as PID 1 that passes SIGTERM on (the app is not PID 1).
+        assert "PORT=8080" in container._container["Config"]["Env"]
+        assert host["Init"] is True
+        code = await exec_python(
+            container, "assert open('/proc/1/comm').read().strip() != 'python3'"
+        )
+        assert code == 0
 
         # The other service reaches web by its alias on the stack's own network.
         other = await docker.containers.get(view.services["other"].container or "")
@@ -257,6 +265,19 @@ async def test_a_broken_dockerfile_fails_with_the_error_in_the_log_tail_and_noth
         assert b'"source"' in message.data
     finally:
         await lines.unsubscribe()
+        await delete(bus, stack_id)
+
+
+async def test_a_dockerfile_from_a_registry_image_fails_saying_what_to_build_from(
+    bus: Bus, store: EventStore
+) -> None:
+    registry = WEB_DOCKERFILE.replace(b"FROM spinup/base:bookworm", b"FROM python:3.12-slim")
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    stack_id, view = await deploy(bus, store, manifest, {"web.tar": web_context(registry)})
+    try:
+        assert view.status is StackStatus.FAILED
+        assert REGISTRY_HINT in (view.failure or "") + (view.logs_tail or ""), view
+    finally:
         await delete(bus, stack_id)
 
 

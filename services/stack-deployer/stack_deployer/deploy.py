@@ -329,7 +329,8 @@ class Deployer:
                 revision=revision,
                 image=images[name],
                 command=service.command,
-                env={**service.env, **backing},
+                # PORT as Heroku-style platforms set it; the manifest's own env may override it.
+                env={**_port_env(service.port), **service.env, **backing},
                 port=service.port,
                 memory_mb=chosen.memory_mb or limits.memory_mb,
                 cpu_millis=chosen.cpu_millis or limits.cpu_millis,
@@ -646,3 +647,8 @@ def _busy() -> SpinupError:
 
 def _controlled(stack_id: UUID, view: StackView) -> StackControlled:
     return StackControlled(resource_id=stack_id, status=view.status.value, revision=view.revision)
+
+
+def _port_env(port: int | None) -> dict[str, str]:
+    """``PORT`` for a service with an HTTP port: where the proxy sends its requests."""
+    return {} if port is None else {"PORT": str(port)}

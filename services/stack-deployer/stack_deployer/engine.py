@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -275,7 +276,7 @@ class Engine:
                         if line.strip():
                             await on_line(line)
         except DockerError as exc:
-            raise BuildFailedError(_docker_message(exc)) from exc
+            raise BuildFailedError(with_registry_hint(_docker_message(exc))) from exc
         if not await self.image_exists(tag):
             msg = "the build ended without an image"
             raise BuildFailedError(msg)
@@ -314,6 +315,10 @@ class Engine:
             "Privileged": False,
             "IpcMode": "private",
             "ReadonlyRootfs": spec.read_only,
+            # A small init (the engine's docker-init) as PID 1: it forwards SIGTERM, which an app
+            # as PID 1 ignores unless it installs a handler, and reaps zombies. Stop and restart
+            # then take as long as the app needs, not the 10 s grace before SIGKILL.
+            "Init": True,
             "Tmpfs": _TMPFS if spec.read_only else {},
             "RestartPolicy": {"Name": "on-failure", "MaximumRetryCount": _RESTART_RETRIES},
             "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m", "max-file": "2"}},
@@ -452,6 +457,26 @@ def _remaps_root(info: Mapping[str, Any]) -> bool:
 def _filters(selector: Mapping[str, list[str]]) -> str:
     """The engine's ``filters`` query parameter (containers.list passes it through as is)."""
     return json.dumps(dict(selector))
+
+
+#: What an engine says when a Dockerfile names an image it lacks and it tries a registry.
+_REGISTRY_LOOKUP = re.compile(
+    r"pull access denied|no such host|dial tcp|registry-1\.docker\.io|manifest unknown"
+    r"|failed to resolve|repository does not exist|No such image",
+    re.IGNORECASE,
+)
+REGISTRY_HINT = (
+    "No image registry is reachable from here: build FROM spinup/base:bookworm (Debian 12 with"
+    " python3, python3-venv, psycopg2 and redis; `python3 -m venv /venv` gives a pip) and copy"
+    " what else the app needs into its build context (GET /llms.txt, 'Deploy an app')."
+)
+
+
+def with_registry_hint(message: str) -> str:
+    """``message``, and what to do instead when it is a registry lookup that cannot work here."""
+    if _REGISTRY_LOOKUP.search(message):
+        return f"{message}. {REGISTRY_HINT}"
+    return message
 
 
 def _docker_message(exc: DockerError) -> str:
