@@ -54,6 +54,8 @@ BASE_PACKAGES = (
     "python3-venv",
     "python3-psycopg2",
     "python3-redis",
+    # pg_dump and pg_restore: pg-provisioner's fork (ADR 0028); psql for tenants' builds too.
+    "postgresql-client",
 )
 #: Label on every container, network and image a profile's stack deployer makes.
 SCOPE_LABEL = "io.spinup.scope"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 import structlog
@@ -123,6 +123,22 @@ class ResourceDriver(Protocol[L_contra]):
         ...
 
 
+@runtime_checkable
+class ForkingDriver(Protocol[L_contra]):
+    """A driver that can also make a resource starting with a copy of another's data."""
+
+    async def fork(
+        self, resource_id: UUID, limits: L_contra, source_id: UUID, *, deadline: float
+    ) -> Credentials:
+        """Make ``resource_id`` (as ``create``) holding a copy of ``source_id``'s data.
+
+        The source is only read, its sessions are left alone; the copy is done by
+        ``deadline`` (Unix seconds) or the call fails. Idempotent like ``create``: on failure the
+        lifecycle deletes ``resource_id`` (never the source).
+        """
+        ...
+
+
 class ResourceLifecycle:
     """Runs commands for one driver against the event log."""
 
@@ -204,6 +220,7 @@ class ResourceLifecycle:
             deadline=datetime.fromtimestamp(command.deadline, UTC),
             account_id=command.account_id,
             parent_id=command.parent_id,
+            fork_of=command.fork_of,
         )
         return await self._store.append(
             resource_stream(command.resource_id),
@@ -262,7 +279,7 @@ class ResourceLifecycle:
                 _ensure_before_deadline(
                     command, "The backend is busy and the request ran out of time"
                 )
-                credentials = await self._driver.create(command.resource_id, command.limits)
+                credentials = await self._make(command)
         except SpinupError as exc:
             await self._record_failure(command, version, exc)
             raise
@@ -282,6 +299,32 @@ class ResourceLifecycle:
             await self._record_failure(command, version, error)
             raise error
         return credentials
+
+    async def _make(self, command: ProvisionResource) -> Credentials:
+        """A new resource, or a fork of a live one of the same kind (``fork_of``)."""
+        if command.fork_of is None:
+            return await self._driver.create(command.resource_id, command.limits)
+        source = await self._state(command.fork_of)
+        if command.fork_of == command.resource_id or source.kind is not command.kind:
+            msg = f"The resource to fork is not a live {command.kind.value} resource."
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+        if source.status is ResourceStatus.PROVISIONING:
+            msg = "The resource to fork is still being created; try again in a moment."
+            raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+        if source.status is not ResourceStatus.ACTIVE:
+            raise _gone_error(source)
+        if _has_expired(source):
+            msg = "The resource to fork has expired."
+            raise SpinupError(ErrorCode.RESOURCE_GONE, msg)
+        if not isinstance(self._driver, ForkingDriver):
+            msg = f"{command.kind.value} resources cannot be forked."
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+        return await self._driver.fork(
+            command.resource_id,
+            command.limits,
+            command.fork_of,
+            deadline=command.deadline,
+        )
 
     async def _replay(self, state: ResourceState) -> ResourceProvisioned:
         if state.provision_command_id is None:

@@ -41,6 +41,9 @@ class ProvisionResource(Command, frozen=True, kw_only=True):
     account_id: UUID | None = None
     #: Set on a stack's backing resources: the stack they belong to.
     parent_id: UUID | None = None
+    #: A fork (docs/adr/0028-fork.md): the live resource of the same kind whose data the new one
+    #: starts with. The source is only read; a failed fork removes the new resource alone.
+    fork_of: UUID | None = None
 
 
 class DeprovisionResource(Command, frozen=True, kw_only=True):

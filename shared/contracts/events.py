@@ -41,6 +41,8 @@ class ResourceProvisionRequested(ResourceEventBase, frozen=True, kw_only=True):
     account_id: UUID | None = None
     #: The stack this resource backs (its lifetime and deletion follow the stack's).
     parent_id: UUID | None = None
+    #: A fork: the resource whose data this one was copied from (docs/adr/0028-fork.md).
+    fork_of: UUID | None = None
 
 
 class ResourceProvisioned(ResourceEventBase, frozen=True, kw_only=True):

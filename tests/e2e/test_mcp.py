@@ -41,6 +41,7 @@ TOOLS = {
     "get_resource",
     "delete_resource",
     "rotate_credentials",
+    "fork_resource",
     "read_webhook_requests",
     "claim",
     "deploy_stack",

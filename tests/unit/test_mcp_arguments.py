@@ -19,7 +19,13 @@ async def test_every_tool_naming_a_resource_calls_the_argument_resource() -> Non
     async with Client(build_server(API)) as client:
         tools = (await client.list_tools()).tools
     arguments = {tool.name: set(tool.input_schema.get("properties", {})) for tool in tools}
-    for name in ("get_resource", "delete_resource", "rotate_credentials", "read_webhook_requests"):
+    for name in (
+        "get_resource",
+        "delete_resource",
+        "rotate_credentials",
+        "fork_resource",
+        "read_webhook_requests",
+    ):
         assert "resource" in arguments[name], name
     for name in ("read_logs", "control_stack"):
         assert "resource" in arguments[name], name

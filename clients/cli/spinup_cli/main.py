@@ -544,6 +544,24 @@ def cmd_rotate(client: SpinupClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fork(client: SpinupClient, args: argparse.Namespace) -> int:
+    """``spinup fork``: a new database holding a copy of this one's data, credentials its own."""
+    asked = {"name": args.name, "ttl_seconds": args.ttl}
+    body = {field: value for field, value in asked.items() if value is not None} or None
+    created = client.request(
+        "POST", f"/resources/{args.resource}/fork", json_body=body, slow="copying the data"
+    )
+    kind = KINDS_BY_API_KIND[str(created["kind"])]
+    # Recorded first, as for `new`: the token is the only key to the fork.
+    remember_resource(client.url, _record_of(created, kind))
+    if args.json:
+        _print_json(created)
+    else:
+        _print_created(kind, created)
+        say(f"  {'forked from:':<16}{created.get('forked_from')}")
+    return 0
+
+
 def cmd_stack_action(client: SpinupClient, args: argparse.Namespace) -> int:
     """``spinup stop|start|restart|redeploy``: control a stack; its data stays."""
     done = client.request(
@@ -830,7 +848,7 @@ def _add_name_and_ttl(new: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one flat list of commands)
     """The whole command line; each command's ``--help`` comes from here."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -910,6 +928,7 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--json", action="store_true", help="print JSON")
         sub.set_defaults(handler=handler)
 
+    _add_fork(commands, common)
     _add_stack_and_account_commands(commands, common)
 
     logs = commands.add_parser(
@@ -950,6 +969,18 @@ def build_parser() -> argparse.ArgumentParser:
     logout = commands.add_parser("logout", parents=[common], help="end the stored session")
     logout.set_defaults(handler=cmd_logout)
     return parser
+
+
+def _add_fork(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    fork_text = "a new database with a copy of this one's data and its own credentials"
+    fork = commands.add_parser("fork", parents=[common], help=fork_text, description=fork_text)
+    fork.add_argument("resource", metavar="TOKEN_OR_ID", help="its token, or its id when logged in")
+    _add_name_and_ttl(fork)
+    fork.add_argument("--json", action="store_true", help="print the API's JSON answer")
+    fork.set_defaults(handler=cmd_fork)
 
 
 def _add_ls(

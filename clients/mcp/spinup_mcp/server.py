@@ -352,6 +352,25 @@ def _add_resource_tools(server: MCPServer, api: SpinupApi) -> None:
         """
         return await _answer(api.call("POST", f"/resources/{segment(resource)}/rotate"))
 
+    @_tool(server, title="Fork a Postgres database", annotations=_CREATES)
+    async def fork_resource(
+        resource: TokenOrId, name: ResourceName = None, idempotency_key: IdempotencyKey = None
+    ) -> CallToolResult:
+        """Makes a new Postgres database holding a copy of this one's data, with its own login.
+
+        Try a migration or a risky change on the copy and keep the original. Only Postgres
+        databases (create_database) can be forked. The source is only read: its connections
+        keep working. The fork counts as a create for the caller (caps, rate limits, the plan
+        of SPINUP_TOKEN or anonymous) and lives on its own from then on: writes to either never
+        reach the other. Returns JSON as create_database does (id, token, connection_url,
+        credentials, tier, limits, expires_at, claim_url, note) plus forked_from (the source's
+        id). KEEP the new token: it is shown only here.
+        """
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        body = {"name": name} if name else None
+        path = f"/resources/{segment(resource)}/fork"
+        return await _answer(api.call("POST", path, json=body, headers=headers))
+
     @_tool(server, title="Read a webhook's requests", annotations=_READS)
     async def read_webhook_requests(
         resource: Annotated[

@@ -28,7 +28,9 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import structlog
@@ -170,9 +172,13 @@ class PostgresDriver:
         public_port: int,
         ddl_concurrency: int,
         drop_concurrency: int,
+        bin_dir: str = "",
     ) -> None:
         self._pool = pool
         self._admin_dsn = admin_dsn
+        #: Where pg_dump and pg_restore are (empty: found on PATH); they must be at least the
+        #: server's major version.
+        self._bin_dir = bin_dir
         self._public_host = public_host
         self._public_port = public_port
         # CREATE DATABASE of requests and of refills alike: wal_log creates stop gaining
@@ -192,6 +198,7 @@ class PostgresDriver:
         pool_size: int,
         ddl_concurrency: int = 4,
         drop_concurrency: int = 2,
+        bin_dir: str = "",
     ) -> PostgresDriver:
         """Open the admin pool and start the drop queue (with what an earlier run left)."""
         pool = await asyncpg.create_pool(admin_dsn, min_size=1, max_size=pool_size)
@@ -202,6 +209,7 @@ class PostgresDriver:
             public_port=public_port,
             ddl_concurrency=ddl_concurrency,
             drop_concurrency=drop_concurrency,
+            bin_dir=bin_dir,
         )
         driver._drops.start()
         async with driver._backend_errors("swept"):
@@ -360,6 +368,97 @@ class PostgresDriver:
 
         await self._run("created", make)
         return self._credentials(name, password)
+
+    async def fork(
+        self, resource_id: UUID, limits: PostgresLimits, source_id: UUID, *, deadline: float
+    ) -> PostgresCredentials:
+        """A new tenant (as ``create``) holding a copy of the source tenant's database.
+
+        ``pg_dump`` of the source, as the admin (a tenant cannot dump itself, ADR 0016), piped
+        into ``pg_restore`` connected as the new tenant: the copy's objects are the new role's,
+        and nothing in the dump runs with more than the new tenant's rights. The source is only
+        read (``ACCESS SHARE`` locks while the dump runs; its sessions and writes go on). One
+        transaction on the new side: a failed copy leaves it empty, and the lifecycle deletes it.
+        """
+        source = guard_tenant_name(tenant_name(source_id))
+        credentials = await self.create(resource_id, limits)
+        await self._copy(source, credentials, deadline)
+        log.info("pg_provisioner.database.forked", database=credentials.database, source=source)
+        return credentials
+
+    async def _copy(self, source: str, target: PostgresCredentials, deadline: float) -> None:
+        """Pipe ``pg_dump`` of ``source`` into ``pg_restore`` on ``target`` by ``deadline``."""
+        admin = _libpq_env(self._admin_dsn, database=source)
+        # The tenant logs in where the admin does (pg_hba ``sameuser``), with its own password.
+        tenant = _libpq_env(
+            self._admin_dsn,
+            database=target.database,
+            user=target.username,
+            password=target.password,
+        )
+        read_end, write_end = os.pipe()
+        processes: list[asyncio.subprocess.Process] = []
+        try:
+            try:
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        self._tool("pg_dump"),
+                        *_DUMP_OPTIONS,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=write_end,
+                        stderr=asyncio.subprocess.PIPE,
+                        env=admin,
+                    )
+                )
+                processes.append(
+                    await asyncio.create_subprocess_exec(
+                        self._tool("pg_restore"),
+                        *_RESTORE_OPTIONS,
+                        # pg_restore insists on the option; a tenant name is never a conninfo.
+                        f"--dbname={target.database}",
+                        stdin=read_end,
+                        stdout=asyncio.subprocess.DEVNULL,
+                        stderr=asyncio.subprocess.PIPE,
+                        env=tenant,
+                    )
+                )
+            finally:
+                # The children hold their own ends: the restore sees EOF when the dump exits.
+                os.close(read_end)
+                os.close(write_end)
+            # ``deadline`` is wall-clock (Unix seconds), the loop's clock is monotonic.
+            async with asyncio.timeout(max(deadline - time.time(), 0.0)):
+                outcomes = await asyncio.gather(*(p.communicate() for p in processes))
+        except FileNotFoundError as exc:
+            log.error("pg_provisioner.fork.tool_missing", tool=exc.filename)  # noqa: TRY400
+            msg = "This server cannot copy databases right now (pg_dump missing); nothing was kept."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
+        except TimeoutError as exc:
+            msg = "Copying the database took longer than allowed; nothing was kept."
+            raise SpinupError(ErrorCode.DEADLINE_EXCEEDED, msg, retryable=True) from exc
+        finally:
+            for process in processes:
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        failed = [
+            (tool, err.decode(errors="replace")[-2000:])
+            for tool, process, (_, err) in zip(
+                ("pg_dump", "pg_restore"), processes, outcomes, strict=True
+            )
+            if process.returncode != 0
+        ]
+        if failed:
+            for tool, err in failed:
+                log.warning("pg_provisioner.fork.failed", tool=tool, source=source, stderr=err)
+            msg = (
+                "The database could not be copied (an object the new database cannot hold, or a"
+                " table locked by its owner); nothing was kept. Try again."
+            )
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+
+    def _tool(self, name: str) -> str:
+        return str(Path(self._bin_dir) / name) if self._bin_dir else name
 
     async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> bool:
         """Rename a taken member to ``name``, let it log in, give it ``limits``: one transaction.
@@ -609,6 +708,56 @@ class PostgresDriver:
             )
 
         return await self._run("checked", look)
+
+
+#: pg_dump of a tenant database: custom format (pg_restore reads it from a pipe), no owners or
+#: grants (they name the source role), nothing cluster-level. Uncompressed: it only crosses a
+#: pipe. A table its owner holds locked makes the dump fail after a few seconds, not queue.
+_DUMP_OPTIONS = (
+    "--format=custom",
+    "--compress=0",
+    "--no-owner",
+    "--no-acl",
+    "--no-publications",
+    "--no-subscriptions",
+    "--no-security-labels",
+    "--no-tablespaces",
+    "--lock-wait-timeout=5000",
+)
+#: pg_restore into the new database, as its tenant, all or nothing.
+_RESTORE_OPTIONS = (
+    "--no-owner",
+    "--no-acl",
+    "--no-publications",
+    "--no-subscriptions",
+    "--no-security-labels",
+    "--no-tablespaces",
+    "--single-transaction",
+    "--exit-on-error",
+)
+
+
+def _libpq_env(
+    dsn: str, *, database: str, user: str | None = None, password: str | None = None
+) -> dict[str, str]:
+    """The environment a libpq tool needs to reach ``database`` on the server of ``dsn``.
+
+    Credentials go through the environment, never the command line (which ``ps`` shows).
+    """
+    parts = urlsplit(dsn)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PGHOST": parts.hostname or "localhost",
+        "PGPORT": str(parts.port or 5432),
+        "PGUSER": user or unquote(parts.username or "postgres"),
+        "PGPASSWORD": password if password is not None else unquote(parts.password or ""),
+        "PGDATABASE": database,
+        "PGAPPNAME": "spinup-fork",
+        "PGCONNECT_TIMEOUT": "5",
+    }
+    if sslmode := parse_qs(parts.query).get("sslmode"):
+        env["PGSSLMODE"] = sslmode[0]
+    return env
 
 
 def _new_password() -> tuple[str, str]:

@@ -28,6 +28,7 @@ async def run(settings: Settings) -> None:
             pool_size=concurrency + settings.pool_refill_concurrency + 1,
             ddl_concurrency=settings.worker.create_concurrency,
             drop_concurrency=settings.worker.delete_concurrency,
+            bin_dir=settings.pg_bin_dir,
         ),
     )
     # The pool records its members in the event log through a small platform pool of its own.

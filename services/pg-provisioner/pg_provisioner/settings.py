@@ -23,6 +23,8 @@ class Settings:
     pool_refill_concurrency: int
     #: How often the pool and the cluster are reconciled (unknown ``p_``/``x_`` objects dropped).
     pool_reconcile_interval_s: float
+    #: Where pg_dump and pg_restore are, for forks (empty: on PATH). At least the server's major.
+    pg_bin_dir: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -47,4 +49,5 @@ class Settings:
             pool_size=env.integer("SPINUP_PG_POOL_SIZE", 16),
             pool_refill_concurrency=env.integer("SPINUP_PG_POOL_REFILL_CONCURRENCY", 2),
             pool_reconcile_interval_s=env.number("SPINUP_PG_POOL_RECONCILE_S", 60.0),
+            pg_bin_dir=env.string("SPINUP_PG_BIN_DIR", ""),
         )

@@ -176,6 +176,7 @@ OPERATIONS: dict[str, OperationDoc] = {
     "POST /resources/{token}/extend": OperationDoc(
         (*_JSON_BODY, *_PLATFORM, *_LOOKUP, *_WORKER, ErrorCode.PLAN_LIMIT_REACHED)
     ),
+    "POST /resources/{token}/fork": _create(ErrorCode.NOT_FOUND, ErrorCode.RESOURCE_GONE),
     "PUT /resources/{token}/notify": OperationDoc((*_JSON_BODY, *_PLATFORM, *_LOOKUP)),
     "GET /resources/{token}/events": OperationDoc((*_PARAMS, *_PLATFORM, *_LOOKUP)),
     "POST /stacks/{token}/{action}": OperationDoc(

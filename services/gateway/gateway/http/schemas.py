@@ -65,6 +65,8 @@ class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
     #: With ``notify_url``: the ``whsec_`` secret its notifications are signed with (Standard
     #: Webhooks); shown once, here.
     notify_secret: str | None = None
+    #: A fork (``POST /resources/{token}/fork``): the id of the resource its data was copied from.
+    forked_from: UUID | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
@@ -215,6 +217,14 @@ class PlansInfo(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool = True
     anonymous_tier: str
     tiers: dict[str, Tier]
+
+
+class ForkResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Optional body of ``POST /resources/{token}/fork``: the new resource's name and lifetime."""
+
+    name: ResourceName | None = None
+    #: Seconds until the fork expires, within the plan's bounds (``GET /plans``: ``lifetime``).
+    ttl_seconds: TtlSeconds | None = None
 
 
 class ExtendResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

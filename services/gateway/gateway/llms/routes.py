@@ -88,6 +88,12 @@ the account that owns it) the resource's `id`.
   stop working. Answers `{ok, id, status}`.
 - `POST /resources/{token}/rotate`: new credentials; the old ones stop working before it
   answers. Answers `{ok, id, kind, connection_url, credentials, note}`. The token is unchanged.
+- `POST /resources/{token}/fork` (Postgres only; optional `{"name", "ttl_seconds"}`, optional
+  `Idempotency-Key`): a new database holding a copy of this one's data (tables, sequences,
+  indexes, views, functions), with its own token and credentials. The source is only read: its
+  sessions go on. Admitted as a create for the caller (caps, rate limits, plan). Answers `201`
+  as `POST /db/new` plus `forked_from` (the source's id); another kind is a 400, a deleted
+  source 404, an expired one 410.
 - `GET /resources?kind=<kind>` (Bearer, read scope): every resource of the account, each as
   in `GET /resources/{token}`.
 
@@ -159,8 +165,10 @@ _STACKS = """\
 
 `POST /stacks/new` (multipart/form-data) builds and runs a multi-service app from its source:
 field `spinup.yaml` (the manifest) and one tarball per service `build` (a build context with a
-Dockerfile; `FROM spinup/base:bookworm` has python3, psycopg2 and redis; no registry is
-reachable), each field named as the manifest's `build:` value:
+Dockerfile; `FROM spinup/base:bookworm` has python3, python3-venv, psycopg2 and redis, and
+`python3 -m venv /venv` gives a pip; no registry is reachable, so `FROM python:...` fails with
+a note saying so, and a plan without internet installs only what the context carries, e.g.
+wheels), each field named as the manifest's `build:` value:
 
     services:
       web: {build: web.tar, port: 8000, env: {GREETING: hi}, depends_on: [worker]}
@@ -169,9 +177,11 @@ reachable), each field named as the manifest's `build:` value:
       db: {type: postgres}
       cache: {type: redis}
 
-Per service: `build` or `image`, `command`, `env`, `port` (its HTTP port), `depends_on`,
-`limits{memory_mb, cpu_millis, pids}`. `resources:` are provisioned like any resource and
-reach every container as `DATABASE_URL`, `REDIS_URL` (+ `REDIS_KEY_PREFIX`), `MONGODB_URL`,
+Per service: `build` or `image`, `command`, `env`, `port` (its HTTP port, also given to the
+container as `PORT`), `depends_on`, `limits{memory_mb, cpu_millis, pids}`. A small init runs as
+PID 1 and passes SIGTERM to the app, so stop and restart do not wait out a grace period.
+`resources:` are provisioned like any resource and reach every container as `DATABASE_URL`,
+`REDIS_URL` (+ `REDIS_KEY_PREFIX`), `MONGODB_URL`,
 `NATS_URL` + `NATS_CREDS`, `S3_*` (and `<NAME>_…` for each). A bad manifest is a 400
 `invalid_manifest` naming the field and line; an upload over the plan's `upload_mb` a 413.
 `POST /deploy/new` is the one-service form: file `context` (tarball) or `Dockerfile`, fields

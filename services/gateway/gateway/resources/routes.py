@@ -247,6 +247,7 @@ async def provision(
     name: str | None,
     part_of_stack: StackPart | None = None,
     ttl_seconds: int | None = None,
+    fork_of: uuid.UUID | None = None,
 ) -> tuple[ResourceProvisioned, str]:
     """Admit and provision one resource: the recipe every create route follows.
 
@@ -256,7 +257,7 @@ async def provision(
     ``part_of_stack``: the stack route admitted this resource with its whole stack and fixed its
     expiry (a stack and its backing resources expire together). ``ttl_seconds``: the lifetime
     asked for, within the tier's ``lifetime`` bounds (checked before admission: a 400 costs
-    nothing).
+    nothing). ``fork_of``: the live resource whose data the new one starts with (ADR 0028).
     """
     endpoint = PROVISION_ENDPOINTS[kind]
     account_id = principal.account_id if principal else None
@@ -299,6 +300,7 @@ async def provision(
         expires_at=expires_at,
         account_id=account_id,
         parent_id=part_of_stack.parent_id if part_of_stack else None,
+        fork_of=fork_of,
     )
     reply = await ctx.bus.request(endpoint, command)
     if reply.replayed and not retried:
@@ -340,28 +342,17 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
             if notify_url is not None
             else None
         )
-        body = ResourceCreated(
-            id=reply.resource_id,
-            kind=reply.kind.value,
+        return created_response(
+            ctx,
+            reply,
+            token,
+            noun=route.noun,
             # The same key returns the same resource, so the name asked for is its name.
             name=data.name if data else None,
-            token=token,
-            connection_url=connection_url_of(reply.credentials),
-            credentials=reply.credentials,
-            tier=reply.tier,
-            limits=_limits_view(reply.limits, reply.expires_at),
-            expires_at=reply.expires_at,
-            claim_url=(
-                claim_url(ctx, client, made_with=(reply.resource_id, reply.created_at))
-                if account_id is None
-                else None
-            ),
-            note=_note(route.noun, reply.tier, reply.expires_at),
-            console_url=console_url(ctx.settings.public_url, reply.kind, token),
+            client=client,
+            account_id=account_id,
             notify_secret=notify_secret,
         )
-        headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
-        return Response(body, status_code=201, headers=headers)
 
     create_resource.__name__ = f"create_{route.kind.value}"
     return post(
@@ -378,6 +369,43 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
         tags=["provisioning"],
         operation_id=f"create_{route.kind.value}",
     )(create_resource)
+
+
+def created_response(
+    ctx: GatewayContext,
+    reply: ResourceProvisioned,
+    token: str,
+    *,
+    noun: str,
+    name: str | None,
+    client: str,
+    account_id: uuid.UUID | None,
+    notify_secret: str | None = None,
+    forked_from: uuid.UUID | None = None,
+) -> Response[ResourceCreated]:
+    """The 201 of a create (or a fork): the new resource, its token and credentials."""
+    body = ResourceCreated(
+        id=reply.resource_id,
+        kind=reply.kind.value,
+        name=name,
+        token=token,
+        connection_url=connection_url_of(reply.credentials),
+        credentials=reply.credentials,
+        tier=reply.tier,
+        limits=_limits_view(reply.limits, reply.expires_at),
+        expires_at=reply.expires_at,
+        claim_url=(
+            claim_url(ctx, client, made_with=(reply.resource_id, reply.created_at))
+            if account_id is None
+            else None
+        ),
+        note=_note(noun, reply.tier, reply.expires_at),
+        console_url=console_url(ctx.settings.public_url, reply.kind, token),
+        notify_secret=notify_secret,
+        forked_from=forked_from,
+    )
+    headers = {"Idempotent-Replayed": "true"} if reply.replayed else {}
+    return Response(body, status_code=201, headers=headers)
 
 
 async def resource_for_token(ctx: GatewayContext, token: str) -> ResourceState:
