@@ -273,7 +273,9 @@ async def test_a_dockerfile_from_a_registry_image_fails_saying_what_to_build_fro
 ) -> None:
     registry = WEB_DOCKERFILE.replace(b"FROM spinup/base:bookworm", b"FROM python:3.12-slim")
     manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
-    stack_id, view = await deploy(bus, store, manifest, {"web.tar": web_context(registry)})
+    stack_id, view = await deploy(
+        bus, store, manifest, {"web.tar": web_context(dockerfile=registry)}
+    )
     try:
         assert view.status is StackStatus.FAILED
         assert REGISTRY_HINT in (view.failure or "") + (view.logs_tail or ""), view
