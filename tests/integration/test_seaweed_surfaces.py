@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import io
@@ -212,10 +213,14 @@ def seaweed_listeners(stack: Stack, server: str = NAME) -> dict[int, set[str]]:
     assert pid is not None
     inodes: set[int] = set()
     for each in _process_tree(pid):
-        for fd in Path(f"/proc/{each}/fd").iterdir():
-            link = str(fd.readlink())
-            if link.startswith("socket:["):
-                inodes.add(int(link[len("socket:[") : -1]))
+        # A child may end while it is read (a Postgres backend whose client left): it listened
+        # on nothing of its own, so it is skipped.
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for fd in Path(f"/proc/{each}/fd").iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    link = str(fd.readlink())
+                    if link.startswith("socket:["):
+                        inodes.add(int(link[len("socket:[") : -1]))
     bound: dict[int, set[str]] = {}
     for inode, sockets in _listeners().items():
         if inode in inodes:
