@@ -12,8 +12,7 @@ from typing import Any
 
 from litestar import Request, Response, post
 
-from gateway.accounts.auth import Scope, authenticate
-from gateway.admission.clients import client_ip
+from gateway.accounts.auth import Scope
 from gateway.context import GatewayContext
 from gateway.http.schemas import ForkResource, ResourceCreated
 from gateway.resources.routes import (
@@ -21,12 +20,12 @@ from gateway.resources.routes import (
     TokenOrIdParam,
     _command_ids,
     created_response,
+    creating_caller,
     provision,
     resource_for,
 )
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import ResourceKind
-from shared.crypto.tokens import fingerprint
 
 #: Kinds whose worker can copy a resource's data into a new one.
 FORKABLE = (ResourceKind.POSTGRES,)
@@ -53,9 +52,7 @@ async def fork_resource(
     token: str = TokenOrIdParam,
 ) -> Response[ResourceCreated]:
     """``POST /resources/{token}/fork``."""
-    principal = await authenticate(request, ctx)
-    if principal is not None:
-        principal.require(Scope.PROVISION)
+    principal, client, account_id, holder = await creating_caller(request, ctx)
     source = await resource_for(request, ctx, token, Scope.READ)
     if source.expires_at is not None and source.expires_at <= datetime.now(UTC):
         # Past its expiry, waiting for the reaper: its data is no longer the caller's to copy.
@@ -66,10 +63,6 @@ async def fork_resource(
         supported = ", ".join(f"{k.value} (POST /{_path(k)}/new)" for k in FORKABLE)
         msg = f"Only these kinds can be forked: {supported}; this resource is {kind}."
         raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
-    address = client_ip(request, ctx.settings.trusted_proxies)
-    client = fingerprint(ctx.settings.token_key, address)
-    account_id = principal.account_id if principal else None
-    holder = f"account:{account_id}" if account_id else address
     # The key is scoped to the source: one key forks each source once.
     route_key = f"POST /resources/{source.resource_id}/fork"
     reply, new_token = await provision(

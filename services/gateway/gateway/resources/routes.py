@@ -9,7 +9,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from litestar import Request, Response, delete, get, post
@@ -236,6 +236,33 @@ def _note(noun: str, tier: str, expires_at: datetime | None) -> str:
     return f"Temporary {noun}: it is deleted at {when}. {keep}"
 
 
+class Caller(NamedTuple):
+    """Who asks for a create (or a fork, or a stack)."""
+
+    #: None: anonymous.
+    principal: Principal | None
+    #: The client address's fingerprint (caps and rate limits of anonymous creates).
+    client: str
+    account_id: uuid.UUID | None
+    #: What an Idempotency-Key is scoped to: the account, else the client address.
+    holder: str
+
+
+async def creating_caller(request: Request[Any, Any, Any], ctx: GatewayContext) -> Caller:
+    """The caller of a create, refused unless anonymous or allowed to provision.
+
+    Raises:
+        SpinupError: a Bearer token that is not valid or lacks the ``provision`` scope.
+    """
+    principal = await authenticate(request, ctx)
+    if principal is not None:
+        principal.require(Scope.PROVISION)
+    address = client_ip(request, ctx.settings.trusted_proxies)
+    account_id = principal.account_id if principal else None
+    holder = f"account:{account_id}" if account_id else address
+    return Caller(principal, fingerprint(ctx.settings.token_key, address), account_id, holder)
+
+
 async def provision(
     request: Request[Any, Any, Any],
     ctx: GatewayContext,
@@ -315,13 +342,7 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
     async def create_resource(
         request: Request[Any, Any, Any], ctx: GatewayContext, data: NewResource | None = None
     ) -> Response[ResourceCreated]:
-        principal = await authenticate(request, ctx)
-        if principal is not None:
-            principal.require(Scope.PROVISION)
-        address = client_ip(request, ctx.settings.trusted_proxies)
-        client = fingerprint(ctx.settings.token_key, address)
-        account_id = principal.account_id if principal else None
-        holder = f"account:{account_id}" if account_id else address
+        principal, client, account_id, holder = await creating_caller(request, ctx)
         notify_url = data.notify_url if data else None
         if notify_url is not None:
             await check_url(notify_url, ctx.settings.notify_allowed_networks)

@@ -37,7 +37,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.errors import ObjectNotFoundError
 
-from gateway.accounts.auth import Principal, Scope, authenticate
+from gateway.accounts.auth import Scope
 from gateway.admission.clients import client_ip
 from gateway.admission.policy import admit
 from gateway.claims.routes import claim_url
@@ -54,6 +54,7 @@ from gateway.resources.routes import (
     _command_ids,
     _limits_view,
     backing_info,
+    creating_caller,
     deprovision,
     provision,
     resource_for,
@@ -77,7 +78,6 @@ from shared.contracts.subjects import (
     STACK_UPLOADS_BUCKET,
     stack_logs_subject,
 )
-from shared.crypto.tokens import fingerprint
 from shared.naming import resource_stream
 from shared.plans import Plans
 from shared.resources import ResourceState
@@ -301,12 +301,7 @@ async def _create(
     route_key: str,
     read_upload: Callable[[Request[Any, Any, Any], StackLimits], Awaitable[Upload]],
 ) -> Response[StackCreated]:
-    principal: Principal | None = await authenticate(request, ctx)
-    if principal is not None:
-        principal.require(Scope.PROVISION)
-    address = client_ip(request, ctx.settings.trusted_proxies)
-    client = fingerprint(ctx.settings.token_key, address)
-    account_id = principal.account_id if principal else None
+    principal, client, account_id, holder = await creating_caller(request, ctx)
     tier_name = principal.tier if principal else ctx.plans.anonymous_tier
     tier = ctx.plans.tiers[tier_name]
     # ``?ttl_seconds=N``: the body is the upload. Checked first: a 400 costs nothing.
@@ -314,7 +309,6 @@ async def _create(
         tier_name, tier, ResourceKind.STACK, ttl_seconds_param(request), datetime.now(UTC)
     )
     upload: Upload = await read_upload(request, tier.stack)
-    holder = f"account:{account_id}" if account_id else address
     command_id, stack_id = _command_ids(request, route_key, holder)
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(stack_id)
     if not retried:
