@@ -139,15 +139,15 @@ def admin_shell(env: dict[str, str]) -> WeedShell:
     )
 
 
-@pytest.fixture
-async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterator[S3Driver]:
-    connected = await S3Driver.connect(
+async def connect_s3_driver(env: dict[str, str], shell: WeedShell) -> S3Driver:
+    """An S3 driver as storage-provisioner connects one (a second one: a second replica)."""
+    return await S3Driver.connect(
         endpoint=env["SPINUP_S3_ENDPOINT"],
         public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
         region=env["SPINUP_S3_REGION"],
         access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
         secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
-        shell=admin_shell,
+        shell=shell,
         filer_read_key=env["SPINUP_S3_FILER_READ_KEY"],
         filer_iam=FilerIamTarget(
             address=env["SPINUP_S3_FILER_GRPC"],
@@ -156,5 +156,10 @@ async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterato
             key=Path(env["SPINUP_S3_CONFIG_DIR"]) / "grpc.key",
         ),
     )
+
+
+@pytest.fixture
+async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterator[S3Driver]:
+    connected = await connect_s3_driver(env, admin_shell)
     yield connected
     await connected.close()

@@ -37,6 +37,7 @@ from storage_provisioner.driver import (
     guard_bucket_name,
     read_only_locations,
 )
+from tests.conftest import connect_s3_driver
 
 pytestmark = pytest.mark.integration
 
@@ -177,19 +178,13 @@ async def test_64_creates_at_once_through_one_driver_each_give_a_key_that_works_
 
 
 async def test_two_drivers_at_once_like_two_replicas_still_give_keys_that_work_at_once(
-    s3_driver: S3Driver, env: dict[str, str], http_session: aiohttp.ClientSession
+    s3_driver: S3Driver,
+    env: dict[str, str],
+    admin_shell: WeedShell,
+    http_session: aiohttp.ClientSession,
 ) -> None:
     """Nothing serialises two replicas' identity calls: each checks its change and pushes again."""
-    other = await S3Driver.connect(
-        endpoint=env["SPINUP_S3_ENDPOINT"],
-        public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
-        region=env["SPINUP_S3_REGION"],
-        access_key=env["SPINUP_S3_ADMIN_ACCESS_KEY"],
-        secret_key=env["SPINUP_S3_ADMIN_SECRET_KEY"],
-        shell=s3_driver._shell,
-        filer_read_key=env["SPINUP_S3_FILER_READ_KEY"],
-        filer_iam=s3_driver._iam._target,
-    )
+    other = await connect_s3_driver(env, admin_shell)
     rids = [uuid.uuid4() for _ in range(32)]
     drivers = [s3_driver, other] * 16
     try:

@@ -273,17 +273,12 @@ class FilerIam:
     tenant's keys and pushes it again if a gateway missed it.
     """
 
-    def __init__(self, target: FilerIamTarget) -> None:
-        self._target = target
-        self._channel = _channel(target)
+    def __init__(self, channel: grpc.aio.Channel, write_key: str) -> None:
         # Generated code (seaweed_pb) carries no annotations.
         stub = iam_pb2_grpc.SeaweedIdentityAccessManagementStub
-        self._stub = stub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = stub(channel)  # type: ignore[no-untyped-call]
+        self._write_key = write_key
         self._one_at_a_time = asyncio.Lock()
-
-    async def close(self) -> None:
-        """Close the channel."""
-        await self._channel.close()
 
     async def _call(self, method: str, request: Any) -> Any:  # noqa: ANN401 (protobuf messages)
         # Only changes push identities to the gateways; a read needs no turn.
@@ -292,7 +287,7 @@ class FilerIam:
             return await self._send(method, request)
 
     async def _send(self, method: str, request: Any) -> Any:  # noqa: ANN401 (protobuf messages)
-        return await _filer_call(getattr(self._stub, method), request, self._target.write_key)
+        return await _filer_call(getattr(self._stub, method), request, self._write_key)
 
     @staticmethod
     def _identity(user: str, bucket: str, access_key: str, secret_key: str) -> Any:  # noqa: ANN401
@@ -361,16 +356,11 @@ class FilerBuckets:
     from the filer's metadata stream, as they do of a ``weed shell`` one.
     """
 
-    def __init__(self, target: FilerIamTarget) -> None:
-        self._target = target
-        self._channel = _channel(target)
+    def __init__(self, channel: grpc.aio.Channel, write_key: str) -> None:
         # Generated code (seaweed_pb) carries no annotations.
         stub = filer_pb2_grpc.SeaweedFilerStub
-        self._stub = stub(self._channel)  # type: ignore[no-untyped-call]
-
-    async def close(self) -> None:
-        """Close the channel."""
-        await self._channel.close()
+        self._stub = stub(channel)  # type: ignore[no-untyped-call]
+        self._write_key = write_key
 
     async def drop(self, bucket: str) -> None:
         """Delete the bucket's directory with every object's data, then its collection.
@@ -383,7 +373,7 @@ class FilerBuckets:
             is_delete_data=True,
             is_recursive=True,
         )
-        answer = await _filer_call(self._stub.DeleteEntry, request, self._target.write_key)
+        answer = await _filer_call(self._stub.DeleteEntry, request, self._write_key)
         if answer.error:
             log.warning("storage_provisioner.bucket.not_dropped", error=answer.error)
             msg = "The S3 server kept the bucket's directory; the bucket was not deleted."
@@ -391,7 +381,7 @@ class FilerBuckets:
         # SeaweedFS's own order: with the directory gone first, a failed collection drop leaves
         # only volumes nobody names, which a bucket made again would reuse.
         collection = filer_pb2.DeleteCollectionRequest(collection=bucket)
-        await _filer_call(self._stub.DeleteCollection, collection, self._target.write_key)
+        await _filer_call(self._stub.DeleteCollection, collection, self._write_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -588,14 +578,13 @@ class S3Driver:
             region=region,
             session=session,
         )
-        iam = FilerIam(filer_iam)
-        stack.push_async_callback(iam.close)
-        buckets = FilerBuckets(filer_iam)
-        stack.push_async_callback(buckets.close)
+        # One channel to the filer for both of its services (identities, bucket drops).
+        filer = _channel(filer_iam)
+        stack.push_async_callback(filer.close)
         return cls(
             admin=admin,
-            iam=iam,
-            buckets=buckets,
+            iam=FilerIam(filer, filer_iam.write_key),
+            buckets=FilerBuckets(filer, filer_iam.write_key),
             quotas=BucketQuotas(
                 session,
                 endpoint=endpoint,
