@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import msgspec
 import structlog
 
+from shared.contracts.commands import DeprovisionResource
 from shared.contracts.errors import ErrorCode, PlatformUnavailableError, SpinupError
 from shared.contracts.events import CredentialsRotated as CredentialsRotatedEvent
 from shared.contracts.events import (
@@ -33,7 +34,9 @@ from shared.contracts.events import (
 from shared.contracts.events import (
     ResourceProvisioned as ProvisionedEvent,
 )
+from shared.contracts.events import ResourceSuspended as SuspendedEvent
 from shared.contracts.kinds import (
+    EXPORT_FORMATS,
     LIMITS_BY_KIND,
     Credentials,
     DeprovisionReason,
@@ -47,6 +50,7 @@ from shared.contracts.replies import (
     ResourceClaimed,
     ResourceDeprovisioned,
     ResourceProvisioned,
+    ResourceSuspended,
     UsageSwept,
 )
 from shared.eventlog.errors import ConcurrencyConflictError
@@ -60,9 +64,10 @@ if TYPE_CHECKING:
     from shared.contracts.commands import (
         ClaimResource,
         Command,
-        DeprovisionResource,
+        ExportResource,
         ProvisionResource,
         RotateCredentials,
+        SuspendResource,
         SweepUsage,
     )
     from shared.contracts.events import RecordedEvent
@@ -139,6 +144,27 @@ class ForkingDriver(Protocol[L_contra]):
         ...
 
 
+@runtime_checkable
+class ExportingDriver(Protocol):
+    """A driver whose resources can be copied out and whose credentials can be stopped."""
+
+    def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """Yield a complete copy of the resource's data in ``fmt``.
+
+        In chunks of at most ``EXPORT_CHUNK_BYTES`` (shared/contracts/kinds.py), holding bounded
+        memory whatever the size. Reads with the driver's admin access (works while suspended).
+        """
+        ...
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """Credentials stop working at once (new logins refused, open sessions cut).
+
+        The data stays intact for export and is deleted later by ``delete``. Idempotent; a
+        missing resource is not an error. ``delete`` must still work after it.
+        """
+        ...
+
+
 class ResourceLifecycle:
     """Runs commands for one driver against the event log."""
 
@@ -191,7 +217,7 @@ class ResourceLifecycle:
         state = await self._state(command.resource_id)
         if state.status is ResourceStatus.ACTIVE:
             return await self._replay(state)
-        if state.is_gone or state.status is ResourceStatus.DELETING:
+        if state.is_gone or state.status in {ResourceStatus.DELETING, ResourceStatus.SUSPENDED}:
             raise _reused_error()
         if state.status is ResourceStatus.PROVISIONING:
             return await self._await_outcome(command)
@@ -221,6 +247,7 @@ class ResourceLifecycle:
             account_id=command.account_id,
             parent_id=command.parent_id,
             fork_of=command.fork_of,
+            export_grace_seconds=command.export_grace_seconds,
         )
         return await self._store.append(
             resource_stream(command.resource_id),
@@ -390,8 +417,14 @@ class ResourceLifecycle:
 
     # -- deprovision -------------------------------------------------------------------------
 
-    async def deprovision(self, command: DeprovisionResource) -> ResourceDeprovisioned:
-        """Remove the resource; a second request for the same resource succeeds with ``already``."""
+    async def deprovision(
+        self, command: DeprovisionResource, *, keep_grace: bool = True
+    ) -> ResourceDeprovisioned:
+        """Remove the resource; a second request for the same resource succeeds with ``already``.
+
+        ``keep_grace`` False: an expired resource goes now even within its export grace (its
+        driver cannot stop credentials and keep data).
+        """
         state = await self._state(command.resource_id)
         if state.status is ResourceStatus.NONE:
             msg = "No such resource."
@@ -409,6 +442,17 @@ class ResourceLifecycle:
             # conditional on this version, so one that lands after this read fails it instead.
             if reason is DeprovisionReason.EXPIRED and not _has_expired(state):
                 msg = f"Not expired: it now expires at {state.expires_at or 'never'}."
+                raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+            # Its data is kept for an export until the grace ends (ADR 0030): whatever sent
+            # this early (a reaper of an older version, a clock running ahead) deletes nothing.
+            ends = state.grace_ends_at
+            if (
+                keep_grace
+                and reason is DeprovisionReason.EXPIRED
+                and ends
+                and datetime.now(UTC) < ends
+            ):
+                msg = f"Expired, but kept for an export until {ends.isoformat()}."
                 raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
             try:
                 await self._store.append(
@@ -505,6 +549,88 @@ class ResourceLifecycle:
             raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
         raise _gone_error(state)
 
+    # -- suspend at expiry, export (docs/adr/0030) ----------------------------------------------
+
+    async def suspend(self, command: SuspendResource) -> ResourceSuspended:
+        """At expiry: the credentials stop now, the data stays until the grace ends.
+
+        Refused for a resource the log says has not expired (an extension or a claim may have
+        landed after the reaper's view), as for an expiry delete. A kind that keeps nothing after
+        expiry (no grace, or a driver that cannot stop credentials alone) is deleted instead.
+        Idempotent: the reaper sends it again until the event is back in its view.
+        """
+        state = await self._state(command.resource_id)
+        if state.status is ResourceStatus.SUSPENDED and state.delete_at is not None:
+            return ResourceSuspended(
+                resource_id=command.resource_id, delete_at=state.delete_at, already=True
+            )
+        if state.status is not ResourceStatus.ACTIVE:
+            raise _gone_error(state)
+        if not _has_expired(state):
+            msg = f"Not expired: it now expires at {state.expires_at or 'never'}."
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+        delete_at = state.grace_ends_at
+        if (
+            delete_at is None
+            or state.export_grace_seconds <= 0
+            or not isinstance(self._driver, ExportingDriver)
+        ):
+            await self.deprovision(_expiry_delete(command), keep_grace=False)
+            return ResourceSuspended(
+                resource_id=command.resource_id, delete_at=datetime.now(UTC), deleted=True
+            )
+        async with self._delete_slots:
+            await self._driver.suspend(command.resource_id)
+        event = SuspendedEvent(resource_id=command.resource_id, delete_at=delete_at)
+        try:
+            await self._append_after(state, event, command)
+        except ConcurrencyConflictError:
+            # Something landed since the read: a second suspend (fine), a delete (fine), or an
+            # extension that raced the expiry, which the next pass of the reaper sorts out; the
+            # credentials stay stopped meanwhile, which only errs on the side of safety.
+            latest = await self._state(command.resource_id)
+            if latest.status is ResourceStatus.SUSPENDED and latest.delete_at is not None:
+                return ResourceSuspended(
+                    resource_id=command.resource_id, delete_at=latest.delete_at, already=True
+                )
+            raise _busy_error() from None
+        log.info(
+            "lifecycle.resource.suspended",
+            resource_id=str(command.resource_id),
+            delete_at=delete_at.isoformat(),
+        )
+        return ResourceSuspended(resource_id=command.resource_id, delete_at=delete_at)
+
+    async def start_export(self, command: ExportResource) -> AsyncIterator[bytes]:
+        """Check the log, then the driver's copy of the data in ``command.format``.
+
+        Live, or suspended within its grace, and of this worker's kind; otherwise the matching
+        error before any byte. The checks read the stream (not the read model), so a delete that
+        began is seen.
+        """
+        state = await self._state(command.resource_id)
+        if state.kind is not self._driver.kind:
+            raise _gone_error(state) if state.kind is None else _wrong_kind(self._driver.kind)
+        if state.status is ResourceStatus.PROVISIONING:
+            msg = "The resource is still being created; try again in a moment."
+            raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True)
+        suspended_in_grace = (
+            state.status is ResourceStatus.SUSPENDED
+            and state.delete_at is not None
+            and datetime.now(UTC) < state.delete_at
+        )
+        if state.status is not ResourceStatus.ACTIVE and not suspended_in_grace:
+            raise _gone_error(state)
+        formats = [fmt.name for fmt in EXPORT_FORMATS.get(self._driver.kind, ())]
+        if not formats or not isinstance(self._driver, ExportingDriver):
+            msg = f"{self._driver.kind.value} resources cannot be exported."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        if command.format not in formats:
+            named = ", ".join(formats)
+            msg = f"{self._driver.kind.value} exports in these formats: {named}."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        return self._driver.export(command.resource_id, command.format)
+
     # -- usage sweep -------------------------------------------------------------------------
 
     async def sweep_usage(self, command: SweepUsage) -> UsageSwept:
@@ -590,6 +716,20 @@ def _has_expired(state: ResourceState) -> bool:
     return state.expires_at is not None and state.expires_at <= datetime.now(UTC)
 
 
+def _expiry_delete(command: SuspendResource) -> DeprovisionResource:
+    return DeprovisionResource(
+        command_id=command.command_id,
+        correlation_id=command.correlation_id,
+        deadline=command.deadline,
+        resource_id=command.resource_id,
+        reason=DeprovisionReason.EXPIRED,
+    )
+
+
+def _wrong_kind(kind: ResourceKind) -> SpinupError:
+    return SpinupError(ErrorCode.INVALID_COMMAND, f"this worker exports {kind.value} resources")
+
+
 def _already_gone(state: ResourceState, command: DeprovisionResource) -> ResourceDeprovisioned:
     return ResourceDeprovisioned(
         resource_id=command.resource_id,
@@ -621,6 +761,14 @@ def _reused_error() -> SpinupError:
 
 
 def _gone_error(state: ResourceState) -> SpinupError:
+    if state.status is ResourceStatus.SUSPENDED:
+        until = state.delete_at.isoformat() if state.delete_at else "soon"
+        msg = f"This resource expired; its data is kept for an export until {until}."
+        return SpinupError(
+            ErrorCode.RESOURCE_GONE,
+            msg,
+            agent_action=f"Export it with GET /resources/{{token}}/export before {until}.",
+        )
     if state.status is ResourceStatus.EXPIRED:
         return SpinupError(ErrorCode.RESOURCE_GONE, "This resource expired and was deleted.")
     return SpinupError(ErrorCode.NOT_FOUND, "No such resource (or it was deleted).")

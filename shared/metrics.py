@@ -16,6 +16,7 @@ which ``gateway.__main__`` does (``multiprocess_dir``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
@@ -38,7 +39,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from shared.config import Env
 from shared.contracts.errors import ErrorCode
-from shared.contracts.subjects import ENDPOINTS
+from shared.contracts.subjects import ENDPOINTS, STACK_CONTROL
 
 log = structlog.get_logger("shared.metrics")
 
@@ -54,6 +55,8 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 OK = "ok"
 UNMATCHED_ROUTE = "unmatched"
 OTHER_METHOD = "other"
+#: The ``endpoint`` label of a request to a subject no ``Endpoint`` declares.
+OTHER_ENDPOINT = "other"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _ERROR_CODES = frozenset(code.value for code in ErrorCode)
 _HTTP_TOO_MANY_REQUESTS = 429
@@ -243,8 +246,21 @@ def http_series(template: str | None, method: str, status: int) -> HttpSeries:
     return series
 
 
+#: Every declared command subject: the ``endpoint`` label takes one of these or ``other``.
+_ENDPOINT_SUBJECTS = frozenset(
+    {
+        getattr(endpoints, field.name).subject
+        for endpoints in ENDPOINTS.values()
+        for field in dataclasses.fields(endpoints)
+    }
+    | {STACK_CONTROL.subject}
+)
+
+
 def nats_series(subject: str) -> tuple[Any, Any]:
     """(in-flight gauge, duration histogram) of one endpoint's requests."""
+    if subject not in _ENDPOINT_SUBJECTS:
+        subject = OTHER_ENDPOINT
     series = _nats_series.get(subject)
     if series is None:
         series = (

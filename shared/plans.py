@@ -50,6 +50,18 @@ class Lifetime(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     extensions: int
     #: ``resource.expiring`` is sent this long before expiry (each lead shorter than the life).
     notify_lead_seconds: list[int] = msgspec.field(default_factory=list)
+    #: After expiry the credentials stop and the data is kept this long for
+    #: ``GET /resources/{token}/export``, then deleted (docs/adr/0030). 0: deleted at expiry.
+    export_grace_seconds: int = 0
+
+
+class ExportLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How often a resource's data may be exported (docs/adr/0030): exports are not backups."""
+
+    #: Exports started per resource in any hour; past it, 429 with Retry-After.
+    per_hour: int = 6
+    #: Exports of one resource running at once.
+    concurrent: int = 1
 
 
 class Tier(msgspec.Struct, frozen=True, kw_only=True):
@@ -68,6 +80,7 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
     #: Lifetime choices of a tier whose resources expire; None: ``ttl_seconds`` is fixed.
     lifetime: Lifetime | None = None
+    export: ExportLimits = msgspec.field(default_factory=ExportLimits)
 
     def limits(self, kind: ResourceKind) -> Limits:
         """The limits this tier gives a resource of ``kind``."""
@@ -105,6 +118,7 @@ _TIER_KEYS = {
     "caps",
     "rate_limit",
     "lifetime",
+    "export",
     *(kind.value for kind in ResourceKind),
 }
 
@@ -151,7 +165,12 @@ def _validate_lifetime(path: str, tier: Tier) -> None:
     if tier.ttl_seconds is None:
         msg = f"{path} needs the tier's ttl_seconds (its resources must expire)"
         raise PlanError(msg)
-    numbers = (lifetime.ttl_min_seconds, lifetime.extensions, *lifetime.notify_lead_seconds)
+    numbers = (
+        lifetime.ttl_min_seconds,
+        lifetime.extensions,
+        lifetime.export_grace_seconds,
+        *lifetime.notify_lead_seconds,
+    )
     if min(numbers) < 0 or lifetime.ttl_min_seconds == 0:
         msg = f"{path}: every number must be positive (extensions may be 0)"
         raise PlanError(msg)
@@ -178,6 +197,7 @@ def _validate(plans: Plans) -> None:
             _validate_lifetime(f"tiers.{name}.lifetime", tier)
         _positive(f"tiers.{name}.caps", tier.caps)
         _positive(f"tiers.{name}.rate_limit", tier.rate_limit)
+        _positive(f"tiers.{name}.export", tier.export)
         for kind in ResourceKind:
             _positive(f"tiers.{name}.{kind.value}", tier.limits(kind))
 

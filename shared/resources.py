@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from shared.contracts.events import (
@@ -23,6 +23,7 @@ from shared.contracts.events import (
     ResourceProvisioned,
     ResourceProvisionFailed,
     ResourceProvisionRequested,
+    ResourceSuspended,
 )
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
 
@@ -56,6 +57,10 @@ class ResourceState:
     parent_id: UUID | None = None
     #: How many times ``expires_at`` was moved on request (``ResourceExtended``).
     extensions: int = 0
+    #: After expiry, how long the data is kept, credentials stopped, for an export (ADR 0030).
+    export_grace_seconds: int = 0
+    #: Suspended: when the reaper deletes it (``expires_at`` + the grace).
+    delete_at: datetime | None = None
 
     def apply(self, event: Event, *, command_id: UUID, recorded_at: datetime) -> ResourceState:  # noqa: C901, PLR0911  (one return per event type)
         """The state after ``event``."""
@@ -79,6 +84,7 @@ class ResourceState:
                     needs_cleanup=False,
                     account_id=event.account_id,
                     parent_id=event.parent_id,
+                    export_grace_seconds=event.export_grace_seconds,
                 )
             case ResourceProvisioned():
                 return replace(
@@ -127,6 +133,8 @@ class ResourceState:
                 return replace(state, quota_exceeded=False)
             case ResourceExtended():
                 return replace(state, expires_at=event.expires_at, extensions=event.extensions)
+            case ResourceSuspended():
+                return replace(state, status=ResourceStatus.SUSPENDED, delete_at=event.delete_at)
         return state
 
     @classmethod
@@ -138,6 +146,13 @@ class ResourceState:
         for event, command_id, recorded_at in events:
             state = state.apply(event, command_id=command_id, recorded_at=recorded_at)
         return state
+
+    @property
+    def grace_ends_at(self) -> datetime | None:
+        """When an expired resource is deleted: ``expires_at`` plus its export grace."""
+        if self.expires_at is None:
+            return None
+        return self.expires_at + timedelta(seconds=self.export_grace_seconds)
 
     @property
     def is_gone(self) -> bool:

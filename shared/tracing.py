@@ -175,6 +175,14 @@ class TracedDriver:
         """The wrapped driver's kind."""
         return self._driver.kind
 
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401  (whatever the driver has)
+        """The wrapped driver's optional operations (``fork``, ``export``, ``suspend``), as is.
+
+        So the lifecycle's ``isinstance`` checks of ``ForkingDriver``/``ExportingDriver`` see
+        what the wrapped driver can do, with tracing on as off.
+        """
+        return getattr(self._driver, name)
+
     async def create(self, resource_id: UUID, limits: Any) -> Credentials:  # noqa: ANN401
         """``driver.create`` in a span."""
         with span("driver.create", attributes=self._attributes):

@@ -39,6 +39,8 @@ log = structlog.get_logger("shared.worker")
 #: How often a worker checks its backend for ``spinup_backend_up``, and how long it waits.
 BACKEND_PROBE_INTERVAL_S = 10.0
 BACKEND_PROBE_TIMEOUT_S = 5.0
+#: Exports one replica streams at once; past it an export is refused (retryable), not queued.
+EXPORTS_IN_FLIGHT = 4
 # No resource has the nil id: the probe looks for something that is never there.
 _PROBE_ID = UUID(int=0)
 
@@ -117,6 +119,11 @@ async def serve_lifecycle(
     await bus.serve(endpoints.claim, lifecycle.claim, max_in_flight=max_in_flight)
     await bus.serve(endpoints.rotate, lifecycle.rotate, max_in_flight=max_in_flight)
     await bus.serve(endpoints.sweep_usage, lifecycle.sweep_usage, max_in_flight=1)
+    await bus.serve(endpoints.suspend, lifecycle.suspend, max_in_flight=max_in_flight)
+    # Each export holds a dump process and a window of chunks: a few at a time per replica.
+    await bus.serve_stream(
+        endpoints.export, lifecycle.start_export, max_in_flight=EXPORTS_IN_FLIGHT
+    )
     # The server has the subscriptions once this returns: a worker reported ready answers.
     await bus.nc.flush()
 

@@ -34,6 +34,7 @@ ENGINE_GROUP = (
     "tests/e2e/test_cli.py",
     "tests/e2e/test_containment.py",
     "tests/e2e/test_every_kind.py",
+    "tests/e2e/test_export.py",
     "tests/e2e/test_lifetime.py",
     "tests/e2e/test_mcp.py",
     "tests/e2e/test_openapi.py",

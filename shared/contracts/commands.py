@@ -44,6 +44,8 @@ class ProvisionResource(Command, frozen=True, kw_only=True):
     #: A fork (docs/adr/0028-fork.md): the live resource of the same kind whose data the new one
     #: starts with. The source is only read; a failed fork removes the new resource alone.
     fork_of: UUID | None = None
+    #: After ``expires_at``, how long the data is kept for an export (docs/adr/0030).
+    export_grace_seconds: int = 0
 
 
 class DeprovisionResource(Command, frozen=True, kw_only=True):
@@ -70,6 +72,28 @@ class RotateCredentials(Command, frozen=True, kw_only=True):
     """Issue new credentials for a live resource; the previous ones stop working at once."""
 
     resource_id: UUID
+
+
+class SuspendResource(Command, frozen=True, kw_only=True):
+    """An expired resource's credentials stop; its data stays for an export (ADR 0030).
+
+    Refused for a resource its stream says has not expired; again for a suspended one is a no-op.
+    """
+
+    resource_id: UUID
+
+
+class ExportResource(Command, frozen=True, kw_only=True):
+    """Stream a copy of the resource's data in ``format`` to ``stream_subject`` (ADR 0030).
+
+    The reply (``ExportStarted``) names where the worker waits for credit; the data follows as
+    chunk messages on ``stream_subject`` (``shared.bus``: at most ``window`` unacknowledged).
+    """
+
+    resource_id: UUID
+    format: str
+    stream_subject: str
+    window: int
 
 
 class SweepUsage(Command, frozen=True, kw_only=True):

@@ -43,6 +43,10 @@ class ResourceProvisionRequested(ResourceEventBase, frozen=True, kw_only=True):
     parent_id: UUID | None = None
     #: A fork: the resource whose data this one was copied from (docs/adr/0028-fork.md).
     fork_of: UUID | None = None
+    #: After ``expires_at``, how long the data is kept, credentials stopped, for an export
+    #: (docs/adr/0030); stamped from the plan at create so the reaper never reads plans.yaml.
+    #: 0 (and every event recorded before it existed): deleted at expiry.
+    export_grace_seconds: int = 0
 
 
 class ResourceProvisioned(ResourceEventBase, frozen=True, kw_only=True):
@@ -180,6 +184,16 @@ class NotifyTargetSet(ResourceEventBase, frozen=True, kw_only=True):
     lead_seconds: list[int]
 
 
+class ResourceSuspended(ResourceEventBase, frozen=True, kw_only=True):
+    """Expired: the credentials no longer work; the data stays until ``delete_at`` for an export.
+
+    Recorded after the backend stopped the credentials (docs/adr/0030). ``delete_at`` is
+    ``expires_at`` plus the grace stamped at create, when the reaper deletes it.
+    """
+
+    delete_at: datetime
+
+
 ResourceEvent = (
     ResourceProvisionRequested
     | ResourceProvisioned
@@ -198,6 +212,7 @@ ResourceEvent = (
     | StackStopped
     | ResourceExtended
     | NotifyTargetSet
+    | ResourceSuspended
 )
 
 

@@ -29,6 +29,8 @@ class ResourceStatus(StrEnum):
     NONE = "none"
     PROVISIONING = "provisioning"
     ACTIVE = "active"
+    #: Expired, credentials stopped, data kept for an export until the grace ends (ADR 0030).
+    SUSPENDED = "suspended"
     FAILED = "failed"
     DELETING = "deleting"
     DELETED = "deleted"
@@ -236,3 +238,48 @@ def connection_url_of(credentials: Credentials) -> str | None:
     """The one URL a client library takes, for the kinds that have one."""
     url = getattr(credentials, "connection_url", None)
     return url if isinstance(url, str) else None
+
+
+# -- export: the one table of formats each kind's data can be copied out in -----------------------
+
+#: The largest piece an exporter yields and the bus carries in one message.
+EXPORT_CHUNK_BYTES = 256 * 1024
+
+
+class ExportFormat(msgspec.Struct, frozen=True, kw_only=True):
+    """One way a kind's data is copied out: its name in ``?format=``, what it is on the wire."""
+
+    name: str
+    media_type: str
+    extension: str
+
+
+#: Per kind, the formats its driver's ``export`` knows; the first is the default. A kind missing
+#: here (a stack) cannot be exported.
+EXPORT_FORMATS: dict[ResourceKind, tuple[ExportFormat, ...]] = {
+    ResourceKind.POSTGRES: (
+        ExportFormat(name="custom", media_type="application/octet-stream", extension="dump"),
+        ExportFormat(name="sql", media_type="application/sql", extension="sql"),
+    ),
+    ResourceKind.REDIS: (
+        ExportFormat(name="jsonl", media_type="application/x-ndjson", extension="jsonl"),
+    ),
+    ResourceKind.MONGO: (
+        ExportFormat(name="tar", media_type="application/x-tar", extension="tar"),
+    ),
+    ResourceKind.S3: (ExportFormat(name="tar", media_type="application/x-tar", extension="tar"),),
+    ResourceKind.NATS: (
+        ExportFormat(name="jsonl", media_type="application/x-ndjson", extension="jsonl"),
+    ),
+    ResourceKind.WEBHOOK: (
+        ExportFormat(name="jsonl", media_type="application/x-ndjson", extension="jsonl"),
+    ),
+}
+
+
+def export_format(kind: ResourceKind, name: str | None) -> ExportFormat | None:
+    """The format called ``name`` for ``kind`` (None: the default), or None if it has none."""
+    formats = EXPORT_FORMATS.get(kind, ())
+    if name is None:
+        return formats[0] if formats else None
+    return next((fmt for fmt in formats if fmt.name == name), None)

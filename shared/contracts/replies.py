@@ -72,6 +72,26 @@ class CredentialsRotated(Reply, frozen=True, kw_only=True):
     credentials: Credentials
 
 
+class ResourceSuspended(Reply, frozen=True, kw_only=True):
+    """The credentials no longer work; the data is kept until ``delete_at``.
+
+    ``deleted``: the kind keeps no data after expiry (no export), so it was deleted instead.
+    """
+
+    resource_id: UUID
+    delete_at: datetime
+    already: bool = False
+    deleted: bool = False
+
+
+class ExportStarted(Reply, frozen=True, kw_only=True):
+    """The export is checked and running: credit goes to ``credit_subject`` (``shared.bus``)."""
+
+    resource_id: UUID
+    format: str
+    credit_subject: str
+
+
 class UsageSwept(Reply, frozen=True, kw_only=True):
     """What one usage sweep of a kind measured and changed."""
 

@@ -15,16 +15,19 @@ from shared.contracts.commands import (
     Command,
     ControlStack,
     DeprovisionResource,
+    ExportResource,
     ProvisionResource,
     RotateCredentials,
+    SuspendResource,
     SweepUsage,
 )
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.replies import CredentialsRotated as RotatedReply
-from shared.contracts.replies import Reply, StackControlled, UsageSwept
+from shared.contracts.replies import ExportStarted, Reply, StackControlled, UsageSwept
 from shared.contracts.replies import ResourceClaimed as ClaimedReply
 from shared.contracts.replies import ResourceDeprovisioned as DeprovisionedReply
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
+from shared.contracts.replies import ResourceSuspended as SuspendedReply
 
 C = TypeVar("C", bound=Command)
 R = TypeVar("R", bound=Reply)
@@ -46,6 +49,14 @@ class Endpoint(Generic[C, R]):
 
 
 REPLY_GRACE_S = 1.0
+#: An export's checks and the start of its dump, before the first chunk is promised.
+EXPORT_START_S = 10.0
+#: A streamed export ends when either side hears nothing from the other for this long: the
+#: worker waiting for credit (the HTTP client stopped reading), the gateway waiting for a chunk.
+EXPORT_IDLE_S = 30.0
+#: Chunks a worker may send ahead of the gateway's credit: bounds each side's buffer to
+#: ``EXPORT_WINDOW * EXPORT_CHUNK_BYTES`` (2 MiB) per export whatever the export's size.
+EXPORT_WINDOW = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,11 @@ class KindEndpoints:
     claim: Endpoint[ClaimResource, ClaimedReply]
     rotate: Endpoint[RotateCredentials, RotatedReply]
     sweep_usage: Endpoint[SweepUsage, UsageSwept]
+    #: At expiry: the credentials stop, the data stays for the grace (docs/adr/0030).
+    suspend: Endpoint[SuspendResource, SuspendedReply]
+    #: A streamed reply (``Bus.request_stream``): the timeout covers the checks before the first
+    #: chunk; the stream itself ends on ``EXPORT_IDLE_S`` of silence, not on a total budget.
+    export: Endpoint[ExportResource, ExportStarted]
 
 
 def _kind_endpoints(
@@ -85,6 +101,11 @@ def _kind_endpoints(
             f"{base}.rotate", RotateCredentials, RotatedReply, queue, provision_timeout
         ),
         sweep_usage=Endpoint(f"{base}.sweep_usage", SweepUsage, UsageSwept, queue, sweep_timeout),
+        # Stopping credentials is a role or ACL change, like a rotation.
+        suspend=Endpoint(
+            f"{base}.suspend", SuspendResource, SuspendedReply, queue, provision_timeout
+        ),
+        export=Endpoint(f"{base}.export", ExportResource, ExportStarted, queue, EXPORT_START_S),
     )
 
 
@@ -154,6 +175,9 @@ EVENTS_SUBJECT_FILTER = "evt.v1.>"
 #: heard by the active relay (``shared.eventlog.relay``), whose poll covers a nudge that is lost.
 LOG_APPENDED = "log.v1.appended"
 RESOURCE_EVENTS_FILTER = "evt.v1.resource.>"
+#: The relay's messages: each the events of one relay round, in log order (ADR 0031). Older
+#: relays published one message per event on its own subject (``event_subject``).
+EVENT_BATCH_SUBJECT = "evt.v1.log.relayed"
 
 EVENT_SUBJECTS: dict[type[events.Event], str] = {
     events.ResourceProvisionRequested: "evt.v1.resource.provision_requested",
@@ -173,6 +197,7 @@ EVENT_SUBJECTS: dict[type[events.Event], str] = {
     events.StackStopped: "evt.v1.resource.stack_stopped",
     events.ResourceExtended: "evt.v1.resource.extended",
     events.NotifyTargetSet: "evt.v1.resource.notify_target_set",
+    events.ResourceSuspended: "evt.v1.resource.suspended",
     events.NotificationQueued: "evt.v1.notification.queued",
     events.NotificationDelivered: "evt.v1.notification.delivered",
     events.NotificationAttemptFailed: "evt.v1.notification.attempt_failed",

@@ -96,6 +96,8 @@ def short_ttl_gateway_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory
 
     def short_ttl(plans: dict[str, Any]) -> None:
         anonymous_tier(plans)["ttl_seconds"] = SHORT_TTL_S
+        # Deleted at expiry, as these tests check; the export grace has its own (test_export).
+        anonymous_tier(plans)["lifetime"]["export_grace_seconds"] = 0
 
     with gateway_with_plans(stack, tmp_path_factory.mktemp("short-ttl"), short_ttl) as gateway:
         yield str(gateway.url)

@@ -27,6 +27,7 @@ STORED_EVENT_TAGS = {
     "QuotaRestored",
     "ResourceExtended",
     "NotifyTargetSet",
+    "ResourceSuspended",
     "NotificationQueued",
     "NotificationDelivered",
     "NotificationAttemptFailed",

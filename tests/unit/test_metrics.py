@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from pathlib import Path
 
@@ -43,16 +44,10 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
 
 KINDS = {kind.value for kind in ResourceKind}
 SUBJECTS = {
-    endpoint.subject
+    getattr(endpoints, field.name).subject
     for endpoints in ENDPOINTS.values()
-    for endpoint in (
-        endpoints.provision,
-        endpoints.deprovision,
-        endpoints.claim,
-        endpoints.rotate,
-        endpoints.sweep_usage,
-    )
-} | {STACK_CONTROL.subject}
+    for field in dataclasses.fields(endpoints)
+} | {STACK_CONTROL.subject, metrics.OTHER_ENDPOINT}
 ROUTES = {"/resources/{token}", "/plans", metrics.UNMATCHED_ROUTE}
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", metrics.OTHER_METHOD}
 #: Every closed set a label may take its values from.

@@ -56,6 +56,14 @@ def api_error(response: httpx.Response) -> CliError:
     return CliError("\n".join(lines))
 
 
+def _attachment_name(response: httpx.Response) -> str | None:
+    """The file name of ``Content-Disposition: attachment; filename="..."``, made safe."""
+    disposition = response.headers.get("content-disposition", "")
+    _, _, name = disposition.partition('filename="')
+    name = Path(name.rstrip('"')).name
+    return name if name and not name.startswith(".") else None
+
+
 def config_dir() -> Path:
     """``$XDG_CONFIG_HOME/spinup``, or ``~/.config/spinup``."""
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -272,6 +280,46 @@ class SpinupClient:
                 " to an access token)."
             )
             raise CliError(msg)
+
+    def download(
+        self, path: str, params: dict[str, str], target: Path | None
+    ) -> tuple[Path | None, int]:
+        """Stream a file download into ``target`` (None: the server's file name; ``-``: stdout).
+
+        Written beside the target and renamed at the end, so a download that fails leaves no
+        partial file. Returns where it went (None: stdout) and how many bytes.
+        """
+        try:
+            with self._http.stream(
+                "GET", path, params=params, timeout=httpx.Timeout(30.0, read=120.0)
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    raise api_error(response)
+                if target is not None and str(target) == "-":
+                    written = 0
+                    for piece in response.iter_bytes():
+                        sys.stdout.buffer.write(piece)
+                        written += len(piece)
+                    sys.stdout.buffer.flush()
+                    return None, written
+                final = target or Path(_attachment_name(response) or "export.bin")
+                partial = final.with_name(f".{final.name}.partial")
+                written = 0
+                try:
+                    with partial.open("wb") as out:
+                        for piece in response.iter_bytes():
+                            out.write(piece)
+                            written += len(piece)
+                    partial.replace(final)
+                finally:
+                    partial.unlink(missing_ok=True)
+                return final, written
+        except httpx.ConnectError:
+            raise self._unreachable() from None
+        except httpx.TransportError as exc:
+            msg = f"The download from {self.url} broke off ({type(exc).__name__}); try again."
+            raise CliError(msg) from None
 
     def stream_events(self, path: str) -> Iterator[tuple[str, str]]:
         """Follow a Server-Sent Events stream: yields ``(event, data)`` until the server ends it."""

@@ -562,6 +562,15 @@ def cmd_fork(client: SpinupClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(client: SpinupClient, args: argparse.Namespace) -> int:
+    """``spinup export``: a complete copy of the resource's data, in a file its tools restore."""
+    params = {"format": args.format} if args.format else {}
+    where, size = client.download(f"/resources/{args.resource}/export", params, args.output)
+    if where is not None:
+        say(f"Exported {size} bytes to {where}.")
+    return 0
+
+
 def cmd_stack_action(client: SpinupClient, args: argparse.Namespace) -> int:
     """``spinup stop|start|restart|redeploy``: control a stack; its data stays."""
     done = client.request(
@@ -929,6 +938,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915  (one flat list 
         sub.set_defaults(handler=handler)
 
     _add_fork(commands, common)
+    _add_export(commands, common)
     _add_stack_and_account_commands(commands, common)
 
     logs = commands.add_parser(
@@ -981,6 +991,29 @@ def _add_fork(
     _add_name_and_ttl(fork)
     fork.add_argument("--json", action="store_true", help="print the API's JSON answer")
     fork.set_defaults(handler=cmd_fork)
+
+
+def _add_export(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
+    text = (
+        "download a copy of the resource's data (also after expiry, during the plan's grace):"
+        " Postgres custom or sql, Redis/NATS/webhook jsonl, MongoDB/S3 tar"
+    )
+    export = commands.add_parser("export", parents=[common], help=text, description=text)
+    export.add_argument(
+        "resource", metavar="TOKEN_OR_ID", help="its token, or its id when logged in"
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="where to write it (- for stdout; default: the server's file name, here)",
+    )
+    export.add_argument("--format", metavar="F", help="the kind's format (default: its first)")
+    export.set_defaults(handler=cmd_export)
 
 
 def _add_ls(

@@ -68,6 +68,15 @@ TokenOrId = Annotated[
 ]
 
 _READS = ToolAnnotations(read_only_hint=True, open_world_hint=True)
+#: How each kind's export is loaded back (docs/adr/0030); a stack has none.
+_EXPORT_RESTORE = {
+    "postgres": "custom: pg_restore --no-owner --no-acl -d NEW_URL FILE; sql: psql NEW_URL -f FILE",
+    "redis": "one JSON line per key (base64 key and values, type, ttl_ms): write each back",
+    "mongo": "tar of <collection>.json: mongoimport --uri NEW_URL -c NAME --file NAME.json",
+    "s3": "tar of the objects at their keys: upload each (.spinup-metadata.jsonl has metadata)",
+    "nats": "JSON lines: each stream's config, then its messages (base64 data) to republish",
+    "webhook": "JSON lines: the captured requests, as GET /webhook/{token}/requests shows them",
+}
 _CREATES = ToolAnnotations(
     read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
 )
@@ -267,6 +276,7 @@ def build_server(api: SpinupApi) -> MCPServer:
     )
     _add_create_tools(server, api)
     _add_resource_tools(server, api)
+    _add_export_tool(server, api)
     _add_account_tools(server, api)
     _add_stack_tools(server, api)
     _add_webhook_tools(server, api)
@@ -391,6 +401,54 @@ def _add_resource_tools(server: MCPServer, api: SpinupApi) -> None:
         params = {"limit": limit} if limit else None
         return await _answer(
             api.call("GET", f"/webhook/{segment(resource)}/requests", params=params)
+        )
+
+
+def _add_export_tool(server: MCPServer, api: SpinupApi) -> None:
+    @_tool(server, title="Export a resource's data", annotations=_READS)
+    async def export_resource(
+        resource: TokenOrId,
+        format: Annotated[  # noqa: A002  (the API's own query parameter name)
+            str | None,
+            Field(
+                description="postgres: custom (default) or sql; redis, queue, webhook: jsonl;"
+                " nosql, storage: tar. Leave out for the kind's default."
+            ),
+        ] = None,
+    ) -> CallToolResult:
+        """How to download a complete copy of a resource's data (a file too large for a reply).
+
+        Returns JSON: url, format, kind, size_hint_bytes (last measured usage, may be null),
+        curl (a command that saves the file), restore (how the kind's own tools load it) and
+        note. Works after expiry too while the data is kept (GET /resources/{token} then says
+        until when). Each download counts against the plan's export.per_hour: download once.
+        """
+        kind: str | None = None
+        size: int | None = None
+        try:
+            shown = await api.call("GET", f"/resources/{segment(resource)}")
+            kind = str(shown.get("kind"))
+            size = (shown.get("usage") or {}).get("bytes")
+        except ApiError as error:
+            # Expired but kept for its grace: GET says so (410 whose agent_action is export).
+            if "/export" not in str(error.body.get("agent_action") or ""):
+                return _error(error)
+        if kind is not None and kind not in _EXPORT_RESTORE:
+            return _ok({"ok": False, "note": f"A {kind} cannot be exported as a whole."})
+        query = f"?format={segment(format)}" if format else ""
+        url = f"{api.base_url}/resources/{segment(resource)}/export{query}"
+        auth = "" if resource.startswith("spn_") else ' -H "Authorization: Bearer $SPINUP_TOKEN"'
+        return _ok(
+            {
+                "url": url,
+                "format": format or "default",
+                "kind": kind,
+                "size_hint_bytes": size,
+                "curl": f'curl -fSL --remote-header-name -O "{url}"{auth}',
+                "restore": _EXPORT_RESTORE.get(kind or "", "see GET /llms.txt, Export"),
+                "note": "Run the curl command to save the file; `spinup export TOKEN -o FILE`"
+                " does the same.",
+            }
         )
 
 

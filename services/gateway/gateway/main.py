@@ -32,6 +32,7 @@ from gateway.http.middleware import request_id_middleware
 from gateway.http.openapi import complete_document, openapi_config
 from gateway.llms.routes import LLMS_ROUTES
 from gateway.neon.routes import NEON_ROUTES
+from gateway.resources.export_routes import EXPORT_ROUTES
 from gateway.resources.fork_routes import FORK_ROUTES
 from gateway.resources.lifetime_routes import LIFETIME_ROUTES, end_event_streams
 from gateway.resources.notifier import Notifier
@@ -167,6 +168,7 @@ def create_app(settings: Settings) -> Litestar:
             *ROUTES,
             *LIFETIME_ROUTES,
             *FORK_ROUTES,
+            *EXPORT_ROUTES,
             *webhook_routes(plans),
             *stack_routes(plans),
             *AUTH_ROUTES,

@@ -4,7 +4,8 @@ Why care: this module drops databases and users. Every name comes from
 ``shared.naming.tenant_name`` and passes ``guard_tenant_name`` before any drop. Only standard
 MongoDB commands are used (``createUser``, ``updateUser``, ``dropUser``, ``dropDatabase``,
 ``createRole``, ``updateRole``, ``dropRole``, ``dropAllRolesFromDatabase``, ``usersInfo``,
-``listDatabases``, ``dbStats``, ``currentOp``, ``killOp``), so the same code runs against a real
+``listDatabases``, ``dbStats``, ``currentOp``, ``killOp``, and for exports ``listCollections``,
+``find``, ``listIndexes``), so the same code runs against a real
 mongod as against SecantusDB.
 
 Cutting open connections on delete: mongod de-authorises a dropped user's open connections by
@@ -25,16 +26,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import tarfile
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
-from motor.motor_asyncio import AsyncIOMotorClient
+from bson import json_util
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
-from shared.contracts.kinds import MongoCredentials, MongoLimits, ResourceKind
+from shared.contracts.kinds import (
+    EXPORT_CHUNK_BYTES,
+    EXPORT_FORMATS,
+    MongoCredentials,
+    MongoLimits,
+    ResourceKind,
+)
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -349,6 +360,74 @@ class MongoDriver:
             log.info("mongo_provisioner.connections.killed", count=len(opids))
         return len(opids)
 
+    # -- export and suspend (docs/adr/0030, docs/export-formats.md) ----------------------------
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """At expiry: the user gets a password nobody knows and no roles; open connections cut.
+
+        MongoDB has no user lock (SecantusDB or mongod), so logging in is refused by a random
+        password that is never kept; the user stays, for ``delete`` to drop. With no roles an
+        open connection is refused its next command, and ``killOp`` closes it (SecantusDB; on
+        mongod it ends its running operation). The database stays for ``export``. Idempotent; a
+        missing user is fine.
+        """
+        name = guard_tenant_name(tenant_name(resource_id))
+        unknown = secrets.token_urlsafe(32)
+        async with self._backend_errors("suspended"):
+            try:
+                await self._client[name].command(
+                    {"updateUser": name, "pwd": unknown, "roles": [], "mechanisms": [SCRAM]}
+                )
+            except OperationFailure as exc:
+                if exc.code != USER_NOT_FOUND:
+                    raise
+            await self._kill_connections_of(name)
+
+    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """A tar of ``<collection>.json`` (mongoexport's lines) and ``<collection>.indexes.json``.
+
+        Each document is one canonical Extended JSON line (what ``mongoimport`` reads, types
+        kept: ObjectId, dates, binary, decimals). A collection is spooled to a temporary file
+        first (a tar header needs the member's size), then copied through a chunk at a time:
+        memory is one cursor batch and one chunk whatever the database's size.
+        """
+        if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.MONGO]}:
+            msg = "A MongoDB database exports as tar (one mongoexport JSON file per collection)."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        name = guard_tenant_name(tenant_name(resource_id))
+        if not await self.exists(resource_id):
+            msg = f"The MongoDB database of {resource_id} does not exist (it was deleted)."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        database = self._client[name]
+        out = _Chunker()
+        async with self._backend_errors("exported"):
+            collections = await database.list_collection_names(filter={"type": "collection"})
+        for collection in sorted(c for c in collections if not c.startswith("system.")):
+            async for chunk in self._collection_members(database[collection], out):
+                yield chunk
+        for chunk in out.add(_TAR_END):
+            yield chunk
+        if rest := out.rest():
+            yield rest
+
+    async def _collection_members(
+        self, collection: AsyncIOMotorCollection[Document], out: _Chunker
+    ) -> AsyncIterator[bytes]:
+        """The two tar members of one collection: its documents, then its indexes."""
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            async with self._backend_errors("exported"):
+                async for document in collection.find({}, batch_size=_EXPORT_BATCH):
+                    spool.write(_extended_json_line(document))
+            for chunk in _spooled_member(f"{collection.name}.json", spool, out):
+                yield chunk
+        with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+            async with self._backend_errors("exported"):
+                async for index in collection.list_indexes():
+                    if index.get("name") != "_id_":
+                        spool.write(_extended_json_line(index))
+            for chunk in _spooled_member(f"{collection.name}.indexes.json", spool, out):
+                yield chunk
+
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the user or the database of this resource exists (for sweeps and tests)."""
         name = tenant_name(resource_id)
@@ -357,3 +436,58 @@ class MongoDriver:
             if users.get("users"):
                 return True
             return name in await self._client.list_database_names()
+
+
+#: Documents per cursor batch of an export.
+_EXPORT_BATCH = 500
+#: A collection's export lines kept in memory before they spool to a temporary file.
+_SPOOL_BYTES = 4 * 1024 * 1024
+_TAR_BLOCK = 512
+#: Two zero blocks end a tar archive.
+_TAR_END = b"\0" * (2 * _TAR_BLOCK)
+
+
+def _extended_json_line(document: Mapping[str, Any]) -> bytes:
+    """One document as mongoexport writes it: canonical Extended JSON v2, one line."""
+    return json_util.dumps(document, json_options=json_util.CANONICAL_JSON_OPTIONS).encode() + b"\n"
+
+
+def _tar_header(name: str, size: int, mtime: float) -> bytes:
+    """The header block(s) of a regular file member (PAX: long and non-ASCII names kept)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _spooled_member(name: str, spool: IO[bytes], out: _Chunker) -> Iterator[bytes]:
+    """A tar member holding what was written to ``spool``, read back a chunk at a time."""
+    size = spool.tell()
+    spool.seek(0)
+    yield from out.add(_tar_header(name, size, time.time()))
+    while piece := spool.read(EXPORT_CHUNK_BYTES):
+        yield from out.add(piece)
+    yield from out.add(b"\0" * (-size % _TAR_BLOCK))
+
+
+class _Chunker:
+    """Gathers pieces into chunks of exactly ``EXPORT_CHUNK_BYTES`` (the last one shorter)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def add(self, piece: bytes) -> list[bytes]:
+        """Take ``piece``; return the chunks that are now full."""
+        self._buffer += piece
+        full: list[bytes] = []
+        while len(self._buffer) >= EXPORT_CHUNK_BYTES:
+            full.append(bytes(self._buffer[:EXPORT_CHUNK_BYTES]))
+            del self._buffer[:EXPORT_CHUNK_BYTES]
+        return full
+
+    def rest(self) -> bytes:
+        """What is left (less than a chunk), emptying the buffer."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest

@@ -38,7 +38,13 @@ import structlog
 from pg_provisioner.pool import DropQueue, Member, WarmPool
 from pg_provisioner.sql import quote_ident, quote_literal
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
-from shared.contracts.kinds import PostgresCredentials, PostgresLimits, ResourceKind
+from shared.contracts.kinds import (
+    EXPORT_CHUNK_BYTES,
+    EXPORT_FORMATS,
+    PostgresCredentials,
+    PostgresLimits,
+    ResourceKind,
+)
 from shared.naming import guard_tenant_name, retired_name, tenant_name
 from shared.pgerrors import CONNECTION_ERRORS
 
@@ -460,6 +466,78 @@ class PostgresDriver:
     def _tool(self, name: str) -> str:
         return str(Path(self._bin_dir) / name) if self._bin_dir else name
 
+    # -- export and suspend (docs/adr/0030) ----------------------------------------------------
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """At expiry: the role can no longer log in and its sessions are ended; data stays.
+
+        ``NOLOGIN`` keeps the password, so ``delete`` retires the role as usual afterwards. The
+        admin still connects, so ``export`` works. A missing role is not an error.
+        """
+        name = guard_tenant_name(tenant_name(resource_id))
+
+        async def stop(conn: PoolConnectionProxy[asyncpg.Record]) -> None:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", name):
+                return
+            await conn.execute(f"ALTER ROLE {quote_ident(name)} NOLOGIN")
+            # After the commit above nobody logs in again; end whoever is still in.
+            await _terminate_sessions(conn, name)
+
+        await self._run("suspended", stop)
+
+    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """``pg_dump`` of the tenant's database as the admin, in ``custom`` or plain ``sql``.
+
+        The fork's dump options (``_DUMP_OPTIONS``: no owners, grants or cluster objects, so
+        ``pg_restore``/``psql`` restore it as any role). Read from the pipe a chunk at a time:
+        memory is one chunk whatever the size. Closing the generator early kills the dump.
+        """
+        if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.POSTGRES]}:
+            msg = "Postgres exports as custom (pg_dump -Fc) or sql (plain SQL)."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        name = guard_tenant_name(tenant_name(resource_id))
+        if not await self.exists(resource_id):
+            raise _missing(resource_id)
+        options = [
+            option
+            for option in _DUMP_OPTIONS
+            if fmt == "custom" or not option.startswith(("--format", "--compress"))
+        ]
+        if fmt == "sql":
+            options.append("--format=plain")
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self._tool("pg_dump"),
+                *options,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=_libpq_env(self._admin_dsn, database=name),
+                limit=EXPORT_CHUNK_BYTES,
+            )
+        except FileNotFoundError as exc:
+            log.error("pg_provisioner.export.tool_missing", tool=exc.filename)  # noqa: TRY400
+            msg = "This server cannot export databases right now (pg_dump missing)."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
+        stderr = asyncio.create_task(_tail(process.stderr))
+        try:
+            async for chunk in _chunks(process.stdout):
+                yield chunk
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+                log.info("pg_provisioner.export.aborted", database=name)
+            err = await stderr
+        if process.returncode != 0:
+            log.warning("pg_provisioner.export.failed", database=name, stderr=err)
+            msg = (
+                "The database could not be exported (a table locked by its owner, or the"
+                " database is over twice its quota); try again."
+            )
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+
     async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> bool:
         """Rename a taken member to ``name``, let it log in, give it ``limits``: one transaction.
 
@@ -735,6 +813,28 @@ _RESTORE_OPTIONS = (
     "--single-transaction",
     "--exit-on-error",
 )
+
+
+async def _chunks(stream: asyncio.StreamReader | None) -> AsyncIterator[bytes]:
+    """The stream's bytes in pieces of ``EXPORT_CHUNK_BYTES`` (the last one shorter)."""
+    if stream is None:  # pragma: no cover  (stdout=PIPE always gives one)
+        return
+    buffer = bytearray()
+    while piece := await stream.read(EXPORT_CHUNK_BYTES - len(buffer)):
+        buffer += piece
+        if len(buffer) >= EXPORT_CHUNK_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+async def _tail(stream: asyncio.StreamReader | None, keep: int = 2000) -> str:
+    """Read ``stream`` to its end (a full pipe would block the tool), keeping its last bytes."""
+    kept = b""
+    while stream is not None and (piece := await stream.read(65536)):
+        kept = (kept + piece)[-keep:]
+    return kept.decode(errors="replace")
 
 
 def _libpq_env(

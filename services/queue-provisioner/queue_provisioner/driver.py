@@ -27,6 +27,7 @@ docstring).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import json
@@ -47,7 +48,13 @@ from shared.contracts.errors import (
     ErrorCode,
     SpinupError,
 )
-from shared.contracts.kinds import NatsCredentials, NatsLimits, ResourceKind
+from shared.contracts.kinds import (
+    EXPORT_CHUNK_BYTES,
+    EXPORT_FORMATS,
+    NatsCredentials,
+    NatsLimits,
+    ResourceKind,
+)
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -73,6 +80,8 @@ _MAX_IN_FLIGHT = 64
 _ACCOUNT_KEYS_CACHED = 16384
 # Versioned, so a future change of the derivation cannot silently collide with today's keys.
 _ACCOUNT_KEY_INFO = b"spinup/nats-account/v1/"
+#: Messages asked for at once during an export (memory: this many messages at most).
+_EXPORT_WINDOW = 16
 _UNREACHABLE = (
     NatsTimeoutError,
     NoRespondersError,
@@ -413,6 +422,162 @@ class NatsAccountDriver:
         claim = natsjwt.delete_accounts_claim(self._operator, [account])
         await self._system_request(_DELETE_SUBJECT, claim, "deleted")
 
+    # -- export and suspend (docs/adr/0030, docs/export-formats.md) ----------------------------
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """At expiry: every user issued so far is revoked (new logins refused, connections cut).
+
+        The same ``"*"`` revocation ``rotate`` pushes, without a new user: the server applies it
+        to open connections at once. Limits and streams stay (the rest of the account JWT is
+        pushed unchanged), so ``export`` reads them and ``delete`` removes the account later.
+        Idempotent; a missing account is left missing.
+        """
+        name = tenant_name(resource_id)
+        account = self._tenant_account(resource_id)
+        current = await self._account_claims(account.public_key, "suspended")
+        if current is None:
+            return
+        revoked_through = _revocation_time(current, "suspended")
+        nats_claims = {k: v for k, v in current.get("nats", {}).items() if k != "version"}
+        nats_claims["revocations"] = {
+            **natsjwt.revocations_of(current),
+            natsjwt.ALL_USERS: revoked_through,
+        }
+        token = natsjwt.encode_claims(account.public_key, nats_claims, self._operator, name=name)
+        await self._system_request(_UPDATE_SUBJECT, token, "suspended")
+        log.info("queue_provisioner.account.suspended", account=account.public_key)
+
+    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """Every stream of the account, config then messages, as JSON lines (``jsonl``).
+
+        The system account cannot read another account's JetStream, so the driver mints a
+        read-only user of the account for the export (JetStream's stream list, info and message
+        get; issued after the account's revocations, so it works while suspended; its seed never
+        leaves this process). Messages are read by ``STREAM.MSG.GET``, ``_EXPORT_WINDOW`` in flight
+        at once, up to the last sequence the stream had when its turn came: no consumer is made
+        (the tenant's consumer limit stays whole), memory is one window of messages whatever the
+        stream's size.
+        """
+        if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.NATS]}:
+            msg = "A NATS account exports as jsonl (stream configs, then their messages)."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        account = self._tenant_account(resource_id)
+        current = await self._existing_claims(account.public_key, "exported")
+        client = await self._export_client(resource_id, account, current)
+        try:
+            buffer = bytearray()
+            async for line in self._export_lines(client):
+                buffer += line
+                while len(buffer) >= EXPORT_CHUNK_BYTES:
+                    yield bytes(buffer[:EXPORT_CHUNK_BYTES])
+                    del buffer[:EXPORT_CHUNK_BYTES]
+            if buffer:
+                yield bytes(buffer)
+        finally:
+            await client.close()
+
+    async def _export_client(
+        self, resource_id: UUID, account: natsjwt.NKey, claims: dict[str, Any]
+    ) -> NatsClient:
+        try:
+            revocations = natsjwt.revocations_of(claims)
+        except natsjwt.NatsJwtError as exc:
+            msg = "The NATS account's revocations are unreadable; nothing was exported."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
+        user = natsjwt.NKey.generate(natsjwt.KeyKind.USER)
+        # Read-only JetStream: list, info and get; replies come to its inbox.
+        permissions = {
+            "pub": {
+                "allow": [
+                    "$JS.API.STREAM.LIST",
+                    "$JS.API.STREAM.INFO.>",
+                    "$JS.API.STREAM.MSG.GET.>",
+                ]
+            },
+            "sub": {"allow": ["_INBOX.>"]},
+            "subs": -1,
+            "data": -1,
+            "payload": -1,
+            "type": "user",
+        }
+        token = natsjwt.encode_claims(
+            user.public_key,
+            permissions,
+            account,
+            name=f"{tenant_name(resource_id)}-export",
+            issued_at=revocations.get(natsjwt.ALL_USERS, int(time.time()) - 1) + 1,
+        )
+        server = self._system.connected_url
+        if server is None:
+            msg = "The NATS server for tenant accounts is unreachable; nothing was exported."
+            raise BackendUnavailableError(msg)
+        try:
+            return await asyncio.wait_for(
+                nats.connect(
+                    f"{server.scheme}://{server.hostname}:{server.port}",
+                    name="queue-provisioner-export",
+                    user_jwt_cb=token.encode,
+                    signature_cb=lambda nonce: _sign_nonce(user, nonce),
+                    allow_reconnect=False,
+                    error_cb=_quiet,
+                    connect_timeout=2,
+                ),
+                timeout=self._timeout * 3,
+            )
+        except (*_UNREACHABLE, nats.errors.Error) as exc:
+            msg = "The NATS server refused the export's reader; nothing was exported."
+            raise BackendUnavailableError(msg) from exc
+
+    async def _js_api(self, client: NatsClient, subject: str, body: dict[str, Any]) -> Any:  # noqa: ANN401  (JSON)
+        try:
+            reply = await client.request(subject, json.dumps(body).encode(), timeout=self._timeout)
+        except _UNREACHABLE as exc:
+            msg = "The NATS server stopped answering during the export."
+            raise BackendUnavailableError(msg) from exc
+        return json.loads(reply.data)
+
+    async def _export_lines(self, client: NatsClient) -> AsyncIterator[bytes]:
+        offset = 0
+        while True:
+            page = await self._js_api(client, "$JS.API.STREAM.LIST", {"offset": offset})
+            streams = page.get("streams") or []
+            for stream in streams:
+                config = stream["config"]
+                name = config["name"]
+                yield _json_line({"stream": name, "config": config})
+                state = stream.get("state", {})
+                first, last = int(state.get("first_seq", 1)) or 1, int(state.get("last_seq", 0))
+                async for line in self._message_lines(client, name, first, last):
+                    yield line
+            offset += len(streams)
+            if not streams or offset >= int(page.get("total", 0)):
+                return
+
+    async def _message_lines(
+        self, client: NatsClient, stream: str, first: int, last: int
+    ) -> AsyncIterator[bytes]:
+        """Messages ``first`` to ``last`` of ``stream``, ``_EXPORT_WINDOW`` asked for at once."""
+        subject = f"$JS.API.STREAM.MSG.GET.{stream}"
+        seq = first
+        while seq <= last:
+            window = range(seq, min(seq + _EXPORT_WINDOW, last + 1))
+            answers = await asyncio.gather(
+                *(self._js_api(client, subject, {"seq": wanted}) for wanted in window)
+            )
+            found = [
+                answer["message"] for answer in answers if isinstance(answer.get("message"), dict)
+            ]
+            for message in found:
+                yield _message_line(stream, message)
+            seq = window[-1] + 1
+            if not found and seq <= last:
+                # A run of deleted messages (a KV key written over and over): jump past it.
+                answer = await self._js_api(client, subject, {"seq": seq, "next_by_subj": ">"})
+                message = answer.get("message")
+                if not isinstance(message, dict):
+                    return
+                seq = int(message["seq"])
+
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the resolver holds this resource's account JWT (for sweeps and tests)."""
         account = self.account_key(resource_id).public_key
@@ -459,3 +624,42 @@ def _revocation_time(current: dict[str, Any] | None, action: str) -> int:
         msg = f"The NATS account's revocations are unreadable; nothing was {action}."
         raise SpinupError(ErrorCode.BACKEND_ERROR, msg) from exc
     return natsjwt.revocation_time(earlier, time.time())
+
+
+def _sign_nonce(user: natsjwt.NKey, nonce: str) -> bytes:
+    return base64.b64encode(user.sign(nonce.encode()))
+
+
+def _message_line(stream: str, message: dict[str, Any]) -> bytes:
+    return _json_line(
+        {
+            "stream": stream,
+            "seq": int(message["seq"]),
+            "subject": message["subject"],
+            "time": message.get("time"),
+            "headers": _headers(message.get("hdrs")),
+            "data": message.get("data", ""),
+        }
+    )
+
+
+def _json_line(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+def _headers(raw_b64: str | None) -> dict[str, str] | None:
+    """The headers of a stored message (its ``NATS/1.0`` block, base64) as a name → value map."""
+    if not raw_b64:
+        return None
+    lines = base64.b64decode(raw_b64).decode("utf-8", "replace").split("\r\n")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon and name:
+            headers[name] = value.strip()
+    return headers or None
+
+
+async def _quiet(exc: Exception) -> None:
+    # nats-py's default prints a traceback; the export's own errors say what failed.
+    log.info("queue_provisioner.export_reader.error", error=type(exc).__name__)

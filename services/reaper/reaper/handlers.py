@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Literal
 
 from shared.contracts.events import (
     ResourceEventBase,
@@ -34,6 +34,11 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from shared.contracts.events import RecordedEvent
+
+#: What the reaper does to a due resource besides deleting it: stop its credentials at expiry
+#: and keep its data for the export grace stamped on it at create (docs/adr/0030).
+SUSPEND: Final = "suspend"
+Action = DeprovisionReason | Literal["suspend"]
 
 
 class ResourceIndex:
@@ -85,13 +90,14 @@ class ResourceIndex:
                 found.append((resource_id, view.revision))
         return found
 
-    def due(self, now: datetime, grace: timedelta) -> list[tuple[ResourceState, DeprovisionReason]]:
-        """Resources to deprovision now, and why.
+    def due(self, now: datetime, grace: timedelta) -> list[tuple[ResourceState, Action]]:
+        """Resources to suspend or deprovision now, and why.
 
-        Expired ones; ones whose provisioning never finished (deadline long past); failed ones
-        that left something behind; and deprovisions that stalled.
+        Expired ones (suspended first when they have an export grace, deleted when it ends);
+        ones whose provisioning never finished (deadline long past); failed ones that left
+        something behind; and deprovisions that stalled.
         """
-        found: list[tuple[ResourceState, DeprovisionReason]] = []
+        found: list[tuple[ResourceState, Action]] = []
         for state in self._states.values():
             reason = _reason(state, now, grace)
             if reason is not None:
@@ -99,10 +105,14 @@ class ResourceIndex:
         return found
 
 
-def _reason(state: ResourceState, now: datetime, grace: timedelta) -> DeprovisionReason | None:
+def _reason(state: ResourceState, now: datetime, grace: timedelta) -> Action | None:
     stale = state.updated_at is not None and state.updated_at + grace <= now
     match state.status:
         case ResourceStatus.ACTIVE if state.expires_at is not None and state.expires_at <= now:
+            # Never suspended (workers down for the whole grace): deleted when the grace ends.
+            ends = state.grace_ends_at
+            return SUSPEND if ends is not None and now < ends else DeprovisionReason.EXPIRED
+        case ResourceStatus.SUSPENDED if state.delete_at is None or state.delete_at <= now:
             return DeprovisionReason.EXPIRED
         case ResourceStatus.PROVISIONING if (
             state.deadline is not None and state.deadline + grace <= now

@@ -14,15 +14,23 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from reaper.handlers import SUSPEND
 from shared import metrics
-from shared.contracts.commands import ControlStack, DeprovisionResource, StackAction, SweepUsage
+from shared.contracts.commands import (
+    ControlStack,
+    DeprovisionResource,
+    StackAction,
+    SuspendResource,
+    SweepUsage,
+)
 from shared.contracts.errors import SpinupError
+from shared.contracts.kinds import DeprovisionReason
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS, STACK_CONTROL
 
 if TYPE_CHECKING:
-    from reaper.handlers import ResourceIndex
+    from reaper.handlers import Action, ResourceIndex
     from shared.bus import Bus
-    from shared.contracts.kinds import DeprovisionReason, ResourceKind
+    from shared.contracts.kinds import ResourceKind
     from shared.contracts.subjects import KindEndpoints
     from shared.resources import ResourceState
 
@@ -49,7 +57,9 @@ class Sweeper:
         self._grace = grace
         self._slots = asyncio.Semaphore(concurrency)
         self._retry_after_s = retry_after_s
-        self._not_before: dict[uuid.UUID, float] = {}
+        #: (resource, what was sent) -> not again before: a suspend that is done is followed
+        #: by the delete at the end of the grace without waiting out the suspend's retry delay.
+        self._not_before: dict[tuple[uuid.UUID, str], float] = {}
 
     async def run(self, interval_s: float) -> None:
         """Sweep every ``interval_s`` until cancelled."""
@@ -64,22 +74,22 @@ class Sweeper:
         every_due = self._index.due(now, self._grace)
         metrics.REAPER_BACKLOG.set(len(every_due))
         due = [
-            (state, reason)
-            for state, reason in every_due
-            if self._not_before.get(state.resource_id, 0.0) <= clock
+            (state, action)
+            for state, action in every_due
+            if self._not_before.get((state.resource_id, action), 0.0) <= clock
         ]
-        for state, _ in due:
-            # Until the Deprovisioned event comes back through the stream, don't send again.
-            self._not_before[state.resource_id] = clock + self._retry_after_s
+        for state, action in due:
+            # Until the outcome's event comes back through the stream, don't send again.
+            self._not_before[state.resource_id, action] = clock + self._retry_after_s
         stuck = [
             (stack_id, revision)
             for stack_id, revision in self._index.stuck_stacks(now, self._stack_stuck_after)
-            if self._not_before.get(stack_id, 0.0) <= clock
+            if self._not_before.get((stack_id, "recover"), 0.0) <= clock
         ]
         for stack_id, _ in stuck:
             # The recover's own events move the stack; until they come back, don't send again.
-            self._not_before[stack_id] = clock + self._retry_after_s
-        results = await asyncio.gather(*(self._reap(state, reason) for state, reason in due))
+            self._not_before[stack_id, "recover"] = clock + self._retry_after_s
+        results = await asyncio.gather(*(self._act(state, action) for state, action in due))
         await asyncio.gather(*(self._recover(stack_id, revision) for stack_id, revision in stuck))
         self._not_before = {k: v for k, v in self._not_before.items() if v > clock}
         return sum(results)
@@ -107,6 +117,43 @@ class Sweeper:
             status=reply.status,
             revision=reply.revision,
         )
+
+    async def _act(self, state: ResourceState, action: Action) -> bool:
+        if action == SUSPEND:
+            return await self._suspend(state)
+        return await self._reap(state, DeprovisionReason(action))
+
+    async def _suspend(self, state: ResourceState) -> bool:
+        """Stop an expired resource's credentials; its data stays until its grace ends."""
+        if state.kind is None:
+            return False
+        endpoint = ENDPOINTS[state.kind].suspend
+        expiry = state.expires_at.isoformat() if state.expires_at else ""
+        command = SuspendResource(
+            command_id=uuid.uuid5(REAP_NAMESPACE, f"suspend|{state.resource_id}|{expiry}"),
+            correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
+            deadline=time.time() + endpoint.timeout,
+            resource_id=state.resource_id,
+        )
+        async with self._slots:
+            try:
+                reply = await self._bus.request(endpoint, command)
+            except SpinupError as exc:
+                log.warning(
+                    "reaper.resource.skipped",
+                    resource_id=str(state.resource_id),
+                    reason=SUSPEND,
+                    error=exc.code.value,
+                )
+                return False
+        log.info(
+            "reaper.resource.suspended",
+            resource_id=str(state.resource_id),
+            delete_at=reply.delete_at.isoformat(),
+            deleted=reply.deleted,
+            already=reply.already,
+        )
+        return True
 
     async def _reap(self, state: ResourceState, reason: DeprovisionReason) -> bool:
         if state.kind is None:

@@ -29,8 +29,10 @@ old password.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
+import json
 import math
 import secrets
 import time
@@ -47,11 +49,19 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.lock import Lock
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
-from shared.contracts.kinds import RedisCredentials, RedisLimits, ResourceKind
+from shared.contracts.kinds import (
+    EXPORT_CHUNK_BYTES,
+    EXPORT_FORMATS,
+    RedisCredentials,
+    RedisLimits,
+    ResourceKind,
+)
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
     from uuid import UUID
+
+    from redis.asyncio.client import Pipeline
 
 log = structlog.get_logger("redis_provisioner.driver")
 
@@ -611,6 +621,88 @@ class RedisDriver:
         if batch:
             await self._admin.unlink(*batch)
 
+    # -- export and suspend (docs/adr/0030, docs/export-formats.md) ----------------------------
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """At expiry: the user is switched ``off`` and its connections are killed; keys stay.
+
+        ``off`` refuses new logins but leaves sessions already authenticated alone, hence the
+        ``CLIENT KILL USER``. Returns once the aclfile says ``off``, so a restart cannot switch
+        the user back on. ``delete`` removes the user and keys as usual; a missing user is fine.
+        """
+        name = guard_tenant_name(tenant_name(resource_id))
+        async with self._backend_errors("suspended"):
+            # ACL SETUSER would create a missing user: look first.
+            if await self._command("ACL", "GETUSER", name) is None:
+                return
+            await self._command("ACL", "SETUSER", name, "off")
+            await self._command("CLIENT", "KILL", "USER", name)
+        await self._saver.changed_and_saved()
+        log.info("redis_provisioner.user.suspended", user=name)
+
+    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """Every key of the tenant as one JSON line (``jsonl``), read by the admin connection.
+
+        Keys lose the tenant's prefix so the copy restores under another tenant's. One SCAN page
+        at a time (type and TTL of the page in one round trip, then the values in another), so
+        memory is a page of keys whatever the keyspace; a key deleted meanwhile is left out.
+        """
+        if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.REDIS]}:
+            msg = "A Redis cache exports as jsonl (one JSON object per key)."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        name = guard_tenant_name(tenant_name(resource_id))
+        prefix = f"{name}:".encode()
+        async with self._backend_errors("exported"):
+            if not await self.exists(resource_id):
+                raise _missing(resource_id)
+        buffer = bytearray()
+        cursor: int | None = None
+        while cursor != 0:
+            async with self._backend_errors("exported"):
+                cursor, keys = await self._admin.scan(
+                    cursor or 0, match=f"{name}:*", count=_EXPORT_SCAN_COUNT
+                )
+                lines = await self._export_page(cast("list[bytes]", keys), prefix)
+            for line in lines:
+                buffer += line
+                while len(buffer) >= EXPORT_CHUNK_BYTES:
+                    yield bytes(buffer[:EXPORT_CHUNK_BYTES])
+                    del buffer[:EXPORT_CHUNK_BYTES]
+        if buffer:
+            yield bytes(buffer)
+
+    async def _export_page(self, keys: list[bytes], prefix: bytes) -> list[bytes]:
+        if not keys:
+            return []
+        async with self._admin.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.type(key)
+                pipe.pttl(key)
+            heads = await pipe.execute()
+        kept: list[tuple[bytes, str, int]] = []
+        async with self._admin.pipeline(transaction=False) as pipe:
+            for index, key in enumerate(keys):
+                kind = _text(heads[2 * index])
+                reader = _VALUE_READERS.get(kind)
+                if reader is None:  # "none": deleted since the SCAN (or a module type)
+                    continue
+                reader(pipe, key)
+                kept.append((key, kind, int(heads[2 * index + 1])))
+            values = await pipe.execute(raise_on_error=False)
+        lines: list[bytes] = []
+        for (key, kind, ttl_ms), value in zip(kept, values, strict=True):
+            if isinstance(value, BaseException):
+                # WRONGTYPE: replaced by a key of another type between the two round trips.
+                continue
+            record = {
+                "key": _b64(key.removeprefix(prefix)),
+                "type": kind,
+                "ttl_ms": ttl_ms if ttl_ms >= 0 else None,
+                "value": _export_value(kind, value),
+            }
+            lines.append(json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        return lines
+
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the tenant's user or any of its keys exists (for sweeps and tests)."""
         name = tenant_name(resource_id)
@@ -627,3 +719,45 @@ def _missing(resource_id: UUID) -> SpinupError:
         ErrorCode.NOT_FOUND,
         f"The cache {resource_id} has no user on the Redis server; it may have been deleted.",
     )
+
+
+#: Keys asked for per SCAN step of an export: each page is read in two pipelined round trips.
+_EXPORT_SCAN_COUNT = 200
+
+
+def _b64(value: bytes) -> str:
+    return base64.b64encode(value).decode("ascii")
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+_VALUE_READERS: dict[str, Callable[[Pipeline, bytes], object]] = {
+    "string": lambda pipe, key: pipe.get(key),
+    "hash": lambda pipe, key: pipe.hgetall(key),
+    "list": lambda pipe, key: pipe.lrange(key, 0, -1),
+    "set": lambda pipe, key: pipe.smembers(key),
+    "zset": lambda pipe, key: pipe.zrange(key, 0, -1, withscores=True),
+    "stream": lambda pipe, key: pipe.xrange(key),
+}
+
+
+def _export_value(kind: str, value: object) -> object:  # noqa: PLR0911  (one branch per type)
+    """The JSON form of one value (docs/export-formats.md): every byte string in base64."""
+    if kind == "string":
+        return _b64(cast("bytes", value))
+    if kind == "hash":
+        return [[_b64(f), _b64(v)] for f, v in cast("dict[bytes, bytes]", value).items()]
+    if kind == "list":
+        return [_b64(item) for item in cast("list[bytes]", value)]
+    if kind == "set":
+        return sorted(_b64(item) for item in cast("set[bytes]", value))
+    if kind == "zset":
+        return [[_b64(m), score] for m, score in cast("list[tuple[bytes, float]]", value)]
+    if kind == "stream":
+        return [
+            [_text(entry_id), [[_b64(f), _b64(v)] for f, v in fields.items()]]
+            for entry_id, fields in cast("list[tuple[bytes, dict[bytes, bytes]]]", value)
+        ]
+    return None

@@ -38,12 +38,14 @@ import hmac
 import json
 import re
 import secrets
+import tarfile
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import botocore.exceptions
@@ -64,7 +66,13 @@ from shared.contracts.errors import (
     ErrorCode,
     SpinupError,
 )
-from shared.contracts.kinds import ResourceKind, S3Credentials, S3Limits
+from shared.contracts.kinds import (
+    EXPORT_CHUNK_BYTES,
+    EXPORT_FORMATS,
+    ResourceKind,
+    S3Credentials,
+    S3Limits,
+)
 from shared.naming import guard_tenant_name, tenant_name
 from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
 
@@ -873,6 +881,28 @@ class S3Driver:
         bucket = guard_bucket_name(bucket_name(resource_id))
         user = guard_tenant_name(tenant_name(resource_id))
 
+        async def drop() -> None:
+            await self._retire_identity(bucket, user)
+            await self._buckets.drop(bucket)
+
+        await self._run("deleted", drop)
+
+    # -- export and suspend (docs/adr/0030, docs/export-formats.md) ----------------------------
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """At expiry: the identity and its keys are removed from IAM (refused at once).
+
+        The bucket, its objects, quota and policy stay, for ``export`` (the admin key) and for
+        ``delete``, which finds no identity and drops the bucket. S3 requests are signed one by
+        one, so no open connection outlives the key. Idempotent; a missing identity is fine.
+        """
+        bucket = guard_bucket_name(bucket_name(resource_id))
+        user = guard_tenant_name(tenant_name(resource_id))
+        await self._run("suspended", lambda: self._retire_identity(bucket, user))
+
+    async def _retire_identity(self, bucket: str, user: str) -> None:
+        """Remove the identity and check every S3 gateway refuses its keys (pushing again)."""
+
         async def again() -> None:
             # The store no longer has the user, so a second DeleteUser would push nothing: a
             # throwaway identity made and deleted again makes the filer push the removal.
@@ -880,13 +910,86 @@ class S3Driver:
                 await self._iam.create(user, bucket, *new_key_pair())
                 await self._iam.remove(user)
 
-        async def drop() -> None:
-            older = await self._iam.keys(user) or []
-            await self._iam.remove(user)
-            await self._settle(bucket, valid=[], revoked=older, push=again)
-            await self._buckets.drop(bucket)
+        older = await self._iam.keys(user) or []
+        await self._iam.remove(user)
+        await self._settle(bucket, valid=[], revoked=older, push=again)
 
-        await self._run("deleted", drop)
+    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """Every object of the bucket as a tar member at its key, then ``.spinup-metadata.jsonl``.
+
+        Object by object with the admin key: a ``HEAD`` gives its size (the tar header comes
+        first), content type and user metadata, then the body is copied through a chunk at a
+        time, so memory is one chunk whatever the object's size. The metadata lines (a few
+        hundred bytes per object) are spooled to disk past ``_METADATA_SPOOL_BYTES``.
+        """
+        if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.S3]}:
+            msg = "A storage bucket exports as tar (its objects, then their metadata)."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        bucket = guard_bucket_name(bucket_name(resource_id))
+        if not await self._run("exported", lambda: self._admin.bucket_exists(bucket)):
+            msg = f"The storage bucket of {resource_id} does not exist (it was deleted)."
+            raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        out = _Chunker()
+        with tempfile.SpooledTemporaryFile(max_size=_METADATA_SPOOL_BYTES) as metadata:
+            async with self._backend_errors("exported"):
+                listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
+                async with contextlib.aclosing(listing) as objects:
+                    async for listed in objects:
+                        name = listed.object_name
+                        if name is None or listed.is_dir:
+                            continue
+                        async for chunk in self._export_object(bucket, name, out, metadata):
+                            yield chunk
+            for chunk in _spooled_member(_METADATA_MEMBER, metadata, out):
+                yield chunk
+        for chunk in out.add(_TAR_END):
+            yield chunk
+        if rest := out.rest():
+            yield rest
+
+    async def _export_object(
+        self, bucket: str, name: str, out: _Chunker, metadata: IO[bytes]
+    ) -> AsyncIterator[bytes]:
+        try:
+            stat = await self._admin.stat_object(bucket, name)
+        except S3Error as exc:
+            if exc.code in {"NoSuchKey", "ResourceNotFound"}:  # deleted since the listing
+                return
+            raise
+        size = stat.size or 0
+        modified = stat.last_modified.timestamp() if stat.last_modified else time.time()
+        for chunk in out.add(_tar_header(name, size, modified)):
+            yield chunk
+        response = await self._admin.get_object(bucket, name)
+        copied = 0
+        try:
+            async for piece in response.content.iter_chunked(EXPORT_CHUNK_BYTES):
+                copied += len(piece)
+                if copied > size:
+                    break
+                for chunk in out.add(piece):
+                    yield chunk
+        finally:
+            response.release()
+        if copied != size:
+            # Overwritten between HEAD and GET: the tar header already promised ``size``.
+            msg = f"The object {name!r} changed during the export; export again."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+        for chunk in out.add(_tar_padding(size)):
+            yield chunk
+        user_metadata = {
+            key.lower().removeprefix("x-amz-meta-"): value
+            for key, value in dict(stat.metadata or {}).items()
+            if key.lower().startswith("x-amz-meta-")
+        }
+        line = {
+            "key": name,
+            "content_type": stat.content_type,
+            "metadata": user_metadata,
+            "etag": stat.etag,
+            "size": size,
+        }
+        metadata.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the bucket or the user of this resource exists (for sweeps and tests)."""
@@ -902,3 +1005,57 @@ class S3Driver:
     async def quota_bytes(self, resource_id: UUID) -> int | None:
         """The quota SeaweedFS enforces on this resource's bucket, in bytes."""
         return await self._run("read", lambda: self._quotas.get(bucket_name(resource_id)))
+
+
+#: The tar member after the objects that holds each object's content type and user metadata.
+_METADATA_MEMBER = ".spinup-metadata.jsonl"
+#: Metadata lines kept in memory before they spool to a temporary file (~4000 objects).
+_METADATA_SPOOL_BYTES = 1024 * 1024
+_TAR_BLOCK = 512
+#: Two zero blocks end a tar archive.
+_TAR_END = b"\0" * (2 * _TAR_BLOCK)
+
+
+def _tar_header(name: str, size: int, mtime: float) -> bytes:
+    """The header block(s) of a regular file member (PAX: long and non-ASCII keys kept)."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = int(mtime)
+    info.mode = 0o644
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def _tar_padding(size: int) -> bytes:
+    return b"\0" * (-size % _TAR_BLOCK)
+
+
+def _spooled_member(name: str, spool: IO[bytes], out: _Chunker) -> Iterator[bytes]:
+    """A tar member holding what was written to ``spool``, read back a chunk at a time."""
+    size = spool.tell()
+    spool.seek(0)
+    yield from out.add(_tar_header(name, size, time.time()))
+    while piece := spool.read(EXPORT_CHUNK_BYTES):
+        yield from out.add(piece)
+    yield from out.add(_tar_padding(size))
+
+
+class _Chunker:
+    """Gathers pieces into chunks of exactly ``EXPORT_CHUNK_BYTES`` (the last one shorter)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def add(self, piece: bytes) -> list[bytes]:
+        """Take ``piece``; return the chunks that are now full."""
+        self._buffer += piece
+        full: list[bytes] = []
+        while len(self._buffer) >= EXPORT_CHUNK_BYTES:
+            full.append(bytes(self._buffer[:EXPORT_CHUNK_BYTES]))
+            del self._buffer[:EXPORT_CHUNK_BYTES]
+        return full
+
+    def rest(self) -> bytes:
+        """What is left (less than a chunk), emptying the buffer."""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        return rest

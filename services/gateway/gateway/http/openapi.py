@@ -177,6 +177,9 @@ OPERATIONS: dict[str, OperationDoc] = {
         (*_JSON_BODY, *_PLATFORM, *_LOOKUP, *_WORKER, ErrorCode.PLAN_LIMIT_REACHED)
     ),
     "POST /resources/{token}/fork": _create(ErrorCode.NOT_FOUND, ErrorCode.RESOURCE_GONE),
+    "GET /resources/{token}/export": OperationDoc(
+        (*_PARAMS, *_PLATFORM, *_LOOKUP, *_WORKER, ErrorCode.RATE_LIMITED)
+    ),
     "PUT /resources/{token}/notify": OperationDoc((*_JSON_BODY, *_PLATFORM, *_LOOKUP)),
     "GET /resources/{token}/events": OperationDoc((*_PARAMS, *_PLATFORM, *_LOOKUP)),
     "POST /stacks/{token}/{action}": OperationDoc(

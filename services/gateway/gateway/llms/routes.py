@@ -94,6 +94,20 @@ the account that owns it) the resource's `id`.
   sessions go on. Admitted as a create for the caller (caps, rate limits, plan). Answers `201`
   as `POST /db/new` plus `forked_from` (the source's id); another kind is a 400, a deleted
   source 404, an expired one 410.
+- `GET /resources/{token}/export[?format=F]`: a complete copy of the data as a file download
+  (`Content-Disposition: attachment`), in a format the kind's own tools restore: Postgres
+  `custom` (default; `pg_restore --no-owner -d URL file`) or `sql` (`psql URL -f file`); Redis
+  `jsonl` (one JSON line per key: base64 `key`, `type`, `ttl_ms`, `value`); MongoDB `tar`
+  (`<collection>.json` for `mongoimport`, `<collection>.indexes.json`); S3 `tar` (the objects,
+  `.spinup-metadata.jsonl`); NATS `jsonl` (stream configs, then messages); webhook `jsonl`.
+  A bad format is a 400 naming the kind's formats; a stack is a 400 (export its resources).
+  Per resource at most the plan's `export.per_hour` an hour and `export.concurrent` at once,
+  else 429 with `Retry-After`. `spinup export TOKEN -o FILE`.
+- At expiry the credentials stop at once but the data is kept for the plan's
+  `lifetime.export_grace_seconds` (`GET /plans`; not for stacks): meanwhile `GET
+  /resources/{token}` is a 410 whose `agent_action` says to export before a time, and `export`
+  still works with the token; then it is deleted for good. `resource.expired` says
+  `export_until`.
 - `GET /resources?kind=<kind>` (Bearer, read scope): every resource of the account, each as
   in `GET /resources/{token}`.
 

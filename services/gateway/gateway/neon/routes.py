@@ -269,7 +269,7 @@ async def _create(
     state = await _live_database(ctx, database_id)
     if state is not None and state.status is ResourceStatus.ACTIVE:
         return Response(await _describe(ctx, database_id, state), status_code=200)
-    if state is not None and state.is_gone:
+    if state is not None and (state.is_gone or state.status is ResourceStatus.SUSPENDED):
         raise _gone(state)
     address = client_ip(request, ctx.settings.trusted_proxies)
     await provision(

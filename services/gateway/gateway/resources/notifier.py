@@ -376,6 +376,19 @@ def _notice_id(*parts: object) -> uuid.UUID:
 
 
 def _end_notice(watched: _Watched) -> tuple[uuid.UUID, str, dict[str, Any]] | None:
+    state = watched.state
+    if watched.ended is None and state.status is ResourceStatus.SUSPENDED and state.delete_at:
+        # Expired with an export grace (ADR 0030): said once, at suspension, with the deadline;
+        # the deletion at the end of the grace has the same notice id, so it is not said again.
+        return (
+            _notice_id(EXPIRED, state.resource_id),
+            EXPIRED,
+            {
+                "reason": DeprovisionReason.EXPIRED.value,
+                "export_until": state.delete_at.isoformat(),
+                "export": "GET /resources/{token}/export",
+            },
+        )
     if watched.ended is None:
         return None
     expired = watched.ended.reason is DeprovisionReason.EXPIRED

@@ -44,6 +44,7 @@ from shared import metrics
 from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
+    EXPORT_FORMATS,
     Credentials,
     DeprovisionReason,
     Limits,
@@ -57,6 +58,7 @@ from shared.contracts.replies import ResourceProvisioned
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_ENDPOINTS
 from shared.crypto.tokens import fingerprint, hash_token, looks_like_token, mint_token
 from shared.naming import resource_stream
+from shared.plans import Tier
 from shared.resources import ResourceState
 from shared.stack_state import StackView
 
@@ -328,12 +330,26 @@ async def provision(
         account_id=account_id,
         parent_id=part_of_stack.parent_id if part_of_stack else None,
         fork_of=fork_of,
+        export_grace_seconds=_export_grace(tier, kind, expires_at, part_of_stack),
     )
     reply = await ctx.bus.request(endpoint, command)
     if reply.replayed and not retried:
         # Two first tries with one key raced and this one lost: is it the same request?
         _ensure_same_request(await ctx.resources.by_id(resource_id), token)
     return reply, token
+
+
+def _export_grace(
+    tier: Tier, kind: ResourceKind, expires_at: datetime | None, part_of_stack: StackPart | None
+) -> int:
+    """How long the data outlives expiry for an export (ADR 0030).
+
+    The plan's grace, for a kind that exports; none for a stack and its backing resources,
+    which go at expiry together.
+    """
+    if expires_at is None or part_of_stack is not None or kind not in EXPORT_FORMATS:
+        return 0
+    return tier.lifetime.export_grace_seconds if tier.lifetime else 0
 
 
 def _create_handler(route: KindRoute) -> HTTPRouteHandler:
@@ -450,6 +466,19 @@ async def resource_for(
     return _live(await _owned_resource(request, ctx, token, scope))
 
 
+async def resource_or_suspended(
+    request: Request[Any, Any, Any], ctx: GatewayContext, token: str, scope: Scope
+) -> ResourceState:
+    """As ``resource_for``, and also an expired one kept for its export grace (ADR 0030)."""
+    if looks_like_token(token):
+        state = await ctx.resources.by_token_hash(hash_token(token))
+    else:
+        state = await _owned_resource(request, ctx, token, scope)
+    if state is not None and state.status is ResourceStatus.SUSPENDED:
+        return state
+    return _live(state)
+
+
 def _live(state: ResourceState | None) -> ResourceState:
     if state is None or state.status in {ResourceStatus.DELETED, ResourceStatus.NONE}:
         msg = (
@@ -461,7 +490,25 @@ def _live(state: ResourceState | None) -> ResourceState:
         when = state.expires_at.isoformat() if state.expires_at else "its expiry"
         msg = f"This resource expired at {when} and was deleted. Create a new one."
         raise SpinupError(ErrorCode.RESOURCE_GONE, msg)
+    if state.status is ResourceStatus.SUSPENDED:
+        raise suspended_error(state)
     return state
+
+
+def suspended_error(state: ResourceState) -> SpinupError:
+    """410 for an expired resource whose data is kept for an export (ADR 0030)."""
+    when = state.expires_at.isoformat() if state.expires_at else "its expiry"
+    until = state.grace_ends_at or state.expires_at
+    deadline = until.isoformat() if until else "the end of its grace period"
+    msg = (
+        f"This resource expired at {when}: its credentials no longer work. Its data is kept"
+        f" until {deadline}, then deleted."
+    )
+    action = (
+        f"Export it with GET /resources/{{token}}/export before {deadline}, then it is deleted"
+        " (restore it into a new resource with the kind's own tools)."
+    )
+    return SpinupError(ErrorCode.RESOURCE_GONE, msg, agent_action=action)
 
 
 async def _owned_resource(
@@ -621,7 +668,8 @@ async def delete_resource(
     request: Request[Any, Any, Any], ctx: GatewayContext, token: str = TokenOrIdParam
 ) -> ResourceDeleted:
     """``DELETE /resources/{token}``: the credentials stop working at once."""
-    state = await resource_for(request, ctx, token, Scope.DELETE)
+    # One kept for its export grace may be deleted sooner by its holder.
+    state = await resource_or_suspended(request, ctx, token, Scope.DELETE)
     return await delete_with_backing(ctx, state, request_id_of(request.scope))
 
 

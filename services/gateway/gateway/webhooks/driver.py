@@ -47,7 +47,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.webhooks.signatures import SignatureCheck
 from shared import metrics
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
-from shared.contracts.kinds import ResourceKind, WebhookCredentials, WebhookLimits
+from shared.contracts.kinds import (
+    EXPORT_CHUNK_BYTES,
+    EXPORT_FORMATS,
+    ResourceKind,
+    WebhookCredentials,
+    WebhookLimits,
+)
 from shared.naming import guard_tenant_name, tenant_name
 
 log = structlog.get_logger("gateway.webhooks")
@@ -64,6 +70,12 @@ _RECEIVE_KEY_RE = re.compile(
     r"^whk_(?P<id>[0-9a-f]{32})(?P<mac>[0-9a-f]{32})(?P<generation>[1-9][0-9]{0,17})$"
 )
 _CLOSED = b"closed"
+_SUSPENDED = (
+    "This webhook receiver expired: it no longer captures requests. Its captured requests can"
+    " still be downloaded with GET /resources/{token}/export until they are deleted."
+)
+#: Captured requests read per round trip by ``export``.
+_EXPORT_PAGE = 50
 
 # Atomic, so a request racing a delete either lands before it (and is deleted with the list) or
 # finds no limits hash and is refused: a delete never leaves a list behind. Likewise a request
@@ -78,8 +90,9 @@ _CLOSED = b"closed"
 # trip, so a custom response costs the receive path nothing.
 _RECORD_SCRIPT = """
 local limits = redis.call('HMGET', KEYS[1], 'requests_kept', 'max_body_kb', 'generation',
-                          'response')
+                          'response', 'suspended')
 if not limits[1] or not limits[2] or not limits[3] then return {0, false} end
+if limits[5] then return {-3, false} end
 if limits[3] ~= ARGV[4] then return {-2, false} end
 if tonumber(ARGV[2]) > tonumber(limits[2]) * 1024 then return {-1, false} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -125,6 +138,13 @@ return 1
 _SET_FIELD_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# Marks an existing receiver suspended (its requests stay); a missing one stays missing.
+# KEYS: limits hash. Returns 1 when the receiver exists.
+_SUSPEND_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'suspended', 1)
 return 1
 """
 _REOPEN_SCRIPT = """
@@ -230,6 +250,8 @@ class RecordOutcome(enum.Enum):
     TOO_LARGE = -1
     #: The key's generation is not the receiver's: its URL was rotated away.
     RETIRED_KEY = -2
+    #: The receiver expired (``suspend``): it keeps its requests for export, takes no new ones.
+    SUSPENDED = -3
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +388,7 @@ class WebhookDriver:
         self._reopen = redis.register_script(_REOPEN_SCRIPT)
         self._set_field = redis.register_script(_SET_FIELD_SCRIPT)
         self._range = redis.register_script(_RANGE_SCRIPT)
+        self._suspend = redis.register_script(_SUSPEND_SCRIPT)
         self._stopping = asyncio.Event()
 
     @property
@@ -450,6 +473,52 @@ class WebhookDriver:
                 pipe.publish(names.live, _CLOSED)
                 await pipe.execute()
 
+    # -- export and suspend (docs/adr/0030, docs/export-formats.md) ----------------------------
+
+    async def suspend(self, resource_id: UUID) -> None:
+        """At expiry: the receive URL answers 410 from the next request; stored requests stay.
+
+        A flag in the limits hash, checked by the record script in the same round trip as
+        before, so receiving costs nothing more. Live streams get ``closed`` and end (nothing
+        new will come). Idempotent; a missing receiver stays missing (nothing to reopen).
+        """
+        guard_tenant_name(tenant_name(resource_id))
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            if await self._suspend(keys=[names.limits]):
+                await self._redis.publish(names.live, _CLOSED)
+
+    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+        """Every kept request as one JSON line (``jsonl``), newest first, as the history API.
+
+        Each line is the item ``GET /webhook/{token}/requests`` gives (``StoredRequest``, its
+        ``signature`` verdict left null: verdicts need the gateway's keyring and are worked out
+        on reading). Read ``_EXPORT_PAGE`` requests per round trip with ``history``, so memory
+        is a page of bodies whatever the history's length.
+        """
+        if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.WEBHOOK]}:
+            msg = "A webhook receiver exports as jsonl (one captured request per line)."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            if not await self._redis.exists(names.limits, names.requests):
+                msg = f"The webhook receiver {resource_id} does not exist (it was deleted)."
+                raise SpinupError(ErrorCode.NOT_FOUND, msg)
+        buffer = bytearray()
+        newest: int | None = None
+        while newest is None or newest > 0:
+            page = await self.history(resource_id, newest, _EXPORT_PAGE)
+            for request in page.requests:
+                buffer += _encoder.encode(request) + b"\n"
+                while len(buffer) >= EXPORT_CHUNK_BYTES:
+                    yield bytes(buffer[:EXPORT_CHUNK_BYTES])
+                    del buffer[:EXPORT_CHUNK_BYTES]
+            if not page.requests or page.requests[-1].seq <= page.oldest:
+                break
+            newest = page.requests[-1].seq - 1
+        if buffer:
+            yield bytes(buffer)
+
     async def clear(self, resource_id: UUID) -> None:
         """Forget the receiver's stored requests; the receiver itself keeps taking new ones."""
         guard_tenant_name(tenant_name(resource_id))
@@ -492,6 +561,8 @@ class WebhookDriver:
                 args=[encoded, request.size, names.live, key.generation],
             )
         recorded = RecordOutcome(int(outcome))
+        if recorded is RecordOutcome.SUSPENDED:
+            raise SpinupError(ErrorCode.RESOURCE_GONE, _SUSPENDED)
         if recorded is RecordOutcome.STORED:
             metrics.WEBHOOK_CAPTURES.inc()
         return recorded, response
