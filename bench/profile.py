@@ -23,8 +23,8 @@ def py_spy() -> Path:
     return Path(sys.executable).parent / "py-spy"
 
 
-async def record(pid: int, seconds: float, raw_path: Path) -> None:
-    """Sample process ``pid`` for ``seconds`` into ``raw_path`` (collapsed stacks)."""
+async def record(pid: int, seconds: float, raw_path: Path, *, subprocesses: bool = False) -> None:
+    """Sample process ``pid`` (and its children) for ``seconds`` into ``raw_path`` (collapsed)."""
     process = await asyncio.create_subprocess_exec(
         str(py_spy()),
         "record",
@@ -39,6 +39,7 @@ async def record(pid: int, seconds: float, raw_path: Path) -> None:
         "--output",
         str(raw_path),
         "--nonblocking",
+        *(["--subprocesses"] if subprocesses else []),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -2,13 +2,15 @@
 
 One relay is active per platform database (a session advisory lock); the others wait on the
 lock. It wakes when an appender says the log has grown (``LOG_APPENDED`` on core NATS, with a
-poll as a safety net), publishes a batch with ``Nats-Msg-Id`` = event id so the server drops
-re-publishes, and keeps its cursor (appending transaction, position of the last event) in
-memory. It records the cursor at most once a second and whenever it goes idle; after a restart it
-resumes from the recorded one, and what it publishes again (at most a second's worth) is within
-the stream's duplicate window, so the server drops it. Log order is the order of that cursor,
-which keeps every stream's versions in order; an event is relayed once every older transaction
-has ended (``read_committed_after``).
+poll as a safety net), lingers a few milliseconds so the appends of concurrent requests go
+together, and publishes what it read as one message (``shared.eventlog.relayed``, ADR 0031): a
+message per event cost the relay, JetStream and every consumer a publish, an ack and a delivery
+each. It keeps its cursor (appending transaction, position of the last event) in memory, and
+records it at most once a second and whenever it goes idle. Each message carries the cursor of
+its last event, so a relay that takes over resumes after the last message the stream holds, or
+from the recorded cursor if that is later: every event is on the stream once. Log order is the
+order of that cursor, which keeps every stream's versions in order; an event is relayed once every
+older transaction has ended (``read_committed_after``).
 """
 
 from __future__ import annotations
@@ -22,9 +24,15 @@ import asyncpg
 import msgspec
 import structlog
 from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 
 from shared import metrics
-from shared.contracts.subjects import LOG_APPENDED, event_subject
+from shared.contracts.subjects import (
+    EVENT_BATCH_SUBJECT,
+    EVENTS_STREAM,
+    LOG_APPENDED,
+)
+from shared.eventlog.relayed import pack, relayed_through
 from shared.eventlog.schema import RELAY_LOCK
 from shared.eventlog.store import read_committed_after
 from shared.eventlog.stream import ensure_events_stream
@@ -32,6 +40,8 @@ from shared.pgerrors import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
+
+    from shared.contracts.events import RecordedEvent
 
 log = structlog.get_logger("shared.eventlog.relay")
 _encoder = msgspec.json.Encoder()
@@ -45,6 +55,10 @@ _INTERRUPTIONS: tuple[type[BaseException], ...] = (
 _RECORD_EVERY_S = 1.0
 #: The lag gauge counts at most this many events: past it the relay is simply far behind.
 _LAG_COUNT_CAP = 100_000
+#: A message holds at most this many bytes of events (NATS refuses payloads over 1 MB).
+_MESSAGE_BYTES = 256 * 1024
+#: After a nudge, how long the relay waits for the appends running alongside to commit too.
+LINGER_S = 0.005
 
 
 class Relay:
@@ -58,6 +72,7 @@ class Relay:
         name: str = "jetstream",
         batch_size: int = 256,
         poll_interval: float = 1.0,
+        linger: float = LINGER_S,
     ) -> None:
         self._dsn = dsn
         self._nc = nc
@@ -65,6 +80,7 @@ class Relay:
         self._name = name
         self._batch_size = batch_size
         self._poll_interval = poll_interval
+        self._linger = linger
         self._wake = asyncio.Event()
         self._cursor: tuple[int, int] = (0, 0)
         self._recorded: tuple[int, int] = (0, 0)
@@ -94,6 +110,8 @@ class Relay:
             # Before NATS is needed: while it is down, each retry still shows the lag growing.
             await self._measure_lag(conn)
             await ensure_events_stream(self._js)
+            # The relay before this one may have published past the cursor it recorded.
+            self._cursor = max(self._cursor, await self._last_published(conn))
             subscription = await self._nc.subscribe(LOG_APPENDED, cb=self._on_nudge)
             next_record = time.monotonic() + _RECORD_EVERY_S
             while True:
@@ -109,6 +127,8 @@ class Relay:
                     except TimeoutError:
                         await self._record_cursor(conn)
                         await self._measure_lag(conn)
+                    else:
+                        await asyncio.sleep(self._linger)
         finally:
             if subscription is not None:
                 with contextlib.suppress(Exception):
@@ -125,20 +145,33 @@ class Relay:
         if not batch:
             return 0
         events = [recorded for _, recorded in batch]
-        # Publishes are written to the socket in order, so the stream keeps log order.
-        await asyncio.gather(
-            *(
-                self._js.publish(
-                    event_subject(recorded.event),
-                    _encoder.encode(recorded),
-                    headers={"Nats-Msg-Id": str(recorded.event_id)},
-                )
-                for recorded in events
+        for message, through in _messages(batch):
+            # One at a time, each acknowledged before the next: the stream's last message is
+            # always the relay's furthest point, which a relay taking over resumes from.
+            await self._js.publish(
+                EVENT_BATCH_SUBJECT, message, headers={"Nats-Msg-Id": f"{through[0]}.{through[1]}"}
             )
-        )
-        self._cursor = batch[-1][0]
+            self._cursor = through
         log.debug("eventlog.relay.published", count=len(events), position=self._cursor[1])
         return len(events)
+
+    async def _last_published(self, conn: Any) -> tuple[int, int]:  # noqa: ANN401  (asyncpg)
+        """The cursor after the last event the stream holds ((0, 0): none, or not this log's).
+
+        Only a cursor this log holds counts: a log restored from a dump has its transaction ids
+        renumbered (docs/operations.md), and a stream that outlived it would otherwise send the
+        relay past every later append.
+        """
+        try:
+            last = await self._js.get_last_msg(EVENTS_STREAM, EVENT_BATCH_SUBJECT)
+        except NotFoundError:
+            return (0, 0)
+        try:
+            through = relayed_through(last.data or b"")
+        except msgspec.MsgspecError:
+            log.warning("eventlog.relay.last_batch_unreadable", seq=last.seq)
+            return (0, 0)
+        return through if await log_holds(conn, through) else (0, 0)
 
     async def _measure_lag(self, conn: Any) -> None:  # noqa: ANN401  (asyncpg connection)
         """Set ``spinup_relay_lag_events``: committed events past the cursor (capped count).
@@ -164,3 +197,35 @@ class Relay:
             *self._cursor,
         )
         self._recorded = self._cursor
+
+
+async def log_holds(conn: Any, cursor: tuple[int, int]) -> bool:  # noqa: ANN401  (asyncpg)
+    """Whether this log holds the event at ``cursor``: its position, appended by its txid."""
+    return bool(
+        await conn.fetchval(
+            "SELECT txid = $2::xid8 FROM events WHERE position = $1", cursor[1], cursor[0]
+        )
+    )
+
+
+def _messages(
+    batch: list[tuple[tuple[int, int], RecordedEvent]],
+) -> list[tuple[bytes, tuple[int, int]]]:
+    """``batch`` as message bodies, each with the cursor after its last event.
+
+    Each body holds at most ``_MESSAGE_BYTES`` of events; an event larger than that goes alone.
+    """
+    messages: list[tuple[bytes, tuple[int, int]]] = []
+    chunk: list[bytes] = []
+    size = 0
+    through = batch[0][0]
+    for cursor, recorded in batch:
+        encoded = _encoder.encode(recorded)
+        if chunk and size + len(encoded) > _MESSAGE_BYTES:
+            messages.append((pack(chunk, through), through))
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded)
+        through = cursor
+    messages.append((pack(chunk, through), through))
+    return messages

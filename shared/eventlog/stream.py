@@ -12,8 +12,8 @@ from shared.contracts.subjects import EVENTS_STREAM, EVENTS_SUBJECT_FILTER
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
 
-# The relay publishes with Nats-Msg-Id = event id; a re-publish after a relay restart within this
-# window is dropped by the server.
+# The relay publishes with Nats-Msg-Id = the cursor of a batch's last event (ADR 0031; earlier,
+# the event id); the same batch published again within this window is dropped by the server.
 DUPLICATE_WINDOW_S = 3600.0
 
 

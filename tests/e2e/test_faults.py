@@ -11,7 +11,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import msgspec
 import pytest
 from nats.aio.client import Client as NatsClient
 
@@ -21,6 +20,7 @@ from pg_provisioner.driver import PostgresDriver
 from shared.contracts.events import RecordedEvent
 from shared.contracts.subjects import EVENTS_STREAM
 from shared.eventlog.projections import ResourceReadModel
+from shared.eventlog.relayed import unpack
 from shared.testing.polling import eventually
 from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
@@ -103,11 +103,11 @@ async def test_expired_database_is_reaped_and_then_gone(
 async def relayed_events(nc: NatsClient) -> list[RecordedEvent]:
     js = nc.jetstream()
     info = await js.stream_info(EVENTS_STREAM)
-    decoder = msgspec.json.Decoder(RecordedEvent)
-    return [
-        decoder.decode((await js.get_msg(EVENTS_STREAM, seq)).data)
-        for seq in range(info.state.first_seq, info.state.last_seq + 1)
-    ]
+    relayed = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        message = await js.get_msg(EVENTS_STREAM, seq)
+        relayed += unpack(message.subject or "", message.data or b"")
+    return relayed
 
 
 async def assert_relayed_exactly_once_in_order(nc: NatsClient, platform_db: asyncpg.Pool) -> None:

@@ -16,8 +16,8 @@ from reaper.handlers import ResourceIndex
 from reaper.settings import Settings
 from reaper.sweep import Sweeper, run_usage_sweeps
 from shared.bus import Bus
-from shared.contracts.events import RecordedEvent
-from shared.contracts.subjects import RESOURCE_EVENTS_FILTER
+from shared.contracts.subjects import EVENTS_SUBJECT_FILTER
+from shared.eventlog.relayed import unpack
 from shared.eventlog.stream import ensure_events_stream
 from shared.health import heartbeat
 from shared.logging import configure_logging
@@ -27,7 +27,6 @@ from shared.tracing import configure_tracing
 
 SERVICE = "reaper"
 log = structlog.get_logger("reaper")
-_decoder = msgspec.json.Decoder(RecordedEvent)
 
 
 async def run(settings: Settings) -> None:
@@ -41,11 +40,17 @@ async def run(settings: Settings) -> None:
 
     async def on_event(message: Any) -> None:  # noqa: ANN401  (nats.aio.msg.Msg)
         try:
-            index.apply(_decoder.decode(message.data))
+            relayed = unpack(message.subject, message.data)
         except msgspec.MsgspecError:
             log.warning("reaper.event.undecodable", subject=message.subject)
+            return
+        for recorded in relayed:
+            index.apply(recorded)
 
-    subscription = await js.subscribe(RESOURCE_EVENTS_FILTER, cb=on_event, ordered_consumer=True)
+    # Every subject, in one ordered consumer: the relay's batches hold events of every kind
+    # (the index skips what is not a resource's), and a stream written before them holds one
+    # message per event; one consumer keeps both in log order (ADR 0031).
+    subscription = await js.subscribe(EVENTS_SUBJECT_FILTER, cb=on_event, ordered_consumer=True)
     sweeper = Sweeper(
         bus,
         index,

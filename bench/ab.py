@@ -1,0 +1,218 @@
+"""A/B of the fast creates on one stack: the same code with a setting off and on, interleaved.
+
+    .venv/bin/python -m bench.ab --set SPINUP_X=1 --restart gateway [--rounds 3] [--profile 10]
+
+On one throwaway stack (``.spinup/ab``, configured as ``make bench``'s), each round measures
+``POST /cache/new``, ``/queue/new`` and ``/webhook/new`` at c = 1 (p50) and c = 16 (rate, and the
+CPU every process of the stack spent per create), once as the stack runs (A) and once with the
+``--set`` settings in the services' environment (B), restarting the ``--restart`` services
+between the two and alternating which goes first. On a machine shared with other work, only such
+interleaved pairs say what a change bought; the medians over the rounds and their ratio B / A
+are printed, and the whole of it written as JSON with ``--out``. Without ``--set`` it measures
+A alone (the per-process table of ``bench/README.md``). ``--profile N``: py-spy records the
+gateway's processes for N seconds of ``POST /cache/new`` at c = 16 in the first round's A
+(``bench.profile``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import uvloop
+
+from bench import profile
+from bench.__main__ import bench_stack
+from bench.cpu import LOAD_GENERATOR, until_quiet
+from bench.harness import NEW_PATH, caller, tmp_dir
+from bench.measure import Measurement, measure
+from shared.contracts.kinds import ResourceKind
+
+if TYPE_CHECKING:
+    from devstack.stack import Stack
+
+FAST_KINDS = (ResourceKind.REDIS, ResourceKind.NATS, ResourceKind.WEBHOOK)
+#: The stack counts as quiet below this many cores (as ``make bench`` waits).
+_QUIET_CORES = 0.15
+_SETTLE_S = 60.0
+
+
+async def _measure_kind(
+    url: str, kind: ResourceKind, processes: dict[str, int], calls: int, seconds: float
+) -> dict[str, Any]:
+    """c=1 p50, then c=16 rate and CPU per create by process."""
+    path = NEW_PATH[kind]
+    figures: dict[str, Any] = {}
+    for level, count in ((1, max(calls // 4, 20)), (16, calls)):
+        connector = aiohttp.TCPConnector(limit=level)
+        async with aiohttp.ClientSession(url, connector=connector) as http:
+            offset = 0 if level == 1 else 1_000_000
+
+            async def new(
+                index: int, http: aiohttp.ClientSession = http, offset: int = offset
+            ) -> None:
+                async with http.post(path, headers=caller(index + offset)) as response:
+                    await response.read()
+                    if response.status != 201:  # noqa: PLR2004
+                        msg = f"{path}: {response.status}"
+                        raise RuntimeError(msg)
+
+            measured: Measurement = await measure(
+                f"POST {path}",
+                new,
+                calls=count,
+                concurrency=level,
+                max_seconds=seconds,
+                processes=processes if level == 16 else None,  # noqa: PLR2004
+            )
+        figures[f"c{level}_p50_ms"] = round(measured.ms(0.5), 2)
+        figures[f"c{level}_per_s"] = round(measured.per_second, 1)
+        figures[f"c{level}_errors"] = measured.errors
+        if level == 16:  # noqa: PLR2004
+            by_process = dict(measured.cpu_ms_by_process)
+            by_process.pop(LOAD_GENERATOR, None)
+            figures["cpu_ms_by_process"] = by_process
+            figures["cpu_ms"] = round(sum(by_process.values()), 3)
+    return figures
+
+
+def _restart(stack: Stack, services: list[str], settings: dict[str, str], *, on: bool) -> None:
+    for name, value in settings.items():
+        if on:
+            stack.service_env_overrides[name] = value
+        else:
+            stack.service_env_overrides.pop(name, None)
+    for service in services:
+        stack.stop_service(service)
+        stack.start_service(service)
+
+
+async def _profile(url: str, pid: int, seconds: float, keep: Path | None) -> list[str]:
+    with tmp_dir() as directory:
+        raw = directory / "profile.txt"
+        recording = asyncio.create_task(profile.record(pid, seconds, raw, subprocesses=True))
+        connector = aiohttp.TCPConnector(limit=16)
+        async with aiohttp.ClientSession(url, connector=connector) as http:
+
+            async def new(index: int) -> None:
+                async with http.post(
+                    NEW_PATH[ResourceKind.REDIS], headers=caller(2_000_000 + index)
+                ) as response:
+                    await response.read()
+
+            await measure("profile", new, calls=10**9, concurrency=16, max_seconds=seconds + 1)
+        await recording
+        if keep is not None:
+            await asyncio.to_thread(shutil.copyfile, raw, keep)
+        return profile.summarise(raw)
+
+
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per kind, the median of each figure over the rounds (CPU by process too)."""
+    out: dict[str, Any] = {}
+    for kind in FAST_KINDS:
+        runs = [r[kind.value] for r in rounds]
+        figures: dict[str, Any] = {}
+        for key in ("c1_p50_ms", "c16_per_s", "cpu_ms", "c1_errors", "c16_errors"):
+            figures[key] = round(statistics.median(r[key] for r in runs), 3)
+        names = {name for r in runs for name in r["cpu_ms_by_process"]}
+        figures["cpu_ms_by_process"] = {
+            name: round(statistics.median(r["cpu_ms_by_process"].get(name, 0.0) for r in runs), 3)
+            for name in sorted(names)
+        }
+        out[kind.value] = figures
+    return out
+
+
+def _table(result: dict[str, Any]) -> list[str]:
+    lines = []
+    variants = result["medians"]
+    for kind in FAST_KINDS:
+        lines.append(f"{NEW_PATH[kind]}:")
+        for key, label in (
+            ("c1_p50_ms", "c=1 p50 ms"),
+            ("c16_per_s", "c=16 /s"),
+            ("cpu_ms", "CPU ms/create c=16"),
+        ):
+            values = {v: variants[v][kind.value][key] for v in variants}
+            ratio = (
+                f"  B/A {values['B'] / values['A']:.2f}" if "B" in values and values["A"] else ""
+            )
+            shown = "  ".join(f"{v} {x:8.2f}" for v, x in values.items())
+            lines.append(f"  {label:<20} {shown}{ratio}")
+        for variant, medians in variants.items():
+            split = ", ".join(
+                f"{name} {ms:.2f}"
+                for name, ms in sorted(
+                    medians[kind.value]["cpu_ms_by_process"].items(), key=lambda item: -item[1]
+                )
+                if ms >= 0.05  # noqa: PLR2004
+            )
+            lines.append(f"  {variant} CPU by process: {split}")
+    return lines
+
+
+async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    settings = dict(item.split("=", 1) for item in args.set)
+    services = [s for s in args.restart.split(",") if s]
+    variants = ["A", "B"] if settings else ["A"]
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    result: dict[str, Any] = {"set": settings, "restart": services, "rounds": rounds}
+    for number in range(args.rounds):
+        order = variants if number % 2 == 0 else variants[::-1]
+        for variant in order:
+            if settings:
+                await asyncio.to_thread(_restart, stack, services, settings, on=variant == "B")
+            processes = {
+                name: process.pid
+                for name, process in {**stack.servers, **stack.services}.items()
+                if process.pid is not None
+            }
+            if args.profile and number == 0 and variant == "A":
+                await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
+                result["profile"] = await _profile(
+                    stack.gateway_url, processes[args.profiled], args.profile, args.keep_profile
+                )
+            measured: dict[str, Any] = {}
+            for kind in FAST_KINDS:
+                await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
+                measured[kind.value] = await _measure_kind(
+                    stack.gateway_url, kind, processes, args.calls, args.seconds
+                )
+            rounds[variant].append(measured)
+            print(f"[ab] round {number + 1} {variant}: {json.dumps(measured)}", file=sys.stderr)  # noqa: T201
+    result["medians"] = {v: _medians(r) for v, r in rounds.items()}
+    return result
+
+
+def main() -> None:
+    """Start a throwaway stack, measure A (and B), print the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--set", action="append", default=[], help="NAME=value for B")
+    parser.add_argument("--restart", default="gateway", help="services to restart between A and B")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=800, help="creates per kind at c=16")
+    parser.add_argument("--seconds", type=float, default=8.0, help="at most, per level")
+    parser.add_argument("--profile", type=float, default=0.0, help="py-spy the gateway N s")
+    parser.add_argument("--profiled", default="gateway", help="the service --profile samples")
+    parser.add_argument("--keep-profile", type=Path, help="py-spy's raw stacks, kept here")
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    args = parser.parse_args()
+    with bench_stack(durable=False, name="ab") as stack:
+        result = uvloop.run(_run(stack, args))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    print("\n".join(_table(result)))  # noqa: T201
+    if "profile" in result:
+        print("\n".join(result["profile"]))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
