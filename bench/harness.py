@@ -830,7 +830,11 @@ class Bench:
             ttl = min(math.ceil(2 * self.sizes.reaped / max(rate, 1.0)) + 3, MAX_TTL_S)
 
             def short_ttl(plans: dict[str, Any]) -> None:
-                plans["tiers"][plans["anonymous_tier"]]["ttl_seconds"] = ttl
+                tier = plans["tiers"][plans["anonymous_tier"]]
+                tier["ttl_seconds"] = ttl
+                # Dropped at expiry, not after the export grace (ADR 0030): the drops are measured.
+                if tier.get("lifetime"):
+                    tier["lifetime"]["export_grace_seconds"] = 0
 
             with tmp_dir() as directory, stack.gateway_with_plans(directory, short_ttl) as short:
                 doomed = await self._make_expiring(str(short.url), path)

@@ -91,10 +91,10 @@ class Agreement:
 
     Attributes:
         kind: the kind compared.
-        orphans: objects in the backend whose resource the log does not call active.
-        missing: resources the log calls active whose object is not in the backend.
+        orphans: objects in the backend whose resource the log calls neither active nor suspended.
+        missing: resources the log calls active or suspended whose object is not in the backend.
         in_flux: resources still provisioning or deleting (no verdict on those yet).
-        active: how many resources of this kind the log calls active.
+        active: how many resources of this kind the log calls active or suspended.
     """
 
     kind: ResourceKind
@@ -118,13 +118,17 @@ class Agreement:
         )
 
 
+_HELD = frozenset({ResourceStatus.ACTIVE.value, ResourceStatus.SUSPENDED.value})
+
+
 async def compare(kind: ResourceKind, env: Mapping[str, str], platform: asyncpg.Pool) -> Agreement:
     """Compare one kind's backend with the resources read model (kept in step with the log)."""
     rows = await platform.fetch(
         "SELECT id, status, needs_cleanup FROM resources WHERE kind = $1", kind.value
     )
     in_backend = await TENANT_LISTERS[kind](env)
-    active = {row["id"] for row in rows if row["status"] == ResourceStatus.ACTIVE.value}
+    # A suspended resource keeps its tenant until its export grace ends (ADR 0030).
+    held = {row["id"] for row in rows if row["status"] in _HELD}
     in_flux = {
         row["id"]
         for row in rows
@@ -136,10 +140,10 @@ async def compare(kind: ResourceKind, env: Mapping[str, str], platform: asyncpg.
     # above: ``settled_agreement`` looks again before it concludes.
     return Agreement(
         kind=kind,
-        orphans=frozenset(in_backend - active - in_flux),
-        missing=frozenset(active - in_backend),
+        orphans=frozenset(in_backend - held - in_flux),
+        missing=frozenset(held - in_backend),
         in_flux=frozenset(in_flux),
-        active=len(active),
+        active=len(held),
     )
 
 
