@@ -26,11 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import tarfile
 import tempfile
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import structlog
@@ -40,12 +38,12 @@ from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import (
-    EXPORT_CHUNK_BYTES,
     EXPORT_FORMATS,
     MongoCredentials,
     MongoLimits,
     ResourceKind,
 )
+from shared.exporting import TAR_END, Chunker, spooled_member
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -399,33 +397,33 @@ class MongoDriver:
             msg = f"The MongoDB database of {resource_id} does not exist (it was deleted)."
             raise SpinupError(ErrorCode.NOT_FOUND, msg)
         database = self._client[name]
-        out = _Chunker()
+        out = Chunker()
         async with self._backend_errors("exported"):
             collections = await database.list_collection_names(filter={"type": "collection"})
         for collection in sorted(c for c in collections if not c.startswith("system.")):
             async for chunk in self._collection_members(database[collection], out):
                 yield chunk
-        for chunk in out.add(_TAR_END):
+        for chunk in out.add(TAR_END):
             yield chunk
-        if rest := out.rest():
-            yield rest
+        for chunk in out.rest():
+            yield chunk
 
     async def _collection_members(
-        self, collection: AsyncIOMotorCollection[Document], out: _Chunker
+        self, collection: AsyncIOMotorCollection[Document], out: Chunker
     ) -> AsyncIterator[bytes]:
         """The two tar members of one collection: its documents, then its indexes."""
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             async with self._backend_errors("exported"):
                 async for document in collection.find({}, batch_size=_EXPORT_BATCH):
                     spool.write(_extended_json_line(document))
-            for chunk in _spooled_member(f"{collection.name}.json", spool, out):
+            for chunk in spooled_member(f"{collection.name}.json", spool, out):
                 yield chunk
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             async with self._backend_errors("exported"):
                 async for index in collection.list_indexes():
                     if index.get("name") != "_id_":
                         spool.write(_extended_json_line(index))
-            for chunk in _spooled_member(f"{collection.name}.indexes.json", spool, out):
+            for chunk in spooled_member(f"{collection.name}.indexes.json", spool, out):
                 yield chunk
 
     async def exists(self, resource_id: UUID) -> bool:
@@ -442,52 +440,8 @@ class MongoDriver:
 _EXPORT_BATCH = 500
 #: A collection's export lines kept in memory before they spool to a temporary file.
 _SPOOL_BYTES = 4 * 1024 * 1024
-_TAR_BLOCK = 512
-#: Two zero blocks end a tar archive.
-_TAR_END = b"\0" * (2 * _TAR_BLOCK)
 
 
 def _extended_json_line(document: Mapping[str, Any]) -> bytes:
     """One document as mongoexport writes it: canonical Extended JSON v2, one line."""
     return json_util.dumps(document, json_options=json_util.CANONICAL_JSON_OPTIONS).encode() + b"\n"
-
-
-def _tar_header(name: str, size: int, mtime: float) -> bytes:
-    """The header block(s) of a regular file member (PAX: long and non-ASCII names kept)."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = int(mtime)
-    info.mode = 0o644
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _spooled_member(name: str, spool: IO[bytes], out: _Chunker) -> Iterator[bytes]:
-    """A tar member holding what was written to ``spool``, read back a chunk at a time."""
-    size = spool.tell()
-    spool.seek(0)
-    yield from out.add(_tar_header(name, size, time.time()))
-    while piece := spool.read(EXPORT_CHUNK_BYTES):
-        yield from out.add(piece)
-    yield from out.add(b"\0" * (-size % _TAR_BLOCK))
-
-
-class _Chunker:
-    """Gathers pieces into chunks of exactly ``EXPORT_CHUNK_BYTES`` (the last one shorter)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def add(self, piece: bytes) -> list[bytes]:
-        """Take ``piece``; return the chunks that are now full."""
-        self._buffer += piece
-        full: list[bytes] = []
-        while len(self._buffer) >= EXPORT_CHUNK_BYTES:
-            full.append(bytes(self._buffer[:EXPORT_CHUNK_BYTES]))
-            del self._buffer[:EXPORT_CHUNK_BYTES]
-        return full
-
-    def rest(self) -> bytes:
-        """What is left (less than a chunk), emptying the buffer."""
-        rest = bytes(self._buffer)
-        self._buffer.clear()
-        return rest

@@ -49,12 +49,12 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import (
-    EXPORT_CHUNK_BYTES,
     EXPORT_FORMATS,
     NatsCredentials,
     NatsLimits,
     ResourceKind,
 )
+from shared.exporting import Chunker
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -465,14 +465,12 @@ class NatsAccountDriver:
         current = await self._existing_claims(account.public_key, "exported")
         client = await self._export_client(resource_id, account, current)
         try:
-            buffer = bytearray()
+            out = Chunker()
             async for line in self._export_lines(client):
-                buffer += line
-                while len(buffer) >= EXPORT_CHUNK_BYTES:
-                    yield bytes(buffer[:EXPORT_CHUNK_BYTES])
-                    del buffer[:EXPORT_CHUNK_BYTES]
-            if buffer:
-                yield bytes(buffer)
+                for chunk in out.add(line):
+                    yield chunk
+            for chunk in out.rest():
+                yield chunk
         finally:
             await client.close()
 

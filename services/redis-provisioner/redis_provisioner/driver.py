@@ -50,12 +50,12 @@ from redis.lock import Lock
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import (
-    EXPORT_CHUNK_BYTES,
     EXPORT_FORMATS,
     RedisCredentials,
     RedisLimits,
     ResourceKind,
 )
+from shared.exporting import Chunker
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -655,7 +655,7 @@ class RedisDriver:
         async with self._backend_errors("exported"):
             if not await self.exists(resource_id):
                 raise _missing(resource_id)
-        buffer = bytearray()
+        out = Chunker()
         cursor: int | None = None
         while cursor != 0:
             async with self._backend_errors("exported"):
@@ -664,12 +664,10 @@ class RedisDriver:
                 )
                 lines = await self._export_page(cast("list[bytes]", keys), prefix)
             for line in lines:
-                buffer += line
-                while len(buffer) >= EXPORT_CHUNK_BYTES:
-                    yield bytes(buffer[:EXPORT_CHUNK_BYTES])
-                    del buffer[:EXPORT_CHUNK_BYTES]
-        if buffer:
-            yield bytes(buffer)
+                for chunk in out.add(line):
+                    yield chunk
+        for chunk in out.rest():
+            yield chunk
 
     async def _export_page(self, keys: list[bytes], prefix: bytes) -> list[bytes]:
         if not keys:

@@ -38,10 +38,9 @@ import hmac
 import json
 import re
 import secrets
-import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -73,6 +72,7 @@ from shared.contracts.kinds import (
     S3Credentials,
     S3Limits,
 )
+from shared.exporting import TAR_END, Chunker, spooled_member, tar_header, tar_padding
 from shared.naming import guard_tenant_name, tenant_name
 from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
 
@@ -929,7 +929,7 @@ class S3Driver:
         if not await self._run("exported", lambda: self._admin.bucket_exists(bucket)):
             msg = f"The storage bucket of {resource_id} does not exist (it was deleted)."
             raise SpinupError(ErrorCode.NOT_FOUND, msg)
-        out = _Chunker()
+        out = Chunker()
         with tempfile.SpooledTemporaryFile(max_size=_METADATA_SPOOL_BYTES) as metadata:
             async with self._backend_errors("exported"):
                 listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
@@ -940,15 +940,15 @@ class S3Driver:
                             continue
                         async for chunk in self._export_object(bucket, name, out, metadata):
                             yield chunk
-            for chunk in _spooled_member(_METADATA_MEMBER, metadata, out):
+            for chunk in spooled_member(_METADATA_MEMBER, metadata, out):
                 yield chunk
-        for chunk in out.add(_TAR_END):
+        for chunk in out.add(TAR_END):
             yield chunk
-        if rest := out.rest():
-            yield rest
+        for chunk in out.rest():
+            yield chunk
 
     async def _export_object(
-        self, bucket: str, name: str, out: _Chunker, metadata: IO[bytes]
+        self, bucket: str, name: str, out: Chunker, metadata: IO[bytes]
     ) -> AsyncIterator[bytes]:
         try:
             stat = await self._admin.stat_object(bucket, name)
@@ -958,7 +958,7 @@ class S3Driver:
             raise
         size = stat.size or 0
         modified = stat.last_modified.timestamp() if stat.last_modified else time.time()
-        for chunk in out.add(_tar_header(name, size, modified)):
+        for chunk in out.add(tar_header(name, size, modified)):
             yield chunk
         response = await self._admin.get_object(bucket, name)
         copied = 0
@@ -975,7 +975,7 @@ class S3Driver:
             # Overwritten between HEAD and GET: the tar header already promised ``size``.
             msg = f"The object {name!r} changed during the export; export again."
             raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
-        for chunk in out.add(_tar_padding(size)):
+        for chunk in out.add(tar_padding(size)):
             yield chunk
         user_metadata = {
             key.lower().removeprefix("x-amz-meta-"): value
@@ -1011,51 +1011,3 @@ class S3Driver:
 _METADATA_MEMBER = ".spinup-metadata.jsonl"
 #: Metadata lines kept in memory before they spool to a temporary file (~4000 objects).
 _METADATA_SPOOL_BYTES = 1024 * 1024
-_TAR_BLOCK = 512
-#: Two zero blocks end a tar archive.
-_TAR_END = b"\0" * (2 * _TAR_BLOCK)
-
-
-def _tar_header(name: str, size: int, mtime: float) -> bytes:
-    """The header block(s) of a regular file member (PAX: long and non-ASCII keys kept)."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = int(mtime)
-    info.mode = 0o644
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _tar_padding(size: int) -> bytes:
-    return b"\0" * (-size % _TAR_BLOCK)
-
-
-def _spooled_member(name: str, spool: IO[bytes], out: _Chunker) -> Iterator[bytes]:
-    """A tar member holding what was written to ``spool``, read back a chunk at a time."""
-    size = spool.tell()
-    spool.seek(0)
-    yield from out.add(_tar_header(name, size, time.time()))
-    while piece := spool.read(EXPORT_CHUNK_BYTES):
-        yield from out.add(piece)
-    yield from out.add(_tar_padding(size))
-
-
-class _Chunker:
-    """Gathers pieces into chunks of exactly ``EXPORT_CHUNK_BYTES`` (the last one shorter)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def add(self, piece: bytes) -> list[bytes]:
-        """Take ``piece``; return the chunks that are now full."""
-        self._buffer += piece
-        full: list[bytes] = []
-        while len(self._buffer) >= EXPORT_CHUNK_BYTES:
-            full.append(bytes(self._buffer[:EXPORT_CHUNK_BYTES]))
-            del self._buffer[:EXPORT_CHUNK_BYTES]
-        return full
-
-    def rest(self) -> bytes:
-        """What is left (less than a chunk), emptying the buffer."""
-        rest = bytes(self._buffer)
-        self._buffer.clear()
-        return rest

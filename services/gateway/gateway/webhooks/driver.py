@@ -48,12 +48,12 @@ from gateway.webhooks.signatures import SignatureCheck
 from shared import metrics
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import (
-    EXPORT_CHUNK_BYTES,
     EXPORT_FORMATS,
     ResourceKind,
     WebhookCredentials,
     WebhookLimits,
 )
+from shared.exporting import Chunker
 from shared.naming import guard_tenant_name, tenant_name
 
 log = structlog.get_logger("gateway.webhooks")
@@ -504,20 +504,18 @@ class WebhookDriver:
             if not await self._redis.exists(names.limits, names.requests):
                 msg = f"The webhook receiver {resource_id} does not exist (it was deleted)."
                 raise SpinupError(ErrorCode.NOT_FOUND, msg)
-        buffer = bytearray()
+        out = Chunker()
         newest: int | None = None
         while newest is None or newest > 0:
             page = await self.history(resource_id, newest, _EXPORT_PAGE)
             for request in page.requests:
-                buffer += _encoder.encode(request) + b"\n"
-                while len(buffer) >= EXPORT_CHUNK_BYTES:
-                    yield bytes(buffer[:EXPORT_CHUNK_BYTES])
-                    del buffer[:EXPORT_CHUNK_BYTES]
+                for chunk in out.add(_encoder.encode(request) + b"\n"):
+                    yield chunk
             if not page.requests or page.requests[-1].seq <= page.oldest:
                 break
             newest = page.requests[-1].seq - 1
-        if buffer:
-            yield bytes(buffer)
+        for chunk in out.rest():
+            yield chunk
 
     async def clear(self, resource_id: UUID) -> None:
         """Forget the receiver's stored requests; the receiver itself keeps taking new ones."""
