@@ -59,9 +59,9 @@ class ExportLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """How often a resource's data may be exported (docs/adr/0030): exports are not backups."""
 
     #: Exports started per resource in any hour; past it, 429 with Retry-After.
-    per_hour: int = 6
+    per_hour: int
     #: Exports of one resource running at once.
-    concurrent: int = 1
+    concurrent: int
 
 
 class Tier(msgspec.Struct, frozen=True, kw_only=True):
@@ -77,10 +77,10 @@ class Tier(msgspec.Struct, frozen=True, kw_only=True):
     s3: S3Limits
     webhook: WebhookLimits
     stack: StackLimits
+    export: ExportLimits
     description: str = ""
     #: Lifetime choices of a tier whose resources expire; None: ``ttl_seconds`` is fixed.
     lifetime: Lifetime | None = None
-    export: ExportLimits = msgspec.field(default_factory=ExportLimits)
 
     def limits(self, kind: ResourceKind) -> Limits:
         """The limits this tier gives a resource of ``kind``."""

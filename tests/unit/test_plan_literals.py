@@ -27,7 +27,7 @@ import msgspec
 import pytest
 
 from shared.contracts.kinds import LIMITS_BY_KIND
-from shared.plans import Caps, RateLimit, load_plans
+from shared.plans import Caps, ExportLimits, Lifetime, RateLimit, load_plans
 from shared.testing.source import parse_python
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def tier_names() -> frozenset[str]:
 
 
 def plan_field_names() -> frozenset[str]:
-    structs = [*LIMITS_BY_KIND.values(), Caps, RateLimit]
+    structs = [*LIMITS_BY_KIND.values(), Caps, RateLimit, Lifetime, ExportLimits]
     names = {field.name for struct in structs for field in msgspec.structs.fields(struct)}
     return frozenset({*names, "ttl_seconds"})
 

@@ -23,6 +23,7 @@ tiers:
     s3: {storage_mb: 1}
     webhook: {requests_kept: 1, max_body_kb: 1}
     stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1}
+    export: {per_hour: 1, concurrent: 1}
   paid:
     ttl_seconds: null
     caps: {active_per_kind: 20, provisions_per_day: 100}
@@ -35,6 +36,7 @@ tiers:
     s3: {storage_mb: 1}
     webhook: {requests_kept: 1, max_body_kb: 1}
     stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1}
+    export: {per_hour: 1, concurrent: 1}
 """
 
 
