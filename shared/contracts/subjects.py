@@ -1,7 +1,7 @@
 """Every NATS subject, declared once with its types, queue group and timeout.
 
 Nobody builds a subject string anywhere else. Commands: ``prov.v1.<backend>.<verb>``.
-Events: ``evt.v1.<noun>.<past_verb>`` on the ``PLATFORM_EVENTS`` JetStream stream.
+Events: the relay's batches on ``EVENT_BATCH_SUBJECT`` of the ``PLATFORM_EVENTS`` JetStream stream.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared.contracts import events
 from shared.contracts.commands import (
     ClaimResource,
     Command,
@@ -174,46 +173,6 @@ EVENTS_SUBJECT_FILTER = "evt.v1.>"
 #: Core NATS, no stream: "the log has new events", sent by every appender after its commit and
 #: heard by the active relay (``shared.eventlog.relay``), whose poll covers a nudge that is lost.
 LOG_APPENDED = "log.v1.appended"
-RESOURCE_EVENTS_FILTER = "evt.v1.resource.>"
 #: The relay's messages: each the events of one relay round, in log order (ADR 0031). Older
-#: relays published one message per event on its own subject (``event_subject``).
+#: relays published one message per event, on ``evt.v1.<noun>.<verb>`` by its type.
 EVENT_BATCH_SUBJECT = "evt.v1.log.relayed"
-
-EVENT_SUBJECTS: dict[type[events.Event], str] = {
-    events.ResourceProvisionRequested: "evt.v1.resource.provision_requested",
-    events.ResourceProvisioned: "evt.v1.resource.provisioned",
-    events.ResourceProvisionFailed: "evt.v1.resource.provision_failed",
-    events.ResourceDeprovisionRequested: "evt.v1.resource.deprovision_requested",
-    events.ResourceDeprovisioned: "evt.v1.resource.deprovisioned",
-    events.ResourceClaimed: "evt.v1.resource.claimed",
-    events.CredentialsRotated: "evt.v1.resource.credentials_rotated",
-    events.QuotaExceeded: "evt.v1.resource.quota_exceeded",
-    events.QuotaRestored: "evt.v1.resource.quota_restored",
-    events.StackDeployStarted: "evt.v1.resource.stack_deploy_started",
-    events.StackServiceBuilt: "evt.v1.resource.stack_service_built",
-    events.StackServiceStarted: "evt.v1.resource.stack_service_started",
-    events.StackReady: "evt.v1.resource.stack_ready",
-    events.StackFailed: "evt.v1.resource.stack_failed",
-    events.StackStopped: "evt.v1.resource.stack_stopped",
-    events.ResourceExtended: "evt.v1.resource.extended",
-    events.NotifyTargetSet: "evt.v1.resource.notify_target_set",
-    events.ResourceSuspended: "evt.v1.resource.suspended",
-    events.NotificationQueued: "evt.v1.notification.queued",
-    events.NotificationDelivered: "evt.v1.notification.delivered",
-    events.NotificationAttemptFailed: "evt.v1.notification.attempt_failed",
-    events.PoolMemberRequested: "evt.v1.pool.member_requested",
-    events.PoolMemberReady: "evt.v1.pool.member_ready",
-    events.PoolMemberTaken: "evt.v1.pool.member_taken",
-    events.PoolMemberDropped: "evt.v1.pool.member_dropped",
-    events.AccountRegistered: "evt.v1.account.registered",
-    events.AccessTokenCreated: "evt.v1.account.access_token_created",
-    events.AccessTokenRevoked: "evt.v1.account.access_token_revoked",
-    events.SessionRevoked: "evt.v1.account.session_revoked",
-    events.ClaimStarted: "evt.v1.claim.started",
-    events.ClaimCompleted: "evt.v1.claim.completed",
-}
-
-
-def event_subject(event: events.Event) -> str:
-    """The JetStream subject an event is relayed on."""
-    return EVENT_SUBJECTS[type(event)]

@@ -2,7 +2,7 @@
 
 The relay publishes the events it read in one round as one message on ``EVENT_BATCH_SUBJECT``:
 the events in log order, and the relay cursor (appending transaction, position) of the last one.
-Earlier relays published one message per event on ``event_subject(event)``; a stream may hold
+Earlier relays published one message per event on a subject of its type; a stream may hold
 both, so a consumer reads every message through ``unpack``, in stream order.
 """
 

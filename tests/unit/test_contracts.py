@@ -10,7 +10,6 @@ from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import PostgresLimits, ResourceKind
 from shared.contracts.subjects import (
     DEPROVISION_ENDPOINTS,
-    EVENT_SUBJECTS,
     PROVISION_ENDPOINTS,
 )
 
@@ -53,12 +52,6 @@ STORED_EVENT_TAGS = {
 def test_stored_event_tags_are_pinned() -> None:
     tags = {cls.__struct_config__.tag for cls in events.StoredEvent.__args__}
     assert tags == STORED_EVENT_TAGS
-
-
-def test_every_event_has_one_subject_in_the_events_namespace() -> None:
-    assert set(EVENT_SUBJECTS) == set(events.StoredEvent.__args__)
-    assert len(set(EVENT_SUBJECTS.values())) == len(EVENT_SUBJECTS)
-    assert all(s.startswith("evt.v1.") for s in EVENT_SUBJECTS.values())
 
 
 def test_every_error_code_has_an_http_status() -> None:

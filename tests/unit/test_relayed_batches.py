@@ -7,7 +7,7 @@ import pytest
 
 from reaper.handlers import ResourceIndex
 from shared.contracts.events import RecordedEvent
-from shared.contracts.subjects import EVENT_BATCH_SUBJECT, event_subject
+from shared.contracts.subjects import EVENT_BATCH_SUBJECT
 from shared.eventlog import relay
 from shared.eventlog.relayed import relayed_through, unpack
 from tests.unit.test_resource_state import recorded, requested
@@ -50,8 +50,10 @@ def test_the_reaper_reads_single_event_messages_and_batches_alike() -> None:
     first = recorded(1, requested(uuid.uuid4(), expires_at=None))
     [(body, _)] = relay._messages([((1, 2), first)])
     single = _encoder.encode(first)
-    assert unpack(event_subject(first.event), single) == unpack(EVENT_BATCH_SUBJECT, body)
+    # Where relays before ADR 0031 put a provision request, one message per event.
+    old_subject = "evt.v1.resource.provision_requested"
+    assert unpack(old_subject, single) == unpack(EVENT_BATCH_SUBJECT, body)
     index = ResourceIndex()
-    for event in [*unpack(event_subject(first.event), single), *unpack(EVENT_BATCH_SUBJECT, body)]:
+    for event in [*unpack(old_subject, single), *unpack(EVENT_BATCH_SUBJECT, body)]:
         index.apply(event)  # the second is a repeat: ignored
     assert len(index) == 1
