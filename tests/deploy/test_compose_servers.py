@@ -22,6 +22,7 @@ import pytest
 from devstack import customer_pg, customer_redis
 from devstack.network import OVERRIDE_VARIABLE
 from devstack.profile import Ports, Profile, Secrets
+from shared.plans import load_plans
 from tests.deploy.compose_files import COMPOSE_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -149,7 +150,15 @@ def test_customer_postgres_has_devstacks_rules_and_settings(
     pairs = command[1:]
     assert pairs[::2] == ["-c"] * (len(pairs) // 2)
     settings = dict(pair.split("=", 1) for pair in pairs[1::2])
-    assert settings == server.settings
+    # The extension allowlist lives where each writes it; its contents come from plans.yaml.
+    assert settings.pop("extension_control_path") == "/var/lib/postgresql/extensions"
+    assert {**settings, "extension_control_path": "x"} == {
+        **server.settings,
+        "extension_control_path": "x",
+    }
+    tiers = load_plans(REPO_ROOT / "plans.yaml").tiers.values()
+    allowed = {name for tier in tiers for name in tier.postgres.extensions}
+    assert set(service["environment"]["POSTGRES_EXTENSIONS"].split(",")) == allowed
     assert service["image"] == config["services"]["platform-pg"]["image"]
 
 

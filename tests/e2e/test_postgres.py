@@ -33,6 +33,7 @@ async def test_new_database_answers_with_everything_a_user_needs(http: httpx.Asy
         "connections",
         "statement_timeout_ms",
         "temp_file_limit_mb",
+        "extensions",
         "expires_in",
     }
     assert body["credentials"]["type"] == "postgres"

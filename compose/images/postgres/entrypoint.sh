@@ -7,6 +7,7 @@
 #   cluster's rules: the customer one is devstack/customer_pg.py's `sameuser` for tenants, the
 #   admin only from pg-provisioner), so a changed rule takes effect on the next start and no
 #   rule of an older image survives;
+# - every start: POSTGRES_EXTENSIONS (comma-separated) become the extensions tenants may create;
 # - the server runs with the arguments given (the settings, as `-c name=value`).
 set -eu
 : "${POSTGRES_HBA:?POSTGRES_HBA must hold the whole of pg_hba.conf (compose.yaml)}"
@@ -25,4 +26,19 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 fi
 umask 077
 printf '%s\n' "$POSTGRES_HBA" >"$PGDATA/pg_hba.conf"
+# The customer cluster: control files of the extensions tenants may create, marked trusted, in
+# the directory its extension_control_path names (devstack/customer_pg.py does the same).
+if [ -n "${POSTGRES_EXTENSIONS:-}" ]; then
+    installed="$(pg_config --sharedir)/extension"
+    overlay=/var/lib/postgresql/extensions/extension
+    rm -rf "$overlay" && mkdir -p "$overlay"
+    for name in plpgsql $(printf '%s' "$POSTGRES_EXTENSIONS" | tr ',' ' '); do
+        if [ ! -f "$installed/$name.control" ]; then
+            echo "POSTGRES_EXTENSIONS names $name, which this PostgreSQL lacks" >&2
+            exit 1
+        fi
+        { cat "$installed/$name.control"
+          printf "directory = '%s'\ntrusted = true\n" "$installed"; } >"$overlay/$name.control"
+    done
+fi
 exec postgres -D "$PGDATA" -c listen_addresses='*' "$@"

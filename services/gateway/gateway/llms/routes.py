@@ -269,7 +269,9 @@ without an account use the `{anonymous}` tier; new accounts start on `{account}`
 Past a cap the answer is `402 plan_limit_reached`; past the rate limit, `429 rate_limited`.
 Sizes are measured regularly against the kind's quota (`usage` in `GET /resources/{{token}}`).
 Postgres `storage_mb` counts what you stored, not the empty database; `connections` is per
-database and fits a default client pool. NATS `max_payload_kb` is the `max_payload` the server
+database and fits a default client pool. The server is PostgreSQL 18; `extensions` lists what
+`CREATE EXTENSION` may add (pgvector as `vector`, `pg_trgm`, `citext`, `hstore`...), any other
+fails with `extension "..." is not available`. NATS `max_payload_kb` is the `max_payload` the server
 announces to every client; streams and KV buckets need no `max_bytes`.
 
 {tiers}
