@@ -40,6 +40,7 @@ from litestar.params import Parameter
 from gateway.accounts.auth import Principal, Scope, authenticate
 from gateway.context import GatewayContext
 from gateway.http.middleware import request_id_of
+from gateway.http.schemas import LimitValue
 from shared.contracts.commands import ClaimResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.events import ClaimCompleted, ClaimStarted, RecordedEvent
@@ -232,9 +233,9 @@ class ClaimableResource(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime | None
     expires_at: datetime | None
     tier: str
-    limits: dict[str, int]
+    limits: dict[str, LimitValue]
     tier_after_claim: str
-    limits_after_claim: dict[str, int]
+    limits_after_claim: dict[str, LimitValue]
 
 
 class ClaimPreview(msgspec.Struct, frozen=True, kw_only=True):
@@ -262,7 +263,7 @@ class ClaimedResource(msgspec.Struct, frozen=True, kw_only=True):
     kind: str
     name: str | None
     tier: str
-    limits: dict[str, int]
+    limits: dict[str, LimitValue]
     expires_at: datetime | None
 
 
@@ -276,7 +277,7 @@ class ClaimResult(msgspec.Struct, frozen=True, kw_only=True):
     note: str
 
 
-def _limits_fields(limits: Limits | None) -> dict[str, int]:
+def _limits_fields(limits: Limits | None) -> dict[str, LimitValue]:
     return {} if limits is None else msgspec.structs.asdict(limits)
 
 

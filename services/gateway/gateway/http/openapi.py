@@ -21,6 +21,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, OpenAPIRenderPlugin, YamlRenderPlugin
 
 from shared.contracts.errors import ErrorCode
+from shared.contracts.kinds import EXPORT_FORMATS
 
 if TYPE_CHECKING:
     from litestar import Litestar, Request
@@ -78,13 +79,15 @@ class OperationDoc:
     ``errors``: every code it can answer with (``internal_error`` is added to all);
     ``idempotent``: it honours an ``Idempotency-Key`` header; ``body``: the OpenAPI
     ``requestBody`` of a route that reads its body itself; ``own``: error statuses it answers
-    with a body of its own, declared on its handler (``/readyz``'s 503 is its ``Health``).
+    with a body of its own, declared on its handler (``/readyz``'s 503 is its ``Health``);
+    ``answers``: the content of a 200 that is not JSON (a file, by its media types).
     """
 
     errors: tuple[ErrorCode, ...]
     idempotent: bool = False
     body: dict[str, Any] | None = None
     own: tuple[int, ...] = ()
+    answers: dict[str, Any] | None = None
 
 
 def _create(*extra: ErrorCode) -> OperationDoc:
@@ -97,6 +100,12 @@ _ANY_BODY = {
     "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
 }
 _FILE = {"type": "string", "format": "binary"}
+#: An export's 200: a file in one of the kinds' formats (EXPORT_FORMATS, the one table).
+_EXPORT_FILE = {
+    export.media_type: {"schema": _FILE}
+    for formats in EXPORT_FORMATS.values()
+    for export in formats
+}
 _STACK_FORM = {
     "description": "The manifest as the file field `spinup.yaml`, and one tarball (a build"
     " context with a Dockerfile) for each `build:` it names, under that name.",
@@ -178,7 +187,7 @@ OPERATIONS: dict[str, OperationDoc] = {
     ),
     "POST /resources/{token}/fork": _create(ErrorCode.NOT_FOUND, ErrorCode.RESOURCE_GONE),
     "GET /resources/{token}/export": OperationDoc(
-        (*_PARAMS, *_PLATFORM, *_LOOKUP, *_WORKER, ErrorCode.RATE_LIMITED)
+        (*_PARAMS, *_PLATFORM, *_LOOKUP, *_WORKER, ErrorCode.RATE_LIMITED), answers=_EXPORT_FILE
     ),
     "PUT /resources/{token}/notify": OperationDoc((*_JSON_BODY, *_PLATFORM, *_LOOKUP)),
     "GET /resources/{token}/events": OperationDoc((*_PARAMS, *_PLATFORM, *_LOOKUP)),
@@ -329,6 +338,8 @@ def complete_document(app: Litestar) -> None:
                 continue
             if doc.body is not None and not operation.get("requestBody"):
                 operation["requestBody"] = doc.body
+            if doc.answers is not None:
+                operation.setdefault("responses", {}).setdefault("200", {})["content"] = doc.answers
             if doc.idempotent:
                 parameters = operation.setdefault("parameters", [])
                 if not any(p.get("name") == IDEMPOTENCY_HEADER for p in parameters):

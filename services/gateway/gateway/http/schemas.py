@@ -29,6 +29,11 @@ ResourceName = Annotated[
 TtlSeconds = Annotated[int, msgspec.Meta(ge=1, le=366 * 24 * 3600)]
 
 
+#: One limit as the API shows it: a number (or null: none), a stack's ``internet`` switch, or
+#: Postgres's ``extensions`` (the names ``CREATE EXTENSION`` accepts).
+LimitValue = int | bool | list[str] | None
+
+
 class NewResource(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Optional body of every ``POST /<kind>/new``."""
 
@@ -55,7 +60,7 @@ class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
     connection_url: str | None
     credentials: Credentials
     tier: str
-    limits: dict[str, int | None]
+    limits: dict[str, LimitValue]
     expires_at: datetime | None
     claim_url: str | None
     note: str
@@ -135,8 +140,7 @@ class ResourceInfo(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     tier: str
     name: str | None
-    #: A stack's limits include ``internet`` (true or false); every other limit is a number.
-    limits: dict[str, int | bool | None]
+    limits: dict[str, LimitValue]
     usage: Usage
     created_at: datetime | None
     expires_at: datetime | None
@@ -167,7 +171,7 @@ class StackCreated(msgspec.Struct, frozen=True, kw_only=True):
     resources: dict[str, BackingResourceInfo]
     tier: str
     #: Numbers, and ``internet`` (true or false).
-    limits: dict[str, int | bool | None]
+    limits: dict[str, LimitValue]
     expires_at: datetime | None
     claim_url: str | None
     note: str

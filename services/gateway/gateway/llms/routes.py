@@ -272,8 +272,8 @@ Postgres `storage_mb` counts what you stored, not the empty database; `connectio
 database and fits a default client pool. The server is PostgreSQL 18; `extensions` lists what
 `CREATE EXTENSION` may add (pgvector as `vector`, `pg_trgm`, `citext`, `hstore`...), any other
 fails with `extension "..." is not available`. `pgcrypto` and `uuid-ossp` are not there: use the
-built-in `gen_random_uuid()`, `uuidv7()` and `sha256()` instead. NATS `max_payload_kb` is the `max_payload` the server
-announces to every client; streams and KV buckets need no `max_bytes`.
+built-in `gen_random_uuid()`, `uuidv7()` and `sha256()` instead. NATS `max_payload_kb` is the
+`max_payload` the server announces to every client; streams and KV buckets need no `max_bytes`.
 
 {tiers}
 """

@@ -29,6 +29,7 @@ from gateway.http.middleware import request_id_of
 from gateway.http.schemas import (
     BackingResourceInfo,
     Health,
+    LimitValue,
     NewResource,
     PlansInfo,
     ResourceCreated,
@@ -126,9 +127,9 @@ def _seconds_left(expires_at: datetime | None) -> int | None:
     return max(0, int((expires_at - datetime.now(UTC)).total_seconds()))
 
 
-def _limits_view(limits: Limits | None, expires_at: datetime | None) -> dict[str, int | None]:
+def _limits_view(limits: Limits | None, expires_at: datetime | None) -> dict[str, LimitValue]:
     """The kind's limits as plain fields, plus ``expires_in`` (seconds left; null: permanent)."""
-    fields: dict[str, int | None] = {} if limits is None else msgspec.structs.asdict(limits)
+    fields: dict[str, LimitValue] = {} if limits is None else msgspec.structs.asdict(limits)
     fields["expires_in"] = _seconds_left(expires_at)
     return fields
 
