@@ -36,6 +36,7 @@ from spinup_mcp.server import build_server
 
 from devstack.stack import Stack
 from shared.naming import tenant_name
+from shared.pg_binaries import bundled_bin_dir
 from tests.e2e.conftest import (
     anonymous_tier,
     gateway_with_plans,
@@ -101,7 +102,7 @@ async def download(
 def restore(tool: list[str], url: str, dump: Path) -> None:
     """Run a restore tool as the new database's tenant (its own connection URL)."""
     done = subprocess.run(  # noqa: S603  (the test's own arguments)
-        [*tool, f"--dbname={url}", f"--file={dump}" if tool[0] == "psql" else str(dump)],
+        [*tool, f"--dbname={url}", f"--file={dump}" if tool[0].endswith("psql") else str(dump)],
         capture_output=True,
         text=True,
         check=False,
@@ -109,8 +110,23 @@ def restore(tool: list[str], url: str, dump: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-PG_RESTORE = ["pg_restore", "--no-owner", "--no-acl", "--exit-on-error", "--single-transaction"]
-PSQL = ["psql", "--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+# The server's own major (a custom-format dump is read by pg_restore of its major or later).
+PG_BIN = bundled_bin_dir()
+PG_RESTORE = [
+    str(PG_BIN / "pg_restore"),
+    "--no-owner",
+    "--no-acl",
+    "--exit-on-error",
+    "--single-transaction",
+]
+PSQL = [
+    str(PG_BIN / "psql"),
+    "--no-psqlrc",
+    "--quiet",
+    "-v",
+    "ON_ERROR_STOP=1",
+    "--single-transaction",
+]
 
 
 async def restored_equal(

@@ -70,7 +70,10 @@ TokenOrId = Annotated[
 _READS = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 #: How each kind's export is loaded back (docs/adr/0030); a stack has none.
 _EXPORT_RESTORE = {
-    "postgres": "custom: pg_restore --no-owner --no-acl -d NEW_URL FILE; sql: psql NEW_URL -f FILE",
+    "postgres": (
+        "custom: pg_restore (18 or later) --no-owner --no-acl -d NEW_URL FILE;"
+        " sql: psql NEW_URL -f FILE"
+    ),
     "redis": "one JSON line per key (base64 key and values, type, ttl_ms): write each back",
     "mongo": "tar of <collection>.json: mongoimport --uri NEW_URL -c NAME --file NAME.json",
     "s3": "tar of the objects at their keys: upload each (.spinup-metadata.jsonl has metadata)",

@@ -96,10 +96,11 @@ the account that owns it) the resource's `id`.
   source 404, an expired one 410.
 - `GET /resources/{token}/export[?format=F]`: a complete copy of the data as a file download
   (`Content-Disposition: attachment`), in a format the kind's own tools restore: Postgres
-  `custom` (default; `pg_restore --no-owner -d URL file`) or `sql` (`psql URL -f file`); Redis
-  `jsonl` (one JSON line per key: base64 `key`, `type`, `ttl_ms`, `value`); MongoDB `tar`
-  (`<collection>.json` for `mongoimport`, `<collection>.indexes.json`); S3 `tar` (the objects,
-  `.spinup-metadata.jsonl`); NATS `jsonl` (stream configs, then messages); webhook `jsonl`.
+  `custom` (default; `pg_restore --no-owner -d URL file`, pg_restore 18 or later) or `sql`
+  (`psql URL -f file`); Redis `jsonl` (one JSON line per key: base64 `key`, `type`, `ttl_ms`,
+  `value`); MongoDB `tar` (`<collection>.json` for `mongoimport`, `<collection>.indexes.json`);
+  S3 `tar` (the objects, `.spinup-metadata.jsonl`); NATS `jsonl` (stream configs, then
+  messages); webhook `jsonl`.
   A bad format is a 400 naming the kind's formats; a stack is a 400 (export its resources).
   Per resource at most the plan's `export.per_hour` an hour and `export.concurrent` at once,
   else 429 with `Retry-After`. `spinup export TOKEN -o FILE`.
