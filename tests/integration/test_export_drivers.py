@@ -19,7 +19,6 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,7 +31,6 @@ from miniopy_async.api import Minio
 from miniopy_async.error import S3Error
 from motor.motor_asyncio import AsyncIOMotorClient
 from nats.aio.client import Client as NatsClient
-from nats.aio.client import RawCredentials
 from nats.js.errors import NotFoundError
 from pymongo.errors import OperationFailure, PyMongoError
 from redis.asyncio import Redis
@@ -53,7 +51,6 @@ from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
     EXPORT_CHUNK_BYTES,
     MongoLimits,
-    NatsCredentials,
     NatsLimits,
     RedisLimits,
     S3Credentials,
@@ -62,6 +59,7 @@ from shared.contracts.kinds import (
 )
 from shared.lifecycle import ExportingDriver
 from storage_provisioner.driver import S3Driver
+from tests.integration.conftest import connect_nats_tenant
 from tests.restore import (
     S3_METADATA_MEMBER,
     json_lines,
@@ -95,18 +93,6 @@ async def test_an_unknown_format_is_refused_naming_the_known_one(
 
 
 # -- Redis ----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def redis_driver(env: dict[str, str]) -> AsyncIterator[RedisDriver]:
-    connected = await RedisDriver.connect(
-        env["SPINUP_CUSTOMER_REDIS_URL"],
-        public_host=env["SPINUP_CUSTOMER_REDIS_HOST"],
-        public_port=int(env["SPINUP_CUSTOMER_REDIS_PORT"]),
-        pool_size=4,
-    )
-    yield connected
-    await connected.close()
 
 
 @pytest.fixture
@@ -202,17 +188,6 @@ async def test_redis_export_restores_every_type_binary_and_ttl_into_a_fresh_cach
 # -- MongoDB --------------------------------------------------------------------------------------
 
 MongoClient = AsyncIOMotorClient[dict[str, Any]]
-
-
-@pytest.fixture
-async def mongo_driver(env: dict[str, str]) -> AsyncIterator[MongoDriver]:
-    connected = await MongoDriver.connect(
-        env["SPINUP_MONGO_ADMIN_URL"],
-        public_host=env["SPINUP_MONGO_HOST"],
-        public_port=int(env["SPINUP_MONGO_PORT"]),
-    )
-    yield connected
-    await connected.close()
 
 
 def mongo_client(url: str) -> MongoClient:
@@ -414,50 +389,6 @@ NATS_LIMITS = NatsLimits(
 )
 
 
-@pytest.fixture
-def operator_seed(env: dict[str, str]) -> str:
-    return Path(env["SPINUP_CUSTOMER_NATS_OPERATOR_SEED_FILE"]).read_text()
-
-
-@pytest.fixture
-async def queue_driver(env: dict[str, str], operator_seed: str) -> AsyncIterator[NatsAccountDriver]:
-    driver = await NatsAccountDriver.connect(
-        env["SPINUP_CUSTOMER_NATS_URL"],
-        system_creds=Path(env["SPINUP_CUSTOMER_NATS_SYSTEM_CREDS"]),
-        operator_seed=operator_seed,
-        public_url=env["SPINUP_CUSTOMER_NATS_PUBLIC_URL"],
-        request_timeout=2.0,
-        name="test-export-drivers",
-    )
-    yield driver
-    await driver.close()
-
-
-async def nats_tenant(
-    credentials: NatsCredentials, closed: asyncio.Event | None = None
-) -> NatsClient:
-    async def on_closed() -> None:
-        if closed is not None:
-            closed.set()
-
-    async def quiet(exc: Exception) -> None:
-        pass  # the refusals are what these tests provoke
-
-    client = NatsClient()
-    try:
-        await client.connect(
-            credentials.connection_url,
-            user_credentials=RawCredentials(credentials.creds),
-            allow_reconnect=False,
-            closed_cb=on_closed,
-            error_cb=quiet,
-        )
-    except BaseException:
-        await client.close()
-        raise
-    return client
-
-
 async def nats_snapshot(
     client: NatsClient,
 ) -> dict[str, list[tuple[str, dict[str, str] | None, bytes]]]:
@@ -486,7 +417,7 @@ async def test_nats_export_restores_every_stream_with_headers_into_a_fresh_accou
     source = await queue_driver.create(source_id, NATS_LIMITS)
     target = await queue_driver.create(target_id, NATS_LIMITS)
     closed = asyncio.Event()
-    writer = await nats_tenant(source, closed)
+    writer = await connect_nats_tenant(source, closed)
     js = writer.jetstream()
     await js.add_stream(name="ORDERS", subjects=["orders.>"])
     await js.add_stream(name="EVENTS", subjects=["events.*"], max_msgs=1000)
@@ -516,7 +447,7 @@ async def test_nats_export_restores_every_stream_with_headers_into_a_fresh_accou
     assert sum("data" in line for line in lines) == 39 + 2 + 1
 
     before = await nats_snapshot(writer)
-    restorer = await nats_tenant(target)
+    restorer = await connect_nats_tenant(target)
     counts = await restore_nats(export, restorer)
     assert counts == {"ORDERS": 39, "EVENTS": 2, "KV_settings": 1}
     after = await nats_snapshot(restorer)
@@ -529,12 +460,12 @@ async def test_nats_export_restores_every_stream_with_headers_into_a_fresh_accou
     await asyncio.wait_for(closed.wait(), timeout=5)
     assert writer.is_closed
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats_tenant(source)
+        await connect_nats_tenant(source)
     again, _ = await exported(queue_driver, source_id, "jsonl")
     assert json_lines(again) == lines
     await queue_driver.suspend(source_id)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await nats_tenant(source)
+        await connect_nats_tenant(source)
     await queue_driver.delete(source_id)
     assert not await queue_driver.exists(source_id)
     await queue_driver.suspend(source_id)

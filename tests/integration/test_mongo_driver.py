@@ -30,17 +30,6 @@ AUTHENTICATION_FAILED = 18
 
 
 @pytest.fixture
-async def mongo_driver(env: dict[str, str]) -> AsyncIterator[MongoDriver]:
-    connected = await MongoDriver.connect(
-        env["SPINUP_MONGO_ADMIN_URL"],
-        public_host=env["SPINUP_MONGO_HOST"],
-        public_port=int(env["SPINUP_MONGO_PORT"]),
-    )
-    yield connected
-    await connected.close()
-
-
-@pytest.fixture
 async def root(env: dict[str, str]) -> AsyncIterator[Client]:
     client: Client = AsyncIOMotorClient(env["SPINUP_MONGO_ADMIN_URL"])
     yield client

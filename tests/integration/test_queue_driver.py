@@ -1,12 +1,9 @@
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.client import RawCredentials
 from nats.js.api import DiscardPolicy, StorageType
 from nats.js.errors import APIError
 
@@ -19,8 +16,9 @@ from shared.contracts.errors import (
     ErrorCode,
     SpinupError,
 )
-from shared.contracts.kinds import NatsCredentials, NatsLimits
+from shared.contracts.kinds import NatsLimits
 from shared.naming import tenant_name
+from tests.integration.conftest import connect_nats_driver, connect_nats_tenant
 
 pytestmark = pytest.mark.integration
 
@@ -32,22 +30,6 @@ LIMITS = NatsLimits(
     disk_storage_mb=2,
     max_payload_kb=8,
 )
-
-
-def operator_seed(env: dict[str, str]) -> str:
-    return Path(env["SPINUP_CUSTOMER_NATS_OPERATOR_SEED_FILE"]).read_text()
-
-
-async def connect_driver(env: dict[str, str], url: str | None = None) -> NatsAccountDriver:
-    seed = operator_seed(env)
-    return await NatsAccountDriver.connect(
-        url or env["SPINUP_CUSTOMER_NATS_URL"],
-        system_creds=Path(env["SPINUP_CUSTOMER_NATS_SYSTEM_CREDS"]),
-        operator_seed=seed,
-        public_url=env["SPINUP_CUSTOMER_NATS_PUBLIC_URL"],
-        request_timeout=2.0,
-        name="test-queue-driver",
-    )
 
 
 BIGGER = NatsLimits(
@@ -62,39 +44,6 @@ BIGGER = NatsLimits(
 CHUNK = 8000
 
 
-async def connect_tenant(
-    credentials: NatsCredentials, closed: asyncio.Event | None = None
-) -> NatsClient:
-    async def on_closed() -> None:
-        if closed is not None:
-            closed.set()
-
-    async def quiet(exc: Exception) -> None:
-        pass  # the refusals are what these tests provoke
-
-    client = NatsClient()
-    try:
-        await client.connect(
-            credentials.connection_url,
-            user_credentials=RawCredentials(credentials.creds),
-            allow_reconnect=False,
-            closed_cb=on_closed,
-            error_cb=quiet,
-        )
-    except BaseException:
-        # nats-py leaves the socket of a refused first connect open.
-        await client.close()
-        raise
-    return client
-
-
-@pytest.fixture
-async def queue_driver(env: dict[str, str]) -> AsyncIterator[NatsAccountDriver]:
-    driver = await connect_driver(env)
-    yield driver
-    await driver.close()
-
-
 async def test_create_twice_gives_one_account_with_the_plan_limits_in_the_server(
     queue_driver: NatsAccountDriver,
 ) -> None:
@@ -105,7 +54,7 @@ async def test_create_twice_gives_one_account_with_the_plan_limits_in_the_server
     assert first.user_seed != second.user_seed
     claims = natsjwt.decode_jwt(second.user_jwt, issuer=second.account)
     assert claims["name"] == tenant_name(rid)
-    client = await connect_tenant(second)
+    client = await connect_nats_tenant(second)
     try:
         info = await client.jetstream().account_info()
         assert info.limits.max_streams == LIMITS.streams
@@ -124,7 +73,7 @@ async def test_create_again_with_new_limits_updates_the_account(
     rid = uuid.uuid4()
     await queue_driver.create(rid, LIMITS)
     credentials = await queue_driver.create(rid, BIGGER)
-    client = await connect_tenant(credentials)
+    client = await connect_nats_tenant(credentials)
     try:
         info = await client.jetstream().account_info()
         assert (info.limits.max_streams, info.limits.max_consumers) == (7, 9)
@@ -143,7 +92,7 @@ async def test_delete_is_idempotent_and_removes_the_account_from_the_resolver(
     await queue_driver.delete(rid)
     assert not await queue_driver.exists(rid)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await connect_tenant(credentials)
+        await connect_nats_tenant(credentials)
 
 
 async def test_delete_of_a_never_created_account_succeeds(
@@ -185,7 +134,7 @@ async def test_unreachable_server_is_backend_unavailable(
 ) -> None:
     closed_port = env["SPINUP_CUSTOMER_NATS_URL"].rsplit(":", 1)[0] + ":1"
     with pytest.raises(BackendUnavailableError):
-        await connect_driver(env, closed_port)
+        await connect_nats_driver(env, closed_port)
     stack.stop_server("customer-nats")
     try:
         # Together: each waits one request timeout for the connection to come back.
@@ -220,7 +169,7 @@ async def test_set_limits_reaches_open_connections_and_lets_writes_past_the_old_
 ) -> None:
     rid = uuid.uuid4()
     credentials = await queue_driver.create(rid, LIMITS)
-    client = await connect_tenant(credentials)
+    client = await connect_nats_tenant(credentials)
     try:
         js = client.jetstream()
         beyond_old = (LIMITS.disk_storage_mb + 1) * MIB
@@ -246,7 +195,7 @@ async def test_set_limits_reaches_open_connections_and_lets_writes_past_the_old_
     finally:
         await client.close()
     # The credentials issued before the change still log in.
-    again = await connect_tenant(credentials)
+    again = await connect_nats_tenant(credentials)
     await again.close()
     await queue_driver.delete(rid)
 
@@ -257,7 +206,7 @@ async def test_rotate_refuses_old_users_cuts_their_connections_and_keeps_the_dat
     rid = uuid.uuid4()
     old = await queue_driver.create(rid, LIMITS)
     closed = asyncio.Event()
-    old_client = await connect_tenant(old, closed)
+    old_client = await connect_nats_tenant(old, closed)
     js = old_client.jetstream()
     await js.add_stream(name="KEPT", subjects=["kept.>"], max_bytes=MIB)
     await js.publish("kept.one", b"before rotate")
@@ -269,9 +218,9 @@ async def test_rotate_refuses_old_users_cuts_their_connections_and_keeps_the_dat
     await asyncio.wait_for(closed.wait(), timeout=5)
     assert old_client.is_closed
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await connect_tenant(old)
+        await connect_nats_tenant(old)
 
-    client = await connect_tenant(new)
+    client = await connect_nats_tenant(new)
     try:
         message = await client.jetstream().get_msg("KEPT", 1)
         assert message.data == b"before rotate"
@@ -281,8 +230,8 @@ async def test_rotate_refuses_old_users_cuts_their_connections_and_keeps_the_dat
     # A second rotation within the same second still revokes the user the first one issued.
     newer = await queue_driver.rotate(rid, LIMITS)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await connect_tenant(new)
-    client = await connect_tenant(newer)
+        await connect_nats_tenant(new)
+    client = await connect_nats_tenant(newer)
     await client.close()
     revoked = (await account_claims(queue_driver, rid))["nats"]["revocations"]  # type: ignore[index]
     issued = natsjwt.decode_jwt(newer.user_jwt, issuer=newer.account)["iat"]
@@ -292,8 +241,8 @@ async def test_rotate_refuses_old_users_cuts_their_connections_and_keeps_the_dat
     await queue_driver.set_limits(rid, BIGGER)
     for dead in (old, new):
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-            await connect_tenant(dead)
-    client = await connect_tenant(newer)
+            await connect_nats_tenant(dead)
+    client = await connect_nats_tenant(newer)
     await client.close()
     await queue_driver.delete(rid)
 
@@ -305,8 +254,8 @@ async def test_create_again_revokes_the_users_it_issued_before(
     first = await queue_driver.create(rid, LIMITS)
     second = await queue_driver.create(rid, LIMITS)
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
-        await connect_tenant(first)
-    client = await connect_tenant(second)
+        await connect_nats_tenant(first)
+    client = await connect_nats_tenant(second)
     await client.close()
     await queue_driver.delete(rid)
 
@@ -319,7 +268,7 @@ async def test_usage_counts_file_and_memory_bytes_of_each_account(
     await queue_driver.create(idle, LIMITS)
     await queue_driver.create(deleted, LIMITS)
     await queue_driver.delete(deleted)
-    client = await connect_tenant(credentials)
+    client = await connect_nats_tenant(credentials)
     try:
         js = client.jetstream()
         await js.add_stream(name="FILE", subjects=["file.>"], max_bytes=MIB)
@@ -348,7 +297,7 @@ async def test_the_server_refuses_writes_past_the_quota_by_itself(
     rid = uuid.uuid4()
     quota = LIMITS.disk_storage_mb * MIB
     credentials = await queue_driver.create(rid, LIMITS)
-    client = await connect_tenant(credentials)
+    client = await connect_nats_tenant(credentials)
     try:
         js = client.jetstream()
         await js.add_stream(

@@ -34,18 +34,6 @@ RELEASE_SHA = hashlib.sha1(Lock.LUA_RELEASE_SCRIPT.encode(), usedforsecurity=Fal
 
 
 @pytest.fixture
-async def redis_driver(env: dict[str, str]) -> AsyncIterator[RedisDriver]:
-    connected = await RedisDriver.connect(
-        env["SPINUP_CUSTOMER_REDIS_URL"],
-        public_host=env["SPINUP_CUSTOMER_REDIS_HOST"],
-        public_port=int(env["SPINUP_CUSTOMER_REDIS_PORT"]),
-        pool_size=4,
-    )
-    yield connected
-    await connected.close()
-
-
-@pytest.fixture
 async def redis_admin(env: dict[str, str]) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], decode_responses=True)
     yield client
