@@ -11,7 +11,10 @@ interleaved pairs say what a change bought; the medians over the rounds and thei
 are printed, and the whole of it written as JSON with ``--out``. Without ``--set`` it measures
 A alone (the per-process table of ``bench/README.md``). ``--profile N``: py-spy records the
 gateway's processes for N seconds of ``POST /cache/new`` at c = 16 in the first round's A
-(``bench.profile``).
+(``bench.profile``). ``--paths``: instead of the creates, ``GET /healthz`` (the HTTP floor),
+``GET /resources/{token}`` over 200 caches and 1 KB ``POST``s to 200 webhook receivers, each at
+c = 64 (rate, p50 and CPU per request by process; ``--profile`` then samples the reads, or
+``--profiled-path``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import shutil
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +87,98 @@ async def _measure_kind(
     return figures
 
 
+#: ``--paths``: the request paths measured instead of the creates, all at c = 64, and how many
+#: caches (read) and webhook receivers (posted to) they spread over.
+PATHS = ("healthz", "read", "capture")
+_PATH_CONCURRENCY = 64
+_PATH_TARGETS = 200
+_CAPTURE_BODY = b'{"event": "bench"}'.ljust(1024)
+
+
+@dataclass(frozen=True)
+class PathTargets:
+    """What ``--paths`` reads and posts to: made once, used by every round."""
+
+    tokens: list[str]
+    receive_urls: list[str]
+
+
+async def _path_targets(url: str) -> PathTargets:
+    """``_PATH_TARGETS`` new caches and as many webhook receivers."""
+    made: dict[ResourceKind, list[dict[str, Any]]] = {
+        ResourceKind.REDIS: [],
+        ResourceKind.WEBHOOK: [],
+    }
+    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=16)) as http:
+        for kind, answers in made.items():
+
+            async def new(index: int, kind: ResourceKind = kind, answers: list = answers) -> None:  # type: ignore[type-arg]
+                async with http.post(NEW_PATH[kind], headers=caller(3_000_000 + index)) as response:
+                    if response.status != 201:  # noqa: PLR2004
+                        msg = f"{NEW_PATH[kind]}: {response.status}"
+                        raise RuntimeError(msg)
+                    answers.append(await response.json())
+
+            await measure(f"{kind.value} targets", new, calls=_PATH_TARGETS, concurrency=16)
+    return PathTargets(
+        tokens=[answer["token"] for answer in made[ResourceKind.REDIS]],
+        receive_urls=[
+            answer["credentials"]["receive_url"] for answer in made[ResourceKind.WEBHOOK]
+        ],
+    )
+
+
+async def _measure_path(
+    url: str,
+    path: str,
+    targets: PathTargets,
+    *,
+    processes: dict[str, int] | None,
+    calls: int,
+    seconds: float,
+) -> dict[str, Any]:
+    """One of ``PATHS`` at c=64: rate, p50 and CPU per request by process."""
+    connector = aiohttp.TCPConnector(limit=_PATH_CONCURRENCY)
+    async with aiohttp.ClientSession(url, connector=connector) as http:
+
+        def request(index: int) -> Any:  # noqa: ANN401  (aiohttp's request context manager)
+            if path == "healthz":
+                return http.get("/healthz")
+            if path == "read":
+                return http.get(f"/resources/{targets.tokens[index % len(targets.tokens)]}")
+            receive_url = targets.receive_urls[index % len(targets.receive_urls)]
+            return http.post(receive_url, data=_CAPTURE_BODY)
+
+        async def call(index: int) -> None:
+            async with request(index) as response:
+                await response.read()
+                if response.status != 200:  # noqa: PLR2004
+                    msg = f"{path}: {response.status}"
+                    raise RuntimeError(msg)
+
+        measured = await measure(
+            path,
+            call,
+            calls=calls,
+            concurrency=_PATH_CONCURRENCY,
+            max_seconds=seconds,
+            processes=processes,
+        )
+    if processes is None:
+        return {}
+    by_process = dict(measured.cpu_ms_by_process)
+    by_process.pop(LOAD_GENERATOR, None)
+    return {
+        # The keys of a create's figures, so the medians and the table serve both.
+        "c1_p50_ms": round(measured.ms(0.5), 2),
+        "c1_errors": 0,
+        "c16_per_s": round(measured.per_second, 1),
+        "c16_errors": measured.errors,
+        "cpu_ms_by_process": by_process,
+        "cpu_ms": round(sum(by_process.values()), 3),
+    }
+
+
 def _restart(stack: Stack, services: list[str], settings: dict[str, str], *, on: bool) -> None:
     for name, value in settings.items():
         if on:
@@ -94,10 +190,24 @@ def _restart(stack: Stack, services: list[str], settings: dict[str, str], *, on:
         stack.start_service(service)
 
 
-async def _profile(url: str, pid: int, seconds: float, keep: Path | None) -> list[str]:
+async def _profile(
+    url: str,
+    pid: int,
+    seconds: float,
+    *,
+    keep: Path | None,
+    targets: PathTargets | None,
+    path: str,
+) -> list[str]:
     with tmp_dir() as directory:
         raw = directory / "profile.txt"
         recording = asyncio.create_task(profile.record(pid, seconds, raw, subprocesses=True))
+        if targets is not None:
+            await _measure_path(
+                url, path, targets, processes=None, calls=10**9, seconds=seconds + 1
+            )
+            await recording
+            return profile.summarise(raw)
         connector = aiohttp.TCPConnector(limit=16)
         async with aiohttp.ClientSession(url, connector=connector) as http:
 
@@ -114,11 +224,16 @@ async def _profile(url: str, pid: int, seconds: float, keep: Path | None) -> lis
         return profile.summarise(raw)
 
 
+def _measured(rounds: list[dict[str, Any]]) -> list[str]:
+    """What the rounds measured: the fast kinds' names, or ``read``."""
+    return list(rounds[0]) if rounds else []
+
+
 def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """Per kind, the median of each figure over the rounds (CPU by process too)."""
     out: dict[str, Any] = {}
-    for kind in FAST_KINDS:
-        runs = [r[kind.value] for r in rounds]
+    for name in _measured(rounds):
+        runs = [r[name] for r in rounds]
         figures: dict[str, Any] = {}
         for key in ("c1_p50_ms", "c16_per_s", "cpu_ms", "c1_errors", "c16_errors"):
             figures[key] = round(statistics.median(r[key] for r in runs), 3)
@@ -127,21 +242,27 @@ def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
             name: round(statistics.median(r["cpu_ms_by_process"].get(name, 0.0) for r in runs), 3)
             for name in sorted(names)
         }
-        out[kind.value] = figures
+        out[name] = figures
     return out
 
 
 def _table(result: dict[str, Any]) -> list[str]:
     lines = []
     variants = result["medians"]
-    for kind in FAST_KINDS:
-        lines.append(f"{NEW_PATH[kind]}:")
-        for key, label in (
-            ("c1_p50_ms", "c=1 p50 ms"),
-            ("c16_per_s", "c=16 /s"),
-            ("cpu_ms", "CPU ms/create c=16"),
-        ):
-            values = {v: variants[v][kind.value][key] for v in variants}
+    for name in variants["A"]:
+        is_path = name in PATHS
+        lines.append(f"{name}:" if is_path else f"{NEW_PATH[ResourceKind(name)]}:")
+        labels = (
+            (("c1_p50_ms", "c=64 p50 ms"), ("c16_per_s", "c=64 /s"), ("cpu_ms", "CPU ms/request"))
+            if is_path
+            else (
+                ("c1_p50_ms", "c=1 p50 ms"),
+                ("c16_per_s", "c=16 /s"),
+                ("cpu_ms", "CPU ms/create c=16"),
+            )
+        )
+        for key, label in labels:
+            values = {v: variants[v][name][key] for v in variants}
             ratio = (
                 f"  B/A {values['B'] / values['A']:.2f}" if "B" in values and values["A"] else ""
             )
@@ -151,7 +272,7 @@ def _table(result: dict[str, Any]) -> list[str]:
             split = ", ".join(
                 f"{name} {ms:.2f}"
                 for name, ms in sorted(
-                    medians[kind.value]["cpu_ms_by_process"].items(), key=lambda item: -item[1]
+                    medians[name]["cpu_ms_by_process"].items(), key=lambda item: -item[1]
                 )
                 if ms >= 0.05  # noqa: PLR2004
             )
@@ -165,6 +286,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     variants = ["A", "B"] if settings else ["A"]
     rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     result: dict[str, Any] = {"set": settings, "restart": services, "rounds": rounds}
+    targets = await _path_targets(stack.gateway_url) if args.paths else None
     for number in range(args.rounds):
         order = variants if number % 2 == 0 else variants[::-1]
         for variant in order:
@@ -178,14 +300,31 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             if args.profile and number == 0 and variant == "A":
                 await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
                 result["profile"] = await _profile(
-                    stack.gateway_url, processes[args.profiled], args.profile, args.keep_profile
+                    stack.gateway_url,
+                    processes[args.profiled],
+                    args.profile,
+                    keep=args.keep_profile,
+                    targets=targets,
+                    path=args.profiled_path,
                 )
             measured: dict[str, Any] = {}
-            for kind in FAST_KINDS:
-                await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
-                measured[kind.value] = await _measure_kind(
-                    stack.gateway_url, kind, processes, args.calls, args.seconds
-                )
+            if targets is not None:
+                for path in PATHS:
+                    await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
+                    measured[path] = await _measure_path(
+                        stack.gateway_url,
+                        path,
+                        targets,
+                        processes=processes,
+                        calls=args.calls,
+                        seconds=args.seconds,
+                    )
+            else:
+                for kind in FAST_KINDS:
+                    await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
+                    measured[kind.value] = await _measure_kind(
+                        stack.gateway_url, kind, processes, args.calls, args.seconds
+                    )
             rounds[variant].append(measured)
             print(f"[ab] round {number + 1} {variant}: {json.dumps(measured)}", file=sys.stderr)  # noqa: T201
     result["medians"] = {v: _medians(r) for v, r in rounds.items()}
@@ -204,6 +343,8 @@ def main() -> None:
     parser.add_argument("--profiled", default="gateway", help="the service --profile samples")
     parser.add_argument("--keep-profile", type=Path, help="py-spy's raw stacks, kept here")
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    parser.add_argument("--paths", action="store_true", help="healthz, reads, capture at c=64")
+    parser.add_argument("--profiled-path", default="read", choices=PATHS, help="with --paths")
     args = parser.parse_args()
     with bench_stack(durable=False, name="ab") as stack:
         result = uvloop.run(_run(stack, args))
