@@ -112,7 +112,9 @@ async def _path_targets(url: str) -> PathTargets:
     async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=16)) as http:
         for kind, answers in made.items():
 
-            async def new(index: int, kind: ResourceKind = kind, answers: list = answers) -> None:  # type: ignore[type-arg]
+            async def new(
+                index: int, kind: ResourceKind = kind, answers: list[dict[str, Any]] = answers
+            ) -> None:
                 async with http.post(NEW_PATH[kind], headers=caller(3_000_000 + index)) as response:
                     if response.status != 201:  # noqa: PLR2004
                         msg = f"{NEW_PATH[kind]}: {response.status}"
