@@ -32,7 +32,8 @@ _encoder = msgspec.json.Encoder()
 _COLUMNS = (
     "id, version, status, kind, tier, limits, token_hash, fingerprint, name, created_at,"
     " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
-    " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded, parent_id"
+    " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded, parent_id,"
+    " extensions, export_grace_seconds, delete_at"
 )
 
 
@@ -91,6 +92,9 @@ def _row_values(state: ResourceState) -> tuple[Any, ...]:
         state.claimed_at,
         state.quota_exceeded,
         state.parent_id,
+        state.extensions,
+        state.export_grace_seconds,
+        state.delete_at,
     )
 
 
@@ -120,6 +124,9 @@ def _state_from_row(row: asyncpg.Record) -> ResourceState:
         claimed_at=row["claimed_at"],
         quota_exceeded=row["quota_exceeded"],
         parent_id=row["parent_id"],
+        extensions=row["extensions"],
+        export_grace_seconds=row["export_grace_seconds"],
+        delete_at=row["delete_at"],
     )
 
 

@@ -80,6 +80,12 @@ ALTER TABLE resources ADD COLUMN IF NOT EXISTS claimed_at timestamptz;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS quota_exceeded boolean NOT NULL DEFAULT false;
 -- The stack a backing resource belongs to (deleted with it, shown under it).
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS parent_id uuid;
+-- The lifetime's state (docs/adr/0027, 0030): what GET shows of a suspended resource (until when
+-- its export works) comes from here. Rows written before these columns show 0 and NULL until
+-- their stream's next append or `python -m shared.eventlog rebuild`.
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS extensions integer NOT NULL DEFAULT 0;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS export_grace_seconds integer NOT NULL DEFAULT 0;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS delete_at timestamptz;
 CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
 CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);

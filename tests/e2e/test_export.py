@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -475,6 +476,12 @@ async def test_at_expiry_credentials_stop_export_works_during_grace_then_it_is_g
     assert shown.status_code == 410, shown.text
     assert shown.json()["error"] == "resource_gone"
     assert "/export" in shown.json()["agent_action"]
+    # It names when the grace ends: its expiry plus the plan's grace, still ahead.
+    kept_until = re.search(r"before (\S+), then", shown.json()["agent_action"])
+    assert kept_until, shown.text
+    grace_ends = datetime.fromisoformat(made["expires_at"]) + timedelta(seconds=GRACE_S)
+    assert datetime.fromisoformat(kept_until.group(1)) == grace_ends, shown.text
+    assert grace_ends > datetime.now(UTC)
     assert not await can_log_in(url)
     with pytest.raises(ENDED_SESSION):
         await conn.fetchval("SELECT 1")
