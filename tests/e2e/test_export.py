@@ -201,7 +201,9 @@ async def test_a_bad_format_is_a_400_naming_the_formats(http: httpx.AsyncClient)
     assert deleted.status_code == 404, deleted.text
 
 
-async def test_a_stack_is_a_400_naming_its_backing_resources(http: httpx.AsyncClient) -> None:
+async def test_a_stack_exports_one_backing_resource_at_a_time_with_its_token(
+    http: httpx.AsyncClient, stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The deploy may fail at once: only the stack resource and its backing database matter.
     dockerfile = b"FROM spinup/base:bookworm\nRUN exit 1\n"
     response = await http.post(
@@ -211,13 +213,57 @@ async def test_a_stack_is_a_400_naming_its_backing_resources(http: httpx.AsyncCl
     )
     assert response.status_code == 202, response.text
     created = response.json()
+    token = created["token"]
     try:
-        refused = await http.get(f"/resources/{created['token']}/export")
-        assert refused.status_code == 400, refused.text
-        assert refused.json()["error"] == "invalid_request"
-        assert "(postgres)" in refused.json()["message"]
+        (name,) = created["resources"]
+        backing = (await http.get(f"/resources/{token}")).json()["stack"]["resources"][name]
+        conn = await asyncpg.connect(backing["connection_url"])
+        await conn.execute(SCHEMA)
+        expected = await snapshot(conn)
+        await conn.close()
+
+        # Without ?resource= a 400, with a name it lacks a 404: both list what it has.
+        for params, status, error in (
+            ({}, 400, "invalid_request"),
+            ({"resource": "nope"}, 404, "not_found"),
+        ):
+            refused = await http.get(f"/resources/{token}/export", params=params)
+            assert refused.status_code == status, refused.text
+            assert refused.json()["error"] == error
+            assert f"{name} (postgres)" in refused.json()["message"]
+        # Named, with the stack's own token: the backing database, restored whole.
+        dump = tmp_path / "backing.dump"
+        async with http.stream(
+            "GET", f"/resources/{token}/export", params={"resource": name}
+        ) as exported:
+            assert exported.status_code == 200
+            assert f'filename="{name}.dump"' in exported.headers["content-disposition"]
+            dump.write_bytes(await exported.aread())
+        await restored_equal(http, expected, PG_RESTORE, dump)
+        # The CLI and the MCP tool name it the same way.
+        monkeypatch.setenv("SPINUP_URL", stack.gateway_url)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        by_cli = tmp_path / "cli.dump"
+        args = ["export", token, "--resource", name, "-o", str(by_cli)]
+        assert await asyncio.to_thread(spinup, args) == 0
+        assert by_cli.read_bytes().startswith(b"PGDMP")
+        async with Client(build_server(SpinupApi(base_url=stack.gateway_url))) as client:
+            result = await client.call_tool(
+                "export_resource", {"resource": token, "backing_resource": name}
+            )
+            assert not result.is_error, result.content
+            answer: dict[str, Any] = result.structured_content
+            assert answer["kind"] == "postgres", answer
+            assert answer["url"].endswith(f"/resources/{token}/export?resource={name}")
+            whole = await client.call_tool("export_resource", {"resource": token})
+            assert name in whole.structured_content["note"]
     finally:
-        await http.delete(f"/resources/{created['token']}")
+        await http.delete(f"/resources/{token}")
+    # ?resource= means a stack's backing resource: on anything else it is a 400.
+    made = await new_resource(http, "cache")
+    not_a_stack = await http.get(f"/resources/{made['token']}/export", params={"resource": name})
+    assert not_a_stack.status_code == 400, not_a_stack.text
+    await http.delete(f"/resources/{made['token']}")
 
 
 # -- every other kind: exported over HTTP, restored with the field's own client -------------

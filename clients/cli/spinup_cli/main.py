@@ -564,7 +564,8 @@ def cmd_fork(client: SpinupClient, args: argparse.Namespace) -> int:
 
 def cmd_export(client: SpinupClient, args: argparse.Namespace) -> int:
     """``spinup export``: a complete copy of the resource's data, in a file its tools restore."""
-    params = {"format": args.format} if args.format else {}
+    asked = {"format": args.format, "resource": args.backing}
+    params = {name: value for name, value in asked.items() if value}
     where, size = client.download(f"/resources/{args.resource}/export", params, args.output)
     if where is not None:
         say(f"Exported {size} bytes to {where}.")
@@ -1013,6 +1014,12 @@ def _add_export(
         help="where to write it (- for stdout; default: the server's file name, here)",
     )
     export.add_argument("--format", metavar="F", help="the kind's format (default: its first)")
+    export.add_argument(
+        "--resource",
+        dest="backing",
+        metavar="NAME",
+        help="a stack's backing resource to export (its name in the manifest, e.g. db)",
+    )
     export.set_defaults(handler=cmd_export)
 
 

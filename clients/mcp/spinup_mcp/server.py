@@ -418,27 +418,43 @@ def _add_export_tool(server: MCPServer, api: SpinupApi) -> None:
                 " nosql, storage: tar. Leave out for the kind's default."
             ),
         ] = None,
+        backing_resource: Annotated[
+            str | None,
+            Field(
+                description="For a stack: which backing resource to export (its name in the"
+                " manifest, e.g. db). A stack is exported one backing resource at a time."
+            ),
+        ] = None,
     ) -> CallToolResult:
         """How to download a complete copy of a resource's data (a file too large for a reply).
 
         Returns JSON: url, format, kind, size_hint_bytes (last measured usage, may be null),
         curl (a command that saves the file), restore (how the kind's own tools load it) and
         note. Works after expiry too while the data is kept (GET /resources/{token} then says
-        until when). Each download counts against the plan's export.per_hour: download once.
+        until when). A stack's backing resources are exported one at a time with the stack's
+        token (backing_resource). Each download counts against the plan's export.per_hour:
+        download once.
         """
         kind: str | None = None
         size: int | None = None
+        backing: dict[str, Any] = {}
         try:
             shown = await api.call("GET", f"/resources/{segment(resource)}")
             kind = str(shown.get("kind"))
             size = (shown.get("usage") or {}).get("bytes")
+            backing = (shown.get("stack") or {}).get("resources") or {}
+            if backing_resource is not None and backing_resource in backing:
+                kind, size = str(backing[backing_resource].get("kind")), None
         except ApiError as error:
             # Expired but kept for its grace: GET says so (410 whose agent_action is export).
             if "/export" not in str(error.body.get("agent_action") or ""):
                 return _error(error)
         if kind is not None and kind not in _EXPORT_RESTORE:
-            return _ok({"ok": False, "note": f"A {kind} cannot be exported as a whole."})
-        query = f"?format={segment(format)}" if format else ""
+            note = f"A {kind} is exported one backing resource at a time: set backing_resource"
+            return _ok({"ok": False, "note": f"{note} to one of {sorted(backing)}."})
+        params = {"format": format, "resource": backing_resource}
+        query = "&".join(f"{name}={segment(value)}" for name, value in params.items() if value)
+        query = f"?{query}" if query else ""
         url = f"{api.base_url}/resources/{segment(resource)}/export{query}"
         auth = "" if resource.startswith("spn_") else ' -H "Authorization: Bearer $SPINUP_TOKEN"'
         return _ok(

@@ -101,7 +101,9 @@ the account that owns it) the resource's `id`.
   `value`); MongoDB `tar` (`<collection>.json` for `mongoimport`, `<collection>.indexes.json`);
   S3 `tar` (the objects, `.spinup-metadata.jsonl`); NATS `jsonl` (stream configs, then
   messages); webhook `jsonl`.
-  A bad format is a 400 naming the kind's formats; a stack is a 400 (export its resources).
+  A bad format is a 400 naming the kind's formats. A stack is exported one backing resource at
+  a time with the stack's token: `?resource=db` (its name in the manifest; without it, a 400
+  that lists them).
   Per resource at most the plan's `export.per_hour` an hour and `export.concurrent` at once,
   else 429 with `Retry-After`. `spinup export TOKEN -o FILE`.
 - At expiry the credentials stop at once but the data is kept for the plan's

@@ -63,13 +63,39 @@ def formats_text(kind: ResourceKind) -> str:
     return ", ".join([f"{names[0]} (default)", *names[1:]]) if names else "none"
 
 
-async def _children_named(ctx: GatewayContext, stack: ResourceState) -> str:
-    children = await ctx.resources.children_of(stack.resource_id)
+def _named(children: list[ResourceState]) -> str:
     named = [
         f"{child.name or child.resource_id} ({child.kind.value if child.kind else '?'})"
         for child in children
     ]
     return ", ".join(named) or "none"
+
+
+async def _exported(
+    ctx: GatewayContext, state: ResourceState, backing: str | None
+) -> ResourceState:
+    """What the request exports: the resource itself, or one of a stack's backing resources.
+
+    A stack is exported one backing resource at a time, named by ``?resource=`` (its name in
+    the manifest, or its id), with the stack's own token: the backing resources have none.
+    """
+    if state.kind is not ResourceKind.STACK:
+        if backing is not None:
+            msg = "`resource` names one of a stack's backing resources; this is not a stack."
+            raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+        return state
+    children = await ctx.resources.children_of(state.resource_id)
+    if backing is None:
+        msg = (
+            "A stack is exported one backing resource at a time: add ?resource=<name> for one"
+            f" of {_named(children)}."
+        )
+        raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
+    for child in children:
+        if backing in {child.name, str(child.resource_id)}:
+            return child
+    msg = f"This stack has no backing resource {backing!r}; it has {_named(children)}."
+    raise SpinupError(ErrorCode.NOT_FOUND, msg)
 
 
 async def _start_running(ctx: GatewayContext, key: str, limits: ExportLimits) -> bool:
@@ -115,10 +141,12 @@ async def _spend_hourly(ctx: GatewayContext, state: ResourceState, limits: Expor
     " Redis `jsonl` (one JSON line per key: type, TTL, base64 value); MongoDB `tar`"
     " (mongoexport JSON per collection, for mongoimport); S3 `tar` (the objects and their"
     " metadata); NATS `jsonl` (each stream's config and messages); webhook `jsonl` (the"
-    " captured requests). `?format=` picks one (400 names the kind's formats); a stack is not"
-    " exported as a whole (400). Works after expiry too, while the data is kept for the plan's"
-    " lifetime.export_grace_seconds (GET /plans); then 410. Counted per resource: the plan's"
-    " export.per_hour and export.concurrent, past either 429 with Retry-After.",
+    " captured requests). `?format=` picks one (400 names the kind's formats). A stack is"
+    " exported one backing resource at a time with the stack's token: `?resource=` names it"
+    " (400 without, 404 for a name it lacks; both list them). Works after expiry too, while"
+    " the data is kept for the plan's lifetime.export_grace_seconds (GET /plans); then 410."
+    " Counted per resource: the plan's export.per_hour and export.concurrent, past either 429"
+    " with Retry-After.",
     tags=["resources"],
     operation_id="export_resource",
 )
@@ -131,17 +159,20 @@ async def export_resource(
         default=None,
         description="The export format; the kind's first one when left out.",
     ),
+    backing: str | None = Parameter(
+        query="resource",
+        default=None,
+        description="For a stack: the backing resource to export (its name in the manifest,"
+        " e.g. `db`, or its id).",
+    ),
 ) -> Stream:
     """``GET /resources/{token}/export``."""
-    state = await resource_or_suspended(request, ctx, token, Scope.READ)
-    kind = state.kind or ResourceKind.STACK
-    if kind not in EXPORT_FORMATS:
-        msg = (
-            "A stack is not exported as a whole. Its backing resources are: "
-            f"{await _children_named(ctx, state)}; their credentials are in GET"
-            " /resources/{token} (stack.resources): copy each with its own tools before the"
-            " stack expires."
-        )
+    state = await _exported(
+        ctx, await resource_or_suspended(request, ctx, token, Scope.READ), backing
+    )
+    kind = state.kind
+    if kind is None or kind not in EXPORT_FORMATS:
+        msg = "A resource of this kind cannot be exported."
         raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
     chosen = export_format(kind, fmt)
     if chosen is None:
