@@ -42,6 +42,7 @@ TOOLS = {
     "delete_resource",
     "rotate_credentials",
     "fork_resource",
+    "query_database",
     "read_webhook_requests",
     "claim",
     "deploy_stack",
@@ -131,6 +132,59 @@ async def test_stdio_tools_create_use_show_rotate_and_delete_a_database(stack: S
         text, body = refusal(await client.call_tool("list_resources", {}))
         assert "SPINUP_TOKEN" in text
         assert body["error"] == "unauthorized"
+
+
+async def test_query_database_runs_sql_as_the_database_own_user(stack: Stack) -> None:
+    async with stdio_mcp(stack.gateway_url) as client:
+        created = answer(await client.call_tool("create_database", {}))
+        token = created["token"]
+
+        def run(sql: str, **more: Any) -> Any:
+            return client.call_tool("query_database", {"resource": token, "sql": sql, **more})
+
+        script = answer(
+            await run(
+                "CREATE TABLE notes (id int PRIMARY KEY, body text, raw bytea, at timestamptz,"
+                " price numeric, tags text[]);"
+                "INSERT INTO notes SELECT n, 'note ' || n, '\\x00ff', '2026-12-04T10:00:00Z',"
+                " 1.50, ARRAY['a', 'b'] FROM generate_series(1, 5) n"
+            )
+        )
+        assert script["status"] == "INSERT 0 5"
+        rows = answer(await run("SELECT * FROM notes WHERE id > 2 ORDER BY id"))
+        assert rows["status"] == "SELECT 3"
+        assert rows["columns"] == ["id", "body", "raw", "at", "price", "tags"]
+        assert rows["rows"][0] == [
+            3,
+            "note 3",
+            "\\x00ff",
+            "2026-12-04T10:00:00+00:00",
+            "1.50",
+            ["a", "b"],
+        ]
+        assert (rows["row_count"], rows["truncated"]) == (3, False)
+        capped = answer(await run("SELECT id FROM notes ORDER BY id", max_rows=2))
+        assert (capped["rows"], capped["row_count"], capped["truncated"]) == ([[1], [2]], 5, True)
+
+        # It is the tenant's own session: the server's rules, not the platform's, decide.
+        who = answer(await run("SELECT current_user = current_database() AS own"))
+        assert who["rows"] == [[True]]
+        text, body = refusal(await run("SELECT * FROM pg_database"))
+        assert body["error"] == "sql_error"
+        assert body["sqlstate"] == "42501", text  # permission denied (docs/adr/0016)
+        text, body = refusal(await run("SELEC 1"))
+        assert body["sqlstate"] == "42601"
+        assert body["position"] == "1", body
+        assert "syntax error" in text
+
+        cache = answer(await client.call_tool("create_cache", {}))
+        text, body = refusal(
+            await client.call_tool("query_database", {"resource": cache["token"], "sql": "x"})
+        )
+        assert body["error"] == "invalid_request"
+        assert "redis" in text
+        for made in (created, cache):
+            answer(await client.call_tool("delete_resource", {"resource": made["token"]}))
 
 
 async def test_stdio_tools_in_an_account_and_the_servers_agent_action(

@@ -24,6 +24,7 @@ async def test_every_tool_naming_a_resource_calls_the_argument_resource() -> Non
         "delete_resource",
         "rotate_credentials",
         "fork_resource",
+        "query_database",
         "read_webhook_requests",
     ):
         assert "resource" in arguments[name], name

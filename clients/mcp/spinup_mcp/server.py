@@ -11,6 +11,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import asyncpg
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.context import Context
 from mcp.server.mcpserver.exceptions import ToolError
@@ -20,16 +21,17 @@ from spinup_cli.api import CliError
 from spinup_cli.main import stack_upload
 
 from spinup_mcp.api import ApiError, SpinupApi, segment
+from spinup_mcp.data import DEFAULT_ROWS, MAX_ROWS, run_sql, sql_error_body
 
 INSTRUCTIONS = """\
 Spinup gives real, isolated backing services in one call: Postgres (create_database), Redis
 (create_cache), MongoDB (create_nosql), NATS JetStream (create_queue), S3 (create_storage) and
 webhook receivers (create_webhook). Each create returns a connection_url and credentials to use
 at once, and a token (spn_...) to keep: it is the key to get_resource, rotate_credentials and
-delete_resource. Without SPINUP_TOKEN resources are anonymous and are deleted at expires_at
-unless claimed into an account with the claim tool. Whole apps: deploy_stack builds and runs a
-local directory's spinup.yaml with its own databases; read_logs and control_stack manage it.
-Errors say what to do next (agent_action).
+delete_resource; query_database runs SQL on a Postgres database. Without SPINUP_TOKEN resources
+are anonymous and are deleted at expires_at unless claimed into an account with the claim tool.
+Whole apps: deploy_stack builds and runs a local directory's spinup.yaml with its own databases;
+read_logs and control_stack manage it. Errors say what to do next (agent_action).
 """
 
 _CREATE_ANSWER = (
@@ -172,6 +174,11 @@ async def _answer(call: Awaitable[dict[str, Any]]) -> CallToolResult:
         return _error(error)
 
 
+def _refused(code: str, text: str) -> CallToolResult:
+    """An error result the tool itself gives, shaped as the API's errors are."""
+    return _error(ApiError(text, {"ok": False, "error": code, "message": text}))
+
+
 def _needs_account(api: SpinupApi, what: str) -> CallToolResult | None:
     """An error result when no account token is configured, else None."""
     if api.token:
@@ -182,7 +189,7 @@ def _needs_account(api: SpinupApi, what: str) -> CallToolResult | None:
         " creates an access token (POST /auth/tokens) and sets it as SPINUP_TOKEN in this MCP"
         " server's configuration. Until then, manage each resource with its own token."
     )
-    return _error(ApiError(text, {"ok": False, "error": "unauthorized", "message": text}))
+    return _refused("unauthorized", text)
 
 
 def _create_tool(
@@ -280,6 +287,7 @@ def build_server(api: SpinupApi) -> MCPServer:
     _add_create_tools(server, api)
     _add_resource_tools(server, api)
     _add_export_tool(server, api)
+    _add_data_tools(server, api)
     _add_account_tools(server, api)
     _add_stack_tools(server, api)
     _add_webhook_tools(server, api)
@@ -469,6 +477,56 @@ def _add_export_tool(server: MCPServer, api: SpinupApi) -> None:
                 " does the same.",
             }
         )
+
+
+def _add_data_tools(server: MCPServer, api: SpinupApi) -> None:
+    @_tool(
+        server,
+        title="Run SQL on a Postgres database",
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=True
+        ),
+    )
+    async def query_database(
+        resource: TokenOrId,
+        sql: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description="One statement (its rows come back), or several separated by ;"
+                " (run as one script; only the last status comes back).",
+            ),
+        ],
+        max_rows: Annotated[
+            int,
+            Field(ge=1, le=MAX_ROWS, description=f"Rows returned at most (1-{MAX_ROWS})."),
+        ] = DEFAULT_ROWS,
+    ) -> CallToolResult:
+        """Runs SQL on a Postgres database with the database's own credentials.
+
+        For an agent without psql: create tables, insert, select. Returns JSON: status (e.g.
+        "SELECT 3", "INSERT 0 1"), columns, rows (lists in column order; bytea as hex the way
+        psql shows it, numeric, times and UUIDs as text), row_count and truncated (more rows
+        than max_rows).
+        A refusal comes back as an error with Postgres's message, sqlstate, detail, hint and
+        position. The plan's limits apply as for any client (statement timeout, quota).
+        """
+        try:
+            shown = await api.call("GET", f"/resources/{segment(resource)}")
+        except ApiError as error:
+            return _error(error)
+        if shown.get("kind") != "postgres" or not shown.get("connection_url"):
+            text = f"query_database runs on Postgres databases; this is a {shown.get('kind')}."
+            return _refused("invalid_request", text)
+        try:
+            result = await run_sql(shown["connection_url"], sql, max_rows=max_rows)
+        except asyncpg.PostgresError as exc:
+            body = sql_error_body(exc)
+            return _error(ApiError(body["message"], body))
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            text = f"The database did not answer ({type(exc).__name__}: {exc}); try again."
+            return _refused("unreachable", text)
+        return _ok(result)
 
 
 def _add_account_tools(server: MCPServer, api: SpinupApi) -> None:
