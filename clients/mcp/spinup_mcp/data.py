@@ -1,4 +1,4 @@
-"""SQL on a Spinup Postgres database, for an agent whose host runs no psql (``query_database``).
+"""SQL on a Spinup Postgres database, for an agent whose host runs no psql (docs/adr/0034).
 
 It connects with the database's own credentials, as any client of the tenant would: the server's
 limits (statement timeout, connections, quota, read-only when over it) apply unchanged, and the
