@@ -17,7 +17,13 @@ sources="${2:-$(dirname "${BASH_SOURCE[0]}")/../.spinup/sources}"
 MODULES=(pgcrypto uuid-ossp)
 # Debian's current source suite: the only one that carries the newest PostgreSQL majors.
 SOURCE_SUITE=sid
-MIRROR=http://deb.debian.org/debian
+# The Debian mirror this machine's apt uses (as devstack/engine.py's debian_mirror finds it).
+MIRROR="$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources \
+    2>/dev/null || true)"
+if [[ -z "$MIRROR" && -f /etc/apt/sources.list ]]; then
+    MIRROR="$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list)"
+fi
+MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 log() { printf 'pg-contrib: %s\n' "$*"; }
