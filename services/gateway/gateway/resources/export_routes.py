@@ -71,7 +71,7 @@ def _named(children: list[ResourceState]) -> str:
     return ", ".join(named) or "none"
 
 
-async def _exported(
+async def _export_target(
     ctx: GatewayContext, state: ResourceState, backing: str | None
 ) -> ResourceState:
     """What the request exports: the resource itself, or one of a stack's backing resources.
@@ -167,7 +167,7 @@ async def export_resource(
     ),
 ) -> Stream:
     """``GET /resources/{token}/export``."""
-    state = await _exported(
+    state = await _export_target(
         ctx, await resource_or_suspended(request, ctx, token, Scope.READ), backing
     )
     kind = state.kind
