@@ -257,6 +257,17 @@ async def test_a_stack_exports_one_backing_resource_at_a_time_with_its_token(
             assert answer["url"].endswith(f"/resources/{token}/export?resource={name}")
             whole = await client.call_tool("export_resource", {"resource": token})
             assert name in whole.structured_content["note"]
+            # The same database, queried as the stack's app would see it.
+            queried = await client.call_tool(
+                "query_database",
+                {
+                    "resource": token,
+                    "backing_resource": name,
+                    "sql": "SELECT count(*) AS customers FROM customers",
+                },
+            )
+            assert not queried.is_error, queried.content
+            assert queried.structured_content["rows"] == [[len(expected["customers"])]]
     finally:
         await http.delete(f"/resources/{token}")
     # ?resource= means a stack's backing resource: on anything else it is a 400.

@@ -68,6 +68,13 @@ TokenOrId = Annotated[
         " SPINUP_TOKEN is the account that owns it.",
     ),
 ]
+BackingResource = Annotated[
+    str | None,
+    Field(
+        description="When resource is a stack: one of its backing resources, by its name in the"
+        " manifest (e.g. db); a stack's resources have no tokens of their own.",
+    ),
+]
 
 _READS = ToolAnnotations(read_only_hint=True, open_world_hint=True)
 #: How each kind's export is loaded back (docs/adr/0030); a stack has none.
@@ -426,13 +433,7 @@ def _add_export_tool(server: MCPServer, api: SpinupApi) -> None:
                 " nosql, storage: tar. Leave out for the kind's default."
             ),
         ] = None,
-        backing_resource: Annotated[
-            str | None,
-            Field(
-                description="For a stack: which backing resource to export (its name in the"
-                " manifest, e.g. db). A stack is exported one backing resource at a time."
-            ),
-        ] = None,
+        backing_resource: BackingResource = None,
     ) -> CallToolResult:
         """How to download a complete copy of a resource's data (a file too large for a reply).
 
@@ -501,6 +502,7 @@ def _add_data_tools(server: MCPServer, api: SpinupApi) -> None:
             int,
             Field(ge=1, le=MAX_ROWS, description=f"Rows returned at most (1-{MAX_ROWS})."),
         ] = DEFAULT_ROWS,
+        backing_resource: BackingResource = None,
     ) -> CallToolResult:
         """Runs SQL on a Postgres database with the database's own credentials.
 
@@ -509,12 +511,19 @@ def _add_data_tools(server: MCPServer, api: SpinupApi) -> None:
         psql shows it, numeric, times and UUIDs as text), row_count and truncated (more rows
         than max_rows).
         A refusal comes back as an error with Postgres's message, sqlstate, detail, hint and
-        position. The plan's limits apply as for any client (statement timeout, quota).
+        position. The plan's limits apply as for any client (statement timeout, quota). A
+        stack's database is named by the stack's token and backing_resource.
         """
         try:
             shown = await api.call("GET", f"/resources/{segment(resource)}")
         except ApiError as error:
             return _error(error)
+        if backing_resource is not None:
+            backing = (shown.get("stack") or {}).get("resources") or {}
+            if backing_resource not in backing:
+                text = f"This is not a stack with a backing resource {backing_resource!r}."
+                return _refused("not_found", f"{text} It has: {sorted(backing)}.")
+            shown = backing[backing_resource]
         if shown.get("kind") != "postgres" or not shown.get("connection_url"):
             text = f"query_database runs on Postgres databases; this is a {shown.get('kind')}."
             return _refused("invalid_request", text)
