@@ -257,6 +257,12 @@ async def test_a_stack_exports_one_backing_resource_at_a_time_with_its_token(
             assert answer["url"].endswith(f"/resources/{token}/export?resource={name}")
             whole = await client.call_tool("export_resource", {"resource": token})
             assert name in whole.structured_content["note"]
+            unknown = await client.call_tool(
+                "export_resource", {"resource": token, "backing_resource": "nope"}
+            )
+            assert unknown.is_error
+            assert unknown.structured_content["error"] == "not_found"
+            assert name in unknown.structured_content["message"]
             # The same database, queried as the stack's app would see it.
             queried = await client.call_tool(
                 "query_database",

@@ -186,6 +186,23 @@ def _refused(code: str, text: str) -> CallToolResult:
     return _error(ApiError(text, {"ok": False, "error": code, "message": text}))
 
 
+def _backing_of(shown: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A stack's backing resources by name, as ``GET /resources/{token}`` shows them."""
+    resources: dict[str, dict[str, Any]] = (shown.get("stack") or {}).get("resources") or {}
+    return resources
+
+
+def _named_backing(shown: dict[str, Any], name: str | None) -> dict[str, Any] | CallToolResult:
+    """What ``backing_resource`` names: the resource itself when None, else one of a stack's."""
+    if name is None:
+        return shown
+    backing = _backing_of(shown)
+    if name not in backing:
+        text = f"This is not a stack with a backing resource {name!r}; it has {sorted(backing)}."
+        return _refused("not_found", text)
+    return backing[name]
+
+
 def _needs_account(api: SpinupApi, what: str) -> CallToolResult | None:
     """An error result when no account token is configured, else None."""
     if api.token:
@@ -446,21 +463,21 @@ def _add_export_tool(server: MCPServer, api: SpinupApi) -> None:
         """
         kind: str | None = None
         size: int | None = None
-        backing: dict[str, Any] = {}
         try:
             shown = await api.call("GET", f"/resources/{segment(resource)}")
-            kind = str(shown.get("kind"))
-            size = (shown.get("usage") or {}).get("bytes")
-            backing = (shown.get("stack") or {}).get("resources") or {}
-            if backing_resource is not None and backing_resource in backing:
-                kind, size = str(backing[backing_resource].get("kind")), None
         except ApiError as error:
             # Expired but kept for its grace: GET says so (410 whose agent_action is export).
             if "/export" not in str(error.body.get("agent_action") or ""):
                 return _error(error)
-        if kind is not None and kind not in _EXPORT_RESTORE:
-            note = f"A {kind} is exported one backing resource at a time: set backing_resource"
-            return _ok({"ok": False, "note": f"{note} to one of {sorted(backing)}."})
+        else:
+            target = _named_backing(shown, backing_resource)
+            if isinstance(target, CallToolResult):
+                return target
+            kind = str(target.get("kind"))
+            size = (target.get("usage") or {}).get("bytes")
+            if kind not in _EXPORT_RESTORE:
+                note = f"A {kind} is exported one backing resource at a time: set backing_resource"
+                return _ok({"ok": False, "note": f"{note} to one of {sorted(_backing_of(shown))}."})
         params = {"format": format, "resource": backing_resource}
         query = "&".join(f"{name}={segment(value)}" for name, value in params.items() if value)
         query = f"?{query}" if query else ""
@@ -518,17 +535,14 @@ def _add_data_tools(server: MCPServer, api: SpinupApi) -> None:
             shown = await api.call("GET", f"/resources/{segment(resource)}")
         except ApiError as error:
             return _error(error)
-        if backing_resource is not None:
-            backing = (shown.get("stack") or {}).get("resources") or {}
-            if backing_resource not in backing:
-                text = f"This is not a stack with a backing resource {backing_resource!r}."
-                return _refused("not_found", f"{text} It has: {sorted(backing)}.")
-            shown = backing[backing_resource]
-        if shown.get("kind") != "postgres" or not shown.get("connection_url"):
-            text = f"query_database runs on Postgres databases; this is a {shown.get('kind')}."
+        target = _named_backing(shown, backing_resource)
+        if isinstance(target, CallToolResult):
+            return target
+        if target.get("kind") != "postgres" or not target.get("connection_url"):
+            text = f"query_database runs on Postgres databases; this is a {target.get('kind')}."
             return _refused("invalid_request", text)
         try:
-            result = await run_sql(shown["connection_url"], sql, max_rows=max_rows)
+            result = await run_sql(target["connection_url"], sql, max_rows=max_rows)
         except asyncpg.PostgresError as exc:
             body = sql_error_body(exc)
             return _error(ApiError(body["message"], body))
