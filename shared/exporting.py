@@ -1,13 +1,15 @@
 """Pieces every driver's ``export`` builds its stream from (docs/adr/0030, docs/export-formats.md).
 
-A driver yields chunks of at most ``EXPORT_CHUNK_BYTES`` whatever the size of what it reads:
-``Chunker`` cuts lines, headers and object bodies into them. Tar archives (MongoDB, S3) are
-written member by member: a header needs the member's size, so an object comes with its size
-from a listing and generated content is spooled to a temporary file first (``spooled_member``).
+A driver writes its export as pieces of any size (lines, tar headers, object bodies) and hands
+them to ``chunked``, which sends them on in chunks of at most ``EXPORT_CHUNK_BYTES`` whatever the
+size of what it reads. Tar archives (MongoDB, S3) are written member by member: a header needs
+the member's size, so an object comes with its size from a listing and generated content is
+spooled to a temporary file first (``spooled_member``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
 import time
 from typing import IO, TYPE_CHECKING
@@ -15,33 +17,28 @@ from typing import IO, TYPE_CHECKING
 from shared.contracts.kinds import EXPORT_CHUNK_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import AsyncGenerator, Iterator
 
 TAR_BLOCK = 512
 #: Two zero blocks end a tar archive.
 TAR_END = b"\0" * (2 * TAR_BLOCK)
 
 
-class Chunker:
-    """Gathers pieces into chunks of exactly ``EXPORT_CHUNK_BYTES`` (the last one shorter)."""
+async def chunked(pieces: AsyncGenerator[bytes]) -> AsyncGenerator[bytes]:
+    """``pieces`` in chunks of exactly ``EXPORT_CHUNK_BYTES`` (the last one shorter).
 
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def add(self, piece: bytes) -> list[bytes]:
-        """Take ``piece``; return the chunks that are now full."""
-        self._buffer += piece
-        full: list[bytes] = []
-        while len(self._buffer) >= EXPORT_CHUNK_BYTES:
-            full.append(bytes(self._buffer[:EXPORT_CHUNK_BYTES]))
-            del self._buffer[:EXPORT_CHUNK_BYTES]
-        return full
-
-    def rest(self) -> list[bytes]:
-        """What is left (less than a chunk, none if empty), emptying the buffer."""
-        rest = bytes(self._buffer)
-        self._buffer.clear()
-        return [rest] if rest else []
+    Closing the chunks closes ``pieces`` too, so a driver's cleanup (a cursor, a connection)
+    runs when the reader stops early.
+    """
+    buffer = bytearray()
+    async with contextlib.aclosing(pieces):
+        async for piece in pieces:
+            buffer += piece
+            while len(buffer) >= EXPORT_CHUNK_BYTES:
+                yield bytes(buffer[:EXPORT_CHUNK_BYTES])
+                del buffer[:EXPORT_CHUNK_BYTES]
+    if buffer:
+        yield bytes(buffer)
 
 
 def tar_header(name: str, size: int, mtime: float) -> bytes:
@@ -58,11 +55,11 @@ def tar_padding(size: int) -> bytes:
     return b"\0" * (-size % TAR_BLOCK)
 
 
-def spooled_member(name: str, spool: IO[bytes], out: Chunker) -> Iterator[bytes]:
+def spooled_member(name: str, spool: IO[bytes]) -> Iterator[bytes]:
     """A tar member holding what was written to ``spool``, read back a chunk at a time."""
     size = spool.tell()
     spool.seek(0)
-    yield from out.add(tar_header(name, size, time.time()))
+    yield tar_header(name, size, time.time())
     while piece := spool.read(EXPORT_CHUNK_BYTES):
-        yield from out.add(piece)
-    yield from out.add(tar_padding(size))
+        yield piece
+    yield tar_padding(size)

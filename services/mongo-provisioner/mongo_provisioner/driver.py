@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import secrets
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -43,7 +43,7 @@ from shared.contracts.kinds import (
     MongoLimits,
     ResourceKind,
 )
-from shared.exporting import TAR_END, Chunker, spooled_member
+from shared.exporting import TAR_END, chunked, spooled_member
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -381,7 +381,7 @@ class MongoDriver:
                     raise
             await self._kill_connections_of(name)
 
-    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+    def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
         """A tar of ``<collection>.json`` (mongoexport's lines) and ``<collection>.indexes.json``.
 
         Each document is one canonical Extended JSON line (what ``mongoimport`` reads, types
@@ -389,6 +389,9 @@ class MongoDriver:
         first (a tar header needs the member's size), then copied through a chunk at a time:
         memory is one cursor batch and one chunk whatever the database's size.
         """
+        return chunked(self._export_tar(resource_id, fmt))
+
+    async def _export_tar(self, resource_id: UUID, fmt: str) -> AsyncGenerator[bytes]:
         if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.MONGO]}:
             msg = "A MongoDB database exports as tar (one mongoexport JSON file per collection)."
             raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
@@ -397,34 +400,30 @@ class MongoDriver:
             msg = f"The MongoDB database of {resource_id} does not exist (it was deleted)."
             raise SpinupError(ErrorCode.NOT_FOUND, msg)
         database = self._client[name]
-        out = Chunker()
         async with self._backend_errors("exported"):
             collections = await database.list_collection_names(filter={"type": "collection"})
         for collection in sorted(c for c in collections if not c.startswith("system.")):
-            async for chunk in self._collection_members(database[collection], out):
-                yield chunk
-        for chunk in out.add(TAR_END):
-            yield chunk
-        for chunk in out.rest():
-            yield chunk
+            async for piece in self._collection_members(database[collection]):
+                yield piece
+        yield TAR_END
 
     async def _collection_members(
-        self, collection: AsyncIOMotorCollection[Document], out: Chunker
+        self, collection: AsyncIOMotorCollection[Document]
     ) -> AsyncIterator[bytes]:
         """The two tar members of one collection: its documents, then its indexes."""
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             async with self._backend_errors("exported"):
                 async for document in collection.find({}, batch_size=_EXPORT_BATCH):
                     spool.write(_extended_json_line(document))
-            for chunk in spooled_member(f"{collection.name}.json", spool, out):
-                yield chunk
+            for piece in spooled_member(f"{collection.name}.json", spool):
+                yield piece
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             async with self._backend_errors("exported"):
                 async for index in collection.list_indexes():
                     if index.get("name") != "_id_":
                         spool.write(_extended_json_line(index))
-            for chunk in spooled_member(f"{collection.name}.indexes.json", spool, out):
-                yield chunk
+            for piece in spooled_member(f"{collection.name}.indexes.json", spool):
+                yield piece
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the user or the database of this resource exists (for sweeps and tests)."""

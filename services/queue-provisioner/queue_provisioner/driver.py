@@ -32,7 +32,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
@@ -54,7 +54,7 @@ from shared.contracts.kinds import (
     NatsLimits,
     ResourceKind,
 )
-from shared.exporting import Chunker
+from shared.exporting import chunked
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -447,7 +447,7 @@ class NatsAccountDriver:
         await self._system_request(_UPDATE_SUBJECT, token, "suspended")
         log.info("queue_provisioner.account.suspended", account=account.public_key)
 
-    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+    def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
         """Every stream of the account, config then messages, as JSON lines (``jsonl``).
 
         The system account cannot read another account's JetStream, so the driver mints a
@@ -458,6 +458,9 @@ class NatsAccountDriver:
         (the tenant's consumer limit stays whole), memory is one window of messages whatever the
         stream's size.
         """
+        return chunked(self._export_account(resource_id, fmt))
+
+    async def _export_account(self, resource_id: UUID, fmt: str) -> AsyncGenerator[bytes]:
         if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.NATS]}:
             msg = "A NATS account exports as jsonl (stream configs, then their messages)."
             raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
@@ -465,12 +468,8 @@ class NatsAccountDriver:
         current = await self._existing_claims(account.public_key, "exported")
         client = await self._export_client(resource_id, account, current)
         try:
-            out = Chunker()
             async for line in self._export_lines(client):
-                for chunk in out.add(line):
-                    yield chunk
-            for chunk in out.rest():
-                yield chunk
+                yield line
         finally:
             await client.close()
 

@@ -36,7 +36,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
@@ -55,7 +55,7 @@ from shared.contracts.kinds import (
     RedisLimits,
     ResourceKind,
 )
-from shared.exporting import Chunker
+from shared.exporting import chunked
 from shared.naming import guard_tenant_name, tenant_name
 
 if TYPE_CHECKING:
@@ -640,13 +640,16 @@ class RedisDriver:
         await self._saver.changed_and_saved()
         log.info("redis_provisioner.user.suspended", user=name)
 
-    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+    def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
         """Every key of the tenant as one JSON line (``jsonl``), read by the admin connection.
 
         Keys lose the tenant's prefix so the copy restores under another tenant's. One SCAN page
         at a time (type and TTL of the page in one round trip, then the values in another), so
         memory is a page of keys whatever the keyspace; a key deleted meanwhile is left out.
         """
+        return chunked(self._export_lines(resource_id, fmt))
+
+    async def _export_lines(self, resource_id: UUID, fmt: str) -> AsyncGenerator[bytes]:
         if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.REDIS]}:
             msg = "A Redis cache exports as jsonl (one JSON object per key)."
             raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
@@ -655,7 +658,6 @@ class RedisDriver:
         async with self._backend_errors("exported"):
             if not await self.exists(resource_id):
                 raise _missing(resource_id)
-        out = Chunker()
         cursor: int | None = None
         while cursor != 0:
             async with self._backend_errors("exported"):
@@ -664,10 +666,7 @@ class RedisDriver:
                 )
                 lines = await self._export_page(cast("list[bytes]", keys), prefix)
             for line in lines:
-                for chunk in out.add(line):
-                    yield chunk
-        for chunk in out.rest():
-            yield chunk
+                yield line
 
     async def _export_page(self, keys: list[bytes], prefix: bytes) -> list[bytes]:
         if not keys:

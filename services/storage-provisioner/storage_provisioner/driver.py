@@ -40,7 +40,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
@@ -72,7 +72,7 @@ from shared.contracts.kinds import (
     S3Credentials,
     S3Limits,
 )
-from shared.exporting import TAR_END, Chunker, spooled_member, tar_header, tar_padding
+from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
 from shared.naming import guard_tenant_name, tenant_name
 from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
 
@@ -914,7 +914,7 @@ class S3Driver:
         await self._iam.remove(user)
         await self._settle(bucket, valid=[], revoked=older, push=again)
 
-    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+    def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
         """Every object of the bucket as a tar member at its key, then ``.spinup-metadata.jsonl``.
 
         Object by object with the admin key: a ``HEAD`` gives its size (the tar header comes
@@ -922,6 +922,9 @@ class S3Driver:
         time, so memory is one chunk whatever the object's size. The metadata lines (a few
         hundred bytes per object) are spooled to disk past ``_METADATA_SPOOL_BYTES``.
         """
+        return chunked(self._export_tar(resource_id, fmt))
+
+    async def _export_tar(self, resource_id: UUID, fmt: str) -> AsyncGenerator[bytes]:
         if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.S3]}:
             msg = "A storage bucket exports as tar (its objects, then their metadata)."
             raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
@@ -929,7 +932,6 @@ class S3Driver:
         if not await self._run("exported", lambda: self._admin.bucket_exists(bucket)):
             msg = f"The storage bucket of {resource_id} does not exist (it was deleted)."
             raise SpinupError(ErrorCode.NOT_FOUND, msg)
-        out = Chunker()
         with tempfile.SpooledTemporaryFile(max_size=_METADATA_SPOOL_BYTES) as metadata:
             async with self._backend_errors("exported"):
                 listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
@@ -938,17 +940,14 @@ class S3Driver:
                         name = listed.object_name
                         if name is None or listed.is_dir:
                             continue
-                        async for chunk in self._export_object(bucket, name, out, metadata):
-                            yield chunk
-            for chunk in spooled_member(_METADATA_MEMBER, metadata, out):
-                yield chunk
-        for chunk in out.add(TAR_END):
-            yield chunk
-        for chunk in out.rest():
-            yield chunk
+                        async for piece in self._export_object(bucket, name, metadata):
+                            yield piece
+            for piece in spooled_member(_METADATA_MEMBER, metadata):
+                yield piece
+        yield TAR_END
 
     async def _export_object(
-        self, bucket: str, name: str, out: Chunker, metadata: IO[bytes]
+        self, bucket: str, name: str, metadata: IO[bytes]
     ) -> AsyncIterator[bytes]:
         try:
             stat = await self._admin.stat_object(bucket, name)
@@ -958,8 +957,7 @@ class S3Driver:
             raise
         size = stat.size or 0
         modified = stat.last_modified.timestamp() if stat.last_modified else time.time()
-        for chunk in out.add(tar_header(name, size, modified)):
-            yield chunk
+        yield tar_header(name, size, modified)
         response = await self._admin.get_object(bucket, name)
         copied = 0
         try:
@@ -967,16 +965,14 @@ class S3Driver:
                 copied += len(piece)
                 if copied > size:
                     break
-                for chunk in out.add(piece):
-                    yield chunk
+                yield piece
         finally:
             response.release()
         if copied != size:
             # Overwritten between HEAD and GET: the tar header already promised ``size``.
             msg = f"The object {name!r} changed during the export; export again."
             raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
-        for chunk in out.add(tar_padding(size)):
-            yield chunk
+        yield tar_padding(size)
         user_metadata = {
             key.lower().removeprefix("x-amz-meta-"): value
             for key, value in dict(stat.metadata or {}).items()

@@ -30,7 +30,7 @@ import enum
 import hashlib
 import hmac
 import re
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -53,7 +53,7 @@ from shared.contracts.kinds import (
     WebhookCredentials,
     WebhookLimits,
 )
-from shared.exporting import Chunker
+from shared.exporting import chunked
 from shared.naming import guard_tenant_name, tenant_name
 
 log = structlog.get_logger("gateway.webhooks")
@@ -488,7 +488,7 @@ class WebhookDriver:
             if await self._suspend(keys=[names.limits]):
                 await self._redis.publish(names.live, _CLOSED)
 
-    async def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
+    def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
         """Every kept request as one JSON line (``jsonl``), newest first, as the history API.
 
         Each line is the item ``GET /webhook/{token}/requests`` gives (``StoredRequest``, its
@@ -496,6 +496,9 @@ class WebhookDriver:
         on reading). Read ``_EXPORT_PAGE`` requests per round trip with ``history``, so memory
         is a page of bodies whatever the history's length.
         """
+        return chunked(self._export_lines(resource_id, fmt))
+
+    async def _export_lines(self, resource_id: UUID, fmt: str) -> AsyncGenerator[bytes]:
         if fmt not in {f.name for f in EXPORT_FORMATS[ResourceKind.WEBHOOK]}:
             msg = "A webhook receiver exports as jsonl (one captured request per line)."
             raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
@@ -504,18 +507,14 @@ class WebhookDriver:
             if not await self._redis.exists(names.limits, names.requests):
                 msg = f"The webhook receiver {resource_id} does not exist (it was deleted)."
                 raise SpinupError(ErrorCode.NOT_FOUND, msg)
-        out = Chunker()
         newest: int | None = None
         while newest is None or newest > 0:
             page = await self.history(resource_id, newest, _EXPORT_PAGE)
             for request in page.requests:
-                for chunk in out.add(_encoder.encode(request) + b"\n"):
-                    yield chunk
+                yield _encoder.encode(request) + b"\n"
             if not page.requests or page.requests[-1].seq <= page.oldest:
                 break
             newest = page.requests[-1].seq - 1
-        for chunk in out.rest():
-            yield chunk
 
     async def clear(self, resource_id: UUID) -> None:
         """Forget the receiver's stored requests; the receiver itself keeps taking new ones."""
