@@ -70,6 +70,12 @@ def test_limits_come_from_the_file() -> None:
         (("active_per_kind: 2", "active_per_kind: 0"), "tiers.anon.caps.active_per_kind"),
         (("provisions_per_minute: 5", "per_minute: 5"), "per_minute"),
         (("    rate_limit: {provisions_per_minute: 50}\n", ""), "rate_limit"),
+        # One customer cluster serves every tier: one extension allowlist for all of them.
+        (
+            ("temp_file_limit_mb: 2}", "temp_file_limit_mb: 2, extensions: [vector]}"),
+            "same postgres.extensions",
+        ),
+        (("    export: {per_hour: 1, concurrent: 1}\n", ""), "export"),
     ],
 )
 def test_invalid_plans_are_refused_with_the_path_named(
