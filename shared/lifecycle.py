@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -47,10 +47,13 @@ from shared.contracts.kinds import (
 )
 from shared.contracts.replies import (
     CredentialsRotated,
+    DueFound,
+    DueResource,
     ResourceClaimed,
     ResourceDeprovisioned,
     ResourceProvisioned,
     ResourceSuspended,
+    StuckDeploy,
     UsageSwept,
 )
 from shared.eventlog.errors import ConcurrencyConflictError
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
         ClaimResource,
         Command,
         ExportResource,
+        FindDue,
         ProvisionResource,
         RotateCredentials,
         SuspendResource,
@@ -631,6 +635,44 @@ class ResourceLifecycle:
             raise SpinupError(ErrorCode.INVALID_REQUEST, msg)
         return self._driver.export(command.resource_id, command.format)
 
+    # -- what the reaper must do --------------------------------------------------------------
+
+    async def find_due(self, command: FindDue) -> DueFound:
+        """This kind's resources due for the reaper now, and, for stacks, deploys that stalled.
+
+        The reaper acts on the answer with its own commands; this only reads the projection.
+        """
+        self._check_kind(command.kind)
+        now = datetime.now(UTC)
+        found, backlog = await self._resources.due(
+            command.kind, now, timedelta(seconds=command.orphan_grace_s), command.limit
+        )
+        stuck = []
+        if command.kind is ResourceKind.STACK:
+            stalled = await self._resources.stuck_stacks(
+                now, timedelta(seconds=command.stuck_after_s)
+            )
+            stuck = [StuckDeploy(resource_id=rid, revision=rev) for rid, rev in stalled]
+        return DueFound(
+            kind=command.kind,
+            due=[
+                DueResource(
+                    resource_id=state.resource_id,
+                    reason=due.reason,
+                    suspend=due.suspend,
+                    expires_at=state.expires_at,
+                )
+                for state, due in found
+            ],
+            backlog=backlog,
+            stuck=stuck,
+        )
+
+    def _check_kind(self, kind: ResourceKind) -> None:
+        if kind is not self._driver.kind:
+            msg = f"this worker serves {self._driver.kind.value} resources, not {kind.value}"
+            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+
     # -- usage sweep -------------------------------------------------------------------------
 
     async def sweep_usage(self, command: SweepUsage) -> UsageSwept:
@@ -641,11 +683,7 @@ class ResourceLifecycle:
         log saying "exceeded", so the next pass lifts again): the backend is never left blocked
         with the log saying otherwise.
         """
-        if command.kind is not self._driver.kind:
-            msg = (
-                f"this worker sweeps {self._driver.kind.value} resources, not {command.kind.value}"
-            )
-            raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
+        self._check_kind(command.kind)
         quotas = {
             state.resource_id: (state, quota)
             for state in await self._resources.live_of_kind(self._driver.kind)

@@ -1,7 +1,7 @@
 """The life of one resource, folded from its events.
 
-The same fold drives the workers' decisions, the reaper's index and the ``resources`` projection,
-so the three can never disagree about what state a resource is in.
+The same fold drives the workers' decisions and the ``resources`` projection (which the reaper's
+sweeps query), so they can never disagree about what state a resource is in.
 """
 
 from __future__ import annotations
@@ -26,6 +26,16 @@ from shared.contracts.events import (
     ResourceSuspended,
 )
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """Why a resource is due for the reaper, and what it does about it."""
+
+    reason: DeprovisionReason
+    #: Expired with its export grace still running: stop its credentials, keep its data until
+    #: the grace ends (docs/adr/0030). Otherwise: deprovision it.
+    suspend: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,3 +168,30 @@ class ResourceState:
     def is_gone(self) -> bool:
         """Deleted or expired: nothing remains in the backend."""
         return self.status in {ResourceStatus.DELETED, ResourceStatus.EXPIRED}
+
+    def due(self, now: datetime, grace: timedelta) -> Due | None:
+        """What the reaper does about this resource now, if anything.
+
+        Expired ones (suspended first when they have an export grace, deleted when it ends);
+        ones whose provisioning never finished (deadline long past); failed ones that left
+        something behind; and deprovisions that stalled. ``grace`` is how long a worker may
+        take before its work counts as abandoned.
+        """
+        stale = self.updated_at is not None and self.updated_at + grace <= now
+        match self.status:
+            case ResourceStatus.ACTIVE if self.expires_at is not None and self.expires_at <= now:
+                # Never suspended (workers down for the whole grace): deleted when the grace ends.
+                ends = self.grace_ends_at
+                suspend = ends is not None and now < ends
+                return Due(DeprovisionReason.EXPIRED, suspend=suspend)
+            case ResourceStatus.SUSPENDED if self.delete_at is None or self.delete_at <= now:
+                return Due(DeprovisionReason.EXPIRED)
+            case ResourceStatus.PROVISIONING if (
+                self.deadline is not None and self.deadline + grace <= now
+            ):
+                return Due(DeprovisionReason.ORPHANED)
+            case ResourceStatus.FAILED if self.needs_cleanup and stale:
+                return Due(DeprovisionReason.ORPHANED)
+            case ResourceStatus.DELETING if stale:
+                return Due(self.deprovision_reason or DeprovisionReason.ORPHANED)
+        return None

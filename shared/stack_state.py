@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from shared.contracts.events import (
     Event,
+    ResourceProvisioned,
     StackDeployStarted,
     StackFailed,
     StackReady,
@@ -106,3 +108,48 @@ class StackView:
         for event in events:
             view.apply(event)
         return view
+
+
+#: Events that show a stack's deploy moving: the time of the last one is its progress.
+_PROGRESS = (
+    ResourceProvisioned,
+    StackDeployStarted,
+    StackServiceBuilt,
+    StackServiceStarted,
+    StackReady,
+    StackFailed,
+    StackStopped,
+)
+#: A deploy still under way in these: stuck once it stops moving for longer than a build can take.
+UNDER_WAY = frozenset({StackStatus.PENDING, StackStatus.BUILDING})
+
+
+@dataclass(slots=True)
+class DeployProgress:
+    """Where a stack's deploy is and when it last moved: what tells a deploy whose worker died.
+
+    Folded with the resource into its ``resources`` row, so the reaper finds stuck deploys with
+    one query instead of folding every stack's stream.
+    """
+
+    view: StackView = field(default_factory=StackView)
+    #: The last progress event's time (None: none yet).
+    moved_at: datetime | None = None
+
+    def apply(self, event: Event, recorded_at: datetime) -> None:
+        """Take one event of the stack's stream into account."""
+        if isinstance(event, _PROGRESS):
+            self.view.apply(event)
+            self.moved_at = recorded_at
+
+    def is_stuck(self, now: datetime, after: timedelta) -> bool:
+        """Under way and not moved for ``after``.
+
+        A deploy bounded by the build timeout always ends in ``StackReady`` or ``StackFailed``
+        while its worker lives, so one still pending or building past it was interrupted.
+        """
+        return (
+            self.view.status in UNDER_WAY
+            and self.moved_at is not None
+            and self.moved_at + after <= now
+        )

@@ -119,6 +119,7 @@ async def serve_lifecycle(
     await bus.serve(endpoints.claim, lifecycle.claim, max_in_flight=max_in_flight)
     await bus.serve(endpoints.rotate, lifecycle.rotate, max_in_flight=max_in_flight)
     await bus.serve(endpoints.sweep_usage, lifecycle.sweep_usage, max_in_flight=1)
+    await bus.serve(endpoints.find_due, lifecycle.find_due, max_in_flight=max_in_flight)
     await bus.serve(endpoints.suspend, lifecycle.suspend, max_in_flight=max_in_flight)
     # Each export holds a dump process and a window of chunks: a few at a time per replica.
     await bus.serve_stream(

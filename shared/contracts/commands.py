@@ -102,6 +102,20 @@ class SweepUsage(Command, frozen=True, kw_only=True):
     kind: ResourceKind
 
 
+class FindDue(Command, frozen=True, kw_only=True):
+    """Which resources of the worker's kind the reaper must act on now (docs/adr/0035).
+
+    Read from the indexed ``resources`` projection, so the reaper needs neither the event stream
+    nor a database connection. ``orphan_grace_s`` is how long a worker may take before its work
+    counts as abandoned; ``stuck_after_s`` the same for a stack's deploy (stacks only).
+    """
+
+    kind: ResourceKind
+    orphan_grace_s: float
+    stuck_after_s: float
+    limit: int
+
+
 class StackAction(StrEnum):
     """What ``ControlStack`` asks of a stack's containers."""
 

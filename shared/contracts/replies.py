@@ -102,6 +102,33 @@ class UsageSwept(Reply, frozen=True, kw_only=True):
     unblocked: int
 
 
+class DueResource(msgspec.Struct, frozen=True, kw_only=True):
+    """One resource the reaper must act on, and why."""
+
+    resource_id: UUID
+    reason: DeprovisionReason
+    #: Expired within its export grace: suspend it (credentials off, data kept) instead of
+    #: deprovisioning it (docs/adr/0030).
+    suspend: bool
+    expires_at: datetime | None
+
+
+class StuckDeploy(msgspec.Struct, frozen=True, kw_only=True):
+    """A live stack whose deploy stopped moving (its worker died)."""
+
+    resource_id: UUID
+    revision: int
+
+
+class DueFound(Reply, frozen=True, kw_only=True):
+    """What one kind has due now, oldest first; ``backlog`` counts all, ``due`` is bounded."""
+
+    kind: ResourceKind
+    due: list[DueResource]
+    backlog: int
+    stuck: list[StuckDeploy] = []
+
+
 class StackControlled(Reply, frozen=True, kw_only=True):
     """The stack's status after a ``ControlStack`` (``building`` while a redeploy runs)."""
 

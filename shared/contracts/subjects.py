@@ -15,6 +15,7 @@ from shared.contracts.commands import (
     ControlStack,
     DeprovisionResource,
     ExportResource,
+    FindDue,
     ProvisionResource,
     RotateCredentials,
     SuspendResource,
@@ -22,7 +23,13 @@ from shared.contracts.commands import (
 )
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.replies import CredentialsRotated as RotatedReply
-from shared.contracts.replies import ExportStarted, Reply, StackControlled, UsageSwept
+from shared.contracts.replies import (
+    DueFound,
+    ExportStarted,
+    Reply,
+    StackControlled,
+    UsageSwept,
+)
 from shared.contracts.replies import ResourceClaimed as ClaimedReply
 from shared.contracts.replies import ResourceDeprovisioned as DeprovisionedReply
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
@@ -48,6 +55,8 @@ class Endpoint(Generic[C, R]):
 
 
 REPLY_GRACE_S = 1.0
+#: One indexed query on the platform Postgres.
+FIND_DUE_S = 10.0
 #: An export's checks and the start of its dump, before the first chunk is promised.
 EXPORT_START_S = 10.0
 #: A streamed export ends when either side hears nothing from the other for this long: the
@@ -67,6 +76,8 @@ class KindEndpoints:
     claim: Endpoint[ClaimResource, ClaimedReply]
     rotate: Endpoint[RotateCredentials, RotatedReply]
     sweep_usage: Endpoint[SweepUsage, UsageSwept]
+    #: The reaper's question each sweep: what is due now (one indexed query, docs/adr/0035).
+    find_due: Endpoint[FindDue, DueFound]
     #: At expiry: the credentials stop, the data stays for the grace (docs/adr/0030).
     suspend: Endpoint[SuspendResource, SuspendedReply]
     #: A streamed reply (``Bus.request_stream``): the timeout covers the checks before the first
@@ -100,6 +111,7 @@ def _kind_endpoints(
             f"{base}.rotate", RotateCredentials, RotatedReply, queue, provision_timeout
         ),
         sweep_usage=Endpoint(f"{base}.sweep_usage", SweepUsage, UsageSwept, queue, sweep_timeout),
+        find_due=Endpoint(f"{base}.find_due", FindDue, DueFound, queue, FIND_DUE_S),
         # Stopping credentials is a role or ACL change, like a rotation.
         suspend=Endpoint(
             f"{base}.suspend", SuspendResource, SuspendedReply, queue, provision_timeout

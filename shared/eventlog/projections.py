@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -19,10 +19,11 @@ from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, Reso
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
 from shared.eventlog.schema import HOLD_APPENDS, LIVE_STATUSES
-from shared.resources import ResourceState
+from shared.resources import Due, ResourceState
+from shared.stack_state import UNDER_WAY, DeployProgress
 
 if TYPE_CHECKING:
-    from shared.contracts.events import RecordedEvent
+    from shared.contracts.events import Event, RecordedEvent
 
 _STREAM_PREFIX = "resource-"
 _GONE = (ResourceStatus.DELETED, ResourceStatus.EXPIRED, ResourceStatus.NONE)
@@ -33,7 +34,7 @@ _COLUMNS = (
     "id, version, status, kind, tier, limits, token_hash, fingerprint, name, created_at,"
     " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
     " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded, parent_id,"
-    " extensions, export_grace_seconds, delete_at"
+    " extensions, export_grace_seconds, delete_at, deploy_status, deploy_revision, deploy_moved_at"
 )
 
 
@@ -67,8 +68,29 @@ _COUNT_HELD_ANONYMOUS = _COUNT_HELD.format(
 )
 _COUNT_HELD_BY_ACCOUNT = _COUNT_HELD.format(holder="account_id = $1", live=LIVE_STATUSES)
 
+# What may be due ($2: now, $3: now less the orphan grace): a superset of ``ResourceState.due``,
+# which decides; each branch is a range of an index (``resources_status_expires``,
+# ``resources_kind_status``) over the few rows of its status that are past their time.
+_DUE = f"""
+SELECT {_COLUMNS}, count(*) OVER () AS backlog FROM resources WHERE kind = $1 AND (
+  (status = '{ResourceStatus.ACTIVE.value}' AND expires_at <= $2)
+  OR (status = '{ResourceStatus.SUSPENDED.value}' AND (delete_at IS NULL OR delete_at <= $2))
+  OR (status = '{ResourceStatus.PROVISIONING.value}' AND deadline <= $3)
+  OR (status = '{ResourceStatus.FAILED.value}' AND needs_cleanup AND updated_at <= $3)
+  OR (status = '{ResourceStatus.DELETING.value}' AND updated_at <= $3))
+ORDER BY coalesce(delete_at, expires_at, deadline, updated_at), id LIMIT $4
+"""
+_UNDER_WAY = ", ".join(f"'{status.value}'" for status in sorted(UNDER_WAY))
+# Live stacks whose deploy is under way and has not moved since $1 (``DeployProgress``).
+_STUCK_STACKS = f"""
+SELECT id, deploy_revision FROM resources
+WHERE kind = '{ResourceKind.STACK.value}' AND status = '{ResourceStatus.ACTIVE.value}'
+  AND deploy_status IN ({_UNDER_WAY}) AND deploy_moved_at <= $1
+ORDER BY deploy_moved_at, id
+"""
 
-def _row_values(state: ResourceState) -> tuple[Any, ...]:
+
+def _row_values(state: ResourceState, deploy: DeployProgress | None) -> tuple[Any, ...]:
     return (
         state.resource_id,
         state.version,
@@ -95,6 +117,9 @@ def _row_values(state: ResourceState) -> tuple[Any, ...]:
         state.extensions,
         state.export_grace_seconds,
         state.delete_at,
+        deploy.view.status.value if deploy else None,
+        deploy.view.revision if deploy else None,
+        deploy.moved_at if deploy else None,
     )
 
 
@@ -134,6 +159,22 @@ def _resource_id(stream_id: str) -> UUID:
     return UUID(stream_id.removeprefix(_STREAM_PREFIX))
 
 
+class _StreamFold:
+    """A resource stream folded event by event: the resource and, for a stack, its deploy."""
+
+    def __init__(self, resource_id: UUID) -> None:
+        self.state = ResourceState(resource_id=resource_id)
+        self._deploy = DeployProgress()
+
+    def apply(self, event: Event, command_id: UUID, recorded_at: datetime) -> None:
+        self.state = self.state.apply(event, command_id=command_id, recorded_at=recorded_at)
+        self._deploy.apply(event, recorded_at)
+
+    def row(self) -> tuple[Any, ...]:
+        deploy = self._deploy if self.state.kind is ResourceKind.STACK else None
+        return _row_values(self.state, deploy)
+
+
 class ResourceProjection:
     """Keeps ``resources`` equal to the fold of every ``resource-*`` stream.
 
@@ -148,10 +189,10 @@ class ResourceProjection:
         self, stream_id: str, history: Sequence[RecordedEvent], first_parameter: int
     ) -> tuple[str, Sequence[Any]]:
         """The row of the stream's fold, written by the append that made ``history`` whole."""
-        state = ResourceState.fold(
-            _resource_id(stream_id), ((e.event, e.command_id, e.recorded_at) for e in history)
-        )
-        return _upsert(first_parameter), _row_values(state)
+        fold = _StreamFold(_resource_id(stream_id))
+        for recorded in history:
+            fold.apply(recorded.event, recorded.command_id, recorded.recorded_at)
+        return _upsert(first_parameter), fold.row()
 
 
 async def rebuild_resources(pool: asyncpg.Pool) -> int:
@@ -163,30 +204,28 @@ async def rebuild_resources(pool: asyncpg.Pool) -> int:
     async with platform_errors(), pool.acquire() as conn, conn.transaction():
         await conn.execute(HOLD_APPENDS)
         await conn.execute("TRUNCATE resources")
-        current: ResourceState | None = None
+        current: _StreamFold | None = None
         async for r in conn.cursor(
             "SELECT stream_id, event_type, data, command_id, recorded_at FROM events"
             " WHERE stream_id LIKE 'resource-%' ORDER BY stream_id, version"
         ):
             resource_id = _resource_id(r["stream_id"])
-            if current is None or current.resource_id != resource_id:
+            if current is None or current.state.resource_id != resource_id:
                 if current is not None:
-                    await conn.execute(_UPSERT, *_row_values(current))
+                    await conn.execute(_UPSERT, *current.row())
                     written += 1
-                current = ResourceState(resource_id=resource_id)
-            current = current.apply(
-                decode_event(r["event_type"], r["data"]),
-                command_id=r["command_id"],
-                recorded_at=r["recorded_at"],
+                current = _StreamFold(resource_id)
+            current.apply(
+                decode_event(r["event_type"], r["data"]), r["command_id"], r["recorded_at"]
             )
         if current is not None:
-            await conn.execute(_UPSERT, *_row_values(current))
+            await conn.execute(_UPSERT, *current.row())
             written += 1
     return written
 
 
 class ResourceReadModel:
-    """Queries the gateway makes against ``resources``."""
+    """Queries the gateway and the workers make against ``resources``."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -285,6 +324,34 @@ class ResourceReadModel:
         if row is None:  # pragma: no cover  (a SELECT of two subqueries always returns a row)
             return 0, 0
         return int(row["live"]), int(row["today"])
+
+    async def due(
+        self, kind: ResourceKind, now: datetime, grace: timedelta, limit: int
+    ) -> tuple[list[tuple[ResourceState, Due]], int]:
+        """Resources of ``kind`` the reaper must act on now, oldest first, and how many in all.
+
+        At most ``limit`` are returned; the count is of every due one (the reaper's backlog).
+        ``grace`` is how long a worker may take before its work counts as abandoned.
+        """
+        async with platform_errors():
+            rows = await self._pool.fetch(_DUE, kind.value, now, now - grace, limit)
+        found = []
+        for row in rows:
+            state = _state_from_row(row)
+            due = state.due(now, grace)
+            if due is not None:
+                found.append((state, due))
+        return found, int(rows[0]["backlog"]) if rows else 0
+
+    async def stuck_stacks(self, now: datetime, after: timedelta) -> list[tuple[UUID, int]]:
+        """Live stacks whose deploy is under way and has not moved for ``after``: id, revision.
+
+        A deploy bounded by the build timeout always ends in ``StackReady`` or ``StackFailed``
+        while its worker lives, so one still pending or building past it was interrupted.
+        """
+        async with platform_errors():
+            rows = await self._pool.fetch(_STUCK_STACKS, now - after)
+        return [(row["id"], row["deploy_revision"]) for row in rows]
 
     async def children_of(self, parent_id: UUID) -> list[ResourceState]:
         """The resources that back the stack ``parent_id`` and are not gone, by name."""

@@ -86,6 +86,11 @@ ALTER TABLE resources ADD COLUMN IF NOT EXISTS parent_id uuid;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS extensions integer NOT NULL DEFAULT 0;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS export_grace_seconds integer NOT NULL DEFAULT 0;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS delete_at timestamptz;
+-- A stack's deploy (shared.stack_state.DeployProgress): where the reaper finds a deploy whose
+-- worker died (docs/adr/0035). NULL for every other kind.
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_status text;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_revision integer;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_moved_at timestamptz;
 CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
 CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);

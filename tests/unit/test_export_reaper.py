@@ -7,18 +7,15 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from reaper.handlers import SUSPEND, ResourceIndex
 from shared.contracts.events import (
     Event,
-    RecordedEvent,
     ResourceExtended,
     ResourceProvisioned,
     ResourceProvisionRequested,
     ResourceSuspended,
 )
 from shared.contracts.kinds import DeprovisionReason, ResourceKind, ResourceStatus
-from shared.naming import resource_stream
-from shared.resources import ResourceState
+from shared.resources import Due, ResourceState
 from shared.testing.factories import LIMITS
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -27,81 +24,71 @@ GRACE_S = 3600
 ORPHAN_GRACE = timedelta(seconds=30)
 
 
-def recorded(resource_id: uuid.UUID, version: int, event: Event, at: datetime) -> RecordedEvent:
-    return RecordedEvent(
-        position=version,
-        stream_id=resource_stream(resource_id),
-        version=version,
-        event_id=uuid.uuid4(),
-        command_id=uuid.uuid4(),
-        correlation_id="test",
-        recorded_at=at,
-        event=event,  # type: ignore[arg-type]
-    )
+class Stream:
+    """One resource's events, folded as the projection folds them."""
+
+    def __init__(self, *, grace_s: int) -> None:
+        self.resource_id = uuid.uuid4()
+        self.state = ResourceState(resource_id=self.resource_id)
+        requested = ResourceProvisionRequested(
+            resource_id=self.resource_id,
+            kind=ResourceKind.POSTGRES,
+            tier="anonymous",
+            limits=LIMITS,
+            token_hash="h",
+            fingerprint="f",
+            name=None,
+            expires_at=START + TTL,
+            deadline=START + timedelta(seconds=15),
+            export_grace_seconds=grace_s,
+        )
+        self.append(requested, START)
+        provisioned = ResourceProvisioned(resource_id=self.resource_id, credentials_sealed="x")
+        self.append(provisioned, START)
+
+    def append(self, event: Event, at: datetime) -> None:
+        self.state = self.state.apply(event, command_id=uuid.uuid4(), recorded_at=at)
+
+    def due(self, at: datetime) -> Due | None:
+        return self.state.due(at, ORPHAN_GRACE)
 
 
-def live_database(index: ResourceIndex, *, grace_s: int) -> uuid.UUID:
-    resource_id = uuid.uuid4()
-    requested = ResourceProvisionRequested(
-        resource_id=resource_id,
-        kind=ResourceKind.POSTGRES,
-        tier="anonymous",
-        limits=LIMITS,
-        token_hash="h",
-        fingerprint="f",
-        name=None,
-        expires_at=START + TTL,
-        deadline=START + timedelta(seconds=15),
-        export_grace_seconds=grace_s,
-    )
-    index.apply(recorded(resource_id, 1, requested, START))
-    provisioned = ResourceProvisioned(resource_id=resource_id, credentials_sealed="x")
-    index.apply(recorded(resource_id, 2, provisioned, START))
-    return resource_id
-
-
-def actions(index: ResourceIndex, at: datetime) -> dict[uuid.UUID, object]:
-    return {state.resource_id: action for state, action in index.due(at, ORPHAN_GRACE)}
+SUSPEND = Due(DeprovisionReason.EXPIRED, suspend=True)
+DELETE = Due(DeprovisionReason.EXPIRED)
 
 
 def test_suspended_at_expiry_and_deleted_when_the_grace_ends() -> None:
-    index = ResourceIndex()
-    kept = live_database(index, grace_s=GRACE_S)
-    assert actions(index, START + TTL - timedelta(seconds=1)) == {}
-    assert actions(index, START + TTL) == {kept: SUSPEND}
+    kept = Stream(grace_s=GRACE_S)
+    assert kept.due(START + TTL - timedelta(seconds=1)) is None
+    assert kept.due(START + TTL) == SUSPEND
 
     delete_at = START + TTL + timedelta(seconds=GRACE_S)
-    suspended = ResourceSuspended(resource_id=kept, delete_at=delete_at)
-    index.apply(recorded(kept, 3, suspended, START + TTL))
+    kept.append(ResourceSuspended(resource_id=kept.resource_id, delete_at=delete_at), START + TTL)
     # Suspended: nothing to do until the grace ends, however long the reaper keeps looking.
-    assert actions(index, START + TTL + timedelta(seconds=1)) == {}
-    assert actions(index, delete_at - timedelta(seconds=1)) == {}
-    assert actions(index, delete_at) == {kept: DeprovisionReason.EXPIRED}
+    assert kept.due(START + TTL + timedelta(seconds=1)) is None
+    assert kept.due(delete_at - timedelta(seconds=1)) is None
+    assert kept.due(delete_at) == DELETE
 
 
 def test_without_a_grace_it_is_deleted_at_expiry_as_before() -> None:
-    index = ResourceIndex()
-    plain = live_database(index, grace_s=0)
-    assert actions(index, START + TTL) == {plain: DeprovisionReason.EXPIRED}
+    assert Stream(grace_s=0).due(START + TTL) == DELETE
 
 
 def test_one_never_suspended_is_deleted_when_its_grace_ends_not_before() -> None:
     # The workers were down for the whole grace: no suspension ever landed.
-    index = ResourceIndex()
-    missed = live_database(index, grace_s=GRACE_S)
+    missed = Stream(grace_s=GRACE_S)
     ends = START + TTL + timedelta(seconds=GRACE_S)
-    assert actions(index, ends - timedelta(seconds=1)) == {missed: SUSPEND}
-    assert actions(index, ends) == {missed: DeprovisionReason.EXPIRED}
+    assert missed.due(ends - timedelta(seconds=1)) == SUSPEND
+    assert missed.due(ends) == DELETE
 
 
 def test_an_extension_before_expiry_moves_both_dates() -> None:
-    index = ResourceIndex()
-    extended = live_database(index, grace_s=GRACE_S)
+    extended = Stream(grace_s=GRACE_S)
     later = START + TTL + timedelta(hours=1)
-    event = ResourceExtended(resource_id=extended, expires_at=later, extensions=1)
-    index.apply(recorded(extended, 3, event, START + timedelta(minutes=5)))
-    assert actions(index, START + TTL) == {}
-    assert actions(index, later) == {extended: SUSPEND}
+    event = ResourceExtended(resource_id=extended.resource_id, expires_at=later, extensions=1)
+    extended.append(event, START + timedelta(minutes=5))
+    assert extended.due(START + TTL) is None
+    assert extended.due(later) == SUSPEND
 
 
 def test_the_grace_is_carried_by_the_event_and_old_events_have_none() -> None:

@@ -1,7 +1,6 @@
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from reaper.handlers import ResourceIndex
 from shared.contracts.events import (
     RecordedEvent,
     ResourceDeprovisioned,
@@ -12,7 +11,7 @@ from shared.contracts.events import (
     ResourceProvisionRequested,
 )
 from shared.contracts.kinds import DeprovisionReason, PostgresLimits, ResourceKind, ResourceStatus
-from shared.resources import ResourceState
+from shared.resources import Due, ResourceState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LIMITS = PostgresLimits(storage_mb=1, connections=1, statement_timeout_ms=1, temp_file_limit_mb=1)
@@ -79,35 +78,51 @@ def test_failed_provision_that_left_something_needs_cleanup() -> None:
     assert state.needs_cleanup
 
 
-def test_reaper_finds_expired_orphaned_and_stalled_resources_only() -> None:
-    index = ResourceIndex()
-    expired, fresh, orphan, permanent = (uuid.uuid4() for _ in range(4))
-    index.apply(recorded(1, requested(expired, expires_at=NOW - timedelta(seconds=1))))
-    index.apply(recorded(2, ResourceProvisioned(resource_id=expired, credentials_sealed="s")))
-    index.apply(recorded(1, requested(fresh, expires_at=NOW + timedelta(hours=1))))
-    index.apply(recorded(2, ResourceProvisioned(resource_id=fresh, credentials_sealed="s")))
-    index.apply(recorded(1, requested(orphan, expires_at=None)))  # never finished
-    index.apply(recorded(1, requested(permanent, expires_at=None)))
-    index.apply(recorded(2, ResourceProvisioned(resource_id=permanent, credentials_sealed="s")))
-
-    due = {
-        s.resource_id: r for s, r in index.due(NOW + timedelta(minutes=5), timedelta(seconds=60))
+def test_due_are_expired_orphaned_and_stalled_resources_only() -> None:
+    expired, fresh, orphan, permanent, stalled = (uuid.uuid4() for _ in range(5))
+    states = [
+        fold(
+            recorded(1, requested(expired, expires_at=NOW - timedelta(seconds=1))),
+            recorded(2, ResourceProvisioned(resource_id=expired, credentials_sealed="s")),
+        ),
+        fold(
+            recorded(1, requested(fresh, expires_at=NOW + timedelta(hours=1))),
+            recorded(2, ResourceProvisioned(resource_id=fresh, credentials_sealed="s")),
+        ),
+        fold(recorded(1, requested(orphan, expires_at=None))),  # never finished
+        fold(
+            recorded(1, requested(permanent, expires_at=None)),
+            recorded(2, ResourceProvisioned(resource_id=permanent, credentials_sealed="s")),
+        ),
+        fold(
+            recorded(1, requested(stalled, expires_at=None)),
+            recorded(2, ResourceProvisioned(resource_id=stalled, credentials_sealed="s")),
+            recorded(
+                3,
+                ResourceDeprovisionRequested(resource_id=stalled, reason=DeprovisionReason.DELETED),
+            ),
+        ),
+    ]
+    later = NOW + timedelta(minutes=5)
+    due = {s.resource_id: d for s in states if (d := s.due(later, timedelta(seconds=60)))}
+    assert due == {
+        expired: Due(DeprovisionReason.EXPIRED),
+        orphan: Due(DeprovisionReason.ORPHANED),
+        stalled: Due(DeprovisionReason.DELETED),
     }
-    assert due == {expired: DeprovisionReason.EXPIRED, orphan: DeprovisionReason.ORPHANED}
+    # Within the orphan grace, a worker may still be at it.
+    unfinished = fold(recorded(1, requested(orphan, expires_at=None)))
+    assert unfinished.due(NOW, timedelta(seconds=60)) is None
 
 
-def test_reaper_index_ignores_repeated_events_and_forgets_gone_resources() -> None:
-    index = ResourceIndex()
+def test_gone_resources_are_never_due() -> None:
+    EXPIRED = DeprovisionReason.EXPIRED  # noqa: N806
     rid = uuid.uuid4()
-    first = recorded(1, requested(rid, expires_at=NOW))
-    index.apply(first)
-    index.apply(first)
-    index.apply(recorded(2, ResourceProvisioned(resource_id=rid, credentials_sealed="s")))
-    assert len(index) == 1
-    index.apply(
-        recorded(3, ResourceDeprovisionRequested(resource_id=rid, reason=DeprovisionReason.DELETED))
+    state = fold(
+        recorded(1, requested(rid, expires_at=NOW)),
+        recorded(2, ResourceProvisioned(resource_id=rid, credentials_sealed="s")),
+        recorded(3, ResourceDeprovisionRequested(resource_id=rid, reason=EXPIRED)),
+        recorded(4, ResourceDeprovisioned(resource_id=rid, reason=EXPIRED)),
     )
-    index.apply(
-        recorded(4, ResourceDeprovisioned(resource_id=rid, reason=DeprovisionReason.DELETED))
-    )
-    assert len(index) == 0
+    assert state.is_gone
+    assert state.due(NOW + timedelta(days=1), timedelta(seconds=60)) is None

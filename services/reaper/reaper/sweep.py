@@ -1,7 +1,9 @@
-"""Periodic sweep: send a deprovision command for every due resource, skipping failures.
+"""Periodic sweep: ask each kind's worker what is due, then suspend, deprovision or recover it.
 
-Command ids are derived from (resource, reason), so when several reaper replicas send the same
-command the worker's event stream lets exactly one of them delete anything.
+The reaper holds no credentials and no database connection: each kind's worker answers what is
+due from the indexed ``resources`` projection (``FindDue``, docs/adr/0035), and the reaper sends
+the commands. Command ids are derived from (resource, reason), so when several reaper replicas
+send the same command the worker's event stream lets exactly one of them delete anything.
 """
 
 from __future__ import annotations
@@ -9,54 +11,61 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
 
-from reaper.handlers import SUSPEND
 from shared import metrics
 from shared.contracts.commands import (
     ControlStack,
     DeprovisionResource,
+    FindDue,
     StackAction,
     SuspendResource,
     SweepUsage,
 )
 from shared.contracts.errors import SpinupError
-from shared.contracts.kinds import DeprovisionReason
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS, STACK_CONTROL
 
 if TYPE_CHECKING:
-    from reaper.handlers import Action, ResourceIndex
+    from datetime import timedelta
+
     from shared.bus import Bus
     from shared.contracts.kinds import ResourceKind
+    from shared.contracts.replies import DueFound, DueResource
     from shared.contracts.subjects import KindEndpoints
-    from shared.resources import ResourceState
 
 log = structlog.get_logger("reaper.sweep")
 REAP_NAMESPACE = uuid.UUID("5f0c2a57-8f43-4c1e-b6c1-7b2f0a9f6e11")
+#: Resources of one kind acted on per sweep: bounds a sweep's answer and its duration; the rest
+#: come in the next sweeps, oldest first.
+DUE_PER_KIND = 1000
+SUSPEND = "suspend"
+
+
+def _action(item: DueResource) -> str:
+    return SUSPEND if item.suspend else item.reason.value
 
 
 class Sweeper:
-    """Finds due resources in the index and deprovisions them at bounded concurrency."""
+    """Asks every kind what is due and acts on it at bounded concurrency."""
 
     def __init__(
         self,
         bus: Bus,
-        index: ResourceIndex,
         *,
         grace: timedelta,
         concurrency: int,
         stack_stuck_after: timedelta,
         retry_after_s: float = 30.0,
+        due_per_kind: int = DUE_PER_KIND,
     ) -> None:
         self._bus = bus
         self._stack_stuck_after = stack_stuck_after
-        self._index = index
         self._grace = grace
         self._slots = asyncio.Semaphore(concurrency)
         self._retry_after_s = retry_after_s
+        self._due_per_kind = due_per_kind
         #: (resource, what was sent) -> not again before: a suspend that is done is followed
         #: by the delete at the end of the grace without waiting out the suspend's retry delay.
         self._not_before: dict[tuple[uuid.UUID, str], float] = {}
@@ -68,31 +77,54 @@ class Sweeper:
             await asyncio.sleep(interval_s)
 
     async def sweep_once(self) -> int:
-        """One pass; returns how many resources were deprovisioned."""
+        """One pass; returns how many resources were suspended or deprovisioned."""
         clock = time.monotonic()
-        now = datetime.now(UTC)
-        every_due = self._index.due(now, self._grace)
-        metrics.REAPER_BACKLOG.set(len(every_due))
+        answers = [
+            found
+            for found in await asyncio.gather(*(self._find(kind) for kind in ENDPOINTS))
+            if found is not None
+        ]
+        metrics.REAPER_BACKLOG.set(sum(found.backlog for found in answers))
         due = [
-            (state, action)
-            for state, action in every_due
-            if self._not_before.get((state.resource_id, action), 0.0) <= clock
+            (found.kind, item)
+            for found in answers
+            for item in found.due
+            if self._not_before.get((item.resource_id, _action(item)), 0.0) <= clock
         ]
-        for state, action in due:
-            # Until the outcome's event comes back through the stream, don't send again.
-            self._not_before[state.resource_id, action] = clock + self._retry_after_s
+        for _, item in due:
+            # Until the worker has done it (the projection no longer lists it), don't send again.
+            self._not_before[item.resource_id, _action(item)] = clock + self._retry_after_s
         stuck = [
-            (stack_id, revision)
-            for stack_id, revision in self._index.stuck_stacks(now, self._stack_stuck_after)
-            if self._not_before.get((stack_id, "recover"), 0.0) <= clock
+            deploy
+            for found in answers
+            for deploy in found.stuck
+            if self._not_before.get((deploy.resource_id, "recover"), 0.0) <= clock
         ]
-        for stack_id, _ in stuck:
-            # The recover's own events move the stack; until they come back, don't send again.
-            self._not_before[stack_id, "recover"] = clock + self._retry_after_s
-        results = await asyncio.gather(*(self._act(state, action) for state, action in due))
-        await asyncio.gather(*(self._recover(stack_id, revision) for stack_id, revision in stuck))
+        for deploy in stuck:
+            # The recover's own events move the stack; until they land, don't send again.
+            self._not_before[deploy.resource_id, "recover"] = clock + self._retry_after_s
+        results = await asyncio.gather(*(self._act(kind, item) for kind, item in due))
+        await asyncio.gather(*(self._recover(d.resource_id, d.revision) for d in stuck))
         self._not_before = {k: v for k, v in self._not_before.items() if v > clock}
         return sum(results)
+
+    async def _find(self, kind: ResourceKind) -> DueFound | None:
+        """What ``kind``'s worker says is due; None (and a warning) when it does not answer."""
+        endpoint = ENDPOINTS[kind].find_due
+        command = FindDue(
+            command_id=uuid.uuid4(),
+            correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
+            deadline=time.time() + endpoint.timeout,
+            kind=kind,
+            orphan_grace_s=self._grace.total_seconds(),
+            stuck_after_s=self._stack_stuck_after.total_seconds(),
+            limit=self._due_per_kind,
+        )
+        try:
+            return await self._bus.request(endpoint, command)
+        except SpinupError as exc:
+            log.warning("reaper.due.unanswered", kind=kind.value, error=exc.code.value)
+            return None
 
     async def _recover(self, stack_id: uuid.UUID, revision: int) -> None:
         """Ask the stack-deployer to finish or clean up a deploy whose worker died."""
@@ -118,22 +150,20 @@ class Sweeper:
             revision=reply.revision,
         )
 
-    async def _act(self, state: ResourceState, action: Action) -> bool:
-        if action == SUSPEND:
-            return await self._suspend(state)
-        return await self._reap(state, DeprovisionReason(action))
+    async def _act(self, kind: ResourceKind, item: DueResource) -> bool:
+        if item.suspend:
+            return await self._suspend(kind, item)
+        return await self._reap(kind, item)
 
-    async def _suspend(self, state: ResourceState) -> bool:
+    async def _suspend(self, kind: ResourceKind, item: DueResource) -> bool:
         """Stop an expired resource's credentials; its data stays until its grace ends."""
-        if state.kind is None:
-            return False
-        endpoint = ENDPOINTS[state.kind].suspend
-        expiry = state.expires_at.isoformat() if state.expires_at else ""
+        endpoint = ENDPOINTS[kind].suspend
+        expiry = item.expires_at.isoformat() if item.expires_at else ""
         command = SuspendResource(
-            command_id=uuid.uuid5(REAP_NAMESPACE, f"suspend|{state.resource_id}|{expiry}"),
+            command_id=uuid.uuid5(REAP_NAMESPACE, f"suspend|{item.resource_id}|{expiry}"),
             correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
             deadline=time.time() + endpoint.timeout,
-            resource_id=state.resource_id,
+            resource_id=item.resource_id,
         )
         async with self._slots:
             try:
@@ -141,29 +171,28 @@ class Sweeper:
             except SpinupError as exc:
                 log.warning(
                     "reaper.resource.skipped",
-                    resource_id=str(state.resource_id),
+                    resource_id=str(item.resource_id),
                     reason=SUSPEND,
                     error=exc.code.value,
                 )
                 return False
         log.info(
             "reaper.resource.suspended",
-            resource_id=str(state.resource_id),
+            resource_id=str(item.resource_id),
             delete_at=reply.delete_at.isoformat(),
             deleted=reply.deleted,
             already=reply.already,
         )
         return True
 
-    async def _reap(self, state: ResourceState, reason: DeprovisionReason) -> bool:
-        if state.kind is None:
-            return False
-        endpoint = DEPROVISION_ENDPOINTS[state.kind]
+    async def _reap(self, kind: ResourceKind, item: DueResource) -> bool:
+        endpoint = DEPROVISION_ENDPOINTS[kind]
+        reason = item.reason
         command = DeprovisionResource(
-            command_id=uuid.uuid5(REAP_NAMESPACE, f"{reason.value}|{state.resource_id}"),
+            command_id=uuid.uuid5(REAP_NAMESPACE, f"{reason.value}|{item.resource_id}"),
             correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
             deadline=time.time() + endpoint.timeout,
-            resource_id=state.resource_id,
+            resource_id=item.resource_id,
             reason=reason,
         )
         async with self._slots:
@@ -172,15 +201,15 @@ class Sweeper:
             except SpinupError as exc:
                 log.warning(
                     "reaper.resource.skipped",
-                    resource_id=str(state.resource_id),
+                    resource_id=str(item.resource_id),
                     reason=reason.value,
                     error=exc.code.value,
                 )
                 return False
-        metrics.REAPER_DELETES.labels(kind=state.kind.value, reason=reason.value).inc()
+        metrics.REAPER_DELETES.labels(kind=kind.value, reason=reason.value).inc()
         log.info(
             "reaper.resource.reaped",
-            resource_id=str(state.resource_id),
+            resource_id=str(item.resource_id),
             reason=reason.value,
             already=reply.already,
         )

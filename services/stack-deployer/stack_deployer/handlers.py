@@ -33,6 +33,7 @@ async def register(bus: Bus, lifecycle: ResourceLifecycle, deployer: Deployer) -
     await bus.serve(endpoints.claim, lifecycle.claim, max_in_flight=MAX_IN_FLIGHT)
     await bus.serve(endpoints.rotate, lifecycle.rotate, max_in_flight=MAX_IN_FLIGHT)
     await bus.serve(endpoints.sweep_usage, lifecycle.sweep_usage, max_in_flight=1)
+    await bus.serve(endpoints.find_due, lifecycle.find_due, max_in_flight=MAX_IN_FLIGHT)
     await bus.serve(STACK_CONTROL, deployer.control, max_in_flight=MAX_IN_FLIGHT)
     # The server has the subscriptions once this returns: a worker reported ready answers.
     await bus.nc.flush()
