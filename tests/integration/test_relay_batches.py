@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from shared.contracts.subjects import EVENTS_STREAM
 from shared.eventlog.relay import Relay, log_holds
+from shared.eventlog.stream import MAX_AGE_S, STREAM_CONFIG, ensure_events_stream
 from shared.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -31,3 +35,17 @@ async def test_a_relay_taking_over_resumes_after_the_last_batch_of_this_log(
         # them): the stream's cursor names no event of it, and the recorded cursor is used.
         assert not await log_holds(conn, (cursor[0] + 1, cursor[1]))
         assert not await log_holds(conn, (cursor[0], cursor[1] + 10**12))
+
+
+async def test_the_events_stream_keeps_a_week_also_when_made_before_the_limit(
+    nc: NatsClient,
+) -> None:
+    js = nc.jetstream()
+    await ensure_events_stream(js)
+    assert (await js.stream_info(EVENTS_STREAM)).config.max_age == MAX_AGE_S
+    # A stream made before the limit kept every event: the relay's next start sets it.
+    unlimited = dataclasses.replace(STREAM_CONFIG, max_age=0.0)
+    await js.update_stream(unlimited)
+    assert (await js.stream_info(EVENTS_STREAM)).config.max_age == 0
+    await ensure_events_stream(js)
+    assert (await js.stream_info(EVENTS_STREAM)).config.max_age == MAX_AGE_S
