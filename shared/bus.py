@@ -81,17 +81,26 @@ def error_from_failure(failure: CommandFailed) -> SpinupError:
     return SpinupError(code, failure.message, retryable=failure.retryable)
 
 
+def _timed_out(endpoint: Endpoint[Any, Any]) -> SpinupError:
+    msg = f"{endpoint.queue} did not answer within {endpoint.timeout:g} s; nothing was kept."
+    return SpinupError(ErrorCode.WORKER_TIMEOUT, msg, retryable=True)
+
+
 class Bus:
     """A NATS connection used for commands, in both directions."""
 
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
         self._decoders: dict[str, msgspec.json.Decoder[Any]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: Handlers running (for a message, or for this process's own request): waited for at
+        #: ``close``.
+        self._tasks: set[asyncio.Task[Any]] = set()
         #: Streamed replies being sent: cut at ``close`` (an export may run for minutes).
         self._streams: set[asyncio.Task[None]] = set()
         self._subscriptions: list[Any] = []
         self._nudge_due = False
+        #: The endpoints this process serves, by subject: its own requests to them skip NATS.
+        self._served: dict[str, tuple[Callable[[Any], Awaitable[Any]], asyncio.Semaphore]] = {}
 
     @classmethod
     async def connect(cls, url: str, *, name: str) -> Bus:
@@ -134,7 +143,11 @@ class Bus:
                 kind=tracing.SpanKind.CLIENT,
                 attributes={"messaging.system": "nats", "messaging.destination": endpoint.subject},
             ):
-                reply = await self._request(endpoint, command)
+                served = self._served.get(endpoint.subject)
+                if served is None:
+                    reply = await self._request(endpoint, command)
+                else:
+                    reply = await self._call_served(endpoint, command, *served)
         except SpinupError as exc:
             failure = exc.code
             raise
@@ -157,16 +170,37 @@ class Bus:
             msg = f"No {endpoint.queue} is running to handle this request; try again shortly."
             raise SpinupError(ErrorCode.WORKER_UNAVAILABLE, msg, retryable=True) from exc
         except NatsTimeoutError as exc:
-            msg = (
-                f"{endpoint.queue} did not answer within {endpoint.timeout:g} s; nothing was kept."
-            )
-            raise SpinupError(ErrorCode.WORKER_TIMEOUT, msg, retryable=True) from exc
+            raise _timed_out(endpoint) from exc
         reply_type: Any = endpoint.reply | CommandFailed
         reply = self._decoder(endpoint.subject, reply_type).decode(message.data)
         if isinstance(reply, CommandFailed):
             raise error_from_failure(reply)
         result: R = reply
         return result
+
+    async def _call_served(
+        self,
+        endpoint: Endpoint[C, R],
+        command: C,
+        handler: Callable[[C], Awaitable[R]],
+        slots: asyncio.Semaphore,
+    ) -> R:
+        """Hand ``command`` to this process's own handler of the endpoint (ADR 0036).
+
+        What a worker in the queue group would do, without two trips through NATS and the
+        encoding: the handler runs as a task of its own, so a caller that stops waiting does not
+        cut it short (past the command's deadline it undoes its work, as over NATS).
+        """
+        task = asyncio.create_task(self._run(endpoint.subject, handler, slots, command))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(task), endpoint.timeout + REPLY_GRACE_S)
+        except TimeoutError as exc:
+            raise _timed_out(endpoint) from exc
+        if isinstance(reply, CommandFailed):
+            raise error_from_failure(reply)
+        return reply
 
     async def nudge_relay(self) -> None:
         """Tell the active relay that the event log has grown (an ``EventStore``'s ``nudge``).
@@ -201,9 +235,11 @@ class Bus:
         """Subscribe ``handler`` in the endpoint's queue group.
 
         Each message becomes a task; at most ``max_in_flight`` handlers run at once, the rest wait.
+        This process's own requests to the endpoint go straight to ``handler`` (``request``).
         """
         slots = asyncio.Semaphore(max_in_flight)
         decoder = self._decoder(f"cmd:{endpoint.subject}", endpoint.command)
+        self._served[endpoint.subject] = (handler, slots)
 
         async def on_message(message: Any) -> None:  # noqa: ANN401  (nats.aio.msg.Msg)
             task = asyncio.create_task(self._handle(endpoint, handler, decoder, slots, message))
@@ -223,26 +259,44 @@ class Bus:
         slots: asyncio.Semaphore,
         message: Any,  # noqa: ANN401
     ) -> None:
-        started = time.perf_counter()
-        reply: Reply
         try:
             command: C = decoder.decode(message.data)
         except msgspec.MsgspecError as exc:
             log.warning("bus.command.rejected", subject=endpoint.subject, error=str(exc))
-            reply = CommandFailed(
+            reply: Reply = CommandFailed(
                 code=ErrorCode.INVALID_COMMAND, message="malformed command", retryable=False
             )
             await message.respond(_encoder.encode(reply))
             return
+        reply = await self._run(
+            endpoint.subject, handler, slots, command, parent=tracing.extract(message.headers)
+        )
+        try:
+            await message.respond(_encoder.encode(reply))
+        except Exception:  # noqa: BLE001  (the requester is gone or NATS is down: nothing to tell)
+            log.warning("bus.reply.undelivered", subject=endpoint.subject)
+
+    async def _run(
+        self,
+        subject: str,
+        handler: Callable[[C], Awaitable[R]],
+        slots: asyncio.Semaphore,
+        command: C,
+        *,
+        parent: Any = None,  # noqa: ANN401  (an OpenTelemetry context, or None: the current one)
+    ) -> R | CommandFailed:
+        """Handle one command as its worker: its reply, or its failure as ``CommandFailed``."""
+        started = time.perf_counter()
+        reply: R | CommandFailed
         with (
             structlog.contextvars.bound_contextvars(
                 correlation_id=command.correlation_id, command_id=str(command.command_id)
             ),
             tracing.span(
-                f"nats handle {endpoint.subject}",
+                f"nats handle {subject}",
                 kind=tracing.SpanKind.SERVER,
-                attributes={"messaging.system": "nats", "messaging.destination": endpoint.subject},
-                parent=tracing.extract(message.headers),
+                attributes={"messaging.system": "nats", "messaging.destination": subject},
+                parent=parent,
             ),
         ):
             async with slots:
@@ -255,23 +309,20 @@ class Bus:
                     )
                     outcome = exc.code.value
                 except Exception:
-                    log.exception("bus.command.crashed", subject=endpoint.subject)
+                    log.exception("bus.command.crashed", subject=subject)
                     reply = CommandFailed(
                         code=ErrorCode.INTERNAL_ERROR,
                         message="The worker hit an unexpected error; it has been logged.",
                         retryable=True,
                     )
                     outcome = ErrorCode.INTERNAL_ERROR.value
-            try:
-                await message.respond(_encoder.encode(reply))
-            except Exception:  # noqa: BLE001  (the requester is gone or NATS is down: nothing to tell)
-                log.warning("bus.reply.undelivered", subject=endpoint.subject)
             log.info(
                 "bus.command.handled",
-                subject=endpoint.subject,
+                subject=subject,
                 outcome=outcome,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
+        return reply
 
     # -- streamed replies ----------------------------------------------------------------------
 
