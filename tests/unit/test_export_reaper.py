@@ -11,12 +11,11 @@ from shared.contracts.events import (
     Event,
     ResourceExtended,
     ResourceProvisioned,
-    ResourceProvisionRequested,
     ResourceSuspended,
 )
-from shared.contracts.kinds import DeprovisionReason, ResourceKind, ResourceStatus
+from shared.contracts.kinds import DeprovisionReason, ResourceStatus
 from shared.resources import Due, ResourceState
-from shared.testing.factories import LIMITS
+from shared.testing.factories import provision_requested
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 TTL = timedelta(minutes=10)
@@ -30,14 +29,8 @@ class Stream:
     def __init__(self, *, grace_s: int) -> None:
         self.resource_id = uuid.uuid4()
         self.state = ResourceState(resource_id=self.resource_id)
-        requested = ResourceProvisionRequested(
-            resource_id=self.resource_id,
-            kind=ResourceKind.POSTGRES,
-            tier="anonymous",
-            limits=LIMITS,
-            token_hash="h",
-            fingerprint="f",
-            name=None,
+        requested = provision_requested(
+            self.resource_id,
             expires_at=START + TTL,
             deadline=START + timedelta(seconds=15),
             export_grace_seconds=grace_s,
@@ -93,17 +86,7 @@ def test_an_extension_before_expiry_moves_both_dates() -> None:
 
 def test_the_grace_is_carried_by_the_event_and_old_events_have_none() -> None:
     old = ResourceState(resource_id=uuid.uuid4())
-    requested = ResourceProvisionRequested(
-        resource_id=old.resource_id,
-        kind=ResourceKind.POSTGRES,
-        tier="anonymous",
-        limits=LIMITS,
-        token_hash="h",
-        fingerprint="f",
-        name=None,
-        expires_at=START + TTL,
-        deadline=START,
-    )
+    requested = provision_requested(old.resource_id, expires_at=START + TTL)
     state = old.apply(requested, command_id=uuid.uuid4(), recorded_at=START)
     assert state.export_grace_seconds == 0
     assert state.grace_ends_at == START + TTL
