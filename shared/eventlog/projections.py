@@ -18,9 +18,9 @@ import msgspec
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
-from shared.eventlog.schema import HOLD_APPENDS, LIVE_STATUSES
+from shared.eventlog.schema import DEPLOYS_UNDER_WAY, HOLD_APPENDS, LIVE_STATUSES
 from shared.resources import Due, ResourceState
-from shared.stack_state import UNDER_WAY, DeployProgress
+from shared.stack_state import DeployProgress
 
 if TYPE_CHECKING:
     from shared.contracts.events import Event, RecordedEvent
@@ -69,9 +69,9 @@ _COUNT_HELD_ANONYMOUS = _COUNT_HELD.format(
 _COUNT_HELD_BY_ACCOUNT = _COUNT_HELD.format(holder="account_id = $1", live=LIVE_STATUSES)
 
 # What may be due ($2: now, $3: now less the orphan grace): a superset of ``ResourceState.due``,
-# which decides; each branch is a range of an index (``resources_status_expires``,
-# ``resources_kind_status``) over the few rows of its status that are past their time.
-_DUE = f"""
+# which decides; each branch is a range of ``resources_kind_status_expires`` over the rows of the
+# kind and status, past their time when it is the expiry.
+DUE_SQL = f"""
 SELECT {_COLUMNS}, count(*) OVER () AS backlog FROM resources WHERE kind = $1 AND (
   (status = '{ResourceStatus.ACTIVE.value}' AND expires_at <= $2)
   OR (status = '{ResourceStatus.SUSPENDED.value}' AND (delete_at IS NULL OR delete_at <= $2))
@@ -80,12 +80,11 @@ SELECT {_COLUMNS}, count(*) OVER () AS backlog FROM resources WHERE kind = $1 AN
   OR (status = '{ResourceStatus.DELETING.value}' AND updated_at <= $3))
 ORDER BY coalesce(delete_at, expires_at, deadline, updated_at), id LIMIT $4
 """
-_UNDER_WAY = ", ".join(f"'{status.value}'" for status in sorted(UNDER_WAY))
 # Live stacks whose deploy is under way and has not moved since $1 (``DeployProgress``).
 _STUCK_STACKS = f"""
 SELECT id, deploy_revision FROM resources
 WHERE kind = '{ResourceKind.STACK.value}' AND status = '{ResourceStatus.ACTIVE.value}'
-  AND deploy_status IN ({_UNDER_WAY}) AND deploy_moved_at <= $1
+  AND deploy_status IN ({DEPLOYS_UNDER_WAY}) AND deploy_moved_at <= $1
 ORDER BY deploy_moved_at, id
 """
 
@@ -334,7 +333,7 @@ class ResourceReadModel:
         ``grace`` is how long a worker may take before its work counts as abandoned.
         """
         async with platform_errors():
-            rows = await self._pool.fetch(_DUE, kind.value, now, now - grace, limit)
+            rows = await self._pool.fetch(DUE_SQL, kind.value, now, now - grace, limit)
         found = []
         for row in rows:
             state = _state_from_row(row)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.contracts.kinds import ResourceStatus
+from shared.contracts.kinds import ResourceKind, ResourceStatus
+from shared.stack_state import UNDER_WAY
 
 if TYPE_CHECKING:
     import asyncpg
@@ -19,6 +20,9 @@ NOTIFIER_LOCK = 0x5350_4E55_0004
 #: The statuses a plan's active cap counts, as SQL literals: the partial indexes of the caps and
 #: the query that counts them (``ResourceReadModel.count_held``) name the same set, and a generic
 #: plan matches a partial index against constants only, never against a parameter.
+#: A stack deploy still under way, as SQL literals: the partial index and the stuck-deploy query
+#: (``ResourceReadModel.stuck_stacks``) name the same set, for the reason above.
+DEPLOYS_UNDER_WAY = ", ".join(f"'{status.value}'" for status in sorted(UNDER_WAY))
 LIVE_STATUSES = ", ".join(
     f"'{status.value}'" for status in (ResourceStatus.PROVISIONING, ResourceStatus.ACTIVE)
 )
@@ -91,11 +95,19 @@ ALTER TABLE resources ADD COLUMN IF NOT EXISTS delete_at timestamptz;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_status text;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_revision integer;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_moved_at timestamptz;
+-- The stacks the reaper's stuck-deploy query can name: few, whatever the number of stacks.
+CREATE INDEX IF NOT EXISTS resources_deploy_under_way ON resources (deploy_moved_at)
+    WHERE kind = '{ResourceKind.STACK.value}' AND status = '{ResourceStatus.ACTIVE.value}'
+      AND deploy_status IN ({DEPLOYS_UNDER_WAY});
 CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
-CREATE INDEX IF NOT EXISTS resources_status_expires ON resources (status, expires_at);
 CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);
-CREATE INDEX IF NOT EXISTS resources_kind_status ON resources (kind, status);
+-- What a worker answers the reaper's sweep with (``ResourceReadModel.due``): per kind and status,
+-- the range past its time; a usage sweep's live resources of a kind. It replaces two indexes that
+-- held its parts: (status, expires_at) and (kind, status).
+CREATE INDEX IF NOT EXISTS resources_kind_status_expires ON resources (kind, status, expires_at);
+DROP INDEX IF EXISTS resources_status_expires;
+DROP INDEX IF EXISTS resources_kind_status;
 -- What a plan's caps count (gateway admission, ResourceReadModel.count_held): live resources of
 -- a kind, and resources made in the last day, per client network or per account.
 CREATE INDEX IF NOT EXISTS resources_anonymous_live ON resources (fingerprint, kind)

@@ -1,0 +1,110 @@
+"""What one reaper sweep costs a worker as resources accumulate (ADR 0035).
+
+    .venv/bin/python -m bench.due [--sizes 10000,100000,1000000]
+
+On a throwaway stack's platform Postgres, fills ``resources`` with rows the way a platform ages:
+most gone (deleted or expired), the rest live with their expiry ahead, and one in a hundred due
+now (expired, suspended past its grace, provisioning past its deadline, stalled), spread over the
+kinds. For each size it times the query a worker answers ``FindDue`` with
+(``ResourceReadModel.due``, one kind, at most 1,000) and the stack-deployer's stuck-deploy query,
+200 calls each, and prints their medians and the plan Postgres chose. The rows are written
+straight into the projection, not appended: only the read is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import uvloop
+
+from bench.__main__ import bench_stack
+from shared.contracts.kinds import ResourceKind
+from shared.eventlog.connection import create_platform_pool
+from shared.eventlog.projections import DUE_SQL, ResourceReadModel
+
+_CALLS = 200
+# Row i's status: 70 % gone, 29 % live with their expiry ahead, 1 % due in one of five ways.
+_FILL = """
+INSERT INTO resources (id, version, status, kind, created_at, expires_at, deadline, updated_at,
+                       needs_cleanup, delete_at, deploy_status, deploy_moved_at)
+SELECT gen_random_uuid(), 2,
+       CASE WHEN i % 100 < 35 THEN 'deleted' WHEN i % 100 < 70 THEN 'expired'
+            WHEN i % 100 < 99 THEN 'active'
+            ELSE (ARRAY['active', 'suspended', 'provisioning', 'failed', 'deleting'])
+                 [i / 100 % 5 + 1]
+       END,
+       (ARRAY['postgres', 'redis', 'mongo', 'nats', 's3', 'webhook', 'stack'])[i % 7 + 1],
+       $2::timestamptz - interval '2 days',
+       CASE WHEN i % 100 < 99 THEN $2::timestamptz + (i % 86400) * interval '1 second'
+            ELSE $2::timestamptz - interval '1 minute' END,
+       $2::timestamptz - interval '1 hour',
+       $2::timestamptz - interval '1 hour',
+       i % 100 = 99, $2::timestamptz - interval '1 minute',
+       CASE WHEN i % 7 = 6 THEN 'running' END, $2::timestamptz - interval '1 hour'
+FROM generate_series($1::bigint, $1::bigint + $3::bigint - 1) AS i
+"""
+
+
+async def _median_ms(call: object, calls: int = _CALLS) -> float:
+    timings = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        await call()  # type: ignore[operator]
+        timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+async def _measure(dsn: str, sizes: list[int]) -> list[str]:
+    pool = await create_platform_pool(dsn, min_size=1, max_size=2)
+    model = ResourceReadModel(pool)
+    now = datetime.now(UTC)
+    grace = timedelta(seconds=60)
+    lines = []
+    filled = 0
+    try:
+        for size in sizes:
+            await pool.execute(_FILL, filled, now, size - filled)
+            filled = size
+            await pool.execute("ANALYZE resources")
+            found, backlog = await model.due(ResourceKind.REDIS, now, grace, 1000)
+            due_ms = await _median_ms(lambda: model.due(ResourceKind.REDIS, now, grace, 1000))
+            stuck_ms = await _median_ms(lambda: model.stuck_stacks(now, grace))
+            plan = await _plan(pool, now, grace)
+            lines.append(
+                f"{size:>9,} resources: due query p50 {due_ms:.2f} ms ({len(found)} returned of"
+                f" {backlog} due for one kind), stuck deploys p50 {stuck_ms:.2f} ms; plan: {plan}"
+            )
+    finally:
+        await pool.close()
+    return lines
+
+
+async def _plan(pool: asyncpg.Pool, now: datetime, grace: timedelta) -> str:
+    rows = await pool.fetch(
+        f"EXPLAIN (COSTS OFF) {DUE_SQL}", ResourceKind.REDIS.value, now, now - grace, 1000
+    )
+    nodes = [row[0].strip().removeprefix("->  ") for row in rows]
+    return " > ".join(
+        node.split("  ")[0]
+        for node in nodes
+        if not node.startswith(("Filter", "Sort Key", "Index Cond", "Recheck"))
+    )
+
+
+def main() -> None:
+    """Start a throwaway stack, fill and measure, print."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="rows, ascending")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    with bench_stack(durable=False, name="due") as stack:
+        lines = uvloop.run(_measure(stack.env()["SPINUP_PLATFORM_DSN"], sizes))
+    print("\n".join(lines))  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
