@@ -202,6 +202,18 @@ class Bus:
             raise error_from_failure(reply)
         return reply
 
+    async def flush(self) -> None:
+        """Return once the server has read every subscription and message sent before the call.
+
+        One ``nc.flush()`` does not prove it: nats-py (2.16) writes the flush's PING straight to
+        the socket, ahead of commands still queued for its flusher task, so the PONG can come
+        back before the server has read a SUB queued just before it (another process's request
+        then finds no responders). That flush also wakes the flusher, which writes the queue
+        before the PONG can be read; a second PING follows it, and its PONG settles it.
+        """
+        await self.nc.flush()
+        await self.nc.flush()
+
     async def nudge_relay(self) -> None:
         """Tell the active relay that the event log has grown (an ``EventStore``'s ``nudge``).
 

@@ -126,7 +126,7 @@ async def serve_lifecycle(
         endpoints.export, lifecycle.start_export, max_in_flight=EXPORTS_IN_FLIGHT
     )
     # The server has the subscriptions once this returns: a worker reported ready answers.
-    await bus.nc.flush()
+    await bus.flush()
 
 
 async def serve_kind(

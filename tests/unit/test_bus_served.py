@@ -65,8 +65,8 @@ async def test_a_process_answers_its_own_requests_and_the_others_theirs(
     # Both in one queue group, as two gateway replicas serve the webhook commands.
     await own.serve(served, handler("own", 1), max_in_flight=4)
     await other.serve(served, handler("other", 2), max_in_flight=4)
-    await own.nc.flush()
-    await other.nc.flush()
+    await own.flush()
+    await other.flush()
 
     sent = [command() for _ in range(20)]
     replies = await asyncio.gather(*(own.request(served, each) for each in sent))

@@ -83,7 +83,7 @@ async def serve(
         return source.chunks()
 
     await worker.serve_stream(served, start, max_in_flight=2, idle_s=idle_s)
-    await worker.nc.flush()
+    await worker.flush()
     return served
 
 

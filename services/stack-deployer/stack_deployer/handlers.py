@@ -36,4 +36,4 @@ async def register(bus: Bus, lifecycle: ResourceLifecycle, deployer: Deployer) -
     await bus.serve(endpoints.find_due, lifecycle.find_due, max_in_flight=MAX_IN_FLIGHT)
     await bus.serve(STACK_CONTROL, deployer.control, max_in_flight=MAX_IN_FLIGHT)
     # The server has the subscriptions once this returns: a worker reported ready answers.
-    await bus.nc.flush()
+    await bus.flush()
