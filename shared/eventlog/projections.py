@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -15,6 +16,7 @@ from uuid import UUID
 import asyncpg
 import msgspec
 
+from shared.contracts.events import NotifyTargetSet, QuotaExceeded
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
 from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
@@ -34,7 +36,9 @@ _COLUMNS = (
     "id, version, status, kind, tier, limits, token_hash, fingerprint, name, created_at,"
     " expires_at, deadline, updated_at, provision_command_id, credentials_sealed, failure_code,"
     " needs_cleanup, deprovision_reason, account_id, claimed_at, quota_exceeded, parent_id,"
-    " extensions, export_grace_seconds, delete_at, deploy_status, deploy_revision, deploy_moved_at"
+    " extensions, export_grace_seconds, delete_at, deploy_status, deploy_revision, deploy_moved_at,"
+    " notify_url, notify_generation, notify_leads, notify_from, over_quota_event,"
+    " over_quota_usage, over_quota_quota"
 )
 
 
@@ -89,7 +93,50 @@ ORDER BY deploy_moved_at, id
 """
 
 
-def _row_values(state: ResourceState, deploy: DeployProgress | None) -> tuple[Any, ...]:
+@dataclass(slots=True)
+class NotifyTarget:
+    """Where a resource's notifications go, folded from its stream (docs/adr/0027, 0037).
+
+    The notifier finds its work from these columns: no target, no row of its concern.
+    ``over_quota``: the last ``QuotaExceeded`` recorded while a target was set (its event id,
+    usage and quota), which ``resource.over_quota`` reports.
+    """
+
+    url: str | None = None
+    generation: int | None = None
+    leads: list[int] | None = None
+    over_quota: tuple[UUID, int, int] | None = None
+
+    def apply(self, event: Event, event_id: UUID) -> None:
+        """Fold one event of the resource's stream in."""
+        match event:
+            case NotifyTargetSet(url=None):
+                self.url, self.generation, self.leads = None, None, None
+            case NotifyTargetSet():
+                self.url = event.url
+                self.generation = event.secret_generation
+                self.leads = list(event.lead_seconds)
+            case QuotaExceeded() if self.url is not None:
+                self.over_quota = (event_id, event.usage_bytes, event.quota_bytes)
+
+    def warned_from(self, state: ResourceState) -> datetime | None:
+        """When the first ``resource.expiring`` can be due: the expiry less the longest lead.
+
+        Only leads shorter than the resource's life count (a 15-minute resource gets the
+        10-minute warning, not the hour's); None when none does, or nothing expires.
+        """
+        if self.url is None or state.expires_at is None or state.created_at is None:
+            return None
+        expires_at, created_at = state.expires_at, state.created_at
+        fitting = [
+            lead for lead in self.leads or () if expires_at - timedelta(seconds=lead) > created_at
+        ]
+        return expires_at - timedelta(seconds=max(fitting)) if fitting else None
+
+
+def _row_values(
+    state: ResourceState, deploy: DeployProgress | None, notify: NotifyTarget
+) -> tuple[Any, ...]:
     return (
         state.resource_id,
         state.version,
@@ -119,6 +166,13 @@ def _row_values(state: ResourceState, deploy: DeployProgress | None) -> tuple[An
         deploy.view.status.value if deploy else None,
         deploy.view.revision if deploy else None,
         deploy.moved_at if deploy else None,
+        notify.url,
+        notify.generation,
+        notify.leads,
+        notify.warned_from(state),
+        notify.over_quota[0] if notify.over_quota else None,
+        notify.over_quota[1] if notify.over_quota else None,
+        notify.over_quota[2] if notify.over_quota else None,
     )
 
 
@@ -159,19 +213,21 @@ def _resource_id(stream_id: str) -> UUID:
 
 
 class _StreamFold:
-    """A resource stream folded event by event: the resource and, for a stack, its deploy."""
+    """A resource stream folded event by event: its state, notify target and deploy."""
 
     def __init__(self, resource_id: UUID) -> None:
         self.state = ResourceState(resource_id=resource_id)
         self._deploy = DeployProgress()
+        self._notify = NotifyTarget()
 
-    def apply(self, event: Event, command_id: UUID, recorded_at: datetime) -> None:
+    def apply(self, event: Event, event_id: UUID, command_id: UUID, recorded_at: datetime) -> None:
         self.state = self.state.apply(event, command_id=command_id, recorded_at=recorded_at)
         self._deploy.apply(event, recorded_at)
+        self._notify.apply(event, event_id)
 
     def row(self) -> tuple[Any, ...]:
         deploy = self._deploy if self.state.kind is ResourceKind.STACK else None
-        return _row_values(self.state, deploy)
+        return _row_values(self.state, deploy, self._notify)
 
 
 class ResourceProjection:
@@ -190,7 +246,7 @@ class ResourceProjection:
         """The row of the stream's fold, written by the append that made ``history`` whole."""
         fold = _StreamFold(_resource_id(stream_id))
         for recorded in history:
-            fold.apply(recorded.event, recorded.command_id, recorded.recorded_at)
+            fold.apply(recorded.event, recorded.event_id, recorded.command_id, recorded.recorded_at)
         return _upsert(first_parameter), fold.row()
 
 
@@ -205,7 +261,7 @@ async def rebuild_resources(pool: asyncpg.Pool) -> int:
         await conn.execute("TRUNCATE resources")
         current: _StreamFold | None = None
         async for r in conn.cursor(
-            "SELECT stream_id, event_type, data, command_id, recorded_at FROM events"
+            "SELECT stream_id, event_type, data, event_id, command_id, recorded_at FROM events"
             " WHERE stream_id LIKE 'resource-%' ORDER BY stream_id, version"
         ):
             resource_id = _resource_id(r["stream_id"])
@@ -215,7 +271,10 @@ async def rebuild_resources(pool: asyncpg.Pool) -> int:
                     written += 1
                 current = _StreamFold(resource_id)
             current.apply(
-                decode_event(r["event_type"], r["data"]), r["command_id"], r["recorded_at"]
+                decode_event(r["event_type"], r["data"]),
+                r["event_id"],
+                r["command_id"],
+                r["recorded_at"],
             )
         if current is not None:
             await conn.execute(_UPSERT, *current.row())

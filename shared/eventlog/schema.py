@@ -26,6 +26,12 @@ DEPLOYS_UNDER_WAY = ", ".join(f"'{status.value}'" for status in sorted(UNDER_WAY
 LIVE_STATUSES = ", ".join(
     f"'{status.value}'" for status in (ResourceStatus.PROVISIONING, ResourceStatus.ACTIVE)
 )
+#: The statuses whose end a notifier reports (``resource.expired``, ``resource.deleted``): the
+#: partial index and the notifier's query name the same set.
+ENDED_STATUSES = ", ".join(
+    f"'{status.value}'"
+    for status in (ResourceStatus.SUSPENDED, ResourceStatus.EXPIRED, ResourceStatus.DELETED)
+)
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS events (
@@ -99,6 +105,25 @@ ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_moved_at timestamptz;
 CREATE INDEX IF NOT EXISTS resources_deploy_under_way ON resources (deploy_moved_at)
     WHERE kind = '{ResourceKind.STACK.value}' AND status = '{ResourceStatus.ACTIVE.value}'
       AND deploy_status IN ({DEPLOYS_UNDER_WAY});
+-- Where its notifications go (``NotifyTargetSet``), when its first ``resource.expiring`` can be
+-- due, and the last over-quota event while targeted: the notifier's work comes from these rows
+-- (docs/adr/0037). ``migrate`` rebuilds the projection once when it adds them to older rows.
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS notify_url text;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS notify_generation integer;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS notify_leads integer[];
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS notify_from timestamptz;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS over_quota_event uuid;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS over_quota_usage bigint;
+ALTER TABLE resources ADD COLUMN IF NOT EXISTS over_quota_quota bigint;
+-- The notifier's three questions, each over the targeted rows it concerns only: live ones in
+-- their warning window, live ones once over quota, and ones that ended (by when they changed).
+CREATE INDEX IF NOT EXISTS resources_notify_warn ON resources (notify_from)
+    WHERE notify_from IS NOT NULL AND status = '{ResourceStatus.ACTIVE.value}';
+CREATE INDEX IF NOT EXISTS resources_notify_over_quota ON resources (id)
+    WHERE notify_url IS NOT NULL AND over_quota_event IS NOT NULL
+      AND status = '{ResourceStatus.ACTIVE.value}';
+CREATE INDEX IF NOT EXISTS resources_notify_ended ON resources (updated_at)
+    WHERE notify_url IS NOT NULL AND status IN ({ENDED_STATUSES});
 CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
 CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);
@@ -132,12 +157,29 @@ CREATE TABLE IF NOT EXISTS resource_usage (
 """
 
 
+#: True when ``resources`` holds rows written before its newest folded columns (the notify
+#: target's, docs/adr/0037), which only a rebuild from the log fills in.
+_ROWS_LACK_NEWEST_COLUMNS = """
+SELECT to_regclass('resources') IS NOT NULL AND NOT EXISTS (
+  SELECT 1 FROM information_schema.columns
+  WHERE table_name = 'resources' AND column_name = 'over_quota_quota')
+"""
+
+
 async def migrate(pool: asyncpg.Pool, schema: str = SCHEMA) -> None:
     """Create missing tables; safe when several services start at once.
 
     ``schema`` is the event log's by default; a service with read models of its own (the
-    gateway's accounts) passes their DDL, run under the same lock.
+    gateway's accounts) passes their DDL, run under the same lock. When ``resources`` gains
+    folded columns its existing rows lack, the projection is rebuilt from the log, once: the
+    first service to migrate does it.
     """
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATE_LOCK)
+        stale_rows = await conn.fetchval(_ROWS_LACK_NEWEST_COLUMNS)
         await conn.execute(schema)
+    if stale_rows:
+        # Imported here: the projection's module imports this one.
+        from shared.eventlog.projections import rebuild_resources  # noqa: PLC0415
+
+        await rebuild_resources(pool)
