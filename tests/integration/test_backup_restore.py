@@ -34,6 +34,7 @@ from devstack.procs import free_ports
 from devstack.servers import AppDatabase, PostgresCluster, postgres_bindir
 from devstack.stack import Stack
 from gateway.accounts.store import rebuild_accounts
+from gateway.resources.outbox import rebuild_outbox
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore, read_committed_after
@@ -44,11 +45,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = REPO_ROOT / "docs" / "operations.md"
 RENUMBER_MARKER = "-- spinup: renumber the restored log's transaction ids"
 #: Every read model of the platform database: each is a fold of the event log.
+#: An address the test profile lets the notifier reach (``SPINUP_NOTIFY_ALLOWED_NETWORKS``).
+UNANSWERED = "http://127.0.0.2:9/hook"
 PROJECTIONS = {
     "resources": "SELECT * FROM resources ORDER BY id",
     "accounts": "SELECT * FROM accounts ORDER BY id",
     "access_tokens": "SELECT * FROM access_tokens ORDER BY id",
     "revoked_sessions": "SELECT * FROM revoked_sessions ORDER BY jti",
+    "notifications": "SELECT * FROM notifications ORDER BY id",
 }
 #: The log as the restore keeps it: every column but the appending transaction's id.
 LOG = (
@@ -61,15 +65,25 @@ PASSWORD = "correct horse battery staple"
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
-async def _workload(http: httpx.AsyncClient) -> set[str]:
-    """Resources made, one deleted, an account with a token and a revoked session: their ids."""
+async def _workload(http: httpx.AsyncClient, platform_db: asyncpg.Pool) -> set[str]:
+    """Resources made, one deleted and notified of it, an account with a token and a revoked
+    session: their ids."""
     made = []
-    for path in ("webhook", "webhook", "cache"):
-        response = await http.post(f"/{path}/new")
+    # Nothing listens there: the notice is queued and its attempt fails, both in the log.
+    for path, body in (("webhook", {"notify_url": UNANSWERED}), ("webhook", {}), ("cache", {})):
+        response = await http.post(f"/{path}/new", json=body)
         assert response.status_code == 201, response.text
         made.append(response.json())
     deleted = await http.delete(f"/resources/{made[0]['token']}")
     assert deleted.status_code in {200, 204}, deleted.text
+    for _ in range(100):
+        if await platform_db.fetchval(
+            "SELECT attempts FROM notifications WHERE resource_id = $1", uuid.UUID(made[0]["id"])
+        ):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the deletion was not notified within 10 s")
     email = f"backup-{uuid.uuid4().hex[:12]}@example.com"
     registered = await http.post("/auth/register", json={"email": email, "password": PASSWORD})
     assert registered.status_code == 201, registered.text
@@ -174,7 +188,7 @@ async def test_the_platform_database_restored_from_a_dump_rebuilds_identical_rea
 ) -> None:
     dsn, pool = restored
     await _run_ahead(platform_db, pool)
-    made = await _workload(http)
+    made = await _workload(http, platform_db)
     dump = tmp_path / "platform.dump"
     original = await asyncpg.connect(env["SPINUP_PLATFORM_DSN"])
     try:
@@ -214,6 +228,7 @@ async def test_the_platform_database_restored_from_a_dump_rebuilds_identical_rea
     )
     assert f"rebuilt resources projection: {len(before['resources'])} rows" in rebuilt
     assert await rebuild_accounts(pool) == len(before["accounts"])
+    assert await rebuild_outbox(pool) == len(before["notifications"])
 
     async with pool.acquire() as conn:
         assert await _tables(conn, {"events": LOG}) == log

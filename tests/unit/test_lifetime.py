@@ -1,4 +1,7 @@
-"""Lifetime rules without servers: plan bounds, the notify URL guard, when warnings are due."""
+"""Lifetime rules without servers: plan bounds, the notify URL guard, the signing secrets.
+
+When warnings are due is asked of the platform database: tests/integration/test_notify_outbox.py.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,10 @@ import pytest
 from spinup_cli.main import ttl_seconds
 
 from gateway.resources.lifetime import expires_at_for, notify_secret
-from gateway.resources.notifier import _due, _Watched
 from gateway.resources.outbound import UnsafeTargetError, resolve
 from shared.contracts.errors import SpinupError
-from shared.contracts.events import NotifyTargetSet
-from shared.contracts.kinds import ResourceKind, ResourceStatus
+from shared.contracts.kinds import ResourceKind
 from shared.plans import PlanError, load_plans, parse_plans
-from shared.resources import ResourceState
 
 PLANS = load_plans(Path(__file__).parents[2] / "plans.yaml")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -84,33 +84,6 @@ def test_secrets_differ_per_resource_and_generation() -> None:
     assert first == notify_secret(key, resource, 3)
     assert first != notify_secret(key, resource, 4)
     assert first != notify_secret(key, uuid.uuid4(), 3)
-
-
-def _watched(lifetime_s: int, leads: list[int]) -> _Watched:
-    resource = uuid.uuid4()
-    state = ResourceState(
-        resource_id=resource,
-        status=ResourceStatus.ACTIVE,
-        kind=ResourceKind.REDIS,
-        created_at=NOW,
-        expires_at=NOW + timedelta(seconds=lifetime_s),
-    )
-    target = NotifyTargetSet(
-        resource_id=resource, url="https://example.com/h", secret_generation=1, lead_seconds=leads
-    )
-    return _Watched(state=state, target=target)
-
-
-def test_only_the_shortest_due_lead_shorter_than_the_life_is_sent() -> None:
-    # 15 minutes to live: the hour's warning never applies, the 10 minutes' does at 5 min.
-    watched = _watched(900, [3600, 600])
-    assert _due(watched, NOW + timedelta(seconds=299)) == []
-    due = _due(watched, NOW + timedelta(seconds=300))
-    assert [(kind, data["lead_seconds"]) for _, kind, data in due] == [("resource.expiring", 600)]
-    # Two hours to live, first seen 5 minutes before the end: one warning, the 10 minutes'.
-    late = _watched(7200, [3600, 600])
-    due = _due(late, NOW + timedelta(seconds=6900))
-    assert [data["lead_seconds"] for _, _, data in due] == [600]
 
 
 def test_the_cli_reads_ttl_durations() -> None:

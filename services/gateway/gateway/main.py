@@ -36,6 +36,7 @@ from gateway.resources.export_routes import EXPORT_ROUTES
 from gateway.resources.fork_routes import FORK_ROUTES
 from gateway.resources.lifetime_routes import LIFETIME_ROUTES, end_event_streams
 from gateway.resources.notifier import Notifier
+from gateway.resources.outbox import OutboxProjection, migrate_outbox
 from gateway.resources.routes import ROUTES, dependencies
 from gateway.settings import Settings
 from gateway.stacks.plumbing import StackPlumbing
@@ -72,6 +73,7 @@ def create_app(settings: Settings) -> Litestar:
         )
         await migrate(pool)
         await migrate(pool, ACCOUNTS_SCHEMA)
+        await migrate_outbox(pool)
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
         )
@@ -95,7 +97,10 @@ def create_app(settings: Settings) -> Litestar:
         )
         # One log for everything the gateway appends; each projection picks its own streams.
         store = EventStore(
-            pool, keyring, [ResourceProjection(), AccountProjection()], nudge=bus.nudge_relay
+            pool,
+            keyring,
+            [ResourceProjection(), AccountProjection(), OutboxProjection()],
+            nudge=bus.nudge_relay,
         )
         resources = ResourceReadModel(pool)
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
