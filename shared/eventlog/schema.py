@@ -161,8 +161,8 @@ CREATE TABLE IF NOT EXISTS resource_usage (
 #: target's, docs/adr/0037), which only a rebuild from the log fills in.
 _ROWS_LACK_NEWEST_COLUMNS = """
 SELECT to_regclass('resources') IS NOT NULL AND NOT EXISTS (
-  SELECT 1 FROM information_schema.columns
-  WHERE table_name = 'resources' AND column_name = 'over_quota_quota')
+  SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('resources')
+    AND attname = 'over_quota_quota' AND NOT attisdropped)
 """
 
 
