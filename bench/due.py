@@ -1,4 +1,4 @@
-"""What one reaper sweep costs a worker as resources accumulate (ADR 0035).
+"""What one reaper sweep and one notifier pass cost as resources accumulate (ADR 0035, 0037).
 
     .venv/bin/python -m bench.due [--sizes 10000,100000,1000000]
 
@@ -7,13 +7,18 @@ most gone (deleted or expired), the rest live with their expiry ahead, and one i
 now (expired, suspended past its grace, provisioning past its deadline, stalled), spread over the
 kinds. For each size it times the query a worker answers ``FindDue`` with
 (``ResourceReadModel.due``, one kind, at most 1,000) and the stack-deployer's stuck-deploy query,
-200 calls each, and prints their medians and the plan Postgres chose. The rows are written
-straight into the projection, not appended: only the read is measured.
+200 calls each, and prints their medians and the plan Postgres chose. One resource in a hundred
+has a notify target, and those live within the hour of their expiry were warned at an hour
+already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after its
+first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make due,
+so the pass timed finds little left to queue, as in steady state). The rows are written straight
+into the projections, not appended: only the reads are measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,9 +27,11 @@ import asyncpg
 import uvloop
 
 from bench.__main__ import bench_stack
+from gateway.resources.outbox import OUTBOX_SCHEMA, to_deliver, to_queue
 from shared.contracts.kinds import ResourceKind
 from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import DUE_SQL, ResourceReadModel
+from shared.eventlog.schema import migrate
 
 _CALLS = 200
 # Row i's status: 70 % gone, 29 % live with their expiry ahead, 1 % due in one of five ways.
@@ -47,6 +54,26 @@ SELECT gen_random_uuid(), 2,
        CASE WHEN i % 7 = 6 THEN 'running' END, $2::timestamptz - interval '1 hour'
 FROM generate_series($1::bigint, $1::bigint + $3::bigint - 1) AS i
 """
+# One row in a hundred has a notify target (warnings an hour and ten minutes ahead).
+_TARGET = """
+UPDATE resources SET notify_url = 'https://example.com/hook', notify_generation = 1,
+    notify_leads = '{3600,600}', notify_from = expires_at - interval '1 hour'
+WHERE notify_url IS NULL AND ('x' || substr(id::text, 1, 2))::bit(8)::int < 3
+"""
+# The live targeted ones within the hour were warned at the hour, delivered.
+_WARNED = """
+INSERT INTO notifications (id, resource_id, outbox_version, notification_type, url,
+                           secret_generation, body, expires_at, lead_seconds, attempts, next_at)
+SELECT gen_random_uuid(), id, 2, 'resource.expiring', notify_url, 1, '{}', expires_at, 3600, 1,
+       NULL
+FROM resources r WHERE notify_from <= $1 AND status = 'active' AND expires_at > $1
+  AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.resource_id = r.id)
+"""
+
+
+async def _notifier_pass(conn: asyncpg.Connection, now: datetime, since: datetime) -> None:
+    await to_queue(conn, now, since, 512)
+    await to_deliver(conn, now, 512)
 
 
 async def _median_ms(call: object, calls: int = _CALLS) -> float:
@@ -60,6 +87,7 @@ async def _median_ms(call: object, calls: int = _CALLS) -> float:
 
 async def _measure(dsn: str, sizes: list[int]) -> list[str]:
     pool = await create_platform_pool(dsn, min_size=1, max_size=2)
+    await migrate(pool, OUTBOX_SCHEMA)
     model = ResourceReadModel(pool)
     now = datetime.now(UTC)
     grace = timedelta(seconds=60)
@@ -68,15 +96,31 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
     try:
         for size in sizes:
             await pool.execute(_FILL, filled, now, size - filled)
+            await pool.execute(_TARGET)
+            await pool.execute(_WARNED, now)
             filled = size
             await pool.execute("ANALYZE resources")
+            await pool.execute("ANALYZE notifications")
             found, backlog = await model.due(ResourceKind.REDIS, now, grace, 1000)
             due_ms = await _median_ms(lambda: model.due(ResourceKind.REDIS, now, grace, 1000))
             stuck_ms = await _median_ms(lambda: model.stuck_stacks(now, grace))
             plan = await _plan(pool, now, grace)
+            targeted = await pool.fetchval(
+                "SELECT count(*) FROM resources WHERE notify_url IS NOT NULL"
+            )
+            since = now - timedelta(minutes=5)
+            # The leader asks on its own session, as the notifier does.
+            conn = await asyncpg.connect(dsn)
+            try:
+                notices = await to_queue(conn, now, since, 512)
+                pass_ms = await _median_ms(functools.partial(_notifier_pass, conn, now, since))
+            finally:
+                await conn.close()
             lines.append(
                 f"{size:>9,} resources: due query p50 {due_ms:.2f} ms ({len(found)} returned of"
-                f" {backlog} due for one kind), stuck deploys p50 {stuck_ms:.2f} ms; plan: {plan}"
+                f" {backlog} due for one kind), stuck deploys p50 {stuck_ms:.2f} ms; plan: {plan};"
+                f" notifier pass p50 {pass_ms:.2f} ms ({targeted:,} targeted,"
+                f" {len(notices)} to queue)"
             )
     finally:
         await pool.close()

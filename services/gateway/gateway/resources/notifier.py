@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("gateway.notifier")
-#: A new leader looks this far back for ends not yet notified (a week without any gateway is
-#: past what the platform promises: the relayed stream keeps as much, ADR 0035).
+#: A new leader looks this far back for ends not yet notified: longer than any outage the
+#: platform is run through, and a bounded first pass whatever the age of the log.
 ENDS_LOOKED_BACK = timedelta(days=7)
 #: An append is stamped with its appender's clock before it commits; a pass looks at ends this
 #: much older than the previous pass began, so one committed late is not missed (appends time
