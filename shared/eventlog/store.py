@@ -114,6 +114,7 @@ class _Append:
     command_id: UUID
     correlation_id: str
     sealed_reply: str | None
+    recorded_at: datetime
 
 
 @runtime_checkable
@@ -195,11 +196,14 @@ class EventStore:
         correlation_id: str,
         reply: Reply | None = None,
         prior: Sequence[RecordedEvent] | None = None,
+        recorded_at: datetime | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` after ``expected_version``, update projections, store ``reply``.
 
         All or nothing. ``prior``: the stream's events up to ``expected_version``, when the
         caller already holds them (a folded projection needs them; otherwise they are read).
+        ``recorded_at``: the time the events are stored with, when the caller already told it
+        (in ``reply``); the appender's clock now otherwise.
 
         Raises:
             ConcurrencyConflictError: the stream is not at ``expected_version``.
@@ -211,7 +215,13 @@ class EventStore:
             else None
         )
         write = _Append(
-            stream_id, expected_version, events, command_id, correlation_id, sealed_reply
+            stream_id,
+            expected_version,
+            events,
+            command_id,
+            correlation_id,
+            sealed_reply,
+            recorded_at or datetime.now(UTC),
         )
         started = time.perf_counter()
         try:
@@ -244,7 +254,7 @@ class EventStore:
                 raise ConcurrencyConflictError(msg)
         # The appender's clock, not the server's: the projected row is folded before the
         # statement runs, from the same time the events are stored with (docs/adr/0013).
-        recorded_at = datetime.now(UTC)
+        recorded_at = write.recorded_at
         # The objects are what a read would decode: no need to encode and decode them again.
         stored = write.events
         appended = [
@@ -292,8 +302,8 @@ class EventStore:
             for offset, event in enumerate(write.events, start=1):
                 row = await conn.fetchrow(
                     "INSERT INTO events (stream_id, version, event_id, event_type,"
-                    " data, command_id, correlation_id)"
-                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7)"
+                    " data, command_id, correlation_id, recorded_at)"
+                    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)"
                     f" RETURNING {_COLUMNS}",
                     stream_id,
                     write.expected_version + offset,
@@ -302,6 +312,7 @@ class EventStore:
                     encode_event(event),
                     write.command_id,
                     write.correlation_id,
+                    write.recorded_at,
                 )
                 if row is None:  # pragma: no cover  (INSERT ... RETURNING always returns)
                     msg = "INSERT returned no row"
