@@ -89,6 +89,9 @@ _SWEEP_CONCURRENCY = 8
 
 
 L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
+#: How long ``reconcile`` sees an object nobody owns before deleting it: far past any create's
+#: deadline and its append (docs/adr/0032).
+ORPHAN_GRACE = timedelta(minutes=5)
 
 
 class ResourceDriver(Protocol[L_contra]):
@@ -169,6 +172,19 @@ class ExportingDriver(Protocol):
         ...
 
 
+@runtime_checkable
+class TenantInventory(Protocol):
+    """A driver that can list what its backend holds.
+
+    Its resources may be made before the log records them (one append, docs/adr/0032), since
+    ``ResourceLifecycle.reconcile`` finds any such object left behind.
+    """
+
+    async def tenants(self) -> set[UUID]:
+        """The ids of every resource that has an object in the backend now."""
+        ...
+
+
 class ResourceLifecycle:
     """Runs commands for one driver against the event log."""
 
@@ -182,7 +198,13 @@ class ResourceLifecycle:
         create_concurrency: int,
         delete_concurrency: int,
         poll_interval: float = 0.05,
+        orphan_grace: timedelta = ORPHAN_GRACE,
     ) -> None:
+        """Run commands against the log with ``driver``.
+
+        ``orphan_grace``: how long ``reconcile`` sees an object nobody owns before it deletes
+        it; longer than any create takes to record its outcome (its deadline, and the append).
+        """
         self._store = store
         self._resources = resources
         self._keyring = keyring
@@ -190,6 +212,9 @@ class ResourceLifecycle:
         self._create_slots = asyncio.Semaphore(create_concurrency)
         self._delete_slots = asyncio.Semaphore(delete_concurrency)
         self._poll_interval = poll_interval
+        self._orphan_grace = orphan_grace
+        #: Objects ``reconcile`` found nobody owning, and when it first did.
+        self._unowned_since: dict[UUID, datetime] = {}
 
     async def _state(self, resource_id: UUID) -> ResourceState:
         events = await self._store.load(resource_stream(resource_id))
@@ -209,6 +234,12 @@ class ResourceLifecycle:
     async def provision(self, command: ProvisionResource) -> ResourceProvisioned:
         """Create the resource named by the command, or return what an earlier try created."""
         self._ensure_own_kind(command.kind, command.limits)
+        if (
+            command.new_ids
+            and command.fork_of is None
+            and isinstance(self._driver, TenantInventory)
+        ):
+            return await self._provision_in_one_append(command)
         # Nearly every command names a resource nobody has seen: record the intent at version 0
         # straight away, and read the stream only when that loses (a retry, a duplicate).
         if time.time() < command.deadline:
@@ -235,28 +266,57 @@ class ResourceLifecycle:
             command, state.version + 1, state.created_at or recorded[0].recorded_at
         )
 
-    async def _record_intent(
-        self, command: ProvisionResource, expected_version: int
-    ) -> list[RecordedEvent]:
-        requested = ResourceProvisionRequested(
+    async def _provision_in_one_append(self, command: ProvisionResource) -> ResourceProvisioned:
+        """Create first, then record the intent and the outcome together (docs/adr/0032).
+
+        Only for a command no other names (``new_ids``), so no duplicate can be creating the
+        same object meanwhile, and for a driver ``reconcile`` can sweep: a crash between the
+        backend call and the append leaves an object no row owns, which it removes. The
+        objects a failure leaves are deleted here, and the failure recorded with its intent.
+        Once the append was sent, nothing is deleted: if it committed, the log vouches for the
+        credentials; if not, ``reconcile`` finds the object.
+        """
+        _ensure_before_deadline(command, "The request waited too long to be picked up")
+        stream = resource_stream(command.resource_id)
+        intent = _intent(command)
+        credentials = await self._create(command, 0, intent=intent)
+        sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
+        created_at = datetime.now(UTC)
+        reply = ResourceProvisioned(
             resource_id=command.resource_id,
             kind=command.kind,
             tier=command.tier,
             limits=command.limits,
-            token_hash=command.token_hash,
-            fingerprint=command.fingerprint,
-            name=command.name,
+            credentials=credentials,
+            created_at=created_at,
             expires_at=command.expires_at,
-            deadline=datetime.fromtimestamp(command.deadline, UTC),
-            account_id=command.account_id,
-            parent_id=command.parent_id,
-            fork_of=command.fork_of,
-            export_grace_seconds=command.export_grace_seconds,
         )
+        outcome = ProvisionedEvent(resource_id=command.resource_id, credentials_sealed=sealed)
+        try:
+            await self._store.append(
+                stream,
+                0,
+                [intent, outcome],
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+                reply=reply,
+                recorded_at=created_at,
+            )
+        except ConcurrencyConflictError as exc:
+            msg = "Another request recorded this resource first; nothing of this one was kept."
+            raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True) from exc
+        except PlatformUnavailableError as exc:
+            msg = "The resource could not be recorded; nothing was kept. Try again."
+            raise SpinupError(ErrorCode.PLATFORM_UNAVAILABLE, msg, retryable=True) from exc
+        return reply
+
+    async def _record_intent(
+        self, command: ProvisionResource, expected_version: int
+    ) -> list[RecordedEvent]:
         return await self._store.append(
             resource_stream(command.resource_id),
             expected_version,
-            [requested],
+            [_intent(command)],
             command_id=command.command_id,
             correlation_id=command.correlation_id,
         )
@@ -302,8 +362,16 @@ class ResourceLifecycle:
             raise SpinupError(ErrorCode.PLATFORM_UNAVAILABLE, msg, retryable=True) from exc
         return reply
 
-    async def _create(self, command: ProvisionResource, version: int) -> Credentials:
-        """Call the driver within the deadline; on any failure record it and remove leftovers."""
+    async def _create(
+        self,
+        command: ProvisionResource,
+        version: int,
+        intent: ResourceProvisionRequested | None = None,
+    ) -> Credentials:
+        """Call the driver within the deadline; on any failure record it and remove leftovers.
+
+        ``intent``: not recorded yet; a failure is recorded after it, at ``version``.
+        """
         try:
             async with self._create_slots:
                 # Waiting for a slot may use up the budget: then don't create just to drop it.
@@ -312,14 +380,14 @@ class ResourceLifecycle:
                 )
                 credentials = await self._make(command)
         except SpinupError as exc:
-            await self._record_failure(command, version, exc)
+            await self._record_failure(command, version, exc, intent)
             raise
         except Exception as exc:
             log.exception("lifecycle.create.crashed", resource_id=str(command.resource_id))
             error = SpinupError(
                 ErrorCode.BACKEND_ERROR, "The backend failed unexpectedly; nothing was kept."
             )
-            await self._record_failure(command, version, error)
+            await self._record_failure(command, version, error, intent)
             raise error from exc
         if time.time() > command.deadline:
             error = SpinupError(
@@ -327,7 +395,7 @@ class ResourceLifecycle:
                 "The backend was too slow to answer in time; what was made has been removed.",
                 retryable=True,
             )
-            await self._record_failure(command, version, error)
+            await self._record_failure(command, version, error, intent)
             raise error
         return credentials
 
@@ -398,7 +466,11 @@ class ResourceLifecycle:
         return True
 
     async def _record_failure(
-        self, command: ProvisionResource, version: int, error: SpinupError
+        self,
+        command: ProvisionResource,
+        version: int,
+        error: SpinupError,
+        intent: ResourceProvisionRequested | None = None,
     ) -> None:
         cleaned_up = await self._cleanup(command.resource_id)
         failed = ResourceProvisionFailed(
@@ -411,7 +483,7 @@ class ResourceLifecycle:
             await self._store.append(
                 resource_stream(command.resource_id),
                 version,
-                [failed],
+                [*([intent] if intent else []), failed],
                 command_id=command.command_id,
                 correlation_id=command.correlation_id,
             )
@@ -637,6 +709,33 @@ class ResourceLifecycle:
 
     # -- what the reaper must do --------------------------------------------------------------
 
+    async def reconcile(self) -> int:
+        """Delete the backend's objects that no resource owns; how many were deleted.
+
+        What a create in one append (``_provision_in_one_append``) leaves when its process dies
+        between the backend call and the append: an object with no row at all. One is deleted
+        when two passes at least ``orphan_grace`` apart both found it unowned, so a create still
+        under way (its append not committed yet) is never touched. Objects of resources that
+        have a row are the reaper's concern (``find_due``), as before. A driver that cannot list
+        its tenants is not reconciled, and its creates keep the intent first.
+        """
+        if not isinstance(self._driver, TenantInventory):
+            return 0
+        now = datetime.now(UTC)
+        found = await self._driver.tenants()
+        unowned = found - await self._resources.with_rows(found)
+        self._unowned_since = {rid: self._unowned_since.get(rid, now) for rid in unowned}
+        due = [
+            rid for rid, since in self._unowned_since.items() if now - since >= self._orphan_grace
+        ]
+        deleted = 0
+        for resource_id in due:
+            if await self._cleanup(resource_id):
+                log.warning("lifecycle.orphan.deleted", resource_id=str(resource_id))
+                del self._unowned_since[resource_id]
+                deleted += 1
+        return deleted
+
     async def find_due(self, command: FindDue) -> DueFound:
         """This kind's resources due for the reaper now, and, for stacks, deploys that stalled.
 
@@ -782,6 +881,25 @@ def _recorded_code(state: ResourceState) -> ErrorCode:
         return ErrorCode(state.failure_code or "")
     except ValueError:
         return ErrorCode.BACKEND_UNAVAILABLE
+
+
+def _intent(command: ProvisionResource) -> ResourceProvisionRequested:
+    """What ``command`` asks for, as the event that records it."""
+    return ResourceProvisionRequested(
+        resource_id=command.resource_id,
+        kind=command.kind,
+        tier=command.tier,
+        limits=command.limits,
+        token_hash=command.token_hash,
+        fingerprint=command.fingerprint,
+        name=command.name,
+        expires_at=command.expires_at,
+        deadline=datetime.fromtimestamp(command.deadline, UTC),
+        account_id=command.account_id,
+        parent_id=command.parent_id,
+        fork_of=command.fork_of,
+        export_grace_seconds=command.export_grace_seconds,
+    )
 
 
 def _ensure_before_deadline(command: ProvisionResource, why: str) -> None:

@@ -42,6 +42,13 @@ def guard_tenant_name(name: str) -> str:
     return name
 
 
+def tenant_resource_id(name: str) -> UUID | None:
+    """The resource id a ``tenant_name`` was made from; ``None`` for any other name."""
+    if not _TENANT_NAME_RE.fullmatch(name):
+        return None
+    return uuid.UUID(hex=name.removeprefix(TENANT_PREFIX))
+
+
 def pool_name(member_id: UUID) -> str:
     """``p_<32 hex>``: a warm-pool member; same shape as a tenant name, so a rename fits."""
     return f"{POOL_PREFIX}{member_id.hex}"

@@ -12,6 +12,7 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
@@ -59,6 +60,10 @@ class WorkerSettings:
     heartbeat_file: Path | None
     metrics_host: str
     metrics_port: int
+    #: How often the worker looks for objects no resource owns (``ResourceLifecycle.reconcile``).
+    reconcile_s: float = 60.0
+    #: How long one stays unowned before it is deleted (at least twice the create's timeout).
+    orphan_grace_s: float = 300.0
 
     @classmethod
     def from_env(
@@ -87,6 +92,8 @@ class WorkerSettings:
             heartbeat_file=heartbeat_file(env),
             metrics_host=metrics.metrics_host(env),
             metrics_port=metrics.metrics_port(env),
+            reconcile_s=env.number("SPINUP_RECONCILE_S", 60.0),
+            orphan_grace_s=env.number("SPINUP_ORPHAN_GRACE_S", 300.0),
         )
 
 
@@ -154,6 +161,7 @@ async def serve_kind(
                 resources=ResourceReadModel(platform),
                 create_concurrency=settings.create_concurrency,
                 delete_concurrency=settings.delete_concurrency,
+                orphan_grace=orphan_grace(settings.orphan_grace_s, driver.kind),
             )
             await register(bus, lifecycle)
             log.info(
@@ -166,6 +174,7 @@ async def serve_kind(
                 async with (
                     heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected),
                     probe_backend(driver),
+                    reconciling(lifecycle, settings.reconcile_s),
                 ):
                     await wait_for_shutdown()
         finally:
@@ -173,6 +182,37 @@ async def serve_kind(
     finally:
         await platform.close()
         log.info("worker.stopped", service=service)
+
+
+def orphan_grace(setting_s: float, kind: ResourceKind) -> timedelta:
+    """The grace ``reconcile`` gives an unowned object of ``kind``.
+
+    The setting, and never less than twice the kind's create timeout, within which a create in
+    one append has recorded its outcome.
+    """
+    floor = 2 * ENDPOINTS[kind].provision.timeout
+    return timedelta(seconds=max(setting_s, floor))
+
+
+@contextlib.asynccontextmanager
+async def reconciling(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncIterator[None]:
+    """Run ``lifecycle.reconcile`` every ``interval_s`` while the block runs."""
+
+    async def reconcile() -> None:
+        while True:
+            try:
+                await lifecycle.reconcile()
+            except Exception as exc:  # noqa: BLE001  (a backend or the log is down: next pass)
+                log.warning("worker.reconcile.failed", error=repr(exc))
+            await asyncio.sleep(interval_s)
+
+    task = asyncio.create_task(reconcile())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.asynccontextmanager

@@ -46,6 +46,10 @@ class ProvisionResource(Command, frozen=True, kw_only=True):
     fork_of: UUID | None = None
     #: After ``expires_at``, how long the data is kept for an export (docs/adr/0030).
     export_grace_seconds: int = 0
+    #: The sender made both ids just now (no Idempotency-Key): no other command names this
+    #: resource, so nothing can be making it at the same time. A worker whose driver lists its
+    #: tenants may then record the intent with the outcome, in one append (docs/adr/0032).
+    new_ids: bool = False
 
 
 class DeprovisionResource(Command, frozen=True, kw_only=True):

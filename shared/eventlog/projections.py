@@ -422,6 +422,14 @@ class ResourceReadModel:
             )
         return [_state_from_row(row) for row in rows]
 
+    async def with_rows(self, resource_ids: set[UUID]) -> set[UUID]:
+        """Those of ``resource_ids`` that have a row, whatever their status."""
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                "SELECT id FROM resources WHERE id = ANY($1::uuid[])", list(resource_ids)
+            )
+        return {row["id"] for row in rows}
+
     async def usage_of(self, resource_ids: list[UUID]) -> dict[UUID, tuple[int, datetime]]:
         """The last measured usage (bytes, when) of each of these resources that has one."""
         async with platform_errors():

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -191,6 +191,50 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
     )
     # Cut off midway: no worker could record an outcome, so the reaper removed them.
     assert {row["status"] for row in rows} <= {"deleted", "failed"}, rows
+
+
+async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_worker(
+    http: httpx.AsyncClient, env: dict[str, str]
+) -> None:
+    # Redis and webhook creates are recorded with their intent after the object is made (ADR
+    # 0032): killed in between, one leaves an ACL user or a receiver no resource owns, as these
+    # made by hand. The running workers' reconcile (the redis-provisioner's, the gateway's)
+    # deletes them once their grace (twice the create timeout in the test profile) has passed,
+    # and leaves every resource the log knows alone.
+    cache = await new_resource(http, "cache")
+    receiver = await new_resource(http, "webhook")
+    user, hook = tenant_name(uuid.uuid4()), tenant_name(uuid.uuid4())
+    customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], decode_responses=True)
+    platform = Redis.from_url(env["SPINUP_REDIS_URL"], decode_responses=True)
+    try:
+        await customer.execute_command("ACL", "SETUSER", user, "on", ">left-behind", "~x")
+        await platform.hset(f"webhook:{hook}:limits", mapping={"requests_kept": 1})
+
+        async def left() -> set[str]:
+            users: list[str] = await customer.execute_command("ACL", "USERS")
+            hooks = await platform.keys("webhook:t_*:limits")
+            return {
+                name for name in (user, hook) if name in users or f"webhook:{name}:limits" in hooks
+            }
+
+        assert await left() == {user, hook}
+        grace = 2 * max(
+            PROVISION_ENDPOINTS[kind].timeout for kind in (ResourceKind.REDIS, ResourceKind.WEBHOOK)
+        )
+        assert await eventually(lambda: _none_left(left), within=grace + 30, interval=1), (
+            await left()
+        )
+        assert cache["credentials"]["username"] in await customer.execute_command("ACL", "USERS")
+    finally:
+        await customer.aclose()
+        await platform.aclose()
+    await assert_works(cache)
+    posted = await http.post(receiver["credentials"]["receive_url"], content=b"still open")
+    assert posted.status_code < 300, posted.text
+
+
+async def _none_left(left: Callable[[], Awaitable[set[str]]]) -> bool:
+    return not await left()
 
 
 async def test_a_second_replica_of_every_worker_carries_on_when_the_first_is_killed(

@@ -123,6 +123,18 @@ async def test_delete_is_idempotent_removes_everything_and_refuses_later_request
     assert await webhooks.stored_keys(rid) == 0
 
 
+async def test_tenants_lists_the_receivers_that_exist(webhooks: WebhookDriver) -> None:
+    rid, other = uuid.uuid4(), uuid.uuid4()
+    await webhooks.create(rid, LIMITS)
+    await webhooks.record(key_of(await webhooks.create(other, LIMITS)), a_request())
+    assert {rid, other} <= await webhooks.tenants()
+    await webhooks.delete(rid)
+    listed = await webhooks.tenants()
+    assert rid not in listed
+    assert other in listed
+    await webhooks.delete(other)
+
+
 async def test_live_feed_gets_new_requests_and_ends_when_the_receiver_is_deleted(
     webhooks: WebhookDriver,
 ) -> None:

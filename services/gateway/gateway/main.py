@@ -44,6 +44,7 @@ from gateway.stacks.routes import stack_routes
 from gateway.webhooks.driver import WebhookDriver
 from gateway.webhooks.routes import serve_webhook_commands, webhook_routes
 from shared.bus import Bus, ensure_stack_stores
+from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
 from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
@@ -55,6 +56,7 @@ from shared.logging import configure_logging
 from shared.plans import load_plans
 from shared.runtime import connect_with_retry, settings_or_exit
 from shared.tracing import configure_tracing, trace_driver
+from shared.worker import orphan_grace, reconciling
 
 SERVICE = "gateway"
 log = structlog.get_logger("gateway")
@@ -105,17 +107,16 @@ def create_app(settings: Settings) -> Litestar:
         resources = ResourceReadModel(pool)
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
         # passing /readyz means this replica answers webhook commands too.
-        await serve_webhook_commands(
-            bus,
-            ResourceLifecycle(
-                store,
-                keyring,
-                trace_driver(webhooks),
-                resources=resources,
-                create_concurrency=settings.webhook_create_concurrency,
-                delete_concurrency=settings.webhook_delete_concurrency,
-            ),
+        webhook_lifecycle = ResourceLifecycle(
+            store,
+            keyring,
+            trace_driver(webhooks),
+            resources=resources,
+            create_concurrency=settings.webhook_create_concurrency,
+            delete_concurrency=settings.webhook_delete_concurrency,
+            orphan_grace=orphan_grace(settings.orphan_grace_s, ResourceKind.WEBHOOK),
         )
+        await serve_webhook_commands(bus, webhook_lifecycle)
         accounts = Accounts(
             pool,
             store,
@@ -153,7 +154,8 @@ def create_app(settings: Settings) -> Litestar:
         )
         log.info("gateway.started", url=settings.public_url)
         try:
-            yield
+            async with reconciling(webhook_lifecycle, settings.reconcile_s):
+                yield
         finally:
             relay_task.cancel()
             notifier_task.cancel()

@@ -34,6 +34,10 @@ class Settings:
     notify_allowed_networks: tuple[IPv4Network | IPv6Network, ...]
     notify_retry_s: tuple[float, ...]
     notify_poll_s: float
+    #: How often the gateway looks for receivers no resource owns, and how long one may stay
+    #: so (``shared.worker.reconciling``, ADR 0032).
+    reconcile_s: float
+    orphan_grace_s: float
     log_format: str
     log_level: str
 
@@ -86,6 +90,8 @@ class Settings:
                 "SPINUP_NOTIFY_RETRY_S", env.string("SPINUP_NOTIFY_RETRY_S", "10,60,300,1800,7200")
             ),
             notify_poll_s=env.number("SPINUP_NOTIFY_POLL_S", 1.0),
+            reconcile_s=env.number("SPINUP_RECONCILE_S", 60.0),
+            orphan_grace_s=env.number("SPINUP_ORPHAN_GRACE_S", 300.0),
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )

@@ -56,7 +56,7 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import chunked
-from shared.naming import guard_tenant_name, tenant_name
+from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -430,6 +430,14 @@ class RedisDriver:
             )
         self._saver.changed()
         return self._credentials(resource_id, password)
+
+    async def tenants(self) -> set[UUID]:
+        """Every resource with an ACL user on the server (``ResourceLifecycle.reconcile``)."""
+        async with self._backend_errors("listed"):
+            users = await self._command("ACL", "USERS")
+        listed = users if isinstance(users, list) else []  # ACL USERS answers an array
+        names = (user.decode() if isinstance(user, bytes) else str(user) for user in listed)
+        return {rid for rid in map(tenant_resource_id, names) if rid is not None}
 
     def _credentials(self, resource_id: UUID, password: str) -> RedisCredentials:
         name = tenant_name(resource_id)

@@ -278,6 +278,7 @@ async def provision(
     part_of_stack: StackPart | None = None,
     ttl_seconds: int | None = None,
     fork_of: uuid.UUID | None = None,
+    new_ids: bool = False,
 ) -> tuple[ResourceProvisioned, str]:
     """Admit and provision one resource: the recipe every create route follows.
 
@@ -288,6 +289,7 @@ async def provision(
     expiry (a stack and its backing resources expire together). ``ttl_seconds``: the lifetime
     asked for, within the tier's ``lifetime`` bounds (checked before admission: a 400 costs
     nothing). ``fork_of``: the live resource whose data the new one starts with (ADR 0028).
+    ``new_ids``: ``ids`` were made for this request alone (``ProvisionResource.new_ids``).
     """
     endpoint = PROVISION_ENDPOINTS[kind]
     account_id = principal.account_id if principal else None
@@ -332,6 +334,7 @@ async def provision(
         parent_id=part_of_stack.parent_id if part_of_stack else None,
         fork_of=fork_of,
         export_grace_seconds=_export_grace(tier, kind, expires_at, part_of_stack),
+        new_ids=new_ids,
     )
     reply = await ctx.bus.request(endpoint, command)
     if reply.replayed and not retried:
@@ -372,6 +375,8 @@ def _create_handler(route: KindRoute) -> HTTPRouteHandler:
             ids=_command_ids(request, route_key, holder, data),
             name=data.name if data else None,
             ttl_seconds=data.ttl_seconds if data else None,
+            # Without a key the ids were made just now: no other request names this resource.
+            new_ids="idempotency-key" not in request.headers,
         )
         notify_secret = (
             await notify_target_at_create(

@@ -54,7 +54,7 @@ from shared.contracts.kinds import (
     WebhookLimits,
 )
 from shared.exporting import chunked
-from shared.naming import guard_tenant_name, tenant_name
+from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
 
 log = structlog.get_logger("gateway.webhooks")
 
@@ -254,6 +254,11 @@ class RecordOutcome(enum.Enum):
     SUSPENDED = -3
 
 
+#: The limits hash of every receiver (``_Names.limits``), as a ``SCAN`` pattern.
+_RECEIVERS = "webhook:t_*:limits"
+_SCAN_PAGE = 1000
+
+
 @dataclass(frozen=True, slots=True)
 class _Names:
     limits: str
@@ -411,6 +416,21 @@ class WebhookDriver:
                 pipe.hget(names.limits, "generation")
                 *_, generation = await pipe.execute()
         return WebhookCredentials(receive_url=self.receive_url(resource_id, int(generation)))
+
+    async def tenants(self) -> set[UUID]:
+        """Every resource with a receiver (its limits hash), for ``ResourceLifecycle.reconcile``.
+
+        A ``SCAN`` of the platform Redis, a page at a time: one pass reads every key name
+        once, without blocking the server.
+        """
+        found: set[UUID] = set()
+        with _redis_errors():
+            async for key in self._redis.scan_iter(match=_RECEIVERS, count=_SCAN_PAGE):
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                resource_id = tenant_resource_id(name.split(":")[1])
+                if resource_id is not None:
+                    found.add(resource_id)
+        return found
 
     async def reopen(self, key: ReceiveKey, limits: WebhookLimits) -> None:
         """Write the hash Redis lost, from the recorded limits and the recorded URL's key.
