@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from shared.contracts.events import Event, RecordedEvent
 
 _STREAM_PREFIX = "resource-"
+_IDS_PER_QUERY = 10_000
 _GONE = (ResourceStatus.DELETED, ResourceStatus.EXPIRED, ResourceStatus.NONE)
 _limits_decoder: msgspec.json.Decoder[Limits] = msgspec.json.Decoder(Limits)
 _encoder = msgspec.json.Encoder()
@@ -423,12 +424,21 @@ class ResourceReadModel:
         return [_state_from_row(row) for row in rows]
 
     async def with_rows(self, resource_ids: set[UUID]) -> set[UUID]:
-        """Those of ``resource_ids`` that have a row, whatever their status."""
+        """Those of ``resource_ids`` that have a row, whatever their status.
+
+        Asked ``_IDS_PER_QUERY`` at a time, so a backend with many tenants makes several
+        bounded statements, not one huge one.
+        """
+        ids = list(resource_ids)
+        found: set[UUID] = set()
         async with platform_errors():
-            rows = await self._pool.fetch(
-                "SELECT id FROM resources WHERE id = ANY($1::uuid[])", list(resource_ids)
-            )
-        return {row["id"] for row in rows}
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                rows = await self._pool.fetch(
+                    "SELECT id FROM resources WHERE id = ANY($1::uuid[])",
+                    ids[start : start + _IDS_PER_QUERY],
+                )
+                found.update(row["id"] for row in rows)
+        return found
 
     async def usage_of(self, resource_ids: list[UUID]) -> dict[UUID, tuple[int, datetime]]:
         """The last measured usage (bytes, when) of each of these resources that has one."""
