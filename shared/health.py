@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from shared.config import Env
+from shared.runtime import in_background
 
 #: The setting that turns heartbeats on and names the file (the images set it; devstack does not).
 HEARTBEAT_SETTING = "SPINUP_HEARTBEAT_FILE"
@@ -70,13 +71,10 @@ async def heartbeat(path: Path | None, connected: Callable[[], bool]) -> AsyncIt
             _write(path, _READY if connected() else _NOT_CONNECTED)
             await asyncio.sleep(BEAT_INTERVAL_S)
 
-    task = asyncio.create_task(beat())
     try:
-        yield
+        async with in_background(beat()):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         # A stopped service must not look alive to a check that runs before the container ends.
         _remove(path)
 

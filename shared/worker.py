@@ -33,7 +33,12 @@ from shared.eventlog.store import EventStore
 from shared.health import heartbeat, heartbeat_file
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
 from shared.logging import configure_logging
-from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
+from shared.runtime import (
+    connect_with_retry,
+    in_background,
+    settings_or_exit,
+    wait_for_shutdown,
+)
 
 log = structlog.get_logger("shared.worker")
 
@@ -206,13 +211,8 @@ async def reconciling(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncI
                 log.warning("worker.reconcile.failed", error=repr(exc))
             await asyncio.sleep(interval_s)
 
-    task = asyncio.create_task(reconcile())
-    try:
+    async with in_background(reconcile()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 @contextlib.asynccontextmanager
@@ -246,13 +246,8 @@ async def probe_backend(
                 was_up = True
             await asyncio.sleep(interval_s)
 
-    task = asyncio.create_task(probe())
-    try:
+    async with in_background(probe()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def worker_main(

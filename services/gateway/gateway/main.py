@@ -54,7 +54,7 @@ from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
 from shared.plans import load_plans
-from shared.runtime import connect_with_retry, settings_or_exit
+from shared.runtime import connect_with_retry, in_background, settings_or_exit
 from shared.tracing import configure_tracing, trace_driver
 from shared.worker import orphan_grace, reconciling
 
@@ -126,17 +126,15 @@ def create_app(settings: Settings) -> Litestar:
         # Stack uploads and logs live in JetStream next to the events.
         await ensure_stack_stores(bus.nc.jetstream())
         stacks = StackPlumbing()
-        relay_task = asyncio.create_task(Relay(settings.platform_dsn, bus.nc).run())
+        relay = Relay(settings.platform_dsn, bus.nc)
         # One process of all the gateways delivers notifications (a lock, like the relay).
-        notifier_task = asyncio.create_task(
-            Notifier(
-                settings.platform_dsn,
-                store,
-                token_key=settings.token_key,
-                allowed=settings.notify_allowed_networks,
-                retry_s=settings.notify_retry_s,
-                poll_s=settings.notify_poll_s,
-            ).run()
+        notifier = Notifier(
+            settings.platform_dsn,
+            store,
+            token_key=settings.token_key,
+            allowed=settings.notify_allowed_networks,
+            retry_s=settings.notify_retry_s,
+            poll_s=settings.notify_poll_s,
         )
         app.state.context = GatewayContext(
             settings=settings,
@@ -154,15 +152,13 @@ def create_app(settings: Settings) -> Litestar:
         )
         log.info("gateway.started", url=settings.public_url)
         try:
-            async with reconciling(webhook_lifecycle, settings.reconcile_s):
+            async with (
+                in_background(relay.run()),
+                in_background(notifier.run()),
+                reconciling(webhook_lifecycle, settings.reconcile_s),
+            ):
                 yield
         finally:
-            relay_task.cancel()
-            notifier_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await notifier_task
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay_task
             await stacks.close()
             await bus.close()
             await redis.aclose()
