@@ -110,6 +110,9 @@ class Resource:
             NotifyTargetSet(resource_id=self.id, url=url, secret_generation=1, lead_seconds=leads)
         )
 
+    async def end(self, reason: DeprovisionReason = DeprovisionReason.DELETED) -> None:
+        await self.append(ResourceDeprovisioned(resource_id=self.id, reason=reason))
+
     def at(self, seconds: float) -> datetime:
         return self.created_at + timedelta(seconds=seconds)
 
@@ -175,9 +178,7 @@ async def test_no_target_no_notice_and_a_cleared_target_ends_them(
     await cleared.target([600], url=None)
     for resource in (untargeted, cleared):
         assert await _due(conn, resource, resource.at(600)) == []
-        await resource.append(
-            ResourceDeprovisioned(resource_id=resource.id, reason=DeprovisionReason.DELETED)
-        )
+        await resource.end()
         assert await _due(conn, resource, resource.at(1)) == []
 
 
@@ -186,9 +187,7 @@ async def test_an_end_is_queued_once_with_its_reason(
 ) -> None:
     deleted = Resource(outbox_store)
     await deleted.make(None, [600])
-    await deleted.append(
-        ResourceDeprovisioned(resource_id=deleted.id, reason=DeprovisionReason.DELETED)
-    )
+    await deleted.end()
     [notice] = await _due(conn, deleted, deleted.at(1))
     assert (notice.notification_type, notice.data) == ("resource.deleted", {"reason": "deleted"})
     # An end recorded before what the caller looked at already is not asked again.
@@ -204,9 +203,7 @@ async def test_an_end_is_queued_once_with_its_reason(
     assert expired.notification_type == "resource.expired"
     assert expired.data["export_until"] == delete_at.isoformat()
     await notifier.queue(expired, suspended.at(61))
-    await suspended.append(
-        ResourceDeprovisioned(resource_id=suspended.id, reason=DeprovisionReason.EXPIRED)
-    )
+    await suspended.end(DeprovisionReason.EXPIRED)
     assert await _due(conn, suspended, suspended.at(3661)) == []
 
 
@@ -233,9 +230,7 @@ async def test_deliveries_are_due_until_delivered_or_given_up(
 ) -> None:
     resource = Resource(outbox_store)
     await resource.make(None, [600])
-    await resource.append(
-        ResourceDeprovisioned(resource_id=resource.id, reason=DeprovisionReason.DELETED)
-    )
+    await resource.end()
     [notice] = await _due(conn, resource, resource.at(1))
     await notifier.queue(notice, resource.at(1))
     far = datetime.now(UTC) + timedelta(days=1)
