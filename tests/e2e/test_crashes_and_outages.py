@@ -34,6 +34,8 @@ from shared.testing.factories import provision_command
 from shared.testing.polling import eventually
 from tests.e2e.conftest import new_resource
 from tests.e2e.test_faults import assert_relayed_exactly_once_in_order, compare_rebuild_with_live
+from tests.integration.conftest import connect_nats_driver
+from tests.integration.test_queue_driver import LIMITS as QUEUE_LIMITS
 
 pytestmark = pytest.mark.e2e
 
@@ -196,44 +198,50 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
 async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_worker(
     http: httpx.AsyncClient, env: dict[str, str]
 ) -> None:
-    # Redis and webhook creates are recorded with their intent after the object is made (ADR
-    # 0032): killed in between, one leaves an ACL user or a receiver no resource owns, as these
-    # made by hand. The running workers' reconcile (the redis-provisioner's, the gateway's)
-    # deletes them once their grace (twice the create timeout in the test profile) has passed,
-    # and leaves every resource the log knows alone.
-    cache = await new_resource(http, "cache")
+    # Redis, NATS and webhook creates are recorded with their intent after the object is made
+    # (ADR 0032): killed in between, one leaves an ACL user, an account or a receiver no
+    # resource owns, as these made by hand. The running workers' reconcile (the two
+    # provisioners', the gateway's) deletes them once their grace (twice the create timeout in
+    # the test profile) has passed, and leaves every resource the log knows alone.
+    cache, queue = await new_resource(http, "cache"), await new_resource(http, "queue")
     receiver = await new_resource(http, "webhook")
-    user, hook = tenant_name(uuid.uuid4()), tenant_name(uuid.uuid4())
+    user, account, hook = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], decode_responses=True)
     platform = Redis.from_url(env["SPINUP_REDIS_URL"], decode_responses=True)
+    accounts = await connect_nats_driver(env)
     try:
-        await customer.execute_command("ACL", "SETUSER", user, "on", ">left-behind", "~x")
-        await platform.hset(f"webhook:{hook}:limits", mapping={"requests_kept": 1})
+        await customer.execute_command(
+            "ACL", "SETUSER", tenant_name(user), "on", ">left-behind", "~x"
+        )
+        await accounts.create(account, QUEUE_LIMITS)
+        await platform.hset(f"webhook:{tenant_name(hook)}:limits", mapping={"requests_kept": 1})
 
-        async def left() -> set[str]:
+        async def left() -> set[uuid.UUID]:
             users: list[str] = await customer.execute_command("ACL", "USERS")
             hooks = await platform.keys("webhook:t_*:limits")
             return {
-                name for name in (user, hook) if name in users or f"webhook:{name}:limits" in hooks
+                *({user} if tenant_name(user) in users else set()),
+                *({account} if await accounts.exists(account) else set()),
+                *({hook} if f"webhook:{tenant_name(hook)}:limits" in hooks else set()),
             }
 
-        assert await left() == {user, hook}
-        grace = 2 * max(
-            PROVISION_ENDPOINTS[kind].timeout for kind in (ResourceKind.REDIS, ResourceKind.WEBHOOK)
-        )
-        assert await eventually(lambda: _none_left(left), within=grace + 30, interval=1), (
-            await left()
-        )
+        assert await left() == {user, account, hook}
+        kinds = (ResourceKind.REDIS, ResourceKind.NATS, ResourceKind.WEBHOOK)
+        grace = 2 * max(PROVISION_ENDPOINTS[kind].timeout for kind in kinds)
+        gone = await eventually(lambda: _none_left(left), within=grace + 30, interval=1)
+        assert gone, await left()
         assert cache["credentials"]["username"] in await customer.execute_command("ACL", "USERS")
+        assert await accounts.exists(uuid.UUID(queue["id"]))
     finally:
         await customer.aclose()
         await platform.aclose()
+        await accounts.close()
     await assert_works(cache)
     posted = await http.post(receiver["credentials"]["receive_url"], content=b"still open")
     assert posted.status_code < 300, posted.text
 
 
-async def _none_left(left: Callable[[], Awaitable[set[str]]]) -> bool:
+async def _none_left(left: Callable[[], Awaitable[set[uuid.UUID]]]) -> bool:
     return not await left()
 
 

@@ -95,6 +95,20 @@ async def test_delete_is_idempotent_and_removes_the_account_from_the_resolver(
         await connect_nats_tenant(credentials)
 
 
+async def test_tenants_names_the_resources_of_the_accounts_the_resolver_holds(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    kept, deleted = uuid.uuid4(), uuid.uuid4()
+    await queue_driver.create(kept, LIMITS)
+    await queue_driver.create(deleted, LIMITS)
+    assert {kept, deleted} <= await queue_driver.tenants()
+    await queue_driver.delete(deleted)
+    listed = await queue_driver.tenants()
+    assert kept in listed
+    assert deleted not in listed
+    await queue_driver.delete(kept)
+
+
 async def test_delete_of_a_never_created_account_succeeds(
     queue_driver: NatsAccountDriver,
 ) -> None:

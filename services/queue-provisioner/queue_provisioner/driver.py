@@ -55,7 +55,7 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import chunked
-from shared.naming import guard_tenant_name, tenant_name
+from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -72,6 +72,8 @@ _RECONNECT_POLL_S = 0.05
 _UPDATE_SUBJECT = "$SYS.REQ.CLAIMS.UPDATE"
 _DELETE_SUBJECT = "$SYS.REQ.CLAIMS.DELETE"
 _LOOKUP_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"
+#: The full resolver's list of every account it holds: ``{"data": [<account key>, ...]}``.
+_LIST_SUBJECT = "$SYS.REQ.CLAIMS.LIST"
 _JSZ_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.JSZ"
 # Requests of one usage call in flight at once: enough to pipeline, few enough that the last
 # is answered well within the request timeout.
@@ -129,6 +131,8 @@ class NatsAccountDriver:
         self._system_account = system_account
         self._public_url = public_url
         self._timeout = request_timeout
+        #: Accounts ``tenants`` has named, and their resources (a name never changes).
+        self._named: dict[str, UUID] = {}
 
     @classmethod
     async def connect(
@@ -310,6 +314,32 @@ class NatsAccountDriver:
             user_seed=user.seed,
             creds=natsjwt.creds_file(user_token, user.seed),
         )
+
+    async def tenants(self) -> set[UUID]:
+        """Every resource with an account on the server (``ResourceLifecycle.reconcile``).
+
+        The resolver lists account keys, which derive from resource ids one way; each account's
+        JWT names its tenant. An account not seen before is looked up once, and kept only if
+        its name derives its key (so only this platform's accounts are ever named).
+        """
+        async with self._backend_errors("listed"):
+            reply = await self._system.request(_LIST_SUBJECT, b"", timeout=self._timeout)
+        try:
+            listed = json.loads(reply.data).get("data")
+        except (ValueError, AttributeError):
+            listed = None
+        if not isinstance(listed, list):
+            msg = "The NATS resolver did not list its accounts; nothing was listed."
+            raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+        accounts = {a for a in listed if isinstance(a, str) and a != self._system_account}
+        unknown = sorted(accounts - self._named.keys())
+        found = await _in_flight(lambda account: self._account_claims(account, "listed"), unknown)
+        for account, claims in zip(unknown, found, strict=True):
+            resource_id = tenant_resource_id(str((claims or {}).get("name", "")))
+            if resource_id is not None and self.account_key(resource_id).public_key == account:
+                self._named[account] = resource_id
+        self._named = {a: rid for a, rid in self._named.items() if a in accounts}
+        return set(self._named.values())
 
     async def create(self, resource_id: UUID, limits: NatsLimits) -> NatsCredentials:
         """Push (or refresh) the tenant's account JWT, then mint a fresh user for it.
