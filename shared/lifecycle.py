@@ -306,7 +306,10 @@ class ResourceLifecycle:
             msg = "Another request recorded this resource first; nothing of this one was kept."
             raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True) from exc
         except PlatformUnavailableError as exc:
-            msg = "The resource could not be recorded; nothing was kept. Try again."
+            msg = (
+                "The platform could not confirm that the new resource was recorded; try again."
+                " If it was not, what was made for it is removed within minutes."
+            )
             raise SpinupError(ErrorCode.PLATFORM_UNAVAILABLE, msg, retryable=True) from exc
         return reply
 
