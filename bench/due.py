@@ -112,7 +112,7 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
             # The leader asks on its own session, as the notifier does.
             conn = await asyncpg.connect(dsn)
             try:
-                notices = await to_queue(conn, now, since, 512)
+                notices, _ = await to_queue(conn, now, since, 512)
                 pass_ms = await _median_ms(functools.partial(_notifier_pass, conn, now, since))
             finally:
                 await conn.close()

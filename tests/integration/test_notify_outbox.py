@@ -120,7 +120,8 @@ class Resource:
 async def _due(
     conn: asyncpg.Connection, resource: Resource, now: datetime, since: datetime = LONG_AGO
 ) -> list[Notice]:
-    return [n for n in await to_queue(conn, now, since, 10_000) if n.resource_id == resource.id]
+    notices, _ = await to_queue(conn, now, since, 10_000)
+    return [n for n in notices if n.resource_id == resource.id]
 
 
 def _leads(notices: list[Notice]) -> list[int]:
@@ -205,6 +206,27 @@ async def test_an_end_is_queued_once_with_its_reason(
     await notifier.queue(expired, suspended.at(61))
     await suspended.end(DeprovisionReason.EXPIRED)
     assert await _due(conn, suspended, suspended.at(3661)) == []
+
+
+async def test_ends_past_a_full_batch_come_in_the_next_call(
+    outbox_store: EventStore, conn: asyncpg.Connection
+) -> None:
+    ended = []
+    for _ in range(3):
+        resource = Resource(outbox_store)
+        await resource.make(None, [600])
+        await resource.end()
+        ended.append(resource)
+    # Only the test's own ends: from just before the first of them.
+    since = ended[0].created_at
+    later = ended[-1].at(1)
+    first, ends_from = await to_queue(conn, later, since, 2)
+    assert [n.resource_id for n in first if n.notification_type == "resource.deleted"] == [
+        r.id for r in ended[:2]
+    ]
+    assert ends_from is not None
+    rest, _ = await to_queue(conn, later, ends_from, 2)
+    assert ended[2].id in {n.resource_id for n in rest}
 
 
 async def test_over_quota_while_targeted_is_queued_once(

@@ -120,11 +120,13 @@ class Notifier:
                     now = datetime.now(UTC)
                     # On the lock's own session: a pass that fails tells this process it may
                     # no longer be the leader.
-                    for notice in await to_queue(conn, now, ended_since, _BATCH):
+                    notices, ends_from = await to_queue(conn, now, ended_since, _BATCH)
+                    for notice in notices:
                         await self.queue(notice, now)
                     # Ends recorded since this pass began are seen by the next one; an append
-                    # stamped before it but committed after it, by the overlap.
-                    ended_since = now - APPEND_OVERLAP
+                    # stamped before it but committed after it, by the overlap. A full batch
+                    # of ends goes on from its last.
+                    ended_since = ends_from or now - APPEND_OVERLAP
                     for pending in await to_deliver(conn, now, _BATCH):
                         self._start_delivery(pending, client)
                     await asyncio.sleep(self._poll_s)

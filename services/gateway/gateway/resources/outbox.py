@@ -279,7 +279,7 @@ WHERE r.notify_url IS NOT NULL AND r.over_quota_event IS NOT NULL
 # Resources that ended (or were suspended for an export: ``resource.expired`` is said then, with
 # the deadline, and not again when the grace ends) since ``$1``, whose end notice is not queued.
 _ENDED = f"""
-SELECT {_TARGET}, r.status, r.delete_at, r.deprovision_reason FROM resources r
+SELECT {_TARGET}, r.status, r.delete_at, r.deprovision_reason, r.updated_at FROM resources r
 WHERE r.notify_url IS NOT NULL AND r.status IN ({ENDED_STATUSES}) AND r.updated_at >= $1
   AND NOT (r.status = '{ResourceStatus.SUSPENDED.value}' AND r.delete_at IS NULL)
   AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.resource_id = r.id
@@ -335,14 +335,17 @@ def _end_notice(row: asyncpg.Record) -> Notice:
 
 async def to_queue(
     conn: asyncpg.Connection, now: datetime, ended_since: datetime, limit: int
-) -> list[Notice]:
+) -> tuple[list[Notice], datetime | None]:
     """The notifications due by ``now`` and not queued yet, at most ``limit`` of each sort.
 
-    ``ended_since``: ends recorded before this were looked at by an earlier call.
+    ``ended_since``: ends recorded before this were looked at by an earlier call. Also returns
+    where the next call must look for ends from when this one returned ``limit`` of them (more
+    may follow): the time of the last one. None: every end since ``ended_since`` is returned.
     """
     warn = await conn.fetch(_TO_WARN, now, limit)
     over = await conn.fetch(_OVER_QUOTA)
     ended = await conn.fetch(_ENDED, ended_since, limit)
+    ends_from: datetime | None = ended[-1]["updated_at"] if len(ended) == limit else None
     due = [_end_notice(row) for row in ended]
     for row in over:
         over_quota_id = notice_id(OVER_QUOTA, row["over_quota_event"])
@@ -363,7 +366,7 @@ async def to_queue(
                 {"lead_seconds": lead, "seconds_left": seconds_left},
             )
         )
-    return due
+    return due, ends_from
 
 
 async def to_deliver(conn: asyncpg.Connection, now: datetime, limit: int) -> list[Pending]:
