@@ -929,7 +929,10 @@ class Bench:
         level = min(16, self.sizes.top)
         with tmp_dir() as directory:
             raw = directory / "profile.txt"
-            recording = asyncio.create_task(profile.record(gateway_pid, seconds, raw))
+            # The gateway serves from child processes (ADR 0015): the pid alone samples nothing.
+            recording = asyncio.create_task(
+                profile.record(gateway_pid, seconds, raw, subprocesses=True)
+            )
             async with _http(self.target.gateway_url, level) as http:
 
                 async def new(index: int) -> None:
