@@ -41,14 +41,15 @@ if TYPE_CHECKING:
 R = TypeVar("R", bound=Reply)
 _encoder = msgspec.json.Encoder()
 
-_COLUMNS = (
+#: The columns of ``events`` that ``recorded_from_row`` reads.
+EVENT_COLUMNS = (
     "position, stream_id, version, event_id, event_type, data, command_id, correlation_id,"
     " recorded_at"
 )
-_SELECT = f"SELECT {_COLUMNS}"
+_SELECT = f"SELECT {EVENT_COLUMNS}"
 
 
-def _row_to_recorded(row: asyncpg.Record) -> RecordedEvent:
+def recorded_from_row(row: asyncpg.Record) -> RecordedEvent:
     """A stored row as a ``RecordedEvent``."""
     return RecordedEvent(
         position=row["position"],
@@ -81,7 +82,7 @@ async def read_committed_after(
         *cursor,
         limit,
     )
-    return [((row["txid"], row["position"]), _row_to_recorded(row)) for row in rows]
+    return [((row["txid"], row["position"]), recorded_from_row(row)) for row in rows]
 
 
 # $1 stream, $2 expected version, $3 event ids, $4 types, $5 data, $6 command, $7 correlation,
@@ -184,7 +185,7 @@ class EventStore:
             rows = await self._pool.fetch(
                 f"{_SELECT} FROM events WHERE stream_id = $1 ORDER BY version", stream_id
             )
-        return [_row_to_recorded(row) for row in rows]
+        return [recorded_from_row(row) for row in rows]
 
     async def append(
         self,
@@ -304,7 +305,7 @@ class EventStore:
                     "INSERT INTO events (stream_id, version, event_id, event_type,"
                     " data, command_id, correlation_id, recorded_at)"
                     " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)"
-                    f" RETURNING {_COLUMNS}",
+                    f" RETURNING {EVENT_COLUMNS}",
                     stream_id,
                     write.expected_version + offset,
                     uuid.uuid4(),
@@ -317,7 +318,7 @@ class EventStore:
                 if row is None:  # pragma: no cover  (INSERT ... RETURNING always returns)
                     msg = "INSERT returned no row"
                     raise AssertionError(msg)
-                recorded.append(_row_to_recorded(row))
+                recorded.append(recorded_from_row(row))
             for projection in self._projections:
                 if projection.handles(stream_id):
                     await projection.project(conn, stream_id, recorded)
@@ -327,7 +328,7 @@ class EventStore:
                         f"{_SELECT} FROM events WHERE stream_id = $1 ORDER BY version", stream_id
                     )
                     statement, values = folded.upsert(
-                        stream_id, [_row_to_recorded(r) for r in rows], 1
+                        stream_id, [recorded_from_row(r) for r in rows], 1
                     )
                     await conn.execute(statement, *values)
             if write.sealed_reply is not None:

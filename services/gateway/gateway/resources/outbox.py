@@ -32,9 +32,9 @@ from shared.contracts.events import (
     RecordedEvent,
 )
 from shared.contracts.kinds import DeprovisionReason, ResourceKind, ResourceStatus
-from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
 from shared.eventlog.schema import ENDED_STATUSES, HOLD_APPENDS, migrate
+from shared.eventlog.store import EVENT_COLUMNS, recorded_from_row
 
 if TYPE_CHECKING:
     import asyncpg
@@ -187,25 +187,13 @@ async def rebuild_outbox(pool: asyncpg.Pool) -> int:
             return len(rows)
 
         async for r in conn.cursor(
-            "SELECT position, stream_id, version, event_id, event_type, data, command_id,"
-            " correlation_id, recorded_at FROM events"
+            f"SELECT {EVENT_COLUMNS} FROM events"
             f" WHERE stream_id LIKE '{_STREAM_PREFIX}%' ORDER BY stream_id, version"
         ):
             if stream and stream[0].stream_id != r["stream_id"]:
                 written += await flush()
                 stream = []
-            stream.append(
-                RecordedEvent(
-                    position=r["position"],
-                    stream_id=r["stream_id"],
-                    version=r["version"],
-                    event_id=r["event_id"],
-                    command_id=r["command_id"],
-                    correlation_id=r["correlation_id"],
-                    recorded_at=r["recorded_at"],
-                    event=decode_event(r["event_type"], r["data"]),
-                )
-            )
+            stream.append(recorded_from_row(r))
         if stream:
             written += await flush()
     return written
