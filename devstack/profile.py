@@ -32,9 +32,9 @@ TEST_OVERRIDES: dict[str, str] = {
     "SPINUP_REAPER_INTERVAL_S": "0.5",
     "SPINUP_REAPER_ORPHAN_GRACE_S": "2",
     "SPINUP_REAPER_USAGE_INTERVAL_S": "5",
-    # Objects a create in one append left (ADR 0032): looked for every second, and deleted
-    # after the shortest grace the workers accept (twice a create's timeout).
-    "SPINUP_RECONCILE_S": "1",
+    # Objects a create in one append left (ADR 0032): looked for every 2 s, and deleted after
+    # the shortest grace the workers accept (twice a create's timeout).
+    "SPINUP_RECONCILE_S": "2",
     "SPINUP_ORPHAN_GRACE_S": "0",
     # Test-only: notify URLs are refused on loopback, except this one address that tests bind
     # their notification receiver to (never set in production; docs/adr/0027).

@@ -66,12 +66,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = kept
 
 
+#: The rest group deploys no stack, so its stack-deployer need not put back the host's firewall
+#: chains: if it did, it would race test_containment in the engine group, which wipes them to
+#: play a host restart (both groups' stacks share the host's iptables).
+REST_GROUP_OVERRIDES = {"SPINUP_STACK_FIREWALL_CHECK_S": str(24 * 3600)}
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     # Two pytest runs in one checkout need distinct stacks: SPINUP_TEST_STACK=<name> picks one.
     # Every test shares one client address (127.0.0.1): a test stack serves plans.yaml with caps
     # and rate limits raised (Profile.roomy_plans); tests of those start gateways of their own.
-    with Stack.for_tests(REPO_ROOT, name=os.environ.get("SPINUP_TEST_STACK", "test")) as running:
+    overrides = REST_GROUP_OVERRIDES if os.environ.get("SPINUP_TEST_GROUP") == "rest" else None
+    with Stack.for_tests(
+        REPO_ROOT, name=os.environ.get("SPINUP_TEST_STACK", "test"), overrides=overrides
+    ) as running:
         yield running
 
 
