@@ -18,9 +18,9 @@ import msgspec
 
 from shared.contracts.events import NotifyTargetSet, QuotaExceeded
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
-from shared.eventlog.codec import decode_event
 from shared.eventlog.errors import platform_errors
-from shared.eventlog.schema import DEPLOYS_UNDER_WAY, HOLD_APPENDS, LIVE_STATUSES
+from shared.eventlog.schema import DEPLOYS_UNDER_WAY, LIVE_STATUSES
+from shared.eventlog.store import rebuild_folded
 from shared.resources import Due, ResourceState
 from shared.stack_state import DeployProgress
 
@@ -56,9 +56,6 @@ def _upsert(first_parameter: int) -> str:
         f"INSERT INTO resources ({_COLUMNS}) VALUES ({values})"
         f" ON CONFLICT (id) DO UPDATE SET {updates}"
     )
-
-
-_UPSERT = _upsert(1)
 
 
 _COUNT_HELD = """
@@ -252,35 +249,8 @@ class ResourceProjection:
 
 
 async def rebuild_resources(pool: asyncpg.Pool) -> int:
-    """Recompute ``resources`` from the log alone; returns the number of rows written.
-
-    Holds appends back (``HOLD_APPENDS``), so the log stands still while it runs.
-    """
-    written = 0
-    async with platform_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute(HOLD_APPENDS)
-        await conn.execute("TRUNCATE resources")
-        current: _StreamFold | None = None
-        async for r in conn.cursor(
-            "SELECT stream_id, event_type, data, event_id, command_id, recorded_at FROM events"
-            " WHERE stream_id LIKE 'resource-%' ORDER BY stream_id, version"
-        ):
-            resource_id = _resource_id(r["stream_id"])
-            if current is None or current.state.resource_id != resource_id:
-                if current is not None:
-                    await conn.execute(_UPSERT, *current.row())
-                    written += 1
-                current = _StreamFold(resource_id)
-            current.apply(
-                decode_event(r["event_type"], r["data"]),
-                r["event_id"],
-                r["command_id"],
-                r["recorded_at"],
-            )
-        if current is not None:
-            await conn.execute(_UPSERT, *current.row())
-            written += 1
-    return written
+    """Recompute ``resources`` from the log alone; returns the number of rows written."""
+    return await rebuild_folded(pool, ResourceProjection(), "resources", _STREAM_PREFIX)
 
 
 class ResourceReadModel:

@@ -32,6 +32,7 @@ from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
+from shared.eventlog.schema import HOLD_APPENDS
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -138,6 +139,37 @@ class FoldedProjection(Protocol):
         Its parameters are numbered from ``$first_parameter`` on.
         """
         ...
+
+
+async def rebuild_folded(
+    pool: asyncpg.Pool, projection: FoldedProjection, table: str, stream_prefix: str
+) -> int:
+    """Recompute a folded projection's ``table`` from the log alone; returns its row count.
+
+    Every stream whose id starts with ``stream_prefix`` is folded by the projection's own
+    ``upsert``, the statement its appends run. Holds appends back (``HOLD_APPENDS``), so the
+    log stands still while it runs.
+    """
+    async with platform_errors(), pool.acquire() as conn, conn.transaction():
+        await conn.execute(HOLD_APPENDS)
+        await conn.execute(f"TRUNCATE {table}")
+        stream: list[RecordedEvent] = []
+
+        async def write() -> None:
+            statement, values = projection.upsert(stream[0].stream_id, stream, 1)
+            await conn.execute(statement, *values)
+
+        async for row in conn.cursor(
+            f"{_SELECT} FROM events WHERE stream_id LIKE $1 ORDER BY stream_id, version",
+            f"{stream_prefix}%",
+        ):
+            if stream and stream[0].stream_id != row["stream_id"]:
+                await write()
+                stream = []
+            stream.append(recorded_from_row(row))
+        if stream:
+            await write()
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
 
 
 class Projection(Protocol):

@@ -32,9 +32,8 @@ from shared.contracts.events import (
     RecordedEvent,
 )
 from shared.contracts.kinds import DeprovisionReason, ResourceKind, ResourceStatus
-from shared.eventlog.errors import platform_errors
-from shared.eventlog.schema import ENDED_STATUSES, HOLD_APPENDS, migrate
-from shared.eventlog.store import EVENT_COLUMNS, recorded_from_row
+from shared.eventlog.schema import ENDED_STATUSES, migrate
+from shared.eventlog.store import rebuild_folded
 
 if TYPE_CHECKING:
     import asyncpg
@@ -164,39 +163,13 @@ class OutboxProjection:
         """The rows of the stream's fold, written by the append that made ``history`` whole."""
         del stream_id
         rows = _outbox_rows(history)
-        return _upsert(first_parameter), [list(column) for column in zip(*rows, strict=True)] or [
-            [] for _ in _COLUMNS
-        ]
+        columns = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in _COLUMNS]
+        return _upsert(first_parameter), columns
 
 
 async def rebuild_outbox(pool: asyncpg.Pool) -> int:
-    """Recompute ``notifications`` from the log alone; returns the number of rows written.
-
-    Holds appends back (``HOLD_APPENDS``), so the log stands still while it runs.
-    """
-    written = 0
-    async with platform_errors(), pool.acquire() as conn, conn.transaction():
-        await conn.execute(HOLD_APPENDS)
-        await conn.execute("TRUNCATE notifications")
-        stream: list[RecordedEvent] = []
-
-        async def flush() -> int:
-            rows = _outbox_rows(stream)
-            if rows:
-                await conn.execute(_upsert(1), *[list(c) for c in zip(*rows, strict=True)])
-            return len(rows)
-
-        async for r in conn.cursor(
-            f"SELECT {EVENT_COLUMNS} FROM events"
-            f" WHERE stream_id LIKE '{_STREAM_PREFIX}%' ORDER BY stream_id, version"
-        ):
-            if stream and stream[0].stream_id != r["stream_id"]:
-                written += await flush()
-                stream = []
-            stream.append(recorded_from_row(r))
-        if stream:
-            written += await flush()
-    return written
+    """Recompute ``notifications`` from the log alone; returns the number of rows written."""
+    return await rebuild_folded(pool, OutboxProjection(), "notifications", _STREAM_PREFIX)
 
 
 async def migrate_outbox(pool: asyncpg.Pool) -> None:
