@@ -14,7 +14,10 @@ gateway's processes for N seconds of ``POST /cache/new`` at c = 16 in the first 
 (``bench.profile``). ``--paths``: instead of the creates, ``GET /healthz`` (the HTTP floor),
 ``GET /resources/{token}`` over 200 caches and 1 KB ``POST``s to 200 webhook receivers, each at
 c = 64 (rate, p50 and CPU per request by process; ``--profile`` then samples the reads, or
-``--profiled-path``).
+``--profiled-path``). ``--kinds`` picks the creates (``cache,queue,webhook`` by default);
+``db`` is ``POST /db/new`` from pg-provisioner's warm pool (``POOL_SIZE`` members, full before
+each level, and drained once after each restart, since a member adopted by a restarted worker
+costs its take a password the fresh ones were made with).
 """
 
 from __future__ import annotations
@@ -30,31 +33,45 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import asyncpg
 import uvloop
 
 from bench import profile
 from bench.__main__ import bench_stack
 from bench.cpu import LOAD_GENERATOR, until_quiet
-from bench.harness import NEW_PATH, caller, tmp_dir
+from bench.harness import NEW_PATH, PG_POOL_SETTING, POOL_FILL_TIMEOUT_S, caller, tmp_dir
 from bench.measure import Measurement, measure
+from bench.pg_pool import wait_for_pool
 from shared.contracts.kinds import ResourceKind
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from devstack.stack import Stack
 
 FAST_KINDS = (ResourceKind.REDIS, ResourceKind.NATS, ResourceKind.WEBHOOK)
+#: ``--kinds db``: pg-provisioner's warm pool; a level makes at most this many creates.
+POOL_SIZE = 200
 #: The stack counts as quiet below this many cores (as ``make bench`` waits).
 _QUIET_CORES = 0.15
 _SETTLE_S = 60.0
 
 
 async def _measure_kind(
-    url: str, kind: ResourceKind, processes: dict[str, int], calls: int, seconds: float
+    url: str,
+    kind: ResourceKind,
+    processes: dict[str, int],
+    calls: int,
+    seconds: float,
+    *,
+    before_level: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """c=1 p50, then c=16 rate and CPU per create by process."""
     path = NEW_PATH[kind]
     figures: dict[str, Any] = {}
     for level, count in ((1, max(calls // 4, 20)), (16, calls)):
+        if before_level is not None:
+            await before_level()
         connector = aiohttp.TCPConnector(limit=level)
         async with aiohttp.ClientSession(url, connector=connector) as http:
             offset = 0 if level == 1 else 1_000_000
@@ -179,6 +196,42 @@ async def _measure_path(
     }
 
 
+async def _measure_pooled(
+    stack: Stack, processes: dict[str, int], calls: int, seconds: float, *, drain: bool
+) -> dict[str, Any]:
+    """``POST /db/new`` from a full warm pool; with ``drain``, one pool of creates first."""
+    platform = await asyncpg.create_pool(stack.env()["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
+    try:
+
+        async def fill() -> None:
+            await wait_for_pool(platform, POOL_SIZE, within_s=POOL_FILL_TIMEOUT_S)
+            await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
+
+        if drain:
+            await fill()
+            async with aiohttp.ClientSession(
+                stack.gateway_url, connector=aiohttp.TCPConnector(limit=16)
+            ) as http:
+
+                async def new(index: int) -> None:
+                    async with http.post(
+                        NEW_PATH[ResourceKind.POSTGRES], headers=caller(4_000_000 + index)
+                    ) as response:
+                        await response.read()
+
+                await measure("drain", new, calls=POOL_SIZE, concurrency=16)
+        return await _measure_kind(
+            stack.gateway_url,
+            ResourceKind.POSTGRES,
+            processes,
+            min(calls, POOL_SIZE),
+            seconds,
+            before_level=fill,
+        )
+    finally:
+        await platform.close()
+
+
 def _restart(stack: Stack, services: list[str], settings: dict[str, str], *, on: bool) -> None:
     for name, value in settings.items():
         if on:
@@ -289,6 +342,11 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     result: dict[str, Any] = {"set": settings, "restart": services, "rounds": rounds}
     targets = await _path_targets(stack.gateway_url) if args.paths else None
+    by_path = {path.strip("/").removesuffix("/new"): kind for kind, path in NEW_PATH.items()}
+    kinds = [by_path[name] for name in args.kinds.split(",") if name]
+    if ResourceKind.POSTGRES in kinds:
+        stack.service_env_overrides[PG_POOL_SETTING] = str(POOL_SIZE)
+        await asyncio.to_thread(_restart, stack, ["pg-provisioner"], {}, on=True)
     for number in range(args.rounds):
         order = variants if number % 2 == 0 else variants[::-1]
         for variant in order:
@@ -322,8 +380,15 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                         seconds=args.seconds,
                     )
             else:
-                for kind in FAST_KINDS:
+                for kind in kinds:
                     await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
+                    if kind is ResourceKind.POSTGRES:
+                        # Restarted (or just started): its members are adopted ones until drained.
+                        drain = number == 0 or "pg-provisioner" in services
+                        measured[kind.value] = await _measure_pooled(
+                            stack, processes, args.calls, args.seconds, drain=drain
+                        )
+                        continue
                     measured[kind.value] = await _measure_kind(
                         stack.gateway_url, kind, processes, args.calls, args.seconds
                     )
@@ -347,6 +412,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     parser.add_argument("--paths", action="store_true", help="healthz, reads, capture at c=64")
     parser.add_argument("--profiled-path", default="read", choices=PATHS, help="with --paths")
+    parser.add_argument(
+        "--kinds", default="cache,queue,webhook", help="the creates measured; db: from the pool"
+    )
     args = parser.parse_args()
     with bench_stack(durable=False, name="ab") as stack:
         result = uvloop.run(_run(stack, args))
