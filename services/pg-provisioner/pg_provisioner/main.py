@@ -26,7 +26,7 @@ async def run(settings: Settings) -> None:
             public_port=settings.public_port,
             # Refills and the drop queue hold admin connections too.
             pool_size=concurrency + settings.pool_refill_concurrency + 1,
-            ddl_concurrency=settings.worker.create_concurrency,
+            ddl_concurrency=settings.ddl_concurrency,
             drop_concurrency=settings.worker.delete_concurrency,
             bin_dir=settings.pg_bin_dir,
         ),

@@ -18,6 +18,10 @@ class Settings:
     admin_dsn: str
     public_host: str
     public_port: int
+    #: ``CREATE DATABASE``s at once, the requests' cold creates and the pool's refills together:
+    #: wal_log creates stop gaining throughput beyond a few at once (docs/floors.md). Creates
+    #: from the warm pool take no slot of it.
+    ddl_concurrency: int
     #: Databases kept ready ahead of requests; 0 turns the warm pool off.
     pool_size: int
     #: Pool members made at once; they share the cluster's DDL limit with requests' creates.
@@ -40,14 +44,16 @@ class Settings:
             worker=WorkerSettings.from_env(
                 env,
                 prefix="PG",
-                # wal_log creates stop gaining throughput beyond a few at once (docs/floors.md).
-                create_concurrency=4,
+                # Most creates are takes from the warm pool, one short transaction each; the
+                # slow DDL of the others has a limit of its own (ddl_concurrency).
+                create_concurrency=16,
                 # DROP DATABASE forces a checkpoint every tenant feels: keep drops few at a time.
                 delete_concurrency=2,
             ),
             admin_dsn=env.string("SPINUP_CUSTOMER_PG_ADMIN_DSN"),
             public_host=env.string("SPINUP_CUSTOMER_PG_HOST"),
             public_port=env.integer("SPINUP_CUSTOMER_PG_PORT", 5432),
+            ddl_concurrency=env.integer("SPINUP_PG_DDL_CONCURRENCY", 4),
             pool_size=env.integer("SPINUP_PG_POOL_SIZE", 16),
             pool_refill_concurrency=env.integer("SPINUP_PG_POOL_REFILL_CONCURRENCY", 2),
             pool_reconcile_interval_s=env.number("SPINUP_PG_POOL_RECONCILE_S", 60.0),
