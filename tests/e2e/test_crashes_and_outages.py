@@ -72,13 +72,23 @@ class Outcome:
 
 
 async def create_in_a_loop(
-    http: httpx.AsyncClient, path: str, stop: asyncio.Event, outcomes: list[Outcome]
+    http: httpx.AsyncClient,
+    path: str,
+    stop: asyncio.Event,
+    outcomes: list[Outcome],
+    *,
+    keyed: bool = False,
 ) -> None:
-    """``POST /<path>/new`` again and again until ``stop`` (one more after it)."""
+    """``POST /<path>/new`` again and again until ``stop`` (one more after it).
+
+    ``keyed``: each with an ``Idempotency-Key`` of its own, so its intent is recorded before the
+    backend is called (without one, a create of a reconciled kind is one append: ADR 0032).
+    """
     while True:
         stopping = stop.is_set()
         began = time.monotonic()
-        response = await http.post(f"/{path}/new")
+        headers = {"Idempotency-Key": f"loop-{uuid.uuid4()}"} if keyed else {}
+        response = await http.post(f"/{path}/new", headers=headers)
         outcomes.append(Outcome(began, path, response.status_code, response.json()))
         if stopping:
             return
@@ -86,15 +96,18 @@ async def create_in_a_loop(
 
 @contextlib.asynccontextmanager
 async def load(
-    http: httpx.AsyncClient, paths: list[str], loops_per_path: int = 2
+    http: httpx.AsyncClient, paths: list[str], loops_per_path: int = 2, *, keyed_loops: int = 0
 ) -> AsyncIterator[list[Outcome]]:
-    """Creates of ``paths`` in flight for as long as the block runs; every outcome after it."""
+    """Creates of ``paths`` in flight for as long as the block runs; every outcome after it.
+
+    ``keyed_loops`` of each path's loops send an ``Idempotency-Key`` (``create_in_a_loop``).
+    """
     stop = asyncio.Event()
     outcomes: list[Outcome] = []
     tasks = [
-        asyncio.create_task(create_in_a_loop(http, path, stop, outcomes))
+        asyncio.create_task(create_in_a_loop(http, path, stop, outcomes, keyed=loop < keyed_loops))
         for path in paths
-        for _ in range(loops_per_path)
+        for loop in range(loops_per_path)
     ]
     try:
         yield outcomes
@@ -131,8 +144,13 @@ async def assert_works(resource: dict[str, object]) -> None:
 async def assert_backends_agree_with_the_log(
     env: dict[str, str], platform_db: asyncpg.Pool, kinds: tuple[ResourceKind, ...]
 ) -> None:
-    """Once the reaper has cleaned up: no orphan, nothing missing, nothing left in flux."""
-    agreements = await settled_agreement(env, platform_db, kinds, within=60)
+    """After the reaper's and the workers' clean-ups: no orphan, nothing missing or in flux.
+
+    A create in one append cut off before its append leaves an object with no row, which its
+    worker deletes after the reconcile's grace (twice the create timeout in the test profile).
+    """
+    grace = 2 * max(PROVISION_ENDPOINTS[kind].timeout for kind in kinds)
+    agreements = await settled_agreement(env, platform_db, kinds, within=grace + 60)
     assert all(item.exact for item in agreements), "; ".join(map(str, agreements))
 
 
@@ -167,7 +185,11 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
         return {row["id"] for row in rows}
 
     caught: set[uuid.UUID] = set()
-    async with load(http, [PATHS[kind] for kind in killed], loops_per_path=4) as outcomes:
+    paths = [PATHS[kind] for kind in killed]
+    # Half the loops keyed: their creates record the intent first, so one cut off midway is a
+    # row in provisioning, which the reaper removes. The others are one append each (ADR 0032):
+    # cut off midway, one leaves an object no row owns, which its worker's reconcile removes.
+    async with load(http, paths, loops_per_path=4, keyed_loops=2) as outcomes:
         # A Redis or pooled Postgres create takes milliseconds: the ones seen in flight may have
         # finished by the time the kill lands. Kill again until one is cut off midway (one of
         # the first few kills nearly always cuts one; a loaded machine has needed more than 5).
@@ -196,20 +218,26 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
 
 
 async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_worker(
-    http: httpx.AsyncClient, env: dict[str, str]
+    http: httpx.AsyncClient, env: dict[str, str], customer_admin: asyncpg.Connection
 ) -> None:
-    # Redis, NATS and webhook creates are recorded with their intent after the object is made
-    # (ADR 0032): killed in between, one leaves an ACL user, an account or a receiver no
-    # resource owns, as these made by hand. The running workers' reconcile (the two
-    # provisioners', the gateway's) deletes them once their grace (twice the create timeout in
-    # the test profile) has passed, and leaves every resource the log knows alone.
+    # Postgres, Redis, NATS and webhook creates are recorded with their intent after the object
+    # is made (ADR 0032): killed in between, one leaves a role and database, an ACL user, an
+    # account or a receiver no resource owns, as these made by hand. The running workers'
+    # reconcile (the three provisioners', the gateway's) deletes them once their grace (twice
+    # the create timeout in the test profile) has passed, and leaves every resource the log
+    # knows alone.
+    database = await new_resource(http, "db")
     cache, queue = await new_resource(http, "cache"), await new_resource(http, "queue")
     receiver = await new_resource(http, "webhook")
-    user, account, hook = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    tenant, user, account, hook = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], decode_responses=True)
     platform = Redis.from_url(env["SPINUP_REDIS_URL"], decode_responses=True)
     accounts = await connect_nats_driver(env)
     try:
+        await customer_admin.execute(f'CREATE ROLE "{tenant_name(tenant)}" LOGIN')
+        await customer_admin.execute(
+            f'CREATE DATABASE "{tenant_name(tenant)}" OWNER "{tenant_name(tenant)}"'
+        )
         await customer.execute_command(
             "ACL", "SETUSER", tenant_name(user), "on", ">left-behind", "~x"
         )
@@ -219,14 +247,20 @@ async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_w
         async def left() -> set[uuid.UUID]:
             users: list[str] = await customer.execute_command("ACL", "USERS")
             hooks = await platform.keys("webhook:t_*:limits")
+            databases = await customer_admin.fetchval(
+                "SELECT count(*) FROM pg_roles WHERE rolname = $1", tenant_name(tenant)
+            ) + await customer_admin.fetchval(
+                "SELECT count(*) FROM pg_database WHERE datname = $1", tenant_name(tenant)
+            )
             return {
+                *({tenant} if databases else set()),
                 *({user} if tenant_name(user) in users else set()),
                 *({account} if await accounts.exists(account) else set()),
                 *({hook} if f"webhook:{tenant_name(hook)}:limits" in hooks else set()),
             }
 
-        assert await left() == {user, account, hook}
-        kinds = (ResourceKind.REDIS, ResourceKind.NATS, ResourceKind.WEBHOOK)
+        assert await left() == {tenant, user, account, hook}
+        kinds = (ResourceKind.POSTGRES, ResourceKind.REDIS, ResourceKind.NATS, ResourceKind.WEBHOOK)
         grace = 2 * max(PROVISION_ENDPOINTS[kind].timeout for kind in kinds)
         gone = await eventually(lambda: _none_left(left), within=grace + 30, interval=1)
         assert gone, await left()
@@ -236,7 +270,7 @@ async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_w
         await customer.aclose()
         await platform.aclose()
         await accounts.close()
-    await assert_works(cache)
+    await asyncio.gather(assert_works(database), assert_works(cache))
     posted = await http.post(receiver["credentials"]["receive_url"], content=b"still open")
     assert posted.status_code < 300, posted.text
 

@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
+from shared.naming import resource_stream
 from tests.e2e.conftest import new_resource
 
 pytestmark = pytest.mark.e2e
@@ -35,6 +36,17 @@ async def test_new_database_comes_from_the_warm_pool_and_works(
         await http.delete(f"/resources/{db['token']}")
         assert time.monotonic() < deadline, "no /db/new was served from the warm pool in 60 s"
         await asyncio.sleep(0.5)
+    # Taken, then recorded with its intent in one append (ADR 0032): one time, one command.
+    recorded = await platform_db.fetch(
+        "SELECT event_type, recorded_at, command_id FROM events WHERE stream_id = $1"
+        " ORDER BY version",
+        resource_stream(uuid.UUID(db["id"])),
+    )
+    assert [row["event_type"] for row in recorded] == [
+        "ResourceProvisionRequested",
+        "ResourceProvisioned",
+    ]
+    assert len({(row["recorded_at"], row["command_id"]) for row in recorded}) == 1
 
     conn = await asyncpg.connect(db["connection_url"])
     await conn.execute("CREATE TABLE notes (body text)")

@@ -7,7 +7,7 @@ import pytest
 from pg_provisioner import driver as driver_module
 from pg_provisioner.driver import PostgresDriver
 from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
-from shared.naming import tenant_name
+from shared.naming import pool_member_id, tenant_name
 from shared.testing.factories import LIMITS
 
 pytestmark = pytest.mark.integration
@@ -35,6 +35,30 @@ async def test_delete_is_idempotent_and_removes_role_and_database(driver: Postgr
     await driver.delete(rid)
     await driver.delete(rid)
     assert not await driver.exists(rid)
+
+
+async def test_tenants_lists_live_tenants_and_not_retired_ones_or_pool_members(
+    driver: PostgresDriver, customer_admin: asyncpg.Connection
+) -> None:
+    rid, other, role_only = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await driver.create(rid, LIMITS)
+    await driver.create(other, LIMITS)
+    # A create cut off between its role and its database leaves the role alone.
+    await customer_admin.execute(f'CREATE ROLE "{tenant_name(role_only)}" NOLOGIN')
+    try:
+        listed = await driver.tenants()
+        assert {rid, other, role_only} <= listed
+        await driver.delete(rid)
+        listed = await driver.tenants()
+        assert rid not in listed  # retired: renamed, waiting for the drop queue
+        assert other in listed
+        # The stack's own pg-provisioner keeps warm-pool members on this cluster.
+        members = await customer_admin.fetch("SELECT datname FROM pg_database")
+        assert not {pool_member_id(row["datname"]) for row in members} & listed
+    finally:
+        await driver.delete(other)
+        await driver.delete(role_only)
+    assert not {other, role_only} & await driver.tenants()
 
 
 async def test_password_reaches_postgres_only_as_a_scram_verifier(

@@ -45,7 +45,7 @@ from shared.contracts.kinds import (
     PostgresLimits,
     ResourceKind,
 )
-from shared.naming import guard_tenant_name, retired_name, tenant_name
+from shared.naming import guard_tenant_name, retired_name, tenant_name, tenant_resource_id
 from shared.pgerrors import CONNECTION_ERRORS
 
 if TYPE_CHECKING:
@@ -121,6 +121,11 @@ _CATALOGS_VISIBLE = (
     "   WHERE has_table_privilege('public', 'pg_catalog.' || r, 'SELECT'))"
     " OR EXISTS (SELECT FROM unnest($2::text[]) f"
     "   WHERE has_function_privilege('public', 'pg_catalog.' || f, 'EXECUTE'))"
+)
+#: Every tenant's role and database name (a tenant has both, or one if cut off midway).
+_TENANT_NAMES = (
+    "SELECT rolname AS name FROM pg_roles WHERE rolname ~ '^t_[0-9a-f]{32}$'"
+    " UNION SELECT datname FROM pg_database WHERE datname ~ '^t_[0-9a-f]{32}$'"
 )
 #: Tenant and pool databases whose catalogs ``harden`` checks: those that accept connections
 #: (retired ones are about to be dropped; a hard-blocked one admits nobody, its tenant included,
@@ -786,6 +791,19 @@ class PostgresDriver:
             )
 
         return await self._run("checked", look)
+
+    async def tenants(self) -> set[UUID]:
+        """Every resource with a role or a database here (``ResourceLifecycle.reconcile``).
+
+        Retired ones (``delete``: renamed out of the way, waiting for the drop queue) and warm
+        pool members have other names and are not listed.
+        """
+
+        async def listed(conn: PoolConnectionProxy[asyncpg.Record]) -> set[UUID]:
+            rows = await conn.fetch(_TENANT_NAMES)
+            return {rid for rid in (tenant_resource_id(r["name"]) for r in rows) if rid is not None}
+
+        return await self._run("listed", listed)
 
 
 #: pg_dump of a tenant database: custom format (pg_restore reads it from a pipe), no owners or
