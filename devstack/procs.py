@@ -95,7 +95,11 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def free_port_pairs(count: int, *, offset: int = 10000, below: int = 55536) -> list[int]:
+#: How far above its port a paired server opens its second listener (SeaweedFS's gRPC).
+PAIR_OFFSET = 10000
+
+
+def free_port_pairs(count: int, *, offset: int = PAIR_OFFSET, below: int = 55536) -> list[int]:
     """Return ``count`` ports ``p`` under ``below`` with both ``p`` and ``p + offset`` free.
 
     For servers that open a second listener at a fixed offset (SeaweedFS: gRPC at port + 10000).
