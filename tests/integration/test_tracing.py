@@ -155,7 +155,9 @@ async def test_one_trace_runs_from_the_http_request_across_nats_to_the_event_log
     create = named(in_trace, "driver.create")
     assert descends_from(create, handled, by_id)
     appends = [span for span in in_trace if span.name == "eventlog.append"]
-    assert len(appends) >= 2  # the intent before the backend call, the outcome after
+    # The intent with the outcome, one append after the backend call (ADR 0032); a create
+    # from the warm pool appends its member's PoolMemberTaken before it.
+    assert [span.attributes and span.attributes["spinup.events"] for span in appends][-1] == 2
     assert all(descends_from(span, handled, by_id) for span in appends)
 
     # The request id is on every span of the trace, on both sides of the hop.
