@@ -173,6 +173,20 @@ class ExportingDriver(Protocol):
 
 
 @runtime_checkable
+class FreshCreate(Protocol[L_contra]):
+    """A driver with a cheaper create for a resource nothing was ever made for.
+
+    ``create`` must first find what an earlier try left (a retried command, a keyed duplicate)
+    to reset it rightly. A command whose ids were made for it alone (``new_ids``) has no earlier
+    try and no duplicate, so its driver may skip that look.
+    """
+
+    async def create_fresh(self, resource_id: UUID, limits: L_contra) -> Credentials:
+        """``create``, for a ``resource_id`` the backend has never held anything of."""
+        ...
+
+
+@runtime_checkable
 class TenantInventory(Protocol):
     """A driver that can list what its backend holds.
 
@@ -405,6 +419,8 @@ class ResourceLifecycle:
     async def _make(self, command: ProvisionResource) -> Credentials:
         """A new resource, or a fork of a live one of the same kind (``fork_of``)."""
         if command.fork_of is None:
+            if command.new_ids and isinstance(self._driver, FreshCreate):
+                return await self._driver.create_fresh(command.resource_id, command.limits)
             return await self._driver.create(command.resource_id, command.limits)
         source = await self._state(command.fork_of)
         if command.fork_of == command.resource_id or source.kind is not command.kind:

@@ -53,6 +53,30 @@ class FailingDriver:
         return await self.inner.tenants()
 
 
+class CountingDriver:
+    """The real Redis driver, recording which of its two creates the lifecycle called."""
+
+    kind = ResourceKind.REDIS
+
+    def __init__(self, inner: RedisDriver) -> None:
+        self.inner = inner
+        self.called: list[str] = []
+
+    async def create(self, resource_id: uuid.UUID, limits: RedisLimits) -> RedisCredentials:
+        self.called.append("create")
+        return await self.inner.create(resource_id, limits)
+
+    async def create_fresh(self, resource_id: uuid.UUID, limits: RedisLimits) -> RedisCredentials:
+        self.called.append("create_fresh")
+        return await self.inner.create_fresh(resource_id, limits)
+
+    async def delete(self, resource_id: uuid.UUID) -> None:
+        await self.inner.delete(resource_id)
+
+    async def tenants(self) -> set[uuid.UUID]:
+        return await self.inner.tenants()
+
+
 @pytest.fixture
 def store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
     return EventStore(
@@ -70,7 +94,7 @@ def lifecycle(
 def _lifecycle(
     store: EventStore,
     platform_db: asyncpg.Pool,
-    driver: RedisDriver | FailingDriver,
+    driver: RedisDriver | FailingDriver | CountingDriver,
     env: dict[str, str],
 ) -> ResourceLifecycle:
     return ResourceLifecycle(
@@ -118,6 +142,20 @@ async def test_new_ids_are_created_then_recorded_with_their_intent_in_one_append
         await tenant.aclose()
     assert await lifecycle.reconcile() == 0
     assert command.resource_id in await redis_driver.tenants()
+
+
+async def test_only_new_ids_skip_the_look_for_what_an_earlier_try_left(
+    store: EventStore, platform_db: asyncpg.Pool, redis_driver: RedisDriver, env: dict[str, str]
+) -> None:
+    counting = CountingDriver(redis_driver)
+    lifecycle = _lifecycle(store, platform_db, counting, env)
+    fresh, keyed = _new(), provision_command(kind=ResourceKind.REDIS, limits=LIMITS)
+    await lifecycle.provision(fresh)
+    await lifecycle.provision(keyed)
+    # A keyed command may be a retry or a duplicate: its create looks first (and resets).
+    assert counting.called == ["create_fresh", "create"]
+    for command in (fresh, keyed):
+        await redis_driver.delete(command.resource_id)
 
 
 async def test_a_failed_create_removes_its_object_and_records_the_failure_with_its_intent(

@@ -67,6 +67,28 @@ async def test_create_twice_gives_one_account_with_the_plan_limits_in_the_server
     await queue_driver.delete(rid)
 
 
+async def test_a_fresh_create_makes_the_account_create_would_and_create_can_reset_it(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    rid = uuid.uuid4()
+    fresh = await queue_driver.create_fresh(rid, LIMITS)
+    assert fresh.account == queue_driver.account_key(rid).public_key
+    assert rid in await queue_driver.tenants()
+    client = await connect_nats_tenant(fresh)
+    try:
+        info = await client.jetstream().account_info()
+        assert info.limits.max_streams == LIMITS.streams
+        assert info.limits.max_storage == LIMITS.disk_storage_mb * MIB
+    finally:
+        await client.close()
+    # A later create of the same id finds the account and revokes the fresh create's user.
+    again = await queue_driver.create(rid, LIMITS)
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await connect_nats_tenant(fresh)
+    await (await connect_nats_tenant(again)).close()
+    await queue_driver.delete(rid)
+
+
 async def test_create_again_with_new_limits_updates_the_account(
     queue_driver: NatsAccountDriver,
 ) -> None:

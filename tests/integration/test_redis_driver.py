@@ -104,11 +104,12 @@ async def test_guard_refuses_to_delete_a_name_without_the_tenant_prefix(
     assert await redis_admin.get("important:data") == "keep"
 
 
+@pytest.mark.parametrize("make", ["create", "create_fresh"])
 async def test_user_may_use_only_its_prefix_and_is_stored_with_a_hashed_password(
-    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis, make: str
 ) -> None:
     rid = uuid.uuid4()
-    credentials = await redis_driver.create(rid, LIMITS)
+    credentials = await getattr(redis_driver, make)(rid, LIMITS)
     listing = await redis_admin.execute_command("ACL", "LIST")
     (line,) = [entry for entry in listing if entry.startswith(f"user {credentials.username} ")]
     rules = line.split()

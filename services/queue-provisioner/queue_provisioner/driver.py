@@ -351,6 +351,10 @@ class NatsAccountDriver:
         current = await self._account_claims(account, "created")
         return await self._issue_user(resource_id, limits, current, "created")
 
+    async def create_fresh(self, resource_id: UUID, limits: NatsLimits) -> NatsCredentials:
+        """``create`` for an id no account was ever made for: no JWT to look up first."""
+        return await self._issue_user(resource_id, limits, None, "created")
+
     async def set_limits(self, resource_id: UUID, limits: NatsLimits) -> None:
         """Re-issue the account JWT with ``limits``; users, connections and data stay.
 

@@ -412,11 +412,23 @@ class RedisDriver:
         Resetting a user whose writes are blocked keeps them blocked: only ``allow_writes`` (the
         sweep, once back under quota) lifts a block.
         """
+        async with self._backend_errors("created"):
+            blocked = await self._writes_blocked(tenant_name(resource_id)) is True
+        return await self._set_user(resource_id, writes_blocked=blocked)
+
+    async def create_fresh(
+        self,
+        resource_id: UUID,
+        limits: RedisLimits,  # noqa: ARG002  (as ``create``)
+    ) -> RedisCredentials:
+        """``create`` for an id no user was ever made for: no block to keep, so no look first."""
+        return await self._set_user(resource_id, writes_blocked=False)
+
+    async def _set_user(self, resource_id: UUID, *, writes_blocked: bool) -> RedisCredentials:
         name = tenant_name(resource_id)
         prefix = key_prefix(resource_id)
         password = secrets.token_urlsafe(24)
         async with self._backend_errors("created"):
-            blocked = await self._writes_blocked(name) is True
             await self._command(
                 "ACL",
                 "SETUSER",
@@ -426,7 +438,7 @@ class RedisDriver:
                 f"#{password_hash(password)}",
                 f"~{prefix}*",
                 f"&{prefix}*",
-                *command_rules(writes_blocked=blocked),
+                *command_rules(writes_blocked=writes_blocked),
             )
         self._saver.changed()
         return self._credentials(resource_id, password)
