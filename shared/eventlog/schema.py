@@ -126,7 +126,10 @@ CREATE INDEX IF NOT EXISTS resources_notify_ended ON resources (updated_at)
     WHERE notify_url IS NOT NULL AND status IN ({ENDED_STATUSES});
 CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS resources_fingerprint ON resources (fingerprint);
-CREATE INDEX IF NOT EXISTS resources_account ON resources (account_id);
+-- An account's resources. Only rows with an account: anonymous ones (nearly all) would make it
+-- large, and a query for anonymous rows (``account_id IS NULL``) could pick it (below).
+CREATE INDEX IF NOT EXISTS resources_owned ON resources (account_id) WHERE account_id IS NOT NULL;
+DROP INDEX IF EXISTS resources_account;
 -- What a worker answers the reaper's sweep with (``ResourceReadModel.due``): per kind and status,
 -- the range past its time; a usage sweep's live resources of a kind. It replaces two indexes that
 -- held its parts: (status, expires_at) and (kind, status).
@@ -134,14 +137,20 @@ CREATE INDEX IF NOT EXISTS resources_kind_status_expires ON resources (kind, sta
 DROP INDEX IF EXISTS resources_status_expires;
 DROP INDEX IF EXISTS resources_kind_status;
 -- What a plan's caps count (gateway admission, ResourceReadModel.count_held): live resources of
--- a kind, and resources made in the last day, per client network or per account.
+-- a kind, and resources made in the last day, per client network or per account. The account
+-- indexes hold no anonymous row. When they did, the anonymous count's cached generic plan could
+-- take (account_id IS NULL, kind) as its index condition and filter every anonymous live
+-- resource of the kind by network: a scan that grew with the platform, on every create.
 CREATE INDEX IF NOT EXISTS resources_anonymous_live ON resources (fingerprint, kind)
     WHERE account_id IS NULL AND status IN ({LIVE_STATUSES});
-CREATE INDEX IF NOT EXISTS resources_account_live ON resources (account_id, kind)
-    WHERE status IN ({LIVE_STATUSES});
+CREATE INDEX IF NOT EXISTS resources_owned_live ON resources (account_id, kind)
+    WHERE account_id IS NOT NULL AND status IN ({LIVE_STATUSES});
 CREATE INDEX IF NOT EXISTS resources_anonymous_made ON resources (fingerprint, created_at)
     WHERE account_id IS NULL;
-CREATE INDEX IF NOT EXISTS resources_account_made ON resources (account_id, created_at);
+CREATE INDEX IF NOT EXISTS resources_owned_made ON resources (account_id, created_at)
+    WHERE account_id IS NOT NULL;
+DROP INDEX IF EXISTS resources_account_live;
+DROP INDEX IF EXISTS resources_account_made;
 
 -- Which claims name a resource (the Neon-compatible API's CLAIMING status).
 CREATE INDEX IF NOT EXISTS events_claim_started ON events USING gin ((data -> 'resource_ids'))

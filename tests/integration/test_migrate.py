@@ -9,8 +9,12 @@ import asyncpg
 import pytest
 
 from shared.contracts.events import NotifyTargetSet
+from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.projections import (
+    ResourceProjection,
+    ResourceReadModel,
+)
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
@@ -76,3 +80,62 @@ async def test_rows_written_before_the_notify_columns_get_them_from_the_log(
     await scratch.execute("UPDATE resources SET notify_generation = 9")
     await migrate(scratch)
     assert await scratch.fetchval("SELECT notify_generation FROM resources") == 9
+
+
+async def test_the_anonymous_caps_count_can_only_take_an_index_of_its_network(
+    scratch: asyncpg.Pool, env: dict[str, str]
+) -> None:
+    # A release before this one left account indexes that held anonymous rows too.
+    await migrate(scratch)
+    await scratch.execute(
+        "CREATE INDEX resources_account_live ON resources (account_id, kind);"
+        " CREATE INDEX resources_account_made ON resources (account_id, created_at)"
+    )
+    await migrate(scratch)
+    indexes = {row["indexname"] for row in await scratch.fetch("SELECT indexname FROM pg_indexes")}
+    assert not {"resources_account", "resources_account_live", "resources_account_made"} & indexes
+    assert {"resources_owned", "resources_owned_live", "resources_owned_made"} <= indexes
+
+    store = EventStore(
+        scratch, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
+    )
+    account = uuid.uuid4()
+    for network, owner in [("net-a", None), ("net-a", None), ("net-b", None), ("net-c", account)]:
+        rid = uuid.uuid4()
+        event = provision_requested(rid, fingerprint=network, account_id=owner)
+        await store.append(
+            resource_stream(rid), 0, [event], command_id=uuid.uuid4(), correlation_id="test"
+        )
+    read_model = ResourceReadModel(scratch)
+    counted = {
+        network: await read_model.count_held(
+            ResourceKind.POSTGRES,
+            account_id=None,
+            fingerprint=network,
+            live_up_to=100,
+            today_up_to=100,
+        )
+        for network in ("net-a", "net-b", "net-c")
+    }
+    assert counted == {"net-a": (2, 2), "net-b": (1, 1), "net-c": (0, 0)}
+    assert await read_model.count_held(
+        ResourceKind.POSTGRES, account_id=account, fingerprint="x", live_up_to=100, today_up_to=100
+    ) == (1, 1)
+
+    # Every index that leads with the account holds no anonymous row, so none can serve an
+    # anonymous count (``account_id IS NULL``). One that did was taken by the count's cached
+    # generic plan in a bench run: it scanned every anonymous live resource of the kind and
+    # filtered by network, a cost that grew with the platform, on every create.
+    leading_with_account = await scratch.fetch(
+        "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) AS predicate FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_attribute a"
+        "   ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+        " WHERE i.indrelid = 'resources'::regclass AND a.attname = 'account_id'"
+    )
+    assert {row["relname"] for row in leading_with_account} == {
+        "resources_owned",
+        "resources_owned_live",
+        "resources_owned_made",
+    }
+    for row in leading_with_account:
+        assert "account_id IS NOT NULL" in (row["predicate"] or ""), row
