@@ -81,20 +81,6 @@ def wait_until(
     raise DevstackError(msg)
 
 
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct TCP ports on 127.0.0.1 that are free right now."""
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 #: How far above its port a paired server opens its second listener (SeaweedFS's gRPC).
 PAIR_OFFSET = 10000
 
@@ -121,13 +107,13 @@ def free_port_pairs(count: int, *, offset: int = PAIR_OFFSET, below: int = 55536
     return chosen
 
 
-def free_listen_ports(count: int, *, avoid: Collection[int] = ()) -> list[int]:
-    """Return ``count`` free ports below the kernel's ephemeral range, none of them in ``avoid``.
+def free_ports(count: int, *, avoid: Collection[int] = ()) -> list[int]:
+    """Return ``count`` TCP ports free on 127.0.0.1 now, below the kernel's ephemeral range.
 
-    For listeners that start well after the choice (a stack's metrics ports): by then the
-    stack's own clients have opened many connections, and a port from ``free_ports`` (the
-    ephemeral range) was taken by one of them. ``avoid``: ports already promised to servers
-    that have not bound them yet.
+    Below it, because a listener starts some time after the choice, and meanwhile clients open
+    connections whose local ports come from that range: one took customer NATS's port on the
+    engine bridge before it bound it, and a stack's metrics ports the same way. ``avoid``: ports
+    already promised to servers that have not bound them yet.
     """
     below = max(_ephemeral_start(), 21000)
     chosen: list[int] = []

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from devstack.procs import PAIR_OFFSET, free_listen_ports, free_port_pairs
+from devstack.procs import PAIR_OFFSET, free_port_pairs, free_ports
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -86,19 +86,14 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Return ports that are free right now (for tests).
-
-        Below the kernel's ephemeral range: the servers start one after another, and meanwhile
-        the ones already up open connections whose local ports come from that range (one took
-        customer NATS's port on the engine bridge before it could bind it).
-        """
+        """Return ports that are free right now (for tests)."""
         names = [item.name for item in dataclasses.fields(cls)]
         grpc_paired = [name for name in names if name.startswith("seaweed_")]
         plain = [name for name in names if name not in grpc_paired]
         pairs = free_port_pairs(len(grpc_paired))
         chosen = dict(zip(grpc_paired, pairs, strict=True))
         promised = {*pairs, *(port + PAIR_OFFSET for port in pairs)}
-        chosen.update(zip(plain, free_listen_ports(len(plain), avoid=promised), strict=True))
+        chosen.update(zip(plain, free_ports(len(plain), avoid=promised), strict=True))
         return cls(**chosen)
 
     def as_dict(self) -> dict[str, int]:

@@ -27,7 +27,6 @@ from devstack.engine import ensure_engine
 from devstack.procs import (
     DevstackError,
     ManagedProcess,
-    free_listen_ports,
     free_ports,
     pidfile_alive,
     port_open,
@@ -564,7 +563,7 @@ class Stack:
             log_path=self.profile.logs_dir / f"{label}.log",
             pid_path=self.profile.run_dir / f"{label}.pid",
             nats_monitor_url=f"http://127.0.0.1:{self.profile.ports.nats_monitor}",
-            metrics_port=free_listen_ports(1, avoid=self._ports_in_use())[0],
+            metrics_port=free_ports(1, avoid=self._ports_in_use())[0],
         )
         self.extra_workers[label] = worker
         with self._step(f"starting {label}"):
@@ -581,9 +580,7 @@ def _metrics_ports(profile: Profile, services: list[str]) -> dict[str, int]:
     """A metrics port for each of ``services``: fixed for ``make run``, free ones otherwise."""
     if profile.ports == Ports.dev():
         return {name: DEV_METRICS_PORT_BASE + index for index, name in enumerate(services)}
-    return dict(
-        zip(services, free_listen_ports(len(services), avoid=_promised(profile)), strict=True)
-    )
+    return dict(zip(services, free_ports(len(services), avoid=_promised(profile)), strict=True))
 
 
 def _promised(profile: Profile) -> set[int]:
