@@ -26,6 +26,11 @@ privilege (``authorizedDatabases`` defaults to true for such a user), and refuse
 explicit ``authorizedDatabases: false`` from it. Drivers and tools (``list_database_names``,
 Compass) call it first.
 
+And it derives every SCRAM-SHA-256 verifier with mongod's default of 15,000 PBKDF2 iterations,
+with no way to choose fewer: a ``createUser`` spent about 3.4 ms of the server's CPU on it, most
+of what a tenant create costs the server. mongod takes ``--setParameter
+scramSHA256IterationCount=N`` (5,000 at least); so does this launcher (docs/adr/0038).
+
 This launcher adds the missing checks, with mongod's semantics, then runs the unchanged
 ``secantus.cli.main``. Nothing else changes: the provisioner speaks standard MongoDB and would
 run unchanged against a real mongod, which refuses all of the above by itself. Imports of
@@ -37,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +50,10 @@ Reply = dict[str, Any]
 Dispatch = Callable[[dict[str, Any], Any], Reply]
 
 _UNAUTHORIZED = 13
+#: ``--setParameter`` names this launcher honours, as mongod spells them.
+SCRAM_ITERATIONS_PARAMETER = "scramSHA256IterationCount"
+#: mongod refuses fewer iterations than this (and pymongo fewer than 4,096).
+MIN_SCRAM_ITERATIONS = 5000
 #: Commands SecantusDB leaves unchecked that only a cluster administrator may run.
 _CLUSTER_ONLY = {
     "killSessions": "killop",
@@ -246,13 +256,82 @@ def authorized_listing(
     return listing
 
 
-def main() -> int:
-    """Close the gaps, then run SecantusDB's own command line (same flags)."""
+class LauncherArgsError(ValueError):
+    """A ``--setParameter`` this launcher cannot honour."""
+
+
+def split_parameters(argv: list[str]) -> tuple[dict[str, int], list[str]]:
+    """Take mongod's ``--setParameter name=value`` out of ``argv``; the rest is SecantusDB's.
+
+    Only ``scramSHA256IterationCount`` is known; like mongod, anything else is refused rather
+    than ignored, and so is a count under ``MIN_SCRAM_ITERATIONS``.
+
+    Raises:
+        LauncherArgsError: an unknown parameter, a missing value, or a count out of range.
+    """
+    parameters: dict[str, int] = {}
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--setParameter":
+            setting = next(args, None)
+        elif arg.startswith("--setParameter="):
+            setting = arg.removeprefix("--setParameter=")
+        else:
+            rest.append(arg)
+            continue
+        name, _, value = (setting or "").partition("=")
+        if name != SCRAM_ITERATIONS_PARAMETER:
+            known = SCRAM_ITERATIONS_PARAMETER
+            msg = f"unknown --setParameter {name!r}; this launcher knows {known}"
+            raise LauncherArgsError(msg)
+        if not value.isdigit() or int(value) < MIN_SCRAM_ITERATIONS:
+            msg = f"{SCRAM_ITERATIONS_PARAMETER} must be an integer >= {MIN_SCRAM_ITERATIONS}"
+            raise LauncherArgsError(msg)
+        parameters[name] = int(value)
+    return parameters, rest
+
+
+def reporting(get_parameter: Dispatch, parameters: Mapping[str, int]) -> Dispatch:
+    """Wrap ``getParameter`` so it reports the ``--setParameter`` values, as mongod does."""
+
+    def report(doc: dict[str, Any], ctx: Any) -> Reply:  # noqa: ANN401 (secantus type)
+        reply = get_parameter(doc, ctx)
+        every = doc.get("getParameter") == "*"
+        if reply.get("ok"):
+            reply.update(
+                {name: value for name, value in parameters.items() if every or name in doc}
+            )
+        return reply
+
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Close the gaps, then run SecantusDB's own command line.
+
+    It takes SecantusDB's flags, and mongod's ``--setParameter scramSHA256IterationCount=N``.
+    """
+    try:
+        parameters, secantus_argv = split_parameters(sys.argv[1:] if argv is None else argv)
+    except LauncherArgsError as exc:
+        sys.stderr.write(f"devstack.secantusd: {exc}\n")
+        return 2
     commands: Any = importlib.import_module("secantus.commands")
     server: Any = importlib.import_module("secantus.server")
     rbac: Any = importlib.import_module("secantus.rbac")
     cli: Any = importlib.import_module("secantus.cli")
     storage: Any = importlib.import_module("secantus.storage")
+    auth: Any = importlib.import_module("secantus.auth")
+    if SCRAM_ITERATIONS_PARAMETER in parameters:
+        # createUser and updateUser derive through auth.derive_credentials, which reads this
+        # table at each call; verifiers made before keep their own count (logins read it).
+        scram = auth._MECH_PARAMS[auth.SCRAM_SHA_256]  # noqa: SLF001
+        scram["default_iterations"] = parameters[SCRAM_ITERATIONS_PARAMETER]
+    commands._HANDLERS["getParameter"] = reporting(  # noqa: SLF001
+        commands._HANDLERS["getParameter"],  # noqa: SLF001
+        parameters,
+    )
     for name, action in _CLUSTER_ONLY.items():
         commands._COMMAND_ACTIONS.setdefault(name, (action, rbac.SCOPE_CLUSTER))  # noqa: SLF001
     # listDatabases needs no privilege up front, as on mongod: the command decides what to list.
@@ -270,7 +349,7 @@ def main() -> int:
     storage.Storage.drop_user = user_changes.counting(storage.Storage.drop_user)
     # The server module bound ``dispatch`` at import; every wire path calls it through there.
     server.dispatch = guarded(commands.dispatch, rbac.check_privilege, user_changes)
-    return int(cli.main())
+    return int(cli.main(secantus_argv))
 
 
 if __name__ == "__main__":

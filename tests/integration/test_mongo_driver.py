@@ -10,6 +10,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import OperationFailure, PyMongoError
 
+from devstack.mongo import SCRAM_ITERATIONS
 from devstack.stack import Stack
 from mongo_provisioner import driver as driver_module
 from mongo_provisioner.driver import MongoDriver
@@ -62,6 +63,25 @@ async def test_create_twice_gives_one_user_with_one_role_and_only_the_newest_pas
         await stale[name].command("ping")
     assert refused.value.code == 18  # AuthenticationFailed
     stale.close()
+    await mongo_driver.delete(rid)
+
+
+async def test_a_tenant_verifier_takes_the_servers_iteration_count_and_still_logs_in(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    # The server runs with mongod's --setParameter scramSHA256IterationCount (docs/adr/0038).
+    reported = await root.admin.command({"getParameter": 1, "scramSHA256IterationCount": 1})
+    assert reported["scramSHA256IterationCount"] == SCRAM_ITERATIONS
+    rid = uuid.uuid4()
+    credentials = await mongo_driver.create(rid, LIMITS)
+    name = tenant_name(rid)
+    shown = await root[name].command({"usersInfo": name, "showCredentials": True})
+    verifier = shown["users"][0]["credentials"]["SCRAM-SHA-256"]
+    assert verifier["iterationCount"] == SCRAM_ITERATIONS
+    tenant = tenant_client(credentials.connection_url)
+    await tenant[name].notes.insert_one({"body": "x"})
+    assert await tenant[name].notes.count_documents({}) == 1
+    tenant.close()
     await mongo_driver.delete(rid)
 
 
