@@ -14,11 +14,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import httpx
 import nats
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 from redis.asyncio import Redis
 
 from bench.inventory import TENANT_LISTERS, settled_agreement
@@ -220,20 +222,26 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
 async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_worker(
     http: httpx.AsyncClient, env: dict[str, str], customer_admin: asyncpg.Connection
 ) -> None:
-    # Postgres, Redis, NATS and webhook creates are recorded with their intent after the object
-    # is made (ADR 0032): killed in between, one leaves a role and database, an ACL user, an
-    # account or a receiver no resource owns, as these made by hand. The running workers'
-    # reconcile (the three provisioners', the gateway's) deletes them once their grace (twice
-    # the create timeout in the test profile) has passed, and leaves every resource the log
-    # knows alone.
+    # Postgres, Redis, MongoDB, NATS and webhook creates are recorded with their intent after
+    # the object is made (ADR 0032): killed in between, one leaves a role and database, an ACL
+    # user, a MongoDB user, an account or a receiver no resource owns, as these made by hand.
+    # The running workers' reconcile (the four provisioners', the gateway's) deletes them once
+    # their grace (twice the create timeout in the test profile) has passed, and leaves every
+    # resource the log knows alone.
     database = await new_resource(http, "db")
     cache, queue = await new_resource(http, "cache"), await new_resource(http, "queue")
+    document_db = await new_resource(http, "nosql")
     receiver = await new_resource(http, "webhook")
     tenant, user, account, hook = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    mongo_user = uuid.uuid4()
     customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], decode_responses=True)
     platform = Redis.from_url(env["SPINUP_REDIS_URL"], decode_responses=True)
+    mongo: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(env["SPINUP_MONGO_ADMIN_URL"])
     accounts = await connect_nats_driver(env)
     try:
+        await mongo[tenant_name(mongo_user)].command(
+            {"createUser": tenant_name(mongo_user), "pwd": "left-behind", "roles": []}
+        )
         await customer_admin.execute(f'CREATE ROLE "{tenant_name(tenant)}" LOGIN')
         await customer_admin.execute(
             f'CREATE DATABASE "{tenant_name(tenant)}" OWNER "{tenant_name(tenant)}"'
@@ -252,21 +260,34 @@ async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_w
             ) + await customer_admin.fetchval(
                 "SELECT count(*) FROM pg_database WHERE datname = $1", tenant_name(tenant)
             )
+            mongo_users = await mongo[tenant_name(mongo_user)].command(
+                "usersInfo", tenant_name(mongo_user)
+            )
             return {
                 *({tenant} if databases else set()),
                 *({user} if tenant_name(user) in users else set()),
+                *({mongo_user} if mongo_users["users"] else set()),
                 *({account} if await accounts.exists(account) else set()),
                 *({hook} if f"webhook:{tenant_name(hook)}:limits" in hooks else set()),
             }
 
-        assert await left() == {tenant, user, account, hook}
-        kinds = (ResourceKind.POSTGRES, ResourceKind.REDIS, ResourceKind.NATS, ResourceKind.WEBHOOK)
+        assert await left() == {tenant, user, mongo_user, account, hook}
+        kinds = (
+            ResourceKind.POSTGRES,
+            ResourceKind.REDIS,
+            ResourceKind.MONGO,
+            ResourceKind.NATS,
+            ResourceKind.WEBHOOK,
+        )
         grace = 2 * max(PROVISION_ENDPOINTS[kind].timeout for kind in kinds)
         gone = await eventually(lambda: _none_left(left), within=grace + 30, interval=1)
         assert gone, await left()
         assert cache["credentials"]["username"] in await customer.execute_command("ACL", "USERS")
         assert await accounts.exists(uuid.UUID(queue["id"]))
+        kept = document_db["credentials"]["username"]
+        assert (await mongo[kept].command("usersInfo", kept))["users"]
     finally:
+        mongo.close()
         await customer.aclose()
         await platform.aclose()
         await accounts.close()

@@ -85,6 +85,34 @@ async def test_a_tenant_verifier_takes_the_servers_iteration_count_and_still_log
     await mongo_driver.delete(rid)
 
 
+async def test_tenants_lists_users_and_databases_of_tenants_and_nothing_else(
+    mongo_driver: MongoDriver, root: Client
+) -> None:
+    rid, other, database_only = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await mongo_driver.create(rid, LIMITS)
+    await mongo_driver.create(other, LIMITS)
+    # A delete cut off after dropUser leaves the database alone.
+    await root[tenant_name(database_only)].leftovers.insert_one({"x": 1})
+    # Not a tenant's: a user in another database than its name, and a database of no tenant.
+    stray = tenant_name(uuid.uuid4())
+    await root.admin.command({"createUser": stray, "pwd": "not-a-tenant", "roles": []})
+    await root["not_a_tenant"].things.insert_one({"x": 1})
+    try:
+        listed = await mongo_driver.tenants()
+        assert {rid, other, database_only} <= listed
+        assert uuid.UUID(hex=stray.removeprefix("t_")) not in listed
+        await mongo_driver.delete(rid)
+        listed = await mongo_driver.tenants()
+        assert rid not in listed
+        assert other in listed
+    finally:
+        await mongo_driver.delete(other)
+        await mongo_driver.delete(database_only)
+        await root.admin.command("dropUser", stray)
+        await root.drop_database("not_a_tenant")
+    assert not {other, database_only} & await mongo_driver.tenants()
+
+
 async def test_delete_is_idempotent_and_removes_user_and_database(
     mongo_driver: MongoDriver, root: Client
 ) -> None:

@@ -44,7 +44,7 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import TAR_END, chunked, spooled_member
-from shared.naming import guard_tenant_name, tenant_name
+from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -424,6 +424,21 @@ class MongoDriver:
                         spool.write(_extended_json_line(index))
             for piece in spooled_member(f"{collection.name}.indexes.json", spool):
                 yield piece
+
+    async def tenants(self) -> set[UUID]:
+        """Every resource with a user or a database here (``ResourceLifecycle.reconcile``).
+
+        Users are read from ``admin.system.users``, which lists every database's users (on
+        mongod and SecantusDB alike); a tenant's user lives in its own database. A database
+        outlives its user only in a delete that has not finished, which the reconcile finishes.
+        """
+        async with self._backend_errors("listed"):
+            users = self._client.admin["system.users"].find(
+                {"user": {"$regex": "^t_"}}, projection={"_id": 0, "user": 1, "db": 1}
+            )
+            names = {user["user"] async for user in users if user.get("user") == user.get("db")}
+            names.update(await self._client.list_database_names())
+        return {rid for rid in map(tenant_resource_id, names) if rid is not None}
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the user or the database of this resource exists (for sweeps and tests)."""
