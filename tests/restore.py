@@ -17,8 +17,8 @@ from bson import json_util
 
 if TYPE_CHECKING:
     from miniopy_async.api import Minio
-    from motor.motor_asyncio import AsyncIOMotorDatabase
     from nats.aio.client import Client as NatsClient
+    from pymongo.asynchronous.database import AsyncDatabase
     from redis.asyncio import Redis
 
 #: The tar member of an S3 export that carries each object's content type and user metadata.
@@ -75,7 +75,7 @@ async def restore_redis(export: bytes, client: Redis, key_prefix: str) -> int:
     return count
 
 
-async def restore_mongo(export: bytes, database: AsyncIOMotorDatabase[Any]) -> dict[str, int]:
+async def restore_mongo(export: bytes, database: AsyncDatabase[Any]) -> dict[str, int]:
     """Insert every collection of a Mongo ``tar`` export and create its indexes.
 
     What ``mongoimport --db <db> --collection <c> --file <c>.json`` does, plus the indexes of

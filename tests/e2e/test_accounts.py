@@ -24,9 +24,9 @@ import pytest
 import redis.asyncio as aioredis
 from miniopy_async import Minio
 from miniopy_async.error import S3Error
-from motor.motor_asyncio import AsyncIOMotorClient
 from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
+from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 from redis.exceptions import AuthenticationError
 
@@ -287,30 +287,30 @@ async def test_rotating_a_nosql_database_refuses_the_old_password_and_keeps_the_
     http: httpx.AsyncClient,
 ) -> None:
     nosql = await create(http, "nosql")
-    old: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
+    old: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         nosql["connection_url"], serverSelectionTimeoutMS=3000
     )
     await old.get_default_database().notes.insert_one({"body": "kept"})
-    old.close()
+    await old.close()
 
     rotated = await rotate(http, nosql["token"])
     assert rotated["credentials"]["password"] != nosql["credentials"]["password"]
     assert rotated["credentials"]["database"] == nosql["credentials"]["database"]
-    stale: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
+    stale: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         nosql["connection_url"], serverSelectionTimeoutMS=3000
     )
     try:
         with pytest.raises(OperationFailure):
             await stale.get_default_database().notes.find_one({})
     finally:
-        stale.close()
-    fresh: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
+        await stale.close()
+    fresh: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         rotated["connection_url"], serverSelectionTimeoutMS=3000
     )
     try:
         assert await fresh.get_default_database().notes.find_one({}, {"_id": 0}) == {"body": "kept"}
     finally:
-        fresh.close()
+        await fresh.close()
 
 
 def minio_of(credentials: dict[str, Any], session: aiohttp.ClientSession) -> Minio:

@@ -20,7 +20,7 @@ import asyncpg
 import httpx
 import nats
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from bench.inventory import TENANT_LISTERS, settled_agreement
@@ -236,7 +236,7 @@ async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_w
     mongo_user = uuid.uuid4()
     customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], decode_responses=True)
     platform = Redis.from_url(env["SPINUP_REDIS_URL"], decode_responses=True)
-    mongo: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(env["SPINUP_MONGO_ADMIN_URL"])
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(env["SPINUP_MONGO_ADMIN_URL"])
     accounts = await connect_nats_driver(env)
     try:
         await mongo[tenant_name(mongo_user)].command(
@@ -287,7 +287,7 @@ async def test_what_a_create_killed_before_its_append_leaves_is_removed_by_the_w
         kept = document_db["credentials"]["username"]
         assert (await mongo[kept].command("usersInfo", kept))["users"]
     finally:
-        mongo.close()
+        await mongo.close()
         await customer.aclose()
         await platform.aclose()
         await accounts.close()

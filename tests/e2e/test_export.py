@@ -28,9 +28,9 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from bson import Decimal128, ObjectId
 from mcp import Client
-from motor.motor_asyncio import AsyncIOMotorClient
 from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
+from pymongo import AsyncMongoClient
 from spinup_cli.main import main as spinup
 from spinup_mcp.api import SpinupApi
 from spinup_mcp.server import build_server
@@ -348,8 +348,8 @@ async def test_a_redis_export_restores_into_a_fresh_cache(http: httpx.AsyncClien
 
 async def test_a_mongo_export_restores_into_a_fresh_database(http: httpx.AsyncClient) -> None:
     source, target = await new_resource(http, "nosql"), await new_resource(http, "nosql")
-    clients: list[AsyncIOMotorClient[dict[str, Any]]] = [
-        AsyncIOMotorClient(r["connection_url"], serverSelectionTimeoutMS=5000)
+    clients: list[AsyncMongoClient[dict[str, Any]]] = [
+        AsyncMongoClient(r["connection_url"], serverSelectionTimeoutMS=5000)
         for r in (source, target)
     ]
     try:
@@ -373,7 +373,7 @@ async def test_a_mongo_export_restores_into_a_fresh_database(http: httpx.AsyncCl
         assert "by_name" in await restored.people.index_information()
     finally:
         for client in clients:
-            client.close()
+            await client.close()
         for made in (source, target):
             await http.delete(f"/resources/{made['token']}")
 

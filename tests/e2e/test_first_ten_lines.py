@@ -19,8 +19,8 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 from aiobotocore.session import get_session
-from motor.motor_asyncio import AsyncIOMotorClient
 from nats.aio.client import RawCredentials
+from pymongo import AsyncMongoClient
 from redis.exceptions import NoPermissionError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -243,9 +243,9 @@ async def test_aws_sdk_reads_the_aws_environment_names(
 # --- MongoDB -------------------------------------------------------------------------------------
 
 
-async def test_motor_insert_and_find(http: httpx.AsyncClient) -> None:
+async def test_pymongo_async_insert_and_find(http: httpx.AsyncClient) -> None:
     async with fresh(http, "nosql") as nosql:
-        client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(nosql["connection_url"])
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(nosql["connection_url"])
         try:
             db = client.get_default_database()
             marker = uuid.uuid4().hex
@@ -255,4 +255,4 @@ async def test_motor_insert_and_find(http: httpx.AsyncClient) -> None:
             assert document is not None
             assert document["key"] == "value"
         finally:
-            client.close()
+            await client.close()

@@ -1,4 +1,4 @@
-"""A user's view: create MongoDB databases over HTTP, use them with motor, try to break isolation.
+"""A user's view: create MongoDB databases over HTTP, use them with PyMongo, try to break isolation.
 
 The plan limit (``storage_mb``) has no per-database cap in MongoDB, so it is not tested here as
 enforced: the ``dbStats`` usage sweep enforces it (the driver's measurement is tested in
@@ -14,8 +14,9 @@ from typing import Any
 
 import httpx
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from devstack.stack import Stack
@@ -23,21 +24,21 @@ from shared.testing.polling import eventually
 from tests.e2e.conftest import SHORT_TTL_S, new_resource
 
 pytestmark = pytest.mark.e2e
-Client = AsyncIOMotorClient[dict[str, Any]]
+Client = AsyncMongoClient[dict[str, Any]]
 UNAUTHORIZED = 13
 AUTHENTICATION_FAILED = 18
 
 
 def client_of(url: str) -> Client:
     # Short selection timeout: a refused login fails within seconds instead of 30.
-    return AsyncIOMotorClient(url, serverSelectionTimeoutMS=2000)
+    return AsyncMongoClient(url, serverSelectionTimeoutMS=2000)
 
 
 @pytest.fixture
 async def root(env: dict[str, str]) -> AsyncIterator[Client]:
-    client: Client = AsyncIOMotorClient(env["SPINUP_MONGO_ADMIN_URL"])
+    client: Client = AsyncMongoClient(env["SPINUP_MONGO_ADMIN_URL"])
     yield client
-    client.close()
+    await client.close()
 
 
 async def user_and_database_gone(root: Client, body: dict[str, Any]) -> bool:
@@ -62,7 +63,7 @@ async def test_new_nosql_gives_a_database_of_its_own_that_works(http: httpx.Asyn
         assert await database.notes.find_one({}, {"_id": 0}) == {"body": "hello"}
         assert await database.list_collection_names() == ["notes"]
     finally:
-        client.close()
+        await client.close()
 
 
 async def test_two_tenants_each_keep_their_own_data(http: httpx.AsyncClient) -> None:
@@ -70,12 +71,23 @@ async def test_two_tenants_each_keep_their_own_data(http: httpx.AsyncClient) -> 
     for db, value in ((a, "from a"), (b, "from b")):
         client = client_of(db["connection_url"])
         await client.get_default_database().notes.insert_one({"body": value})
-        client.close()
+        await client.close()
     for db, value in ((a, "from a"), (b, "from b")):
         client = client_of(db["connection_url"])
         found = await client.get_default_database().notes.find({}, {"_id": 0}).to_list(None)
         assert found == [{"body": value}]
-        client.close()
+        await client.close()
+
+
+async def _aggregated(
+    collection: AsyncCollection[dict[str, Any]], pipeline: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    return await (await collection.aggregate(pipeline)).to_list(None)
+
+
+async def _next_change(database: AsyncDatabase[dict[str, Any]]) -> object:
+    async with await database.watch() as stream:
+        return await stream.try_next()
 
 
 # Every escape route from tenant A into tenant B's database, or the server's own databases.
@@ -87,8 +99,8 @@ ESCAPES: dict[str, Escape] = {
     "update in B": lambda a, b: a[b].notes.update_many({}, {"$set": {"by": "a"}}),
     "delete in B": lambda a, b: a[b].notes.delete_many({}),
     "count in B": lambda a, b: a[b].notes.count_documents({}),
-    "aggregate in B": lambda a, b: a[b].notes.aggregate([]).to_list(None),
-    "watch B": lambda a, b: a[b].watch().try_next(),
+    "aggregate in B": lambda a, b: _aggregated(a[b].notes, []),
+    "watch B": lambda a, b: _next_change(a[b]),
     "listCollections of B": lambda a, b: a[b].list_collection_names(),
     "listIndexes of B": lambda a, b: a[b].notes.index_information(),
     "dbStats of B": lambda a, b: a[b].command("dbStats"),
@@ -105,11 +117,9 @@ ESCAPES: dict[str, Escape] = {
     "grant itself B": lambda a, b: a[own(a)].command(
         "grantRolesToUser", own(a), roles=[{"role": "readWrite", "db": b}]
     ),
-    "$out into B": lambda a, b: (
-        a[own(a)].mine.aggregate([{"$out": {"db": b, "coll": "x"}}]).to_list(None)
-    ),
-    "$merge into B": lambda a, b: (
-        a[own(a)].mine.aggregate([{"$merge": {"into": {"db": b, "coll": "x"}}}]).to_list(None)
+    "$out into B": lambda a, b: _aggregated(a[own(a)].mine, [{"$out": {"db": b, "coll": "x"}}]),
+    "$merge into B": lambda a, b: _aggregated(
+        a[own(a)].mine, [{"$merge": {"into": {"db": b, "coll": "x"}}}]
     ),
     "renameCollection into B": lambda a, b: a.admin.command(
         "renameCollection", f"{own(a)}.mine", to=f"{b}.notes", dropTarget=True
@@ -155,10 +165,10 @@ async def two_tenants(http: httpx.AsyncClient) -> AsyncIterator[tuple[dict[str, 
     a, b = await new_resource(http, "nosql"), await new_resource(http, "nosql")
     client_b = client_of(b["connection_url"])
     await client_b.get_default_database().notes.insert_one({"by": "b"})
-    client_b.close()
+    await client_b.close()
     client_a = client_of(a["connection_url"])
     await client_a.get_default_database().mine.insert_one({"by": "a"})
-    client_a.close()
+    await client_a.close()
     yield a, b
     for tenant in (a, b):
         await http.delete(f"/resources/{tenant['token']}")
@@ -178,7 +188,7 @@ async def test_tenant_cannot_escape_into_another_tenant_or_the_server(
         # A's own data stays reachable: the refusal is about B, not a broken client.
         assert await client_a.get_default_database().mine.find_one({}, {"_id": 0}) == {"by": "a"}
     finally:
-        client_a.close()
+        await client_a.close()
     assert await root[b_name].notes.find({}, {"_id": 0}).to_list(None) == [{"by": "b"}]
     assert await root[b_name].list_collection_names() == ["notes"]
     for database in (a["credentials"]["database"], b_name, "admin"):
@@ -206,7 +216,7 @@ async def test_tenant_lists_exactly_its_own_database(
             assert own["sizeOnDisk"] > 0
             assert reply["totalSize"] == own["sizeOnDisk"]
     finally:
-        client_a.close()
+        await client_a.close()
 
 
 async def test_tenant_is_refused_the_list_of_all_databases(
@@ -219,7 +229,7 @@ async def test_tenant_is_refused_the_list_of_all_databases(
             await client_a.admin.command("listDatabases", authorizedDatabases=False)
         assert refused.value.code == UNAUTHORIZED
     finally:
-        client_a.close()
+        await client_a.close()
 
 
 async def test_list_database_names_works_for_a_tenant_and_the_admin(
@@ -231,7 +241,7 @@ async def test_list_database_names_works_for_a_tenant_and_the_admin(
     try:
         assert await client_a.list_database_names() == names[:1]
     finally:
-        client_a.close()
+        await client_a.close()
 
     def with_pymongo() -> list[str]:
         client: MongoClient[dict[str, Any]] = MongoClient(
@@ -262,7 +272,7 @@ async def test_wrong_password_or_another_tenants_auth_source_is_refused(
                 await client.get_default_database().command("ping")
             assert refused.value.code == AUTHENTICATION_FAILED
         finally:
-            client.close()
+            await client.close()
 
 
 async def test_delete_stops_the_credentials_at_once_and_drops_open_connections(
@@ -277,14 +287,14 @@ async def test_delete_stops_the_credentials_at_once_and_drops_open_connections(
     # The open connection was cut; its reconnect cannot log in: nothing is written.
     with pytest.raises(PyMongoError):
         await notes.insert_one({"body": "after"})
-    client.close()
+    await client.close()
     fresh = client_of(body["connection_url"])
     try:
         with pytest.raises(OperationFailure) as refused:
             await fresh.get_default_database().command("ping")
         assert refused.value.code == AUTHENTICATION_FAILED
     finally:
-        fresh.close()
+        await fresh.close()
     assert await user_and_database_gone(root, body)
     assert (await http.get(f"/resources/{body['token']}")).status_code == 404
 
@@ -296,7 +306,7 @@ async def test_expired_database_is_reaped_user_and_data_gone(
     assert body["limits"]["expires_in"] <= SHORT_TTL_S
     client = client_of(body["connection_url"])
     await client.get_default_database().notes.insert_one({"body": "short-lived"})
-    client.close()
+    await client.close()
 
     async def gone() -> bool:
         return (await http.get(f"/resources/{body['token']}")).status_code == 410
@@ -318,5 +328,5 @@ async def test_mongodb_down_gives_503_and_a_database_after_it_returns(
     body = await new_resource(http, "nosql")
     client = client_of(body["connection_url"])
     await client.get_default_database().notes.insert_one({"body": "back"})
-    client.close()
+    await client.close()
     await http.delete(f"/resources/{body['token']}")

@@ -22,7 +22,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from miniopy_async.error import S3Error
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
 
@@ -227,7 +227,7 @@ async def test_mongo_over_quota_refuses_inserts_but_finds_and_deletes_work(
     tiny: httpx.AsyncClient, http: httpx.AsyncClient, bus: Bus
 ) -> None:
     body = await new_resource(tiny, "nosql")
-    client: Any = AsyncIOMotorClient(body["connection_url"], serverSelectionTimeoutMS=2000)
+    client: Any = AsyncMongoClient(body["connection_url"], serverSelectionTimeoutMS=2000)
     collection = client[body["credentials"]["database"]]["ballast"]
     pad = "x" * (64 * 1024)
 
@@ -255,7 +255,7 @@ async def test_mongo_over_quota_refuses_inserts_but_finds_and_deletes_work(
             refused=OperationFailure,
         )
     finally:
-        client.close()
+        await client.close()
         await http.delete(f"/resources/{body['token']}")
 
 

@@ -29,9 +29,9 @@ import redis.asyncio as aioredis
 from bson import Binary, Decimal128, Int64, ObjectId
 from miniopy_async.api import Minio
 from miniopy_async.error import S3Error
-from motor.motor_asyncio import AsyncIOMotorClient
 from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
+from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError, ResponseError
@@ -187,11 +187,11 @@ async def test_redis_export_restores_every_type_binary_and_ttl_into_a_fresh_cach
 
 # -- MongoDB --------------------------------------------------------------------------------------
 
-MongoClient = AsyncIOMotorClient[dict[str, Any]]
+MongoClient = AsyncMongoClient[dict[str, Any]]
 
 
 def mongo_client(url: str) -> MongoClient:
-    return AsyncIOMotorClient(url, serverSelectionTimeoutMS=2000)
+    return AsyncMongoClient(url, serverSelectionTimeoutMS=2000)
 
 
 async def test_mongo_export_restores_typed_nested_documents_and_indexes_into_a_fresh_database(
@@ -246,20 +246,20 @@ async def test_mongo_export_restores_typed_nested_documents_and_indexes_into_a_f
         original = [d async for d in database[collection].find().sort("_id")]
         copy = [d async for d in restored[collection].find().sort("_id")]
         assert copy == original
-    indexes = {i["name"]: i async for i in restored.people.list_indexes()}
+    indexes = {i["name"]: i async for i in await restored.people.list_indexes()}
     assert indexes["name_unique"]["key"] == {"name": 1}
     assert indexes["name_unique"].get("unique") is True
-    restorer.close()
+    await restorer.close()
 
     await mongo_driver.suspend(source_id)
     # The open client is cut or refused its next command (no roles left).
     with pytest.raises(PyMongoError):
         await database.people.find_one({"name": "Ada"})
-    writer.close()
+    await writer.close()
     stale = mongo_client(source.connection_url)
     with pytest.raises(OperationFailure):
         await stale[source.database].people.find_one({})
-    stale.close()
+    await stale.close()
     again, _ = await exported(mongo_driver, source_id, "tar")
     assert tar_members(again)["people.json"] == members["people.json"]
     await mongo_driver.suspend(source_id)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from devstack.mongo import SCRAM_ITERATIONS
@@ -25,21 +25,21 @@ from shared.naming import tenant_name
 
 pytestmark = pytest.mark.integration
 LIMITS = MongoLimits(storage_mb=10)
-Client = AsyncIOMotorClient[dict[str, Any]]
+Client = AsyncMongoClient[dict[str, Any]]
 UNAUTHORIZED = 13
 AUTHENTICATION_FAILED = 18
 
 
 @pytest.fixture
 async def root(env: dict[str, str]) -> AsyncIterator[Client]:
-    client: Client = AsyncIOMotorClient(env["SPINUP_MONGO_ADMIN_URL"])
+    client: Client = AsyncMongoClient(env["SPINUP_MONGO_ADMIN_URL"])
     yield client
-    client.close()
+    await client.close()
 
 
 def tenant_client(url: str) -> Client:
     # Short selection timeout: a refused login fails fast instead of retrying for 30 s.
-    return AsyncIOMotorClient(url, serverSelectionTimeoutMS=2000)
+    return AsyncMongoClient(url, serverSelectionTimeoutMS=2000)
 
 
 async def test_create_twice_gives_one_user_with_one_role_and_only_the_newest_password_works(
@@ -57,12 +57,12 @@ async def test_create_twice_gives_one_user_with_one_role_and_only_the_newest_pas
     assert users[0]["mechanisms"] == ["SCRAM-SHA-256"]
     newest = tenant_client(second.connection_url)
     await newest[name].notes.insert_one({"body": "hello"})
-    newest.close()
+    await newest.close()
     stale = tenant_client(first.connection_url)
     with pytest.raises(OperationFailure) as refused:
         await stale[name].command("ping")
     assert refused.value.code == 18  # AuthenticationFailed
-    stale.close()
+    await stale.close()
     await mongo_driver.delete(rid)
 
 
@@ -81,7 +81,7 @@ async def test_a_tenant_verifier_takes_the_servers_iteration_count_and_still_log
     tenant = tenant_client(credentials.connection_url)
     await tenant[name].notes.insert_one({"body": "x"})
     assert await tenant[name].notes.count_documents({}) == 1
-    tenant.close()
+    await tenant.close()
     await mongo_driver.delete(rid)
 
 
@@ -120,7 +120,7 @@ async def test_delete_is_idempotent_and_removes_user_and_database(
     credentials = await mongo_driver.create(rid, LIMITS)
     tenant = tenant_client(credentials.connection_url)
     await tenant[credentials.database].notes.insert_one({"body": "x"})
-    tenant.close()
+    await tenant.close()
     assert await mongo_driver.exists(rid)
     await mongo_driver.delete(rid)
     await mongo_driver.delete(rid)
@@ -147,7 +147,7 @@ async def test_delete_cuts_open_connections_so_they_cannot_recreate_the_database
     await mongo_driver.delete(rid)
     with pytest.raises(PyMongoError):
         await notes.insert_one({"body": "after"})
-    tenant.close()
+    await tenant.close()
     assert credentials.database not in await root.list_database_names()
 
 
@@ -189,16 +189,16 @@ async def test_rotate_refuses_the_old_password_cuts_its_connections_and_keeps_th
     # The open connection was closed; the client's reconnect logs in with the old password.
     with pytest.raises(PyMongoError):
         await opened_before[name].notes.insert_one({"body": "after rotate"})
-    opened_before.close()
+    await opened_before.close()
     stale = tenant_client(old.connection_url)
     with pytest.raises(OperationFailure) as refused:
         await stale[name].command("ping")
     assert refused.value.code == AUTHENTICATION_FAILED
-    stale.close()
+    await stale.close()
     fresh = tenant_client(new.connection_url)
     assert [d["body"] async for d in fresh[name].notes.find()] == ["kept"]
     await fresh[name].notes.insert_one({"body": "new key writes"})
-    fresh.close()
+    await fresh.close()
     assert await roles_of(root, name) == [{"role": "readWrite", "db": name}]
     await mongo_driver.delete(rid)
 
@@ -223,7 +223,7 @@ async def test_set_limits_changes_nothing_the_tenant_sees(
     await mongo_driver.set_limits(rid, MongoLimits(storage_mb=LIMITS.storage_mb * 10))
     await tenant[name].notes.insert_one({"body": "after"})
     assert await tenant[name].notes.count_documents({}) == 2
-    tenant.close()
+    await tenant.close()
     assert await roles_of(root, name) == [{"role": "readWrite", "db": name}]
     await mongo_driver.set_limits(uuid.uuid4(), LIMITS)  # never created: nothing to do
     await mongo_driver.delete(rid)
@@ -247,7 +247,7 @@ async def test_usage_measures_what_each_tenant_stored_and_leaves_out_missing_one
     # Deleting frees quota at once: the figure is not the space allocated on disk.
     await blobs.delete_many({"n": {"$gte": 10}})
     assert 100_000 <= (await mongo_driver.usage([writer]))[writer] < 125_000
-    tenant.close()
+    await tenant.close()
     assert await mongo_driver.usage([]) == {}
     await mongo_driver.delete(writer)
     await mongo_driver.delete(idle)
@@ -282,7 +282,7 @@ async def test_block_writes_refuses_adding_data_on_an_open_connection_reads_and_
     assert await opened_before[name].list_collection_names() == ["notes"]
     # A new login is blocked too, and a rotation keeps the block.
     rotated = await mongo_driver.rotate(rid, LIMITS)
-    opened_before.close()
+    await opened_before.close()
     tenant = tenant_client(rotated.connection_url)
     with pytest.raises(OperationFailure) as refused_after_rotate:
         await tenant[name].notes.insert_one({"n": 10})
@@ -290,7 +290,7 @@ async def test_block_writes_refuses_adding_data_on_an_open_connection_reads_and_
     await mongo_driver.allow_writes(rid)
     await tenant[name].notes.insert_one({"n": 10})  # the same open connection writes again
     await tenant[name].notes.update_one({"n": 1}, {"$set": {"edited": True}})
-    tenant.close()
+    await tenant.close()
     await mongo_driver.allow_writes(rid)
     assert await roles_of(root, name) == [{"role": "readWrite", "db": name}]
     assert await custom_roles(root, name) == []
@@ -305,7 +305,7 @@ async def test_allow_writes_on_a_never_blocked_tenant_changes_nothing(
     await mongo_driver.allow_writes(rid)
     tenant = tenant_client(credentials.connection_url)
     await tenant[credentials.database].notes.insert_one({"body": "still writes"})
-    tenant.close()
+    await tenant.close()
     assert await roles_of(root, credentials.database) == [
         {"role": "readWrite", "db": credentials.database}
     ]

@@ -33,7 +33,8 @@ from urllib.parse import quote
 
 import structlog
 from bson import json_util
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
@@ -112,7 +113,7 @@ class MongoDriver:
     kind = ResourceKind.MONGO
 
     def __init__(
-        self, client: AsyncIOMotorClient[Document], *, public_host: str, public_port: int
+        self, client: AsyncMongoClient[Document], *, public_host: str, public_port: int
     ) -> None:
         self._client = client
         self._public_host = public_host
@@ -125,7 +126,7 @@ class MongoDriver:
         Raises:
             BackendUnavailableError: the server did not answer in time.
         """
-        client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
             admin_url,
             serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
             connectTimeoutMS=CONNECT_TIMEOUT_MS,
@@ -136,13 +137,13 @@ class MongoDriver:
         try:
             await driver.ping()
         except BaseException:
-            client.close()
+            await client.close()
             raise
         return driver
 
     async def close(self) -> None:
         """Close the root client."""
-        self._client.close()
+        await self._client.close()
 
     async def ping(self) -> None:
         """Check the server answers (start-up waits on this)."""
@@ -408,7 +409,7 @@ class MongoDriver:
         yield TAR_END
 
     async def _collection_members(
-        self, collection: AsyncIOMotorCollection[Document]
+        self, collection: AsyncCollection[Document]
     ) -> AsyncIterator[bytes]:
         """The two tar members of one collection: its documents, then its indexes."""
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
@@ -419,7 +420,7 @@ class MongoDriver:
                 yield piece
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             async with self._backend_errors("exported"):
-                async for index in collection.list_indexes():
+                async for index in await collection.list_indexes():
                     if index.get("name") != "_id_":
                         spool.write(_extended_json_line(index))
             for piece in spooled_member(f"{collection.name}.indexes.json", spool):
