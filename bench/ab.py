@@ -9,15 +9,17 @@ CPU every process of the stack spent per create), once as the stack runs (A) and
 between the two and alternating which goes first. On a machine shared with other work, only such
 interleaved pairs say what a change bought; the medians over the rounds and their ratio B / A
 are printed, and the whole of it written as JSON with ``--out``. Without ``--set`` it measures
-A alone (the per-process table of ``bench/README.md``). ``--profile N``: py-spy records the
-gateway's processes for N seconds of ``POST /cache/new`` at c = 16 in the first round's A
-(``bench.profile``). ``--paths``: instead of the creates, ``GET /healthz`` (the HTTP floor),
-``GET /resources/{token}`` over 200 caches and 1 KB ``POST``s to 200 webhook receivers, each at
-c = 64 (rate, p50 and CPU per request by process; ``--profile`` then samples the reads, or
-``--profiled-path``). ``--kinds`` picks the creates (``cache,queue,webhook`` by default);
-``db`` is ``POST /db/new`` from pg-provisioner's warm pool (``POOL_SIZE`` members, full before
-each level, and drained once after each restart, since a member adopted by a restarted worker
-costs its take a password the fresh ones were made with).
+A alone (the per-process table of ``bench/README.md``).
+
+``--profile N``: py-spy records the gateway's processes (or ``--profiled``'s) for N seconds of
+creates of the first ``--kinds`` at c = 16 in the first round's A (``bench.profile``).
+``--paths``: instead of the creates, ``GET /healthz`` (the HTTP floor), ``GET /resources/{token}``
+over 200 caches and 1 KB ``POST``s to 200 webhook receivers, each at c = 64 (rate, p50 and CPU
+per request by process; ``--profile`` then samples the reads, or ``--profiled-path``).
+``--kinds`` picks the creates (``cache,queue,webhook`` by default); ``db`` is ``POST /db/new``
+from pg-provisioner's warm pool (``POOL_SIZE`` members, full before each level, and drained once
+after each restart, since a member adopted by a restarted worker costs its take a password the
+fresh ones were made with).
 """
 
 from __future__ import annotations
@@ -251,6 +253,7 @@ async def _profile(
     keep: Path | None,
     targets: PathTargets | None,
     path: str,
+    kind: ResourceKind,
 ) -> list[str]:
     with tmp_dir() as directory:
         raw = directory / "profile.txt"
@@ -265,9 +268,7 @@ async def _profile(
         async with aiohttp.ClientSession(url, connector=connector) as http:
 
             async def new(index: int) -> None:
-                async with http.post(
-                    NEW_PATH[ResourceKind.REDIS], headers=caller(2_000_000 + index)
-                ) as response:
+                async with http.post(NEW_PATH[kind], headers=caller(2_000_000 + index)) as response:
                     await response.read()
 
             await measure("profile", new, calls=10**9, concurrency=16, max_seconds=seconds + 1)
@@ -366,6 +367,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
                     keep=args.keep_profile,
                     targets=targets,
                     path=args.profiled_path,
+                    kind=kinds[0],
                 )
             measured: dict[str, Any] = {}
             if targets is not None:
