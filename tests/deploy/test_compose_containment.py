@@ -7,6 +7,7 @@ variables substituted), never from the raw text.
 from __future__ import annotations
 
 import ipaddress
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ def test_mongo_runs_the_devstack_launcher_with_the_devstack_flags(
     assert mongo["build"]["dockerfile"] == "compose/images/secantusdb/Dockerfile"
 
 
-def test_the_mongo_image_can_run_the_launcher() -> None:
+def test_the_mongo_image_can_run_the_launcher(config: dict[str, Any]) -> None:
     dockerfile = (COMPOSE_DIR / "images" / "secantusdb" / "Dockerfile").read_text()
     instructions = [line.split(None, 1) for line in dockerfile.splitlines() if line.strip()]
     copied = [rest for word, *rest in instructions if word == "COPY"]
@@ -243,6 +244,9 @@ def test_the_mongo_image_can_run_the_launcher() -> None:
     assert [".spinup/project/ /project/"] in copied
     assert any("compose/images/secantusdb/entrypoint.py" in rest[0] for rest in copied)
     assert (COMPOSE_DIR / "images" / "secantusdb" / "entrypoint.py").is_file()
+    # The image run on its own starts what compose starts (and so what the dev stack does).
+    default_command = [json.loads(rest[0]) for word, *rest in instructions if word == "CMD"]
+    assert default_command == [config["services"]["mongo"]["command"]]
 
 
 def _mounted_toml(config: dict[str, Any], service: str, target: str) -> dict[str, Any]:
