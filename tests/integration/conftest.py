@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,26 @@ from shared.contracts.kinds import NatsCredentials
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
+
+
+@pytest.fixture
+async def scratch(env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
+    """A pool whose tables are those of a schema of its own, dropped afterwards.
+
+    For tests whose rows the running stack's own services must not see or act on.
+    """
+    schema = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(env["SPINUP_PLATFORM_DSN"])
+    await admin.execute(f"CREATE SCHEMA {schema}")
+    pool = await asyncpg.create_pool(
+        env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2, server_settings={"search_path": schema}
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -32,23 +31,6 @@ NOTIFY_COLUMNS = (
     "over_quota_usage",
     "over_quota_quota",
 )
-
-
-@pytest.fixture
-async def scratch(env: dict[str, str]) -> AsyncIterator[asyncpg.Pool]:
-    """A pool whose tables are those of a schema of its own, dropped afterwards."""
-    schema = f"scratch_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(env["SPINUP_PLATFORM_DSN"])
-    await admin.execute(f"CREATE SCHEMA {schema}")
-    pool = await asyncpg.create_pool(
-        env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2, server_settings={"search_path": schema}
-    )
-    try:
-        yield pool
-    finally:
-        await pool.close()
-        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
-        await admin.close()
 
 
 async def test_rows_written_before_the_notify_columns_get_them_from_the_log(

@@ -1,8 +1,9 @@
 """What the notifier finds to do, asked of the real platform database (docs/adr/0037).
 
 Each test writes a resource's events through the store, as the workers and the gateway do, and
-asks ``to_queue``/``to_deliver`` at chosen times; every answer is filtered to the test's own
-resources, since the database is shared with the rest of the suite.
+asks ``to_queue``/``to_deliver`` at chosen times. The tables are a scratch schema's: in the
+shared ones the running stack's own notifier would deliver a test's due notification between
+the test's appends.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from shared.contracts.events import (
 from shared.contracts.kinds import DeprovisionReason, ResourceKind
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.naming import notification_stream, resource_stream
 from shared.testing.factories import provision_requested
@@ -48,18 +50,19 @@ LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def outbox_store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
-    await migrate_outbox(platform_db)
+async def outbox_store(scratch: asyncpg.Pool, env: dict[str, str]) -> EventStore:
+    await migrate(scratch)
+    await migrate_outbox(scratch)
     return EventStore(
-        platform_db,
+        scratch,
         Keyring.from_setting(env["SPINUP_SEAL_KEYS"]),
         [ResourceProjection(), OutboxProjection()],
     )
 
 
 @pytest.fixture
-async def conn(platform_db: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    async with platform_db.acquire() as connection:
+async def conn(scratch: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with scratch.acquire() as connection:
         yield connection
 
 
@@ -248,7 +251,7 @@ async def test_deliveries_are_due_until_delivered_or_given_up(
     outbox_store: EventStore,
     conn: asyncpg.Connection,
     notifier: Notifier,
-    platform_db: asyncpg.Pool,
+    scratch: asyncpg.Pool,
 ) -> None:
     resource = Resource(outbox_store)
     await resource.make(None, [600])
@@ -300,6 +303,6 @@ async def test_deliveries_are_due_until_delivered_or_given_up(
     )
     assert await pending(far) == []
     # The table is the fold of the log: rebuilt from it alone, every row is the same.
-    before = await platform_db.fetch("SELECT * FROM notifications ORDER BY id")
-    assert await rebuild_outbox(platform_db) == len(before)
-    assert await platform_db.fetch("SELECT * FROM notifications ORDER BY id") == before
+    before = await scratch.fetch("SELECT * FROM notifications ORDER BY id")
+    assert await rebuild_outbox(scratch) == len(before)
+    assert await scratch.fetch("SELECT * FROM notifications ORDER BY id") == before
