@@ -4,9 +4,10 @@
 
 On one throwaway stack (``.spinup/breakdown``, configured as ``make bench``'s: the usage sweep at
 its production interval), one call at a time, from the inside out: the Redis driver's
-``create`` (the backend floor); the worker's whole ``provision`` run in this process (two
-event-log appends around the driver), first alone, then nudging the relay after each append as
-the worker does (the relay, the events stream and the reaper then work while the create runs);
+``create`` (the backend floor); the worker's whole ``provision`` of a create with new ids run in
+this process (the driver, then one append of the intent and the outcome: ADR 0032), first alone,
+then nudging the relay as the worker does (the relay and the events stream then work while the
+create runs);
 the same command sent over NATS to the running redis-provisioner; and the HTTP call through the
 gateway, beside ``GET /healthz``. Each line's median minus the one before it is what that layer
 adds. Every create is a real resource in the log (the driver's own are deleted again): nothing is
@@ -96,6 +97,7 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
             limits=limits,
             token_hash=uuid.uuid4().hex,
             fingerprint="bench-breakdown",
+            new_ids=True,
         )
 
     layers: dict[str, list[float]] = {}
@@ -170,8 +172,8 @@ async def _provision_new(
 _SETTLE_S = 2.0
 _WIDTH = 48
 _DRIVER = "redis driver create"
-_IN_PROCESS = "provision in-process (2 appends + driver)"
-_NUDGED = "same, nudging the relay after each append"
+_IN_PROCESS = "provision in-process (driver + 1 append)"
+_NUDGED = "same, nudging the relay as the worker does"
 _OVER_NATS = "+ NATS to redis-provisioner"
 _HEALTHZ = "GET /healthz"
 _OVER_HTTP = "+ HTTP, admission: POST /cache/new"
@@ -179,7 +181,7 @@ _RATE = "alone: rate limit (one EVALSHA)"
 _CAPS = "alone: caps (one count)"
 _ECHO = "alone: NATS request-reply to another process"
 #: What a create cannot do without, each measured alone: the HTTP request, admission's two
-#: lookups, one request-reply, and the worker's provision (two appends around the driver).
+#: lookups, one request-reply, and the worker's provision (the driver, then one append).
 _DESIGN_FLOOR = (_HEALTHZ, _RATE, _CAPS, _ECHO, _IN_PROCESS)
 _DESIGN_FLOOR_SHORT = ("healthz", "rate", "caps", "echo", "provision")
 
