@@ -13,6 +13,7 @@ from bench import drivers
 from bench.__main__ import measure
 from bench.breakdown import breakdown, cpu_per_create
 from bench.cpu import stack_processes
+from bench.floor import FLOORS, medians, one_round, table
 from bench.harness import NEW_PATH, SMOKE, Progress, Target
 from bench.pg_floors import QUICK, pg_floors
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
@@ -81,6 +82,22 @@ async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None
     assert cpu[0] == "CPU per POST /cache/new (n=5, one at a time):"
     assert "all of the stack" in cpu[-2]
     assert cpu[-1].startswith("  at this cost ")
+
+
+async def test_the_floor_run_measures_every_step_and_path_it_sums(stack: Stack) -> None:
+    measured = await one_round(
+        stack.gateway_url, stack.env(), stack_processes(stack), calls=8, targets=4, settle_s=0
+    )
+
+    assert set(measured["paths"]) == set(FLOORS)
+    steps = {step for parts in FLOORS.values() for step in parts}
+    assert steps <= set(measured["steps"]), steps - set(measured["steps"])
+    assert all(figures["rate /s"] > 0 for figures in measured["paths"].values()), measured
+    # A few calls of one step may fall between two of the kernel's 10 ms CPU ticks; the creates
+    # of all the kinds together cannot.
+    assert sum(figures.get("gateway", 0) for figures in measured["paths"].values()) > 0
+    lines = table(medians([measured, measured]))
+    assert sum("floor" in line and "measured" in line for line in lines) == len(FLOORS), lines
 
 
 async def test_the_tails_run_measures_both_ratios_and_reports_their_spread(stack: Stack) -> None:
