@@ -84,6 +84,13 @@ _SETTLE_S = 60.0
 Step = Callable[[int], Awaitable[object]]
 
 
+#: Besides the CPU of each process: the calls a second at the target's concurrency, and the
+#: median of the same call made one at a time (a path's c=1 floor is the sum of its steps').
+RATE = "rate /s"
+ALONE_P50 = "c=1 p50 ms"
+_NOT_CPU = (RATE, ALONE_P50)
+
+
 async def _cpu_of(
     name: str,
     call: Step,
@@ -92,25 +99,34 @@ async def _cpu_of(
     concurrency: int,
     *,
     settle_s: float,
-) -> Measurement:
+) -> tuple[Measurement, float]:
+    """``call`` under load (its CPU by process), then one at a time (its median, ms)."""
     await until_quiet(processes, below_cores=_QUIET_CORES, within_s=settle_s)
     measured = await measure(name, call, calls=calls, concurrency=concurrency, processes=processes)
-    if measured.errors:
-        msg = f"{name}: {measured.errors} calls failed, e.g. {measured.error_samples[:2]}"
-        raise RuntimeError(msg)
-    return measured
+    alone = await measure(name, call, calls=max(calls // 8, 8), concurrency=1)
+    for each in (measured, alone):
+        if each.errors:
+            msg = f"{name}: {each.errors} calls failed, e.g. {each.error_samples[:2]}"
+            raise RuntimeError(msg)
+    return measured, alone.ms(0.5)
 
 
-def _service_side(measured: Measurement, harness_ms: float) -> dict[str, float]:
+def _figures(measured: tuple[Measurement, float], spent: dict[str, float]) -> dict[str, float]:
+    load, alone_p50 = measured
+    return spent | {RATE: round(load.per_second, 1), ALONE_P50: round(alone_p50, 3)}
+
+
+def _service_side(measured: tuple[Measurement, float], harness_ms: float) -> dict[str, float]:
     """CPU by process with this process counted as the service it stands in for."""
-    spent = dict(measured.cpu_ms_by_process)
+    spent = dict(measured[0].cpu_ms_by_process)
     spent[LOAD_GENERATOR] = max(spent.get(LOAD_GENERATOR, 0.0) - harness_ms, 0.0)
-    return spent
+    return _figures(measured, spent)
 
 
-def _server_side(measured: Measurement) -> dict[str, float]:
+def _server_side(measured: tuple[Measurement, float]) -> dict[str, float]:
     """CPU by process without this process: it was the HTTP client."""
-    return {k: v for k, v in measured.cpu_ms_by_process.items() if k != LOAD_GENERATOR}
+    spent = {k: v for k, v in measured[0].cpu_ms_by_process.items() if k != LOAD_GENERATOR}
+    return _figures(measured, spent)
 
 
 @contextlib.asynccontextmanager
@@ -207,7 +223,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
             harness = await _cpu_of(
                 "harness", nothing, processes, calls, CREATE_CONCURRENCY, settle_s=settle_s
             )
-            harness_ms = harness.cpu_ms_by_process.get(LOAD_GENERATOR, 0.0)
+            harness_ms = harness[0].cpu_ms_by_process.get(LOAD_GENERATOR, 0.0)
 
             async def healthz(_: int) -> None:
                 async with http.get("/healthz") as response:
@@ -286,9 +302,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
                 measured = await _cpu_of(
                     NEW_PATH[kind], create, processes, count, CREATE_CONCURRENCY, settle_s=settle_s
                 )
-                paths[f"POST {NEW_PATH[kind]}"] = _server_side(measured) | {
-                    "rate /s": round(measured.per_second, 1)
-                }
+                paths[f"POST {NEW_PATH[kind]}"] = _server_side(measured)
 
             hashes = [hash_token(token) for token in tokens]
             measured = await _cpu_of(
@@ -308,9 +322,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
             measured = await _cpu_of(
                 "read", read, processes, path_calls, PATH_CONCURRENCY, settle_s=settle_s
             )
-            paths["GET /resources/{token}"] = _server_side(measured) | {
-                "rate /s": round(measured.per_second, 1)
-            }
+            paths["GET /resources/{token}"] = _server_side(measured)
 
             token_key = gateway.settings.Settings.from_env(env).token_key
             keys = [receive_key_of_url(token_key, receive_url) for receive_url in receive_urls]
@@ -341,9 +353,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
             measured = await _cpu_of(
                 "capture", capture, processes, path_calls, PATH_CONCURRENCY, settle_s=settle_s
             )
-            paths["POST {receive_url} 1 KB"] = _server_side(measured) | {
-                "rate /s": round(measured.per_second, 1)
-            }
+            paths["POST {receive_url} 1 KB"] = _server_side(measured)
     finally:
         await redis.aclose()
         await bus.close()
@@ -402,30 +412,33 @@ def medians(rounds: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str, A
 
 
 def _total(figures: Mapping[str, float]) -> float:
-    return sum(ms for process, ms in figures.items() if process != "rate /s")
+    return sum(ms for process, ms in figures.items() if process not in _NOT_CPU)
 
 
 def table(result: Mapping[str, Any]) -> list[str]:
-    """The steps, then each path's floor beside the path as measured."""
+    """The steps, then each path's floors beside the path as measured."""
     steps, paths = result["steps"], result["paths"]
-    lines = ["ms of CPU per call, by process (medians of the rounds):"]
+    lines = ["each step: ms of CPU per call (by process), and its c=1 p50 (medians of the rounds):"]
     for name, figures in steps.items():
         split = ", ".join(
             f"{process} {ms:.2f}"
             for process, ms in sorted(figures.items(), key=lambda item: -item[1])
-            if ms >= 0.02  # noqa: PLR2004  (idle)
+            if process not in _NOT_CPU and ms >= 0.02  # noqa: PLR2004  (idle)
         )
-        lines.append(f"  {name:<34} {_total(figures):5.2f}  ({split})")
+        lines.append(
+            f"  {name:<30} {_total(figures):5.2f} ms  p50 {figures[ALONE_P50]:5.2f} ms  ({split})"
+        )
     lines.append("")
-    lines.append(f"each path: its floor (the sum of its steps) and itself, on {cores()} cores:")
+    lines.append(f"each path: its floors (the sums of its steps) and itself, on {cores()} cores:")
     for path, parts in FLOORS.items():
         floor = sum(_total(steps[step]) for step in parts)
+        floor_p50 = sum(steps[step][ALONE_P50] for step in parts)
         measured = paths[path]
         whole = _total(measured)
         lines.append(
-            f"  {path:<26} floor {floor:5.2f} ms (allows {cores() * 1000 / floor:6.0f}/s)"
-            f"   measured {whole:5.2f} ms at {measured['rate /s']:7.1f}/s"
-            f"   above the floor {whole - floor:5.2f} ms"
+            f"  {path:<24} CPU floor {floor:4.2f} ms (allows {cores() * 1000 / floor:5.0f}/s),"
+            f" measured {whole:4.2f} ms at {measured[RATE]:6.1f}/s;"
+            f" c=1 p50 floor {floor_p50:4.2f} ms, measured {measured[ALONE_P50]:5.2f} ms"
         )
     return lines
 
