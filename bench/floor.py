@@ -54,7 +54,7 @@ from bench.drivers import connected
 from bench.harness import NEW_PATH, WEBHOOK_BODY, caller, echo_responder
 from bench.measure import Measurement, measure
 from gateway.admission.ratelimit import RateLimiter
-from gateway.webhooks.driver import StoredRequest, receive_key_of_url
+from gateway.webhooks.driver import StoredRequest, WebhookDriver, encode_body, receive_key_of_url
 from shared.bus import Bus
 from shared.contracts.commands import ProvisionResource
 from shared.contracts.kinds import ResourceKind
@@ -64,7 +64,7 @@ from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
-from shared.plans import load_plans
+from shared.plans import Plans, load_plans
 
 #: The creates the floor is taken of, and whether the gateway reaches their worker over NATS
 #: (a webhook's worker is the gateway itself: ADR 0036).
@@ -131,10 +131,9 @@ def _server_side(measured: tuple[Measurement, float]) -> dict[str, float]:
 
 @contextlib.asynccontextmanager
 async def _worker(
-    kind: ResourceKind, env: Mapping[str, str], bus: Bus, platform: asyncpg.Pool
+    kind: ResourceKind, env: Mapping[str, str], plans: Plans, bus: Bus, platform: asyncpg.Pool
 ) -> AsyncIterator[Callable[[int], Awaitable[object]]]:
     """``kind``'s ``provision`` of a create with new ids, as its worker runs it."""
-    plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
     tier = plans.anonymous_tier
     limits = plans.tiers[tier].limits(kind)
     keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
@@ -165,6 +164,28 @@ async def _worker(
             )
 
         yield provision
+
+
+@contextlib.asynccontextmanager
+async def _capture_store(
+    env: Mapping[str, str], receive_urls: list[str]
+) -> AsyncIterator[Callable[[int], Awaitable[object]]]:
+    """The webhook driver's store of a 1 KB request, spread over ``receive_urls``' receivers."""
+    token_key = gateway.settings.Settings.from_env(env).token_key
+    keys = [receive_key_of_url(token_key, receive_url) for receive_url in receive_urls]
+    known = [key for key in keys if key is not None]
+    if len(known) != len(keys):  # pragma: no cover  (the gateway made these URLs)
+        msg = "a receive URL whose key does not parse"
+        raise RuntimeError(msg)
+    async with connected(ResourceKind.WEBHOOK, env) as webhooks:
+        if not isinstance(webhooks, WebhookDriver):  # pragma: no cover
+            msg = "bench.drivers connected webhooks with another driver"
+            raise TypeError(msg)
+
+        async def receive(i: int) -> None:
+            await webhooks.receive(known[i % len(known)], _stored_request())
+
+        yield receive
 
 
 async def _targets(http: aiohttp.ClientSession, count: int) -> tuple[list[str], list[str]]:
@@ -280,7 +301,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
             steps["NATS request-reply"] = _service_side(measured, harness_ms)
 
             for kind in CREATES:
-                async with _worker(kind, env, bus, platform) as provision:
+                async with _worker(kind, env, plans, bus, platform) as provision:
                     count = calls if kind is not ResourceKind.MONGO else calls // 2
                     measured = await _cpu_of(
                         f"provision {kind.value}",
@@ -324,17 +345,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
             )
             paths["GET /resources/{token}"] = _server_side(measured)
 
-            token_key = gateway.settings.Settings.from_env(env).token_key
-            keys = [receive_key_of_url(token_key, receive_url) for receive_url in receive_urls]
-            async with connected(ResourceKind.WEBHOOK, env) as webhooks:
-
-                async def receive(i: int) -> None:
-                    key = keys[i % len(keys)]
-                    if key is None:  # pragma: no cover  (the gateway made these URLs)
-                        msg = "a receive URL whose key does not parse"
-                        raise RuntimeError(msg)
-                    await webhooks.receive(key, _stored_request())  # type: ignore[attr-defined]
-
+            async with _capture_store(env, receive_urls) as receive:
                 measured = await _cpu_of(
                     "capture store",
                     receive,
@@ -362,16 +373,17 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
 
 
 def _stored_request() -> StoredRequest:
-    body = WEBHOOK_BODY.decode()
+    """A 1 KB ``POST`` as the gateway's receive route stores it."""
+    body, encoding = encode_body(WEBHOOK_BODY)
     return StoredRequest(
         id=uuid.uuid4().hex,
         method="POST",
         path="/",
         query="",
         query_params={},
-        headers=[("content-type", "application/octet-stream"), ("content-length", "1024")],
+        headers=[("content-length", str(len(WEBHOOK_BODY)))],
         body=body,
-        body_encoding="utf-8",
+        body_encoding=encoding,
         size=len(WEBHOOK_BODY),
         received_at=datetime.now(UTC),
         client_ip="203.0.113.7",
