@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -175,6 +176,43 @@ def stat_fields(pid: int) -> list[str]:
     except OSError:
         return []
     return stat.rpartition(")")[2].split()
+
+
+#: ``/proc/net/tcp`` states (``include/net/tcp_states.h``).
+TCP_ESTABLISHED = "01"
+TCP_LISTEN = "0A"
+_SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
+
+
+def tcp_sockets(state: str) -> dict[int, list[tuple[str, int]]]:
+    """Socket inode -> its local (address, port), for every TCP socket in ``state`` here."""
+    found: dict[int, list[tuple[str, int]]] = {}
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != state:
+                continue
+            raw, port = fields[1].split(":")
+            found.setdefault(int(fields[9]), []).append((_address(raw, width), int(port, 16)))
+    return found
+
+
+def _address(raw: str, width: int) -> str:
+    if width == 8:  # noqa: PLR2004  (an IPv4 address: 8 hex digits, little-endian)
+        return ".".join(str(int(raw[i : i + 2], 16)) for i in range(6, -1, -2))
+    return f"[{raw}]"  # IPv6, shown raw
+
+
+def socket_inodes(pids: list[int]) -> set[int]:
+    """The inodes of every socket the processes ``pids`` hold open now."""
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [link.readlink() for link in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue  # ended while we looked
+        inodes |= {int(m.group(1)) for link in links if (m := _SOCKET_LINK.match(str(link)))}
+    return inodes
 
 
 def _identity(pid: int) -> str | None:

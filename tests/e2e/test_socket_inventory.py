@@ -13,13 +13,12 @@ tenant address from a container is tests/e2e/test_containment.py's to prove.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import pytest
 
 from devstack.network import tenant_host
-from devstack.procs import stat_fields
+from devstack.procs import TCP_LISTEN, socket_inodes, stat_fields, tcp_sockets
 from devstack.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -27,8 +26,6 @@ pytestmark = pytest.mark.e2e
 SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 INVENTORY_HEADING = "## Socket inventory: dev stack"
 _GRPC_OFFSET = 10000
-_LISTEN = "0A"
-_SOCKET_LINK = re.compile(r"socket:\[(\d+)\]")
 
 
 def inventory() -> dict[tuple[str, str], set[str]]:
@@ -46,25 +43,6 @@ def inventory() -> dict[tuple[str, str], set[str]]:
     return rows
 
 
-def listeners() -> dict[int, list[tuple[str, int]]]:
-    """Socket inode -> (address, port) of every listening TCP socket on this machine."""
-    found: dict[int, list[tuple[str, int]]] = {}
-    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] != _LISTEN:
-                continue
-            raw, port = fields[1].split(":")
-            found.setdefault(int(fields[9]), []).append((_address(raw, width), int(port, 16)))
-    return found
-
-
-def _address(raw: str, width: int) -> str:
-    if width == 8:
-        return ".".join(str(int(raw[i : i + 2], 16)) for i in range(6, -1, -2))
-    return f"[{raw}]"  # no IPv6 listener is expected: shown raw, it matches no class
-
-
 def tree(root: int) -> list[int]:
     """``root`` and every process below it."""
     children: dict[int, list[int]] = {}
@@ -77,17 +55,6 @@ def tree(root: int) -> list[int]:
         pids.append(pid)
         queue += children.get(pid, [])
     return pids
-
-
-def sockets_of(pids: list[int]) -> set[int]:
-    inodes = set()
-    for pid in pids:
-        try:
-            links = [link.readlink() for link in Path(f"/proc/{pid}/fd").iterdir()]
-        except OSError:
-            continue  # ended while we looked
-        inodes |= {int(m.group(1)) for link in links if (m := _SOCKET_LINK.match(str(link)))}
-    return inodes
 
 
 def port_names(stack: Stack) -> dict[int, str]:
@@ -117,13 +84,13 @@ def address_class(address: str) -> str:
 
 def live_sockets(stack: Stack) -> dict[tuple[str, str], set[str]]:
     """(component, port name) -> the address classes it is bound to now."""
-    every = listeners()
+    every = tcp_sockets(TCP_LISTEN)
     names = port_names(stack)
     live: dict[tuple[str, str], set[str]] = {}
     for component, process in {**stack.servers, **stack.services}.items():
         if process.pid is None:
             continue
-        for inode in sockets_of(tree(process.pid)):
+        for inode in socket_inodes(tree(process.pid)):
             for address, port in every.get(inode, []):
                 key = (component, names.get(port, f"unnamed port {port}"))
                 live.setdefault(key, set()).add(address_class(address))
