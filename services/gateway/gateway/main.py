@@ -217,6 +217,33 @@ class _GatewayServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def _fork_gateway(settings: Settings, own: socket.socket, listening: list[socket.socket]) -> int:
+    """Start a gateway process serving on ``own`` of the ``listening`` sockets; its pid."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        for other in listening:
+            if other is not own:
+                other.close()
+        _serve(settings, [own])
+    except BaseException:
+        log.exception("gateway.process.failed")
+        code = 1
+    os._exit(code)
+
+
+def _served_already(address: tuple[str, int]) -> bool:
+    """Whether something accepts connections on ``address`` now."""
+    try:
+        probe = socket.create_connection(address, timeout=1)
+    except OSError:
+        return False  # nothing accepts there: the port is free, or the bind will say why not
+    probe.close()
+    return True
+
+
 def main() -> int:
     """Entry point: settings first, so a missing variable stops start-up with its name."""
     settings = settings_or_exit(SERVICE, lambda: Settings.from_env(os.environ))
@@ -250,31 +277,32 @@ def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> No
 
 
 def _serve_in_processes(settings: Settings) -> int:
-    """``settings.http_processes`` gateways accepting on one listening socket, ending together.
+    """``settings.http_processes`` gateways on one port, ending together.
 
-    Each is a whole gateway with its own connections, as a replica behind a load balancer is;
-    the kernel hands each connection to whichever process accepts it first, so one still
-    starting takes nothing. This process only forks, forwards a stop and waits: when one of
-    them ends by itself, it stops the rest and exits with an error, and whatever supervises the
-    gateway restarts it whole.
+    Each is a whole gateway with its own connections, as a replica behind a load balancer is,
+    and accepts on a listening socket of its own: all are bound to the port with
+    ``SO_REUSEPORT``, so the kernel hands each new connection to one of them by a hash of its
+    addresses, as a load balancer spreads connections over replicas (ADR 0039). This process
+    only binds, forks, forwards a stop and waits: when one of them ends by itself, it stops
+    the rest and exits with an error, and whatever supervises the gateway restarts it whole.
     """
+    address = (settings.http_host, settings.http_port)
+    if _served_already(address):
+        # SO_REUSEPORT lets every socket of the same user bind the port: a gateway left running
+        # (or a second one started by mistake) would silently take a share of the connections
+        # instead of the bind failing as it does without it.
+        log.error("gateway.port.in_use", host=settings.http_host, port=settings.http_port)
+        return 1
     family = socket.AF_INET6 if ":" in settings.http_host else socket.AF_INET
-    listening = socket.create_server(
-        (settings.http_host, settings.http_port), family=family, backlog=2048
-    )
-    children: set[int] = set()
-    for _ in range(settings.http_processes):
-        pid = os.fork()
-        if pid == 0:  # a gateway process
-            code = 0
-            try:
-                _serve(settings, [listening])
-            except BaseException:
-                log.exception("gateway.process.failed")
-                code = 1
-            os._exit(code)
-        children.add(pid)
-    listening.close()
+    # Bound before any process starts: a connection hashed to a process still starting waits
+    # in its socket's backlog rather than being refused.
+    listening = [
+        socket.create_server(address, family=family, backlog=2048, reuse_port=True)
+        for _ in range(settings.http_processes)
+    ]
+    children = {_fork_gateway(settings, own, listening) for own in listening}
+    for own in listening:
+        own.close()
     stopping = False
 
     def stop(_signal: int = signal.SIGTERM, _frame: FrameType | None = None) -> None:
