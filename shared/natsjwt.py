@@ -22,7 +22,7 @@ import json
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nkeys
@@ -65,6 +65,9 @@ class NKey:
 
     seed: str
     public_key: str
+    # Loaded once: loading a seed (base32, checksum, the ed25519 key) cost as much as a
+    # signature, and a queue create signs twice with keys it already holds.
+    _pair: nkeys.KeyPair = field(repr=False, compare=False)
 
     def __repr__(self) -> str:
         """Show the public key only: a seed must never reach a log line."""
@@ -83,7 +86,7 @@ class NKey:
         except (nkeys.NkeysError, binascii.Error, ValueError) as exc:
             msg = "not a valid nkey seed"
             raise NatsJwtError(msg) from exc
-        return cls(seed=seed.strip(), public_key=public)
+        return cls(seed=seed.strip(), public_key=public, _pair=pair)
 
     @classmethod
     def from_raw(cls, raw_seed: bytes, kind: KeyKind) -> NKey:
@@ -111,11 +114,7 @@ class NKey:
 
     def sign(self, data: bytes) -> bytes:
         """The raw ed25519 signature of ``data``."""
-        pair = nkeys.from_seed(self.seed.encode())
-        try:
-            return bytes(pair.sign(data))
-        finally:
-            pair.wipe()
+        return bytes(self._pair.sign(data))
 
 
 def public_key_kind(public_key: str) -> KeyKind:
