@@ -69,14 +69,14 @@ async def test_every_process_serves_and_a_stop_ends_them_all(stack: Stack) -> No
     assert [pid for pid in processes if process_alive(pid)] == []
 
 
-def accepted(pid: int, port: int) -> int:
-    """How many connections to ``port`` process ``pid`` holds: the ones it accepted."""
+def accepted(processes: list[int], port: int) -> dict[int, int]:
+    """How many connections to ``port`` each process holds: the ones it accepted."""
     served = {
         inode
         for inode, addresses in tcp_sockets(TCP_ESTABLISHED).items()
         if any(local_port == port for _, local_port in addresses)
     }
-    return len(socket_inodes([pid]) & served)
+    return {pid: len(socket_inodes([pid]) & served) for pid in processes}
 
 
 async def test_connections_opened_together_are_spread_over_the_processes(stack: Stack) -> None:
@@ -95,7 +95,7 @@ async def test_connections_opened_together_are_spread_over_the_processes(stack: 
             ) as http:
                 answers = await asyncio.gather(*(http.get("/healthz") for _ in range(16)))
                 assert {answer.status_code for answer in answers} == {200}
-                held = {pid: accepted(pid, port) for pid in processes}
+                held = accepted(processes, port)
             assert sum(held.values()) == 16, held
             assert min(held.values()) >= 1, held
     finally:

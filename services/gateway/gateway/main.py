@@ -224,6 +224,8 @@ def _fork_gateway(settings: Settings, own: socket.socket, listening: list[socket
         return pid
     code = 0
     try:
+        # Only its own socket stays open here, so that it closes when this process ends: a
+        # copy kept by a sibling would go on receiving connections that nobody accepts.
         for other in listening:
             if other is not own:
                 other.close()
