@@ -268,7 +268,7 @@ class Stack:
                 env.update(backend.worker_env(self.profile, self.secrets))
         return env
 
-    def _process_env(self, service: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    def process_env(self, service: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Return a service's environment: the common settings plus its own backend's only.
 
         Admin credentials of one backend never reach another worker or the gateway; stray
@@ -479,7 +479,7 @@ class Stack:
         """Start one service (``gateway``, ``pg-provisioner``, ``reaper``) with ``env()``."""
         service = self.services[name]
         with self._step(f"starting {name}"):
-            service.start(self._process_env(name))
+            service.start(self.process_env(name))
             service.wait_ready(timeout)
 
     def stop_service(self, name: str) -> None:
@@ -508,7 +508,7 @@ class Stack:
         # and any replica may answer a webhook command for a request another one received.
         env = {"SPINUP_HTTP_PORT": str(port), **(extra_env or {})}
         with self._step(f"starting {name}"):
-            gateway.start(self._process_env("gateway", env))
+            gateway.start(self.process_env("gateway", env))
             gateway.wait_ready(timeout)
         return gateway
 
@@ -567,7 +567,7 @@ class Stack:
         )
         self.extra_workers[label] = worker
         with self._step(f"starting {label}"):
-            worker.start(self._process_env(name, {"SPINUP_METRICS_PORT": str(worker.metrics_port)}))
+            worker.start(self.process_env(name, {"SPINUP_METRICS_PORT": str(worker.metrics_port)}))
             worker.wait_ready(timeout)
         return worker
 

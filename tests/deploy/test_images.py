@@ -69,7 +69,7 @@ def images(stack: Stack) -> dict[str, str]:
 def _run(stack: Stack, image: str, service: str, extra: dict[str, str]) -> str:
     env = {
         key: value
-        for key, value in stack._process_env(service, extra).items()
+        for key, value in stack.process_env(service, extra).items()
         # A directory of the host's: the container keeps its metrics files in its own /tmp.
         if key.startswith("SPINUP_") and key != "SPINUP_METRICS_DIR"
     }

@@ -108,13 +108,9 @@ async def test_a_second_gateway_cannot_share_a_served_port(stack: Stack) -> None
     port = free_ports(1)[0]
     first = stack.start_extra_gateway(port, {"SPINUP_HTTP_PROCESSES": "2"})
     try:
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("SPINUP_")}
-        env = {
-            **inherited,
-            **stack.env(),
-            "SPINUP_HTTP_PORT": str(port),
-            "SPINUP_HTTP_PROCESSES": "2",
-        }
+        env = stack.process_env(
+            "gateway", {"SPINUP_HTTP_PORT": str(port), "SPINUP_HTTP_PROCESSES": "2"}
+        )
         second = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "gateway"],

@@ -148,5 +148,5 @@ def test_make_run_prints_where_to_scrape_every_service(tmp_path: Path) -> None:
     assert len(ports) == len(stack.services) - 1  # one port each
     for url in urls.values():
         assert url in printed
-    reaper_env = stack._process_env("reaper")
+    reaper_env = stack.process_env("reaper")
     assert reaper_env["SPINUP_METRICS_PORT"] in urls["reaper"]
