@@ -115,6 +115,25 @@ async def test_every_create_declares_the_idempotency_errors(http: httpx.AsyncCli
     assert body, create["requestBody"]
 
 
+#: The operations that answer with Server-Sent Events.
+EVENT_STREAMS = {
+    "GET /resources/{token}/events",
+    "GET /resources/{token}/logs",
+    "GET /webhook/{token}/stream",
+}
+
+
+async def test_every_event_stream_is_documented_as_one(http: httpx.AsyncClient) -> None:
+    # A stream documented as JSON is an undocumented content type to every client generator
+    # (and to the fuzzer, which found GET /resources/{token}/logs so).
+    streams = {
+        f"{method} {path}"
+        for method, path, operation in operations(await served_document(http))
+        if "text/event-stream" in operation["responses"].get("200", {}).get("content", {})
+    }
+    assert streams == EVENT_STREAMS
+
+
 async def test_the_docs_page_loads_nothing_from_elsewhere(http: httpx.AsyncClient) -> None:
     page = await http.get("/schema")
     assert page.status_code == 200, page.text

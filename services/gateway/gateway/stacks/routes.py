@@ -495,6 +495,7 @@ async def _log_messages(
     " after the stored lines; with `?follow=1` it stays open for new ones (a comment every 15 s"
     " keeps it alive) and ends with a `closed` event when the stack is deleted. Only stacks have"
     " logs: another kind is a 400.",
+    media_type="text/event-stream",
     tags=["stacks"],
 )
 async def stack_logs(
