@@ -50,8 +50,9 @@ PATHS = {
     ResourceKind.S3: "storage",
 }
 KIND_OF_PATH = {path: kind for kind, path in PATHS.items()}
-#: Kills of the workers, each followed by a restart, until one cuts a provision off midway.
-KILL_ATTEMPTS = 20
+#: How long the customer Redis holds every client's commands (``CLIENT PAUSE``, in ms) while
+#: its worker is killed: long enough for a create to be caught in it, short enough to wait out.
+REDIS_HELD_MS = 4000
 #: What a request may answer while a process it needs is killed or a server is stopped.
 OUTAGE_CODES = {
     "worker_unavailable",
@@ -178,34 +179,41 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
     stack: Stack, http: httpx.AsyncClient, env: dict[str, str], platform_db: asyncpg.Pool
 ) -> None:
     killed = {ResourceKind.POSTGRES: "pg-provisioner", ResourceKind.REDIS: "redis-provisioner"}
-    kinds = [kind.value for kind in killed]
 
-    async def provisioning() -> set[uuid.UUID]:
+    async def provisioning(kinds: list[ResourceKind]) -> set[uuid.UUID]:
         rows = await platform_db.fetch(
-            "SELECT id FROM resources WHERE status = 'provisioning' AND kind = ANY($1)", kinds
+            "SELECT id FROM resources WHERE status = 'provisioning' AND kind = ANY($1)",
+            [kind.value for kind in kinds],
         )
         return {row["id"] for row in rows}
 
-    caught: set[uuid.UUID] = set()
+    customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"])
     paths = [PATHS[kind] for kind in killed]
     # Half the loops keyed: their creates record the intent first, so one cut off midway is a
     # row in provisioning, which the reaper removes. The others are one append each (ADR 0032):
     # cut off midway, one leaves an object no row owns, which its worker's reconcile removes.
     async with load(http, paths, loops_per_path=4, keyed_loops=2) as outcomes:
-        # A Redis or pooled Postgres create takes milliseconds: the ones seen in flight may have
-        # finished by the time the kill lands. Kill again until one is cut off midway (one of
-        # the first few kills nearly always cuts one; a loaded machine has needed more than 5).
-        for _attempt in range(KILL_ATTEMPTS):
-            assert await eventually(provisioning, within=15, interval=0.01)
-            for worker in killed.values():
-                stack.kill_service(worker)
-            caught = await provisioning()
-            # Back at once, as a supervisor would restart them: the reaper then finds a worker
-            # for the orphans' cleanup as soon as their deadline has passed.
-            await restart(stack, list(killed.values()))
-            if caught:
-                break
-    assert caught, f"{KILL_ATTEMPTS} kills each landed between provisions: none cut one midway"
+        # A Redis or pooled Postgres create takes a millisecond or two, so a kill at a random
+        # moment often lands between creates (20 in a row did on a loaded machine). The customer
+        # Redis holds every command for a while instead, as a slow backend would: the Redis
+        # creates that arrive meanwhile are certainly midway when the kill lands. The pooled
+        # Postgres creates are killed wherever they are.
+        await customer.execute_command("CLIENT", "PAUSE", REDIS_HELD_MS, "ALL")
+        held_until = time.monotonic() + REDIS_HELD_MS / 1000
+        assert await eventually(
+            lambda: provisioning([ResourceKind.REDIS]), within=REDIS_HELD_MS / 2000, interval=0.01
+        )
+        for worker in killed.values():
+            stack.kill_service(worker)
+        caught_redis = await provisioning([ResourceKind.REDIS])
+        caught = caught_redis | await provisioning([ResourceKind.POSTGRES])
+        # The pause is waited out (CLIENT UNPAUSE would be held too), then the workers are back
+        # at once, as a supervisor would restart them: the reaper then finds a worker for the
+        # orphans' cleanup as soon as their deadline has passed.
+        await asyncio.sleep(max(0.0, held_until - time.monotonic()) + 0.2)
+        await restart(stack, list(killed.values()))
+    await customer.aclose()
+    assert caught_redis, "no Redis create was midway when its worker was killed"
     assert_created_or_503(outcomes)
     assert any(outcome.status == 503 for outcome in outcomes)
     created = [outcome.body for outcome in outcomes if outcome.status == 201]
