@@ -5,7 +5,8 @@
 On one throwaway stack (``.spinup/breakdown``, configured as ``make bench``'s: the usage sweep at
 its production interval), one call at a time, from the inside out: the Redis driver's
 ``create`` (the backend floor); the worker's whole ``provision`` of a create with new ids run in
-this process (the driver, then one append of the intent and the outcome: ADR 0032), first alone,
+this process (the driver, then one append of the intent and the outcome, which counts the caps:
+ADR 0032, 0040), first alone,
 then nudging the relay as the worker does (the relay and the events stream then work while the
 create runs);
 the same command sent over NATS to the running redis-provisioner; and the HTTP call through the
@@ -14,7 +15,7 @@ adds. Every create is a real resource in the log (the driver's own are deleted a
 appended that the platform would not append itself.
 
 Then the steps a create cannot do without, each alone: admission's rate limit (one ``EVALSHA``)
-and caps (one count), and a NATS request-reply to another process. Their medians plus
+and a NATS request-reply to another process. Their medians plus
 ``GET /healthz`` and the in-process ``provision`` are the floor of this design at c = 1: what a
 create would take if nothing but its own steps ran and no layer added a microsecond of its own.
 
@@ -35,7 +36,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import aiohttp
 import nats
@@ -59,11 +59,6 @@ from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.plans import load_plans
-
-if TYPE_CHECKING:
-    import asyncpg
-
-    from shared.plans import Tier
 
 
 async def _timed(calls: int, call: Callable[[], Awaitable[object]]) -> list[float]:
@@ -96,8 +91,10 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
             tier=tier_name,
             limits=limits,
             token_hash=uuid.uuid4().hex,
-            fingerprint="bench-breakdown",
+            # A network of its own each time, as for the HTTP creates below.
+            fingerprint=uuid.uuid4().hex,
             new_ids=True,
+            caps=tier.caps,
         )
 
     layers: dict[str, list[float]] = {}
@@ -150,7 +147,7 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
         # The creates above leave the relay and the reaper a backlog: let it drain first, so
         # the steps alone are timed on a stack as idle as the layers' first calls found it.
         await asyncio.sleep(_SETTLE_S)
-        layers.update(await _steps_alone(env, platform, tier, calls))
+        layers.update(await _steps_alone(env, calls))
     finally:
         await bus.close()
         await platform.close()
@@ -178,18 +175,16 @@ _OVER_NATS = "+ NATS to redis-provisioner"
 _HEALTHZ = "GET /healthz"
 _OVER_HTTP = "+ HTTP, admission: POST /cache/new"
 _RATE = "alone: rate limit (one EVALSHA)"
-_CAPS = "alone: caps (one count)"
 _ECHO = "alone: NATS request-reply to another process"
-#: What a create cannot do without, each measured alone: the HTTP request, admission's two
-#: lookups, one request-reply, and the worker's provision (the driver, then one append).
-_DESIGN_FLOOR = (_HEALTHZ, _RATE, _CAPS, _ECHO, _IN_PROCESS)
-_DESIGN_FLOOR_SHORT = ("healthz", "rate", "caps", "echo", "provision")
+#: What a create cannot do without, each measured alone: the HTTP request, admission's rate
+#: limit, one request-reply, and the worker's provision (the driver, then one append that counts
+#: the caps).
+_DESIGN_FLOOR = (_HEALTHZ, _RATE, _ECHO, _IN_PROCESS)
+_DESIGN_FLOOR_SHORT = ("healthz", "rate", "echo", "provision")
 
 
-async def _steps_alone(
-    env: Mapping[str, str], platform: asyncpg.Pool, tier: Tier, calls: int
-) -> dict[str, list[float]]:
-    """Admission's two lookups and a request-reply, each alone, as the gateway makes them."""
+async def _steps_alone(env: Mapping[str, str], calls: int) -> dict[str, list[float]]:
+    """Admission's rate limit and a request-reply, each alone, as the gateway makes them."""
     steps: dict[str, list[float]] = {}
     redis = Redis.from_url(env["SPINUP_REDIS_URL"])
     try:
@@ -201,17 +196,6 @@ async def _steps_alone(
         )
     finally:
         await redis.aclose()
-    resources = ResourceReadModel(platform)
-    steps[_CAPS] = await _timed(
-        calls,
-        lambda: resources.count_held(
-            ResourceKind.REDIS,
-            account_id=None,
-            fingerprint=uuid.uuid4().hex,
-            live_up_to=tier.caps.active_per_kind,
-            today_up_to=tier.caps.provisions_per_day,
-        ),
-    )
     async with echo_responder(env["SPINUP_NATS_URL"]) as (subject, _):
         client = await nats.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
         try:

@@ -9,11 +9,12 @@ alone, at the target's concurrency (16 for creates, 64 for reads and capture), w
 the service uses, and the CPU every process spent on it is read from ``/proc``:
 
 - ``GET /healthz``: the gateway's HTTP floor (uvicorn, the middleware, Litestar, no I/O);
-- admission: the rate limit (one ``EVALSHA``) and the caps count (one indexed count);
+- admission: the rate limit (one ``EVALSHA``); the caps are counted by the provision's append;
 - a NATS request-reply to another process (``bench.echo``), as the gateway asks a worker;
 - the worker's ``provision`` of a create with new ids, in this process: the driver's create on
-  the real backend, the credentials sealed, one append of the intent and the outcome, and the
-  relay nudged (the stack's gateway relays the events to JetStream, as it does for a create);
+  the real backend, the credentials sealed, one append of the intent and the outcome that
+  counts the caps (docs/adr/0040), and the relay nudged (the stack's gateway relays the
+  events to JetStream, as it does for a create);
 - for reads, the read model's lookup by token hash; for capture, the webhook driver's
   ``receive`` of a 1 KB request (one Lua call to the platform Redis).
 
@@ -158,8 +159,11 @@ async def _worker(
                     tier=tier,
                     limits=limits,
                     token_hash=uuid.uuid4().hex,
-                    fingerprint="bench-floor",
+                    # Each from a network of its own, as in the harness: the caps count stays
+                    # one holder's few rows.
+                    fingerprint=uuid.uuid4().hex,
                     new_ids=True,
+                    caps=plans.tiers[tier].caps,
                 )
             )
 
@@ -225,7 +229,6 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
     Each measurement first waits up to ``settle_s`` for the stack to be quiet.
     """
     plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
-    tier = plans.tiers[plans.anonymous_tier]
     platform = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-floor")
     redis = Redis.from_url(env["SPINUP_REDIS_URL"])
@@ -268,23 +271,6 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
             )
             steps["rate limit (EVALSHA)"] = _service_side(measured, harness_ms)
 
-            resources = ResourceReadModel(platform)
-            measured = await _cpu_of(
-                "caps count",
-                lambda _: resources.count_held(
-                    ResourceKind.REDIS,
-                    account_id=None,
-                    fingerprint=uuid.uuid4().hex,
-                    live_up_to=tier.caps.active_per_kind,
-                    today_up_to=tier.caps.provisions_per_day,
-                ),
-                processes,
-                calls,
-                CREATE_CONCURRENCY,
-                settle_s=settle_s,
-            )
-            steps["caps count"] = _service_side(measured, harness_ms)
-
             async with echo_responder(env["SPINUP_NATS_URL"]) as (subject, pid):
                 client = await nats.connect(env["SPINUP_NATS_URL"], name="bench-floor")
                 try:
@@ -326,6 +312,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
                 paths[f"POST {NEW_PATH[kind]}"] = _server_side(measured)
 
             hashes = [hash_token(token) for token in tokens]
+            resources = ResourceReadModel(platform)
             measured = await _cpu_of(
                 "read lookup",
                 lambda i: resources.by_token_hash(hashes[i % len(hashes)]),
@@ -395,7 +382,6 @@ FLOORS = {
     f"POST {NEW_PATH[kind]}": [
         f"GET /healthz c={CREATE_CONCURRENCY}",
         "rate limit (EVALSHA)",
-        "caps count",
         *(["NATS request-reply"] if over_nats else []),
         f"provision {kind.value}",
     ]

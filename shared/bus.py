@@ -78,7 +78,19 @@ def error_from_failure(failure: CommandFailed) -> SpinupError:
         code = ErrorCode(failure.code)
     except ValueError:
         code = ErrorCode.INTERNAL_ERROR
-    return SpinupError(code, failure.message, retryable=failure.retryable)
+    return SpinupError(
+        code, failure.message, retryable=failure.retryable, agent_action=failure.agent_action
+    )
+
+
+def failure_from_error(error: SpinupError) -> CommandFailed:
+    """A worker's error as it goes on the wire, what to do next included."""
+    return CommandFailed(
+        code=error.code,
+        message=error.message,
+        retryable=error.retryable,
+        agent_action=error.agent_action,
+    )
 
 
 def _timed_out(endpoint: Endpoint[Any, Any]) -> SpinupError:
@@ -316,9 +328,7 @@ class Bus:
                     reply = await handler(command)
                     outcome = "ok"
                 except SpinupError as exc:
-                    reply = CommandFailed(
-                        code=exc.code, message=exc.message, retryable=exc.retryable
-                    )
+                    reply = failure_from_error(exc)
                     outcome = exc.code.value
                 except Exception:
                     log.exception("bus.command.crashed", subject=subject)
@@ -475,7 +485,8 @@ class Bus:
                 try:
                     chunks = await start(command)
                 except SpinupError as exc:
-                    await refuse(exc.code, exc.message, retryable=exc.retryable)
+                    with contextlib.suppress(Exception):
+                        await message.respond(_encoder.encode(failure_from_error(exc)))
                     return
                 except Exception:
                     log.exception("bus.stream.crashed", subject=endpoint.subject)
@@ -532,9 +543,8 @@ class Bus:
             raise
         except SpinupError as exc:
             outcome = exc.code.value
-            failure = CommandFailed(code=exc.code, message=exc.message, retryable=exc.retryable)
             with contextlib.suppress(Exception):
-                await publish(_ERROR, _encoder.encode(failure))
+                await publish(_ERROR, _encoder.encode(failure_from_error(exc)))
         except Exception:
             log.exception("bus.stream.crashed", subject=command.stream_subject)
             outcome = ErrorCode.INTERNAL_ERROR.value

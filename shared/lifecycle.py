@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 import msgspec
 import structlog
 
+from shared.caps import OverCapsError, over_active_cap, over_daily_cap
 from shared.contracts.commands import DeprovisionResource
 from shared.contracts.errors import ErrorCode, PlatformUnavailableError, SpinupError
 from shared.contracts.events import CredentialsRotated as CredentialsRotatedEvent
@@ -56,7 +57,8 @@ from shared.contracts.replies import (
     StuckDeploy,
     UsageSwept,
 )
-from shared.eventlog.errors import ConcurrencyConflictError
+from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError
+from shared.eventlog.projections import caps_precondition, held
 from shared.naming import resource_stream
 from shared.resources import ResourceState
 
@@ -77,7 +79,7 @@ if TYPE_CHECKING:
     from shared.contracts.events import RecordedEvent
     from shared.crypto.sealing import Keyring
     from shared.eventlog.projections import ResourceReadModel
-    from shared.eventlog.store import EventStore
+    from shared.eventlog.store import EventStore, Precondition
 
 log = structlog.get_logger("shared.lifecycle")
 _encoder = msgspec.json.Encoder()
@@ -256,14 +258,31 @@ class ResourceLifecycle:
             return await self._provision_in_one_append(command)
         # Nearly every command names a resource nobody has seen: record the intent at version 0
         # straight away, and read the stream only when that loses (a retry, a duplicate).
+        refused: OverCapsError | None = None
         if time.time() < command.deadline:
             try:
                 recorded = await self._record_intent(command, 0)
             except ConcurrencyConflictError:
                 pass
+            except OverCapsError as exc:
+                # Decided once the stream is read: a retry of a create that succeeded replays
+                # it, even with its holder now at a cap.
+                refused = exc
             else:
                 return await self._carry_out(command, 1, recorded[0].recorded_at, intent=recorded)
         state = await self._state(command.resource_id)
+        if refused is not None and state.version == 0:
+            raise refused
+        return await self._provision_as_recorded(command, state)
+
+    async def _provision_as_recorded(
+        self, command: ProvisionResource, state: ResourceState
+    ) -> ResourceProvisioned:
+        """What a create whose intent could not be recorded first does, given its stream.
+
+        Replays one made already, waits for one in progress, refuses a resource that is gone,
+        or makes one that failed before again.
+        """
         if state.status is ResourceStatus.ACTIVE:
             return await self._replay(state)
         if state.is_gone or state.status in {ResourceStatus.DELETING, ResourceStatus.SUSPENDED}:
@@ -294,6 +313,8 @@ class ResourceLifecycle:
         stream = resource_stream(command.resource_id)
         intent = _intent(command)
         credentials = await self._create(command, 0, intent=intent)
+        # The caps are counted by the append, after the object is made: a refused one is
+        # deleted below. The gateway's rate limit bounds how often a holder at a cap costs that.
         sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
         created_at = datetime.now(UTC)
         reply = ResourceProvisioned(
@@ -315,7 +336,12 @@ class ResourceLifecycle:
                 correlation_id=command.correlation_id,
                 reply=reply,
                 recorded_at=created_at,
+                precondition=_caps_of(command),
             )
+        except AppendRefusedError as exc:
+            # Refused, so certainly not recorded: what was made for it goes now.
+            await self._cleanup(command.resource_id)
+            raise _over_caps(command, exc) from exc
         except ConcurrencyConflictError as exc:
             msg = "Another request recorded this resource first; nothing of this one was kept."
             raise SpinupError(ErrorCode.COMMAND_IN_PROGRESS, msg, retryable=True) from exc
@@ -330,13 +356,23 @@ class ResourceLifecycle:
     async def _record_intent(
         self, command: ProvisionResource, expected_version: int
     ) -> list[RecordedEvent]:
-        return await self._store.append(
-            resource_stream(command.resource_id),
-            expected_version,
-            [_intent(command)],
-            command_id=command.command_id,
-            correlation_id=command.correlation_id,
-        )
+        """Record the create's intent, within its holder's caps.
+
+        Raises:
+            OverCapsError: the holder is at a cap; nothing was recorded.
+            ConcurrencyConflictError: the stream is past ``expected_version``.
+        """
+        try:
+            return await self._store.append(
+                resource_stream(command.resource_id),
+                expected_version,
+                [_intent(command)],
+                command_id=command.command_id,
+                correlation_id=command.correlation_id,
+                precondition=_caps_of(command),
+            )
+        except AppendRefusedError as exc:
+            raise _over_caps(command, exc) from exc
 
     async def _carry_out(
         self,
@@ -925,6 +961,25 @@ def _ensure_before_deadline(command: ProvisionResource, why: str) -> None:
     if time.time() >= command.deadline:
         msg = f"{why}; nothing was created. Try again."
         raise SpinupError(ErrorCode.DEADLINE_EXCEEDED, msg, retryable=True)
+
+
+def _caps_of(command: ProvisionResource) -> Precondition | None:
+    """What the append recording ``command`` checks: its holder's caps, when it carries them."""
+    return caps_precondition(command, command.caps) if command.caps is not None else None
+
+
+def _over_caps(command: ProvisionResource, refused: AppendRefusedError) -> OverCapsError:
+    """The refusal of a create whose append its holder's caps refused, in the plan's words."""
+    caps = command.caps
+    if caps is None:  # pragma: no cover  (only a create with caps has a caps precondition)
+        raise refused
+    live, today = held(refused)
+    anonymous = command.account_id is None
+    if live >= caps.active_per_kind:
+        return over_active_cap(
+            command.tier, caps.active_per_kind, command.kind, live, anonymous=anonymous
+        )
+    return over_daily_cap(command.tier, caps.provisions_per_day, today, anonymous=anonymous)
 
 
 def _reused_error() -> SpinupError:

@@ -9,6 +9,7 @@ import msgspec
 
 from shared.contracts.kinds import (
     LIMITS_BY_KIND,
+    Caps,
     Limits,
     MongoLimits,
     NatsLimits,
@@ -23,13 +24,6 @@ from shared.contracts.kinds import (
 
 class PlanError(Exception):
     """``plans.yaml`` is missing, malformed or inconsistent; the message says where."""
-
-
-class Caps(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How many resources one client (anonymous) or one account may hold and make."""
-
-    active_per_kind: int
-    provisions_per_day: int
 
 
 class RateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

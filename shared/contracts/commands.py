@@ -13,7 +13,7 @@ from uuid import UUID
 
 import msgspec
 
-from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind
+from shared.contracts.kinds import Caps, DeprovisionReason, Limits, ResourceKind
 
 
 class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
@@ -50,6 +50,9 @@ class ProvisionResource(Command, frozen=True, kw_only=True):
     #: resource, so nothing can be making it at the same time. A worker whose driver lists its
     #: tenants may then record the intent with the outcome, in one append (docs/adr/0032).
     new_ids: bool = False
+    #: The holder's caps (the account's, else the client network's), checked by the append that
+    #: records the intent (docs/adr/0040). None: the sender admitted it (a stack's resources).
+    caps: Caps | None = None
 
 
 class DeprovisionResource(Command, frozen=True, kw_only=True):

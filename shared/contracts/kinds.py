@@ -48,6 +48,17 @@ class DeprovisionReason(StrEnum):
 # -- limits: one struct per kind, field names exactly as written in plans.yaml -----------------
 
 
+class Caps(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How many resources one client (anonymous) or one account may hold and make.
+
+    A tier's in ``plans.yaml``; sent with a create (``ProvisionResource.caps``) for the append
+    that records it to check (docs/adr/0040).
+    """
+
+    active_per_kind: int
+    provisions_per_day: int
+
+
 class PostgresLimits(msgspec.Struct, frozen=True, kw_only=True, tag="postgres"):
     """Per-database limits, enforced in Postgres itself where it can."""
 

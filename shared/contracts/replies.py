@@ -53,6 +53,8 @@ class CommandFailed(Reply, frozen=True, kw_only=True):
     code: str
     message: str
     retryable: bool
+    #: What to do next, for a client or an agent (``SpinupError.agent_action``).
+    agent_action: str | None = None
 
 
 class ResourceClaimed(Reply, frozen=True, kw_only=True):

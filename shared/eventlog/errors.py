@@ -13,6 +13,17 @@ class ConcurrencyConflictError(Exception):
     """Someone else appended to the stream first: reload and decide again."""
 
 
+class AppendRefusedError(Exception):
+    """The append's precondition refused it: nothing was written.
+
+    ``detail`` is what the precondition said when it refused (``refuse_append(detail)``).
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
 @contextlib.asynccontextmanager
 async def platform_errors() -> AsyncIterator[None]:
     """Turn "the platform database is unreachable" into ``PlatformUnavailableError``."""

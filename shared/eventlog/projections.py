@@ -18,14 +18,16 @@ import msgspec
 
 from shared.contracts.events import NotifyTargetSet, QuotaExceeded
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
-from shared.eventlog.errors import platform_errors
+from shared.eventlog.errors import AppendRefusedError, platform_errors
 from shared.eventlog.schema import DEPLOYS_UNDER_WAY, LIVE_STATUSES
-from shared.eventlog.store import rebuild_folded
+from shared.eventlog.store import Precondition, rebuild_folded
 from shared.resources import Due, ResourceState
 from shared.stack_state import DeployProgress
 
 if TYPE_CHECKING:
+    from shared.contracts.commands import ProvisionResource
     from shared.contracts.events import Event, RecordedEvent
+    from shared.contracts.kinds import Caps
 
 _STREAM_PREFIX = "resource-"
 _IDS_PER_QUERY = 10_000
@@ -58,17 +60,82 @@ def _upsert(first_parameter: int) -> str:
     )
 
 
+# What a plan's caps count of one holder: its live resources of a kind, and what it made in the
+# last day; each count stops at its cap. ``own`` leaves a resource out (a retried create's).
 _COUNT_HELD = """
 SELECT
-  (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {holder} AND kind = $2
-     AND status IN ({live}) LIMIT $3) AS l) AS live,
+  (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {holder} AND kind = {kind}
+     AND status IN ({live}){own} LIMIT {live_cap}) AS l) AS live,
   (SELECT count(*) FROM (SELECT 1 FROM resources WHERE {holder}
-     AND created_at > now() - interval '1 day' LIMIT $4) AS t) AS today
+     AND created_at > now() - interval '1 day'{own} LIMIT {today_cap}) AS t) AS today
 """
-_COUNT_HELD_ANONYMOUS = _COUNT_HELD.format(
-    holder="fingerprint = $1 AND account_id IS NULL", live=LIVE_STATUSES
-)
-_COUNT_HELD_BY_ACCOUNT = _COUNT_HELD.format(holder="account_id = $1", live=LIVE_STATUSES)
+_HOLDER_ANONYMOUS = "fingerprint = {} AND account_id IS NULL"
+_HOLDER_ACCOUNT = "account_id = {}"
+
+
+def _count_held(holder: str, numbers: Sequence[str], *, own: str = "") -> str:
+    """``_COUNT_HELD`` of ``holder``, its parameters (holder, kind, caps) named by ``numbers``."""
+    who, kind, live_cap, today_cap = numbers
+    return _COUNT_HELD.format(
+        holder=holder.format(who),
+        kind=kind,
+        live=LIVE_STATUSES,
+        own=own,
+        live_cap=live_cap,
+        today_cap=today_cap,
+    )
+
+
+_COUNT_HELD_ANONYMOUS = _count_held(_HOLDER_ANONYMOUS, ["$1", "$2", "$3", "$4"])
+_COUNT_HELD_BY_ACCOUNT = _count_held(_HOLDER_ACCOUNT, ["$1", "$2", "$3", "$4"])
+
+
+def _caps_check(holder: str) -> str:
+    """A create's caps, checked by the append of its intent (docs/adr/0040).
+
+    It goes ahead only while both counts are below their caps. Parameters as
+    ``caps_precondition`` gives them.
+    """
+    counts = _count_held(holder, ["${p0}", "${p1}", "${p2}", "${p3}"], own=" AND id <> ${p4}")
+    return (
+        "SELECT CASE WHEN c.live < ${p2} AND c.today < ${p3} THEN 0"
+        " ELSE refuse_append(json_build_object('live', c.live, 'today', c.today)::text) END"
+        f" FROM ({counts}) AS c"
+    )
+
+
+_CAPS_CHECK_ANONYMOUS = _caps_check(_HOLDER_ANONYMOUS)
+_CAPS_CHECK_BY_ACCOUNT = _caps_check(_HOLDER_ACCOUNT)
+
+
+def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
+    """The append of ``command``'s intent goes ahead only below its holder's ``caps``.
+
+    When it refuses, ``AppendRefusedError.detail`` is ``{"live": n, "today": n}`` (``held``).
+    The resource itself is not counted: a retry of a create that failed made it once already.
+    """
+    holder: UUID | str
+    if command.account_id is not None:
+        sql, holder = _CAPS_CHECK_BY_ACCOUNT, command.account_id
+    else:
+        sql, holder = _CAPS_CHECK_ANONYMOUS, command.fingerprint
+    return Precondition(
+        sql,
+        (
+            holder,
+            command.kind.value,
+            caps.active_per_kind,
+            caps.provisions_per_day,
+            command.resource_id,
+        ),
+    )
+
+
+def held(refused: AppendRefusedError) -> tuple[int, int]:
+    """(live resources of the kind, resources made today) a caps precondition refused with."""
+    counts = msgspec.json.decode(refused.detail, type=dict[str, int])
+    return counts["live"], counts["today"]
+
 
 # What may be due ($2: now, $3: now less the orphan grace): a superset of ``ResourceState.due``,
 # which decides; each branch is a range of ``resources_kind_status_expires`` over the rows of the

@@ -13,6 +13,8 @@ if TYPE_CHECKING:
 #: Run in a transaction, holds every append until it ends (a rebuild reads a log that stands
 #: still): SHARE mode conflicts with the ROW EXCLUSIVE lock each INSERT takes.
 HOLD_APPENDS = "LOCK TABLE events IN SHARE MODE"
+#: What ``refuse_append`` raises: an append's precondition said no (``store.Precondition``).
+REFUSED_SQLSTATE = "SP001"
 RELAY_LOCK = 0x5350_4E55_0002
 MIGRATE_LOCK = 0x5350_4E55_0003
 #: Held by the one gateway process that delivers notifications (docs/adr/0027).
@@ -163,6 +165,15 @@ CREATE TABLE IF NOT EXISTS resource_usage (
     usage_bytes  bigint      NOT NULL,
     measured_at  timestamptz NOT NULL
 );
+
+-- What an append's precondition calls to refuse it (store.Precondition, docs/adr/0040). It
+-- raises, so the one statement that appends writes nothing.
+CREATE OR REPLACE FUNCTION refuse_append(detail text) RETURNS integer LANGUAGE plpgsql AS $$
+BEGIN
+  RAISE EXCEPTION 'append refused by its precondition'
+    USING ERRCODE = '{REFUSED_SQLSTATE}', DETAIL = detail;
+END
+$$;
 """
 
 

@@ -31,8 +31,8 @@ from shared import metrics, tracing
 from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
-from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
-from shared.eventlog.schema import HOLD_APPENDS
+from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError, platform_errors
+from shared.eventlog.schema import HOLD_APPENDS, REFUSED_SQLSTATE
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -102,8 +102,26 @@ WITH appended AS (
   SELECT $6, $9::text WHERE $9::text IS NOT NULL
   ON CONFLICT (command_id) DO NOTHING
 ){projected}
-SELECT position FROM appended ORDER BY version
+SELECT position FROM appended{checked} ORDER BY version
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What must hold for an append to be written, checked by the append's own statement.
+
+    ``sql`` is a ``SELECT`` whose parameters are written ``${p0}``, ``${p1}``, ... for
+    ``values[0]``, ``values[1]``, ... (the store numbers them on after its own). It refuses by
+    calling ``refuse_append(detail)``, which raises, so the statement writes nothing at all.
+    Checked in the same statement, it costs no round trip of its own (docs/adr/0040).
+    """
+
+    sql: str
+    values: Sequence[Any]
+
+    def numbered_from(self, first_parameter: int) -> str:
+        """``sql`` with its parameters numbered on from ``first_parameter``."""
+        return self.sql.format(**{f"p{i}": first_parameter + i for i in range(len(self.values))})
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +135,7 @@ class _Append:
     correlation_id: str
     sealed_reply: str | None
     recorded_at: datetime
+    precondition: Precondition | None
 
 
 @runtime_checkable
@@ -230,16 +249,19 @@ class EventStore:
         reply: Reply | None = None,
         prior: Sequence[RecordedEvent] | None = None,
         recorded_at: datetime | None = None,
+        precondition: Precondition | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` after ``expected_version``, update projections, store ``reply``.
 
         All or nothing. ``prior``: the stream's events up to ``expected_version``, when the
         caller already holds them (a folded projection needs them; otherwise they are read).
         ``recorded_at``: the time the events are stored with, when the caller already told it
-        (in ``reply``); the appender's clock now otherwise.
+        (in ``reply``); the appender's clock now otherwise. ``precondition``: checked in the
+        same transaction; when it refuses, nothing is written.
 
         Raises:
             ConcurrencyConflictError: the stream is not at ``expected_version``.
+            AppendRefusedError: ``precondition`` refused the append.
             PlatformUnavailableError: the database is unreachable.
         """
         sealed_reply = (
@@ -255,6 +277,7 @@ class EventStore:
             correlation_id,
             sealed_reply,
             recorded_at or datetime.now(UTC),
+            precondition,
         )
         started = time.perf_counter()
         try:
@@ -266,6 +289,10 @@ class EventStore:
         except asyncpg.UniqueViolationError as exc:
             msg = f"stream {stream_id} is past version {expected_version}"
             raise ConcurrencyConflictError(msg) from exc
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != REFUSED_SQLSTATE:
+                raise
+            raise AppendRefusedError(str(exc.detail or "")) from exc
         finally:
             metrics.EVENTLOG_APPEND_DURATION.observe(time.perf_counter() - started)
         if self._nudge is not None:
@@ -321,8 +348,17 @@ class EventStore:
             )
             projected += f", projected_{index} AS ({statement})"
             arguments.extend(values)
+        checked = ""
+        if write.precondition is not None:
+            # Joined by the final SELECT so that it is evaluated; whichever part raises, the
+            # one statement writes nothing.
+            projected += f", checked AS ({write.precondition.numbered_from(len(arguments) + 1)})"
+            arguments.extend(write.precondition.values)
+            checked = ", checked"
         async with platform_errors():
-            rows = await self._pool.fetch(_APPEND.format(projected=projected), *arguments)
+            rows = await self._pool.fetch(
+                _APPEND.format(projected=projected, checked=checked), *arguments
+            )
         return [
             msgspec.structs.replace(e, position=row["position"])
             for e, row in zip(appended, rows, strict=True)
@@ -332,6 +368,8 @@ class EventStore:
         stream_id = write.stream_id
         recorded: list[RecordedEvent] = []
         async with platform_errors(), self._pool.acquire() as conn, conn.transaction():
+            if write.precondition is not None:
+                await conn.fetchrow(write.precondition.numbered_from(1), *write.precondition.values)
             for offset, event in enumerate(write.events, start=1):
                 row = await conn.fetchrow(
                     "INSERT INTO events (stream_id, version, event_id, event_type,"

@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.inventory import redis_tenants
 from devstack.services import ServiceProcess
 from devstack.stack import Stack
 from shared.crypto.tokens import fingerprint
@@ -168,6 +169,49 @@ async def test_provisions_per_day_cap_counts_every_kind_and_deleted_ones(
     assert f"make {PROVISIONS_PER_DAY} resources in 24 hours" in body["message"]
     assert "claim_url" in body["agent_action"]
     assert "24 hours" in body["agent_action"]
+
+
+async def test_a_create_refused_after_its_object_was_made_leaves_no_object_behind(
+    abuse_http: httpx.AsyncClient, env: dict[str, str]
+) -> None:
+    # Without an Idempotency-Key a cache is made first and recorded in one append, which counts
+    # the caps (ADR 0032, 0040): one refused there was already made, and must be deleted.
+    client = fresh_client()
+    for _ in range(ACTIVE_PER_KIND):
+        await create(abuse_http, "cache", client)
+    before = await redis_tenants(env)
+    refused = await abuse_http.post("/cache/new", headers=client.headers())
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"] == "plan_limit_reached"
+    assert f"{ACTIVE_PER_KIND} live redis" in refused.json()["message"]
+    assert await redis_tenants(env) - before == set(), "the refused cache's ACL user is left"
+
+
+async def test_a_refused_create_is_refused_again_and_a_made_one_replays_even_at_the_cap(
+    abuse_http: httpx.AsyncClient,
+) -> None:
+    client = fresh_client()
+
+    async def create_keyed(key: str) -> httpx.Response:
+        headers = {**client.headers(), "Idempotency-Key": key}
+        return await abuse_http.post("/cache/new", headers=headers)
+
+    first = await create_keyed("first")
+    assert first.status_code == 201, first.text
+    second = await create(abuse_http, "cache", client)
+    # At the cap now: the first create's retry is answered with what it made, as before.
+    replayed = await create_keyed("first")
+    assert replayed.status_code == 201, replayed.text
+    assert replayed.json()["token"] == first.json()["token"]
+    # A refused create recorded nothing: its retry is counted again, and refused again until
+    # there is room.
+    for _ in range(2):
+        refused = await create_keyed("third")
+        assert refused.status_code == 402, refused.text
+        assert refused.json()["error"] == "plan_limit_reached"
+    await delete(abuse_http, second)
+    third = await create_keyed("third")
+    assert third.status_code == 201, third.text
 
 
 async def test_rate_limit_answers_429_with_retry_after_for_the_whole_network(

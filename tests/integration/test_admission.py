@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 from devstack.procs import free_ports
 from gateway.admission import policy
 from gateway.admission.ratelimit import RateLimiter
+from shared.caps import over_active_cap, over_daily_cap
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import ResourceKind
 from shared.plans import load_plans
@@ -158,8 +159,12 @@ def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     plans = load_plans(REPO_ROOT / "plans.yaml")
     anonymous, account = plans.anonymous, plans.account
 
-    error = policy._over_active_cap(
-        plans.anonymous_tier, anonymous, ResourceKind.POSTGRES, 7, anonymous=True
+    error = over_active_cap(
+        plans.anonymous_tier,
+        anonymous.caps.active_per_kind,
+        ResourceKind.POSTGRES,
+        7,
+        anonymous=True,
     )
     assert error.code is ErrorCode.PLAN_LIMIT_REACHED
     assert f"{anonymous.caps.active_per_kind} live postgres" in error.message
@@ -168,15 +173,15 @@ def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
     assert "claim_url" in error.agent_action
     assert "DELETE /resources/{token}" in error.agent_action
 
-    error = policy._over_active_cap(
-        plans.account_tier, account, ResourceKind.REDIS, 7, anonymous=False
+    error = over_active_cap(
+        plans.account_tier, account.caps.active_per_kind, ResourceKind.REDIS, 7, anonymous=False
     )
     assert f"the {plans.account_tier} plan allows {account.caps.active_per_kind}" in error.message
     assert error.agent_action is not None
     assert "GET /plans" in error.agent_action
     assert "GET /resources?kind=redis" in error.agent_action
 
-    error = policy._over_daily_cap(plans.account_tier, account, 9, anonymous=False)
+    error = over_daily_cap(plans.account_tier, account.caps.provisions_per_day, 9, anonymous=False)
     assert f"{account.caps.provisions_per_day} new resources in 24 hours" in error.message
     assert error.agent_action is not None
     assert "GET /plans" in error.agent_action

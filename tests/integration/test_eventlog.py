@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import asyncio
 import uuid
 from datetime import UTC, datetime
@@ -6,19 +8,21 @@ import asyncpg
 import msgspec
 import pytest
 
+from shared.contracts.commands import ProvisionResource
 from shared.contracts.events import ResourceProvisioned
 from shared.contracts.kinds import (
+    Caps,
     PostgresCredentials,
     ResourceKind,
     ResourceStatus,
 )
 from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
 from shared.eventlog.codec import encode_event, event_type
-from shared.eventlog.errors import ConcurrencyConflictError
-from shared.eventlog.projections import ResourceReadModel
-from shared.eventlog.store import EventStore, read_committed_after
+from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError
+from shared.eventlog.projections import ResourceReadModel, caps_precondition, held
+from shared.eventlog.store import EventStore, Precondition, read_committed_after
 from shared.naming import resource_stream
-from shared.testing.factories import LIMITS, provision_requested
+from shared.testing.factories import LIMITS, provision_command, provision_requested
 
 pytestmark = pytest.mark.integration
 
@@ -101,6 +105,106 @@ async def test_stored_reply_is_sealed_at_rest_and_returned_intact(
     assert "pw-xyz" not in raw
     assert await store.stored_reply(command_id, ProvisionedReply) == reply
     assert await store.stored_reply(uuid.uuid4(), ProvisionedReply) is None
+
+
+def passes_when(*, passes: bool, detail: str) -> Precondition:
+    """A precondition that refuses with ``detail`` unless ``passes``."""
+    return Precondition(
+        "SELECT CASE WHEN ${p0}::boolean THEN 0 ELSE refuse_append(${p1}) END", (passes, detail)
+    )
+
+
+async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    rid, command_id = uuid.uuid4(), uuid.uuid4()
+    stream = resource_stream(rid)
+    reply = ProvisionedReply(
+        resource_id=rid,
+        kind=ResourceKind.POSTGRES,
+        tier="anonymous",
+        limits=LIMITS,
+        credentials=PostgresCredentials(
+            connection_url="postgresql://u:p@h:1/d",
+            host="h",
+            port=1,
+            database="d",
+            username="u",
+            password="p",
+        ),
+        created_at=datetime.now(UTC),
+        expires_at=None,
+    )
+    events = [
+        provision_requested(rid),
+        ResourceProvisioned(resource_id=rid, credentials_sealed="sealed"),
+    ]
+    with pytest.raises(AppendRefusedError) as refused:
+        await store.append(
+            stream,
+            0,
+            events,
+            command_id=command_id,
+            correlation_id="c",
+            reply=reply,
+            precondition=passes_when(passes=False, detail="over the cap"),
+        )
+    assert refused.value.detail == "over the cap"
+    # Not the events, nor the projected row, nor the reply a retry would be answered with.
+    assert await store.load(stream) == []
+    assert await ResourceReadModel(platform_db).by_id(rid) is None
+    assert await store.stored_reply(command_id, ProvisionedReply) is None
+
+    await store.append(
+        stream,
+        0,
+        events,
+        command_id=command_id,
+        correlation_id="c",
+        reply=reply,
+        precondition=passes_when(passes=True, detail="unused"),
+    )
+    assert [e.version for e in await store.load(stream)] == [1, 2]
+    assert await store.stored_reply(command_id, ProvisionedReply) == reply
+
+
+async def test_the_caps_precondition_counts_the_holders_live_and_made_resources(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    caps = Caps(active_per_kind=2, provisions_per_day=3)
+    network = f"caps-{uuid.uuid4().hex}"
+
+    async def record_intent(command: ProvisionResource) -> None:
+        await store.append(
+            resource_stream(command.resource_id),
+            0,
+            [
+                provision_requested(
+                    command.resource_id, fingerprint=command.fingerprint, kind=command.kind
+                )
+            ],
+            command_id=command.command_id,
+            correlation_id="c",
+            precondition=caps_precondition(command, caps),
+        )
+
+    made = [provision_command(fingerprint=network) for _ in range(2)]
+    for command in made:
+        await record_intent(command)
+    # Two live postgres resources: a third is refused, another kind is not.
+    with pytest.raises(AppendRefusedError) as refused:
+        await record_intent(provision_command(fingerprint=network))
+    assert held(refused.value) == (2, 2)
+    await record_intent(provision_command(fingerprint=network, kind=ResourceKind.REDIS))
+    # Three made today: the daily cap refuses every kind, and another network is apart.
+    with pytest.raises(AppendRefusedError) as refused:
+        await record_intent(provision_command(fingerprint=network, kind=ResourceKind.MONGO))
+    assert held(refused.value) == (0, 3)
+    await record_intent(provision_command(fingerprint=f"other-{network}"))
+    # A resource is not counted against itself (the retry of a create that failed): without
+    # it, one live and two made today.
+    check = caps_precondition(made[0], caps)
+    assert await platform_db.fetchval(check.numbered_from(1), *check.values) == 0
 
 
 async def test_events_are_stored_as_inspectable_json_with_their_type(

@@ -3,10 +3,11 @@
 Every number comes from the caller's tier in ``plans.yaml``; the holder is the account when the
 caller authenticated, else the fingerprint of the client's network.
 
-Order: the rate limit first, then the caps. The rate limit costs one Redis round trip, the caps
-a Postgres count; checking the cheap one first means a client hammering the API is stopped
-before each attempt costs a database query, and every attempt, including one refused for a cap,
-spends from the rate budget as any request should.
+Every create spends from the rate limit here first, one Redis round trip, so a client
+hammering the API is stopped before an attempt costs anything more. The caps of a single
+resource are then counted by the append that records it (the command carries them, docs/adr/
+0040): no query of its own. A stack counts here (``admit_several``), since it checks its
+backing resources' kinds before anything is uploaded or made.
 
 The rate limit itself (the sliding log in Redis, failing open) is ``ratelimit.py``.
 """
@@ -18,6 +19,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from shared.caps import over_active_cap, over_daily_cap
 from shared.contracts.errors import ErrorCode, SpinupError
 
 if TYPE_CHECKING:
@@ -28,37 +30,48 @@ if TYPE_CHECKING:
     from shared.plans import Tier
 
 
-async def admit(
-    ctx: GatewayContext,
-    *,
-    kind: ResourceKind,
-    tier_name: str,
-    tier: Tier,
-    account_id: UUID | None,
-    fingerprint: str,
-    with_children: Sequence[ResourceKind] = (),
+async def spend_rate(
+    ctx: GatewayContext, *, tier: Tier, account_id: UUID | None, fingerprint: str
 ) -> None:
-    """Let a provisioning request through, or refuse it with 429 or 402.
+    """Spend one provisioning request from the holder's rate limit, or refuse it with 429.
 
-    The holder is the account when ``account_id`` is given, else the client network;
-    ``tier_name`` names ``tier`` in the errors. ``with_children``: the kinds of the resources
-    the same request makes along with it (a stack's backing resources); each counts against its
-    kind's cap too, and the whole request spends one unit of the rate limit.
+    The holder is the account when ``account_id`` is given, else the client network.
 
     Raises:
-        SpinupError: RATE_LIMITED (with ``retry_after_s``) or PLAN_LIMIT_REACHED, each with an
-            ``agent_action`` saying what to do.
+        SpinupError: RATE_LIMITED, with ``retry_after_s`` and an ``agent_action``.
     """
     holder = f"account:{account_id}" if account_id else f"client:{fingerprint}"
     wait_ms = await ctx.rate_limiter.spend(holder, tier.rate_limit.provisions_per_minute)
     if wait_ms:
         raise _rate_limited(tier, wait_ms, anonymous=account_id is None)
+
+
+async def admit_several(
+    ctx: GatewayContext,
+    *,
+    kinds: Sequence[ResourceKind],
+    tier_name: str,
+    tier: Tier,
+    account_id: UUID | None,
+    fingerprint: str,
+) -> None:
+    """Let a request that makes several resources at once (a stack) through, or refuse it.
+
+    ``kinds``: one per resource the request makes; each counts against its kind's cap, and
+    the whole request spends one unit of the rate limit. ``tier_name`` names ``tier`` in the
+    errors.
+
+    Raises:
+        SpinupError: RATE_LIMITED (with ``retry_after_s``) or PLAN_LIMIT_REACHED, each with an
+            ``agent_action`` saying what to do.
+    """
+    await spend_rate(ctx, tier=tier, account_id=account_id, fingerprint=fingerprint)
     # Two concurrent requests can both see the holder one below a cap and both pass: the caps
     # are soft by the holder's requests in flight at once, one or two in practice and never
     # more than the (atomic) rate limit lets through. Exact caps would need a lock per holder
     # around the whole provision; a cap exists to stop abuse at scale, which one or two extra
     # resources do not threaten.
-    made = Counter([kind, *with_children])
+    made = Counter(kinds)
     caps = tier.caps
     for each_kind, adding in made.items():
         live, today = await ctx.resources.count_held(
@@ -68,10 +81,13 @@ async def admit(
             live_up_to=caps.active_per_kind,
             today_up_to=caps.provisions_per_day,
         )
+        anonymous = account_id is None
         if live + adding > caps.active_per_kind:
-            raise _over_active_cap(tier_name, tier, each_kind, live, anonymous=account_id is None)
+            raise over_active_cap(
+                tier_name, caps.active_per_kind, each_kind, live, anonymous=anonymous
+            )
         if today + made.total() > caps.provisions_per_day:
-            raise _over_daily_cap(tier_name, tier, today, anonymous=account_id is None)
+            raise over_daily_cap(tier_name, caps.provisions_per_day, today, anonymous=anonymous)
 
 
 def _rate_limited(tier: Tier, wait_ms: int, *, anonymous: bool) -> SpinupError:
@@ -94,55 +110,3 @@ def _rate_limited(tier: Tier, wait_ms: int, *, anonymous: bool) -> SpinupError:
         agent_action=f"Wait {wait_s} seconds and retry; {raises}.",
         retry_after_s=wait_s,
     )
-
-
-def _over_active_cap(
-    tier_name: str, tier: Tier, kind: ResourceKind, live: int, *, anonymous: bool
-) -> SpinupError:
-    cap = tier.caps.active_per_kind
-    if anonymous:
-        message = (
-            f"Plan limit reached: without an account, a network may hold {cap} live {kind.value}"
-            f" resources at once (caps.active_per_kind) and this one holds {live}."
-        )
-        action = (
-            "Claim the resources into an account (POST /auth/register, then open the claim_url"
-            " field of an earlier response), which raises the limit, or delete one you no longer"
-            " need with DELETE /resources/{token}, then retry."
-        )
-    else:
-        message = (
-            f"Plan limit reached: the {tier_name} plan allows {cap} live {kind.value}"
-            f" resources at once (caps.active_per_kind) and this account holds {live}."
-        )
-        action = (
-            f"Delete a {kind.value} resource you no longer need (GET /resources?kind={kind.value}"
-            " lists them, DELETE /resources/{token} deletes one) or move to a bigger plan"
-            " (GET /plans lists them), then retry."
-        )
-    return SpinupError(ErrorCode.PLAN_LIMIT_REACHED, message, agent_action=action)
-
-
-def _over_daily_cap(tier_name: str, tier: Tier, today: int, *, anonymous: bool) -> SpinupError:
-    cap = tier.caps.provisions_per_day
-    # Deleting does not help here: the cap counts what was made, deleted or not.
-    if anonymous:
-        message = (
-            f"Plan limit reached: without an account, a network may make {cap} resources in 24"
-            f" hours (caps.provisions_per_day) and this one made {today}."
-        )
-        action = (
-            "Claim the resources into an account (POST /auth/register, then open the claim_url"
-            " field of an earlier response), which raises the limit, or retry once the oldest of"
-            " today's resources is more than 24 hours old."
-        )
-    else:
-        message = (
-            f"Plan limit reached: the {tier_name} plan allows {cap} new resources in"
-            f" 24 hours (caps.provisions_per_day) and this account made {today}."
-        )
-        action = (
-            "Move to a bigger plan (GET /plans lists them), or retry once the oldest of today's"
-            " resources is more than 24 hours old."
-        )
-    return SpinupError(ErrorCode.PLAN_LIMIT_REACHED, message, agent_action=action)

@@ -21,7 +21,7 @@ from litestar.params import Parameter
 
 from gateway.accounts.auth import Principal, Scope, authenticate
 from gateway.admission.clients import client_ip
-from gateway.admission.policy import admit
+from gateway.admission.policy import spend_rate
 from gateway.claims.routes import claim_url
 from gateway.console.links import DASHBOARD_PATH, console_url
 from gateway.context import GatewayContext
@@ -297,21 +297,14 @@ async def provision(
     tier = ctx.plans.tiers[tier_name]
     asked_expiry = expires_at_for(tier_name, tier, kind, ttl_seconds, datetime.now(UTC))
     command_id, resource_id = ids
-    # A retry of a create already made (same Idempotency-Key) gets its stored reply: caps and
-    # rate limits counted it the first time. Without a key the ids are new: nothing to look up.
+    # A retry of a create already made (same Idempotency-Key) gets its stored reply: the rate
+    # limit counted it the first time. Without a key the ids are new: nothing to look up.
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(resource_id)
     if retried:
         _ensure_same_request(retried, mint_token(ctx.settings.token_key, command_id))
     if not retried and part_of_stack is None:
         try:
-            await admit(
-                ctx,
-                kind=kind,
-                tier_name=tier_name,
-                tier=tier,
-                account_id=account_id,
-                fingerprint=client,
-            )
+            await spend_rate(ctx, tier=tier, account_id=account_id, fingerprint=client)
         except SpinupError as exc:
             # Refused before any command: counted here, the worker's outcomes by the bus.
             metrics.PROVISIONS.labels(kind=kind.value, outcome=exc.code.value).inc()
@@ -335,6 +328,8 @@ async def provision(
         fork_of=fork_of,
         export_grace_seconds=_export_grace(tier, kind, expires_at, part_of_stack),
         new_ids=new_ids,
+        # Counted by the append that records the intent (ADR 0040); a stack counted its own.
+        caps=tier.caps if part_of_stack is None else None,
     )
     reply = await ctx.bus.request(endpoint, command)
     if reply.replayed and not retried:

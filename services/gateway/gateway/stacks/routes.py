@@ -39,7 +39,7 @@ from nats.js.errors import ObjectNotFoundError
 
 from gateway.accounts.auth import Scope
 from gateway.admission.clients import client_ip
-from gateway.admission.policy import admit
+from gateway.admission.policy import admit_several
 from gateway.claims.routes import claim_url
 from gateway.console.links import console_url
 from gateway.context import GatewayContext
@@ -312,14 +312,16 @@ async def _create(
     command_id, stack_id = _command_ids(request, route_key, holder)
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(stack_id)
     if not retried:
-        await admit(
+        await admit_several(
             ctx,
-            kind=ResourceKind.STACK,
+            kinds=[
+                ResourceKind.STACK,
+                *(resource.type for resource in upload.manifest.resources.values()),
+            ],
             tier_name=tier_name,
             tier=tier,
             account_id=account_id,
             fingerprint=client,
-            with_children=[resource.type for resource in upload.manifest.resources.values()],
         )
     await store_upload(ctx, stack_id, upload)
     correlation_id = request_id_of(request.scope)
