@@ -71,26 +71,31 @@ async def test_concurrent_appends_at_the_same_version_let_exactly_one_win(
     assert len(await store.load(stream)) == 1
 
 
-async def test_stored_reply_is_sealed_at_rest_and_returned_intact(
-    store: EventStore, platform_db: asyncpg.Pool
-) -> None:
-    rid, command_id = uuid.uuid4(), uuid.uuid4()
-    reply = ProvisionedReply(
+def provisioned_reply(rid: uuid.UUID, *, password: str) -> ProvisionedReply:
+    """What a worker answers a Postgres create with, its password ``password``."""
+    return ProvisionedReply(
         resource_id=rid,
         kind=ResourceKind.POSTGRES,
         tier="anonymous",
         limits=LIMITS,
         credentials=PostgresCredentials(
-            connection_url="postgresql://u:pw-xyz@h:1/d",
+            connection_url=f"postgresql://u:{password}@h:1/d",
             host="h",
             port=1,
             database="d",
             username="u",
-            password="pw-xyz",
+            password=password,
         ),
         created_at=datetime.now(UTC),
         expires_at=None,
     )
+
+
+async def test_stored_reply_is_sealed_at_rest_and_returned_intact(
+    store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    rid, command_id = uuid.uuid4(), uuid.uuid4()
+    reply = provisioned_reply(rid, password="pw-xyz")
     await store.append(
         resource_stream(rid),
         0,
@@ -119,27 +124,13 @@ async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
 ) -> None:
     rid, command_id = uuid.uuid4(), uuid.uuid4()
     stream = resource_stream(rid)
-    reply = ProvisionedReply(
-        resource_id=rid,
-        kind=ResourceKind.POSTGRES,
-        tier="anonymous",
-        limits=LIMITS,
-        credentials=PostgresCredentials(
-            connection_url="postgresql://u:p@h:1/d",
-            host="h",
-            port=1,
-            database="d",
-            username="u",
-            password="p",
-        ),
-        created_at=datetime.now(UTC),
-        expires_at=None,
-    )
+    reply = provisioned_reply(rid, password="p")
     events = [
         provision_requested(rid),
         ResourceProvisioned(resource_id=rid, credentials_sealed="sealed"),
     ]
-    with pytest.raises(AppendRefusedError) as refused:
+
+    async def append(*, passes: bool) -> None:
         await store.append(
             stream,
             0,
@@ -147,23 +138,18 @@ async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
             command_id=command_id,
             correlation_id="c",
             reply=reply,
-            precondition=passes_when(passes=False, detail="over the cap"),
+            precondition=passes_when(passes=passes, detail="over the cap"),
         )
+
+    with pytest.raises(AppendRefusedError) as refused:
+        await append(passes=False)
     assert refused.value.detail == "over the cap"
     # Not the events, nor the projected row, nor the reply a retry would be answered with.
     assert await store.load(stream) == []
     assert await ResourceReadModel(platform_db).by_id(rid) is None
     assert await store.stored_reply(command_id, ProvisionedReply) is None
 
-    await store.append(
-        stream,
-        0,
-        events,
-        command_id=command_id,
-        correlation_id="c",
-        reply=reply,
-        precondition=passes_when(passes=True, detail="unused"),
-    )
+    await append(passes=True)
     assert [e.version for e in await store.load(stream)] == [1, 2]
     assert await store.stored_reply(command_id, ProvisionedReply) == reply
 
