@@ -75,7 +75,7 @@ async def test_the_smoke_run_measures_everything_without_errors(
 async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None:
     lines = await breakdown(stack.gateway_url, stack.env(), calls=2)
     *layers, floor = lines
-    assert len(layers) == 9
+    assert len(layers) == 8
     assert all("n=2 " in line for line in layers), layers
     assert floor.startswith("the steps alone, summed"), floor
     cpu = await cpu_per_create(stack.gateway_url, stack_processes(stack), calls=5)
