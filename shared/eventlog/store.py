@@ -111,7 +111,8 @@ class Precondition:
     """What must hold for an append to be written, checked by the append's own statement.
 
     ``sql`` is a ``SELECT`` whose parameters are written ``${p0}``, ``${p1}``, ... for
-    ``values[0]``, ``values[1]``, ... (the store numbers them on after its own). It refuses by
+    ``values[0]``, ``values[1]``, ... (the store numbers them on after its own; ``str.format``
+    does it, so ``sql`` holds no other braces). It refuses by
     calling ``refuse_append(detail)``, which raises, so the statement writes nothing at all.
     Checked in the same statement, it costs no round trip of its own (docs/adr/0040).
     """
