@@ -90,6 +90,13 @@ _USAGE_BATCH = 500
 _SWEEP_CONCURRENCY = 8
 
 
+#: Kinds whose create in one append takes something scarce or costly: a warm pool's database, a
+#: MongoDB user (its SCRAM derivation), a NATS account (a JWT the resolver stores). Their caps are
+#: also counted before the create, so a holder at a cap cannot drain the pool or churn the
+#: backend at its rate limit (docs/adr/0040). A Redis user or a webhook receiver costs less to
+#: make and delete again than that query.
+_CAPS_BEFORE_CREATE = frozenset({ResourceKind.POSTGRES, ResourceKind.MONGO, ResourceKind.NATS})
+
 L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
 #: How long ``reconcile`` sees an object nobody owns before deleting it: far past any create's
 #: deadline and its append (docs/adr/0032).
@@ -312,6 +319,12 @@ class ResourceLifecycle:
         _ensure_before_deadline(command, "The request waited too long to be picked up")
         stream = resource_stream(command.resource_id)
         intent = _intent(command)
+        caps = _caps_of(command)
+        if caps is not None and command.kind in _CAPS_BEFORE_CREATE:
+            try:
+                await self._store.check(caps)
+            except AppendRefusedError as exc:
+                raise _over_caps(command, exc) from exc
         credentials = await self._create(command, 0, intent=intent)
         # The caps are counted by the append, after the object is made: a refused one is
         # deleted below. The gateway's rate limit bounds how often a holder at a cap costs that.
@@ -336,7 +349,7 @@ class ResourceLifecycle:
                 correlation_id=command.correlation_id,
                 reply=reply,
                 recorded_at=created_at,
-                precondition=_caps_of(command),
+                precondition=caps,
             )
         except AppendRefusedError as exc:
             # Refused, so certainly not recorded: what was made for it goes now.

@@ -411,6 +411,21 @@ class EventStore:
                 )
         return recorded
 
+    async def check(self, precondition: Precondition) -> None:
+        """Ask ``precondition`` alone, as an append would.
+
+        Raises:
+            AppendRefusedError: it refuses.
+            PlatformUnavailableError: the database is unreachable.
+        """
+        try:
+            async with platform_errors():
+                await self._pool.fetchval(precondition.numbered_from(1), *precondition.values)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != REFUSED_SQLSTATE:
+                raise
+            raise AppendRefusedError(str(exc.detail or "")) from exc
+
     async def stored_reply(self, command_id: UUID, reply_type: type[R]) -> R | None:
         """The reply stored for ``command_id`` when it succeeded, if any."""
         async with platform_errors():

@@ -187,6 +187,27 @@ async def test_a_create_refused_after_its_object_was_made_leaves_no_object_behin
     assert await redis_tenants(env) - before == set(), "the refused cache's ACL user is left"
 
 
+async def test_a_database_refused_at_the_cap_takes_nothing_from_the_warm_pool(
+    abuse_http: httpx.AsyncClient, platform_db: asyncpg.Pool
+) -> None:
+    # A pooled database is scarce: were it taken and dropped on every refused attempt, a network
+    # at its cap could drain the pool at its rate limit. Its caps are counted before the take.
+    async def taken() -> int:
+        query = "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
+        count: int = await platform_db.fetchval(query)
+        return count
+
+    client = fresh_client()
+    before = await taken()
+    for _ in range(ACTIVE_PER_KIND):
+        await create(abuse_http, "db", client)
+    assert await taken() == before + ACTIVE_PER_KIND, "the test stack's pool served no create"
+    refused = await abuse_http.post("/db/new", headers=client.headers())
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["error"] == "plan_limit_reached"
+    assert await taken() == before + ACTIVE_PER_KIND
+
+
 async def test_a_refused_create_is_refused_again_and_a_made_one_replays_even_at_the_cap(
     abuse_http: httpx.AsyncClient,
 ) -> None:

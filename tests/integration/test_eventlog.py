@@ -144,6 +144,10 @@ async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
     with pytest.raises(AppendRefusedError) as refused:
         await append(passes=False)
     assert refused.value.detail == "over the cap"
+    # Asked alone (before a costly create), it refuses the same way.
+    with pytest.raises(AppendRefusedError):
+        await store.check(passes_when(passes=False, detail="over the cap"))
+    await store.check(passes_when(passes=True, detail="unused"))
     # Not the events, nor the projected row, nor the reply a retry would be answered with.
     assert await store.load(stream) == []
     assert await ResourceReadModel(platform_db).by_id(rid) is None
