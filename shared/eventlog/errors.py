@@ -5,8 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import asyncpg
+
 from shared.contracts.errors import PlatformUnavailableError
 from shared.pgerrors import CONNECTION_ERRORS
+
+#: What the schema's ``refuse_append`` raises: an append's precondition said no.
+REFUSED_SQLSTATE = "SP001"
 
 
 class ConcurrencyConflictError(Exception):
@@ -26,9 +31,17 @@ class AppendRefusedError(Exception):
 
 @contextlib.asynccontextmanager
 async def platform_errors() -> AsyncIterator[None]:
-    """Turn "the platform database is unreachable" into ``PlatformUnavailableError``."""
+    """Translate what a platform query raises into the platform's own errors.
+
+    "The platform database is unreachable" becomes ``PlatformUnavailableError``; an append's
+    refused precondition (``refuse_append``) becomes ``AppendRefusedError``.
+    """
     try:
         yield
     except CONNECTION_ERRORS as exc:
         msg = "The platform database is unreachable; try again shortly."
         raise PlatformUnavailableError(msg) from exc
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != REFUSED_SQLSTATE:
+            raise
+        raise AppendRefusedError(str(exc.detail or "")) from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shared.contracts.kinds import ResourceKind, ResourceStatus
+from shared.eventlog.errors import REFUSED_SQLSTATE
 from shared.stack_state import UNDER_WAY
 
 if TYPE_CHECKING:
@@ -13,8 +14,6 @@ if TYPE_CHECKING:
 #: Run in a transaction, holds every append until it ends (a rebuild reads a log that stands
 #: still): SHARE mode conflicts with the ROW EXCLUSIVE lock each INSERT takes.
 HOLD_APPENDS = "LOCK TABLE events IN SHARE MODE"
-#: What ``refuse_append`` raises: an append's precondition said no (``store.Precondition``).
-REFUSED_SQLSTATE = "SP001"
 RELAY_LOCK = 0x5350_4E55_0002
 MIGRATE_LOCK = 0x5350_4E55_0003
 #: Held by the one gateway process that delivers notifications (docs/adr/0027).

@@ -31,8 +31,8 @@ from shared import metrics, tracing
 from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
-from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError, platform_errors
-from shared.eventlog.schema import HOLD_APPENDS, REFUSED_SQLSTATE
+from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
+from shared.eventlog.schema import HOLD_APPENDS
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -290,10 +290,6 @@ class EventStore:
         except asyncpg.UniqueViolationError as exc:
             msg = f"stream {stream_id} is past version {expected_version}"
             raise ConcurrencyConflictError(msg) from exc
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate != REFUSED_SQLSTATE:
-                raise
-            raise AppendRefusedError(str(exc.detail or "")) from exc
         finally:
             metrics.EVENTLOG_APPEND_DURATION.observe(time.perf_counter() - started)
         if self._nudge is not None:
@@ -418,13 +414,8 @@ class EventStore:
             AppendRefusedError: it refuses.
             PlatformUnavailableError: the database is unreachable.
         """
-        try:
-            async with platform_errors():
-                await self._pool.fetchval(precondition.numbered_from(1), *precondition.values)
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate != REFUSED_SQLSTATE:
-                raise
-            raise AppendRefusedError(str(exc.detail or "")) from exc
+        async with platform_errors():
+            await self._pool.fetchval(precondition.numbered_from(1), *precondition.values)
 
     async def stored_reply(self, command_id: UUID, reply_type: type[R]) -> R | None:
         """The reply stored for ``command_id`` when it succeeded, if any."""
