@@ -464,19 +464,18 @@ class Bus:
         slots: asyncio.Semaphore,
         idle_s: float,
     ) -> None:
-        async def refuse(code: ErrorCode, text: str, *, retryable: bool) -> None:
-            failure = CommandFailed(code=code, message=text, retryable=retryable)
+        async def refuse(error: SpinupError) -> None:
             with contextlib.suppress(Exception):
-                await message.respond(_encoder.encode(failure))
+                await message.respond(_encoder.encode(failure_from_error(error)))
 
         try:
             command: ExportResource = decoder.decode(message.data)
         except msgspec.MsgspecError:
-            await refuse(ErrorCode.INVALID_COMMAND, "malformed command", retryable=False)
+            await refuse(SpinupError(ErrorCode.INVALID_COMMAND, "malformed command"))
             return
         if slots.locked():
             text = "Too many exports are running right now; try again in a minute."
-            await refuse(ErrorCode.BACKEND_UNAVAILABLE, text, retryable=True)
+            await refuse(SpinupError(ErrorCode.BACKEND_UNAVAILABLE, text, retryable=True))
             return
         async with slots:
             with structlog.contextvars.bound_contextvars(
@@ -485,13 +484,12 @@ class Bus:
                 try:
                     chunks = await start(command)
                 except SpinupError as exc:
-                    with contextlib.suppress(Exception):
-                        await message.respond(_encoder.encode(failure_from_error(exc)))
+                    await refuse(exc)
                     return
                 except Exception:
                     log.exception("bus.stream.crashed", subject=endpoint.subject)
                     text = "The worker hit an unexpected error; it has been logged."
-                    await refuse(ErrorCode.INTERNAL_ERROR, text, retryable=True)
+                    await refuse(SpinupError(ErrorCode.INTERNAL_ERROR, text, retryable=True))
                     return
                 await self._pump(command, chunks, message, idle_s)
 
