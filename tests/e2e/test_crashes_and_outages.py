@@ -187,7 +187,6 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
         )
         return {row["id"] for row in rows}
 
-    customer = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"])
     paths = [PATHS[kind] for kind in killed]
     # Half the loops keyed: their creates record the intent first, so one cut off midway is a
     # row in provisioning, which the reaper removes. The others are one append each (ADR 0032):
@@ -198,7 +197,8 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
         # Redis holds every command for a while instead, as a slow backend would: the Redis
         # creates that arrive meanwhile are certainly midway when the kill lands. The pooled
         # Postgres creates are killed wherever they are.
-        await customer.execute_command("CLIENT", "PAUSE", REDIS_HELD_MS, "ALL")
+        async with Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"]) as customer:
+            await customer.execute_command("CLIENT", "PAUSE", REDIS_HELD_MS, "ALL")
         held_until = time.monotonic() + REDIS_HELD_MS / 1000
         assert await eventually(
             lambda: provisioning([ResourceKind.REDIS]), within=REDIS_HELD_MS / 2000, interval=0.01
@@ -212,7 +212,6 @@ async def test_provisioners_killed_mid_provision_under_load_leave_no_orphan(
         # orphans' cleanup as soon as their deadline has passed.
         await asyncio.sleep(max(0.0, held_until - time.monotonic()) + 0.2)
         await restart(stack, list(killed.values()))
-    await customer.aclose()
     assert caught_redis, "no Redis create was midway when its worker was killed"
     assert_created_or_503(outcomes)
     assert any(outcome.status == 503 for outcome in outcomes)
