@@ -90,12 +90,12 @@ _USAGE_BATCH = 500
 _SWEEP_CONCURRENCY = 8
 
 
-#: Kinds whose create in one append takes something scarce or costly: a warm pool's database, a
-#: MongoDB user (its SCRAM derivation), a NATS account (a JWT the resolver stores). Their caps are
-#: also counted before the create, so a holder at a cap cannot drain the pool or churn the
-#: backend at its rate limit (docs/adr/0040). A Redis user or a webhook receiver costs less to
-#: make and delete again than that query.
-_CAPS_BEFORE_CREATE = frozenset({ResourceKind.POSTGRES, ResourceKind.MONGO, ResourceKind.NATS})
+#: Kinds whose create in one append takes something scarce: a warm pool's database. Their caps
+#: are also counted before the create, so holders at their caps cannot drain the pool (docs/adr/
+#: 0040). For every other kind the gateway remembers a refusal for a minute (docs/adr/0041): a
+#: holder at a cap costs a Redis user, a NATS account or a MongoDB user made and deleted at most
+#: once a minute per kind, less than a second query on every create would cost.
+_CAPS_BEFORE_CREATE = frozenset({ResourceKind.POSTGRES})
 
 L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
 #: How long ``reconcile`` sees an object nobody owns before deleting it: far past any create's

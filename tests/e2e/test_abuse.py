@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from bench.inventory import redis_tenants
 from devstack.services import ServiceProcess
@@ -233,6 +234,51 @@ async def test_a_refused_create_is_refused_again_and_a_made_one_replays_even_at_
     await delete(abuse_http, second)
     third = await create_keyed("third")
     assert third.status_code == 201, third.text
+
+
+async def acl_users_set(env: dict[str, str]) -> int:
+    """How many ``ACL SETUSER`` the customer Redis has run: one per cache a worker makes."""
+    client = Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"])
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    calls: int = stats.get("cmdstat_acl|setuser", {}).get("calls", 0)
+    return calls
+
+
+async def test_a_refusal_is_remembered_so_the_next_create_at_the_cap_reaches_no_backend(
+    abuse_http: httpx.AsyncClient, env: dict[str, str]
+) -> None:
+    # The first refusal comes from the append that would have recorded the cache, after the
+    # worker made its ACL user (and deleted it). The gateway remembers it (ADR 0041): the next
+    # create at the cap is refused by the rate limit's round trip, with the same words.
+    client = fresh_client()
+    made = [await create(abuse_http, "cache", client) for _ in range(ACTIVE_PER_KIND)]
+    first = await abuse_http.post("/cache/new", headers=client.headers())
+    assert first.status_code == 402, first.text
+    users_set = await acl_users_set(env)
+    for _ in range(PER_MINUTE - ACTIVE_PER_KIND - 2):
+        again = await abuse_http.post("/cache/new", headers=client.headers())
+        assert again.status_code == 402, again.text
+        assert again.json() | {"request_id": None} == first.json() | {"request_id": None}
+    assert await acl_users_set(env) == users_set, "a remembered refusal reached the worker"
+    # A delete makes room at once (the rate allows one more: 2 made, 4 refused, this one).
+    await delete(abuse_http, made[0])
+    await create(abuse_http, "cache", client)
+
+
+async def test_a_claim_makes_room_for_the_network_at_once(abuse_http: httpx.AsyncClient) -> None:
+    client = fresh_client()
+    made = [await create(abuse_http, "webhook", client) for _ in range(ACTIVE_PER_KIND)]
+    refused = await abuse_http.post("/webhook/new", headers=client.headers())
+    assert refused.status_code == 402, refused.text
+    claimed = await abuse_http.post(
+        "/claim", json={"token": made[-1]["claim_url"]}, headers=await register(abuse_http)
+    )
+    assert claimed.status_code == 200, claimed.text
+    # The network holds none of them now: a new anonymous one is let in, not remembered out.
+    await create(abuse_http, "webhook", client)
 
 
 async def test_rate_limit_answers_429_with_retry_after_for_the_whole_network(

@@ -83,6 +83,29 @@ async def test_holders_are_counted_apart_and_their_logs_expire(redis: Redis) -> 
     assert 0 < ttl_ms <= WINDOW_MS
 
 
+async def test_a_remembered_refusal_is_recalled_under_its_caps_only_after_the_rate(
+    redis: Redis,
+) -> None:
+    limiter, holder = limiter_of(redis), f"client:{uuid.uuid4().hex}"
+    key, scope, refusal = f"caps:refused:{holder}:redis", "2/4\n", '2/4\n{"message":"full"}'
+
+    async def ask(under: str) -> tuple[int, str | None]:
+        return await limiter.spend_unless_refused(holder, 3, refusal_key=key, refusal_scope=under)
+
+    assert await ask(scope) == (0, None)  # nothing remembered
+    await limiter.remember(key, refusal, for_s=60)
+    assert 0 < await redis.ttl(key) <= 60
+    assert await ask(scope) == (0, refusal)
+    # Under other caps (a plan changed) it is not recalled.
+    assert await ask("3/4\n") == (0, None)
+    # The rate comes first: each ask above spent a slot, so the fourth is over it, recalled or not.
+    wait_ms, recalled = await ask(scope)
+    assert wait_ms > 0
+    assert recalled is None
+    await limiter.forget(key)
+    assert await redis.exists(key) == 0
+
+
 async def test_a_redis_that_forgot_the_script_gets_it_again(redis: Redis) -> None:
     limiter, holder = limiter_of(redis), f"client:{uuid.uuid4().hex}"
     assert await limiter.spend(holder, 2) == 0
@@ -99,9 +122,16 @@ async def test_a_dead_redis_lets_every_request_through_and_warns_once() -> None:
     try:
         with capture_logs() as logs:
             waits = [await limiter.spend("client:x", 1) for _ in range(20)]
+            # Remembering and forgetting a refusal fail as quietly: it is simply not recalled.
+            await limiter.remember("caps:refused:client:x:redis", "2/4\n{}", for_s=60)
+            await limiter.forget("caps:refused:client:x:redis")
+            recalled = await limiter.spend_unless_refused(
+                "client:x", 1, refusal_key="caps:refused:client:x:redis", refusal_scope="2/4\n"
+            )
     finally:
         await dead.aclose()
     assert waits == [0] * 20
+    assert recalled == (0, None)
     assert [entry["event"] for entry in logs] == ["gateway.ratelimit.unavailable"]
     assert logs[0]["log_level"] == "warning"
     assert logs[0]["failures"] == 1

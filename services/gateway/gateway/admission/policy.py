@@ -9,6 +9,11 @@ resource are then counted by the append that records it (the command carries the
 0040): no query of its own. A stack counts here (``admit_several``), since it checks its
 backing resources' kinds before anything is uploaded or made.
 
+A refusal of the caps is remembered for a minute (``remember_refusal``, docs/adr/0041), and the
+rate limit's round trip recalls it: a holder at its cap is refused again here, without a command
+and without a backend object made and deleted. A delete through the API and a claim forget it,
+since they make room; an expiry makes room that the holder finds within the minute.
+
 The rate limit itself (the sliding log in Redis, failing open) is ``ratelimit.py``.
 """
 
@@ -19,31 +24,111 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from shared.caps import over_active_cap, over_daily_cap
+import msgspec
+
+from shared.caps import OverCapsError, over_active_cap, over_daily_cap
 from shared.contracts.errors import ErrorCode, SpinupError
+from shared.contracts.kinds import ResourceKind
 
 if TYPE_CHECKING:
     from uuid import UUID
 
     from gateway.context import GatewayContext
-    from shared.contracts.kinds import ResourceKind
+    from shared.contracts.kinds import Caps
     from shared.plans import Tier
+
+#: How long a refusal of the caps is recalled: at most one create a minute per kind costs a
+#: backend object made and deleted for a holder at its cap, and room made by an expiry is found
+#: at most this late.
+REFUSAL_MEMORY_S = 60
+
+
+class _Refusal(msgspec.Struct):
+    """A remembered refusal: what the worker's 402 said."""
+
+    message: str
+    agent_action: str
 
 
 async def spend_rate(
-    ctx: GatewayContext, *, tier: Tier, account_id: UUID | None, fingerprint: str
+    ctx: GatewayContext,
+    *,
+    tier: Tier,
+    account_id: UUID | None,
+    fingerprint: str,
+    kind: ResourceKind | None = None,
 ) -> None:
     """Spend one provisioning request from the holder's rate limit, or refuse it with 429.
 
-    The holder is the account when ``account_id`` is given, else the client network.
+    The holder is the account when ``account_id`` is given, else the client network. With
+    ``kind``, a refusal of the holder's caps for that kind remembered within the last minute
+    refuses the request again (after it was spent from the rate, as any other).
 
     Raises:
         SpinupError: RATE_LIMITED, with ``retry_after_s`` and an ``agent_action``.
+        OverCapsError: a refusal of the caps is remembered (PLAN_LIMIT_REACHED).
     """
-    holder = f"account:{account_id}" if account_id else f"client:{fingerprint}"
-    wait_ms = await ctx.rate_limiter.spend(holder, tier.rate_limit.provisions_per_minute)
+    holder = _holder(account_id, fingerprint)
+    per_minute = tier.rate_limit.provisions_per_minute
+    if kind is None:
+        wait_ms = await ctx.rate_limiter.spend(holder, per_minute)
+    else:
+        wait_ms, refusal = await ctx.rate_limiter.spend_unless_refused(
+            holder,
+            per_minute,
+            refusal_key=_refusal_key(holder, kind),
+            refusal_scope=_caps_scope(tier.caps),
+        )
+        if refusal is not None:
+            said = msgspec.json.decode(refusal[len(_caps_scope(tier.caps)) :], type=_Refusal)
+            raise OverCapsError(said.message, agent_action=said.agent_action)
     if wait_ms:
         raise _rate_limited(tier, wait_ms, anonymous=account_id is None)
+
+
+async def remember_refusal(
+    ctx: GatewayContext,
+    refused: SpinupError,
+    *,
+    kind: ResourceKind,
+    tier: Tier,
+    account_id: UUID | None,
+    fingerprint: str,
+) -> None:
+    """Recall ``refused``, a worker's refusal of the caps, for ``REFUSAL_MEMORY_S``."""
+    said = _Refusal(message=refused.message, agent_action=refused.agent_action or "")
+    await ctx.rate_limiter.remember(
+        _refusal_key(_holder(account_id, fingerprint), kind),
+        _caps_scope(tier.caps) + msgspec.json.encode(said).decode(),
+        for_s=REFUSAL_MEMORY_S,
+    )
+
+
+async def forget_refusals(
+    ctx: GatewayContext,
+    *,
+    account_id: UUID | None,
+    fingerprint: str | None,
+    kinds: Sequence[ResourceKind] = tuple(ResourceKind),
+) -> None:
+    """A delete or a claim made room: the holder's remembered refusals of ``kinds`` go."""
+    if account_id is None and fingerprint is None:
+        return
+    holder = _holder(account_id, fingerprint or "")
+    await ctx.rate_limiter.forget(*(_refusal_key(holder, kind) for kind in kinds))
+
+
+def _holder(account_id: UUID | None, fingerprint: str) -> str:
+    return f"account:{account_id}" if account_id else f"client:{fingerprint}"
+
+
+def _refusal_key(holder: str, kind: ResourceKind) -> str:
+    return f"caps:refused:{holder}:{kind.value}"
+
+
+def _caps_scope(caps: Caps) -> str:
+    """What a remembered refusal starts with: it counts only under the same caps."""
+    return f"{caps.active_per_kind}/{caps.provisions_per_day}\n"
 
 
 async def admit_several(

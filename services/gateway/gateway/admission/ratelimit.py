@@ -20,6 +20,12 @@ timeout): the Redis client's pool refuses rather than waits when it runs out of 
 a burst of provisions must neither take every connection from the webhook receivers nor make
 the limiter fail open for the burst it exists to stop.
 
+The same call recalls a refusal of the holder's caps that a worker sent in the last minute
+(``policy.remember_refusal``, docs/adr/0041): a holder at its cap is then refused again by this
+one round trip, without a command (the rate is checked first, as for any request). The refusal
+is recalled only under the caps it was refused under, so a plan that changed meanwhile is asked
+again.
+
 That state (the slots, the outage warnings) belongs to one replica: a ``RateLimiter`` built in
 the gateway's lifespan and kept on its context.
 """
@@ -38,6 +44,8 @@ import structlog
 from redis.exceptions import NoScriptError, RedisError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from redis.asyncio import Redis
 
 log = structlog.get_logger("gateway.admission")
@@ -52,7 +60,10 @@ _WARN_EVERY_S: Final = 60.0
 _CONCURRENT_CHECKS: Final = 16
 
 # KEYS[1]: the holder's log. ARGV: limit, window (ms), a unique member for this request.
-# Returns 0 when admitted (and records it), else the milliseconds until a slot frees.
+# KEYS[2], when given: a refusal remembered for the holder, recalled only while its value starts
+# with ARGV[4] (the caps it was refused under).
+# Returns {0} when admitted (and recorded), {0, refusal} when admitted (and recorded) but a
+# refusal is recalled, else {the milliseconds until a slot frees}.
 _SLIDING_LOG = """
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -61,10 +72,16 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
-  return 0
+  if KEYS[2] then
+    local refused = redis.call('GET', KEYS[2])
+    if refused and string.sub(refused, 1, string.len(ARGV[4])) == ARGV[4] then
+      return {0, refused}
+    end
+  end
+  return {0}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now_ms)
+return {math.max(1, tonumber(oldest[2]) + window - now_ms)}
 """
 # EVALSHA names a script by its SHA-1: an identifier, not a security use of the hash.
 _SLIDING_LOG_SHA: Final = hashlib.sha1(_SLIDING_LOG.encode()).hexdigest()  # noqa: S324
@@ -85,19 +102,49 @@ class RateLimiter:
 
         Fails open: any Redis trouble admits the request.
         """
-        key = f"ratelimit:provision:{holder}"
-        args = (per_minute, self._window_ms, os.urandom(8).hex())
+        wait_ms, _ = await self.spend_unless_refused(holder, per_minute)
+        return wait_ms
+
+    async def spend_unless_refused(
+        self, holder: str, per_minute: int, *, refusal_key: str = "", refusal_scope: str = ""
+    ) -> tuple[int, str | None]:
+        """``spend``, and in the same round trip, a refusal remembered for the holder.
+
+        Returns (``spend``'s answer, the refusal remembered under ``refusal_key`` when the
+        request was admitted and it starts with ``refusal_scope``, else None). A recalled
+        refusal was spent from the rate like any other request: the rate is checked first.
+        """
+        keys = (f"ratelimit:provision:{holder}", *((refusal_key,) if refusal_key else ()))
+        args = (per_minute, self._window_ms, os.urandom(8).hex(), refusal_scope)
         try:
             async with asyncio.timeout(_REDIS_TIMEOUT_S), self._slots:
                 try:
-                    wait_ms = await self._redis.evalsha(_SLIDING_LOG_SHA, 1, key, *args)
+                    answer = await self._redis.evalsha(_SLIDING_LOG_SHA, len(keys), *keys, *args)
                 except NoScriptError:  # a restarted Redis has forgotten the script: send it whole
-                    wait_ms = await self._redis.eval(_SLIDING_LOG, 1, key, *args)
+                    answer = await self._redis.eval(_SLIDING_LOG, len(keys), *keys, *args)
         except (RedisError, OSError) as exc:  # builtin TimeoutError is an OSError
             self._health.failed(exc)
-            return 0
+            return 0, None
         self._health.answered()
-        return int(wait_ms)
+        refusal = answer[1].decode() if len(answer) > 1 else None
+        return int(answer[0]), refusal
+
+    async def remember(self, key: str, value: str, *, for_s: int) -> None:
+        """Keep ``value`` under ``key`` for ``for_s`` seconds; Redis trouble forgets it."""
+        await self._quietly(lambda: self._redis.set(key, value, ex=for_s))
+
+    async def forget(self, *keys: str) -> None:
+        """Drop what ``remember`` kept under ``keys``; Redis trouble leaves it to expire."""
+        await self._quietly(lambda: self._redis.delete(*keys))
+
+    async def _quietly(self, call: Callable[[], Awaitable[object]]) -> None:
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT_S), self._slots:
+                await call()
+        except (RedisError, OSError) as exc:
+            self._health.failed(exc)
+            return
+        self._health.answered()
 
 
 @dataclass(slots=True)

@@ -38,6 +38,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter
 
 from gateway.accounts.auth import Principal, Scope, authenticate
+from gateway.admission.policy import forget_refusals
 from gateway.context import GatewayContext
 from gateway.http.middleware import request_id_of
 from gateway.http.schemas import LimitValue
@@ -408,6 +409,8 @@ async def claim_resources(
             command_id=uuid.uuid5(CLAIM_NAMESPACE, f"completed|{token.claim_id}"),
             correlation_id=correlation_id,
         )
+    # The network no longer holds what moved: refusals of its caps no longer hold.
+    await forget_refusals(ctx, account_id=None, fingerprint=token.fingerprint)
     if not moved:
         msg = "Nothing was left to claim: the resources were deleted, expired or claimed meanwhile."
         raise SpinupError(ErrorCode.NOTHING_TO_CLAIM, msg)

@@ -21,7 +21,7 @@ from litestar.params import Parameter
 
 from gateway.accounts.auth import Principal, Scope, authenticate
 from gateway.admission.clients import client_ip
-from gateway.admission.policy import spend_rate
+from gateway.admission.policy import forget_refusals, remember_refusal, spend_rate
 from gateway.claims.routes import claim_url
 from gateway.console.links import DASHBOARD_PATH, console_url
 from gateway.context import GatewayContext
@@ -304,7 +304,7 @@ async def provision(
         _ensure_same_request(retried, mint_token(ctx.settings.token_key, command_id))
     if not retried and part_of_stack is None:
         try:
-            await spend_rate(ctx, tier=tier, account_id=account_id, fingerprint=client)
+            await spend_rate(ctx, tier=tier, account_id=account_id, fingerprint=client, kind=kind)
         except SpinupError as exc:
             # Refused before any command: counted here, the worker's outcomes by the bus.
             metrics.PROVISIONS.labels(kind=kind.value, outcome=exc.code.value).inc()
@@ -331,7 +331,15 @@ async def provision(
         # Counted by the append that records the intent (ADR 0040); a stack counted its own.
         caps=tier.caps if part_of_stack is None else None,
     )
-    reply = await ctx.bus.request(endpoint, command)
+    try:
+        reply = await ctx.bus.request(endpoint, command)
+    except SpinupError as exc:
+        if exc.code is ErrorCode.PLAN_LIMIT_REACHED and command.caps is not None:
+            # Recalled by the next create's rate limit, which refuses it without a command.
+            await remember_refusal(
+                ctx, exc, kind=kind, tier=tier, account_id=account_id, fingerprint=client
+            )
+        raise
     if reply.replayed and not retried:
         # Two first tries with one key raced and this one lost: is it the same request?
         _ensure_same_request(await ctx.resources.by_id(resource_id), token)
@@ -704,6 +712,10 @@ async def deprovision(
         reason=reason,
     )
     reply = await ctx.bus.request(endpoint, command)
+    # Room for one more of its kind: a refusal its holder's caps remember no longer holds.
+    await forget_refusals(
+        ctx, account_id=state.account_id, fingerprint=state.fingerprint, kinds=[state.kind]
+    )
     return reply.resource_id
 
 
