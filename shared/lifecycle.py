@@ -90,13 +90,6 @@ _USAGE_BATCH = 500
 _SWEEP_CONCURRENCY = 8
 
 
-#: Kinds whose create in one append takes something scarce: a warm pool's database. Their caps
-#: are also counted before the create, so holders at their caps cannot drain the pool (docs/adr/
-#: 0040). For every other kind the gateway remembers a refusal for a minute (docs/adr/0041): a
-#: holder at a cap costs a Redis user, a NATS account or a MongoDB user made and deleted at most
-#: once a minute per kind, less than a second query on every create would cost.
-_CAPS_BEFORE_CREATE = frozenset({ResourceKind.POSTGRES})
-
 L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
 #: How long ``reconcile`` sees an object nobody owns before deleting it: far past any create's
 #: deadline and its append (docs/adr/0032).
@@ -196,6 +189,28 @@ class FreshCreate(Protocol[L_contra]):
 
 
 @runtime_checkable
+class CountedTake(Protocol[L_contra]):
+    """A driver whose create can take something scarce, made ahead (a warm pool's database).
+
+    A holder at its cap must not make it take and drop such a thing on every refused try:
+    holders at their caps would drain the pool. So the take's own record counts the caps, as
+    the create's append does (docs/adr/0040, 0041), and a refused take takes nothing.
+    """
+
+    async def take_within(
+        self, resource_id: UUID, limits: L_contra, caps: Precondition
+    ) -> Credentials | None:
+        """The resource made from something taken, the take recorded only within ``caps``.
+
+        None when there was nothing to take: the caller then makes it with ``create``.
+
+        Raises:
+            AppendRefusedError: ``caps`` refused the take; nothing was taken.
+        """
+        ...
+
+
+@runtime_checkable
 class TenantInventory(Protocol):
     """A driver that can list what its backend holds.
 
@@ -236,6 +251,7 @@ class ResourceLifecycle:
         # protocol looks up each of its members on every call (3-7 us each).
         self._lists_tenants = isinstance(driver, TenantInventory)
         self._fresh_create = driver.create_fresh if isinstance(driver, FreshCreate) else None
+        self._take_within = driver.take_within if isinstance(driver, CountedTake) else None
         self._create_slots = asyncio.Semaphore(create_concurrency)
         self._delete_slots = asyncio.Semaphore(delete_concurrency)
         self._poll_interval = poll_interval
@@ -320,14 +336,13 @@ class ResourceLifecycle:
         stream = resource_stream(command.resource_id)
         intent = _intent(command)
         caps = _caps_of(command)
-        if caps is not None and command.kind in _CAPS_BEFORE_CREATE:
-            try:
-                await self._store.check(caps)
-            except AppendRefusedError as exc:
-                raise _over_caps(command, exc) from exc
-        credentials = await self._create(command, 0, intent=intent)
-        # The caps are counted by the append, after the object is made: a refused one is
-        # deleted below. The gateway's rate limit bounds how often a holder at a cap costs that.
+        try:
+            credentials = await self._create(command, 0, intent=intent, caps=caps)
+        except AppendRefusedError as exc:  # by a take's record, or before a costly create
+            raise _over_caps(command, exc) from exc
+        # Otherwise the caps are counted by the append, after the object is made: a refused one
+        # is deleted below. The gateway remembers the refusal for a minute (docs/adr/0041), so a
+        # holder at a cap costs that at most once a minute per kind.
         sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
         created_at = datetime.now(UTC)
         reply = ResourceProvisioned(
@@ -433,10 +448,16 @@ class ResourceLifecycle:
         command: ProvisionResource,
         version: int,
         intent: ResourceProvisionRequested | None = None,
+        caps: Precondition | None = None,
     ) -> Credentials:
         """Call the driver within the deadline; on any failure record it and remove leftovers.
 
-        ``intent``: not recorded yet; a failure is recorded after it, at ``version``.
+        ``intent``: not recorded yet; a failure is recorded after it, at ``version``. ``caps``:
+        not counted yet; where the create takes something scarce, they are counted before.
+
+        Raises:
+            AppendRefusedError: ``caps`` refused before anything was taken or made; nothing
+                was recorded.
         """
         try:
             async with self._create_slots:
@@ -444,7 +465,9 @@ class ResourceLifecycle:
                 _ensure_before_deadline(
                     command, "The backend is busy and the request ran out of time"
                 )
-                credentials = await self._make(command)
+                credentials = await self._make(command, caps)
+        except AppendRefusedError:
+            raise  # nothing was taken or made, so nothing to record or remove
         except SpinupError as exc:
             await self._record_failure(command, version, exc, intent)
             raise
@@ -465,9 +488,18 @@ class ResourceLifecycle:
             raise error
         return credentials
 
-    async def _make(self, command: ProvisionResource) -> Credentials:
-        """A new resource, or a fork of a live one of the same kind (``fork_of``)."""
+    async def _make(self, command: ProvisionResource, caps: Precondition | None) -> Credentials:
+        """A new resource, or a fork of a live one of the same kind (``fork_of``).
+
+        With ``caps`` and a driver that takes something scarce, they are counted first: by the
+        take's own record, or alone before a create when there was nothing to take.
+        """
         if command.fork_of is None:
+            if caps is not None and self._take_within is not None:
+                taken = await self._take_within(command.resource_id, command.limits, caps)
+                if taken is not None:
+                    return taken
+                await self._store.check(caps)
             if command.new_ids and self._fresh_create is not None:
                 return await self._fresh_create(command.resource_id, command.limits)
             return await self._driver.create(command.resource_id, command.limits)

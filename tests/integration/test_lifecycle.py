@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+import msgspec
 import pytest
 
 from pg_provisioner.driver import PostgresDriver
@@ -16,6 +17,7 @@ from shared.bus import Bus
 from shared.contracts.commands import DeprovisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
+    Caps,
     DeprovisionReason,
     PostgresCredentials,
     PostgresLimits,
@@ -49,7 +51,20 @@ async def test_same_command_delivered_concurrently_makes_exactly_one_resource(
     )
     conn = await asyncpg.connect(replies[0].credentials.connection_url)
     await conn.close()
-    await driver.delete(once.resource_id)
+    # Through its worker, so the log says it is gone too: a test that compares the backends
+    # with the log (the crash tests) must not find it missing.
+    endpoint = DEPROVISION_ENDPOINTS[ResourceKind.POSTGRES]
+    await bus.request(
+        endpoint,
+        DeprovisionResource(
+            command_id=uuid.uuid4(),
+            correlation_id=once.correlation_id,
+            deadline=time.time() + endpoint.timeout,
+            resource_id=once.resource_id,
+            reason=DeprovisionReason.DELETED,
+        ),
+    )
+    assert not await driver.exists(once.resource_id)
 
 
 async def test_command_already_past_its_deadline_creates_nothing(
@@ -108,6 +123,69 @@ async def test_worker_finishing_past_the_deadline_undoes_its_work_and_records_it
     ]
     assert events[-1].cleaned_up is True  # type: ignore[union-attr]
     assert events[-1].code == "deadline_exceeded"  # type: ignore[union-attr]
+
+
+class CountedCreates:
+    """The real driver, counting the creates it is asked for."""
+
+    kind = ResourceKind.POSTGRES
+
+    def __init__(self, inner: PostgresDriver) -> None:
+        self.inner = inner
+        self.creates = 0
+        self.take_within = inner.take_within
+        self.tenants = inner.tenants
+
+    async def create(self, resource_id: uuid.UUID, limits: PostgresLimits) -> PostgresCredentials:
+        self.creates += 1
+        return await self.inner.create(resource_id, limits)
+
+    async def delete(self, resource_id: uuid.UUID) -> None:
+        await self.inner.delete(resource_id)
+
+
+async def test_a_database_over_the_caps_with_nothing_to_take_is_not_made_at_all(
+    platform_db: asyncpg.Pool, driver: PostgresDriver, env: dict[str, str]
+) -> None:
+    # No warm pool here, so nothing to take: the caps are counted before CREATE DATABASE, not
+    # only by the append after it (which would refuse too, and drop what was made).
+    keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
+    store = EventStore(platform_db, keyring, [ResourceProjection()])
+    counted = CountedCreates(driver)
+    lifecycle = ResourceLifecycle(
+        store,
+        keyring,
+        counted,
+        resources=ResourceReadModel(platform_db),
+        create_concurrency=1,
+        delete_concurrency=1,
+    )
+    at_the_cap = provision_command(
+        new_ids=True,
+        fingerprint=f"test-{uuid.uuid4().hex}",
+        caps=Caps(active_per_kind=0, provisions_per_day=10),
+    )
+    with pytest.raises(SpinupError) as caught:
+        await lifecycle.provision(at_the_cap)
+    assert caught.value.code is ErrorCode.PLAN_LIMIT_REACHED
+    assert counted.creates == 0
+    assert not await driver.exists(at_the_cap.resource_id)
+    assert await store.load(resource_stream(at_the_cap.resource_id)) == []
+    within = msgspec.structs.replace(
+        at_the_cap, command_id=uuid.uuid4(), caps=Caps(active_per_kind=1, provisions_per_day=10)
+    )
+    await lifecycle.provision(within)
+    assert counted.creates == 1
+    await lifecycle.deprovision(
+        DeprovisionResource(
+            command_id=uuid.uuid4(),
+            correlation_id=within.correlation_id,
+            deadline=time.time() + 15,
+            resource_id=within.resource_id,
+            reason=DeprovisionReason.DELETED,
+        )
+    )
+    assert not await driver.exists(within.resource_id)
 
 
 async def test_an_expiry_delete_is_refused_once_the_log_says_it_no_longer_expires(

@@ -21,7 +21,8 @@ import pytest
 from pg_provisioner.driver import PostgresDriver
 from shared.contracts.events import PoolMemberDropped, PoolMemberReady, PoolMemberRequested
 from shared.contracts.kinds import PostgresCredentials, ResourceKind
-from shared.eventlog.store import EventStore
+from shared.eventlog.errors import AppendRefusedError
+from shared.eventlog.store import EventStore, Precondition
 from shared.naming import pool_name, pool_stream, tenant_name
 from shared.testing.factories import LIMITS
 from shared.testing.polling import eventually
@@ -193,6 +194,33 @@ async def test_the_pool_refills_after_takes(
         assert isinstance(events[-1].event, PoolMemberReady)
     for rid in taken:
         await warm.delete(rid)
+
+
+async def test_a_take_its_caps_refuse_takes_nothing_and_the_member_stays_ready(
+    warm: PostgresDriver, platform_db: asyncpg.Pool
+) -> None:
+    pool = warm.warm_pool
+    assert pool is not None
+    ready = pool.ready
+    refused_id, allowed_id = uuid.uuid4(), uuid.uuid4()
+    with pytest.raises(AppendRefusedError) as refused:
+        await warm.take_within(refused_id, LIMITS, _holds(passes=False))
+    assert refused.value.detail == "at the cap"
+    assert await taken_by(platform_db, refused_id) == 0
+    assert pool.ready == ready, "the refused take lost a ready member"
+    credentials = await warm.take_within(allowed_id, LIMITS, _holds(passes=True))
+    assert credentials is not None
+    assert credentials.username == tenant_name(allowed_id)
+    assert await taken_by(platform_db, allowed_id) == 1
+    await warm.delete(allowed_id)
+
+
+def _holds(*, passes: bool) -> Precondition:
+    """Caps that let the take through, or refuse it as a holder at its cap would be."""
+    return Precondition(
+        "SELECT CASE WHEN ${p0}::boolean THEN 0 ELSE refuse_append(${p1}) END",
+        (passes, "at the cap"),
+    )
 
 
 async def test_an_empty_pool_falls_back_to_create_database(

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-    from shared.eventlog.store import EventStore
+    from shared.eventlog.store import EventStore, Precondition
 
 log = structlog.get_logger("pg_provisioner.driver")
 T = TypeVar("T")
@@ -356,10 +356,35 @@ class PostgresDriver:
 
         From the warm pool when it has a member, else with ``CREATE DATABASE``.
         """
+        taken = await self._take(resource_id, limits, None)
+        return taken if taken is not None else await self._create_cold(resource_id, limits)
+
+    async def take_within(
+        self, resource_id: UUID, limits: PostgresLimits, caps: Precondition
+    ) -> PostgresCredentials | None:
+        """The tenant from a warm member whose take is recorded only within ``caps``.
+
+        None when the pool had nothing to give: ``create`` then makes it cold.
+
+        Raises:
+            AppendRefusedError: ``caps`` refused; no member was taken.
+        """
+        return await self._take(resource_id, limits, caps)
+
+    async def _take(
+        self, resource_id: UUID, limits: PostgresLimits, caps: Precondition | None
+    ) -> PostgresCredentials | None:
+        if self._warm is None:
+            return None
         name = tenant_name(resource_id)
-        member = await self._warm.take(resource_id) if self._warm is not None else None
+        member = await self._warm.take(resource_id, within=caps)
         if member is not None and await self._adopt(member, name, limits):
             return self._credentials(name, member.password)
+        return None
+
+    async def _create_cold(self, resource_id: UUID, limits: PostgresLimits) -> PostgresCredentials:
+        """``CREATE ROLE`` and ``CREATE DATABASE``, or reset what an earlier try made."""
+        name = tenant_name(resource_id)
         password, verifier = await asyncio.to_thread(_new_password)
         role, pw = quote_ident(name), quote_literal(verifier)
 

@@ -50,7 +50,7 @@ from shared.contracts.events import (
     PoolMemberTaken,
 )
 from shared.contracts.kinds import ResourceKind
-from shared.eventlog.errors import ConcurrencyConflictError
+from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError
 from shared.naming import (
     RETIRED_PREFIX,
     guard_disposable_name,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from shared.contracts.events import PoolEvent
-    from shared.eventlog.store import EventStore
+    from shared.eventlog.store import EventStore, Precondition
 
 log = structlog.get_logger("pg_provisioner.pool")
 
@@ -267,10 +267,14 @@ class WarmPool:
             await asyncio.sleep(0.02)
         return True
 
-    async def take(self, resource_id: UUID) -> Member | None:
+    async def take(self, resource_id: UUID, *, within: Precondition | None = None) -> Member | None:
         """A ready member, recorded as taken for ``resource_id``; ``None`` when the pool is empty.
 
         The caller renames it to the resource's tenant name; if that fails it calls ``spoil``.
+        ``within``: the record of the take is written only while it holds (a holder's caps).
+
+        Raises:
+            AppendRefusedError: ``within`` refused; the member stays ready for the next take.
         """
         while self._ready:
             member = self._ready.popleft()
@@ -282,9 +286,13 @@ class WarmPool:
                     member.version,
                     PoolMemberTaken(member_id=member.member_id, resource_id=resource_id),
                     correlation_id=f"pool-take-{resource_id.hex}",
+                    precondition=within,
                 )
             except ConcurrencyConflictError:
                 continue  # another replica took it (or reconciled it away) first
+            except AppendRefusedError:
+                self._ready.appendleft(member)
+                raise
             return dataclasses.replace(member, version=member.version + 1)
         return None
 
@@ -400,7 +408,13 @@ class WarmPool:
         return counts
 
     async def _append(
-        self, member_id: UUID, expected_version: int, event: PoolEvent, *, correlation_id: str
+        self,
+        member_id: UUID,
+        expected_version: int,
+        event: PoolEvent,
+        *,
+        correlation_id: str,
+        precondition: Precondition | None = None,
     ) -> None:
         await self._store.append(
             pool_stream(member_id),
@@ -408,4 +422,5 @@ class WarmPool:
             [event],
             command_id=uuid.uuid4(),
             correlation_id=correlation_id,
+            precondition=precondition,
         )
