@@ -161,7 +161,7 @@ def extract(headers: Mapping[str, str] | None) -> Context | None:
 
 
 class TracedDriver:
-    """A resource driver whose every call is a span (``driver.create``...), kind attached.
+    """A resource driver whose every call is a span (``driver.create``, ``driver.take``...).
 
     Wraps the driver given to ``ResourceLifecycle`` only while tracing is on (``trace_driver``).
     """
@@ -175,7 +175,7 @@ class TracedDriver:
             # with a take (``CountedTake``) took nothing, so others must not seem to have one.
 
             async def traced_take_within(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
-                with span("driver.create", attributes=self._attributes):
+                with span("driver.take", attributes=self._attributes):
                     return await take_within(*args, **kwargs)
 
             self.take_within = traced_take_within
