@@ -73,14 +73,12 @@ async def spend_rate(
     if kind is None:
         wait_ms = await ctx.rate_limiter.spend(holder, per_minute)
     else:
+        scope = _caps_scope(tier.caps)
         wait_ms, refusal = await ctx.rate_limiter.spend_unless_refused(
-            holder,
-            per_minute,
-            refusal_key=_refusal_key(holder, kind),
-            refusal_scope=_caps_scope(tier.caps),
+            holder, per_minute, refusal_key=_refusal_key(holder, kind), refusal_scope=scope
         )
         if refusal is not None:
-            said = msgspec.json.decode(refusal[len(_caps_scope(tier.caps)) :], type=_Refusal)
+            said = msgspec.json.decode(refusal.removeprefix(scope), type=_Refusal)
             raise OverCapsError(said.message, agent_action=said.agent_action)
     if wait_ms:
         raise _rate_limited(tier, wait_ms, anonymous=account_id is None)
