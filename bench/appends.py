@@ -22,10 +22,10 @@ from bench.__main__ import bench_stack
 from bench.cpu import LOAD_GENERATOR
 from bench.measure import measure
 from shared.crypto.sealing import Keyring
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
+from shared.pgpool import open_pool
 from shared.plans import load_plans
 from shared.testing.factories import provision_requested
 
@@ -33,7 +33,7 @@ from shared.testing.factories import provision_requested
 async def _appends(env: dict[str, str], platform_pid: int, calls: int) -> list[str]:
     load_plans(Path(env["SPINUP_PLANS_FILE"]))  # the stack's plans load: it is configured
     keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
-    pool = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
     store = EventStore(pool, keyring, [ResourceProjection()])
     lines = []
     try:

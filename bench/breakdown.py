@@ -54,10 +54,10 @@ from shared.contracts.commands import ProvisionResource
 from shared.contracts.kinds import RedisLimits, ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
+from shared.pgpool import open_pool
 from shared.plans import load_plans
 
 
@@ -98,7 +98,7 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
         )
 
     layers: dict[str, list[float]] = {}
-    platform = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=8)
+    platform = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=8)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
     try:
         async with connected(ResourceKind.REDIS, env) as driver:

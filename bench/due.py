@@ -29,9 +29,9 @@ import uvloop
 from bench.__main__ import bench_stack
 from gateway.resources.outbox import OUTBOX_SCHEMA, to_deliver, to_queue
 from shared.contracts.kinds import ResourceKind
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import DUE_SQL, ResourceReadModel
 from shared.eventlog.schema import migrate
+from shared.pgpool import open_pool
 
 _CALLS = 200
 # Row i's status: 70 % gone, 29 % live with their expiry ahead, 1 % due in one of five ways.
@@ -86,7 +86,7 @@ async def _median_ms(call: object, calls: int = _CALLS) -> float:
 
 
 async def _measure(dsn: str, sizes: list[int]) -> list[str]:
-    pool = await create_platform_pool(dsn, min_size=1, max_size=2)
+    pool = await open_pool(dsn, min_size=1, max_size=2)
     await migrate(pool, OUTBOX_SCHEMA)
     model = ResourceReadModel(pool)
     now = datetime.now(UTC)

@@ -61,10 +61,10 @@ from shared.contracts.commands import ProvisionResource
 from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
 from shared.crypto.tokens import hash_token
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
+from shared.pgpool import open_pool
 from shared.plans import Plans, load_plans
 
 #: The creates the floor is taken of, and whether the gateway reaches their worker over NATS
@@ -229,7 +229,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
     Each measurement first waits up to ``settle_s`` for the stack to be quiet.
     """
     plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
-    platform = await create_platform_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
+    platform = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-floor")
     redis = Redis.from_url(env["SPINUP_REDIS_URL"])
     connector = aiohttp.TCPConnector(limit=PATH_CONCURRENCY)

@@ -26,13 +26,13 @@ from shared.config import Env
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.health import heartbeat, heartbeat_file
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
 from shared.logging import configure_logging
+from shared.pgpool import open_pool
 from shared.runtime import (
     connect_with_retry,
     in_background,
@@ -151,7 +151,7 @@ async def serve_kind(
     keyring = Keyring.from_setting(settings.seal_keys)
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: create_platform_pool(settings.platform_dsn, min_size=1, max_size=8),
+        lambda: open_pool(settings.platform_dsn, min_size=1, max_size=8),
     )
     try:
         await migrate(platform)

@@ -8,14 +8,14 @@ import os
 import sys
 
 from shared.config import Env
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import rebuild_resources
 from shared.eventlog.schema import migrate
+from shared.pgpool import open_pool
 
 
 async def _main(action: str) -> int:
     dsn = Env(os.environ).string("SPINUP_PLATFORM_DSN")
-    pool = await create_platform_pool(dsn, min_size=1, max_size=2)
+    pool = await open_pool(dsn, min_size=1, max_size=2)
     try:
         await migrate(pool)
         if action == "rebuild":

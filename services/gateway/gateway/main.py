@@ -46,13 +46,13 @@ from gateway.webhooks.routes import serve_webhook_commands, webhook_routes
 from shared.bus import Bus, ensure_stack_stores
 from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
+from shared.pgpool import open_pool
 from shared.plans import load_plans
 from shared.runtime import connect_with_retry, in_background, settings_or_exit
 from shared.tracing import configure_tracing, trace_driver
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await connect_with_retry(
             "platform postgres",
-            lambda: create_platform_pool(settings.platform_dsn, min_size=2, max_size=10),
+            lambda: open_pool(settings.platform_dsn, min_size=2, max_size=10),
         )
         await migrate(pool)
         await migrate(pool, ACCOUNTS_SCHEMA)

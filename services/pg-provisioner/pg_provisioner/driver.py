@@ -47,6 +47,7 @@ from shared.contracts.kinds import (
 )
 from shared.naming import guard_tenant_name, retired_name, tenant_name, tenant_resource_id
 from shared.pgerrors import CONNECTION_ERRORS
+from shared.pgpool import open_pool
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -212,7 +213,7 @@ class PostgresDriver:
         bin_dir: str = "",
     ) -> PostgresDriver:
         """Open the admin pool and start the drop queue (with what an earlier run left)."""
-        pool = await asyncpg.create_pool(admin_dsn, min_size=1, max_size=pool_size)
+        pool = await open_pool(admin_dsn, min_size=1, max_size=pool_size)
         driver = cls(
             pool,
             admin_dsn=admin_dsn,

@@ -6,9 +6,9 @@ from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
 from shared.crypto.sealing import Keyring
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
+from shared.pgpool import open_pool
 from shared.runtime import connect_with_retry
 from shared.worker import serve_kind, worker_main
 
@@ -36,7 +36,7 @@ async def run(settings: Settings) -> None:
     # which does, and refills are relayed by the next nudge or the relay's poll.
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: create_platform_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
+        lambda: open_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
     )
     try:
         await driver.harden()

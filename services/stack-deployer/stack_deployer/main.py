@@ -6,10 +6,10 @@ import asyncio
 
 from shared.bus import Bus, ensure_stack_stores
 from shared.crypto.sealing import Keyring
-from shared.eventlog.connection import create_platform_pool
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
+from shared.pgpool import open_pool
 from shared.runtime import connect_with_retry
 from shared.worker import serve_kind, worker_main
 from stack_deployer.deploy import Deployer
@@ -48,7 +48,7 @@ async def run(settings: Settings) -> None:
     )
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: create_platform_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
+        lambda: open_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
     )
     keyring = Keyring.from_setting(settings.worker.seal_keys)
     js = bus.nc.jetstream()
