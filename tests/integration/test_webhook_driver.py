@@ -80,6 +80,24 @@ async def test_create_twice_gives_the_same_url_and_the_newest_limits(
     await webhooks.delete(rid)
 
 
+async def test_a_fresh_create_opens_the_receiver_a_create_would_and_takes_requests(
+    webhooks: WebhookDriver, redis: Redis
+) -> None:
+    rid = uuid.uuid4()
+    fresh = await webhooks.create_fresh(rid, LIMITS)
+    assert key_of(fresh) == ReceiveKey(rid, 1)
+    assert await redis.hgetall(f"webhook:t_{rid.hex}:limits") == {
+        b"requests_kept": b"3",
+        b"max_body_kb": b"1",
+        b"generation": b"1",
+    }
+    assert await webhooks.record(key_of(fresh), a_request()) is RecordOutcome.STORED
+    # A later create of the same resource (a retry) finds it: same URL, the request kept.
+    assert (await webhooks.create(rid, LIMITS)).receive_url == fresh.receive_url
+    assert len(await webhooks.recent(rid, 10)) == 1
+    await webhooks.delete(rid)
+
+
 async def test_requests_are_kept_newest_first_up_to_the_cap(webhooks: WebhookDriver) -> None:
     rid = uuid.uuid4()
     key = key_of(await webhooks.create(rid, LIMITS))

@@ -417,6 +417,18 @@ class WebhookDriver:
                 *_, generation = await pipe.execute()
         return WebhookCredentials(receive_url=self.receive_url(resource_id, int(generation)))
 
+    async def create_fresh(self, resource_id: UUID, limits: WebhookLimits) -> WebhookCredentials:
+        """``create`` for a receiver never opened (``FreshCreate``): one ``HSET``, no transaction.
+
+        No earlier try can have set a generation, so the first one is written with the limits.
+        """
+        names = _Names.of(resource_id)
+        with _redis_errors():
+            await self._redis.hset(
+                names.limits, items=[*_limit_fields(limits), "generation", FIRST_GENERATION]
+            )
+        return WebhookCredentials(receive_url=self.receive_url(resource_id, FIRST_GENERATION))
+
     async def tenants(self) -> set[UUID]:
         """Every resource with a receiver (its limits hash), for ``ResourceLifecycle.reconcile``.
 
