@@ -50,7 +50,7 @@ from redis.asyncio import Redis
 
 import gateway.settings
 from bench.__main__ import bench_stack
-from bench.cpu import LOAD_GENERATOR, cores, stack_processes, until_quiet
+from bench.cpu import LOAD_GENERATOR, cores, cpu_bound_per_s, stack_processes, until_quiet
 from bench.drivers import connected
 from bench.harness import NEW_PATH, WEBHOOK_BODY, caller, echo_responder
 from bench.measure import Measurement, measure
@@ -413,6 +413,16 @@ def _total(figures: Mapping[str, float]) -> float:
     return sum(ms for process, ms in figures.items() if process not in _NOT_CPU)
 
 
+def _allows(cpu_ms: float) -> str:
+    """What ``cpu_ms`` per call allows a second on this machine's cores.
+
+    "-" when it is zero: no CPU tick fell inside the few calls of a short run (the kernel counts
+    in 10 ms ticks).
+    """
+    allowed = cpu_bound_per_s(cpu_ms)
+    return "    -" if allowed is None else f"{allowed:5.0f}"
+
+
 def table(result: Mapping[str, Any]) -> list[str]:
     """The steps, then each path's floors beside the path as measured."""
     steps, paths = result["steps"], result["paths"]
@@ -434,7 +444,7 @@ def table(result: Mapping[str, Any]) -> list[str]:
         measured = paths[path]
         whole = _total(measured)
         lines.append(
-            f"  {path:<24} CPU floor {floor:4.2f} ms (allows {cores() * 1000 / floor:5.0f}/s),"
+            f"  {path:<24} CPU floor {floor:4.2f} ms (allows {_allows(floor)}/s),"
             f" measured {whole:4.2f} ms at {measured[RATE]:6.1f}/s;"
             f" c=1 p50 floor {floor_p50:4.2f} ms, measured {measured[ALONE_P50]:5.2f} ms"
         )
