@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.cpu import cores
 from bench.floor import ALONE_P50, FLOORS, RATE, table
 
 
@@ -28,6 +29,8 @@ def test_a_floor_is_shown_with_what_it_allows_on_this_machine() -> None:
 
     lines = table({"steps": steps, "paths": paths})
 
-    webhook = next(line for line in lines if line.lstrip().startswith("POST /webhook/new"))
+    path = "POST /webhook/new"
+    floor = 0.25 * len(FLOORS[path])
+    webhook = next(line for line in lines if line.lstrip().startswith(path))
+    assert f"CPU floor {floor:4.2f} ms (allows {cores() * 1000 / floor:5.0f}/s)" in webhook, webhook
     assert "measured 1.00 ms at  100.0/s" in webhook, webhook
-    assert "(allows     -/s)" not in webhook
