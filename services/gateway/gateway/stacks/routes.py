@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import structlog
@@ -31,7 +31,7 @@ from litestar import Request, Response, get, post, route
 from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import UploadFile
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import Parameter
+from litestar.params import Parameter, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
 from nats.js.api import DeliverPolicy
 from nats.js.errors import NotFoundError as JsNotFoundError
@@ -504,7 +504,7 @@ async def stack_logs(
     request: Request[Any, Any, Any],
     ctx: GatewayContext,
     token: str = TokenOrIdParam,
-    follow: bool = Parameter(query="follow", default=False, description="Keep streaming."),
+    follow: Annotated[bool, QueryParameter(name="follow", description="Keep streaming.")] = False,
 ) -> ServerSentEvent:
     """``GET /resources/{token}/logs``."""
     state = await _stack_of(request, ctx, token, Scope.READ)
