@@ -18,11 +18,11 @@ import functools
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import structlog
 from litestar import Request, get
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Stream
 from redis.exceptions import RedisError
 
@@ -154,17 +154,20 @@ async def export_resource(
     request: Request[Any, Any, Any],
     ctx: GatewayContext,
     token: str = TokenOrIdParam,
-    fmt: str | None = Parameter(
-        query="format",
-        default=None,
-        description="The export format; the kind's first one when left out.",
-    ),
-    backing: str | None = Parameter(
-        query="resource",
-        default=None,
-        description="For a stack: the backing resource to export (its name in the manifest,"
-        " e.g. `db`, or its id).",
-    ),
+    fmt: Annotated[
+        str | None,
+        QueryParameter(
+            name="format", description="The export format; the kind's first one when left out."
+        ),
+    ] = None,
+    backing: Annotated[
+        str | None,
+        QueryParameter(
+            name="resource",
+            description="For a stack: the backing resource to export (its name in the manifest,"
+            " e.g. `db`, or its id).",
+        ),
+    ] = None,
 ) -> Stream:
     """``GET /resources/{token}/export``."""
     state = await _export_target(
@@ -234,11 +237,29 @@ async def _body(
             sent += len(chunk)
             yield chunk
     finally:
-        close = getattr(chunks, "aclose", None)
-        if close is not None:
-            await close()
-        await _stop_running(ctx, running_key)
-        log.info("gateway.export.ended", bytes=sent)
+        # When the client hangs up, this runs in the response's cancelled scope, where every
+        # await is cancelled again: unshielded, the slot's release could be cut off and the slot
+        # stay taken until its TTL, an hour of 429s. Shielded, it runs to its end as a task of
+        # its own, and the answer still ends only after it when nothing was cancelled.
+        ending = asyncio.create_task(_end(ctx, running_key, chunks, sent))
+        _ENDING.add(ending)
+        ending.add_done_callback(_ENDING.discard)
+        await asyncio.shield(ending)
+
+
+#: Exports being ended, kept until they are (the event loop holds only weak references to tasks).
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+async def _end(
+    ctx: GatewayContext, running_key: str, chunks: AsyncIterator[bytes], sent: int
+) -> None:
+    """Stop the worker's stream (if still open), give the slot back, say so."""
+    close = getattr(chunks, "aclose", None)
+    if close is not None:
+        await close()
+    await _stop_running(ctx, running_key)
+    log.info("gateway.export.ended", bytes=sent)
 
 
 def _safe_name(state: ResourceState) -> str:
