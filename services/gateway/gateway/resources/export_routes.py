@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from gateway.accounts.auth import Scope
 from gateway.admission.ratelimit import RateLimiter
 from gateway.context import GatewayContext
+from gateway.http.cleanup import finish_shielded
 from gateway.http.middleware import request_id_of
 from gateway.resources.routes import TokenOrIdParam, resource_or_suspended
 from shared.contracts.commands import ExportResource
@@ -237,18 +238,9 @@ async def _body(
             sent += len(chunk)
             yield chunk
     finally:
-        # When the client hangs up, this runs in the response's cancelled scope, where every
-        # await is cancelled again: unshielded, the slot's release could be cut off and the slot
-        # stay taken until its TTL, an hour of 429s. Shielded, it runs to its end as a task of
-        # its own, and the answer still ends only after it when nothing was cancelled.
-        ending = asyncio.create_task(_end(ctx, running_key, chunks, sent))
-        _ENDING.add(ending)
-        ending.add_done_callback(_ENDING.discard)
-        await asyncio.shield(ending)
-
-
-#: Exports being ended, kept until they are (the event loop holds only weak references to tasks).
-_ENDING: set[asyncio.Task[None]] = set()
+        # The client may have hung up: given back unshielded, the slot could stay taken until
+        # its TTL, an hour of 429s.
+        await finish_shielded(_end(ctx, running_key, chunks, sent))
 
 
 async def _end(

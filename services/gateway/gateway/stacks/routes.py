@@ -34,6 +34,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import Parameter, QueryParameter
 from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage, Stream
 from nats.js.api import DeliverPolicy
+from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError as JsNotFoundError
 from nats.js.errors import ObjectNotFoundError
 
@@ -43,6 +44,7 @@ from gateway.admission.policy import admit_several
 from gateway.claims.routes import claim_url
 from gateway.console.links import console_url
 from gateway.context import GatewayContext
+from gateway.http.cleanup import finish_shielded
 from gateway.http.middleware import request_id_of
 from gateway.http.schemas import BackingResourceInfo, StackControlledView, StackCreated
 from gateway.resources.lifetime import expires_at_for, ttl_seconds_param
@@ -485,8 +487,13 @@ async def _log_messages(
             if not follow and sequence >= last:
                 return
     finally:
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+        # The client may have hung up: unshielded, the subscription could stay on the server.
+        await finish_shielded(_unsubscribe(subscription))
+
+
+async def _unsubscribe(subscription: JetStreamContext.PushSubscription) -> None:
+    with contextlib.suppress(Exception):
+        await subscription.unsubscribe()
 
 
 @get(

@@ -26,6 +26,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from gateway.admission.clients import client_ip
 from gateway.context import GatewayContext
+from gateway.http.cleanup import finish_shielded
 from gateway.resources.routes import TokenParam, open_credentials, resource_for_token
 from gateway.webhooks.driver import (
     LiveRequests,
@@ -456,7 +457,8 @@ async def _sse_messages(
         if live.receiver_gone:
             yield ServerSentEventMessage(event="closed", data="The receiver was deleted.")
     finally:
-        await live.close()
+        # The client may have hung up: unshielded, the feed's pooled connection could stay taken.
+        await finish_shielded(live.close())
 
 
 @get(
