@@ -41,7 +41,14 @@ import uvloop
 from bench import profile
 from bench.__main__ import bench_stack
 from bench.cpu import LOAD_GENERATOR, until_quiet
-from bench.harness import NEW_PATH, PG_POOL_SETTING, POOL_FILL_TIMEOUT_S, caller, tmp_dir
+from bench.harness import (
+    NEW_PATH,
+    PG_POOL_SETTING,
+    POOL_FILL_TIMEOUT_S,
+    caller,
+    gateway_connector,
+    tmp_dir,
+)
 from bench.measure import Measurement, measure
 from bench.pg_pool import wait_for_pool
 from shared.contracts.kinds import ResourceKind
@@ -74,7 +81,7 @@ async def _measure_kind(
     for level, count in ((1, max(calls // 4, 20)), (16, calls)):
         if before_level is not None:
             await before_level()
-        connector = aiohttp.TCPConnector(limit=level)
+        connector = gateway_connector(level)
         async with aiohttp.ClientSession(url, connector=connector) as http:
             offset = 0 if level == 1 else 1_000_000
 
@@ -128,7 +135,7 @@ async def _path_targets(url: str) -> PathTargets:
         ResourceKind.REDIS: [],
         ResourceKind.WEBHOOK: [],
     }
-    async with aiohttp.ClientSession(url, connector=aiohttp.TCPConnector(limit=16)) as http:
+    async with aiohttp.ClientSession(url, connector=gateway_connector(16)) as http:
         for kind, answers in made.items():
 
             async def new(
@@ -159,7 +166,7 @@ async def _measure_path(
     seconds: float,
 ) -> dict[str, Any]:
     """One of ``PATHS`` at c=64: rate, p50 and CPU per request by process."""
-    connector = aiohttp.TCPConnector(limit=_PATH_CONCURRENCY)
+    connector = gateway_connector(_PATH_CONCURRENCY)
     async with aiohttp.ClientSession(url, connector=connector) as http:
 
         def request(index: int) -> Any:  # noqa: ANN401  (aiohttp's request context manager)
@@ -214,7 +221,7 @@ async def _measure_pooled(
         if drain:
             await fill()
             async with aiohttp.ClientSession(
-                stack.gateway_url, connector=aiohttp.TCPConnector(limit=16)
+                stack.gateway_url, connector=gateway_connector(16)
             ) as http:
 
                 async def new(index: int) -> None:
@@ -266,7 +273,7 @@ async def _profile(
             )
             await recording
             return profile.summarise(raw)
-        connector = aiohttp.TCPConnector(limit=16)
+        connector = gateway_connector(16)
         async with aiohttp.ClientSession(url, connector=connector) as http:
 
             async def new(index: int) -> None:

@@ -52,7 +52,7 @@ import gateway.settings
 from bench.__main__ import bench_stack
 from bench.cpu import LOAD_GENERATOR, cores, cpu_bound_per_s, stack_processes, until_quiet
 from bench.drivers import connected
-from bench.harness import NEW_PATH, WEBHOOK_BODY, caller, echo_responder
+from bench.harness import NEW_PATH, WEBHOOK_BODY, caller, echo_responder, gateway_connector
 from bench.measure import Measurement, measure
 from gateway.admission.ratelimit import RateLimiter
 from gateway.webhooks.driver import StoredRequest, WebhookDriver, encode_body, receive_key_of_url
@@ -232,7 +232,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
     platform = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-floor")
     redis = Redis.from_url(env["SPINUP_REDIS_URL"])
-    connector = aiohttp.TCPConnector(limit=PATH_CONCURRENCY)
+    connector = gateway_connector(PATH_CONCURRENCY)
     # The paths are a few times faster than a create: as many calls would be over in a moment.
     path_calls = 4 * calls
     steps: dict[str, dict[str, float]] = {}

@@ -312,10 +312,21 @@ def caller(index: int) -> dict[str, str]:
     return {"X-Forwarded-For": f"198.{18 + network // 256}.{network % 256}.7"}
 
 
+#: How long the bench keeps an idle connection to the gateway: under uvicorn's 5 s keep-alive.
+#: A client that keeps one longer (aiohttp's default is 15 s) may send a request on a connection
+#: the server is closing that moment, and the call fails with "Server disconnected".
+CLIENT_KEEPALIVE_S = 3.0
+
+
+def gateway_connector(limit: int) -> aiohttp.TCPConnector:
+    """Keep-alive connections to the gateway, at most ``limit``, dropped before the server does."""
+    return aiohttp.TCPConnector(limit=limit, keepalive_timeout=CLIENT_KEEPALIVE_S)
+
+
 @contextlib.asynccontextmanager
 async def _http(url: str, concurrency: int) -> AsyncIterator[aiohttp.ClientSession]:
     """A client session with ``concurrency`` keep-alive connections to ``url``."""
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    connector = gateway_connector(concurrency)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
         yield session
