@@ -283,6 +283,36 @@ async def test_a_client_leaving_the_stream_unsubscribes_it(
         await redis.aclose()
 
 
+async def test_clients_that_hang_up_at_once_leave_no_subscription(
+    http: httpx.AsyncClient, env: dict[str, str]
+) -> None:
+    # A client that sends the request and closes its socket without reading: the gateway has
+    # subscribed before the response starts, and the body may never be asked for its first piece.
+    receiver = await new_receiver(http)
+    channel = f"webhook:t_{uuid.UUID(receiver['id']).hex}:live"
+    url = httpx.URL(str(http.base_url))
+    request = (
+        f"GET /webhook/{receiver['token']}/stream HTTP/1.1\r\nHost: {url.host}\r\n\r\n"
+    ).encode()
+    redis = Redis.from_url(env["SPINUP_REDIS_URL"])
+    try:
+        for _ in range(20):
+            reader, writer = await asyncio.open_connection(url.host, url.port)
+            writer.write(request)
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the headers: the subscription is open
+            writer.close()
+            await writer.wait_closed()
+
+        async def unsubscribed() -> bool:
+            counts = dict(await redis.pubsub_numsub(channel))
+            return int(counts[channel.encode()]) == 0
+
+        assert await eventually(unsubscribed), "a hung-up stream's subscription outlived it"
+    finally:
+        await redis.aclose()
+
+
 async def test_a_gateway_with_open_streams_still_stops_gracefully(stack: Stack) -> None:
     gateway = stack.start_extra_gateway(free_ports(1)[0])
     try:

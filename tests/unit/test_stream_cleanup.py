@@ -1,4 +1,4 @@
-"""``finish_shielded``: cleanup at the end of a stream that a hang-up cannot cut off.
+"""``finish_shielded`` and ``StreamEnd``: a stream's cleanup that a hang-up cannot cut off.
 
 Litestar cancels a streamed response's anyio task group when the client disconnects, and anyio
 cancels every await inside that scope again; this is that scope, without the HTTP around it.
@@ -10,7 +10,7 @@ import asyncio
 
 import anyio
 
-from gateway.http.cleanup import finish_shielded
+from gateway.http.cleanup import StreamEnd, finish_shielded
 
 
 async def _cleanup(steps: list[str]) -> None:
@@ -55,4 +55,20 @@ async def test_unshielded_the_same_cleanup_is_cut_off() -> None:
 async def test_outside_a_cancelled_scope_it_returns_when_the_cleanup_has_ended() -> None:
     steps: list[str] = []
     await finish_shielded(_cleanup(steps))
+    assert steps == ["begun", "ended"]
+
+
+async def test_a_stream_end_runs_its_cleanup_once_whoever_runs_it() -> None:
+    # The body's finally and the response's background task both run it.
+    steps: list[str] = []
+    end = StreamEnd(lambda: _cleanup(steps))
+    await end.run()
+    await end.background()
+    await end.run()
+    assert steps == ["begun", "ended"]
+
+
+async def test_a_stream_end_as_background_runs_the_cleanup_to_its_end() -> None:
+    steps: list[str] = []
+    await StreamEnd(lambda: _cleanup(steps)).background()
     assert steps == ["begun", "ended"]

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 from gateway.accounts.auth import Scope
 from gateway.admission.ratelimit import RateLimiter
 from gateway.context import GatewayContext
-from gateway.http.cleanup import finish_shielded
+from gateway.http.cleanup import StreamEnd
 from gateway.http.middleware import request_id_of
 from gateway.resources.routes import TokenOrIdParam, resource_or_suspended
 from shared.contracts.commands import ExportResource
@@ -217,8 +217,7 @@ async def export_resource(
         resource_id=str(started.resource_id),
         format=chosen.name,
     )
-    return Stream(
-        _body(ctx, running_key, first, chunks),
+    return _ExportStream(ctx, running_key, first, chunks).response(
         media_type=chosen.media_type,
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
@@ -227,31 +226,49 @@ async def export_resource(
     )
 
 
-async def _body(
-    ctx: GatewayContext, running_key: str, first: bytes, chunks: AsyncIterator[bytes]
-) -> AsyncIterator[bytes]:
-    sent = len(first)
-    try:
-        if first:
-            yield first
-        async for chunk in chunks:
-            sent += len(chunk)
-            yield chunk
-    finally:
-        # The client may have hung up: given back unshielded, the slot could stay taken until
-        # its TTL, an hour of 429s.
-        await finish_shielded(_end(ctx, running_key, chunks, sent))
+class _ExportStream:
+    """One running export's body, and its end, which gives the slot back once (``StreamEnd``).
 
+    The client may hang up before the first piece, or while the worker's next one is awaited:
+    either way the worker's stream is stopped and the slot given back, or the resource answers
+    "already running" until the slot's TTL, an hour.
+    """
 
-async def _end(
-    ctx: GatewayContext, running_key: str, chunks: AsyncIterator[bytes], sent: int
-) -> None:
-    """Stop the worker's stream (if still open), give the slot back, say so."""
-    close = getattr(chunks, "aclose", None)
-    if close is not None:
-        await close()
-    await _stop_running(ctx, running_key)
-    log.info("gateway.export.ended", bytes=sent)
+    def __init__(
+        self, ctx: GatewayContext, running_key: str, first: bytes, chunks: AsyncIterator[bytes]
+    ) -> None:
+        self._ctx = ctx
+        self._running_key = running_key
+        self._first = first
+        self._chunks = chunks
+        self._sent = 0
+        self.end = StreamEnd(self._end)
+
+    def response(self, *, media_type: str, headers: dict[str, str]) -> Stream:
+        """The streamed response: the body, and the end as its background task."""
+        return Stream(
+            self.body(), background=self.end.background, media_type=media_type, headers=headers
+        )
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The first piece, then the worker's until its stream ends."""
+        try:
+            if self._first:
+                self._sent += len(self._first)
+                yield self._first
+            async for chunk in self._chunks:
+                self._sent += len(chunk)
+                yield chunk
+        finally:
+            await self.end.run()
+
+    async def _end(self) -> None:
+        """Stop the worker's stream (if still open), give the slot back, say so."""
+        close = getattr(self._chunks, "aclose", None)
+        if close is not None:
+            await close()
+        await _stop_running(self._ctx, self._running_key)
+        log.info("gateway.export.ended", bytes=self._sent)
 
 
 def _safe_name(state: ResourceState) -> str:

@@ -319,6 +319,8 @@ class LiveRequests:
         self._pubsub = pubsub
         self._open = open_now
         self._stopping = stopping
+        #: The read under way, if any: over before the connection goes back to the pool.
+        self._read: asyncio.Future[Any] | None = None
         #: True once the feed ended because the receiver was deleted (not a lost connection).
         self.receiver_gone = not open_now
 
@@ -330,11 +332,11 @@ class LiveRequests:
         into an error page once it has started, and a client reconnects.
         """
         stop = asyncio.ensure_future(self._stopping.wait())
-        read: asyncio.Future[Any] | None = None
         try:
             while self._open:
                 # Subscribe confirmations are read here too, so None means only "quiet".
                 read = asyncio.ensure_future(self._pubsub.get_message(timeout=keepalive_s))
+                self._read = read
                 await asyncio.wait({read, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not read.done():
                     return
@@ -355,17 +357,22 @@ class LiveRequests:
                 yield _request_decoder.decode(data)
         finally:
             stop.cancel()
-            # The read must be over before the connection goes back to the pool: left running,
-            # it would read the replies of whichever command gets that connection next.
-            if read is not None and not read.done():
-                read.cancel()
-                with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
-                    await read
             await self.close()
 
     async def close(self) -> None:
-        """Unsubscribe and give the connection back."""
+        """End the read under way, unsubscribe and give the connection back.
+
+        The read must be over before the connection goes back to the pool: left running, it
+        would read the replies of whichever command gets that connection next. From a cancelled
+        scope (a client that hung up) the waits here are cut short, so the stream's owner runs
+        this again in a task of its own (``gateway.http.cleanup.StreamEnd``).
+        """
         self._open = False
+        read = self._read
+        if read is not None and not read.done():
+            read.cancel()
+            # Not raising the read's own cancellation; a cancellation of this task still ends it.
+            await asyncio.wait({read})
         with contextlib.suppress(RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 

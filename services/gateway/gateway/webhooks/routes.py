@@ -26,7 +26,7 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from gateway.admission.clients import client_ip
 from gateway.context import GatewayContext
-from gateway.http.cleanup import finish_shielded
+from gateway.http.cleanup import StreamEnd
 from gateway.resources.routes import TokenParam, open_credentials, resource_for_token
 from gateway.webhooks.driver import (
     LiveRequests,
@@ -412,6 +412,7 @@ async def _sse_messages(
     ctx: GatewayContext,
     resource_id: uuid.UUID,
     live: LiveRequests,
+    end: StreamEnd,
     *,
     after: int,
     catch: CatchUp | None,
@@ -419,7 +420,7 @@ async def _sse_messages(
     """The catch-up (when resumed), then each live request not already sent, in ``seq`` order.
 
     The subscription is open before the catch-up is read, so a request stored meanwhile is in
-    both: the ``seq`` already sent tells which to skip.
+    both: the ``seq`` already sent tells which to skip. ``end`` closes ``live``.
     """
     sent = after
     try:
@@ -457,8 +458,8 @@ async def _sse_messages(
         if live.receiver_gone:
             yield ServerSentEventMessage(event="closed", data="The receiver was deleted.")
     finally:
-        # The client may have hung up: unshielded, the feed's pooled connection could stay taken.
-        await finish_shielded(live.close())
+        # The feed's pooled connection goes back even when the client hung up (StreamEnd).
+        await end.run()
 
 
 @get(
@@ -522,8 +523,10 @@ async def stream_requests(
     except BaseException:
         await live.close()
         raise
+    end = StreamEnd(live.close)
     return ServerSentEvent(
-        _sse_messages(ctx, state.resource_id, live, after=after_seq, catch=catch)
+        _sse_messages(ctx, state.resource_id, live, end, after=after_seq, catch=catch),
+        background=end.background,
     )
 
 
