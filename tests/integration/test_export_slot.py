@@ -5,8 +5,9 @@ anyio's cancellation is sticky: every await inside the cancelled scope is cancel
 client that hangs up while the gateway waits for the worker's next piece therefore lands the
 export's cleanup in that scope, and the slot's release (a Redis round trip) must still finish:
 otherwise the resource answers "already running" for the slot's TTL, an hour. A client that
-hangs up before the first piece leaves the body's generator unstarted, with no ``finally`` to
-run: the response's background task gives the slot back then. Either way, once.
+hangs up while a piece is being sent leaves the body suspended at that piece, never resumed: its
+``finally`` waits for garbage collection, and the response's background task gives the slot back
+instead. Either way, once.
 """
 
 from __future__ import annotations
@@ -14,13 +15,38 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from litestar.response.streaming import ASGIStreamingResponse
 from redis.asyncio import Redis
 
 from gateway.resources.export_routes import _ExportStream
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A resource's running-exports count at two (this export's and another's), and a context."""
+
+    redis: Redis
+    key: str
+    #: All the export needs of the gateway's context: a Redis client of its own with no connection
+    #: open yet, as when every pooled one is busy, so giving the slot back must first connect.
+    ctx: Any
+
+
+@pytest.fixture
+async def slot(env: dict[str, str]) -> AsyncIterator[Slot]:
+    redis = Redis.from_url(env["SPINUP_REDIS_URL"])
+    key = f"export:running:test-{uuid.uuid4()}"
+    await redis.set(key, 2, ex=60)  # the other export must keep its slot
+    ctx = SimpleNamespace(redis=Redis.from_url(env["SPINUP_REDIS_URL"]))
+    yield Slot(redis, key, ctx)
+    await redis.delete(key)
+    await redis.aclose()
+    await ctx.redis.aclose()
 
 
 def _asgi(export: _ExportStream) -> ASGIStreamingResponse:
@@ -42,12 +68,8 @@ async def _slot_count(redis: Redis, key: str, *, settled: int) -> int:
 
 
 async def test_a_hang_up_while_the_next_piece_is_awaited_gives_the_slot_back_once(
-    env: dict[str, str],
+    slot: Slot,
 ) -> None:
-    redis = Redis.from_url(env["SPINUP_REDIS_URL"])
-    key = f"export:running:test-{uuid.uuid4()}"
-    # Two running exports: this one's and another's, which must keep its slot.
-    await redis.set(key, 2, ex=60)
     awaiting_the_worker = asyncio.Event()
     worker_stopped = asyncio.Event()
 
@@ -69,34 +91,20 @@ async def test_a_hang_up_while_the_next_piece_is_awaited_gives_the_slot_back_onc
         await awaiting_the_worker.wait()
         return {"type": "http.disconnect"}
 
-    # All the export needs of the gateway's context: a client of its own with no connection open
-    # yet, as when every pooled one is busy, so giving the slot back must first connect (an await).
-    ctx: Any = SimpleNamespace(redis=Redis.from_url(env["SPINUP_REDIS_URL"]))
-    response = _asgi(_ExportStream(ctx, key, b"first", pieces()))
-    try:
-        await response({"type": "http"}, receive, send)
+    response = _asgi(_ExportStream(slot.ctx, slot.key, b"first", pieces()))
+    await response({"type": "http"}, receive, send)
 
-        assert [m["body"] for m in sent if m["type"] == "http.response.body"] == [
-            b"first",
-            b"second",
-        ]
-        assert worker_stopped.is_set()
-        assert await _slot_count(redis, key, settled=1) == 1, "not given back exactly once"
-    finally:
-        await redis.delete(key)
-        await redis.aclose()
-        await ctx.redis.aclose()
+    assert [m["body"] for m in sent if m["type"] == "http.response.body"] == [b"first", b"second"]
+    assert worker_stopped.is_set()
+    assert await _slot_count(slot.redis, slot.key, settled=1) == 1, "not given back exactly once"
 
 
 async def test_a_hang_up_while_a_piece_is_being_sent_gives_the_slot_back_once(
-    env: dict[str, str],
+    slot: Slot,
 ) -> None:
     # A slow client fills its socket: the server's send waits, with the body suspended at the
     # piece it gave. The hang-up cancels the send, and the body is never resumed: its finally
     # would run only when it is garbage-collected. The response's background task runs at once.
-    redis = Redis.from_url(env["SPINUP_REDIS_URL"])
-    key = f"export:running:test-{uuid.uuid4()}"
-    await redis.set(key, 2, ex=60)
     worker_stopped = asyncio.Event()
 
     async def pieces() -> AsyncIterator[bytes]:
@@ -119,17 +127,11 @@ async def test_a_hang_up_while_a_piece_is_being_sent_gives_the_slot_back_once(
         await sending.wait()
         return {"type": "http.disconnect"}
 
-    ctx: Any = SimpleNamespace(redis=Redis.from_url(env["SPINUP_REDIS_URL"]))
-    response = _asgi(_ExportStream(ctx, key, first, worker))
-    body = response.iterator
-    try:
-        await response({"type": "http"}, receive, send)
+    response = _asgi(_ExportStream(slot.ctx, slot.key, first, worker))
+    await response({"type": "http"}, receive, send)
 
-        assert worker_stopped.is_set(), "the worker's stream was left open"
-        assert await _slot_count(redis, key, settled=1) == 1, "not given back exactly once"
-        await body.aclose()  # type: ignore[attr-defined]  # as garbage collection would: a no-op
-        assert await _slot_count(redis, key, settled=1) == 1, "given back twice"
-    finally:
-        await redis.delete(key)
-        await redis.aclose()
-        await ctx.redis.aclose()
+    assert worker_stopped.is_set(), "the worker's stream was left open"
+    assert await _slot_count(slot.redis, slot.key, settled=1) == 1, "not given back exactly once"
+    body: Any = response.iterator
+    await body.aclose()  # as garbage collection would: its finally, a no-op now
+    assert await _slot_count(slot.redis, slot.key, settled=1) == 1, "given back twice"

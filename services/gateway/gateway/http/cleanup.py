@@ -8,9 +8,11 @@ connection) must give it back when the response ends. Two ways of ending skip a 
   disconnects. anyio's cancellation is sticky: inside the cancelled scope every await is
   cancelled again, so an ``await`` in the generator's ``finally`` can be cut off before it has
   done anything. ``finish_shielded`` runs the cleanup as a task of its own.
-- A client that hangs up before the body's first piece leaves the generator unstarted, and an
-  unstarted generator has no ``finally`` to run. ``StreamEnd`` is also the response's background
-  task, which Litestar runs after the body however the body ended, started or not.
+- A client that hangs up while a piece is being sent (its socket full, the server's send
+  waiting) leaves the generator suspended at that piece, never resumed: its ``finally`` runs only
+  when it is garbage-collected. ``StreamEnd`` is also the response's background task, which
+  Litestar runs after the body however the body ended, in the request's own task, outside the
+  cancelled scope.
 """
 
 from __future__ import annotations
