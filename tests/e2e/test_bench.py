@@ -16,6 +16,7 @@ from bench.cpu import stack_processes
 from bench.floor import ALONE_P50, FLOORS, RATE, medians, one_round, table
 from bench.harness import NEW_PATH, SMOKE, Progress, Target
 from bench.pg_floors import QUICK, pg_floors
+from bench.pool_trickle import trickle
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
 from bench.tails import one_run, report
 from devstack.stack import Stack
@@ -167,3 +168,18 @@ async def test_every_postgres_floor_prints_a_positive_median_p99_and_rate(stack:
         finally:
             await conn.close()
         assert left == [], dsn
+
+
+async def test_the_trickle_counts_the_creates_the_pool_did_not_serve(stack: Stack) -> None:
+    pool_size = int(stack.service_env_overrides["SPINUP_PG_POOL_SIZE"])
+    platform = await asyncpg.create_pool(stack.env()["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
+    try:
+        measured = await trickle(
+            stack, platform, rate=20, calls=pool_size + 2, pool_size=pool_size, settle_s=2
+        )
+    finally:
+        await platform.close()
+
+    assert measured["calls"] == pool_size + 2
+    assert 0 <= measured["cold"] <= measured["calls"]
+    assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]

@@ -235,14 +235,19 @@ class PostgresDriver:
         size: int,
         refill_concurrency: int,
         reconcile_interval_s: float,
+        reserve: int | None = None,
     ) -> WarmPool:
-        """Keep ``size`` members ready from now on (in the background); returns the pool."""
+        """Keep ``size`` members ready from now on (in the background); returns the pool.
+
+        ``reserve``: ``WarmPool``'s (by default ``refill_concurrency``).
+        """
         self._warm = WarmPool(
             self._pool,
             store,
             self._drops,
             size=size,
             refill_concurrency=refill_concurrency,
+            reserve=refill_concurrency if reserve is None else reserve,
             ddl_slots=self._ddl_slots,
             server=f"{self._public_host}:{self._public_port}",
             make_password=_new_password,

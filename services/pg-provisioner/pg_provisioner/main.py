@@ -46,6 +46,7 @@ async def run(settings: Settings) -> None:
                 EventStore(platform, Keyring.from_setting(settings.worker.seal_keys)),
                 size=settings.pool_size,
                 refill_concurrency=settings.pool_refill_concurrency,
+                reserve=settings.pool_reserve,
                 reconcile_interval_s=settings.pool_reconcile_interval_s,
             )
         await serve_kind(SERVICE, settings.worker, driver, register)

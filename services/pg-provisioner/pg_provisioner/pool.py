@@ -70,8 +70,8 @@ log = structlog.get_logger("pg_provisioner.pool")
 
 #: A member whose last event is younger than this may be another replica's work in progress.
 RECONCILE_GRACE = timedelta(minutes=2)
-#: Refills wait until the pool has not been taken from for this long (unless it is empty): a
-#: CREATE DATABASE writes megabytes of WAL, and every take's commit would queue behind it.
+#: Refills wait until the pool has not been taken from for this long (unless it is running low):
+#: a CREATE DATABASE writes megabytes of WAL, and every take's commit would queue behind it.
 REFILL_QUIET_S = 0.25
 #: After a failed refill, wait this long before the next try (the cluster may be down).
 _REFILL_BACKOFF_S = 1.0
@@ -80,6 +80,17 @@ _DISPOSABLE_NAMES = (
     "SELECT rolname AS name FROM pg_roles WHERE rolname ~ '^[px]_[0-9a-f]{32}$'"
     " UNION SELECT datname FROM pg_database WHERE datname ~ '^[px]_[0-9a-f]{32}$'"
 )
+
+
+def refill_wait(ready: int, reserve: int, since_last_take_s: float) -> float:
+    """Seconds refills wait before starting: none once the pool is down to ``reserve``.
+
+    Above it they wait until takes have paused for ``REFILL_QUIET_S``, so a burst of takes
+    does not queue its commits behind the WAL of refills.
+    """
+    if ready <= reserve:
+        return 0.0
+    return max(0.0, REFILL_QUIET_S - since_last_take_s)
 
 
 class DropQueue:
@@ -183,6 +194,11 @@ class WarmPool:
 
     ``ddl_slots`` is the cluster's DDL limit, shared with the driver's cold creates, so refills
     and requests together never run more ``CREATE DATABASE`` at once than it allows.
+
+    ``reserve``: at or below this many ready members, refills start however busy the pool is.
+    Takes closer together than ``REFILL_QUIET_S`` (a steady five a second) never leave it quiet,
+    and waiting for an empty pool sent each take that came during the refills to a cold
+    ``CREATE DATABASE`` (bench/README.md, "The warm pool under a steady trickle").
     """
 
     def __init__(
@@ -193,6 +209,7 @@ class WarmPool:
         *,
         size: int,
         refill_concurrency: int,
+        reserve: int,
         ddl_slots: asyncio.Semaphore,
         server: str,
         make_password: Callable[[], tuple[str, str]],
@@ -206,6 +223,7 @@ class WarmPool:
         self._server = server
         self._make_password = make_password
         self._ready: deque[Member] = deque()
+        self._reserve = min(reserve, size - 1)
         self._filling = 0
         self._wanted = asyncio.Event()
         self._last_take = 0.0
@@ -237,9 +255,14 @@ class WarmPool:
                 if time.monotonic() >= next_reconcile:
                     await self._reconcile_logged()
                     next_reconcile = time.monotonic() + reconcile_interval_s
-                busy_for = self._last_take + REFILL_QUIET_S - time.monotonic()
-                if self._ready and busy_for > 0:
-                    await asyncio.sleep(busy_for)
+                wait = refill_wait(
+                    len(self._ready), self._reserve, time.monotonic() - self._last_take
+                )
+                if wait > 0:
+                    # Woken by each take, which may leave the pool at its reserve.
+                    self._wanted.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wanted.wait(), wait)
                     continue
                 while (
                     len(self._ready) + self._filling < self._size

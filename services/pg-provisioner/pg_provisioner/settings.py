@@ -26,6 +26,9 @@ class Settings:
     pool_size: int
     #: Pool members made at once; they share the cluster's DDL limit with requests' creates.
     pool_refill_concurrency: int
+    #: At or below this many ready members, refills start even while takes keep coming (above
+    #: it they wait for a pause); by default as many as are made at once. 0: only when empty.
+    pool_reserve: int
     #: How often the pool and the cluster are reconciled (unknown ``p_``/``x_`` objects dropped).
     pool_reconcile_interval_s: float
     #: Where pg_dump and pg_restore are, for forks. At least the server's major: by default the
@@ -40,6 +43,7 @@ class Settings:
             SettingsError: naming the missing or malformed variable.
         """
         env = Env(environ)
+        refill_concurrency = env.integer("SPINUP_PG_POOL_REFILL_CONCURRENCY", 2)
         return cls(
             worker=WorkerSettings.from_env(
                 env,
@@ -55,7 +59,8 @@ class Settings:
             public_port=env.integer("SPINUP_CUSTOMER_PG_PORT", 5432),
             ddl_concurrency=env.integer("SPINUP_PG_DDL_CONCURRENCY", 4),
             pool_size=env.integer("SPINUP_PG_POOL_SIZE", 16),
-            pool_refill_concurrency=env.integer("SPINUP_PG_POOL_REFILL_CONCURRENCY", 2),
+            pool_refill_concurrency=refill_concurrency,
+            pool_reserve=env.integer("SPINUP_PG_POOL_RESERVE", refill_concurrency),
             pool_reconcile_interval_s=env.number("SPINUP_PG_POOL_RECONCILE_S", 60.0),
             pg_bin_dir=env.string("SPINUP_PG_BIN_DIR", "") or str(bundled_bin_dir()),
         )

@@ -1,0 +1,158 @@
+"""``POST /db/new`` at a steady pace, one at a time: how many found the warm pool empty.
+
+    .venv/bin/python -m bench.pool_trickle [--rate 10] [--calls 300] [--rounds 3] [--set NAME=v]
+
+A burst is what the warm pool is sized for; a steady trickle is what it sees most of the time.
+On one throwaway stack (``.spinup/trickle``, configured as ``make bench``'s, with the production
+pool of 16), each round restarts pg-provisioner, waits until its pool is full and the stack is
+quiet, then makes ``--calls`` creates, each starting ``1 / --rate`` s after the one before (or
+at once, if that one took longer). A create the pool served has a ``PoolMemberTaken`` event; the
+others ran ``CREATE DATABASE`` on the request's path. With ``--set`` every round measures A (as
+the stack runs) and B (with the settings), alternating which goes first, and prints the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import asyncpg
+import msgspec
+import uvloop
+
+from bench.__main__ import bench_stack
+from bench.cpu import until_quiet
+from bench.harness import NEW_PATH, PG_POOL_SETTING, POOL_FILL_TIMEOUT_S, gateway_connector
+from bench.pg_pool import wait_for_pool
+from shared.contracts.kinds import ResourceKind
+
+if TYPE_CHECKING:
+    from devstack.stack import Stack
+
+#: pg-provisioner's own default: the pool production runs with.
+POOL_SIZE = 16
+_QUIET_CORES = 0.15
+_SETTLE_S = 60.0
+
+
+class _Created(msgspec.Struct):
+    id: str
+
+
+def _restart_pg(stack: Stack, settings: dict[str, str], *, on: bool) -> None:
+    for name, value in settings.items():
+        if on:
+            stack.service_env_overrides[name] = value
+        else:
+            stack.service_env_overrides.pop(name, None)
+    stack.stop_service("pg-provisioner")
+    stack.start_service("pg-provisioner")
+
+
+async def trickle(
+    stack: Stack,
+    platform: asyncpg.Pool,
+    *,
+    rate: float,
+    calls: int,
+    pool_size: int = POOL_SIZE,
+    settle_s: float = _SETTLE_S,
+) -> dict[str, Any]:
+    """``calls`` paced creates once ``pool_size`` members are ready: latency, how many went cold."""
+    await wait_for_pool(platform, pool_size, within_s=POOL_FILL_TIMEOUT_S)
+    processes = {
+        name: process.pid
+        for name, process in {**stack.servers, **stack.services}.items()
+        if process.pid is not None
+    }
+    await until_quiet(processes, below_cores=_QUIET_CORES, within_s=settle_s)
+    latencies: list[float] = []
+    ids: list[str] = []
+    interval = 1 / rate
+    async with aiohttp.ClientSession(stack.gateway_url, connector=gateway_connector(1)) as http:
+        next_start = time.perf_counter()
+        for _ in range(calls):
+            await asyncio.sleep(max(0.0, next_start - time.perf_counter()))
+            started = time.perf_counter()
+            async with http.post(NEW_PATH[ResourceKind.POSTGRES]) as response:
+                body = await response.read()
+                if response.status != 201:  # noqa: PLR2004
+                    msg = f"POST /db/new answered {response.status}: {body[:300]!r}"
+                    raise RuntimeError(msg)
+            latencies.append((time.perf_counter() - started) * 1000)
+            ids.append(msgspec.json.decode(body, type=_Created).id)
+            next_start = max(next_start + interval, started)
+    from_pool: int = await platform.fetchval(
+        "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
+        " AND data->>'resource_id' = ANY($1::text[])",
+        ids,
+    )
+    ordered = sorted(latencies)
+    return {
+        "calls": calls,
+        "cold": calls - from_pool,
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    settings = dict(item.split("=", 1) for item in args.set)
+    variants = ["A", "B"] if settings else ["A"]
+    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+    stack.service_env_overrides[PG_POOL_SETTING] = str(POOL_SIZE)
+    platform = await asyncpg.create_pool(stack.env()["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
+    try:
+        for number in range(args.rounds):
+            order = variants if number % 2 == 0 else variants[::-1]
+            for variant in order:
+                await asyncio.to_thread(_restart_pg, stack, settings, on=variant == "B")
+                measured = await trickle(stack, platform, rate=args.rate, calls=args.calls)
+                rounds[variant].append(measured)
+                line = f"[trickle] round {number + 1} {variant}: {json.dumps(measured)}"
+                print(line, file=sys.stderr)  # noqa: T201
+    finally:
+        await platform.close()
+    medians = {
+        variant: {
+            key: statistics.median(r[key] for r in measured)
+            for key in ("cold", "p50_ms", "p99_ms", "max_ms")
+        }
+        for variant, measured in rounds.items()
+    }
+    return {
+        "set": settings,
+        "rate": args.rate,
+        "calls": args.calls,
+        "rounds": rounds,
+        "medians": medians,
+    }
+
+
+def main() -> None:
+    """Start a throwaway stack, measure A (and B), print the medians."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=10.0, help="creates started per second")
+    parser.add_argument("--calls", type=int, default=300, help="creates per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--set", action="append", default=[], help="NAME=value for B")
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
+    args = parser.parse_args()
+    with bench_stack(durable=False, name="trickle") as stack:
+        result = uvloop.run(_run(stack, args))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+    for variant, medians in result["medians"].items():
+        print(f"{variant}: {json.dumps(medians)}")  # noqa: T201
+
+
+if __name__ == "__main__":
+    main()
