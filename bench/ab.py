@@ -47,6 +47,7 @@ from bench.harness import (
     POOL_FILL_TIMEOUT_S,
     caller,
     gateway_connector,
+    restart_with,
     tmp_dir,
 )
 from bench.measure import Measurement, measure
@@ -243,17 +244,6 @@ async def _measure_pooled(
         await platform.close()
 
 
-def _restart(stack: Stack, services: list[str], settings: dict[str, str], *, on: bool) -> None:
-    for name, value in settings.items():
-        if on:
-            stack.service_env_overrides[name] = value
-        else:
-            stack.service_env_overrides.pop(name, None)
-    for service in services:
-        stack.stop_service(service)
-        stack.start_service(service)
-
-
 async def _profile(
     url: str,
     pid: int,
@@ -357,12 +347,12 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     kinds = [by_path[name] for name in args.kinds.split(",") if name]
     if ResourceKind.POSTGRES in kinds:
         stack.service_env_overrides[PG_POOL_SETTING] = str(POOL_SIZE)
-        await asyncio.to_thread(_restart, stack, ["pg-provisioner"], {}, on=True)
+        await asyncio.to_thread(restart_with, stack, ["pg-provisioner"], {}, on=True)
     for number in range(args.rounds):
         order = variants if number % 2 == 0 else variants[::-1]
         for variant in order:
             if settings:
-                await asyncio.to_thread(_restart, stack, services, settings, on=variant == "B")
+                await asyncio.to_thread(restart_with, stack, services, settings, on=variant == "B")
             processes = {
                 name: process.pid
                 for name, process in {**stack.servers, **stack.services}.items()

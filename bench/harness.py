@@ -1027,6 +1027,17 @@ def _restart(stack: Stack, service: str) -> None:
     stack.start_service(service)
 
 
+def restart_with(stack: Stack, services: list[str], settings: dict[str, str], *, on: bool) -> None:
+    """Restart ``services`` with ``settings`` in their environment (``on``) or without them."""
+    for name, value in settings.items():
+        if on:
+            stack.service_env_overrides[name] = value
+        else:
+            stack.service_env_overrides.pop(name, None)
+    for service in services:
+        _restart(stack, service)
+
+
 @contextlib.contextmanager
 def tmp_dir() -> Iterator[Path]:
     """A scratch directory, removed afterwards."""

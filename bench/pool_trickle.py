@@ -29,7 +29,13 @@ import uvloop
 
 from bench.__main__ import bench_stack
 from bench.cpu import until_quiet
-from bench.harness import NEW_PATH, PG_POOL_SETTING, POOL_FILL_TIMEOUT_S, gateway_connector
+from bench.harness import (
+    NEW_PATH,
+    PG_POOL_SETTING,
+    POOL_FILL_TIMEOUT_S,
+    gateway_connector,
+    restart_with,
+)
 from bench.pg_pool import wait_for_pool
 from shared.contracts.kinds import ResourceKind
 
@@ -44,16 +50,6 @@ _SETTLE_S = 60.0
 
 class _Created(msgspec.Struct):
     id: str
-
-
-def _restart_pg(stack: Stack, settings: dict[str, str], *, on: bool) -> None:
-    for name, value in settings.items():
-        if on:
-            stack.service_env_overrides[name] = value
-        else:
-            stack.service_env_overrides.pop(name, None)
-    stack.stop_service("pg-provisioner")
-    stack.start_service("pg-provisioner")
 
 
 async def trickle(
@@ -114,7 +110,9 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         for number in range(args.rounds):
             order = variants if number % 2 == 0 else variants[::-1]
             for variant in order:
-                await asyncio.to_thread(_restart_pg, stack, settings, on=variant == "B")
+                await asyncio.to_thread(
+                    restart_with, stack, ["pg-provisioner"], settings, on=variant == "B"
+                )
                 measured = await trickle(stack, platform, rate=args.rate, calls=args.calls)
                 rounds[variant].append(measured)
                 line = f"[trickle] round {number + 1} {variant}: {json.dumps(measured)}"
