@@ -40,7 +40,7 @@ import uvloop
 
 from bench import profile
 from bench.__main__ import bench_stack
-from bench.cpu import LOAD_GENERATOR, until_quiet
+from bench.cpu import LOAD_GENERATOR, stack_processes, until_quiet
 from bench.harness import (
     NEW_PATH,
     PG_POOL_SETTING,
@@ -353,11 +353,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         for variant in order:
             if settings:
                 await asyncio.to_thread(restart_with, stack, services, settings, on=variant == "B")
-            processes = {
-                name: process.pid
-                for name, process in {**stack.servers, **stack.services}.items()
-                if process.pid is not None
-            }
+            processes = stack_processes(stack)
             if args.profile and number == 0 and variant == "A":
                 await until_quiet(processes, below_cores=_QUIET_CORES, within_s=_SETTLE_S)
                 result["profile"] = await _profile(

@@ -825,7 +825,7 @@ class Bench:
                     )
 
             self.progress.step(f"POST {path} (reaper idle)")
-            idle = await _probe(
+            idle = await paced(
                 f"POST {path} (reaper idle)",
                 db_new,
                 until=lambda m: m.calls >= self.sizes.reaper_probes,
@@ -862,7 +862,7 @@ class Bench:
             try:
                 began = time.perf_counter()
                 watcher = asyncio.create_task(self._until_deleted(pool, ids))
-                busy = await _probe(
+                busy = await paced(
                     f"POST {path} (reaper deleting)", db_new, until=lambda _: watcher.done()
                 )
                 left = await watcher
@@ -991,10 +991,14 @@ class Bench:
         self.results.add(Row(group="delete", measurement=measured), self.progress)
 
 
-async def _probe(
-    name: str, call: Callable[[], Awaitable[None]], *, until: Callable[[Measurement], bool]
+async def paced(
+    name: str,
+    call: Callable[[], Awaitable[None]],
+    *,
+    until: Callable[[Measurement], bool],
+    interval_s: float = PROBE_INTERVAL_S,
 ) -> Measurement:
-    """One ``call`` at a time, starting at most every ``PROBE_INTERVAL_S``, until ``until``.
+    """One ``call`` at a time, starting at most every ``interval_s``, until ``until``.
 
     Its CPU is not counted: paced calls leave the cores mostly to whatever else runs (the
     reaper), so the CPU per call would be theirs.
@@ -1011,7 +1015,7 @@ async def _probe(
                 result.error_samples.append(f"{type(exc).__name__}: {exc}"[:300])
         else:
             result.latencies_s.append(time.perf_counter() - started)
-        await asyncio.sleep(max(0.0, PROBE_INTERVAL_S - (time.perf_counter() - started)))
+        await asyncio.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
     result.wall_s = time.perf_counter() - began
     return result
 

@@ -18,7 +18,6 @@ import asyncio
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +27,14 @@ import msgspec
 import uvloop
 
 from bench.__main__ import bench_stack
-from bench.cpu import until_quiet
+from bench.cpu import stack_processes, until_quiet
 from bench.harness import (
     NEW_PATH,
     PG_POOL_SETTING,
     POOL_FILL_TIMEOUT_S,
+    Created,
     gateway_connector,
+    paced,
     restart_with,
 )
 from bench.pg_pool import wait_for_pool
@@ -48,8 +49,7 @@ _QUIET_CORES = 0.15
 _SETTLE_S = 60.0
 
 
-class _Created(msgspec.Struct):
-    id: str
+_created = msgspec.json.Decoder(Created)
 
 
 async def trickle(
@@ -63,40 +63,33 @@ async def trickle(
 ) -> dict[str, Any]:
     """``calls`` paced creates once ``pool_size`` members are ready: latency, how many went cold."""
     await wait_for_pool(platform, pool_size, within_s=POOL_FILL_TIMEOUT_S)
-    processes = {
-        name: process.pid
-        for name, process in {**stack.servers, **stack.services}.items()
-        if process.pid is not None
-    }
-    await until_quiet(processes, below_cores=_QUIET_CORES, within_s=settle_s)
-    latencies: list[float] = []
+    await until_quiet(stack_processes(stack), below_cores=_QUIET_CORES, within_s=settle_s)
     ids: list[str] = []
-    interval = 1 / rate
     async with aiohttp.ClientSession(stack.gateway_url, connector=gateway_connector(1)) as http:
-        next_start = time.perf_counter()
-        for _ in range(calls):
-            await asyncio.sleep(max(0.0, next_start - time.perf_counter()))
-            started = time.perf_counter()
+
+        async def create() -> None:
             async with http.post(NEW_PATH[ResourceKind.POSTGRES]) as response:
                 body = await response.read()
                 if response.status != 201:  # noqa: PLR2004
                     msg = f"POST /db/new answered {response.status}: {body[:300]!r}"
                     raise RuntimeError(msg)
-            latencies.append((time.perf_counter() - started) * 1000)
-            ids.append(msgspec.json.decode(body, type=_Created).id)
-            next_start = max(next_start + interval, started)
+            ids.append(str(_created.decode(body).id))
+
+        measured = await paced(
+            "POST /db/new (trickle)", create, until=lambda m: m.calls >= calls, interval_s=1 / rate
+        )
     from_pool: int = await platform.fetchval(
         "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
         " AND data->>'resource_id' = ANY($1::text[])",
         ids,
     )
-    ordered = sorted(latencies)
     return {
-        "calls": calls,
-        "cold": calls - from_pool,
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2),
-        "max_ms": round(ordered[-1], 2),
+        "calls": measured.calls,
+        "errors": measured.errors,
+        "cold": len(ids) - from_pool,
+        "p50_ms": round(measured.ms(0.5), 2),
+        "p99_ms": round(measured.ms(0.99), 2),
+        "max_ms": round(measured.ms(1.0), 2),
     }
 
 

@@ -181,5 +181,6 @@ async def test_the_trickle_counts_the_creates_the_pool_did_not_serve(stack: Stac
         await platform.close()
 
     assert measured["calls"] == pool_size + 2
+    assert measured["errors"] == 0
     assert 0 <= measured["cold"] <= measured["calls"]
     assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
