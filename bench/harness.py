@@ -31,7 +31,7 @@ from bench import drivers, profile
 from bench.cpu import stack_processes, until_quiet
 from bench.machine import describe_machine, versions
 from bench.measure import KEPT_ERRORS, Measurement, measure
-from bench.pg_pool import pool_members_taken, wait_for_pool
+from bench.pg_pool import pool_members_taken, served_from_pool, wait_for_pool
 from devstack.stack import Stack
 from gateway.resources.routes import KIND_ROUTES
 from shared.contracts.kinds import ResourceKind
@@ -816,18 +816,24 @@ class Bench:
             )
             return
         path = NEW_PATH[ResourceKind.POSTGRES]
+        # Each phase's resource ids, in the order of its latencies (both skip a failed call).
+        idle_ids: list[str] = []
+        busy_ids: list[str] = []
         async with _http(self.target.gateway_url, 1) as http:
 
-            async def db_new() -> None:
-                async with http.post(path) as response:
-                    self.created[ResourceKind.POSTGRES].append(
-                        _created.decode(await _expect(response, 201))
-                    )
+            def db_new(ids: list[str]) -> Callable[[], Awaitable[None]]:
+                async def create() -> None:
+                    async with http.post(path) as response:
+                        made = _created.decode(await _expect(response, 201))
+                    self.created[ResourceKind.POSTGRES].append(made)
+                    ids.append(str(made.id))
+
+                return create
 
             self.progress.step(f"POST {path} (reaper idle)")
             idle = await paced(
                 f"POST {path} (reaper idle)",
-                db_new,
+                db_new(idle_ids),
                 until=lambda m: m.calls >= self.sizes.reaper_probes,
             )
             self.results.add(Row(group="reaper", measurement=idle), self.progress)
@@ -863,10 +869,13 @@ class Bench:
                 began = time.perf_counter()
                 watcher = asyncio.create_task(self._until_deleted(pool, ids))
                 busy = await paced(
-                    f"POST {path} (reaper deleting)", db_new, until=lambda _: watcher.done()
+                    f"POST {path} (reaper deleting)",
+                    db_new(busy_ids),
+                    until=lambda _: watcher.done(),
                 )
                 left = await watcher
                 took = time.perf_counter() - began
+                served = await served_from_pool(pool, idle_ids + busy_ids)
             finally:
                 await pool.close()
         self.results.add(Row(group="reaper", measurement=busy), self.progress)
@@ -889,6 +898,7 @@ class Bench:
             "busy_p50_ms": round(busy.ms(0.5), 2),
             "busy_p99_ms": round(busy.ms(0.99), 2),
             "p99_ratio": _ratio(busy.ms(0.99), idle.ms(0.99)),
+            **cold_probes(idle, idle_ids, busy, busy_ids, served),
         }
 
     async def _make_expiring(self, url: str, path: str) -> list[Created]:
@@ -1018,6 +1028,30 @@ async def paced(
         await asyncio.sleep(max(0.0, interval_s - (time.perf_counter() - started)))
     result.wall_s = time.perf_counter() - began
     return result
+
+
+def cold_probes(
+    idle: Measurement,
+    idle_ids: list[str],
+    busy: Measurement,
+    busy_ids: list[str],
+    served: set[str],
+) -> dict[str, int]:
+    """How many probes of each phase the warm pool did not serve, and whether the slow were those.
+
+    A cold create runs ``CREATE DATABASE`` on its request's path: the likeliest reason for a
+    probe over the target (twice the idle p99), so the results say how many of those were cold.
+    """
+    bound_s = 2 * idle.ms(0.99) / 1000
+    slow = [made for made, took in zip(busy_ids, busy.latencies_s, strict=True) if took > bound_s]
+    return {
+        "idle_probes": len(idle_ids),
+        "busy_probes": len(busy_ids),
+        "idle_cold": sum(made not in served for made in idle_ids),
+        "busy_cold": sum(made not in served for made in busy_ids),
+        "busy_over_target": len(slow),
+        "busy_over_target_cold": sum(made not in served for made in slow),
+    }
 
 
 def _anonymous_limits(env: Mapping[str, str], kind: ResourceKind) -> Any:  # noqa: ANN401

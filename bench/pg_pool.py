@@ -61,6 +61,19 @@ async def pool_members_taken(platform: asyncpg.Pool) -> int:
     return count
 
 
+async def served_from_pool(platform: asyncpg.Pool, resource_ids: list[str]) -> set[str]:
+    """Which of ``resource_ids`` the warm pool served: those with a ``PoolMemberTaken`` event.
+
+    The others ran ``CREATE DATABASE`` on their request's path (a cold create).
+    """
+    rows = await platform.fetch(
+        "SELECT data->>'resource_id' AS id FROM events WHERE event_type = 'PoolMemberTaken'"
+        " AND data->>'resource_id' = ANY($1::text[])",
+        resource_ids,
+    )
+    return {row["id"] for row in rows}
+
+
 async def wait_for_pool(platform: asyncpg.Pool, size: int, *, within_s: float) -> float:
     """Wait until ``size`` members are ready; the seconds it took.
 

@@ -37,7 +37,7 @@ from bench.harness import (
     paced,
     restart_with,
 )
-from bench.pg_pool import wait_for_pool
+from bench.pg_pool import served_from_pool, wait_for_pool
 from shared.contracts.kinds import ResourceKind
 
 if TYPE_CHECKING:
@@ -78,11 +78,7 @@ async def trickle(
         measured = await paced(
             "POST /db/new (trickle)", create, until=lambda m: m.calls >= calls, interval_s=1 / rate
         )
-    from_pool: int = await platform.fetchval(
-        "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
-        " AND data->>'resource_id' = ANY($1::text[])",
-        ids,
-    )
+    from_pool = len(await served_from_pool(platform, ids))
     return {
         "calls": measured.calls,
         "errors": measured.errors,

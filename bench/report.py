@@ -152,6 +152,10 @@ def markdown(data: dict[str, Any]) -> str:
                 f" {reaper['probe_interval_s']} s: p99 {reaper['idle_p99_ms']} ms idle,"
                 f" {reaper['busy_p99_ms']} ms while it deleted ({reaper['p99_ratio']} times);"
                 f" p50 {reaper['idle_p50_ms']} ms idle, {reaper['busy_p50_ms']} ms deleting."
+                f" Not served by the warm pool (a cold create): {reaper['idle_cold']} of"
+                f" {reaper['idle_probes']} probes idle, {reaper['busy_cold']} of"
+                f" {reaper['busy_probes']} while it deleted; {reaper['busy_over_target_cold']} of"
+                f" the {reaper['busy_over_target']} busy probes over twice the idle p99."
             ),
             "",
         ]

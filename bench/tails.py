@@ -53,6 +53,10 @@ async def one_run(target: Target, sizes: Sizes, progress: Progress) -> dict[str,
         "reaper_idle_p99_ms": reaper.get("idle_p99_ms"),
         "reaper_busy_p99_ms": reaper.get("busy_p99_ms"),
         "reaper_deleted": reaper.get("deleted"),
+        "reaper_idle_cold": reaper.get("idle_cold"),
+        "reaper_busy_cold": reaper.get("busy_cold"),
+        "reaper_busy_over_target": reaper.get("busy_over_target"),
+        "reaper_busy_over_target_cold": reaper.get("busy_over_target_cold"),
         "notes": bench.results.notes,
         "rows": rows,
     }
@@ -73,7 +77,10 @@ def report(runs: list[dict[str, Any]], sizes: Sizes) -> list[str]:
             f"run {number}: cold /db/new p50 / raw: {cold}; reaper p99 busy / idle:"
             f" {run['reaper_p99_ratio']}x ({run['reaper_busy_p99_ms']} /"
             f" {run['reaper_idle_p99_ms']} ms; p50 {run['reaper_busy_p50_ms']} /"
-            f" {run['reaper_idle_p50_ms']} ms; {run['reaper_deleted']} deleted)"
+            f" {run['reaper_idle_p50_ms']} ms; {run['reaper_deleted']} deleted; cold creates"
+            f" {run['reaper_idle_cold']} idle, {run['reaper_busy_cold']} busy, of them"
+            f" {run['reaper_busy_over_target_cold']} of the {run['reaper_busy_over_target']}"
+            " busy probes over 2x the idle p99)"
         )
     for level in sizes.levels:
         ratios = [r["cold_p50_ratio"][level] for r in runs if r["cold_p50_ratio"].get(level)]

@@ -69,6 +69,10 @@ async def test_the_smoke_run_measures_everything_without_errors(
     assert reaper["expired_databases"] == SMOKE.reaped
     assert reaper["deleted"] == SMOKE.reaped
     assert reaper["deleted_within_s"] > 0
+    # Every probe is accounted for, served by the warm pool or not (tests/unit/test_bench_reaper).
+    assert reaper["idle_probes"] == SMOKE.reaper_probes
+    assert reaper["idle_cold"] <= reaper["idle_probes"]
+    assert reaper["busy_cold"] <= reaper["busy_probes"]
     assert results["versions"]["postgres"][0].isdigit()
     assert results["machine"]["cores"] >= 1
 
