@@ -85,9 +85,24 @@ log = structlog.get_logger("shared.lifecycle")
 _encoder = msgspec.json.Encoder()
 # A claim or rotation that loses a race with another event re-reads and tries again this often.
 _APPEND_ATTEMPTS = 5
-# Resources measured per driver call, and quota changes applied at once, in a usage sweep.
+# Resources measured per driver call in a usage sweep (a Redis call scans the whole keyspace
+# once, however many it measures), and quota changes applied at once.
 _USAGE_BATCH = 500
 _SWEEP_CONCURRENCY = 8
+#: The share of a usage sweep's time spent measuring; it rests for the rest (docs/adr/0044).
+USAGE_SWEEP_DUTY = 0.25
+
+
+def rest_after(measured_for_s: float, duty: float) -> float:
+    """How long to rest after a batch that took ``measured_for_s``, to measure ``duty`` of the time.
+
+    Raises:
+        ValueError: ``duty`` is not in (0, 1].
+    """
+    if not 0 < duty <= 1:
+        msg = f"a usage sweep's duty must be in (0, 1], got {duty}"
+        raise ValueError(msg)
+    return measured_for_s * (1 / duty - 1)
 
 
 L_contra = TypeVar("L_contra", bound=Limits, contravariant=True)
@@ -237,12 +252,15 @@ class ResourceLifecycle:
         delete_concurrency: int,
         poll_interval: float = 0.05,
         orphan_grace: timedelta = ORPHAN_GRACE,
+        usage_sweep_duty: float = USAGE_SWEEP_DUTY,
     ) -> None:
         """Run commands against the log with ``driver``.
 
         ``orphan_grace``: how long ``reconcile`` sees an object nobody owns before it deletes
         it; longer than any create takes to record its outcome (its deadline, and the append).
+        ``usage_sweep_duty``: the share of a usage sweep's time spent measuring (``rest_after``).
         """
+        rest_after(0.0, usage_sweep_duty)  # refuses a duty out of range at start, not mid-sweep
         self._store = store
         self._resources = resources
         self._keyring = keyring
@@ -256,6 +274,7 @@ class ResourceLifecycle:
         self._delete_slots = asyncio.Semaphore(delete_concurrency)
         self._poll_interval = poll_interval
         self._orphan_grace = orphan_grace
+        self._usage_sweep_duty = usage_sweep_duty
         #: Objects ``reconcile`` found nobody owning, and when it first did.
         self._unowned_since: dict[UUID, datetime] = {}
 
@@ -877,6 +896,11 @@ class ResourceLifecycle:
     async def sweep_usage(self, command: SweepUsage) -> UsageSwept:
         """Measure every live resource of this kind; block writes at quota, lift them under.
 
+        The measuring rests between batches, so that it takes at most the duty's share of the
+        sweep's time: measuring thousands of tenants at once (``pg_database_size`` of every
+        database, a ``MEMORY USAGE`` per key) took the backend and the machine's cores for
+        seconds each minute, and every create on them waited meanwhile (docs/adr/0044).
+
         The fact goes into the log before a block (a failed block is retried next pass, as the
         block is re-applied on every pass while over) and after a lift (a failed lift leaves the
         log saying "exceeded", so the next pass lifts again): the backend is never left blocked
@@ -890,8 +914,13 @@ class ResourceLifecycle:
         }
         measured: dict[UUID, int] = {}
         ids = list(quotas)
+        took = 0.0
         for start in range(0, len(ids), _USAGE_BATCH):
+            if start:
+                await asyncio.sleep(rest_after(took, self._usage_sweep_duty))
+            began = time.monotonic()
             measured.update(await self._driver.usage(ids[start : start + _USAGE_BATCH]))
+            took = time.monotonic() - began
         if measured:
             await self._resources.record_usage(measured)
         slots = asyncio.Semaphore(_SWEEP_CONCURRENCY)

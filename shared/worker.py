@@ -22,7 +22,7 @@ import uvloop
 
 from shared import metrics, tracing
 from shared.bus import Bus
-from shared.config import Env
+from shared.config import Env, SettingsError
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
@@ -30,7 +30,7 @@ from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
 from shared.health import heartbeat, heartbeat_file
-from shared.lifecycle import ResourceDriver, ResourceLifecycle
+from shared.lifecycle import USAGE_SWEEP_DUTY, ResourceDriver, ResourceLifecycle
 from shared.logging import configure_logging
 from shared.pgpool import open_pool
 from shared.runtime import (
@@ -69,6 +69,8 @@ class WorkerSettings:
     reconcile_s: float = 60.0
     #: How long one stays unowned before it is deleted (at least twice the create's timeout).
     orphan_grace_s: float = 300.0
+    #: The share of a usage sweep's time spent measuring (docs/adr/0044).
+    usage_sweep_duty: float = USAGE_SWEEP_DUTY
 
     @classmethod
     def from_env(
@@ -82,6 +84,10 @@ class WorkerSettings:
         Raises:
             SettingsError: naming the missing or malformed variable.
         """
+        duty = env.number("SPINUP_USAGE_SWEEP_DUTY", USAGE_SWEEP_DUTY)
+        if not 0 < duty <= 1:
+            msg = f"SPINUP_USAGE_SWEEP_DUTY must be above 0 and at most 1, got {duty}"
+            raise SettingsError(msg)
         return cls(
             nats_url=env.string("SPINUP_NATS_URL"),
             platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
@@ -99,6 +105,7 @@ class WorkerSettings:
             metrics_port=metrics.metrics_port(env),
             reconcile_s=env.number("SPINUP_RECONCILE_S", 60.0),
             orphan_grace_s=env.number("SPINUP_ORPHAN_GRACE_S", 300.0),
+            usage_sweep_duty=duty,
         )
 
 
@@ -167,6 +174,7 @@ async def serve_kind(
                 create_concurrency=settings.create_concurrency,
                 delete_concurrency=settings.delete_concurrency,
                 orphan_grace=orphan_grace(settings.orphan_grace_s, driver.kind),
+                usage_sweep_duty=settings.usage_sweep_duty,
             )
             await register(bus, lifecycle)
             log.info(

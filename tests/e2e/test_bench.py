@@ -18,6 +18,7 @@ from bench.harness import NEW_PATH, SMOKE, Progress, Target
 from bench.pg_floors import QUICK, pg_floors
 from bench.pool_trickle import trickle
 from bench.report import CHART_NAME, JSON_NAME, MARKDOWN_NAME
+from bench.sweep_effect import MEASURED, make_tenants, probe
 from bench.tails import one_run, report
 from devstack.stack import Stack
 
@@ -187,4 +188,21 @@ async def test_the_trickle_counts_the_creates_the_pool_did_not_serve(stack: Stac
     assert measured["calls"] == pool_size + 2
     assert measured["errors"] == 0
     assert 0 <= measured["cold"] <= measured["calls"]
+    assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
+
+
+async def test_the_sweep_bench_makes_tenants_of_every_measured_kind_then_probes(
+    stack: Stack,
+) -> None:
+    made = await make_tenants(stack.gateway_url, 2)
+    platform = await asyncpg.create_pool(stack.env()["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
+    try:
+        pool_size = int(stack.service_env_overrides["SPINUP_PG_POOL_SIZE"])
+        measured = await probe(stack, platform, 1.0, pool_size=pool_size, settle_s=2)
+    finally:
+        await platform.close()
+
+    assert made == dict.fromkeys(MEASURED, 2)
+    assert measured["calls"] >= 4  # one every 0.2 s for 1 s
+    assert measured["errors"] == 0
     assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]

@@ -44,3 +44,23 @@ def test_a_gateway_of_no_processes_stops_start_up_with_the_setting_named() -> No
     assert result.returncode == 2
     assert "SPINUP_HTTP_PROCESSES must be 1 or more" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_worker_whose_usage_sweep_could_never_measure_stops_start_up() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "redis_provisioner"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SPINUP_NATS_URL": "nats://127.0.0.1:1",
+            "SPINUP_PLATFORM_DSN": "postgresql://nobody@127.0.0.1:1/none",
+            "SPINUP_SEAL_KEYS": "unused",
+            "SPINUP_USAGE_SWEEP_DUTY": "0",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "SPINUP_USAGE_SWEEP_DUTY must be above 0 and at most 1, got 0.0" in result.stderr
+    assert "Traceback" not in result.stderr
