@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
+import statistics
 import sys
 import time
 import uuid
@@ -1074,6 +1076,44 @@ def restart_with(stack: Stack, services: list[str], settings: dict[str, str], *,
             stack.service_env_overrides.pop(name, None)
     for service in services:
         _restart(stack, service)
+
+
+async def interleaved(
+    stack: Stack,
+    *,
+    restart: list[str],
+    settings: dict[str, str],
+    rounds: int,
+    measure: Callable[[], Awaitable[dict[str, Any]]],
+    label: str,
+) -> dict[str, list[dict[str, Any]]]:
+    """``measure`` each round as the stack runs (A) and, given ``settings``, with them (B).
+
+    Before each measurement ``restart`` is restarted with the settings or without them. The
+    variants alternate which goes first, so a drift of the machine falls on both. Each result is
+    printed as it comes, so a run cut short still shows its rounds.
+    """
+    variants = ["A", "B"] if settings else ["A"]
+    measured: dict[str, list[dict[str, Any]]] = {variant: [] for variant in variants}
+    for number in range(rounds):
+        order = variants if number % 2 == 0 else variants[::-1]
+        for variant in order:
+            await asyncio.to_thread(restart_with, stack, restart, settings, on=variant == "B")
+            result = await measure()
+            measured[variant].append(result)
+            line = f"[{label}] round {number + 1} {variant}: {json.dumps(result)}"
+            print(line, file=sys.stderr)  # noqa: T201
+    return measured
+
+
+def medians_of(
+    measured: Mapping[str, list[dict[str, Any]]], keys: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Each variant's median of each of ``keys`` over its rounds."""
+    return {
+        variant: {key: statistics.median(result[key] for result in results) for key in keys}
+        for variant, results in measured.items()
+    }
 
 
 @contextlib.contextmanager

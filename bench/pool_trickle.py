@@ -14,10 +14,7 @@ the stack runs) and B (with the settings), alternating which goes first, and pri
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import statistics
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,8 +31,9 @@ from bench.harness import (
     POOL_FILL_TIMEOUT_S,
     Created,
     gateway_connector,
+    interleaved,
+    medians_of,
     paced,
-    restart_with,
 )
 from bench.pg_pool import served_from_pool, wait_for_pool
 from shared.contracts.kinds import ResourceKind
@@ -91,36 +89,25 @@ async def trickle(
 
 async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(item.split("=", 1) for item in args.set)
-    variants = ["A", "B"] if settings else ["A"]
-    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     stack.service_env_overrides[PG_POOL_SETTING] = str(POOL_SIZE)
     platform = await asyncpg.create_pool(stack.env()["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
     try:
-        for number in range(args.rounds):
-            order = variants if number % 2 == 0 else variants[::-1]
-            for variant in order:
-                await asyncio.to_thread(
-                    restart_with, stack, ["pg-provisioner"], settings, on=variant == "B"
-                )
-                measured = await trickle(stack, platform, rate=args.rate, calls=args.calls)
-                rounds[variant].append(measured)
-                line = f"[trickle] round {number + 1} {variant}: {json.dumps(measured)}"
-                print(line, file=sys.stderr)  # noqa: T201
+        rounds = await interleaved(
+            stack,
+            restart=["pg-provisioner"],
+            settings=settings,
+            rounds=args.rounds,
+            measure=lambda: trickle(stack, platform, rate=args.rate, calls=args.calls),
+            label="trickle",
+        )
     finally:
         await platform.close()
-    medians = {
-        variant: {
-            key: statistics.median(r[key] for r in measured)
-            for key in ("cold", "p50_ms", "p99_ms", "max_ms")
-        }
-        for variant, measured in rounds.items()
-    }
     return {
         "set": settings,
         "rate": args.rate,
         "calls": args.calls,
         "rounds": rounds,
-        "medians": medians,
+        "medians": medians_of(rounds, ("cold", "p50_ms", "p99_ms", "max_ms")),
     }
 
 

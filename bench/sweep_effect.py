@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,8 +30,9 @@ from bench.harness import (
     POOL_FILL_TIMEOUT_S,
     caller,
     gateway_connector,
+    interleaved,
+    medians_of,
     paced,
-    restart_with,
 )
 from bench.pg_pool import wait_for_pool
 from devstack.profile import TEST_OVERRIDES
@@ -123,37 +123,26 @@ async def probe(
 
 async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     settings = dict(item.split("=", 1) for item in args.set)
-    variants = ["A", "B"] if settings else ["A"]
-    rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     await make_tenants(stack.gateway_url, args.tenants)
     platform = await asyncpg.create_pool(stack.env()["SPINUP_PLATFORM_DSN"], min_size=1, max_size=2)
     try:
-        for number in range(args.rounds):
-            order = variants if number % 2 == 0 else variants[::-1]
-            for variant in order:
-                await asyncio.to_thread(
-                    restart_with, stack, list(MEASURED.values()), settings, on=variant == "B"
-                )
-                measured = await probe(stack, platform, args.seconds)
-                rounds[variant].append(measured)
-                line = f"[sweep] round {number + 1} {variant}: {json.dumps(measured)}"
-                print(line, file=sys.stderr)  # noqa: T201
+        rounds = await interleaved(
+            stack,
+            restart=list(MEASURED.values()),
+            settings=settings,
+            rounds=args.rounds,
+            measure=lambda: probe(stack, platform, args.seconds),
+            label="sweep",
+        )
     finally:
         await platform.close()
-    medians = {
-        variant: {
-            key: statistics.median(r[key] for r in measured)
-            for key in ("p50_ms", "p99_ms", "max_ms")
-        }
-        for variant, measured in rounds.items()
-    }
     return {
         "set": settings,
         "tenants_per_kind": args.tenants,
         "seconds": args.seconds,
         "sweep_every_s": SWEEP_EVERY_S,
         "rounds": rounds,
-        "medians": medians,
+        "medians": medians_of(rounds, ("p50_ms", "p99_ms", "max_ms")),
     }
 
 
