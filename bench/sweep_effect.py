@@ -6,7 +6,8 @@ The reaper asks every kind's worker to measure each live resource of its kind, o
 production. On one throwaway stack (``.spinup/sweep``, configured as ``make bench``'s but sweeping
 every ``SWEEP_EVERY_S``), this makes ``--tenants`` resources of each kind a sweep measures, then
 probes ``POST /db/new`` every 0.2 s for ``--seconds``, a few sweeps' worth. With ``--set`` every
-round measures A (as the stack runs) and B (the workers restarted with the settings),
+round measures A (as the stack runs) and B (the workers, and each ``--restart``, restarted with
+the settings),
 alternating which goes first, and prints the medians of p50, p99 and max (docs/adr/0044).
 """
 
@@ -128,7 +129,7 @@ async def _run(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     try:
         rounds = await interleaved(
             stack,
-            restart=list(MEASURED.values()),
+            restart=[*MEASURED.values(), *args.restart],
             settings=settings,
             rounds=args.rounds,
             measure=lambda: probe(stack, platform, args.seconds),
@@ -153,6 +154,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="probing, per measurement")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="NAME=value for B")
+    parser.add_argument(
+        "--restart", action="append", default=[], help="a service to restart too (the reaper)"
+    )
     parser.add_argument("--out", type=Path, help="write the result as JSON here")
     args = parser.parse_args()
     stack = bench_stack(durable=False, name="sweep")

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from shared.bus import Bus
     from shared.contracts.kinds import ResourceKind
     from shared.contracts.replies import DueFound, DueResource
-    from shared.contracts.subjects import KindEndpoints
 
 log = structlog.get_logger("reaper.sweep")
 REAP_NAMESPACE = uuid.UUID("5f0c2a57-8f43-4c1e-b6c1-7b2f0a9f6e11")
@@ -216,41 +215,49 @@ class Sweeper:
         return True
 
 
-async def sweep_usage_once(bus: Bus) -> int:
-    """Ask each kind's worker (one replica, through its queue group) to run its usage sweep.
+async def sweep_usage(bus: Bus, kind: ResourceKind) -> bool:
+    """Ask ``kind``'s worker (one replica, through its queue group) to run its usage sweep.
 
-    Returns how many kinds answered. A kind whose worker is down is skipped until next time.
+    Returns whether it answered. A kind whose worker is down is skipped until next time.
     """
-
-    async def sweep(kind: ResourceKind, endpoints: KindEndpoints) -> bool:
-        endpoint = endpoints.sweep_usage
-        command = SweepUsage(
-            command_id=uuid.uuid4(),
-            correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
-            deadline=time.time() + endpoint.timeout,
-            kind=kind,
-        )
-        try:
-            reply = await bus.request(endpoint, command)
-        except SpinupError as exc:
-            log.warning("reaper.usage.skipped", kind=command.kind.value, error=exc.code.value)
-            return False
-        log.info(
-            "reaper.usage.swept",
-            kind=reply.kind.value,
-            measured=reply.measured,
-            over_quota=reply.over_quota,
-            blocked=reply.blocked,
-            unblocked=reply.unblocked,
-        )
-        return True
-
-    results = await asyncio.gather(*(sweep(kind, ends) for kind, ends in ENDPOINTS.items()))
-    return sum(results)
+    endpoint = ENDPOINTS[kind].sweep_usage
+    command = SweepUsage(
+        command_id=uuid.uuid4(),
+        correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
+        deadline=time.time() + endpoint.timeout,
+        kind=kind,
+    )
+    try:
+        reply = await bus.request(endpoint, command)
+    except SpinupError as exc:
+        log.warning("reaper.usage.skipped", kind=kind.value, error=exc.code.value)
+        return False
+    log.info(
+        "reaper.usage.swept",
+        kind=reply.kind.value,
+        measured=reply.measured,
+        over_quota=reply.over_quota,
+        blocked=reply.blocked,
+        unblocked=reply.unblocked,
+    )
+    return True
 
 
 async def run_usage_sweeps(bus: Bus, interval_s: float) -> None:
-    """Sweep usage every ``interval_s`` until cancelled."""
-    while True:
-        await asyncio.sleep(interval_s)
-        await sweep_usage_once(bus)
+    """Sweep each kind's usage ``interval_s`` after its last sweep ended, until cancelled.
+
+    The kinds start spread over the interval, each on a clock of its own: sweeps of every kind
+    started together measured thousands of tenants of each at once, and on one host the
+    creates meanwhile waited for the cores (docs/adr/0044).
+    """
+    kinds = list(ENDPOINTS)
+
+    async def sweep_every_interval(kind: ResourceKind, offset_s: float) -> None:
+        await asyncio.sleep(interval_s + offset_s)
+        while True:
+            await sweep_usage(bus, kind)
+            await asyncio.sleep(interval_s)
+
+    async with asyncio.TaskGroup() as sweeps:
+        for number, kind in enumerate(kinds):
+            sweeps.create_task(sweep_every_interval(kind, interval_s * number / len(kinds)))
