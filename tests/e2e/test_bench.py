@@ -70,10 +70,11 @@ async def test_the_smoke_run_measures_everything_without_errors(
     assert reaper["expired_databases"] == SMOKE.reaped
     assert reaper["deleted"] == SMOKE.reaped
     assert reaper["deleted_within_s"] > 0
-    # Every probe is accounted for, served by the warm pool or not (tests/unit/test_bench_reaper).
+    # Every probe is accounted for (tests/unit/test_bench_reaper), and the pool, full once the
+    # stack is quiet, served some: a lookup that matched no PoolMemberTaken would count all cold.
     assert reaper["idle_probes"] == SMOKE.reaper_probes
-    assert reaper["idle_cold"] <= reaper["idle_probes"]
-    assert reaper["busy_cold"] <= reaper["busy_probes"]
+    probes = reaper["idle_probes"] + reaper["busy_probes"]
+    assert reaper["idle_cold"] + reaper["busy_cold"] < probes, reaper
     assert results["versions"]["postgres"][0].isdigit()
     assert results["machine"]["cores"] >= 1
 
@@ -187,7 +188,8 @@ async def test_the_trickle_counts_the_creates_the_pool_did_not_serve(stack: Stac
 
     assert measured["calls"] == pool_size + 2
     assert measured["errors"] == 0
-    assert 0 <= measured["cold"] <= measured["calls"]
+    # The pool was full when the first call came: at most the two calls past its size went cold.
+    assert measured["cold"] <= 2, measured
     assert 0 < measured["p50_ms"] <= measured["p99_ms"] <= measured["max_ms"]
 
 
