@@ -44,7 +44,9 @@ async def connect_driver(env: dict[str, str]) -> PostgresDriver:
 @pytest.fixture
 async def warm(env: dict[str, str], store: EventStore) -> AsyncIterator[PostgresDriver]:
     driver = await connect_driver(env)
-    pool = driver.start_pool(store, size=POOL_SIZE, refill_concurrency=2, reconcile_interval_s=3600)
+    pool = driver.start_pool(
+        store, size=POOL_SIZE, refill_concurrency=2, reserve=2, reconcile_interval_s=3600
+    )
     assert await pool.wait_filled(within_s=30), "the pool never filled"
     yield driver
     await driver.close()
@@ -228,7 +230,9 @@ async def test_an_empty_pool_falls_back_to_create_database(
 ) -> None:
     driver = await connect_driver(env)
     try:
-        pool = driver.start_pool(store, size=0, refill_concurrency=1, reconcile_interval_s=3600)
+        pool = driver.start_pool(
+            store, size=0, refill_concurrency=1, reserve=1, reconcile_interval_s=3600
+        )
         assert pool.ready == 0
         rid = uuid.uuid4()
         credentials = await driver.create(rid, LIMITS)
@@ -271,14 +275,18 @@ async def test_a_member_found_after_a_restart_is_handed_out_with_a_password_that
 ) -> None:
     """Its first password went with the old process: the take sets the new one."""
     first = await connect_driver(env)
-    pool = first.start_pool(store, size=2, refill_concurrency=2, reconcile_interval_s=3600)
+    pool = first.start_pool(
+        store, size=2, refill_concurrency=2, reserve=2, reconcile_interval_s=3600
+    )
     assert await pool.wait_filled(within_s=30), "the pool never filled"
     made = {member.member_id for member in pool.members()}
     await first.close()
 
     second = await connect_driver(env)
     try:
-        found = second.start_pool(store, size=1, refill_concurrency=1, reconcile_interval_s=3600)
+        found = second.start_pool(
+            store, size=1, refill_concurrency=1, reserve=1, reconcile_interval_s=3600
+        )
         assert await found.wait_filled(within_s=30), "the restarted pool found no member"
 
         # The pool counts as filled at its first adopted member; the reconcile adopts the rest.

@@ -234,12 +234,12 @@ class PostgresDriver:
         *,
         size: int,
         refill_concurrency: int,
+        reserve: int,
         reconcile_interval_s: float,
-        reserve: int | None = None,
     ) -> WarmPool:
         """Keep ``size`` members ready from now on (in the background); returns the pool.
 
-        ``reserve``: ``WarmPool``'s (by default ``refill_concurrency``).
+        ``reserve``: ``WarmPool``'s (``Settings.pool_reserve``).
         """
         self._warm = WarmPool(
             self._pool,
@@ -247,7 +247,7 @@ class PostgresDriver:
             self._drops,
             size=size,
             refill_concurrency=refill_concurrency,
-            reserve=refill_concurrency if reserve is None else reserve,
+            reserve=reserve,
             ddl_slots=self._ddl_slots,
             server=f"{self._public_host}:{self._public_port}",
             make_password=_new_password,
