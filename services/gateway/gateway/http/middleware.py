@@ -41,6 +41,21 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
         scope[_SCOPE_KEY] = request_id  # type: ignore[literal-required]
         started = time.perf_counter()
         status = 500
+        duration: float | None = None
+        method = scope.get("method", "")
+
+        def count() -> float:
+            """Count the request once, with the time it took up to now."""
+            nonlocal duration
+            if duration is None:
+                duration = time.perf_counter() - started
+                # Set by Litestar's router once a route matched (absent for a 404 or 405).
+                series = metrics.http_series(scope.get("path_template"), method, status)
+                series.requests.inc()
+                series.duration.observe(duration)
+                if series.rate_limited is not None:
+                    series.rate_limited.inc()
+            return duration
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -49,9 +64,11 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
                 message["headers"] = headers
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte leaves: a client holding its answer sees it counted.
+                count()
             await send(message)
 
-        method = scope.get("method", "")
         with (
             structlog.contextvars.bound_contextvars(correlation_id=request_id),
             tracing.span(f"HTTP {method}", kind=tracing.SpanKind.SERVER) as span,
@@ -59,16 +76,9 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             try:
                 await app(scope, receive, send_with_id)
             finally:
-                duration = time.perf_counter() - started
-                # Set by Litestar's router once a route matched (absent for a 404 or 405).
-                template = scope.get("path_template")
-                series = metrics.http_series(template, method, status)
-                series.requests.inc()
-                series.duration.observe(duration)
-                if series.rate_limited is not None:
-                    series.rate_limited.inc()
+                took = count()  # a no-op when the last body message already counted it
                 if span is not None:
-                    route = metrics.route_label(template)
+                    route = metrics.route_label(scope.get("path_template"))
                     method_label = metrics.method_label(method)
                     span.update_name(f"HTTP {method_label} {route}")
                     span.set_attributes(
@@ -83,7 +93,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                     method=method,
                     path=scope["path"],
                     status=status,
-                    duration_ms=round(duration * 1000, 2),
+                    duration_ms=round(took * 1000, 2),
                 )
 
     return middleware
