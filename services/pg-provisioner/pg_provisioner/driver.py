@@ -724,10 +724,12 @@ class PostgresDriver:
         by_name = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
 
         async def measure(conn: PoolConnectionProxy[asyncpg.Record]) -> dict[UUID, int]:
+            # template1's size in an uncorrelated subquery (an InitPlan) is measured once per
+            # call. Written inline, this volatile function walked template1 again for every row.
             rows = await conn.fetch(
                 "SELECT datname,"
-                " greatest(pg_database_size(oid) - pg_database_size('template1'), 0) AS size"
-                " FROM pg_database WHERE datname = ANY($1::text[])",
+                " greatest(pg_database_size(oid) - (SELECT pg_database_size('template1')), 0)"
+                " AS size FROM pg_database WHERE datname = ANY($1::text[])",
                 list(by_name),
             )
             return {by_name[row["datname"]]: row["size"] for row in rows}
