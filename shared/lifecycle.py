@@ -85,7 +85,9 @@ log = structlog.get_logger("shared.lifecycle")
 _encoder = msgspec.json.Encoder()
 # A claim or rotation that loses a race with another event re-reads and tries again this often.
 _APPEND_ATTEMPTS = 5
-# Quota changes a usage sweep applies at once.
+# Resources measured per driver call in a usage sweep (a Redis call scans the whole keyspace
+# once, however many it measures), and quota changes applied at once.
+_USAGE_BATCH = 500
 _SWEEP_CONCURRENCY = 8
 #: The share of a usage sweep's time spent measuring; it rests for the rest (docs/adr/0044).
 USAGE_SWEEP_DUTY = 0.25
@@ -139,16 +141,6 @@ class ResourceDriver(Protocol[L_contra]):
 
     async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Bytes used by each of these resources that exists in the backend."""
-        ...
-
-    @property
-    def usage_batch(self) -> int:
-        """How many resources one ``usage`` call of a sweep measures; the sweep rests between.
-
-        Small where each resource costs the backend work of its own (a directory walk, a
-        ``dbStats``, a listing), so that the rests split that work finely; large where a call
-        costs the same however many it measures (docs/adr/0045).
-        """
         ...
 
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
@@ -923,12 +915,11 @@ class ResourceLifecycle:
         measured: dict[UUID, int] = {}
         ids = list(quotas)
         took = 0.0
-        batch = self._driver.usage_batch
-        for start in range(0, len(ids), batch):
+        for start in range(0, len(ids), _USAGE_BATCH):
             if start:
                 await asyncio.sleep(rest_after(took, self._usage_sweep_duty))
             began = time.monotonic()
-            measured.update(await self._driver.usage(ids[start : start + batch]))
+            measured.update(await self._driver.usage(ids[start : start + _USAGE_BATCH]))
             took = time.monotonic() - began
         if measured:
             await self._resources.record_usage(measured)

@@ -185,11 +185,6 @@ class TracedDriver:
         """The wrapped driver's kind."""
         return self._driver.kind
 
-    @property
-    def usage_batch(self) -> int:
-        """The wrapped driver's batch of a usage sweep."""
-        return self._driver.usage_batch
-
     def __getattr__(self, name: str) -> Any:  # noqa: ANN401  (whatever the driver has)
         """The wrapped driver's optional operations (``fork``, ``export``, ``suspend``), as is.
 

@@ -111,8 +111,6 @@ class MongoDriver:
     """Creates and drops tenant users and databases through a root client."""
 
     kind = ResourceKind.MONGO
-    #: A ``dbStats`` per database: the server's work grows with each one asked.
-    usage_batch = 100
 
     def __init__(
         self, client: AsyncMongoClient[Document], *, public_host: str, public_port: int

@@ -174,8 +174,6 @@ class PostgresDriver:
     """
 
     kind = ResourceKind.POSTGRES
-    #: ``pg_database_size`` walks each database's files: the work grows with each one asked.
-    usage_batch = 100
 
     def __init__(
         self,

@@ -116,8 +116,6 @@ class NatsAccountDriver:
     """Creates and deletes tenant accounts through a system-account connection."""
 
     kind = ResourceKind.NATS
-    #: A JSZ request per account, all in flight at once: the server answers each one.
-    usage_batch = 100
 
     def __init__(
         self,

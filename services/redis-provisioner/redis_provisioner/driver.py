@@ -281,9 +281,6 @@ class RedisDriver:
     """Creates and deletes tenant ACL users through one admin client (a connection pool)."""
 
     kind = ResourceKind.REDIS
-    #: Each ``usage`` call scans the whole keyspace once, however many tenants it measures:
-    #: smaller batches would multiply the scans.
-    usage_batch = 500
 
     def __init__(
         self,

@@ -36,11 +36,6 @@ class StackDriver:
         """Stacks."""
         return ResourceKind.STACK
 
-    @property
-    def usage_batch(self) -> int:
-        """Any size: ``usage`` asks the backend nothing (no quota of bytes to measure)."""
-        return 500
-
     async def _credentials(self, resource_id: UUID) -> StackCredentials:
         manifest = await self._uploads.manifest(resource_id)
         urls = {

@@ -526,8 +526,6 @@ class S3Driver:
     """Creates and deletes tenant buckets, identities and keys with the S3 admin key."""
 
     kind = ResourceKind.S3
-    #: A listing of every object per bucket: the work grows with each one asked.
-    usage_batch = 100
 
     def __init__(
         self,

@@ -408,11 +408,6 @@ class WebhookDriver:
         """Webhook receivers only."""
         return ResourceKind.WEBHOOK
 
-    @property
-    def usage_batch(self) -> int:
-        """Any size: ``usage`` asks the backend nothing (no quota of bytes to measure)."""
-        return 500
-
     def receive_url(self, resource_id: UUID, generation: int) -> str:
         """Where senders post to this receiver while its URL is at ``generation``."""
         key = receive_key(self._token_key, resource_id, generation)
