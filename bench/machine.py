@@ -7,6 +7,7 @@ import contextlib
 import importlib.metadata
 import os
 import platform
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,17 @@ import storage_provisioner.settings
 LIBRARIES = ("litestar", "uvicorn", "msgspec", "nats-py", "asyncpg", "redis", "aiohttp")
 
 
+#: Where the stacks keep their data: the filesystem whose fullness a run's writes feel.
+_DATA_DISK = Path(__file__).resolve().parents[1]
+
+
 def describe_machine() -> dict[str, Any]:
-    """Cores, memory, CPU model, kernel, and the load average when the run began."""
+    """Cores, memory, CPU model, kernel, the load average and how full the data's disk was.
+
+    A run of 2026-12-06 stalled in a ``/nosql/new`` phase for 8 s with the cores mostly idle,
+    on a disk found 96 % full afterwards. Whether the disk caused it was not shown; runs record
+    it so the next one can tell.
+    """
     memory_kb = 0
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -40,7 +50,14 @@ def describe_machine() -> dict[str, Any]:
         "cpu": model or platform.processor(),
         "kernel": platform.release(),
         "load_average": [round(value, 2) for value in os.getloadavg()],
+        "disk_used_percent": _used_percent(_DATA_DISK),
     }
+
+
+def _used_percent(path: Path) -> float:
+    """As ``df`` counts it: of the space the user can have, the share in use."""
+    usage = shutil.disk_usage(path)
+    return round(100 * usage.used / (usage.used + usage.free), 1)
 
 
 async def _postgres(env: Mapping[str, str]) -> str:

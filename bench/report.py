@@ -69,6 +69,12 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def disk_used(machine: dict[str, Any]) -> str:
+    """The data disk's fullness for the machine line; nothing for runs that did not record it."""
+    used = machine.get("disk_used_percent")
+    return "" if used is None else f", data disk {used} % full"
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The results as Markdown: machine, versions, then one table per group."""
     machine, versions = data["machine"], data["versions"]
@@ -80,7 +86,8 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         (
             f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB,"
-            f" kernel {machine['kernel']}, load average at start {machine['load_average']}."
+            f" kernel {machine['kernel']}, load average at start {machine['load_average']}"
+            f"{disk_used(machine)}."
         ),
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",
