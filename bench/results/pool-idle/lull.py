@@ -1,56 +1,58 @@
-import asyncio, sys, time, json
+"""A burst of 16 /cache/new after 320 s idle, against the same burst warm (README.md here).
 
-sys.path.insert(0, "/work/main")
+B needs the temporary switch this measurement used in shared/pgpool.py:
+``max_inactive_connection_lifetime=float(os.environ.get("SPINUP_AB_POOL_IDLE_S", "300"))``.
+"""
+
+import asyncio
+import itertools
+import json
+import time
+
 import aiohttp
+
 from bench.__main__ import bench_stack
 from bench.harness import caller, gateway_connector, interleaved
 
 LULL_S = 320
-count = 0
+BURST = 16
+callers = itertools.count()
 
 
-async def measure(stack):
-    global count
-    async with aiohttp.ClientSession(stack.gateway_url, connector=gateway_connector(16)) as http:
+async def create(http: aiohttp.ClientSession) -> float:
+    """One /cache/new from a fresh caller network; its latency in ms."""
+    started = time.perf_counter()
+    async with http.post("/cache/new", headers=caller(next(callers))) as response:
+        assert response.status == 201
+        await response.read()
+    return (time.perf_counter() - started) * 1000
 
-        async def one():
-            global count
-            count += 1
-            t = time.perf_counter()
-            async with http.post("/cache/new", headers=caller(count)) as r:
-                assert r.status == 201
-                await r.read()
-            return (time.perf_counter() - t) * 1000
 
+async def burst(http: aiohttp.ClientSession) -> list[float]:
+    return sorted(await asyncio.gather(*(create(http) for _ in range(BURST))))
+
+
+async def measure(stack) -> dict[str, float]:
+    async with aiohttp.ClientSession(stack.gateway_url, connector=gateway_connector(BURST)) as http:
         for _ in range(20):
-            await one()
+            await create(http)
         for _ in range(3):
-            await asyncio.gather(*(one() for _ in range(16)))
-        warm = sorted(await asyncio.gather(*(one() for _ in range(16))))
+            await burst(http)
+        warm = await burst(http)
     await asyncio.sleep(LULL_S)
-    async with aiohttp.ClientSession(stack.gateway_url, connector=gateway_connector(16)) as http:
-
-        async def one2():
-            global count
-            count += 1
-            t = time.perf_counter()
-            async with http.post("/cache/new", headers=caller(count)) as r:
-                assert r.status == 201
-                await r.read()
-            return (time.perf_counter() - t) * 1000
-
-        # the gateway's keep-alive connections are new here in both arms
-        await one2()
-        after = sorted(await asyncio.gather(*(one2() for _ in range(16))))
+    # New keep-alive connections to the gateway in both arms.
+    async with aiohttp.ClientSession(stack.gateway_url, connector=gateway_connector(BURST)) as http:
+        await create(http)
+        after = await burst(http)
     return {
-        "warm_burst_p50": round(warm[8], 1),
+        "warm_burst_p50": round(warm[BURST // 2], 1),
         "warm_burst_max": round(warm[-1], 1),
-        "after_lull_p50": round(after[8], 1),
+        "after_lull_p50": round(after[BURST // 2], 1),
         "after_lull_max": round(after[-1], 1),
     }
 
 
-async def main(stack):
+async def main(stack) -> None:
     result = await interleaved(
         stack,
         restart=["redis-provisioner"],
@@ -62,5 +64,6 @@ async def main(stack):
     print(json.dumps(result))
 
 
-with bench_stack(durable=False, name="lull") as stack:
-    asyncio.run(main(stack))
+if __name__ == "__main__":
+    with bench_stack(durable=False, name="lull") as running:
+        asyncio.run(main(running))
