@@ -30,6 +30,7 @@ from gateway.errors import document_errors, error_response
 from gateway.http.metrics import METRICS_ROUTES
 from gateway.http.middleware import request_id_middleware
 from gateway.http.openapi import complete_document, openapi_config
+from gateway.http.protocol import CoalescingHttpToolsProtocol
 from gateway.llms.routes import LLMS_ROUTES
 from gateway.neon.routes import NEON_ROUTES
 from gateway.resources.export_routes import EXPORT_ROUTES
@@ -267,7 +268,8 @@ def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> No
         host=settings.http_host,
         port=settings.http_port,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol, each response written in one system call.
+        http=CoalescingHttpToolsProtocol,
         log_config=None,
         access_log=False,
         server_header=False,
