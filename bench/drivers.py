@@ -62,8 +62,6 @@ async def _redis(env: Mapping[str, str]) -> tuple[Driver, Closer]:
         public_host=settings.public_host,
         public_port=settings.public_port,
         pool_size=settings.worker.create_concurrency + settings.worker.delete_concurrency + 2,
-        save_delay=settings.acl_save_delay_s,
-        save_max_duty=settings.acl_save_max_duty,
     )
     return driver, driver.close
 

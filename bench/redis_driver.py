@@ -3,8 +3,8 @@
     .venv/bin/python bench/redis_driver.py [--rounds 100] [--users 1000]
 
 Starts its own ``customer-redis`` (devstack config, free port, ``.spinup/redis-bench``), measures
-sequential creates and deletes, a burst of concurrent deletes (which share ACL saves), and what
-one ``ACL SAVE`` costs with ``--users`` users, then stops the server.
+sequential creates and deletes, a burst of concurrent deletes, and what one ``ACL SAVE`` would
+cost with ``--users`` users (why users are not saved, ADR 0045), then stops the server.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The customer Redis, where redis-provisioner makes one ACL user and key prefix per tenant.
 
 A separate ``redis-server`` from the platform one (rate limits, counters): a tenant can never
-reach platform keys, and a wrong URL fails loudly. Users live in an ``aclfile`` in the data
-directory (Redis refuses ``user`` lines in the config once an aclfile is set), so tenants
-survive a restart; the provisioner writes it with ``ACL SAVE``.
+reach platform keys, and a wrong URL fails loudly. The ``aclfile`` in the data directory holds
+the fixed users alone (``default`` off and the admin; Redis refuses ``user`` lines in the config
+once an aclfile is set). Tenants' users live in the server's memory: after a restart
+redis-provisioner puts them back from the event log (ADR 0045).
 """
 
 from __future__ import annotations
@@ -23,17 +24,11 @@ ADMIN_USER = "spinup-admin"
 ACL_FILE = "users.acl"
 
 
-def _acl_user(line: str) -> str:
-    """The user an aclfile line defines (``user <name> <rules>...``), or ``""``."""
-    words = line.split()
-    return words[1] if len(words) > 1 and words[0] == "user" else ""
-
-
 class CustomerRedisServer(RedisServer):
     """``redis-server`` with ACL users only: ``default`` is off, the admin is a named user.
 
     ``durable`` keeps tenants' data across restarts (append-only file); throwaway test stacks
-    run without persistence of keys (users still persist through the aclfile).
+    run without persistence of keys.
     """
 
     label = "customer redis"
@@ -70,7 +65,7 @@ class CustomerRedisServer(RedisServer):
         if self.acl_path.exists():
             return False
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._write_acl_file([])
+        self._write_acl_file()
         return True
 
     def _fixed_users(self) -> list[str]:
@@ -81,18 +76,16 @@ class CustomerRedisServer(RedisServer):
             f"user {ADMIN_USER} on #{digest} ~* &* +@all",
         ]
 
-    def _write_acl_file(self, tenant_lines: list[str]) -> None:
-        """Write the aclfile atomically (0600): fixed users first, then the tenants' lines."""
-        text = "".join(f"{line}\n" for line in [*self._fixed_users(), *tenant_lines])
+    def _write_acl_file(self) -> None:
+        """Write the aclfile atomically (0600) with the fixed users only.
+
+        Written at every start: the secret may be new, and a tenant line an earlier version
+        saved there would bring back, at each restart, a user the log may have deleted since.
+        """
+        text = "".join(f"{line}\n" for line in self._fixed_users())
         partial = self.acl_path.with_name(f".{ACL_FILE}.partial")
         write_private(partial, text)
         partial.replace(self.acl_path)
-
-    def _refresh_fixed_users(self) -> None:
-        """Re-state ``default`` and the admin (the secret may be new); keep every tenant line."""
-        fixed = {"default", ADMIN_USER}
-        existing = self.acl_path.read_text().splitlines() if self.acl_path.exists() else []
-        self._write_acl_file([line for line in existing if _acl_user(line) not in fixed | {""}])
 
     def config(self) -> str:
         """ACL users only (from the aclfile), no DEBUG or modules, persistence when durable."""
@@ -124,9 +117,9 @@ class CustomerRedisServer(RedisServer):
         return [ADMIN_USER, self.password]
 
     def start(self) -> None:
-        """Re-state the fixed users in the aclfile, then start as the platform Redis does."""
+        """Write the aclfile's fixed users, then start as the platform Redis does."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._refresh_fixed_users()
+        self._write_acl_file()
         super().start()
 
 

@@ -83,8 +83,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("shared.lifecycle")
 _encoder = msgspec.json.Encoder()
+_credentials_decoder: msgspec.json.Decoder[Credentials] = msgspec.json.Decoder(Credentials)
 # A claim or rotation that loses a race with another event re-reads and tries again this often.
 _APPEND_ATTEMPTS = 5
+#: ``restore_forgotten`` reads and writes again while the log moved under its last pass; more
+#: passes than this means commands keep changing the same tenants, and the next check goes on.
+_RESTORE_PASSES = 5
 # Resources measured per driver call in a usage sweep (a Redis call scans the whole keyspace
 # once, however many it measures), and quota changes applied at once.
 _USAGE_BATCH = 500
@@ -238,6 +242,34 @@ class TenantInventory(Protocol):
         ...
 
 
+@runtime_checkable
+class ForgetfulBackend(TenantInventory, Protocol):
+    """A backend whose server holds its tenants' credentials in memory only (docs/adr/0045).
+
+    A restart of the server forgets them, and ``ResourceLifecycle.restore_after_restart`` puts
+    them back from the log, comparing with the tenants the backend lists.
+    """
+
+    async def server_run(self) -> str:
+        """What names the server's current run: it changes each time the server starts."""
+        ...
+
+    async def restore_credentials(
+        self,
+        resource_id: UUID,
+        credentials: Credentials,
+        *,
+        writes_blocked: bool,
+        suspended: bool,
+    ) -> None:
+        """Give the tenant these credentials, with its write block and suspension as recorded."""
+        ...
+
+    async def drop_credentials(self, resource_id: UUID) -> None:
+        """Remove the tenant's credentials (ending its sessions); its data stays."""
+        ...
+
+
 class ResourceLifecycle:
     """Runs commands for one driver against the event log."""
 
@@ -253,12 +285,15 @@ class ResourceLifecycle:
         poll_interval: float = 0.05,
         orphan_grace: timedelta = ORPHAN_GRACE,
         usage_sweep_duty: float = USAGE_SWEEP_DUTY,
+        restore_recheck: timedelta = timedelta(seconds=20),
     ) -> None:
         """Run commands against the log with ``driver``.
 
         ``orphan_grace``: how long ``reconcile`` sees an object nobody owns before it deletes
         it; longer than any create takes to record its outcome (its deadline, and the append).
         ``usage_sweep_duty``: the share of a usage sweep's time spent measuring (``rest_after``).
+        ``restore_recheck``: after restoring a restarted backend, how long until it is checked
+        once more; longer than a command takes from its backend call to its append.
         """
         rest_after(0.0, usage_sweep_duty)  # refuses a duty out of range at start, not mid-sweep
         self._store = store
@@ -277,6 +312,13 @@ class ResourceLifecycle:
         self._usage_sweep_duty = usage_sweep_duty
         #: Objects ``reconcile`` found nobody owning, and when it first did.
         self._unowned_since: dict[UUID, datetime] = {}
+        self._forgetful = driver if isinstance(driver, ForgetfulBackend) else None
+        self._restore_recheck_s = restore_recheck.total_seconds()
+        #: The backend server's run the last restore was for, and when to check it once more.
+        self._server_run: str | None = None
+        self._recheck_at: float | None = None
+        #: What the restores since that run began wrote for each tenant (``_Restored``).
+        self._restored: dict[UUID, _Restored] = {}
 
     async def _state(self, resource_id: UUID) -> ResourceState:
         events = await self._store.load(resource_stream(resource_id))
@@ -855,6 +897,95 @@ class ResourceLifecycle:
                 deleted += 1
         return deleted
 
+    async def restore_after_restart(self) -> int:
+        """Restore a forgetful backend whose server has started since the last call; how many.
+
+        Called every few seconds by the worker. The first call restores whatever the server
+        lacks (a worker starting after a restart finds it so). A new run of the server (its
+        ``server_run`` changed) restores again; so does one more call once ``restore_recheck``
+        has passed, for the commands that were between their backend call and their append
+        while the server restarted. Backend or log errors propagate: the next call tries again.
+        """
+        if self._forgetful is None:
+            return 0
+        run = await self._forgetful.server_run()
+        if run != self._server_run:
+            self._restored = {}
+            restored = await self.restore_forgotten()
+            self._server_run = run
+            self._recheck_at = time.monotonic() + self._restore_recheck_s
+            return restored
+        if self._recheck_at is not None and time.monotonic() >= self._recheck_at:
+            self._recheck_at = None
+            return await self.restore_forgotten()
+        return 0
+
+    async def restore_forgotten(self) -> int:
+        """Make the backend's credentials what the log says; how many tenants were restored.
+
+        A pass reads every resource whose credentials the backend must hold (active or
+        suspended), then which tenants the backend has. It restores the missing ones with the
+        credentials the log holds, and those it restored before whose record has changed since
+        (a rotation, a suspension, a quota block). It drops the credentials of any tenant whose
+        row says it must have none (deleting, deleted, failed); a tenant with no row is
+        ``reconcile``'s, and one still being created is left to its create.
+
+        A pass that wrote anything is followed by another, because the log may have moved
+        between its read and its writes. A delete records ``ResourceDeprovisionRequested``
+        before it removes the user, so a user restored after that removal is seen, and dropped,
+        by the next pass. A rotation or suspension records its event after its backend call:
+        what a pass restored over it is corrected by the next pass once the event is in, or by
+        the recheck ``restore_after_restart`` makes ``restore_recheck`` later.
+        """
+        backend = self._forgetful
+        if backend is None:
+            return 0
+        kind = self._driver.kind
+        restored = 0
+        for _ in range(_RESTORE_PASSES):
+            held = {s.resource_id: s for s in await self._resources.holding_credentials(kind)}
+            present = await backend.tenants()
+            stale = [
+                state
+                for rid, state in held.items()
+                if rid not in present
+                or self._restored.get(rid, _restored(state)) != _restored(state)
+            ]
+            unwanted = [
+                state.resource_id
+                for state in await self._resources.by_ids(present - held.keys())
+                if state.status is not ResourceStatus.PROVISIONING
+            ]
+            if not stale and not unwanted:
+                return restored
+            for resource_id in unwanted:
+                await backend.drop_credentials(resource_id)
+                self._restored.pop(resource_id, None)
+
+            async def restore(state: ResourceState, backend: ForgetfulBackend = backend) -> None:
+                if state.credentials_sealed is None:
+                    return
+                raw = self._keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
+                async with self._create_slots:
+                    await backend.restore_credentials(
+                        state.resource_id,
+                        _credentials_decoder.decode(raw),
+                        writes_blocked=state.quota_exceeded,
+                        suspended=state.status is ResourceStatus.SUSPENDED,
+                    )
+                self._restored[state.resource_id] = _restored(state)
+
+            await asyncio.gather(*(restore(state) for state in stale))
+            restored += len(stale)
+            log.warning(
+                "lifecycle.credentials.restored",
+                kind=kind.value,
+                restored=len(stale),
+                dropped=len(unwanted),
+            )
+        log.warning("lifecycle.credentials.still_changing", kind=kind.value)
+        return restored
+
     async def find_due(self, command: FindDue) -> DueFound:
         """This kind's resources due for the reaper now, and, for stacks, deploys that stalled.
 
@@ -976,6 +1107,14 @@ class ResourceLifecycle:
             command_id=command.command_id,
             correlation_id=command.correlation_id,
         )
+
+
+_Restored = tuple[str | None, ResourceStatus, bool]
+
+
+def _restored(state: ResourceState) -> _Restored:
+    """What a restore writes for ``state``: credentials, suspension, write block."""
+    return (state.credentials_sealed, state.status, state.quota_exceeded)
 
 
 def _has_expired(state: ResourceState) -> bool:

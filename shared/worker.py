@@ -45,6 +45,9 @@ log = structlog.get_logger("shared.worker")
 #: How often a worker checks its backend for ``spinup_backend_up``, and how long it waits.
 BACKEND_PROBE_INTERVAL_S = 10.0
 BACKEND_PROBE_TIMEOUT_S = 5.0
+#: How often a worker asks whether its backend's server restarted (and forgot credentials,
+#: ``ResourceLifecycle.restore_after_restart``): tenants' logins fail until the next ask.
+RESTART_CHECK_INTERVAL_S = 1.0
 #: Exports one replica streams at once; past it an export is refused (retryable), not queued.
 EXPORTS_IN_FLIGHT = 4
 # No resource has the nil id: the probe looks for something that is never there.
@@ -175,6 +178,7 @@ async def serve_kind(
                 delete_concurrency=settings.delete_concurrency,
                 orphan_grace=orphan_grace(settings.orphan_grace_s, driver.kind),
                 usage_sweep_duty=settings.usage_sweep_duty,
+                restore_recheck=command_settled(driver.kind),
             )
             await register(bus, lifecycle)
             log.info(
@@ -188,6 +192,7 @@ async def serve_kind(
                     heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected),
                     probe_backend(driver),
                     reconciling(lifecycle, settings.reconcile_s),
+                    restoring(lifecycle, RESTART_CHECK_INTERVAL_S),
                 ):
                     await wait_for_shutdown()
         finally:
@@ -203,8 +208,15 @@ def orphan_grace(setting_s: float, kind: ResourceKind) -> timedelta:
     The setting, and never less than twice the kind's create timeout, within which a create in
     one append has recorded its outcome.
     """
-    floor = 2 * ENDPOINTS[kind].provision.timeout
-    return timedelta(seconds=max(setting_s, floor))
+    return max(timedelta(seconds=setting_s), command_settled(kind))
+
+
+def command_settled(kind: ResourceKind) -> timedelta:
+    """By when a create, rotation or suspension of ``kind`` has recorded its outcome.
+
+    Twice the command's timeout, counted from its backend call.
+    """
+    return timedelta(seconds=2 * ENDPOINTS[kind].provision.timeout)
 
 
 @contextlib.asynccontextmanager
@@ -220,6 +232,22 @@ async def reconciling(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncI
             await asyncio.sleep(interval_s)
 
     async with in_background(reconcile()):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def restoring(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncIterator[None]:
+    """Run ``lifecycle.restore_after_restart`` every ``interval_s`` while the block runs."""
+
+    async def restore() -> None:
+        while True:
+            try:
+                await lifecycle.restore_after_restart()
+            except Exception as exc:  # noqa: BLE001  (a backend or the log is down: next pass)
+                log.warning("worker.restore.failed", error=repr(exc))
+            await asyncio.sleep(interval_s)
+
+    async with in_background(restore()):
         yield
 
 

@@ -371,6 +371,32 @@ class ResourceReadModel:
             )
         return [_state_from_row(row) for row in rows]
 
+    async def holding_credentials(self, kind: ResourceKind) -> list[ResourceState]:
+        """Every resource of ``kind`` whose credentials the backend must hold: active or suspended.
+
+        A suspended one keeps its (stopped) credentials until its grace ends (docs/adr/0030).
+        """
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = ANY($2::text[])",
+                kind.value,
+                [ResourceStatus.ACTIVE.value, ResourceStatus.SUSPENDED.value],
+            )
+        return [_state_from_row(row) for row in rows]
+
+    async def by_ids(self, resource_ids: set[UUID]) -> list[ResourceState]:
+        """The rows of those of ``resource_ids`` that have one, ``_IDS_PER_QUERY`` at a time."""
+        ids = list(resource_ids)
+        states: list[ResourceState] = []
+        async with platform_errors():
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                rows = await self._pool.fetch(
+                    f"SELECT {_COLUMNS} FROM resources WHERE id = ANY($1::uuid[])",
+                    ids[start : start + _IDS_PER_QUERY],
+                )
+                states.extend(_state_from_row(row) for row in rows)
+        return states
+
     async def of_account(
         self, account_id: UUID, kind: ResourceKind | None = None
     ) -> list[ResourceState]:

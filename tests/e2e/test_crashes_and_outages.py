@@ -22,6 +22,7 @@ import nats
 import pytest
 from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bench.inventory import TENANT_LISTERS, settled_agreement
 from devstack.procs import free_ports
@@ -474,6 +475,37 @@ async def test_platform_postgres_stopped_under_load_503_meanwhile_nothing_half_w
         await compare_rebuild_with_live(env, platform_db)
     finally:
         await asyncio.to_thread(stack.start_service, "reaper")
+
+
+async def test_a_restarted_customer_redis_gets_its_tenants_back_from_the_log(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """The server keeps no users across a restart; redis-provisioner puts them back (ADR 0045)."""
+    kept = await new_resource(http, "cache")
+    rotated_before = await new_resource(http, "cache")
+    rotation = await http.post(f"/resources/{rotated_before['token']}/rotate")
+    assert rotation.status_code == 200, rotation.text
+    rotated = rotation.json()["connection_url"]
+    deleted = await new_resource(http, "cache")
+    assert (await http.delete(f"/resources/{deleted['token']}")).status_code == 200
+
+    async def logs_in(url: str) -> bool:
+        client = Redis.from_url(url, single_connection_client=True)
+        try:
+            return bool(await client.ping())
+        except RedisConnectionError:  # AuthenticationError among them
+            return False
+        finally:
+            await client.aclose()
+
+    await asyncio.to_thread(stack.stop_server, "customer-redis")
+    await asyncio.to_thread(stack.start_server, "customer-redis")
+    assert await eventually(lambda: logs_in(kept["connection_url"]), within=30)
+    assert await eventually(lambda: logs_in(rotated), within=30)
+    assert not await logs_in(rotated_before["connection_url"])
+    assert not await logs_in(deleted["connection_url"])
+    # And the API still makes caches.
+    assert await logs_in((await new_resource(http, "cache"))["connection_url"])
 
 
 @pytest.mark.parametrize(

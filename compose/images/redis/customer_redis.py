@@ -1,9 +1,10 @@
 """Run the customer Redis in its container with devstack's own code (devstack/customer_redis.py).
 
 Not a copy of the configuration: ``CustomerRedisServer`` writes it and the aclfile exactly as
-``make run`` does (``default`` off, the admin a named user with a hashed password, tenants kept
-across restarts in ``/data/users.acl``, ``acl-pubsub-default resetchannels``, no DEBUG, MODULE or
-protected configs, append-only persistence). Two things differ, both the container's own: the
+``make run`` does (``default`` off, the admin a named user with a hashed password, the aclfile
+``/data/users.acl`` holding those two alone while redis-provisioner puts tenants back after a
+restart, ``acl-pubsub-default resetchannels``, no DEBUG, MODULE or protected configs,
+append-only persistence). Two things differ, both the container's own: the
 server binds every address of the container (its one network's and loopback; compose publishes
 the port on ``SPINUP_CUSTOMER_BIND``, which plays the tenant address's part), and it becomes this
 process (``exec``) instead of a supervised child.

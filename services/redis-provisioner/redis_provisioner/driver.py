@@ -11,19 +11,19 @@ denied as well: ``PUBSUB CHANNELS`` ignores channel permissions and lists every 
 channels (found while writing the tests; not in the research's rule set). Lua runs only by
 ``EVALSHA`` of scripts this driver put in the server's cache (``VETTED_SCRIPTS``, ADR 0025).
 
-Passwords reach Redis only as SHA-256 (``#<hex>``), so neither ``ACL LIST`` nor the aclfile
-holds the plaintext.
+Passwords reach Redis only as SHA-256 (``#<hex>``), so ``ACL LIST`` never shows the plaintext.
 
 Quota: Redis has no per-user memory cap, so the usage sweep measures each prefix (sampled, see
 ``usage``) and an over-quota tenant loses its write commands (``WRITE_BLOCK_RULES``) while keeping
 reads and the commands that remove data. Both rule sets come from ``command_rules``.
 
-Persistence of users: ``ACL SAVE`` rewrites and fsyncs the whole aclfile while blocking the
-server (217 ms at 1000 users), far more than the ~0.1 ms ``ACL SETUSER`` costs, so saves are
-coalesced by ``AclSaver``. A create does not wait for the save: losing it in a server crash fails
-closed (the credentials stop working). A delete does wait: losing it would bring a deleted user
-back, password and all, after a restart; so does a rotate, whose lost save would bring back the
-old password.
+Users live in the server's memory only (ADR 0045). ``ACL SAVE`` rewrites the whole aclfile while
+the server serves no one, and describing each changed user costs it about 0.18 ms more (Redis
+7.0): while creates streamed in, every other tenant's commands waited 25-57 ms at the 99th
+percentile. So nothing is saved: the aclfile holds the fixed users alone, and after a restart
+the worker puts every tenant back from the event log (``ResourceLifecycle.restore_after_restart``
+through ``restore_credentials`` and ``drop_credentials``), the server's ``run_id`` telling it
+that the server restarted.
 """
 
 from __future__ import annotations
@@ -33,10 +33,8 @@ import base64
 import contextlib
 import hashlib
 import json
-import math
 import secrets
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
@@ -62,6 +60,8 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from redis.asyncio.client import Pipeline
+
+    from shared.contracts.kinds import Credentials
 
 log = structlog.get_logger("redis_provisioner.driver")
 
@@ -180,103 +180,6 @@ def key_prefix(resource_id: UUID) -> str:
     return f"{tenant_name(resource_id)}:"
 
 
-class AclSaver:
-    """Coalesces ``ACL SAVE``: one background task saves after changes, at a bounded duty.
-
-    A first change after a quiet spell is saved ``delay`` seconds later (changes arriving
-    meanwhile ride along). After each save the task rests so that saving takes at most
-    ``max_duty`` of the server's time: a 2 ms save (few users) allows the next one 8 ms later at
-    0.2, a 200 ms save (many users, slow disk) 800 ms later. Changes made while it saves or rests
-    share the next save. ``close`` saves whatever is still pending, so a clean stop loses nothing.
-    """
-
-    def __init__(
-        self, save: Callable[[], Awaitable[None]], *, delay: float, max_duty: float
-    ) -> None:
-        if not 0 < max_duty <= 1:
-            msg = f"max_duty must be in (0, 1], got {max_duty}"
-            raise ValueError(msg)
-        self._save = save
-        self._delay = delay
-        self._rest_per_second_saving = 1 / max_duty - 1
-        self._changed = asyncio.Event()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._next_allowed = -math.inf
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
-
-    def start(self) -> None:
-        """Start the background task (in the running event loop)."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="acl-saver")
-
-    def changed(self) -> None:
-        """Note a change; it will be saved soon, without waiting for it."""
-        self._changed.set()
-
-    async def changed_and_saved(self) -> None:
-        """Note a change and return once a save that includes it has succeeded.
-
-        Raises:
-            SpinupError: that save failed (the change is retried by later saves).
-        """
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._changed.set()
-        await waiter
-
-    async def close(self) -> None:
-        """Stop the task and save what is still pending (errors are logged, not raised)."""
-        if self._task is not None:
-            # The flag as well as the cancel: a cancel that lands inside the Redis client can
-            # come out of the save as an error or as nothing (seen in bench.breakdown, about one
-            # run in six), and the task would go back to waiting for changes, ``close`` for it.
-            self._closing = True
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._changed.is_set() or self._waiters:
-            await self._save_pending()
-
-    async def _run(self) -> None:
-        while not self._closing:
-            await self._changed.wait()
-            if self._closing:
-                return
-            rest = self._next_allowed - time.monotonic()
-            await asyncio.sleep(max(self._delay, rest))
-            await self._save_pending()
-
-    async def _save_pending(self) -> None:
-        self._changed.clear()
-        waiters, self._waiters = self._waiters, []
-        started = time.monotonic()
-        try:
-            await self._save()
-        except SpinupError as exc:
-            # Nothing was persisted: the next round tries again; those waiting hear it failed.
-            self._changed.set()
-            log.warning("redis_provisioner.acl.save_failed", code=exc.code.value)
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(
-                        SpinupError(exc.code, exc.message, retryable=exc.retryable)
-                    )
-        except BaseException:
-            # Cancelled mid-save: keep the waiters for the final save in ``close``.
-            self._changed.set()
-            self._waiters[:0] = waiters
-            raise
-        else:
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-        finally:
-            finished = time.monotonic()
-            self._next_allowed = finished + (finished - started) * self._rest_per_second_saving
-
-
 class RedisDriver:
     """Creates and deletes tenant ACL users through one admin client (a connection pool)."""
 
@@ -288,13 +191,10 @@ class RedisDriver:
         *,
         public_host: str,
         public_port: int,
-        save_delay: float = 0.01,
-        save_max_duty: float = 0.2,
     ) -> None:
         self._admin = admin
         self._public_host = public_host
         self._public_port = public_port
-        self._saver = AclSaver(self._acl_save, delay=save_delay, max_duty=save_max_duty)
         self._script_keeper: asyncio.Task[None] | None = None
 
     @classmethod
@@ -305,10 +205,8 @@ class RedisDriver:
         public_host: str,
         public_port: int,
         pool_size: int,
-        save_delay: float = 0.01,
-        save_max_duty: float = 0.2,
     ) -> RedisDriver:
-        """Open the admin pool, check it answers, save any users a crashed replica left unsaved.
+        """Open the admin pool, check it answers, load the vetted scripts.
 
         Raises:
             BackendUnavailableError: the server cannot be reached.
@@ -325,30 +223,21 @@ class RedisDriver:
             retry=Retry(NoBackoff(), 1),
         )
         admin = aioredis.Redis.from_pool(pool)
-        driver = cls(
-            admin,
-            public_host=public_host,
-            public_port=public_port,
-            save_delay=save_delay,
-            save_max_duty=save_max_duty,
-        )
+        driver = cls(admin, public_host=public_host, public_port=public_port)
         try:
-            await driver._acl_save()
             await driver.load_vetted_scripts()
         except BaseException:
             await admin.aclose()
             raise
-        driver._saver.start()
         driver._script_keeper = asyncio.create_task(driver._keep_scripts(), name="script-keeper")
         return driver
 
     async def close(self) -> None:
-        """Save pending ACL changes, then close the admin pool."""
+        """Stop checking the scripts, then close the admin pool."""
         if self._script_keeper is not None:
             self._script_keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._script_keeper
-        await self._saver.close()
         await self._admin.aclose()
 
     async def load_vetted_scripts(self) -> None:
@@ -398,10 +287,6 @@ class RedisDriver:
         reply: object = await self._admin.execute_command(*words)  # type: ignore[no-untyped-call]
         return reply
 
-    async def _acl_save(self) -> None:
-        async with self._backend_errors("saved"):
-            await self._command("ACL", "SAVE")
-
     async def create(
         self,
         resource_id: UUID,
@@ -440,7 +325,6 @@ class RedisDriver:
                 f"&{prefix}*",
                 *command_rules(writes_blocked=writes_blocked),
             )
-        self._saver.changed()
         return self._credentials(resource_id, password)
 
     async def tenants(self) -> set[UUID]:
@@ -450,6 +334,49 @@ class RedisDriver:
         listed = users if isinstance(users, list) else []  # ACL USERS answers an array
         names = (user.decode() if isinstance(user, bytes) else str(user) for user in listed)
         return {rid for rid in map(tenant_resource_id, names) if rid is not None}
+
+    async def server_run(self) -> str:
+        """The server's ``run_id``: a new one each time the server starts (and forgets users)."""
+        async with self._backend_errors("checked"):
+            info = await self._admin.info("server")
+        return str(info["run_id"])
+
+    async def restore_credentials(
+        self,
+        resource_id: UUID,
+        credentials: Credentials,
+        *,
+        writes_blocked: bool,
+        suspended: bool,
+    ) -> None:
+        """Make the tenant's user as the log last recorded it: its password, rules and block.
+
+        A suspended tenant's user is made ``off``, so its password stays refused while its keys
+        can still be exported. Connections already open as the user are left alone.
+        """
+        if not isinstance(credentials, RedisCredentials):
+            msg = f"not Redis credentials: {type(credentials).__name__}"
+            raise TypeError(msg)
+        name = guard_tenant_name(tenant_name(resource_id))
+        prefix = key_prefix(resource_id)
+        async with self._backend_errors("restored"):
+            await self._command(
+                "ACL",
+                "SETUSER",
+                name,
+                "reset",
+                "off" if suspended else "on",
+                f"#{password_hash(credentials.password)}",
+                f"~{prefix}*",
+                f"&{prefix}*",
+                *command_rules(writes_blocked=writes_blocked),
+            )
+
+    async def drop_credentials(self, resource_id: UUID) -> None:
+        """Delete the tenant's user (ending its connections) and leave its keys; none is fine."""
+        name = guard_tenant_name(tenant_name(resource_id))
+        async with self._backend_errors("removed"):
+            await self._command("ACL", "DELUSER", name)
 
     def _credentials(self, resource_id: UUID, password: str) -> RedisCredentials:
         name = tenant_name(resource_id)
@@ -511,7 +438,6 @@ class RedisDriver:
                 f"&{prefix}*",
                 *command_rules(writes_blocked=blocked),
             )
-        self._saver.changed()
 
     async def rotate(
         self,
@@ -521,8 +447,7 @@ class RedisDriver:
         """Replace the user's password and disconnect every client logged in as the user.
 
         Only the password changes (``resetpass``): keys, commands and a write block in force
-        stay as they are. Returns once the aclfile holds the new password, because a save lost
-        in a crash would bring the old password back after a restart.
+        stay as they are.
 
         Raises:
             SpinupError: NOT_FOUND when the tenant has no user.
@@ -535,7 +460,6 @@ class RedisDriver:
             await self._command("ACL", "SETUSER", name, "resetpass", f"#{password_hash(password)}")
             # A new password does not end sessions already authenticated with the old one.
             await self._command("CLIENT", "KILL", "USER", name)
-        await self._saver.changed_and_saved()
         return self._credentials(resource_id, password)
 
     async def block_writes(
@@ -567,8 +491,6 @@ class RedisDriver:
             # keys stay. (ACL SETUSER would create a missing user, hence the check above.)
             await self._command("ACL", "SETUSER", name, *command_rules(writes_blocked=blocked))
         log.info("redis_provisioner.writes.changed", user=name, blocked=blocked)
-        # Not awaited: a block lost in a crash is applied again by the next sweep.
-        self._saver.changed()
 
     async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Bytes of keys each tenant holds: one SCAN of the keyspace, sampled ``MEMORY USAGE``.
@@ -619,8 +541,7 @@ class RedisDriver:
     async def delete(self, resource_id: UUID) -> None:
         """Delete the user (ending its connections), then its keys; a missing user is fine.
 
-        The user goes first so nothing can write new keys while they are removed. Returns once
-        the aclfile no longer holds the user, so a server restart cannot bring it back.
+        The user goes first so nothing can write new keys while they are removed.
         """
         name = guard_tenant_name(tenant_name(resource_id))
         prefix = f"{name}:"
@@ -628,7 +549,6 @@ class RedisDriver:
             # ACL DELUSER also disconnects every client authenticated as that user.
             await self._command("ACL", "DELUSER", name)
             await self._unlink_prefixed(prefix)
-        await self._saver.changed_and_saved()
 
     async def _unlink_prefixed(self, prefix: str) -> None:
         # SCAN walks the whole keyspace, MATCH filters server-side: cost grows with all keys.
@@ -647,8 +567,8 @@ class RedisDriver:
         """At expiry: the user is switched ``off`` and its connections are killed; keys stay.
 
         ``off`` refuses new logins but leaves sessions already authenticated alone, hence the
-        ``CLIENT KILL USER``. Returns once the aclfile says ``off``, so a restart cannot switch
-        the user back on. ``delete`` removes the user and keys as usual; a missing user is fine.
+        ``CLIENT KILL USER``. ``delete`` removes the user and keys as usual; a missing user is
+        fine.
         """
         name = guard_tenant_name(tenant_name(resource_id))
         async with self._backend_errors("suspended"):
@@ -657,7 +577,6 @@ class RedisDriver:
                 return
             await self._command("ACL", "SETUSER", name, "off")
             await self._command("CLIENT", "KILL", "USER", name)
-        await self._saver.changed_and_saved()
         log.info("redis_provisioner.user.suspended", user=name)
 
     def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:

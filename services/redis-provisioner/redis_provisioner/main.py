@@ -12,7 +12,7 @@ SERVICE = "redis-provisioner"
 
 
 async def run(settings: Settings) -> None:
-    """Connect, serve commands until signalled, then save pending ACL changes (on close)."""
+    """Connect, serve commands until signalled, then close the admin pool."""
     concurrency = settings.worker.create_concurrency + settings.worker.delete_concurrency
     driver = await connect_with_retry(
         "customer redis",
@@ -21,8 +21,6 @@ async def run(settings: Settings) -> None:
             public_host=settings.public_host,
             public_port=settings.public_port,
             pool_size=concurrency + 2,
-            save_delay=settings.acl_save_delay_s,
-            save_max_duty=settings.acl_save_max_duty,
         ),
     )
     try:

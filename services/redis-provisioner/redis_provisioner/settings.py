@@ -17,8 +17,6 @@ class Settings:
     admin_url: str
     public_host: str
     public_port: int
-    acl_save_delay_s: float
-    acl_save_max_duty: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -40,8 +38,4 @@ class Settings:
             admin_url=env.string("SPINUP_CUSTOMER_REDIS_URL"),
             public_host=env.string("SPINUP_CUSTOMER_REDIS_HOST"),
             public_port=env.integer("SPINUP_CUSTOMER_REDIS_PORT", 6379),
-            # ACL SAVE blocks the server (16-217 ms at 1000 users): changes are batched into one
-            # save shortly after they happen, and saving takes at most this share of its time.
-            acl_save_delay_s=env.number("SPINUP_REDIS_ACL_SAVE_DELAY_S", 0.01),
-            acl_save_max_duty=env.number("SPINUP_REDIS_ACL_SAVE_MAX_DUTY", 0.2),
         )
