@@ -89,6 +89,16 @@ _APPEND_ATTEMPTS = 5
 #: ``restore_forgotten`` reads and writes again while the log moved under its last pass; more
 #: passes than this means commands keep changing the same tenants, and the next check goes on.
 _RESTORE_PASSES = 5
+#: A tenant's credentials must not exist in these: a restore drops any it finds. Not an active
+#: or suspended one a pass did not read (made since its read), nor one still being created.
+_NO_CREDENTIALS = frozenset(
+    {
+        ResourceStatus.FAILED,
+        ResourceStatus.DELETING,
+        ResourceStatus.DELETED,
+        ResourceStatus.EXPIRED,
+    }
+)
 # Resources measured per driver call in a usage sweep (a Redis call scans the whole keyspace
 # once, however many it measures), and quota changes applied at once.
 _USAGE_BATCH = 500
@@ -927,8 +937,9 @@ class ResourceLifecycle:
         suspended), then which tenants the backend has. It restores the missing ones with the
         credentials the log holds, and those it restored before whose record has changed since
         (a rotation, a suspension, a quota block). It drops the credentials of any tenant whose
-        row says it must have none (deleting, deleted, failed); a tenant with no row is
-        ``reconcile``'s, and one still being created is left to its create.
+        row says it must have none (``_NO_CREDENTIALS``). A tenant with no row is
+        ``reconcile``'s, one still being created is left to its create, and one that became
+        active after the pass's read is left as it is.
 
         A pass that wrote anything is followed by another, because the log may have moved
         between its read and its writes. A delete records ``ResourceDeprovisionRequested``
@@ -954,7 +965,7 @@ class ResourceLifecycle:
             unwanted = [
                 state.resource_id
                 for state in await self._resources.by_ids(present - held.keys())
-                if state.status is not ResourceStatus.PROVISIONING
+                if state.status in _NO_CREDENTIALS
             ]
             if not stale and not unwanted:
                 return restored

@@ -240,11 +240,17 @@ async def restoring(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncIte
     """Run ``lifecycle.restore_after_restart`` every ``interval_s`` while the block runs."""
 
     async def restore() -> None:
+        failing = False
         while True:
             try:
                 await lifecycle.restore_after_restart()
             except Exception as exc:  # noqa: BLE001  (a backend or the log is down: next pass)
-                log.warning("worker.restore.failed", error=repr(exc))
+                # Once per outage, not every second of it (``probe_backend`` reports it too).
+                if not failing:
+                    log.warning("worker.restore.failed", error=repr(exc))
+                failing = True
+            else:
+                failing = False
             await asyncio.sleep(interval_s)
 
     async with in_background(restore()):

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -236,3 +237,62 @@ async def test_users_the_log_says_must_not_exist_are_dropped_and_others_left(
     assert {in_the_making, nobodys} <= tenants, "a create under way and an orphan are not its own"
     await redis_driver.delete(in_the_making)
     await redis_driver.delete(nobodys)
+
+
+class CreatesWhileListing:
+    """The real driver, with a create finishing while it lists its tenants, as one can mid-pass.
+
+    That create's row is not in the pass's first read, and its user is in the listing.
+    """
+
+    kind = ResourceKind.REDIS
+
+    def __init__(self, inner: RedisDriver, make: Callable[[], Awaitable[RedisCredentials]]) -> None:
+        self.inner = inner
+        self.make: Callable[[], Awaitable[RedisCredentials]] | None = make
+        self.made: RedisCredentials | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def tenants(self) -> set[uuid.UUID]:
+        if self.make is not None:
+            make, self.make = self.make, None
+            self.made = await make()
+        return await self.inner.tenants()
+
+
+@pytest.mark.usefixtures("without_the_worker")
+async def test_a_create_that_finishes_during_a_pass_keeps_its_user(
+    lifecycle: ResourceLifecycle,
+    store: EventStore,
+    platform_db: asyncpg.Pool,
+    redis_driver: RedisDriver,
+    keyring: Keyring,
+) -> None:
+    sessions: list[aioredis.Redis] = []
+
+    async def create_and_connect() -> RedisCredentials:
+        made = await create(lifecycle)
+        session = aioredis.Redis.from_url(
+            made.connection_url, single_connection_client=True, retry=Retry(NoBackoff(), 0)
+        )
+        assert await session.ping()
+        sessions.append(session)
+        return made
+
+    listing = CreatesWhileListing(redis_driver, create_and_connect)
+    restoring = ResourceLifecycle(
+        store,
+        keyring,
+        listing,  # type: ignore[arg-type]
+        resources=ResourceReadModel(platform_db),
+        create_concurrency=2,
+        delete_concurrency=2,
+    )
+    await restoring.restore_forgotten()
+    assert listing.made is not None
+    # Untouched: a user dropped and restored would have lost its open session.
+    (session,) = sessions
+    assert await session.ping()
+    await session.aclose()
