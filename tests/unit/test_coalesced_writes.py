@@ -1,34 +1,25 @@
 """The gateway's HTTP transport: a loop turn's writes leave together, at the end of the turn.
 
-Over a real connected socket pair and a real event loop.
+Over a real connected socket pair, on asyncio's own event loop and on uvloop's (the gateway's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import pytest
+import uvloop
 
 from gateway.http.protocol import CoalescingTransport
+
+Check = Callable[[CoalescingTransport, socket.socket], Awaitable[None]]
 
 
 class _Peer(asyncio.Protocol):
     pass
-
-
-@pytest.fixture
-async def wrapped() -> AsyncIterator[tuple[CoalescingTransport, socket.socket]]:
-    ours, theirs = socket.socketpair()
-    theirs.settimeout(0)
-    loop = asyncio.get_running_loop()
-    transport, _ = await loop.connect_accepted_socket(_Peer, ours)
-    try:
-        yield CoalescingTransport(transport, loop), theirs  # type: ignore[arg-type]
-    finally:
-        transport.close()
-        theirs.close()
 
 
 def _received(peer: socket.socket) -> bytes:
@@ -38,10 +29,19 @@ def _received(peer: socket.socket) -> bytes:
         return b""
 
 
-async def test_writes_of_one_turn_leave_together_when_the_turn_ends(
-    wrapped: tuple[CoalescingTransport, socket.socket],
-) -> None:
-    transport, peer = wrapped
+async def _over_a_socket_pair(check: Check) -> None:
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(0)
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.connect_accepted_socket(_Peer, ours)
+    try:
+        await check(CoalescingTransport(transport, loop), theirs)  # type: ignore[arg-type]
+    finally:
+        transport.close()
+        theirs.close()
+
+
+async def _one_turn(transport: CoalescingTransport, peer: socket.socket) -> None:
     transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     transport.write(b"")
     transport.write(b"{}")
@@ -50,10 +50,7 @@ async def test_writes_of_one_turn_leave_together_when_the_turn_ends(
     assert _received(peer) == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
 
 
-async def test_a_later_turn_sends_its_own_writes(
-    wrapped: tuple[CoalescingTransport, socket.socket],
-) -> None:
-    transport, peer = wrapped
+async def _later_turns(transport: CoalescingTransport, peer: socket.socket) -> None:
     transport.write(b"first")
     await asyncio.sleep(0)
     transport.write(b"second")
@@ -64,10 +61,7 @@ async def test_a_later_turn_sends_its_own_writes(
     assert _received(peer) == b"third"
 
 
-async def test_close_sends_what_is_held_first(
-    wrapped: tuple[CoalescingTransport, socket.socket],
-) -> None:
-    transport, peer = wrapped
+async def _close_first_sends(transport: CoalescingTransport, peer: socket.socket) -> None:
     transport.write(b"last words")
     transport.close()
     assert transport.is_closing()
@@ -79,11 +73,29 @@ async def test_close_sends_what_is_held_first(
     assert received == b"last words"
 
 
-async def test_everything_else_is_the_wrapped_transports(
-    wrapped: tuple[CoalescingTransport, socket.socket],
-) -> None:
-    transport, _ = wrapped
+async def _the_rest_is_wrapped(transport: CoalescingTransport, _peer: socket.socket) -> None:
     assert transport.get_extra_info("socket") is not None
     assert not transport.is_closing()
     transport.pause_reading()
     transport.resume_reading()
+
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run,
+    "uvloop": uvloop.run,
+}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize(
+    "check",
+    [_one_turn, _later_turns, _close_first_sends, _the_rest_is_wrapped],
+    ids=[
+        "writes_of_one_turn_leave_together_when_it_ends",
+        "a_later_turn_sends_its_own_writes",
+        "close_sends_what_is_held_first",
+        "everything_else_is_the_wrapped_transports",
+    ],
+)
+def test_coalescing_transport(loop: str, check: Check) -> None:
+    LOOPS[loop](_over_a_socket_pair(check))
