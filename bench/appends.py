@@ -33,7 +33,7 @@ from shared.testing.factories import provision_requested
 async def _appends(env: dict[str, str], platform_pid: int, calls: int) -> list[str]:
     load_plans(Path(env["SPINUP_PLANS_FILE"]))  # the stack's plans load: it is configured
     keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
-    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=16)
     store = EventStore(pool, keyring, [ResourceProjection()])
     lines = []
     try:

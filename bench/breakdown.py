@@ -98,7 +98,7 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
         )
 
     layers: dict[str, list[float]] = {}
-    platform = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=8)
+    platform = await open_pool(env["SPINUP_PLATFORM_DSN"], size=8)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-breakdown")
     try:
         async with connected(ResourceKind.REDIS, env) as driver:

@@ -86,7 +86,7 @@ async def _median_ms(call: object, calls: int = _CALLS) -> float:
 
 
 async def _measure(dsn: str, sizes: list[int]) -> list[str]:
-    pool = await open_pool(dsn, min_size=1, max_size=2)
+    pool = await open_pool(dsn, size=2)
     await migrate(pool, OUTBOX_SCHEMA)
     model = ResourceReadModel(pool)
     now = datetime.now(UTC)

@@ -229,7 +229,7 @@ async def one_round(  # noqa: PLR0915  (one measurement after another, each a fe
     Each measurement first waits up to ``settle_s`` for the stack to be quiet.
     """
     plans = load_plans(Path(env["SPINUP_PLANS_FILE"]))
-    platform = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=16, max_size=16)
+    platform = await open_pool(env["SPINUP_PLATFORM_DSN"], size=16)
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="bench-floor")
     redis = Redis.from_url(env["SPINUP_REDIS_URL"])
     connector = gateway_connector(PATH_CONCURRENCY)

@@ -176,7 +176,7 @@ async def event_log_inserts(dsn: str, names: Names, sizes: Sizes) -> list[Floor]
     log stays as the platform wrote it (no relay, projection or reaper sees these rows).
     """
     table = names.new("events")
-    pool = await open_pool(dsn, min_size=INSERT_POOL, max_size=INSERT_POOL)
+    pool = await open_pool(dsn, size=INSERT_POOL)
     try:
         await pool.execute(f"CREATE TABLE {table} (LIKE events INCLUDING ALL)")
         statement = (
@@ -381,7 +381,7 @@ async def pg_floors(
         await settings(customer_dsn, "customer cluster"),
     ]
     progress.step("waiting for the stack's warm pool to fill")
-    platform = await open_pool(platform_dsn, min_size=1, max_size=1)
+    platform = await open_pool(platform_dsn, size=1)
     try:
         # A refill is a CREATE DATABASE: none may run under the measurements.
         await wait_for_pool(
@@ -392,7 +392,7 @@ async def pg_floors(
     progress.step("event-log INSERT on the platform cluster")
     floors = await event_log_inserts(platform_dsn, names, sizes)
     # The platform's pool: no session reset on release, so c = 8 times the DDL, not a RESET ALL.
-    admin = await open_pool(customer_dsn, min_size=1, max_size=max(CREATE_LEVELS))
+    admin = await open_pool(customer_dsn, size=max(CREATE_LEVELS))
     customer = Customer(admin, names, sizes)
     steps: list[tuple[str, Callable[[], Awaitable[list[Floor]]]]] = [
         ("CREATE DATABASE, wal_log and file_copy", customer.strategies),

@@ -53,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 _NATS_USER = "spinup"
 _PLATFORM_ROLE = "spinup"
 _PLATFORM_DB = "spinup"
+#: The platform cluster's connection budget (Postgres' default is 100), shared with compose.
+PLATFORM_MAX_CONNECTIONS = 300
 
 
 class Progress:
@@ -142,6 +144,9 @@ class Stack:
         profile, ports, secrets = self.profile, self.profile.ports, self.secrets
         logs, run, data = profile.logs_dir, profile.run_dir, profile.data_dir
         speed = {} if profile.durable else {"fsync": "off", "full_page_writes": "off"}
+        # Every service opens its pools whole at start (shared/pgpool.py): about 90 connections
+        # for one replica of each, and the tests' and bench's replicas and pools beside them.
+        budget = {"max_connections": str(PLATFORM_MAX_CONNECTIONS)}
         platform = PostgresCluster(
             "platform-pg",
             label="platform postgres",
@@ -154,7 +159,7 @@ class Stack:
                 "local all postgres peer",
                 "host all all 127.0.0.1/32 scram-sha-256",
             ],
-            settings=speed,
+            settings=speed | budget,
             durable=profile.durable,
             apps=(
                 AppDatabase(

@@ -24,17 +24,22 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 #: asyncpg's ``max_inactive_connection_lifetime``: 0 keeps every connection a pool opened. By
 #: default it closes one idle for 300 s, so the first burst after a quiet five minutes opened them
 #: all again: 16 ``/cache/new`` at once after 320 s idle took a p50 of 77-107 ms that way and
-#: 44-61 ms with the connections kept, against 20-25 ms warm (bench/README.md). A pool never
-#: holds more than its ``max_size``, which the server's connection budget allows for anyway.
+#: 44-61 ms with the connections kept, against 20-25 ms warm (bench/README.md).
 KEEP_IDLE_CONNECTIONS = 0.0
 
 
-async def open_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
-    """A pool of connections released without asyncpg's session reset, kept while idle."""
+async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
+    """A pool of ``size`` connections, all opened now, kept while idle, released without reset.
+
+    Whole from the start, as HikariCP advises for its pools: a pool growing under the first
+    burst after a start (a deploy, a scale-up) made that burst's requests wait for each new
+    connection's authentication and set-up, and the server's connection budget has to allow
+    every pool's size anyway (docs/scaling.md).
+    """
     return await asyncpg.create_pool(
         dsn,
-        min_size=min_size,
-        max_size=max_size,
+        min_size=size,
+        max_size=size,
         reset=_keep_session,
         max_inactive_connection_lifetime=KEEP_IDLE_CONNECTIONS,
     )

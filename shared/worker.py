@@ -161,7 +161,7 @@ async def serve_kind(
     keyring = Keyring.from_setting(settings.seal_keys)
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: open_pool(settings.platform_dsn, min_size=1, max_size=8),
+        lambda: open_pool(settings.platform_dsn, size=8),
     )
     try:
         await migrate(platform)

@@ -15,7 +15,7 @@ from shared.pgpool import open_pool
 
 async def _main(action: str) -> int:
     dsn = Env(os.environ).string("SPINUP_PLATFORM_DSN")
-    pool = await open_pool(dsn, min_size=1, max_size=2)
+    pool = await open_pool(dsn, size=2)
     try:
         await migrate(pool)
         if action == "rebuild":

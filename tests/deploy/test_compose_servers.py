@@ -22,6 +22,7 @@ import pytest
 from devstack import customer_pg, customer_redis
 from devstack.network import OVERRIDE_VARIABLE
 from devstack.profile import Ports, Profile, Secrets
+from devstack.stack import PLATFORM_MAX_CONNECTIONS
 from shared.plans import load_plans
 from tests.deploy.compose_files import COMPOSE_DIR
 
@@ -160,6 +161,12 @@ def test_customer_postgres_has_devstacks_rules_and_settings(
     allowed = {name for tier in tiers for name in tier.postgres.extensions}
     assert set(service["environment"]["POSTGRES_EXTENSIONS"].split(",")) == allowed
     assert service["image"] == config["services"]["platform-pg"]["image"]
+
+
+def test_the_platform_postgres_has_devstacks_connection_budget(config: dict[str, Any]) -> None:
+    # Every service opens its pools whole at start (shared/pgpool.py): the default 100 is short.
+    command = config["services"]["platform-pg"]["command"]
+    assert command == ["spinup-postgres", "-c", f"max_connections={PLATFORM_MAX_CONNECTIONS}"]
 
 
 # --- customer Redis ------------------------------------------------------------------------------

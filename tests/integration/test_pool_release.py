@@ -13,7 +13,7 @@ from shared.pgpool import open_pool
 async def test_a_release_rolls_back_what_was_left_open_and_keeps_the_session(
     env: dict[str, str],
 ) -> None:
-    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], min_size=1, max_size=1)
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=1)
     try:
         async with pool.acquire() as conn:
             backend = await conn.fetchval("SELECT pg_backend_pid()")

@@ -26,6 +26,7 @@ from shared.contracts.errors import (
 )
 from shared.contracts.kinds import RedisLimits
 from shared.naming import tenant_name
+from shared.redis_handshake import QUIET_HANDSHAKE
 
 pytestmark = pytest.mark.integration
 
@@ -477,3 +478,23 @@ async def test_guard_refuses_every_new_operation_on_a_name_without_the_tenant_pr
     with pytest.raises(DropRefusedError):
         await redis_driver.usage([rid])
     assert await redis_admin.ping()
+
+
+async def test_a_new_connection_sends_no_command_the_server_refuses(
+    env: dict[str, str], redis_admin: aioredis.Redis
+) -> None:
+    """``QUIET_HANDSHAKE``: the handshake is ``HELLO`` alone, no refused ``CLIENT`` commands."""
+
+    async def refused() -> int:
+        stats = await redis_admin.info("errorstats")
+        return sum(int(entry["count"]) for entry in stats.values())
+
+    before = await refused()
+    quiet = aioredis.Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], **QUIET_HANDSHAKE)
+    assert await quiet.ping()
+    await quiet.aclose()
+    assert await refused() == before
+    chatty = aioredis.Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"])
+    assert await chatty.ping()
+    await chatty.aclose()
+    assert await refused() > before, "the default handshake is refused by this server"

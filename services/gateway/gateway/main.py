@@ -55,6 +55,7 @@ from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
 from shared.pgpool import open_pool
 from shared.plans import load_plans
+from shared.redis_handshake import QUIET_HANDSHAKE
 from shared.runtime import connect_with_retry, in_background, settings_or_exit
 from shared.tracing import configure_tracing, trace_driver
 from shared.worker import orphan_grace, reconciling
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await connect_with_retry(
             "platform postgres",
-            lambda: open_pool(settings.platform_dsn, min_size=2, max_size=10),
+            lambda: open_pool(settings.platform_dsn, size=10),
         )
         await migrate(pool)
         await migrate(pool, ACCOUNTS_SCHEMA)
@@ -88,12 +89,14 @@ def create_app(settings: Settings) -> Litestar:
             socket_connect_timeout=0.5,
             retry=Retry(NoBackoff(), 1),
             retry_on_error=[RedisConnectionError],
+            **QUIET_HANDSHAKE,
         )
         # Live webhook streams: a pool of their own, bounded; past it a new stream gets a 503.
         live = Redis.from_url(
             settings.redis_url,
             socket_connect_timeout=0.5,
             max_connections=settings.max_live_streams,
+            **QUIET_HANDSHAKE,
         )
         webhooks = WebhookDriver(
             redis, public_url=settings.public_url, token_key=settings.token_key, live=live

@@ -213,7 +213,7 @@ class PostgresDriver:
         bin_dir: str = "",
     ) -> PostgresDriver:
         """Open the admin pool and start the drop queue (with what an earlier run left)."""
-        pool = await open_pool(admin_dsn, min_size=1, max_size=pool_size)
+        pool = await open_pool(admin_dsn, size=pool_size)
         driver = cls(
             pool,
             admin_dsn=admin_dsn,

@@ -36,7 +36,7 @@ async def run(settings: Settings) -> None:
     # which does, and refills are relayed by the next nudge or the relay's poll.
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: open_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
+        lambda: open_pool(settings.worker.platform_dsn, size=4),
     )
     try:
         await driver.harden()

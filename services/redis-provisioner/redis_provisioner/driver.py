@@ -55,6 +55,7 @@ from shared.contracts.kinds import (
 )
 from shared.exporting import chunked
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
+from shared.redis_handshake import QUIET_HANDSHAKE
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -221,6 +222,7 @@ class RedisDriver:
             # One retry on a fresh connection covers a pool left stale by a server restart;
             # redis-py's default (10 tries, growing back-off) would outlast the endpoint timeout.
             retry=Retry(NoBackoff(), 1),
+            **QUIET_HANDSHAKE,
         )
         admin = aioredis.Redis.from_pool(pool)
         driver = cls(admin, public_host=public_host, public_port=public_port)

@@ -48,7 +48,7 @@ async def run(settings: Settings) -> None:
     )
     platform = await connect_with_retry(
         "platform postgres",
-        lambda: open_pool(settings.worker.platform_dsn, min_size=1, max_size=4),
+        lambda: open_pool(settings.worker.platform_dsn, size=4),
     )
     keyring = Keyring.from_setting(settings.worker.seal_keys)
     js = bus.nc.jetstream()
