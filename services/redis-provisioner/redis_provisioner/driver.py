@@ -171,6 +171,27 @@ def command_rules(*, writes_blocked: bool) -> tuple[str, ...]:
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
+def whole_user(
+    resource_id: UUID, password: str, *, writes_blocked: bool, on: bool
+) -> tuple[str, ...]:
+    """The ``ACL SETUSER`` that makes the tenant's user whole, replacing whatever it was.
+
+    The one place a tenant's full rule set is written: by a create and by a restore.
+    """
+    prefix = key_prefix(resource_id)
+    return (
+        "ACL",
+        "SETUSER",
+        tenant_name(resource_id),
+        "reset",
+        "on" if on else "off",
+        f"#{password_hash(password)}",
+        f"~{prefix}*",
+        f"&{prefix}*",
+        *command_rules(writes_blocked=writes_blocked),
+    )
+
+
 def password_hash(password: str) -> str:
     """The form Redis stores (``ACL SETUSER ... #<hex>``): SHA-256 of the password, in hex."""
     return hashlib.sha256(password.encode()).hexdigest()
@@ -312,20 +333,10 @@ class RedisDriver:
         return await self._set_user(resource_id, writes_blocked=False)
 
     async def _set_user(self, resource_id: UUID, *, writes_blocked: bool) -> RedisCredentials:
-        name = tenant_name(resource_id)
-        prefix = key_prefix(resource_id)
         password = secrets.token_urlsafe(24)
         async with self._backend_errors("created"):
             await self._command(
-                "ACL",
-                "SETUSER",
-                name,
-                "reset",
-                "on",
-                f"#{password_hash(password)}",
-                f"~{prefix}*",
-                f"&{prefix}*",
-                *command_rules(writes_blocked=writes_blocked),
+                *whole_user(resource_id, password, writes_blocked=writes_blocked, on=True)
             )
         return self._credentials(resource_id, password)
 
@@ -359,20 +370,11 @@ class RedisDriver:
         if not isinstance(credentials, RedisCredentials):
             msg = f"not Redis credentials: {type(credentials).__name__}"
             raise TypeError(msg)
-        name = guard_tenant_name(tenant_name(resource_id))
-        prefix = key_prefix(resource_id)
+        user = whole_user(
+            resource_id, credentials.password, writes_blocked=writes_blocked, on=not suspended
+        )
         async with self._backend_errors("restored"):
-            await self._command(
-                "ACL",
-                "SETUSER",
-                name,
-                "reset",
-                "off" if suspended else "on",
-                f"#{password_hash(credentials.password)}",
-                f"~{prefix}*",
-                f"&{prefix}*",
-                *command_rules(writes_blocked=writes_blocked),
-            )
+            await self._command(*user)
 
     async def drop_credentials(self, resource_id: UUID) -> None:
         """Delete the tenant's user (ending its connections) and leave its keys; none is fine."""
