@@ -89,6 +89,8 @@ _APPEND_ATTEMPTS = 5
 #: ``restore_forgotten`` reads and writes again while the log moved under its last pass; more
 #: passes than this means commands keep changing the same tenants, and the next check goes on.
 _RESTORE_PASSES = 5
+#: A tenant's credentials must exist in these, as the log recorded them (docs/adr/0030, 0045).
+_HOLD_CREDENTIALS = (ResourceStatus.ACTIVE, ResourceStatus.SUSPENDED)
 #: A tenant's credentials must not exist in these: a restore drops any it finds. Not an active
 #: or suspended one a pass did not read (made since its read), nor one still being created.
 _NO_CREDENTIALS = frozenset(
@@ -954,7 +956,9 @@ class ResourceLifecycle:
         kind = self._driver.kind
         restored = 0
         for _ in range(_RESTORE_PASSES):
-            held = {s.resource_id: s for s in await self._resources.holding_credentials(kind)}
+            held = {
+                s.resource_id: s for s in await self._resources.of_kind(kind, _HOLD_CREDENTIALS)
+            }
             present = await backend.tenants()
             stale = [
                 state
@@ -972,21 +976,7 @@ class ResourceLifecycle:
             for resource_id in unwanted:
                 await backend.drop_credentials(resource_id)
                 self._restored.pop(resource_id, None)
-
-            async def restore(state: ResourceState, backend: ForgetfulBackend = backend) -> None:
-                if state.credentials_sealed is None:
-                    return
-                raw = self._keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
-                async with self._create_slots:
-                    await backend.restore_credentials(
-                        state.resource_id,
-                        _credentials_decoder.decode(raw),
-                        writes_blocked=state.quota_exceeded,
-                        suspended=state.status is ResourceStatus.SUSPENDED,
-                    )
-                self._restored[state.resource_id] = _restored(state)
-
-            await asyncio.gather(*(restore(state) for state in stale))
+            await asyncio.gather(*(self._restore_one(backend, state) for state in stale))
             restored += len(stale)
             log.warning(
                 "lifecycle.credentials.restored",
@@ -996,6 +986,20 @@ class ResourceLifecycle:
             )
         log.warning("lifecycle.credentials.still_changing", kind=kind.value)
         return restored
+
+    async def _restore_one(self, backend: ForgetfulBackend, state: ResourceState) -> None:
+        """Give ``backend`` the tenant of ``state`` as the log holds it, among create slots."""
+        if state.credentials_sealed is None:
+            return
+        raw = self._keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
+        async with self._create_slots:
+            await backend.restore_credentials(
+                state.resource_id,
+                _credentials_decoder.decode(raw),
+                writes_blocked=state.quota_exceeded,
+                suspended=state.status is ResourceStatus.SUSPENDED,
+            )
+        self._restored[state.resource_id] = _restored(state)
 
     async def find_due(self, command: FindDue) -> DueFound:
         """This kind's resources due for the reaper now, and, for stacks, deploys that stalled.
@@ -1051,7 +1055,7 @@ class ResourceLifecycle:
         self._check_kind(command.kind)
         quotas = {
             state.resource_id: (state, quota)
-            for state in await self._resources.live_of_kind(self._driver.kind)
+            for state in await self._resources.of_kind(self._driver.kind, [ResourceStatus.ACTIVE])
             if state.limits is not None and (quota := quota_bytes(state.limits)) is not None
         }
         measured: dict[UUID, int] = {}

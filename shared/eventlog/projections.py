@@ -7,7 +7,7 @@ event data, never from the clock, so a rebuild from the log gives the same table
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -361,26 +361,21 @@ class ResourceReadModel:
             )
         return _state_from_row(row) if row else None
 
-    async def live_of_kind(self, kind: ResourceKind) -> list[ResourceState]:
-        """Every active resource of ``kind`` (what a usage sweep measures)."""
-        async with platform_errors():
-            rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = $2 ORDER BY id",
-                kind.value,
-                ResourceStatus.ACTIVE.value,
-            )
-        return [_state_from_row(row) for row in rows]
+    async def of_kind(
+        self, kind: ResourceKind, statuses: Collection[ResourceStatus]
+    ) -> list[ResourceState]:
+        """Every resource of ``kind`` in one of ``statuses``, by id.
 
-    async def holding_credentials(self, kind: ResourceKind) -> list[ResourceState]:
-        """Every resource of ``kind`` whose credentials the backend must hold: active or suspended.
-
-        A suspended one keeps its (stopped) credentials until its grace ends (docs/adr/0030).
+        Active ones are what a usage sweep measures; active and suspended ones are those whose
+        credentials the backend must hold (a suspended one keeps its stopped credentials until
+        its grace ends, docs/adr/0030), what a restore puts back.
         """
         async with platform_errors():
             rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = ANY($2::text[])",
+                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = ANY($2::text[])"
+                " ORDER BY id",
                 kind.value,
-                [ResourceStatus.ACTIVE.value, ResourceStatus.SUSPENDED.value],
+                [status.value for status in statuses],
             )
         return [_state_from_row(row) for row in rows]
 
