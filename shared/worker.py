@@ -27,12 +27,12 @@ from shared.contracts.kinds import ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
-from shared.eventlog.schema import migrate
+from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.health import heartbeat, heartbeat_file
 from shared.lifecycle import USAGE_SWEEP_DUTY, ResourceDriver, ResourceLifecycle
 from shared.logging import configure_logging
-from shared.pgpool import open_pool
+from shared.pgpool import open_pool, warm_pool
 from shared.runtime import (
     connect_with_retry,
     in_background,
@@ -165,6 +165,7 @@ async def serve_kind(
     )
     try:
         await migrate(platform)
+        await warm_pool(platform, WARM_CONNECTION)
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=service)
         )

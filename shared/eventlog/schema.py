@@ -178,6 +178,16 @@ $$;
 """
 
 
+#: What a platform connection runs before it serves (``pgpool.warm_pool``, after ``migrate``):
+#: every array and ``xid8`` type the platform's statements bind or read, for asyncpg to look up
+#: once (a look-up took 4-10 ms on a connection's first create or read), and the tables a create
+#: and a read touch, for Postgres to load their catalog entries and indexes.
+WARM_CONNECTION = """
+SELECT NULL::integer[], NULL::bigint[], NULL::uuid[], NULL::text[], NULL::jsonb[], NULL::xid8
+FROM events, resources, command_replies, resource_usage WHERE false
+"""
+
+
 #: True when ``resources`` holds rows written before its newest folded columns (the notify
 #: target's, docs/adr/0037), which only a rebuild from the log fills in.
 _ROWS_LACK_NEWEST_COLUMNS = """

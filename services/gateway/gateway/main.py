@@ -49,11 +49,11 @@ from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.relay import Relay
-from shared.eventlog.schema import migrate
+from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.logging import configure_logging
-from shared.pgpool import open_pool
+from shared.pgpool import open_pool, warm_pool
 from shared.plans import load_plans
 from shared.redis_handshake import QUIET_HANDSHAKE
 from shared.runtime import connect_with_retry, in_background, settings_or_exit
@@ -78,6 +78,7 @@ def create_app(settings: Settings) -> Litestar:
         await migrate(pool)
         await migrate(pool, ACCOUNTS_SCHEMA)
         await migrate_outbox(pool)
+        await warm_pool(pool, WARM_CONNECTION)
         bus = await connect_with_retry(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=SERVICE)
         )

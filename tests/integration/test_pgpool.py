@@ -1,0 +1,108 @@
+"""``shared.pgpool``: what a pooled connection keeps, and what it has done before it serves.
+
+asyncpg's default release resets the session in a round trip of its own; Spinup's pools skip it
+because none of its code keeps session state on a pooled connection (the module says why). So a
+session setting outlives a release, and a transaction left open does not.
+
+``warm_pool`` runs a statement on every connection before the pool serves; the platform's
+(``WARM_CONNECTION``) leaves asyncpg nothing to look up on a connection's first create or read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+
+from shared.crypto.sealing import Keyring
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.schema import WARM_CONNECTION
+from shared.eventlog.store import EventStore
+from shared.naming import resource_stream
+from shared.pgpool import open_pool, warm_pool
+from shared.testing.factories import provision_requested
+
+if TYPE_CHECKING:
+    import asyncpg
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_release_rolls_back_what_was_left_open_and_keeps_the_session(
+    env: dict[str, str],
+) -> None:
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=1)
+    try:
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SET application_name = 'pool-release-test'")
+            await conn.execute("BEGIN")
+            await conn.execute("CREATE TEMP TABLE left_open (x int)")
+            assert conn.is_in_transaction()
+
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+            assert not conn.is_in_transaction()
+            # Rolled back: the table made inside the open transaction is gone.
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+            # Not reset: no RESET ALL ran on release.
+            assert await conn.fetchval("SHOW application_name") == "pool-release-test"
+    finally:
+        await pool.close()
+
+
+async def test_warming_runs_the_statement_once_on_every_connection_of_the_pool(
+    env: dict[str, str],
+) -> None:
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=3)
+    try:
+        await warm_pool(
+            pool, "SELECT set_config('application_name', 'warmed-' || pg_backend_pid(), false)"
+        )
+        held = [await pool.acquire() for _ in range(3)]
+        try:
+            for conn in held:
+                backend = await conn.fetchval("SELECT pg_backend_pid()")
+                assert await conn.fetchval("SHOW application_name") == f"warmed-{backend}"
+        finally:
+            for conn in held:
+                await pool.release(conn)
+    finally:
+        await pool.close()
+
+
+async def _type_lookups_of_a_first_append_and_read(pool: asyncpg.Pool, env: dict[str, str]) -> int:
+    """How many queries asyncpg sent to look up types while one append and two reads ran."""
+    store = EventStore(pool, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()])
+    resources = ResourceReadModel(pool)
+    sent: list[str] = []
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+    rid = uuid.uuid4()
+    await store.append(
+        resource_stream(rid),
+        0,
+        [provision_requested(rid)],
+        command_id=uuid.uuid4(),
+        correlation_id="warm-test",
+    )
+    assert await resources.by_id(rid) is not None
+    assert [state.resource_id for state in await resources.by_ids({rid})] == [rid]
+    assert sent, "the query logger saw nothing: the test would prove nothing"
+    return sum("pg_catalog.pg_type" in query for query in sent)
+
+
+async def test_a_warmed_platform_connection_looks_up_no_type_in_its_first_append_and_reads(
+    env: dict[str, str],
+) -> None:
+    cold = await open_pool(env["SPINUP_PLATFORM_DSN"], size=1)
+    warm = await open_pool(env["SPINUP_PLATFORM_DSN"], size=1)
+    try:
+        await warm_pool(warm, WARM_CONNECTION)
+        # Unwarmed, the same calls do look types up: the count below can fail.
+        assert await _type_lookups_of_a_first_append_and_read(cold, env) > 0
+        assert await _type_lookups_of_a_first_append_and_read(warm, env) == 0
+    finally:
+        await cold.close()
+        await warm.close()
