@@ -6,9 +6,9 @@ from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
 from shared.crypto.sealing import Keyring
-from shared.eventlog.schema import migrate
+from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
-from shared.pgpool import open_pool
+from shared.pgpool import open_pool, warm_pool
 from shared.runtime import connect_with_retry
 from shared.worker import serve_kind, worker_main
 
@@ -42,6 +42,8 @@ async def run(settings: Settings) -> None:
         await driver.harden()
         if settings.pool_size > 0:
             await migrate(platform)
+            # Its takes append on these connections, on the request's path.
+            await warm_pool(platform, WARM_CONNECTION)
             driver.start_pool(
                 EventStore(platform, Keyring.from_setting(settings.worker.seal_keys)),
                 size=settings.pool_size,
