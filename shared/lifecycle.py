@@ -403,7 +403,8 @@ class ResourceLifecycle:
         backend call and the append leaves an object no row owns, which it removes. The
         objects a failure leaves are deleted here, and the failure recorded with its intent.
         Once the append was sent, nothing is deleted: if it committed, the log vouches for the
-        credentials; if not, ``reconcile`` finds the object.
+        credentials; if not, ``reconcile`` finds the object. Its reply is not stored: no retry
+        can name this command, so nothing would ever replay it (docs/adr/0046).
         """
         _ensure_before_deadline(command, "The request waited too long to be picked up")
         stream = resource_stream(command.resource_id)
@@ -435,7 +436,8 @@ class ResourceLifecycle:
                 [intent, outcome],
                 command_id=command.command_id,
                 correlation_id=command.correlation_id,
-                reply=reply,
+                # Not stored: nothing could replay it (docs/adr/0046).
+                reply=None,
                 recorded_at=created_at,
                 precondition=caps,
             )

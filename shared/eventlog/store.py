@@ -1,7 +1,8 @@
 """Append-only event store with optimistic concurrency.
 
-Projections are updated with the append, atomically, and the reply of every command that
-succeeded is stored with it (sealed, since replies hold credentials).
+Projections are updated with the append, atomically, and the reply the caller passes is stored
+with it (sealed, since replies hold credentials): a retry of the same command is answered with it.
+A create whose ids are new stores none, since no retry can name it (docs/adr/0046).
 
 An append is one statement, and so one round trip and one implicit transaction, when every
 projection of its stream is a ``FoldedProjection`` (a row folded from the stream's events alone,

@@ -20,6 +20,7 @@ from redis_provisioner.driver import RedisDriver
 from shared.contracts.commands import ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import RedisCredentials, RedisLimits, ResourceKind, ResourceStatus
+from shared.contracts.replies import ResourceProvisioned
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
@@ -142,6 +143,30 @@ async def test_new_ids_are_created_then_recorded_with_their_intent_in_one_append
         await tenant.aclose()
     assert await lifecycle.reconcile() == 0
     assert command.resource_id in await redis_driver.tenants()
+
+
+async def test_a_create_with_new_ids_stores_no_reply_and_a_keyed_create_does(
+    lifecycle: ResourceLifecycle, store: EventStore, platform_db: asyncpg.Pool
+) -> None:
+    # ADR 0046: no retry can name a command with new ids, so its reply would never be replayed.
+    fresh = _new()
+    await lifecycle.provision(fresh)
+    keyed = provision_command(kind=ResourceKind.REDIS, limits=LIMITS)
+    made = await lifecycle.provision(keyed)
+    async with platform_db.acquire() as conn:
+        stored = {
+            row["command_id"]
+            for row in await conn.fetch(
+                "SELECT command_id FROM command_replies WHERE command_id = ANY($1::uuid[])",
+                [fresh.command_id, keyed.command_id],
+            )
+        }
+    assert stored == {keyed.command_id}
+    assert await store.stored_reply(fresh.command_id, ResourceProvisioned) is None
+    # The keyed create's retry still gets what it got the first time.
+    replayed = await lifecycle.provision(keyed)
+    assert replayed.replayed
+    assert replayed.credentials == made.credentials
 
 
 async def test_only_new_ids_skip_the_look_for_what_an_earlier_try_left(
