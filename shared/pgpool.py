@@ -54,7 +54,8 @@ async def warm_pool(pool: asyncpg.Pool, statement: str) -> None:
     it has no built-in codec for, and Postgres loading the catalog entries of each table a
     statement names. The first burst after a start runs on connections the quieter traffic
     before it never used (the pool hands out the one released last), so without this each of
-    them made one request wait for that (bench/README.md).
+    them made one request wait for that (bench/README.md). A connection the pool opens later,
+    in place of one a server restart broke, is not warmed: it pays its look-ups once.
     """
     connections = [await pool.acquire() for _ in range(pool.get_size())]
     try:
