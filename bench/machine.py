@@ -17,6 +17,7 @@ import nats
 from redis.asyncio import Redis
 
 import storage_provisioner.settings
+from bench import pingpong
 
 # Libraries on the request path whose versions explain a number.
 LIBRARIES = ("litestar", "uvicorn", "msgspec", "nats-py", "asyncpg", "redis", "aiohttp")
@@ -27,11 +28,13 @@ _DATA_DISK = Path(__file__).resolve().parents[1]
 
 
 def describe_machine() -> dict[str, Any]:
-    """Cores, memory, CPU model, kernel, the load average and how full the data's disk was.
+    """The machine: its cores, memory, CPU, kernel, load, data disk and message cost.
 
     A run of 2026-12-06 stalled in a ``/nosql/new`` phase for 8 s with the cores mostly idle,
     on a disk found 96 % full afterwards. Whether the disk caused it was not shown; runs record
-    it so the next one can tell.
+    it so the next one can tell. Three runs later that day were slower on every row,
+    ``GET /healthz`` included: the message cost, a loopback round trip between two processes
+    (``bench.pingpong``), is recorded so that a run can show whether the host itself was slower.
     """
     memory_kb = 0
     with contextlib.suppress(OSError, ValueError):
@@ -51,6 +54,7 @@ def describe_machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "load_average": [round(value, 2) for value in os.getloadavg()],
         "disk_used_percent": _used_percent(_DATA_DISK),
+        "message_round_trip": pingpong.measure_in_a_process(),
     }
 
 

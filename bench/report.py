@@ -75,6 +75,17 @@ def disk_used(machine: dict[str, Any]) -> str:
     return "" if used is None else f", data disk {used} % full"
 
 
+def round_trip(machine: dict[str, Any]) -> str:
+    """A loopback round trip between two processes, for the machine line (older runs: none)."""
+    measured = machine.get("message_round_trip")
+    if measured is None:
+        return ""
+    return (
+        f", a loopback round trip between two processes {measured['round_trip_us']} µs"
+        f" ({measured['cpu_us']} µs of CPU)"
+    )
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The results as Markdown: machine, versions, then one table per group."""
     machine, versions = data["machine"], data["versions"]
@@ -87,7 +98,7 @@ def markdown(data: dict[str, Any]) -> str:
         (
             f"Machine: {machine['cores']} cores ({machine['cpu']}), {machine['memory_gib']} GiB,"
             f" kernel {machine['kernel']}, load average at start {machine['load_average']}"
-            f"{disk_used(machine)}."
+            f"{disk_used(machine)}{round_trip(machine)}."
         ),
         "",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()) + ".",

@@ -77,6 +77,11 @@ async def test_the_smoke_run_measures_everything_without_errors(
     assert reaper["idle_cold"] + reaper["busy_cold"] < probes, reaper
     assert results["versions"]["postgres"][0].isdigit()
     assert results["machine"]["cores"] >= 1
+    # The host's message cost, measured with the run (bench.pingpong): a round trip takes time,
+    # and both of its sides spend CPU on it.
+    trip = results["machine"]["message_round_trip"]
+    assert trip["round_trip_us"] > 0
+    assert trip["cpu_us"] > 0
 
 
 async def test_the_breakdown_times_every_layer_of_a_create(stack: Stack) -> None:
