@@ -23,6 +23,8 @@ import sys
 import time
 from typing import Any
 
+from devstack.procs import stat_fields
+
 COUNT = 5_000
 _WARM = 500
 #: Where each side runs, by placement: (client cores, server cores); None leaves it as it is.
@@ -33,11 +35,10 @@ _PLACEMENTS: dict[str, tuple[set[int] | None, set[int] | None]] = {
 }
 
 
-def _cpu_s(pid: int) -> tuple[float, float]:
+def _cpu_s(pid: int) -> float:
     """User and system CPU seconds ``pid`` has used."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: PTH123, SIM115
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def measure(placement: str = "free", count: int = COUNT) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def measure(placement: str = "free", count: int = COUNT) -> dict[str, Any]:
         client.close()
         os.waitpid(server, 0)
     client_cpu = (mine_after.ru_utime - mine.ru_utime) + (mine_after.ru_stime - mine.ru_stime)
-    server_cpu = sum(theirs_after) - sum(theirs)
+    server_cpu = theirs_after - theirs
     return {
         "placement": placement,
         "round_trip_us": round(wall * 1e6 / count, 1),

@@ -52,7 +52,7 @@ async def test_a_release_rolls_back_what_was_left_open_and_keeps_the_session(
         await pool.close()
 
 
-async def test_warming_runs_the_statement_once_on_every_connection_of_the_pool(
+async def test_warming_runs_the_statement_on_every_connection_of_the_pool(
     env: dict[str, str],
 ) -> None:
     pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=3)
@@ -73,7 +73,10 @@ async def test_warming_runs_the_statement_once_on_every_connection_of_the_pool(
 
 
 async def _type_lookups_of_a_first_append_and_read(pool: asyncpg.Pool, env: dict[str, str]) -> int:
-    """How many queries asyncpg sent to look up types while one append and two reads ran."""
+    """How many queries asyncpg sent to look up types while one append and two reads ran.
+
+    ``pool`` has one connection, so the logger added to it sees every query they send.
+    """
     store = EventStore(pool, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()])
     resources = ResourceReadModel(pool)
     sent: list[str] = []

@@ -1,13 +1,17 @@
 """A record of how README.md's figures were taken (not a tool): restart gateway and redis-provisioner with
 pools warmed (A) and with the switch below set (B), then c=1 x100 and c=16 x500 of each kind.
 
+    .venv/bin/python bench/results/ab-warm-connections/run.py [rounds]
+
 The switch, in shared/pgpool.warm_pool, never committed:
 
     if os.environ.get("AB_NOWARM"):
         return
 """
 import asyncio, sys, time, statistics, json
+from pathlib import Path
 import aiohttp, uvloop
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # run from anywhere
 from bench.__main__ import bench_stack
 from bench.harness import caller, gateway_connector, interleaved
 from bench.measure import measure
