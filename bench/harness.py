@@ -703,7 +703,7 @@ class Bench:
         )
         self.results.notes.append(
             f"POST /db/new (pool): a pool of {pool_size}, full before each level;"
-            f" {taken} of {made} calls were served from it (PoolMemberTaken events)."
+            f" {taken} of {made} calls were served from it (creates that name a pool member)."
         )
 
     async def cold_db_new(self, stack: Stack) -> None:

@@ -43,31 +43,35 @@ def _stack(name: str, pool_size: int) -> Stack:
     return Stack(profile)
 
 
+#: A create the warm pool served: its ``ResourceProvisioned`` names the member (docs/adr/0047).
+_POOLED_CREATE = "event_type = 'ResourceProvisioned' AND data->>'pool_member' IS NOT NULL"
+
+
 async def ready_pool_members(platform: asyncpg.Pool) -> int:
-    """Members whose stream ends in ``PoolMemberReady``: what the pool could hand out now."""
+    """Members whose stream ends in ``PoolMemberReady`` and that no create has taken yet."""
     count: int = await platform.fetchval(
         "SELECT count(*) FROM events e WHERE e.stream_id LIKE 'pool-%'"
         " AND e.event_type = 'PoolMemberReady' AND NOT EXISTS (SELECT 1 FROM events later"
         " WHERE later.stream_id = e.stream_id AND later.version > e.version)"
+        " AND NOT EXISTS (SELECT 1 FROM events taken WHERE taken.event_type"
+        " = 'ResourceProvisioned' AND taken.data->>'pool_member' = e.data->>'member_id')"
     )
     return count
 
 
 async def pool_members_taken(platform: asyncpg.Pool) -> int:
-    """``PoolMemberTaken`` events so far: every one is a ``/db/new`` served from the pool."""
-    count: int = await platform.fetchval(
-        "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
-    )
+    """Creates the warm pool served so far (each named its member)."""
+    count: int = await platform.fetchval(f"SELECT count(*) FROM events WHERE {_POOLED_CREATE}")
     return count
 
 
 async def served_from_pool(platform: asyncpg.Pool, resource_ids: list[str]) -> set[str]:
-    """Which of ``resource_ids`` the warm pool served: those with a ``PoolMemberTaken`` event.
+    """Which of ``resource_ids`` the warm pool served.
 
     The others ran ``CREATE DATABASE`` on their request's path (a cold create).
     """
     rows = await platform.fetch(
-        "SELECT data->>'resource_id' AS id FROM events WHERE event_type = 'PoolMemberTaken'"
+        f"SELECT data->>'resource_id' AS id FROM events WHERE {_POOLED_CREATE}"
         " AND data->>'resource_id' = ANY($1::text[])",
         resource_ids,
     )

@@ -6,9 +6,10 @@ A burst is what the warm pool is sized for; a steady trickle is what it sees mos
 On one throwaway stack (``.spinup/trickle``, configured as ``make bench``'s, with the production
 pool of 16), each round restarts pg-provisioner, waits until its pool is full and the stack is
 quiet, then makes ``--calls`` creates, each starting ``1 / --rate`` s after the one before (or
-at once, if that one took longer). A create the pool served has a ``PoolMemberTaken`` event; the
-others ran ``CREATE DATABASE`` on the request's path. With ``--set`` every round measures A (as
-the stack runs) and B (with the settings), alternating which goes first, and prints the medians.
+at once, if that one took longer). A create the pool served names its member in its
+``ResourceProvisioned``; the others ran ``CREATE DATABASE`` on the request's path. With
+``--set`` every round measures A (as the stack runs) and B (with the settings), alternating which
+goes first, and prints the medians.
 """
 
 from __future__ import annotations

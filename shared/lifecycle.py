@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -219,24 +220,28 @@ class FreshCreate(Protocol[L_contra]):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """A resource made from a warm-pool member: its credentials and the member it was."""
+
+    credentials: Credentials
+    member_id: UUID
+
+
 @runtime_checkable
-class CountedTake(Protocol[L_contra]):
+class PooledCreate(Protocol[L_contra]):
     """A driver whose create can take something scarce, made ahead (a warm pool's database).
 
     A holder at its cap must not make it take and drop such a thing on every refused try:
-    holders at their caps would drain the pool. So the take's own record counts the caps, as
-    the create's append does (docs/adr/0040, 0041), and a refused take takes nothing.
+    holders at their caps would drain the pool. So the lifecycle counts the caps before a take,
+    and a refused create takes nothing (docs/adr/0040, 0041, 0047). The take is recorded by the
+    resource's ``ResourceProvisioned``, which names the member.
     """
 
-    async def take_within(
-        self, resource_id: UUID, limits: L_contra, caps: Precondition
-    ) -> Credentials | None:
-        """The resource made from something taken, the take recorded only within ``caps``.
+    async def take(self, resource_id: UUID, limits: L_contra) -> Taken | None:
+        """The resource made from a member taken for it; None when there was nothing to take.
 
-        None when there was nothing to take: the caller then makes it with ``create``.
-
-        Raises:
-            AppendRefusedError: ``caps`` refused the take; nothing was taken.
+        The caller then makes it with ``create``.
         """
         ...
 
@@ -316,7 +321,7 @@ class ResourceLifecycle:
         # protocol looks up each of its members on every call (3-7 us each).
         self._lists_tenants = isinstance(driver, TenantInventory)
         self._fresh_create = driver.create_fresh if isinstance(driver, FreshCreate) else None
-        self._take_within = driver.take_within if isinstance(driver, CountedTake) else None
+        self._take = driver.take if isinstance(driver, PooledCreate) else None
         self._create_slots = asyncio.Semaphore(create_concurrency)
         self._delete_slots = asyncio.Semaphore(delete_concurrency)
         self._poll_interval = poll_interval
@@ -411,9 +416,10 @@ class ResourceLifecycle:
         intent = _intent(command)
         caps = _caps_of(command)
         try:
-            credentials = await self._create(command, 0, intent=intent, caps=caps)
-        except AppendRefusedError as exc:  # by a take's record, or before a costly create
+            made = await self._create(command, 0, intent=intent, caps=caps)
+        except AppendRefusedError as exc:  # counted before a take or a costly create
             raise _over_caps(command, exc) from exc
+        credentials = made.credentials
         # Otherwise the caps are counted by the append, after the object is made: a refused one
         # is deleted below. The gateway remembers the refusal for a minute (docs/adr/0041), so a
         # holder at a cap costs that at most once a minute per kind.
@@ -428,7 +434,11 @@ class ResourceLifecycle:
             created_at=created_at,
             expires_at=command.expires_at,
         )
-        outcome = ProvisionedEvent(resource_id=command.resource_id, credentials_sealed=sealed)
+        outcome = ProvisionedEvent(
+            resource_id=command.resource_id,
+            credentials_sealed=sealed,
+            pool_member=made.pool_member,
+        )
         try:
             await self._store.append(
                 stream,
@@ -489,7 +499,8 @@ class ResourceLifecycle:
         ``intent``: the whole stream so far, when this command began it (saves a read).
         """
         stream = resource_stream(command.resource_id)
-        credentials = await self._create(command, version)
+        made = await self._create(command, version)
+        credentials = made.credentials
         reply = ResourceProvisioned(
             resource_id=command.resource_id,
             kind=command.kind,
@@ -504,7 +515,13 @@ class ResourceLifecycle:
             await self._store.append(
                 stream,
                 version,
-                [ProvisionedEvent(resource_id=command.resource_id, credentials_sealed=sealed)],
+                [
+                    ProvisionedEvent(
+                        resource_id=command.resource_id,
+                        credentials_sealed=sealed,
+                        pool_member=made.pool_member,
+                    )
+                ],
                 command_id=command.command_id,
                 correlation_id=command.correlation_id,
                 reply=reply,
@@ -524,7 +541,7 @@ class ResourceLifecycle:
         version: int,
         intent: ResourceProvisionRequested | None = None,
         caps: Precondition | None = None,
-    ) -> Credentials:
+    ) -> _Made:
         """Call the driver within the deadline; on any failure record it and remove leftovers.
 
         ``intent``: not recorded yet; a failure is recorded after it, at ``version``. ``caps``:
@@ -540,7 +557,7 @@ class ResourceLifecycle:
                 _ensure_before_deadline(
                     command, "The backend is busy and the request ran out of time"
                 )
-                credentials = await self._make(command, caps)
+                made = await self._make(command, caps)
         except AppendRefusedError:
             raise  # nothing was taken or made, so nothing to record or remove
         except SpinupError as exc:
@@ -561,25 +578,30 @@ class ResourceLifecycle:
             )
             await self._record_failure(command, version, error, intent)
             raise error
-        return credentials
+        return made
 
-    async def _make(self, command: ProvisionResource, caps: Precondition | None) -> Credentials:
+    async def _make(self, command: ProvisionResource, caps: Precondition | None) -> _Made:
         """A new resource, or a fork of a live one of the same kind (``fork_of``).
 
-        With ``caps`` and a driver that takes something scarce, they are counted first: by the
-        take's own record, or alone before a create when there was nothing to take.
+        With ``caps`` and a driver that takes something scarce, they are counted first, so a
+        holder at its cap takes nothing.
         """
-        if command.fork_of is None:
-            if caps is not None and self._take_within is not None:
-                taken = await self._take_within(command.resource_id, command.limits, caps)
-                if taken is not None:
-                    return taken
+        if command.fork_of is not None:
+            return _Made(await self._fork(command, command.fork_of))
+        if self._take is not None:
+            if caps is not None:
                 await self._store.check(caps)
-            if command.new_ids and self._fresh_create is not None:
-                return await self._fresh_create(command.resource_id, command.limits)
-            return await self._driver.create(command.resource_id, command.limits)
-        source = await self._state(command.fork_of)
-        if command.fork_of == command.resource_id or source.kind is not command.kind:
+            taken = await self._take(command.resource_id, command.limits)
+            if taken is not None:
+                return _Made(taken.credentials, pool_member=taken.member_id)
+        if command.new_ids and self._fresh_create is not None:
+            return _Made(await self._fresh_create(command.resource_id, command.limits))
+        return _Made(await self._driver.create(command.resource_id, command.limits))
+
+    async def _fork(self, command: ProvisionResource, source_id: UUID) -> Credentials:
+        """A copy of the live resource ``source_id`` of the command's kind."""
+        source = await self._state(source_id)
+        if source_id == command.resource_id or source.kind is not command.kind:
             msg = f"The resource to fork is not a live {command.kind.value} resource."
             raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
         if source.status is ResourceStatus.PROVISIONING:
@@ -594,10 +616,7 @@ class ResourceLifecycle:
             msg = f"{command.kind.value} resources cannot be forked."
             raise SpinupError(ErrorCode.INVALID_COMMAND, msg)
         return await self._driver.fork(
-            command.resource_id,
-            command.limits,
-            command.fork_of,
-            deadline=command.deadline,
+            command.resource_id, command.limits, source_id, deadline=command.deadline
         )
 
     async def _replay(self, state: ResourceState) -> ResourceProvisioned:
@@ -1127,6 +1146,14 @@ class ResourceLifecycle:
 
 
 _Restored = tuple[str | None, ResourceStatus, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """What a create made: its credentials, and the warm-pool member it was, if it was one."""
+
+    credentials: Credentials
+    pool_member: UUID | None = None
 
 
 def _restored(state: ResourceState) -> _Restored:

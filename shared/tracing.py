@@ -169,16 +169,16 @@ class TracedDriver:
     def __init__(self, driver: ResourceDriver[Any]) -> None:
         self._driver = driver
         self._attributes = {"spinup.kind": driver.kind.value}
-        take_within = getattr(driver, "take_within", None)
-        if take_within is not None:
-            # Only for a driver that has it: the lifecycle counts the caps itself when a driver
-            # with a take (``CountedTake``) took nothing, so others must not seem to have one.
+        take = getattr(driver, "take", None)
+        if take is not None:
+            # Only for a driver that has it: the lifecycle counts the caps before a take
+            # (``PooledCreate``), so others must not seem to have one.
 
-            async def traced_take_within(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
+            async def traced_take(*args: Any, **kwargs: Any) -> Any:  # noqa: ANN401
                 with span("driver.take", attributes=self._attributes):
-                    return await take_within(*args, **kwargs)
+                    return await take(*args, **kwargs)
 
-            self.take_within = traced_take_within
+            self.take = traced_take
 
     @property
     def kind(self) -> ResourceKind:

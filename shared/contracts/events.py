@@ -50,9 +50,14 @@ class ResourceProvisionRequested(ResourceEventBase, frozen=True, kw_only=True):
 
 
 class ResourceProvisioned(ResourceEventBase, frozen=True, kw_only=True):
-    """The backend object exists; ``credentials_sealed`` is AES-256-GCM sealed credentials."""
+    """The backend object exists; ``credentials_sealed`` is AES-256-GCM sealed credentials.
+
+    ``pool_member``: the warm-pool member it was made from (renamed to the tenant's name), if
+    any; that member's own stream ends at ``PoolMemberReady`` (docs/adr/0047).
+    """
 
     credentials_sealed: str
+    pool_member: UUID | None = None
 
 
 class ResourceProvisionFailed(ResourceEventBase, frozen=True, kw_only=True):
@@ -262,7 +267,8 @@ NotificationEvent = NotificationQueued | NotificationDelivered | NotificationAtt
 # -- warm pools: stream ``pool-<member id>``, one per pooled backend object ----------------------
 # A member is made ahead of any request, owned by nobody and reachable by nobody, under a name
 # from ``shared.naming.pool_name``. Once taken, its backend objects carry the resource's tenant
-# name and belong to the resource's own stream; the member's stream ends there.
+# name and belong to the resource's own stream, whose ``ResourceProvisioned`` names the member;
+# the member's stream ends at ``PoolMemberReady`` (docs/adr/0047).
 
 
 class PoolMemberEventBase(Event, frozen=True, kw_only=True):
@@ -283,7 +289,12 @@ class PoolMemberReady(PoolMemberEventBase, frozen=True, kw_only=True):
 
 
 class PoolMemberTaken(PoolMemberEventBase, frozen=True, kw_only=True):
-    """Intent, recorded before the object is renamed to the tenant name of ``resource_id``."""
+    """Intent, recorded before the object was renamed to the tenant name of ``resource_id``.
+
+    No longer written: the rename itself settles which replica takes a member, and the
+    resource's ``ResourceProvisioned`` names it (docs/adr/0047). Kept so that the streams of
+    earlier takes still read.
+    """
 
     resource_id: UUID
 

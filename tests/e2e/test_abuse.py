@@ -21,6 +21,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bench.inventory import redis_tenants
+from bench.pg_pool import pool_members_taken
 from devstack.services import ServiceProcess
 from devstack.stack import Stack
 from shared.crypto.tokens import fingerprint
@@ -193,20 +194,16 @@ async def test_a_database_refused_at_the_cap_takes_nothing_from_the_warm_pool(
 ) -> None:
     # A pooled database is scarce: were it taken and dropped on every refused attempt, a network
     # at its cap could drain the pool at its rate limit. Its caps are counted before the take.
-    async def taken() -> int:
-        query = "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
-        count: int = await platform_db.fetchval(query)
-        return count
-
     client = fresh_client()
-    before = await taken()
+    before = await pool_members_taken(platform_db)
     for _ in range(ACTIVE_PER_KIND):
         await create(abuse_http, "db", client)
-    assert await taken() == before + ACTIVE_PER_KIND, "the test stack's pool served no create"
+    served = await pool_members_taken(platform_db) - before
+    assert served == ACTIVE_PER_KIND, "the test stack's pool served no create"
     refused = await abuse_http.post("/db/new", headers=client.headers())
     assert refused.status_code == 402, refused.text
     assert refused.json()["error"] == "plan_limit_reached"
-    assert await taken() == before + ACTIVE_PER_KIND
+    assert await pool_members_taken(platform_db) == before + ACTIVE_PER_KIND
 
 
 async def test_a_refused_create_is_refused_again_and_a_made_one_replays_even_at_the_cap(

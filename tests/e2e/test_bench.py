@@ -71,7 +71,7 @@ async def test_the_smoke_run_measures_everything_without_errors(
     assert reaper["deleted"] == SMOKE.reaped
     assert reaper["deleted_within_s"] > 0
     # Every probe is accounted for (tests/unit/test_bench_reaper), and the pool, full once the
-    # stack is quiet, served some: a lookup that matched no PoolMemberTaken would count all cold.
+    # stack is quiet, served some: a lookup that matched no pooled create would count all cold.
     assert reaper["idle_probes"] == SMOKE.reaper_probes
     probes = reaper["idle_probes"] + reaper["busy_probes"]
     assert reaper["idle_cold"] + reaper["busy_cold"] < probes, reaper

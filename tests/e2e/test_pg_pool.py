@@ -12,7 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.naming import resource_stream
+from bench.pg_pool import served_from_pool
+from shared.naming import pool_stream, resource_stream
 from tests.e2e.conftest import new_resource
 
 pytestmark = pytest.mark.e2e
@@ -26,20 +27,16 @@ async def test_new_database_comes_from_the_warm_pool_and_works(
     deadline = time.monotonic() + 60
     while True:
         db = await new_resource(http, "db")
-        taken = await platform_db.fetchval(
-            "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
-            " AND data->>'resource_id' = $1",
-            db["id"],
-        )
-        if taken == 1:
+        if await served_from_pool(platform_db, [db["id"]]):
             break
         await http.delete(f"/resources/{db['token']}")
         assert time.monotonic() < deadline, "no /db/new was served from the warm pool in 60 s"
         await asyncio.sleep(0.5)
-    # Taken, then recorded with its intent in one append (ADR 0032): one time, one command.
+    # Taken by its rename, then recorded with its intent in one append (ADR 0032, 0047): one
+    # time, one command; the member's own stream ends where it was made ready.
     recorded = await platform_db.fetch(
-        "SELECT event_type, recorded_at, command_id FROM events WHERE stream_id = $1"
-        " ORDER BY version",
+        "SELECT event_type, recorded_at, command_id, data->>'pool_member' AS member FROM events"
+        " WHERE stream_id = $1 ORDER BY version",
         resource_stream(uuid.UUID(db["id"])),
     )
     assert [row["event_type"] for row in recorded] == [
@@ -47,6 +44,14 @@ async def test_new_database_comes_from_the_warm_pool_and_works(
         "ResourceProvisioned",
     ]
     assert len({(row["recorded_at"], row["command_id"]) for row in recorded}) == 1
+    member_events = await platform_db.fetch(
+        "SELECT event_type FROM events WHERE stream_id = $1 ORDER BY version",
+        pool_stream(uuid.UUID(recorded[-1]["member"])),
+    )
+    assert [row["event_type"] for row in member_events] == [
+        "PoolMemberRequested",
+        "PoolMemberReady",
+    ]
 
     conn = await asyncpg.connect(db["connection_url"])
     await conn.execute("CREATE TABLE notes (body text)")

@@ -141,7 +141,7 @@ class CountedCreates:
     def __init__(self, inner: PostgresDriver) -> None:
         self.inner = inner
         self.creates = 0
-        self.take_within = inner.take_within
+        self.take = inner.take
         self.tenants = inner.tenants
 
     async def create(self, resource_id: uuid.UUID, limits: PostgresLimits) -> PostgresCredentials:

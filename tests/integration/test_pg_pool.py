@@ -1,7 +1,7 @@
 """The warm pool on the real customer Postgres: take, refill, fall back, delete, reconcile.
 
 The stack's own pg-provisioner keeps a pool on the same cluster; members are shared through the
-event log, so each test asserts on what it took, not on which member it got.
+event log and the cluster, so each test asserts on what it took, not on which member it got.
 """
 
 from __future__ import annotations
@@ -16,15 +16,24 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import asyncpg
+import msgspec
 import pytest
 
 from pg_provisioner.driver import PostgresDriver
-from shared.contracts.events import PoolMemberDropped, PoolMemberReady, PoolMemberRequested
-from shared.contracts.kinds import PostgresCredentials, ResourceKind
-from shared.eventlog.errors import AppendRefusedError
-from shared.eventlog.store import EventStore, Precondition
-from shared.naming import pool_name, pool_stream, tenant_name
-from shared.testing.factories import LIMITS
+from shared.contracts.errors import ErrorCode, SpinupError
+from shared.contracts.events import (
+    PoolMemberDropped,
+    PoolMemberReady,
+    PoolMemberRequested,
+    ResourceProvisioned,
+)
+from shared.contracts.kinds import Caps, PostgresCredentials, ResourceKind
+from shared.crypto.sealing import Keyring
+from shared.eventlog.projections import ResourceReadModel
+from shared.eventlog.store import EventStore
+from shared.lifecycle import ResourceLifecycle
+from shared.naming import pool_name, pool_stream, resource_stream, tenant_name
+from shared.testing.factories import LIMITS, provision_command
 from shared.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -52,14 +61,12 @@ async def warm(env: dict[str, str], store: EventStore) -> AsyncIterator[Postgres
     await driver.close()
 
 
-async def taken_by(platform_db: asyncpg.Pool, resource_id: uuid.UUID) -> int:
-    """How many pool members were recorded as taken for this resource."""
-    count: int = await platform_db.fetchval(
-        "SELECT count(*) FROM events WHERE event_type = 'PoolMemberTaken'"
-        " AND data->>'resource_id' = $1",
-        str(resource_id),
-    )
-    return count
+async def take(driver: PostgresDriver, resource_id: uuid.UUID) -> PostgresCredentials:
+    """The tenant made from a warm member, failing the test if the pool gave none."""
+    taken = await driver.take(resource_id, LIMITS)
+    assert taken is not None, "the warm pool gave no member"
+    assert isinstance(taken.credentials, PostgresCredentials)
+    return taken.credentials
 
 
 def psql_select_one(credentials: PostgresCredentials) -> subprocess.CompletedProcess[str]:
@@ -90,12 +97,11 @@ def psql_select_one(credentials: PostgresCredentials) -> subprocess.CompletedPro
 
 
 async def test_a_taken_member_logs_in_only_with_its_new_password(
-    warm: PostgresDriver, platform_db: asyncpg.Pool, customer_admin: asyncpg.Connection
+    warm: PostgresDriver, customer_admin: asyncpg.Connection
 ) -> None:
     rid, other = uuid.uuid4(), uuid.uuid4()
-    credentials = await warm.create(rid, LIMITS)
-    neighbour = await warm.create(other, LIMITS)
-    assert await taken_by(platform_db, rid) == 1
+    credentials = await take(warm, rid)
+    neighbour = await take(warm, other)
     assert credentials.database == credentials.username == tenant_name(rid)
 
     conn = await asyncpg.connect(credentials.connection_url)
@@ -169,7 +175,7 @@ async def test_a_ready_member_is_reachable_by_nobody(
 async def test_a_taken_member_lists_no_other_role_or_database(warm: PostgresDriver) -> None:
     # Members are made from template1 after harden, so they hide the catalogs like any database.
     rid = uuid.uuid4()
-    credentials = await warm.create(rid, LIMITS)
+    credentials = await take(warm, rid)
     conn = await asyncpg.connect(credentials.connection_url)
     try:
         for catalog in ("pg_database", "pg_roles", "pg_group", "pg_stat_activity"):
@@ -181,13 +187,10 @@ async def test_a_taken_member_lists_no_other_role_or_database(warm: PostgresDriv
     await warm.delete(rid)
 
 
-async def test_the_pool_refills_after_takes(
-    warm: PostgresDriver, store: EventStore, platform_db: asyncpg.Pool
-) -> None:
+async def test_the_pool_refills_after_takes(warm: PostgresDriver, store: EventStore) -> None:
     taken = [uuid.uuid4() for _ in range(POOL_SIZE)]
     for rid in taken:
-        await warm.create(rid, LIMITS)
-    assert sum([await taken_by(platform_db, rid) for rid in taken]) == POOL_SIZE
+        await take(warm, rid)
     pool = warm.warm_pool
     assert pool is not None
     assert await pool.wait_filled(within_s=30)
@@ -198,35 +201,60 @@ async def test_the_pool_refills_after_takes(
         await warm.delete(rid)
 
 
-async def test_a_take_its_caps_refuse_takes_nothing_and_the_member_stays_ready(
-    warm: PostgresDriver, platform_db: asyncpg.Pool
+async def test_a_create_its_caps_refuse_takes_no_member_and_one_within_them_names_its_member(
+    warm: PostgresDriver, store: EventStore, platform_db: asyncpg.Pool, env: dict[str, str]
 ) -> None:
+    # The caps are counted before the take (docs/adr/0047): a holder at its cap must not drain
+    # the pool by taking members that its create's append would refuse.
     pool = warm.warm_pool
     assert pool is not None
-    ready = pool.ready
-    refused_id, allowed_id = uuid.uuid4(), uuid.uuid4()
-    with pytest.raises(AppendRefusedError) as refused:
-        await warm.take_within(refused_id, LIMITS, _holds(passes=False))
-    assert refused.value.detail == "at the cap"
-    assert await taken_by(platform_db, refused_id) == 0
-    assert pool.ready == ready, "the refused take lost a ready member"
-    credentials = await warm.take_within(allowed_id, LIMITS, _holds(passes=True))
-    assert credentials is not None
-    assert credentials.username == tenant_name(allowed_id)
-    assert await taken_by(platform_db, allowed_id) == 1
-    await warm.delete(allowed_id)
-
-
-def _holds(*, passes: bool) -> Precondition:
-    """Caps that let the take through, or refuse it as a holder at its cap would be."""
-    return Precondition(
-        "SELECT CASE WHEN ${p0}::boolean THEN 0 ELSE refuse_append(${p1}) END",
-        (passes, "at the cap"),
+    lifecycle = ResourceLifecycle(
+        store,
+        Keyring.from_setting(env["SPINUP_SEAL_KEYS"]),
+        warm,
+        resources=ResourceReadModel(platform_db),
+        create_concurrency=1,
+        delete_concurrency=1,
     )
+    ready = {member.member_id for member in pool.members()}
+    at_the_cap = provision_command(
+        new_ids=True,
+        fingerprint=f"test-{uuid.uuid4().hex}",
+        caps=Caps(active_per_kind=0, provisions_per_day=10),
+    )
+    with pytest.raises(SpinupError) as caught:
+        await lifecycle.provision(at_the_cap)
+    assert caught.value.code is ErrorCode.PLAN_LIMIT_REACHED
+    assert {member.member_id for member in pool.members()} == ready, "a refused create took one"
+    assert not await warm.exists(at_the_cap.resource_id)
+
+    within = msgspec.structs.replace(
+        at_the_cap,
+        command_id=uuid.uuid4(),
+        resource_id=uuid.uuid4(),
+        caps=Caps(active_per_kind=1, provisions_per_day=10),
+    )
+    reply = await lifecycle.provision(within)
+    # Its one append names the member it was made from; that member's stream ends at Ready.
+    events = [recorded.event for recorded in await store.load(resource_stream(within.resource_id))]
+    assert [type(event).__name__ for event in events] == [
+        "ResourceProvisionRequested",
+        "ResourceProvisioned",
+    ]
+    provisioned = events[-1]
+    assert isinstance(provisioned, ResourceProvisioned)
+    assert provisioned.pool_member in ready
+    member_stream = await store.load(pool_stream(provisioned.pool_member))
+    assert isinstance(member_stream[-1].event, PoolMemberReady)
+    assert provisioned.pool_member not in {member.member_id for member in pool.members()}
+    conn = await asyncpg.connect(reply.credentials.connection_url)
+    assert await conn.fetchval("SELECT current_user") == tenant_name(within.resource_id)
+    await conn.close()
+    await warm.delete(within.resource_id)
 
 
 async def test_an_empty_pool_falls_back_to_create_database(
-    env: dict[str, str], store: EventStore, platform_db: asyncpg.Pool
+    env: dict[str, str], store: EventStore
 ) -> None:
     driver = await connect_driver(env)
     try:
@@ -235,8 +263,8 @@ async def test_an_empty_pool_falls_back_to_create_database(
         )
         assert pool.ready == 0
         rid = uuid.uuid4()
+        assert await driver.take(rid, LIMITS) is None
         credentials = await driver.create(rid, LIMITS)
-        assert await taken_by(platform_db, rid) == 0
         conn = await asyncpg.connect(credentials.connection_url)
         assert await conn.fetchval("SELECT current_user") == tenant_name(rid)
         await conn.close()
@@ -246,11 +274,10 @@ async def test_an_empty_pool_falls_back_to_create_database(
 
 
 async def test_a_deleted_pooled_tenant_is_cut_off_at_once_and_dropped_later(
-    warm: PostgresDriver, customer_admin: asyncpg.Connection, platform_db: asyncpg.Pool
+    warm: PostgresDriver, customer_admin: asyncpg.Connection
 ) -> None:
     rid = uuid.uuid4()
-    credentials = await warm.create(rid, LIMITS)
-    assert await taken_by(platform_db, rid) == 1
+    credentials = await take(warm, rid)
     oid = await customer_admin.fetchval(
         "SELECT oid FROM pg_database WHERE datname = $1", tenant_name(rid)
     )
@@ -306,6 +333,58 @@ async def test_a_member_found_after_a_restart_is_handed_out_with_a_password_that
         await second.delete(rid)
     finally:
         await second.close()
+
+
+async def test_a_member_two_replicas_offer_is_handed_out_once(
+    warm: PostgresDriver, env: dict[str, str], store: EventStore
+) -> None:
+    """Each replica's reconcile adopts every ready member it finds on the cluster, so two may
+    offer one member. Only one rename of it succeeds; the other replica moves on to its next
+    member (docs/adr/0047)."""
+    first = warm.warm_pool
+    assert first is not None
+    offered_by_both = {member.member_id for member in first.members()}
+    other = await connect_driver(env)
+    made_by_second: list[uuid.UUID] = []
+    try:
+        second = other.start_pool(
+            store, size=0, refill_concurrency=1, reserve=0, reconcile_interval_s=3600
+        )
+
+        async def second_offers_them_too() -> bool:
+            return offered_by_both <= {member.member_id for member in second.members()}
+
+        assert await eventually(second_offers_them_too, within=30)
+        renamed_by_first = set()
+        for _ in offered_by_both:
+            rid = uuid.uuid4()
+            taken = await warm.take(rid, LIMITS)
+            assert taken is not None
+            renamed_by_first.add(taken.member_id)
+            await warm.delete(rid)
+        gone = offered_by_both & renamed_by_first
+        assert gone, "the first replica took none of the members both offered"
+
+        # The second replica meets each of those as gone, skips it, and takes a live one.
+        while gone & {member.member_id for member in second.members()}:
+            rid = uuid.uuid4()
+            taken = await other.take(rid, LIMITS)
+            if taken is None:
+                break
+            made_by_second.append(rid)
+            assert taken.member_id not in renamed_by_first
+            conn = await asyncpg.connect(taken.credentials.connection_url)
+            assert await conn.fetchval("SELECT current_user") == tenant_name(rid)
+            await conn.close()
+        assert not gone & {member.member_id for member in second.members()}
+        # Skipped, not spoiled: a refused rename would have recorded the member as dropped.
+        for member_id in gone:
+            events = await store.load(pool_stream(member_id))
+            assert isinstance(events[-1].event, PoolMemberReady), events[-1].event
+    finally:
+        for rid in made_by_second:
+            await other.delete(rid)
+        await other.close()
 
 
 async def test_reconcile_drops_unknown_and_orphaned_objects_and_keeps_members(

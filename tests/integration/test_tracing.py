@@ -161,9 +161,9 @@ async def test_one_trace_runs_from_the_http_request_across_nats_to_the_event_log
     ), [span.name for span in in_trace]
     assert all(descends_from(span, handled, by_id) for span in backend)
     appends = [span for span in in_trace if span.name == "eventlog.append"]
-    # The intent with the outcome, one append after the backend call (ADR 0032); a create
-    # from the warm pool appends its member's PoolMemberTaken before it.
-    assert [span.attributes and span.attributes["spinup.events"] for span in appends][-1] == 2
+    # The intent with the outcome, one append after the backend call (ADR 0032); a take from
+    # the warm pool appends nothing before it (ADR 0047).
+    assert [span.attributes and span.attributes["spinup.events"] for span in appends] == [2]
     assert all(descends_from(span, handled, by_id) for span in appends)
 
     # The request id is on every span of the trace, on both sides of the hop.

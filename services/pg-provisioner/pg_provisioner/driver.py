@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import enum
 import hashlib
 import hmac
 import os
@@ -45,6 +46,7 @@ from shared.contracts.kinds import (
     PostgresLimits,
     ResourceKind,
 )
+from shared.lifecycle import Taken
 from shared.naming import guard_tenant_name, retired_name, tenant_name, tenant_resource_id
 from shared.pgerrors import CONNECTION_ERRORS
 from shared.pgpool import open_pool
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
     from asyncpg.pool import PoolConnectionProxy
 
-    from shared.eventlog.store import EventStore, Precondition
+    from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("pg_provisioner.driver")
 T = TypeVar("T")
@@ -143,6 +145,16 @@ _VANISHED = (
     asyncpg.AdminShutdownError,
     asyncpg.ConnectionDoesNotExistError,
 )
+#: A pool member's rename finds it gone: another replica renamed it first, or it was dropped.
+_MEMBER_GONE = (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedObjectError)
+
+
+class _Adoption(enum.Enum):
+    """How a member's rename to its tenant's name ended (``PostgresDriver._adopt``)."""
+
+    TAKEN = "taken"
+    GONE = "gone"
+    REFUSED = "refused"
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
@@ -362,30 +374,34 @@ class PostgresDriver:
 
         From the warm pool when it has a member, else with ``CREATE DATABASE``.
         """
-        taken = await self._take(resource_id, limits, None)
-        return taken if taken is not None else await self._create_cold(resource_id, limits)
+        taken = await self._take(resource_id, limits)
+        if taken is not None:
+            return taken[0]
+        return await self._create_cold(resource_id, limits)
 
-    async def take_within(
-        self, resource_id: UUID, limits: PostgresLimits, caps: Precondition
-    ) -> PostgresCredentials | None:
-        """The tenant from a warm member whose take is recorded only within ``caps``.
-
-        None when the pool had nothing to give: ``create`` then makes it cold.
-
-        Raises:
-            AppendRefusedError: ``caps`` refused; no member was taken.
-        """
-        return await self._take(resource_id, limits, caps)
+    async def take(self, resource_id: UUID, limits: PostgresLimits) -> Taken | None:
+        """The tenant made from a warm member renamed to its name; None when none was left."""
+        taken = await self._take(resource_id, limits)
+        return None if taken is None else Taken(*taken)
 
     async def _take(
-        self, resource_id: UUID, limits: PostgresLimits, caps: Precondition | None
-    ) -> PostgresCredentials | None:
+        self, resource_id: UUID, limits: PostgresLimits
+    ) -> tuple[PostgresCredentials, UUID] | None:
+        """The tenant's credentials and the member it was made from (see ``take``).
+
+        Nothing is recorded before the rename: replicas sharing the cluster may offer the same
+        member (each reconcile adopts every ready one it finds), and only one rename of it can
+        succeed. A replica whose rename finds the member gone moves on to the next one.
+        """
         if self._warm is None:
             return None
         name = tenant_name(resource_id)
-        member = await self._warm.take(resource_id, within=caps)
-        if member is not None and await self._adopt(member, name, limits):
-            return self._credentials(name, member.password)
+        while (member := self._warm.next_member()) is not None:
+            adoption = await self._adopt(member, name, limits)
+            if adoption is _Adoption.TAKEN:
+                return self._credentials(name, member.password), member.member_id
+            if adoption is _Adoption.REFUSED:
+                return None
         return None
 
     async def _create_cold(self, resource_id: UUID, limits: PostgresLimits) -> PostgresCredentials:
@@ -574,15 +590,17 @@ class PostgresDriver:
             )
             raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
 
-    async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> bool:
-        """Rename a taken member to ``name``, let it log in, give it ``limits``: one transaction.
+    async def _adopt(self, member: Member, name: str, limits: PostgresLimits) -> _Adoption:
+        """Rename a member to ``name``, let it log in, give it ``limits``: one transaction.
 
         A member this process made has its password already (``WarmPool``): setting a SCRAM
         verifier costs the server 8 ms (bench/README.md), so only one found after a restart
         gets it here.
 
-        False (and the member spoiled) when Postgres refuses: the tenant name exists already (a
-        retried create, which the cold path resets) or the member vanished.
+        ``GONE`` when the member no longer exists under its pool name: another replica renamed
+        it first, or a drop removed it. ``REFUSED`` (and the member spoiled) when Postgres
+        refuses otherwise: the tenant name exists already (a retried create, which the cold path
+        resets).
         """
         pooled, tenant = quote_ident(member.name), quote_ident(name)
         password = f" PASSWORD {quote_literal(member.verifier)}" if member.verifier else ""
@@ -594,14 +612,18 @@ class PostgresDriver:
             f" {_limits_sql(tenant, limits)}"
         )
         try:
-            async with self._backend_errors("created"), self._pool.acquire() as conn:
-                await conn.execute(statements)
+            async with self._backend_errors("created"):
+                try:
+                    async with self._pool.acquire() as conn:
+                        await conn.execute(statements)
+                except _MEMBER_GONE:
+                    return _Adoption.GONE
         except SpinupError as exc:
             await self._warm_spoil(member, f"adoption failed: {exc.message}")
             if exc.code is ErrorCode.BACKEND_UNAVAILABLE:
                 raise
-            return False
-        return True
+            return _Adoption.REFUSED
+        return _Adoption.TAKEN
 
     async def _warm_spoil(self, member: Member, reason: str) -> None:
         if self._warm is not None:

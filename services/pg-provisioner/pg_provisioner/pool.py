@@ -8,10 +8,10 @@ Pool members: a role and a database both named ``pool_name(member_id)``, the rol
 (its password, if set, is useless until a take adds LOGIN), the database with CONNECT revoked
 from PUBLIC: owned by nobody, reachable by nobody. Each member has its own event stream
 (``pool_stream``): ``PoolMemberRequested`` before the DDL, ``PoolMemberReady`` after it,
-``PoolMemberTaken`` before a request renames it to its tenant name (from then on it is that
-resource's), ``PoolMemberDropped`` when it is discarded.
-Which replica takes a member is settled by the ``Taken`` append (optimistic concurrency on the
-member's stream), so replicas may share one cluster.
+``PoolMemberDropped`` when it is discarded. A take renames it to its tenant name, and from then
+on it is that resource's: the resource's ``ResourceProvisioned`` names the member, whose own
+stream ends at ``Ready``. Which replica takes a member is settled by that rename, which only one
+can make, so replicas may share one cluster (docs/adr/0047).
 
 The password of a member is made in this process when the member is made, with its SCRAM
 verifier computed then (3.5 ms of CPU), and the verifier is set by the member's ``CREATE ROLE``
@@ -21,8 +21,9 @@ only and handed to the one request that takes the member: nobody has seen it bef
 
 Reconcile, at start and then periodically, makes the cluster and the log agree: a ``p_`` object
 whose stream ends in ``Ready`` is a member; one with no stream at all is unknown and dropped; one
-whose stream ended otherwise (failed, taken but not renamed, dropped but still there) is dropped
-once its last event is older than a grace period, so a replica's work in progress is never cut.
+whose stream ended otherwise (failed, dropped but still there, or taken before docs/adr/0047 but
+not renamed) is dropped once its last event is older than a grace period, so a replica's work in
+progress is never cut.
 Retired (``x_``) objects are always garbage and go to the drop queue.
 """
 
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 import uuid
 from collections import deque
@@ -47,10 +47,9 @@ from shared.contracts.events import (
     PoolMemberDropped,
     PoolMemberReady,
     PoolMemberRequested,
-    PoolMemberTaken,
 )
 from shared.contracts.kinds import ResourceKind
-from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError
+from shared.eventlog.errors import ConcurrencyConflictError
 from shared.naming import (
     RETIRED_PREFIX,
     guard_disposable_name,
@@ -64,7 +63,7 @@ if TYPE_CHECKING:
     from uuid import UUID
 
     from shared.contracts.events import PoolEvent
-    from shared.eventlog.store import EventStore, Precondition
+    from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("pg_provisioner.pool")
 
@@ -290,34 +289,17 @@ class WarmPool:
             await asyncio.sleep(0.02)
         return True
 
-    async def take(self, resource_id: UUID, *, within: Precondition | None = None) -> Member | None:
-        """A ready member, recorded as taken for ``resource_id``; ``None`` when the pool is empty.
+    def next_member(self) -> Member | None:
+        """The oldest ready member, no longer offered here; ``None`` when the pool is empty.
 
-        The caller renames it to the resource's tenant name; if that fails it calls ``spoil``.
-        ``within``: the record of the take is written only while it holds (a holder's caps).
-
-        Raises:
-            AppendRefusedError: ``within`` refused; the member stays ready for the next take.
+        The caller takes it by renaming it to its tenant's name, which fails if another replica
+        renamed it first; if the rename fails otherwise, it calls ``spoil``.
         """
-        while self._ready:
-            member = self._ready.popleft()
-            self._last_take = time.monotonic()
-            self._wanted.set()
-            try:
-                await self._append(
-                    member.member_id,
-                    member.version,
-                    PoolMemberTaken(member_id=member.member_id, resource_id=resource_id),
-                    correlation_id=f"pool-take-{resource_id.hex}",
-                    precondition=within,
-                )
-            except ConcurrencyConflictError:
-                continue  # another replica took it (or reconciled it away) first
-            except AppendRefusedError:
-                self._ready.appendleft(member)
-                raise
-            return dataclasses.replace(member, version=member.version + 1)
-        return None
+        if not self._ready:
+            return None
+        self._last_take = time.monotonic()
+        self._wanted.set()
+        return self._ready.popleft()
 
     async def spoil(self, member: Member, reason: str) -> None:
         """A taken member could not be handed out: record that and drop what is left of it."""
@@ -382,7 +364,7 @@ class WarmPool:
         Its old password went with the process that made it. The new one is set by the take
         (``verifier``), never here: a member found here may be in another take already (the
         stream read is a moment old), and changing its password under that take would hand
-        out credentials that do not work. Such a duplicate loses its own ``Taken`` append.
+        out credentials that do not work. Such a duplicate loses the rename.
         """
         password, verifier = await asyncio.to_thread(self._make_password)
         self._ready.append(
@@ -437,7 +419,6 @@ class WarmPool:
         event: PoolEvent,
         *,
         correlation_id: str,
-        precondition: Precondition | None = None,
     ) -> None:
         await self._store.append(
             pool_stream(member_id),
@@ -445,5 +426,4 @@ class WarmPool:
             [event],
             command_id=uuid.uuid4(),
             correlation_id=correlation_id,
-            precondition=precondition,
         )
