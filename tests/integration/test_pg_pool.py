@@ -253,6 +253,31 @@ async def test_a_create_its_caps_refuse_takes_no_member_and_one_within_them_name
     await warm.delete(within.resource_id)
 
 
+async def test_a_take_for_a_tenant_that_exists_keeps_the_member_and_the_create_resets_it(
+    warm: PostgresDriver, store: EventStore
+) -> None:
+    # A retried create whose tenant an earlier try made: the rename is refused as a whole, so
+    # the member is as it was and goes back to the pool instead of being dropped.
+    pool = warm.warm_pool
+    assert pool is not None
+    rid = uuid.uuid4()
+    first = await take(warm, rid)
+    next_up = pool.members()[0].member_id
+    assert await warm.take(rid, LIMITS) is None
+    assert pool.members()[0].member_id == next_up, "the refused member left the pool"
+    events = await store.load(pool_stream(next_up))
+    assert isinstance(events[-1].event, PoolMemberReady)
+
+    again = await warm.create(rid, LIMITS)
+    assert again.password != first.password
+    conn = await asyncpg.connect(again.connection_url)
+    assert await conn.fetchval("SELECT current_user") == tenant_name(rid)
+    await conn.close()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(first.connection_url)
+    await warm.delete(rid)
+
+
 async def test_an_empty_pool_falls_back_to_create_database(
     env: dict[str, str], store: EventStore
 ) -> None:

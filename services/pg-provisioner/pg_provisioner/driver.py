@@ -147,6 +147,8 @@ _VANISHED = (
 )
 #: A pool member's rename finds it gone: another replica renamed it first, or it was dropped.
 _MEMBER_GONE = (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedObjectError)
+#: A pool member's rename finds the tenant's database or role there already (a retried create).
+_TENANT_EXISTS = (asyncpg.DuplicateDatabaseError, asyncpg.DuplicateObjectError)
 
 
 class _Adoption(enum.Enum):
@@ -598,9 +600,9 @@ class PostgresDriver:
         gets it here.
 
         ``GONE`` when the member no longer exists under its pool name: another replica renamed
-        it first, or a drop removed it. ``REFUSED`` (and the member spoiled) when Postgres
-        refuses otherwise: the tenant name exists already (a retried create, which the cold path
-        resets).
+        it first, or a drop removed it. ``REFUSED`` when Postgres refuses: the tenant name exists
+        already (a retried create, which the cold path resets), and the member, untouched by the
+        rolled-back transaction, is offered again; on any other refusal it is spoiled.
         """
         pooled, tenant = quote_ident(member.name), quote_ident(name)
         password = f" PASSWORD {quote_literal(member.verifier)}" if member.verifier else ""
@@ -618,6 +620,10 @@ class PostgresDriver:
                         await conn.execute(statements)
                 except _MEMBER_GONE:
                     return _Adoption.GONE
+                except _TENANT_EXISTS:
+                    if self._warm is not None:
+                        self._warm.give_back(member)
+                    return _Adoption.REFUSED
         except SpinupError as exc:
             await self._warm_spoil(member, f"adoption failed: {exc.message}")
             if exc.code is ErrorCode.BACKEND_UNAVAILABLE:

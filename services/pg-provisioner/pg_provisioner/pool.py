@@ -301,6 +301,10 @@ class WarmPool:
         self._wanted.set()
         return self._ready.popleft()
 
+    def give_back(self, member: Member) -> None:
+        """Offer a member again, first: its take was refused for a reason not its own."""
+        self._ready.appendleft(member)
+
     async def spoil(self, member: Member, reason: str) -> None:
         """A taken member could not be handed out: record that and drop what is left of it."""
         self._drops.put(member.name)
