@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.cpu import LOAD_GENERATOR
 from bench.harness import Results, Row
 
 JSON_NAME = "results.json"
@@ -36,8 +37,8 @@ def _table(rows: list[dict[str, Any]], *, with_floor: bool) -> list[str]:
     rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     with_cpu = any(row.get("cpu_ms_per_call") is not None for row in rows)
     if with_cpu:
-        head += " CPU ms/call | CPU allows /s |"
-        rule += "---:|---:|"
+        head += " CPU ms/call | stack ms/call | CPU allows /s |"
+        rule += "---:|---:|---:|"
     if with_floor:
         head += " floor p50 ms | floor req/s | p50 x floor | req/s x floor |"
         rule += "---:|---:|---:|---:|"
@@ -51,7 +52,7 @@ def _table(rows: list[dict[str, Any]], *, with_floor: bool) -> list[str]:
         if with_cpu:
             allows = row.get("cpu_bound_per_s")
             shown = "-" if allows is None else f"{allows:.0f}"
-            line += f" {_ms(row.get('cpu_ms_per_call'))} | {shown} |"
+            line += f" {_ms(row.get('cpu_ms_per_call'))} | {_ms(stack_cpu_ms(row))} | {shown} |"
         if with_floor:
             floor = row.get("floor")
             if floor is None:
@@ -63,6 +64,15 @@ def _table(rows: list[dict[str, Any]], *, with_floor: bool) -> list[str]:
                 )
         lines.append(line)
     return lines
+
+
+def stack_cpu_ms(row: dict[str, Any]) -> float | None:
+    """A row's CPU per call without the load generator's: what the platform itself spent."""
+    total = row.get("cpu_ms_per_call")
+    by_process = row.get("cpu_ms_by_process")
+    if total is None or not by_process:
+        return None
+    return float(total) - float(by_process.get(LOAD_GENERATOR, 0.0))
 
 
 def _ratio(value: float | None) -> str:
@@ -108,7 +118,8 @@ def markdown(data: dict[str, Any]) -> str:
             " successful calls per second of wall time. The floor of `POST /<kind>/new` is the same"
             " kind's driver `create` at the same `c`; `p50 x floor` is the end-to-end median"
             " divided by the floor's. `CPU ms/call` is the CPU every process of the stack and the"
-            " load generator spent during the measurement, per call (`bench/cpu.py`); `CPU allows"
+            " load generator spent during the measurement, per call (`bench/cpu.py`), and `stack"
+            " ms/call` the same without the load generator's; `CPU allows"
             " /s` is the cores over it: the most calls a second this machine could make at that"
             " cost, so a `req/s` near it is bound by the CPU of the whole path."
         ),
