@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -18,8 +19,9 @@ from redis_provisioner.driver import RedisDriver
 from shared.bus import Bus
 from shared.contracts.kinds import NatsCredentials
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection
+from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
+from shared.lifecycle import ResourceLifecycle
 
 
 @pytest.fixture
@@ -54,6 +56,27 @@ def store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
     return EventStore(
         platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
     )
+
+
+@pytest.fixture
+def lifecycle_of(
+    store: EventStore, platform_db: asyncpg.Pool, env: dict[str, str]
+) -> Callable[..., ResourceLifecycle]:
+    """Makes a worker's lifecycle over a driver, appending to ``store``.
+
+    One create and one delete at a time unless the options say otherwise.
+    """
+
+    def make(driver: Any, **options: Any) -> ResourceLifecycle:
+        return ResourceLifecycle(
+            store,
+            Keyring.from_setting(env["SPINUP_SEAL_KEYS"]),
+            driver,
+            resources=ResourceReadModel(platform_db),
+            **{"create_concurrency": 1, "delete_concurrency": 1, **options},
+        )
+
+    return make
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -24,10 +25,8 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_POSTGRES
-from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
-from shared.lifecycle import ResourceDriver, ResourceLifecycle
+from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
 from shared.testing.factories import provision_command
 
@@ -80,23 +79,6 @@ async def test_command_already_past_its_deadline_creates_nothing(
     )
 
 
-def lifecycle_over(
-    driver: ResourceDriver[PostgresLimits], platform_db: asyncpg.Pool, env: dict[str, str]
-) -> tuple[EventStore, ResourceLifecycle]:
-    """A worker's lifecycle (one create at a time) over ``driver``, and the store it appends to."""
-    keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
-    store = EventStore(platform_db, keyring, [ResourceProjection()])
-    lifecycle = ResourceLifecycle(
-        store,
-        keyring,
-        driver,
-        resources=ResourceReadModel(platform_db),
-        create_concurrency=1,
-        delete_concurrency=1,
-    )
-    return store, lifecycle
-
-
 class SlowDriver:
     """The real driver, answering after the deadline, as an overloaded server would."""
 
@@ -116,9 +98,9 @@ class SlowDriver:
 
 
 async def test_worker_finishing_past_the_deadline_undoes_its_work_and_records_it(
-    platform_db: asyncpg.Pool, driver: PostgresDriver, env: dict[str, str]
+    store: EventStore, lifecycle_of: Callable[..., ResourceLifecycle], driver: PostgresDriver
 ) -> None:
-    store, lifecycle = lifecycle_over(SlowDriver(driver, delay=1.0), platform_db, env)
+    lifecycle = lifecycle_of(SlowDriver(driver, delay=1.0))
     slow = provision_command(deadline_in=0.5)
     with pytest.raises(SpinupError) as caught:
         await lifecycle.provision(slow)
@@ -153,12 +135,12 @@ class CountedCreates:
 
 
 async def test_a_database_over_the_caps_with_nothing_to_take_is_not_made_at_all(
-    platform_db: asyncpg.Pool, driver: PostgresDriver, env: dict[str, str]
+    store: EventStore, lifecycle_of: Callable[..., ResourceLifecycle], driver: PostgresDriver
 ) -> None:
     # No warm pool here, so nothing to take: the caps are counted before CREATE DATABASE, not
     # only by the append after it (which would refuse too, and drop what was made).
     counted = CountedCreates(driver)
-    store, lifecycle = lifecycle_over(counted, platform_db, env)
+    lifecycle = lifecycle_of(counted)
     at_the_cap = provision_command(
         new_ids=True,
         fingerprint=f"test-{uuid.uuid4().hex}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import asyncpg
@@ -21,8 +22,7 @@ from shared.contracts.commands import ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import RedisCredentials, RedisLimits, ResourceKind, ResourceStatus
 from shared.contracts.replies import ResourceProvisioned
-from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
@@ -79,34 +79,17 @@ class CountingDriver:
 
 
 @pytest.fixture
-def store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
-    return EventStore(
-        platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
-    )
-
-
-@pytest.fixture
 def lifecycle(
-    store: EventStore, platform_db: asyncpg.Pool, redis_driver: RedisDriver, env: dict[str, str]
+    lifecycle_of: Callable[..., ResourceLifecycle], redis_driver: RedisDriver
 ) -> ResourceLifecycle:
-    return _lifecycle(store, platform_db, redis_driver, env)
+    return _lifecycle(lifecycle_of, redis_driver)
 
 
 def _lifecycle(
-    store: EventStore,
-    platform_db: asyncpg.Pool,
+    lifecycle_of: Callable[..., ResourceLifecycle],
     driver: RedisDriver | FailingDriver | CountingDriver,
-    env: dict[str, str],
 ) -> ResourceLifecycle:
-    return ResourceLifecycle(
-        store,
-        Keyring.from_setting(env["SPINUP_SEAL_KEYS"]),
-        driver,
-        resources=ResourceReadModel(platform_db),
-        create_concurrency=2,
-        delete_concurrency=2,
-        orphan_grace=GRACE,
-    )
+    return lifecycle_of(driver, create_concurrency=2, delete_concurrency=2, orphan_grace=GRACE)
 
 
 def _new(*, deadline_in: float = 15.0) -> ProvisionResource:
@@ -170,10 +153,10 @@ async def test_a_create_with_new_ids_stores_no_reply_and_a_keyed_create_does(
 
 
 async def test_only_new_ids_skip_the_look_for_what_an_earlier_try_left(
-    store: EventStore, platform_db: asyncpg.Pool, redis_driver: RedisDriver, env: dict[str, str]
+    lifecycle_of: Callable[..., ResourceLifecycle], redis_driver: RedisDriver
 ) -> None:
     counting = CountingDriver(redis_driver)
-    lifecycle = _lifecycle(store, platform_db, counting, env)
+    lifecycle = _lifecycle(lifecycle_of, counting)
     fresh, keyed = _new(), provision_command(kind=ResourceKind.REDIS, limits=LIMITS)
     await lifecycle.provision(fresh)
     await lifecycle.provision(keyed)
@@ -184,9 +167,11 @@ async def test_only_new_ids_skip_the_look_for_what_an_earlier_try_left(
 
 
 async def test_a_failed_create_removes_its_object_and_records_the_failure_with_its_intent(
-    store: EventStore, platform_db: asyncpg.Pool, redis_driver: RedisDriver, env: dict[str, str]
+    store: EventStore,
+    lifecycle_of: Callable[..., ResourceLifecycle],
+    redis_driver: RedisDriver,
 ) -> None:
-    failing = _lifecycle(store, platform_db, FailingDriver(redis_driver), env)
+    failing = _lifecycle(lifecycle_of, FailingDriver(redis_driver))
     command = _new()
     with pytest.raises(SpinupError) as caught:
         await failing.provision(command)

@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -28,8 +28,6 @@ from shared.contracts.events import (
     ResourceProvisioned,
 )
 from shared.contracts.kinds import Caps, PostgresCredentials, ResourceKind
-from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import pool_name, pool_stream, resource_stream, tenant_name
@@ -202,20 +200,13 @@ async def test_the_pool_refills_after_takes(warm: PostgresDriver, store: EventSt
 
 
 async def test_a_create_its_caps_refuse_takes_no_member_and_one_within_them_names_its_member(
-    warm: PostgresDriver, store: EventStore, platform_db: asyncpg.Pool, env: dict[str, str]
+    warm: PostgresDriver, store: EventStore, lifecycle_of: Callable[..., ResourceLifecycle]
 ) -> None:
     # The caps are counted before the take (docs/adr/0047): a holder at its cap must not drain
     # the pool by taking members that its create's append would refuse.
     pool = warm.warm_pool
     assert pool is not None
-    lifecycle = ResourceLifecycle(
-        store,
-        Keyring.from_setting(env["SPINUP_SEAL_KEYS"]),
-        warm,
-        resources=ResourceReadModel(platform_db),
-        create_concurrency=1,
-        delete_concurrency=1,
-    )
+    lifecycle = lifecycle_of(warm)
     ready = {member.member_id for member in pool.members()}
     at_the_cap = provision_command(
         new_ids=True,
