@@ -11,7 +11,7 @@ import msgspec
 
 from shared.contracts.commands import ProvisionResource
 from shared.contracts.events import ResourceProvisionRequested
-from shared.contracts.kinds import PostgresLimits, ResourceKind
+from shared.contracts.kinds import Caps, PostgresLimits, ResourceKind
 
 LIMITS = PostgresLimits(
     storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
@@ -48,3 +48,13 @@ def provision_command(*, deadline_in: float = 15.0, **overrides: Any) -> Provisi
         fingerprint="test",
     )
     return msgspec.structs.replace(command, **overrides)
+
+
+def at_its_cap(**overrides: Any) -> ProvisionResource:  # noqa: ANN401
+    """A create with new ids from a holder of its own whose caps allow no live resource of it."""
+    return provision_command(
+        new_ids=True,
+        fingerprint=f"test-{uuid.uuid4().hex}",
+        caps=Caps(active_per_kind=0, provisions_per_day=10),
+        **overrides,
+    )

@@ -28,7 +28,7 @@ from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_POSTGRES
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
-from shared.testing.factories import provision_command
+from shared.testing.factories import at_its_cap, provision_command
 
 pytestmark = pytest.mark.integration
 
@@ -141,11 +141,7 @@ async def test_a_database_over_the_caps_with_nothing_to_take_is_not_made_at_all(
     # only by the append after it (which would refuse too, and drop what was made).
     counted = CountedCreates(driver)
     lifecycle = lifecycle_of(counted)
-    at_the_cap = provision_command(
-        new_ids=True,
-        fingerprint=f"test-{uuid.uuid4().hex}",
-        caps=Caps(active_per_kind=0, provisions_per_day=10),
-    )
+    at_the_cap = at_its_cap()
     with pytest.raises(SpinupError) as caught:
         await lifecycle.provision(at_the_cap)
     assert caught.value.code is ErrorCode.PLAN_LIMIT_REACHED

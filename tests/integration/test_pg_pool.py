@@ -31,7 +31,7 @@ from shared.contracts.kinds import Caps, PostgresCredentials, ResourceKind
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import pool_name, pool_stream, resource_stream, tenant_name
-from shared.testing.factories import LIMITS, provision_command
+from shared.testing.factories import LIMITS, at_its_cap
 from shared.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -208,11 +208,7 @@ async def test_a_create_its_caps_refuse_takes_no_member_and_one_within_them_name
     assert pool is not None
     lifecycle = lifecycle_of(warm)
     ready = {member.member_id for member in pool.members()}
-    at_the_cap = provision_command(
-        new_ids=True,
-        fingerprint=f"test-{uuid.uuid4().hex}",
-        caps=Caps(active_per_kind=0, provisions_per_day=10),
-    )
+    at_the_cap = at_its_cap()
     with pytest.raises(SpinupError) as caught:
         await lifecycle.provision(at_the_cap)
     assert caught.value.code is ErrorCode.PLAN_LIMIT_REACHED
