@@ -750,7 +750,23 @@ class ResourceLifecycle:
             )
         except ConcurrencyConflictError:
             return msgspec.structs.replace(reply, already=True)
+        await self._forget_create_reply(state)
         return reply
+
+    async def _forget_create_reply(self, state: ResourceState) -> None:
+        """Delete the stored reply of the create of a resource now gone (docs/adr/0046).
+
+        A retry of that create is answered ``idempotency_key_reused`` from the log
+        (``_provision_as_recorded``) and never replayed, so the reply would only be kept, with
+        its copy of the credentials, for as long as the platform runs. One left by a failure
+        here is as harmless as it was before.
+        """
+        if state.provision_command_id is None:
+            return
+        try:
+            await self._store.forget_reply(state.provision_command_id)
+        except PlatformUnavailableError:
+            log.warning("lifecycle.reply.kept", resource_id=str(state.resource_id))
 
     async def _await_gone(self, command: DeprovisionResource) -> ResourceDeprovisioned:
         async for state in self._states_until(command.resource_id, command.deadline):

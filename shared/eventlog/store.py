@@ -418,6 +418,17 @@ class EventStore:
         async with platform_errors():
             await self._pool.fetchval(precondition.numbered_from(1), *precondition.values)
 
+    async def forget_reply(self, command_id: UUID) -> None:
+        """Delete the reply stored for ``command_id``, if any, once nothing can replay it.
+
+        Raises:
+            PlatformUnavailableError: the database is unreachable.
+        """
+        async with platform_errors():
+            await self._pool.execute(
+                "DELETE FROM command_replies WHERE command_id = $1", command_id
+            )
+
     async def stored_reply(self, command_id: UUID, reply_type: type[R]) -> R | None:
         """The reply stored for ``command_id`` when it succeeded, if any."""
         async with platform_errors():

@@ -9,6 +9,7 @@ intent in one append; an object such a create leaves behind when its process die
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -18,9 +19,15 @@ import pytest
 import redis.asyncio as aioredis
 
 from redis_provisioner.driver import RedisDriver
-from shared.contracts.commands import ProvisionResource
+from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
-from shared.contracts.kinds import RedisCredentials, RedisLimits, ResourceKind, ResourceStatus
+from shared.contracts.kinds import (
+    DeprovisionReason,
+    RedisCredentials,
+    RedisLimits,
+    ResourceKind,
+    ResourceStatus,
+)
 from shared.contracts.replies import ResourceProvisioned
 from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
@@ -150,6 +157,30 @@ async def test_a_create_with_new_ids_stores_no_reply_and_a_keyed_create_does(
     replayed = await lifecycle.provision(keyed)
     assert replayed.replayed
     assert replayed.credentials == made.credentials
+
+
+async def test_a_deleted_resource_takes_its_create_reply_with_it_and_a_retry_is_refused(
+    lifecycle: ResourceLifecycle, store: EventStore
+) -> None:
+    # Nothing replays the create of a resource that is gone, so its reply, a sealed copy of
+    # the credentials, is not kept after it (ADR 0046).
+    keyed = provision_command(kind=ResourceKind.REDIS, limits=LIMITS)
+    await lifecycle.provision(keyed)
+    assert await store.stored_reply(keyed.command_id, ResourceProvisioned) is not None
+    deleted = await lifecycle.deprovision(
+        DeprovisionResource(
+            command_id=uuid.uuid4(),
+            correlation_id=keyed.correlation_id,
+            deadline=time.time() + 15,
+            resource_id=keyed.resource_id,
+            reason=DeprovisionReason.DELETED,
+        )
+    )
+    assert not deleted.already
+    assert await store.stored_reply(keyed.command_id, ResourceProvisioned) is None
+    with pytest.raises(SpinupError) as caught:
+        await lifecycle.provision(keyed)
+    assert caught.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED
 
 
 async def test_only_new_ids_skip_the_look_for_what_an_earlier_try_left(
