@@ -9,9 +9,9 @@ from typing import Any
 
 import msgspec
 
-from shared.contracts.commands import ProvisionResource
+from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.events import ResourceProvisionRequested
-from shared.contracts.kinds import Caps, PostgresLimits, ResourceKind
+from shared.contracts.kinds import Caps, DeprovisionReason, PostgresLimits, ResourceKind
 
 LIMITS = PostgresLimits(
     storage_mb=10, connections=2, statement_timeout_ms=5000, temp_file_limit_mb=8
@@ -58,3 +58,21 @@ def at_its_cap(**overrides: Any) -> ProvisionResource:  # noqa: ANN401
         caps=Caps(active_per_kind=0, provisions_per_day=10),
         **overrides,
     )
+
+
+def deprovision_command(
+    resource_id: uuid.UUID,
+    *,
+    reason: DeprovisionReason = DeprovisionReason.DELETED,
+    deadline_in: float = 15.0,
+    **overrides: Any,  # noqa: ANN401
+) -> DeprovisionResource:
+    """A ``DeprovisionResource`` command for ``resource_id``: deleted by its holder, by default."""
+    command = DeprovisionResource(
+        command_id=uuid.uuid4(),
+        correlation_id=f"test-{uuid.uuid4().hex[:8]}",
+        deadline=time.time() + deadline_in,
+        resource_id=resource_id,
+        reason=reason,
+    )
+    return msgspec.structs.replace(command, **overrides)

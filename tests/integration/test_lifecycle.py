@@ -4,7 +4,6 @@ real worker: duplicates, deadlines, cleanup."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,7 @@ from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_POSTGRES
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
-from shared.testing.factories import at_its_cap, provision_command
+from shared.testing.factories import at_its_cap, deprovision_command, provision_command
 
 pytestmark = pytest.mark.integration
 
@@ -55,12 +54,8 @@ async def test_same_command_delivered_concurrently_makes_exactly_one_resource(
     endpoint = DEPROVISION_ENDPOINTS[ResourceKind.POSTGRES]
     await bus.request(
         endpoint,
-        DeprovisionResource(
-            command_id=uuid.uuid4(),
-            correlation_id=once.correlation_id,
-            deadline=time.time() + endpoint.timeout,
-            resource_id=once.resource_id,
-            reason=DeprovisionReason.DELETED,
+        deprovision_command(
+            once.resource_id, deadline_in=endpoint.timeout, correlation_id=once.correlation_id
         ),
     )
     assert not await driver.exists(once.resource_id)
@@ -154,13 +149,7 @@ async def test_a_database_over_the_caps_with_nothing_to_take_is_not_made_at_all(
     await lifecycle.provision(within)
     assert counted.creates == 1
     await lifecycle.deprovision(
-        DeprovisionResource(
-            command_id=uuid.uuid4(),
-            correlation_id=within.correlation_id,
-            deadline=time.time() + 15,
-            resource_id=within.resource_id,
-            reason=DeprovisionReason.DELETED,
-        )
+        deprovision_command(within.resource_id, correlation_id=within.correlation_id)
     )
     assert not await driver.exists(within.resource_id)
 
@@ -175,13 +164,7 @@ async def test_an_expiry_delete_is_refused_once_the_log_says_it_no_longer_expire
     endpoint = DEPROVISION_ENDPOINTS[ResourceKind.POSTGRES]
 
     def deprovision(reason: DeprovisionReason) -> DeprovisionResource:
-        return DeprovisionResource(
-            command_id=uuid.uuid4(),
-            correlation_id=f"test-{uuid.uuid4().hex[:8]}",
-            deadline=time.time() + endpoint.timeout,
-            resource_id=command.resource_id,
-            reason=reason,
-        )
+        return deprovision_command(command.resource_id, reason=reason, deadline_in=endpoint.timeout)
 
     with pytest.raises(SpinupError) as caught:
         await bus.request(endpoint, deprovision(DeprovisionReason.EXPIRED))

@@ -9,7 +9,6 @@ intent in one append; an object such a create leaves behind when its process die
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,10 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from redis_provisioner.driver import RedisDriver
-from shared.contracts.commands import DeprovisionResource, ProvisionResource
+from shared.contracts.commands import ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
-    DeprovisionReason,
     RedisCredentials,
     RedisLimits,
     ResourceKind,
@@ -33,7 +31,7 @@ from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
-from shared.testing.factories import provision_command, provision_requested
+from shared.testing.factories import deprovision_command, provision_command, provision_requested
 
 pytestmark = pytest.mark.integration
 
@@ -168,13 +166,7 @@ async def test_a_deleted_resource_takes_its_create_reply_with_it_and_a_retry_is_
     await lifecycle.provision(keyed)
     assert await store.stored_reply(keyed.command_id, ResourceProvisioned) is not None
     deleted = await lifecycle.deprovision(
-        DeprovisionResource(
-            command_id=uuid.uuid4(),
-            correlation_id=keyed.correlation_id,
-            deadline=time.time() + 15,
-            resource_id=keyed.resource_id,
-            reason=DeprovisionReason.DELETED,
-        )
+        deprovision_command(keyed.resource_id, correlation_id=keyed.correlation_id)
     )
     assert not deleted.already
     assert await store.stored_reply(keyed.command_id, ResourceProvisioned) is None

@@ -28,7 +28,6 @@ from redis_provisioner.driver import RedisDriver
 from shared.contracts.commands import DeprovisionResource, RotateCredentials
 from shared.contracts.events import CredentialsRotated, QuotaExceeded
 from shared.contracts.kinds import (
-    DeprovisionReason,
     RedisCredentials,
     RedisLimits,
     ResourceKind,
@@ -38,7 +37,7 @@ from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
-from shared.testing.factories import provision_command, provision_requested
+from shared.testing.factories import deprovision_command, provision_command, provision_requested
 
 pytestmark = pytest.mark.integration
 
@@ -104,13 +103,7 @@ def rotation(resource_id: uuid.UUID) -> RotateCredentials:
 
 
 def deletion(resource_id: uuid.UUID) -> DeprovisionResource:
-    return DeprovisionResource(
-        command_id=uuid.uuid4(),
-        correlation_id="restore",
-        deadline=time.time() + 10,
-        resource_id=resource_id,
-        reason=DeprovisionReason.DELETED,
-    )
+    return deprovision_command(resource_id, deadline_in=10, correlation_id="restore")
 
 
 async def logs_in(credentials: RedisCredentials) -> bool:

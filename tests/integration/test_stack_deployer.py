@@ -23,11 +23,10 @@ from devstack.stack import Stack
 from shared.bus import Bus, ensure_stack_stores
 from shared.contracts.commands import (
     ControlStack,
-    DeprovisionResource,
     ProvisionResource,
     StackAction,
 )
-from shared.contracts.kinds import DeprovisionReason, RedisLimits, ResourceKind, StackLimits
+from shared.contracts.kinds import RedisLimits, ResourceKind, StackLimits
 from shared.contracts.stacks import MANIFEST_NAME, StackLogLine, backing_resource_id
 from shared.contracts.subjects import (
     ENDPOINTS,
@@ -38,7 +37,7 @@ from shared.contracts.subjects import (
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 from shared.stack_state import StackStatus, StackView
-from shared.testing.factories import provision_command
+from shared.testing.factories import deprovision_command, provision_command
 from stack_deployer.engine import REGISTRY_HINT
 
 # Builds on a busy 2-core machine, and the first test also waits for the whole stack to start.
@@ -123,12 +122,8 @@ async def control(bus: Bus, stack_id: uuid.UUID, action: StackAction) -> str:
 
 
 async def delete(bus: Bus, stack_id: uuid.UUID) -> None:
-    command = DeprovisionResource(
-        command_id=uuid.uuid4(),
-        correlation_id="test-stack",
-        deadline=time.time() + ENDPOINT.deprovision.timeout,
-        resource_id=stack_id,
-        reason=DeprovisionReason.DELETED,
+    command = deprovision_command(
+        stack_id, deadline_in=ENDPOINT.deprovision.timeout, correlation_id="test-stack"
     )
     await bus.request(ENDPOINT.deprovision, command)
 
@@ -422,11 +417,7 @@ resources:
         for backing in (db, cache):
             await bus.request(
                 ENDPOINTS[backing.kind].deprovision,
-                DeprovisionResource(
-                    command_id=uuid.uuid4(),
-                    correlation_id="test-stack",
-                    deadline=time.time() + 30,
-                    resource_id=backing.resource_id,
-                    reason=DeprovisionReason.DELETED,
+                deprovision_command(
+                    backing.resource_id, deadline_in=30, correlation_id="test-stack"
                 ),
             )

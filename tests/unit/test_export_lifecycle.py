@@ -24,7 +24,7 @@ from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import DeprovisionReason, ResourceKind
 from shared.contracts.subjects import ENDPOINTS, PROVISION_POSTGRES
 from shared.lifecycle import ExportingDriver
-from shared.testing.factories import provision_command
+from shared.testing.factories import deprovision_command, provision_command
 from shared.testing.polling import eventually
 from shared.tracing import TracedDriver
 
@@ -58,12 +58,11 @@ def suspend(resource_id: uuid.UUID) -> SuspendResource:
 
 
 def expiry_delete(resource_id: uuid.UUID) -> DeprovisionResource:
-    return DeprovisionResource(
-        command_id=uuid.uuid4(),
-        correlation_id="test",
-        deadline=time.time() + ENDS.deprovision.timeout,
-        resource_id=resource_id,
+    return deprovision_command(
+        resource_id,
         reason=DeprovisionReason.EXPIRED,
+        deadline_in=ENDS.deprovision.timeout,
+        correlation_id="test",
     )
 
 
@@ -96,12 +95,8 @@ async def test_an_unexpired_resource_is_not_suspended(bus: Bus, driver: Postgres
     await conn.close()
     await bus.request(
         ENDS.deprovision,
-        DeprovisionResource(
-            command_id=uuid.uuid4(),
-            correlation_id="test",
-            deadline=time.time() + ENDS.deprovision.timeout,
-            resource_id=command.resource_id,
-            reason=DeprovisionReason.DELETED,
+        deprovision_command(
+            command.resource_id, deadline_in=ENDS.deprovision.timeout, correlation_id="test"
         ),
     )
     assert not await driver.exists(command.resource_id)
