@@ -31,7 +31,7 @@ from shared.contracts.kinds import Caps, PostgresCredentials, ResourceKind
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import pool_name, pool_stream, resource_stream, tenant_name
-from shared.testing.factories import LIMITS, at_its_cap
+from shared.testing.factories import LIMITS, at_its_cap, provision_command
 from shared.testing.polling import eventually
 
 pytestmark = pytest.mark.integration
@@ -265,22 +265,23 @@ async def test_a_take_for_a_tenant_that_exists_keeps_the_member_and_the_create_r
     await warm.delete(rid)
 
 
-async def test_an_empty_pool_falls_back_to_create_database(
-    env: dict[str, str], store: EventStore
+async def test_a_create_with_nothing_to_take_falls_back_to_create_database(
+    env: dict[str, str], store: EventStore, lifecycle_of: Callable[..., ResourceLifecycle]
 ) -> None:
+    # The lifecycle takes first and creates only when nothing was taken (``PooledCreate``). No
+    # pool here: one of its own would adopt the stack's ready members at its first reconcile.
     driver = await connect_driver(env)
     try:
-        pool = driver.start_pool(
-            store, size=0, refill_concurrency=1, reserve=1, reconcile_interval_s=3600
-        )
-        assert pool.ready == 0
-        rid = uuid.uuid4()
-        assert await driver.take(rid, LIMITS) is None
-        credentials = await driver.create(rid, LIMITS)
-        conn = await asyncpg.connect(credentials.connection_url)
-        assert await conn.fetchval("SELECT current_user") == tenant_name(rid)
+        assert await driver.take(uuid.uuid4(), LIMITS) is None
+        command = provision_command(new_ids=True, fingerprint=f"test-{uuid.uuid4().hex}")
+        reply = await lifecycle_of(driver).provision(command)
+        provisioned = (await store.load(resource_stream(command.resource_id)))[-1].event
+        assert isinstance(provisioned, ResourceProvisioned)
+        assert provisioned.pool_member is None
+        conn = await asyncpg.connect(reply.credentials.connection_url)
+        assert await conn.fetchval("SELECT current_user") == tenant_name(command.resource_id)
         await conn.close()
-        await driver.delete(rid)
+        await driver.delete(command.resource_id)
     finally:
         await driver.close()
 
@@ -338,7 +339,7 @@ async def test_a_member_found_after_a_restart_is_handed_out_with_a_password_that
         assert await eventually(all_adopted, within=30), await adopted()
         assert all(member.verifier is not None for member in found.members())
         rid = uuid.uuid4()
-        credentials = await second.create(rid, LIMITS)
+        credentials = await take(second, rid)
         done = psql_select_one(credentials)
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == tenant_name(rid)

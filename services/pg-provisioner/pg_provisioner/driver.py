@@ -182,8 +182,8 @@ _TERMINATE_POLL_S = 0.005
 class PostgresDriver:
     """Creates and drops tenant databases through an admin connection pool.
 
-    With a warm pool (``start_pool``) a create renames a ready member instead of running
-    ``CREATE DATABASE``; an empty pool falls back to that. A delete ends the tenant's access at
+    With a warm pool (``start_pool``) a ``take`` renames a ready member, which ``create`` (a
+    ``CREATE DATABASE``) is for when the pool has none. A delete ends the tenant's access at
     once and leaves the ``DROP DATABASE`` to the drop queue.
     """
 
@@ -372,24 +372,15 @@ class PostgresDriver:
             await conn.close()
 
     async def create(self, resource_id: UUID, limits: PostgresLimits) -> PostgresCredentials:
-        """Create (or reset) the tenant role and database; return fresh credentials.
+        """Create (or reset) the tenant role and database with ``CREATE DATABASE``.
 
-        From the warm pool when it has a member, else with ``CREATE DATABASE``.
+        The warm pool is ``take``'s: the lifecycle takes first and creates only when nothing
+        was taken (``PooledCreate``), so a create never looks at the pool twice.
         """
-        taken = await self._take(resource_id, limits)
-        if taken is not None:
-            return taken[0]
         return await self._create_cold(resource_id, limits)
 
     async def take(self, resource_id: UUID, limits: PostgresLimits) -> Taken | None:
-        """The tenant made from a warm member renamed to its name; None when none was left."""
-        taken = await self._take(resource_id, limits)
-        return None if taken is None else Taken(*taken)
-
-    async def _take(
-        self, resource_id: UUID, limits: PostgresLimits
-    ) -> tuple[PostgresCredentials, UUID] | None:
-        """The tenant's credentials and the member it was made from (see ``take``).
+        """The tenant made from a warm member renamed to its name; None when none was left.
 
         Nothing is recorded before the rename: replicas sharing the cluster may offer the same
         member (each reconcile adopts every ready one it finds), and only one rename of it can
@@ -401,7 +392,7 @@ class PostgresDriver:
         while (member := self._warm.next_member()) is not None:
             adoption = await self._adopt(member, name, limits)
             if adoption is _Adoption.TAKEN:
-                return self._credentials(name, member.password), member.member_id
+                return Taken(self._credentials(name, member.password), member.member_id)
             if adoption is _Adoption.REFUSED:
                 return None
         return None
