@@ -261,16 +261,16 @@ async def _profile(
             await _measure_path(
                 url, path, targets, processes=None, calls=10**9, seconds=seconds + 1
             )
-            await recording
-            return profile.summarise(raw)
-        connector = gateway_connector(16)
-        async with aiohttp.ClientSession(url, connector=connector) as http:
+        else:
+            connector = gateway_connector(16)
+            async with aiohttp.ClientSession(url, connector=connector) as http:
 
-            async def new(index: int) -> None:
-                async with http.post(NEW_PATH[kind], headers=caller(2_000_000 + index)) as response:
-                    await response.read()
+                async def new(index: int) -> None:
+                    headers = caller(2_000_000 + index)
+                    async with http.post(NEW_PATH[kind], headers=headers) as response:
+                        await response.read()
 
-            await measure("profile", new, calls=10**9, concurrency=16, max_seconds=seconds + 1)
+                await measure("profile", new, calls=10**9, concurrency=16, max_seconds=seconds + 1)
         await recording
         if keep is not None:
             await asyncio.to_thread(shutil.copyfile, raw, keep)
