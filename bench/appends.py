@@ -21,7 +21,6 @@ import uvloop
 from bench.__main__ import bench_stack
 from bench.cpu import LOAD_GENERATOR
 from bench.measure import measure
-from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
@@ -32,9 +31,8 @@ from shared.testing.factories import provision_requested
 
 async def _appends(env: dict[str, str], platform_pid: int, calls: int) -> list[str]:
     load_plans(Path(env["SPINUP_PLANS_FILE"]))  # the stack's plans load: it is configured
-    keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
     pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=16)
-    store = EventStore(pool, keyring, [ResourceProjection()])
+    store = EventStore(pool, [ResourceProjection()])
     lines = []
     try:
 

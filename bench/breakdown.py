@@ -116,7 +116,7 @@ async def breakdown(url: str, env: dict[str, str], calls: int) -> list[str]:
                 await driver.delete(tenant)
             for label, nudge in ((_IN_PROCESS, None), (_NUDGED, bus.nudge_relay)):
                 lifecycle = ResourceLifecycle(
-                    EventStore(platform, keyring, [ResourceProjection()], nudge=nudge),
+                    EventStore(platform, [ResourceProjection()], nudge=nudge),
                     keyring,
                     driver,
                     resources=ResourceReadModel(platform),

@@ -140,7 +140,7 @@ async def _worker(
     keyring = Keyring.from_setting(env["SPINUP_SEAL_KEYS"])
     async with connected(kind, env) as driver:
         lifecycle = ResourceLifecycle(
-            EventStore(platform, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
+            EventStore(platform, [ResourceProjection()], nudge=bus.nudge_relay),
             keyring,
             cast("ResourceDriver[Any]", driver),
             resources=ResourceReadModel(platform),

@@ -3,7 +3,8 @@
 Rules it keeps (DESIGN.md): intent is appended before the backend is touched and the outcome
 after; no database transaction spans a backend call; a command that finishes past its deadline
 undoes its work and records that; a duplicate command (same id, any replica, even concurrently)
-gets the stored reply instead of a second resource; a failed create removes what it made.
+gets the resource made already, as it is now, instead of a second one; a failed create removes
+what it made.
 """
 
 from __future__ import annotations
@@ -385,7 +386,7 @@ class ResourceLifecycle:
         or makes one that failed before again.
         """
         if state.status is ResourceStatus.ACTIVE:
-            return await self._replay(state)
+            return self._replay(state)
         if state.is_gone or state.status in {ResourceStatus.DELETING, ResourceStatus.SUSPENDED}:
             raise _reused_error()
         if state.status is ResourceStatus.PROVISIONING:
@@ -408,8 +409,7 @@ class ResourceLifecycle:
         backend call and the append leaves an object no row owns, which it removes. The
         objects a failure leaves are deleted here, and the failure recorded with its intent.
         Once the append was sent, nothing is deleted: if it committed, the log vouches for the
-        credentials; if not, ``reconcile`` finds the object. Its reply is not stored: no retry
-        can name this command, so nothing would ever replay it (docs/adr/0046).
+        credentials; if not, ``reconcile`` finds the object.
         """
         _ensure_before_deadline(command, "The request waited too long to be picked up")
         stream = resource_stream(command.resource_id)
@@ -446,8 +446,6 @@ class ResourceLifecycle:
                 [intent, outcome],
                 command_id=command.command_id,
                 correlation_id=command.correlation_id,
-                # Not stored: nothing could replay it (docs/adr/0046).
-                reply=None,
                 recorded_at=created_at,
                 precondition=caps,
             )
@@ -524,7 +522,6 @@ class ResourceLifecycle:
                 ],
                 command_id=command.command_id,
                 correlation_id=command.correlation_id,
-                reply=reply,
                 prior=intent,
             )
         except (ConcurrencyConflictError, PlatformUnavailableError) as exc:
@@ -619,21 +616,39 @@ class ResourceLifecycle:
             command.resource_id, command.limits, source_id, deadline=command.deadline
         )
 
-    async def _replay(self, state: ResourceState) -> ResourceProvisioned:
-        if state.provision_command_id is None:
-            msg = "active resource without a provisioning command"
+    def _replay(self, state: ResourceState) -> ResourceProvisioned:
+        """The answer to a create made already: the resource as it is now (docs/adr/0048).
+
+        Its current credentials, tier, limits and expiry, not a copy of the first answer, which
+        a rotation would have left with a refused password and a claim or an extension with a
+        tier or an expiry that no longer hold.
+        """
+        if (
+            state.kind is None
+            or state.tier is None
+            or state.limits is None
+            or state.created_at is None
+            or state.credentials_sealed is None
+        ):
+            msg = "active resource without what its create recorded"
             raise SpinupError(ErrorCode.INTERNAL_ERROR, msg)
-        stored = await self._store.stored_reply(state.provision_command_id, ResourceProvisioned)
-        if stored is None:
-            msg = "active resource without a stored reply"
-            raise SpinupError(ErrorCode.INTERNAL_ERROR, msg)
-        return msgspec.structs.replace(stored, replayed=True)
+        raw = self._keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
+        return ResourceProvisioned(
+            resource_id=state.resource_id,
+            kind=state.kind,
+            tier=state.tier,
+            limits=state.limits,
+            credentials=_credentials_decoder.decode(raw),
+            created_at=state.created_at,
+            expires_at=state.expires_at,
+            replayed=True,
+        )
 
     async def _await_outcome(self, command: ProvisionResource) -> ResourceProvisioned:
         """Another handler owns this command: wait for its outcome until the deadline."""
         async for state in self._states_until(command.resource_id, command.deadline):
             if state.status is ResourceStatus.ACTIVE:
-                return await self._replay(state)
+                return self._replay(state)
             if state.status is ResourceStatus.FAILED:
                 msg = "An identical request failed just now; try again."
                 raise SpinupError(_recorded_code(state), msg, retryable=True)
@@ -750,23 +765,7 @@ class ResourceLifecycle:
             )
         except ConcurrencyConflictError:
             return msgspec.structs.replace(reply, already=True)
-        await self._forget_create_reply(state)
         return reply
-
-    async def _forget_create_reply(self, state: ResourceState) -> None:
-        """Delete the stored reply of the create of a resource now gone (docs/adr/0046).
-
-        A retry of that create is answered ``idempotency_key_reused`` from the log
-        (``_provision_as_recorded``) and never replayed, so the reply would only be kept, with
-        its copy of the credentials, for as long as the platform runs. One left by a failure
-        here is as harmless as it was before.
-        """
-        if state.provision_command_id is None:
-            return
-        try:
-            await self._store.forget_reply(state.provision_command_id)
-        except PlatformUnavailableError:
-            log.warning("lifecycle.reply.kept", resource_id=str(state.resource_id))
 
     async def _await_gone(self, command: DeprovisionResource) -> ResourceDeprovisioned:
         async for state in self._states_until(command.resource_id, command.deadline):

@@ -171,7 +171,7 @@ async def serve_kind(
         )
         try:
             lifecycle = ResourceLifecycle(
-                EventStore(platform, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
+                EventStore(platform, [ResourceProjection()], nudge=bus.nudge_relay),
                 keyring,
                 tracing.trace_driver(driver),
                 resources=ResourceReadModel(platform),

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS events (
 ALTER TABLE events ADD COLUMN IF NOT EXISTS txid xid8 NOT NULL DEFAULT pg_current_xact_id();
 CREATE INDEX IF NOT EXISTS events_relay_order ON events (txid, position);
 
+-- No longer written or read (docs/adr/0048): a repeated create answers from the resource as it
+-- is now. Kept for a rolling update, whose workers of the release before still append through a
+-- statement that names it; to be dropped once none of them can run.
 CREATE TABLE IF NOT EXISTS command_replies (
     command_id  uuid PRIMARY KEY,
     reply       text        NOT NULL,
@@ -184,7 +187,7 @@ $$;
 #: and a read touch, for Postgres to load their catalog entries and indexes.
 WARM_CONNECTION = """
 SELECT NULL::integer[], NULL::bigint[], NULL::uuid[], NULL::text[], NULL::jsonb[], NULL::xid8
-FROM events, resources, command_replies, resource_usage WHERE false
+FROM events, resources, resource_usage WHERE false
 """
 
 

@@ -38,7 +38,6 @@ from shared.eventlog.schema import HOLD_APPENDS
 if TYPE_CHECKING:
     from uuid import UUID
 
-    from shared.crypto.sealing import Keyring
 
 R = TypeVar("R", bound=Reply)
 _encoder = msgspec.json.Encoder()
@@ -88,8 +87,8 @@ async def read_committed_after(
 
 
 # $1 stream, $2 expected version, $3 event ids, $4 types, $5 data, $6 command, $7 correlation,
-# $8 recorded at, $9 sealed reply (NULL: none). Each folded projection's statement follows as one
-# more WITH item, its parameters numbered on from $10.
+# $8 recorded at. Each folded projection's statement follows as one more WITH item, its
+# parameters numbered on from $9.
 _APPEND = """
 WITH appended AS (
   INSERT INTO events (stream_id, version, event_id, event_type, data, command_id, correlation_id,
@@ -98,10 +97,6 @@ WITH appended AS (
   FROM unnest($3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(event_id, event_type,
                                                                           data, n)
   RETURNING position, version
-), replied AS (
-  INSERT INTO command_replies (command_id, reply)
-  SELECT $6, $9::text WHERE $9::text IS NOT NULL
-  ON CONFLICT (command_id) DO NOTHING
 ){projected}
 SELECT position FROM appended{checked} ORDER BY version
 """
@@ -128,14 +123,13 @@ class Precondition:
 
 @dataclass(frozen=True, slots=True)
 class _Append:
-    """One append's writes, as ``EventStore.append`` was given them (the reply sealed)."""
+    """One append's writes, as ``EventStore.append`` was given them."""
 
     stream_id: str
     expected_version: int
     events: Sequence[StoredEvent]
     command_id: UUID
     correlation_id: str
-    sealed_reply: str | None
     recorded_at: datetime
     precondition: Precondition | None
 
@@ -220,14 +214,12 @@ class EventStore:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        keyring: Keyring,
         projections: Sequence[Projection | FoldedProjection] = (),
         *,
         nudge: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """``nudge``: tells the relay that the log has grown (``Bus.nudge_relay``)."""
         self._pool = pool
-        self._keyring = keyring
         self._folded = tuple(p for p in projections if isinstance(p, FoldedProjection))
         self._projections = tuple(p for p in projections if not isinstance(p, FoldedProjection))
         self._nudge = nudge
@@ -248,17 +240,16 @@ class EventStore:
         *,
         command_id: UUID,
         correlation_id: str,
-        reply: Reply | None = None,
         prior: Sequence[RecordedEvent] | None = None,
         recorded_at: datetime | None = None,
         precondition: Precondition | None = None,
     ) -> list[RecordedEvent]:
-        """Append ``events`` after ``expected_version``, update projections, store ``reply``.
+        """Append ``events`` after ``expected_version`` and update projections.
 
         All or nothing. ``prior``: the stream's events up to ``expected_version``, when the
         caller already holds them (a folded projection needs them; otherwise they are read).
         ``recorded_at``: the time the events are stored with, when the caller already told it
-        (in ``reply``); the appender's clock now otherwise. ``precondition``: checked in the
+        (in its answer); the appender's clock now otherwise. ``precondition``: checked in the
         same transaction; when it refuses, nothing is written.
 
         Raises:
@@ -266,18 +257,12 @@ class EventStore:
             AppendRefusedError: ``precondition`` refused the append.
             PlatformUnavailableError: the database is unreachable.
         """
-        sealed_reply = (
-            self._keyring.seal(_encoder.encode(reply), aad=command_id.bytes)
-            if reply is not None
-            else None
-        )
         write = _Append(
             stream_id,
             expected_version,
             events,
             command_id,
             correlation_id,
-            sealed_reply,
             recorded_at or datetime.now(UTC),
             precondition,
         )
@@ -337,7 +322,6 @@ class EventStore:
             write.command_id,
             write.correlation_id,
             recorded_at,
-            write.sealed_reply,
         ]
         projected = ""
         for index, projection in enumerate(folded):
@@ -399,13 +383,6 @@ class EventStore:
                         stream_id, [recorded_from_row(r) for r in rows], 1
                     )
                     await conn.execute(statement, *values)
-            if write.sealed_reply is not None:
-                await conn.execute(
-                    "INSERT INTO command_replies (command_id, reply) VALUES ($1, $2)"
-                    " ON CONFLICT (command_id) DO NOTHING",
-                    write.command_id,
-                    write.sealed_reply,
-                )
         return recorded
 
     async def check(self, precondition: Precondition) -> None:
@@ -417,26 +394,3 @@ class EventStore:
         """
         async with platform_errors():
             await self._pool.fetchval(precondition.numbered_from(1), *precondition.values)
-
-    async def forget_reply(self, command_id: UUID) -> None:
-        """Delete the reply stored for ``command_id``, if any, once nothing can replay it.
-
-        Raises:
-            PlatformUnavailableError: the database is unreachable.
-        """
-        async with platform_errors():
-            await self._pool.execute(
-                "DELETE FROM command_replies WHERE command_id = $1", command_id
-            )
-
-    async def stored_reply(self, command_id: UUID, reply_type: type[R]) -> R | None:
-        """The reply stored for ``command_id`` when it succeeded, if any."""
-        async with platform_errors():
-            sealed = await self._pool.fetchval(
-                "SELECT reply FROM command_replies WHERE command_id = $1", command_id
-            )
-        if sealed is None:
-            return None
-        return msgspec.json.decode(
-            self._keyring.open(sealed, aad=command_id.bytes), type=reply_type
-        )

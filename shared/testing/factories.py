@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from shared.contracts.commands import DeprovisionResource, ProvisionResource
+from shared.contracts.commands import DeprovisionResource, ProvisionResource, RotateCredentials
 from shared.contracts.events import ResourceProvisionRequested
 from shared.contracts.kinds import Caps, DeprovisionReason, PostgresLimits, ResourceKind
 
@@ -76,3 +76,13 @@ def deprovision_command(
         reason=reason,
     )
     return msgspec.structs.replace(command, **overrides)
+
+
+def rotate_command(resource_id: uuid.UUID, *, deadline_in: float = 10.0) -> RotateCredentials:
+    """A ``RotateCredentials`` command for ``resource_id``."""
+    return RotateCredentials(
+        command_id=uuid.uuid4(),
+        correlation_id=f"test-{uuid.uuid4().hex[:8]}",
+        deadline=time.time() + deadline_in,
+        resource_id=resource_id,
+    )

@@ -34,7 +34,6 @@ from gateway.accounts.auth import SESSION_AUDIENCE, SESSION_ISSUER
 from gateway.accounts.store import AccountProjection, account_stream, rebuild_accounts
 from shared.config import Env
 from shared.contracts.events import AccessTokenCreated
-from shared.crypto.sealing import Keyring
 from shared.crypto.tokens import hash_token
 from shared.eventlog.store import EventStore
 from shared.plans import Plans, load_plans
@@ -717,9 +716,7 @@ async def test_an_access_token_past_its_expiry_is_refused(
     owner = await register(http)
     account_id = uuid.UUID(owner["account"]["id"])
     secret = f"spp_{'B' * 43}"
-    store = EventStore(
-        platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [AccountProjection()]
-    )
+    store = EventStore(platform_db, [AccountProjection()])
     version = await platform_db.fetchval("SELECT version FROM accounts WHERE id = $1", account_id)
     await store.append(
         account_stream(account_id),

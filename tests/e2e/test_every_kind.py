@@ -16,6 +16,8 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError
 
 from devstack.backends import BACKENDS
 from devstack.stack import Stack
@@ -111,6 +113,40 @@ async def test_an_idempotency_key_gives_one_resource(
     await http.delete(f"/resources/{first['token']}")
 
 
+@pytest.mark.parametrize("kind", list(PATHS))
+async def test_an_idempotency_key_repeated_after_a_rotation_gets_the_new_credentials(
+    http: httpx.AsyncClient, kind: ResourceKind
+) -> None:
+    # ADR 0048: the same resource as it is now, not a copy of the first answer, whose secret
+    # the rotation stopped.
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    first = await create(http, kind, headers=headers)
+    rotated = await http.post(f"/resources/{first['token']}/rotate")
+    assert rotated.status_code == 200, rotated.text
+    again = await http.post(PATHS[kind], headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json()["id"] == first["id"]
+    assert again.json()["token"] == first["token"]
+    assert again.json()["credentials"] == rotated.json()["credentials"]
+    assert again.json()["connection_url"] == rotated.json()["connection_url"]
+    assert again.json()["credentials"] != first["credentials"]
+    if kind is ResourceKind.REDIS:
+        assert await _redis_logs_in(again.json()["connection_url"])
+        assert not await _redis_logs_in(first["connection_url"])
+    await http.delete(f"/resources/{first['token']}")
+
+
+async def _redis_logs_in(url: str) -> bool:
+    client = aioredis.Redis.from_url(url)
+    try:
+        return bool(await client.ping())
+    except AuthenticationError:
+        return False
+    finally:
+        await client.aclose()
+
+
 @pytest.mark.parametrize("backend", ROUTED_BACKENDS, ids=lambda backend: backend.worker)
 async def test_a_worker_down_fails_its_kind_only(
     stack: Stack, http: httpx.AsyncClient, backend: Any
@@ -146,8 +182,7 @@ async def test_no_secret_reaches_the_logs_or_the_event_log(
         body = await create(http, kind)
         issued += [body["token"], *secrets_in(body["credentials"])]
     events = await platform_db.fetch("SELECT data::text AS data FROM events")
-    replies = await platform_db.fetch("SELECT reply::text AS reply FROM command_replies")
-    stored = "\n".join([*(row["data"] for row in events), *(row["reply"] for row in replies)])
+    stored = "\n".join(row["data"] for row in events)
     logs = {path.name: path.read_text(errors="replace") for path in stack.logs_dir.glob("*.log")}
     for secret in issued:
         assert secret not in stored, "a secret was stored unsealed in the platform database"

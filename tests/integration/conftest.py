@@ -53,9 +53,7 @@ async def bus(env: dict[str, str]) -> AsyncIterator[Bus]:
 
 @pytest.fixture
 def store(platform_db: asyncpg.Pool, env: dict[str, str]) -> EventStore:
-    return EventStore(
-        platform_db, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
-    )
+    return EventStore(platform_db, [ResourceProjection()])
 
 
 @pytest.fixture

@@ -35,7 +35,6 @@ from devstack.servers import AppDatabase, PostgresCluster, postgres_bindir
 from devstack.stack import Stack
 from gateway.accounts.store import rebuild_accounts
 from gateway.resources.outbox import rebuild_outbox
-from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore, read_committed_after
 from shared.naming import resource_stream
@@ -242,7 +241,7 @@ async def test_the_platform_database_restored_from_a_dump_rebuilds_identical_rea
 
     # The restored server takes new appends, and the relay, resuming from its restored position,
     # publishes them (in a new cluster, without the renumbering, it would skip them).
-    store = EventStore(pool, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()])
+    store = EventStore(pool, [ResourceProjection()])
     resource_id = uuid.uuid4()
     await store.append(
         resource_stream(resource_id),

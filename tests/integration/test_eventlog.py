@@ -91,27 +91,6 @@ def provisioned_reply(rid: uuid.UUID, *, password: str) -> ProvisionedReply:
     )
 
 
-async def test_stored_reply_is_sealed_at_rest_and_returned_intact(
-    store: EventStore, platform_db: asyncpg.Pool
-) -> None:
-    rid, command_id = uuid.uuid4(), uuid.uuid4()
-    reply = provisioned_reply(rid, password="pw-xyz")
-    await store.append(
-        resource_stream(rid),
-        0,
-        [provision_requested(rid)],
-        command_id=command_id,
-        correlation_id="c",
-        reply=reply,
-    )
-    raw = await platform_db.fetchval(
-        "SELECT reply FROM command_replies WHERE command_id = $1", command_id
-    )
-    assert "pw-xyz" not in raw
-    assert await store.stored_reply(command_id, ProvisionedReply) == reply
-    assert await store.stored_reply(uuid.uuid4(), ProvisionedReply) is None
-
-
 def passes_when(*, passes: bool, detail: str) -> Precondition:
     """A precondition that refuses with ``detail`` unless ``passes``."""
     return Precondition(
@@ -124,7 +103,6 @@ async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
 ) -> None:
     rid, command_id = uuid.uuid4(), uuid.uuid4()
     stream = resource_stream(rid)
-    reply = provisioned_reply(rid, password="p")
     events = [
         provision_requested(rid),
         ResourceProvisioned(resource_id=rid, credentials_sealed="sealed"),
@@ -137,7 +115,6 @@ async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
             events,
             command_id=command_id,
             correlation_id="c",
-            reply=reply,
             precondition=passes_when(passes=passes, detail="over the cap"),
         )
 
@@ -148,14 +125,12 @@ async def test_an_append_its_precondition_refuses_writes_nothing_at_all(
     with pytest.raises(AppendRefusedError):
         await store.check(passes_when(passes=False, detail="over the cap"))
     await store.check(passes_when(passes=True, detail="unused"))
-    # Not the events, nor the projected row, nor the reply a retry would be answered with.
+    # Not the events, nor the projected row.
     assert await store.load(stream) == []
     assert await ResourceReadModel(platform_db).by_id(rid) is None
-    assert await store.stored_reply(command_id, ProvisionedReply) is None
 
     await append(passes=True)
     assert [e.version for e in await store.load(stream)] == [1, 2]
-    assert await store.stored_reply(command_id, ProvisionedReply) == reply
 
 
 async def test_the_caps_precondition_counts_the_holders_live_and_made_resources(

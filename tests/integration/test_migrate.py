@@ -9,7 +9,6 @@ import pytest
 
 from shared.contracts.events import NotifyTargetSet
 from shared.contracts.kinds import ResourceKind
-from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import (
     ResourceProjection,
     ResourceReadModel,
@@ -37,9 +36,7 @@ async def test_rows_written_before_the_notify_columns_get_them_from_the_log(
     scratch: asyncpg.Pool, env: dict[str, str]
 ) -> None:
     await migrate(scratch)
-    store = EventStore(
-        scratch, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
-    )
+    store = EventStore(scratch, [ResourceProjection()])
     rid = uuid.uuid4()
     target = NotifyTargetSet(
         resource_id=rid, url="https://example.com/h", secret_generation=2, lead_seconds=[600]
@@ -86,9 +83,7 @@ async def test_the_anonymous_caps_count_can_only_take_an_index_of_its_network(
     assert not gone & indexes
     assert {"resources_owned", "resources_owned_live", "resources_owned_made"} <= indexes
 
-    store = EventStore(
-        scratch, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()]
-    )
+    store = EventStore(scratch, [ResourceProjection()])
     account = uuid.uuid4()
     for network, owner in [("net-a", None), ("net-a", None), ("net-b", None), ("net-c", account)]:
         rid = uuid.uuid4()

@@ -36,7 +36,6 @@ from shared.contracts.events import (
     ResourceSuspended,
 )
 from shared.contracts.kinds import DeprovisionReason, ResourceKind
-from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.schema import migrate
 from shared.eventlog.store import EventStore
@@ -55,7 +54,6 @@ async def outbox_store(scratch: asyncpg.Pool, env: dict[str, str]) -> EventStore
     await migrate_outbox(scratch)
     return EventStore(
         scratch,
-        Keyring.from_setting(env["SPINUP_SEAL_KEYS"]),
         [ResourceProjection(), OutboxProjection()],
     )
 

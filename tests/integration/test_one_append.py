@@ -16,6 +16,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError
 
 from redis_provisioner.driver import RedisDriver
 from shared.contracts.commands import ProvisionResource
@@ -26,12 +27,16 @@ from shared.contracts.kinds import (
     ResourceKind,
     ResourceStatus,
 )
-from shared.contracts.replies import ResourceProvisioned
 from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
-from shared.testing.factories import deprovision_command, provision_command, provision_requested
+from shared.testing.factories import (
+    deprovision_command,
+    provision_command,
+    provision_requested,
+    rotate_command,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -133,43 +138,48 @@ async def test_new_ids_are_created_then_recorded_with_their_intent_in_one_append
     assert command.resource_id in await redis_driver.tenants()
 
 
-async def test_a_create_with_new_ids_stores_no_reply_and_a_keyed_create_does(
-    lifecycle: ResourceLifecycle, store: EventStore, platform_db: asyncpg.Pool
+async def _logs_in(credentials: RedisCredentials) -> bool:
+    tenant = aioredis.Redis.from_url(credentials.connection_url)
+    try:
+        return bool(await tenant.set(f"{credentials.key_prefix}k", "v"))
+    except AuthenticationError:
+        return False
+    finally:
+        await tenant.aclose()
+
+
+async def test_a_repeated_keyed_create_answers_with_the_resource_as_it_is_now(
+    lifecycle: ResourceLifecycle, platform_db: asyncpg.Pool
 ) -> None:
-    # ADR 0046: no retry can name a command with new ids, so its reply would never be replayed.
-    fresh = _new()
-    await lifecycle.provision(fresh)
+    # ADR 0048: a copy of the first answer would hand out the password a rotation refused.
     keyed = provision_command(kind=ResourceKind.REDIS, limits=LIMITS)
     made = await lifecycle.provision(keyed)
-    async with platform_db.acquire() as conn:
-        stored = {
-            row["command_id"]
-            for row in await conn.fetch(
-                "SELECT command_id FROM command_replies WHERE command_id = ANY($1::uuid[])",
-                [fresh.command_id, keyed.command_id],
-            )
-        }
-    assert stored == {keyed.command_id}
-    assert await store.stored_reply(fresh.command_id, ResourceProvisioned) is None
-    # The keyed create's retry still gets what it got the first time.
-    replayed = await lifecycle.provision(keyed)
-    assert replayed.replayed
-    assert replayed.credentials == made.credentials
+    rotated = (await lifecycle.rotate(rotate_command(keyed.resource_id))).credentials
+    again = await lifecycle.provision(keyed)
+    assert again.replayed
+    assert (again.resource_id, again.created_at) == (made.resource_id, made.created_at)
+    assert again.credentials == rotated
+    assert again.credentials != made.credentials
+    assert isinstance(again.credentials, RedisCredentials)
+    assert isinstance(made.credentials, RedisCredentials)
+    assert await _logs_in(again.credentials)
+    assert not await _logs_in(made.credentials)
+    # No copy of an answer is kept: the log holds the credentials, sealed, once.
+    stored = await platform_db.fetchval(
+        "SELECT count(*) FROM command_replies WHERE command_id = $1", keyed.command_id
+    )
+    assert stored == 0
 
 
-async def test_a_deleted_resource_takes_its_create_reply_with_it_and_a_retry_is_refused(
-    lifecycle: ResourceLifecycle, store: EventStore
+async def test_a_keyed_create_repeated_after_its_resource_was_deleted_is_refused(
+    lifecycle: ResourceLifecycle,
 ) -> None:
-    # Nothing replays the create of a resource that is gone, so its reply, a sealed copy of
-    # the credentials, is not kept after it (ADR 0046).
     keyed = provision_command(kind=ResourceKind.REDIS, limits=LIMITS)
     await lifecycle.provision(keyed)
-    assert await store.stored_reply(keyed.command_id, ResourceProvisioned) is not None
     deleted = await lifecycle.deprovision(
         deprovision_command(keyed.resource_id, correlation_id=keyed.correlation_id)
     )
     assert not deleted.already
-    assert await store.stored_reply(keyed.command_id, ResourceProvisioned) is None
     with pytest.raises(SpinupError) as caught:
         await lifecycle.provision(keyed)
     assert caught.value.code is ErrorCode.IDEMPOTENCY_KEY_REUSED

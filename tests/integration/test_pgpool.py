@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.schema import WARM_CONNECTION
 from shared.eventlog.store import EventStore
@@ -77,7 +76,7 @@ async def _type_lookups_of_a_first_append_and_read(pool: asyncpg.Pool, env: dict
 
     ``pool`` has one connection, so the logger added to it sees every query they send.
     """
-    store = EventStore(pool, Keyring.from_setting(env["SPINUP_SEAL_KEYS"]), [ResourceProjection()])
+    store = EventStore(pool, [ResourceProjection()])
     resources = ResourceReadModel(pool)
     sent: list[str] = []
     async with pool.acquire() as conn:

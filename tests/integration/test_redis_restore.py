@@ -8,7 +8,6 @@ lifecycle under test, not the worker's loop (tests/e2e covers that one).
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import timedelta
@@ -25,7 +24,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from devstack.customer_redis import NAME
 from devstack.stack import Stack
 from redis_provisioner.driver import RedisDriver
-from shared.contracts.commands import DeprovisionResource, RotateCredentials
+from shared.contracts.commands import DeprovisionResource
 from shared.contracts.events import CredentialsRotated, QuotaExceeded
 from shared.contracts.kinds import (
     RedisCredentials,
@@ -37,7 +36,12 @@ from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
-from shared.testing.factories import deprovision_command, provision_command, provision_requested
+from shared.testing.factories import (
+    deprovision_command,
+    provision_command,
+    provision_requested,
+    rotate_command,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +56,7 @@ def keyring(env: dict[str, str]) -> Keyring:
 
 @pytest.fixture
 def store(platform_db: asyncpg.Pool, keyring: Keyring) -> EventStore:
-    return EventStore(platform_db, keyring, [ResourceProjection()])
+    return EventStore(platform_db, [ResourceProjection()])
 
 
 @pytest.fixture
@@ -93,15 +97,6 @@ def _rid(credentials: RedisCredentials) -> uuid.UUID:
     return uuid.UUID(hex=credentials.username.removeprefix("t_"))
 
 
-def rotation(resource_id: uuid.UUID) -> RotateCredentials:
-    return RotateCredentials(
-        command_id=uuid.uuid4(),
-        correlation_id="restore",
-        deadline=time.time() + 10,
-        resource_id=resource_id,
-    )
-
-
 def deletion(resource_id: uuid.UUID) -> DeprovisionResource:
     return deprovision_command(resource_id, deadline_in=10, correlation_id="restore")
 
@@ -128,7 +123,7 @@ async def test_a_restart_forgets_tenants_and_the_log_puts_back_what_it_holds(
 ) -> None:
     kept = await create(lifecycle)
     rotated_before = await create(lifecycle)
-    rotated = (await lifecycle.rotate(rotation(_rid(rotated_before)))).credentials
+    rotated = (await lifecycle.rotate(rotate_command(_rid(rotated_before)))).credentials
     assert isinstance(rotated, RedisCredentials)
     deleted = await create(lifecycle)
     await lifecycle.deprovision(deletion(_rid(deleted)))

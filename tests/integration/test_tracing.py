@@ -64,7 +64,7 @@ async def traced_worker(
     bus = await Bus.connect(env["SPINUP_NATS_URL"], name="traced-pg-provisioner")
     try:
         lifecycle = ResourceLifecycle(
-            EventStore(platform_db, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
+            EventStore(platform_db, [ResourceProjection()], nudge=bus.nudge_relay),
             keyring,
             tracing.trace_driver(driver),
             resources=ResourceReadModel(platform_db),

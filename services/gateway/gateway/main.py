@@ -105,7 +105,6 @@ def create_app(settings: Settings) -> Litestar:
         # One log for everything the gateway appends; each projection picks its own streams.
         store = EventStore(
             pool,
-            keyring,
             [ResourceProjection(), AccountProjection(), OutboxProjection()],
             nudge=bus.nudge_relay,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
-from shared.crypto.sealing import Keyring
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.pgpool import open_pool, warm_pool
@@ -45,7 +44,7 @@ async def run(settings: Settings) -> None:
             # Its takes append on these connections, on the request's path.
             await warm_pool(platform, WARM_CONNECTION)
             driver.start_pool(
-                EventStore(platform, Keyring.from_setting(settings.worker.seal_keys)),
+                EventStore(platform),
                 size=settings.pool_size,
                 refill_concurrency=settings.pool_refill_concurrency,
                 reserve=settings.pool_reserve,

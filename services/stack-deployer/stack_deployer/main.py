@@ -55,7 +55,7 @@ async def run(settings: Settings) -> None:
     await connect_with_retry("stack stores", lambda: ensure_stack_stores(js))
     uploads = Uploads(js)
     deployer = Deployer(
-        store=EventStore(platform, keyring, [ResourceProjection()], nudge=bus.nudge_relay),
+        store=EventStore(platform, [ResourceProjection()], nudge=bus.nudge_relay),
         keyring=keyring,
         engine=engine,
         firewall=firewall,

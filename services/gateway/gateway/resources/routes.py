@@ -297,7 +297,7 @@ async def provision(
     tier = ctx.plans.tiers[tier_name]
     asked_expiry = expires_at_for(tier_name, tier, kind, ttl_seconds, datetime.now(UTC))
     command_id, resource_id = ids
-    # A retry of a create already made (same Idempotency-Key) gets its stored reply: the rate
+    # A retry of a create already made (same Idempotency-Key) gets that resource again: the rate
     # limit counted it the first time. Without a key the ids are new: nothing to look up.
     retried = "idempotency-key" in request.headers and await ctx.resources.by_id(resource_id)
     if retried:
