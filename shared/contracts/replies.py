@@ -22,7 +22,8 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 class ResourceProvisioned(Reply, frozen=True, kw_only=True):
     """The resource exists and these credentials work.
 
-    ``replayed`` is true when this is the stored answer to a command seen before.
+    ``replayed`` is true when the command was seen before: this is the resource it made, as it
+    is now (docs/adr/0048).
     """
 
     resource_id: UUID

@@ -313,7 +313,8 @@ _IDEMPOTENCY_PARAMETER = {
     "in": "header",
     "required": False,
     "description": "Makes a retry safe: the same key (within this caller and route) returns the"
-    " same resource, with the header Idempotent-Replayed: true, instead of a second one. 1 to 255"
+    " same resource as it is now (after a rotation, with the new credentials), with the header"
+    " Idempotent-Replayed: true, instead of a second one. 1 to 255"
     " visible ASCII characters; a UUID is ideal. The same key with another body is a 422"
     " idempotency_key_mismatch; a key whose resource was since deleted is a 409"
     " idempotency_key_reused.",

@@ -67,10 +67,11 @@ The answer is `201` with these fields:
 
 Idempotency: send an `Idempotency-Key` header (1-255 visible ASCII characters; a UUID is ideal)
 to make a retry safe. The same key on the same route by the same caller returns the same
-resource, with the header `Idempotent-Replayed: true`, and is not counted against the caps
-again. Always send one when you may retry after a timeout. A retry must send the same body: the
-same key with another body is a 422 `idempotency_key_mismatch` (use a new key for a new
-resource); a key whose resource was since deleted or expired is a 409 `idempotency_key_reused`.
+resource, as it is now (after a rotation, with the new credentials), with the header
+`Idempotent-Replayed: true`, and is not counted against the caps again. Always send one when
+you may retry after a timeout. A retry must send the same body: the same key with another body
+is a 422 `idempotency_key_mismatch` (use a new key for a new resource); a key whose resource
+was since deleted or expired is a 409 `idempotency_key_reused`.
 """
 
 _MANAGE = """\
