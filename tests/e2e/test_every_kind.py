@@ -16,14 +16,13 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
-import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError
 
 from devstack.backends import BACKENDS
 from devstack.stack import Stack
 from shared.contracts.kinds import LIMITS_BY_KIND, ResourceKind
 from shared.contracts.subjects import PROVISION_ENDPOINTS
 from shared.plans import load_plans
+from shared.testing.clients import redis_logs_in
 
 pytestmark = pytest.mark.e2e
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +99,7 @@ async def test_create_show_delete(http: httpx.AsyncClient, kind: ResourceKind) -
 
 
 @pytest.mark.parametrize("kind", list(PATHS))
-async def test_an_idempotency_key_gives_one_resource(
+async def test_an_idempotency_key_gives_one_resource_as_it_is_now(
     http: httpx.AsyncClient, kind: ResourceKind
 ) -> None:
     headers = {"Idempotency-Key": str(uuid.uuid4())}
@@ -110,41 +109,20 @@ async def test_an_idempotency_key_gives_one_resource(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json()["id"] == first["id"]
     assert again.json()["credentials"] == first["credentials"]
-    await http.delete(f"/resources/{first['token']}")
-
-
-@pytest.mark.parametrize("kind", list(PATHS))
-async def test_an_idempotency_key_repeated_after_a_rotation_gets_the_new_credentials(
-    http: httpx.AsyncClient, kind: ResourceKind
-) -> None:
-    # ADR 0048: the same resource as it is now, not a copy of the first answer, whose secret
-    # the rotation stopped.
-    headers = {"Idempotency-Key": str(uuid.uuid4())}
-    first = await create(http, kind, headers=headers)
+    # After a rotation, the resource as it is now (ADR 0048), not a copy of the first answer,
+    # whose secret the rotation stopped.
     rotated = await http.post(f"/resources/{first['token']}/rotate")
     assert rotated.status_code == 200, rotated.text
-    again = await http.post(PATHS[kind], headers=headers)
-    assert again.status_code == 201, again.text
-    assert again.headers["idempotent-replayed"] == "true"
-    assert again.json()["id"] == first["id"]
-    assert again.json()["token"] == first["token"]
-    assert again.json()["credentials"] == rotated.json()["credentials"]
-    assert again.json()["connection_url"] == rotated.json()["connection_url"]
-    assert again.json()["credentials"] != first["credentials"]
+    after = await http.post(PATHS[kind], headers=headers)
+    assert after.status_code == 201, after.text
+    assert after.headers["idempotent-replayed"] == "true"
+    assert (after.json()["id"], after.json()["token"]) == (first["id"], first["token"])
+    assert after.json()["credentials"] == rotated.json()["credentials"] != first["credentials"]
+    assert after.json()["connection_url"] == rotated.json()["connection_url"]
     if kind is ResourceKind.REDIS:
-        assert await _redis_logs_in(again.json()["connection_url"])
-        assert not await _redis_logs_in(first["connection_url"])
+        assert await redis_logs_in(after.json()["connection_url"])
+        assert not await redis_logs_in(first["connection_url"])
     await http.delete(f"/resources/{first['token']}")
-
-
-async def _redis_logs_in(url: str) -> bool:
-    client = aioredis.Redis.from_url(url)
-    try:
-        return bool(await client.ping())
-    except AuthenticationError:
-        return False
-    finally:
-        await client.aclose()
 
 
 @pytest.mark.parametrize("backend", ROUTED_BACKENDS, ids=lambda backend: backend.worker)

@@ -16,7 +16,6 @@ from datetime import timedelta
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError
 
 from redis_provisioner.driver import RedisDriver
 from shared.contracts.commands import ProvisionResource
@@ -31,6 +30,7 @@ from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
+from shared.testing.clients import redis_logs_in
 from shared.testing.factories import (
     deprovision_command,
     provision_command,
@@ -138,16 +138,6 @@ async def test_new_ids_are_created_then_recorded_with_their_intent_in_one_append
     assert command.resource_id in await redis_driver.tenants()
 
 
-async def _logs_in(credentials: RedisCredentials) -> bool:
-    tenant = aioredis.Redis.from_url(credentials.connection_url)
-    try:
-        return bool(await tenant.set(f"{credentials.key_prefix}k", "v"))
-    except AuthenticationError:
-        return False
-    finally:
-        await tenant.aclose()
-
-
 async def test_a_repeated_keyed_create_answers_with_the_resource_as_it_is_now(
     lifecycle: ResourceLifecycle, platform_db: asyncpg.Pool
 ) -> None:
@@ -162,8 +152,8 @@ async def test_a_repeated_keyed_create_answers_with_the_resource_as_it_is_now(
     assert again.credentials != made.credentials
     assert isinstance(again.credentials, RedisCredentials)
     assert isinstance(made.credentials, RedisCredentials)
-    assert await _logs_in(again.credentials)
-    assert not await _logs_in(made.credentials)
+    assert await redis_logs_in(again.credentials.connection_url)
+    assert not await redis_logs_in(made.credentials.connection_url)
     # No copy of an answer is kept: the log holds the credentials, sealed, once.
     stored = await platform_db.fetchval(
         "SELECT count(*) FROM command_replies WHERE command_id = $1", keyed.command_id

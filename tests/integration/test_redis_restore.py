@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import NoPermissionError
 
 from devstack.customer_redis import NAME
 from devstack.stack import Stack
@@ -36,6 +36,7 @@ from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
 from shared.naming import resource_stream
+from shared.testing.clients import redis_logs_in
 from shared.testing.factories import (
     deprovision_command,
     provision_command,
@@ -102,15 +103,7 @@ def deletion(resource_id: uuid.UUID) -> DeprovisionResource:
 
 
 async def logs_in(credentials: RedisCredentials) -> bool:
-    client = aioredis.Redis.from_url(
-        credentials.connection_url, single_connection_client=True, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        return bool(await client.ping())
-    except AuthenticationError:
-        return False
-    finally:
-        await client.aclose()
+    return await redis_logs_in(credentials.connection_url)
 
 
 @pytest.mark.usefixtures("without_the_worker")
