@@ -24,6 +24,7 @@ from shared.caps import over_active_cap, over_daily_cap
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import ResourceKind
 from shared.plans import load_plans
+from shared.redis_handshake import open_connections
 
 pytestmark = pytest.mark.integration
 
@@ -183,6 +184,33 @@ async def test_redis_answering_again_is_said_once(redis: Redis) -> None:
     events = [entry["event"] for entry in logs]
     assert events == ["gateway.ratelimit.unavailable", "gateway.ratelimit.restored"]
     assert logs[0]["error"] == "TimeoutError"
+
+
+async def test_connections_opened_before_serving_serve_a_burst_and_a_dead_redis_raises(
+    env: dict[str, str],
+) -> None:
+    # What the gateway does at start (gateway.main): a burst finds its connections open.
+    url = env["SPINUP_REDIS_URL"]
+    name = f"opened-{uuid.uuid4().hex[:8]}"
+    client, observer = Redis.from_url(url, client_name=name), Redis.from_url(url)
+    try:
+
+        async def opened() -> int:
+            return sum(1 for listed in await observer.client_list() if listed["name"] == name)
+
+        await open_connections(client, 5)
+        assert await opened() == 5
+        await asyncio.gather(*(client.ping() for _ in range(5)))
+        assert await opened() == 5, "the burst opened connections of its own"
+    finally:
+        await client.aclose()
+        await observer.aclose()
+    # Nothing listening: an error the gateway logs before it serves anyway.
+    (port,) = free_ports(1)
+    dead = gateway_redis(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(RedisConnectionError):
+        await open_connections(dead, 3)
+    await dead.aclose()
 
 
 def test_errors_name_the_cap_its_value_and_what_to_do() -> None:
