@@ -96,8 +96,9 @@ def create_app(settings: Settings) -> Litestar:
             retry_on_error=[RedisConnectionError],
             **QUIET_HANDSHAKE,
         )
-        # Opened at start: grown under a first burst of 16 creates, it added 11 ms to that
-        # burst's p50 (bench/README.md, "What to do next" 9). Not waited for: the gateway
+        # Opened at start: grown under the first burst of 16 creates after a start, the pool
+        # added about 6 ms to its p50 (bench/results/ab-redis-opened-at-start/). Not waited
+        # for: the gateway
         # serves without Redis, its rate limit off, and the pool opens when Redis is back.
         try:
             await open_connections(redis, REDIS_CONNECTIONS_AT_START)
