@@ -98,8 +98,8 @@ def create_app(settings: Settings) -> Litestar:
         )
         # Opened at start: grown under the first burst of 16 creates after a start, the pool
         # added about 6 ms to its p50 (bench/results/ab-redis-opened-at-start/). Not waited
-        # for: the gateway
-        # serves without Redis, its rate limit off, and the pool opens when Redis is back.
+        # for: the gateway serves without Redis, its rate limit off, and the pool opens when
+        # Redis is back.
         try:
             await open_connections(redis, REDIS_CONNECTIONS_AT_START)
         except RedisError as exc:
