@@ -370,6 +370,26 @@ async def test_platform_redis_down_provisioning_goes_on_and_one_line_says_so(
     assert len(log_events(abuse_gateway, "gateway.ratelimit.restored")) == 1
 
 
+async def test_a_gateway_started_while_platform_redis_is_down_serves_and_says_why(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # It opens its Redis connections before it serves (gateway.main), but does not wait for
+    # them: provisioning goes on without the rate limit, as above.
+    stack.stop_server("redis")
+    try:
+        directory = tmp_path_factory.mktemp("no-redis")
+        with gateway_with_plans(stack, directory, lambda _plans: None) as gateway:
+            lines = log_events(gateway, "gateway.redis.not_opened")
+            assert lines, "no gateway process said it could not open its Redis connections"
+            assert {line["error"] for line in lines} == {"ConnectionError"}
+            async with httpx.AsyncClient(base_url=str(gateway.url), timeout=60) as http:
+                made = await http.post("/cache/new")
+                assert made.status_code == 201, made.text
+                await http.delete(f"/resources/{made.json()['token']}")
+    finally:
+        stack.start_server("redis")
+
+
 async def register(http: httpx.AsyncClient) -> dict[str, str]:
     """A new account; the Authorization header of its session."""
     email = f"abuse-{secrets.token_hex(6)}@example.com"
