@@ -1,13 +1,12 @@
 """Append-only event store with optimistic concurrency.
 
-Projections are updated with the append, atomically, and the reply the caller passes is stored
-with it (sealed, since replies hold credentials): a retry of the same command is answered with it.
-A create whose ids are new stores none, since no retry can name it (docs/adr/0046).
+Projections are updated with the append, atomically. No reply is stored: a retried command is
+answered from the log (docs/adr/0048).
 
 An append is one statement, and so one round trip and one implicit transaction, when every
 projection of its stream is a ``FoldedProjection`` (a row folded from the stream's events alone,
-as the ``resources`` read model is): the events, the projected row and the reply are written by
-one data-modifying ``WITH``. Appends to streams with a ``Projection`` that reads its tables (the
+as the ``resources`` read model is): the events and the projected row are written by one
+data-modifying ``WITH``. Appends to streams with a ``Projection`` that reads its tables (the
 accounts') run in an explicit transaction instead (docs/adr/0013).
 
 Appends run concurrently: nothing global is locked, so commits on different streams group into
@@ -23,14 +22,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import asyncpg
 import msgspec
 
 from shared import metrics, tracing
 from shared.contracts.events import RecordedEvent, StoredEvent
-from shared.contracts.replies import Reply
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
 from shared.eventlog.schema import HOLD_APPENDS
@@ -38,9 +36,6 @@ from shared.eventlog.schema import HOLD_APPENDS
 if TYPE_CHECKING:
     from uuid import UUID
 
-
-R = TypeVar("R", bound=Reply)
-_encoder = msgspec.json.Encoder()
 
 #: The columns of ``events`` that ``recorded_from_row`` reads.
 EVENT_COLUMNS = (
