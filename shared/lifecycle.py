@@ -103,9 +103,10 @@ _NO_CREDENTIALS = frozenset(
         ResourceStatus.EXPIRED,
     }
 )
-# Resources measured per driver call in a usage sweep (a Redis call scans the whole keyspace
-# once, however many it measures), and quota changes applied at once.
-_USAGE_BATCH = 500
+#: Resources measured per page of a usage sweep, in one driver call (a Redis call scans the
+#: whole keyspace once, however many it measures).
+USAGE_BATCH = 500
+# Quota changes applied at once.
 _SWEEP_CONCURRENCY = 8
 #: The share of a usage sweep's time spent measuring; it rests for the rest (docs/adr/0044).
 USAGE_SWEEP_DUTY = 0.25
@@ -303,6 +304,7 @@ class ResourceLifecycle:
         poll_interval: float = 0.05,
         orphan_grace: timedelta = ORPHAN_GRACE,
         usage_sweep_duty: float = USAGE_SWEEP_DUTY,
+        usage_batch: int = USAGE_BATCH,
         restore_recheck: timedelta = timedelta(seconds=20),
     ) -> None:
         """Run commands against the log with ``driver``.
@@ -310,6 +312,7 @@ class ResourceLifecycle:
         ``orphan_grace``: how long ``reconcile`` sees an object nobody owns before it deletes
         it; longer than any create takes to record its outcome (its deadline, and the append).
         ``usage_sweep_duty``: the share of a usage sweep's time spent measuring (``rest_after``).
+        ``usage_batch``: resources measured per page of a usage sweep.
         ``restore_recheck``: after restoring a restarted backend, how long until it is checked
         once more; longer than a command takes from its backend call to its append.
         """
@@ -328,6 +331,7 @@ class ResourceLifecycle:
         self._poll_interval = poll_interval
         self._orphan_grace = orphan_grace
         self._usage_sweep_duty = usage_sweep_duty
+        self._usage_batch = usage_batch
         #: Objects ``reconcile`` found nobody owning, and when it first did.
         self._unowned_since: dict[UUID, datetime] = {}
         self._forgetful = driver if isinstance(driver, ForgetfulBackend) else None
@@ -1076,12 +1080,16 @@ class ResourceLifecycle:
     # -- usage sweep -------------------------------------------------------------------------
 
     async def sweep_usage(self, command: SweepUsage) -> UsageSwept:
-        """Measure every live resource of this kind; block writes at quota, lift them under.
+        """Measure one page of this kind's live resources; block writes at quota, lift them under.
 
-        The measuring rests between batches, so that it takes at most the duty's share of the
-        sweep's time: measuring thousands of tenants at once (``pg_database_size`` of every
-        database, a ``MEMORY USAGE`` per key) took the backend and the machine's cores for
-        seconds each minute, and every create on them waited meanwhile (docs/adr/0044).
+        A page is the next ``usage_batch`` resources by id after ``command.after``; the reaper
+        asks for the next until an answer has no ``next_after`` (docs/adr/0049). Each is one
+        short request, so a page lost with a killed worker costs only its own timeout. Before
+        answering a page that is not the last, the worker rests, so that measuring takes at
+        most the duty's share of the sweep's time: measuring thousands of tenants at once
+        (``pg_database_size`` of every database, a ``MEMORY USAGE`` per key) took the backend and
+        the machine's cores for seconds each minute, and every create on them waited meanwhile
+        (docs/adr/0044).
 
         The fact goes into the log before a block (a failed block is retried next pass, as the
         block is re-applied on every pass while over) and after a lift (a failed lift leaves the
@@ -1089,20 +1097,17 @@ class ResourceLifecycle:
         with the log saying otherwise.
         """
         self._check_kind(command.kind)
+        page = await self._resources.active_page(
+            self._driver.kind, command.after, self._usage_batch
+        )
         quotas = {
             state.resource_id: (state, quota)
-            for state in await self._resources.of_kind(self._driver.kind, [ResourceStatus.ACTIVE])
+            for state in page
             if state.limits is not None and (quota := quota_bytes(state.limits)) is not None
         }
-        measured: dict[UUID, int] = {}
-        ids = list(quotas)
-        took = 0.0
-        for start in range(0, len(ids), _USAGE_BATCH):
-            if start:
-                await asyncio.sleep(rest_after(took, self._usage_sweep_duty))
-            began = time.monotonic()
-            measured.update(await self._driver.usage(ids[start : start + _USAGE_BATCH]))
-            took = time.monotonic() - began
+        began = time.monotonic()
+        measured = await self._driver.usage(list(quotas)) if quotas else {}
+        took = time.monotonic() - began
         if measured:
             await self._resources.record_usage(measured)
         slots = asyncio.Semaphore(_SWEEP_CONCURRENCY)
@@ -1119,12 +1124,16 @@ class ResourceLifecycle:
                     return None
 
         outcomes = await asyncio.gather(*(enforce(rid, used) for rid, used in measured.items()))
+        next_after = page[-1].resource_id if len(page) == self._usage_batch else None
+        if next_after is not None:
+            await asyncio.sleep(rest_after(took, self._usage_sweep_duty))
         return UsageSwept(
             kind=self._driver.kind,
             measured=len(measured),
             over_quota=sum(1 for rid, used in measured.items() if used >= quotas[rid][1]),
             blocked=outcomes.count("blocked"),
             unblocked=outcomes.count("unblocked"),
+            next_after=next_after,
         )
 
     async def _enforce(

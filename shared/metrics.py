@@ -96,7 +96,9 @@ ROTATIONS = Counter(
 )
 CLAIMS = Counter("spinup_claims", "Resource claims (one per resource) by outcome.", ["outcome"])
 QUOTA_SWEEPS = Counter(
-    "spinup_quota_sweeps", "Usage sweeps asked of a kind's worker, by outcome.", ["kind", "outcome"]
+    "spinup_quota_sweeps",
+    "Pages of usage sweeps asked of a kind's worker (docs/adr/0049), by outcome.",
+    ["kind", "outcome"],
 )
 
 # -- NATS request-reply, requester side ---------------------------------------------------------

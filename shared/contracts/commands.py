@@ -104,9 +104,14 @@ class ExportResource(Command, frozen=True, kw_only=True):
 
 
 class SweepUsage(Command, frozen=True, kw_only=True):
-    """Measure every live resource of the worker's kind; block writes over quota, lift under."""
+    """Measure one page of the worker's kind's live resources; block writes over quota, lift under.
+
+    The page is the next batch by id after ``after`` (None: from the first). The reaper asks for
+    page after page until the answer has no ``next_after`` (docs/adr/0049).
+    """
 
     kind: ResourceKind
+    after: UUID | None = None
 
 
 class FindDue(Command, frozen=True, kw_only=True):

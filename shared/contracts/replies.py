@@ -96,13 +96,17 @@ class ExportStarted(Reply, frozen=True, kw_only=True):
 
 
 class UsageSwept(Reply, frozen=True, kw_only=True):
-    """What one usage sweep of a kind measured and changed."""
+    """What one page of a kind's usage sweep measured and changed.
+
+    ``next_after``: the cursor of the next page, None when this page was the last.
+    """
 
     kind: ResourceKind
     measured: int
     over_quota: int
     blocked: int
     unblocked: int
+    next_after: UUID | None = None
 
 
 class DueResource(msgspec.Struct, frozen=True, kw_only=True):

@@ -59,9 +59,10 @@ REPLY_GRACE_S = 1.0
 FIND_DUE_S = 10.0
 #: An export's checks and the start of its dump, before the first chunk is promised.
 EXPORT_START_S = 10.0
-#: A usage sweep of every live resource of a kind. It rests three quarters of its time
-#: (docs/adr/0044), so this covers 2.5 minutes of measuring: tens of thousands of tenants.
-USAGE_SWEEP_S = 600.0
+#: One page of a usage sweep (docs/adr/0049): a batch measured, its quota changes, and the rest
+#: after it (three times the measuring at the default duty, docs/adr/0044). Short, because a page
+#: lost with a killed worker leaves its kind unswept for this long.
+USAGE_PAGE_S = 60.0
 #: A streamed export ends when either side hears nothing from the other for this long: the
 #: worker waiting for credit (the HTTP client stopped reading), the gateway waiting for a chunk.
 EXPORT_IDLE_S = 30.0
@@ -112,7 +113,7 @@ def _kind_endpoints(
         rotate=Endpoint(
             f"{base}.rotate", RotateCredentials, RotatedReply, queue, provision_timeout
         ),
-        sweep_usage=Endpoint(f"{base}.sweep_usage", SweepUsage, UsageSwept, queue, USAGE_SWEEP_S),
+        sweep_usage=Endpoint(f"{base}.sweep_usage", SweepUsage, UsageSwept, queue, USAGE_PAGE_S),
         find_due=Endpoint(f"{base}.find_due", FindDue, DueFound, queue, FIND_DUE_S),
         # Stopping credentials is a role or ACL change, like a rotation.
         suspend=Endpoint(

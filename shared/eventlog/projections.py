@@ -379,6 +379,25 @@ class ResourceReadModel:
             )
         return [_state_from_row(row) for row in rows]
 
+    async def active_page(
+        self, kind: ResourceKind, after: UUID | None, limit: int
+    ) -> list[ResourceState]:
+        """The next ``limit`` active resources of ``kind`` by id, after ``after`` (None: first).
+
+        A usage sweep's page (docs/adr/0049). Walked along the primary key from ``after``, so a
+        page reads about as many rows as it returns times the kinds, whatever the table holds.
+        """
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = $2"
+                " AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+                kind.value,
+                ResourceStatus.ACTIVE.value,
+                after,
+                limit,
+            )
+        return [_state_from_row(row) for row in rows]
+
     async def by_ids(self, resource_ids: set[UUID]) -> list[ResourceState]:
         """The rows of those of ``resource_ids`` that have one, ``_IDS_PER_QUERY`` at a time."""
         ids = list(resource_ids)

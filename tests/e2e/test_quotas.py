@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -27,10 +25,9 @@ from pymongo.errors import OperationFailure
 from redis.exceptions import NoPermissionError
 
 from devstack.stack import Stack
+from reaper.sweep import sweep_usage
 from shared.bus import Bus
-from shared.contracts.commands import SweepUsage
 from shared.contracts.kinds import ResourceKind
-from shared.contracts.subjects import ENDPOINTS
 from tests.e2e.conftest import anonymous_tier, gateway_with_plans, new_resource, s3_client
 
 pytestmark = pytest.mark.e2e
@@ -74,15 +71,7 @@ async def usage_after_sweep(
     http: httpx.AsyncClient, bus: Bus, resource: dict[str, Any]
 ) -> dict[str, Any]:
     """Sweep the resource's kind now (as the reaper does on its timer); its usage as shown."""
-    kind = ResourceKind(resource["kind"])
-    endpoint = ENDPOINTS[kind].sweep_usage
-    command = SweepUsage(
-        command_id=uuid.uuid4(),
-        correlation_id=f"test-{uuid.uuid4().hex[:12]}",
-        deadline=time.time() + endpoint.timeout,
-        kind=kind,
-    )
-    await bus.request(endpoint, command)
+    assert await sweep_usage(bus, ResourceKind(resource["kind"]))
     response = await http.get(f"/resources/{resource['token']}")
     assert response.status_code == 200, response.text
     usage: dict[str, Any] = response.json()["usage"]

@@ -216,29 +216,45 @@ class Sweeper:
 
 
 async def sweep_usage(bus: Bus, kind: ResourceKind) -> bool:
-    """Ask ``kind``'s worker (one replica, through its queue group) to run its usage sweep.
+    """Have ``kind``'s workers sweep its usage, page after page (docs/adr/0049).
 
-    Returns whether it answered. A kind whose worker is down is skipped until next time.
+    Each page is a request of its own to the queue group, so any replica answers it, and one
+    lost with a killed worker costs that page's timeout, not the sweep's. Returns whether every
+    page was answered; a kind whose worker is down or silent is skipped until next time.
     """
     endpoint = ENDPOINTS[kind].sweep_usage
-    command = SweepUsage(
-        command_id=uuid.uuid4(),
-        correlation_id=f"reaper-{uuid.uuid4().hex[:16]}",
-        deadline=time.time() + endpoint.timeout,
-        kind=kind,
-    )
-    try:
-        reply = await bus.request(endpoint, command)
-    except SpinupError as exc:
-        log.warning("reaper.usage.skipped", kind=kind.value, error=exc.code.value)
-        return False
+    correlation_id = f"reaper-{uuid.uuid4().hex[:16]}"
+    after: uuid.UUID | None = None
+    pages = measured = over_quota = blocked = unblocked = 0
+    while True:
+        command = SweepUsage(
+            command_id=uuid.uuid4(),
+            correlation_id=correlation_id,
+            deadline=time.time() + endpoint.timeout,
+            kind=kind,
+            after=after,
+        )
+        try:
+            reply = await bus.request(endpoint, command)
+        except SpinupError as exc:
+            log.warning("reaper.usage.skipped", kind=kind.value, error=exc.code.value, page=pages)
+            return False
+        pages += 1
+        measured += reply.measured
+        over_quota += reply.over_quota
+        blocked += reply.blocked
+        unblocked += reply.unblocked
+        if reply.next_after is None:
+            break
+        after = reply.next_after
     log.info(
         "reaper.usage.swept",
-        kind=reply.kind.value,
-        measured=reply.measured,
-        over_quota=reply.over_quota,
-        blocked=reply.blocked,
-        unblocked=reply.unblocked,
+        kind=kind.value,
+        pages=pages,
+        measured=measured,
+        over_quota=over_quota,
+        blocked=blocked,
+        unblocked=unblocked,
     )
     return True
 

@@ -1,0 +1,57 @@
+"""A usage sweep in pages (ADR 0049), against the real platform Postgres and customer Redis.
+
+The reaper asks for page after page; each is a request of its own, so a page lost with a killed
+worker costs only that page's timeout. What must hold: the pages together measure every live
+resource of the kind once, each page at most a batch, and the last one says there is no next.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from redis_provisioner.driver import RedisDriver
+from shared.contracts.commands import SweepUsage
+from shared.contracts.kinds import RedisLimits, ResourceKind
+from shared.contracts.replies import UsageSwept
+from shared.lifecycle import ResourceLifecycle
+from shared.testing.factories import provision_command
+
+pytestmark = pytest.mark.integration
+
+BATCH = 2
+
+
+def page(after: uuid.UUID | None) -> SweepUsage:
+    return SweepUsage(
+        command_id=uuid.uuid4(),
+        correlation_id="test-usage-pages",
+        deadline=9e9,
+        kind=ResourceKind.REDIS,
+        after=after,
+    )
+
+
+async def test_the_pages_of_a_sweep_measure_every_live_resource_once(
+    lifecycle_of: Callable[..., ResourceLifecycle],
+    redis_driver: RedisDriver,
+    platform_db: asyncpg.Pool,
+) -> None:
+    lifecycle = lifecycle_of(redis_driver, usage_batch=BATCH, usage_sweep_duty=1.0)
+    for _ in range(3):
+        await lifecycle.provision(
+            provision_command(kind=ResourceKind.REDIS, limits=RedisLimits(memory_mb=8))
+        )
+    live = await platform_db.fetchval(
+        "SELECT count(*) FROM resources WHERE kind = 'redis' AND status = 'active'"
+    )
+    pages: list[UsageSwept] = [await lifecycle.sweep_usage(page(None))]
+    while (after := pages[-1].next_after) is not None:
+        pages.append(await lifecycle.sweep_usage(page(after)))
+    assert all(swept.measured <= BATCH for swept in pages)
+    assert sum(swept.measured for swept in pages) == live
+    assert len(pages) == live // BATCH + 1  # the last page is short, or empty after a full one
+    assert pages[-1].next_after is None
