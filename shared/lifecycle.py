@@ -108,6 +108,8 @@ _NO_CREDENTIALS = frozenset(
 USAGE_BATCH = 500
 # Quota changes applied at once.
 _SWEEP_CONCURRENCY = 8
+# A page of a usage sweep is answered this long before its deadline at the latest.
+_PAGE_ANSWER_MARGIN_S = 2.0
 #: The share of a usage sweep's time spent measuring; it rests for the rest (docs/adr/0044).
 USAGE_SWEEP_DUTY = 0.25
 
@@ -1126,7 +1128,11 @@ class ResourceLifecycle:
         outcomes = await asyncio.gather(*(enforce(rid, used) for rid, used in measured.items()))
         next_after = page[-1].resource_id if len(page) == self._usage_batch else None
         if next_after is not None:
-            await asyncio.sleep(rest_after(took, self._usage_sweep_duty))
+            # Never past the command's deadline: the reaper would stop waiting for the page.
+            before_deadline = command.deadline - time.time() - _PAGE_ANSWER_MARGIN_S
+            await asyncio.sleep(
+                max(0.0, min(rest_after(took, self._usage_sweep_duty), before_deadline))
+            )
         return UsageSwept(
             kind=self._driver.kind,
             measured=len(measured),

@@ -7,10 +7,12 @@ resource of the kind once, each page at most a batch, and the last one says ther
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
 import asyncpg
+import msgspec
 import pytest
 
 from redis_provisioner.driver import RedisDriver
@@ -55,3 +57,20 @@ async def test_the_pages_of_a_sweep_measure_every_live_resource_once(
     assert sum(swept.measured for swept in pages) == live
     assert len(pages) == live // BATCH + 1  # the last page is short, or empty after a full one
     assert pages[-1].next_after is None
+
+
+async def test_a_page_rests_before_it_answers_but_never_past_its_deadline(
+    lifecycle_of: Callable[..., ResourceLifecycle], redis_driver: RedisDriver
+) -> None:
+    # A duty of 0.001 %: the rest after a batch would be 99,999 times its measuring, a minute.
+    lifecycle = lifecycle_of(redis_driver, usage_batch=1, usage_sweep_duty=0.00001)
+    for _ in range(2):
+        await lifecycle.provision(
+            provision_command(kind=ResourceKind.REDIS, limits=RedisLimits(memory_mb=8))
+        )
+    first = msgspec.structs.replace(page(None), deadline=time.time() + 4)
+    started = time.monotonic()
+    swept = await lifecycle.sweep_usage(first)
+    answered_in = time.monotonic() - started
+    assert swept.next_after is not None
+    assert 1.0 < answered_in < 3.0, "it rests, and answers two seconds before the deadline"
