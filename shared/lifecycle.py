@@ -103,9 +103,9 @@ _NO_CREDENTIALS = frozenset(
         ResourceStatus.EXPIRED,
     }
 )
-#: Resources measured per page of a usage sweep, in one driver call (a Redis call scans the
-#: whole keyspace once, however many it measures).
-USAGE_BATCH = 500
+# Resources measured per page of a usage sweep, in one driver call (a Redis call scans the
+# whole keyspace once, however many it measures).
+_USAGE_BATCH = 500
 # Quota changes applied at once.
 _SWEEP_CONCURRENCY = 8
 # A page of a usage sweep is answered this long before its deadline at the latest.
@@ -306,7 +306,7 @@ class ResourceLifecycle:
         poll_interval: float = 0.05,
         orphan_grace: timedelta = ORPHAN_GRACE,
         usage_sweep_duty: float = USAGE_SWEEP_DUTY,
-        usage_batch: int = USAGE_BATCH,
+        usage_batch: int = _USAGE_BATCH,
         restore_recheck: timedelta = timedelta(seconds=20),
     ) -> None:
         """Run commands against the log with ``driver``.
@@ -349,6 +349,14 @@ class ResourceLifecycle:
         return ResourceState.fold(
             resource_id, ((e.event, e.command_id, e.recorded_at) for e in events)
         )
+
+    def _sealed(self, resource_id: UUID, credentials: Credentials) -> str:
+        """``credentials`` as the log holds them: sealed, bound to their resource."""
+        return self._keyring.seal(_encoder.encode(credentials), aad=resource_id.bytes)
+
+    def _opened(self, resource_id: UUID, sealed: str) -> Credentials:
+        """What ``_sealed`` sealed for ``resource_id``."""
+        return _credentials_decoder.decode(self._keyring.open(sealed, aad=resource_id.bytes))
 
     # -- provision ---------------------------------------------------------------------------
 
@@ -429,7 +437,7 @@ class ResourceLifecycle:
         # Otherwise the caps are counted by the append, after the object is made: a refused one
         # is deleted below. The gateway remembers the refusal for a minute (docs/adr/0041), so a
         # holder at a cap costs that at most once a minute per kind.
-        sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
+        sealed = self._sealed(command.resource_id, credentials)
         created_at = datetime.now(UTC)
         reply = ResourceProvisioned(
             resource_id=command.resource_id,
@@ -514,7 +522,7 @@ class ResourceLifecycle:
             created_at=created_at,
             expires_at=command.expires_at,
         )
-        sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
+        sealed = self._sealed(command.resource_id, credentials)
         try:
             await self._store.append(
                 stream,
@@ -638,13 +646,12 @@ class ResourceLifecycle:
         ):
             msg = "active resource without what its create recorded"
             raise SpinupError(ErrorCode.INTERNAL_ERROR, msg)
-        raw = self._keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
         return ResourceProvisioned(
             resource_id=state.resource_id,
             kind=state.kind,
             tier=state.tier,
             limits=state.limits,
-            credentials=_credentials_decoder.decode(raw),
+            credentials=self._opened(state.resource_id, state.credentials_sealed),
             created_at=state.created_at,
             expires_at=state.expires_at,
             replayed=True,
@@ -817,7 +824,7 @@ class ResourceLifecycle:
         self._ensure_own_kind(state.kind, state.limits)
         async with self._create_slots:
             credentials = await self._driver.rotate(command.resource_id, state.limits)
-        sealed = self._keyring.seal(_encoder.encode(credentials), aad=command.resource_id.bytes)
+        sealed = self._sealed(command.resource_id, credentials)
         event = CredentialsRotatedEvent(resource_id=command.resource_id, credentials_sealed=sealed)
         # The backend already changed: record it even if other events landed meanwhile.
         for _ in range(_APPEND_ATTEMPTS):
@@ -1033,11 +1040,10 @@ class ResourceLifecycle:
         """Give ``backend`` the tenant of ``state`` as the log holds it, among create slots."""
         if state.credentials_sealed is None:
             return
-        raw = self._keyring.open(state.credentials_sealed, aad=state.resource_id.bytes)
         async with self._create_slots:
             await backend.restore_credentials(
                 state.resource_id,
-                _credentials_decoder.decode(raw),
+                self._opened(state.resource_id, state.credentials_sealed),
                 writes_blocked=state.quota_exceeded,
                 suspended=state.status is ResourceStatus.SUSPENDED,
             )
@@ -1099,8 +1105,11 @@ class ResourceLifecycle:
         with the log saying otherwise.
         """
         self._check_kind(command.kind)
-        page = await self._resources.active_page(
-            self._driver.kind, command.after, self._usage_batch
+        page = await self._resources.of_kind(
+            self._driver.kind,
+            [ResourceStatus.ACTIVE],
+            after=command.after,
+            limit=self._usage_batch,
         )
         quotas = {
             state.resource_id: (state, quota)

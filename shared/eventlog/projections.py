@@ -362,37 +362,27 @@ class ResourceReadModel:
         return _state_from_row(row) if row else None
 
     async def of_kind(
-        self, kind: ResourceKind, statuses: Collection[ResourceStatus]
+        self,
+        kind: ResourceKind,
+        statuses: Collection[ResourceStatus],
+        *,
+        after: UUID | None = None,
+        limit: int | None = None,
     ) -> list[ResourceState]:
-        """Every resource of ``kind`` in one of ``statuses``, by id.
+        """The resources of ``kind`` in ``statuses`` by id, after ``after``, at most ``limit``.
 
-        Active ones are what a usage sweep measures; active and suspended ones are those whose
-        credentials the backend must hold (a suspended one keeps its stopped credentials until
-        its grace ends, docs/adr/0030), what a restore puts back.
+        Active and suspended ones are those whose credentials the backend must hold (a
+        suspended one keeps its stopped credentials until its grace ends, docs/adr/0030), what a
+        restore puts back. A page of active ones is what a usage sweep measures (docs/adr/0049):
+        walked along the primary key from ``after``, it reads about as many rows as it returns
+        times the kinds, whatever the table holds.
         """
         async with platform_errors():
             rows = await self._pool.fetch(
                 f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = ANY($2::text[])"
-                " ORDER BY id",
-                kind.value,
-                [status.value for status in statuses],
-            )
-        return [_state_from_row(row) for row in rows]
-
-    async def active_page(
-        self, kind: ResourceKind, after: UUID | None, limit: int
-    ) -> list[ResourceState]:
-        """The next ``limit`` active resources of ``kind`` by id, after ``after`` (None: first).
-
-        A usage sweep's page (docs/adr/0049). Walked along the primary key from ``after``, so a
-        page reads about as many rows as it returns times the kinds, whatever the table holds.
-        """
-        async with platform_errors():
-            rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = $2"
                 " AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
                 kind.value,
-                ResourceStatus.ACTIVE.value,
+                [status.value for status in statuses],
                 after,
                 limit,
             )

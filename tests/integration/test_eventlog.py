@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -12,17 +11,15 @@ from shared.contracts.commands import ProvisionResource
 from shared.contracts.events import ResourceProvisioned
 from shared.contracts.kinds import (
     Caps,
-    PostgresCredentials,
     ResourceKind,
     ResourceStatus,
 )
-from shared.contracts.replies import ResourceProvisioned as ProvisionedReply
 from shared.eventlog.codec import encode_event, event_type
 from shared.eventlog.errors import AppendRefusedError, ConcurrencyConflictError
 from shared.eventlog.projections import ResourceReadModel, caps_precondition, held
 from shared.eventlog.store import EventStore, Precondition, read_committed_after
 from shared.naming import resource_stream
-from shared.testing.factories import LIMITS, provision_command, provision_requested
+from shared.testing.factories import provision_command, provision_requested
 
 pytestmark = pytest.mark.integration
 
@@ -69,26 +66,6 @@ async def test_concurrent_appends_at_the_same_version_let_exactly_one_win(
         isinstance(r, ConcurrencyConflictError) for r in results if isinstance(r, BaseException)
     )
     assert len(await store.load(stream)) == 1
-
-
-def provisioned_reply(rid: uuid.UUID, *, password: str) -> ProvisionedReply:
-    """What a worker answers a Postgres create with, its password ``password``."""
-    return ProvisionedReply(
-        resource_id=rid,
-        kind=ResourceKind.POSTGRES,
-        tier="anonymous",
-        limits=LIMITS,
-        credentials=PostgresCredentials(
-            connection_url=f"postgresql://u:{password}@h:1/d",
-            host="h",
-            port=1,
-            database="d",
-            username="u",
-            password=password,
-        ),
-        created_at=datetime.now(UTC),
-        expires_at=None,
-    )
 
 
 def passes_when(*, passes: bool, detail: str) -> Precondition:
