@@ -26,7 +26,11 @@ from shared.config import Env, SettingsError
 from shared.contracts.kinds import ResourceKind
 from shared.contracts.subjects import ENDPOINTS
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.projections import (
+    ResourceProjection,
+    ResourceReadModel,
+    prepare_resource_appends,
+)
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.health import heartbeat, heartbeat_file
@@ -170,8 +174,10 @@ async def serve_kind(
             "platform nats", lambda: Bus.connect(settings.nats_url, name=service)
         )
         try:
+            store = EventStore(platform, [ResourceProjection()], nudge=bus.nudge_relay)
+            await prepare_resource_appends(store)
             lifecycle = ResourceLifecycle(
-                EventStore(platform, [ResourceProjection()], nudge=bus.nudge_relay),
+                store,
                 keyring,
                 tracing.trace_driver(driver),
                 resources=ResourceReadModel(platform),

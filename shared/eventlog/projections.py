@@ -20,7 +20,8 @@ from shared.contracts.events import NotifyTargetSet, QuotaExceeded
 from shared.contracts.kinds import DeprovisionReason, Limits, ResourceKind, ResourceStatus
 from shared.eventlog.errors import AppendRefusedError, platform_errors
 from shared.eventlog.schema import DEPLOYS_UNDER_WAY, LIVE_STATUSES
-from shared.eventlog.store import Precondition, rebuild_folded
+from shared.eventlog.store import EventStore, Precondition, rebuild_folded
+from shared.naming import resource_stream
 from shared.resources import Due, ResourceState
 from shared.stack_state import DeployProgress
 
@@ -129,6 +130,23 @@ def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
             command.resource_id,
         ),
     )
+
+
+#: The preconditions a resource stream's append carries: none, or a create's caps of either
+#: holder. Their values stand for any (``EventStore.prepare_appends`` needs only their number).
+_RESOURCE_APPEND_PRECONDITIONS = (
+    None,
+    *(Precondition(sql, (None,) * 5) for sql in (_CAPS_CHECK_ANONYMOUS, _CAPS_CHECK_BY_ACCOUNT)),
+)
+
+
+async def prepare_resource_appends(store: EventStore) -> None:
+    """Prepare every variant of a resource stream's append on each of ``store``'s connections.
+
+    A connection's first append otherwise prepares it while a request waits: the first burst
+    after a worker's start met one such connection per create in flight (bench/README.md).
+    """
+    await store.prepare_appends(resource_stream(UUID(int=0)), _RESOURCE_APPEND_PRECONDITIONS)
 
 
 def held(refused: AppendRefusedError) -> tuple[int, int]:

@@ -32,6 +32,7 @@ from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
 from shared.eventlog.schema import HOLD_APPENDS
+from shared.pgpool import prepare_writes
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -95,6 +96,7 @@ WITH appended AS (
 ){projected}
 SELECT position FROM appended{checked} ORDER BY version
 """
+_APPEND_PARAMETERS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,38 +310,73 @@ class EventStore:
             )
             for offset, event in enumerate(stored, start=1)
         ]
-        arguments: list[Any] = [
+        statement, arguments = self._statement(
             stream_id,
-            expected_version,
-            [e.event_id for e in appended],
-            [event_type(event) for event in stored],
-            [encode_event(event) for event in stored],
-            write.command_id,
-            write.correlation_id,
-            recorded_at,
-        ]
-        projected = ""
-        for index, projection in enumerate(folded):
-            statement, values = projection.upsert(
-                stream_id, [*before, *appended], len(arguments) + 1
-            )
-            projected += f", projected_{index} AS ({statement})"
-            arguments.extend(values)
-        checked = ""
-        if write.precondition is not None:
-            # Joined by the final SELECT so that it is evaluated; whichever part raises, the
-            # one statement writes nothing.
-            projected += f", checked AS ({write.precondition.numbered_from(len(arguments) + 1)})"
-            arguments.extend(write.precondition.values)
-            checked = ", checked"
+            [*before, *appended],
+            write.precondition,
+            [
+                stream_id,
+                expected_version,
+                [e.event_id for e in appended],
+                [event_type(event) for event in stored],
+                [encode_event(event) for event in stored],
+                write.command_id,
+                write.correlation_id,
+                recorded_at,
+            ],
+        )
         async with platform_errors():
-            rows = await self._pool.fetch(
-                _APPEND.format(projected=projected, checked=checked), *arguments
-            )
+            rows = await self._pool.fetch(statement, *arguments)
         return [
             msgspec.structs.replace(e, position=row["position"])
             for e, row in zip(appended, rows, strict=True)
         ]
+
+    def _statement(
+        self,
+        stream_id: str,
+        history: Sequence[RecordedEvent],
+        precondition: Precondition | None,
+        arguments: list[Any],
+    ) -> tuple[str, list[Any]]:
+        """The one statement of an append to ``stream_id``, and its arguments.
+
+        ``arguments`` are ``_APPEND``'s own; each folded projection's row (the fold of
+        ``history``) and the precondition's values are numbered on after them.
+        """
+        projected = ""
+        for index, projection in enumerate(p for p in self._folded if p.handles(stream_id)):
+            upsert, values = projection.upsert(stream_id, history, len(arguments) + 1)
+            projected += f", projected_{index} AS ({upsert})"
+            arguments.extend(values)
+        checked = ""
+        if precondition is not None:
+            # Joined by the final SELECT so that it is evaluated; whichever part raises, the
+            # one statement writes nothing.
+            projected += f", checked AS ({precondition.numbered_from(len(arguments) + 1)})"
+            arguments.extend(precondition.values)
+            checked = ", checked"
+        return _APPEND.format(projected=projected, checked=checked), arguments
+
+    async def prepare_appends(
+        self, stream_id: str, preconditions: Sequence[Precondition | None]
+    ) -> None:
+        """Prepare, on every pooled connection, the append to a stream like ``stream_id``.
+
+        One statement for each of ``preconditions`` (only their SQL and number of values
+        matter), written nothing (``pgpool.prepare_writes``). For an append that is one
+        statement; a stream whose appends run in a transaction is left as it is.
+        """
+        if any(p.handles(stream_id) for p in self._projections):
+            return
+        statements = []
+        for precondition in preconditions:
+            statement, arguments = self._statement(
+                stream_id, [], precondition, [None] * _APPEND_PARAMETERS
+            )
+            statements.append((statement, len(arguments)))
+        async with platform_errors():
+            await prepare_writes(self._pool, statements)
 
     async def _append_in_transaction(self, write: _Append) -> list[RecordedEvent]:
         stream_id = write.stream_id

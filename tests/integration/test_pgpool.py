@@ -6,6 +6,8 @@ session setting outlives a release, and a transaction left open does not.
 
 ``warm_pool`` runs a statement on every connection before the pool serves; the platform's
 (``WARM_CONNECTION``) leaves asyncpg nothing to look up on a connection's first create or read.
+``prepare_resource_appends`` leaves it every variant of the append prepared, having written
+nothing.
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.contracts.kinds import Caps
+from shared.eventlog.projections import (
+    ResourceProjection,
+    ResourceReadModel,
+    caps_precondition,
+    prepare_resource_appends,
+)
 from shared.eventlog.schema import WARM_CONNECTION
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 from shared.pgpool import open_pool, warm_pool
-from shared.testing.factories import provision_requested
+from shared.testing.factories import provision_command, provision_requested
 
 if TYPE_CHECKING:
     import asyncpg
@@ -108,3 +116,70 @@ async def test_a_warmed_platform_connection_looks_up_no_type_in_its_first_append
     finally:
         await cold.close()
         await warm.close()
+
+
+_PREPARED_APPENDS = (
+    "SELECT statement FROM pg_prepared_statements WHERE statement ~ '^\\s*WITH appended AS'"
+)
+
+
+async def _prepared_appends(pool: asyncpg.Pool) -> list[set[str]]:
+    """The append statements each connection of ``pool`` holds prepared on the server."""
+    held = [await pool.acquire() for _ in range(pool.get_size())]
+    try:
+        return [{row["statement"] for row in await conn.fetch(_PREPARED_APPENDS)} for conn in held]
+    finally:
+        for conn in held:
+            await pool.release(conn)
+
+
+async def test_the_appends_are_prepared_on_every_connection_and_nothing_is_written(
+    env: dict[str, str],
+) -> None:
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=2)
+    try:
+        store = EventStore(pool, [ResourceProjection()])
+        assert await _prepared_appends(pool) == [set(), set()]
+        await prepare_resource_appends(store)
+        prepared = await _prepared_appends(pool)
+        # No precondition, and the caps of an anonymous holder and of an account.
+        assert len(prepared[0]) == 3
+        assert prepared[1] == prepared[0]
+        async with pool.acquire() as conn:
+            # The variants run as writes, refused by a read-only transaction: none was written.
+            stream = resource_stream(uuid.UUID(int=0))
+            assert (
+                await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", stream) == 0
+            )
+            assert (
+                await conn.fetchval(
+                    "SELECT count(*) FROM resources WHERE id = $1", uuid.UUID(int=0)
+                )
+                == 0
+            )
+
+        # A create's append, and the outcome's after it, run statements prepared already.
+        command = provision_command(
+            new_ids=True, caps=Caps(active_per_kind=5, provisions_per_day=50)
+        )
+        rid = command.resource_id
+        recorded = await store.append(
+            resource_stream(rid),
+            0,
+            [provision_requested(rid)],
+            command_id=command.command_id,
+            correlation_id="prepare-test",
+            precondition=caps_precondition(command, command.caps),
+        )
+        await store.append(
+            resource_stream(rid),
+            1,
+            [provision_requested(rid)],
+            command_id=uuid.uuid4(),
+            correlation_id="prepare-test",
+            prior=recorded,
+        )
+        assert await ResourceReadModel(pool).by_id(rid) is not None
+        assert await _prepared_appends(pool) == prepared
+    finally:
+        await pool.close()

@@ -48,7 +48,11 @@ from gateway.webhooks.routes import serve_webhook_commands, webhook_routes
 from shared.bus import Bus, ensure_stack_stores
 from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
-from shared.eventlog.projections import ResourceProjection, ResourceReadModel
+from shared.eventlog.projections import (
+    ResourceProjection,
+    ResourceReadModel,
+    prepare_resource_appends,
+)
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
@@ -120,6 +124,7 @@ def create_app(settings: Settings) -> Litestar:
             [ResourceProjection(), AccountProjection(), OutboxProjection()],
             nudge=bus.nudge_relay,
         )
+        await prepare_resource_appends(store)
         resources = ResourceReadModel(pool)
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
         # passing /readyz means this replica answers webhook commands too.
