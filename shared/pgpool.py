@@ -66,25 +66,30 @@ async def warm_pool(pool: asyncpg.Pool, statement: str) -> None:
     await on_every_connection(pool, lambda connection: connection.fetch(statement))
 
 
-async def prepare_writes(pool: asyncpg.Pool, statements: Sequence[tuple[str, int]]) -> None:
-    """Have every connection of ``pool`` prepare each ``(statement, number of parameters)``.
+async def rehearse_writes(pool: asyncpg.Pool, statements: Sequence[tuple[str, int]]) -> None:
+    """Run each ``(statement, number of parameters)`` once on every connection, then roll back.
 
-    asyncpg prepares a statement once per connection, on its first run there: a round trip and
-    the server's parsing of it, which for the event log's append (a ``WITH`` of several
-    data-modifying parts) cost 0.8-3.8 ms, against 0.4 ms for a run after (bench/README.md).
-    These are writes, so each is run with ``NULL`` for every parameter in a read-only
-    transaction: Postgres refuses it before its executor starts, having parsed and planned it,
-    and nothing is written. The prepared statement stays in the connection's cache, so the
-    first real run of the same text skips all of that.
+    A connection's first run of a statement costs more than the runs after it: asyncpg
+    prepares the statement (a round trip, and the server's parsing), and the server's executor
+    sets up what it touches for the first time in that session. For the event log's append (a
+    ``WITH`` of several data-modifying parts) a burst of first appends on fresh connections took
+    about twice as long (bench/README.md). Each statement runs with ``NULL`` for every parameter
+    (a write of ``NULL`` usually fails on a constraint, which is expected and ignored) in a
+    transaction that is always rolled back, so nothing it writes stays. The prepared statement
+    stays in the connection's cache for the first real run of the same text.
     """
 
-    async def prepare(connection: PoolConnectionProxy[asyncpg.Record]) -> None:
+    async def rehearse(connection: PoolConnectionProxy[asyncpg.Record]) -> None:
         for statement, parameters in statements:
-            with contextlib.suppress(asyncpg.ReadOnlySQLTransactionError):
-                async with connection.transaction(readonly=True):
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                with contextlib.suppress(asyncpg.PostgresError):
                     await connection.fetch(statement, *[None] * parameters)
+            finally:
+                await transaction.rollback()
 
-    await on_every_connection(pool, prepare)
+    await on_every_connection(pool, rehearse)
 
 
 async def on_every_connection(

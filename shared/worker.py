@@ -29,7 +29,7 @@ from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import (
     ResourceProjection,
     ResourceReadModel,
-    prepare_resource_appends,
+    rehearse_resource_appends,
 )
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
@@ -175,7 +175,7 @@ async def serve_kind(
         )
         try:
             store = EventStore(platform, [ResourceProjection()], nudge=bus.nudge_relay)
-            await prepare_resource_appends(store)
+            await rehearse_resource_appends(store)
             lifecycle = ResourceLifecycle(
                 store,
                 keyring,

@@ -133,20 +133,21 @@ def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
 
 
 #: The preconditions a resource stream's append carries: none, or a create's caps of either
-#: holder. Their values stand for any (``EventStore.prepare_appends`` needs only their number).
+#: holder. Their values stand for any (``EventStore.rehearse_appends`` needs only their number).
 _RESOURCE_APPEND_PRECONDITIONS = (
     None,
     *(Precondition(sql, (None,) * 5) for sql in (_CAPS_CHECK_ANONYMOUS, _CAPS_CHECK_BY_ACCOUNT)),
 )
 
 
-async def prepare_resource_appends(store: EventStore) -> None:
-    """Prepare every variant of a resource stream's append on each of ``store``'s connections.
+async def rehearse_resource_appends(store: EventStore) -> None:
+    """Rehearse every variant of a resource stream's append on each of ``store``'s connections.
 
-    A connection's first append otherwise prepares it while a request waits: the first burst
-    after a worker's start met one such connection per create in flight (bench/README.md).
+    A connection's first append otherwise prepares it, and runs it for the first time, while a
+    request waits: the first burst after a worker's start met one such connection per create in
+    flight (bench/README.md).
     """
-    await store.prepare_appends(resource_stream(UUID(int=0)), _RESOURCE_APPEND_PRECONDITIONS)
+    await store.rehearse_appends(resource_stream(UUID(int=0)), _RESOURCE_APPEND_PRECONDITIONS)
 
 
 def held(refused: AppendRefusedError) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
 from shared.eventlog.schema import HOLD_APPENDS
-from shared.pgpool import prepare_writes
+from shared.pgpool import rehearse_writes
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -358,14 +358,14 @@ class EventStore:
             checked = ", checked"
         return _APPEND.format(projected=projected, checked=checked), arguments
 
-    async def prepare_appends(
+    async def rehearse_appends(
         self, stream_id: str, preconditions: Sequence[Precondition | None]
     ) -> None:
-        """Prepare, on every pooled connection, the append to a stream like ``stream_id``.
+        """Rehearse, on every pooled connection, the append to a stream like ``stream_id``.
 
         One statement for each of ``preconditions`` (only their SQL and number of values
-        matter), written nothing (``pgpool.prepare_writes``). For an append that is one
-        statement; a stream whose appends run in a transaction is left as it is.
+        matter), rolled back (``pgpool.rehearse_writes``). For an append that is one statement;
+        a stream whose appends run in a transaction is left as it is.
         """
         if any(p.handles(stream_id) for p in self._projections):
             return
@@ -376,7 +376,7 @@ class EventStore:
             )
             statements.append((statement, len(arguments)))
         async with platform_errors():
-            await prepare_writes(self._pool, statements)
+            await rehearse_writes(self._pool, statements)
 
     async def _append_in_transaction(self, write: _Append) -> list[RecordedEvent]:
         stream_id = write.stream_id

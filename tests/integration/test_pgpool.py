@@ -6,8 +6,8 @@ session setting outlives a release, and a transaction left open does not.
 
 ``warm_pool`` runs a statement on every connection before the pool serves; the platform's
 (``WARM_CONNECTION``) leaves asyncpg nothing to look up on a connection's first create or read.
-``prepare_resource_appends`` leaves it every variant of the append prepared, having written
-nothing.
+``rehearse_writes`` runs writes on every connection and rolls them back;
+``rehearse_resource_appends`` leaves every variant of the append prepared that way.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from shared.eventlog.projections import (
     ResourceProjection,
     ResourceReadModel,
     caps_precondition,
-    prepare_resource_appends,
+    rehearse_resource_appends,
 )
 from shared.eventlog.schema import WARM_CONNECTION
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
-from shared.pgpool import open_pool, warm_pool
+from shared.pgpool import open_pool, rehearse_writes, warm_pool
 from shared.testing.factories import provision_command, provision_requested
 
 if TYPE_CHECKING:
@@ -118,47 +118,55 @@ async def test_a_warmed_platform_connection_looks_up_no_type_in_its_first_append
         await warm.close()
 
 
-_PREPARED_APPENDS = (
-    "SELECT statement FROM pg_prepared_statements WHERE statement ~ '^\\s*WITH appended AS'"
-)
-
-
-async def _prepared_appends(pool: asyncpg.Pool) -> list[set[str]]:
-    """The append statements each connection of ``pool`` holds prepared on the server."""
+async def _prepared(pool: asyncpg.Pool, pattern: str) -> list[set[str]]:
+    """The statements like ``pattern`` each connection of ``pool`` holds prepared on the server."""
+    query = "SELECT statement FROM pg_prepared_statements WHERE ltrim(statement, E' \\n') LIKE $1"
     held = [await pool.acquire() for _ in range(pool.get_size())]
     try:
-        return [{row["statement"] for row in await conn.fetch(_PREPARED_APPENDS)} for conn in held]
+        return [{row["statement"] for row in await conn.fetch(query, pattern)} for conn in held]
     finally:
         for conn in held:
             await pool.release(conn)
 
 
-async def test_the_appends_are_prepared_on_every_connection_and_nothing_is_written(
+async def _prepared_appends(pool: asyncpg.Pool) -> list[set[str]]:
+    return await _prepared(pool, "WITH appended AS%")
+
+
+async def test_a_rehearsed_write_runs_on_every_connection_and_is_rolled_back(
+    env: dict[str, str],
+) -> None:
+    pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=2)
+    table = f"rehearsal_{uuid.uuid4().hex}"
+    try:
+        await pool.execute(f"CREATE TABLE {table} (backend int NOT NULL)")
+        # Succeeds with NULL (coalesce), and would leave a row per connection if committed.
+        write = f"INSERT INTO {table} SELECT coalesce($1::int, pg_backend_pid())"
+        # Fails on its NULL: ignored, as a rehearsal's NULLs may well break a constraint.
+        failing = f"INSERT INTO {table} VALUES ($1)"
+        await rehearse_writes(pool, [(write, 1), (failing, 1)])
+        assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0
+        prepared = await _prepared(pool, f"INSERT INTO {table}%")
+        assert prepared[0] == prepared[1] == {write, failing}
+    finally:
+        await pool.execute(f"DROP TABLE IF EXISTS {table}")
+        await pool.close()
+
+
+async def test_every_connection_rehearses_the_appends_a_create_then_runs(
     env: dict[str, str],
 ) -> None:
     pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=2)
     try:
         store = EventStore(pool, [ResourceProjection()])
         assert await _prepared_appends(pool) == [set(), set()]
-        await prepare_resource_appends(store)
+        await rehearse_resource_appends(store)
         prepared = await _prepared_appends(pool)
         # No precondition, and the caps of an anonymous holder and of an account.
         assert len(prepared[0]) == 3
         assert prepared[1] == prepared[0]
-        async with pool.acquire() as conn:
-            # The variants run as writes, refused by a read-only transaction: none was written.
-            stream = resource_stream(uuid.UUID(int=0))
-            assert (
-                await conn.fetchval("SELECT count(*) FROM events WHERE stream_id = $1", stream) == 0
-            )
-            assert (
-                await conn.fetchval(
-                    "SELECT count(*) FROM resources WHERE id = $1", uuid.UUID(int=0)
-                )
-                == 0
-            )
-
-        # A create's append, and the outcome's after it, run statements prepared already.
+        # A create's append, and the outcome's after it, run statements prepared already: their
+        # text is what was rehearsed, or a fourth statement would be prepared.
         command = provision_command(
             new_ids=True, caps=Caps(active_per_kind=5, provisions_per_day=50)
         )

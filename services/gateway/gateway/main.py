@@ -51,7 +51,7 @@ from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import (
     ResourceProjection,
     ResourceReadModel,
-    prepare_resource_appends,
+    rehearse_resource_appends,
 )
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import WARM_CONNECTION, migrate
@@ -124,7 +124,7 @@ def create_app(settings: Settings) -> Litestar:
             [ResourceProjection(), AccountProjection(), OutboxProjection()],
             nudge=bus.nudge_relay,
         )
-        await prepare_resource_appends(store)
+        await rehearse_resource_appends(store)
         resources = ResourceReadModel(pool)
         # The gateway is the webhook kind's worker. Subscribed before the app serves, so a
         # passing /readyz means this replica answers webhook commands too.
