@@ -1,10 +1,10 @@
-"""A connection's first append, prepared at start or not (2026-12-06, 18:57 UTC).
+"""A connection's first append, rehearsed at start or not (2026-12-06, 18:57-19:10 UTC).
 
     SPINUP_TEST_STACK's stack "s1" (started if it is not running):
     .venv/bin/python bench/results/first-burst/first_append.py
 
-Each round opens a pool of 8 platform connections, warms them (``WARM_CONNECTION``), prepares
-the appends (``prepare_resource_appends``) or not, then times 8 keyed-caps appends at once (each
+Each round opens a pool of 8 platform connections, warms them (``WARM_CONNECTION``), rehearses
+the appends (``rehearse_resource_appends``) or not, then times 8 keyed-caps appends at once (each
 connection's first), 8 more, and 5 x 8 after; p50 of each. Eight rounds, the arms interleaved.
 """
 import asyncio, sys, time, uuid, statistics
@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from devstack.stack import Stack
 from shared.contracts.kinds import Caps
-from shared.eventlog.projections import ResourceProjection, caps_precondition, prepare_resource_appends
+from shared.eventlog.projections import ResourceProjection, caps_precondition, rehearse_resource_appends
 from shared.eventlog.schema import WARM_CONNECTION
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
@@ -25,7 +25,7 @@ async def one_round(dsn, prepared):
         await warm_pool(pool, WARM_CONNECTION)
         store = EventStore(pool, [ResourceProjection()])
         if prepared:
-            await prepare_resource_appends(store)
+            await rehearse_resource_appends(store)
         times = []
         # one append per connection, 8 at once (a burst), then 8 more
         async def append():
@@ -52,7 +52,7 @@ async def main():
             for prepared in ((True, False) if r % 2 == 0 else (False, True)):
                 got = await one_round(dsn, prepared)
                 res[prepared].append(got)
-                print(r, "prepared" if prepared else "cold", [round(x, 2) for x in got], flush=True)
+                print(r, "rehearsed" if prepared else "cold", [round(x, 2) for x in got], flush=True)
         for k, rows in res.items():
-            print("prepared" if k else "cold", "medians first/second/later:", [round(statistics.median(r[i] for r in rows), 2) for i in range(3)])
+            print("rehearsed" if k else "cold", "medians first/second/later:", [round(statistics.median(r[i] for r in rows), 2) for i in range(3)])
 asyncio.run(main())

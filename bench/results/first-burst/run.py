@@ -3,15 +3,15 @@
     .venv/bin/python bench/results/first-burst/run.py restarts [none,gateway,...]  # 3 rounds
     .venv/bin/python bench/results/first-burst/run.py redis-open                  # 4 rounds A/B
     .venv/bin/python bench/results/first-burst/run.py worker-warm                 # 4 rounds A/B
-    .venv/bin/python bench/results/first-burst/run.py append-prepared             # 4 rounds A/B
+    .venv/bin/python bench/results/first-burst/run.py append-rehearsed            # 4 rounds A/B
 
 Each round: restart, 100 ``/cache/new`` before the burst, the load generator's 16 connections
 opened with ``GET /healthz`` (unless ``NEW_CONNECTIONS=1``), then 16 creates at once, 16 more,
 300 at c=16; p50 of each. ``restarts`` restarts the services named; ``redis-open`` restarts the
 gateway, B with ``AB_NO_REDIS_OPEN=1`` (the switch in ``../ab-redis-opened-at-start/``, never
 committed); ``worker-warm`` restarts redis-provisioner, B sending the 100 creates 8 at a time;
-``append-prepared`` restarts redis-provisioner, B with ``AB_NO_APPEND_PREPARE=1`` (its
-connections do not prepare the append at start; the switch in ``append-prepared.diff``).
+``append-rehearsed`` restarts redis-provisioner, B with ``AB_NO_APPEND_REHEARSAL=1`` (its
+connections do not rehearse the append at start; the switch in ``append-rehearsed.diff``).
 """
 
 import os
@@ -74,8 +74,8 @@ def main() -> None:
                     restart_with(stack, services, {}, on=True)
                 elif mode == "redis-open":
                     restart_with(stack, ["gateway"], {"AB_NO_REDIS_OPEN": "1"}, on=arm == "B")
-                elif mode == "append-prepared":
-                    switch = {"AB_NO_APPEND_PREPARE": "1"}
+                elif mode == "append-rehearsed":
+                    switch = {"AB_NO_APPEND_REHEARSAL": "1"}
                     restart_with(stack, ["redis-provisioner"], switch, on=arm == "B")
                 else:
                     restart_with(stack, ["redis-provisioner"], {}, on=True)
