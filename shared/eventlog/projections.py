@@ -133,7 +133,8 @@ def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
 
 
 #: The preconditions a resource stream's append carries: none, or a create's caps of either
-#: holder. Their values stand for any (``EventStore.rehearse_appends`` needs only their number).
+#: holder. Their values stand for any (``EventStore.rehearse_appends`` needs only their number:
+#: five, as ``caps_precondition`` gives them).
 _RESOURCE_APPEND_PRECONDITIONS = (
     None,
     *(Precondition(sql, (None,) * 5) for sql in (_CAPS_CHECK_ANONYMOUS, _CAPS_CHECK_BY_ACCOUNT)),
