@@ -168,7 +168,9 @@ async def test_every_connection_rehearses_the_appends_a_create_then_runs(
         # A create's append, and the outcome's after it, run statements prepared already: their
         # text is what was rehearsed, or a fourth statement would be prepared.
         command = provision_command(
-            new_ids=True, caps=Caps(active_per_kind=5, provisions_per_day=50)
+            new_ids=True,
+            fingerprint=f"test-{uuid.uuid4().hex}",
+            caps=Caps(active_per_kind=5, provisions_per_day=50),
         )
         rid = command.resource_id
         recorded = await store.append(

@@ -144,8 +144,11 @@ def create_app(settings: Settings) -> Litestar:
             # Making the hasher hashes once (its dummy hash): in a thread, like every hash.
             await asyncio.to_thread(Passwords),
         )
-        # Stack uploads and logs live in JetStream next to the events.
-        await ensure_stack_stores(bus.nc.jetstream())
+        # Stack uploads and logs live in JetStream next to the events. Retried like a connection:
+        # a process still starting when NATS restarts waits for it instead of failing the start
+        # (and, with it, every process of this gateway).
+        js = bus.nc.jetstream()
+        await connect_with_retry("stack stores", lambda: ensure_stack_stores(js))
         stacks = StackPlumbing()
         relay = Relay(settings.platform_dsn, bus.nc)
         # One process of all the gateways delivers notifications (a lock, like the relay).
