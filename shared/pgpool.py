@@ -15,9 +15,8 @@ gateway's CPU on ``GET /resources/{token}``, and 0.25 ms of the customer cluster
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -66,28 +65,31 @@ async def warm_pool(pool: asyncpg.Pool, statement: str) -> None:
     await on_every_connection(pool, lambda connection: connection.fetch(statement))
 
 
-async def rehearse_writes(pool: asyncpg.Pool, statements: Sequence[tuple[str, int]]) -> None:
-    """Run each ``(statement, number of parameters)`` once on every connection, then roll back.
+async def rehearse_writes(
+    pool: asyncpg.Pool, writes: Callable[[], Sequence[tuple[str, Sequence[Any]]]]
+) -> None:
+    """Run writes once on every connection of ``pool``, in a transaction always rolled back.
 
     A connection's first run of a statement costs more than the runs after it: asyncpg
     prepares the statement (a round trip, and the server's parsing), and the server's executor
     sets up what it touches for the first time in that session. For the event log's append (a
     ``WITH`` of several data-modifying parts) a burst of first appends on fresh connections took
-    about twice as long (bench/README.md). Each statement runs with ``NULL`` for every parameter
-    (a write of ``NULL`` usually fails on a constraint, which is expected and ignored) in a
-    transaction that is always rolled back, so nothing it writes stays. The prepared statement
-    stays in the connection's cache for the first real run of the same text.
+    about twice as long (bench/README.md). Rolled back, a rehearsal leaves nothing but the
+    prepared statements, which asyncpg keeps for the first real run of the same text.
+
+    ``writes`` gives each connection its ``(statement, arguments)``: its own, so that two
+    connections writing the same key do not wait for each other's rollback. They must succeed:
+    an error is what the real write would meet, and it is raised.
     """
 
     async def rehearse(connection: PoolConnectionProxy[asyncpg.Record]) -> None:
-        for statement, parameters in statements:
-            transaction = connection.transaction()
-            await transaction.start()
-            try:
-                with contextlib.suppress(asyncpg.PostgresError):
-                    await connection.fetch(statement, *[None] * parameters)
-            finally:
-                await transaction.rollback()
+        transaction = connection.transaction()
+        await transaction.start()
+        try:
+            for statement, arguments in writes():
+                await connection.fetch(statement, *arguments)
+        finally:
+            await transaction.rollback()
 
     await on_every_connection(pool, rehearse)
 

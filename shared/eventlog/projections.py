@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import msgspec
@@ -132,13 +132,18 @@ def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
     )
 
 
-#: The preconditions a resource stream's append carries: none, or a create's caps of either
-#: holder. Their values stand for any (``EventStore.rehearse_appends`` needs only their number:
-#: five, as ``caps_precondition`` gives them).
-_RESOURCE_APPEND_PRECONDITIONS = (
-    None,
-    *(Precondition(sql, (None,) * 5) for sql in (_CAPS_CHECK_ANONYMOUS, _CAPS_CHECK_BY_ACCOUNT)),
-)
+def _rehearsed_appends() -> list[tuple[str, Precondition | None]]:
+    """A resource stream's append, once for each precondition it carries, on streams of its own.
+
+    None, and a create's caps of either holder, with caps no rehearsal reaches (no row has its
+    holders), so that each is written as a create's append would be (``rehearse_appends``).
+    """
+    rehearsals: list[tuple[str, Precondition | None]] = [(resource_stream(uuid4()), None)]
+    for sql, holder in ((_CAPS_CHECK_ANONYMOUS, "rehearsal"), (_CAPS_CHECK_BY_ACCOUNT, uuid4())):
+        resource_id = uuid4()
+        values = (holder, ResourceKind.REDIS.value, 1, 1, resource_id)
+        rehearsals.append((resource_stream(resource_id), Precondition(sql, values)))
+    return rehearsals
 
 
 async def rehearse_resource_appends(store: EventStore) -> None:
@@ -148,7 +153,7 @@ async def rehearse_resource_appends(store: EventStore) -> None:
     request waits: the first burst after a worker's start met one such connection per create in
     flight (bench/README.md).
     """
-    await store.rehearse_appends(resource_stream(UUID(int=0)), _RESOURCE_APPEND_PRECONDITIONS)
+    await store.rehearse_appends(_rehearsed_appends)
 
 
 def held(refused: AppendRefusedError) -> tuple[int, int]:

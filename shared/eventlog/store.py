@@ -96,7 +96,28 @@ WITH appended AS (
 ){projected}
 SELECT position FROM appended{checked} ORDER BY version
 """
-_APPEND_PARAMETERS = 8
+
+
+def _arguments(
+    stream_id: str,
+    expected_version: int,
+    appended: Sequence[RecordedEvent],
+    *,
+    command_id: UUID,
+    correlation_id: str,
+    recorded_at: datetime,
+) -> list[Any]:
+    """``_APPEND``'s own arguments, for ``appended`` after ``expected_version``."""
+    return [
+        stream_id,
+        expected_version,
+        [e.event_id for e in appended],
+        [event_type(e.event) for e in appended],
+        [encode_event(e.event) for e in appended],
+        command_id,
+        correlation_id,
+        recorded_at,
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,16 +335,14 @@ class EventStore:
             stream_id,
             [*before, *appended],
             write.precondition,
-            [
+            _arguments(
                 stream_id,
                 expected_version,
-                [e.event_id for e in appended],
-                [event_type(event) for event in stored],
-                [encode_event(event) for event in stored],
-                write.command_id,
-                write.correlation_id,
-                recorded_at,
-            ],
+                appended,
+                command_id=write.command_id,
+                correlation_id=write.correlation_id,
+                recorded_at=recorded_at,
+            ),
         )
         async with platform_errors():
             rows = await self._pool.fetch(statement, *arguments)
@@ -359,24 +378,38 @@ class EventStore:
         return _APPEND.format(projected=projected, checked=checked), arguments
 
     async def rehearse_appends(
-        self, stream_id: str, preconditions: Sequence[Precondition | None]
+        self, appends: Callable[[], Sequence[tuple[str, Precondition | None]]]
     ) -> None:
-        """Rehearse, on every pooled connection, the append to a stream like ``stream_id``.
+        """Rehearse appends on every pooled connection: written, then rolled back.
 
-        One statement for each of ``preconditions`` (only their SQL and number of values
-        matter), rolled back (``pgpool.rehearse_writes``). For an append that is one statement;
-        a stream whose appends run in a transaction is left as it is.
+        ``appends`` gives each connection its ``(stream id, precondition)`` pairs; each is an
+        append of no events at version 0, the statement a real append to such a stream with
+        such a precondition runs (``pgpool.rehearse_writes``). Streams whose appends run in a
+        transaction are left out.
         """
-        if any(p.handles(stream_id) for p in self._projections):
-            return
-        statements = []
-        for precondition in preconditions:
-            statement, arguments = self._statement(
-                stream_id, [], precondition, [None] * _APPEND_PARAMETERS
-            )
-            statements.append((statement, len(arguments)))
+        now = datetime.now(UTC)
+
+        def writes() -> list[tuple[str, list[Any]]]:
+            return [
+                self._statement(
+                    stream_id,
+                    [],
+                    precondition,
+                    _arguments(
+                        stream_id,
+                        0,
+                        [],
+                        command_id=uuid.uuid4(),
+                        correlation_id="rehearsal",
+                        recorded_at=now,
+                    ),
+                )
+                for stream_id, precondition in appends()
+                if not any(p.handles(stream_id) for p in self._projections)
+            ]
+
         async with platform_errors():
-            await rehearse_writes(self._pool, statements)
+            await rehearse_writes(self._pool, writes)
 
     async def _append_in_transaction(self, write: _Append) -> list[RecordedEvent]:
         stream_id = write.stream_id

@@ -13,8 +13,8 @@ session setting outlives a release, and a transaction left open does not.
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
+import asyncpg
 import pytest
 
 from shared.contracts.kinds import Caps
@@ -29,9 +29,6 @@ from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
 from shared.pgpool import open_pool, rehearse_writes, warm_pool
 from shared.testing.factories import provision_command, provision_requested
-
-if TYPE_CHECKING:
-    import asyncpg
 
 pytestmark = pytest.mark.integration
 
@@ -139,15 +136,23 @@ async def test_a_rehearsed_write_runs_on_every_connection_and_is_rolled_back(
     pool = await open_pool(env["SPINUP_PLATFORM_DSN"], size=2)
     table = f"rehearsal_{uuid.uuid4().hex}"
     try:
-        await pool.execute(f"CREATE TABLE {table} (backend int NOT NULL)")
-        # Succeeds with NULL (coalesce), and would leave a row per connection if committed.
-        write = f"INSERT INTO {table} SELECT coalesce($1::int, pg_backend_pid())"
-        # Fails on its NULL: ignored, as a rehearsal's NULLs may well break a constraint.
-        failing = f"INSERT INTO {table} VALUES ($1)"
-        await rehearse_writes(pool, [(write, 1), (failing, 1)])
+        await pool.execute(f"CREATE TABLE {table} (id uuid PRIMARY KEY, backend int NOT NULL)")
+        write = f"INSERT INTO {table} VALUES ($1, pg_backend_pid())"
+        given: list[uuid.UUID] = []
+
+        def writes() -> list[tuple[str, list[uuid.UUID]]]:
+            given.append(uuid.uuid4())
+            return [(write, [given[-1]])]
+
+        await rehearse_writes(pool, writes)
+        assert len(set(given)) == 2  # one call per connection, each its own key
         assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0
         prepared = await _prepared(pool, f"INSERT INTO {table}%")
-        assert prepared[0] == prepared[1] == {write, failing}
+        assert prepared[0] == prepared[1] == {write}
+
+        # A rehearsal that fails is what the real write would meet: it is raised, not hidden.
+        with pytest.raises(asyncpg.NotNullViolationError):
+            await rehearse_writes(pool, lambda: [(write, [None])])
     finally:
         await pool.execute(f"DROP TABLE IF EXISTS {table}")
         await pool.close()
