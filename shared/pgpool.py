@@ -74,8 +74,9 @@ async def rehearse_writes(
     prepares the statement (a round trip, and the server's parsing), and the server's executor
     sets up what it touches for the first time in that session. For the event log's append (a
     ``WITH`` of several data-modifying parts) a burst of first appends on fresh connections took
-    about twice as long (bench/README.md). Rolled back, a rehearsal leaves nothing but the
-    prepared statements, which asyncpg keeps for the first real run of the same text.
+    three times as long as the burst after it (bench/README.md). Rolled back, a rehearsal
+    leaves nothing but the prepared statements, which asyncpg keeps for the first real run of
+    the same text.
 
     ``writes`` gives each connection its ``(statement, arguments)``: its own, so that two
     connections writing the same key do not wait for each other's rollback. They must succeed:

@@ -135,8 +135,8 @@ def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
 def _rehearsed_appends() -> list[tuple[str, Precondition | None]]:
     """A resource stream's append, once for each precondition it carries, on streams of its own.
 
-    None, and a create's caps of either holder, with caps no rehearsal reaches (no row has its
-    holders), so that each is written as a create's append would be (``rehearse_appends``).
+    None, and a create's caps of either holder: caps of one, which pass (no row has a
+    rehearsal's holder), so that each is written as a create's append is (``rehearse_appends``).
     """
     rehearsals: list[tuple[str, Precondition | None]] = [(resource_stream(uuid4()), None)]
     for sql, holder in ((_CAPS_CHECK_ANONYMOUS, "rehearsal"), (_CAPS_CHECK_BY_ACCOUNT, uuid4())):
