@@ -35,6 +35,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 KEEP_IDLE_CONNECTIONS = 0.0
 
 
+#: How long closing a connection may wait for the server. A graceful close first waits for the
+#: server to acknowledge a statement cancelled on that connection (a stopping relay's wait for
+#: its lock, say), and a server or network that lost the cancel request never does: unbounded,
+#: a gateway's stop hung until it was killed (asyncpg#1356). Past it the connection is dropped.
+CLOSE_TIMEOUT_S = 2.0
+
+
 async def open_pool(dsn: str, *, size: int) -> asyncpg.Pool:
     """A pool of ``size`` connections, all opened now, kept while idle, released without reset.
 

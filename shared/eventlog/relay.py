@@ -37,6 +37,7 @@ from shared.eventlog.schema import RELAY_LOCK
 from shared.eventlog.store import read_committed_after
 from shared.eventlog.stream import ensure_events_stream
 from shared.pgerrors import CONNECTION_ERRORS
+from shared.pgpool import CLOSE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -134,7 +135,7 @@ class Relay:
                 with contextlib.suppress(Exception):
                     await subscription.unsubscribe()
             with contextlib.suppress(Exception):
-                await conn.close()
+                await conn.close(timeout=CLOSE_TIMEOUT_S)
 
     async def _on_nudge(self, _message: Any) -> None:  # noqa: ANN401  (nats.aio.msg.Msg)
         self._wake.set()

@@ -55,6 +55,7 @@ from shared.eventlog.errors import ConcurrencyConflictError
 from shared.eventlog.schema import NOTIFIER_LOCK
 from shared.naming import notification_stream
 from shared.pgerrors import CONNECTION_ERRORS
+from shared.pgpool import CLOSE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -135,7 +136,7 @@ class Notifier:
                 task.cancel()
             self._in_flight.clear()
             with contextlib.suppress(Exception):
-                await conn.close()
+                await conn.close(timeout=CLOSE_TIMEOUT_S)
 
     # -- queueing ----------------------------------------------------------------------------
 
