@@ -42,6 +42,7 @@ from shared.contracts.subjects import (
     STACK_UPLOADS_BUCKET,
     Endpoint,
 )
+from shared.runtime import set_within
 
 if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
@@ -621,10 +622,8 @@ class _Credit:
             if sent - self.consumed < window:
                 return
             self._changed.clear()
-            try:
-                await asyncio.wait_for(self._changed.wait(), idle_s)
-            except TimeoutError:
-                raise _StreamAbortedError("receiver_silent") from None
+            if not await set_within(self._changed, idle_s):
+                raise _StreamAbortedError("receiver_silent")
 
 
 async def ensure_stack_stores(js: JetStreamContext) -> None:

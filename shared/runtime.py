@@ -34,6 +34,22 @@ async def connect_with_retry(
     raise AssertionError  # unreachable: the loop returns or raises
 
 
+async def set_within(event: asyncio.Event, timeout_s: float) -> bool:
+    """Whether ``event`` is set within ``timeout_s`` seconds.
+
+    Not ``asyncio.wait_for(event.wait(), timeout_s)``: on Python 3.11 that swallows a
+    cancellation delivered in the loop turn the event is set in (python/cpython#86296, fixed in
+    3.12), and a background loop waiting that way when its process stops runs on, so the stop
+    hangs until the process is killed.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 @contextlib.asynccontextmanager
 async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
     """Run ``work`` as a task while the block runs; at its end, cancel it and wait for it."""

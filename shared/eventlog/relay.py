@@ -38,6 +38,7 @@ from shared.eventlog.store import read_committed_after
 from shared.eventlog.stream import ensure_events_stream
 from shared.pgerrors import CONNECTION_ERRORS
 from shared.pgpool import CLOSE_TIMEOUT_S
+from shared.runtime import set_within
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -123,13 +124,11 @@ class Relay:
                     await self._measure_lag(conn)
                     next_record = time.monotonic() + _RECORD_EVERY_S
                 if relayed < self._batch_size:
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-                    except TimeoutError:
+                    if await set_within(self._wake, self._poll_interval):
+                        await asyncio.sleep(self._linger)
+                    else:
                         await self._record_cursor(conn)
                         await self._measure_lag(conn)
-                    else:
-                        await asyncio.sleep(self._linger)
         finally:
             if subscription is not None:
                 with contextlib.suppress(Exception):

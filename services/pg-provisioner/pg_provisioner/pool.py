@@ -57,6 +57,7 @@ from shared.naming import (
     pool_name,
     pool_stream,
 )
+from shared.runtime import set_within
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -260,8 +261,7 @@ class WarmPool:
                 if wait > 0:
                     # Woken by each take, which may leave the pool at its reserve.
                     self._wanted.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wanted.wait(), wait)
+                    await set_within(self._wanted, wait)
                     continue
                 while (
                     len(self._ready) + self._filling < self._size
@@ -272,10 +272,7 @@ class WarmPool:
                     fills.add(task)
                     task.add_done_callback(fills.discard)
                 self._wanted.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._wanted.wait(), max(0.0, next_reconcile - time.monotonic())
-                    )
+                await set_within(self._wanted, max(0.0, next_reconcile - time.monotonic()))
         finally:
             for task in fills:
                 task.cancel()
