@@ -284,7 +284,10 @@ async def probe_backend(
         was_up = True
         while True:
             try:
-                await asyncio.wait_for(exists(_PROBE_ID), BACKEND_PROBE_TIMEOUT_S)
+                # Not asyncio.wait_for, which on Python 3.11 can lose the stop's cancellation
+                # (``shared.runtime.set_within`` says how), leaving this loop running.
+                async with asyncio.timeout(BACKEND_PROBE_TIMEOUT_S):
+                    await exists(_PROBE_ID)
             except Exception as exc:  # noqa: BLE001  (any failure means the backend is not usable)
                 if was_up:
                     log.warning("worker.backend.down", kind=driver.kind.value, error=repr(exc))
