@@ -95,7 +95,7 @@ def _caps_check(holder: str) -> str:
     """A create's caps, checked by the append of its intent (docs/adr/0040).
 
     It goes ahead only while both counts are below their caps. Parameters as
-    ``caps_precondition`` gives them.
+    ``_caps_of`` gives them.
     """
     counts = _count_held(holder, ["${p0}", "${p1}", "${p2}", "${p3}"], own=" AND id <> ${p4}")
     return (
@@ -107,6 +107,8 @@ def _caps_check(holder: str) -> str:
 
 _CAPS_CHECK_ANONYMOUS = _caps_check(_HOLDER_ANONYMOUS)
 _CAPS_CHECK_BY_ACCOUNT = _caps_check(_HOLDER_ACCOUNT)
+#: The caps of a rehearsed append: one, which passes, since no row has a rehearsal's holder.
+_REHEARSAL_CAP = 1
 
 
 def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
@@ -115,34 +117,40 @@ def caps_precondition(command: ProvisionResource, caps: Caps) -> Precondition:
     When it refuses, ``AppendRefusedError.detail`` is ``{"live": n, "today": n}`` (``held``).
     The resource itself is not counted: a retry of a create that failed made it once already.
     """
-    holder: UUID | str
-    if command.account_id is not None:
-        sql, holder = _CAPS_CHECK_BY_ACCOUNT, command.account_id
-    else:
-        sql, holder = _CAPS_CHECK_ANONYMOUS, command.fingerprint
-    return Precondition(
-        sql,
-        (
-            holder,
-            command.kind.value,
-            caps.active_per_kind,
-            caps.provisions_per_day,
-            command.resource_id,
-        ),
+    holder = command.account_id if command.account_id is not None else command.fingerprint
+    return _caps_of(
+        holder,
+        command.kind,
+        command.resource_id,
+        live=caps.active_per_kind,
+        today=caps.provisions_per_day,
     )
+
+
+def _caps_of(
+    holder: UUID | str, kind: ResourceKind, resource_id: UUID, *, live: int, today: int
+) -> Precondition:
+    """The caps check of ``holder``, an account (its id) or a network (its fingerprint).
+
+    ``live`` and ``today`` are its caps: live resources of ``kind``, resources made in a day.
+    """
+    sql = _CAPS_CHECK_BY_ACCOUNT if isinstance(holder, UUID) else _CAPS_CHECK_ANONYMOUS
+    return Precondition(sql, (holder, kind.value, live, today, resource_id))
 
 
 def _rehearsed_appends() -> list[tuple[str, Precondition | None]]:
     """A resource stream's append, once for each precondition it carries, on streams of its own.
 
-    None, and a create's caps of either holder: caps of one, which pass (no row has a
-    rehearsal's holder), so that each is written as a create's append is (``rehearse_appends``).
+    None, and a create's caps of either holder (``_REHEARSAL_CAP``), so that each is written as a
+    create's append is (``rehearse_appends``).
     """
     rehearsals: list[tuple[str, Precondition | None]] = [(resource_stream(uuid4()), None)]
-    for sql, holder in ((_CAPS_CHECK_ANONYMOUS, "rehearsal"), (_CAPS_CHECK_BY_ACCOUNT, uuid4())):
+    for holder in ("rehearsal", uuid4()):
         resource_id = uuid4()
-        values = (holder, ResourceKind.REDIS.value, 1, 1, resource_id)
-        rehearsals.append((resource_stream(resource_id), Precondition(sql, values)))
+        caps = _caps_of(
+            holder, ResourceKind.REDIS, resource_id, live=_REHEARSAL_CAP, today=_REHEARSAL_CAP
+        )
+        rehearsals.append((resource_stream(resource_id), caps))
     return rehearsals
 
 

@@ -287,7 +287,7 @@ class EventStore:
         started = time.perf_counter()
         try:
             with tracing.span("eventlog.append", attributes={"spinup.events": len(events)}):
-                if any(p.handles(stream_id) for p in self._projections):
+                if self._in_transaction(stream_id):
                     recorded = await self._append_in_transaction(write)
                 else:
                     recorded = await self._append_in_one_statement(write, prior)
@@ -301,6 +301,10 @@ class EventStore:
             with contextlib.suppress(Exception):
                 await self._nudge()
         return recorded
+
+    def _in_transaction(self, stream_id: str) -> bool:
+        """Whether appends to ``stream_id`` run in a transaction (a projection reads its tables)."""
+        return any(p.handles(stream_id) for p in self._projections)
 
     async def _append_in_one_statement(
         self, write: _Append, prior: Sequence[RecordedEvent] | None
@@ -405,7 +409,7 @@ class EventStore:
                     ),
                 )
                 for stream_id, precondition in appends()
-                if not any(p.handles(stream_id) for p in self._projections)
+                if not self._in_transaction(stream_id)
             ]
 
         async with platform_errors():
