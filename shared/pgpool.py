@@ -105,10 +105,19 @@ async def rehearse_writes(
 async def on_every_connection(
     pool: asyncpg.Pool, action: Callable[[PoolConnectionProxy[asyncpg.Record]], Awaitable[object]]
 ) -> None:
-    """Run ``action`` on every connection of ``pool`` at once, each held by it meanwhile."""
+    """Run ``action`` on every connection of ``pool`` at once, each held by it meanwhile.
+
+    Every action ends before any connection goes back, also when one fails (its error is raised
+    then): a connection released while another action still runs on it is refused by asyncpg.
+    """
     connections = [await pool.acquire() for _ in range(pool.get_size())]
     try:
-        await asyncio.gather(*(action(connection) for connection in connections))
+        results = await asyncio.gather(
+            *(action(connection) for connection in connections), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
     finally:
         for connection in connections:
             await pool.release(connection)
