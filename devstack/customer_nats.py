@@ -130,6 +130,8 @@ class CustomerNatsServer(Server):
             f'  dir: "{self.data_dir / "jwt"}"\n'
             # Needed for $SYS.REQ.CLAIMS.DELETE, which is how a tenant's account goes away.
             "  allow_delete: true\n"
+            # Removed, not kept as <key>.jwt.deleted for ever: the event log is the record.
+            "  hard_delete: true\n"
             '  interval: "2m"\n'
             '  timeout: "1.9s"\n'
             "}\n"

@@ -402,3 +402,31 @@ async def test_changes_refuse_the_system_account(
         with pytest.raises(DropRefusedError):
             await change(rid, LIMITS)
     assert not await queue_driver.exists(rid)
+
+
+def _on_disk(stack: Stack, account: str) -> list[str]:
+    """Every file or directory of the customer NATS server's data that names ``account``."""
+    data_dir = stack.servers["customer-nats"].data_dir
+    return sorted(str(p.relative_to(data_dir)) for p in data_dir.rglob("*") if account in p.name)
+
+
+async def test_delete_leaves_nothing_of_the_account_on_the_servers_disk(
+    queue_driver: NatsAccountDriver, stack: Stack
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await queue_driver.create(rid, LIMITS)
+    client = await connect_nats_tenant(credentials)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name="ORDERS", subjects=["orders.>"], storage=StorageType.FILE)
+        await js.publish("orders.one", b"a tenant's data")
+        kv = await js.create_key_value(bucket="settings")
+        await kv.put("theme", b"dark")
+    finally:
+        await client.close()
+    account = credentials.account
+    assert any("jetstream" in path for path in _on_disk(stack, account))
+
+    await queue_driver.delete(rid)
+
+    assert _on_disk(stack, account) == []

@@ -8,9 +8,11 @@ system account. Limits live in the account JWT and the server enforces them (con
 JetStream streams, consumers, storage, payload).
 
 The account JWT is pushed with ``$SYS.REQ.CLAIMS.UPDATE``; a delete is an operator-signed generic
-claim on ``$SYS.REQ.CLAIMS.DELETE`` (the resolver needs ``allow_delete``). Known cost, nothing to
-fix yet: every reconnect attempt of a deleted account's client costs the server a resolver fetch
-that times out after 1.9 s (``Account fetch failed: fetching jwt timed out`` in its log).
+claim on ``$SYS.REQ.CLAIMS.DELETE`` (the resolver needs ``allow_delete``), then a purge of the
+account's streams, which the claim delete alone leaves on disk (docs/backends.md). Known cost,
+nothing to fix yet: every reconnect attempt of a deleted account's client costs the server a
+resolver fetch that times out after 1.9 s (``Account fetch failed: fetching jwt timed out`` in its
+log).
 
 Users are not stored either: issuing one (create, rotate) revokes every earlier user of the
 account with a ``"*"`` revocation in the account JWT, which the server applies to new logins and
@@ -72,6 +74,9 @@ _RECONNECT_POLL_S = 0.05
 _UPDATE_SUBJECT = "$SYS.REQ.CLAIMS.UPDATE"
 _DELETE_SUBJECT = "$SYS.REQ.CLAIMS.DELETE"
 _LOOKUP_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.CLAIMS.LOOKUP"
+#: JetStream's removal of every stream of an account, from the system account: what deleting the
+#: account's JWT leaves on the server's disk (``{"initiated": true}`` or ``{"error": {...}}``).
+_PURGE_SUBJECT = "$JS.API.ACCOUNT.PURGE.{account}"
 #: The full resolver's list of every account it holds: ``{"data": [<account key>, ...]}``.
 _LIST_SUBJECT = "$SYS.REQ.CLAIMS.LIST"
 _JSZ_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.JSZ"
@@ -447,7 +452,7 @@ class NatsAccountDriver:
         """Nothing to undo: ``block_writes`` changes nothing (the server enforces the quota)."""
 
     async def delete(self, resource_id: UUID) -> None:
-        """Delete the tenant's account (closing its connections); a missing one is fine.
+        """Delete the tenant's account (closing its connections) and its data; none is fine.
 
         Raises:
             DropRefusedError: the derived key is the system account (never expected).
@@ -455,6 +460,33 @@ class NatsAccountDriver:
         account = self._tenant_account(resource_id).public_key
         claim = natsjwt.delete_accounts_claim(self._operator, [account])
         await self._system_request(_DELETE_SUBJECT, claim, "deleted")
+        await self._purge_streams(account)
+
+    async def _purge_streams(self, account: str) -> None:
+        """Remove every stream of a deleted account, with its data, from the server's disk.
+
+        Deleting the JWT cuts the account off but only stops its streams: nats-server keeps their
+        files (and would for ever). Purged after the JWT is gone, so no tenant connection can
+        make a stream in between; a purge of an account with nothing stored is a no-op.
+        """
+        async with self._backend_errors("deleted"):
+            reply = await self._system.request(
+                _PURGE_SUBJECT.format(account=account), b"", timeout=self._timeout
+            )
+        try:
+            body = json.loads(reply.data)
+        except ValueError:
+            body = {}
+        if isinstance(body, dict) and body.get("initiated") is True:
+            return
+        error = body.get("error") if isinstance(body, dict) else None
+        code = error.get("err_code") if isinstance(error, dict) else None
+        log.warning("queue_provisioner.backend.purge_refused", account=account, code=code)
+        msg = (
+            f"NATS did not remove the deleted account's streams (code {code}); its credentials"
+            " no longer work, and the delete is to be retried to remove its data."
+        )
+        raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
 
     # -- export and suspend (docs/adr/0030, docs/export-formats.md) ----------------------------
 
