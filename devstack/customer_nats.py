@@ -36,6 +36,13 @@ _SYSTEM_USER_CREDS = "system_user.creds"
 #: it (ADR 0025; tests/unit/test_first_try_limits.py). An account allowing less than the server
 #: advertises sees a bigger publish leave the client and lose its connection.
 MAX_PAYLOAD_KB = 1024
+#: The memory and file store JetStream has here for the tenants' streams.
+JETSTREAM_MEMORY_STORE_MB = 256
+JETSTREAM_FILE_STORE_MB = 2048
+#: How many times that store the server may promise in account limits (ADR 0050): a standalone
+#: nats-server reserves each account's limits as it enables JetStream for it and refuses an
+#: account past ``max_*_store``, so the ceilings it is given are what it has times this.
+JETSTREAM_OVERCOMMIT = 64
 
 
 class CustomerNatsServer(Server):
@@ -120,8 +127,8 @@ class CustomerNatsServer(Server):
             f"max_payload: {MAX_PAYLOAD_KB * 1024}\n"
             "jetstream {\n"
             f'  store_dir: "{self.data_dir / "js"}"\n'
-            "  max_memory_store: 256MB\n"
-            "  max_file_store: 2GB\n"
+            f"  max_memory_store: {JETSTREAM_MEMORY_STORE_MB * JETSTREAM_OVERCOMMIT}MB\n"
+            f"  max_file_store: {JETSTREAM_FILE_STORE_MB * JETSTREAM_OVERCOMMIT}MB\n"
             "}\n"
             f"operator: {read[_OPERATOR_JWT]}\n"
             f"system_account: {system}\n"

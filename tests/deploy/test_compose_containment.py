@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from devstack.customer_nats import JETSTREAM_OVERCOMMIT
 from devstack.images import SERVICE_IMAGES
 from devstack.mongo import SecantusServer
 from tests.deploy.compose_files import COMPOSE_DIR, rendered
@@ -323,3 +325,18 @@ def test_nats_monitoring_listens_on_loopback_only() -> None:
             key, _, value = line.partition(":")
             if key.strip() in {"http", "http_port", "https", "https_port"}:
                 assert value.strip().startswith("127.0.0.1:"), (name, line)
+
+
+def test_customer_nats_promises_the_dev_stacks_overcommit_of_what_it_has() -> None:
+    # ADR 0050: the ceilings are what the server has (its comment) times JETSTREAM_OVERCOMMIT.
+    text = (COMPOSE_DIR / "config" / "customer-nats.conf").read_text()
+    has = re.search(
+        r"# The store JetStream has here: (\d+) GB of memory and (\d+) GB of disk", text
+    )
+    assert has is not None
+    memory_gb, disk_gb = (int(group) for group in has.groups())
+    ceilings = dict(
+        re.findall(r"^\s*(max_memory_store|max_file_store): (\d+)MB$", text, re.MULTILINE)
+    )
+    assert int(ceilings["max_memory_store"]) == memory_gb * 1024 * JETSTREAM_OVERCOMMIT
+    assert int(ceilings["max_file_store"]) == disk_gb * 1024 * JETSTREAM_OVERCOMMIT

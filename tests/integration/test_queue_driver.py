@@ -1,12 +1,14 @@
 import asyncio
 import uuid
 
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.js.api import DiscardPolicy, StorageType
 from nats.js.errors import APIError
 
+from devstack.customer_nats import JETSTREAM_FILE_STORE_MB
 from devstack.stack import Stack
 from queue_provisioner.driver import KIB, MIB, NatsAccountDriver
 from shared import natsjwt
@@ -430,3 +432,29 @@ async def test_delete_leaves_nothing_of_the_account_on_the_servers_disk(
     await queue_driver.delete(rid)
 
     assert _on_disk(stack, account) == []
+
+
+async def test_tenants_whose_limits_add_up_past_the_servers_storage_all_get_jetstream(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    # A standalone nats-server reserves every account's limits as it enables JetStream for it,
+    # against max_file_store and max_memory_store: past them, a new tenant's JetStream is
+    # refused ("no responders"). The server's ceilings are what it may promise (ADR 0050), so
+    # tenants whose limits add up to more than the store the server has still get JetStream.
+    share = JETSTREAM_FILE_STORE_MB // 2 + 1
+    large = msgspec.structs.replace(LIMITS, disk_storage_mb=share, memory_storage_mb=1)
+    rids = [uuid.uuid4() for _ in range(3)]
+    try:
+        for index, rid in enumerate(rids):
+            client = await connect_nats_tenant(await queue_driver.create(rid, large))
+            try:
+                js = client.jetstream()
+                await js.add_stream(name="ORDERS", subjects=["orders.>"])
+                await js.publish("orders.one", b"in")
+                info = await js.account_info()
+                assert info.limits.max_storage == share * MIB, index
+            finally:
+                await client.close()
+    finally:
+        for rid in rids:
+            await queue_driver.delete(rid)
