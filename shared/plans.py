@@ -147,6 +147,10 @@ def _positive(path: str, section: msgspec.Struct) -> None:
             continue  # an allowance left out (or set to 0): none allowed
         if isinstance(value, bool | tuple):
             continue  # a switch or a list, not an amount
+        if value <= 0 and value == field.default:
+            # A default below 0 only decodes limits recorded before the field existed.
+            msg = f"{path}.{field.name} is missing: a positive number"
+            raise PlanError(msg)
         if value <= 0:
             msg = f"{path}.{field.name} must be positive, got {value}"
             raise PlanError(msg)

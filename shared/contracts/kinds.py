@@ -83,7 +83,11 @@ class MongoLimits(msgspec.Struct, frozen=True, kw_only=True, tag="mongo"):
 
 
 class NatsLimits(msgspec.Struct, frozen=True, kw_only=True, tag="nats"):
-    """Per-account limits, enforced by the NATS server from the account JWT."""
+    """Per-account limits, enforced by the NATS server from the account JWT.
+
+    ``subscriptions_per_connection`` is -1 (none, as the server had it) in limits recorded
+    before it existed (docs/adr/0051).
+    """
 
     connections: int
     streams: int
@@ -91,6 +95,7 @@ class NatsLimits(msgspec.Struct, frozen=True, kw_only=True, tag="nats"):
     memory_storage_mb: int
     disk_storage_mb: int
     max_payload_kb: int
+    subscriptions_per_connection: int = -1
 
 
 class S3Limits(msgspec.Struct, frozen=True, kw_only=True, tag="s3"):

@@ -236,6 +236,32 @@ async def test_connection_count_from_the_plan_is_enforced_by_the_server(
             await client.close()
 
 
+async def test_subscriptions_per_connection_from_the_plan_are_enforced_by_the_server(
+    http: httpx.AsyncClient,
+) -> None:
+    queue = await new_resource(http, "queue")
+    limit = queue["limits"]["subscriptions_per_connection"]
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    async def quiet(exc: Exception) -> None:
+        pass  # the refusal is what this test provokes
+
+    client = await connect(queue, closed_cb=on_closed, error_cb=quiet)
+    try:
+        for index in range(limit):
+            await client.subscribe(f"orders.{index}")
+        await client.flush()
+        assert client.is_connected
+        await client.subscribe("orders.one_more")
+        await asyncio.wait_for(closed.wait(), timeout=5)
+        assert "maximum subscriptions exceeded" in str(client.last_error).lower()
+    finally:
+        await client.close()
+
+
 async def test_payload_limit_is_what_the_client_is_told_and_the_server_holds_it(
     http: httpx.AsyncClient,
 ) -> None:

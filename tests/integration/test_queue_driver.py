@@ -5,6 +5,7 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.client import RawCredentials
 from nats.js.api import DiscardPolicy, StorageType
 from nats.js.errors import APIError
 
@@ -31,6 +32,7 @@ LIMITS = NatsLimits(
     memory_storage_mb=1,
     disk_storage_mb=2,
     max_payload_kb=8,
+    subscriptions_per_connection=50,
 )
 
 
@@ -41,6 +43,7 @@ BIGGER = NatsLimits(
     memory_storage_mb=2,
     disk_storage_mb=4,
     max_payload_kb=16,
+    subscriptions_per_connection=60,
 )
 # Below every plan's max_payload_kb, so a publish is never refused for its size alone.
 CHUNK = 8000
@@ -458,3 +461,54 @@ async def test_tenants_whose_limits_add_up_past_the_servers_storage_all_get_jets
     finally:
         for rid in rids:
             await queue_driver.delete(rid)
+
+
+async def test_a_connection_holds_no_more_subscriptions_than_its_plan_allows(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    # Each subscription holds about 3.5 KB of the shared server's memory: unbounded, one tenant
+    # took the server past 1.7 GB with 500,000 of them (ADR 0051).
+    limits = msgspec.structs.replace(LIMITS, subscriptions_per_connection=5)
+    rid = uuid.uuid4()
+    credentials = await queue_driver.create(rid, limits)
+    refused: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        refused.append(str(exc))
+
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    client = NatsClient()
+    await client.connect(
+        credentials.connection_url,
+        user_credentials=RawCredentials(credentials.creds),
+        allow_reconnect=False,
+        error_cb=on_error,
+        closed_cb=on_closed,
+    )
+    other = await connect_nats_tenant(credentials)
+    try:
+        held = [await client.subscribe(f"topic.{n}") for n in range(5)]
+        await client.flush()
+        await other.publish("topic.4", b"hello")
+        await other.flush()
+        assert (await held[4].next_msg(timeout=2)).data == b"hello"
+        assert refused == []
+
+        await client.subscribe("topic.5")
+        # The server refuses the sixth with -ERR, on which nats-py (as other clients) closes.
+        await asyncio.wait_for(closed.wait(), timeout=5)
+        assert "maximum subscriptions exceeded" in str(client.last_error).lower()
+
+        # Per connection, as nats-server applies it: another connection has its own five.
+        second = [await other.subscribe(f"topic.{n}") for n in range(5)]
+        await other.flush()
+        await other.publish("topic.4", b"again")
+        assert (await second[4].next_msg(timeout=2)).data == b"again"
+    finally:
+        await other.close()
+        await client.close()
+        await queue_driver.delete(rid)

@@ -19,7 +19,7 @@ tiers:
     redis: {memory_mb: 1}
     mongo: {storage_mb: 1}
     nats: {connections: 1, streams: 1, consumers: 1, memory_storage_mb: 1, disk_storage_mb: 1,
-           max_payload_kb: 1}
+           max_payload_kb: 1, subscriptions_per_connection: 1}
     s3: {storage_mb: 1}
     webhook: {requests_kept: 1, max_body_kb: 1}
     stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1}
@@ -32,7 +32,7 @@ tiers:
     redis: {memory_mb: 1}
     mongo: {storage_mb: 1}
     nats: {connections: 1, streams: 1, consumers: 1, memory_storage_mb: 1, disk_storage_mb: 1,
-           max_payload_kb: 1}
+           max_payload_kb: 1, subscriptions_per_connection: 1}
     s3: {storage_mb: 1}
     webhook: {requests_kept: 1, max_body_kb: 1}
     stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1}
@@ -88,3 +88,12 @@ def test_invalid_plans_are_refused_with_the_path_named(
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match="cannot read plans file"):
         load_plans(tmp_path / "absent.yaml")
+
+
+def test_a_limit_whose_default_only_reads_old_records_must_be_written() -> None:
+    # -1 is what limits recorded before the field existed decode to (ADR 0051), not a plan value.
+    text = VALID.replace(", subscriptions_per_connection: 1}", "}", 1)
+    with pytest.raises(
+        PlanError, match=r"tiers\.anon\.nats\.subscriptions_per_connection is missing"
+    ):
+        parse_plans(text)

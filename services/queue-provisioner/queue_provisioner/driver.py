@@ -103,6 +103,8 @@ def account_limits(limits: NatsLimits) -> natsjwt.AccountLimits:
     """The account JWT limits for a plan's NATS limits (sizes in bytes, JetStream on)."""
     return natsjwt.AccountLimits(
         connections=limits.connections,
+        # nats-server applies an account's subscription limit to each of its connections.
+        subscriptions=limits.subscriptions_per_connection,
         # No leaf node listener exists, and a tenant has no business bridging servers.
         leaf_connections=0,
         payload_bytes=limits.max_payload_kb * KIB,

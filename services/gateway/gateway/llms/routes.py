@@ -278,6 +278,8 @@ database and fits a default client pool. The server is PostgreSQL 18; `extension
 `uuid-ossp`...), any other fails with `extension "..." is not available`. PostgreSQL 18 also has
 `gen_random_uuid()`, `uuidv7()` and `sha256()` built in. NATS `max_payload_kb` is the
 `max_payload` the server announces to every client; streams and KV buckets need no `max_bytes`.
+NATS `subscriptions_per_connection` holds for each connection: one more subscription gets
+`maximum subscriptions exceeded`, on which the client library closes the connection.
 
 {tiers}
 """
