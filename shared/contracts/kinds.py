@@ -123,6 +123,9 @@ class StackLimits(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
     manifest may ask for less, never more. ``ttl_seconds`` shortens the tier's TTL for stacks
     (null: stacks live as long as the tier's other resources). ``internet`` lets containers and
     builds reach the public internet; without it they reach only their own stack and resources.
+    ``connections_per_endpoint`` bounds the connections the stack's containers hold at once to
+    each endpoint of its resources: a shared server's own ceiling is everyone's (docs/adr/0052);
+    -1 (none) in limits recorded before it existed.
     """
 
     services: int
@@ -132,6 +135,7 @@ class StackLimits(msgspec.Struct, frozen=True, kw_only=True, tag="stack"):
     upload_mb: int
     ttl_seconds: int | None = None
     internet: bool = False
+    connections_per_endpoint: int = -1
 
 
 Limits = (

@@ -74,6 +74,24 @@ def fetch(url):
         return [0, type(exc).__name__]
 
 
+def hold(target, count):
+    # count connections to target, one after another, held until the last, then closed
+    host, port = target.rsplit(":", 1)
+    held, outcomes = [], {}
+    for _ in range(count):
+        try:
+            held.append(socket.create_connection((host, int(port)), timeout=3))
+            outcome = "open"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except OSError as exc:
+            outcome = f"error {exc.errno}"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    for connection in held:
+        connection.close()
+    return outcomes
+
+
 def writable(path):
     try:
         with open(path, "w") as handle:
@@ -109,6 +127,7 @@ class Probe(BaseHTTPRequestHandler):
         self.answer({
             "connect": dict(zip(asked.get("connect", []), connects)),
             "fetch": dict(zip(asked.get("fetch", []), fetches)),
+            "hold": {target: hold(target, count) for target, count in asked.get("hold", {}).items()},
         })
 
 
@@ -279,7 +298,7 @@ async def stacks(stack: Stack) -> AsyncIterator[tuple[dict[str, Any], dict[str, 
             await http.delete(f"/resources/{created['token']}")
 
 
-async def ask(probe: dict[str, Any], **asked: list[str]) -> dict[str, Any]:
+async def ask(probe: dict[str, Any], **asked: Any) -> dict[str, Any]:  # noqa: ANN401  (JSON)
     async with httpx.AsyncClient(timeout=300) as client:
         answer = await client.post(probe["urls"]["probe"], json=asked)
     assert answer.status_code == 200, answer.text
@@ -323,6 +342,23 @@ async def test_only_the_stacks_own_endpoints_answer_from_its_container(
     # Refused at once by the host's rules, not left to time out.
     for target in (f"{victim_ip}:8080", *outside_host):
         assert answered["connect"][target] == "refused", target
+
+
+async def test_the_stack_holds_no_more_connections_to_a_server_than_its_plan_allows(
+    stacks: tuple[dict[str, Any], dict[str, Any]], env: dict[str, str], http: httpx.AsyncClient
+) -> None:
+    # A shared server's ceiling (Redis maxclients, MongoDB's, Postgres max_connections) is every
+    # tenant's, and connections need no credential to count against it (ADR 0052).
+    probe, _ = stacks
+    plans = (await http.get("/plans")).json()
+    allowed = plans["tiers"][plans["anonymous_tier"]]["stack"]["connections_per_endpoint"]
+    s3 = env["SPINUP_S3_PUBLIC_ENDPOINT"].removeprefix("http://")
+
+    answered = await ask(probe, hold={s3: allowed + 8})
+
+    assert answered["hold"][s3] == {"open": allowed, "refused": 8}
+    # Once they are closed, the stack has its whole allowance again.
+    assert (await ask(probe, hold={s3: allowed}))["hold"][s3] == {"open": allowed}
 
 
 async def test_seaweedfs_internals_do_not_answer_and_s3_gives_nothing_without_a_key(

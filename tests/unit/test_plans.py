@@ -22,7 +22,8 @@ tiers:
            max_payload_kb: 1, subscriptions_per_connection: 1}
     s3: {storage_mb: 1}
     webhook: {requests_kept: 1, max_body_kb: 1}
-    stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1}
+    stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1,
+            connections_per_endpoint: 1}
     export: {per_hour: 1, concurrent: 1}
   paid:
     ttl_seconds: null
@@ -35,7 +36,8 @@ tiers:
            max_payload_kb: 1, subscriptions_per_connection: 1}
     s3: {storage_mb: 1}
     webhook: {requests_kept: 1, max_body_kb: 1}
-    stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1}
+    stack: {services: 1, memory_mb: 1, cpu_millis: 1, pids: 1, upload_mb: 1,
+            connections_per_endpoint: 1}
     export: {per_hour: 1, concurrent: 1}
 """
 

@@ -304,7 +304,13 @@ class Deployer:
         await stack_log.line("deploy", f"revision {revision}: deploying {', '.join(order)}")
         backing = await self._backing_env(stack_id, manifest)
         # Only what Spinup injected names an endpoint: a manifest's own env allows nothing.
-        egress = Egress(endpoints=endpoints_of(backing.values()), internet=limits.internet)
+        egress = Egress(
+            endpoints=endpoints_of(backing.values()),
+            internet=limits.internet,
+            connections_per_endpoint=(
+                limits.connections_per_endpoint if limits.connections_per_endpoint > 0 else None
+            ),
+        )
         # Before the builds and the containers: neither ever runs without its rules.
         await self._firewall.allow(sid, egress)
         await self._engine.ensure_network(sid)

@@ -86,10 +86,15 @@ class Endpoint(msgspec.Struct, frozen=True, order=True):
 
 
 class Egress(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a stack's containers may reach beyond their own network."""
+    """Everything a stack's containers may reach beyond their own network.
+
+    ``connections_per_endpoint``: what they may hold open at once to each endpoint, all
+    containers together (None, in labels written before it: no bound).
+    """
 
     endpoints: tuple[Endpoint, ...] = ()
     internet: bool = False
+    connections_per_endpoint: int | None = None
 
 
 _encode = msgspec.json.Encoder()
@@ -225,10 +230,17 @@ def stack_rules(
     lines = ["*filter", f":{chain} - [0:0]", f"-A {chain} -o {bridge_name(stack_id)} -j ACCEPT"]
     for endpoint in sorted(set(egress.endpoints)):
         host = aliases.get(endpoint.host, endpoint.host)
-        lines += [
-            f"-A {chain} -d {address}/32 -p tcp --dport {endpoint.port} -j ACCEPT"
-            for address in _ipv4_addresses(host)
-        ]
+        for address in _ipv4_addresses(host):
+            match = f"-A {chain} -d {address}/32 -p tcp --dport {endpoint.port}"
+            if egress.connections_per_endpoint is not None:
+                # Mask 0: every container of the stack counts as one source. A shared server's
+                # connection ceiling (Redis maxclients, MongoDB's, Postgres max_connections) is
+                # every tenant's, and unauthenticated connections fill it too.
+                lines.append(
+                    f"{match} -m connlimit --connlimit-above {egress.connections_per_endpoint}"
+                    " --connlimit-mask 0 -j REJECT --reject-with tcp-reset"
+                )
+            lines.append(f"{match} -j ACCEPT")
     if egress.internet:
         for server in dns:
             lines += [
