@@ -200,7 +200,9 @@ container as `PORT`), `depends_on`, `limits{memory_mb, cpu_millis, pids}`. A sma
 PID 1 and passes SIGTERM to the app, so stop and restart do not wait out a grace period.
 `resources:` are provisioned like any resource and reach every container as `DATABASE_URL`,
 `REDIS_URL` (+ `REDIS_KEY_PREFIX`), `MONGODB_URL`,
-`NATS_URL` + `NATS_CREDS`, `S3_*` (and `<NAME>_…` for each). A bad manifest is a 400
+`NATS_URL` + `NATS_CREDS`, `S3_*` (and `<NAME>_…` for each). The stack's containers together
+hold at most the plan's `stack.connections_per_endpoint` connections to each of those servers;
+one more is reset. A bad manifest is a 400
 `invalid_manifest` naming the field and line; an upload over the plan's `upload_mb` a 413.
 `POST /deploy/new` is the one-service form: file `context` (tarball) or `Dockerfile`, fields
 `port`, `env` (KEY=VALUE lines), `command`, `resources` (e.g. `postgres,redis`).
