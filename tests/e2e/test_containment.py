@@ -127,7 +127,7 @@ class Probe(BaseHTTPRequestHandler):
         self.answer({
             "connect": dict(zip(asked.get("connect", []), connects)),
             "fetch": dict(zip(asked.get("fetch", []), fetches)),
-            "hold": {target: hold(target, count) for target, count in asked.get("hold", {}).items()},
+            "hold": {target: hold(target, n) for target, n in asked.get("hold", {}).items()},
         })
 
 
@@ -298,7 +298,7 @@ async def stacks(stack: Stack) -> AsyncIterator[tuple[dict[str, Any], dict[str, 
             await http.delete(f"/resources/{created['token']}")
 
 
-async def ask(probe: dict[str, Any], **asked: Any) -> dict[str, Any]:  # noqa: ANN401  (JSON)
+async def ask(probe: dict[str, Any], **asked: Any) -> dict[str, Any]:
     async with httpx.AsyncClient(timeout=300) as client:
         answer = await client.post(probe["urls"]["probe"], json=asked)
     assert answer.status_code == 200, answer.text
