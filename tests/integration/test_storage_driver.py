@@ -471,6 +471,31 @@ async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
     await s3_driver.delete(rid)
 
 
+async def test_delete_of_a_bucket_seaweedfs_made_read_only_drops_its_filer_conf_rule(
+    s3_driver: S3Driver,
+    http_session: aiohttp.ClientSession,
+    env: dict[str, str],
+    seaweedfs_quota_pass: Callable[[], Awaitable[str]],
+) -> None:
+    # SeaweedFS's quota pass only visits the buckets there are: the rule of a deleted one would
+    # stay in filer.conf for ever, rewritten by every pass.
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
+    tenant = tenant_client(creds, http_session)
+    chunk = os.urandom(1024 * 1024)
+    for i in range(2):
+        await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
+    deadline = time.monotonic() + 30
+    while not await read_only_in_seaweedfs(http_session, env, creds.bucket):
+        assert time.monotonic() < deadline, "SeaweedFS never made the bucket read-only"
+        await seaweedfs_quota_pass()
+        await asyncio.sleep(0.5)
+    await s3_driver.delete(rid)
+    await seaweedfs_quota_pass()
+    assert not await read_only_in_seaweedfs(http_session, env, creds.bucket)
+    await s3_driver.delete(rid)
+
+
 async def test_allow_writes_on_a_never_blocked_bucket_changes_nothing(
     s3_driver: S3Driver, http_session: aiohttp.ClientSession
 ) -> None:

@@ -877,13 +877,20 @@ class S3Driver:
             raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True) from exc
 
     async def delete(self, resource_id: UUID) -> None:
-        """Delete the identity and its keys (refused at once), then empty and drop the bucket."""
+        """Delete the identity and its keys (refused at once), then empty and drop the bucket.
+
+        Then SeaweedFS's read-only rule for the bucket, if its quota pass made one: the pass
+        visits only the buckets there are, so the rule of a dropped one stayed in filer.conf for
+        ever. After the drop, so no pass can put it back.
+        """
         bucket = guard_bucket_name(bucket_name(resource_id))
         user = guard_tenant_name(tenant_name(resource_id))
 
         async def drop() -> None:
             await self._retire_identity(bucket, user)
             await self._buckets.drop(bucket)
+            if bucket_location(bucket) in await self._read_only_locations():
+                await self._shell.drop_read_only(bucket)
 
         await self._run("deleted", drop)
 
