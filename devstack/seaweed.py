@@ -81,10 +81,22 @@ _GRPC_OFFSET = 10000
 CREDENTIAL_ROLE = "seaweedfs"
 CREDENTIAL_DATABASE = "seaweedfs"
 
-_MASTER_TOML = """\
+MASTER_TOML = """\
 # Written by devstack. One volume per collection (bucket) at a time, not seven.
 [master.volume_growth]
 copy_1 = 1
+
+# SeaweedFS's own upkeep, every 17 minutes; without this section the master runs none. The
+# filer's metadata log keeps every object's key, size and metadata (of deleted buckets too):
+# kept a day. Multipart uploads a tenant abandoned hold its bucket's space: dropped after 7 days.
+[master.maintenance]
+scripts = \"\"\"
+  lock
+  fs.log.purge -daysAgo=1
+  s3.clean.uploads -timeAgo=168h
+  unlock
+\"\"\"
+sleep_minutes = 17
 """
 
 
@@ -363,7 +375,7 @@ class SeaweedServer(Server):
         }
         write_private(self.config_path, json.dumps(config))
         # weed reads master.toml from its working directory.
-        (self.data_dir / "master.toml").write_text(_MASTER_TOML)
+        (self.data_dir / "master.toml").write_text(MASTER_TOML)
         self.spawn(
             [
                 str(weed_binary()),

@@ -18,6 +18,7 @@ import pytest
 from devstack.customer_nats import JETSTREAM_OVERCOMMIT
 from devstack.images import SERVICE_IMAGES
 from devstack.mongo import SecantusServer
+from devstack.seaweed import MASTER_TOML
 from tests.deploy.compose_files import COMPOSE_DIR, rendered
 
 PLATFORM_SERVERS = {"platform-pg", "platform-redis", "platform-nats"}
@@ -340,3 +341,14 @@ def test_customer_nats_promises_the_dev_stacks_overcommit_of_what_it_has() -> No
     )
     assert int(ceilings["max_memory_store"]) == memory_gb * 1024 * JETSTREAM_OVERCOMMIT
     assert int(ceilings["max_file_store"]) == disk_gb * 1024 * JETSTREAM_OVERCOMMIT
+
+
+def test_seaweedfs_runs_the_dev_stacks_upkeep_in_compose(config: dict[str, Any]) -> None:
+    # Without [master.maintenance] the master runs none: the filer's metadata log (every object's
+    # key and metadata, of deleted buckets too) and abandoned multipart uploads stay for ever.
+    mounts = config["services"]["seaweedfs"]["volumes"]
+    assert any(str(m).endswith(":/etc/seaweedfs/master.toml:ro") for m in mounts), mounts
+    compose_master = tomllib.loads((COMPOSE_DIR / "config" / "seaweedfs-master.toml").read_text())
+    dev_master = tomllib.loads(MASTER_TOML)
+    assert compose_master["master"]["maintenance"] == dev_master["master"]["maintenance"]
+    assert "fs.log.purge" in compose_master["master"]["maintenance"]["scripts"]

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import time
+import tomllib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
@@ -19,6 +20,7 @@ from miniopy_async.commonconfig import CopySource
 from miniopy_async.deleteobjects import DeleteObject
 from miniopy_async.error import S3Error
 
+from devstack.seaweed import MASTER_TOML
 from devstack.stack import Stack
 from shared.contracts.errors import (
     BackendUnavailableError,
@@ -536,3 +538,16 @@ async def test_server_down_is_backend_unavailable_for_every_new_operation(
     finally:
         stack.start_server("seaweed")
     assert await s3_driver.usage([rid]) == {}
+
+
+async def test_the_master_runs_seaweedfs_upkeep_and_its_script_runs(
+    admin_shell: WeedShell, stack: Stack
+) -> None:
+    # Without it the filer's metadata log (every object's key and metadata, of deleted buckets
+    # too) and abandoned multipart uploads stay for ever.
+    assert "adminScripts:" in stack.servers["seaweed"].log_path.read_text()
+    script = tomllib.loads(MASTER_TOML)["master"]["maintenance"]["scripts"]
+    assert "fs.log.purge" in script
+    assert "s3.clean.uploads" in script
+    printed = await admin_shell.run(script)
+    assert "error" not in printed.lower(), printed
