@@ -104,7 +104,9 @@ def _operator_seed(env: dict[str, str]) -> str:
     return Path(env["SPINUP_CUSTOMER_NATS_OPERATOR_SEED_FILE"]).read_text()
 
 
-async def connect_nats_driver(env: dict[str, str], url: str | None = None) -> NatsAccountDriver:
+async def connect_nats_driver(
+    env: dict[str, str], url: str | None = None, *, request_timeout: float = 2.0
+) -> NatsAccountDriver:
     """The queue-provisioner's driver on the stack's customer NATS (or ``url``)."""
     seed = _operator_seed(env)
     return await NatsAccountDriver.connect(
@@ -112,7 +114,7 @@ async def connect_nats_driver(env: dict[str, str], url: str | None = None) -> Na
         system_creds=Path(env["SPINUP_CUSTOMER_NATS_SYSTEM_CREDS"]),
         operator_seed=seed,
         public_url=env["SPINUP_CUSTOMER_NATS_PUBLIC_URL"],
-        request_timeout=2.0,
+        request_timeout=request_timeout,
         name="test-queue-driver",
     )
 

@@ -437,6 +437,23 @@ async def test_delete_leaves_nothing_of_the_account_on_the_servers_disk(
     assert _on_disk(stack, account) == []
 
 
+async def test_accounts_that_never_connected_are_deleted_within_a_short_request_timeout(
+    env: dict[str, str],
+) -> None:
+    # Once an account's JWT is gone, a purge of it waits for the resolver's fetch timeout (1.9 s)
+    # when the account never connected: the bench's deletes got 503 while the purge came second.
+    driver = await connect_nats_driver(env, request_timeout=1.0)
+    try:
+        rids = [uuid.uuid4() for _ in range(4)]
+        for rid in rids:
+            await driver.create(rid, LIMITS)
+        await asyncio.gather(*(driver.delete(rid) for rid in rids))
+        await asyncio.gather(*(driver.delete(rid) for rid in rids))  # again: nothing left
+        assert not any([await driver.exists(rid) for rid in rids])
+    finally:
+        await driver.close()
+
+
 async def test_tenants_whose_limits_add_up_past_the_servers_storage_all_get_jetstream(
     queue_driver: NatsAccountDriver,
 ) -> None:

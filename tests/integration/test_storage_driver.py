@@ -443,6 +443,20 @@ async def read_only_in_seaweedfs(
         return bucket_location(bucket) in read_only_locations(await response.text())
 
 
+async def until_read_only(
+    session: aiohttp.ClientSession,
+    env: dict[str, str],
+    bucket: str,
+    quota_pass: Callable[[], Awaitable[str]],
+) -> None:
+    """Run SeaweedFS's quota pass until it has made ``bucket`` read-only (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not await read_only_in_seaweedfs(session, env, bucket):
+        assert time.monotonic() < deadline, "SeaweedFS never made the bucket read-only"
+        await quota_pass()
+        await asyncio.sleep(0.5)
+
+
 async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
     s3_driver: S3Driver,
     http_session: aiohttp.ClientSession,
@@ -458,11 +472,7 @@ async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
     await s3_driver.block_writes(rid, usage=2 * len(chunk), quota=len(chunk))
     # SeaweedFS's own pass (run here, or the gateway's) flips the bucket read-only once the
     # master has counted the bytes.
-    deadline = time.monotonic() + 30
-    while not await read_only_in_seaweedfs(http_session, env, creds.bucket):
-        assert time.monotonic() < deadline, "SeaweedFS never made the bucket read-only"
-        await seaweedfs_quota_pass()
-        await asyncio.sleep(0.5)
+    await until_read_only(http_session, env, creds.bucket, seaweedfs_quota_pass)
     for i in range(2):
         await tenant.remove_object(creds.bucket, f"big{i}")
     # SeaweedFS's figure counts the deleted bytes for a few seconds more; allow does not wait.
@@ -487,11 +497,7 @@ async def test_delete_of_a_bucket_seaweedfs_made_read_only_drops_its_filer_conf_
     chunk = os.urandom(1024 * 1024)
     for i in range(2):
         await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
-    deadline = time.monotonic() + 30
-    while not await read_only_in_seaweedfs(http_session, env, creds.bucket):
-        assert time.monotonic() < deadline, "SeaweedFS never made the bucket read-only"
-        await seaweedfs_quota_pass()
-        await asyncio.sleep(0.5)
+    await until_read_only(http_session, env, creds.bucket, seaweedfs_quota_pass)
     await s3_driver.delete(rid)
     await seaweedfs_quota_pass()
     assert not await read_only_in_seaweedfs(http_session, env, creds.bucket)
