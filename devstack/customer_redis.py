@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets
 
 NAME = "customer-redis"
+#: The memory the server may hold, every tenant's keys and clients together: more than the
+#: largest tier's ``redis.memory_mb`` (tests/unit/test_first_try_limits.py). Redis has no limit
+#: per user, and the usage sweep finds a tenant past its quota only at its next pass.
+MAXMEMORY_MB = 8192
 ADMIN_USER = "spinup-admin"
 ACL_FILE = "users.acl"
 
@@ -106,6 +110,13 @@ class CustomerRedisServer(RedisServer):
             "enable-debug-command no\n"
             "enable-module-command no\n"
             "enable-protected-configs no\n"
+            # One tenant writing faster than the sweep finds it must not take the server out of
+            # memory with everyone's data: past maxmemory every write is refused, no key is ever
+            # evicted (any policy would drop other tenants' keys), and the clients holding the
+            # most buffers (a huge pending command, an unread subscription) are cut first.
+            f"maxmemory {MAXMEMORY_MB}mb\n"
+            "maxmemory-policy noeviction\n"
+            "maxmemory-clients 10%\n"
             f"{persistence}"
             f'dir "{self.data_dir}"\n'
             "daemonize no\n"

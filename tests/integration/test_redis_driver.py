@@ -10,11 +10,11 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, NoPermissionError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.lock import Lock
 
-from devstack.customer_redis import ADMIN_USER, NAME, CustomerRedisServer
+from devstack.customer_redis import ADMIN_USER, MAXMEMORY_MB, NAME, CustomerRedisServer
 from devstack.stack import Stack
 from redis_provisioner import driver as driver_module
 from redis_provisioner.driver import RedisDriver, key_prefix, password_hash
@@ -498,3 +498,42 @@ async def test_a_new_connection_sends_no_command_the_server_refuses(
     assert await chatty.ping()
     await chatty.aclose()
     assert await refused() > before, "the default handshake is refused by this server"
+
+
+async def test_past_the_servers_maxmemory_writes_are_refused_and_no_tenants_key_is_evicted(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    # Redis has no memory limit per user and the usage sweep finds a tenant only at its next
+    # pass: without a ceiling one tenant could take the shared server out of memory.
+    configured = await redis_admin.config_get("maxmemory*")
+    assert int(configured["maxmemory"]) == MAXMEMORY_MB * 1024 * 1024
+    assert configured["maxmemory-policy"] == "noeviction"
+    assert configured["maxmemory-clients"] == "10%"
+
+    victim_id, attacker_id = uuid.uuid4(), uuid.uuid4()
+    victim_credentials = await redis_driver.create(victim_id, LIMITS)
+    attacker_credentials = await redis_driver.create(attacker_id, LIMITS)
+    victim = aioredis.Redis.from_url(victim_credentials.connection_url)
+    attacker = aioredis.Redis.from_url(attacker_credentials.connection_url)
+    used = int((await redis_admin.info("memory"))["used_memory"])
+    # The same ceiling, lowered so the test fills it in a second.
+    await redis_admin.config_set("maxmemory", used + 16 * 1024 * 1024)
+    try:
+        await victim.set(f"{victim_credentials.key_prefix}kept", b"v" * 1024)
+        chunk = b"x" * (1024 * 1024)
+        refused = None
+        for index in range(64):
+            try:
+                await attacker.set(f"{attacker_credentials.key_prefix}{index}", chunk)
+            except ResponseError as exc:
+                refused = str(exc)
+                break
+        assert refused is not None
+        assert "command not allowed when used memory > 'maxmemory'" in refused
+        assert await victim.get(f"{victim_credentials.key_prefix}kept") == b"v" * 1024
+    finally:
+        await redis_admin.config_set("maxmemory", f"{MAXMEMORY_MB}mb")
+        await victim.aclose()
+        await attacker.aclose()
+        await redis_driver.delete(victim_id)
+        await redis_driver.delete(attacker_id)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack import customer_nats, customer_pg
+from devstack import customer_nats, customer_pg, customer_redis
 from shared.plans import Tier, load_plans
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +31,8 @@ def test_one_anonymous_network_holds_at_most_a_tenth_of_the_customer_postgres() 
     anonymous = PLANS.tiers[PLANS.anonymous_tier]
     most = anonymous.caps.active_per_kind * anonymous.postgres.connections
     assert most * 10 <= customer_pg.MAX_CONNECTIONS
+
+
+@pytest.mark.parametrize(("name", "tier"), TIERS, ids=[name for name, _ in TIERS])
+def test_every_tiers_redis_fits_in_the_servers_maxmemory(name: str, tier: Tier) -> None:
+    assert tier.redis.memory_mb < customer_redis.MAXMEMORY_MB, name
