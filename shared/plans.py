@@ -149,7 +149,7 @@ def _positive(path: str, section: msgspec.Struct) -> None:
             continue  # a switch or a list, not an amount
         if value <= 0 and value == field.default:
             # A default below 0 only decodes limits recorded before the field existed.
-            msg = f"{path}.{field.name} is missing: a positive number"
+            msg = f"{path}.{field.name} is missing (or {value}): it needs a positive number"
             raise PlanError(msg)
         if value <= 0:
             msg = f"{path}.{field.name} must be positive, got {value}"

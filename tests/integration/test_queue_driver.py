@@ -5,7 +5,6 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from nats.aio.client import RawCredentials
 from nats.js.api import DiscardPolicy, StorageType
 from nats.js.errors import APIError
 
@@ -488,24 +487,8 @@ async def test_a_connection_holds_no_more_subscriptions_than_its_plan_allows(
     limits = msgspec.structs.replace(LIMITS, subscriptions_per_connection=5)
     rid = uuid.uuid4()
     credentials = await queue_driver.create(rid, limits)
-    refused: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        refused.append(str(exc))
-
     closed = asyncio.Event()
-
-    async def on_closed() -> None:
-        closed.set()
-
-    client = NatsClient()
-    await client.connect(
-        credentials.connection_url,
-        user_credentials=RawCredentials(credentials.creds),
-        allow_reconnect=False,
-        error_cb=on_error,
-        closed_cb=on_closed,
-    )
+    client = await connect_nats_tenant(credentials, closed)
     other = await connect_nats_tenant(credentials)
     try:
         held = [await client.subscribe(f"topic.{n}") for n in range(5)]
@@ -513,7 +496,7 @@ async def test_a_connection_holds_no_more_subscriptions_than_its_plan_allows(
         await other.publish("topic.4", b"hello")
         await other.flush()
         assert (await held[4].next_msg(timeout=2)).data == b"hello"
-        assert refused == []
+        assert client.last_error is None
 
         await client.subscribe("topic.5")
         # The server refuses the sixth with -ERR, on which nats-py (as other clients) closes.

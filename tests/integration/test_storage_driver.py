@@ -443,6 +443,19 @@ async def read_only_in_seaweedfs(
         return bucket_location(bucket) in read_only_locations(await response.text())
 
 
+async def bucket_past_its_quota(
+    s3_driver: S3Driver, session: aiohttp.ClientSession
+) -> tuple[uuid.UUID, S3Credentials, Minio]:
+    """A bucket of 1 MB quota holding 2 MB (``big0``, ``big1``), and its tenant's client."""
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
+    tenant = tenant_client(creds, session)
+    chunk = os.urandom(MIB)
+    for i in range(2):
+        await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), MIB)
+    return rid, creds, tenant
+
+
 async def until_read_only(
     session: aiohttp.ClientSession,
     env: dict[str, str],
@@ -463,13 +476,8 @@ async def test_allow_writes_also_lifts_seaweedfs_read_only_flag_at_once(
     env: dict[str, str],
     seaweedfs_quota_pass: Callable[[], Awaitable[str]],
 ) -> None:
-    rid = uuid.uuid4()
-    creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
-    tenant = tenant_client(creds, http_session)
-    chunk = os.urandom(1024 * 1024)
-    for i in range(2):
-        await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
-    await s3_driver.block_writes(rid, usage=2 * len(chunk), quota=len(chunk))
+    rid, creds, tenant = await bucket_past_its_quota(s3_driver, http_session)
+    await s3_driver.block_writes(rid, usage=2 * MIB, quota=MIB)
     # SeaweedFS's own pass (run here, or the gateway's) flips the bucket read-only once the
     # master has counted the bytes.
     await until_read_only(http_session, env, creds.bucket, seaweedfs_quota_pass)
@@ -491,12 +499,7 @@ async def test_delete_of_a_bucket_seaweedfs_made_read_only_drops_its_filer_conf_
 ) -> None:
     # SeaweedFS's quota pass only visits the buckets there are: the rule of a deleted one would
     # stay in filer.conf for ever, rewritten by every pass.
-    rid = uuid.uuid4()
-    creds = await s3_driver.create(rid, S3Limits(storage_mb=1))
-    tenant = tenant_client(creds, http_session)
-    chunk = os.urandom(1024 * 1024)
-    for i in range(2):
-        await tenant.put_object(creds.bucket, f"big{i}", io.BytesIO(chunk), len(chunk))
+    rid, creds, _ = await bucket_past_its_quota(s3_driver, http_session)
     await until_read_only(http_session, env, creds.bucket, seaweedfs_quota_pass)
     await s3_driver.delete(rid)
     await seaweedfs_quota_pass()
