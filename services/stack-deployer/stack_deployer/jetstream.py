@@ -1,7 +1,8 @@
 """The stack's upload (JetStream object store) and its log lines (JetStream stream).
 
 The gateway puts ``<stack id>/spinup.yaml`` and ``<stack id>/<file>`` into ``STACK_UPLOADS_BUCKET``
-before it asks for the stack; the deployer reads them here and deletes them with the stack.
+before it asks for the stack (``shared.stack_uploads``); the deployer reads them here and removes
+them with the stack.
 Log lines go out as ``StackLogLine`` JSON on the stack's subject of ``STACK_LOGS_STREAM``.
 """
 
@@ -19,6 +20,7 @@ from shared.bus import STACK_LOG_LINE_MAX
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.stacks import MANIFEST_NAME, StackLogLine, StackManifest, parse_manifest
 from shared.contracts.subjects import STACK_LOGS_STREAM, STACK_UPLOADS_BUCKET, stack_logs_subject
+from shared.stack_uploads import remove_upload
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -62,19 +64,7 @@ class Uploads:
 
     async def delete(self, stack_id: UUID) -> None:
         """Remove every file of the stack (idempotent)."""
-        store = await self._js.object_store(STACK_UPLOADS_BUCKET)
-        try:
-            infos = await store.list(ignore_deletes=True)
-        except NotFoundError:
-            return
-        prefix = f"{stack_id}/"
-        for info in infos:
-            name = info.name or ""
-            if name.startswith(prefix):
-                try:
-                    await store.delete(name)
-                except NotFoundError:
-                    continue
+        await remove_upload(self._js, stack_id)
 
 
 class StackLog:

@@ -36,7 +36,6 @@ from litestar.response import Redirect, ServerSentEvent, ServerSentEventMessage,
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError as JsNotFoundError
-from nats.js.errors import ObjectNotFoundError
 
 from gateway.accounts.auth import Scope
 from gateway.admission.clients import client_ip
@@ -77,13 +76,13 @@ from shared.contracts.stacks import (
 from shared.contracts.subjects import (
     STACK_CONTROL,
     STACK_LOGS_STREAM,
-    STACK_UPLOADS_BUCKET,
     stack_logs_subject,
 )
 from shared.naming import resource_stream
 from shared.plans import Plans
 from shared.resources import ResourceState
 from shared.stack_state import ServiceStatus, StackView
+from shared.stack_uploads import put_upload, remove_upload
 
 log = structlog.get_logger("gateway.stacks")
 
@@ -258,19 +257,12 @@ async def _single_service_upload(request: Request[Any, Any, Any], limits: StackL
 
 async def store_upload(ctx: GatewayContext, stack_id: uuid.UUID, upload: Upload) -> None:
     """Put the upload where the stack-deployer reads it: ``<stack id>/<file>`` objects."""
-    store = await ctx.bus.nc.jetstream().object_store(STACK_UPLOADS_BUCKET)
-    for name, data in upload.files.items():
-        await store.put(f"{stack_id}/{name}", data)
-    # The manifest last: a deployer that finds it finds every file it names.
-    await store.put(f"{stack_id}/{MANIFEST_NAME}", upload.manifest_text)
+    await put_upload(ctx.bus.nc.jetstream(), stack_id, upload.manifest_text, upload.files)
 
 
-async def remove_upload(ctx: GatewayContext, stack_id: uuid.UUID, upload: Upload) -> None:
-    """Delete a stored upload's objects (a create that failed after storing it)."""
-    store = await ctx.bus.nc.jetstream().object_store(STACK_UPLOADS_BUCKET)
-    for name in [MANIFEST_NAME, *upload.files]:
-        with contextlib.suppress(ObjectNotFoundError):
-            await store.delete(f"{stack_id}/{name}")
+async def discard_upload(ctx: GatewayContext, stack_id: uuid.UUID, upload: Upload) -> None:
+    """Remove a stored upload's objects (a create that failed after storing it)."""
+    await remove_upload(ctx.bus.nc.jetstream(), stack_id, [MANIFEST_NAME, *upload.files])
 
 
 # -- create ------------------------------------------------------------------------------------
@@ -363,7 +355,7 @@ async def _create(
         )
     except SpinupError:
         await _undo(ctx, made, correlation_id)
-        await remove_upload(ctx, stack_id, upload)
+        await discard_upload(ctx, stack_id, upload)
         raise
     urls = reply.credentials.urls if isinstance(reply.credentials, StackCredentials) else {}
     base = ctx.settings.public_url
