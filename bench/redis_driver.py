@@ -5,6 +5,12 @@
 Starts its own ``customer-redis`` (devstack config, free port, ``.spinup/redis-bench``), measures
 sequential creates and deletes, a burst of concurrent deletes, and what one ``ACL SAVE`` would
 cost with ``--users`` users (why users are not saved, ADR 0045), then stops the server.
+
+``--keys 100000,1000000``: instead, what deleting caches costs while other tenants hold that
+many keys (100 per tenant): a delete as it is now (the user, then the tenant named for the next
+pass), one ``unlink_deleted`` pass for 100 deleted caches, and a delete as it was before
+2026-12-07 (a SCAN of the keyspace for its prefix, each time), in wall time and in the server's
+CPU (``INFO cpu``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import shutil
 import time
 import uuid
+from collections.abc import Awaitable
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -21,8 +28,9 @@ import redis.asyncio as aioredis
 from bench.measure import summary
 from devstack import customer_redis
 from devstack.profile import Profile, Secrets
-from redis_provisioner.driver import RedisDriver
+from redis_provisioner.driver import DELETED_TENANTS_KEY, RedisDriver, key_prefix
 from shared.contracts.kinds import RedisLimits
+from shared.naming import tenant_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = RedisLimits(memory_mb=10)
@@ -72,11 +80,79 @@ async def measure(url: str, port: int, rounds: int, users: int) -> None:
         await driver.close()
 
 
+_KEYS_PER_TENANT = 100
+_DELETED_PER_PASS = 100
+
+
+async def _server_cpu_s(admin: aioredis.Redis) -> float:
+    cpu = await admin.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+async def _timed(admin: aioredis.Redis, work: Awaitable[object]) -> tuple[float, float]:
+    """Wall and server CPU, in ms, of ``work``."""
+    cpu, wall = await _server_cpu_s(admin), time.perf_counter()
+    await work
+    wall = time.perf_counter() - wall
+    return 1000 * wall, 1000 * (await _server_cpu_s(admin) - cpu)
+
+
+async def _scan_per_delete(driver: RedisDriver, admin: aioredis.Redis, rid: uuid.UUID) -> None:
+    """A delete as it was before 2026-12-07: the user, then a SCAN of the keyspace for its keys."""
+    await driver.delete(rid)
+    await admin.srem(DELETED_TENANTS_KEY, tenant_name(rid))
+    doomed = [key async for key in admin.scan_iter(match=f"{key_prefix(rid)}*", count=1000)]
+    if doomed:
+        await admin.unlink(*doomed)
+
+
+async def _tenants_with_keys(
+    driver: RedisDriver, admin: aioredis.Redis, count: int
+) -> list[uuid.UUID]:
+    made = [uuid.uuid4() for _ in range(count)]
+    for rid in made:
+        await driver.create(rid, LIMITS)
+        async with admin.pipeline(transaction=False) as pipe:
+            for index in range(_KEYS_PER_TENANT):
+                pipe.set(f"{key_prefix(rid)}{index}", b"v")
+            await pipe.execute()
+    return made
+
+
+async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
+    """Deletes against a keyspace of each size in ``points`` (other tenants' keys)."""
+    driver = await RedisDriver.connect(url, public_host="127.0.0.1", public_port=port, pool_size=8)
+    admin = aioredis.Redis.from_url(url)
+    try:
+        held = 0
+        for point in points:
+            if point > held:
+                await _tenants_with_keys(driver, admin, (point - held) // _KEYS_PER_TENANT)
+                held = point
+            print(f"{held:,} keys held by other tenants:")  # noqa: T201
+            doomed = await _tenants_with_keys(driver, admin, _DELETED_PER_PASS + 1)
+            wall, cpu = await _timed(admin, driver.delete(doomed[0]))
+            print(f"  a delete now:              {wall:8.2f} ms, server {cpu:8.2f} ms")  # noqa: T201
+            for rid in doomed[1:]:
+                await driver.delete(rid)
+            wall, cpu = await _timed(admin, driver.unlink_deleted())
+            print(  # noqa: T201
+                f"  one pass for {len(doomed)} deletes: {wall:8.1f} ms, server {cpu:8.1f} ms"
+            )
+            before = (await _tenants_with_keys(driver, admin, 1))[0]
+            wall, cpu = await _timed(admin, _scan_per_delete(driver, admin, before))
+            print(f"  a delete before:           {wall:8.1f} ms, server {cpu:8.1f} ms")  # noqa: T201
+    finally:
+        await admin.aclose()
+        await driver.close()
+
+
 def main() -> None:
     """Start a throwaway customer Redis, measure, stop it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--keys", help="keyspace sizes for deletes, comma-separated")
     args = parser.parse_args()
     profile = Profile.test(REPO_ROOT, name="redis-bench")
     shutil.rmtree(profile.directory, ignore_errors=True)
@@ -89,14 +165,12 @@ def main() -> None:
     try:
         server.wait_ready()
         env = customer_redis.worker_env(profile, secrets)
-        asyncio.run(
-            measure(
-                env["SPINUP_CUSTOMER_REDIS_URL"],
-                profile.ports.customer_redis,
-                args.rounds,
-                args.users,
-            )
-        )
+        url, port = env["SPINUP_CUSTOMER_REDIS_URL"], profile.ports.customer_redis
+        if args.keys:
+            points = sorted(int(point) for point in args.keys.split(","))
+            asyncio.run(measure_keyspace(url, port, points))
+        else:
+            asyncio.run(measure(url, port, args.rounds, args.users))
     finally:
         server.stop()
 

@@ -36,6 +36,8 @@ TEST_OVERRIDES: dict[str, str] = {
     # the shortest grace the workers accept (twice a create's timeout).
     "SPINUP_RECONCILE_S": "2",
     "SPINUP_ORPHAN_GRACE_S": "0",
+    # A deleted cache's keys are removed by a pass of their own (60 s in production).
+    "SPINUP_REDIS_UNLINK_INTERVAL_S": "1",
     # Test-only: notify URLs are refused on loopback, except this one address that tests bind
     # their notification receiver to (never set in production; docs/adr/0027).
     "SPINUP_NOTIFY_ALLOWED_NETWORKS": "127.0.0.2/32",

@@ -56,10 +56,15 @@ async def redis_admin(env: dict[str, str]) -> AsyncIterator[aioredis.Redis]:
 
 
 async def user_and_keys_gone(admin: aioredis.Redis, cache: dict[str, Any]) -> bool:
+    """The user at once; the keys within redis-provisioner's next removal pass (1 s in tests)."""
     credentials = cache["credentials"]
     if await admin.execute_command("ACL", "GETUSER", credentials["username"]) is not None:
         return False
-    return [key async for key in admin.scan_iter(match=f"{credentials['key_prefix']}*")] == []
+
+    async def keys_gone() -> bool:
+        return [key async for key in admin.scan_iter(match=f"{credentials['key_prefix']}*")] == []
+
+    return await eventually(keys_gone, within=10)
 
 
 async def test_new_cache_answers_with_everything_a_user_needs(http: httpx.AsyncClient) -> None:

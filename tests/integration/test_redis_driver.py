@@ -17,7 +17,7 @@ from redis.lock import Lock
 from devstack.customer_redis import ADMIN_USER, MAXMEMORY_MB, NAME, CustomerRedisServer
 from devstack.stack import Stack
 from redis_provisioner import driver as driver_module
-from redis_provisioner.driver import RedisDriver, key_prefix, password_hash
+from redis_provisioner.driver import DELETED_TENANTS_KEY, RedisDriver, key_prefix, password_hash
 from shared.contracts.errors import (
     BackendUnavailableError,
     DropRefusedError,
@@ -85,8 +85,38 @@ async def test_delete_is_idempotent_and_removes_the_user_and_every_prefixed_key(
     await redis_driver.delete(rid)
     assert not await redis_driver.exists(rid)
     assert await redis_admin.execute_command("ACL", "GETUSER", credentials.username) is None
+    await redis_driver.unlink_deleted()
     assert [k async for k in redis_admin.scan_iter(match=f"{credentials.key_prefix}*")] == []
     assert await redis_admin.get("unrelated:key") == "stays"
+
+
+async def test_one_pass_removes_the_keys_of_every_tenant_deleted_since_the_last(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    """A delete costs two commands; the keyspace is walked once for all the deleted tenants."""
+    made = [uuid.uuid4() for _ in range(3)]
+    prefixes = {}
+    for rid in made:
+        credentials = await redis_driver.create(rid, LIMITS)
+        prefixes[rid] = credentials.key_prefix
+        tenant = aioredis.Redis.from_url(credentials.connection_url)
+        await tenant.mset({f"{credentials.key_prefix}{i}": i for i in range(50)})
+        await tenant.aclose()
+    kept, *deleted = made
+    for rid in deleted:
+        await redis_driver.delete(rid)
+    for rid in deleted:  # its keys wait for the pass, unreachable
+        assert not await redis_driver.exists(rid)
+
+    # The stack's redis-provisioner runs passes too (every second here): either may do it.
+    await redis_driver.unlink_deleted()
+
+    for rid in deleted:
+        assert [k async for k in redis_admin.scan_iter(match=f"{prefixes[rid]}*")] == []
+        assert not await redis_admin.sismember(DELETED_TENANTS_KEY, tenant_name(rid))
+    assert len([k async for k in redis_admin.scan_iter(match=f"{prefixes[kept]}*")]) == 50
+    await redis_driver.delete(kept)
+    await redis_driver.unlink_deleted()
 
 
 async def test_delete_of_a_resource_never_created_succeeds(redis_driver: RedisDriver) -> None:
