@@ -9,8 +9,8 @@ cost with ``--users`` users (why users are not saved, ADR 0045), then stops the 
 ``--keys 100000,1000000``: instead, what deleting caches costs while other tenants hold that
 many keys (100 per tenant): a delete as it is now (the user, then the tenant named for the next
 pass), one ``unlink_deleted`` pass for 100 deleted caches, and a delete as it was before
-2026-12-07 (a SCAN of the keyspace for its prefix, each time), in wall time and in the server's
-CPU (``INFO cpu``).
+2026-12-07 (a SCAN of the keyspace for its prefix, each time), and a usage page of 500 and of
+10,000 of those tenants, in wall time and in the server's CPU (``INFO cpu``).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ async def measure(url: str, port: int, rounds: int, users: int) -> None:
 
 _KEYS_PER_TENANT = 100
 _DELETED_PER_PASS = 100
+#: Usage pages timed: the lifecycle's default, and what a Redis page may hold.
+_USAGE_PAGES = (500, 10_000)
 
 
 async def _server_cpu_s(admin: aioredis.Redis) -> float:
@@ -124,12 +126,12 @@ async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
     driver = await RedisDriver.connect(url, public_host="127.0.0.1", public_port=port, pool_size=8)
     admin = aioredis.Redis.from_url(url)
     try:
-        held = 0
+        held: list[uuid.UUID] = []
         for point in points:
-            if point > held:
-                await _tenants_with_keys(driver, admin, (point - held) // _KEYS_PER_TENANT)
-                held = point
-            print(f"{held:,} keys held by other tenants:")  # noqa: T201
+            if point > len(held) * _KEYS_PER_TENANT:
+                missing = point // _KEYS_PER_TENANT - len(held)
+                held += await _tenants_with_keys(driver, admin, missing)
+            print(f"{len(held) * _KEYS_PER_TENANT:,} keys held by other tenants:")  # noqa: T201
             doomed = await _tenants_with_keys(driver, admin, _DELETED_PER_PASS + 1)
             wall, cpu = await _timed(admin, driver.delete(doomed[0]))
             print(f"  a delete now:              {wall:8.2f} ms, server {cpu:8.2f} ms")  # noqa: T201
@@ -142,6 +144,12 @@ async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
             before = (await _tenants_with_keys(driver, admin, 1))[0]
             wall, cpu = await _timed(admin, _scan_per_delete(driver, admin, before))
             print(f"  a delete before:           {wall:8.1f} ms, server {cpu:8.1f} ms")  # noqa: T201
+            for page in _USAGE_PAGES:
+                wall, cpu = await _timed(admin, driver.usage(held[:page]))
+                print(  # noqa: T201
+                    f"  a usage page of {min(page, len(held)):>6,}:  {wall:8.1f} ms,"
+                    f" server {cpu:8.1f} ms"
+                )
     finally:
         await admin.aclose()
         await driver.close()
