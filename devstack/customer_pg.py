@@ -19,6 +19,10 @@ NAME = "customer-pg"
 #: are overcommitted against it: one anonymous client network's databases may hold a tenth of it
 #: at most (ADR 0025; tests/unit/test_first_try_limits.py).
 MAX_CONNECTIONS = 500
+#: How long a connection may take to log in. Each one holds a backend process and a slot of
+#: ``MAX_CONNECTIONS`` from its accept, credentials or not; Postgres's default (60 s) let a
+#: flood of connections that never log in hold the slots six times as long.
+AUTHENTICATION_TIMEOUT_S = 10
 
 
 def extension_overlay(profile: Profile) -> Path:
@@ -102,6 +106,7 @@ def make_server(profile: Profile, secrets: Secrets) -> PostgresCluster:
         listen_hosts=lambda: ("127.0.0.1", tenant_host()),
         settings={
             "max_connections": str(MAX_CONNECTIONS),
+            "authentication_timeout": f"{AUTHENTICATION_TIMEOUT_S}s",
             # Only the allowlist's control files: nothing else "is available" (ADR 0029).
             "extension_control_path": f"'{extension_overlay(profile)}'",
             **speed,

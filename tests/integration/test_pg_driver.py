@@ -1,9 +1,12 @@
+import asyncio
+import time
 import uuid
 
 import asyncpg
 import msgspec
 import pytest
 
+from devstack.customer_pg import AUTHENTICATION_TIMEOUT_S
 from pg_provisioner import driver as driver_module
 from pg_provisioner.driver import PostgresDriver
 from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
@@ -375,3 +378,19 @@ async def test_guard_refuses_every_new_operation_on_a_name_without_the_tenant_pr
     assert await customer_admin.fetchval(
         "SELECT datallowconn FROM pg_database WHERE datname = 'postgres'"
     )
+
+
+async def test_a_connection_that_never_logs_in_is_closed_after_the_authentication_timeout(
+    env: dict[str, str],
+) -> None:
+    """It holds a slot of the shared server's max_connections until then (ADR 0052's flood)."""
+    host, port = env["SPINUP_CUSTOMER_PG_HOST"], int(env["SPINUP_CUSTOMER_PG_PORT"])
+    reader, writer = await asyncio.open_connection(host, port)
+    opened = time.monotonic()
+    try:
+        closed = await asyncio.wait_for(reader.read(), timeout=AUTHENTICATION_TIMEOUT_S + 10)
+    finally:
+        writer.close()
+    held = time.monotonic() - opened
+    assert closed == b""  # the server hung up without a word: no startup packet ever came
+    assert AUTHENTICATION_TIMEOUT_S - 1 <= held <= AUTHENTICATION_TIMEOUT_S + 5
