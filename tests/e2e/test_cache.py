@@ -145,6 +145,10 @@ ESCAPES: list[tuple[str, ...]] = [
     ("EVALSHA", "{release_sha}", "1", "{b}secret", "token"),
     ("EVALSHA_RO", "{release_sha}", "1", "{b}secret", "token"),
     ("FCALL", "f", "0"),
+    # The platform's own key in the customer Redis (ADR 0053): naming B for removal would have
+    # the next pass unlink B's keys.
+    ("SADD", "spinup:deleted-tenants", "{b_user}"),
+    ("SMEMBERS", "spinup:deleted-tenants"),
     ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('f', function() return 1 end)"),
     ("FUNCTION", "LIST"),
     ("FUNCTION", "FLUSH"),
