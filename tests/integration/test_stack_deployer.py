@@ -263,6 +263,38 @@ async def test_a_broken_dockerfile_fails_with_the_error_in_the_log_tail_and_noth
         await delete(bus, stack_id)
 
 
+async def images_that_ran(docker: aiodocker.Docker, marker: str) -> list[str]:
+    """Every image on the engine, intermediate ones too, with a step whose command names it."""
+    found = []
+    for image in await docker.images.list(all=True):
+        history = await docker.images.history(image["Id"])
+        if any(marker in (step.get("CreatedBy") or "") for step in history):
+            found.append(image["Id"])
+    return found
+
+
+async def test_a_build_that_fails_partway_leaves_none_of_its_steps_on_the_engine(
+    bus: Bus, store: EventStore, docker: aiodocker.Docker
+) -> None:
+    """The steps before the failing one hold the upload's files, and no stack label."""
+    marker = uuid.uuid4().hex
+    dockerfile = (
+        b"FROM spinup/base:bookworm\nCOPY index.html /srv/index.html\n"
+        b"RUN echo " + marker.encode() + b" > /srv/step\nRUN exit 3\n"
+    )
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    stack_id = uuid.uuid4()
+    await upload(bus, stack_id, manifest, {"web.tar": web_context(dockerfile=dockerfile)})
+    await provision(bus, stack_id)
+    view = await settled(store, stack_id)
+    try:
+        assert view.status is StackStatus.FAILED
+        assert await images_that_ran(docker, marker) == []
+    finally:
+        await delete(bus, stack_id)
+    assert await images_that_ran(docker, marker) == []
+
+
 async def test_a_dockerfile_from_a_registry_image_fails_saying_what_to_build_from(
     bus: Bus, store: EventStore
 ) -> None:

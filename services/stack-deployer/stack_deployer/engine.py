@@ -55,6 +55,9 @@ _MB = 1024 * 1024
 # The engine's CPU quota is in billionths of a core; plans give thousandths.
 _NANOS_PER_MILLI = 1_000_000
 _NOT_FOUND = 404
+#: The classic builder's line for the image a step committed (`` ---> 1a2b3c4d5e6f``); a step
+#: that runs says `` ---> Running in <container>`` first.
+_COMMITTED_STEP = re.compile(r"^ ---> ([0-9a-f]{12,64})$")
 _CONFLICT = 409
 _NOT_MODIFIED = 304
 # A container whose main process keeps dying is restarted this often before it stays down.
@@ -257,6 +260,8 @@ class Engine:
             # would run on the engine's default bridge, where nothing limits them.
             "networkmode": network_name(stack_id),
         }
+        # The image each step committed: what a build that stops short leaves behind.
+        committed: str | None = None
         try:
             # aiodocker's images.build() cannot name the network, so the same call is made here.
             # The engine detects gzip, bzip2 and xz contexts itself: "identity" sends them as is.
@@ -273,14 +278,35 @@ class Engine:
                 text = chunk.get("stream")
                 if isinstance(text, str):
                     for line in text.splitlines():
+                        step = _COMMITTED_STEP.match(line)
+                        committed = step.group(1) if step else committed
                         if line.strip():
                             await on_line(line)
-        except DockerError as exc:
-            raise BuildFailedError(with_registry_hint(_docker_message(exc))) from exc
+        except BaseException as exc:
+            await self._remove_unfinished(committed)
+            if isinstance(exc, DockerError):
+                raise BuildFailedError(with_registry_hint(_docker_message(exc))) from exc
+            raise
         if not await self.image_exists(tag):
+            await self._remove_unfinished(committed)
             msg = "the build ended without an image"
             raise BuildFailedError(msg)
         return tag
+
+    async def _remove_unfinished(self, committed: str | None) -> None:
+        """Remove what a build that stopped short committed: its last step and the steps below.
+
+        Only the finished image carries the stack's labels, so ``remove_images`` never finds
+        these. Untagged and unlabelled, they stayed on the engine for ever, with the files the
+        tenant's upload copied in. Removed without ``force``: a step another build's image
+        grew from (the build cache) stays with it, and so does a tagged one (the base image).
+        """
+        if committed is None:
+            return
+        with contextlib.suppress(DockerError):
+            found = await self._docker.images.inspect(committed)
+            if not found.get("RepoTags"):
+                await asyncio.shield(self._docker.images.delete(committed, noprune=False))
 
     async def remove_images(self, stack_id: str, *, keep_revision: int | None = None) -> None:
         """Remove the stack's built images, except those of ``keep_revision``."""
