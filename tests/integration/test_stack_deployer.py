@@ -7,6 +7,7 @@ Each test uploads a tiny build context (a Dockerfile ``FROM spinup/base:bookworm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import tarfile
 import time
@@ -16,8 +17,10 @@ from collections.abc import AsyncIterator
 import aiodocker
 import httpx
 import msgspec
+import nats
 import pytest
 from aiodocker.exceptions import DockerError
+from nats.aio.client import Client as NatsClient
 
 from devstack.stack import Stack
 from shared.bus import Bus, ensure_stack_stores
@@ -293,6 +296,33 @@ async def test_a_build_that_fails_partway_leaves_none_of_its_steps_on_the_engine
     finally:
         await delete(bus, stack_id)
     assert await images_that_ran(docker, marker) == []
+
+
+async def test_a_build_uses_no_step_another_stack_built(
+    bus: Bus, store: EventStore, nc: NatsClient
+) -> None:
+    """The same files in two live stacks: the second's build log must not say it had them."""
+    guessed = uuid.uuid4().hex.encode()  # what a tenant would try, file by file
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    first, second = uuid.uuid4(), uuid.uuid4()
+    await upload(bus, first, manifest, {"web.tar": web_context(page=guessed)})
+    await provision(bus, first)
+    lines = await nc.subscribe(stack_logs_subject(second))
+    try:
+        assert (await settled(store, first)).status is StackStatus.RUNNING
+        await upload(bus, second, manifest, {"web.tar": web_context(page=guessed)})
+        await provision(bus, second)
+        assert (await settled(store, second)).status is StackStatus.RUNNING
+        logged = []
+        with contextlib.suppress(nats.errors.TimeoutError):
+            while True:
+                logged.append((await lines.next_msg(timeout=1)).data.decode())
+        assert any("COPY index.html" in line for line in logged)  # the build's lines, read
+        assert not [line for line in logged if "Using cache" in line]
+    finally:
+        await lines.unsubscribe()
+        await delete(bus, first)
+        await delete(bus, second)
 
 
 async def test_a_dockerfile_from_a_registry_image_fails_saying_what_to_build_from(

@@ -256,6 +256,10 @@ class Engine:
             "pull": "0",
             "rm": "1",
             "forcerm": "1",
+            # The engine's build cache is shared by every stack: a step another live stack had
+            # built from the same files showed "Using cache" in this tenant's build log, which
+            # told it what files another tenant had uploaded (ADR 0054).
+            "nocache": "1",
             # RUN steps get the stack's own network and so its egress rules: without this they
             # would run on the engine's default bridge, where nothing limits them.
             "networkmode": network_name(stack_id),
