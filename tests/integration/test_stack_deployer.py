@@ -325,6 +325,37 @@ async def test_a_build_uses_no_step_another_stack_built(
         await delete(bus, second)
 
 
+async def test_a_build_step_runs_within_the_services_memory_and_cpu(
+    bus: Bus, store: EventStore, nc: NatsClient
+) -> None:
+    """A ``RUN`` step is tenant code as much as the service is, under the same limits."""
+    # cgroup v2 files first, then v1's.
+    dockerfile = WEB_DOCKERFILE.replace(
+        b"WORKDIR /srv",
+        b"RUN m=$(cat /sys/fs/cgroup/memory.max 2>/dev/null"
+        b" || cat /sys/fs/cgroup/memory/memory.limit_in_bytes);"
+        b" q=$(cut -d' ' -f1 /sys/fs/cgroup/cpu.max 2>/dev/null"
+        b" || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us); echo limits=$m/$q\nWORKDIR /srv",
+    )
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    stack_id = uuid.uuid4()
+    lines = await nc.subscribe(stack_logs_subject(stack_id))
+    try:
+        await upload(bus, stack_id, manifest, {"web.tar": web_context(dockerfile=dockerfile)})
+        await provision(bus, stack_id)
+        assert (await settled(store, stack_id)).status is StackStatus.RUNNING
+        logged = []
+        with contextlib.suppress(nats.errors.TimeoutError):
+            while True:
+                logged.append(msgspec.json.decode((await lines.next_msg(timeout=1)).data))
+        printed = [line["line"] for line in logged if line["line"].startswith("limits=")]
+        quota = LIMITS.cpu_millis * 100  # a quota of the default 100 ms period
+        assert printed == [f"limits={LIMITS.memory_mb * 1024 * 1024}/{quota}"]
+    finally:
+        await lines.unsubscribe()
+        await delete(bus, stack_id)
+
+
 async def test_a_dockerfile_from_a_registry_image_fails_saying_what_to_build_from(
     bus: Bus, store: EventStore
 ) -> None:

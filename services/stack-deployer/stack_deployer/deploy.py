@@ -317,7 +317,9 @@ class Deployer:
         images = dict(
             await asyncio.gather(
                 *(
-                    self._image(stack_id, revision, name, manifest, stack_log=stack_log, ids=ids)
+                    self._image(
+                        stack_id, revision, name, manifest, limits, stack_log=stack_log, ids=ids
+                    )
                     for name in order
                 )
             )
@@ -379,6 +381,7 @@ class Deployer:
         revision: int,
         name: str,
         manifest: StackManifest,
+        limits: StackLimits,
         *,
         stack_log: StackLog,
         ids: CommandIds,
@@ -402,7 +405,13 @@ class Deployer:
             async with self._build_slots:
                 try:
                     image = await self._engine.build(
-                        str(stack_id), name, revision, context, on_line
+                        str(stack_id),
+                        name,
+                        revision,
+                        context,
+                        on_line,
+                        memory_mb=service.limits.memory_mb or limits.memory_mb,
+                        cpu_millis=service.limits.cpu_millis or limits.cpu_millis,
                     )
                 except BuildFailedError as exc:
                     await stack_log.line(source, f"ERROR: {exc}")

@@ -54,6 +54,8 @@ _TMPFS = {"/tmp": "rw,nosuid,nodev,size=64m"}  # noqa: S108 (inside the containe
 _MB = 1024 * 1024
 # The engine's CPU quota is in billionths of a core; plans give thousandths.
 _NANOS_PER_MILLI = 1_000_000
+#: A build step's CPU is a quota per period (the classic builder takes no ``NanoCpus``).
+_CPU_PERIOD_US = 100_000
 _NOT_FOUND = 404
 #: The classic builder's line for the image a step committed (`` ---> 1a2b3c4d5e6f``); a step
 #: that runs says `` ---> Running in <container>`` first.
@@ -242,8 +244,15 @@ class Engine:
         revision: int,
         context: bytes,
         on_line: Callable[[str], Awaitable[None]],
+        *,
+        memory_mb: int,
+        cpu_millis: int,
     ) -> str:
         """Build ``context`` (a tarball, plain or compressed) into the service's image tag.
+
+        Each ``RUN`` step's container gets the service's memory (no swap on top) and CPU, as
+        its containers do: without them a step had the whole host's. The classic builder takes
+        no pids limit; docs/security.md says what that leaves.
 
         Raises:
             BuildFailedError: the Dockerfile failed or named an image the engine lacks.
@@ -260,6 +269,10 @@ class Engine:
             # built from the same files showed "Using cache" in this tenant's build log, which
             # told it what files another tenant had uploaded (ADR 0054).
             "nocache": "1",
+            "memory": str(memory_mb * _MB),
+            "memswap": str(memory_mb * _MB),
+            "cpuperiod": str(_CPU_PERIOD_US),
+            "cpuquota": str(cpu_millis * _CPU_PERIOD_US // 1000),
             # RUN steps get the stack's own network and so its egress rules: without this they
             # would run on the engine's default bridge, where nothing limits them.
             "networkmode": network_name(stack_id),
