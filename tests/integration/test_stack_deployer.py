@@ -21,6 +21,7 @@ import nats
 import pytest
 from aiodocker.exceptions import DockerError
 from nats.aio.client import Client as NatsClient
+from nats.aio.subscription import Subscription
 
 from devstack.stack import Stack
 from shared.bus import Bus, ensure_stack_stores
@@ -298,6 +299,16 @@ async def test_a_build_that_fails_partway_leaves_none_of_its_steps_on_the_engine
     assert await images_that_ran(docker, marker) == []
 
 
+async def log_lines(subscription: Subscription) -> list[str]:
+    """The stack's log lines received so far, once a second passes without one."""
+    lines = []
+    with contextlib.suppress(nats.errors.TimeoutError):
+        while True:
+            message = await subscription.next_msg(timeout=1)
+            lines.append(msgspec.json.decode(message.data, type=StackLogLine).line)
+    return lines
+
+
 async def test_a_build_uses_no_step_another_stack_built(
     bus: Bus, store: EventStore, nc: NatsClient
 ) -> None:
@@ -313,10 +324,7 @@ async def test_a_build_uses_no_step_another_stack_built(
         await upload(bus, second, manifest, {"web.tar": web_context(page=guessed)})
         await provision(bus, second)
         assert (await settled(store, second)).status is StackStatus.RUNNING
-        logged = []
-        with contextlib.suppress(nats.errors.TimeoutError):
-            while True:
-                logged.append((await lines.next_msg(timeout=1)).data.decode())
+        logged = await log_lines(lines)
         assert any("COPY index.html" in line for line in logged)  # the build's lines, read
         assert not [line for line in logged if "Using cache" in line]
     finally:
@@ -344,11 +352,7 @@ async def test_a_build_step_runs_within_the_services_memory_and_cpu(
         await upload(bus, stack_id, manifest, {"web.tar": web_context(dockerfile=dockerfile)})
         await provision(bus, stack_id)
         assert (await settled(store, stack_id)).status is StackStatus.RUNNING
-        logged = []
-        with contextlib.suppress(nats.errors.TimeoutError):
-            while True:
-                logged.append(msgspec.json.decode((await lines.next_msg(timeout=1)).data))
-        printed = [line["line"] for line in logged if line["line"].startswith("limits=")]
+        printed = [line for line in await log_lines(lines) if line.startswith("limits=")]
         quota = LIMITS.cpu_millis * 100  # a quota of the default 100 ms period
         assert printed == [f"limits={LIMITS.memory_mb * 1024 * 1024}/{quota}"]
     finally:

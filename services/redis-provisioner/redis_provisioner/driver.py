@@ -505,8 +505,7 @@ class RedisDriver:
         times its key count (exact when it has no more keys than that). The sampled keys of
         each SCAN page are measured in one pipelined round trip, so memory stays bounded by a
         page. A tenant with neither a user nor keys is left out, as is a deleted one whose keys
-        wait for ``unlink_deleted``; one with a user and no keys
-        uses 0 bytes.
+        wait for ``unlink_deleted``; one with a user and no keys uses 0 bytes.
         """
         names = {rid: guard_tenant_name(tenant_name(rid)) for rid in resource_ids}
         if not names:
