@@ -17,6 +17,11 @@ import base64
 from typing import TYPE_CHECKING
 
 from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.object_store import (
+    OBJ_CHUNKS_PRE_TEMPLATE,
+    OBJ_META_PRE_TEMPLATE,
+    OBJ_STREAM_TEMPLATE,
+)
 
 from shared.contracts.stacks import MANIFEST_NAME, ManifestError, parse_manifest
 from shared.contracts.subjects import STACK_UPLOADS_BUCKET
@@ -28,15 +33,22 @@ if TYPE_CHECKING:
     from nats.js.client import JetStreamContext
     from nats.js.object_store import ObjectStore
 
-# nats-py's object store layout (nats.js.object_store): one stream per bucket, an object's
-# metadata on a subject named by its base64url name, its chunks on one named by its nuid.
-_STREAM = f"OBJ_{STACK_UPLOADS_BUCKET}"
-_META_SUBJECT = "$O." + STACK_UPLOADS_BUCKET + ".M.{encoded}"
-_CHUNKS_SUBJECT = "$O." + STACK_UPLOADS_BUCKET + ".C.{nuid}"
+_STREAM = OBJ_STREAM_TEMPLATE.format(bucket=STACK_UPLOADS_BUCKET)
 
 
 def _object_name(stack_id: UUID, name: str) -> str:
     return f"{stack_id}/{name}"
+
+
+def meta_subject(name: str) -> str:
+    """Where the store keeps an object's metadata (nats-py's layout: its base64url name)."""
+    encoded = base64.urlsafe_b64encode(name.encode()).decode()
+    return OBJ_META_PRE_TEMPLATE.format(bucket=STACK_UPLOADS_BUCKET, obj=encoded)
+
+
+def chunks_subject(nuid: str) -> str:
+    """Where the store keeps an object's chunks (named by the object's nuid)."""
+    return OBJ_CHUNKS_PRE_TEMPLATE.format(bucket=STACK_UPLOADS_BUCKET, obj=nuid)
 
 
 async def put_upload(
@@ -110,6 +122,5 @@ async def _remove(
         except ObjectNotFoundError:
             continue
         if info.nuid:
-            await js.purge_stream(_STREAM, subject=_CHUNKS_SUBJECT.format(nuid=info.nuid))
-        encoded = base64.urlsafe_b64encode(name.encode()).decode()
-        await js.purge_stream(_STREAM, subject=_META_SUBJECT.format(encoded=encoded))
+            await js.purge_stream(_STREAM, subject=chunks_subject(info.nuid))
+        await js.purge_stream(_STREAM, subject=meta_subject(name))

@@ -6,23 +6,24 @@ which a later listing would read again (``shared.stack_uploads``).
 
 from __future__ import annotations
 
-import base64
+import json
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
 from nats.js.errors import NotFoundError, ObjectNotFoundError
+from nats.js.object_store import OBJ_STREAM_TEMPLATE
 
 from shared.bus import ensure_stack_stores
 from shared.contracts.stacks import MANIFEST_NAME
 from shared.contracts.subjects import STACK_UPLOADS_BUCKET
-from shared.stack_uploads import put_upload, remove_upload
+from shared.stack_uploads import chunks_subject, meta_subject, put_upload, remove_upload
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
     from nats.js.client import JetStreamContext
 
-STREAM = f"OBJ_{STACK_UPLOADS_BUCKET}"
+STREAM = OBJ_STREAM_TEMPLATE.format(bucket=STACK_UPLOADS_BUCKET)
 TWO_BUILDS = b"services:\n  web: {build: web.tar, port: 8080}\n  worker: {build: worker.tar}\n"
 ONE_BUILD = b"services:\n  web: {build: web.tar, port: 8080}\n"
 
@@ -36,22 +37,17 @@ async def js(nc: NatsClient) -> JetStreamContext:
 
 async def in_stream(js: JetStreamContext, stack_id: uuid.UUID, file: str) -> list[str]:
     """The subjects of the store's stream that still hold something of the object."""
-    name = f"{stack_id}/{file}"
-    encoded = base64.urlsafe_b64encode(name.encode()).decode()
-    meta = f"$O.{STACK_UPLOADS_BUCKET}.M.{encoded}"
+    meta = meta_subject(f"{stack_id}/{file}")
     try:
         last = await js.get_last_msg(STREAM, meta)
     except NotFoundError:
         return []
-    held = [meta]
-    nuid = (last.data or b"").split(b'"nuid":"', 1)[-1].split(b'"', 1)[0].decode()
-    chunks = f"$O.{STACK_UPLOADS_BUCKET}.C.{nuid}"
+    chunks = chunks_subject(json.loads(last.data or b"{}")["nuid"])
     try:
         await js.get_last_msg(STREAM, chunks)
-        held.append(chunks)
     except NotFoundError:
-        pass
-    return held
+        return [meta]
+    return [meta, chunks]
 
 
 async def test_a_removed_upload_leaves_no_chunk_and_no_tombstone(js: JetStreamContext) -> None:

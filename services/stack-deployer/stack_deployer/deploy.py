@@ -38,7 +38,12 @@ from shared.contracts.events import (
 )
 from shared.contracts.kinds import Credentials, ResourceStatus, StackLimits
 from shared.contracts.replies import StackControlled
-from shared.contracts.stacks import StackManifest, backing_resource_id, injected_env
+from shared.contracts.stacks import (
+    ServiceManifest,
+    StackManifest,
+    backing_resource_id,
+    injected_env,
+)
 from shared.eventlog.errors import ConcurrencyConflictError
 from shared.naming import resource_stream
 from shared.resources import ResourceState
@@ -330,7 +335,7 @@ class Deployer:
         await self._engine.remove_containers(sid, keep_revision=revision)
         for name in order:
             service = manifest.services[name]
-            chosen = service.limits
+            memory_mb, cpu_millis, pids = _service_limits(service, limits)
             spec = ContainerSpec(
                 stack_id=sid,
                 service=name,
@@ -340,9 +345,9 @@ class Deployer:
                 # PORT as Heroku-style platforms set it; the manifest's own env may override it.
                 env={**_port_env(service.port), **service.env, **backing},
                 port=service.port,
-                memory_mb=chosen.memory_mb or limits.memory_mb,
-                cpu_millis=chosen.cpu_millis or limits.cpu_millis,
-                pids=chosen.pids or limits.pids,
+                memory_mb=memory_mb,
+                cpu_millis=cpu_millis,
+                pids=pids,
                 egress=egress,
                 read_only=service.read_only,
             )
@@ -404,14 +409,15 @@ class Deployer:
 
             async with self._build_slots:
                 try:
+                    memory_mb, cpu_millis, _pids = _service_limits(service, limits)
                     image = await self._engine.build(
                         str(stack_id),
                         name,
                         revision,
                         context,
                         on_line,
-                        memory_mb=service.limits.memory_mb or limits.memory_mb,
-                        cpu_millis=service.limits.cpu_millis or limits.cpu_millis,
+                        memory_mb=memory_mb,
+                        cpu_millis=cpu_millis,
                     )
                 except BuildFailedError as exc:
                     await stack_log.line(source, f"ERROR: {exc}")
@@ -667,3 +673,17 @@ def _controlled(stack_id: UUID, view: StackView) -> StackControlled:
 def _port_env(port: int | None) -> dict[str, str]:
     """``PORT`` for a service with an HTTP port: where the proxy sends its requests."""
     return {} if port is None else {"PORT": str(port)}
+
+
+def _service_limits(service: ServiceManifest, plan: StackLimits) -> tuple[int, int, int]:
+    """Memory (MB), CPU (thousandths of a core) and pids of the service's containers and build.
+
+    Its own where the manifest sets them (``check_manifest`` holds them to the plan), else the
+    plan's.
+    """
+    own = service.limits
+    return (
+        own.memory_mb or plan.memory_mb,
+        own.cpu_millis or plan.cpu_millis,
+        own.pids or plan.pids,
+    )
