@@ -484,7 +484,8 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
     shell reads ``security.toml`` (gRPC certificate) from ``SPINUP_S3_CONFIG_DIR``, and it signs
     its one filer read (filer.conf) with ``SPINUP_S3_FILER_READ_KEY``. Tenant identities go to
     the filer's IAM gRPC (``SPINUP_S3_FILER_GRPC``) with the same certificate and a token signed
-    with ``SPINUP_S3_FILER_WRITE_KEY`` (ADR 0019).
+    with ``SPINUP_S3_FILER_WRITE_KEY`` (ADR 0019); the S3 gateway's identity cache
+    (``SPINUP_S3_GATEWAY_GRPC``) takes both too (ADR 0055).
     """
     ports = profile.ports
     endpoint = f"http://{tenant_host()}:{ports.seaweed_s3}"
@@ -502,4 +503,7 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
         # SPINUP_S3_CONFIG_DIR, and a token signed with the filer's write key.
         "SPINUP_S3_FILER_GRPC": f"127.0.0.1:{ports.seaweed_filer + _GRPC_OFFSET}",
         "SPINUP_S3_FILER_WRITE_KEY": secrets.seaweed_filer_write_key,
+        # The S3 gateway's identity cache, on loopback beside S3 (ADR 0055): same certificate
+        # and key.
+        "SPINUP_S3_GATEWAY_GRPC": f"127.0.0.1:{ports.seaweed_s3 + _GRPC_OFFSET}",
     }

@@ -165,6 +165,7 @@ async def connect_s3_driver(env: dict[str, str], shell: WeedShell) -> S3Driver:
             certificate=Path(env["SPINUP_S3_CONFIG_DIR"]) / "grpc.crt",
             key=Path(env["SPINUP_S3_CONFIG_DIR"]) / "grpc.key",
         ),
+        gateway_grpc=env["SPINUP_S3_GATEWAY_GRPC"],
     )
 
 

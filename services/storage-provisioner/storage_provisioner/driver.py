@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -74,6 +75,7 @@ from shared.contracts.kinds import (
 )
 from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
 from shared.naming import guard_tenant_name, tenant_name
+from storage_provisioner.reloads import CANARY_PREFIX, IdentityChange, ReloadWatch
 from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
 
 if TYPE_CHECKING:
@@ -249,8 +251,8 @@ def _channel(target: FilerIamTarget) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target.address, credentials, options=options)
 
 
-async def _filer_call(call: Any, request: Any, write_key: str) -> Any:  # noqa: ANN401 (protobuf)
-    """One unary call to the filer's gRPC, signed when the filer takes signed writes only."""
+async def _signed_call(call: Any, request: Any, write_key: str) -> Any:  # noqa: ANN401 (protobuf)
+    """One unary call to the filer's or the S3 gateway's gRPC, signed when it takes signed only."""
     metadata: list[tuple[str, str]] = []
     if write_key:
         metadata.append(("authorization", f"Bearer {filer_jwt(write_key)}"))
@@ -276,17 +278,18 @@ class FilerIam:
     it to every S3 gateway before it answers, so the key works, or is refused, at once: O(1) in
     the number of tenants, where the IAM API on the S3 port rewrote every identity on each change.
 
-    One call at a time per driver: an S3 gateway merging two pushes at once can lose one (measured
-    on 4.48). Across replicas nothing serialises them, so ``S3Driver`` checks each change with the
-    tenant's keys and pushes it again if a gateway missed it.
+    One call at a time per driver (``turn``, shared with ``GatewayIdentityCache``): an S3 gateway
+    merging two pushes at once can lose one (measured on 4.48). Across replicas nothing serialises
+    them, so ``S3Driver`` checks each change with the tenant's keys and pushes it again if a
+    gateway missed it.
     """
 
-    def __init__(self, channel: grpc.aio.Channel, write_key: str) -> None:
+    def __init__(self, channel: grpc.aio.Channel, write_key: str, turn: asyncio.Lock) -> None:
         # Generated code (seaweed_pb) carries no annotations.
         stub = iam_pb2_grpc.SeaweedIdentityAccessManagementStub
         self._stub = stub(channel)  # type: ignore[no-untyped-call]
         self._write_key = write_key
-        self._one_at_a_time = asyncio.Lock()
+        self._one_at_a_time = turn
 
     async def _call(self, method: str, request: Any) -> Any:  # noqa: ANN401 (protobuf messages)
         # Only changes push identities to the gateways; a read needs no turn.
@@ -295,7 +298,7 @@ class FilerIam:
             return await self._send(method, request)
 
     async def _send(self, method: str, request: Any) -> Any:  # noqa: ANN401 (protobuf messages)
-        return await _filer_call(getattr(self._stub, method), request, self._write_key)
+        return await _signed_call(getattr(self._stub, method), request, self._write_key)
 
     @staticmethod
     def _identity(user: str, bucket: str, access_key: str, secret_key: str) -> Any:  # noqa: ANN401
@@ -307,15 +310,23 @@ class FilerIam:
             actions=tenant_actions(bucket),
         )
 
-    async def keys(self, user: str) -> list[tuple[str, str]] | None:
-        """The user's (access key, secret) pairs; None if there is no such user."""
+    async def identity(self, user: str) -> iam_pb2.Identity | None:
+        """The stored identity; None if there is no such user."""
         try:
             answer = await self._call("GetUser", iam_pb2.GetUserRequest(username=user))
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise
-        return [(c.access_key, c.secret_key) for c in answer.identity.credentials]
+        stored: iam_pb2.Identity = answer.identity
+        return stored
+
+    async def keys(self, user: str) -> list[tuple[str, str]] | None:
+        """The user's (access key, secret) pairs; None if there is no such user."""
+        stored = await self.identity(user)
+        if stored is None:
+            return None
+        return [(c.access_key, c.secret_key) for c in stored.credentials]
 
     async def create(self, user: str, bucket: str, access_key: str, secret_key: str) -> bool:
         """Create the user with this one key; False (nothing changed) if it exists already."""
@@ -354,6 +365,46 @@ class FilerIam:
         return True
 
 
+class GatewayIdentityCache:
+    """The S3 gateway's identities in memory, written as the filer pushes them (ADR 0055).
+
+    Its ``SeaweedS3IamCache`` gRPC service (beside S3, port + 10000) takes the same certificate
+    and signed token as the filer's. Nothing here is stored: the gateway's next full reload
+    replaces it with the store's identities. ``ReloadWatch`` uses it for its canary and to put
+    back what a reload undid. Calls take the driver's one identity turn, as the filer's do.
+    """
+
+    _SERVICE = "/messaging_pb.SeaweedS3IamCache/"
+
+    def __init__(self, channel: grpc.aio.Channel, write_key: str, turn: asyncio.Lock) -> None:
+        self._put = channel.unary_unary(
+            self._SERVICE + "PutIdentity",
+            request_serializer=iam_pb2.PutIdentityRequest.SerializeToString,
+            response_deserializer=iam_pb2.PutIdentityResponse.FromString,
+        )
+        self._remove = channel.unary_unary(
+            self._SERVICE + "RemoveIdentity",
+            request_serializer=iam_pb2.RemoveIdentityRequest.SerializeToString,
+            response_deserializer=iam_pb2.RemoveIdentityResponse.FromString,
+        )
+        self._write_key = write_key
+        self._turn = turn
+
+    async def put(self, identity: iam_pb2.Identity) -> None:
+        """Hold this identity, replacing the one of the same name."""
+        async with self._turn:
+            await _signed_call(
+                self._put, iam_pb2.PutIdentityRequest(identity=identity), self._write_key
+            )
+
+    async def remove(self, user: str) -> None:
+        """Forget the identity (nothing if the gateway has none)."""
+        async with self._turn:
+            await _signed_call(
+                self._remove, iam_pb2.RemoveIdentityRequest(username=user), self._write_key
+            )
+
+
 class FilerBuckets:
     """Buckets dropped through the filer's gRPC, as ``weed shell``'s ``s3.bucket.delete`` does.
 
@@ -381,7 +432,7 @@ class FilerBuckets:
             is_delete_data=True,
             is_recursive=True,
         )
-        answer = await _filer_call(self._stub.DeleteEntry, request, self._write_key)
+        answer = await _signed_call(self._stub.DeleteEntry, request, self._write_key)
         if answer.error:
             log.warning("storage_provisioner.bucket.not_dropped", error=answer.error)
             msg = "The S3 server kept the bucket's directory; the bucket was not deleted."
@@ -389,7 +440,7 @@ class FilerBuckets:
         # SeaweedFS's own order: with the directory gone first, a failed collection drop leaves
         # only volumes nobody names, which a bucket made again would reuse.
         collection = filer_pb2.DeleteCollectionRequest(collection=bucket)
-        await _filer_call(self._stub.DeleteCollection, collection, self._write_key)
+        await _signed_call(self._stub.DeleteCollection, collection, self._write_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,6 +591,7 @@ class S3Driver:
         public_endpoint: str,
         region: str,
         filer_read_key: str,
+        gateway: GatewayIdentityCache,
         close: Callable[[], Awaitable[None]],
     ) -> None:
         self._admin = admin
@@ -553,6 +605,12 @@ class S3Driver:
         self._region = region
         self._filer_read_key = filer_read_key
         self._close = close
+        self._reloads = ReloadWatch(
+            store=iam,
+            gateway=gateway,
+            key_known=self._key_known,
+            canary=(CANARY_PREFIX + secrets.token_hex(8), new_key_pair()),
+        )
 
     @classmethod
     async def connect(
@@ -565,12 +623,14 @@ class S3Driver:
         secret_key: str,
         shell: WeedShell,
         filer_iam: FilerIamTarget,
+        gateway_grpc: str,
         filer_read_key: str = "",
     ) -> S3Driver:
         """Open the admin clients (S3 at ``endpoint``, ``http://host:port``; the filer's IAM).
 
-        ``filer_read_key`` signs the driver's one filer read (filer.conf); empty when the filer
-        takes unsigned reads.
+        ``gateway_grpc`` is the S3 gateway's gRPC ``host:port`` (its identity cache), reached
+        with ``filer_iam``'s certificate and key. ``filer_read_key`` signs the driver's one filer
+        read (filer.conf); empty when the filer takes unsigned reads.
         """
         stack = contextlib.AsyncExitStack()
         session = aiohttp.ClientSession(
@@ -589,9 +649,13 @@ class S3Driver:
         # One channel to the filer for both of its services (identities, bucket drops).
         filer = _channel(filer_iam)
         stack.push_async_callback(filer.close)
+        gateway = _channel(dataclasses.replace(filer_iam, address=gateway_grpc))
+        stack.push_async_callback(gateway.close)
+        turn = asyncio.Lock()
         return cls(
             admin=admin,
-            iam=FilerIam(filer, filer_iam.write_key),
+            iam=FilerIam(filer, filer_iam.write_key, turn),
+            gateway=GatewayIdentityCache(gateway, filer_iam.write_key, turn),
             buckets=FilerBuckets(filer, filer_iam.write_key),
             quotas=BucketQuotas(
                 session,
@@ -669,6 +733,7 @@ class S3Driver:
                 await self._put_key(user, bucket, access_key, secret_key)
             await self._settle(
                 bucket,
+                user,
                 valid=[(access_key, secret_key)],
                 revoked=older,
                 push=lambda: self._put_key(user, bucket, access_key, secret_key),
@@ -703,6 +768,7 @@ class S3Driver:
     async def _settle(
         self,
         bucket: str,
+        user: str,
         *,
         valid: Sequence[tuple[str, str]],
         revoked: Sequence[tuple[str, str]],
@@ -713,8 +779,10 @@ class S3Driver:
         The filer pushes each identity change to the gateways before it answers, but a gateway
         merging two pushes at once can lose one (SeaweedFS 4.48; FilerIam serialises a driver's
         own calls, not those of other replicas). So the keys that must work are tried, and the
-        ones that must not: a key handed out always works, a revoked one is refused.
+        ones that must not: a key handed out always works, a revoked one is refused. The change
+        is noted first, for the check after the gateway's next full reload (``watch_reloads``).
         """
+        self._reloads.note(IdentityChange(bucket, user, tuple(valid), tuple(revoked)))
         for attempt in range(PUSH_ATTEMPTS):
             works = [await self._key_known(bucket, *pair) for pair in valid]
             lingers = [await self._key_known(bucket, *pair) for pair in revoked]
@@ -725,6 +793,18 @@ class S3Driver:
             await push()
         msg = "The S3 server did not take the bucket's new credentials; try again."
         raise SpinupError(ErrorCode.BACKEND_ERROR, msg, retryable=True)
+
+    async def watch_reloads(self, interval_s: float) -> None:
+        """Find the S3 gateway's full reloads and put back what they undid, until cancelled.
+
+        Every ``interval_s`` (``storage_provisioner.reloads``, ADR 0055).
+        """
+        await self._reloads.run(interval_s)
+
+    @property
+    def reloads_found(self) -> int:
+        """How many full reloads of the S3 gateway's identities ``watch_reloads`` has found."""
+        return self._reloads.reloads_found
 
     def _credentials(self, bucket: str, access_key: str, secret_key: str) -> S3Credentials:
         return S3Credentials(
@@ -779,7 +859,9 @@ class S3Driver:
                 if not await self._iam.replace(user, bucket, access_key, secret_key):
                     raise SpinupError(ErrorCode.NOT_FOUND, gone)
 
-            await self._settle(bucket, valid=[(access_key, secret_key)], revoked=older, push=again)
+            await self._settle(
+                bucket, user, valid=[(access_key, secret_key)], revoked=older, push=again
+            )
 
         await self._run("rotated", replace)
         return self._credentials(bucket, access_key, secret_key)
@@ -919,7 +1001,7 @@ class S3Driver:
 
         older = await self._iam.keys(user) or []
         await self._iam.remove(user)
-        await self._settle(bucket, valid=[], revoked=older, push=again)
+        await self._settle(bucket, user, valid=[], revoked=older, push=again)
 
     def export(self, resource_id: UUID, fmt: str) -> AsyncIterator[bytes]:
         """Every object of the bucket as a tar member at its key, then ``.spinup-metadata.jsonl``.

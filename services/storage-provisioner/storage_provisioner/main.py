@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.runtime import in_background
 from shared.worker import serve_kind, worker_main
 from storage_provisioner.driver import S3Driver, WeedShell
 from storage_provisioner.handlers import register
@@ -30,9 +31,11 @@ async def run(settings: Settings) -> None:
         ),
         filer_read_key=settings.filer_read_key,
         filer_iam=settings.filer_iam,
+        gateway_grpc=settings.gateway_grpc,
     )
     try:
-        await serve_kind(SERVICE, settings.worker, driver, register)
+        async with in_background(driver.watch_reloads(settings.reload_check_s)):
+            await serve_kind(SERVICE, settings.worker, driver, register)
     finally:
         await driver.close()
 

@@ -11,7 +11,7 @@ from shared.config import Env, SettingsError
 from shared.worker import WorkerSettings
 from storage_provisioner.driver import FilerIamTarget
 
-# The filer serves gRPC (its IAM service among it) on its HTTP port + 10000.
+# The filer and the S3 gateway serve gRPC on their HTTP port + 10000.
 _GRPC_OFFSET = 10000
 
 
@@ -31,6 +31,8 @@ class Settings:
     config_dir: Path | None
     filer_read_key: str
     filer_iam: FilerIamTarget
+    gateway_grpc: str
+    reload_check_s: float
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -46,6 +48,10 @@ class Settings:
         host, _, port = filer.rpartition(":")
         if not (host and port.isdigit()):
             msg = "SPINUP_S3_FILER must be host:port"
+            raise SettingsError(msg)
+        s3_host, _, s3_port = endpoint.split("://", 1)[-1].rstrip("/").rpartition(":")
+        if not (s3_host and s3_port.isdigit()):
+            msg = "SPINUP_S3_ENDPOINT must be http(s)://host:port"
             raise SettingsError(msg)
         # The gRPC mutual TLS pair: security.toml's, beside it in the config dir unless named.
         folder = Path(config_dir) if config_dir else None
@@ -85,4 +91,10 @@ class Settings:
                 ),
                 key=Path(key) if key else folder / "grpc.key" if folder else None,
             ),
+            # The S3 gateway's identity cache (ADR 0055), with the filer's certificate and key.
+            gateway_grpc=env.string(
+                "SPINUP_S3_GATEWAY_GRPC", f"{s3_host}:{int(s3_port) + _GRPC_OFFSET}"
+            ),
+            # How often the gateway is probed for a full reload of its identities.
+            reload_check_s=env.number("SPINUP_S3_RELOAD_CHECK_S", 0.5),
         )
