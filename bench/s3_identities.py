@@ -27,7 +27,7 @@ import asyncpg
 from bench import drivers
 from bench.cpu import cpu_seconds_by_tree, stack_processes
 from bench.measure import summary
-from devstack.seaweed import CREDENTIAL_DATABASE, CREDENTIAL_ROLE
+from devstack.seaweed import CREDENTIAL_DATABASE, credential_dsn
 from devstack.stack import Stack
 from shared.contracts.kinds import ResourceKind, S3Limits
 from storage_provisioner.driver import S3Driver
@@ -43,18 +43,25 @@ SAMPLE_EVERY_S = 0.2
 PUBLISHED_S = 11.0
 
 
-async def _load(conn: asyncpg.Connection, total: int) -> None:
-    """Make the stored load identities number ``total``."""
-    have = await conn.fetchval(
-        "SELECT count(*) FROM users WHERE username LIKE $1", LOAD_PREFIX + "%"
-    )
-    names = [f"{LOAD_PREFIX}{n}" for n in range(have, total)]
+async def store_identities(conn: asyncpg.Connection, prefix: str, total: int) -> None:
+    """Make the stored identities named ``prefix<n>`` number ``total`` (a key each, no actions).
+
+    Written straight into SeaweedFS's tables: the S3 gateway holds them from its next reload.
+    """
+    have = await conn.fetchval("SELECT count(*) FROM users WHERE username LIKE $1", prefix + "%")
+    names = [f"{prefix}{n}" for n in range(have, total)]
     await conn.execute("INSERT INTO users (username, email) SELECT unnest($1::text[]), ''", names)
     await conn.execute(
         "INSERT INTO credentials (username, access_key, secret_key)"
         " SELECT n, 'LOAD' || md5(n), md5(n) FROM unnest($1::text[]) n",
         names,
     )
+
+
+async def remove_identities(conn: asyncpg.Connection, prefix: str) -> None:
+    """Remove what ``store_identities`` stored."""
+    await conn.execute("DELETE FROM credentials WHERE username LIKE $1", prefix + "%")
+    await conn.execute("DELETE FROM users WHERE username LIKE $1", prefix + "%")
 
 
 async def _next_reload(driver: S3Driver) -> None:
@@ -120,16 +127,10 @@ async def measure(stack: Stack, points: list[int], rounds: int) -> None:
 
 async def _measure(stack: Stack, driver: S3Driver, points: list[int], rounds: int) -> None:
     watch = asyncio.create_task(driver.watch_reloads(SAMPLE_EVERY_S))
-    conn = await asyncpg.connect(
-        host="127.0.0.1",
-        port=stack.profile.ports.platform_pg,
-        user=CREDENTIAL_ROLE,
-        password=stack.secrets.seaweed_credential_pg,
-        database=CREDENTIAL_DATABASE,
-    )
+    conn = await asyncpg.connect(credential_dsn(stack.profile, stack.secrets))
     try:
         for total in points:
-            await _load(conn, total)
+            await store_identities(conn, LOAD_PREFIX, total)
             await _next_reload(driver)  # the gateway holds them from here
             print(f"{total} stored identities")  # noqa: T201
             print("  " + await _one_reload(stack, conn, driver))  # noqa: T201
@@ -137,8 +138,7 @@ async def _measure(stack: Stack, driver: S3Driver, points: list[int], rounds: in
                 print(line)  # noqa: T201
     finally:
         watch.cancel()
-        await conn.execute("DELETE FROM credentials WHERE username LIKE $1", LOAD_PREFIX + "%")
-        await conn.execute("DELETE FROM users WHERE username LIKE $1", LOAD_PREFIX + "%")
+        await remove_identities(conn, LOAD_PREFIX)
         await conn.close()
 
 

@@ -175,6 +175,14 @@ def credential_database(secrets: Secrets) -> AppDatabase:
     )
 
 
+def credential_dsn(profile: Profile, secrets: Secrets) -> str:
+    """A login to the credential store as SeaweedFS's own role: for tests and benchmarks."""
+    return (
+        f"postgresql://{CREDENTIAL_ROLE}:{secrets.seaweed_credential_pg}"
+        f"@127.0.0.1:{profile.ports.platform_pg}/{CREDENTIAL_DATABASE}"
+    )
+
+
 def credential_toml(*, port: int, password: str) -> str:
     """SeaweedFS's credential store: Postgres (the platform cluster, loopback), not the filer.
 

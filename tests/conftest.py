@@ -45,6 +45,7 @@ ENGINE_GROUP = (
     "tests/e2e/test_api_fuzz.py",
     "tests/e2e/test_bench.py",
     "tests/e2e/test_crashes_and_outages.py",
+    "tests/integration/test_storage_reloads.py",
 )
 
 

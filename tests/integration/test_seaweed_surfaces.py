@@ -34,7 +34,7 @@ from miniopy_async.api import Minio
 
 from devstack.network import tenant_host
 from devstack.procs import stat_fields
-from devstack.seaweed import CREDENTIAL_DATABASE, CREDENTIAL_ROLE, NAME, weed_binary
+from devstack.seaweed import NAME, credential_dsn, weed_binary
 from devstack.stack import Stack
 from shared.contracts.kinds import S3Limits
 from shared.naming import tenant_name
@@ -359,13 +359,7 @@ async def test_a_tenants_secret_is_in_no_filer_file_only_in_the_platform_credent
     assert not [path for path in files if path.startswith("/etc/iam/identities/")]
     # The secret is a row of the seaweedfs database of the platform cluster...
     ports = stack.profile.ports
-    conn = await asyncpg.connect(
-        host=LOOPBACK,
-        port=ports.platform_pg,
-        user=CREDENTIAL_ROLE,
-        password=stack.secrets.seaweed_credential_pg,
-        database=CREDENTIAL_DATABASE,
-    )
+    conn = await asyncpg.connect(credential_dsn(stack.profile, stack.secrets))
     try:
         row = await conn.fetchrow(
             "SELECT username, secret_key FROM credentials WHERE access_key = $1", stored.access_key

@@ -19,7 +19,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from devstack.seaweed import CREDENTIAL_DATABASE, CREDENTIAL_ROLE
+from bench.s3_identities import remove_identities, store_identities
+from devstack.seaweed import credential_dsn
 from devstack.stack import Stack
 from shared.contracts.kinds import S3Credentials, S3Limits
 from storage_provisioner.driver import S3Driver
@@ -47,28 +48,13 @@ WATCH_INTERVAL_S = 0.5
 
 @pytest.fixture
 async def many_stored_identities(stack: Stack) -> AsyncIterator[None]:
-    """Identities without keys' use or actions, written straight into the credential store."""
-    conn = await asyncpg.connect(
-        host="127.0.0.1",
-        port=stack.profile.ports.platform_pg,
-        user=CREDENTIAL_ROLE,
-        password=stack.secrets.seaweed_credential_pg,
-        database=CREDENTIAL_DATABASE,
-    )
-    names = [f"{LOAD_PREFIX}{n}" for n in range(STORED_IDENTITIES)]
+    """Identities with a key each and no actions, written straight into the credential store."""
+    conn = await asyncpg.connect(credential_dsn(stack.profile, stack.secrets))
     try:
-        await conn.execute(
-            "INSERT INTO users (username, email) SELECT unnest($1::text[]), ''", names
-        )
-        await conn.execute(
-            "INSERT INTO credentials (username, access_key, secret_key)"
-            " SELECT n, 'LOAD' || md5(n), md5(n) FROM unnest($1::text[]) n",
-            names,
-        )
+        await store_identities(conn, LOAD_PREFIX, STORED_IDENTITIES)
         yield
     finally:
-        await conn.execute("DELETE FROM credentials WHERE username LIKE $1", LOAD_PREFIX + "%")
-        await conn.execute("DELETE FROM users WHERE username LIKE $1", LOAD_PREFIX + "%")
+        await remove_identities(conn, LOAD_PREFIX)
         await conn.close()
 
 

@@ -49,7 +49,8 @@ RECHECK_CONCURRENCY = 16
 # How often a copy is read again while the store's identity keeps changing under it.
 COPY_ATTEMPTS = 5
 # Changes older than this are forgotten even if no reload was seen (a gateway that never
-# reloads would otherwise grow the list for ever); a reload every minute leaves 2 minutes' worth.
+# reloads, or a driver nobody watches with, would otherwise grow the list for ever); a reload
+# every minute leaves 2 minutes' worth.
 FORGET_AFTER_S = 600.0
 
 
@@ -112,8 +113,10 @@ class ReloadWatch:
 
     def note(self, change: IdentityChange) -> None:
         """Record a change the store has (called after the write, before its first check)."""
+        now = self._clock()
         self._changes.pop(change.user, None)
-        self._changes[change.user] = (self._clock(), change)
+        self._changes[change.user] = (now, change)
+        self._forget(before=now - FORGET_AFTER_S)
 
     async def check(self) -> int:
         """Probe the canary; after a reload, check the changes it may have undone.
@@ -132,7 +135,9 @@ class ReloadWatch:
         await self._plant()
         at_risk = [change for noted, change in self._changes.values() if noted >= self._keep_since]
         restored = await self._recheck(at_risk)
-        log.info("storage_provisioner.reload.found", checked=len(at_risk), restored=restored)
+        # Once a minute, in every replica: worth a line only when it undid something.
+        report = log.info if restored else log.debug
+        report("storage_provisioner.reload.found", checked=len(at_risk), restored=restored)
         self._keep_since = self._last_standing
         self._forget(before=self._keep_since)
         return restored
