@@ -151,6 +151,16 @@ WEBHOOK_STREAM_DROPPED = Counter(
     "Live webhook streams refused: the gateway already follows SPINUP_MAX_LIVE_STREAMS.",
 )
 
+# -- S3 gateway reloads (ADR 0055) ---------------------------------------------------------------
+S3_GATEWAY_RELOADS = Counter(
+    "spinup_s3_gateway_reloads",
+    "Full reloads of the S3 gateway's identities storage-provisioner's watch found (one a minute).",
+)
+S3_IDENTITIES_RESTORED = Counter(
+    "spinup_s3_identities_restored",
+    "S3 identity changes a reload of the gateway undid and storage-provisioner put back.",
+)
+
 # -- backends -----------------------------------------------------------------------------------
 BACKEND_UP = Gauge(
     "spinup_backend_up",

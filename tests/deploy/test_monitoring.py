@@ -29,7 +29,7 @@ DASHBOARD = REPO / "monitoring" / "grafana" / "spinup-platform.json"
 OPERATIONS = REPO / "docs" / "operations.md"
 #: stack-deployer runs in the host's network under compose: the compose Prometheus cannot reach it.
 COMPOSE_SCRAPED = set(SERVICE_IMAGES) - {"stack-deployer"}
-_METRIC = re.compile(r"\b(spinup_[a-z_]+)")
+_METRIC = re.compile(r"\b(spinup_[a-z0-9_]+)")
 #: The sample names each metric type exposes.
 _SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 import asyncpg
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.s3_identities import remove_identities, store_identities
 from devstack.seaweed import credential_dsn
@@ -92,7 +94,9 @@ async def watch_rotated(
 
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("many_stored_identities")
-async def test_a_reload_during_rotations_undoes_none_of_them_for_long(s3_driver: S3Driver) -> None:
+async def test_a_reload_during_rotations_undoes_none_of_them_for_long(
+    s3_driver: S3Driver, stack: Stack
+) -> None:
     count = int(ROTATING_S / ROTATE_EVERY_S)
     rids = [uuid.uuid4() for _ in range(count)]
     watch = asyncio.create_task(s3_driver.watch_reloads(WATCH_INTERVAL_S))
@@ -119,5 +123,10 @@ async def test_a_reload_during_rotations_undoes_none_of_them_for_long(s3_driver:
         for start in range(0, count, 16):
             await asyncio.gather(*(s3_driver.delete(r) for r in rids[start : start + 16]))
     assert s3_driver.reloads_found >= 1, "no reload of the gateway fell among the rotations"
+    # The stack's storage-provisioner runs the same watch (its settings, address and keys).
+    async with httpx.AsyncClient() as client:
+        scraped = (await client.get(stack.metrics_urls["storage-provisioner"])).text
+    found = {s.name: s.value for f in text_string_to_metric_families(scraped) for s in f.samples}
+    assert found.get("spinup_s3_gateway_reloads_total", 0) >= 1
     wrong = {t.new.bucket: t.seen for t in rotated if t.longest_wrong_s > LONGEST_WRONG_S}
     assert not wrong

@@ -39,6 +39,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "spinup_webhook_stream_dropped": ("counter", ()),
     "spinup_eventlog_append_duration_seconds": ("histogram", ()),
     "spinup_backend_up": ("gauge", ("backend",)),
+    "spinup_s3_gateway_reloads": ("counter", ()),
+    "spinup_s3_identities_restored": ("counter", ()),
     "spinup_rate_limited": ("counter", ("route",)),
 }
 

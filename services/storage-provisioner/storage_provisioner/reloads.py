@@ -35,6 +35,7 @@ from typing import Protocol
 
 import structlog
 
+from shared.metrics import S3_GATEWAY_RELOADS, S3_IDENTITIES_RESTORED
 from storage_provisioner.seaweed_pb import iam_pb2
 
 log = structlog.get_logger("storage_provisioner.reloads")
@@ -132,9 +133,11 @@ class ReloadWatch:
             self._forget(before=probed_at - FORGET_AFTER_S)
             return 0
         self.reloads_found += 1
+        S3_GATEWAY_RELOADS.inc()
         await self._plant()
         at_risk = [change for noted, change in self._changes.values() if noted >= self._keep_since]
         restored = await self._recheck(at_risk)
+        S3_IDENTITIES_RESTORED.inc(restored)
         # Once a minute, in every replica: worth a line only when it undid something.
         report = log.info if restored else log.debug
         report("storage_provisioner.reload.found", checked=len(at_risk), restored=restored)
