@@ -50,6 +50,19 @@ _WORKER_BASICS = {
             {**_WORKER_BASICS, "SPINUP_USAGE_SWEEP_DUTY": "0"},
             "SPINUP_USAGE_SWEEP_DUTY must be above 0 and at most 1, got 0.0",
         ),
+        # The S3 gateway's gRPC is S3's port + 10000 unless SPINUP_S3_GATEWAY_GRPC names it.
+        (
+            "storage_provisioner",
+            {
+                **_WORKER_BASICS,
+                "SPINUP_S3_ENDPOINT": "https://s3.example",
+                "SPINUP_S3_FILER": "filer:8888",
+                "SPINUP_S3_ADMIN_ACCESS_KEY": "unused",
+                "SPINUP_S3_ADMIN_SECRET_KEY": "unused",
+                "SPINUP_S3_MASTER": "master:9333",
+            },
+            "SPINUP_S3_ENDPOINT must be host:port (or a URL with both)",
+        ),
     ],
 )
 def test_a_setting_out_of_range_stops_start_up_with_its_name(

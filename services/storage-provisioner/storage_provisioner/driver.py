@@ -75,7 +75,7 @@ from shared.contracts.kinds import (
 )
 from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
 from shared.naming import guard_tenant_name, tenant_name
-from storage_provisioner.reloads import CANARY_PREFIX, IdentityChange, ReloadWatch
+from storage_provisioner.reloads import CANARY_PREFIX, IdentityChange, ReloadWatch, holds
 from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
 
 if TYPE_CHECKING:
@@ -784,11 +784,10 @@ class S3Driver:
         ones that must not: a key handed out always works, a revoked one is refused. The change
         is noted first, for the check after the gateway's next full reload (``watch_reloads``).
         """
-        self._reloads.note(IdentityChange(bucket, user, tuple(valid), tuple(revoked)))
+        change = IdentityChange(bucket, user, tuple(valid), tuple(revoked))
+        self._reloads.note(change)
         for attempt in range(PUSH_ATTEMPTS):
-            works = [await self._key_known(bucket, *pair) for pair in valid]
-            lingers = [await self._key_known(bucket, *pair) for pair in revoked]
-            if all(works) and not any(lingers):
+            if await holds(change, self._key_known):
                 return
             log.warning("storage_provisioner.identity.repushed", attempt=attempt + 1)
             await asyncio.sleep(PUSH_PAUSE_S * (attempt + 1))

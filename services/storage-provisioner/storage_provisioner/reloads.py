@@ -22,7 +22,8 @@ undone:
   so a change made meanwhile is not overwritten by an older one).
 
 What stays exposed: the time from a reload to the next probe plus the check, about a second
-(``SPINUP_S3_RELOAD_CHECK_S``). One gateway is watched: the one at the driver's S3 endpoint.
+(``SPINUP_S3_RELOAD_CHECK_S``). One gateway is watched: the canary goes to
+``SPINUP_S3_GATEWAY_GRPC`` and its probes to the S3 endpoint, which must be that same gateway.
 """
 
 from __future__ import annotations
@@ -86,6 +87,17 @@ class GatewayIdentities(Protocol):
 
 
 Probe = Callable[[str, str, str], Awaitable[bool]]
+
+
+async def holds(change: IdentityChange, key_known: Probe) -> bool:
+    """Whether the gateway holds ``change``: each valid key known, each revoked one not."""
+    for pair in change.valid:
+        if not await key_known(change.bucket, *pair):
+            return False
+    for pair in change.revoked:
+        if await key_known(change.bucket, *pair):
+            return False
+    return True
 
 
 class ReloadWatch:
@@ -179,22 +191,13 @@ class ReloadWatch:
 
         async def one(change: IdentityChange) -> bool:
             async with turns:
-                if await self._holds(change):
+                if await holds(change, self._key_known):
                     return False
                 await self._copy(change.user)
                 log.warning("storage_provisioner.reload.restored", user=change.user)
                 return True
 
         return sum(await asyncio.gather(*(one(change) for change in changes)))
-
-    async def _holds(self, change: IdentityChange) -> bool:
-        for pair in change.valid:
-            if not await self._key_known(change.bucket, *pair):
-                return False
-        for pair in change.revoked:
-            if await self._key_known(change.bucket, *pair):
-                return False
-        return True
 
     async def _copy(self, user: str) -> None:
         """Copy the stored identity (or its absence) into the gateway until it holds still."""

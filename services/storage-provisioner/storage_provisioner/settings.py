@@ -45,14 +45,6 @@ class Settings:
         endpoint = env.string("SPINUP_S3_ENDPOINT")
         config_dir = environ.get("SPINUP_S3_CONFIG_DIR", "").strip()
         filer = env.string("SPINUP_S3_FILER")
-        host, _, port = filer.rpartition(":")
-        if not (host and port.isdigit()):
-            msg = "SPINUP_S3_FILER must be host:port"
-            raise SettingsError(msg)
-        s3_host, _, s3_port = endpoint.split("://", 1)[-1].rstrip("/").rpartition(":")
-        if not (s3_host and s3_port.isdigit()):
-            msg = "SPINUP_S3_ENDPOINT must be http(s)://host:port"
-            raise SettingsError(msg)
         # The gRPC mutual TLS pair: security.toml's, beside it in the config dir unless named.
         folder = Path(config_dir) if config_dir else None
         certificate = environ.get("SPINUP_S3_GRPC_CERT", "").strip()
@@ -84,7 +76,7 @@ class Settings:
             # Tenant identities: the filer's IAM gRPC service (ADR 0019), with a token signed by
             # security.toml's [jwt.filer_signing] key (empty: the filer asks for none).
             filer_iam=FilerIamTarget(
-                address=env.string("SPINUP_S3_FILER_GRPC", f"{host}:{int(port) + _GRPC_OFFSET}"),
+                address=env.string("SPINUP_S3_FILER_GRPC", _grpc_twin("SPINUP_S3_FILER", filer)),
                 write_key=env.string("SPINUP_S3_FILER_WRITE_KEY", ""),
                 certificate=(
                     Path(certificate) if certificate else folder / "grpc.crt" if folder else None
@@ -92,9 +84,22 @@ class Settings:
                 key=Path(key) if key else folder / "grpc.key" if folder else None,
             ),
             # The S3 gateway's identity cache (ADR 0055), with the filer's certificate and key.
-            gateway_grpc=env.string(
-                "SPINUP_S3_GATEWAY_GRPC", f"{s3_host}:{int(s3_port) + _GRPC_OFFSET}"
-            ),
+            # Set, it spares an endpoint without a port (https://s3.example) the derivation.
+            gateway_grpc=environ.get("SPINUP_S3_GATEWAY_GRPC", "").strip()
+            or _grpc_twin("SPINUP_S3_ENDPOINT", endpoint),
             # How often the gateway is probed for a full reload of its identities.
             reload_check_s=env.number("SPINUP_S3_RELOAD_CHECK_S", 0.5),
         )
+
+
+def _grpc_twin(setting: str, address: str) -> str:
+    """``host:port + 10000`` for ``address`` (``host:port``, or a URL with one).
+
+    Raises:
+        SettingsError: naming ``setting`` when ``address`` has no host and port.
+    """
+    host, _, port = address.split("://", 1)[-1].rstrip("/").rpartition(":")
+    if not (host and port.isdigit()):
+        msg = f"{setting} must be host:port (or a URL with both)"
+        raise SettingsError(msg)
+    return f"{host}:{int(port) + _GRPC_OFFSET}"
