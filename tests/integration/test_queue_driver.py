@@ -1,4 +1,6 @@
 import asyncio
+import json
+import urllib.request
 import uuid
 
 import msgspec
@@ -434,6 +436,61 @@ async def test_delete_leaves_nothing_of_the_account_on_the_servers_disk(
     await queue_driver.delete(rid)
 
     assert _on_disk(stack, account) == []
+
+
+def _held_in_memory(stack: Stack) -> set[str]:
+    """The accounts the customer NATS server holds in memory (its monitor's list loads none)."""
+    url = f"http://127.0.0.1:{stack.profile.ports.customer_nats_monitor}/accountz"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return set(json.load(answer)["accounts"])
+
+
+async def test_a_delete_leaves_an_account_that_never_connected_out_of_the_servers_memory(
+    queue_driver: NatsAccountDriver, stack: Stack
+) -> None:
+    # nats-server keeps every account it loaded until it restarts (ADR 0056). The delete's purge
+    # loaded each one that never connected, only to find nothing: about 9 KB each, for ever.
+    rids = [uuid.uuid4() for _ in range(3)]
+    accounts = {queue_driver.account_key(rid).public_key for rid in rids}
+    for rid in rids:
+        await queue_driver.create(rid, LIMITS)
+    assert not accounts & await asyncio.to_thread(_held_in_memory, stack)
+
+    for rid in rids:
+        await queue_driver.delete(rid)
+
+    assert not accounts & await asyncio.to_thread(_held_in_memory, stack)
+    assert not any([await queue_driver.exists(rid) for rid in rids])
+
+
+async def test_a_stream_made_while_an_unloaded_account_is_deleted_is_removed_too(
+    queue_driver: NatsAccountDriver, stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The delete finds the account not loaded and sends the claim delete without a purge. A
+    # connection that came in between may have stored something: it is purged after.
+    rid = uuid.uuid4()
+    credentials = await queue_driver.create(rid, LIMITS)
+    client = await connect_nats_tenant(credentials)
+    try:
+        await client.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
+        await client.jetstream().publish("orders.one", b"stored in between")
+    finally:
+        await client.close()
+    assert _on_disk(stack, credentials.account)
+    loaded = queue_driver._loaded
+    seen: list[str] = []
+
+    async def not_loaded_at_first(account: str) -> bool:
+        """The first check answers as it would have just before the connection came in."""
+        seen.append(account)
+        return False if len(seen) == 1 else await loaded(account)
+
+    monkeypatch.setattr(queue_driver, "_loaded", not_loaded_at_first)
+    await queue_driver.delete(rid)
+
+    assert seen == [credentials.account, credentials.account]
+    assert _on_disk(stack, credentials.account) == []
+    assert not await queue_driver.exists(rid)
 
 
 async def test_accounts_that_never_connected_are_deleted_within_a_short_request_timeout(

@@ -80,6 +80,8 @@ _PURGE_SUBJECT = "$JS.API.ACCOUNT.PURGE.{account}"
 #: The full resolver's list of every account it holds: ``{"data": [<account key>, ...]}``.
 _LIST_SUBJECT = "$SYS.REQ.CLAIMS.LIST"
 _JSZ_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.JSZ"
+#: JSZ's answer for an account the server has not loaded (nats-server's ``JszAccount``).
+_NOT_LOADED = 'account "{account}" not found'
 # Requests of one usage call in flight at once: enough to pipeline, few enough that the last
 # is answered well within the request timeout.
 _MAX_IN_FLIGHT = 64
@@ -460,10 +462,45 @@ class NatsAccountDriver:
             DropRefusedError: the derived key is the system account (never expected).
         """
         account = self._tenant_account(resource_id).public_key
-        if await self._resolver_jwt(account, "deleted"):
+        if not await self._resolver_jwt(account, "deleted"):
+            # Deleted already, or never made: the claim delete is repeated, and is harmless.
+            await self._delete_claim(account)
+            return
+        if await self._loaded(account):
             await self._purge_streams(account)
+            await self._delete_claim(account)
+            return
+        # Never loaded since the server started, so it stores nothing (the server loads every
+        # account with a store directory at start): a purge would load it into the server's
+        # memory, where nats-server keeps every account it loaded until it restarts (ADR 0056).
+        await self._delete_claim(account)
+        if await self._loaded(account):
+            # A connection came in between and may have stored something: removed all the same
+            # (the purge waits out the resolver's fetch timeout once the JWT is gone).
+            await self._purge_streams(account)
+
+    async def _delete_claim(self, account: str) -> None:
         claim = natsjwt.delete_accounts_claim(self._operator, [account])
         await self._system_request(_DELETE_SUBJECT, claim, "deleted")
+
+    async def _loaded(self, account: str) -> bool:
+        """Whether the server holds the account in memory, asked without loading it.
+
+        A JSZ request of one account reads the server's loaded accounts only: "not found" means
+        it has not loaded the account. Any other answer (its JetStream figures, "not jetstream
+        enabled", an error) counts as loaded, so a delete purges whenever it cannot tell.
+        """
+        async with self._backend_errors("deleted"):
+            reply = await self._system.request(
+                _JSZ_SUBJECT.format(account=account), b"", timeout=self._timeout
+            )
+        try:
+            body = json.loads(reply.data)
+        except ValueError:
+            return True
+        error = body.get("error") if isinstance(body, dict) else None
+        description = error.get("description") if isinstance(error, dict) else None
+        return description != _NOT_LOADED.format(account=account)
 
     async def _purge_streams(self, account: str) -> None:
         """Remove every stream of an account, with its data, from the server's disk.
