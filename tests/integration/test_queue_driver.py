@@ -464,33 +464,38 @@ async def test_a_delete_leaves_an_account_that_never_connected_out_of_the_server
 
 
 async def test_a_stream_made_while_an_unloaded_account_is_deleted_is_removed_too(
-    queue_driver: NatsAccountDriver, stack: Stack, monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The delete finds the account not loaded and sends the claim delete without a purge. A
-    # connection that came in between may have stored something: it is purged after.
-    rid = uuid.uuid4()
-    credentials = await queue_driver.create(rid, LIMITS)
-    client = await connect_nats_tenant(credentials)
+    # connection that came in between may have stored something: it is purged after. The
+    # driver's short request timeout is what the never-connected deletes run with (below).
+    driver = await connect_nats_driver(env, request_timeout=1.0)
     try:
-        await client.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
-        await client.jetstream().publish("orders.one", b"stored in between")
+        rid = uuid.uuid4()
+        credentials = await driver.create(rid, LIMITS)
+        client = await connect_nats_tenant(credentials)
+        try:
+            await client.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
+            await client.jetstream().publish("orders.one", b"stored in between")
+        finally:
+            await client.close()
+        assert _on_disk(stack, credentials.account)
+        loaded = driver._loaded
+        seen: list[str] = []
+
+        async def not_loaded_at_first(account: str) -> bool:
+            """The first check answers as it would have just before the connection came in."""
+            seen.append(account)
+            return False if len(seen) == 1 else await loaded(account)
+
+        monkeypatch.setattr(driver, "_loaded", not_loaded_at_first)
+        await driver.delete(rid)
+
+        assert seen == [credentials.account, credentials.account]
+        assert _on_disk(stack, credentials.account) == []
+        assert not await driver.exists(rid)
     finally:
-        await client.close()
-    assert _on_disk(stack, credentials.account)
-    loaded = queue_driver._loaded
-    seen: list[str] = []
-
-    async def not_loaded_at_first(account: str) -> bool:
-        """The first check answers as it would have just before the connection came in."""
-        seen.append(account)
-        return False if len(seen) == 1 else await loaded(account)
-
-    monkeypatch.setattr(queue_driver, "_loaded", not_loaded_at_first)
-    await queue_driver.delete(rid)
-
-    assert seen == [credentials.account, credentials.account]
-    assert _on_disk(stack, credentials.account) == []
-    assert not await queue_driver.exists(rid)
+        await driver.close()
 
 
 async def test_accounts_that_never_connected_are_deleted_within_a_short_request_timeout(

@@ -80,6 +80,9 @@ _PURGE_SUBJECT = "$JS.API.ACCOUNT.PURGE.{account}"
 #: The full resolver's list of every account it holds: ``{"data": [<account key>, ...]}``.
 _LIST_SUBJECT = "$SYS.REQ.CLAIMS.LIST"
 _JSZ_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.JSZ"
+#: What a purge of a deleted account may wait first: the server asks its resolver for the JWT,
+#: and the resolver waits out its fetch timeout (1.9 s in every config here) before giving up.
+_RESOLVER_FETCH_WAIT_S = 5.0
 #: JSZ's answer for an account the server has not loaded (nats-server's ``JszAccount``).
 _NOT_LOADED = 'account "{account}" not found'
 # Requests of one usage call in flight at once: enough to pipeline, few enough that the last
@@ -475,9 +478,10 @@ class NatsAccountDriver:
         # memory, where nats-server keeps every account it loaded until it restarts (ADR 0056).
         await self._delete_claim(account)
         if await self._loaded(account):
-            # A connection came in between and may have stored something: removed all the same
-            # (the purge waits out the resolver's fetch timeout once the JWT is gone).
-            await self._purge_streams(account)
+            # A connection came in between and may have stored something: removed all the same.
+            # More than a second after the claim delete, the server would first ask its resolver
+            # for the JWT (nats-server's updateAccount) and wait out the fetch timeout.
+            await self._purge_streams(account, within_s=self._timeout + _RESOLVER_FETCH_WAIT_S)
 
     async def _delete_claim(self, account: str) -> None:
         claim = natsjwt.delete_accounts_claim(self._operator, [account])
@@ -502,18 +506,19 @@ class NatsAccountDriver:
         description = error.get("description") if isinstance(error, dict) else None
         return description != _NOT_LOADED.format(account=account)
 
-    async def _purge_streams(self, account: str) -> None:
+    async def _purge_streams(self, account: str, *, within_s: float | None = None) -> None:
         """Remove every stream of an account, with its data, from the server's disk.
 
         Deleting the JWT cuts the account off but only stops its streams: nats-server keeps their
         files (and would for ever). Purged while the JWT is still there: once it is gone, the
         server looks the account up for the purge by asking its resolver, which waits out its
-        fetch timeout (1.9 s) for an account that never connected. A stream a connection makes
-        between the purge and the claim delete (a millisecond or two) is stopped, not removed.
+        fetch timeout (1.9 s) first; ``within_s`` allows for that where ``delete`` has to. A
+        stream a connection makes between the purge and the claim delete (a millisecond or two)
+        is stopped, not removed.
         """
         async with self._backend_errors("deleted"):
             reply = await self._system.request(
-                _PURGE_SUBJECT.format(account=account), b"", timeout=self._timeout
+                _PURGE_SUBJECT.format(account=account), b"", timeout=within_s or self._timeout
             )
         try:
             body = json.loads(reply.data)
