@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -40,6 +41,10 @@ from queue_provisioner.driver import NatsAccountDriver
 from shared.contracts.kinds import NatsLimits, ResourceKind
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from nats.aio.client import Client as NatsClient
+
     from shared.contracts.kinds import NatsCredentials
 
 LIMITS = NatsLimits(
@@ -99,20 +104,27 @@ class Server:
         return held, heap[1], int(varz["mem"]) / 1e6  # type: ignore[call-overload]
 
 
-async def _use(credentials: NatsCredentials, mode: str) -> None:
-    if mode == "unused":
-        return
+@contextlib.asynccontextmanager
+async def _connected(credentials: NatsCredentials) -> AsyncIterator[NatsClient]:
+    """A tenant's connection with its own credentials (a ``.creds`` file, as a client has)."""
     with tempfile.NamedTemporaryFile("w", suffix=".creds") as creds:
         creds.write(credentials.creds)
         creds.flush()
         client = await nats.connect(credentials.connection_url, user_credentials=creds.name)
         try:
-            if mode == "stored":
-                js = client.jetstream()
-                await js.add_stream(name="ORDERS", subjects=["orders.>"], max_bytes=1_000_000)
-                await js.publish("orders.one", b"a tenant's message")
+            yield client
         finally:
             await client.close()
+
+
+async def _use(credentials: NatsCredentials, mode: str) -> None:
+    if mode == "unused":
+        return
+    async with _connected(credentials) as client:
+        if mode == "stored":
+            js = client.jetstream()
+            await js.add_stream(name="ORDERS", subjects=["orders.>"], max_bytes=1_000_000)
+            await js.publish("orders.one", b"a tenant's message")
 
 
 async def _churn(driver: NatsAccountDriver, mode: str, count: int) -> None:
@@ -165,14 +177,8 @@ async def _restart(stack: Stack, server: Server, driver: NatsAccountDriver) -> N
     await asyncio.to_thread(stack.stop_server, "customer-nats")
     await asyncio.to_thread(stack.start_server, "customer-nats")
     held, heap, rss = await server.state()
-    with tempfile.NamedTemporaryFile("w", suffix=".creds") as creds:
-        creds.write(credentials.creds)
-        creds.flush()
-        client = await nats.connect(credentials.connection_url, user_credentials=creds.name)
-        try:
-            kept = await client.jetstream().get_msg("ORDERS", 1)
-        finally:
-            await client.close()
+    async with _connected(credentials) as client:
+        kept = await client.jetstream().get_msg("ORDERS", 1)
     await driver.delete(rid)
     print(  # noqa: T201
         f"{'restarted':10} held {held:6}  heap {heap:5} MB  rss {rss:7.1f} MB"

@@ -432,14 +432,7 @@ class NatsAccountDriver:
 
     async def _stored_bytes(self, account: str) -> int | None:
         """File + memory bytes of one account, or None when JetStream does not know it."""
-        async with self._backend_errors("measured"):
-            reply = await self._system.request(
-                _JSZ_SUBJECT.format(account=account), b"", timeout=self._timeout
-            )
-        try:
-            data = json.loads(reply.data).get("data")
-        except (ValueError, AttributeError):
-            data = None
+        data = (await self._jsz(account, "measured")).get("data")
         if not isinstance(data, dict):
             # "account not found" (not loaded, or no such account) or "not jetstream enabled".
             return None
@@ -494,17 +487,21 @@ class NatsAccountDriver:
         it has not loaded the account. Any other answer (its JetStream figures, "not jetstream
         enabled", an error) counts as loaded, so a delete purges whenever it cannot tell.
         """
-        async with self._backend_errors("deleted"):
+        error = (await self._jsz(account, "deleted")).get("error")
+        description = error.get("description") if isinstance(error, dict) else None
+        return description != _NOT_LOADED.format(account=account)
+
+    async def _jsz(self, account: str, action: str) -> dict[str, Any]:
+        """The server's JSZ answer for one account (``data`` or ``error``); it loads none."""
+        async with self._backend_errors(action):
             reply = await self._system.request(
                 _JSZ_SUBJECT.format(account=account), b"", timeout=self._timeout
             )
         try:
             body = json.loads(reply.data)
         except ValueError:
-            return True
-        error = body.get("error") if isinstance(body, dict) else None
-        description = error.get("description") if isinstance(error, dict) else None
-        return description != _NOT_LOADED.format(account=account)
+            return {}
+        return body if isinstance(body, dict) else {}
 
     async def _purge_streams(self, account: str, *, within_s: float | None = None) -> None:
         """Remove every stream of an account, with its data, from the server's disk.
