@@ -31,14 +31,15 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import nats
 
 from bench import drivers
 from devstack.stack import REPO_ROOT, Stack
 from queue_provisioner.driver import NatsAccountDriver
-from shared.contracts.kinds import NatsLimits, ResourceKind
+from shared.contracts.kinds import ResourceKind
+from shared.plans import load_plans
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -47,15 +48,8 @@ if TYPE_CHECKING:
 
     from shared.contracts.kinds import NatsCredentials
 
-LIMITS = NatsLimits(
-    connections=5,
-    streams=5,
-    consumers=10,
-    memory_storage_mb=1,
-    disk_storage_mb=10,
-    max_payload_kb=1024,
-    subscriptions_per_connection=100,
-)
+#: The anonymous tier's limits: what most tenants of a customer NATS get.
+LIMITS = load_plans(REPO_ROOT / "plans.yaml").anonymous.nats
 MODES = ("unused", "connected", "stored")
 #: One Go garbage collection, as ``gctrace`` logs it: ``... 12->13->7 MB, ...`` (live after it).
 _GC_LINE = re.compile(r"^gc \d+ @.* (\d+)->(\d+)->(\d+) MB")
@@ -64,19 +58,34 @@ _AT_ONCE = 16
 _COLLECTION_WAIT_S = 30.0
 
 
-def _monitor(port: int, path: str) -> dict[str, object]:
+def _monitor(port: int, path: str) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}{path}"
     with urllib.request.urlopen(url, timeout=10) as answer:
         return dict(json.load(answer))
 
 
-def _live_heap_mb(log_path: Path, since: int) -> tuple[int, int] | None:
-    """(collections logged after byte ``since``, live heap after the last of them, MB)."""
+def _live_heap_mb(log_path: Path, since: int) -> int | None:
+    """The live heap after the last collection logged past byte ``since`` (MB), if any."""
     with log_path.open("rb") as log:
         log.seek(since)
         lines = log.read().decode(errors="replace").splitlines()
     heaps = [int(m.group(3)) for line in lines if (m := _GC_LINE.match(line))]
-    return (len(heaps), heaps[-1]) if heaps else None
+    return heaps[-1] if heaps else None
+
+
+class State(NamedTuple):
+    """What the server holds at one moment."""
+
+    accounts: int
+    heap_mb: int
+    resident_mb: float
+
+    def line(self, label: str) -> str:
+        """The state as one line of the printout."""
+        return (
+            f"{label:10} held {self.accounts:6}  heap {self.heap_mb:5} MB"
+            f"  rss {self.resident_mb:7.1f} MB"
+        )
 
 
 class Server:
@@ -87,8 +96,8 @@ class Server:
         self.port = stack.profile.ports.customer_nats_monitor
         self.log_path = server.log_path
 
-    async def state(self) -> tuple[int, int, float]:
-        """(accounts held, live heap MB after the server's next collection, resident MB)."""
+    async def state(self) -> State:
+        """Accounts held, live heap after the server's next collection, resident memory."""
         since = self.log_path.stat().st_size
         deadline = time.monotonic() + _COLLECTION_WAIT_S
         while (heap := _live_heap_mb(self.log_path, since)) is None:
@@ -100,8 +109,7 @@ class Server:
             await asyncio.sleep(0.2)
         accounts = await asyncio.to_thread(_monitor, self.port, "/accountz")
         varz = await asyncio.to_thread(_monitor, self.port, "/varz")
-        held = len(accounts.get("accounts") or [])  # type: ignore[arg-type]
-        return held, heap[1], int(varz["mem"]) / 1e6  # type: ignore[call-overload]
+        return State(len(accounts.get("accounts") or []), heap, int(varz["mem"]) / 1e6)
 
 
 @contextlib.asynccontextmanager
@@ -152,18 +160,18 @@ async def measure(stack: Stack, count: int) -> None:
             raise TypeError(type(driver))
         print(f"{count} accounts per mode; held, live heap after a collection, resident memory")  # noqa: T201
         before = await server.state()
-        print(f"{'start':10} held {before[0]:6}  heap {before[1]:5} MB  rss {before[2]:7.1f} MB")  # noqa: T201
+        print(before.line("start"))  # noqa: T201
         for mode in MODES:
             started = time.monotonic()
             await _churn(driver, mode, count)
             after = await server.state()
-            held = (after[0] - before[0]) / count
-            heap_kb = (after[1] - before[1]) * 1000 / count
-            rss_kb = (after[2] - before[2]) * 1000 / count
+            held = (after.accounts - before.accounts) / count
+            heap_kb = (after.heap_mb - before.heap_mb) * 1000 / count
+            rss_kb = (after.resident_mb - before.resident_mb) * 1000 / count
             print(  # noqa: T201
-                f"{mode:10} held {after[0]:6}  heap {after[1]:5} MB  rss {after[2]:7.1f} MB"
-                f"  per deleted account: held {held:.2f}, heap {heap_kb:.1f} KB,"
-                f" rss {rss_kb:.1f} KB  ({time.monotonic() - started:.0f} s)"
+                f"{after.line(mode)}  per deleted account: held {held:.2f},"
+                f" heap {heap_kb:.1f} KB, rss {rss_kb:.1f} KB"
+                f"  ({time.monotonic() - started:.0f} s)"
             )
             before = after
         await _restart(stack, server, driver)
@@ -176,13 +184,12 @@ async def _restart(stack: Stack, server: Server, driver: NatsAccountDriver) -> N
     await _use(credentials, "stored")
     await asyncio.to_thread(stack.stop_server, "customer-nats")
     await asyncio.to_thread(stack.start_server, "customer-nats")
-    held, heap, rss = await server.state()
+    after = await server.state()
     async with _connected(credentials) as client:
         kept = await client.jetstream().get_msg("ORDERS", 1)
     await driver.delete(rid)
     print(  # noqa: T201
-        f"{'restarted':10} held {held:6}  heap {heap:5} MB  rss {rss:7.1f} MB"
-        f"  a live tenant's message after it: {kept.data!r}"
+        f"{after.line('restarted')}  a live tenant's message after it: {kept.data!r}"
     )
 
 

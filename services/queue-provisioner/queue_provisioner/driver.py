@@ -458,19 +458,16 @@ class NatsAccountDriver:
             DropRefusedError: the derived key is the system account (never expected).
         """
         account = self._tenant_account(resource_id).public_key
-        if not await self._resolver_jwt(account, "deleted"):
-            # Deleted already, or never made: the claim delete is repeated, and is harmless.
-            await self._delete_claim(account)
-            return
-        if await self._loaded(account):
+        # Without a JWT it was deleted already (or never made): the claim delete alone is repeated.
+        held = bool(await self._resolver_jwt(account, "deleted"))
+        # An account the server has not loaded since it started stores nothing (the server loads
+        # every account with a store directory at start), and a purge would load it into memory,
+        # where nats-server keeps every account it loaded until it restarts (ADR 0056).
+        loaded = held and await self._loaded(account)
+        if loaded:
             await self._purge_streams(account)
-            await self._delete_claim(account)
-            return
-        # Never loaded since the server started, so it stores nothing (the server loads every
-        # account with a store directory at start): a purge would load it into the server's
-        # memory, where nats-server keeps every account it loaded until it restarts (ADR 0056).
         await self._delete_claim(account)
-        if await self._loaded(account):
+        if held and not loaded and await self._loaded(account):
             # A connection came in between and may have stored something: removed all the same.
             # More than a second after the claim delete, the server would first ask its resolver
             # for the JWT (nats-server's updateAccount) and wait out the fetch timeout.
