@@ -104,6 +104,7 @@ async def _s3(env: Mapping[str, str]) -> tuple[Driver, Closer]:
         filer_read_key=settings.filer_read_key,
         filer_iam=settings.filer_iam,
         gateway_grpc=settings.gateway_grpc,
+        master_grpc=settings.master_grpc,
     )
     return driver, driver.close
 

@@ -493,7 +493,8 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
     its one filer read (filer.conf) with ``SPINUP_S3_FILER_READ_KEY``. Tenant identities go to
     the filer's IAM gRPC (``SPINUP_S3_FILER_GRPC``) with the same certificate and a token signed
     with ``SPINUP_S3_FILER_WRITE_KEY`` (ADR 0019); the S3 gateway's identity cache
-    (``SPINUP_S3_GATEWAY_GRPC``) takes both too (ADR 0055).
+    (``SPINUP_S3_GATEWAY_GRPC``) takes both too (ADR 0055); the master's gRPC
+    (``SPINUP_S3_MASTER_GRPC``, its figures of every collection: ADR 0057) the certificate.
     """
     ports = profile.ports
     endpoint = f"http://{tenant_host()}:{ports.seaweed_s3}"
@@ -514,4 +515,5 @@ def worker_env(profile: Profile, secrets: Secrets) -> dict[str, str]:
         # The S3 gateway's identity cache, on loopback beside S3 (ADR 0055): same certificate
         # and key.
         "SPINUP_S3_GATEWAY_GRPC": f"127.0.0.1:{ports.seaweed_s3 + _GRPC_OFFSET}",
+        "SPINUP_S3_MASTER_GRPC": f"127.0.0.1:{ports.seaweed_master + _GRPC_OFFSET}",
     }

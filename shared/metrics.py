@@ -161,6 +161,17 @@ S3_IDENTITIES_RESTORED = Counter(
     "S3 identity changes a reload of the gateway undid and storage-provisioner put back.",
 )
 
+# -- S3 usage sweeps (ADR 0057) -----------------------------------------------------------------
+#: How a usage sweep measured a bucket: listed it, or let its last listing stand (the master's
+#: figures of its collection had not moved).
+USAGE_LISTED: Final = "listed"
+USAGE_STANDING: Final = "standing"
+S3_USAGE_BUCKETS = Counter(
+    "spinup_s3_usage_buckets",
+    "Buckets usage sweeps measured, by how: listed, or standing on their last listing.",
+    ["measure"],
+)
+
 # -- backends -----------------------------------------------------------------------------------
 BACKEND_UP = Gauge(
     "spinup_backend_up",

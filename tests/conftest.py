@@ -21,6 +21,7 @@ from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from pg_provisioner.driver import PostgresDriver
 from storage_provisioner.driver import FilerIamTarget, S3Driver, WeedShell
+from storage_provisioner.usage import ListedUsage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,8 +151,18 @@ def admin_shell(env: dict[str, str]) -> WeedShell:
     )
 
 
-async def connect_s3_driver(env: dict[str, str], shell: WeedShell) -> S3Driver:
-    """An S3 driver as storage-provisioner connects one (a second one: a second replica)."""
+async def connect_s3_driver(
+    env: dict[str, str],
+    shell: WeedShell,
+    *,
+    listed_usage: ListedUsage | None = None,
+    master_grpc: str | None = None,
+) -> S3Driver:
+    """An S3 driver as storage-provisioner connects one (a second one: a second replica).
+
+    ``listed_usage`` and ``master_grpc`` replace the usage sweep's memory of its listings and
+    the master's address (ADR 0057).
+    """
     return await S3Driver.connect(
         endpoint=env["SPINUP_S3_ENDPOINT"],
         public_endpoint=env["SPINUP_S3_PUBLIC_ENDPOINT"],
@@ -167,6 +178,8 @@ async def connect_s3_driver(env: dict[str, str], shell: WeedShell) -> S3Driver:
             key=Path(env["SPINUP_S3_CONFIG_DIR"]) / "grpc.key",
         ),
         gateway_grpc=env["SPINUP_S3_GATEWAY_GRPC"],
+        master_grpc=master_grpc or env["SPINUP_S3_MASTER_GRPC"],
+        listed_usage=listed_usage,
     )
 
 

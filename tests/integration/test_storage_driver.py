@@ -30,6 +30,7 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import S3Credentials, S3Limits
+from shared.metrics import S3_USAGE_BUCKETS, USAGE_LISTED, USAGE_STANDING
 from shared.runtime import in_background
 from storage_provisioner.driver import (
     FILER_CONF_PATH,
@@ -41,6 +42,7 @@ from storage_provisioner.driver import (
     guard_bucket_name,
     read_only_locations,
 )
+from storage_provisioner.usage import ListedUsage
 from tests.conftest import connect_s3_driver
 
 pytestmark = pytest.mark.integration
@@ -434,6 +436,99 @@ async def test_usage_is_the_size_of_the_objects_and_leaves_out_missing_buckets(
     await s3_driver.delete(writer)
     await s3_driver.delete(idle)
     assert await s3_driver.usage([writer, idle]) == {}
+
+
+async def masters_counts(shell: WeedShell, bucket: str) -> tuple[int, int]:
+    """Files and deletions the master counts in the bucket's collection (``collection.list``)."""
+    for line in (await shell.run("collection.list\n")).splitlines():
+        if line.startswith(f'collection:"{bucket}"'):
+            fields = dict(field.split(":", 1) for field in line.split("\t")[1:])
+            return int(fields["fileCount"]), int(fields["deletion"])
+    return 0, 0
+
+
+async def until_masters_counts(shell: WeedShell, bucket: str, counts: tuple[int, int]) -> None:
+    """Wait for the volume server's heartbeat (every 5 s) to bring the master ``counts``."""
+    deadline = time.monotonic() + 20
+    while (seen := await masters_counts(shell, bucket)) != counts:
+        assert time.monotonic() < deadline, f"the master still counts {seen}, not {counts}"
+        await asyncio.sleep(0.5)
+
+
+def buckets_measured(how: str) -> float:
+    return float(S3_USAGE_BUCKETS.labels(how)._value.get())
+
+
+async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_that_moved_is(
+    env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
+) -> None:
+    # No quiet time: a bucket stands as soon as the master's figures match its last listing's.
+    driver = await connect_s3_driver(env, admin_shell, listed_usage=ListedUsage(settle_s=0))
+    try:
+        rid = uuid.uuid4()
+        creds = await driver.create(rid, LIMITS)
+        tenant = tenant_client(creds, http_session)
+        await tenant.put_object(creds.bucket, "a", io.BytesIO(os.urandom(300_000)), 300_000)
+        await until_masters_counts(admin_shell, creds.bucket, (1, 0))
+        listed, standing = buckets_measured(USAGE_LISTED), buckets_measured(USAGE_STANDING)
+        assert await driver.usage([rid]) == {rid: 300_000}
+        assert await driver.usage([rid]) == {rid: 300_000}
+        assert await driver.usage([rid]) == {rid: 300_000}
+        assert (
+            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_STANDING) - standing,
+        ) == (
+            1,
+            2,
+        )
+        # A write moves the figures: listed again, and the new object counted.
+        await tenant.put_object(creds.bucket, "b", io.BytesIO(os.urandom(50_000)), 50_000)
+        await until_masters_counts(admin_shell, creds.bucket, (2, 0))
+        assert await driver.usage([rid]) == {rid: 350_000}
+        # So does a delete.
+        await tenant.remove_object(creds.bucket, "a")
+        await until_masters_counts(admin_shell, creds.bucket, (2, 1))
+        assert await driver.usage([rid]) == {rid: 50_000}
+        assert await driver.usage([rid]) == {rid: 50_000}
+        assert (
+            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_STANDING) - standing,
+        ) == (
+            3,
+            3,
+        )
+        await driver.delete(rid)
+        assert await driver.usage([rid]) == {}
+    finally:
+        await driver.close()
+
+
+async def test_without_the_masters_figures_every_bucket_is_listed(
+    env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
+) -> None:
+    # Nothing listens on port 1: the figures fail (after the driver's reconnect wait).
+    driver = await connect_s3_driver(
+        env, admin_shell, listed_usage=ListedUsage(settle_s=0), master_grpc="127.0.0.1:1"
+    )
+    try:
+        rid = uuid.uuid4()
+        creds = await driver.create(rid, LIMITS)
+        await tenant_client(creds, http_session).put_object(
+            creds.bucket, "a", io.BytesIO(b"x" * 1_000), 1_000
+        )
+        listed, standing = buckets_measured(USAGE_LISTED), buckets_measured(USAGE_STANDING)
+        assert await driver.usage([rid]) == {rid: 1_000}
+        assert await driver.usage([rid]) == {rid: 1_000}
+        assert (
+            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_STANDING) - standing,
+        ) == (
+            2,
+            0,
+        )
+        await driver.delete(rid)
+    finally:
+        await driver.close()
 
 
 # miniopy-async hands each multipart part (5 MiB at least) to aiohttp as bytes.

@@ -74,9 +74,18 @@ from shared.contracts.kinds import (
     S3Limits,
 )
 from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
+from shared.metrics import S3_USAGE_BUCKETS, USAGE_LISTED, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name
 from storage_provisioner.reloads import CANARY_PREFIX, IdentityChange, ReloadWatch, holds
-from storage_provisioner.seaweed_pb import filer_pb2, filer_pb2_grpc, iam_pb2, iam_pb2_grpc
+from storage_provisioner.seaweed_pb import (
+    filer_pb2,
+    filer_pb2_grpc,
+    iam_pb2,
+    iam_pb2_grpc,
+    master_pb2,
+    master_pb2_grpc,
+)
+from storage_provisioner.usage import Figures, ListedUsage, figures_by_collection
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -445,6 +454,23 @@ class FilerBuckets:
         await _signed_call(self._stub.DeleteCollection, collection, self._write_key)
 
 
+class MasterCollections:
+    """The master's figures of every collection, one call for all (``CollectionStatistics``).
+
+    The master's gRPC takes the servers' certificate (mutual TLS) and no token.
+    """
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        # Generated code (seaweed_pb) carries no annotations.
+        stub = master_pb2_grpc.SeaweedStub(channel)  # type: ignore[no-untyped-call]
+        self._call = stub.CollectionStatistics
+
+    async def figures(self) -> dict[str, Figures]:
+        """Each collection's figures; one with no volume yet is left out."""
+        answer = await _signed_call(self._call, master_pb2.CollectionStatisticsRequest(), "")
+        return figures_by_collection(answer)
+
+
 @dataclass(frozen=True, slots=True)
 class WeedShell:
     """``weed shell`` against one master and filer: SeaweedFS's admin commands (filer.conf).
@@ -594,9 +620,13 @@ class S3Driver:
         region: str,
         filer_read_key: str,
         gateway: GatewayIdentityCache,
+        collections: MasterCollections,
         close: Callable[[], Awaitable[None]],
+        listed_usage: ListedUsage | None = None,
     ) -> None:
         self._admin = admin
+        self._collections = collections
+        self._listed_usage = ListedUsage() if listed_usage is None else listed_usage
         self._iam = iam
         self._buckets = buckets
         self._shell = shell
@@ -626,12 +656,15 @@ class S3Driver:
         shell: WeedShell,
         filer_iam: FilerIamTarget,
         gateway_grpc: str,
+        master_grpc: str,
         filer_read_key: str = "",
+        listed_usage: ListedUsage | None = None,
     ) -> S3Driver:
         """Open the admin clients (S3 at ``endpoint``, ``http://host:port``; the filer's IAM).
 
-        ``gateway_grpc`` is the S3 gateway's gRPC ``host:port`` (its identity cache), reached
-        with ``filer_iam``'s certificate and key. ``filer_read_key`` signs the driver's one filer
+        ``gateway_grpc`` is the S3 gateway's gRPC ``host:port`` (its identity cache) and
+        ``master_grpc`` the master's (its collections' figures), both reached with
+        ``filer_iam``'s certificate and key. ``filer_read_key`` signs the driver's one filer
         read (filer.conf); empty when the filer takes unsigned reads.
         """
         stack = contextlib.AsyncExitStack()
@@ -653,6 +686,8 @@ class S3Driver:
         stack.push_async_callback(filer.close)
         gateway = _channel(dataclasses.replace(filer_iam, address=gateway_grpc))
         stack.push_async_callback(gateway.close)
+        master = _channel(dataclasses.replace(filer_iam, address=master_grpc))
+        stack.push_async_callback(master.close)
         turn = asyncio.Lock()
         return cls(
             admin=admin,
@@ -671,7 +706,9 @@ class S3Driver:
             public_endpoint=public_endpoint,
             region=region,
             filer_read_key=filer_read_key,
+            collections=MasterCollections(master),
             close=stack.aclose,
+            listed_usage=listed_usage,
         )
 
     async def close(self) -> None:
@@ -870,23 +907,29 @@ class S3Driver:
     async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
         """Bytes of the objects in each bucket (ListObjectsV2 sizes); missing buckets left out.
 
-        One listing request per 1000 objects, ``USAGE_CONCURRENCY`` buckets at a time.
+        A bucket whose collection's figures have not moved since its last listing keeps that
+        listing's figure (``storage_provisioner.usage``, ADR 0057); the others are listed, one
+        request per 1000 objects, ``USAGE_CONCURRENCY`` buckets at a time. Without the master's
+        figures, every bucket is listed.
         """
         buckets = {guard_bucket_name(bucket_name(rid)): rid for rid in resource_ids}
         slots = asyncio.Semaphore(USAGE_CONCURRENCY)
+        figures = await self._collection_figures()
 
         async def measure(bucket: str) -> int | None:
-            total = 0
+            seen = figures.get(bucket) if figures is not None else None
+            if figures is not None:
+                standing = self._listed_usage.standing(bucket, seen)
+                if standing is not None:
+                    S3_USAGE_BUCKETS.labels(USAGE_STANDING).inc()
+                    return standing
+            S3_USAGE_BUCKETS.labels(USAGE_LISTED).inc()
             async with slots:
-                listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
-                try:
-                    async with contextlib.aclosing(listing) as objects:
-                        async for obj in objects:
-                            total += obj.size or 0
-                except S3Error as exc:
-                    if exc.code == "NoSuchBucket":
-                        return None
-                    raise
+                total = await self._listed_size(bucket)
+            if total is None:
+                self._listed_usage.forget(bucket)
+            elif figures is not None:
+                self._listed_usage.listed(bucket, seen, total)
             return total
 
         async def measure_all() -> dict[UUID, int]:
@@ -898,6 +941,29 @@ class S3Driver:
             }
 
         return await self._run("measured", measure_all)
+
+    async def _collection_figures(self) -> dict[str, Figures] | None:
+        """The master's figures of every collection; None if it did not give them."""
+        try:
+            return await self._collections.figures()
+        except (grpc.aio.AioRpcError, FilerUnreachableError) as exc:
+            # A master that is not the leader, or down: the sweep lists every bucket instead.
+            log.warning("storage_provisioner.usage.figures_failed", error=repr(exc))
+            return None
+
+    async def _listed_size(self, bucket: str) -> int | None:
+        """The sum of the sizes ListObjectsV2 gives for ``bucket``; None if there is no bucket."""
+        total = 0
+        listing = self._admin.list_objects(bucket, recursive=True).gen_iterator()
+        try:
+            async with contextlib.aclosing(listing) as objects:
+                async for obj in objects:
+                    total += obj.size or 0
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                return None
+            raise
+        return total
 
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
         """Refuse every upload into the bucket (``write_block_policy``); reads and deletes work.
@@ -972,6 +1038,7 @@ class S3Driver:
         async def drop() -> None:
             await self._retire_identity(bucket, user)
             await self._buckets.drop(bucket)
+            self._listed_usage.forget(bucket)
             if bucket_location(bucket) in await self._read_only_locations():
                 await self._shell.drop_read_only(bucket)
 

@@ -32,6 +32,7 @@ async def run(settings: Settings) -> None:
         filer_read_key=settings.filer_read_key,
         filer_iam=settings.filer_iam,
         gateway_grpc=settings.gateway_grpc,
+        master_grpc=settings.master_grpc,
     )
     try:
         async with in_background(driver.watch_reloads(settings.reload_check_s)):

@@ -32,6 +32,7 @@ class Settings:
     filer_read_key: str
     filer_iam: FilerIamTarget
     gateway_grpc: str
+    master_grpc: str
     reload_check_s: float
 
     @classmethod
@@ -87,6 +88,10 @@ class Settings:
             # Set, it spares an endpoint without a port (https://s3.example) the derivation.
             gateway_grpc=environ.get("SPINUP_S3_GATEWAY_GRPC", "").strip()
             or _grpc_twin("SPINUP_S3_ENDPOINT", endpoint),
+            # The master's gRPC: its figures of every collection spare the usage sweep a listing
+            # of each bucket that did not change (ADR 0057). Same certificate and key.
+            master_grpc=environ.get("SPINUP_S3_MASTER_GRPC", "").strip()
+            or _grpc_twin("SPINUP_S3_MASTER", env.string("SPINUP_S3_MASTER")),
             # How often the gateway is probed for a full reload of its identities.
             reload_check_s=env.number("SPINUP_S3_RELOAD_CHECK_S", 0.5),
         )
