@@ -1,0 +1,113 @@
+"""What a stack spends per minute on tenants nobody is using: the sweeps, reloads and watches.
+
+    .venv/bin/python -m bench.idle_cost [--tenants 1600] [--kinds s3,postgres,...] [--wait 660]
+        [--seconds 180] [--name idle]
+
+On one throwaway stack configured as ``make bench``'s (usage sweeps and reconciles at their
+production interval of a minute), it reads the CPU each process spends per minute while
+nothing is asked of it, makes ``--tenants`` resources of each kind through the API, waits
+``--wait`` seconds (the S3 usage sweep lists a bucket at every sweep for ten minutes after it
+first sees it, ADR 0057), and reads the CPU per minute again. The difference is what those
+tenants cost at rest, by process.
+
+Two checkouts run at once (``git worktree``) measure a change before and after in the same
+minutes: give each its own ``--name``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+import aiohttp
+import uvloop
+
+from bench.__main__ import bench_stack
+from bench.cpu import cpu_seconds_by_tree, stack_processes
+from bench.harness import NEW_PATH, caller, gateway_connector
+from bench.measure import measure
+from shared.contracts.kinds import ResourceKind
+
+#: The kinds a usage sweep measures, all made by default.
+SWEPT = (
+    ResourceKind.POSTGRES,
+    ResourceKind.REDIS,
+    ResourceKind.MONGO,
+    ResourceKind.NATS,
+    ResourceKind.S3,
+    ResourceKind.WEBHOOK,
+)
+#: Postgres creates are cold (tens of ms each); more at once only queue on the cluster.
+_CONCURRENCY = {ResourceKind.POSTGRES: 8}
+
+
+async def per_minute(processes: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU seconds each process spends per minute over the next ``seconds``."""
+    before = cpu_seconds_by_tree(processes)
+    await asyncio.sleep(seconds)
+    after = cpu_seconds_by_tree(processes)
+    return {
+        name: round((after[name] - before.get(name, after[name])) * 60 / seconds, 3)
+        for name in after
+    }
+
+
+async def make_tenants(url: str, kinds: list[ResourceKind], count: int) -> None:
+    """``count`` resources of each of ``kinds``, through the API."""
+    async with aiohttp.ClientSession(url, connector=gateway_connector(16)) as http:
+        for number, kind in enumerate(kinds):
+
+            async def new(index: int, kind: ResourceKind = kind, base: int = number) -> None:
+                async with http.post(NEW_PATH[kind], headers=caller(base * 100_000 + index)) as r:
+                    if r.status != 201:  # noqa: PLR2004
+                        msg = f"{NEW_PATH[kind]}: {r.status} {await r.text()}"
+                        raise RuntimeError(msg)
+
+            made = await measure(
+                kind.value, new, calls=count, concurrency=_CONCURRENCY.get(kind, 16)
+            )
+            print(f"made {count} {kind.value}: {made.errors} errors", flush=True)  # noqa: T201
+
+
+def _line(label: str, cpu: dict[str, float]) -> str:
+    shown = {name: value for name, value in sorted(cpu.items(), key=lambda i: -i[1]) if value}
+    return f"{label}: {sum(cpu.values()):.2f} CPU-s a minute {shown}"
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    """Measure empty, make the tenants, wait, measure again."""
+    kinds = [ResourceKind(kind) for kind in args.kinds.split(",")]
+    with bench_stack(durable=False, name=args.name) as stack:
+        processes = stack_processes(stack)
+        empty = await per_minute(processes, args.seconds)
+        print(_line("empty", empty), flush=True)  # noqa: T201
+        began = time.monotonic()
+        await make_tenants(stack.gateway_url, kinds, args.tenants)
+        await asyncio.sleep(max(0.0, args.wait - (time.monotonic() - began)))
+        loaded = await per_minute(processes, args.seconds)
+        print(_line(f"{args.tenants} of each", loaded), flush=True)  # noqa: T201
+    added = {name: round(loaded[name] - empty.get(name, 0.0), 3) for name in loaded}
+    print(_line("their cost", added), flush=True)  # noqa: T201
+    return {"kinds": args.kinds, "tenants": args.tenants, "empty": empty, "loaded": loaded}
+
+
+def main() -> None:
+    """Parse arguments and measure."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=1600, help="resources of each kind")
+    parser.add_argument("--kinds", default=",".join(kind.value for kind in SWEPT))
+    parser.add_argument("--wait", type=float, default=660.0, help="from the first create")
+    parser.add_argument("--seconds", type=float, default=180.0, help="each measurement")
+    parser.add_argument("--name", default="idle", help="the stack's name (.spinup/<name>)")
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    figures = uvloop.run(run(args))
+    if args.json:
+        with open(args.json, "w") as out:  # noqa: PTH123
+            json.dump(figures, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
