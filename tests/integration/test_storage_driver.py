@@ -503,6 +503,36 @@ async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_tha
         await driver.close()
 
 
+async def test_a_bucket_never_written_to_is_listed_once_and_again_at_its_first_write(
+    env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
+) -> None:
+    driver = await connect_s3_driver(env, admin_shell, listed_usage=ListedUsage())
+    try:
+        rid = uuid.uuid4()
+        creds = await driver.create(rid, LIMITS)
+        listed, standing = buckets_measured(USAGE_LISTED), buckets_measured(USAGE_STANDING)
+        assert await driver.usage([rid]) == {rid: 0}
+        assert await driver.usage([rid]) == {rid: 0}
+        assert (
+            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_STANDING) - standing,
+        ) == (1, 1)
+        # The first write makes the collection at once, before any heartbeat: listed, counted.
+        await tenant_client(creds, http_session).put_object(
+            creds.bucket, "a", io.BytesIO(b"x" * 1_000), 1_000
+        )
+        assert await driver.usage([rid]) == {rid: 1_000}
+        # Changed lately: listed at every sweep for the quiet time.
+        assert await driver.usage([rid]) == {rid: 1_000}
+        assert (
+            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_STANDING) - standing,
+        ) == (3, 1)
+        await driver.delete(rid)
+    finally:
+        await driver.close()
+
+
 async def test_without_the_masters_figures_every_bucket_is_listed(
     env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
 ) -> None:

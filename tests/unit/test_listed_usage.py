@@ -53,13 +53,16 @@ def test_figures_that_moved_make_a_listing_and_start_the_quiet_time_again() -> N
     assert listed.standing("t-a", WRITTEN) == 4_900
 
 
-def test_a_bucket_with_no_collection_yet_stands_while_it_has_none() -> None:
+def test_a_bucket_never_written_to_stands_from_its_first_listing_until_it_has_a_collection() -> (
+    None
+):
     clock = Clock()
     listed = memo(clock)
     listed.listed("t-a", None, 0)
-    clock.now += 600
     assert listed.standing("t-a", None) == 0
     assert listed.standing("t-a", QUIET) is None
+    clock.now += 3_600
+    assert listed.standing("t-a", None) is None
 
 
 def test_every_bucket_is_listed_again_after_the_relist_time() -> None:

@@ -8,10 +8,12 @@ for all of them; a bucket's collection has its name), and every upload, overwrit
 changes them. So a bucket whose figures are the same as before its last listing is not listed
 again; its last figure stands.
 
-The figures come from the volume servers' heartbeats (every 5 s), and completing a multipart
+The counts come from the volume servers' heartbeats (every 5 s), and completing a multipart
 upload writes no data of its own, so a change does not always show at once. A bucket whose
-figures changed within ``settle_s`` is therefore listed at every sweep, and every bucket is
-listed again after ``relist_s`` however still it looked. What stays: a bucket quiet for
+figures changed within ``settle_s`` (or that this worker first saw then) is therefore listed at
+every sweep, and every bucket is listed again after ``relist_s`` however still it looked. A
+bucket with no collection was never written to: its first write makes one at once, so it stands
+from its first listing. What stays: a bucket quiet for
 ``settle_s`` whose first write lands in the last heartbeat before a sweep is measured one sweep
 late. SeaweedFS's own quota pass counts stored bytes a heartbeat late and needs none of this.
 """
@@ -85,7 +87,11 @@ class ListedUsage:
         if listing is None or listing.figures != figures:
             return None
         now = self._clock()
-        if now - listing.changed_at < self._settle_s or now - listing.listed_at >= self._relist_s:
+        if now - listing.listed_at >= self._relist_s:
+            return None
+        # No collection: nothing was ever written, and the first write makes one at once (the
+        # master creates its volume). Only buckets with data can have a change still to show.
+        if figures is not None and now - listing.changed_at < self._settle_s:
             return None
         return listing.usage
 
