@@ -67,8 +67,11 @@ class Sizes:
         calls: calls per level for provisioning (raw and end to end); fewer when it is slow.
         floor_calls: calls per level for ``GET /healthz`` and the NATS echo.
         max_seconds: no new call of one measurement starts after this long.
-        reads: ``GET /resources/{token}`` calls, at the highest level.
-        webhook_sends: 1 KB requests sent to webhook receivers, at the highest level.
+        reads: ``GET /resources/{token}`` calls, at the highest level. Several seconds' worth:
+            3,000 took about 1.5 s, and a usage sweep's burst of a second or more beside it
+            decided the row (bench/README.md, "The reads and capture rows").
+        webhook_sends: 1 KB requests sent to webhook receivers, at the highest level (as many
+            seconds as the reads).
         reaped: databases made to expire for the reaper measurement.
         reaper_probes: ``POST /db/new`` calls that measure the idle latency: about as many as
             the busy phase makes (1,000 deletes take about a minute, 300 probes), so both p99s
@@ -109,8 +112,8 @@ FULL = Sizes(
     calls={1: 100, 16: 500, 64: 1000},
     floor_calls={1: 1000, 16: 3000, 64: 5000},
     max_seconds=12.0,
-    reads=3000,
-    webhook_sends=3000,
+    reads=12000,
+    webhook_sends=12000,
     reaped=1000,
     reaper_probes=300,
     reaper_wait_s=300.0,
