@@ -161,15 +161,15 @@ S3_IDENTITIES_RESTORED = Counter(
     "S3 identity changes a reload of the gateway undid and storage-provisioner put back.",
 )
 
-# -- S3 usage sweeps (ADR 0057) -----------------------------------------------------------------
-#: How a usage sweep measured a bucket: listed it, or let its last listing stand (the master's
-#: figures of its collection had not moved).
-USAGE_LISTED: Final = "listed"
+# -- usage sweeps (ADR 0057) ---------------------------------------------------------------------
+#: How a usage sweep took a tenant's usage: measured it, or let its last measure stand (the
+#: backend's figures of it had not moved).
+USAGE_MEASURED: Final = "measured"
 USAGE_STANDING: Final = "standing"
-S3_USAGE_BUCKETS = Counter(
-    "spinup_s3_usage_buckets",
-    "Buckets usage sweeps measured, by how: listed, or standing on their last listing.",
-    ["measure"],
+USAGE_MEASURES = Counter(
+    "spinup_usage_measures",
+    "Tenants usage sweeps took the usage of, by kind and how: measured, or standing on the last.",
+    ["kind", "measure"],
 )
 
 # -- backends -----------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from nats.aio.client import Client as NatsClient
 from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from pg_provisioner.driver import PostgresDriver
+from shared.usage_memo import UsageMemo
 from storage_provisioner.driver import FilerIamTarget, S3Driver, WeedShell
-from storage_provisioner.usage import ListedUsage
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,13 +155,13 @@ async def connect_s3_driver(
     env: dict[str, str],
     shell: WeedShell,
     *,
-    listed_usage: ListedUsage | None = None,
+    measures: UsageMemo | None = None,
     master_grpc: str | None = None,
 ) -> S3Driver:
     """An S3 driver as storage-provisioner connects one (a second one: a second replica).
 
-    ``listed_usage`` and ``master_grpc`` replace the usage sweep's memory of its listings and
-    the master's address (ADR 0057).
+    ``measures`` and ``master_grpc`` replace the usage sweep's memory of its listings and the
+    master's address (ADR 0057).
     """
     return await S3Driver.connect(
         endpoint=env["SPINUP_S3_ENDPOINT"],
@@ -179,7 +179,7 @@ async def connect_s3_driver(
         ),
         gateway_grpc=env["SPINUP_S3_GATEWAY_GRPC"],
         master_grpc=master_grpc or env["SPINUP_S3_MASTER_GRPC"],
-        listed_usage=listed_usage,
+        measures=measures,
     )
 
 

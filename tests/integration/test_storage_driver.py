@@ -30,8 +30,9 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import S3Credentials, S3Limits
-from shared.metrics import S3_USAGE_BUCKETS, USAGE_LISTED, USAGE_STANDING
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.runtime import in_background
+from shared.usage_memo import UsageMemo
 from storage_provisioner.driver import (
     FILER_CONF_PATH,
     S3Driver,
@@ -42,7 +43,6 @@ from storage_provisioner.driver import (
     guard_bucket_name,
     read_only_locations,
 )
-from storage_provisioner.usage import ListedUsage
 from tests.conftest import connect_s3_driver
 
 pytestmark = pytest.mark.integration
@@ -456,26 +456,26 @@ async def until_masters_counts(shell: WeedShell, bucket: str, counts: tuple[int,
 
 
 def buckets_measured(how: str) -> float:
-    return float(S3_USAGE_BUCKETS.labels(how)._value.get())
+    return float(USAGE_MEASURES.labels("s3", how)._value.get())
 
 
 async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_that_moved_is(
     env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
 ) -> None:
     # No quiet time: a bucket stands as soon as the master's figures match its last listing's.
-    driver = await connect_s3_driver(env, admin_shell, listed_usage=ListedUsage(settle_s=0))
+    driver = await connect_s3_driver(env, admin_shell, measures=UsageMemo(settle_s=0))
     try:
         rid = uuid.uuid4()
         creds = await driver.create(rid, LIMITS)
         tenant = tenant_client(creds, http_session)
         await tenant.put_object(creds.bucket, "a", io.BytesIO(os.urandom(300_000)), 300_000)
         await until_masters_counts(admin_shell, creds.bucket, (1, 0))
-        listed, standing = buckets_measured(USAGE_LISTED), buckets_measured(USAGE_STANDING)
+        listed, standing = buckets_measured(USAGE_MEASURED), buckets_measured(USAGE_STANDING)
         assert await driver.usage([rid]) == {rid: 300_000}
         assert await driver.usage([rid]) == {rid: 300_000}
         assert await driver.usage([rid]) == {rid: 300_000}
         assert (
-            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_MEASURED) - listed,
             buckets_measured(USAGE_STANDING) - standing,
         ) == (
             1,
@@ -491,7 +491,7 @@ async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_tha
         assert await driver.usage([rid]) == {rid: 50_000}
         assert await driver.usage([rid]) == {rid: 50_000}
         assert (
-            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_MEASURED) - listed,
             buckets_measured(USAGE_STANDING) - standing,
         ) == (
             3,
@@ -506,15 +506,15 @@ async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_tha
 async def test_a_bucket_never_written_to_is_listed_once_and_again_at_its_first_write(
     env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
 ) -> None:
-    driver = await connect_s3_driver(env, admin_shell, listed_usage=ListedUsage())
+    driver = await connect_s3_driver(env, admin_shell, measures=UsageMemo())
     try:
         rid = uuid.uuid4()
         creds = await driver.create(rid, LIMITS)
-        listed, standing = buckets_measured(USAGE_LISTED), buckets_measured(USAGE_STANDING)
+        listed, standing = buckets_measured(USAGE_MEASURED), buckets_measured(USAGE_STANDING)
         assert await driver.usage([rid]) == {rid: 0}
         assert await driver.usage([rid]) == {rid: 0}
         assert (
-            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_MEASURED) - listed,
             buckets_measured(USAGE_STANDING) - standing,
         ) == (1, 1)
         # The first write makes the collection at once, before any heartbeat: listed, counted.
@@ -525,7 +525,7 @@ async def test_a_bucket_never_written_to_is_listed_once_and_again_at_its_first_w
         # Changed lately: listed at every sweep for the quiet time.
         assert await driver.usage([rid]) == {rid: 1_000}
         assert (
-            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_MEASURED) - listed,
             buckets_measured(USAGE_STANDING) - standing,
         ) == (3, 1)
         await driver.delete(rid)
@@ -538,7 +538,7 @@ async def test_without_the_masters_figures_every_bucket_is_listed(
 ) -> None:
     # Nothing listens on port 1: the figures fail (after the driver's reconnect wait).
     driver = await connect_s3_driver(
-        env, admin_shell, listed_usage=ListedUsage(settle_s=0), master_grpc="127.0.0.1:1"
+        env, admin_shell, measures=UsageMemo(settle_s=0), master_grpc="127.0.0.1:1"
     )
     try:
         rid = uuid.uuid4()
@@ -546,11 +546,11 @@ async def test_without_the_masters_figures_every_bucket_is_listed(
         await tenant_client(creds, http_session).put_object(
             creds.bucket, "a", io.BytesIO(b"x" * 1_000), 1_000
         )
-        listed, standing = buckets_measured(USAGE_LISTED), buckets_measured(USAGE_STANDING)
+        listed, standing = buckets_measured(USAGE_MEASURED), buckets_measured(USAGE_STANDING)
         assert await driver.usage([rid]) == {rid: 1_000}
         assert await driver.usage([rid]) == {rid: 1_000}
         assert (
-            buckets_measured(USAGE_LISTED) - listed,
+            buckets_measured(USAGE_MEASURED) - listed,
             buckets_measured(USAGE_STANDING) - standing,
         ) == (
             2,

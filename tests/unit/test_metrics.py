@@ -41,7 +41,7 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "spinup_backend_up": ("gauge", ("backend",)),
     "spinup_s3_gateway_reloads": ("counter", ()),
     "spinup_s3_identities_restored": ("counter", ()),
-    "spinup_s3_usage_buckets": ("counter", ("measure",)),
+    "spinup_usage_measures": ("counter", ("kind", "measure")),
     "spinup_rate_limited": ("counter", ("route",)),
 }
 
@@ -63,7 +63,7 @@ ALLOWED: dict[str, set[str]] = {
     "method": METHODS,
     "status": {str(status) for status in range(100, 600)},
     "route": ROUTES,
-    "measure": {metrics.USAGE_LISTED, metrics.USAGE_STANDING},
+    "measure": {metrics.USAGE_MEASURED, metrics.USAGE_STANDING},
 }
 
 

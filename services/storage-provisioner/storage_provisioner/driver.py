@@ -74,8 +74,9 @@ from shared.contracts.kinds import (
     S3Limits,
 )
 from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
-from shared.metrics import S3_USAGE_BUCKETS, USAGE_LISTED, USAGE_STANDING
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name
+from shared.usage_memo import Figures, UsageMemo
 from storage_provisioner.reloads import CANARY_PREFIX, IdentityChange, ReloadWatch, holds
 from storage_provisioner.seaweed_pb import (
     filer_pb2,
@@ -85,7 +86,6 @@ from storage_provisioner.seaweed_pb import (
     master_pb2,
     master_pb2_grpc,
 )
-from storage_provisioner.usage import Figures, ListedUsage, figures_by_collection
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -454,6 +454,25 @@ class FilerBuckets:
         await _signed_call(self._stub.DeleteCollection, collection, self._write_key)
 
 
+def figures_by_collection(answer: master_pb2.CollectionStatisticsResponse) -> dict[str, Figures]:
+    """Each collection's file, delete and deleted-byte counts, size and volumes (ADR 0057).
+
+    A bucket's collection has its name. Every upload, overwrite, copy and delete moves these
+    figures, a volume heartbeat (5 s) later; a collection appears when the master assigns the
+    first write, and one nothing was written to is not in the answer.
+    """
+    return {
+        stats.collection: (
+            stats.file_count,
+            stats.delete_count,
+            stats.deleted_byte_count,
+            stats.size,
+            stats.volume_count,
+        )
+        for stats in answer.collections
+    }
+
+
 class MasterCollections:
     """The master's figures of every collection, one call for all (``CollectionStatistics``).
 
@@ -622,11 +641,11 @@ class S3Driver:
         gateway: GatewayIdentityCache,
         collections: MasterCollections,
         close: Callable[[], Awaitable[None]],
-        listed_usage: ListedUsage | None = None,
+        measures: UsageMemo | None = None,
     ) -> None:
         self._admin = admin
         self._collections = collections
-        self._listed_usage = ListedUsage() if listed_usage is None else listed_usage
+        self._measures = UsageMemo() if measures is None else measures
         self._iam = iam
         self._buckets = buckets
         self._shell = shell
@@ -658,7 +677,7 @@ class S3Driver:
         gateway_grpc: str,
         master_grpc: str,
         filer_read_key: str = "",
-        listed_usage: ListedUsage | None = None,
+        measures: UsageMemo | None = None,
     ) -> S3Driver:
         """Open the admin clients (S3 at ``endpoint``, ``http://host:port``; the filer's IAM).
 
@@ -708,7 +727,7 @@ class S3Driver:
             filer_read_key=filer_read_key,
             collections=MasterCollections(master),
             close=stack.aclose,
-            listed_usage=listed_usage,
+            measures=measures,
         )
 
     async def close(self) -> None:
@@ -908,7 +927,7 @@ class S3Driver:
         """Bytes of the objects in each bucket (ListObjectsV2 sizes); missing buckets left out.
 
         A bucket whose collection's figures have not moved since its last listing keeps that
-        listing's figure (``storage_provisioner.usage``, ADR 0057); the others are listed, one
+        listing's figure (``shared.usage_memo``, ADR 0057); the others are listed, one
         request per 1000 objects, ``USAGE_CONCURRENCY`` buckets at a time. Without the master's
         figures, every bucket is listed.
         """
@@ -919,17 +938,17 @@ class S3Driver:
         async def measure(bucket: str) -> int | None:
             seen = figures.get(bucket) if figures is not None else None
             if figures is not None:
-                standing = self._listed_usage.standing(bucket, seen)
+                standing = self._measures.standing(bucket, seen)
                 if standing is not None:
-                    S3_USAGE_BUCKETS.labels(USAGE_STANDING).inc()
+                    USAGE_MEASURES.labels(self.kind.value, USAGE_STANDING).inc()
                     return standing
-            S3_USAGE_BUCKETS.labels(USAGE_LISTED).inc()
+            USAGE_MEASURES.labels(self.kind.value, USAGE_MEASURED).inc()
             async with slots:
                 total = await self._listed_size(bucket)
             if total is None:
-                self._listed_usage.forget(bucket)
+                self._measures.forget(bucket)
             elif figures is not None:
-                self._listed_usage.listed(bucket, seen, total)
+                self._measures.measured(bucket, seen, total)
             return total
 
         async def measure_all() -> dict[UUID, int]:
@@ -1038,7 +1057,7 @@ class S3Driver:
         async def drop() -> None:
             await self._retire_identity(bucket, user)
             await self._buckets.drop(bucket)
-            self._listed_usage.forget(bucket)
+            self._measures.forget(bucket)
             if bucket_location(bucket) in await self._read_only_locations():
                 await self._shell.drop_read_only(bucket)
 

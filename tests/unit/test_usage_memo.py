@@ -1,9 +1,10 @@
-"""Which buckets a usage sweep lists again (``storage_provisioner.usage``, ADR 0057)."""
+"""Which tenants a usage sweep measures again (``shared.usage_memo``, ADR 0057)."""
 
 from __future__ import annotations
 
+from shared.usage_memo import Figures, UsageMemo
+from storage_provisioner.driver import figures_by_collection
 from storage_provisioner.seaweed_pb import master_pb2
-from storage_provisioner.usage import Figures, ListedUsage, figures_by_collection
 
 QUIET: Figures = (3, 1, 100, 5_000, 1)
 WRITTEN: Figures = (4, 1, 100, 6_000, 1)
@@ -17,8 +18,8 @@ class Clock:
         return self.now
 
 
-def memo(clock: Clock) -> ListedUsage:
-    return ListedUsage(settle_s=600, relist_s=3_600, clock=clock)
+def memo(clock: Clock) -> UsageMemo:
+    return UsageMemo(settle_s=600, relist_s=3_600, clock=clock)
 
 
 def test_a_bucket_never_listed_is_listed() -> None:
@@ -29,12 +30,12 @@ def test_a_bucket_never_listed_is_listed() -> None:
 def test_a_bucket_is_listed_at_every_sweep_until_its_figures_have_held_still_long_enough() -> None:
     clock = Clock()
     listed = memo(clock)
-    listed.listed("t-a", QUIET, 4_000)
+    listed.measured("t-a", QUIET, 4_000)
     clock.now += (
         599  # a completed multipart upload, or a write not yet heartbeated, shows no change
     )
     assert listed.standing("t-a", QUIET) is None
-    listed.listed("t-a", QUIET, 4_500)
+    listed.measured("t-a", QUIET, 4_500)
     clock.now += 1  # still since the first listing: the figure stands
     assert listed.standing("t-a", QUIET) == 4_500
 
@@ -42,11 +43,11 @@ def test_a_bucket_is_listed_at_every_sweep_until_its_figures_have_held_still_lon
 def test_figures_that_moved_make_a_listing_and_start_the_quiet_time_again() -> None:
     clock = Clock()
     listed = memo(clock)
-    listed.listed("t-a", QUIET, 4_000)
+    listed.measured("t-a", QUIET, 4_000)
     clock.now += 700
     assert listed.standing("t-a", QUIET) == 4_000
     assert listed.standing("t-a", WRITTEN) is None
-    listed.listed("t-a", WRITTEN, 4_900)
+    listed.measured("t-a", WRITTEN, 4_900)
     clock.now += 599
     assert listed.standing("t-a", WRITTEN) is None
     clock.now += 1
@@ -58,7 +59,7 @@ def test_a_bucket_never_written_to_stands_from_its_first_listing_until_it_has_a_
 ):
     clock = Clock()
     listed = memo(clock)
-    listed.listed("t-a", None, 0)
+    listed.measured("t-a", None, 0)
     assert listed.standing("t-a", None) == 0
     assert listed.standing("t-a", QUIET) is None
     clock.now += 3_600
@@ -68,7 +69,7 @@ def test_a_bucket_never_written_to_stands_from_its_first_listing_until_it_has_a_
 def test_every_bucket_is_listed_again_after_the_relist_time() -> None:
     clock = Clock()
     listed = memo(clock)
-    listed.listed("t-a", QUIET, 4_000)
+    listed.measured("t-a", QUIET, 4_000)
     clock.now += 3_599
     assert listed.standing("t-a", QUIET) == 4_000
     clock.now += 1
@@ -78,12 +79,12 @@ def test_every_bucket_is_listed_again_after_the_relist_time() -> None:
 def test_forgotten_and_long_unlisted_buckets_are_dropped() -> None:
     clock = Clock()
     listed = memo(clock)
-    listed.listed("t-deleted", QUIET, 1)
-    listed.listed("t-deleted-by-another-replica", QUIET, 2)
+    listed.measured("t-deleted", QUIET, 1)
+    listed.measured("t-deleted-by-another-replica", QUIET, 2)
     listed.forget("t-deleted")
     assert len(listed) == 1
     clock.now += 3_600  # the next listing drops what is this old: it would be listed anyway
-    listed.listed("t-new", QUIET, 3)
+    listed.measured("t-new", QUIET, 3)
     assert len(listed) == 1
     clock.now += 600
     assert listed.standing("t-new", QUIET) == 3
