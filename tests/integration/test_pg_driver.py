@@ -10,8 +10,10 @@ from devstack.customer_pg import AUTHENTICATION_TIMEOUT_S
 from pg_provisioner import driver as driver_module
 from pg_provisioner.driver import PostgresDriver
 from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import pool_member_id, tenant_name
 from shared.testing.factories import LIMITS
+from shared.usage_memo import UsageMemo
 
 pytestmark = pytest.mark.integration
 
@@ -259,6 +261,84 @@ async def test_usage_measures_every_asked_database_in_one_query(driver: Postgres
     assert after[empty] == before[empty]
     for rid in (filled, empty):
         await driver.delete(rid)
+
+
+def databases_measured(how: str) -> float:
+    return float(USAGE_MEASURES.labels("postgres", how)._value.get())
+
+
+async def until_counted(admin: asyncpg.Connection, database: str, inserted_above: int) -> int:
+    """Wait for the sessions' statistics to reach ``pg_stat_database``; its inserts then."""
+    deadline = time.monotonic() + 20
+    while True:
+        inserted = await admin.fetchval(
+            "SELECT tup_inserted FROM pg_stat_database WHERE datname = $1", database
+        )
+        if inserted > inserted_above:
+            return int(inserted)
+        assert time.monotonic() < deadline, "the statistics never showed the inserts"
+        await asyncio.sleep(0.2)
+
+
+async def test_usage_measures_a_database_again_only_when_its_counters_moved_or_it_is_busy(
+    customer_admin: asyncpg.Connection, env: dict[str, str]
+) -> None:
+    # No quiet time: a database stands as soon as its figures match its last measure's.
+    driver = await PostgresDriver.connect(
+        env["SPINUP_CUSTOMER_PG_ADMIN_DSN"],
+        public_host=env["SPINUP_CUSTOMER_PG_HOST"],
+        public_port=int(env["SPINUP_CUSTOMER_PG_PORT"]),
+        pool_size=2,
+        measures=UsageMemo(settle_s=0),
+    )
+    rid = uuid.uuid4()
+    try:
+        credentials = await driver.create(rid, LIMITS)
+        measured, standing = databases_measured(USAGE_MEASURED), databases_measured(USAGE_STANDING)
+
+        def counted() -> tuple[float, float]:
+            return (
+                databases_measured(USAGE_MEASURED) - measured,
+                databases_measured(USAGE_STANDING) - standing,
+            )
+
+        empty = (await driver.usage([rid]))[rid]
+        assert await driver.usage([rid]) == {rid: empty}
+        assert counted() == (1, 1)
+        inserted = await customer_admin.fetchval(
+            "SELECT tup_inserted FROM pg_stat_database WHERE datname = $1", credentials.database
+        )
+        # A table and nothing in it: the catalogs' rows move the counters too.
+        conn = await asyncpg.connect(credentials.connection_url)
+        await conn.execute("CREATE TABLE blob (body text)")
+        await conn.close()
+        inserted = await until_counted(customer_admin, credentials.database, inserted)
+        with_table = (await driver.usage([rid]))[rid]
+        assert with_table > empty
+        assert counted() == (2, 1)
+        # Rows not yet committed grow the files before any counter shows them: a session in a
+        # transaction gets its database measured at every sweep.
+        conn = await asyncpg.connect(credentials.connection_url)
+        writing = conn.transaction()
+        await writing.start()
+        await conn.execute(
+            "INSERT INTO blob SELECT string_agg(md5(random()::text), '')"
+            " FROM generate_series(1, 1000) AS r, generate_series(1, 128) AS c GROUP BY r"
+        )
+        uncommitted = (await driver.usage([rid]))[rid]
+        assert uncommitted > with_table + 4_000_000
+        assert await driver.usage([rid]) == {rid: uncommitted}
+        assert counted() == (4, 1)
+        await writing.commit()
+        await conn.close()
+        await until_counted(customer_admin, credentials.database, inserted)
+        committed = (await driver.usage([rid]))[rid]
+        assert committed >= uncommitted
+        assert await driver.usage([rid]) == {rid: committed}
+        assert counted() == (5, 2)
+    finally:
+        await driver.delete(rid)
+        await driver.close()
 
 
 async def test_soft_block_makes_sessions_read_only_and_leaves_reads_and_cleanup(

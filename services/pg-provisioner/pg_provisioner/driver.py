@@ -47,9 +47,11 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.lifecycle import Taken
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, retired_name, tenant_name, tenant_resource_id
 from shared.pgerrors import CONNECTION_ERRORS
 from shared.pgpool import open_pool
+from shared.usage_memo import Figures, UsageMemo
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -59,6 +61,18 @@ if TYPE_CHECKING:
     from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("pg_provisioner.driver")
+
+#: Each asked database's tuple counters (moved by every insert, update and delete, the catalogs'
+#: too, a statistics flush after the commit: at most about 10 s) and whether any session of it is
+#: not idle: in a transaction, or vacuuming (ADR 0057).
+_DATABASE_FIGURES = (
+    "WITH busy AS (SELECT DISTINCT datid FROM pg_stat_activity"
+    " WHERE state IS DISTINCT FROM 'idle' AND datid IS NOT NULL)"
+    " SELECT d.datname, s.tup_inserted, s.tup_updated, s.tup_deleted,"
+    " (b.datid IS NOT NULL) AS busy"
+    " FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid"
+    " LEFT JOIN busy b ON b.datid = d.oid WHERE d.datname = ANY($1::text[])"
+)
 T = TypeVar("T")
 
 SCRAM_ITERATIONS = 4096
@@ -199,8 +213,10 @@ class PostgresDriver:
         ddl_concurrency: int,
         drop_concurrency: int,
         bin_dir: str = "",
+        measures: UsageMemo | None = None,
     ) -> None:
         self._pool = pool
+        self._measures = UsageMemo() if measures is None else measures
         self._admin_dsn = admin_dsn
         #: Where pg_dump and pg_restore are (empty: found on PATH); they must be at least the
         #: server's major version.
@@ -225,8 +241,12 @@ class PostgresDriver:
         ddl_concurrency: int = 4,
         drop_concurrency: int = 2,
         bin_dir: str = "",
+        measures: UsageMemo | None = None,
     ) -> PostgresDriver:
-        """Open the admin pool and start the drop queue (with what an earlier run left)."""
+        """Open the admin pool and start the drop queue (with what an earlier run left).
+
+        ``measures``: what the usage sweep remembers of its measures (``shared.usage_memo``).
+        """
         pool = await open_pool(admin_dsn, size=pool_size)
         driver = cls(
             pool,
@@ -236,6 +256,7 @@ class PostgresDriver:
             ddl_concurrency=ddl_concurrency,
             drop_concurrency=drop_concurrency,
             bin_dir=bin_dir,
+            measures=measures,
         )
         driver._drops.start()
         async with driver._backend_errors("swept"):
@@ -733,25 +754,55 @@ class PostgresDriver:
         )
 
     async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
-        """What each asked database holds above an empty one, in one query; missing ones left out.
+        """What each asked database holds above an empty one; missing ones left out.
 
         ``pg_database_size`` less ``template1``'s, which every tenant database is copied from
         (ADR 0025): the catalogs of an empty database take ~7.5 MB, which would otherwise be
         three quarters of the anonymous tier's 10 MB before the tenant wrote a row. Tenants
         cannot connect to template1, so they cannot move the baseline.
+
+        Only the databases whose figures may have moved are measured (ADR 0057): one query reads
+        every asked database's tuple counters and whether a session of it is in a transaction
+        (``_DATABASE_FIGURES``); the others keep their last measure. A database with a session
+        in a transaction is always measured: an uncommitted transaction's writes grow its files
+        before its counters show them.
         """
         by_name = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
 
         async def measure(conn: PoolConnectionProxy[asyncpg.Record]) -> dict[UUID, int]:
-            # template1's size in an uncorrelated subquery (an InitPlan) is measured once per
-            # call. Written inline, this volatile function walked template1 again for every row.
-            rows = await conn.fetch(
-                "SELECT datname,"
-                " greatest(pg_database_size(oid) - (SELECT pg_database_size('template1')), 0)"
-                " AS size FROM pg_database WHERE datname = ANY($1::text[])",
-                list(by_name),
-            )
-            return {by_name[row["datname"]]: row["size"] for row in rows}
+            found = {
+                row["datname"]: (
+                    row["busy"],
+                    (row["tup_inserted"], row["tup_updated"], row["tup_deleted"], row["busy"]),
+                )
+                for row in await conn.fetch(_DATABASE_FIGURES, list(by_name))
+            }
+            usage: dict[UUID, int] = {}
+            stale: dict[str, Figures] = {}
+            for name, (busy, figures) in found.items():
+                standing = None if busy else self._measures.standing(name, figures)
+                if standing is None:
+                    stale[name] = figures
+                else:
+                    usage[by_name[name]] = standing
+            USAGE_MEASURES.labels(self.kind.value, USAGE_STANDING).inc(len(usage))
+            USAGE_MEASURES.labels(self.kind.value, USAGE_MEASURED).inc(len(stale))
+            if stale:
+                # template1's size in an uncorrelated subquery (an InitPlan) is measured once per
+                # call. Written inline, this volatile function walked template1 again per row.
+                rows = await conn.fetch(
+                    "SELECT datname,"
+                    " greatest(pg_database_size(oid) - (SELECT pg_database_size('template1')), 0)"
+                    " AS size FROM pg_database WHERE datname = ANY($1::text[])",
+                    list(stale),
+                )
+                for row in rows:
+                    name = row["datname"]
+                    self._measures.measured(name, stale[name], row["size"])
+                    usage[by_name[name]] = row["size"]
+            for name in by_name.keys() - found.keys():
+                self._measures.forget(name)
+            return usage
 
         return await self._run("measured", measure)
 
