@@ -61,6 +61,9 @@ if TYPE_CHECKING:
     from shared.eventlog.store import EventStore
 
 log = structlog.get_logger("pg_provisioner.driver")
+T = TypeVar("T")
+
+SCRAM_ITERATIONS = 4096
 
 #: Each asked database's tuple counters (moved by every insert, update and delete, the catalogs'
 #: too, a statistics flush after the commit: at most about 10 s) and whether any session of it is
@@ -73,9 +76,6 @@ _DATABASE_FIGURES = (
     " FROM pg_database d JOIN pg_stat_database s ON s.datid = d.oid"
     " LEFT JOIN busy b ON b.datid = d.oid WHERE d.datname = ANY($1::text[])"
 )
-T = TypeVar("T")
-
-SCRAM_ITERATIONS = 4096
 
 #: At this many times its quota an over-quota database stops accepting connections at all.
 #: Below it the block is soft (new sessions read-only), which a tenant can undo with one SET,
