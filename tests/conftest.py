@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -20,6 +20,7 @@ from nats.aio.client import Client as NatsClient
 from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from pg_provisioner.driver import PostgresDriver
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.usage_memo import UsageMemo
 from storage_provisioner.driver import FilerIamTarget, S3Driver, WeedShell
 
@@ -188,3 +189,16 @@ async def s3_driver(env: dict[str, str], admin_shell: WeedShell) -> AsyncIterato
     connected = await connect_s3_driver(env, admin_shell)
     yield connected
     await connected.close()
+
+
+def usage_measures_since(kind: str) -> Callable[[], tuple[float, float]]:
+    """How many tenants of ``kind`` this process's usage sweeps measured, and let stand, since."""
+
+    def counts() -> tuple[float, float]:
+        return (
+            float(USAGE_MEASURES.labels(kind, USAGE_MEASURED)._value.get()),
+            float(USAGE_MEASURES.labels(kind, USAGE_STANDING)._value.get()),
+        )
+
+    measured, standing = counts()
+    return lambda: (counts()[0] - measured, counts()[1] - standing)

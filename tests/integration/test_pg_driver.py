@@ -10,10 +10,10 @@ from devstack.customer_pg import AUTHENTICATION_TIMEOUT_S
 from pg_provisioner import driver as driver_module
 from pg_provisioner.driver import PostgresDriver
 from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import pool_member_id, tenant_name
 from shared.testing.factories import LIMITS
 from shared.usage_memo import UsageMemo
+from tests.conftest import usage_measures_since
 
 pytestmark = pytest.mark.integration
 
@@ -263,10 +263,6 @@ async def test_usage_measures_every_asked_database_in_one_query(driver: Postgres
         await driver.delete(rid)
 
 
-def databases_measured(how: str) -> float:
-    return float(USAGE_MEASURES.labels("postgres", how)._value.get())
-
-
 async def until_counted(admin: asyncpg.Connection, database: str, inserted_above: int) -> int:
     """Wait for the sessions' statistics to reach ``pg_stat_database``; its inserts then."""
     deadline = time.monotonic() + 20
@@ -294,14 +290,7 @@ async def test_usage_measures_a_database_again_only_when_its_counters_moved_or_i
     rid = uuid.uuid4()
     try:
         credentials = await driver.create(rid, LIMITS)
-        measured, standing = databases_measured(USAGE_MEASURED), databases_measured(USAGE_STANDING)
-
-        def counted() -> tuple[float, float]:
-            return (
-                databases_measured(USAGE_MEASURED) - measured,
-                databases_measured(USAGE_STANDING) - standing,
-            )
-
+        counted = usage_measures_since("postgres")
         empty = (await driver.usage([rid]))[rid]
         assert await driver.usage([rid]) == {rid: empty}
         assert counted() == (1, 1)

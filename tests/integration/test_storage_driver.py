@@ -30,7 +30,6 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import S3Credentials, S3Limits
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.runtime import in_background
 from shared.usage_memo import UsageMemo
 from storage_provisioner.driver import (
@@ -43,7 +42,7 @@ from storage_provisioner.driver import (
     guard_bucket_name,
     read_only_locations,
 )
-from tests.conftest import connect_s3_driver
+from tests.conftest import connect_s3_driver, usage_measures_since
 
 pytestmark = pytest.mark.integration
 
@@ -455,10 +454,6 @@ async def until_masters_counts(shell: WeedShell, bucket: str, counts: tuple[int,
         await asyncio.sleep(0.5)
 
 
-def buckets_measured(how: str) -> float:
-    return float(USAGE_MEASURES.labels("s3", how)._value.get())
-
-
 async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_that_moved_is(
     env: dict[str, str], admin_shell: WeedShell, http_session: aiohttp.ClientSession
 ) -> None:
@@ -470,17 +465,11 @@ async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_tha
         tenant = tenant_client(creds, http_session)
         await tenant.put_object(creds.bucket, "a", io.BytesIO(os.urandom(300_000)), 300_000)
         await until_masters_counts(admin_shell, creds.bucket, (1, 0))
-        listed, standing = buckets_measured(USAGE_MEASURED), buckets_measured(USAGE_STANDING)
+        counted = usage_measures_since("s3")
         assert await driver.usage([rid]) == {rid: 300_000}
         assert await driver.usage([rid]) == {rid: 300_000}
         assert await driver.usage([rid]) == {rid: 300_000}
-        assert (
-            buckets_measured(USAGE_MEASURED) - listed,
-            buckets_measured(USAGE_STANDING) - standing,
-        ) == (
-            1,
-            2,
-        )
+        assert counted() == (1, 2)
         # A write moves the figures: listed again, and the new object counted.
         await tenant.put_object(creds.bucket, "b", io.BytesIO(os.urandom(50_000)), 50_000)
         await until_masters_counts(admin_shell, creds.bucket, (2, 0))
@@ -490,13 +479,7 @@ async def test_a_bucket_whose_figures_held_still_is_not_listed_again_and_one_tha
         await until_masters_counts(admin_shell, creds.bucket, (2, 1))
         assert await driver.usage([rid]) == {rid: 50_000}
         assert await driver.usage([rid]) == {rid: 50_000}
-        assert (
-            buckets_measured(USAGE_MEASURED) - listed,
-            buckets_measured(USAGE_STANDING) - standing,
-        ) == (
-            3,
-            3,
-        )
+        assert counted() == (3, 3)
         await driver.delete(rid)
         assert await driver.usage([rid]) == {}
     finally:
@@ -510,13 +493,10 @@ async def test_a_bucket_never_written_to_is_listed_once_and_again_at_its_first_w
     try:
         rid = uuid.uuid4()
         creds = await driver.create(rid, LIMITS)
-        listed, standing = buckets_measured(USAGE_MEASURED), buckets_measured(USAGE_STANDING)
+        counted = usage_measures_since("s3")
         assert await driver.usage([rid]) == {rid: 0}
         assert await driver.usage([rid]) == {rid: 0}
-        assert (
-            buckets_measured(USAGE_MEASURED) - listed,
-            buckets_measured(USAGE_STANDING) - standing,
-        ) == (1, 1)
+        assert counted() == (1, 1)
         # The first write makes the collection at once, before any heartbeat: listed, counted.
         await tenant_client(creds, http_session).put_object(
             creds.bucket, "a", io.BytesIO(b"x" * 1_000), 1_000
@@ -524,10 +504,7 @@ async def test_a_bucket_never_written_to_is_listed_once_and_again_at_its_first_w
         assert await driver.usage([rid]) == {rid: 1_000}
         # Changed lately: listed at every sweep for the quiet time.
         assert await driver.usage([rid]) == {rid: 1_000}
-        assert (
-            buckets_measured(USAGE_MEASURED) - listed,
-            buckets_measured(USAGE_STANDING) - standing,
-        ) == (3, 1)
+        assert counted() == (3, 1)
         await driver.delete(rid)
     finally:
         await driver.close()
@@ -546,16 +523,10 @@ async def test_without_the_masters_figures_every_bucket_is_listed(
         await tenant_client(creds, http_session).put_object(
             creds.bucket, "a", io.BytesIO(b"x" * 1_000), 1_000
         )
-        listed, standing = buckets_measured(USAGE_MEASURED), buckets_measured(USAGE_STANDING)
+        counted = usage_measures_since("s3")
         assert await driver.usage([rid]) == {rid: 1_000}
         assert await driver.usage([rid]) == {rid: 1_000}
-        assert (
-            buckets_measured(USAGE_MEASURED) - listed,
-            buckets_measured(USAGE_STANDING) - standing,
-        ) == (
-            2,
-            0,
-        )
+        assert counted() == (2, 0)
         await driver.delete(rid)
     finally:
         await driver.close()
