@@ -63,6 +63,19 @@ _WORKER_BASICS = {
             },
             "SPINUP_S3_ENDPOINT must be host:port (or a URL with both)",
         ),
+        # So is the master's, from SPINUP_S3_MASTER, unless SPINUP_S3_MASTER_GRPC names it.
+        (
+            "storage_provisioner",
+            {
+                **_WORKER_BASICS,
+                "SPINUP_S3_ENDPOINT": "http://s3:8333",
+                "SPINUP_S3_FILER": "filer:8888",
+                "SPINUP_S3_ADMIN_ACCESS_KEY": "unused",
+                "SPINUP_S3_ADMIN_SECRET_KEY": "unused",
+                "SPINUP_S3_MASTER": "master",
+            },
+            "SPINUP_S3_MASTER must be host:port (or a URL with both)",
+        ),
     ],
 )
 def test_a_setting_out_of_range_stops_start_up_with_its_name(
