@@ -770,17 +770,13 @@ class PostgresDriver:
         by_name = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
 
         async def measure(conn: PoolConnectionProxy[asyncpg.Record]) -> dict[UUID, int]:
-            found = {
-                row["datname"]: (
-                    row["busy"],
-                    (row["tup_inserted"], row["tup_updated"], row["tup_deleted"], row["busy"]),
-                )
-                for row in await conn.fetch(_DATABASE_FIGURES, list(by_name))
-            }
             usage: dict[UUID, int] = {}
             stale: dict[str, Figures] = {}
-            for name, (busy, figures) in found.items():
-                standing = None if busy else self._measures.standing(name, figures)
+            found = await conn.fetch(_DATABASE_FIGURES, list(by_name))
+            for row in found:
+                name = row["datname"]
+                figures = (row["tup_inserted"], row["tup_updated"], row["tup_deleted"], row["busy"])
+                standing = None if row["busy"] else self._measures.standing(name, figures)
                 if standing is None:
                     stale[name] = figures
                 else:
@@ -800,7 +796,7 @@ class PostgresDriver:
                     name = row["datname"]
                     self._measures.measured(name, stale[name], row["size"])
                     usage[by_name[name]] = row["size"]
-            for name in by_name.keys() - found.keys():
+            for name in by_name.keys() - {row["datname"] for row in found}:
                 self._measures.forget(name)
             return usage
 
