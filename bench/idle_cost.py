@@ -25,7 +25,7 @@ import aiohttp
 import uvloop
 
 from bench.__main__ import bench_stack
-from bench.cpu import cpu_seconds_by_tree, stack_processes
+from bench.cpu import LOAD_GENERATOR, CpuMeter, stack_processes
 from bench.harness import NEW_PATH, caller, gateway_connector
 from bench.measure import measure
 from shared.contracts.kinds import ResourceKind
@@ -44,14 +44,13 @@ _CONCURRENCY = {ResourceKind.POSTGRES: 8}
 
 
 async def per_minute(processes: dict[str, int], seconds: float) -> dict[str, float]:
-    """CPU seconds each process spends per minute over the next ``seconds``."""
-    before = cpu_seconds_by_tree(processes)
+    """CPU seconds each of the stack's processes spends per minute over the next ``seconds``."""
+    meter = CpuMeter(processes)
+    meter.start()
     await asyncio.sleep(seconds)
-    after = cpu_seconds_by_tree(processes)
-    return {
-        name: round((after[name] - before.get(name, after[name])) * 60 / seconds, 3)
-        for name in after
-    }
+    spent_ms = meter.per_call(1)
+    spent_ms.pop(LOAD_GENERATOR, None)  # this script, asleep
+    return {name: round(ms / 1000 * 60 / seconds, 3) for name, ms in spent_ms.items()}
 
 
 async def make_tenants(url: str, kinds: list[ResourceKind], count: int) -> None:
@@ -88,7 +87,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         await asyncio.sleep(max(0.0, args.wait - (time.monotonic() - began)))
         loaded = await per_minute(processes, args.seconds)
         print(_line(f"{args.tenants} of each", loaded), flush=True)  # noqa: T201
-    added = {name: round(loaded[name] - empty.get(name, 0.0), 3) for name in loaded}
+    added = {
+        name: round(loaded.get(name, 0.0) - empty.get(name, 0.0), 3) for name in loaded | empty
+    }
     print(_line("their cost", added), flush=True)  # noqa: T201
     return {"kinds": args.kinds, "tenants": args.tenants, "empty": empty, "loaded": loaded}
 

@@ -937,11 +937,10 @@ class S3Driver:
 
         async def measure(bucket: str) -> int | None:
             seen = figures.get(bucket) if figures is not None else None
-            if figures is not None:
-                standing = self._measures.standing(bucket, seen)
-                if standing is not None:
-                    USAGE_MEASURES.labels(self.kind.value, USAGE_STANDING).inc()
-                    return standing
+            standing = None if figures is None else self._measures.standing(bucket, seen)
+            if standing is not None:
+                USAGE_MEASURES.labels(self.kind.value, USAGE_STANDING).inc()
+                return standing
             USAGE_MEASURES.labels(self.kind.value, USAGE_MEASURED).inc()
             async with slots:
                 total = await self._listed_size(bucket)
