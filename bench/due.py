@@ -7,7 +7,9 @@ most gone (deleted or expired), the rest live with their expiry ahead, and one i
 now (expired, suspended past its grace, provisioning past its deadline, stalled), spread over the
 kinds. For each size it times the query a worker answers ``FindDue`` with
 (``ResourceReadModel.due``, one kind, at most 1,000) and the stack-deployer's stuck-deploy query,
-200 calls each, and prints their medians and the plan Postgres chose. One resource in a hundred
+200 calls each, and prints their medians and the plan Postgres chose. It also times what a usage
+sweep reads of the log for one kind: every page of its active resources, as a worker asks for
+them (``sweep_usage``), 20 sweeps. One resource in a hundred
 has a notify target, and those live within the hour of their expiry were warned at an hour
 already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after its
 first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make due,
@@ -28,12 +30,14 @@ import uvloop
 
 from bench.__main__ import bench_stack
 from gateway.resources.outbox import OUTBOX_SCHEMA, to_deliver, to_queue
-from shared.contracts.kinds import ResourceKind
+from shared.contracts.kinds import ResourceKind, ResourceStatus
 from shared.eventlog.projections import DUE_SQL, ResourceReadModel
 from shared.eventlog.schema import migrate
+from shared.lifecycle import USAGE_BATCH
 from shared.pgpool import open_pool
 
 _CALLS = 200
+_USAGE_SWEEPS = 20
 # Row i's status: 70 % gone, 29 % live with their expiry ahead, 1 % due in one of five ways.
 _FILL = """
 INSERT INTO resources (id, version, status, kind, created_at, expires_at, deadline, updated_at,
@@ -76,6 +80,20 @@ async def _notifier_pass(conn: asyncpg.Connection, now: datetime, since: datetim
     await to_deliver(conn, now, 512)
 
 
+async def _usage_sweep(model: ResourceReadModel) -> int:
+    """Read every page of one kind's active resources as ``sweep_usage`` does; how many pages."""
+    after = None
+    pages = 0
+    while True:
+        page = await model.of_kind(
+            ResourceKind.REDIS, [ResourceStatus.ACTIVE], after=after, limit=USAGE_BATCH
+        )
+        pages += 1
+        if len(page) < USAGE_BATCH:
+            return pages
+        after = page[-1].resource_id
+
+
 async def _median_ms(call: object, calls: int = _CALLS) -> float:
     timings = []
     for _ in range(calls):
@@ -105,6 +123,8 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
             due_ms = await _median_ms(lambda: model.due(ResourceKind.REDIS, now, grace, 1000))
             stuck_ms = await _median_ms(lambda: model.stuck_stacks(now, grace))
             plan = await _plan(pool, now, grace)
+            pages = await _usage_sweep(model)
+            usage_ms = await _median_ms(functools.partial(_usage_sweep, model), _USAGE_SWEEPS)
             targeted = await pool.fetchval(
                 "SELECT count(*) FROM resources WHERE notify_url IS NOT NULL"
             )
@@ -120,7 +140,8 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
                 f"{size:>9,} resources: due query p50 {due_ms:.2f} ms ({len(found)} returned of"
                 f" {backlog} due for one kind), stuck deploys p50 {stuck_ms:.2f} ms; plan: {plan};"
                 f" notifier pass p50 {pass_ms:.2f} ms ({targeted:,} targeted,"
-                f" {len(notices)} to queue)"
+                f" {len(notices)} to queue); a usage sweep's pages of one kind p50"
+                f" {usage_ms:.1f} ms ({pages} pages)"
             )
     finally:
         await pool.close()

@@ -105,7 +105,7 @@ _NO_CREDENTIALS = frozenset(
 )
 # Resources measured per page of a usage sweep, in one driver call (a Redis call scans the
 # whole keyspace once, however many it measures).
-_USAGE_BATCH = 500
+USAGE_BATCH = 500
 # Quota changes applied at once.
 _SWEEP_CONCURRENCY = 8
 # A page of a usage sweep is answered this long before its deadline at the latest.
@@ -306,7 +306,7 @@ class ResourceLifecycle:
         poll_interval: float = 0.05,
         orphan_grace: timedelta = ORPHAN_GRACE,
         usage_sweep_duty: float = USAGE_SWEEP_DUTY,
-        usage_batch: int = _USAGE_BATCH,
+        usage_batch: int = USAGE_BATCH,
         restore_recheck: timedelta = timedelta(seconds=20),
     ) -> None:
         """Run commands against the log with ``driver``.
