@@ -30,7 +30,7 @@ import uvloop
 
 from bench.__main__ import bench_stack
 from gateway.resources.outbox import OUTBOX_SCHEMA, to_deliver, to_queue
-from shared.contracts.kinds import ResourceKind, ResourceStatus
+from shared.contracts.kinds import ResourceKind
 from shared.eventlog.projections import DUE_SQL, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.lifecycle import USAGE_BATCH
@@ -85,9 +85,7 @@ async def _usage_sweep(model: ResourceReadModel) -> int:
     after = None
     pages = 0
     while True:
-        page = await model.of_kind(
-            ResourceKind.REDIS, [ResourceStatus.ACTIVE], after=after, limit=USAGE_BATCH
-        )
+        page = await model.active_page(ResourceKind.REDIS, after=after, limit=USAGE_BATCH)
         pages += 1
         if len(page) < USAGE_BATCH:
             return pages

@@ -1105,11 +1105,8 @@ class ResourceLifecycle:
         with the log saying otherwise.
         """
         self._check_kind(command.kind)
-        page = await self._resources.of_kind(
-            self._driver.kind,
-            [ResourceStatus.ACTIVE],
-            after=command.after,
-            limit=self._usage_batch,
+        page = await self._resources.active_page(
+            self._driver.kind, after=command.after, limit=self._usage_batch
         )
         quotas = {
             state.resource_id: (state, quota)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 _STREAM_PREFIX = "resource-"
 _IDS_PER_QUERY = 10_000
+# Below every id a resource gets (uuid4): where a walk by id starts.
+_BEFORE_EVERY_ID = UUID(int=0)
 _GONE = (ResourceStatus.DELETED, ResourceStatus.EXPIRED, ResourceStatus.NONE)
 _limits_decoder: msgspec.json.Decoder[Limits] = msgspec.json.Decoder(Limits)
 _encoder = msgspec.json.Encoder()
@@ -173,6 +175,14 @@ def held(refused: AppendRefusedError) -> tuple[int, int]:
 # What may be due ($2: now, $3: now less the orphan grace): a superset of ``ResourceState.due``,
 # which decides; each branch is a range of ``resources_kind_status_expires`` over the rows of the
 # kind and status, past their time when it is the expiry.
+# A usage sweep's page. The status is written into the statement, not passed, so that
+# resources_active_by_kind (active rows only) serves it in every plan: a page reads about as many
+# rows as it returns, however many resources have ended (docs/adr/0058).
+ACTIVE_PAGE_SQL = (
+    f"SELECT {_COLUMNS} FROM resources"
+    f" WHERE kind = $1 AND status = '{ResourceStatus.ACTIVE.value}' AND id > $2"
+    " ORDER BY id LIMIT $3"
+)
 DUE_SQL = f"""
 SELECT {_COLUMNS}, count(*) OVER () AS backlog FROM resources WHERE kind = $1 AND (
   (status = '{ResourceStatus.ACTIVE.value}' AND expires_at <= $2)
@@ -395,28 +405,34 @@ class ResourceReadModel:
         return _state_from_row(row) if row else None
 
     async def of_kind(
-        self,
-        kind: ResourceKind,
-        statuses: Collection[ResourceStatus],
-        *,
-        after: UUID | None = None,
-        limit: int | None = None,
+        self, kind: ResourceKind, statuses: Collection[ResourceStatus]
     ) -> list[ResourceState]:
-        """The resources of ``kind`` in ``statuses`` by id, after ``after``, at most ``limit``.
+        """Every resource of ``kind`` in ``statuses``.
 
         Active and suspended ones are those whose credentials the backend must hold (a
         suspended one keeps its stopped credentials until its grace ends, docs/adr/0030), what a
-        restore puts back. A page of active ones is what a usage sweep measures (docs/adr/0049):
-        walked along the primary key from ``after``, it reads about as many rows as it returns
-        times the kinds, whatever the table holds.
+        restore puts back.
         """
         async with platform_errors():
             rows = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = ANY($2::text[])"
-                " AND ($3::uuid IS NULL OR id > $3) ORDER BY id LIMIT $4",
+                f"SELECT {_COLUMNS} FROM resources WHERE kind = $1 AND status = ANY($2::text[])",
                 kind.value,
                 [status.value for status in statuses],
-                after,
+            )
+        return [_state_from_row(row) for row in rows]
+
+    async def active_page(
+        self, kind: ResourceKind, *, after: UUID | None, limit: int
+    ) -> list[ResourceState]:
+        """The next ``limit`` active resources of ``kind`` by id after ``after``.
+
+        What a usage sweep measures, a page at a time (docs/adr/0049; ``ACTIVE_PAGE_SQL``).
+        """
+        async with platform_errors():
+            rows = await self._pool.fetch(
+                ACTIVE_PAGE_SQL,
+                kind.value,
+                _BEFORE_EVERY_ID if after is None else after,
                 limit,
             )
         return [_state_from_row(row) for row in rows]

@@ -134,11 +134,16 @@ CREATE INDEX IF NOT EXISTS resources_parent ON resources (parent_id) WHERE paren
 CREATE INDEX IF NOT EXISTS resources_owned ON resources (account_id) WHERE account_id IS NOT NULL;
 DROP INDEX IF EXISTS resources_account;
 -- What a worker answers the reaper's sweep with (``ResourceReadModel.due``): per kind and status,
--- the range past its time; a usage sweep's live resources of a kind. It replaces two indexes that
+-- the range past its time; a restore's live resources of a kind. It replaces two indexes that
 -- held its parts: (status, expires_at) and (kind, status).
 CREATE INDEX IF NOT EXISTS resources_kind_status_expires ON resources (kind, status, expires_at);
 DROP INDEX IF EXISTS resources_status_expires;
 DROP INDEX IF EXISTS resources_kind_status;
+-- A usage sweep's pages (``ResourceReadModel.active_page``): a kind's active resources in id
+-- order from where the last page ended. Walking the primary key instead read every row of every
+-- kind and status on the way, gone ones included (docs/adr/0058).
+CREATE INDEX IF NOT EXISTS resources_active_by_kind ON resources (kind, id)
+    WHERE status = '{ResourceStatus.ACTIVE.value}';
 -- What a plan's caps count (gateway admission, ResourceReadModel.count_held): live resources of
 -- a kind, and resources made in the last day, per client network or per account. The account
 -- indexes hold no anonymous row. When they did, the anonymous count's cached generic plan could

@@ -7,9 +7,11 @@ resource of the kind once, each page at most a batch, and the last one says ther
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -19,6 +21,7 @@ from redis_provisioner.driver import RedisDriver
 from shared.contracts.commands import SweepUsage
 from shared.contracts.kinds import RedisLimits, ResourceKind
 from shared.contracts.replies import UsageSwept
+from shared.eventlog.projections import ACTIVE_PAGE_SQL
 from shared.lifecycle import ResourceLifecycle
 from shared.testing.factories import provision_command
 
@@ -74,3 +77,36 @@ async def test_a_page_rests_before_it_answers_but_never_past_its_deadline(
     answered_in = time.monotonic() - started
     assert swept.next_after is not None
     assert 1.0 < answered_in < 3.0, "it rests, and answers two seconds before the deadline"
+
+
+async def test_a_page_reads_only_active_rows_of_its_kind_however_many_have_ended(
+    platform_db: asyncpg.Pool,
+) -> None:
+    # 20,000 ended resources of five kinds and a few active ones, in a transaction rolled back:
+    # walking the ids would read every ended row on the way to filling a page (ADR 0058).
+    async with platform_db.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            await conn.execute(
+                "INSERT INTO resources (id, version, status, kind, needs_cleanup)"
+                " SELECT gen_random_uuid(), 2,"
+                "  CASE WHEN i % 200 = 0 THEN 'active' ELSE 'deleted' END,"
+                "  (ARRAY['postgres', 'redis', 'mongo', 'nats', 's3'])[i % 5 + 1], false"
+                " FROM generate_series(1, 20000) AS i"
+            )
+            await conn.execute("ANALYZE resources")
+            explained = await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) {ACTIVE_PAGE_SQL}", "redis", uuid.UUID(int=0), 500
+            )
+        finally:
+            await transaction.rollback()
+    nodes = list(_plan_nodes(json.loads(explained)[0]["Plan"]))
+    assert any(node.get("Index Name") == "resources_active_by_kind" for node in nodes), nodes
+    assert sum(node.get("Rows Removed by Filter", 0) for node in nodes) == 0, nodes
+
+
+def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from _plan_nodes(child)
