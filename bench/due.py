@@ -9,11 +9,11 @@ kinds. For each size it times the query a worker answers ``FindDue`` with
 (``ResourceReadModel.due``, one kind, at most 1,000) and the stack-deployer's stuck-deploy query,
 200 calls each, and prints their medians and the plan Postgres chose. It also times what a usage
 sweep reads of the log for one kind: every page of its active resources, as a worker asks for
-them (``sweep_usage``), 20 sweeps. One resource in a hundred
-has a notify target, and those live within the hour of their expiry were warned at an hour
-already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after its
-first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make due,
-so the pass timed finds little left to queue, as in steady state). The rows are written straight
+them (``sweep_usage``), 20 sweeps, with the CPU its Postgres session spent. One resource in a
+hundred has a notify target, and those live within the hour of their expiry were warned at an
+hour already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after
+its first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make
+due, so the pass timed finds little left to queue, as in steady state). The rows are written straight
 into the projections, not appended: only the reads are measured.
 """
 
@@ -29,6 +29,7 @@ import asyncpg
 import uvloop
 
 from bench.__main__ import bench_stack
+from bench.cpu import CpuMeter
 from gateway.resources.outbox import OUTBOX_SCHEMA, to_deliver, to_queue
 from shared.contracts.kinds import ResourceKind
 from shared.eventlog.projections import DUE_SQL, ResourceReadModel
@@ -105,6 +106,10 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
     pool = await open_pool(dsn, size=2)
     await migrate(pool, OUTBOX_SCHEMA)
     model = ResourceReadModel(pool)
+    # The usage sweeps on a session of their own, whose server process's CPU is read.
+    usage_pool = await open_pool(dsn, size=1)
+    usage_model = ResourceReadModel(usage_pool)
+    session = CpuMeter({"session": await usage_pool.fetchval("SELECT pg_backend_pid()")})
     now = datetime.now(UTC)
     grace = timedelta(seconds=60)
     lines = []
@@ -121,8 +126,10 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
             due_ms = await _median_ms(lambda: model.due(ResourceKind.REDIS, now, grace, 1000))
             stuck_ms = await _median_ms(lambda: model.stuck_stacks(now, grace))
             plan = await _plan(pool, now, grace)
-            pages = await _usage_sweep(model)
-            usage_ms = await _median_ms(functools.partial(_usage_sweep, model), _USAGE_SWEEPS)
+            pages = await _usage_sweep(usage_model)
+            session.start()
+            usage_ms = await _median_ms(functools.partial(_usage_sweep, usage_model), _USAGE_SWEEPS)
+            usage_cpu_ms = session.per_call(_USAGE_SWEEPS).get("session", 0.0)
             targeted = await pool.fetchval(
                 "SELECT count(*) FROM resources WHERE notify_url IS NOT NULL"
             )
@@ -139,9 +146,11 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
                 f" {backlog} due for one kind), stuck deploys p50 {stuck_ms:.2f} ms; plan: {plan};"
                 f" notifier pass p50 {pass_ms:.2f} ms ({targeted:,} targeted,"
                 f" {len(notices)} to queue); a usage sweep's pages of one kind p50"
-                f" {usage_ms:.1f} ms ({pages} pages)"
+                f" {usage_ms:.1f} ms ({pages} pages), {usage_cpu_ms:.0f} ms of its Postgres"
+                " session's CPU"
             )
     finally:
+        await usage_pool.close()
         await pool.close()
     return lines
 
