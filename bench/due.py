@@ -13,8 +13,8 @@ them (``sweep_usage``), 20 sweeps, with the CPU its Postgres session spent. One 
 hundred has a notify target, and those live within the hour of their expiry were warned at an
 hour already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after
 its first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make
-due, so the pass timed finds little left to queue, as in steady state). The rows are written straight
-into the projections, not appended: only the reads are measured.
+due, so the pass timed finds little left to queue, as in steady state). The rows are written
+straight into the projections, not appended: only the reads are measured.
 """
 
 from __future__ import annotations

@@ -3,12 +3,13 @@
     .venv/bin/python -m bench.idle_cost [--tenants 1600] [--kinds s3,postgres,...] [--wait 660]
         [--seconds 180] [--name idle]
 
-On one throwaway stack configured as ``make bench``'s (usage sweeps and reconciles at their
-production interval of a minute), it reads the CPU each process spends per minute while
-nothing is asked of it, makes ``--tenants`` resources of each kind through the API, waits
-``--wait`` seconds (the S3 usage sweep lists a bucket at every sweep for ten minutes after it
-first sees it, ADR 0057), and reads the CPU per minute again. The difference is what those
-tenants cost at rest, by process.
+On one throwaway stack configured as ``make bench``'s, but with every periodic pass at its
+production interval (usage sweeps and reconciles every minute, the reaper's pass every 10 s,
+the notifier's every second; ``bench_stack(production_periods=True)``), it reads the CPU each
+process spends per minute while nothing is asked of it, makes ``--tenants`` resources of each
+kind through the API, waits ``--wait`` seconds (the S3 usage sweep lists a bucket at every sweep
+for ten minutes after it first sees it, ADR 0057), and reads the CPU per minute again. The
+difference is what those tenants cost at rest, by process.
 
 Two checkouts run at once (``git worktree``) measure a change before and after in the same
 minutes: give each its own ``--name``.
@@ -78,7 +79,7 @@ def _line(label: str, cpu: dict[str, float]) -> str:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     """Measure empty, make the tenants, wait, measure again."""
     kinds = [ResourceKind(kind) for kind in args.kinds.split(",")]
-    with bench_stack(durable=False, name=args.name) as stack:
+    with bench_stack(durable=False, name=args.name, production_periods=True) as stack:
         processes = stack_processes(stack)
         empty = await per_minute(processes, args.seconds)
         print(_line("empty", empty), flush=True)  # noqa: T201
