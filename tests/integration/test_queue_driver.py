@@ -22,6 +22,7 @@ from shared.contracts.errors import (
 )
 from shared.contracts.kinds import NatsLimits
 from shared.naming import tenant_name
+from tests.conftest import usage_measures_since
 from tests.integration.conftest import connect_nats_driver, connect_nats_tenant
 
 pytestmark = pytest.mark.integration
@@ -331,6 +332,34 @@ async def test_usage_counts_file_and_memory_bytes_of_each_account(
     assert await queue_driver.usage([]) == {}
     await queue_driver.delete(busy)
     await queue_driver.delete(idle)
+
+
+async def test_an_unused_accounts_zero_stands_until_a_connection_loads_it(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    # ADR 0059: an account the server has not loaded stores nothing; once its JWT was found, its
+    # 0 stands without another resolver lookup, and JSZ measures it as soon as it is loaded.
+    used, unused = uuid.uuid4(), uuid.uuid4()
+    credentials = await queue_driver.create(used, LIMITS)
+    await queue_driver.create(unused, LIMITS)
+    counted = usage_measures_since("nats")
+    assert await queue_driver.usage([used, unused]) == {used: 0, unused: 0}
+    assert counted() == (2, 0)
+    assert await queue_driver.usage([used, unused]) == {used: 0, unused: 0}
+    assert counted() == (2, 2), "the second sweep stood on the first lookups"
+    client = await connect_nats_tenant(credentials)
+    try:
+        await client.jetstream().add_stream(name="S", subjects=["s.>"], max_bytes=MIB)
+        await fill(client, "s.x", 10 * CHUNK)
+    finally:
+        await client.close()
+    usage = await queue_driver.usage([used, unused])
+    assert usage[used] >= 10 * CHUNK
+    assert usage[unused] == 0
+    assert counted() == (3, 3)
+    await queue_driver.delete(unused)
+    assert await queue_driver.usage([unused]) == {}, "a delete forgets what stood"
+    await queue_driver.delete(used)
 
 
 async def test_the_server_refuses_writes_past_the_quota_by_itself(

@@ -57,7 +57,9 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import chunked
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
+from shared.usage_memo import UsageMemo
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -137,12 +139,15 @@ class NatsAccountDriver:
         system_account: str,
         public_url: str,
         request_timeout: float,
+        measures: UsageMemo | None = None,
     ) -> None:
+        """``measures``: what the usage sweep remembers of its lookups (``shared.usage_memo``)."""
         self._system = system
         self._operator = operator
         self._system_account = system_account
         self._public_url = public_url
         self._timeout = request_timeout
+        self._measures = UsageMemo() if measures is None else measures
         #: Accounts ``tenants`` has named, and their resources (a name never changes).
         self._named: dict[str, UUID] = {}
 
@@ -156,6 +161,7 @@ class NatsAccountDriver:
         public_url: str,
         request_timeout: float,
         name: str,
+        measures: UsageMemo | None = None,
     ) -> NatsAccountDriver:
         """Connect as the system user; afterwards the client reconnects on its own forever.
 
@@ -203,6 +209,7 @@ class NatsAccountDriver:
             system_account=system_account,
             public_url=public_url,
             request_timeout=request_timeout,
+            measures=measures,
         )
 
     async def close(self) -> None:
@@ -413,7 +420,9 @@ class NatsAccountDriver:
         trip of waiting). A server-wide JSZ would be one message but carries every tenant and
         pages in no fixed order. An account the server has not loaded (no connection or stream
         since it started) stores nothing: a resolver lookup tells it (0) from a missing one
-        (left out).
+        (left out). That 0 stands without the lookup while this worker found the account's JWT
+        within the hour (``shared.usage_memo``, with no figures: only a connection loads the
+        account, and JSZ answers for it then; ADR 0059).
         """
         accounts = {rid: self.account_key(rid).public_key for rid in resource_ids}
         measured = await _in_flight(self._stored_bytes, list(accounts.values()))
@@ -423,9 +432,22 @@ class NatsAccountDriver:
             if stored is not None
         }
         unloaded = [rid for rid in accounts if rid not in usage]
-        held = await _in_flight(self._held_for_usage, [accounts[rid] for rid in unloaded])
-        usage |= {rid: 0 for rid, jwt in zip(unloaded, held, strict=True) if jwt}
-        return usage
+        standing = {
+            rid: stood
+            for rid in unloaded
+            if (stood := self._measures.standing(accounts[rid], None)) is not None
+        }
+        looked_up = [rid for rid in unloaded if rid not in standing]
+        held = await _in_flight(self._held_for_usage, [accounts[rid] for rid in looked_up])
+        for rid, jwt in zip(looked_up, held, strict=True):
+            if jwt:
+                self._measures.measured(accounts[rid], None, 0)
+                usage[rid] = 0
+            else:
+                self._measures.forget(accounts[rid])
+        USAGE_MEASURES.labels(self.kind.value, USAGE_STANDING).inc(len(standing))
+        USAGE_MEASURES.labels(self.kind.value, USAGE_MEASURED).inc(len(usage))
+        return usage | standing
 
     async def _held_for_usage(self, account: str) -> bytes:
         return await self._resolver_jwt(account, "measured")
@@ -458,6 +480,7 @@ class NatsAccountDriver:
             DropRefusedError: the derived key is the system account (never expected).
         """
         account = self._tenant_account(resource_id).public_key
+        self._measures.forget(account)
         # Without a JWT it was deleted already (or never made): the claim delete alone is repeated.
         held = bool(await self._resolver_jwt(account, "deleted"))
         # An account the server has not loaded since it started stores nothing (the server loads
