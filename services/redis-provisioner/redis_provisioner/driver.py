@@ -517,9 +517,15 @@ class RedisDriver:
         async with self._backend_errors("measured"):
             async with self._admin.pipeline(transaction=False) as pipe:
                 for name in names.values():
-                    pipe.execute_command("ACL", "GETUSER", name)
+                    pipe.execute_command("ACL", "DRYRUN", name, "PING")
                 pipe.smismember(DELETED_TENANTS_KEY, list(names.values()))
-                *users, pending = await pipe.execute()
+                *dry_runs, pending = await pipe.execute(raise_on_error=False)
+            if isinstance(pending, Exception):
+                raise pending
+            users = [
+                _user_exists(name, reply)
+                for name, reply in zip(names.values(), dry_runs, strict=True)
+            ]
             cursor = None
             while cursor != 0:
                 cursor, keys = await self._admin.scan(cursor or 0, count=_SCAN_COUNT)
@@ -682,6 +688,22 @@ class RedisDriver:
             async for _key in self._admin.scan_iter(match=f"{name}:*", count=1000):
                 return True
         return False
+
+
+def _user_exists(name: str, dry_run: object) -> bool:
+    """Whether ``ACL DRYRUN <name> PING`` found the user: any answer but "User ... not found".
+
+    A sweep's page asks it of every tenant. ``ACL GETUSER`` spent 0.17 ms of the server per
+    user describing its rules; ``ACL DRYRUN`` about a tenth of that or less (ADR 0059).
+
+    Raises:
+        RedisError: any other refusal.
+    """
+    if isinstance(dry_run, RedisError):
+        if str(dry_run) == f"User '{name}' not found":
+            return False
+        raise dry_run
+    return True
 
 
 def _missing(resource_id: UUID) -> SpinupError:
