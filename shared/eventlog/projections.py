@@ -172,9 +172,6 @@ def held(refused: AppendRefusedError) -> tuple[int, int]:
     return counts["live"], counts["today"]
 
 
-# What may be due ($2: now, $3: now less the orphan grace): a superset of ``ResourceState.due``,
-# which decides; each branch is a range of ``resources_kind_status_expires`` over the rows of the
-# kind and status, past their time when it is the expiry.
 # A usage sweep's page. The status is written into the statement, not passed, so that
 # resources_active_by_kind (active rows only) serves it in every plan: a page reads about as many
 # rows as it returns, however many resources have ended (docs/adr/0058).
@@ -183,6 +180,9 @@ ACTIVE_PAGE_SQL = (
     f" WHERE kind = $1 AND status = '{ResourceStatus.ACTIVE.value}' AND id > $2"
     " ORDER BY id LIMIT $3"
 )
+# What may be due ($2: now, $3: now less the orphan grace): a superset of ``ResourceState.due``,
+# which decides; each branch is a range of ``resources_kind_status_expires`` over the rows of the
+# kind and status, past their time when it is the expiry.
 DUE_SQL = f"""
 SELECT {_COLUMNS}, count(*) OVER () AS backlog FROM resources WHERE kind = $1 AND (
   (status = '{ResourceStatus.ACTIVE.value}' AND expires_at <= $2)

@@ -417,8 +417,9 @@ class NatsAccountDriver:
         """JetStream bytes (file + memory) each account stores, as the server counts them.
 
         One JSZ request per account, all in flight at once on the system connection (one round
-        trip of waiting). A server-wide JSZ would be one message but carries every tenant and
-        pages in no fixed order. An account the server has not loaded (no connection or stream
+        trip of waiting). A server-wide JSZ would be one message per 1,024 loaded accounts, but
+        the server walks every loaded account for each, and every page of a sweep would need all
+        of them. An account the server has not loaded (no connection or stream
         since it started) stores nothing: a resolver lookup tells it (0) from a missing one
         (left out). That 0 stands without the lookup while this worker found the account's JWT
         within the hour (``shared.usage_memo``, with no figures: only a connection loads the
