@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
 
 from devstack.mongo import SCRAM_ITERATIONS
@@ -252,6 +252,50 @@ async def test_usage_measures_what_each_tenant_stored_and_leaves_out_missing_one
     await mongo_driver.delete(writer)
     await mongo_driver.delete(idle)
     assert await mongo_driver.usage([writer, idle]) == {}
+
+
+class _CommandNames(monitoring.CommandListener):
+    """The name of every command a client sends (it observes; the server answers them all)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_usage_asks_db_stats_only_of_tenants_that_have_a_database(
+    mongo_driver: MongoDriver, env: dict[str, str]
+) -> None:
+    # ADR 0059: a tenant that never wrote has no database and uses 0, asked nothing more.
+    writer, *unused = (uuid.uuid4() for _ in range(4))
+    credentials = await mongo_driver.create(writer, LIMITS)
+    for rid in unused:
+        await mongo_driver.create(rid, LIMITS)
+    tenant = tenant_client(credentials.connection_url)
+    await tenant[credentials.database].notes.insert_one({"n": 1})
+    await tenant.close()
+    sent = _CommandNames()
+    watched = MongoDriver(
+        AsyncMongoClient(env["SPINUP_MONGO_ADMIN_URL"], event_listeners=[sent]),
+        public_host=env["SPINUP_MONGO_HOST"],
+        public_port=int(env["SPINUP_MONGO_PORT"]),
+    )
+    try:
+        usage = await watched.usage([writer, *unused])
+    finally:
+        await watched.close()
+    assert usage[writer] > 0
+    assert {usage[rid] for rid in unused} == {0}
+    assert sent.names.count("dbStats") == 1, sent.names
+    for rid in (writer, *unused):
+        await mongo_driver.delete(rid)
 
 
 async def test_block_writes_refuses_adding_data_on_an_open_connection_reads_and_deletes_work(

@@ -244,8 +244,9 @@ class MongoDriver:
         ``dataSize`` is the documents' uncompressed size and falls as soon as they are
         deleted; ``storageSize`` (and ``listDatabases``' ``sizeOnDisk`` on mongod) keeps the
         space WiredTiger allocated, so a tenant could never delete its way back under.
-        One ``usersInfo`` finds which tenants exist, then one ``dbStats`` per database, a
-        few at a time. A tenant that has not written yet has no database and uses 0.
+        One ``usersInfo`` finds which tenants exist, one ``listDatabases`` (names only) which
+        of them have a database, then one ``dbStats`` per database, a few at a time. A tenant
+        that has not written yet has no database and uses 0, asked nothing more (ADR 0059).
         """
         names = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
         if not names:
@@ -261,13 +262,23 @@ class MongoDriver:
             found = await self._client.admin.command(
                 "usersInfo", [{"user": name, "db": name} for name in names]
             )
-            existing = [
+            existing = {
                 str(user["db"])
                 for user in found.get("users", [])
                 if user.get("db") in names and user.get("user") == user.get("db")
+            }
+            listed = await self._client.admin.command(
+                "listDatabases", nameOnly=True, filter={"name": {"$in": sorted(existing)}}
+            )
+            written = [
+                name
+                for name in (str(database["name"]) for database in listed.get("databases", []))
+                if name in existing
             ]
-            sizes = await asyncio.gather(*(measure(name) for name in existing))
-        return {names[name]: size for name, size in zip(existing, sizes, strict=True)}
+            sizes = await asyncio.gather(*(measure(name) for name in written))
+        return {names[name]: 0 for name in existing} | {
+            names[name]: size for name, size in zip(written, sizes, strict=True)
+        }
 
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
         """Swap the user's ``readWrite`` for ``readAndDelete``: reads and deletes only.
