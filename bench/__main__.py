@@ -23,7 +23,7 @@ import uvloop
 
 from bench import report
 from bench.harness import FULL, SMOKE, Bench, Progress, Results, Target
-from devstack.profile import Profile
+from devstack.profile import TEST_PERIODS, Profile
 from devstack.stack import Stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,23 +45,13 @@ BENCH_OVERRIDES = {
 }
 
 
-#: The test profile's periodic passes that run far more often than in production, so that a
-#: test sees them act within seconds: the reaper's pass (every 0.5 s, 10 s in production), the
-#: notifier's (0.2 s, 1 s) and the deleted caches' key pass (1 s, 60 s).
-TEST_PERIODS = (
-    "SPINUP_REAPER_INTERVAL_S",
-    "SPINUP_NOTIFY_POLL_S",
-    "SPINUP_REDIS_UNLINK_INTERVAL_S",
-)
-
-
 def bench_stack(*, durable: bool, name: str = "bench", production_periods: bool = False) -> Stack:
     """The stack ``make bench`` starts: the test profile's, named ``bench``.
 
     ``durable``: Postgres with fsync on, as in production. Off by default: on a disk other
     stacks write to, a ``DROP DATABASE`` (which forces a checkpoint) took minutes with it on.
-    ``production_periods``: the ``TEST_PERIODS`` left to the services' own defaults, for what a
-    stack spends at rest.
+    ``production_periods``: the test profile's fast periodic passes (``TEST_PERIODS``) left to
+    the services' own defaults, for what a stack spends at rest.
     """
     profile = Profile.test(REPO_ROOT, BENCH_OVERRIDES, name=name)
     overrides = {

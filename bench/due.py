@@ -147,7 +147,7 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
                 f" notifier pass p50 {pass_ms:.2f} ms ({targeted:,} targeted,"
                 f" {len(notices)} to queue); a usage sweep's pages of one kind p50"
                 f" {usage_ms:.1f} ms ({pages} pages), {usage_cpu_ms:.0f} ms of its Postgres"
-                " session's CPU"
+                " session's CPU a sweep (mean)"
             )
     finally:
         await usage_pool.close()

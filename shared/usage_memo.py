@@ -10,7 +10,8 @@ Figures can lag the write (a heartbeat, a statistics flush) or miss one (a compl
 upload, a vacuum giving space back). So a tenant whose figures changed within ``settle_s`` (or
 that this worker first saw then) is measured at every sweep, and every tenant is measured again
 after ``relist_s`` however still it looked. Figures of None say nothing was ever written, in a
-backend where the first write makes them at once: such a tenant stands from its first measure.
+backend where the first write makes them at once (a bucket with no collection; a NATS account
+the server has not loaded, ADR 0059): such a tenant stands from its first measure.
 What stays: a tenant quiet for ``settle_s`` whose first write lags past a sweep is measured one
 sweep late.
 """
