@@ -160,8 +160,14 @@ class ResourceDriver(Protocol[L_contra]):
         """New credentials for the existing resource; the old ones stop working at once."""
         ...
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
-        """Bytes used by each of these resources that exists in the backend."""
+    async def usage(
+        self, resource_ids: Sequence[UUID], *, sweep_id: UUID | None = None
+    ) -> dict[UUID, int]:
+        """Bytes used by each of these resources that exists in the backend.
+
+        ``sweep_id`` names the usage sweep the call is a page of: a driver that must measure
+        its whole backend to answer any page (Redis) measures it once per sweep.
+        """
         ...
 
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
@@ -1114,7 +1120,9 @@ class ResourceLifecycle:
             if state.limits is not None and (quota := quota_bytes(state.limits)) is not None
         }
         began = time.monotonic()
-        measured = await self._driver.usage(list(quotas)) if quotas else {}
+        measured = (
+            await self._driver.usage(list(quotas), sweep_id=command.sweep_id) if quotas else {}
+        )
         took = time.monotonic() - began
         if measured:
             await self._resources.record_usage(measured)

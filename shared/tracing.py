@@ -225,10 +225,12 @@ class TracedDriver:
         with span("driver.rotate", attributes=self._attributes):
             return await self._driver.rotate(resource_id, limits)
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+    async def usage(
+        self, resource_ids: Sequence[UUID], *, sweep_id: UUID | None = None
+    ) -> dict[UUID, int]:
         """``driver.usage`` in a span."""
         with span("driver.usage", attributes=self._attributes):
-            return await self._driver.usage(resource_ids)
+            return await self._driver.usage(resource_ids, sweep_id=sweep_id)
 
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
         """``driver.block_writes`` in a span."""

@@ -107,11 +107,14 @@ class SweepUsage(Command, frozen=True, kw_only=True):
     """Measure one page of the worker's kind's live resources; block writes over quota, lift under.
 
     The page is the next batch by id after ``after`` (None: from the first). The reaper asks for
-    page after page until the answer has no ``next_after`` (docs/adr/0049).
+    page after page until the answer has no ``next_after`` (docs/adr/0049), every page with the
+    sweep's ``sweep_id``: a worker that must measure its whole backend to answer a page measures
+    it once for the sweep (docs/adr/0060). None: this page alone.
     """
 
     kind: ResourceKind
     after: UUID | None = None
+    sweep_id: UUID | None = None
 
 
 class FindDue(Command, frozen=True, kw_only=True):

@@ -491,6 +491,31 @@ async def test_usage_measures_every_asked_tenant_in_one_pass(
     assert await redis_driver.usage([small, large, empty]) == {}
 
 
+async def test_the_pages_of_one_sweep_share_its_census_and_the_next_sweep_counts_anew(
+    redis_driver: RedisDriver,
+) -> None:
+    writer, reader, deleted = (uuid.uuid4() for _ in range(3))
+    tenants = {}
+    for rid in (writer, reader, deleted):
+        credentials = await redis_driver.create(rid, LIMITS)
+        tenants[rid] = aioredis.Redis.from_url(credentials.connection_url)
+        await tenants[rid].set(f"{credentials.key_prefix}first", "x" * 1000)
+    sweep = uuid.uuid4()
+    first = await redis_driver.usage([writer], sweep_id=sweep)
+    assert first == await redis_driver.usage([writer])  # a call of its own counts the same
+
+    await tenants[writer].set(f"{key_prefix(writer)}second", "x" * 1000)
+    await redis_driver.delete(deleted)
+    rest = await redis_driver.usage([reader, deleted, writer], sweep_id=sweep)
+    # The census was the sweep's first page's; who exists is asked at each page.
+    assert rest == {reader: first[writer], writer: first[writer]}
+    grown = await redis_driver.usage([writer], sweep_id=uuid.uuid4())
+    assert grown[writer] > first[writer] + 1000
+    for rid, tenant in tenants.items():
+        await tenant.aclose()
+        await redis_driver.delete(rid)
+
+
 async def test_guard_refuses_every_new_operation_on_a_name_without_the_tenant_prefix(
     redis_driver: RedisDriver, redis_admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,14 +30,28 @@ pytestmark = pytest.mark.integration
 BATCH = 2
 
 
-def page(after: uuid.UUID | None) -> SweepUsage:
+def page(after: uuid.UUID | None, sweep_id: uuid.UUID | None = None) -> SweepUsage:
     return SweepUsage(
         command_id=uuid.uuid4(),
         correlation_id="test-usage-pages",
         deadline=9e9,
         kind=ResourceKind.REDIS,
         after=after,
+        sweep_id=sweep_id,
     )
+
+
+def count_scans(driver: RedisDriver, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the SCAN steps ``driver`` asks of the server from now on: ``[steps]``."""
+    steps = [0]
+    scan = driver._admin.scan
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        steps[0] += 1
+        return await scan(*args, **kwargs)
+
+    monkeypatch.setattr(driver._admin, "scan", counted)
+    return steps
 
 
 async def test_the_pages_of_a_sweep_measure_every_live_resource_once(
@@ -60,6 +74,31 @@ async def test_the_pages_of_a_sweep_measure_every_live_resource_once(
     assert sum(swept.measured for swept in pages) == live
     assert len(pages) == live // BATCH + 1  # the last page is short, or empty after a full one
     assert pages[-1].next_after is None
+
+
+async def test_every_page_of_a_sweep_is_measured_from_one_scan_of_the_keyspace(
+    lifecycle_of: Callable[..., ResourceLifecycle],
+    redis_driver: RedisDriver,
+    platform_db: asyncpg.Pool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A scan for each page made a sweep cost pages x keys (docs/adr/0060).
+    lifecycle = lifecycle_of(redis_driver, usage_batch=BATCH, usage_sweep_duty=1.0)
+    for _ in range(3):
+        await lifecycle.provision(
+            provision_command(kind=ResourceKind.REDIS, limits=RedisLimits(memory_mb=8))
+        )
+    scans = count_scans(redis_driver, monkeypatch)
+    sweep_id = uuid.uuid4()
+    pages: list[UsageSwept] = [await lifecycle.sweep_usage(page(None, sweep_id))]
+    one_census = scans[0]
+    while (after := pages[-1].next_after) is not None:
+        pages.append(await lifecycle.sweep_usage(page(after, sweep_id)))
+    assert len(pages) >= 2
+    assert one_census >= 1
+    assert scans[0] == one_census, "the later pages scanned the keyspace again"
+    await lifecycle.sweep_usage(page(None, uuid.uuid4()))
+    assert scans[0] > one_census, "a new sweep counts the keyspace anew"
 
 
 async def test_a_page_rests_before_it_answers_but_never_past_its_deadline(

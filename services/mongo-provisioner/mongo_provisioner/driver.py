@@ -238,7 +238,12 @@ class MongoDriver:
             await self._kill_connections_of(name)
         return self._credentials(name, password)
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+    async def usage(
+        self,
+        resource_ids: Sequence[UUID],
+        *,
+        sweep_id: UUID | None = None,  # noqa: ARG002 (one measure serves any page)
+    ) -> dict[UUID, int]:
         """``dataSize + indexSize`` of each tenant database whose user exists, in bytes.
 
         ``dataSize`` is the documents' uncompressed size and falls as soon as they are

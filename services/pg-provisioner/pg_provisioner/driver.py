@@ -753,7 +753,12 @@ class PostgresDriver:
             password=password,
         )
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+    async def usage(
+        self,
+        resource_ids: Sequence[UUID],
+        *,
+        sweep_id: UUID | None = None,  # noqa: ARG002 (one measure serves any page)
+    ) -> dict[UUID, int]:
         """What each asked database holds above an empty one; missing ones left out.
 
         ``pg_database_size`` less ``template1``'s, which every tenant database is copied from

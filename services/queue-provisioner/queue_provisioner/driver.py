@@ -413,7 +413,12 @@ class NatsAccountDriver:
         current = await self._existing_claims(account, "rotated")
         return await self._issue_user(resource_id, limits, current, "rotated")
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+    async def usage(
+        self,
+        resource_ids: Sequence[UUID],
+        *,
+        sweep_id: UUID | None = None,  # noqa: ARG002 (one measure serves any page)
+    ) -> dict[UUID, int]:
         """JetStream bytes (file + memory) each account stores, as the server counts them.
 
         One JSZ request per account, all in flight at once on the system connection (one round

@@ -224,6 +224,7 @@ async def sweep_usage(bus: Bus, kind: ResourceKind) -> bool:
     """
     endpoint = ENDPOINTS[kind].sweep_usage
     correlation_id = f"reaper-{uuid.uuid4().hex[:16]}"
+    sweep_id = uuid.uuid4()
     after: uuid.UUID | None = None
     pages = measured = over_quota = blocked = unblocked = 0
     while True:
@@ -233,6 +234,7 @@ async def sweep_usage(bus: Bus, kind: ResourceKind) -> bool:
             deadline=time.time() + endpoint.timeout,
             kind=kind,
             after=after,
+            sweep_id=sweep_id,
         )
         try:
             reply = await bus.request(endpoint, command)

@@ -35,6 +35,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
@@ -203,6 +204,14 @@ def key_prefix(resource_id: UUID) -> str:
     return f"{tenant_name(resource_id)}:"
 
 
+@dataclass(frozen=True, slots=True)
+class KeyspaceCensus:
+    """Bytes under every key prefix of the keyspace, counted once for a usage sweep."""
+
+    sweep_id: UUID | None
+    bytes_by_prefix: dict[bytes, int]
+
+
 class RedisDriver:
     """Creates and deletes tenant ACL users through one admin client (a connection pool)."""
 
@@ -219,6 +228,10 @@ class RedisDriver:
         self._public_host = public_host
         self._public_port = public_port
         self._script_keeper: asyncio.Task[None] | None = None
+        # The last sweep's census of the keyspace, and a lock so one census serves every page
+        # of a sweep however its pages arrive (``usage``).
+        self._census: KeyspaceCensus | None = None
+        self._census_taken = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -497,23 +510,23 @@ class RedisDriver:
             await self._command("ACL", "SETUSER", name, *command_rules(writes_blocked=blocked))
         log.info("redis_provisioner.writes.changed", user=name, blocked=blocked)
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
-        """Bytes of keys each tenant holds: one SCAN of the keyspace, sampled ``MEMORY USAGE``.
+    async def usage(
+        self, resource_ids: Sequence[UUID], *, sweep_id: UUID | None = None
+    ) -> dict[UUID, int]:
+        """Bytes of keys each tenant holds, from a census of the whole keyspace (docs/adr/0060).
 
-        Every key is counted in a single pass for all the asked tenants together; each
-        tenant's bytes are the mean ``MEMORY USAGE`` of up to ``_USAGE_SAMPLE_KEYS`` of its keys
-        times its key count (exact when it has no more keys than that). The sampled keys of
-        each SCAN page are measured in one pipelined round trip, so memory stays bounded by a
-        page. A tenant with neither a user nor keys is left out, as is a deleted one whose keys
-        wait for ``unlink_deleted``; one with a user and no keys uses 0 bytes.
+        Finding a tenant's keys takes a SCAN of the whole keyspace, so the census counts every
+        tenant's keys in one pass, and every page of the sweep ``sweep_id`` is answered from
+        the census its first page took: a scan for each page of 500 made a sweep cost pages x
+        keys. A call without ``sweep_id`` takes a census of its own.
+
+        Whether each asked tenant still has its user, or waits for ``unlink_deleted``, is asked
+        at each call: a tenant with neither a user nor keys is left out, as is a deleted one
+        whose keys wait for ``unlink_deleted``; one with a user and no keys uses 0 bytes.
         """
         names = {rid: guard_tenant_name(tenant_name(rid)) for rid in resource_ids}
         if not names:
             return {}
-        by_prefix = {f"{name}:".encode(): rid for rid, name in names.items()}
-        counts: dict[UUID, int] = {}
-        sampled: dict[UUID, int] = {}
-        sampled_bytes: dict[UUID, int] = {}
         async with self._backend_errors("measured"):
             async with self._admin.pipeline(transaction=False) as pipe:
                 for name in names.values():
@@ -522,37 +535,63 @@ class RedisDriver:
                 *dry_runs, pending = await pipe.execute(raise_on_error=False)
             if isinstance(pending, Exception):
                 raise pending
-            users = [
-                _user_exists(name, reply)
-                for name, reply in zip(names.values(), dry_runs, strict=True)
-            ]
-            cursor = None
-            while cursor != 0:
-                cursor, keys = await self._admin.scan(cursor or 0, count=_SCAN_COUNT)
-                picked: list[UUID] = []
-                async with self._admin.pipeline(transaction=False) as pipe:
-                    # The admin client does not decode replies: the keys are bytes.
-                    for key in cast("list[bytes]", keys):
-                        head, colon, _rest = key.partition(b":")
-                        owner = by_prefix.get(head + colon) if colon else None
-                        if owner is None:
-                            continue
-                        counts[owner] = counts.get(owner, 0) + 1
-                        if sampled.get(owner, 0) < _USAGE_SAMPLE_KEYS:
-                            sampled[owner] = sampled.get(owner, 0) + 1
-                            picked.append(owner)
-                            pipe.memory_usage(key)
-                    sizes = await pipe.execute() if picked else []
-                for owner, size in zip(picked, sizes, strict=True):
-                    # A key deleted since the SCAN answers None: it weighs nothing.
-                    sampled_bytes[owner] = sampled_bytes.get(owner, 0) + (size or 0)
-        found = {rid for rid, user in zip(names, users, strict=True) if user}
-        # A deleted tenant's keys, waiting for ``unlink_deleted``, are nobody's.
-        deleted = {rid for rid, named in zip(names, pending, strict=True) if named} - found
-        answer = dict.fromkeys(found | (counts.keys() - deleted), 0)
-        for owner in answer.keys() & counts.keys():
-            answer[owner] = round(sampled_bytes[owner] / sampled[owner] * counts[owner])
+            held = await self._census_for(sweep_id)
+        users = [
+            _user_exists(name, reply) for name, reply in zip(names.values(), dry_runs, strict=True)
+        ]
+        answer: dict[UUID, int] = {}
+        for (rid, name), user, deleted in zip(names.items(), users, pending, strict=True):
+            size = held.get(name.encode() + b":")
+            # A deleted tenant's keys, waiting for ``unlink_deleted``, are nobody's.
+            if user or (size is not None and not deleted):
+                answer[rid] = size or 0
         return answer
+
+    async def _census_for(self, sweep_id: UUID | None) -> dict[bytes, int]:
+        """The census of ``sweep_id`` this worker took, or a new one (for this sweep)."""
+        async with self._census_taken:
+            if sweep_id is not None and self._census and self._census.sweep_id == sweep_id:
+                return self._census.bytes_by_prefix
+            census = KeyspaceCensus(sweep_id, await self._count_keyspace())
+            if sweep_id is not None:
+                self._census = census
+            return census.bytes_by_prefix
+
+    async def _count_keyspace(self) -> dict[bytes, int]:
+        """Bytes under each key prefix (up to the first ``:``): one SCAN, sampled ``MEMORY USAGE``.
+
+        Each prefix's bytes are the mean ``MEMORY USAGE`` of up to ``_USAGE_SAMPLE_KEYS`` of its
+        keys times its key count (exact when it has no more keys than that). The sampled keys
+        of each SCAN page are measured in one pipelined round trip, so what is held is one
+        figure per prefix and a page of keys.
+        """
+        counts: dict[bytes, int] = {}
+        sampled: dict[bytes, int] = {}
+        sampled_bytes: dict[bytes, int] = {}
+        cursor = None
+        while cursor != 0:
+            cursor, keys = await self._admin.scan(cursor or 0, count=_SCAN_COUNT)
+            picked: list[bytes] = []
+            async with self._admin.pipeline(transaction=False) as pipe:
+                # The admin client does not decode replies: the keys are bytes.
+                for key in cast("list[bytes]", keys):
+                    head, colon, _rest = key.partition(b":")
+                    if not colon:
+                        continue
+                    prefix = head + colon
+                    counts[prefix] = counts.get(prefix, 0) + 1
+                    if sampled.get(prefix, 0) < _USAGE_SAMPLE_KEYS:
+                        sampled[prefix] = sampled.get(prefix, 0) + 1
+                        picked.append(prefix)
+                        pipe.memory_usage(key)
+                sizes = await pipe.execute() if picked else []
+            for prefix, size in zip(picked, sizes, strict=True):
+                # A key deleted since the SCAN answers None: it weighs nothing.
+                sampled_bytes[prefix] = sampled_bytes.get(prefix, 0) + (size or 0)
+        return {
+            prefix: round(sampled_bytes[prefix] / sampled[prefix] * count)
+            for prefix, count in counts.items()
+        }
 
     async def delete(self, resource_id: UUID) -> None:
         """Delete the user (ending its connections); its keys go at the next ``unlink_deleted``.

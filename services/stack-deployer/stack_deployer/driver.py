@@ -62,7 +62,12 @@ class StackDriver:
         """A stack's credentials are its public URLs: nothing secret to rotate."""
         return await self._credentials(resource_id)
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:  # noqa: ARG002
+    async def usage(
+        self,
+        resource_ids: Sequence[UUID],  # noqa: ARG002
+        *,
+        sweep_id: UUID | None = None,  # noqa: ARG002
+    ) -> dict[UUID, int]:
         """Stacks have no storage quota (their data lives in the backing resources)."""
         return {}
 

@@ -923,7 +923,12 @@ class S3Driver:
         await self._run("rotated", replace)
         return self._credentials(bucket, access_key, secret_key)
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:
+    async def usage(
+        self,
+        resource_ids: Sequence[UUID],
+        *,
+        sweep_id: UUID | None = None,  # noqa: ARG002 (one measure serves any page)
+    ) -> dict[UUID, int]:
         """Bytes of the objects in each bucket (ListObjectsV2 sizes); missing buckets left out.
 
         A bucket whose collection's figures have not moved since its last listing keeps that

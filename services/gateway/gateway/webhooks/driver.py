@@ -488,7 +488,12 @@ class WebhookDriver:
             raise SpinupError(ErrorCode.NOT_FOUND, msg)
         return WebhookCredentials(receive_url=self.receive_url(resource_id, generation))
 
-    async def usage(self, resource_ids: Sequence[UUID]) -> dict[UUID, int]:  # noqa: ARG002
+    async def usage(
+        self,
+        resource_ids: Sequence[UUID],  # noqa: ARG002
+        *,
+        sweep_id: UUID | None = None,  # noqa: ARG002
+    ) -> dict[UUID, int]:
         """Nothing to measure: a receiver has no byte quota (``{}``).
 
         Its size is bounded by its limits instead: at most ``requests_kept`` requests of at
