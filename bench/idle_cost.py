@@ -95,13 +95,17 @@ async def fill_caches(caches: list[dict[str, Any]], keys: int) -> None:
         try:
             async with tenant.pipeline(transaction=False) as pipe:
                 for number in range(keys):
-                    pipe.set(f"{cache['key_prefix']}{number}", b"x" * 100)
+                    pipe.set(f"{cache['credentials']['key_prefix']}{number}", b"x" * 100)
                 await pipe.execute()
         finally:
             await tenant.aclose()
 
     outcome = await measure("fill", fill, calls=len(caches), concurrency=16)
-    print(f"filled {len(caches)} caches, {keys} keys each: {outcome.errors} errors", flush=True)  # noqa: T201
+    print(  # noqa: T201
+        f"filled {len(caches)} caches, {keys} keys each: {outcome.errors} errors",
+        outcome.error_samples,
+        flush=True,
+    )
 
 
 def _line(label: str, cpu: dict[str, float]) -> str:
