@@ -9,8 +9,9 @@ cost with ``--users`` users (why users are not saved, ADR 0045), then stops the 
 ``--keys 100000,1000000``: instead, what deleting caches costs while other tenants hold that
 many keys (100 per tenant): a delete as it is now (the user, then the tenant named for the next
 pass), one ``unlink_deleted`` pass for 100 deleted caches, and a delete as it was before
-2026-12-07 (a SCAN of the keyspace for its prefix, each time), and a usage page of 500 and of
-10,000 of those tenants, in wall time and in the server's CPU (``INFO cpu``).
+2026-12-07 (a SCAN of the keyspace for its prefix, each time), a usage page of 500 and of
+10,000 of those tenants, and a whole usage sweep of them in pages of 500 (one census of the
+keyspace for the sweep, ADR 0060), in wall time and in the server's CPU (``INFO cpu``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from devstack import customer_redis
 from devstack.profile import Profile, Secrets
 from redis_provisioner.driver import DELETED_TENANTS_KEY, RedisDriver, key_prefix
 from shared.contracts.kinds import RedisLimits
+from shared.lifecycle import USAGE_BATCH
 from shared.naming import tenant_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +123,13 @@ async def _tenants_with_keys(
     return made
 
 
+async def _sweep(driver: RedisDriver, tenants: list[uuid.UUID]) -> None:
+    """Every tenant's usage, a page of ``USAGE_BATCH`` at a time, as one sweep asks it."""
+    sweep_id = uuid.uuid4()
+    for start in range(0, len(tenants), USAGE_BATCH):
+        await driver.usage(tenants[start : start + USAGE_BATCH], sweep_id=sweep_id)
+
+
 async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
     """Deletes against a keyspace of each size in ``points`` (other tenants' keys)."""
     driver = await RedisDriver.connect(url, public_host="127.0.0.1", public_port=port, pool_size=8)
@@ -150,6 +159,11 @@ async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
                     f"  a usage page of {min(page, len(held)):>6,}:  {wall:8.1f} ms,"
                     f" server {cpu:8.1f} ms"
                 )
+            wall, cpu = await _timed(admin, _sweep(driver, held))
+            print(  # noqa: T201
+                f"  a sweep of {len(held):>6,} in pages of {USAGE_BATCH}: {wall:8.1f} ms,"
+                f" server {cpu:8.1f} ms"
+            )
     finally:
         await admin.aclose()
         await driver.close()
