@@ -211,6 +211,7 @@ class KeyspaceCensus:
 
     Counted once for a usage sweep (``sweep_id``) from one SCAN, whose order follows the
     server's seeded key hashes, so the first names of a prefix are a fair sample of its keys.
+    A sample keeps each name without its prefix (half the memory of tenants' short names).
     """
 
     sweep_id: UUID | None
@@ -222,7 +223,11 @@ class KeyspaceCensus:
         self.keys[prefix] = self.keys.get(prefix, 0) + 1
         sample = self.samples.setdefault(prefix, [])
         if len(sample) < _USAGE_SAMPLE_KEYS:
-            sample.append(key)
+            sample.append(key[len(prefix) :])
+
+    def sampled_keys(self, prefix: bytes) -> list[bytes]:
+        """The whole names of ``prefix``'s sampled keys."""
+        return [prefix + rest for rest in self.samples[prefix]]
 
 
 def _batches(
@@ -621,7 +626,7 @@ class RedisDriver:
         for batch in _batches(prefixes, census, _SCAN_COUNT):
             async with self._admin.pipeline(transaction=False) as pipe:
                 for prefix in batch:
-                    for key in census.samples[prefix]:
+                    for key in census.sampled_keys(prefix):
                         pipe.memory_usage(key)
                 replies = iter(await pipe.execute())
             for prefix in batch:
