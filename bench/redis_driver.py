@@ -11,7 +11,8 @@ many keys (100 per tenant): a delete as it is now (the user, then the tenant nam
 pass), one ``unlink_deleted`` pass for 100 deleted caches, and a delete as it was before
 2026-12-07 (a SCAN of the keyspace for its prefix, each time), a usage page of 500 and of
 10,000 of those tenants, and a whole usage sweep of them in pages of 500 (one census of the
-keyspace for the sweep, ADR 0060), in wall time and in the server's CPU (``INFO cpu``).
+keyspace for the sweep, ADR 0060), in wall time, the server's CPU (``INFO cpu``) and, for the
+usage, the CPU of this process, which stands in for the worker.
 """
 
 from __future__ import annotations
@@ -93,12 +94,12 @@ async def _server_cpu_s(admin: aioredis.Redis) -> float:
     return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
 
 
-async def _timed(admin: aioredis.Redis, work: Awaitable[object]) -> tuple[float, float]:
-    """Wall and server CPU, in ms, of ``work``."""
-    cpu, wall = await _server_cpu_s(admin), time.perf_counter()
+async def _timed(admin: aioredis.Redis, work: Awaitable[object]) -> tuple[float, float, float]:
+    """Wall time, the server's CPU and this process's CPU, in ms, of ``work``."""
+    cpu, client, wall = await _server_cpu_s(admin), time.process_time(), time.perf_counter()
     await work
-    wall = time.perf_counter() - wall
-    return 1000 * wall, 1000 * (await _server_cpu_s(admin) - cpu)
+    wall, client = time.perf_counter() - wall, time.process_time() - client
+    return 1000 * wall, 1000 * (await _server_cpu_s(admin) - cpu), 1000 * client
 
 
 async def _scan_per_delete(driver: RedisDriver, admin: aioredis.Redis, rid: uuid.UUID) -> None:
@@ -142,27 +143,27 @@ async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
                 held += await _tenants_with_keys(driver, admin, missing)
             print(f"{len(held) * _KEYS_PER_TENANT:,} keys held by other tenants:")  # noqa: T201
             doomed = await _tenants_with_keys(driver, admin, _DELETED_PER_PASS + 1)
-            wall, cpu = await _timed(admin, driver.delete(doomed[0]))
+            wall, cpu, _ = await _timed(admin, driver.delete(doomed[0]))
             print(f"  a delete now:              {wall:8.2f} ms, server {cpu:8.2f} ms")  # noqa: T201
             for rid in doomed[1:]:
                 await driver.delete(rid)
-            wall, cpu = await _timed(admin, driver.unlink_deleted())
+            wall, cpu, _ = await _timed(admin, driver.unlink_deleted())
             print(  # noqa: T201
                 f"  one pass for {len(doomed)} deletes: {wall:8.1f} ms, server {cpu:8.1f} ms"
             )
             before = (await _tenants_with_keys(driver, admin, 1))[0]
-            wall, cpu = await _timed(admin, _scan_per_delete(driver, admin, before))
+            wall, cpu, _ = await _timed(admin, _scan_per_delete(driver, admin, before))
             print(f"  a delete before:           {wall:8.1f} ms, server {cpu:8.1f} ms")  # noqa: T201
             for page in _USAGE_PAGES:
-                wall, cpu = await _timed(admin, driver.usage(held[:page]))
+                wall, cpu, client = await _timed(admin, driver.usage(held[:page]))
                 print(  # noqa: T201
                     f"  a usage page of {min(page, len(held)):>6,}:  {wall:8.1f} ms,"
-                    f" server {cpu:8.1f} ms"
+                    f" server {cpu:8.1f} ms, worker {client:8.1f} ms"
                 )
-            wall, cpu = await _timed(admin, _sweep(driver, held))
+            wall, cpu, client = await _timed(admin, _sweep(driver, held))
             print(  # noqa: T201
                 f"  a sweep of {len(held):>6,} in pages of {USAGE_BATCH}: {wall:8.1f} ms,"
-                f" server {cpu:8.1f} ms"
+                f" server {cpu:8.1f} ms, worker {client:8.1f} ms"
             )
     finally:
         await admin.aclose()

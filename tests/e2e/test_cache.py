@@ -145,6 +145,9 @@ ESCAPES: list[tuple[str, ...]] = [
     ("EVALSHA", "{release_sha}", "1", "{b}secret", "token"),
     ("EVALSHA_RO", "{release_sha}", "1", "{b}secret", "token"),
     ("FCALL", "f", "0"),
+    # The usage sweep's own function (ADR 0060), loaded by the admin: not a tenant's to call.
+    ("FCALL_RO", "spinup_weigh_keys", "1", "{b}secret"),
+    ("FCALL_RO", "spinup_weigh_keys", "1", "{a}k"),
     # The platform's own key in the customer Redis (ADR 0053): naming B for removal would have
     # the next pass unlink B's keys.
     ("SADD", "spinup:deleted-tenants", "{b_user}"),

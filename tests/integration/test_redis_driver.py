@@ -516,6 +516,23 @@ async def test_the_pages_of_one_sweep_share_its_census_and_the_next_sweep_counts
         await redis_driver.delete(rid)
 
 
+async def test_a_server_that_lost_the_weighing_function_gets_it_back_at_the_next_measure(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await redis_driver.create(rid, LIMITS)
+    tenant = aioredis.Redis.from_url(credentials.connection_url)
+    await tenant.set(f"{credentials.key_prefix}k", "x" * 1000)
+    await tenant.aclose()
+    exact = await redis_admin.memory_usage(f"{credentials.key_prefix}k")
+    # What a restart of a server without persistence does to its functions.
+    await redis_admin.function_flush()
+    assert await redis_driver.usage([rid]) == {rid: exact}
+    listed = await redis_admin.function_list(library="spinup_usage")
+    assert len(listed) == 1
+    await redis_driver.delete(rid)
+
+
 async def test_guard_refuses_every_new_operation_on_a_name_without_the_tenant_prefix(
     redis_driver: RedisDriver, redis_admin: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
