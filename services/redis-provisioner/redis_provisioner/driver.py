@@ -34,9 +34,8 @@ import contextlib
 import hashlib
 import json
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from itertools import islice
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import redis.asyncio as aioredis
@@ -229,45 +228,12 @@ def key_prefix(resource_id: UUID) -> str:
     return f"{tenant_name(resource_id)}:"
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class KeyspaceCensus:
-    """Every key prefix's key count and up to ``_USAGE_SAMPLE_KEYS`` of its key names.
-
-    Counted once for a usage sweep (``sweep_id``) from one SCAN, whose order follows the
-    server's seeded key hashes, so the first names of a prefix are a fair sample of its keys.
-    A sample keeps each name without its prefix (half the memory of tenants' short names).
-    """
+    """The bytes under every key prefix, counted once for a usage sweep (``sweep_id``)."""
 
     sweep_id: UUID | None
-    keys: dict[bytes, int] = field(default_factory=dict)
-    samples: dict[bytes, list[bytes]] = field(default_factory=dict)
-
-    def add(self, prefix: bytes, key: bytes) -> None:
-        """Count ``key`` under ``prefix``; keep its name while the prefix's sample has room."""
-        self.keys[prefix] = self.keys.get(prefix, 0) + 1
-        sample = self.samples.setdefault(prefix, [])
-        if len(sample) < _USAGE_SAMPLE_KEYS:
-            sample.append(key[len(prefix) :])
-
-    def sampled_keys(self, prefix: bytes) -> list[bytes]:
-        """The whole names of ``prefix``'s sampled keys."""
-        return [prefix + rest for rest in self.samples[prefix]]
-
-
-def _batches(
-    prefixes: list[bytes], census: KeyspaceCensus, keys_per_batch: int
-) -> Iterator[list[bytes]]:
-    """``prefixes`` in runs whose samples hold about ``keys_per_batch`` keys (one at least)."""
-    batch: list[bytes] = []
-    held = 0
-    for prefix in prefixes:
-        batch.append(prefix)
-        held += len(census.samples[prefix])
-        if held >= keys_per_batch:
-            yield batch
-            batch, held = [], 0
-    if batch:
-        yield batch
+    bytes_by_prefix: dict[bytes, int]
 
 
 class RedisDriver:
@@ -574,19 +540,16 @@ class RedisDriver:
     async def usage(
         self, resource_ids: Sequence[UUID], *, sweep_id: UUID | None = None
     ) -> dict[UUID, int]:
-        """Bytes of keys each tenant holds: its key count from a census, sampled ``MEMORY USAGE``.
+        """Bytes of keys each tenant holds, from a census of the whole keyspace (docs/adr/0060).
 
-        Finding a tenant's keys takes a SCAN of the whole keyspace, so a census counts every
-        tenant's keys in one pass and keeps a sample of each one's key names, and every page of
-        the sweep ``sweep_id`` is answered from the census its first page took: a scan for each
-        page of 500 made a sweep cost pages x keys (docs/adr/0060). A call without ``sweep_id``
-        takes a census of its own.
+        Finding a tenant's keys takes a SCAN of the whole keyspace, so a census weighs every
+        tenant's keys in one pass (``_count_keyspace``), and every page of the sweep
+        ``sweep_id`` is answered from the census its first page took: a scan for each page of
+        500 made a sweep cost pages x keys. A call without ``sweep_id`` takes a census of its own.
 
-        Each tenant's bytes are the mean ``MEMORY USAGE`` of its sampled keys, measured now,
-        times its key count: exact when it has no more keys than ``_USAGE_SAMPLE_KEYS``. Whether
-        each asked tenant still has its user, or waits for ``unlink_deleted``, is asked at each
-        call: a tenant with neither a user nor keys is left out, as is a deleted one whose keys
-        wait for ``unlink_deleted``; one with a user and no keys uses 0 bytes.
+        Whether each asked tenant still has its user, or waits for ``unlink_deleted``, is asked
+        at each call: a tenant with neither a user nor keys is left out, as is a deleted one
+        whose keys wait for ``unlink_deleted``; one with a user and no keys uses 0 bytes.
         """
         names = {rid: guard_tenant_name(tenant_name(rid)) for rid in resource_ids}
         if not names:
@@ -599,19 +562,14 @@ class RedisDriver:
                 *dry_runs, pending = await pipe.execute(raise_on_error=False)
             if isinstance(pending, Exception):
                 raise pending
-            census = await self._census_for(sweep_id)
-            prefixes = {rid: name.encode() + b":" for rid, name in names.items()}
-            answered = [
-                rid
-                for (rid, name), reply, deleted in zip(
-                    names.items(), dry_runs, pending, strict=True
-                )
-                # A deleted tenant's keys, waiting for ``unlink_deleted``, are nobody's.
-                if _user_exists(name, reply) or (prefixes[rid] in census.keys and not deleted)
-            ]
-            held = [prefixes[rid] for rid in answered if prefixes[rid] in census.keys]
-            sizes = await self._sampled_bytes(census, held)
-        return {rid: sizes.get(prefixes[rid], 0) for rid in answered}
+            held = (await self._census_for(sweep_id)).bytes_by_prefix
+        answer: dict[UUID, int] = {}
+        for (rid, name), reply, deleted in zip(names.items(), dry_runs, pending, strict=True):
+            size = held.get(name.encode() + b":")
+            # A deleted tenant's keys, waiting for ``unlink_deleted``, are nobody's.
+            if _user_exists(name, reply) or (size is not None and not deleted):
+                answer[rid] = size or 0
+        return answer
 
     async def _census_for(self, sweep_id: UUID | None) -> KeyspaceCensus:
         """The census this worker took for ``sweep_id``, or a new one (kept for that sweep)."""
@@ -622,43 +580,52 @@ class RedisDriver:
                 and self._census.sweep_id == sweep_id
             ):
                 return self._census
-            census = await self._count_keyspace(sweep_id)
+            census = KeyspaceCensus(sweep_id, await self._count_keyspace())
             if sweep_id is not None:
                 self._census = census
             return census
 
-    async def _count_keyspace(self, sweep_id: UUID | None) -> KeyspaceCensus:
-        """Every key prefix's (up to the first ``:``) key count and sampled names: one SCAN."""
-        census = KeyspaceCensus(sweep_id)
+    async def _count_keyspace(self) -> dict[bytes, int]:
+        """Bytes under each key prefix (up to the first ``:``): one SCAN, sampled ``MEMORY USAGE``.
+
+        Each prefix's bytes are the mean ``MEMORY USAGE`` of up to ``_USAGE_SAMPLE_KEYS`` of its
+        keys times its key count (exact when it has no more keys than that). The sampled keys of
+        each SCAN step are weighed as it is read (``_weigh``), so what is held is one figure per
+        prefix and a step's keys. A key deleted since its step answers None and is left out of
+        the mean.
+        """
+        counts: dict[bytes, int] = {}
+        sampled: dict[bytes, int] = {}
+        weighed: dict[bytes, int] = {}
         cursor = None
         while cursor != 0:
             cursor, keys = await self._admin.scan(cursor or 0, count=_SCAN_COUNT)
+            picked: list[tuple[bytes, bytes]] = []
             # The admin client does not decode replies: the keys are bytes.
             for key in cast("list[bytes]", keys):
                 head, colon, _rest = key.partition(b":")
-                if colon:
-                    census.add(head + colon, key)
-        return census
-
-    async def _sampled_bytes(
-        self, census: KeyspaceCensus, prefixes: list[bytes]
-    ) -> dict[bytes, int]:
-        """Each prefix's bytes: the mean ``MEMORY USAGE`` of its sampled keys times its count.
-
-        The samples are weighed ``_WEIGH_BATCH`` keys or so at a time (``WEIGH_FUNCTION``). A
-        key deleted since the census answers None and is left out of the mean; a prefix none of
-        whose sampled keys is left weighs nothing.
-        """
-        answer: dict[bytes, int] = {}
-        for batch in _batches(prefixes, census, _WEIGH_BATCH):
-            keys = [key for prefix in batch for key in census.sampled_keys(prefix)]
-            replies = iter(await self._weigh(keys))
-            for prefix in batch:
-                sample = census.samples[prefix]
-                sizes = [size for size in islice(replies, len(sample)) if size is not None]
-                if sizes:
-                    answer[prefix] = round(sum(sizes) / len(sizes) * census.keys[prefix])
-        return answer
+                if not colon:
+                    continue
+                prefix = head + colon
+                counts[prefix] = counts.get(prefix, 0) + 1
+                if sampled.get(prefix, 0) < _USAGE_SAMPLE_KEYS:
+                    sampled[prefix] = sampled.get(prefix, 0) + 1
+                    picked.append((prefix, key))
+            for start in range(0, len(picked), _WEIGH_BATCH):
+                batch = picked[start : start + _WEIGH_BATCH]
+                for (prefix, _key), size in zip(
+                    batch, await self._weigh([key for _, key in batch]), strict=True
+                ):
+                    if size is None:
+                        sampled[prefix] -= 1
+                    else:
+                        weighed[prefix] = weighed.get(prefix, 0) + size
+        return {
+            prefix: round(weighed.get(prefix, 0) / sampled[prefix] * count)
+            if sampled.get(prefix)
+            else 0
+            for prefix, count in counts.items()
+        }
 
     async def _weigh(self, keys: list[bytes]) -> list[int | None]:
         """``MEMORY USAGE`` of each key, by ``WEIGH_FUNCTION``; loaded first if the server lost it.
