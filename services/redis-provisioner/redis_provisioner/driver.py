@@ -175,12 +175,12 @@ _DELETE_BATCH = 500
 DELETED_TENANTS_KEY = "spinup:deleted-tenants"
 #: Keys asked for per SCAN step when walking the whole keyspace.
 _SCAN_COUNT = 1000
-#: ``MEMORY USAGE`` calls per tenant in one usage pass; a tenant with more keys is extrapolated
-#: from these (SCAN order follows the server's seeded key hashes, so the first ones are a fair
-#: sample). The research's 2 s for 20k keys was one round trip per key; pipelined, the server
-#: spends under 1 µs per call (0.66 µs measured) and the client ~15 µs, so 1000 keys cost a
-#: tenant ~15 ms per sweep, and every tenant with up to 1000 keys is measured exactly. Beyond
-#: that, a tenant hiding a few huge keys among many tiny ones can be under-counted.
+#: Keys weighed per tenant in one census; a tenant with more keys is extrapolated from these
+#: (SCAN order follows the server's seeded key hashes, so the first ones are a fair sample). The
+#: research's 2 s for 20k keys was one round trip per key; by ``WEIGH_FUNCTION`` the server and
+#: the worker each spend about 1 µs a key, so 1000 keys cost a tenant about 2 ms per sweep, and
+#: every tenant with up to 1000 keys is measured exactly. Beyond that, a tenant hiding a few huge
+#: keys among many tiny ones can be under-counted.
 _USAGE_SAMPLE_KEYS = 1000
 _CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 #: How often the vetted scripts are checked for (and loaded again): a server restart empties its
