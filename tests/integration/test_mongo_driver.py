@@ -22,6 +22,7 @@ from shared.contracts.errors import (
 )
 from shared.contracts.kinds import MongoLimits
 from shared.naming import tenant_name
+from shared.usage_memo import UsageMemo
 
 pytestmark = pytest.mark.integration
 LIMITS = MongoLimits(storage_mb=10)
@@ -402,3 +403,44 @@ async def test_server_down_is_backend_unavailable_within_seconds(
     finally:
         stack.start_server("mongo")
     await mongo_driver.ping()
+
+
+async def test_a_database_whose_write_counters_did_not_move_keeps_its_last_measure(
+    env: dict[str, str],
+) -> None:
+    # ADR 0061: SecantusDB's dbStats reads every document under its storage lock.
+    sent = _CommandNames()
+    watched = MongoDriver(
+        AsyncMongoClient(env["SPINUP_MONGO_ADMIN_URL"], event_listeners=[sent]),
+        public_host=env["SPINUP_MONGO_HOST"],
+        public_port=int(env["SPINUP_MONGO_PORT"]),
+        measures=UsageMemo(settle_s=0),
+    )
+    rid = uuid.uuid4()
+    try:
+        credentials = await watched.create(rid, LIMITS)
+        tenant = tenant_client(credentials.connection_url)
+        notes = tenant[credentials.database].notes
+        await notes.insert_one({"body": "x" * 1000})
+        first = (await watched.usage([rid]))[rid]
+        assert first > 0
+        assert sent.names.count("dbStats") == 1
+        assert (await watched.usage([rid]))[rid] == first
+        assert sent.names.count("dbStats") == 1, "nothing was written: the measure stands"
+
+        await notes.insert_one({"body": "y" * 1000})
+        assert (await watched.usage([rid]))[rid] > first
+        assert sent.names.count("dbStats") == 2
+        await notes.delete_many({})
+        assert (await watched.usage([rid]))[rid] < first
+        assert sent.names.count("dbStats") == 3
+
+        sweep_id = uuid.uuid4()
+        tops = sent.names.count("top")
+        for _ in range(3):
+            await watched.usage([rid], sweep_id=sweep_id)
+        assert sent.names.count("top") == tops + 1, "top is read once a sweep"
+        await tenant.close()
+    finally:
+        await watched.delete(rid)
+        await watched.close()

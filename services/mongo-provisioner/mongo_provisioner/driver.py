@@ -45,7 +45,9 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import TAR_END, chunked, spooled_member
+from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
+from shared.usage_memo import UsageMemo
 
 if TYPE_CHECKING:
     from uuid import UUID
@@ -113,11 +115,20 @@ class MongoDriver:
     kind = ResourceKind.MONGO
 
     def __init__(
-        self, client: AsyncMongoClient[Document], *, public_host: str, public_port: int
+        self,
+        client: AsyncMongoClient[Document],
+        *,
+        public_host: str,
+        public_port: int,
+        measures: UsageMemo | None = None,
     ) -> None:
+        """``measures``: what the usage sweep remembers of its measures (``shared.usage_memo``)."""
         self._client = client
         self._public_host = public_host
         self._public_port = public_port
+        self._measures = UsageMemo() if measures is None else measures
+        # The write counters ``top`` gave the last sweep's first page (``_write_figures``).
+        self._top: tuple[UUID, dict[str, tuple[int, int]] | None] | None = None
 
     @classmethod
     async def connect(cls, admin_url: str, *, public_host: str, public_port: int) -> MongoDriver:
@@ -239,10 +250,7 @@ class MongoDriver:
         return self._credentials(name, password)
 
     async def usage(
-        self,
-        resource_ids: Sequence[UUID],
-        *,
-        sweep_id: UUID | None = None,  # noqa: ARG002 (one measure serves any page)
+        self, resource_ids: Sequence[UUID], *, sweep_id: UUID | None = None
     ) -> dict[UUID, int]:
         """``dataSize + indexSize`` of each tenant database whose user exists, in bytes.
 
@@ -250,8 +258,11 @@ class MongoDriver:
         deleted; ``storageSize`` (and ``listDatabases``' ``sizeOnDisk`` on mongod) keeps the
         space WiredTiger allocated, so a tenant could never delete its way back under.
         One ``usersInfo`` finds which tenants exist, one ``listDatabases`` (names only) which
-        of them have a database, then one ``dbStats`` per database, a few at a time. A tenant
-        that has not written yet has no database and uses 0, asked nothing more (ADR 0059).
+        of them have a database. A tenant that has not written yet has no database and uses 0,
+        asked nothing more (ADR 0059). A database whose write counters in ``top`` have not
+        moved keeps its last measure (``UsageMemo``, ADR 0061): SecantusDB's ``dbStats`` reads
+        every document of the database under its storage lock, so every tenant waited while it
+        ran. The others get one ``dbStats`` each, a few at a time.
         """
         names = {guard_tenant_name(tenant_name(rid)): rid for rid in resource_ids}
         if not names:
@@ -280,10 +291,59 @@ class MongoDriver:
                 for name in (str(database["name"]) for database in listed.get("databases", []))
                 if name in existing
             ]
-            sizes = await asyncio.gather(*(measure(name) for name in written))
-        return {names[name]: 0 for name in existing} | {
-            names[name]: size for name, size in zip(written, sizes, strict=True)
-        }
+            counters = await self._write_figures(sweep_id) if written else {}
+            usage = {names[name]: 0 for name in existing}
+            stale: list[str] = []
+            for name in written:
+                figures = None if counters is None else counters.get(name, (0, 0))
+                standing = None if figures is None else self._measures.standing(name, figures)
+                if standing is None:
+                    stale.append(name)
+                else:
+                    usage[names[name]] = standing
+            USAGE_MEASURES.labels(self.kind.value, USAGE_STANDING).inc(len(written) - len(stale))
+            USAGE_MEASURES.labels(self.kind.value, USAGE_MEASURED).inc(len(stale))
+            sizes = await asyncio.gather(*(measure(name) for name in stale))
+        for name, size in zip(stale, sizes, strict=True):
+            usage[names[name]] = size
+            if counters is not None:
+                self._measures.measured(name, counters.get(name, (0, 0)), size)
+        for name in names.keys() - set(written):
+            self._measures.forget(name)
+        return usage
+
+    async def _write_figures(self, sweep_id: UUID | None) -> dict[str, tuple[int, int]] | None:
+        """Each database's writes and collections as ``top`` counts them; None: not known.
+
+        ``top`` answers for every collection of the server at once, so every page of the sweep
+        ``sweep_id`` uses what its first page read. Its counters move with every write command
+        (and start again when the server does, or a collection is dropped), so a database's
+        (write count, collections) that did not move since its last measure says it did not
+        change. A ``top`` the server refuses (its answer past 16 MB, near 25,000 collections)
+        is None: every database is measured.
+        """
+        if sweep_id is not None and self._top is not None and self._top[0] == sweep_id:
+            return self._top[1]
+        try:
+            reply = await self._client.admin.command("top")
+        except OperationFailure as exc:
+            log.warning("mongo_provisioner.usage.no_top", code=exc.code)
+            counters = None
+        else:
+            per_database: dict[str, tuple[int, int]] = {}
+            for namespace, sections in reply.get("totals", {}).items():
+                if not isinstance(sections, Mapping):
+                    continue  # the reply's "note"
+                database = namespace.partition(".")[0]
+                writes, collections = per_database.get(database, (0, 0))
+                per_database[database] = (
+                    writes + int(sections.get("writeLock", {}).get("count", 0)),
+                    collections + 1,
+                )
+            counters = dict(per_database)
+        if sweep_id is not None:
+            self._top = (sweep_id, counters)
+        return counters
 
     async def block_writes(self, resource_id: UUID, *, usage: int, quota: int) -> None:
         """Swap the user's ``readWrite`` for ``readAndDelete``: reads and deletes only.
@@ -352,6 +412,7 @@ class MongoDriver:
         """
         name = guard_tenant_name(tenant_name(resource_id))
         database = self._client[name]
+        self._measures.forget(name)
         async with self._backend_errors("deleted"):
             try:
                 await database.command("dropUser", name)
