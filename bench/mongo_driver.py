@@ -38,9 +38,10 @@ async def timed(samples: list[float], operation: Any) -> Any:  # noqa: ANN401 (a
     return result
 
 
-async def measure(url: str, port: int, rounds: int) -> None:
+async def measure(url: str, host: str, port: int, rounds: int) -> None:
     """Run every measurement against the server at ``url`` and print the results."""
-    driver = await MongoDriver.connect(url, public_host="127.0.0.1", public_port=port)
+    # Tenants connect where the server listens, as the worker tells them to.
+    driver = await MongoDriver.connect(url, public_host=host, public_port=port)
     try:
         creates: list[float] = []
         deletes: list[float] = []
@@ -81,7 +82,14 @@ def main() -> None:
     try:
         server.wait_ready()
         env = mongo.worker_env(profile, secrets)
-        asyncio.run(measure(env["SPINUP_MONGO_ADMIN_URL"], profile.ports.mongo, args.rounds))
+        asyncio.run(
+            measure(
+                env["SPINUP_MONGO_ADMIN_URL"],
+                env["SPINUP_MONGO_HOST"],
+                profile.ports.mongo,
+                args.rounds,
+            )
+        )
     finally:
         server.stop()
 
