@@ -165,8 +165,9 @@ class ResourceDriver(Protocol[L_contra]):
     ) -> dict[UUID, int]:
         """Bytes used by each of these resources that exists in the backend.
 
-        ``sweep_id`` names the usage sweep the call is a page of: a driver that must measure
-        its whole backend to answer any page (Redis) measures it once per sweep.
+        ``sweep_id`` names the usage sweep the call is a page of: a driver that must read its
+        whole backend to answer any page (Redis's keyspace, MongoDB's ``top``) reads it once
+        per sweep.
         """
         ...
 

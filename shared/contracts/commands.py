@@ -108,8 +108,8 @@ class SweepUsage(Command, frozen=True, kw_only=True):
 
     The page is the next batch by id after ``after`` (None: from the first). The reaper asks for
     page after page until the answer has no ``next_after`` (docs/adr/0049), every page with the
-    sweep's ``sweep_id``: a worker that must measure its whole backend to answer a page measures
-    it once for the sweep (docs/adr/0060). None: this page alone.
+    sweep's ``sweep_id``: a worker that must read its whole backend to answer a page reads it
+    once for the sweep (docs/adr/0060, 0061). None: this page alone.
     """
 
     kind: ResourceKind

@@ -634,15 +634,13 @@ class RedisDriver:
         "Function not found", the library is loaded and the call made again.
         """
         try:
-            return cast("list[int | None]", await self._weigh_once(keys))
+            sizes = await self._admin.fcall_ro(WEIGH_FUNCTION, len(keys), *keys)
         except ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
-        await self.load_weigh_function()
-        return cast("list[int | None]", await self._weigh_once(keys))
-
-    async def _weigh_once(self, keys: list[bytes]) -> object:
-        return await self._admin.fcall_ro(WEIGH_FUNCTION, len(keys), *keys)
+            await self.load_weigh_function()
+            sizes = await self._admin.fcall_ro(WEIGH_FUNCTION, len(keys), *keys)
+        return cast("list[int | None]", sizes)
 
     async def load_weigh_function(self) -> None:
         """Put ``WEIGH_LIBRARY`` in the server (idempotent: it replaces the library)."""
