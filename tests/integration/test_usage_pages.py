@@ -54,16 +54,24 @@ def count_scans(driver: RedisDriver, monkeypatch: pytest.MonkeyPatch) -> list[in
     return steps
 
 
-async def test_the_pages_of_a_sweep_measure_every_live_resource_once(
-    lifecycle_of: Callable[..., ResourceLifecycle],
-    redis_driver: RedisDriver,
-    platform_db: asyncpg.Pool,
-) -> None:
+async def with_three_caches(
+    lifecycle_of: Callable[..., ResourceLifecycle], redis_driver: RedisDriver
+) -> ResourceLifecycle:
+    """A Redis worker's lifecycle measuring ``BATCH`` a page, without rest, and three caches."""
     lifecycle = lifecycle_of(redis_driver, usage_batch=BATCH, usage_sweep_duty=1.0)
     for _ in range(3):
         await lifecycle.provision(
             provision_command(kind=ResourceKind.REDIS, limits=RedisLimits(memory_mb=8))
         )
+    return lifecycle
+
+
+async def test_the_pages_of_a_sweep_measure_every_live_resource_once(
+    lifecycle_of: Callable[..., ResourceLifecycle],
+    redis_driver: RedisDriver,
+    platform_db: asyncpg.Pool,
+) -> None:
+    lifecycle = await with_three_caches(lifecycle_of, redis_driver)
     live = await platform_db.fetchval(
         "SELECT count(*) FROM resources WHERE kind = 'redis' AND status = 'active'"
     )
@@ -83,11 +91,7 @@ async def test_every_page_of_a_sweep_is_measured_from_one_scan_of_the_keyspace(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A scan for each page made a sweep cost pages x keys (docs/adr/0060).
-    lifecycle = lifecycle_of(redis_driver, usage_batch=BATCH, usage_sweep_duty=1.0)
-    for _ in range(3):
-        await lifecycle.provision(
-            provision_command(kind=ResourceKind.REDIS, limits=RedisLimits(memory_mb=8))
-        )
+    lifecycle = await with_three_caches(lifecycle_of, redis_driver)
     scans = count_scans(redis_driver, monkeypatch)
     sweep_id = uuid.uuid4()
     pages: list[UsageSwept] = [await lifecycle.sweep_usage(page(None, sweep_id))]
