@@ -3,18 +3,19 @@
     .venv/bin/python -m bench.due [--sizes 10000,100000,1000000]
 
 On a throwaway stack's platform Postgres, fills ``resources`` with rows the way a platform ages:
-most gone (deleted or expired), the rest live with their expiry ahead, and one in a hundred due
-now (expired, suspended past its grace, provisioning past its deadline, stalled), spread over the
+most gone (deleted or expired), the rest live with their expiry ahead, and one in a hundred due now
+(expired, suspended past its grace, provisioning past its deadline, stalled), spread over the
 kinds. For each size it times the query a worker answers ``FindDue`` with
 (``ResourceReadModel.due``, one kind, at most 1,000) and the stack-deployer's stuck-deploy query,
 200 calls each, and prints their medians and the plan Postgres chose. It also times what a usage
-sweep reads of the log for one kind: every page of its active resources, as a worker asks for
-them (``sweep_usage``), 20 sweeps, with the CPU its Postgres session spent. One resource in a
-hundred has a notify target, and those live within the hour of their expiry were warned at an
-hour already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after
-its first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make
-due, so the pass timed finds little left to queue, as in steady state). The rows are written
-straight into the projections, not appended: only the reads are measured.
+sweep does in the log for one kind: every page of its active resources read and its usage recorded,
+as a worker does (``sweep_usage``; each tenant measuring what it measured the sweep before, as most
+do at rest), 20 sweeps, with the CPU its Postgres session spent and the WAL. One resource in a
+hundred has a notify target, and those live within the hour of their expiry were warned at an hour
+already; it also times one notifier pass (``to_queue`` and ``to_deliver``, as a leader after its
+first pass asks them; the stack's own notifier runs meanwhile and queues what the rows make due, so
+the pass timed finds little left to queue, as in steady state). The rows are written straight into
+the projections, not appended: only the reads and the usage rows are measured.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from shared.pgpool import open_pool
 
 _CALLS = 200
 _USAGE_SWEEPS = 20
+#: What every tenant of the usage sweeps measures, sweep after sweep.
+_IDLE_USAGE = 4_096
 # Row i's status: 70 % gone, 29 % live with their expiry ahead, 1 % due in one of five ways.
 _FILL = """
 INSERT INTO resources (id, version, status, kind, created_at, expires_at, deadline, updated_at,
@@ -82,11 +85,15 @@ async def _notifier_pass(conn: asyncpg.Connection, now: datetime, since: datetim
 
 
 async def _usage_sweep(model: ResourceReadModel) -> int:
-    """Read every page of one kind's active resources as ``sweep_usage`` does; how many pages."""
+    """Read and record every page of one kind as ``sweep_usage`` does; how many pages.
+
+    Every tenant measures the same as at the sweep before, as most do at rest.
+    """
     after = None
     pages = 0
     while True:
         page = await model.active_page(ResourceKind.REDIS, after=after, limit=USAGE_BATCH)
+        await model.record_usage({state.resource_id: _IDLE_USAGE for state in page})
         pages += 1
         if len(page) < USAGE_BATCH:
             return pages
@@ -126,10 +133,14 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
             due_ms = await _median_ms(lambda: model.due(ResourceKind.REDIS, now, grace, 1000))
             stuck_ms = await _median_ms(lambda: model.stuck_stacks(now, grace))
             plan = await _plan(pool, now, grace)
-            pages = await _usage_sweep(usage_model)
+            pages = await _usage_sweep(usage_model)  # the first records every row
+            wal_before = await pool.fetchval("SELECT pg_current_wal_lsn()")
             session.start()
             usage_ms = await _median_ms(functools.partial(_usage_sweep, usage_model), _USAGE_SWEEPS)
             usage_cpu_ms = session.per_call(_USAGE_SWEEPS).get("session", 0.0)
+            usage_wal = await pool.fetchval(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)", wal_before
+            )
             targeted = await pool.fetchval(
                 "SELECT count(*) FROM resources WHERE notify_url IS NOT NULL"
             )
@@ -147,7 +158,8 @@ async def _measure(dsn: str, sizes: list[int]) -> list[str]:
                 f" notifier pass p50 {pass_ms:.2f} ms ({targeted:,} targeted,"
                 f" {len(notices)} to queue); a usage sweep's pages of one kind p50"
                 f" {usage_ms:.1f} ms ({pages} pages), {usage_cpu_ms:.0f} ms of its Postgres"
-                " session's CPU a sweep (mean)"
+                f" session's CPU and {usage_wal / _USAGE_SWEEPS / 1024:.0f} KiB of WAL a sweep"
+                " (mean; every figure as at the sweep before)"
             )
     finally:
         await usage_pool.close()

@@ -175,6 +175,18 @@ def held(refused: AppendRefusedError) -> tuple[int, int]:
 # A usage sweep's page. The status is written into the statement, not passed, so that
 # resources_active_by_kind (active rows only) serves it in every plan: a page reads about as many
 # rows as it returns, however many resources have ended (docs/adr/0058).
+#: How old a usage row that still holds the measured figure may get before it is written again.
+USAGE_ROW_REFRESH = timedelta(minutes=10)
+# Rows are compared before the upsert, not in its ON CONFLICT ... WHERE: that would lock, and so
+# write, every row it leaves as it was.
+_RECORD_USAGE = """
+INSERT INTO resource_usage (resource_id, usage_bytes, measured_at)
+SELECT m.id, m.bytes, now() FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes)
+LEFT JOIN resource_usage u ON u.resource_id = m.id
+WHERE u.resource_id IS NULL OR u.usage_bytes <> m.bytes OR u.measured_at <= now() - $3::interval
+ON CONFLICT (resource_id) DO UPDATE
+SET usage_bytes = EXCLUDED.usage_bytes, measured_at = EXCLUDED.measured_at
+"""
 ACTIVE_PAGE_SQL = (
     f"SELECT {_COLUMNS} FROM resources"
     f" WHERE kind = $1 AND status = '{ResourceStatus.ACTIVE.value}' AND id > $2"
@@ -566,16 +578,20 @@ class ResourceReadModel:
             )
         return {row["resource_id"]: (row["usage_bytes"], row["measured_at"]) for row in rows}
 
-    async def record_usage(self, measured: dict[UUID, int]) -> None:
-        """Overwrite the last measured usage of these resources."""
+    async def record_usage(
+        self, measured: dict[UUID, int], *, refresh: timedelta = USAGE_ROW_REFRESH
+    ) -> None:
+        """Record the measured usage of these resources where it differs from their row.
+
+        A row is written when it is new, its bytes changed, or it was written ``refresh`` ago or
+        more; the others are only read. Most tenants' figures stay the same from one sweep to the
+        next, and rewriting each row every minute made the sweep the platform's largest writer
+        at rest (docs/adr/0062). So ``measured_at`` is when the figure was last found different,
+        or confirmed at most ``refresh`` before.
+        """
         async with platform_errors():
             await self._pool.execute(
-                "INSERT INTO resource_usage (resource_id, usage_bytes, measured_at)"
-                " SELECT id, bytes, now() FROM unnest($1::uuid[], $2::bigint[]) AS m(id, bytes)"
-                " ON CONFLICT (resource_id) DO UPDATE"
-                " SET usage_bytes = EXCLUDED.usage_bytes, measured_at = EXCLUDED.measured_at",
-                list(measured),
-                list(measured.values()),
+                _RECORD_USAGE, list(measured), list(measured.values()), refresh
             )
 
     async def all_rows(self) -> list[ResourceState]:

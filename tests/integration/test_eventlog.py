@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import asyncpg
 import msgspec
@@ -220,3 +221,29 @@ async def test_the_relay_order_waits_for_a_transaction_that_appended_earlier_and
         command_id=uuid.uuid4(),
         correlation_id="early",
     )
+
+
+async def test_a_usage_row_is_written_only_when_its_figure_changed_or_it_is_due_a_refresh(
+    platform_db: asyncpg.Pool,
+) -> None:
+    model = ResourceReadModel(platform_db)
+    same, grown = uuid.uuid4(), uuid.uuid4()
+
+    async def rows() -> dict[uuid.UUID, tuple[int, int]]:
+        """Each row's (transaction that last wrote it, bytes)."""
+        found = await platform_db.fetch(
+            "SELECT resource_id, xmin::text::bigint AS written_by, usage_bytes"
+            " FROM resource_usage WHERE resource_id = ANY($1::uuid[])",
+            [same, grown],
+        )
+        return {row["resource_id"]: (row["written_by"], row["usage_bytes"]) for row in found}
+
+    await model.record_usage({same: 4_096, grown: 8_192})
+    first = await rows()
+    await model.record_usage({same: 4_096, grown: 9_000})
+    second = await rows()
+    assert second[same] == first[same]  # the same figure: the row was left as it was
+    assert second[grown][1] == 9_000
+    assert second[grown][0] != first[grown][0]
+    await model.record_usage({same: 4_096}, refresh=timedelta(0))
+    assert (await rows())[same][0] != first[same][0]  # due a refresh: written again

@@ -77,6 +77,9 @@ class ResourceCreated(msgspec.Struct, frozen=True, kw_only=True):
 class Usage(msgspec.Struct, frozen=True, kw_only=True):
     """What the last usage sweep measured against the quota (bytes).
 
+    ``measured_at``: when a sweep (about one a minute) last found the figure different, or
+    confirmed it at most ten minutes before (docs/adr/0062).
+
     ``over_quota`` true: the backend refuses writes until usage drops below the quota (delete
     data) or the quota rises (claim the resource into an account, or upgrade); ``note`` says
     how, for this kind.

@@ -82,9 +82,10 @@ the account that owns it) the resource's `id`.
 
 - `GET /resources/{token}`: `id, kind, status, tier, name, limits, usage{bytes, quota_bytes,
   measured_at, over_quota, note}, created_at, expires_at, claimed, connection_url,
-  credentials, console_url`. Credentials are shown only while `status` is `active`. When
-  `usage.over_quota` is true the server refuses writes until space is released; `usage.note`
-  says how for that kind.
+  credentials, console_url`. Credentials are shown only while `status` is `active`. Usage is
+  measured about once a minute; `usage.measured_at` is when its figure last changed, or was
+  confirmed at most ten minutes before. When `usage.over_quota` is true the server refuses
+  writes until space is released; `usage.note` says how for that kind.
 - `DELETE /resources/{token}`: deletes it now; open connections are cut and the credentials
   stop working. Answers `{ok, id, status}`.
 - `POST /resources/{token}/rotate`: new credentials; the old ones stop working before it
