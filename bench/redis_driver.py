@@ -37,6 +37,8 @@ from shared.naming import tenant_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LIMITS = RedisLimits(memory_mb=10)
+#: The id the backend probe asks about (``shared.worker``): no resource has it.
+_NOBODY = uuid.UUID(int=0)
 
 
 async def measure(url: str, port: int, rounds: int, users: int) -> None:
@@ -160,6 +162,16 @@ async def measure_keyspace(url: str, port: int, points: list[int]) -> None:
                     f"  a usage page of {min(page, len(held)):>6,}:  {wall:8.1f} ms,"
                     f" server {cpu:8.1f} ms, worker {client:8.1f} ms"
                 )
+            wall, cpu, _ = await _timed(admin, driver.exists(_NOBODY))
+            print(  # noqa: T201
+                f"  a backend probe as before (exists of an id nobody has): {wall:8.1f} ms,"
+                f" server {cpu:8.1f} ms"
+            )
+            wall, cpu, _ = await _timed(admin, driver.capacity())
+            print(  # noqa: T201
+                f"  a backend probe now (capacity):                     {wall:8.1f} ms,"
+                f" server {cpu:8.1f} ms"
+            )
             wall, cpu, client = await _timed(admin, _sweep(driver, held))
             print(  # noqa: T201
                 f"  a sweep of {len(held):>6,} in pages of {USAGE_BATCH}: {wall:8.1f} ms,"

@@ -13,6 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -295,6 +296,38 @@ class ForgetfulBackend(TenantInventory, Protocol):
 
     async def drop_credentials(self, resource_id: UUID) -> None:
         """Remove the tenant's credentials (ending its sessions); its data stays."""
+        ...
+
+
+class Ceiling(StrEnum):
+    """A limit one shared server has for all its tenants together (``SharedServer.capacity``)."""
+
+    #: Client connections, open or authenticating: past it the server refuses every new one.
+    CONNECTIONS = "connections"
+    #: Memory the server may hold data in: past it writes are refused (Redis's ``maxmemory``).
+    MEMORY_BYTES = "memory_bytes"
+    #: JetStream memory and file storage promised to the accounts that use JetStream, against
+    #: what the server may promise: past either a new tenant's JetStream is refused (ADR 0050).
+    JETSTREAM_MEMORY_RESERVED_BYTES = "jetstream_memory_reserved_bytes"
+    JETSTREAM_STORAGE_RESERVED_BYTES = "jetstream_storage_reserved_bytes"
+    #: Volumes allocated, against the slots the volume servers have: past it no bucket can grow.
+    VOLUMES = "volumes"
+
+
+@runtime_checkable
+class SharedServer(Protocol):
+    """A driver whose tenants share one server, whose ceilings every tenant counts against.
+
+    Every backend overcommits by design (quotas add up to more than a server has; ADR 0050):
+    what keeps it safe is an operator adding capacity before a ceiling is reached, which the
+    worker's report of these figures (``spinup_backend_capacity_*``) and its alert are for.
+    """
+
+    async def capacity(self) -> dict[Ceiling, tuple[int, int]]:
+        """What the server uses of each ceiling it has, as ``(used, limit)``, asked now.
+
+        Cheap (one or two admin round trips, no walk of tenants): asked every half minute.
+        """
         ...
 
 

@@ -180,6 +180,19 @@ BACKEND_UP = Gauge(
     multiprocess_mode="livemax",
 )
 
+BACKEND_CAPACITY_USED = Gauge(
+    "spinup_backend_capacity_used",
+    "What the shared server of a kind uses of one of its ceilings (connections, bytes, volumes).",
+    ["backend", "ceiling"],
+    multiprocess_mode="livemax",
+)
+BACKEND_CAPACITY_LIMIT = Gauge(
+    "spinup_backend_capacity_limit",
+    "The ceiling itself: what the shared server of a kind has for all its tenants together.",
+    ["backend", "ceiling"],
+    multiprocess_mode="livemax",
+)
+
 # Which counter a command subject's outcomes go to, and the kind it is about.
 _SUBJECT_COUNTERS: dict[str, tuple[Counter, str]] = {}
 # The counter child of each (known subject, outcome), looked up once.

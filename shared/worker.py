@@ -34,7 +34,12 @@ from shared.eventlog.projections import (
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.health import heartbeat, heartbeat_file
-from shared.lifecycle import USAGE_SWEEP_DUTY, ResourceDriver, ResourceLifecycle
+from shared.lifecycle import (
+    USAGE_SWEEP_DUTY,
+    ResourceDriver,
+    ResourceLifecycle,
+    SharedServer,
+)
 from shared.logging import configure_logging
 from shared.pgpool import open_pool, warm_pool
 from shared.runtime import (
@@ -270,12 +275,14 @@ async def probe_backend(
 ) -> AsyncIterator[None]:
     """Keep ``spinup_backend_up{backend=<kind>}`` current while the block runs.
 
-    The probe is the driver's own read-only ``exists`` check on an id no resource has: one round
-    trip to the backend through the driver's admin connection. A driver without one (the stack
-    deployer) is not probed.
+    The probe is one cheap round trip through the driver's admin connection. A driver whose
+    tenants share a server (``SharedServer``) is asked for the server's ``capacity``, which also
+    keeps ``spinup_backend_capacity_{used,limit}`` current; any other for its read-only
+    ``exists`` of an id no resource has. A driver with neither (the stack deployer) is not
+    probed.
     """
-    exists: Callable[[UUID], Awaitable[bool]] | None = getattr(driver, "exists", None)
-    if exists is None:
+    check = _probe_of(driver)
+    if check is None:
         yield
         return
     up = metrics.BACKEND_UP.labels(backend=driver.kind.value)
@@ -287,7 +294,7 @@ async def probe_backend(
                 # Not asyncio.wait_for, which on Python 3.11 can lose the stop's cancellation
                 # (``shared.runtime.set_within`` says how), leaving this loop running.
                 async with asyncio.timeout(BACKEND_PROBE_TIMEOUT_S):
-                    await exists(_PROBE_ID)
+                    await check()
             except Exception as exc:  # noqa: BLE001  (any failure means the backend is not usable)
                 if was_up:
                     log.warning("worker.backend.down", kind=driver.kind.value, error=repr(exc))
@@ -300,6 +307,28 @@ async def probe_backend(
 
     async with in_background(probe()):
         yield
+
+
+def _probe_of(driver: ResourceDriver[Any]) -> Callable[[], Awaitable[None]] | None:
+    """What ``probe_backend`` asks ``driver``, if anything."""
+    backend = driver.kind.value
+    if isinstance(driver, SharedServer):
+        server: SharedServer = driver
+
+        async def report_capacity() -> None:
+            for ceiling, (used, limit) in (await server.capacity()).items():
+                metrics.BACKEND_CAPACITY_USED.labels(backend, ceiling.value).set(used)
+                metrics.BACKEND_CAPACITY_LIMIT.labels(backend, ceiling.value).set(limit)
+
+        return report_capacity
+    exists: Callable[[UUID], Awaitable[bool]] | None = getattr(driver, "exists", None)
+    if exists is None:
+        return None
+
+    async def look_for_nobody() -> None:
+        await exists(_PROBE_ID)
+
+    return look_for_nobody
 
 
 def worker_main(

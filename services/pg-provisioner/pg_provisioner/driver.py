@@ -46,7 +46,7 @@ from shared.contracts.kinds import (
     PostgresLimits,
     ResourceKind,
 )
-from shared.lifecycle import Taken
+from shared.lifecycle import Ceiling, Taken
 from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, retired_name, tenant_name, tenant_resource_id
 from shared.pgerrors import CONNECTION_ERRORS
@@ -163,6 +163,15 @@ _VANISHED = (
 _MEMBER_GONE = (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedObjectError)
 #: A pool member's rename finds the tenant's database or role there already (a retried create).
 _TENANT_EXISTS = (asyncpg.DuplicateDatabaseError, asyncpg.DuplicateObjectError)
+
+
+#: What a tenant's login counts against: client connections, and the slots not reserved.
+_CONNECTION_SLOTS = """
+SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,
+       current_setting('max_connections')::int
+       - current_setting('superuser_reserved_connections')::int
+       - current_setting('reserved_connections')::int AS slots
+"""
 
 
 class _Adoption(enum.Enum):
@@ -880,6 +889,19 @@ class PostgresDriver:
                 log.info("pg_provisioner.writes.allowed", database=name, ended=ended)
 
         await self._run("unblocked", allow)
+
+    async def capacity(self) -> dict[Ceiling, tuple[int, int]]:
+        """Client connections against the slots a tenant's login may take.
+
+        ``max_connections`` less those reserved for superusers and for
+        ``pg_use_reserved_connections``; past it every tenant's login is refused.
+        """
+
+        async def look(conn: PoolConnectionProxy[asyncpg.Record]) -> tuple[int, int]:
+            used, slots = await conn.fetchrow(_CONNECTION_SLOTS) or (0, 0)
+            return int(used), int(slots)
+
+        return {Ceiling.CONNECTIONS: await self._run("checked", look)}
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the role or the database of this resource exists (for sweeps and tests)."""

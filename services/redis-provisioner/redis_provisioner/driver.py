@@ -55,6 +55,7 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import chunked
+from shared.lifecycle import Ceiling
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
 from shared.redis_handshake import QUIET_HANDSHAKE
 
@@ -388,6 +389,19 @@ class RedisDriver:
         listed = users if isinstance(users, list) else []  # ACL USERS answers an array
         names = (user.decode() if isinstance(user, bytes) else str(user) for user in listed)
         return {rid for rid in map(tenant_resource_id, names) if rid is not None}
+
+    async def capacity(self) -> dict[Ceiling, tuple[int, int]]:
+        """Connections against ``maxclients`` and memory against ``maxmemory``: one ``INFO``.
+
+        Past either every tenant is refused: new connections, or (``noeviction``) every write.
+        A server without ``maxmemory`` reports no memory ceiling.
+        """
+        async with self._backend_errors("checked"):
+            info = await self._admin.info("clients", "memory")
+        figures = {Ceiling.CONNECTIONS: (int(info["connected_clients"]), int(info["maxclients"]))}
+        if int(info["maxmemory"]) > 0:
+            figures[Ceiling.MEMORY_BYTES] = (int(info["used_memory"]), int(info["maxmemory"]))
+        return figures
 
     async def server_run(self) -> str:
         """The server's ``run_id``: a new one each time the server starts (and forgets users)."""
