@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.services import ServiceProcess
 from devstack.stack import Stack
+from shared.lifecycle import Ceiling
 from shared.testing.polling import eventually
 from tests.e2e.conftest import gateway_with_plans, new_resource
 
@@ -210,6 +211,14 @@ async def test_two_gateway_processes_report_their_sum(stack: Stack) -> None:
     assert total - before == sent
 
 
+#: A ceiling of each kind's shared server its worker reports (ADR 0063).
+SHARED_SERVER_CEILINGS = [
+    ("pg-provisioner", "postgres", Ceiling.CONNECTIONS),
+    ("redis-provisioner", "redis", Ceiling.CONNECTIONS),
+    ("redis-provisioner", "redis", Ceiling.MEMORY_BYTES),
+]
+
+
 async def test_every_worker_and_the_reaper_serve_their_metrics(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
@@ -226,6 +235,17 @@ async def test_every_worker_and_the_reaper_serve_their_metrics(
         )
 
     assert await eventually(pg_provisioner_reports, within=30)
+
+    async def every_shared_server_reported() -> bool:
+        for service, backend, ceiling in SHARED_SERVER_CEILINGS:
+            text = await scrape(urls[service])
+            labels = {"backend": backend, "ceiling": ceiling.value}
+            used = value(text, "spinup_backend_capacity_used", **labels)
+            if not 0 <= used <= value(text, "spinup_backend_capacity_limit", **labels) > 0:
+                return False
+        return True
+
+    assert await eventually(every_shared_server_reported, within=30)
     reaper = samples(await scrape(urls["reaper"]))
     assert ("spinup_reaper_backlog", frozenset()) in reaper
     gateway = samples(await scrape(urls["gateway"]))

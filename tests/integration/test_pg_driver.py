@@ -6,10 +6,11 @@ import asyncpg
 import msgspec
 import pytest
 
-from devstack.customer_pg import AUTHENTICATION_TIMEOUT_S
+from devstack.customer_pg import AUTHENTICATION_TIMEOUT_S, MAX_CONNECTIONS
 from pg_provisioner import driver as driver_module
 from pg_provisioner.driver import PostgresDriver
 from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
+from shared.lifecycle import Ceiling
 from shared.naming import pool_member_id, tenant_name
 from shared.testing.factories import LIMITS
 from shared.usage_memo import UsageMemo
@@ -463,3 +464,21 @@ async def test_a_connection_that_never_logs_in_is_closed_after_the_authenticatio
     held = time.monotonic() - opened
     assert closed == b""  # the server hung up without a word: no startup packet ever came
     assert AUTHENTICATION_TIMEOUT_S - 1 <= held <= AUTHENTICATION_TIMEOUT_S + 5
+
+
+async def test_capacity_reports_client_connections_against_the_slots_tenants_may_take(
+    driver: PostgresDriver, env: dict[str, str]
+) -> None:
+    used, slots = (await driver.capacity())[Ceiling.CONNECTIONS]
+    # The defaults reserve 3 slots for superusers and none for pg_use_reserved_connections.
+    assert slots == MAX_CONNECTIONS - 3
+    assert 0 < used < slots
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    sessions = [await asyncpg.connect(credentials.connection_url) for _ in range(2)]
+    try:
+        assert (await driver.capacity())[Ceiling.CONNECTIONS][0] >= used + 2
+    finally:
+        for session in sessions:
+            await session.close()
+        await driver.delete(rid)

@@ -25,6 +25,7 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import RedisLimits
+from shared.lifecycle import Ceiling
 from shared.naming import tenant_name
 from shared.redis_handshake import QUIET_HANDSHAKE
 
@@ -609,3 +610,25 @@ async def test_past_the_servers_maxmemory_writes_are_refused_and_no_tenants_key_
         await attacker.aclose()
         await redis_driver.delete(victim_id)
         await redis_driver.delete(attacker_id)
+
+
+async def test_capacity_reports_the_servers_connections_and_memory_against_its_ceilings(
+    redis_driver: RedisDriver, redis_admin: aioredis.Redis, env: dict[str, str]
+) -> None:
+    figures = await redis_driver.capacity()
+    maxclients = int((await redis_admin.config_get("maxclients"))["maxclients"])
+    assert figures[Ceiling.MEMORY_BYTES][1] == MAXMEMORY_MB * 1024 * 1024
+    assert 0 < figures[Ceiling.MEMORY_BYTES][0] < figures[Ceiling.MEMORY_BYTES][1]
+    assert figures[Ceiling.CONNECTIONS][1] == maxclients
+    clients = [
+        aioredis.Redis.from_url(env["SPINUP_CUSTOMER_REDIS_URL"], single_connection_client=True)
+        for _ in range(5)
+    ]
+    try:
+        for client in clients:
+            await client.ping()
+        after = await redis_driver.capacity()
+        assert after[Ceiling.CONNECTIONS][0] >= figures[Ceiling.CONNECTIONS][0] + 5
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -18,6 +18,7 @@ from shared import metrics
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import DeprovisionReason, ResourceKind
 from shared.contracts.subjects import ENDPOINTS, STACK_CONTROL
+from shared.lifecycle import Ceiling
 
 #: name -> (type, labels): what alert rules and the dashboard are written against.
 CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -39,6 +40,8 @@ CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {
     "spinup_webhook_stream_dropped": ("counter", ()),
     "spinup_eventlog_append_duration_seconds": ("histogram", ()),
     "spinup_backend_up": ("gauge", ("backend",)),
+    "spinup_backend_capacity_used": ("gauge", ("backend", "ceiling")),
+    "spinup_backend_capacity_limit": ("gauge", ("backend", "ceiling")),
     "spinup_s3_gateway_reloads": ("counter", ()),
     "spinup_s3_identities_restored": ("counter", ()),
     "spinup_usage_measures": ("counter", ("kind", "measure")),
@@ -64,6 +67,7 @@ ALLOWED: dict[str, set[str]] = {
     "status": {str(status) for status in range(100, 600)},
     "route": ROUTES,
     "measure": {metrics.USAGE_MEASURED, metrics.USAGE_STANDING},
+    "ceiling": {ceiling.value for ceiling in Ceiling},
 }
 
 
