@@ -31,6 +31,14 @@ with no way to choose fewer: a ``createUser`` spent about 3.4 ms of the server's
 of what a tenant create costs the server. mongod takes ``--setParameter
 scramSHA256IterationCount=N`` (5,000 at least); so does this launcher (docs/adr/0038).
 
+And it reports ``serverStatus.connections.available: 0`` always, though it counts its open
+connections (``current``) and refuses every new one past its ``max_connections`` (its command line
+sets none: ``DEFAULT_MAX_CONNECTIONS``, 1,000). mongod reports there how many more it would
+accept, its ``maxIncomingConnections`` less ``current``, so ``current + available`` is the
+server's connection ceiling, which the provisioner watches (``SharedServer.capacity``): a server
+reporting 0 looks full. This launcher notes each server's ``max_connections`` on its metrics and
+reports ``max_connections - current`` there, never below 0.
+
 This launcher adds the missing checks, with mongod's semantics, then runs the unchanged
 ``secantus.cli.main``. Nothing else changes: the provisioner speaks standard MongoDB and would
 run unchanged against a real mongod, which refuses all of the above by itself. Imports of
@@ -307,6 +315,44 @@ def reporting(get_parameter: Dispatch, parameters: Mapping[str, int]) -> Dispatc
     return report
 
 
+#: The attribute of a server's ``Metrics`` holding the server's ``max_connections``.
+MAX_CONNECTIONS = "spinup_max_connections"
+
+
+def recording_max_connections(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap ``SecantusDBServer.__init__`` to note the server's ``max_connections`` on its metrics.
+
+    ``serverStatus`` sees the server's ``Metrics`` (``ctx.metrics``), not the server.
+    """
+
+    @functools.wraps(init)
+    def init_and_record(server: Any, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (secantus)
+        init(server, *args, **kwargs)
+        setattr(server.metrics, MAX_CONNECTIONS, server.max_connections)
+
+    return init_and_record
+
+
+def available_connections(server_status: Dispatch) -> Dispatch:
+    """Wrap ``serverStatus`` so ``connections.available`` is what the server would still accept.
+
+    That is, as on mongod, the server's ceiling less ``current``, never below 0. A context
+    without a server's metrics (no ceiling noted) keeps SecantusDB's answer.
+    """
+
+    def status(doc: dict[str, Any], ctx: Any) -> Reply:  # noqa: ANN401 (secantus type)
+        reply = server_status(doc, ctx)
+        ceiling = getattr(ctx.metrics, MAX_CONNECTIONS, None)
+        connections = reply.get("connections")
+        if reply.get("ok") and isinstance(ceiling, int) and isinstance(connections, dict):
+            current = connections.get("current")
+            if isinstance(current, int):
+                connections["available"] = max(ceiling - current, 0)
+        return reply
+
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     """Close the gaps, then run SecantusDB's own command line.
 
@@ -341,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
         commands._HANDLERS["listDatabases"],  # noqa: SLF001
         rbac.check_privilege,
         every_action,
+    )
+    server.SecantusDBServer.__init__ = recording_max_connections(server.SecantusDBServer.__init__)
+    commands._HANDLERS["serverStatus"] = available_connections(  # noqa: SLF001
+        commands._HANDLERS["serverStatus"]  # noqa: SLF001
     )
     # Every user command (createUser, updateUser, grant/revoke, dropUser, dropAllUsers...)
     # writes through these two methods.

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import OperationFailure, PyMongoError
+from secantus.server import DEFAULT_MAX_CONNECTIONS
 
 from devstack.mongo import SCRAM_ITERATIONS
 from devstack.stack import Stack
@@ -21,6 +22,7 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import MongoLimits
+from shared.lifecycle import Ceiling
 from shared.naming import tenant_name
 from shared.usage_memo import UsageMemo
 
@@ -379,6 +381,23 @@ async def test_delete_of_a_blocked_tenant_drops_the_role_as_well(
     assert await custom_roles(root, tenant_name(rid)) == []
 
 
+async def test_capacity_reports_open_connections_against_the_servers_max_connections(
+    mongo_driver: MongoDriver, env: dict[str, str]
+) -> None:
+    # devstack passes SecantusDB no ceiling of its own: it refuses connections past its default.
+    used, limit = (await mongo_driver.capacity())[Ceiling.CONNECTIONS]
+    assert limit == DEFAULT_MAX_CONNECTIONS
+    assert 0 < used < limit
+    clients: list[Client] = [AsyncMongoClient(env["SPINUP_MONGO_ADMIN_URL"]) for _ in range(5)]
+    try:
+        for client in clients:
+            await client.admin.command("ping")
+        assert (await mongo_driver.capacity())[Ceiling.CONNECTIONS][0] >= used + len(clients)
+    finally:
+        for client in clients:
+            await client.close()
+
+
 async def test_server_down_is_backend_unavailable_within_seconds(
     stack: Stack, mongo_driver: MongoDriver
 ) -> None:
@@ -390,6 +409,7 @@ async def test_server_down_is_backend_unavailable_within_seconds(
         lambda: mongo_driver.usage([rid]),
         lambda: mongo_driver.block_writes(rid, usage=2, quota=1),
         lambda: mongo_driver.allow_writes(rid),
+        mongo_driver.capacity,
     ]
     stack.stop_server("mongo")
     try:

@@ -4,8 +4,8 @@ Why care: this module drops databases and users. Every name comes from
 ``shared.naming.tenant_name`` and passes ``guard_tenant_name`` before any drop. Only standard
 MongoDB commands are used (``createUser``, ``updateUser``, ``dropUser``, ``dropDatabase``,
 ``createRole``, ``updateRole``, ``dropRole``, ``dropAllRolesFromDatabase``, ``usersInfo``,
-``listDatabases``, ``dbStats``, ``currentOp``, ``killOp``, and for exports ``listCollections``,
-``find``, ``listIndexes``), so the same code runs against a real
+``listDatabases``, ``dbStats``, ``currentOp``, ``killOp``, ``serverStatus``, and for exports
+``listCollections``, ``find``, ``listIndexes``), so the same code runs against a real
 mongod as against SecantusDB.
 
 Cutting open connections on delete: mongod de-authorises a dropped user's open connections by
@@ -45,6 +45,7 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.exporting import TAR_END, chunked, spooled_member
+from shared.lifecycle import Ceiling
 from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
 from shared.usage_memo import UsageMemo
@@ -160,6 +161,18 @@ class MongoDriver:
         """Check the server answers (start-up waits on this)."""
         async with self._backend_errors("checked"):
             await self._client.admin.command("ping")
+
+    async def capacity(self) -> dict[Ceiling, tuple[int, int]]:
+        """Client connections against the most the server accepts: one ``serverStatus``.
+
+        Past it the server refuses every new connection, whoever it is for. The ceiling is
+        ``current + available`` (mongod: its ``maxIncomingConnections``; SecantusDB: its
+        ``max_connections``, reported by devstack's launcher).
+        """
+        async with self._backend_errors("checked"):
+            status = await self._client.admin.command("serverStatus")
+        current = int(status["connections"]["current"])
+        return {Ceiling.CONNECTIONS: (current, current + int(status["connections"]["available"]))}
 
     @contextlib.asynccontextmanager
     async def _backend_errors(self, action: str) -> AsyncIterator[None]:
