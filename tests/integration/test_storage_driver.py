@@ -21,7 +21,7 @@ from miniopy_async.commonconfig import CopySource
 from miniopy_async.deleteobjects import DeleteObject
 from miniopy_async.error import S3Error
 
-from devstack.seaweed import MASTER_TOML
+from devstack.seaweed import MASTER_TOML, VOLUME_SLOTS
 from devstack.stack import Stack
 from shared.contracts.errors import (
     BackendUnavailableError,
@@ -30,6 +30,7 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import S3Credentials, S3Limits
+from shared.lifecycle import Ceiling
 from shared.runtime import in_background
 from shared.usage_memo import UsageMemo
 from storage_provisioner.driver import (
@@ -532,6 +533,52 @@ async def test_without_the_masters_figures_every_bucket_is_listed(
         await driver.close()
 
 
+async def settled_slots(driver: S3Driver) -> tuple[int, int]:
+    """The volume slots, once two readings a quarter second apart agree.
+
+    A bucket an earlier test dropped gives its slots back when the volume server's message
+    naming its deleted volumes reaches the master, a moment after the drop returned.
+    """
+    deadline = time.monotonic() + 10
+    seen = (await driver.capacity())[Ceiling.VOLUMES]
+    while True:
+        await asyncio.sleep(0.25)
+        last, seen = seen, (await driver.capacity())[Ceiling.VOLUMES]
+        if seen == last:
+            return seen
+        assert time.monotonic() < deadline, f"the volume slots keep changing: {last}, {seen}"
+
+
+async def test_capacity_is_the_volume_slots_and_a_new_buckets_first_write_takes_one(
+    s3_driver: S3Driver, http_session: aiohttp.ClientSession
+) -> None:
+    used, limit = await settled_slots(s3_driver)
+    # devstack's one volume server, started with -volume.max=VOLUME_SLOTS. None may be used
+    # yet: a stack whose first test this is has no volume until a bucket is written to.
+    assert limit == VOLUME_SLOTS
+    assert 0 <= used < limit
+    rid = uuid.uuid4()
+    creds = await s3_driver.create(rid, LIMITS)
+    try:
+        # No volume for an empty bucket: its collection's first one comes with its first write.
+        assert (await s3_driver.capacity())[Ceiling.VOLUMES] == (used, limit)
+        await tenant_client(creds, http_session).put_object(creds.bucket, "a", io.BytesIO(b"x"), 1)
+        # Not flaky: the master counts a volume it grows when it creates it, before it answers
+        # the write's assignment, so no heartbeat is waited for. One, as master.toml grows
+        # (copy_1 = 1); at least one, should the master grow more for the bucket meanwhile.
+        grown, still = (await s3_driver.capacity())[Ceiling.VOLUMES]
+        assert still == limit
+        assert 0 < grown <= limit
+        assert grown >= used + 1
+    finally:
+        await s3_driver.delete(rid)
+    # The drop gives its slots back once the volume server has told the master (at once).
+    deadline = time.monotonic() + 10
+    while (await s3_driver.capacity())[Ceiling.VOLUMES][0] > used:
+        assert time.monotonic() < deadline, "the dropped bucket's volume still holds its slot"
+        await asyncio.sleep(0.2)
+
+
 # miniopy-async hands each multipart part (5 MiB at least) to aiohttp as bytes.
 @pytest.mark.filterwarnings("ignore:Sending a large body directly:ResourceWarning")
 async def test_block_writes_refuses_uploads_of_every_kind_but_reads_and_deletes_work(
@@ -697,6 +744,7 @@ async def test_server_down_is_backend_unavailable_for_every_new_operation(
         lambda: s3_driver.usage([rid]),
         lambda: s3_driver.block_writes(rid, usage=2, quota=1),
         lambda: s3_driver.allow_writes(rid),
+        s3_driver.capacity,
     ]
     stack.stop_server("seaweed")
     try:

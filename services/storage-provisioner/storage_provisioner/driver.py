@@ -74,6 +74,7 @@ from shared.contracts.kinds import (
     S3Limits,
 )
 from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
+from shared.lifecycle import Ceiling
 from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name
 from shared.usage_memo import Figures, UsageMemo
@@ -473,21 +474,53 @@ def figures_by_collection(answer: master_pb2.CollectionStatisticsResponse) -> di
     }
 
 
-class MasterCollections:
-    """The master's figures of every collection, one call for all (``CollectionStatistics``).
+#: A volume id no volume has (the master numbers them up from 1): ``VolumeList`` asked for it
+#: lists no volume, only the topology and its disks' counters, which it always sends in full.
+NO_VOLUME_ID = 0xFFFF_FFFF
 
-    The master's gRPC takes the servers' certificate (mutual TLS) and no token.
+
+def volume_slots(answer: master_pb2.VolumeListResponse) -> tuple[int, int]:
+    """``(used, limit)`` of the volume slots in the master's topology, every disk type together.
+
+    ``limit`` is its ``max_volume_count``: the slots the volume servers it hears from have
+    (each one's ``-volume.max``, or with 0 what its free disk holds of volumes). ``used`` is
+    that less its ``free_volume_count``: the volumes on the servers' disks (``volume_count``
+    less ``remote_volume_count``, those moved to a remote tier, which hold no slot) and their
+    EC shards, rounded up to whole volumes (SeaweedFS's ``weed/topology/disk.go``,
+    ``DiskUsages.ToDiskInfo``). A new volume holds its slot from the moment the master has
+    made it on a volume server, before any heartbeat reports it.
+    """
+    disks = answer.topology_info.diskInfos.values()
+    limit = sum(disk.max_volume_count for disk in disks)
+    return limit - sum(disk.free_volume_count for disk in disks), limit
+
+
+class MasterCollections:
+    """The master's figures of every collection, one call for all, and of its volume slots.
+
+    ``CollectionStatistics`` and ``VolumeList``: the master's gRPC takes the servers'
+    certificate (mutual TLS) and no token.
     """
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         # Generated code (seaweed_pb) carries no annotations.
         stub = master_pb2_grpc.SeaweedStub(channel)  # type: ignore[no-untyped-call]
         self._call = stub.CollectionStatistics
+        self._volume_list = stub.VolumeList
 
     async def figures(self) -> dict[str, Figures]:
         """Each collection's figures; one with no volume yet is left out."""
         answer = await _signed_call(self._call, master_pb2.CollectionStatisticsRequest(), "")
         return figures_by_collection(answer)
+
+    async def volume_slots(self) -> tuple[int, int]:
+        """``(used, limit)`` of the volume slots (``volume_slots``): one ``VolumeList``.
+
+        Asked for ``NO_VOLUME_ID``, the answer is a few hundred bytes however many volumes there
+        are; unfiltered it lists every one (36 MB at 800,000, SeaweedFS's master.proto says).
+        """
+        request = master_pb2.VolumeListRequest(volume_id=NO_VOLUME_ID)
+        return volume_slots(await _signed_call(self._volume_list, request, ""))
 
 
 @dataclass(frozen=True, slots=True)
@@ -1166,6 +1199,16 @@ class S3Driver:
             "size": size,
         }
         metadata.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
+
+    async def capacity(self) -> dict[Ceiling, tuple[int, int]]:
+        """Volume slots taken against those the volume servers have: one master ``VolumeList``.
+
+        Each bucket is a collection with volumes of its own, one more each time those it has
+        fill up (devstack: 16 MB each). With no slot free no bucket gets a new volume: a bucket's
+        first upload fails, and so does every write to a bucket whose volumes are full, whatever
+        its quota. ``volume_slots`` says what the two figures count.
+        """
+        return {Ceiling.VOLUMES: await self._run("checked", self._collections.volume_slots)}
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the bucket or the user of this resource exists (for sweeps and tests)."""

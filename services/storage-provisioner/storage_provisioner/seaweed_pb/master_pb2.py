@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+storage_provisioner/seaweed_pb/master.proto\x12\tmaster_pb\"\x1d\n\x1b\x43ollectionStatisticsRequest\"T\n\x1c\x43ollectionStatisticsResponse\x12\x34\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1f.master_pb.CollectionStatistics\"\xab\x01\n\x14\x43ollectionStatistics\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nfile_count\x18\x02 \x01(\x04\x12\x14\n\x0c\x64\x65lete_count\x18\x03 \x01(\x04\x12\x1a\n\x12\x64\x65leted_byte_count\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x15\n\rphysical_size\x18\x06 \x01(\x04\x12\x14\n\x0cvolume_count\x18\x07 \x01(\x04\x32t\n\x07Seaweed\x12i\n\x14\x43ollectionStatistics\x12&.master_pb.CollectionStatisticsRequest\x1a\'.master_pb.CollectionStatisticsResponse\"\x00\x42\x32Z0github.com/seaweedfs/seaweedfs/weed/pb/master_pbb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+storage_provisioner/seaweed_pb/master.proto\x12\tmaster_pb\"\x1d\n\x1b\x43ollectionStatisticsRequest\"T\n\x1c\x43ollectionStatisticsResponse\x12\x34\n\x0b\x63ollections\x18\x01 \x03(\x0b\x32\x1f.master_pb.CollectionStatistics\"\xab\x01\n\x14\x43ollectionStatistics\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x12\n\nfile_count\x18\x02 \x01(\x04\x12\x14\n\x0c\x64\x65lete_count\x18\x03 \x01(\x04\x12\x1a\n\x12\x64\x65leted_byte_count\x18\x04 \x01(\x04\x12\x0c\n\x04size\x18\x05 \x01(\x04\x12\x15\n\rphysical_size\x18\x06 \x01(\x04\x12\x14\n\x0cvolume_count\x18\x07 \x01(\x04\"\x9d\x01\n\x08\x44iskInfo\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x14\n\x0cvolume_count\x18\x02 \x01(\x03\x12\x18\n\x10max_volume_count\x18\x03 \x01(\x03\x12\x19\n\x11\x66ree_volume_count\x18\x04 \x01(\x03\x12\x1b\n\x13\x61\x63tive_volume_count\x18\x05 \x01(\x03\x12\x1b\n\x13remote_volume_count\x18\x08 \x01(\x03\"\x9c\x01\n\x0cTopologyInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x39\n\tdiskInfos\x18\x03 \x03(\x0b\x32&.master_pb.TopologyInfo.DiskInfosEntry\x1a\x45\n\x0e\x44iskInfosEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\"\n\x05value\x18\x02 \x01(\x0b\x32\x13.master_pb.DiskInfo:\x02\x38\x01\"[\n\x11VolumeListRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x11\n\tvolume_id\x18\x02 \x01(\r\x12\x1f\n\x17\x64\x65\x66\x61ult_collection_only\x18\x03 \x01(\x08\"b\n\x12VolumeListResponse\x12.\n\rtopology_info\x18\x01 \x01(\x0b\x32\x17.master_pb.TopologyInfo\x12\x1c\n\x14volume_size_limit_mb\x18\x02 \x01(\x04\x32\xc1\x01\n\x07Seaweed\x12K\n\nVolumeList\x12\x1c.master_pb.VolumeListRequest\x1a\x1d.master_pb.VolumeListResponse\"\x00\x12i\n\x14\x43ollectionStatistics\x12&.master_pb.CollectionStatisticsRequest\x1a\'.master_pb.CollectionStatisticsResponse\"\x00\x42\x32Z0github.com/seaweedfs/seaweedfs/weed/pb/master_pbb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,24 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storage_provisioner.seaweed
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z0github.com/seaweedfs/seaweedfs/weed/pb/master_pb'
+  _globals['_TOPOLOGYINFO_DISKINFOSENTRY']._loaded_options = None
+  _globals['_TOPOLOGYINFO_DISKINFOSENTRY']._serialized_options = b'8\001'
   _globals['_COLLECTIONSTATISTICSREQUEST']._serialized_start=58
   _globals['_COLLECTIONSTATISTICSREQUEST']._serialized_end=87
   _globals['_COLLECTIONSTATISTICSRESPONSE']._serialized_start=89
   _globals['_COLLECTIONSTATISTICSRESPONSE']._serialized_end=173
   _globals['_COLLECTIONSTATISTICS']._serialized_start=176
   _globals['_COLLECTIONSTATISTICS']._serialized_end=347
-  _globals['_SEAWEED']._serialized_start=349
-  _globals['_SEAWEED']._serialized_end=465
+  _globals['_DISKINFO']._serialized_start=350
+  _globals['_DISKINFO']._serialized_end=507
+  _globals['_TOPOLOGYINFO']._serialized_start=510
+  _globals['_TOPOLOGYINFO']._serialized_end=666
+  _globals['_TOPOLOGYINFO_DISKINFOSENTRY']._serialized_start=597
+  _globals['_TOPOLOGYINFO_DISKINFOSENTRY']._serialized_end=666
+  _globals['_VOLUMELISTREQUEST']._serialized_start=668
+  _globals['_VOLUMELISTREQUEST']._serialized_end=759
+  _globals['_VOLUMELISTRESPONSE']._serialized_start=761
+  _globals['_VOLUMELISTRESPONSE']._serialized_end=859
+  _globals['_SEAWEED']._serialized_start=862
+  _globals['_SEAWEED']._serialized_end=1055
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,11 @@ class SeaweedStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.VolumeList = channel.unary_unary(
+                '/master_pb.Seaweed/VolumeList',
+                request_serializer=storage__provisioner_dot_seaweed__pb_dot_master__pb2.VolumeListRequest.SerializeToString,
+                response_deserializer=storage__provisioner_dot_seaweed__pb_dot_master__pb2.VolumeListResponse.FromString,
+                _registered_method=True)
         self.CollectionStatistics = channel.unary_unary(
                 '/master_pb.Seaweed/CollectionStatistics',
                 request_serializer=storage__provisioner_dot_seaweed__pb_dot_master__pb2.CollectionStatisticsRequest.SerializeToString,
@@ -44,6 +49,12 @@ class SeaweedStub:
 class SeaweedServicer:
     """Missing associated documentation comment in .proto file."""
 
+    def VolumeList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CollectionStatistics(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -53,6 +64,11 @@ class SeaweedServicer:
 
 def add_SeaweedServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'VolumeList': grpc.unary_unary_rpc_method_handler(
+                    servicer.VolumeList,
+                    request_deserializer=storage__provisioner_dot_seaweed__pb_dot_master__pb2.VolumeListRequest.FromString,
+                    response_serializer=storage__provisioner_dot_seaweed__pb_dot_master__pb2.VolumeListResponse.SerializeToString,
+            ),
             'CollectionStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.CollectionStatistics,
                     request_deserializer=storage__provisioner_dot_seaweed__pb_dot_master__pb2.CollectionStatisticsRequest.FromString,
@@ -68,6 +84,33 @@ def add_SeaweedServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Seaweed:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def VolumeList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/master_pb.Seaweed/VolumeList',
+            storage__provisioner_dot_seaweed__pb_dot_master__pb2.VolumeListRequest.SerializeToString,
+            storage__provisioner_dot_seaweed__pb_dot_master__pb2.VolumeListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CollectionStatistics(request,
