@@ -10,7 +10,11 @@ from nats.aio.client import Client as NatsClient
 from nats.js.api import DiscardPolicy, StorageType
 from nats.js.errors import APIError
 
-from devstack.customer_nats import JETSTREAM_FILE_STORE_MB
+from devstack.customer_nats import (
+    JETSTREAM_FILE_STORE_MB,
+    JETSTREAM_MEMORY_STORE_MB,
+    JETSTREAM_OVERCOMMIT,
+)
 from devstack.stack import Stack
 from queue_provisioner.driver import KIB, MIB, NatsAccountDriver
 from shared import natsjwt
@@ -21,6 +25,7 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import NatsLimits
+from shared.lifecycle import Ceiling
 from shared.naming import tenant_name
 from tests.conftest import usage_measures_since
 from tests.integration.conftest import connect_nats_driver, connect_nats_tenant
@@ -187,9 +192,10 @@ async def test_unreachable_server_is_backend_unavailable(
             queue_driver.set_limits(uuid.uuid4(), LIMITS),
             queue_driver.rotate(uuid.uuid4(), LIMITS),
             queue_driver.usage([uuid.uuid4()]),
+            queue_driver.capacity(),
             return_exceptions=True,
         )
-        assert [type(outcome) for outcome in outcomes] == [BackendUnavailableError] * 5
+        assert [type(outcome) for outcome in outcomes] == [BackendUnavailableError] * 6
     finally:
         stack.start_server("customer-nats")
 
@@ -604,3 +610,68 @@ async def test_a_connection_holds_no_more_subscriptions_than_its_plan_allows(
         await other.close()
         await client.close()
         await queue_driver.delete(rid)
+
+
+async def test_capacity_reports_the_ceilings_the_server_is_configured_with(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    figures = await queue_driver.capacity()
+    # What the server may promise: the store it has times the overcommit (ADR 0050).
+    promised_per_mb = JETSTREAM_OVERCOMMIT * MIB
+    assert {ceiling: limit for ceiling, (_, limit) in figures.items()} == {
+        # nats-server's DEFAULT_MAX_CONNECTIONS: the customer server's config sets none.
+        Ceiling.CONNECTIONS: 64 * 1024,
+        Ceiling.JETSTREAM_MEMORY_RESERVED_BYTES: JETSTREAM_MEMORY_STORE_MB * promised_per_mb,
+        Ceiling.JETSTREAM_STORAGE_RESERVED_BYTES: JETSTREAM_FILE_STORE_MB * promised_per_mb,
+    }
+    assert all(0 <= used <= limit for used, limit in figures.values())
+    assert figures[Ceiling.CONNECTIONS][0] >= 1, "the driver's own connection counts"
+
+
+async def test_capacity_counts_every_open_connection(queue_driver: NatsAccountDriver) -> None:
+    rid = uuid.uuid4()
+    credentials = await queue_driver.create(rid, LIMITS)
+    before, _ = (await queue_driver.capacity())[Ceiling.CONNECTIONS]
+    clients = [await connect_nats_tenant(credentials) for _ in range(LIMITS.connections)]
+    try:
+        used, _ = (await queue_driver.capacity())[Ceiling.CONNECTIONS]
+        assert used >= before + LIMITS.connections
+    finally:
+        for client in clients:
+            await client.close()
+        await queue_driver.delete(rid)
+
+
+def _reserved(figures: dict[Ceiling, tuple[int, int]]) -> tuple[int, int]:
+    """JetStream memory and storage reserved, as ``capacity`` reports them."""
+    return (
+        figures[Ceiling.JETSTREAM_MEMORY_RESERVED_BYTES][0],
+        figures[Ceiling.JETSTREAM_STORAGE_RESERVED_BYTES][0],
+    )
+
+
+async def test_a_tenants_first_connection_reserves_its_plans_jetstream_limits(
+    queue_driver: NatsAccountDriver,
+) -> None:
+    # ADR 0050: a standalone server reserves an account's limits when it enables JetStream for
+    # it (its first connection, never the create) and refuses the next account past them. Its
+    # streams add nothing: unsized ones reserve nothing, sized ones fit in the account's limits.
+    rid = uuid.uuid4()
+    before = _reserved(await queue_driver.capacity())
+    credentials = await queue_driver.create(rid, LIMITS)
+    assert _reserved(await queue_driver.capacity()) == before, "a create alone reserves nothing"
+    client = await connect_nats_tenant(credentials)
+    try:
+        js = client.jetstream()
+        await js.add_stream(name="ORDERS", subjects=["orders.>"])
+        reserved = (
+            before[0] + LIMITS.memory_storage_mb * MIB,
+            before[1] + LIMITS.disk_storage_mb * MIB,
+        )
+        assert _reserved(await queue_driver.capacity()) == reserved
+        await js.add_stream(name="SIZED", subjects=["sized.>"], max_bytes=MIB)
+        assert _reserved(await queue_driver.capacity()) == reserved
+    finally:
+        await client.close()
+    await queue_driver.delete(rid)
+    assert _reserved(await queue_driver.capacity()) == before, "a delete gives it back"
