@@ -216,6 +216,10 @@ SHARED_SERVER_CEILINGS = [
     ("pg-provisioner", "postgres", Ceiling.CONNECTIONS),
     ("redis-provisioner", "redis", Ceiling.CONNECTIONS),
     ("redis-provisioner", "redis", Ceiling.MEMORY_BYTES),
+    ("mongo-provisioner", "mongo", Ceiling.CONNECTIONS),
+    ("queue-provisioner", "nats", Ceiling.CONNECTIONS),
+    ("queue-provisioner", "nats", Ceiling.JETSTREAM_STORAGE_RESERVED_BYTES),
+    ("storage-provisioner", "s3", Ceiling.VOLUMES),
 ]
 
 

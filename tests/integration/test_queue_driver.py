@@ -651,11 +651,13 @@ def _reserved(figures: dict[Ceiling, tuple[int, int]]) -> tuple[int, int]:
 
 
 async def test_a_tenants_first_connection_reserves_its_plans_jetstream_limits(
-    queue_driver: NatsAccountDriver,
+    queue_driver: NatsAccountDriver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # ADR 0050: a standalone server reserves an account's limits when it enables JetStream for
     # it (its first connection, never the create) and refuses the next account past them. Its
     # streams add nothing: unsized ones reserve nothing, sized ones fit in the account's limits.
+    # The reservations are read at every call here, not once a minute.
+    monkeypatch.setattr(queue_driver, "_reservations_every_s", 0.0)
     rid = uuid.uuid4()
     before = _reserved(await queue_driver.capacity())
     credentials = await queue_driver.create(rid, LIMITS)

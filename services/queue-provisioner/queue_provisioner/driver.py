@@ -88,6 +88,8 @@ _JSZ_SUBJECT = "$SYS.REQ.ACCOUNT.{account}.JSZ"
 _VARZ_SUBJECT = "$SYS.REQ.SERVER.PING.VARZ"
 #: One server's JSZ (nats-server's ``JSInfo``), by the id its VARZ answer gave.
 _SERVER_JSZ_SUBJECT = "$SYS.REQ.SERVER.{server}.JSZ"
+#: How long the JetStream reservations ``capacity`` read stand before it reads them again.
+RESERVATIONS_EVERY_S = 60.0
 #: JSZ's page of account details (1,024 unless asked): more than a server ever holds.
 _EVERY_ACCOUNT = 1 << 30
 #: Above it, a JSZ reservation is an account limit of -1 (unlimited) sent as a uint64.
@@ -198,14 +200,21 @@ class NatsAccountDriver:
         public_url: str,
         request_timeout: float,
         measures: UsageMemo | None = None,
+        reservations_every_s: float = RESERVATIONS_EVERY_S,
     ) -> None:
-        """``measures``: what the usage sweep remembers of its lookups (``shared.usage_memo``)."""
+        """``measures``: what the usage sweep remembers of its lookups (``shared.usage_memo``).
+
+        ``reservations_every_s``: how long ``capacity``'s JetStream reservations stand.
+        """
         self._system = system
         self._operator = operator
         self._system_account = system_account
         self._public_url = public_url
         self._timeout = request_timeout
         self._measures = UsageMemo() if measures is None else measures
+        self._reservations_every_s = reservations_every_s
+        #: When ``capacity`` last asked for the JetStream reservations, and what they were.
+        self._reservations: tuple[float, dict[Ceiling, tuple[int, int]]] | None = None
         #: Accounts ``tenants`` has named, and their resources (a name never changes).
         self._named: dict[str, UUID] = {}
 
@@ -535,17 +544,27 @@ class NatsAccountDriver:
         it. Sized streams' ``max_bytes`` are reserved too, and checked apart: the figure is the
         larger of the two reservations, which is what the next account's limits are added to.
 
-        Two requests one after the other: VARZ from the first server to answer, then that
-        server's JSZ with every JetStream account's limits (its JSZ walks them all anyway). The
-        answer is about 270 bytes an account: 3.5 MB at the dev stack's 13,107 anonymous tenants,
-        decoded in a few ms. A server without JetStream reports no JetStream ceilings.
+        VARZ from the first server to answer, at every call; then, at most once in
+        ``reservations_every_s``, that server's JSZ with every JetStream account's limits (its
+        JSZ walks them all anyway), whose figures stand until the next. That answer is about 270
+        bytes an account: 3.5 MB at the dev stack's 13,107 anonymous tenants, too much for every
+        10 s probe, and a reservation an alert waits ten minutes on needs no fresher figure. A
+        server without JetStream reports no JetStream ceilings.
         """
         server, varz = await self._monitored(_VARZ_SUBJECT, {}, _VARZ_ANSWER)
         figures = {Ceiling.CONNECTIONS: (varz.connections, varz.max_connections)}
+        now = time.monotonic()
+        if self._reservations is None or now - self._reservations[0] >= self._reservations_every_s:
+            self._reservations = (now, await self._reserved(server))
+        return figures | self._reservations[1]
+
+    async def _reserved(self, server: str) -> dict[Ceiling, tuple[int, int]]:
+        """``capacity``'s JetStream figures, from the JSZ of the server with this id."""
         options = {"accounts": True, "limit": _EVERY_ACCOUNT}
         _, jsz = await self._monitored(
             _SERVER_JSZ_SUBJECT.format(server=server), options, _JSZ_ANSWER
         )
+        figures: dict[Ceiling, tuple[int, int]] = {}
         if jsz.disabled or jsz.config is None:
             return figures
         # Each account's detail reports its limits as its reservation.

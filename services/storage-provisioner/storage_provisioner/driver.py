@@ -140,6 +140,10 @@ def bucket_name(resource_id: UUID) -> str:
     return f"{BUCKET_PREFIX}{resource_id.hex}"
 
 
+#: A bucket no resource has (the nil id's): what ``capacity`` asks the S3 gateway about.
+_NOBODYS_BUCKET = f"{BUCKET_PREFIX}{'0' * 32}"
+
+
 def guard_bucket_name(name: str) -> str:
     """Return ``name`` if it is a tenant bucket name; refuse anything else.
 
@@ -1207,8 +1211,19 @@ class S3Driver:
         fill up (devstack: 16 MB each). With no slot free no bucket gets a new volume: a bucket's
         first upload fails, and so does every write to a bucket whose volumes are full, whatever
         its quota. ``volume_slots`` says what the two figures count.
+
+        The figures are the master's, but tenants use the S3 gateway and the filer behind it, and
+        the backend probe asks only this: so it also asks the gateway about a bucket nobody has,
+        at the same time, and either failing fails the call.
         """
-        return {Ceiling.VOLUMES: await self._run("checked", self._collections.volume_slots)}
+
+        async def slots_and_gateway() -> tuple[int, int]:
+            slots, _ = await asyncio.gather(
+                self._collections.volume_slots(), self._admin.bucket_exists(_NOBODYS_BUCKET)
+            )
+            return slots
+
+        return {Ceiling.VOLUMES: await self._run("checked", slots_and_gateway)}
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the bucket or the user of this resource exists (for sweeps and tests)."""
