@@ -8,7 +8,7 @@
         depends_on: [worker]
         limits: {memory_mb: 128, cpu_millis: 250, pids: 64}
       worker:
-        image: spinup/base:bookworm   # or an image already on the engine (no registry)
+        image: spinup/base:bookworm   # a base image stacks are given (BASE_IMAGES)
         command: ["python3", "-m", "http.server", "9000"]
     resources:                    # backing services, provisioned like any other resource
       db: {type: postgres}
@@ -43,6 +43,9 @@ from shared.contracts.kinds import (
     StackLimits,
 )
 
+#: The images a stack may run (``image:``) or build from (``FROM``, ``COPY --from``). Nothing else
+#: on the engine is a tenant's to use: other stacks' builds, the platform's own images (ADR 0064).
+BASE_IMAGES = frozenset({"spinup/base:bookworm"})
 #: The manifest's file name in an upload.
 MANIFEST_NAME = "spinup.yaml"
 #: The kinds a stack may ask for under ``resources:``.
@@ -248,6 +251,13 @@ def _check_shape(manifest: StackManifest, root: yaml.Node | None) -> None:  # no
         at = ["services", name]
         if (service.build is None) == (service.image is None):
             raise fail(at, "needs exactly one of `build` (an uploaded tarball) or `image`")
+        if service.image is not None and service.image not in BASE_IMAGES:
+            bases = ", ".join(sorted(BASE_IMAGES))
+            raise fail(
+                [*at, "image"],
+                f"must be {bases}: other images on the engine are other stacks' or the"
+                f" platform's. To run anything else, `build` it from a Dockerfile FROM {bases}",
+            )
         if service.port is not None and not 1 <= service.port <= 65535:  # noqa: PLR2004
             raise fail([*at, "port"], "must be a TCP port (1-65535)")
         if service.command is not None and not service.command:

@@ -40,6 +40,7 @@ from devstack.engine import docker_host, ensure_engine, stop_engine
 from devstack.network import tenant_host
 from devstack.procs import port_open, wait_until
 from devstack.stack import Stack
+from stack_deployer.engine import image_tag
 from tests.e2e.conftest import new_resource, s3_client
 from tests.e2e.test_stacks import wait_for_status
 
@@ -453,6 +454,42 @@ async def test_a_buckets_secret_is_given_by_its_own_token_and_no_other_route(
 def other_bucket(resource: dict[str, Any]) -> str:
     bucket: str = resource["credentials"]["bucket"]
     return bucket
+
+
+async def test_another_stacks_image_can_be_neither_run_nor_built_from(
+    stacks: tuple[dict[str, Any], dict[str, Any]], stack: Stack
+) -> None:
+    # A built image's tag follows from its stack's public id; running it or building FROM it
+    # would hand its files (the tenant's code, anything its build fetched) to anyone (ADR 0064).
+    _, victim = stacks
+    victims_image = image_tag(victim["id"], "victim", 1)
+    assert docker("image", "inspect", "--format", "{{.Id}}", victims_image).strip()
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=120) as http:
+        run = f"services:\n  thief:\n    image: {victims_image}\n    command: [cat, /srv/app.py]\n"
+        response = await http.post("/stacks/new", files={"spinup.yaml": ("spinup.yaml", run)})
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == "invalid_manifest"
+        assert "services.thief.image" in response.json()["message"]
+        built = io.BytesIO()
+        with tarfile.open(fileobj=built, mode="w") as tar:
+            data = f'FROM {victims_image}\nCMD ["cat", "/srv/app.py"]\n'.encode()
+            member = tarfile.TarInfo("Dockerfile")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+        manifest = "services:\n  thief: {build: thief.tar}\n"
+        files = {
+            "spinup.yaml": ("spinup.yaml", manifest.encode()),
+            "thief.tar": ("thief.tar", built.getvalue()),
+        }
+        response = await http.post("/stacks/new", files=files)
+        assert response.status_code == 202, response.text
+        created = response.json()
+        try:
+            failed = await wait_for_status(http, created["token"], {"running", "failed"})
+            assert failed["stack"]["status"] == "failed", failed["stack"]
+            assert "other stacks' or the platform's" in failed["stack"]["failure"]
+        finally:
+            await http.delete(f"/resources/{created['token']}")
 
 
 async def test_root_in_the_container_is_not_root_on_the_host(

@@ -518,3 +518,38 @@ resources:
                     backing.resource_id, deadline_in=30, correlation_id="test-stack"
                 ),
             )
+
+
+async def test_a_build_that_would_fetch_a_url_from_the_host_is_refused_before_the_engine_runs(
+    bus: Bus, store: EventStore
+) -> None:
+    # The engine fetches an ADD <url> itself, on the host's network: here a server on the host's
+    # loopback, which no stack may reach, stands for the platform's internal ports (ADR 0064).
+    connections: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append((await reader.readline()).decode(errors="replace"))
+        writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nsecret")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fetching = WEB_DOCKERFILE.replace(
+        b"COPY index.html",
+        f"ADD http://127.0.0.1:{port}/internal /srv/fetched\nCOPY index.html".encode(),
+    )
+    manifest = b"services:\n  web: {build: web.tar, port: 8080}\n"
+    try:
+        stack_id, view = await deploy(
+            bus, store, manifest, {"web.tar": web_context(dockerfile=fetching)}
+        )
+        try:
+            assert view.status is StackStatus.FAILED
+            assert "ADD takes files of the build context only" in (view.failure or ""), view
+            assert connections == []
+        finally:
+            await delete(bus, stack_id)
+    finally:
+        server.close()
+        await server.wait_closed()

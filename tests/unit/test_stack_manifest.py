@@ -18,6 +18,7 @@ from shared.contracts.kinds import (
     StackLimits,
 )
 from shared.contracts.stacks import (
+    BASE_IMAGES,
     ManifestError,
     backing_resource_id,
     check_manifest,
@@ -41,6 +42,7 @@ resources:
   db: {type: postgres}
   cache: {type: redis}
 """
+BASE = next(iter(BASE_IMAGES)).encode()
 LIMITS = StackLimits(services=3, memory_mb=256, cpu_millis=500, pids=128, upload_mb=50)
 
 
@@ -61,14 +63,24 @@ def test_a_valid_manifest_parses_and_orders_services_after_their_dependencies() 
         (b"services:\n  web:\n    image: a\n    build: b\n", "services.web", 2),
         (b"services:\n  web: {}\n", "services.web", 2),
         (b"services:\n  Web:\n    image: x\n", "services.Web", 2),
-        (b"services:\n  a:\n    image: x\n    depends_on: [b]\n", "services.a.depends_on", 4),
+        (b"services:\n  a:\n    image: x\n", "services.a.image", 3),
+        (b"services:\n  a:\n    image: spinup-stack/other-web:r1\n", "services.a.image", 3),
+        (
+            b"services:\n  a:\n    image: " + BASE + b"\n    depends_on: [b]\n",
+            "services.a.depends_on",
+            4,
+        ),
         (b"servics: {}\n", "servics", 1),
         (
             b"services:\n  a:\n    image: x\nresources:\n  w: {type: webhook}\n",
             "resources.w.type",
             5,
         ),
-        (b"services:\n  a:\n    image: x\n    env: {1BAD: v}\n", "services.a.env.1BAD", 4),
+        (
+            b"services:\n  a:\n    image: " + BASE + b"\n    env: {1BAD: v}\n",
+            "services.a.env.1BAD",
+            4,
+        ),
         (b"services: {}\n", "services", 1),
     ],
 )
@@ -84,8 +96,8 @@ def test_an_invalid_manifest_names_the_field_and_the_line(
 
 def test_a_dependency_cycle_is_refused() -> None:
     text = (
-        b"services:\n  a:\n    image: x\n    depends_on: [b]\n"
-        b"  b:\n    image: x\n    depends_on: [a]\n"
+        b"services:\n  a:\n    image: " + BASE + b"\n    depends_on: [b]\n"
+        b"  b:\n    image: " + BASE + b"\n    depends_on: [a]\n"
     )
     with pytest.raises(ManifestError, match="cycle"):
         parse_manifest(text)
@@ -138,7 +150,7 @@ def test_backing_credentials_become_plain_and_prefixed_variables() -> None:
     assert env["REDIS_URL"] == env["CACHE_REDIS_URL"] == redis.connection_url
     assert env["REDIS_KEY_PREFIX"] == "t_x:"
     two = parse_manifest(
-        b"services:\n  a:\n    image: x\n"
+        b"services:\n  a:\n    image: " + BASE + b"\n"
         b"resources:\n  one: {type: postgres}\n  two: {type: postgres}\n"
     )
     env = injected_env(two, {"one": pg, "two": pg})

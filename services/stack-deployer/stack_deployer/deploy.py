@@ -48,6 +48,7 @@ from shared.eventlog.errors import ConcurrencyConflictError
 from shared.naming import resource_stream
 from shared.resources import ResourceState
 from shared.stack_state import StackStatus, StackView
+from stack_deployer.build_rules import build_refusal
 from stack_deployer.engine import BuildFailedError, ContainerSpec
 from stack_deployer.firewall import Egress, endpoints_of
 from stack_deployer.jetstream import TAIL_LINES, StackLog, purge_logs
@@ -403,6 +404,10 @@ class Deployer:
         else:
             context = await self._uploads.read(stack_id, service.build or "")
             source = f"build:{name}"
+            refusal = build_refusal(context)
+            if refusal is not None:
+                await stack_log.line(source, f"ERROR: {refusal}")
+                raise ServiceFailedError(name, f"build refused: {refusal}")
 
             async def on_line(text: str) -> None:
                 await stack_log.line(source, text)

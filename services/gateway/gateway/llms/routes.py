@@ -187,7 +187,9 @@ field `spinup.yaml` (the manifest) and one tarball per service `build` (a build 
 Dockerfile; `FROM spinup/base:bookworm` has python3, python3-venv, psycopg2 and redis, and
 `python3 -m venv /venv` gives a pip; no registry is reachable, so `FROM python:...` fails with
 a note saying so, and a plan without internet installs only what the context carries, e.g.
-wheels), each field named as the manifest's `build:` value:
+wheels; a Dockerfile builds `FROM` that image or its own earlier stages, `ADD`s files of its
+context only (download with `RUN`), and has no `ONBUILD`), each field named as the manifest's
+`build:` value:
 
     services:
       web: {build: web.tar, port: 8000, env: {GREETING: hi}, depends_on: [worker]}
@@ -196,9 +198,10 @@ wheels), each field named as the manifest's `build:` value:
       db: {type: postgres}
       cache: {type: redis}
 
-Per service: `build` or `image`, `command`, `env`, `port` (its HTTP port, also given to the
-container as `PORT`), `depends_on`, `limits{memory_mb, cpu_millis, pids}`. A small init runs as
-PID 1 and passes SIGTERM to the app, so stop and restart do not wait out a grace period.
+Per service: `build` or `image` (`spinup/base:bookworm` only), `command`, `env`, `port` (its
+HTTP port, also given to the container as `PORT`), `depends_on`, `limits{memory_mb, cpu_millis,
+pids}`. A small init runs as PID 1 and passes SIGTERM to the app, so stop and restart do not
+wait out a grace period.
 `resources:` are provisioned like any resource and reach every container as `DATABASE_URL`,
 `REDIS_URL` (+ `REDIS_KEY_PREFIX`), `MONGODB_URL`,
 `NATS_URL` + `NATS_CREDS`, `S3_*` (and `<NAME>_…` for each). The stack's containers together

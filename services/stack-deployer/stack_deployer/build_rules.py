@@ -1,0 +1,135 @@
+"""What a stack's Dockerfile may not ask of the engine, checked before the engine sees it.
+
+Why this exists (ADR 0064): a build's ``RUN`` steps run on the stack's own network, under its
+egress rules, but the engine does some of a build's work itself, in its own process on the
+host's network, where no stack's rules apply:
+
+- ``ADD <url>`` is downloaded by the engine. An anonymous stack's build fetched the platform's
+  loopback-only metrics, and ``ADD http://127.0.0.1:<master>/col/delete?collection=<bucket>``
+  deleted another tenant's S3 data through SeaweedFS's master, which trusts its host.
+- ``FROM`` and ``COPY --from`` take any image on the engine: another stack's build (its tag
+  follows from the stack's public id) or the platform's own images, and with them their files.
+- ``ONBUILD`` runs its instruction later, in a stage built ``FROM`` this one.
+
+So a Dockerfile may build only ``FROM`` a base image stacks are given or an earlier stage of its
+own, ``COPY --from`` only those, ``ADD`` only files of its build context, and no ``ONBUILD``.
+A variable where an image or an ``ADD`` source goes is refused too: it could become anything.
+The Dockerfile is read with the engine's own parser (the ``dockerfile`` package wraps
+buildkit's), so continuations, escapes and JSON forms are split as the engine splits them.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import dockerfile
+
+from shared.contracts.stacks import BASE_IMAGES
+from stack_deployer.engine import REGISTRY_HINT
+
+#: Where the classic builder looks for the Dockerfile in a context: this name, then lowercase.
+DOCKERFILE_NAMES = ("Dockerfile", "dockerfile")
+#: The most of a Dockerfile read: the engine itself refuses larger ones.
+_MAX_DOCKERFILE_BYTES = 1024 * 1024
+_BASES = ", ".join(sorted(BASE_IMAGES))
+
+
+def build_refusal(context: bytes) -> str | None:
+    """Why the engine must not build ``context`` (a tarball, plain or compressed), or None.
+
+    A context without a Dockerfile is left to the engine, which says so itself.
+    """
+    try:
+        text = _dockerfile_of(context)
+    except tarfile.TarError:
+        return "the build context is not a tar archive (plain, gzip, bzip2 or xz)"
+    except _NotAFileError as exc:
+        return str(exc)
+    if text is None:
+        return None
+    try:
+        instructions = dockerfile.parse_string(text)
+    except dockerfile.GoParseError as exc:
+        return f"the Dockerfile does not parse: {exc}"
+    return _refusal(instructions)
+
+
+class _NotAFileError(Exception):
+    """The context's Dockerfile is a link or something else that is not a plain file."""
+
+
+def _dockerfile_of(context: bytes) -> str | None:
+    with tarfile.open(fileobj=io.BytesIO(context), mode="r:*") as tar:
+        members = {member.name.removeprefix("./"): member for member in tar.getmembers()}
+        for name in DOCKERFILE_NAMES:
+            member = members.get(name)
+            if member is None:
+                continue
+            if not member.isfile():
+                msg = f"the build context's {name} must be a plain file, not a link"
+                raise _NotAFileError(msg)
+            read = tar.extractfile(member)
+            data = read.read(_MAX_DOCKERFILE_BYTES) if read is not None else b""
+            return data.decode("utf-8", errors="replace")
+    return None
+
+
+def _refusal(instructions: tuple[dockerfile.Command, ...]) -> str | None:
+    stages: list[str] = []
+    for instruction in instructions:
+        problem = _problem(instruction, stages)
+        if problem is not None:
+            at = f"line {instruction.start_line}: {instruction.original.strip()[:120]}"
+            return f"{at}: {problem}"
+        if instruction.cmd.upper() == "FROM":
+            named = len(instruction.value) >= 3 and instruction.value[1].lower() == "as"  # noqa: PLR2004
+            stages.append(instruction.value[2].lower() if named else "")
+    return None
+
+
+def _problem(instruction: dockerfile.Command, stages: list[str]) -> str | None:
+    """What is wrong with one instruction, given the stages before it."""
+    # The engine takes instructions in any case; the parser keeps the case they were written in.
+    command = instruction.cmd.upper()
+    if command == "ONBUILD":
+        return "ONBUILD is not supported; write the instruction in the stage itself"
+    if command == "FROM":
+        image = instruction.value[0] if instruction.value else ""
+        return None if _may_build_from(image, stages) else _image_refused("FROM", image)
+    if command == "COPY":
+        for flag in instruction.flags:
+            if flag.lower().startswith("--from="):
+                source = flag.split("=", 1)[1]
+                if not _may_build_from(source, stages):
+                    return _image_refused("COPY --from", source)
+    if command == "ADD" and any(
+        "$" in source or "://" in source or source.startswith("git@")
+        for source in instruction.value[:-1]
+    ):
+        return (
+            "ADD takes files of the build context only. The engine fetches an ADD <url>"
+            " itself, outside the stack's network rules: download with RUN (curl, python3)"
+            " where the plan lets the stack reach the internet, or put the file in the build"
+            " context."
+        )
+    return None
+
+
+def _may_build_from(image: str, stages: list[str]) -> bool:
+    """A base image stacks are given, or an earlier stage (by name or index)."""
+    if "$" in image:
+        return False
+    if image in BASE_IMAGES:
+        return True
+    if image.isdigit():
+        return int(image) < len(stages)
+    return bool(image) and image.lower() in stages
+
+
+def _image_refused(instruction: str, image: str) -> str:
+    return (
+        f"{instruction} {image!r}: a stack builds from {_BASES} or an earlier stage of its own"
+        " Dockerfile, named without a variable; other images on the engine are other stacks'"
+        f" or the platform's. {REGISTRY_HINT}"
+    )
