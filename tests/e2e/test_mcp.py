@@ -19,7 +19,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from mcp_types import CallToolResult, TextContent
 
 from devstack.procs import free_ports
@@ -223,6 +224,27 @@ async def test_stdio_tools_in_an_account_and_the_servers_agent_action(
         assert body["agent_action"]
         assert body["message"] in text
         assert f"What to do: {body['agent_action']}" in text
+
+
+async def test_the_stdio_servers_log_names_no_token(stack: Stack, tmp_path: Path) -> None:
+    # An MCP host keeps the server's stderr in its log files, and a resource's URL holds its
+    # token: the SDK logs at INFO, and httpx each request's URL at INFO.
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
+        created = (await http.post("/cache/new")).json()
+        # Wide: the SDK's log handler wraps lines at the terminal's width, within the token too.
+        env = {"SPINUP_URL": stack.gateway_url, "PATH": os.environ["PATH"], "COLUMNS": "1000"}
+        params = StdioServerParameters(command=str(SPINUP_MCP), env=env)
+        log = tmp_path / "stderr.log"
+        with log.open("w") as errlog:
+            async with (
+                stdio_client(params, errlog=errlog) as (read, write),
+                ClientSession(read, write) as session,
+            ):
+                await session.initialize()
+                shown = await session.call_tool("get_resource", {"resource": created["token"]})
+                assert answer(shown)["id"] == created["id"]
+        assert created["token"] not in log.read_text(), log.read_text() + "|" + created["token"]
+        await http.delete(f"/resources/{created['token']}")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from spinup_mcp.api import DEFAULT_URL, SpinupApi
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``spinup-mcp`` console script."""
     args = parse_args(argv)
     server = build_server(SpinupApi.from_env())
+    # The SDK logs at INFO, and httpx logs each request's URL at INFO: a resource's URL holds
+    # its token, and an MCP host keeps the server's stderr in its log files.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if args.http:
         # Only with HTTP: over stdio, the streams belong to the protocol.
         sys.stderr.write(f"Spinup MCP server at http://{args.host}:{args.port}/mcp\n")
