@@ -53,6 +53,10 @@ def test_a_lifetime_whose_bounds_cross_is_refused() -> None:
         "http://127.0.0.1/x",
         "http://[::1]/x",
         "http://[::ffff:10.0.0.1]/x",
+        "http://[64:ff9b::7f00:1]/x",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b:1::a00:1]/x",  # local-use NAT64 of 10.0.0.1
+        "http://[2002:7f00:1::]/x",  # 6to4 of 127.0.0.1
+        "http://[2002:a9fe:a9fe::1]/x",  # 6to4 of 169.254.169.254
         "http://10.0.0.1/x",
         "http://100.64.0.1/x",
         "http://169.254.169.254/x",

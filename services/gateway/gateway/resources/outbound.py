@@ -4,7 +4,8 @@ Why this exists: the gateway sits inside the platform's network, next to the pla
 NATS, the customer servers and cloud metadata (169.254.169.254). A notify URL that names, or
 resolves to, any of those would turn every notification into a request forged from inside.
 So a target must resolve only to global addresses (``ipaddress``'s ``is_global``: not private,
-shared, loopback, link-local, documentation, multicast or reserved), the request goes to the
+shared, loopback, link-local, documentation, multicast or reserved; an IPv6 address that
+stands for an IPv4 one, v4-mapped, 6to4 or NAT64, is judged by that one), the request goes to the
 address that was checked (the name is not resolved again, so DNS rebinding cannot swap it),
 redirects are never followed (a 3xx is a failed attempt), and every attempt has a timeout and
 reads at most ``MAX_RESPONSE_BYTES`` of the answer. ``allowed`` lets a test stack's receiver
@@ -49,11 +50,35 @@ class Target:
     address: IPAddress
 
 
+#: NAT64's well-known prefix (RFC 6052): an address carries an IPv4 address in its last 32 bits,
+#: and where a network routes the prefix, a request to it reaches that IPv4 address.
+_NAT64 = IPv6Network("64:ff9b::/96")
+#: NAT64's local-use prefix (RFC 8215): where the IPv4 address sits depends on the network.
+_LOCAL_NAT64 = IPv6Network("64:ff9b:1::/48")
+
+
+def _embedded_ipv4(address: IPv6Address) -> IPv4Address | None:
+    """The IPv4 address a v4-mapped, 6to4 or NAT64 address stands for, if any.
+
+    (Teredo's prefix is not global, so its addresses are refused as they are.)
+    """
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def _permitted(address: IPAddress, allowed: Networks) -> bool:
     if any(address in network for network in allowed):
         return True
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        return _permitted(address.ipv4_mapped, allowed)
+    if isinstance(address, IPv6Address):
+        if address in _LOCAL_NAT64:
+            return False
+        if (embedded := _embedded_ipv4(address)) is not None:
+            return _permitted(embedded, allowed)
     return address.is_global and not address.is_multicast
 
 
