@@ -1,5 +1,7 @@
+import re
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 
@@ -56,6 +58,14 @@ def test_stored_event_tags_are_pinned() -> None:
 
 def test_every_error_code_has_an_http_status() -> None:
     assert set(HTTP_STATUS) == set(ErrorCode)
+
+
+def test_the_readme_lists_every_error_code_under_its_status() -> None:
+    listed = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = listed.index("`400 invalid_json")
+    errors = " ".join(listed[start : listed.index("\n\n", start)].split())
+    for code, status in HTTP_STATUS.items():
+        assert re.search(rf"`{status} [^`]*\b{code.value}\b", errors), (status, code.value)
 
 
 def test_every_kind_has_provision_and_deprovision_endpoints_with_own_subjects() -> None:
