@@ -44,6 +44,7 @@ def context(
             "FROM build\nCOPY --from=build /x /y\nCOPY --from=0 /x /z\n"
         ),
         "FROM spinup/base:bookworm AS Build\nFROM build\n",
+        "FROM spinup/base:bookworm AS b\nRUN true\nFROM scratch\nCOPY --from=b /bin/true /\n",
         BASE + "RUN curl -fsSO https://example.com/tool || true\n",
     ],
 )

@@ -11,9 +11,10 @@ host's network, where no stack's rules apply:
   follows from the stack's public id) or the platform's own images, and with them their files.
 - ``ONBUILD`` runs its instruction later, in a stage built ``FROM`` this one.
 
-So a Dockerfile may build only ``FROM`` a base image stacks are given or an earlier stage of its
-own, ``COPY --from`` only those, ``ADD`` only files of its build context, and no ``ONBUILD``.
-A variable where an image or an ``ADD`` source goes is refused too: it could become anything.
+So a Dockerfile may build only ``FROM`` a base image stacks are given, ``scratch`` or an earlier
+stage of its own, ``COPY --from`` only those, ``ADD`` only files of its build context, and no
+``ONBUILD``. A variable where an image or an ``ADD`` source goes is refused too: it could become
+anything.
 The Dockerfile is read with the engine's own parser (the ``dockerfile`` package wraps
 buildkit's), so continuations, escapes and JSON forms are split as the engine splits them.
 """
@@ -33,6 +34,8 @@ DOCKERFILE_NAMES = ("Dockerfile", "dockerfile")
 #: The most of a Dockerfile read: the engine itself refuses larger ones.
 _MAX_DOCKERFILE_BYTES = 1024 * 1024
 _BASES = ", ".join(sorted(BASE_IMAGES))
+#: The engine's empty image: a build FROM it holds only what it copies in.
+_SCRATCH = "scratch"
 
 
 def build_refusal(context: bytes) -> str | None:
@@ -117,10 +120,10 @@ def _problem(instruction: dockerfile.Command, stages: list[str]) -> str | None:
 
 
 def _may_build_from(image: str, stages: list[str]) -> bool:
-    """A base image stacks are given, or an earlier stage (by name or index)."""
+    """A base image stacks are given, ``scratch`` (nothing), or an earlier stage."""
     if "$" in image:
         return False
-    if image in BASE_IMAGES:
+    if image in BASE_IMAGES or image == _SCRATCH:
         return True
     if image.isdigit():
         return int(image) < len(stages)
