@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +47,10 @@ def context(
         "FROM spinup/base:bookworm AS Build\nFROM build\n",
         "FROM spinup/base:bookworm AS b\nRUN true\nFROM scratch\nCOPY --from=b /bin/true /\n",
         BASE + "RUN curl -fsSO https://example.com/tool || true\n",
+        # examples/notes-app: the image through a global ARG's default (no build args are given).
+        "ARG BASE_IMAGE=spinup/base:bookworm\nFROM ${BASE_IMAGE}\n",
+        "ARG BASE_IMAGE='spinup/base:bookworm'\nFROM $BASE_IMAGE AS app\n",
+        "ARG UNSET\nFROM ${UNSET:-spinup/base:bookworm}\n",
     ],
 )
 def test_what_a_build_may_do_is_left_to_the_engine(dockerfile: str) -> None:
@@ -71,7 +76,10 @@ def test_what_a_build_may_do_is_left_to_the_engine(dockerfile: str) -> None:
         ("FROM spinup-stack/0b7e-web:r1\n", REGISTRY_HINT),
         ("FROM python:3.12-slim\n", REGISTRY_HINT),
         ("FROM spinup/gateway:latest\n", "other stacks' or the platform's"),
-        ("ARG IMAGE=spinup/base:bookworm\nFROM $IMAGE\n", "named without a variable"),
+        ("ARG IMAGE=spinup-stack/0b7e-web:r1\nFROM ${IMAGE}\n", REGISTRY_HINT),
+        ("ARG IMAGE\nFROM ${IMAGE:-spinup-stack/0b7e-web:r1}\n", REGISTRY_HINT),
+        ("ARG IMAGE=x\nFROM ${IMAGE:+spinup/base:bookworm}\n", "named without a variable"),
+        (BASE + "ARG IMAGE=spinup/base:bookworm\nFROM $IMAGE\n", "named without a variable"),
         (BASE + "COPY --from=spinup-stack/0b7e-web:r1 /app /app\n", "COPY --from"),
         (BASE + "COPY --from=1 /x /y\n", "COPY --from"),
         ("FROM build\n" + BASE, "FROM 'build'"),
@@ -95,3 +103,10 @@ def test_the_dockerfile_is_found_as_the_engine_finds_it() -> None:
     assert "not a link" in (build_refusal(context(url, link=True)) or "")
     assert build_refusal(context(url, name="Other")) is None  # no Dockerfile: the engine says so
     assert "not a tar archive" in (build_refusal(b"not a tarball") or "")
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "examples").rglob("Dockerfile"))
+)
+def test_the_examples_build(path: Path) -> None:
+    assert build_refusal(context(path.read_text())) is None

@@ -13,8 +13,9 @@ host's network, where no stack's rules apply:
 
 So a Dockerfile may build only ``FROM`` a base image stacks are given, ``scratch`` or an earlier
 stage of its own, ``COPY --from`` only those, ``ADD`` only files of its build context, and no
-``ONBUILD``. A variable where an image or an ``ADD`` source goes is refused too: it could become
-anything.
+``ONBUILD``. ``FROM`` may name its image through a global ``ARG``'s default (no build arguments
+are passed); any other variable where an image or an ``ADD`` source goes is refused: it could
+become anything.
 The Dockerfile is read with the engine's own parser (the ``dockerfile`` package wraps
 buildkit's), so continuations, escapes and JSON forms are split as the engine splits them.
 """
@@ -22,6 +23,7 @@ buildkit's), so continuations, escapes and JSON forms are split as the engine sp
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 
 import dockerfile
@@ -80,7 +82,16 @@ def _dockerfile_of(context: bytes) -> str | None:
 
 def _refusal(instructions: tuple[dockerfile.Command, ...]) -> str | None:
     stages: list[str] = []
+    # ARGs before the first FROM, with their defaults: the deployer passes no build arguments,
+    # so ``FROM ${BASE_IMAGE}`` names what the default says (the examples are written so).
+    global_args: dict[str, str] = {}
     for instruction in instructions:
+        command = instruction.cmd.upper()
+        if command == "ARG" and not stages:
+            global_args.update(_declared(instruction.value))
+        if command == "FROM" and instruction.value:
+            expanded = _expanded(instruction.value[0], global_args)
+            instruction = instruction._replace(value=(expanded, *instruction.value[1:]))  # noqa: PLW2901
         problem = _problem(instruction, stages)
         if problem is not None:
             at = f"line {instruction.start_line}: {instruction.original.strip()[:120]}"
@@ -117,6 +128,33 @@ def _problem(instruction: dockerfile.Command, stages: list[str]) -> str | None:
             " context."
         )
     return None
+
+
+def _declared(values: tuple[str, ...]) -> dict[str, str]:
+    """``ARG`` names with their defaults (quotes taken off; none: empty)."""
+    declared = {}
+    for item in values:
+        name, _, default = item.partition("=")
+        if len(default) >= 2 and default[0] == default[-1] and default[0] in "\"'":  # noqa: PLR2004
+            default = default[1:-1]
+        declared[name] = default
+    return declared
+
+
+#: ``$NAME``, ``${NAME}`` and ``${NAME:-word}`` / ``${NAME-word}``: what a FROM line may use.
+_VARIABLE = re.compile(r"\$(?:\{(\w+)(?::?-([^}$]*))?\}|(\w+))")
+
+
+def _expanded(text: str, args: dict[str, str]) -> str:
+    """``text`` with the global ARGs' defaults put in; any other form keeps its ``$``."""
+
+    def value(found: re.Match[str]) -> str:
+        name = found.group(1) or found.group(3)
+        if args.get(name):
+            return args[name]
+        return found.group(2) or ""
+
+    return _VARIABLE.sub(value, text)
 
 
 def _may_build_from(image: str, stages: list[str]) -> bool:
