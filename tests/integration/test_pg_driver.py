@@ -482,3 +482,37 @@ async def test_capacity_reports_client_connections_against_the_slots_tenants_may
         for session in sessions:
             await session.close()
         await driver.delete(rid)
+
+
+async def test_a_statement_past_its_plans_limit_is_cancelled_though_its_tenant_turned_it_off(
+    driver: PostgresDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The role's statement_timeout is a default the tenant may change; the plan's limit is
+    # kept from outside (ADR 0065). Here the plan allows 1 s, the other tenant's 60 s.
+    monkeypatch.setattr(driver_module, "OVERDUE_AFTER_S", 0.5)
+    limited, other = uuid.uuid4(), uuid.uuid4()
+    plan_ms = {limited: 1000, other: 60_000}
+
+    async def limits_of(resource_ids: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+        return {rid: ms for rid, ms in plan_ms.items() if rid in resource_ids}
+
+    sessions = [
+        await asyncpg.connect((await driver.create(rid, LIMITS)).connection_url)
+        for rid in (limited, other)
+    ]
+    try:
+        for session in sessions:
+            await session.execute("ALTER ROLE current_user SET statement_timeout = 0")
+            await session.execute("SET statement_timeout = 0")
+        sleeping = [asyncio.create_task(s.fetchval("SELECT 1 FROM pg_sleep(4)")) for s in sessions]
+        await asyncio.sleep(2)
+        assert await driver.cancel_overdue(limits_of) == 1
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await sleeping[0]
+        assert await sleeping[1] == 1  # within its plan's limit: left to finish
+        assert await sessions[0].fetchval("SELECT 1") == 1  # the session itself stays
+    finally:
+        for session in sessions:
+            await session.close()
+        for rid in (limited, other):
+            await driver.delete(rid)

@@ -165,6 +165,17 @@ _MEMBER_GONE = (asyncpg.InvalidCatalogNameError, asyncpg.UndefinedObjectError)
 _TENANT_EXISTS = (asyncpg.DuplicateDatabaseError, asyncpg.DuplicateObjectError)
 
 
+#: How long a statement runs before ``cancel_overdue`` looks up its plan's limit: below every
+#: plan's ``statement_timeout_ms`` (plans.yaml), so the lookups stay few.
+OVERDUE_AFTER_S = 5.0
+# Statements running now (not idle in a transaction) for at least $1 seconds, with how long.
+_RUNNING_STATEMENTS = """
+SELECT pid, usename, (extract(epoch FROM clock_timestamp() - query_start) * 1000)::bigint AS ms
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND state = 'active'
+  AND query_start < clock_timestamp() - make_interval(secs => $1)
+"""
+_CANCEL = "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM unnest($1::int[]) AS pid"
 #: What a tenant's login counts against: client connections, and the slots not reserved.
 _CONNECTION_SLOTS = """
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,
@@ -902,6 +913,41 @@ class PostgresDriver:
             return int(used), int(slots)
 
         return {Ceiling.CONNECTIONS: await self._run("checked", look)}
+
+    async def cancel_overdue(
+        self, limits_of: Callable[[set[UUID]], Awaitable[dict[UUID, int]]]
+    ) -> int:
+        """Cancel every tenant statement running past its plan's ``statement_timeout_ms``.
+
+        The role's ``statement_timeout`` is only its sessions' default: a tenant may ``SET`` it,
+        or ``ALTER ROLE current_user SET`` it, to 0. So the plan's limit is also kept from
+        outside: statements running ``OVERDUE_AFTER_S`` or longer are looked up, their limits
+        asked of ``limits_of`` (resource id -> ms, from the platform's record, which a tenant
+        cannot change), and those past theirs are cancelled as the timeout would have
+        (``pg_cancel_backend``: the statement fails, the session stays). How many were.
+        """
+
+        async def running(conn: PoolConnectionProxy[asyncpg.Record]) -> list[asyncpg.Record]:
+            return await conn.fetch(_RUNNING_STATEMENTS, OVERDUE_AFTER_S)
+
+        statements = [
+            (row["pid"], rid, row["ms"])
+            for row in await self._run("checked", running)
+            if (rid := tenant_resource_id(row["usename"])) is not None
+        ]
+        if not statements:
+            return 0
+        limits = await limits_of({rid for _, rid, _ in statements})
+        overdue = [pid for pid, rid, ms in statements if rid in limits and ms > limits[rid]]
+        if not overdue:
+            return 0
+
+        async def cancel(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
+            return int(await conn.fetchval(_CANCEL, overdue))
+
+        cancelled = await self._run("cancelled", cancel)
+        log.warning("pg_provisioner.statements.cancelled", count=cancelled)
+        return cancelled
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the role or the database of this resource exists (for sweeps and tests)."""

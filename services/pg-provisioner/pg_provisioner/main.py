@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from uuid import UUID
+
+import structlog
+
 from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
 from pg_provisioner.settings import Settings
+from shared.contracts.kinds import PostgresLimits
+from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.pgpool import open_pool, warm_pool
-from shared.runtime import connect_with_retry
+from shared.runtime import connect_with_retry, in_background
 from shared.worker import serve_kind, worker_main
 
 SERVICE = "pg-provisioner"
+#: How often tenants' running statements are held to their plan's ``statement_timeout_ms``:
+#: a statement whose tenant turned the timeout off runs at most this much past it.
+STATEMENT_CHECK_INTERVAL_S = 5.0
+log = structlog.get_logger("pg_provisioner.main")
 
 
 async def run(settings: Settings) -> None:
@@ -50,10 +62,39 @@ async def run(settings: Settings) -> None:
                 reserve=settings.pool_reserve,
                 reconcile_interval_s=settings.pool_reconcile_interval_s,
             )
-        await serve_kind(SERVICE, settings.worker, driver, register)
+        resources = ResourceReadModel(platform)
+
+        async def statement_limits(resource_ids: set[UUID]) -> dict[UUID, int]:
+            return {
+                state.resource_id: state.limits.statement_timeout_ms
+                for state in await resources.by_ids(resource_ids)
+                if isinstance(state.limits, PostgresLimits)
+            }
+
+        async with in_background(keep_statements_within_limits(driver, statement_limits)):
+            await serve_kind(SERVICE, settings.worker, driver, register)
     finally:
         await driver.close()
         await platform.close()
+
+
+async def keep_statements_within_limits(
+    driver: PostgresDriver,
+    limits_of: Callable[[set[UUID]], Awaitable[dict[UUID, int]]],
+    interval_s: float = STATEMENT_CHECK_INTERVAL_S,
+) -> None:
+    """Cancel tenants' statements past their plan's limit every ``interval_s`` (ADR 0065)."""
+    failing = False
+    while True:
+        try:
+            await driver.cancel_overdue(limits_of)
+        except Exception as exc:  # noqa: BLE001  (the next pass tries again; the probe reports outages)
+            if not failing:
+                log.warning("pg_provisioner.statements.check_failed", error=repr(exc))
+            failing = True
+        else:
+            failing = False
+        await asyncio.sleep(interval_s)
 
 
 def main() -> int:
