@@ -190,6 +190,8 @@ async def test_extend_up_to_the_plan_then_402_saying_to_claim(short: httpx.Async
     assert second.status_code == 200, second.text
     latest = datetime.fromisoformat(second.json()["latest_expires_at"])
     assert datetime.fromisoformat(second.json()["expires_at"]) == latest
+    assert "not by all 3600 s asked for" in second.json()["note"], second.json()
+    assert first.json()["note"] is None
     assert latest - datetime.fromisoformat(shown["created_at"]) == timedelta(seconds=TOTAL_MAX_S)
     refused = await short.post(f"/resources/{token}/extend", json={"ttl_seconds": 30})
     assert refused.status_code == 402, refused.text

@@ -252,6 +252,8 @@ class ResourceExtendedInfo(msgspec.Struct, frozen=True, kw_only=True):
     latest_expires_at: datetime
     #: A stack's backing resources, extended with it.
     extended_with: list[UUID] = msgspec.field(default_factory=list)
+    #: Set when it got less than ``ttl_seconds`` asked for: the plan's lifetime ends sooner.
+    note: str | None = None
 
 
 class NotifyTarget(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -161,9 +161,10 @@ _LIFETIME = """\
   `ttl_seconds`. CLI: `spinup db new --ttl 2h`.
 - `POST /resources/{token}/extend {"ttl_seconds": N}` adds N seconds to `expires_at`, up to
   `lifetime.total_max_seconds` after creation and `lifetime.extensions` times. Answers `{ok, id,
-  expires_at, extensions_used, extensions_left, latest_expires_at, extended_with}`. Past either
-  limit: 402 `plan_limit_reached`; claim the resource to keep it (see Claim). A stack's backing
-  resources are extended with it.
+  expires_at, extensions_used, extensions_left, latest_expires_at, extended_with, note}`; `note`
+  says when it reached the end of the lifetime before all N seconds. Past either limit: 402
+  `plan_limit_reached`; claim the resource to keep it (see Claim). A stack's backing resources
+  are extended with it.
 - Notifications: `"notify_url": "https://..."` at create (the answer's `notify_secret`, shown
   once) or `PUT /resources/{token}/notify {"url": "https://..."}` (answers a new `secret`; `url`
   null stops them). Each is a JSON `POST` `{type, timestamp, data{resource_id, kind, name,

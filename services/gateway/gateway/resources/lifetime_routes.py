@@ -173,6 +173,13 @@ async def extend_resource(
             for child in children
         )
     )
+    note = None
+    if event.expires_at == latest:
+        note = (
+            f"Extended to {latest.isoformat()}, the end of the {found.tier} plan's"
+            f" {duration(lifetime.total_max_seconds)} lifetime, not by all {data.ttl_seconds} s"
+            " asked for. Claim it into an account to keep it longer."
+        )
     return ResourceExtendedInfo(
         id=found.resource_id,
         expires_at=event.expires_at,
@@ -180,6 +187,7 @@ async def extend_resource(
         extensions_left=max(0, lifetime.extensions - event.extensions),
         latest_expires_at=latest,
         extended_with=[child.resource_id for child in children],
+        note=note,
     )
 
 
