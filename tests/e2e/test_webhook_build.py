@@ -73,9 +73,14 @@ async def test_a_plain_text_body_and_an_empty_204(http: httpx.AsyncClient) -> No
     await http.put(f"/webhook/{token}/response", json={"body": "thanks"})
     answer = await http.get(url)
     assert (answer.status_code, answer.text) == (200, "thanks")
-    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    latin = {"body": "merci", "headers": {"Content-Type": "text/html; charset=iso-8859-1"}}
+    await http.put(f"/webhook/{token}/response", json=latin)
+    assert (await http.get(url)).headers["content-type"] == "text/html; charset=iso-8859-1"
     await http.put(f"/webhook/{token}/response", json={"status": 204})
-    assert (await http.post(url, content=b"x")).status_code == 204
+    empty = await http.post(url, content=b"x")
+    assert empty.status_code == 204
+    assert "content-type" not in empty.headers
 
 
 @pytest.mark.parametrize(

@@ -193,23 +193,27 @@ _response_decoder = msgspec.json.Decoder(CustomResponse)
 _verify_decoder = msgspec.json.Decoder(StoredVerify)
 
 
+#: Statuses whose answers carry no body, and so no content type of their own.
+_BODYLESS = frozenset({204, 304})
+
+
 async def _custom_answer(
     custom: CustomResponse, headers: dict[str, str], *, head: bool
 ) -> Response[Any]:
     """The receiver's custom response, after its delay (the request is already stored)."""
     if custom.delay_ms:
         await asyncio.sleep(custom.delay_ms / 1000)
-    media_type = "text/plain; charset=utf-8"
+    # Set as a header, as the tenant gave it: Litestar adds "; charset=utf-8" to any text/*
+    # media type, whether it names a charset already or not.
+    if custom.status not in _BODYLESS:
+        headers["content-type"] = "text/plain; charset=utf-8"
     for name, value in custom.headers.items():
-        if name.lower() == "content-type":
-            media_type = value
-        else:
-            headers[name] = value
+        headers["content-type" if name.lower() == "content-type" else name] = value
     # A tenant's body is served from the API's own origin: a browser opening the receive URL
     # must not run it there (an HTML body with a script would otherwise act as the API's page).
     headers.update(SANDBOX_HEADERS)
     body = b"" if head else custom.body.encode()
-    return Response(body, status_code=custom.status, headers=headers, media_type=media_type)
+    return Response(body, status_code=custom.status, headers=headers)
 
 
 def _receive_handlers(max_body_bytes: int) -> list[HTTPRouteHandler]:
