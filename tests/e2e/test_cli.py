@@ -531,7 +531,9 @@ async def test_access_token_commands(cli: Run, http: httpx.AsyncClient) -> None:
 
     code, out, err = cli("plans")
     assert code == 0, err
-    assert "resources live" in out
+    assert "(without an account): resources live 24 h" in out
+    assert "resources are permanent" in out
+    assert "live permanent" not in out
 
 
 async def nats_account_storage(url: str, creds_file: Path) -> int:

@@ -595,8 +595,8 @@ def cmd_plans(client: SpinupClient, args: argparse.Namespace) -> int:
     for name, tier in plans["tiers"].items():
         anonymous = " (without an account)" if name == plans["anonymous_tier"] else ""
         ttl = tier.get("ttl_seconds")
-        lifetime = f"{round(ttl / HOUR_S)} h" if ttl else "permanent"
-        say(f"{name}{anonymous}: resources live {lifetime}")
+        lifetime = f"live {round(ttl / HOUR_S)} h" if ttl else "are permanent"
+        say(f"{name}{anonymous}: resources {lifetime}")
     say("All limits: spinup plans --json")
     return 0
 
