@@ -62,6 +62,33 @@ async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
             await task
 
 
+@contextlib.asynccontextmanager
+async def repeating(
+    work: Callable[[], Awaitable[object]], interval_s: float, failure_event: str
+) -> AsyncIterator[None]:
+    """Run ``work`` every ``interval_s`` while the block runs; a failure waits for the next pass.
+
+    A failure is logged as ``failure_event`` once per outage, not at every pass of it (the
+    backend probe reports outages as they happen).
+    """
+
+    async def passes() -> None:
+        failing = False
+        while True:
+            try:
+                await work()
+            except Exception as exc:  # noqa: BLE001  (a server or the log is down: next pass)
+                if not failing:
+                    log.warning(failure_event, error=repr(exc))
+                failing = True
+            else:
+                failing = False
+            await asyncio.sleep(interval_s)
+
+    async with in_background(passes()):
+        yield
+
+
 async def wait_for_shutdown() -> None:
     """Return when SIGINT or SIGTERM arrives."""
     loop = asyncio.get_running_loop()

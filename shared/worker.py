@@ -45,6 +45,7 @@ from shared.pgpool import open_pool, warm_pool
 from shared.runtime import (
     connect_with_retry,
     in_background,
+    repeating,
     settings_or_exit,
     wait_for_shutdown,
 )
@@ -204,7 +205,11 @@ async def serve_kind(
                     heartbeat(settings.heartbeat_file, lambda: bus.nc.is_connected),
                     probe_backend(driver),
                     reconciling(lifecycle, settings.reconcile_s),
-                    restoring(lifecycle, RESTART_CHECK_INTERVAL_S),
+                    repeating(
+                        lifecycle.restore_after_restart,
+                        RESTART_CHECK_INTERVAL_S,
+                        "worker.restore.failed",
+                    ),
                 ):
                     await wait_for_shutdown()
         finally:
@@ -231,42 +236,11 @@ def command_settled(kind: ResourceKind) -> timedelta:
     return timedelta(seconds=2 * ENDPOINTS[kind].provision.timeout)
 
 
-@contextlib.asynccontextmanager
-async def reconciling(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncIterator[None]:
+def reconciling(
+    lifecycle: ResourceLifecycle, interval_s: float
+) -> contextlib.AbstractAsyncContextManager[None]:
     """Run ``lifecycle.reconcile`` every ``interval_s`` while the block runs."""
-
-    async def reconcile() -> None:
-        while True:
-            try:
-                await lifecycle.reconcile()
-            except Exception as exc:  # noqa: BLE001  (a backend or the log is down: next pass)
-                log.warning("worker.reconcile.failed", error=repr(exc))
-            await asyncio.sleep(interval_s)
-
-    async with in_background(reconcile()):
-        yield
-
-
-@contextlib.asynccontextmanager
-async def restoring(lifecycle: ResourceLifecycle, interval_s: float) -> AsyncIterator[None]:
-    """Run ``lifecycle.restore_after_restart`` every ``interval_s`` while the block runs."""
-
-    async def restore() -> None:
-        failing = False
-        while True:
-            try:
-                await lifecycle.restore_after_restart()
-            except Exception as exc:  # noqa: BLE001  (a backend or the log is down: next pass)
-                # Once per outage, not every second of it (``probe_backend`` reports it too).
-                if not failing:
-                    log.warning("worker.restore.failed", error=repr(exc))
-                failing = True
-            else:
-                failing = False
-            await asyncio.sleep(interval_s)
-
-    async with in_background(restore()):
-        yield
+    return repeating(lifecycle.reconcile, interval_s, "worker.reconcile.failed")
 
 
 @contextlib.asynccontextmanager

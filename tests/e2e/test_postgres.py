@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -144,3 +145,25 @@ async def test_reusing_an_idempotency_key_after_delete_is_a_clear_conflict(
     again = await http.post("/db/new", headers=key)
     assert again.status_code == 409
     assert again.json()["error"] == "idempotency_key_reused"
+
+
+async def test_a_statement_runs_no_longer_than_the_plan_allows_whatever_its_session_sets(
+    http: httpx.AsyncClient,
+) -> None:
+    # The role's statement_timeout is a default a tenant may turn off; pg-provisioner keeps the
+    # plan's limit from outside (ADR 0065), within its 5 s check.
+    made = await new_db(http)
+    limit_s = made["limits"]["statement_timeout_ms"] / 1000
+    conn = await asyncpg.connect(made["connection_url"])
+    try:
+        await conn.execute("ALTER ROLE current_user SET statement_timeout = 0")
+        await conn.execute("SET statement_timeout = 0")
+        began = time.monotonic()
+        with pytest.raises(asyncpg.QueryCanceledError):
+            await conn.execute(f"SELECT pg_sleep({limit_s + 60})")
+        took = time.monotonic() - began
+        assert limit_s <= took <= limit_s + 15, took
+        assert await conn.fetchval("SELECT 1") == 1  # the statement ended, not the session
+    finally:
+        await conn.close()
+        await http.delete(f"/resources/{made['token']}")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from uuid import UUID
-
-import structlog
+import functools
+from typing import TYPE_CHECKING
 
 from pg_provisioner.driver import PostgresDriver
 from pg_provisioner.handlers import register
@@ -16,14 +13,16 @@ from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.pgpool import open_pool, warm_pool
-from shared.runtime import connect_with_retry, in_background
+from shared.runtime import connect_with_retry, repeating
 from shared.worker import serve_kind, worker_main
+
+if TYPE_CHECKING:
+    from uuid import UUID
 
 SERVICE = "pg-provisioner"
 #: How often tenants' running statements are held to their plan's ``statement_timeout_ms``:
 #: a statement whose tenant turned the timeout off runs at most this much past it.
 STATEMENT_CHECK_INTERVAL_S = 5.0
-log = structlog.get_logger("pg_provisioner.main")
 
 
 async def run(settings: Settings) -> None:
@@ -71,30 +70,16 @@ async def run(settings: Settings) -> None:
                 if isinstance(state.limits, PostgresLimits)
             }
 
-        async with in_background(keep_statements_within_limits(driver, statement_limits)):
+        # ADR 0065: the plan's statement_timeout_ms, whatever the tenant's sessions set.
+        async with repeating(
+            functools.partial(driver.cancel_overdue, statement_limits),
+            STATEMENT_CHECK_INTERVAL_S,
+            "pg_provisioner.statements.check_failed",
+        ):
             await serve_kind(SERVICE, settings.worker, driver, register)
     finally:
         await driver.close()
         await platform.close()
-
-
-async def keep_statements_within_limits(
-    driver: PostgresDriver,
-    limits_of: Callable[[set[UUID]], Awaitable[dict[UUID, int]]],
-    interval_s: float = STATEMENT_CHECK_INTERVAL_S,
-) -> None:
-    """Cancel tenants' statements past their plan's limit every ``interval_s`` (ADR 0065)."""
-    failing = False
-    while True:
-        try:
-            await driver.cancel_overdue(limits_of)
-        except Exception as exc:  # noqa: BLE001  (the next pass tries again; the probe reports outages)
-            if not failing:
-                log.warning("pg_provisioner.statements.check_failed", error=repr(exc))
-            failing = True
-        else:
-            failing = False
-        await asyncio.sleep(interval_s)
 
 
 def main() -> int:
