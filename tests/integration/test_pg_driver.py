@@ -516,3 +516,37 @@ async def test_a_statement_past_its_plans_limit_is_cancelled_though_its_tenant_t
             await session.close()
         for rid in (limited, other):
             await driver.delete(rid)
+
+
+async def test_a_statement_that_catches_its_cancel_loses_its_session(
+    driver: PostgresDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PL/pgSQL handler for query_canceled survives pg_cancel_backend; past the grace the
+    # session itself is ended (ADR 0065).
+    monkeypatch.setattr(driver_module, "OVERDUE_AFTER_S", 0.5)
+    monkeypatch.setattr(driver_module, "TERMINATE_AFTER_S", 2.0)
+    rid = uuid.uuid4()
+
+    async def limits_of(resource_ids: set[uuid.UUID]) -> dict[uuid.UUID, int]:
+        return {rid: 1000} if rid in resource_ids else {}
+
+    session = await asyncpg.connect((await driver.create(rid, LIMITS)).connection_url)
+    try:
+        await session.execute("SET statement_timeout = 0")
+        stubborn = asyncio.create_task(
+            session.execute(
+                "DO $$ BEGIN FOR i IN 1..200 LOOP"
+                " BEGIN PERFORM pg_sleep(0.1); EXCEPTION WHEN query_canceled THEN NULL; END;"
+                " END LOOP; END $$"
+            )
+        )
+        for _ in range(12):  # every 0.5 s: cancels from 1 s, the end from 3 s past the start
+            await asyncio.sleep(0.5)
+            await driver.cancel_overdue(limits_of)
+            if stubborn.done():
+                break
+        with pytest.raises((asyncpg.AdminShutdownError, asyncpg.ConnectionDoesNotExistError)):
+            await stubborn
+    finally:
+        await session.close()
+        await driver.delete(rid)

@@ -68,6 +68,21 @@ def test_what_a_build_may_do_is_left_to_the_engine(dockerfile: str) -> None:
         ("# escape=`\n" + BASE + "ADD `\n  http://127.0.0.1/x /s\n", "ADD takes files"),
         (BASE + "ADD --checksum=sha256:00 http://x/y /s\n", "ADD takes files"),
         (BASE + "ADD git@github.com:a/b.git /s\n", "ADD takes files"),
+        # The engine takes quotes and escapes out of a source before it asks if it is a URL.
+        (BASE + "ADD http:\\/\\/127.0.0.1:9333/dir/status /s\n", "ADD takes files"),
+        (BASE + 'ADD http:"//"127.0.0.1:9333/dir/status /s\n', "ADD takes files"),
+        (BASE + "ADD 'http:'//127.0.0.1:9333/dir/status /s\n", "ADD takes files"),
+        (BASE + 'ADD ["http:\\\\/\\\\/127.0.0.1/x", "/s"]\n', "ADD takes files"),
+        # A stage is the engine's to name only once it has ended; FROM finds stages by name only.
+        ("FROM spinup/base:bookworm AS abc\nCOPY --from=abc / /loot\n", "COPY --from"),
+        (BASE + "FROM 0\n", "FROM '0'"),
+        # Heredocs: this parser reads them, the engine's classic builder runs their lines.
+        (
+            BASE + "COPY <<EOF /x\nADD http://127.0.0.1:9333/dir/status /s\nLABEL a=\\\nEOF\n",
+            "heredoc",
+        ),
+        (BASE + "#\x00\nADD http://127.0.0.1/x /s\n", "NUL"),
+        (BASE + "#" + "x" * (1024 * 1024) + "\nADD http://127.0.0.1/x /s\n", "larger than"),
         (BASE + "ONBUILD ADD http://127.0.0.1/x /s\n", "ONBUILD is not supported"),
         (BASE + "ONBUILD RUN true\n", "ONBUILD is not supported"),
         (BASE + "onbuild run true\n", "ONBUILD is not supported"),
@@ -91,7 +106,29 @@ def test_what_would_reach_outside_the_stack_is_refused_saying_what_to_do(
     refusal = build_refusal(context(dockerfile))
     assert refusal is not None
     assert said in refusal
-    assert refusal.startswith("line ")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["x/../Dockerfile"],
+        ["/Dockerfile"],
+        [".//Dockerfile"],
+        ["././Dockerfile"],
+        ["Dockerfile", "x/../Dockerfile"],
+        ["Dockerfile", "Dockerfile"],
+        ["x/Dockerfile"],  # what Python reads of a V7 or GNU header whose prefix Go ignores
+        ["DOCKERFILE"],
+    ],
+)
+def test_a_dockerfile_the_engine_could_find_elsewhere_is_refused(names: list[str]) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in zip(names, [BASE, BASE + "ADD http://127.0.0.1/x /s\n"], strict=False):
+            member = tarfile.TarInfo(name)
+            member.size = len(text)
+            tar.addfile(member, io.BytesIO(text.encode()))
+    assert "one Dockerfile, at its root" in (build_refusal(buffer.getvalue()) or "")
 
 
 def test_the_dockerfile_is_found_as_the_engine_finds_it() -> None:

@@ -175,7 +175,12 @@ FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND state = 'active'
   AND query_start < clock_timestamp() - make_interval(secs => $1)
 """
-_CANCEL = "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM unnest($1::int[]) AS pid"
+#: How far past its limit a cancelled statement may still run before its session is ended.
+TERMINATE_AFTER_S = 15.0
+_CANCEL_OR_TERMINATE = """
+SELECT (SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM unnest($1::int[]) AS pid)
+     + (SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM unnest($2::int[]) AS pid)
+"""
 #: What a tenant's login counts against: client connections, and the slots not reserved.
 _CONNECTION_SLOTS = """
 SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS used,
@@ -924,7 +929,10 @@ class PostgresDriver:
         outside: statements running ``OVERDUE_AFTER_S`` or longer are looked up, their limits
         asked of ``limits_of`` (resource id -> ms, from the platform's record, which a tenant
         cannot change), and those past theirs are cancelled as the timeout would have
-        (``pg_cancel_backend``: the statement fails, the session stays). How many were.
+        (``pg_cancel_backend``: the statement fails, the session stays). A statement still
+        running ``TERMINATE_AFTER_S`` past its limit caught the cancel (a PL/pgSQL handler for
+        ``query_canceled`` can): its session is ended (``pg_terminate_backend``). How many
+        statements were cancelled or ended.
         """
 
         async def running(conn: PoolConnectionProxy[asyncpg.Record]) -> list[asyncpg.Record]:
@@ -938,16 +946,20 @@ class PostgresDriver:
         if not statements:
             return 0
         limits = await limits_of({rid for _, rid, _ in statements})
-        overdue = [pid for pid, rid, ms in statements if rid in limits and ms > limits[rid]]
-        if not overdue:
+        overdue = [(pid, ms - limits[rid]) for pid, rid, ms in statements if rid in limits]
+        cancel = [pid for pid, past_ms in overdue if 0 < past_ms <= TERMINATE_AFTER_S * 1000]
+        terminate = [pid for pid, past_ms in overdue if past_ms > TERMINATE_AFTER_S * 1000]
+        if not cancel and not terminate:
             return 0
 
-        async def cancel(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
-            return int(await conn.fetchval(_CANCEL, overdue))
+        async def end(conn: PoolConnectionProxy[asyncpg.Record]) -> int:
+            return int(await conn.fetchval(_CANCEL_OR_TERMINATE, cancel, terminate))
 
-        cancelled = await self._run("cancelled", cancel)
-        log.warning("pg_provisioner.statements.cancelled", count=cancelled)
-        return cancelled
+        ended = await self._run("cancelled", end)
+        log.warning(
+            "pg_provisioner.statements.cancelled", cancelled=len(cancel), terminated=len(terminate)
+        )
+        return ended
 
     async def exists(self, resource_id: UUID) -> bool:
         """Whether the role or the database of this resource exists (for sweeps and tests)."""

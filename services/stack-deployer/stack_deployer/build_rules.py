@@ -23,6 +23,7 @@ buildkit's), so continuations, escapes and JSON forms are split as the engine sp
 from __future__ import annotations
 
 import io
+import posixpath
 import re
 import tarfile
 
@@ -33,7 +34,7 @@ from stack_deployer.engine import REGISTRY_HINT
 
 #: Where the classic builder looks for the Dockerfile in a context: this name, then lowercase.
 DOCKERFILE_NAMES = ("Dockerfile", "dockerfile")
-#: The most of a Dockerfile read: the engine itself refuses larger ones.
+#: The largest Dockerfile checked; a larger one is refused, not read in part.
 _MAX_DOCKERFILE_BYTES = 1024 * 1024
 _BASES = ", ".join(sorted(BASE_IMAGES))
 #: The engine's empty image: a build FROM it holds only what it copies in.
@@ -49,34 +50,56 @@ def build_refusal(context: bytes) -> str | None:
         text = _dockerfile_of(context)
     except tarfile.TarError:
         return "the build context is not a tar archive (plain, gzip, bzip2 or xz)"
-    except _NotAFileError as exc:
+    except _UnclearDockerfileError as exc:
         return str(exc)
-    if text is None:
-        return None
+    return None if text is None else _text_refusal(text)
+
+
+def _text_refusal(text: str) -> str | None:
+    if "\x00" in text:
+        return "the Dockerfile holds a NUL byte"
     try:
         instructions = dockerfile.parse_string(text)
     except dockerfile.GoParseError as exc:
         return f"the Dockerfile does not parse: {exc}"
+    if any(instruction.heredocs for instruction in instructions):
+        # This parser reads heredocs; the engine's classic builder does not, and would run the
+        # lines of one as instructions.
+        return "the Dockerfile uses a heredoc (<<), which this engine's builder does not support"
     return _refusal(instructions)
 
 
-class _NotAFileError(Exception):
-    """The context's Dockerfile is a link or something else that is not a plain file."""
+class _UnclearDockerfileError(Exception):
+    """The context's Dockerfile cannot be told apart as the engine would find it."""
 
 
 def _dockerfile_of(context: bytes) -> str | None:
+    """The context's Dockerfile, found as the engine finds it, or None.
+
+    The engine unpacks the context (cleaning each name, a later entry replacing an earlier
+    one) and reads ``Dockerfile``, else ``dockerfile``. Rather than follow every way a name can
+    be spelled, a context may hold a file of either name only once, at its root, as a plain
+    file under a plain name.
+    """
     with tarfile.open(fileobj=io.BytesIO(context), mode="r:*") as tar:
-        members = {member.name.removeprefix("./"): member for member in tar.getmembers()}
-        for name in DOCKERFILE_NAMES:
-            member = members.get(name)
-            if member is None:
+        found: dict[str, tarfile.TarInfo] = {}
+        for member in tar.getmembers():
+            if posixpath.basename(posixpath.normpath(member.name)).lower() != "dockerfile":
                 continue
+            if (name := member.name.removeprefix("./")) not in DOCKERFILE_NAMES or name in found:
+                msg = "a build context holds one Dockerfile, at its root (named Dockerfile)"
+                raise _UnclearDockerfileError(msg)
             if not member.isfile():
-                msg = f"the build context's {name} must be a plain file, not a link"
-                raise _NotAFileError(msg)
-            read = tar.extractfile(member)
-            data = read.read(_MAX_DOCKERFILE_BYTES) if read is not None else b""
-            return data.decode("utf-8", errors="replace")
+                msg = f"the build context's {member.name} must be a plain file, not a link"
+                raise _UnclearDockerfileError(msg)
+            found[name] = member
+        for name in DOCKERFILE_NAMES:
+            if name in found:
+                if found[name].size > _MAX_DOCKERFILE_BYTES:
+                    msg = f"the Dockerfile is larger than {_MAX_DOCKERFILE_BYTES} bytes"
+                    raise _UnclearDockerfileError(msg)
+                read = tar.extractfile(found[name])
+                return read.read().decode("utf-8", errors="replace") if read else ""
     return None
 
 
@@ -109,18 +132,19 @@ def _problem(instruction: dockerfile.Command, stages: list[str]) -> str | None:
     if command == "ONBUILD":
         return "ONBUILD is not supported; write the instruction in the stage itself"
     if command == "FROM":
+        # The engine finds an earlier stage for FROM by its name only: digits name an image.
         image = instruction.value[0] if instruction.value else ""
-        return None if _may_build_from(image, stages) else _image_refused("FROM", image)
+        named = image if not image.isdigit() else ""
+        return None if _may_build_from(named, stages) else _image_refused("FROM", image)
     if command == "COPY":
         for flag in instruction.flags:
             if flag.lower().startswith("--from="):
                 source = flag.split("=", 1)[1]
-                if not _may_build_from(source, stages):
+                # A stage is the engine's to name only once it has ended: the current one's
+                # name (the last of ``stages``) would be looked up as an image.
+                if not _may_build_from(source, stages[:-1]):
                     return _image_refused("COPY --from", source)
-    if command == "ADD" and any(
-        "$" in source or "://" in source or source.startswith("git@")
-        for source in instruction.value[:-1]
-    ):
+    if command == "ADD" and any(_maybe_remote(source) for source in instruction.value[:-1]):
         return (
             "ADD takes files of the build context only. The engine fetches an ADD <url>"
             " itself, outside the stack's network rules: download with RUN (curl, python3)"
@@ -128,6 +152,16 @@ def _problem(instruction: dockerfile.Command, stages: list[str]) -> str | None:
             " context."
         )
     return None
+
+
+def _maybe_remote(source: str) -> bool:
+    """An ``ADD`` source the engine might fetch: a URL, or anything it rewrites before looking.
+
+    The engine takes quotes, escapes and variables out of a source before it asks whether it is
+    a URL (a backslash before each slash, ``'http:'//…``), so a source holding any of them is
+    refused.
+    """
+    return "://" in source or source.startswith("git@") or any(c in source for c in "$\\\"'`")
 
 
 def _declared(values: tuple[str, ...]) -> dict[str, str]:
