@@ -119,7 +119,7 @@ def _refusal(instructions: tuple[dockerfile.Command, ...]) -> str | None:
         if problem is not None:
             at = f"line {instruction.start_line}: {instruction.original.strip()[:120]}"
             return f"{at}: {problem}"
-        if instruction.cmd.upper() == "FROM":
+        if command == "FROM":
             named = len(instruction.value) >= 3 and instruction.value[1].lower() == "as"  # noqa: PLR2004
             stages.append(instruction.value[2].lower() if named else "")
     return None
