@@ -135,16 +135,31 @@ async def test_hostile_idempotency_key_is_refused(http: httpx.AsyncClient, key: 
     assert assert_refused(response, 400)["error"] == "invalid_idempotency_key"
 
 
-async def test_a_control_character_in_a_header_is_refused_by_the_http_server(
-    http: httpx.AsyncClient,
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        (
+            b"POST /db/new HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\x7f\x00\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
+        # A method the HTTP parser does not know, sent to a webhook receiver's address.
+        b"FOO /webhook/receive/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ],
+    ids=["control character in a header", "unknown method"],
+)
+async def test_a_request_that_is_not_http_gets_the_error_json(
+    http: httpx.AsyncClient, request_bytes: bytes
 ) -> None:
-    # Invalid HTTP: the server's parser answers 400 before the app (so not the error JSON).
-    answer = await raw_request(
-        str(http.base_url).rstrip("/"),
-        b"POST /db/new HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k\x7f\x00\r\n"
-        b"Content-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    # The server's parser refuses it before the app; the answer still has the API's shape.
+    answer = await raw_request(str(http.base_url).rstrip("/"), request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)
+    assert error["ok"] is False
+    assert error["error"] == "invalid_request"
+    assert "HTTP/1.1" in error["message"]
+    assert f"x-request-id: {error['request_id']}".encode() in head.lower()
 
 
 async def raw_request(url: str, request: bytes) -> bytes:

@@ -69,6 +69,11 @@ SERVICE = "gateway"
 #: Platform Redis connections each gateway process opens before it serves (the pool grows past
 #: them when more are in use at once).
 REDIS_CONNECTIONS_AT_START = 16
+#: How long an idle client connection stays open. Longer than the idle expiry of the clients
+#: and load balancers that reuse connections (httpx 5 s, aiohttp 15 s, AWS ALB 60 s): a server
+#: that closes first races the client's next request, which then fails unanswered. 75 s is
+#: nginx's default, for the same reason.
+KEEP_ALIVE_S = 75
 log = structlog.get_logger("gateway")
 
 
@@ -296,6 +301,7 @@ def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> No
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
         # uvicorn would rewrite the client address from X-Forwarded-For of any local peer;
         # gateway.admission.clients believes it only from SPINUP_TRUSTED_PROXIES.
         proxy_headers=False,
