@@ -24,8 +24,8 @@ from bench.measure import measure
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
-from shared.pgpool import open_pool
 from shared.plans import load_plans
+from shared.postgres.pool import open_pool
 from shared.testing.factories import provision_requested
 
 

@@ -57,8 +57,8 @@ from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
-from shared.pgpool import open_pool
 from shared.plans import load_plans
+from shared.postgres.pool import open_pool
 
 
 async def _timed(calls: int, call: Callable[[], Awaitable[object]]) -> list[float]:

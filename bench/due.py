@@ -36,7 +36,7 @@ from shared.contracts.kinds import ResourceKind
 from shared.eventlog.projections import DUE_SQL, ResourceReadModel
 from shared.eventlog.schema import migrate
 from shared.lifecycle import USAGE_BATCH
-from shared.pgpool import open_pool
+from shared.postgres.pool import open_pool
 
 _CALLS = 200
 _USAGE_SWEEPS = 20

@@ -64,8 +64,8 @@ from shared.crypto.tokens import hash_token
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceDriver, ResourceLifecycle
-from shared.pgpool import open_pool
 from shared.plans import Plans, load_plans
+from shared.postgres.pool import open_pool
 
 #: The creates the floor is taken of, and whether the gateway reaches their worker over NATS
 #: (a webhook's worker is the gateway itself: ADR 0036).

@@ -45,7 +45,7 @@ def _best_cpu_us(work: Callable[[], None]) -> float:
 def measure_here() -> dict[str, float]:
     """CPU microseconds per call of each group of updates, in this process's mode."""
     # Imported here: the multiprocess mode is chosen by the environment at import.
-    from shared import metrics, tracing  # noqa: PLC0415
+    from shared.observability import metrics, tracing  # noqa: PLC0415
 
     def http() -> None:
         series = metrics.http_series("/resources/{token:str}", "GET", 200)

@@ -40,7 +40,7 @@ from bench.harness import PG_POOL_SETTING, POOL_FILL_TIMEOUT_S, Progress
 from bench.measure import Measurement, measure, percentile, summary
 from bench.pg_pool import wait_for_pool
 from pg_provisioner.driver import scram_sha256_verifier
-from shared.pgpool import open_pool
+from shared.postgres.pool import open_pool
 
 
 @dataclass(frozen=True, kw_only=True)

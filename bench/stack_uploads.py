@@ -9,7 +9,7 @@ with the store's stream size beside it.
 
 - ``listing``: what the deployer did until 2026-12-07: list the store (``ignore_deletes``), then
   nats-py's ``ObjectStore.delete`` of each of the stack's objects, which keeps a tombstone.
-- ``by name``: ``shared.stack_uploads.remove_upload``: the names from the manifest, each object
+- ``by name``: ``shared.stacks.uploads.remove_upload``: the names from the manifest, each object
   purged whole.
 """
 
@@ -32,7 +32,7 @@ from bench.harness import tmp_dir
 from devstack.procs import free_ports, wait_until
 from devstack.servers import nats_server_binary
 from shared.contracts.subjects import STACK_UPLOADS_BUCKET
-from shared.stack_uploads import put_upload, remove_upload
+from shared.stacks.uploads import put_upload, remove_upload
 
 if TYPE_CHECKING:
     from nats.js.client import JetStreamContext

@@ -86,7 +86,7 @@ class CustomerNatsServer(Server):
         """Mint operator, SYS account and SYS user unless done before; True if it minted."""
         if not self.needs_init():
             return False
-        from shared import natsjwt  # noqa: PLC0415 (venv package: devstack imports stdlib only)
+        from shared.crypto import natsjwt  # noqa: PLC0415 (venv package: devstack imports stdlib only)
 
         operator = natsjwt.NKey.generate(natsjwt.KeyKind.OPERATOR)
         system = natsjwt.NKey.generate(natsjwt.KeyKind.ACCOUNT)

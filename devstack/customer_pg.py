@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from devstack.network import tenant_host
 from devstack.procs import DevstackError
 from devstack.servers import CONTAINER_NETWORKS, PostgresCluster
-from shared.pg_binaries import bundled_bin_dir, bundled_install
 from shared.plans import load_plans
+from shared.postgres.binaries import bundled_bin_dir, bundled_install
 
 if TYPE_CHECKING:
     from devstack.profile import Profile, Secrets

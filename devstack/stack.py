@@ -144,8 +144,9 @@ class Stack:
         profile, ports, secrets = self.profile, self.profile.ports, self.secrets
         logs, run, data = profile.logs_dir, profile.run_dir, profile.data_dir
         speed = {} if profile.durable else {"fsync": "off", "full_page_writes": "off"}
-        # Every service opens its pools whole at start (shared/pgpool.py): about 90 connections
-        # for one replica of each, and the tests' and bench's replicas and pools beside them.
+        # Every service opens its pools whole at start (shared/postgres/pool.py): about 90
+        # connections for one replica of each, and the tests' and bench's replicas and pools
+        # beside them.
         budget = {"max_connections": str(PLATFORM_MAX_CONNECTIONS)}
         platform = PostgresCluster(
             "platform-pg",

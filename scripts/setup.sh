@@ -96,7 +96,7 @@ fi
 # sources come from the Debian mirror this machine's apt uses, as the base image does.
 mapfile -t found < <("$VENV/bin/python" -c '
 from devstack.engine import debian_mirror
-from shared.pg_binaries import bundled_bin_dir
+from shared.postgres.binaries import bundled_bin_dir
 print(bundled_bin_dir() / "pg_config")
 print(debian_mirror())')
 DEBIAN_MIRROR="${found[1]}" bash scripts/pg-contrib.sh "${found[0]}"

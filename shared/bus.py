@@ -27,7 +27,6 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from shared import metrics, tracing
 from shared.contracts.commands import Command, ExportResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import EXPORT_CHUNK_BYTES
@@ -42,6 +41,7 @@ from shared.contracts.subjects import (
     STACK_UPLOADS_BUCKET,
     Endpoint,
 )
+from shared.observability import metrics, tracing
 from shared.runtime import set_within
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ QUIET_HANDSHAKE: dict[str, Any] = {
 async def open_connections(client: Redis, count: int) -> None:
     """Open ``count`` connections of ``client``'s pool now, before it serves.
 
-    As the platform Postgres pools are opened whole (``shared.pgpool``): a pool that grows
+    As the platform Postgres pools are opened whole (``shared.postgres.pool``): a pool that grows
     under a burst makes that burst's requests wait for each new connection's handshake. The
     pool keeps them and still grows past ``count`` when more are needed at once.
     """

@@ -20,7 +20,6 @@ from uuid import UUID
 import structlog
 import uvloop
 
-from shared import metrics, tracing
 from shared.bus import Bus
 from shared.config import Env, SettingsError
 from shared.contracts.kinds import ResourceKind
@@ -33,15 +32,16 @@ from shared.eventlog.projections import (
 )
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
-from shared.health import heartbeat, heartbeat_file
 from shared.lifecycle import (
     USAGE_SWEEP_DUTY,
     ResourceDriver,
     ResourceLifecycle,
     SharedServer,
 )
-from shared.logging import configure_logging
-from shared.pgpool import open_pool, warm_pool
+from shared.observability import metrics, tracing
+from shared.observability.health import heartbeat, heartbeat_file
+from shared.observability.logging import configure_logging
+from shared.postgres.pool import open_pool, warm_pool
 from shared.runtime import (
     connect_with_retry,
     in_background,

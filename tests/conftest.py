@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from devstack.seaweed import weed_binary
 from devstack.stack import Stack
 from pg_provisioner.driver import PostgresDriver
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
+from shared.observability.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.usage_memo import UsageMemo
 from storage_provisioner.driver import FilerIamTarget, S3Driver, WeedShell
 

@@ -1,1 +1,1 @@
-"""Sealing secrets at rest and minting and hashing resource tokens."""
+"""Sealing secrets at rest, minting and hashing resource tokens, and NATS nkeys and JWTs."""

@@ -10,7 +10,7 @@ import sys
 from shared.config import Env
 from shared.eventlog.projections import rebuild_resources
 from shared.eventlog.schema import migrate
-from shared.pgpool import open_pool
+from shared.postgres.pool import open_pool
 
 
 async def _main(action: str) -> int:

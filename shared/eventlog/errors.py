@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 
 from shared.contracts.errors import PlatformUnavailableError
-from shared.pgerrors import CONNECTION_ERRORS
+from shared.postgres.errors import CONNECTION_ERRORS
 
 #: What the schema's ``refuse_append`` raises: an append's precondition said no.
 REFUSED_SQLSTATE = "SP001"

@@ -23,7 +23,7 @@ from shared.eventlog.schema import DEPLOYS_UNDER_WAY, LIVE_STATUSES
 from shared.eventlog.store import EventStore, Precondition, rebuild_folded
 from shared.naming import resource_stream
 from shared.resources import Due, ResourceState
-from shared.stack_state import DeployProgress
+from shared.stacks.state import DeployProgress
 
 if TYPE_CHECKING:
     from shared.contracts.commands import ProvisionResource

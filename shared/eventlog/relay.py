@@ -26,7 +26,6 @@ import structlog
 from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
-from shared import metrics
 from shared.contracts.subjects import (
     EVENT_BATCH_SUBJECT,
     EVENTS_STREAM,
@@ -36,8 +35,9 @@ from shared.eventlog.relayed import pack, relayed_through
 from shared.eventlog.schema import RELAY_LOCK
 from shared.eventlog.store import read_committed_after
 from shared.eventlog.stream import ensure_events_stream
-from shared.pgerrors import CONNECTION_ERRORS
-from shared.pgpool import CLOSE_TIMEOUT_S
+from shared.observability import metrics
+from shared.postgres.errors import CONNECTION_ERRORS
+from shared.postgres.pool import CLOSE_TIMEOUT_S
 from shared.runtime import set_within
 
 if TYPE_CHECKING:

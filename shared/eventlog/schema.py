@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from shared.contracts.kinds import ResourceKind, ResourceStatus
 from shared.eventlog.errors import REFUSED_SQLSTATE
-from shared.stack_state import UNDER_WAY
+from shared.stacks.state import UNDER_WAY
 
 if TYPE_CHECKING:
     import asyncpg
@@ -100,7 +100,7 @@ ALTER TABLE resources ADD COLUMN IF NOT EXISTS parent_id uuid;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS extensions integer NOT NULL DEFAULT 0;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS export_grace_seconds integer NOT NULL DEFAULT 0;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS delete_at timestamptz;
--- A stack's deploy (shared.stack_state.DeployProgress): where the reaper finds a deploy whose
+-- A stack's deploy (shared.stacks.state.DeployProgress): where the reaper finds a deploy whose
 -- worker died (docs/adr/0035). NULL for every other kind.
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_status text;
 ALTER TABLE resources ADD COLUMN IF NOT EXISTS deploy_revision integer;

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import asyncpg
 import msgspec
 
-from shared import metrics, tracing
 from shared.contracts.events import RecordedEvent, StoredEvent
 from shared.eventlog.codec import decode_event, encode_event, event_type
 from shared.eventlog.errors import ConcurrencyConflictError, platform_errors
 from shared.eventlog.schema import HOLD_APPENDS
-from shared.pgpool import rehearse_writes
+from shared.observability import metrics, tracing
+from shared.postgres.pool import rehearse_writes
 
 if TYPE_CHECKING:
     from uuid import UUID

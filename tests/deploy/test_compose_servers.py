@@ -164,7 +164,8 @@ def test_customer_postgres_has_devstacks_rules_and_settings(
 
 
 def test_the_platform_postgres_has_devstacks_connection_budget(config: dict[str, Any]) -> None:
-    # Every service opens its pools whole at start (shared/pgpool.py): the default 100 is short.
+    # Every service opens its pools whole at start (shared/postgres/pool.py): the default 100
+    # is short.
     command = config["services"]["platform-pg"]["command"]
     assert command == ["spinup-postgres", "-c", f"max_connections={PLATFORM_MAX_CONNECTIONS}"]
 

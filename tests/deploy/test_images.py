@@ -118,7 +118,7 @@ def test_images_run_as_a_user_that_is_not_root(images: dict[str, str]) -> None:
     for image in images.values():
         assert _docker("image", "inspect", "--format", "{{.Config.User}}", image) == "10001:10001"
         health = _docker("image", "inspect", "--format", "{{json .Config.Healthcheck}}", image)
-        assert "shared.health" in health
+        assert "shared.observability.health" in health
 
 
 async def test_a_database_made_through_the_containerised_gateway_and_worker(

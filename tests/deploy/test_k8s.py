@@ -24,7 +24,7 @@ import yaml
 
 from devstack.images import SERVICE_IMAGES
 from devstack.servers import nats_server_binary
-from shared import metrics
+from shared.observability import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from devstack.images import SERVICE_IMAGES
-from shared import metrics
+from shared.observability import metrics
 from tests.deploy.test_k8s import kustomize
 
 SERVICES = set(SERVICE_IMAGES)

@@ -2,8 +2,8 @@
 
 `promtool` (Debian's prometheus package, which scripts/setup.sh installs) checks the rules and
 runs their unit tests (alerts.test.yml: series in, alerts out). The rules and the dashboard may
-name only metrics that shared.metrics defines, and the dashboard shows every one of them. k8s/
-renders both as ConfigMaps (tests/deploy/test_k8s.py).
+name only metrics that shared.observability.metrics defines, and the dashboard shows every one
+of them. k8s/ renders both as ConfigMaps (tests/deploy/test_k8s.py).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from devstack.images import SERVICE_IMAGES
-from shared import metrics
+from shared.observability import metrics
 from tests.deploy.test_k8s import kustomize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def _dashboard_queries() -> list[str]:
 
 
 def _exported() -> dict[str, set[str]]:
-    """Each metric shared.metrics defines, with the sample names Prometheus stores for it."""
+    """Each metric shared.observability.metrics defines, with the sample names Prometheus stores."""
     families: dict[str, set[str]] = {}
     for value in vars(metrics).values():
         if isinstance(value, MetricWrapperBase):
@@ -128,7 +128,9 @@ def test_rules_and_dashboard_name_only_metrics_the_services_export() -> None:
     expressions = [rule["expr"] for rule in _rules()] + _dashboard_queries()
     for expression in expressions:
         for name in _METRIC.findall(expression):
-            assert name in samples, f"{name} is not defined in shared/metrics.py: {expression}"
+            assert name in samples, (
+                f"{name} is not defined in shared/observability/metrics.py: {expression}"
+            )
 
 
 def test_the_dashboard_shows_every_metric() -> None:

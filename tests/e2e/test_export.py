@@ -37,7 +37,7 @@ from spinup_mcp.server import build_server
 
 from devstack.stack import Stack
 from shared.naming import tenant_name
-from shared.pg_binaries import bundled_bin_dir
+from shared.postgres.binaries import bundled_bin_dir
 from tests.e2e.conftest import (
     anonymous_tier,
     gateway_with_plans,

@@ -21,7 +21,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from devstack.stack import Stack
 from queue_provisioner.driver import KIB, MIB, NatsAccountDriver
-from shared import natsjwt
+from shared.crypto import natsjwt
 from shared.testing.polling import eventually
 from tests.e2e.conftest import SHORT_TTL_S, new_resource
 

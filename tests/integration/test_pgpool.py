@@ -1,4 +1,4 @@
-"""``shared.pgpool``: what a pooled connection keeps, and what it has done before it serves.
+"""``shared.postgres.pool``: what a pooled connection keeps, and what it has done before it serves.
 
 asyncpg's default release resets the session in a round trip of its own; Spinup's pools skip it
 because none of its code keeps session state on a pooled connection (the module says why). So a
@@ -27,7 +27,7 @@ from shared.eventlog.projections import (
 from shared.eventlog.schema import WARM_CONNECTION
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
-from shared.pgpool import open_pool, rehearse_writes, warm_pool
+from shared.postgres.pool import open_pool, rehearse_writes, warm_pool
 from shared.testing.factories import provision_command, provision_requested
 
 pytestmark = pytest.mark.integration

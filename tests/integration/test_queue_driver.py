@@ -17,7 +17,6 @@ from devstack.customer_nats import (
 )
 from devstack.stack import Stack
 from queue_provisioner.driver import KIB, MIB, NatsAccountDriver
-from shared import natsjwt
 from shared.contracts.errors import (
     BackendUnavailableError,
     DropRefusedError,
@@ -25,6 +24,7 @@ from shared.contracts.errors import (
     SpinupError,
 )
 from shared.contracts.kinds import NatsLimits
+from shared.crypto import natsjwt
 from shared.lifecycle import Ceiling
 from shared.naming import tenant_name
 from tests.conftest import usage_measures_since

@@ -6,8 +6,8 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from shared import metrics
 from shared.eventlog.relay import Relay
+from shared.observability import metrics
 
 pytestmark = pytest.mark.integration
 

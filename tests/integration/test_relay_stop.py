@@ -21,7 +21,7 @@ import pytest
 
 from shared.eventlog.relay import Relay
 from shared.eventlog.schema import RELAY_LOCK
-from shared.pgpool import CLOSE_TIMEOUT_S
+from shared.postgres.pool import CLOSE_TIMEOUT_S
 from shared.testing.polling import eventually
 
 if TYPE_CHECKING:

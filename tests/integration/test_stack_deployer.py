@@ -40,7 +40,7 @@ from shared.contracts.subjects import (
 )
 from shared.eventlog.store import EventStore
 from shared.naming import resource_stream
-from shared.stack_state import StackStatus, StackView
+from shared.stacks.state import StackStatus, StackView
 from shared.testing.factories import deprovision_command, provision_command
 from stack_deployer.engine import REGISTRY_HINT
 

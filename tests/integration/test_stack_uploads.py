@@ -1,7 +1,7 @@
 """A stack's upload in the platform NATS's object store: stored, replaced and removed by name.
 
 Removed means nothing of it stays in the store's stream: no chunk and no metadata tombstone,
-which a later listing would read again (``shared.stack_uploads``).
+which a later listing would read again (``shared.stacks.uploads``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from nats.js.object_store import OBJ_STREAM_TEMPLATE
 from shared.bus import ensure_stack_stores
 from shared.contracts.stacks import MANIFEST_NAME
 from shared.contracts.subjects import STACK_UPLOADS_BUCKET
-from shared.stack_uploads import chunks_subject, meta_subject, put_upload, remove_upload
+from shared.stacks.uploads import chunks_subject, meta_subject, put_upload, remove_upload
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient

@@ -26,13 +26,13 @@ from devstack.stack import Stack
 from gateway.http.middleware import REQUEST_ID_HEADER, request_id_middleware
 from gateway.settings import Settings
 from pg_provisioner.driver import PostgresDriver
-from shared import tracing
 from shared.bus import Bus
 from shared.contracts.kinds import ResourceKind
 from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection, ResourceReadModel
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
+from shared.observability import tracing
 from shared.worker import serve_lifecycle
 
 pytestmark = pytest.mark.integration

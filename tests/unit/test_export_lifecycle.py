@@ -24,9 +24,9 @@ from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import DeprovisionReason, ResourceKind
 from shared.contracts.subjects import ENDPOINTS, PROVISION_POSTGRES
 from shared.lifecycle import ExportingDriver
+from shared.observability.tracing import TracedDriver
 from shared.testing.factories import deprovision_command, provision_command
 from shared.testing.polling import eventually
-from shared.tracing import TracedDriver
 
 ENDS = ENDPOINTS[ResourceKind.POSTGRES]
 GRACE_S = 6

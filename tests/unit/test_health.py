@@ -3,7 +3,7 @@ import os
 import time
 from pathlib import Path
 
-from shared import health
+from shared.observability import health
 
 
 async def test_heartbeat_says_ready_while_connected_and_disappears_at_stop(tmp_path: Path) -> None:

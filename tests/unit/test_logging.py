@@ -1,4 +1,4 @@
-from shared.logging import REDACTED, redact_secrets, redact_text
+from shared.observability.logging import REDACTED, redact_secrets, redact_text
 
 
 def test_passwords_in_urls_tokens_and_verifiers_are_redacted_from_text() -> None:

@@ -14,11 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.__main__ import _banner
 from devstack.stack import Stack
 from gateway.http.middleware import request_id_middleware
-from shared import metrics
 from shared.contracts.errors import ErrorCode
 from shared.contracts.kinds import DeprovisionReason, ResourceKind
 from shared.contracts.subjects import ENDPOINTS, STACK_CONTROL
 from shared.lifecycle import Ceiling
+from shared.observability import metrics
 
 #: name -> (type, labels): what alert rules and the dashboard are written against.
 CONTRACT: dict[str, tuple[str, tuple[str, ...]]] = {

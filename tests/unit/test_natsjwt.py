@@ -7,8 +7,8 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.client import RawCredentials
 
-from shared import natsjwt
-from shared.natsjwt import AccountLimits, KeyKind, NatsJwtError, NKey
+from shared.crypto import natsjwt
+from shared.crypto.natsjwt import AccountLimits, KeyKind, NatsJwtError, NKey
 
 
 def segments(token: str) -> list[dict[str, object]]:

@@ -11,7 +11,7 @@ from shared.contracts.events import (
     StackDeployStarted,
     StackReady,
 )
-from shared.stack_state import DeployProgress, StackStatus
+from shared.stacks.state import DeployProgress, StackStatus
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

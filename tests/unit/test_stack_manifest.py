@@ -25,7 +25,7 @@ from shared.contracts.stacks import (
     injected_env,
     parse_manifest,
 )
-from shared.stack_state import ServiceStatus, StackStatus, StackView
+from shared.stacks.state import ServiceStatus, StackStatus, StackView
 
 EXAMPLE = b"""\
 services:

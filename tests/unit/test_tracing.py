@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import structlog
 
-from shared import tracing
+from shared.observability import tracing
 
 
 def test_nothing_is_recorded_or_propagated_while_tracing_is_off() -> None:

@@ -12,7 +12,7 @@ from gateway.webhooks.driver import (
     receive_key_of_url,
 )
 from gateway.webhooks.routes import largest_webhook_body
-from shared.logging import redact_text
+from shared.observability.logging import redact_text
 from shared.plans import parse_plans
 
 KEY = b"k" * 32

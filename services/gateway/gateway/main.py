@@ -57,12 +57,12 @@ from shared.eventlog.relay import Relay
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
-from shared.logging import configure_logging
-from shared.pgpool import open_pool, warm_pool
+from shared.observability.logging import configure_logging
+from shared.observability.tracing import configure_tracing, trace_driver
 from shared.plans import load_plans
+from shared.postgres.pool import open_pool, warm_pool
 from shared.redis_handshake import QUIET_HANDSHAKE, open_connections
 from shared.runtime import connect_with_retry, in_background, settings_or_exit
-from shared.tracing import configure_tracing, trace_driver
 from shared.worker import orphan_grace, reconciling
 
 SERVICE = "gateway"

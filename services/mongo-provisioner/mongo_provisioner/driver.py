@@ -46,8 +46,8 @@ from shared.contracts.kinds import (
 )
 from shared.exporting import TAR_END, chunked, spooled_member
 from shared.lifecycle import Ceiling
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
+from shared.observability.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.usage_memo import UsageMemo
 
 if TYPE_CHECKING:

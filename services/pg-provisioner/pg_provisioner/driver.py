@@ -47,10 +47,10 @@ from shared.contracts.kinds import (
     ResourceKind,
 )
 from shared.lifecycle import Ceiling, Taken
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, retired_name, tenant_name, tenant_resource_id
-from shared.pgerrors import CONNECTION_ERRORS
-from shared.pgpool import open_pool
+from shared.observability.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
+from shared.postgres.errors import CONNECTION_ERRORS
+from shared.postgres.pool import open_pool
 from shared.usage_memo import Figures, UsageMemo
 
 if TYPE_CHECKING:

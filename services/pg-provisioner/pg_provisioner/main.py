@@ -12,7 +12,7 @@ from shared.contracts.kinds import PostgresLimits
 from shared.eventlog.projections import ResourceReadModel
 from shared.eventlog.schema import WARM_CONNECTION, migrate
 from shared.eventlog.store import EventStore
-from shared.pgpool import open_pool, warm_pool
+from shared.postgres.pool import open_pool, warm_pool
 from shared.runtime import connect_with_retry, repeating
 from shared.worker import serve_kind, worker_main
 

@@ -42,7 +42,6 @@ import asyncpg
 import structlog
 
 from pg_provisioner.sql import quote_ident, quote_literal
-from shared import metrics
 from shared.contracts.events import (
     PoolMemberDropped,
     PoolMemberReady,
@@ -57,6 +56,7 @@ from shared.naming import (
     pool_name,
     pool_stream,
 )
+from shared.observability import metrics
 from shared.runtime import set_within
 
 if TYPE_CHECKING:

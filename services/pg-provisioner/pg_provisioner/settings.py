@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shared.config import Env
-from shared.pg_binaries import bundled_bin_dir
+from shared.postgres.binaries import bundled_bin_dir
 from shared.worker import WorkerSettings
 
 

@@ -44,7 +44,6 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import ConnectionClosedError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from shared import natsjwt
 from shared.contracts.errors import (
     BackendUnavailableError,
     DropRefusedError,
@@ -57,10 +56,11 @@ from shared.contracts.kinds import (
     NatsLimits,
     ResourceKind,
 )
+from shared.crypto import natsjwt
 from shared.exporting import chunked
 from shared.lifecycle import Ceiling
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
+from shared.observability.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.usage_memo import UsageMemo
 
 if TYPE_CHECKING:

@@ -13,11 +13,11 @@ import uvloop
 from reaper.settings import Settings
 from reaper.sweep import Sweeper, run_usage_sweeps
 from shared.bus import Bus
-from shared.health import heartbeat
-from shared.logging import configure_logging
-from shared.metrics import serve_metrics
+from shared.observability.health import heartbeat
+from shared.observability.logging import configure_logging
+from shared.observability.metrics import serve_metrics
+from shared.observability.tracing import configure_tracing
 from shared.runtime import connect_with_retry, settings_or_exit, wait_for_shutdown
-from shared.tracing import configure_tracing
 
 SERVICE = "reaper"
 log = structlog.get_logger("reaper")

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared.config import Env
-from shared.health import heartbeat_file
-from shared.metrics import metrics_host, metrics_port
+from shared.observability.health import heartbeat_file
+from shared.observability.metrics import metrics_host, metrics_port
 
 
 @dataclass(frozen=True, slots=True)

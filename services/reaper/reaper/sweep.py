@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from shared import metrics
 from shared.contracts.commands import (
     ControlStack,
     DeprovisionResource,
@@ -26,6 +25,7 @@ from shared.contracts.commands import (
 )
 from shared.contracts.errors import SpinupError
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, ENDPOINTS, STACK_CONTROL
+from shared.observability import metrics
 
 if TYPE_CHECKING:
     from datetime import timedelta

@@ -47,7 +47,7 @@ from shared.contracts.stacks import (
 from shared.eventlog.errors import ConcurrencyConflictError
 from shared.naming import resource_stream
 from shared.resources import ResourceState
-from shared.stack_state import StackStatus, StackView
+from shared.stacks.state import StackStatus, StackView
 from stack_deployer.build_rules import build_refusal
 from stack_deployer.engine import BuildFailedError, ContainerSpec
 from stack_deployer.firewall import Egress, endpoints_of

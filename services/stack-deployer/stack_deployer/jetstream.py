@@ -1,7 +1,7 @@
 """The stack's upload (JetStream object store) and its log lines (JetStream stream).
 
 The gateway puts ``<stack id>/spinup.yaml`` and ``<stack id>/<file>`` into ``STACK_UPLOADS_BUCKET``
-before it asks for the stack (``shared.stack_uploads``); the deployer reads them here and removes
+before it asks for the stack (``shared.stacks.uploads``); the deployer reads them here and removes
 them with the stack.
 Log lines go out as ``StackLogLine`` JSON on the stack's subject of ``STACK_LOGS_STREAM``.
 """
@@ -20,7 +20,7 @@ from shared.bus import STACK_LOG_LINE_MAX
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.stacks import MANIFEST_NAME, StackLogLine, StackManifest, parse_manifest
 from shared.contracts.subjects import STACK_LOGS_STREAM, STACK_UPLOADS_BUCKET, stack_logs_subject
-from shared.stack_uploads import remove_upload
+from shared.stacks.uploads import remove_upload
 
 if TYPE_CHECKING:
     from uuid import UUID

@@ -9,7 +9,7 @@ from shared.crypto.sealing import Keyring
 from shared.eventlog.projections import ResourceProjection
 from shared.eventlog.store import EventStore
 from shared.lifecycle import ResourceLifecycle
-from shared.pgpool import open_pool
+from shared.postgres.pool import open_pool
 from shared.runtime import connect_with_retry
 from shared.worker import serve_kind, worker_main
 from stack_deployer.deploy import Deployer

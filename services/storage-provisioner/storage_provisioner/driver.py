@@ -75,8 +75,8 @@ from shared.contracts.kinds import (
 )
 from shared.exporting import TAR_END, chunked, spooled_member, tar_header, tar_padding
 from shared.lifecycle import Ceiling
-from shared.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.naming import guard_tenant_name, tenant_name
+from shared.observability.metrics import USAGE_MEASURED, USAGE_MEASURES, USAGE_STANDING
 from shared.usage_memo import Figures, UsageMemo
 from storage_provisioner.reloads import CANARY_PREFIX, IdentityChange, ReloadWatch, holds
 from storage_provisioner.seaweed_pb import (

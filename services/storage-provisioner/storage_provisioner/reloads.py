@@ -36,7 +36,7 @@ from typing import Protocol
 
 import structlog
 
-from shared.metrics import S3_GATEWAY_RELOADS, S3_IDENTITIES_RESTORED
+from shared.observability.metrics import S3_GATEWAY_RELOADS, S3_IDENTITIES_RESTORED
 from storage_provisioner.seaweed_pb import iam_pb2
 
 log = structlog.get_logger("storage_provisioner.reloads")

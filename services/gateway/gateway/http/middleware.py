@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from litestar.enums import ScopeType
 
-from shared import metrics, tracing
+from shared.observability import metrics, tracing
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send

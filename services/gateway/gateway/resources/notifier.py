@@ -54,8 +54,8 @@ from shared.contracts.events import (
 from shared.eventlog.errors import ConcurrencyConflictError
 from shared.eventlog.schema import NOTIFIER_LOCK
 from shared.naming import notification_stream
-from shared.pgerrors import CONNECTION_ERRORS
-from shared.pgpool import CLOSE_TIMEOUT_S
+from shared.postgres.errors import CONNECTION_ERRORS
+from shared.postgres.pool import CLOSE_TIMEOUT_S
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

@@ -41,7 +41,6 @@ from gateway.http.schemas import (
 )
 from gateway.resources.lifetime import expires_at_for, notify_target_at_create
 from gateway.resources.outbound import check_url
-from shared import metrics
 from shared.contracts.commands import DeprovisionResource, ProvisionResource
 from shared.contracts.errors import ErrorCode, SpinupError
 from shared.contracts.kinds import (
@@ -59,9 +58,10 @@ from shared.contracts.replies import ResourceProvisioned
 from shared.contracts.subjects import DEPROVISION_ENDPOINTS, PROVISION_ENDPOINTS
 from shared.crypto.tokens import fingerprint, hash_token, looks_like_token, mint_token
 from shared.naming import resource_stream
+from shared.observability import metrics
 from shared.plans import Tier
 from shared.resources import ResourceState
-from shared.stack_state import StackView
+from shared.stacks.state import StackView
 
 # Fixed namespace: ids derived from an Idempotency-Key are stable across restarts and replicas.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("8a6f1f8e-3c0e-4d55-9a57-2f6f3b1c9d21")

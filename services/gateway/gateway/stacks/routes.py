@@ -81,8 +81,8 @@ from shared.contracts.subjects import (
 from shared.naming import resource_stream
 from shared.plans import Plans
 from shared.resources import ResourceState
-from shared.stack_state import ServiceStatus, StackView
-from shared.stack_uploads import put_upload, remove_upload
+from shared.stacks.state import ServiceStatus, StackView
+from shared.stacks.uploads import put_upload, remove_upload
 
 log = structlog.get_logger("gateway.stacks")
 

@@ -45,7 +45,6 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.webhooks.signatures import SignatureCheck
-from shared import metrics
 from shared.contracts.errors import BackendUnavailableError, ErrorCode, SpinupError
 from shared.contracts.kinds import (
     EXPORT_FORMATS,
@@ -55,6 +54,7 @@ from shared.contracts.kinds import (
 )
 from shared.exporting import chunked
 from shared.naming import guard_tenant_name, tenant_name, tenant_resource_id
+from shared.observability import metrics
 
 log = structlog.get_logger("gateway.webhooks")
 
@@ -63,9 +63,9 @@ RECEIVE_KEY_PREFIX = "whk_"
 FIRST_GENERATION = 1
 # 128 bits of MAC: a forged key needs 2**128 guesses; hex keeps the URL plain and case-proof.
 _MAC_BYTES = 16
-# The MAC comes right after the id, so log redaction (shared.logging) hides exactly it; the
-# generation is decimal without leading zeros (one spelling per key), at most 18 digits
-# (Redis counts in 64 bits).
+# The MAC comes right after the id, so log redaction (shared.observability.logging) hides
+# exactly it; the generation is decimal without leading zeros (one spelling per key), at most
+# 18 digits (Redis counts in 64 bits).
 _RECEIVE_KEY_RE = re.compile(
     r"^whk_(?P<id>[0-9a-f]{32})(?P<mac>[0-9a-f]{32})(?P<generation>[1-9][0-9]{0,17})$"
 )

@@ -4,9 +4,9 @@ Workers have no HTTP port, so a worker proves it is alive with a heartbeat file 
 loop rewrites every few seconds: a stale file means a dead or stuck loop (liveness); the file's
 word says whether its NATS connection is up right now (readiness). The gateway is asked over HTTP.
 
-    python -m shared.health                 # heartbeat in $SPINUP_HEARTBEAT_FILE fresh and ready
-    python -m shared.health --live          # fresh, whatever the NATS connection (liveness)
-    python -m shared.health --url http://127.0.0.1:8080/readyz
+    python -m shared.observability.health          # $SPINUP_HEARTBEAT_FILE fresh and ready
+    python -m shared.observability.health --live   # fresh, whatever the NATS connection (liveness)
+    python -m shared.observability.health --url http://127.0.0.1:8080/readyz
 
 Exit status 0 when healthy, 1 otherwise, with the reason on stderr (Docker keeps it in
 ``docker inspect``'s health log).
@@ -109,7 +109,9 @@ def http_problem(url: str, timeout_s: float = 3.0) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Check one service's health; exit status 0 when healthy."""
-    parser = argparse.ArgumentParser(prog="python -m shared.health", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m shared.observability.health", description=__doc__
+    )
     parser.add_argument("--url", help="check this URL answers 200 instead of a heartbeat")
     parser.add_argument(
         "--live", action="store_true", help="only that the loop beats (liveness), not readiness"

@@ -49,7 +49,7 @@ __all__ = [
     "uninstall",
 ]
 
-log = structlog.get_logger("shared.tracing")
+log = structlog.get_logger("shared.observability.tracing")
 
 ENDPOINT_SETTINGS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 #: The attribute holding the request or command correlation id on every span.

@@ -41,7 +41,7 @@ from shared.config import Env
 from shared.contracts.errors import ErrorCode
 from shared.contracts.subjects import ENDPOINTS, STACK_CONTROL
 
-log = structlog.get_logger("shared.metrics")
+log = structlog.get_logger("shared.observability.metrics")
 
 #: The setting naming a worker's (or the reaper's) metrics port; 0 turns the listener off.
 PORT_SETTING = "SPINUP_METRICS_PORT"

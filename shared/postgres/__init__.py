@@ -1,0 +1,1 @@
+"""Connecting to Postgres: pools, the errors that mean "unreachable", where the binaries live."""
