@@ -16,6 +16,8 @@ class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
     INVALID_IDEMPOTENCY_KEY = "invalid_idempotency_key"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    #: The request line and headers together are over the gateway's bound (RFC 6585: 431).
+    REQUEST_HEADERS_TOO_LARGE = "request_headers_too_large"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     RESOURCE_GONE = "resource_gone"

@@ -31,7 +31,7 @@ from gateway.errors import document_errors, error_response
 from gateway.http.metrics import METRICS_ROUTES
 from gateway.http.middleware import request_id_middleware
 from gateway.http.openapi import complete_document, openapi_config
-from gateway.http.protocol import CoalescingHttpToolsProtocol
+from gateway.http.protocol import GatewayHttpToolsProtocol
 from gateway.llms.routes import LLMS_ROUTES
 from gateway.neon.routes import NEON_ROUTES
 from gateway.resources.export_routes import EXPORT_ROUTES
@@ -297,7 +297,7 @@ def _serve(settings: Settings, sockets: list[socket.socket] | None = None) -> No
         port=settings.http_port,
         loop="uvloop",
         # uvicorn's httptools protocol, each response written in one system call.
-        http=CoalescingHttpToolsProtocol,
+        http=GatewayHttpToolsProtocol,
         log_config=None,
         access_log=False,
         server_header=False,

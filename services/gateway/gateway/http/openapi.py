@@ -32,8 +32,8 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 # ---------------------------------------------------------------- what each route returns ----
 
-#: Any route: an unexpected failure (logged; a generic message).
-_SERVER = (ErrorCode.INTERNAL_ERROR,)
+#: Any route: an unexpected failure (logged; a generic message), or a head over the bound.
+_SERVER = (ErrorCode.INTERNAL_ERROR, ErrorCode.REQUEST_HEADERS_TOO_LARGE)
 #: Routes with path or query parameters the framework checks.
 _PARAMS = (ErrorCode.INVALID_REQUEST,)
 #: Routes reading a JSON body.
