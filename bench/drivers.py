@@ -114,7 +114,7 @@ async def _webhook(env: Mapping[str, str]) -> tuple[Driver, Closer]:
     redis = Redis.from_url(settings.redis_url)
     live = Redis.from_url(settings.redis_url, max_connections=1)
     driver = WebhookDriver(
-        redis, public_url=settings.public_url, token_key=settings.token_key, live=live
+        redis, content_url=settings.content_url, token_key=settings.token_key, live=live
     )
 
     async def close() -> None:

@@ -228,6 +228,15 @@ class Stack:
         return f"http://127.0.0.1:{self.profile.ports.gateway}"
 
     @property
+    def content_url(self) -> str:
+        """Where the gateway serves stack apps and webhook receivers (ADR 0067).
+
+        The same gateway under another host name: cookies are kept per host, so the console's
+        (on ``127.0.0.1``) are never sent to tenant content (on ``localhost``).
+        """
+        return f"http://localhost:{self.profile.ports.gateway}"
+
+    @property
     def metrics_urls(self) -> dict[str, str]:
         """Where Prometheus scrapes each service (``GET /metrics``), by service name."""
         return {
@@ -260,6 +269,7 @@ class Stack:
             # HTTP path is CPU, and one process uses one core (bench/README.md).
             "SPINUP_HTTP_PROCESSES": "2",
             "SPINUP_PUBLIC_URL": self.gateway_url,
+            "SPINUP_CONTENT_URL": self.content_url,
             "SPINUP_PLANS_FILE": str(self._plans_file),
             "SPINUP_LOG_FORMAT": "json",
             **self._workers_env(),

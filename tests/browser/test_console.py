@@ -461,6 +461,29 @@ async def test_webhook_inspector_shows_curl_requests_live_and_clears(
     await expect(items).to_have_count(1)
 
 
+async def test_a_signed_in_visitor_sends_no_console_cookie_to_a_receiver(
+    page: Page, http_api: httpx.AsyncClient, stack: Stack
+) -> None:
+    # An attacker's link to its own receiver, on the console's host or its own (ADR 0067).
+    email, _ = await _register(http_api)
+    await _sign_in(page, email)
+    hook: dict[str, Any] = (await http_api.post("/webhook/new")).json()
+    receive_url = hook["credentials"]["receive_url"]
+    lure = f"{stack.gateway_url}{urlsplit(receive_url).path}/lure"
+    answer = await page.goto(lure)
+    assert answer is not None
+    assert answer.status == 200
+    assert page.url == f"{receive_url}/lure"
+    await page.goto(f"{receive_url}/direct")
+    stored = (await http_api.get(f"/webhook/{hook['token']}/requests")).json()["requests"]
+    assert sorted(request["path"] for request in stored) == ["/direct", "/lure"]
+    sent_cookies = [value for r in stored for name, value in r["headers"] if name == "cookie"]
+    assert not [cookie for cookie in sent_cookies if "spinup_" in cookie], sent_cookies
+    # The visitor is still signed in on the console.
+    await page.goto("/console")
+    await expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+
 # -- stack page ---------------------------------------------------------------------------------
 
 

@@ -337,7 +337,7 @@ def test_stack_deployer_runs_in_the_host_network_with_net_admin(config: dict[str
         url = urlsplit(environment[variable])
         published = [str(p).split("/")[0].split(":") for p in services[server]["ports"]]
         assert [url.hostname, str(url.port), str(port)] in published, variable
-    for variable in ("SPINUP_STACK_SCOPE", "SPINUP_STACK_BASE_IMAGE", "SPINUP_PUBLIC_URL"):
+    for variable in ("SPINUP_STACK_SCOPE", "SPINUP_STACK_BASE_IMAGE", "SPINUP_CONTENT_URL"):
         assert environment.get(variable), variable
 
 

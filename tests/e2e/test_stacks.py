@@ -168,8 +168,8 @@ async def test_logs_of_another_kind_are_a_clear_400(http: httpx.AsyncClient) -> 
     await http.delete(f"/resources/{cache['token']}")
 
 
-async def test_an_unknown_app_url_is_a_json_404(http: httpx.AsyncClient) -> None:
-    response = await http.get("/apps/00000000-0000-0000-0000-000000000000/web/")
+async def test_an_unknown_app_url_is_a_json_404(stack: Stack) -> None:
+    response = await app_get(f"{stack.content_url}/apps/00000000-0000-0000-0000-000000000000/web/")
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
 

@@ -32,7 +32,7 @@ JSON_TEXT = '{"hello": "wörld", "n": [1, 2]}'
 async def webhooks(env: dict[str, str]) -> AsyncIterator[WebhookDriver]:
     """The platform Redis seen through the gateway's own key names, to check what is stored."""
     redis = Redis.from_url(env["SPINUP_REDIS_URL"])
-    yield WebhookDriver(redis, public_url=env["SPINUP_PUBLIC_URL"], token_key=b"unused" * 6)
+    yield WebhookDriver(redis, content_url=env["SPINUP_CONTENT_URL"], token_key=b"unused" * 6)
     await redis.aclose()
 
 
@@ -63,7 +63,7 @@ async def test_new_receiver_has_a_receive_url_without_the_token(
     assert receiver["credentials"]["type"] == "webhook"
     assert receiver["connection_url"] is None
     url = receive_url(receiver)
-    assert url.startswith(f"{stack.gateway_url}/webhook/receive/whk_")
+    assert url.startswith(f"{stack.content_url}/webhook/receive/whk_")
     assert receiver["token"] not in url
     assert set(receiver["limits"]) == {
         "requests_kept",

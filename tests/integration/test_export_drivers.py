@@ -505,7 +505,9 @@ def captured(body: bytes, path: str = "/") -> StoredRequest:
 async def test_webhook_export_is_the_history_items_and_suspend_stops_capturing(
     platform_redis: Redis,
 ) -> None:
-    webhooks = WebhookDriver(platform_redis, public_url="http://gateway.test/", token_key=TOKEN_KEY)
+    webhooks = WebhookDriver(
+        platform_redis, content_url="http://gateway.test/", token_key=TOKEN_KEY
+    )
     rid = uuid.uuid4()
     credentials = await webhooks.create(rid, WebhookLimits(requests_kept=200, max_body_kb=64))
     key = receive_key_of_url(TOKEN_KEY, credentials.receive_url)

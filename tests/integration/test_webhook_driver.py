@@ -36,7 +36,7 @@ async def redis(env: dict[str, str]) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def webhooks(redis: Redis) -> WebhookDriver:
-    return WebhookDriver(redis, public_url="http://gateway.test/", token_key=TOKEN_KEY)
+    return WebhookDriver(redis, content_url="http://gateway.test/", token_key=TOKEN_KEY)
 
 
 def key_of(credentials: WebhookCredentials) -> ReceiveKey:
@@ -197,7 +197,7 @@ async def test_feed_of_a_deleted_receiver_ends_at_once(webhooks: WebhookDriver) 
 
 async def test_unreachable_redis_is_backend_unavailable() -> None:
     client = Redis(port=free_ports(1)[0], socket_connect_timeout=0.5)
-    unreachable = WebhookDriver(client, public_url="http://gateway.test", token_key=TOKEN_KEY)
+    unreachable = WebhookDriver(client, content_url="http://gateway.test", token_key=TOKEN_KEY)
     try:
         with pytest.raises(BackendUnavailableError):
             await unreachable.create(uuid.uuid4(), LIMITS)
@@ -321,7 +321,9 @@ async def test_live_streams_have_a_bounded_pool_of_their_own(
     redis: Redis, env: dict[str, str]
 ) -> None:
     live = Redis.from_url(env["SPINUP_REDIS_URL"], max_connections=1)
-    bounded = WebhookDriver(redis, public_url="http://gateway.test", token_key=TOKEN_KEY, live=live)
+    bounded = WebhookDriver(
+        redis, content_url="http://gateway.test", token_key=TOKEN_KEY, live=live
+    )
     rid = uuid.uuid4()
     key = key_of(await bounded.create(rid, LIMITS))
     try:

@@ -31,6 +31,7 @@ from gateway.errors import document_errors, error_response
 from gateway.http.metrics import METRICS_ROUTES
 from gateway.http.middleware import request_id_middleware
 from gateway.http.openapi import complete_document, openapi_config
+from gateway.http.origins import content_origin_guard
 from gateway.http.protocol import GatewayHttpToolsProtocol
 from gateway.llms.routes import LLMS_ROUTES
 from gateway.neon.routes import NEON_ROUTES
@@ -121,7 +122,7 @@ def create_app(settings: Settings) -> Litestar:
             **QUIET_HANDSHAKE,
         )
         webhooks = WebhookDriver(
-            redis, public_url=settings.public_url, token_key=settings.token_key, live=live
+            redis, content_url=settings.content_url, token_key=settings.token_key, live=live
         )
         # One log for everything the gateway appends; each projection picks its own streams.
         store = EventStore(
@@ -212,6 +213,8 @@ def create_app(settings: Settings) -> Litestar:
             console_router(),
         ],
         dependencies=dependencies,
+        # The only before_request hook: a router or handler with its own would replace it.
+        before_request=content_origin_guard(settings.public_url, settings.content_url),
         lifespan=[lifespan],
         exception_handlers={Exception: error_response},
         openapi_config=openapi_config(version("spinup")),

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from shared.config import Env, SettingsError
 
@@ -18,6 +19,8 @@ class Settings:
     http_port: int
     http_processes: int
     public_url: str
+    #: Where stack apps and webhook receivers are served: a host of its own (ADR 0067).
+    content_url: str
     nats_url: str
     platform_dsn: str
     redis_url: str
@@ -53,6 +56,9 @@ class Settings:
         if http_processes < 1:
             msg = f"SPINUP_HTTP_PROCESSES must be 1 or more, got {http_processes}"
             raise SettingsError(msg)
+        public_url = env.string("SPINUP_PUBLIC_URL").rstrip("/")
+        content_url = env.string("SPINUP_CONTENT_URL").rstrip("/")
+        _check_content_url(public_url, content_url)
         return cls(
             http_host=env.string("SPINUP_HTTP_HOST", "127.0.0.1"),
             http_port=env.integer("SPINUP_HTTP_PORT", 8080),
@@ -60,7 +66,8 @@ class Settings:
             # is the gateway's cost. More than one is a replica set on one machine (each one
             # connects on its own), like replicas behind a load balancer.
             http_processes=http_processes,
-            public_url=env.string("SPINUP_PUBLIC_URL").rstrip("/"),
+            public_url=public_url,
+            content_url=content_url,
             nats_url=env.string("SPINUP_NATS_URL"),
             platform_dsn=env.string("SPINUP_PLATFORM_DSN"),
             redis_url=env.string("SPINUP_REDIS_URL"),
@@ -95,6 +102,25 @@ class Settings:
             log_format=env.string("SPINUP_LOG_FORMAT", "auto"),
             log_level=env.string("SPINUP_LOG_LEVEL", "info"),
         )
+
+
+def _check_content_url(public_url: str, content_url: str) -> None:
+    """Tenant content must be on another host than the API and console (ADR 0067).
+
+    Cookies are kept per host, whatever the port: on the console's host, a stack app or a
+    webhook receiver would be sent the console's session cookie and could act as the account.
+    """
+    public, content = urlsplit(public_url), urlsplit(content_url)
+    if content.scheme not in {"http", "https"} or not content.hostname:
+        msg = f"SPINUP_CONTENT_URL must be an http(s) URL, got {content_url!r}"
+        raise SettingsError(msg)
+    if content.hostname == public.hostname:
+        msg = (
+            f"SPINUP_CONTENT_URL ({content_url}) must name another host than SPINUP_PUBLIC_URL"
+            f" ({public_url}): stack apps and webhook receivers on the console's host would be"
+            " sent its session cookies. In production use another registrable domain."
+        )
+        raise SettingsError(msg)
 
 
 def _networks(name: str, raw: str) -> tuple[IPv4Network | IPv6Network, ...]:

@@ -67,7 +67,7 @@ async def run(settings: Settings) -> None:
         stop_timeout_s=settings.stop_timeout_s,
         loopback_alias=settings.loopback_alias,
     )
-    driver = StackDriver(engine, uploads, deployer, public_base=settings.public_url)
+    driver = StackDriver(engine, uploads, deployer, public_base=settings.content_url)
     watching = asyncio.create_task(watch(firewall, settings.firewall_check_s))
     try:
         await deployer.resume_logs()

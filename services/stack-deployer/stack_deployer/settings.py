@@ -20,8 +20,9 @@ class Settings:
     scope: str
     #: The image examples build ``FROM``; it must be on the engine (nothing is pulled).
     base_image: str
-    #: The gateway's public base URL: a stack's services are served under ``/apps/<id>/``.
-    public_url: str
+    #: Where the gateway serves tenant content (ADR 0067): a stack's services are under
+    #: ``/apps/<id>/`` there.
+    content_url: str
     #: A deploy whose builds and starts take longer fails; the reaper's recovery waits this long.
     build_timeout_s: float
     #: After every container started, how long they must keep running to count as started.
@@ -56,7 +57,7 @@ class Settings:
             docker_host=env.string("DOCKER_HOST", "unix:///var/run/docker.sock"),
             scope=env.string("SPINUP_STACK_SCOPE"),
             base_image=env.string("SPINUP_STACK_BASE_IMAGE"),
-            public_url=env.string("SPINUP_PUBLIC_URL").rstrip("/"),
+            content_url=env.string("SPINUP_CONTENT_URL").rstrip("/"),
             build_timeout_s=env.number("SPINUP_STACK_BUILD_TIMEOUT_S", 600.0),
             settle_s=env.number("SPINUP_STACK_SETTLE_S", 3.0),
             max_parallel_builds=env.integer("SPINUP_STACK_MAX_PARALLEL_BUILDS", 2),

@@ -46,6 +46,8 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     # Pages can show credentials: no shared or back-button cache keeps them.
     "Cache-Control": "no-store",
+    # A page of another origin that opened this one (window.open) gets no handle on it.
+    "Cross-Origin-Opener-Policy": "same-origin",
 }
 
 

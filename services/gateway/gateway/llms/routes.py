@@ -217,8 +217,9 @@ resources{name: {kind, id, status, connection_url, credentials}}, tier, limits, 
 claim_url, note`. Poll `GET /resources/{token}` until `stack.status` is `running` (or `failed`,
 with `stack.failed_service`, `stack.failure`, `stack.logs_tail`); `stack.services{name:
 {status, url, image}}`. Each service with a `port` is served at
-`<base>/apps/<id>/<service>/` (the app sees `X-Forwarded-Prefix`); 503 `app_not_running` while
-it is not running.
+`<content base>/apps/<id>/<service>/` (the app sees `X-Forwarded-Prefix`); 503 `app_not_running`
+while it is not running. Apps and webhook receivers are served on a host of their own, not the
+API's: use the URLs the answers give.
 
 - `GET /resources/{token}/logs` (`?follow=1` to keep streaming): Server-Sent Events, one `log`
   event per line, JSON `{at, source, line}` (`source`: deploy, build:<service>, <service>).

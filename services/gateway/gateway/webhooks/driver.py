@@ -384,7 +384,7 @@ class WebhookDriver:
         self,
         redis: Redis,
         *,
-        public_url: str,
+        content_url: str,
         token_key: bytes,
         live: Redis | None = None,
     ) -> None:
@@ -392,7 +392,7 @@ class WebhookDriver:
         # Each open stream holds a connection for as long as it is followed: a client of its own
         # (``live``, with its own bounded pool) keeps streams from starving every other command.
         self._live = live or redis
-        self._public_url = public_url.rstrip("/")
+        self._content_url = content_url.rstrip("/")
         self._token_key = token_key
         self._record = redis.register_script(_RECORD_SCRIPT)
         self._rotate = redis.register_script(_ROTATE_SCRIPT)
@@ -411,7 +411,7 @@ class WebhookDriver:
     def receive_url(self, resource_id: UUID, generation: int) -> str:
         """Where senders post to this receiver while its URL is at ``generation``."""
         key = receive_key(self._token_key, resource_id, generation)
-        return f"{self._public_url}/webhook/receive/{key}"
+        return f"{self._content_url}/webhook/receive/{key}"
 
     async def create(self, resource_id: UUID, limits: WebhookLimits) -> WebhookCredentials:
         """Open the receiver with these limits (again: the same URL, the new limits)."""
