@@ -13,6 +13,7 @@ from shared.contracts.errors import DropRefusedError, ErrorCode, SpinupError
 from shared.lifecycle import Ceiling
 from shared.naming import pool_member_id, tenant_name
 from shared.testing.factories import LIMITS
+from shared.testing.polling import eventually
 from shared.usage_memo import UsageMemo
 from tests.conftest import usage_measures_since
 
@@ -41,6 +42,30 @@ async def test_delete_is_idempotent_and_removes_role_and_database(driver: Postgr
     await driver.delete(rid)
     await driver.delete(rid)
     assert not await driver.exists(rid)
+
+
+async def test_a_database_its_tenant_made_a_template_is_dropped_at_delete(
+    driver: PostgresDriver, customer_admin: asyncpg.Connection
+) -> None:
+    rid = uuid.uuid4()
+    credentials = await driver.create(rid, LIMITS)
+    tenant = await asyncpg.connect(credentials.connection_url)
+    try:
+        # The tenant owns its database: Postgres lets it make it a template, and a template
+        # is never dropped.
+        await tenant.execute(f'ALTER DATABASE "{tenant_name(rid)}" IS_TEMPLATE true')
+        await tenant.execute("CREATE TABLE kept (secret text); INSERT INTO kept VALUES ('x')")
+    finally:
+        await tenant.close()
+    oid = await customer_admin.fetchval(
+        "SELECT oid FROM pg_database WHERE datname = $1", tenant_name(rid)
+    )
+    await driver.delete(rid)
+
+    async def dropped() -> bool:
+        return not await customer_admin.fetchval("SELECT 1 FROM pg_database WHERE oid = $1", oid)
+
+    assert await eventually(dropped, within=30), "the template database outlived its delete"
 
 
 async def test_tenants_lists_live_tenants_and_not_retired_ones_or_pool_members(

@@ -695,7 +695,11 @@ class PostgresDriver:
             if has_role:
                 shut.append(f"ALTER ROLE {ident} NOLOGIN PASSWORD NULL")
             if has_database:
-                shut.append(f"ALTER DATABASE {ident} ALLOW_CONNECTIONS false")
+                # A tenant owns its database, so it may have made it a template, which no DROP
+                # DATABASE removes: it would outlive the delete, data and all.
+                shut.append(
+                    f"ALTER DATABASE {ident} WITH ALLOW_CONNECTIONS false IS_TEMPLATE false"
+                )
             await conn.execute("; ".join(shut))
             # After the commit above nobody gets in again; end whoever is still in.
             await _terminate_sessions(conn, name)

@@ -166,6 +166,10 @@ class DropQueue:
     async def _drop(self, name: str) -> None:
         ident = quote_ident(guard_disposable_name(name))
         async with self._admin.acquire() as conn:
+            # A template is never dropped; a database retired as one before the delete stopped
+            # its tenant making it one would otherwise stay for good.
+            with contextlib.suppress(asyncpg.InvalidCatalogNameError):
+                await conn.execute(f"ALTER DATABASE {ident} IS_TEMPLATE false")
             await conn.execute(f"DROP DATABASE IF EXISTS {ident} WITH (FORCE)")
             await conn.execute(f"DROP ROLE IF EXISTS {ident}")
 
