@@ -39,6 +39,17 @@ server's connection ceiling, which the provisioner watches (``SharedServer.capac
 reporting 0 looks full. This launcher notes each server's ``max_connections`` on its metrics and
 reports ``max_connections - current`` there, never below 0.
 
+And it lets ``getMore`` and ``killCursors`` run with no privilege check (``getMore`` compares
+the cursor's namespace with the one the command names, not with what the caller may read), so
+anyone who learns another tenant's cursor id can page through or kill it; mongod allows a
+cursor to the user who opened it only. And it holds at most 10,000 open cursors for the whole
+server, each alive for 10 idle minutes, and answers ``internal server error`` past that: an
+exploratory attack (2026-12-07) filled it in 3.5 s with ``find``s of ``batchSize: 1`` on its
+own two documents, and every other tenant's query of more than one batch failed for ten
+minutes. This launcher refuses both commands unless the caller may read the database they name
+(a ``killCursors`` kills only cursors of that namespace), holds up to ``MAX_CURSORS`` for the
+server, and refuses a user its next cursor past ``MAX_CURSORS_PER_USER``, saying so.
+
 This launcher adds the missing checks, with mongod's semantics, then runs the unchanged
 ``secantus.cli.main``. Nothing else changes: the provisioner speaks standard MongoDB and would
 run unchanged against a real mongod, which refuses all of the above by itself. Imports of
@@ -51,6 +62,7 @@ import dataclasses
 import functools
 import importlib
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -70,6 +82,14 @@ _CLUSTER_ONLY = {
     "replSetGetStatus": "serverStatus",
     "replSetStepDown": "fsync",
 }
+#: Open cursors the server holds for all its users together (SecantusDB's own cap is 10,000).
+MAX_CURSORS = 100_000
+#: Open cursors one user may hold: SecantusDB keeps a cursor's whole result in memory, and the
+#: server's cap is shared. An application pages through a few at a time.
+MAX_CURSORS_PER_USER = 100
+#: Commands whose answer may leave a cursor open.
+_CURSOR_COMMANDS = frozenset({"find", "aggregate", "listCollections", "listIndexes"})
+_OPERATION_FAILED = 96
 #: The action each kind of ``bulkWrite`` operation needs on its namespace.
 _BULK_WRITE_ACTIONS = {"insert": "insert", "update": "update", "delete": "remove"}
 
@@ -113,6 +133,10 @@ def _needed_privileges(name: str, doc: Mapping[str, Any]) -> list[tuple[str, str
                     # A malformed namespace is the handler's to reject; "" matches no grant.
                     needed.append((action, database or ""))
         return needed
+    if name in {"getMore", "killCursors"}:
+        # Only a cursor of a database the caller may read: SecantusDB checks neither.
+        database = doc.get("$db")
+        return [("find", database if isinstance(database, str) else "")]
     if name == "renameCollection":
         source, target = _database_of(doc.get("renameCollection")), _database_of(doc.get("to"))
         if source is None or target is None or source == target:
@@ -123,6 +147,89 @@ def _needed_privileges(name: str, doc: Mapping[str, Any]) -> list[tuple[str, str
             needed.append(("dropCollection", target))
         return needed
     return []
+
+
+class CursorOwners:
+    """Which user opened each open cursor, so that one user cannot hold the server's every one.
+
+    A cursor is counted from the answer that opened it until the registry no longer holds it
+    (exhausted, killed, or idle past its timeout).
+    """
+
+    def __init__(self, per_user: int = MAX_CURSORS_PER_USER) -> None:
+        self.per_user = per_user
+        self._lock = threading.Lock()
+        self._by_user: dict[tuple[str, str], set[int]] = {}
+
+    def full(self, user: tuple[str, str], registry: Any) -> bool:  # noqa: ANN401 (secantus type)
+        """Whether ``user`` holds ``per_user`` cursors the registry still has."""
+        live = registry._cursors  # noqa: SLF001  (membership only; the registry has no lookup)
+        with self._lock:
+            held = {cursor for cursor in self._by_user.get(user, ()) if cursor in live}
+            if held:
+                self._by_user[user] = held
+            else:
+                self._by_user.pop(user, None)
+            return len(held) >= self.per_user
+
+    def note(self, user: tuple[str, str], reply: Reply) -> None:
+        """Count the cursor ``reply`` left open for ``user``, if any."""
+        cursor = reply.get("cursor")
+        cursor_id = cursor.get("id") if isinstance(cursor, dict) else None
+        if isinstance(cursor_id, int) and cursor_id:
+            with self._lock:
+                self._by_user.setdefault(user, set()).add(int(cursor_id))
+
+    def refusal(self) -> Reply:
+        """The answer to a user at its limit."""
+        return {
+            "ok": 0.0,
+            "errmsg": (
+                f"this user holds {self.per_user} open cursors, the most it may: read them to"
+                " the end, close them (killCursors), or let them time out (10 idle minutes)"
+                " before opening another"
+            ),
+            "code": _OPERATION_FAILED,
+            "codeName": "OperationFailed",
+        }
+
+
+def namespaced_kill(kill_cursors: Dispatch) -> Dispatch:
+    """Wrap ``killCursors`` so it kills only cursors of the namespace it names, as mongod does.
+
+    The others are answered in ``cursorsNotFound`` and left open.
+    """
+
+    def kill_in_namespace(doc: dict[str, Any], ctx: Any) -> Reply:  # noqa: ANN401 (secantus)
+        ids = doc.get("cursors")
+        if not isinstance(ids, list) or ctx.cursors is None:
+            return kill_cursors(doc, ctx)
+        namespace = f"{doc.get('$db')}.{doc.get('killCursors')}"
+        live = ctx.cursors._cursors  # noqa: SLF001  (read only; get() would refresh its age)
+        elsewhere = [
+            cursor
+            for cursor in ids
+            if isinstance(cursor, int)
+            and (entry := live.get(int(cursor))) is not None
+            and entry.namespace != namespace
+        ]
+        reply = kill_cursors({**doc, "cursors": [c for c in ids if c not in elsewhere]}, ctx)
+        if elsewhere and isinstance(reply.get("cursorsNotFound"), list):
+            reply["cursorsNotFound"] += [int(cursor) for cursor in elsewhere]
+        return reply
+
+    return kill_in_namespace
+
+
+def holding_more_cursors(init: Callable[..., None]) -> Callable[..., None]:
+    """Wrap ``SecantusDBServer.__init__`` to let its registry hold ``MAX_CURSORS``."""
+
+    @functools.wraps(init)
+    def init_and_raise(server: Any, *args: Any, **kwargs: Any) -> None:  # noqa: ANN401 (secantus)
+        init(server, *args, **kwargs)
+        server.cursors.max_cursors = MAX_CURSORS
+
+    return init_and_raise
 
 
 class UserChanges:
@@ -176,10 +283,12 @@ def guarded(
     dispatch: Dispatch,
     check_privilege: Callable[..., bool],
     user_changes: UserChanges | None = None,
+    cursor_owners: CursorOwners | None = None,
 ) -> Dispatch:
     """Wrap SecantusDB's ``dispatch`` with the checks it lacks.
 
-    With ``user_changes``, a connection's roles follow its user's record before every command.
+    With ``user_changes``, a connection's roles follow its user's record before every command;
+    with ``cursor_owners``, a user holds at most its number of open cursors.
     """
 
     def guarded_dispatch(doc: dict[str, Any], ctx: Any) -> Reply:  # noqa: ANN401 (secantus type)
@@ -197,6 +306,13 @@ def guarded(
                     role_resolver=ctx.storage.get_role,
                 ):
                     return _refusal(action, database)
+            if cursor_owners is not None and name in _CURSOR_COMMANDS and ctx.cursors is not None:
+                user = auth.authenticated_principals[0]
+                if cursor_owners.full(user, ctx.cursors):
+                    return cursor_owners.refusal()
+                reply = dispatch(doc, ctx)
+                cursor_owners.note(user, reply)
+                return reply
         return dispatch(doc, ctx)
 
     return guarded_dispatch
@@ -388,7 +504,10 @@ def main(argv: list[str] | None = None) -> int:
         rbac.check_privilege,
         every_action,
     )
-    server.SecantusDBServer.__init__ = recording_max_connections(server.SecantusDBServer.__init__)
+    server.SecantusDBServer.__init__ = holding_more_cursors(
+        recording_max_connections(server.SecantusDBServer.__init__)
+    )
+    commands._HANDLERS["killCursors"] = namespaced_kill(commands._HANDLERS["killCursors"])  # noqa: SLF001
     commands._HANDLERS["serverStatus"] = available_connections(  # noqa: SLF001
         commands._HANDLERS["serverStatus"]  # noqa: SLF001
     )
@@ -398,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     storage.Storage.add_user = user_changes.counting(storage.Storage.add_user)
     storage.Storage.drop_user = user_changes.counting(storage.Storage.drop_user)
     # The server module bound ``dispatch`` at import; every wire path calls it through there.
-    server.dispatch = guarded(commands.dispatch, rbac.check_privilege, user_changes)
+    server.dispatch = guarded(commands.dispatch, rbac.check_privilege, user_changes, CursorOwners())
     return int(cli.main(secantus_argv))
 
 

@@ -14,11 +14,13 @@ from typing import Any
 
 import httpx
 import pytest
+from bson import Int64
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
+from devstack.secantusd import MAX_CURSORS_PER_USER
 from devstack.stack import Stack
 from shared.testing.polling import eventually
 from tests.e2e.conftest import SHORT_TTL_S, new_resource
@@ -193,6 +195,63 @@ async def test_tenant_cannot_escape_into_another_tenant_or_the_server(
     assert await root[b_name].list_collection_names() == ["notes"]
     for database in (a["credentials"]["database"], b_name, "admin"):
         assert not (await root[database].command("usersInfo", "intruder"))["users"]
+
+
+async def test_a_tenant_can_neither_read_nor_kill_another_tenants_cursor(
+    two_tenants: tuple[dict[str, Any], ...],
+) -> None:
+    a, b = two_tenants
+    b_name = b["credentials"]["database"]
+    client_a, client_b = client_of(a["connection_url"]), client_of(b["connection_url"])
+    try:
+        database_b = client_b.get_default_database()
+        await database_b.notes.insert_many([{"n": n} for n in range(5)])
+        opened = await database_b.command("find", "notes", batchSize=1)
+        cursor = Int64(opened["cursor"]["id"])
+        assert cursor
+        with pytest.raises(OperationFailure) as refused:
+            await client_a[b_name].command("getMore", cursor, collection="notes")
+        assert refused.value.code == UNAUTHORIZED, refused.value.details
+        with pytest.raises(OperationFailure) as refused:
+            await client_a[b_name].command("killCursors", "notes", cursors=[cursor])
+        assert refused.value.code == UNAUTHORIZED, refused.value.details
+        # From its own database A may send killCursors, which finds no such cursor there.
+        answer = await client_a[own(client_a)].command("killCursors", "mine", cursors=[cursor])
+        assert answer["cursorsKilled"] == []
+        assert answer["cursorsNotFound"] == [cursor]
+        rest = await database_b.command("getMore", cursor, collection="notes", batchSize=10)
+        assert len(rest["cursor"]["nextBatch"]) == 5  # B's cursor was neither read nor closed
+    finally:
+        await client_a.close()
+        await client_b.close()
+
+
+async def test_one_tenants_open_cursors_leave_the_server_room_for_others(
+    two_tenants: tuple[dict[str, Any], ...],
+) -> None:
+    a, b = two_tenants
+    client_a, client_b = client_of(a["connection_url"]), client_of(b["connection_url"])
+    try:
+        database_a = client_a.get_default_database()
+        await database_a.mine.insert_one({"by": "a, again"})
+        cursors: list[Int64] = []
+        for _ in range(MAX_CURSORS_PER_USER):
+            opened = await database_a.command("find", "mine", batchSize=1)
+            cursors.append(Int64(opened["cursor"]["id"]))
+        with pytest.raises(OperationFailure) as refused:
+            await database_a.command("find", "mine", batchSize=1)
+        assert "open cursors" in str(refused.value)
+        # B pages through its own documents as ever.
+        database_b = client_b.get_default_database()
+        await database_b.notes.insert_many([{"n": n} for n in range(10)])
+        assert len(await database_b.notes.find({}, batch_size=2).to_list(None)) == 11
+        # A closes one of its cursors and may open one again.
+        await database_a.command("killCursors", "mine", cursors=cursors[:1])
+        again = await database_a.command("find", "mine", batchSize=1)
+        assert again["cursor"]["id"]
+    finally:
+        await client_a.close()
+        await client_b.close()
 
 
 @pytest.mark.parametrize(

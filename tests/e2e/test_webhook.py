@@ -374,9 +374,11 @@ async def test_behind_a_trusted_proxy_the_sender_address_comes_from_x_forwarded_
         async with httpx.AsyncClient(base_url=str(proxied.url), timeout=30) as client:
             receiver = await new_receiver(client)
             forwarded = {"X-Forwarded-For": "203.0.113.9"}
-            # The path only: the receive URL names the public address, not this replica.
-            path = httpx.URL(receive_url(receiver)).path
-            assert (await client.post(path, headers=forwarded)).status_code == 200
+            # The receive URL names the public address, not this replica: its path, sent to
+            # this replica under the content host's name (ADR 0067).
+            url = httpx.URL(receive_url(receiver))
+            replica = httpx.URL(str(proxied.url)).copy_with(host=url.host, path=url.path)
+            assert (await client.post(replica, headers=forwarded)).status_code == 200
     # The main gateway trusts no proxy: the same header sent to it is the sender's own claim.
     assert (await http.post(receive_url(receiver), headers=forwarded)).status_code == 200
     [direct, through_proxy] = await requests_of(http, receiver["token"])
