@@ -114,6 +114,10 @@ async def test_missing_or_empty_ref_is_400_with_a_hint(http: httpx.AsyncClient) 
         "00000000-0000-0000-0000-000000000000",
         str(uuid.uuid1()),
         str(uuid.uuid5(uuid.NAMESPACE_DNS, "guessable")),
+        # Version 4 by its version digits, hand-picked by the rest.
+        "00000000-0000-4000-8000-000000000000",
+        "11111111-1111-4111-8111-111111111111",
+        "01010101-0101-7101-8101-010101010101",
     ],
 )
 async def test_a_malformed_or_guessable_id_is_400_database_not_found(

@@ -24,8 +24,10 @@ on Neon. So:
   id and read its credentials. A derived id cannot be inverted, so only databases made through
   this API, and only by the id they were made with, can be read here.
 - A client-chosen id must be a random UUID (version 4 or 7, what ``crypto.randomUUID()`` and
-  Neon make). A hand-picked one (nil, version 1/3/5, or not a UUID) is refused: anyone could
-  guess it.
+  Neon make). A hand-picked one (nil, version 1/3/5, not a UUID, or one of few distinct digits
+  such as ``00000000-0000-4000-8000-000000000000``) is refused: anyone could guess it. A random
+  version 4 id has fewer than ``_MIN_DISTINCT_DIGITS`` distinct hex digits about once in 3·10¹¹;
+  a patterned id with more (``12345678-…``) is not caught.
 - The claim URL in these answers names this one database only (a claim token with ``rid``),
   not every anonymous resource of the caller's network: anyone given the id must not be able
   to claim the creator's other resources.
@@ -74,6 +76,8 @@ if TYPE_CHECKING:
 NEON_NAMESPACE = uuid.UUID("0b9e6c4d-71a2-4f3e-8c5b-d2a4e6f81937")
 # Random UUIDs only: v4 is random, v7 is a timestamp plus 74 random bits.
 _RANDOM_UUID_VERSIONS = {4, 7}
+#: Fewer distinct hex digits than this in an id means it was made by hand, not drawn.
+_MIN_DISTINCT_DIGITS = 6
 _MAX_REF_LENGTH = 255
 _NAME_LENGTH = 64  # the longest resource name /db/new accepts
 _empty_body = {b"", b"null"}
@@ -150,7 +154,11 @@ def _parse_id(raw_id: str, *, chosen_by_client: bool) -> uuid.UUID:
         parsed = uuid.UUID(raw_id)
     except ValueError:
         parsed = None
-    if parsed is None or parsed.version not in _RANDOM_UUID_VERSIONS:
+    if (
+        parsed is None
+        or parsed.version not in _RANDOM_UUID_VERSIONS
+        or len(set(parsed.hex)) < _MIN_DISTINCT_DIGITS
+    ):
         hint = (
             "Choose the id with a random UUID generator (version 4 or 7, e.g."
             " crypto.randomUUID()): it is the only key to the database, so it must be unguessable."
