@@ -106,6 +106,14 @@ async def test_a_bad_field_is_named_with_what_it_takes(
     assert "str | null" not in message, message
 
 
+async def test_a_missing_field_is_named_as_required(http: httpx.AsyncClient) -> None:
+    made = await http.post("/webhook/new")
+    assert made.status_code == 201, made.text
+    response = await http.post(f"/resources/{made.json()['token']}/extend", json={})
+    assert_error(response, 400, "invalid_request")
+    assert response.json()["message"].startswith("`ttl_seconds` is required."), response.text
+
+
 async def test_a_wrong_method_is_told_the_methods_the_route_takes(http: httpx.AsyncClient) -> None:
     response = await http.get("/db/new")
     assert_error(response, 405, "method_not_allowed")

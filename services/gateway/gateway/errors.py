@@ -141,6 +141,7 @@ _JSON_TYPES = {
 _EXPECTED_GOT = re.compile(r"Expected `([^`]+)`, got `([^`]+)`")
 _EXPECTED_CONSTRAINT = re.compile(r"Expected `([^`]+)`(.*)")
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
 def _json_type(name: str) -> str:
@@ -181,12 +182,14 @@ def _field_rules(struct: type[msgspec.Struct]) -> dict[str, str]:
     return rules
 
 
-def _problem(key: str, message: str, struct: type[msgspec.Struct] | None) -> str:
+def _problem(key: str, message: str, struct: type[msgspec.Struct] | None) -> str:  # noqa: PLR0911  (one answer per kind of problem)
     """One problem with a body field (``struct``: the body's type) or a parameter, named."""
     fields = [f.encode_name for f in msgspec.structs.fields(struct)] if struct is not None else []
     takes = f" This body takes: {', '.join(f'`{f}`' for f in fields)}." if fields else ""
     if (unknown := _UNKNOWN_FIELD.search(message)) is not None:
         return f"Unknown field `{unknown.group(1)}`.{takes}"
+    if (missing := _MISSING_FIELD.search(message)) is not None:
+        return f"`{missing.group(1)}` is required.{takes}"
     if key in {"", "data"}:
         expected = _EXPECTED_GOT.search(message)
         got = f", not {_json_type(expected.group(2))}" if expected else ""

@@ -222,7 +222,7 @@ def create_app(settings: Settings) -> Litestar:
         template_config=template_config(),
     )
     document_errors(app)
-    complete_document(app)
+    complete_document(app, settings.content_url)
     return app
 
 

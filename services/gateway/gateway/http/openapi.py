@@ -286,9 +286,17 @@ OPERATIONS: dict[str, OperationDoc] = {
 }
 
 
+#: The operations served on the content host (ADR 0067), in OpenAPI form.
+_CONTENT_PATHS = ("/webhook/receive/{key}", "/apps/{stack_id}/{service}")
+_ON_THE_API_HOST = {
+    "description": "Asked on the API's host: the same request belongs on the content host, this"
+    " `Location` (the method and body kept). Use the URL the create answer gave."
+}
+
+
 def _key_path(path: str) -> str:
     """``/webhook/receive/{key}/{subpath}`` → ``/webhook/receive/{key}``: one handler, one doc."""
-    for prefix in ("/webhook/receive/{key}", "/apps/{stack_id}/{service}"):
+    for prefix in _CONTENT_PATHS:
         if path.startswith(prefix):
             return prefix
     return path
@@ -323,15 +331,26 @@ _IDEMPOTENCY_PARAMETER = {
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
-def complete_document(app: Litestar) -> None:
-    """Add the headers and request bodies the handlers cannot declare to the served document.
+def _served_on(item: dict[str, Any], content_url: str) -> None:
+    """Name ``content_url`` as the path's server, and the redirect it gets on the API's host."""
+    item["servers"] = [{"url": content_url}]
+    for method in _METHODS:
+        if method in item:
+            item[method].setdefault("responses", {})["308"] = _ON_THE_API_HOST
+
+
+def complete_document(app: Litestar, content_url: str) -> None:
+    """Add the headers, bodies and servers the handlers cannot declare to the served document.
 
     Litestar builds the document once and serves that dict from then on; this fills it in when
     the app is made, so every render (JSON, YAML, the docs page) shows the same document.
+    Tenant content's operations name ``content_url`` as their server (ADR 0067).
     """
     # By name: the plugin's class is private to Litestar.
     document: dict[str, Any] = app.plugins.get("OpenAPIPlugin").provide_openapi_schema()
     for path, item in document.get("paths", {}).items():
+        if path.startswith(_CONTENT_PATHS):
+            _served_on(item, content_url)
         for method in _METHODS:
             operation = item.get(method)
             doc = operation_doc(method, path)
