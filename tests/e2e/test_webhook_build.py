@@ -95,6 +95,8 @@ async def test_a_plain_text_body_and_an_empty_204(http: httpx.AsyncClient) -> No
         ({"headers": {"Bad Name": "x"}}, "headers"),
         ({"headers": {"X-Split": "a\r\nSet-Cookie: s=1"}}, "headers"),
         ({"headers": {"Content-Security-Policy": "default-src *"}}, "headers"),
+        ({"headers": {"Clear-Site-Data": '"*"'}}, "headers"),
+        ({"headers": {"Refresh": "0; url=https://example.com/"}}, "headers"),
         ({"body": "x" * (64 * 1024 + 1)}, "body"),
         ({"delay_ms": 10**9}, "delay_ms"),
         ({"delay_ms": -1}, "delay_ms"),

@@ -35,6 +35,10 @@ FORBIDDEN_HEADERS = frozenset(
         "proxy-authorization",
         "proxy-connection",
         "set-cookie",
+        # A visitor's browser would clear the site's cookies and storage (signing it out of
+        # what shares the site), or be sent on after a delay without a redirect's status.
+        "clear-site-data",
+        "refresh",
         "te",
         "trailer",
         "transfer-encoding",
