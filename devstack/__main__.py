@@ -54,6 +54,7 @@ def _banner(stack: Stack) -> str:
         f"  API    {url}  (OpenAPI: {url}/schema)\n"
         f"  try    curl -s -X POST {url}/db/new   (or /cache /nosql /queue /storage /webhook)\n"
         f"  stacks curl -s -F spinup.yaml=@spinup.yaml -F web.tar=@web.tar {url}/stacks/new\n"
+        f"  apps   {stack.content_url}  (stack apps and webhook receivers, ADR 0067)\n"
         f"  logs   {logs}/  (e.g. tail -f {logs}/gateway.log)\n"
         f"  scrape {scrape}\n"
         f'  env    eval "$({_relative(Path(sys.executable))} -m devstack env)"\n'

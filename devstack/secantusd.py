@@ -306,8 +306,10 @@ def guarded(
                     role_resolver=ctx.storage.get_role,
                 ):
                     return _refusal(action, database)
-            if cursor_owners is not None and name in _CURSOR_COMMANDS and ctx.cursors is not None:
-                user = auth.authenticated_principals[0]
+            user = auth.authenticated_principals[0]
+            # Tenants sign in on their own database; the platform's users on admin, uncounted.
+            counted = user[0] != "admin" and ctx.cursors is not None
+            if cursor_owners is not None and name in _CURSOR_COMMANDS and counted:
                 if cursor_owners.full(user, ctx.cursors):
                     return cursor_owners.refusal()
                 reply = dispatch(doc, ctx)
