@@ -96,10 +96,10 @@ class GatewayHttpToolsProtocol(HttpToolsProtocol):
         """Wrap the connection's transport, then set up as uvicorn does."""
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._in_head = True
-        #: The head's bytes as the parser hands them over (target, names and values).
-        self._head_bytes = 0
-        #: The bytes received while the parser is in a head, which it holds until a header ends.
+        #: Bytes received while the parser is in a head (httptools holds a header until it ends).
         self._received_in_head = 0
+        #: The size of the chunk being parsed.
+        self._chunk = 0
         self._messages_ended = 0
         self._head_too_large = False
         self._refused = False
@@ -107,44 +107,36 @@ class GatewayHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         """Parse as uvicorn does; refuse a head that grows past ``MAX_HEAD_BYTES``.
 
-        Two counts, because httptools hands over a header only once it ends: what it hands over
-        (``on_url``, ``on_header``) is exact, and what arrives while the parser is still in a
-        head bounds the bytes it holds meanwhile. The second is taken after parsing: a chunk
-        that ends a head may carry the body too, but while the parser is still in a head,
-        every byte since the head began is the head's (from the chunk in which the last
-        message ended, so exact to a chunk).
+        While the parser is still in a head after a chunk, every byte since the head began is
+        the head's: that bounds what httptools holds before a header ends. The chunk in which
+        the last message ended is not counted, so the bound holds to within one chunk. A head
+        that ends in the chunk that took it past the bound is measured exactly when it ends
+        (``on_headers_complete``); smaller ones, nearly every request, cost nothing more.
         """
         if self._refused:
             return  # lingering after a refusal: read and dropped
         ended_before = self._messages_ended
+        self._chunk = len(data)
         super().data_received(data)
         if self._refused or not self._in_head or self.transport.is_closing():
             return
         if self._messages_ended != ended_before:
-            # The chunk ended a message; what follows the message's end in it is not counted.
-            return
+            return  # what follows the message's end in this chunk is not counted
         self._received_in_head += len(data)
         if self._received_in_head > MAX_HEAD_BYTES:
             self._refuse_head()
 
-    def on_message_begin(self) -> None:
-        """A new head begins."""
-        super().on_message_begin()
-        self._head_bytes = 0
-
-    def on_url(self, url: bytes) -> None:
-        """Count the request target's bytes, then keep them as uvicorn does."""
-        self._count_head(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """Count the header's bytes (with its ``: `` and line end), then keep it as uvicorn does."""
-        self._count_head(len(name) + len(value) + 4)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         """The head is whole: what follows is the body, whatever its size."""
         self._in_head = False
+        if self._received_in_head + self._chunk > MAX_HEAD_BYTES:
+            # The request target and each header with its ``: `` and line end.
+            size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            if size > MAX_HEAD_BYTES:
+                # Raised in a parser callback, it stops the parse: uvicorn then answers through
+                # send_400_response, which answers 431 instead.
+                self._head_too_large = True
+                raise _HeadTooLargeError
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -153,14 +145,6 @@ class GatewayHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
         self._received_in_head = 0
         self._messages_ended += 1
-
-    def _count_head(self, size: int) -> None:
-        self._head_bytes += size
-        if self._head_bytes > MAX_HEAD_BYTES:
-            # Raised in a parser callback, it stops the parse: uvicorn then answers through
-            # send_400_response, which answers 431 instead.
-            self._head_too_large = True
-            raise _HeadTooLargeError
 
     def send_400_response(self, msg: str) -> None:  # noqa: ARG002  (uvicorn's text, replaced)
         """Answer an unparsable request in the API's error shape, then close, as uvicorn does."""
