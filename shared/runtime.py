@@ -62,6 +62,18 @@ async def in_background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
             await task
 
 
+def raise_if_cancelled(exc: BaseException) -> None:
+    """Raise ``CancelledError`` when the current task is being cancelled.
+
+    A cancel that lands inside a driver's call can come out as the driver's own error (a query
+    cancelled, a connection closed). A loop that catches that as an outage and goes on has
+    swallowed its stop: whoever awaits the task after cancelling it waits for ever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
 @contextlib.asynccontextmanager
 async def repeating(
     work: Callable[[], Awaitable[object]], interval_s: float, failure_event: str
@@ -78,6 +90,7 @@ async def repeating(
             try:
                 await work()
             except Exception as exc:  # noqa: BLE001  (a server or the log is down: next pass)
+                raise_if_cancelled(exc)
                 if not failing:
                     log.warning(failure_event, error=repr(exc))
                 failing = True

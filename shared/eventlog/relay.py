@@ -38,7 +38,7 @@ from shared.eventlog.stream import ensure_events_stream
 from shared.observability import metrics
 from shared.postgres.errors import CONNECTION_ERRORS
 from shared.postgres.pool import CLOSE_TIMEOUT_S
-from shared.runtime import set_within
+from shared.runtime import raise_if_cancelled, set_within
 
 if TYPE_CHECKING:
     from nats.aio.client import Client as NatsClient
@@ -93,6 +93,7 @@ class Relay:
             try:
                 await self._run_while_leader()
             except _INTERRUPTIONS as exc:
+                raise_if_cancelled(exc)
                 log.warning("eventlog.relay.interrupted", error=type(exc).__name__)
             await asyncio.sleep(self._poll_interval)
 

@@ -56,6 +56,7 @@ from shared.eventlog.schema import NOTIFIER_LOCK
 from shared.naming import notification_stream
 from shared.postgres.errors import CONNECTION_ERRORS
 from shared.postgres.pool import CLOSE_TIMEOUT_S
+from shared.runtime import raise_if_cancelled
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -107,6 +108,7 @@ class Notifier:
             try:
                 await self._run_while_leader()
             except _INTERRUPTIONS as exc:
+                raise_if_cancelled(exc)
                 log.warning("notifier.interrupted", error=type(exc).__name__)
             await asyncio.sleep(self._poll_s)
 
